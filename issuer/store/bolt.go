@@ -1,0 +1,309 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+)
+
+// lockTimeout bounds how long Open waits for the file lock. bbolt waits
+// forever by default, which would make a second issuer on the same file
+// hang silently instead of saying what is wrong.
+const lockTimeout = time.Second
+
+var (
+	bucketTokens    = []byte("tokens")
+	bucketInstances = []byte("instances")
+	bucketLocks     = []byte("locks")
+)
+
+// boltStore is the embedded Store. bbolt runs one read-write transaction
+// at a time, so doing each check-and-set inside a single Update is what
+// makes ConsumeToken and AdvanceGeneration atomic, across goroutines and
+// without a lock of our own.
+type boltStore struct {
+	db   *bolt.DB
+	path string
+}
+
+// Open opens the store in the bbolt file at path, creating the file with
+// mode 0600 if it does not exist. Only one process may have the file open;
+// if another holds it, Open gives up after about a second and returns an
+// error naming the path.
+func Open(path string) (Store, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout})
+	if err != nil {
+		if errors.Is(err, bolterrors.ErrTimeout) {
+			return nil, fmt.Errorf("store: %s is locked by another process (is another issuer running on it?): %w", path, err)
+		}
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	// bbolt sets the mode only when it creates the file; the store holds
+	// token hashes and generation counters, so tighten an existing file too.
+	if err := os.Chmod(path, 0o600); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, name := range [][]byte{bucketTokens, bucketInstances, bucketLocks} {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return fmt.Errorf("create bucket %s: %w", name, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: init %s: %w", path, err)
+	}
+	return &boltStore{db: db, path: path}, nil
+}
+
+func (s *boltStore) PutToken(ctx context.Context, t Token) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketTokens)
+		if b.Get([]byte(t.Hash)) != nil {
+			return fmt.Errorf("store: put token for bot %q: %w", t.Bot, ErrExists)
+		}
+		if _, err := put(b, t.Hash, t); err != nil {
+			return fmt.Errorf("store: put token for bot %q: %w", t.Bot, err)
+		}
+		return nil
+	})
+}
+
+func (s *boltStore) ConsumeToken(ctx context.Context, hash, instance string, now time.Time) (Token, error) {
+	if err := ctx.Err(); err != nil {
+		return Token{}, err
+	}
+	var out Token
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketTokens)
+		var t Token
+		found, err := get(b, hash, &t)
+		if err != nil {
+			return fmt.Errorf("store: consume token: %w", err)
+		}
+		if !found {
+			return fmt.Errorf("store: consume token: %w", ErrTokenUnknown)
+		}
+		if err := usable(t, now); err != nil {
+			return err
+		}
+		t.ConsumedAt = now
+		t.ConsumedBy = instance
+		stored, err := put(b, hash, t)
+		if err != nil {
+			return fmt.Errorf("store: consume token for bot %q: %w", t.Bot, err)
+		}
+		return json.Unmarshal(stored, &out)
+	})
+	if err != nil {
+		return Token{}, err
+	}
+	return out, nil
+}
+
+func (s *boltStore) Token(ctx context.Context, hash string, now time.Time) (Token, error) {
+	if err := ctx.Err(); err != nil {
+		return Token{}, err
+	}
+	var t Token
+	err := s.db.View(func(tx *bolt.Tx) error {
+		found, err := get(tx.Bucket(bucketTokens), hash, &t)
+		if err != nil {
+			return fmt.Errorf("store: token: %w", err)
+		}
+		if !found {
+			return fmt.Errorf("store: token: %w", ErrTokenUnknown)
+		}
+		return usable(t, now)
+	})
+	if err != nil {
+		return Token{}, err
+	}
+	return t, nil
+}
+
+// usable reports why t cannot be used at now, if it cannot.
+func usable(t Token, now time.Time) error {
+	// Used wins over expired so that a replayed token is reported as a
+	// replay however late it comes back.
+	if !t.ConsumedAt.IsZero() {
+		return fmt.Errorf("store: token for bot %q used by instance %q at %s: %w",
+			t.Bot, t.ConsumedBy, t.ConsumedAt.Format(time.RFC3339), ErrTokenUsed)
+	}
+	if !now.Before(t.Expires) {
+		return fmt.Errorf("store: token for bot %q expired at %s: %w",
+			t.Bot, t.Expires.Format(time.RFC3339), ErrTokenExpired)
+	}
+	return nil
+}
+
+func (s *boltStore) CreateInstance(ctx context.Context, in Instance) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketInstances)
+		if b.Get([]byte(in.ID)) != nil {
+			return fmt.Errorf("store: create instance %q: %w", in.ID, ErrExists)
+		}
+		if _, err := put(b, in.ID, in); err != nil {
+			return fmt.Errorf("store: create instance %q: %w", in.ID, err)
+		}
+		return nil
+	})
+}
+
+func (s *boltStore) Instance(ctx context.Context, id string) (Instance, error) {
+	if err := ctx.Err(); err != nil {
+		return Instance{}, err
+	}
+	var in Instance
+	err := s.db.View(func(tx *bolt.Tx) error {
+		found, err := get(tx.Bucket(bucketInstances), id, &in)
+		if err != nil {
+			return fmt.Errorf("store: instance %q: %w", id, err)
+		}
+		if !found {
+			return fmt.Errorf("store: instance %q: %w", id, ErrInstanceUnknown)
+		}
+		return nil
+	})
+	if err != nil {
+		return Instance{}, err
+	}
+	return in, nil
+}
+
+func (s *boltStore) AdvanceGeneration(ctx context.Context, id string, presented uint64, now time.Time) (Instance, error) {
+	if err := ctx.Err(); err != nil {
+		return Instance{}, err
+	}
+	var out Instance
+	var mismatch error
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketInstances)
+		var in Instance
+		found, err := get(b, id, &in)
+		if err != nil {
+			return fmt.Errorf("store: advance instance %q: %w", id, err)
+		}
+		if !found {
+			return fmt.Errorf("store: advance instance %q: %w", id, ErrInstanceUnknown)
+		}
+		if in.Generation != presented {
+			// Not returned from the closure: the transaction has nothing to
+			// roll back, and the caller needs the stored instance, which it
+			// would not get from an error path.
+			out = in
+			mismatch = fmt.Errorf("store: instance %q: presented generation %d, stored generation %d: %w",
+				id, presented, in.Generation, ErrGenerationMismatch)
+			return nil
+		}
+		in.Generation++
+		in.Renewed = now
+		stored, err := put(b, id, in)
+		if err != nil {
+			return fmt.Errorf("store: advance instance %q: %w", id, err)
+		}
+		return json.Unmarshal(stored, &out)
+	})
+	if err != nil {
+		return Instance{}, err
+	}
+	return out, mismatch
+}
+
+func (s *boltStore) LockBot(ctx context.Context, l Lock) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketLocks)
+		// The first lock is kept because its reason and time are the ones
+		// an operator needs to investigate; later locks add nothing.
+		if b.Get([]byte(l.Bot)) != nil {
+			return nil
+		}
+		if _, err := put(b, l.Bot, l); err != nil {
+			return fmt.Errorf("store: lock bot %q: %w", l.Bot, err)
+		}
+		return nil
+	})
+}
+
+func (s *boltStore) UnlockBot(ctx context.Context, bot string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketLocks).Delete([]byte(bot)); err != nil {
+			return fmt.Errorf("store: unlock bot %q: %w", bot, err)
+		}
+		return nil
+	})
+}
+
+func (s *boltStore) BotLock(ctx context.Context, bot string) (Lock, bool, error) {
+	if err := ctx.Err(); err != nil {
+		return Lock{}, false, err
+	}
+	var l Lock
+	var found bool
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		found, err = get(tx.Bucket(bucketLocks), bot, &l)
+		if err != nil {
+			return fmt.Errorf("store: lock of bot %q: %w", bot, err)
+		}
+		return nil
+	})
+	if err != nil || !found {
+		return Lock{}, false, err
+	}
+	return l, true, nil
+}
+
+func (s *boltStore) Close() error {
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("store: close %s: %w", s.path, err)
+	}
+	return nil
+}
+
+// get decodes the value under key into v and reports whether there was one.
+func get(b *bolt.Bucket, key string, v any) (bool, error) {
+	data := b.Get([]byte(key))
+	if data == nil {
+		return false, nil
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		return true, fmt.Errorf("decode: %w", err)
+	}
+	return true, nil
+}
+
+// put encodes v under key and returns the encoding, so that callers can hand
+// back exactly what a later read will see: JSON drops the monotonic clock
+// and the zone name from times.
+func put(b *bolt.Bucket, key string, v any) ([]byte, error) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("encode: %w", err)
+	}
+	if err := b.Put([]byte(key), data); err != nil {
+		return nil, err
+	}
+	return data, nil
+}

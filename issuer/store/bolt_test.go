@@ -1,0 +1,371 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+
+func openTemp(t *testing.T) (Store, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "issuer.db")
+	s, err := Open(path)
+	if err != nil {
+		t.Fatalf("Open(%q): %v", path, err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, path
+}
+
+func token(hash string, expires time.Time) Token {
+	return Token{Hash: hash, Bot: "bot-" + hash, Created: t0, Expires: expires}
+}
+
+func TestTokenLifecycle(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openTemp(t)
+
+	for _, tok := range []Token{
+		token("fresh", t0.Add(time.Hour)),
+		token("stale", t0.Add(time.Hour)),
+		token("exact", t0.Add(time.Hour)),
+		token("replayed", t0.Add(time.Hour)),
+	} {
+		if err := s.PutToken(ctx, tok); err != nil {
+			t.Fatalf("PutToken(%s): %v", tok.Hash, err)
+		}
+	}
+	if err := s.PutToken(ctx, token("fresh", t0.Add(2*time.Hour))); !errors.Is(err, ErrExists) {
+		t.Fatalf("duplicate PutToken: got %v, want ErrExists", err)
+	}
+
+	got, err := s.ConsumeToken(ctx, "fresh", "inst-1", t0.Add(time.Minute))
+	if err != nil {
+		t.Fatalf("ConsumeToken(fresh): %v", err)
+	}
+	want := token("fresh", t0.Add(time.Hour))
+	want.ConsumedAt = t0.Add(time.Minute)
+	want.ConsumedBy = "inst-1"
+	if got != want {
+		t.Fatalf("ConsumeToken(fresh) = %+v, want %+v", got, want)
+	}
+	if _, err := s.ConsumeToken(ctx, "replayed", "inst-2", t0.Add(time.Minute)); err != nil {
+		t.Fatalf("ConsumeToken(replayed): %v", err)
+	}
+
+	tests := []struct {
+		name string
+		hash string
+		now  time.Time
+		want error
+	}{
+		{"consumed again", "fresh", t0.Add(2 * time.Minute), ErrTokenUsed},
+		{"unknown", "nope", t0, ErrTokenUnknown},
+		{"expired", "stale", t0.Add(2 * time.Hour), ErrTokenExpired},
+		{"expires exactly now", "exact", t0.Add(time.Hour), ErrTokenExpired},
+		{"used then expired", "replayed", t0.Add(2 * time.Hour), ErrTokenUsed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := s.ConsumeToken(ctx, tt.hash, "inst-x", tt.now)
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("ConsumeToken(%s) error = %v, want %v", tt.hash, err, tt.want)
+			}
+			if got != (Token{}) {
+				t.Errorf("ConsumeToken(%s) returned %+v with error, want zero Token", tt.hash, got)
+			}
+		})
+	}
+
+	// Failed consumes must not have overwritten the first consumer.
+	if _, err := s.ConsumeToken(ctx, "fresh", "inst-3", t0); err == nil ||
+		!strings.Contains(err.Error(), `"inst-1"`) {
+		t.Errorf("ConsumeToken(fresh) after failures: error %v, want it to name inst-1", err)
+	}
+}
+
+func TestPersistence(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "issuer.db")
+
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutToken(ctx, token("a", t0.Add(time.Hour))); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutToken(ctx, token("b", t0.Add(time.Hour))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ConsumeToken(ctx, "a", "inst-1", t0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateInstance(ctx, Instance{ID: "inst-1", Bot: "bot-a", Created: t0}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AdvanceGeneration(ctx, "inst-1", 0, t0.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.LockBot(ctx, Lock{Bot: "bot-a", Reason: "replay", At: t0}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+
+	s, err = Open(path)
+	if err != nil {
+		t.Fatalf("reopen: %v", err)
+	}
+	defer s.Close()
+
+	if _, err := s.ConsumeToken(ctx, "a", "inst-2", t0); !errors.Is(err, ErrTokenUsed) {
+		t.Errorf("consumed token after reopen: got %v, want ErrTokenUsed", err)
+	}
+	if _, err := s.ConsumeToken(ctx, "b", "inst-2", t0); err != nil {
+		t.Errorf("unconsumed token after reopen: %v", err)
+	}
+	in, err := s.Instance(ctx, "inst-1")
+	if err != nil {
+		t.Fatalf("Instance after reopen: %v", err)
+	}
+	want := Instance{ID: "inst-1", Bot: "bot-a", Generation: 1, Created: t0, Renewed: t0.Add(time.Minute)}
+	if in != want {
+		t.Errorf("Instance after reopen = %+v, want %+v", in, want)
+	}
+	if _, ok, err := s.BotLock(ctx, "bot-a"); err != nil || !ok {
+		t.Errorf("BotLock after reopen = %v, %v; want locked", ok, err)
+	}
+}
+
+func TestConcurrentConsume(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openTemp(t)
+	if err := s.PutToken(ctx, token("once", t0.Add(time.Hour))); err != nil {
+		t.Fatal(err)
+	}
+
+	const n = 32
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			_, errs[i] = s.ConsumeToken(ctx, "once", fmt.Sprintf("inst-%d", i), t0)
+		})
+	}
+	wg.Wait()
+
+	ok := 0
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			ok++
+		case !errors.Is(err, ErrTokenUsed):
+			t.Errorf("goroutine %d: got %v, want nil or ErrTokenUsed", i, err)
+		}
+	}
+	if ok != 1 {
+		t.Fatalf("%d of %d concurrent consumes succeeded, want exactly 1", ok, n)
+	}
+}
+
+func TestConcurrentAdvance(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openTemp(t)
+	if err := s.CreateInstance(ctx, Instance{ID: "inst", Bot: "bot", Generation: 5, Created: t0}); err != nil {
+		t.Fatal(err)
+	}
+
+	const n = 16
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			_, errs[i] = s.AdvanceGeneration(ctx, "inst", 5, t0)
+		})
+	}
+	wg.Wait()
+
+	ok := 0
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			ok++
+		case !errors.Is(err, ErrGenerationMismatch):
+			t.Errorf("goroutine %d: got %v, want nil or ErrGenerationMismatch", i, err)
+		}
+	}
+	if ok != 1 {
+		t.Fatalf("%d of %d concurrent advances succeeded, want exactly 1", ok, n)
+	}
+	in, err := s.Instance(ctx, "inst")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in.Generation != 6 {
+		t.Fatalf("generation after concurrent advances = %d, want 6", in.Generation)
+	}
+}
+
+func TestGeneration(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openTemp(t)
+	created := Instance{ID: "inst", Bot: "bot", Created: t0}
+	if err := s.CreateInstance(ctx, created); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateInstance(ctx, created); !errors.Is(err, ErrExists) {
+		t.Fatalf("duplicate CreateInstance: got %v, want ErrExists", err)
+	}
+
+	for gen := range uint64(2) {
+		now := t0.Add(time.Duration(gen+1) * time.Hour)
+		got, err := s.AdvanceGeneration(ctx, "inst", gen, now)
+		if err != nil {
+			t.Fatalf("AdvanceGeneration(%d): %v", gen, err)
+		}
+		if got.Generation != gen+1 || !got.Renewed.Equal(now) {
+			t.Fatalf("AdvanceGeneration(%d) = %+v, want generation %d renewed %v", gen, got, gen+1, now)
+		}
+	}
+
+	stored := Instance{ID: "inst", Bot: "bot", Generation: 2, Created: t0, Renewed: t0.Add(2 * time.Hour)}
+	got, err := s.AdvanceGeneration(ctx, "inst", 1, t0.Add(3*time.Hour))
+	if !errors.Is(err, ErrGenerationMismatch) {
+		t.Fatalf("stale AdvanceGeneration: got %v, want ErrGenerationMismatch", err)
+	}
+	if msg := err.Error(); !strings.Contains(msg, "presented generation 1") || !strings.Contains(msg, "stored generation 2") {
+		t.Errorf("mismatch error %q does not say presented 1 and stored 2", msg)
+	}
+	if got != stored {
+		t.Errorf("stale AdvanceGeneration returned %+v, want stored %+v", got, stored)
+	}
+	if in, err := s.Instance(ctx, "inst"); err != nil || in != stored {
+		t.Errorf("Instance after mismatch = %+v, %v; want unchanged %+v", in, err, stored)
+	}
+
+	if _, err := s.AdvanceGeneration(ctx, "ghost", 0, t0); !errors.Is(err, ErrInstanceUnknown) {
+		t.Errorf("AdvanceGeneration(ghost): got %v, want ErrInstanceUnknown", err)
+	}
+	if _, err := s.Instance(ctx, "ghost"); !errors.Is(err, ErrInstanceUnknown) {
+		t.Errorf("Instance(ghost): got %v, want ErrInstanceUnknown", err)
+	}
+}
+
+func TestLocks(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openTemp(t)
+
+	if _, ok, err := s.BotLock(ctx, "bot"); err != nil || ok {
+		t.Fatalf("BotLock before locking = %v, %v; want false, nil", ok, err)
+	}
+	first := Lock{Bot: "bot", Reason: "token replay", At: t0}
+	if err := s.LockBot(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.LockBot(ctx, Lock{Bot: "bot", Reason: "operator", At: t0.Add(time.Hour)}); err != nil {
+		t.Fatalf("second LockBot: %v", err)
+	}
+	got, ok, err := s.BotLock(ctx, "bot")
+	if err != nil || !ok || got != first {
+		t.Fatalf("BotLock = %+v, %v, %v; want %+v, true, nil", got, ok, err, first)
+	}
+	if err := s.UnlockBot(ctx, "bot"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.UnlockBot(ctx, "bot"); err != nil {
+		t.Fatalf("UnlockBot of unlocked bot: %v", err)
+	}
+	if got, ok, err := s.BotLock(ctx, "bot"); err != nil || ok || got != (Lock{}) {
+		t.Fatalf("BotLock after unlock = %+v, %v, %v; want zero, false, nil", got, ok, err)
+	}
+}
+
+func TestCancelledContext(t *testing.T) {
+	s, _ := openTemp(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+
+	if err := s.PutToken(ctx, token("a", t0.Add(time.Hour))); !errors.Is(err, context.Canceled) {
+		t.Errorf("PutToken: got %v, want context.Canceled", err)
+	}
+	if _, err := s.ConsumeToken(ctx, "a", "inst", t0); !errors.Is(err, context.Canceled) {
+		t.Errorf("ConsumeToken: got %v, want context.Canceled", err)
+	}
+	if _, _, err := s.BotLock(ctx, "bot"); !errors.Is(err, context.Canceled) {
+		t.Errorf("BotLock: got %v, want context.Canceled", err)
+	}
+	// Nothing may have been written.
+	if _, err := s.ConsumeToken(context.Background(), "a", "inst", t0); !errors.Is(err, ErrTokenUnknown) {
+		t.Errorf("token put under cancelled context: got %v, want ErrTokenUnknown", err)
+	}
+}
+
+func TestFile(t *testing.T) {
+	_, path := openTemp(t)
+
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mode := fi.Mode().Perm(); mode != 0o600 {
+		t.Errorf("store file mode = %v, want 0600", mode)
+	}
+
+	start := time.Now()
+	s2, err := Open(path)
+	if err == nil {
+		s2.Close()
+		t.Fatal("second Open of a store that is open succeeded")
+	}
+	if msg := err.Error(); !strings.Contains(msg, path) || !strings.Contains(msg, "locked by another process") {
+		t.Errorf("second Open error %q does not name the path and the lock", msg)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("second Open took %v to fail, want about 1s", d)
+	}
+}
+
+// TestTokenPeek checks that Token reports what ConsumeToken would, without
+// consuming anything.
+func TestTokenPeek(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openTemp(t)
+	if err := s.PutToken(ctx, token("peek", t0.Add(time.Hour))); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		hash string
+		now  time.Time
+		want error
+	}{
+		{"peek", t0, nil},
+		{"peek", t0, nil}, // still usable: peeking consumes nothing
+		{"nope", t0, ErrTokenUnknown},
+		{"peek", t0.Add(time.Hour), ErrTokenExpired},
+	}
+	for _, tt := range tests {
+		got, err := s.Token(ctx, tt.hash, tt.now)
+		if !errors.Is(err, tt.want) {
+			t.Fatalf("Token(%q, %v) = %v, want %v", tt.hash, tt.now, err, tt.want)
+		}
+		if err == nil && got.Bot != "bot-peek" {
+			t.Errorf("Token(%q).Bot = %q", tt.hash, got.Bot)
+		}
+	}
+	if _, err := s.ConsumeToken(ctx, "peek", "i1", t0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Token(ctx, "peek", t0); !errors.Is(err, ErrTokenUsed) {
+		t.Fatalf("Token after consume = %v, want ErrTokenUsed", err)
+	}
+}

@@ -1,0 +1,81 @@
+// Package store keeps the issuer's durable state: join tokens, bot instances
+// with their generation counters, and bot locks.
+//
+// Store is small on purpose so that a shared database can back several
+// issuers later; Open returns the embedded implementation.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Errors returned by Store methods. Callers match them with errors.Is.
+var (
+	ErrTokenUnknown       = errors.New("token unknown")
+	ErrTokenUsed          = errors.New("token already used")
+	ErrTokenExpired       = errors.New("token expired")
+	ErrInstanceUnknown    = errors.New("bot instance unknown")
+	ErrGenerationMismatch = errors.New("generation mismatch")
+	ErrExists             = errors.New("already exists")
+)
+
+// Token is a one-time join token. Only the SHA-256 hash of its secret is kept.
+type Token struct {
+	Hash       string    `json:"hash"` // hex SHA-256 of the secret
+	Bot        string    `json:"bot"`
+	Created    time.Time `json:"created"`
+	Expires    time.Time `json:"expires"`
+	ConsumedAt time.Time `json:"consumed_at,omitzero"`
+	ConsumedBy string    `json:"consumed_by,omitempty"` // instance ID
+}
+
+// Instance is one joined copy of a bot: one mwid process's identity.
+type Instance struct {
+	ID         string    `json:"id"`
+	Bot        string    `json:"bot"`
+	Generation uint64    `json:"generation"`
+	Created    time.Time `json:"created"`
+	Renewed    time.Time `json:"renewed,omitzero"`
+}
+
+// Lock records why a bot may no longer join or renew.
+type Lock struct {
+	Bot    string    `json:"bot"`
+	Reason string    `json:"reason"`
+	At     time.Time `json:"at"`
+}
+
+// Store is the issuer's durable state. Every method is safe for concurrent
+// use, and each is atomic.
+type Store interface {
+	// PutToken records a new token; ErrExists if the hash is taken.
+	PutToken(ctx context.Context, t Token) error
+	// ConsumeToken marks the token with the given hash as used by instance,
+	// at time now, and returns it. It fails with ErrTokenUnknown,
+	// ErrTokenUsed or ErrTokenExpired (checked in that order) and then
+	// leaves the token unchanged.
+	ConsumeToken(ctx context.Context, hash, instance string, now time.Time) (Token, error)
+	// Token returns the token with the given hash if it can still be used at
+	// now, and otherwise the error ConsumeToken would return. It changes
+	// nothing, so callers can check a join fully before consuming its token.
+	Token(ctx context.Context, hash string, now time.Time) (Token, error)
+	// CreateInstance records a new instance; ErrExists if the ID is taken.
+	CreateInstance(ctx context.Context, in Instance) error
+	// Instance returns the instance with the given ID or ErrInstanceUnknown.
+	Instance(ctx context.Context, id string) (Instance, error)
+	// AdvanceGeneration moves the instance from generation presented to
+	// presented+1, setting Renewed to now, and returns the updated instance.
+	// If the stored generation is not presented, it changes nothing and
+	// returns ErrGenerationMismatch with the stored instance.
+	AdvanceGeneration(ctx context.Context, id string, presented uint64, now time.Time) (Instance, error)
+	// LockBot locks a bot; locking a locked bot keeps the first lock.
+	LockBot(ctx context.Context, l Lock) error
+	// UnlockBot removes a bot's lock, if any.
+	UnlockBot(ctx context.Context, bot string) error
+	// BotLock returns the bot's lock and true, or false if it is not locked.
+	BotLock(ctx context.Context, bot string) (Lock, bool, error)
+	// Close releases the store.
+	Close() error
+}
