@@ -1,0 +1,216 @@
+package resource
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+)
+
+// LoadDir loads and validates the resources in directory dir.
+//
+// LoadDir reads, in lexical order, every regular file directly in dir whose
+// name ends in ".yaml" or ".yml", following symbolic links. Names starting
+// with "." are skipped, so editor temporary files and the "..data"
+// directories of a mounted Kubernetes ConfigMap are ignored. An empty
+// directory gives an empty set.
+//
+// Besides the checks made by [Parse], LoadDir rejects a name defined twice
+// for the same kind in different files, and a bot naming a role that no file
+// defines. If any file fails to read or to validate, LoadDir returns a nil
+// set and an error, made with [errors.Join], that holds every problem found,
+// each prefixed with "FILE:LINE: " where FILE is filepath.Join(dir, name).
+func LoadDir(dir string) (*Set, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	l := newLoader()
+	for _, e := range entries {
+		name := e.Name()
+		if strings.HasPrefix(name, ".") ||
+			!(strings.HasSuffix(name, ".yaml") || strings.HasSuffix(name, ".yml")) {
+			continue
+		}
+		path := filepath.Join(dir, name)
+		typ := e.Type()
+		if typ&fs.ModeSymlink != 0 {
+			fi, err := os.Stat(path)
+			if err != nil {
+				l.ioError(path, err)
+				continue
+			}
+			typ = fi.Mode().Type()
+		}
+		if !typ.IsRegular() {
+			continue
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			l.ioError(path, err)
+			continue
+		}
+		l.parseFile(path, data)
+	}
+	l.checkRefs()
+	if err := l.err(); err != nil {
+		return nil, err
+	}
+	return l.set(), nil
+}
+
+// Parse decodes and validates the resource documents in data, which was
+// read from the named file; file is used only in error messages and in the
+// Source of the resources. Each element of the result is a [Role] or a
+// [Bot], in the order of the documents. Empty documents are skipped.
+//
+// Parse checks each document on its own and rejects a name defined twice
+// for the same kind within data. It does not check that the roles a bot
+// names exist, since they may be defined in other files; [LoadDir] does.
+// On error, Parse returns no resources and an error holding every problem
+// found, each prefixed with "FILE:LINE: ".
+func Parse(file string, data []byte) ([]Resource, error) {
+	l := newLoader()
+	docs := l.parseFile(file, data)
+	if err := l.err(); err != nil {
+		return nil, err
+	}
+	out := make([]Resource, 0, len(docs))
+	for _, d := range docs {
+		out = append(out, d.res)
+	}
+	return out, nil
+}
+
+// A loader accumulates the resources of one or more files, and the problems
+// found in them.
+type loader struct {
+	files    []string
+	problems []problem
+	roles    map[string]*decoded // by name; the first definition
+	bots     map[string]*decoded // by name; the first definition
+	botDocs  []*decoded          // every bot document, for checkRefs
+}
+
+// A problem is one error, with the position used to sort errors.
+type problem struct {
+	file int // index in loader.files
+	line int
+	err  error
+}
+
+// A decoded is one resource document, with what the cross-document checks
+// need to know about it.
+type decoded struct {
+	res     Resource // Role or Bot; complete only if the document had no errors
+	kind    string
+	name    string // "" if missing or invalid
+	nameLoc Location
+	file    int
+	refs    []ref // a bot's roles
+}
+
+// A ref is a role named by a bot.
+type ref struct {
+	name string
+	line int
+}
+
+// A lineError is an error at a position in a file.
+type lineError struct {
+	loc Location
+	msg string
+}
+
+func (e *lineError) Error() string { return e.loc.String() + ": " + e.msg }
+
+func newLoader() *loader {
+	return &loader{
+		roles: make(map[string]*decoded),
+		bots:  make(map[string]*decoded),
+	}
+}
+
+// ioError records that the named file could not be read.
+func (l *loader) ioError(path string, err error) {
+	l.files = append(l.files, path)
+	l.problems = append(l.problems, problem{file: len(l.files) - 1, err: err})
+}
+
+// errorf records an error at line of file number idx.
+func (l *loader) errorf(idx, line int, format string, args ...any) {
+	l.problems = append(l.problems, problem{
+		file: idx,
+		line: line,
+		err: &lineError{
+			loc: Location{File: l.files[idx], Line: line},
+			msg: fmt.Sprintf(format, args...),
+		},
+	})
+}
+
+// register adds a named document, rejecting a second definition of a name.
+func (l *loader) register(d *decoded) {
+	if d.name == "" {
+		return
+	}
+	byName := l.roles
+	if d.kind == "bot" {
+		byName = l.bots
+	}
+	if first, ok := byName[d.name]; ok {
+		l.errorf(d.file, d.nameLoc.Line, "duplicate %s %q (first defined at %s)", d.kind, d.name, first.nameLoc)
+		return
+	}
+	byName[d.name] = d
+}
+
+// checkRefs reports every role named by a bot that is not defined.
+func (l *loader) checkRefs() {
+	for _, d := range l.botDocs {
+		for _, r := range d.refs {
+			if _, ok := l.roles[r.name]; !ok {
+				who := ""
+				if d.name != "" {
+					who = fmt.Sprintf("bot %q ", d.name)
+				}
+				l.errorf(d.file, r.line, "%sreferences unknown role %q", who, r.name)
+			}
+		}
+	}
+}
+
+// err returns the recorded problems, sorted by file and line, as one error.
+func (l *loader) err() error {
+	if len(l.problems) == 0 {
+		return nil
+	}
+	slices.SortStableFunc(l.problems, func(a, b problem) int {
+		return cmp.Or(cmp.Compare(a.file, b.file), cmp.Compare(a.line, b.line))
+	})
+	errs := make([]error, len(l.problems))
+	for i, p := range l.problems {
+		errs[i] = p.err
+	}
+	return errors.Join(errs...)
+}
+
+// set returns the loaded resources. It must be called only if err is nil.
+func (l *loader) set() *Set {
+	s := &Set{
+		roles: make(map[string]Role, len(l.roles)),
+		bots:  make(map[string]Bot, len(l.bots)),
+		files: slices.Clone(l.files),
+	}
+	for name, d := range l.roles {
+		s.roles[name] = d.res.(Role)
+	}
+	for name, d := range l.bots {
+		s.bots[name] = d.res.(Bot)
+	}
+	return s
+}
