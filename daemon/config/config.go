@@ -1,0 +1,375 @@
+// Package config reads mwid's configuration file.
+//
+// The file format (the file struct) is kept apart from the runtime Config:
+// Parse decodes YAML with known fields only, validates it, and builds a
+// Config in which every default is filled in and every value is checked.
+// Every error names the file and line.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is mwid's validated runtime configuration.
+type Config struct {
+	Issuer          Issuer
+	Onboarding      Onboarding
+	CertificateTTL  time.Duration
+	RenewalInterval time.Duration // zero: renew at about two thirds of the lifetime
+	AgentSocket     Socket
+	APISocket       Socket
+	SSHLogins       []string
+	Log             Log
+}
+
+// Issuer says where the issuer is and how to trust it.
+type Issuer struct {
+	Address string   // host:port
+	CAPins  []string // "sha256:" base64 SPKI hashes
+	CAFile  string
+}
+
+// Onboarding says how mwid joins.
+type Onboarding struct {
+	JoinMethod string
+	Token      SecretSource
+}
+
+// SecretSource names where a secret comes from. Exactly one field is set.
+type SecretSource struct {
+	Env        string // an environment variable
+	File       string // a file
+	Credential string // a systemd credential in $CREDENTIALS_DIRECTORY
+}
+
+// Read returns the secret, without surrounding white space.
+func (s SecretSource) Read() (string, error) {
+	var v string
+	switch {
+	case s.Env != "":
+		var ok bool
+		if v, ok = os.LookupEnv(s.Env); !ok {
+			return "", fmt.Errorf("environment variable %s is not set", s.Env)
+		}
+	case s.File != "":
+		b, err := os.ReadFile(s.File)
+		if err != nil {
+			return "", err
+		}
+		v = string(b)
+	case s.Credential != "":
+		dir := os.Getenv("CREDENTIALS_DIRECTORY")
+		if dir == "" {
+			return "", fmt.Errorf("credential %s: $CREDENTIALS_DIRECTORY is not set (is mwid running under systemd with LoadCredential=?)", s.Credential)
+		}
+		b, err := os.ReadFile(filepath.Join(dir, s.Credential))
+		if err != nil {
+			return "", fmt.Errorf("credential %s: %w", s.Credential, err)
+		}
+		v = string(b)
+	}
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return "", errors.New("the secret is empty")
+	}
+	return v, nil
+}
+
+// Socket is a Unix socket mwid listens on.
+type Socket struct {
+	Path string
+	Mode os.FileMode
+}
+
+// Log configures logging.
+type Log struct {
+	Level  string
+	Format string
+}
+
+// Defaults.
+const (
+	DefaultCertificateTTL = time.Hour
+	DefaultAgentSocket    = "/run/mwi/agent.sock"
+	DefaultAPISocket      = "/run/mwi/api.sock"
+	defaultSocketMode     = 0o600
+	minCertificateTTL     = 10 * time.Second
+)
+
+// file is the YAML form of the configuration.
+type file struct {
+	Version         string      `yaml:"version"`
+	Issuer          fileIssuer  `yaml:"issuer"`
+	Onboarding      fileOnboard `yaml:"onboarding"`
+	CertificateTTL  string      `yaml:"certificate_ttl"`
+	RenewalInterval string      `yaml:"renewal_interval"`
+	Sockets         fileSockets `yaml:"sockets"`
+	SSH             fileSSH     `yaml:"ssh"`
+	Log             fileLog     `yaml:"log"`
+}
+
+type fileIssuer struct {
+	Address string   `yaml:"address"`
+	CAPins  []string `yaml:"ca_pins"`
+	CAFile  string   `yaml:"ca_file"`
+}
+
+type fileOnboard struct {
+	JoinMethod string     `yaml:"join_method"`
+	Token      fileSecret `yaml:"token"`
+}
+
+type fileSecret struct {
+	Env        string `yaml:"env"`
+	File       string `yaml:"file"`
+	Credential string `yaml:"credential"`
+}
+
+type fileSockets struct {
+	Agent fileSocket `yaml:"agent"`
+	API   fileSocket `yaml:"api"`
+}
+
+type fileSocket struct {
+	Path string `yaml:"path"`
+	Mode string `yaml:"mode"`
+}
+
+type fileSSH struct {
+	Logins []string `yaml:"logins"`
+}
+
+type fileLog struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"`
+}
+
+// Load reads and parses the configuration file at path.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(path, data)
+}
+
+// Parse parses a configuration; name is used in error messages. Relative
+// paths in the file are taken relative to name's directory.
+func Parse(name string, data []byte) (*Config, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, yamlError(name, err)
+	}
+	if len(root.Content) == 0 {
+		return nil, fmt.Errorf("%s: the file is empty; want a mwid configuration with version: v1", name)
+	}
+	var f file
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&f); err != nil {
+		return nil, yamlError(name, err)
+	}
+	v := validator{name: name, root: root.Content[0], dir: filepath.Dir(name)}
+	c := v.build(&f)
+	if err := errors.Join(v.errs...); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+var unknownField = regexp.MustCompile(`field (\S+) not found in type \S+`)
+
+// yamlError rewrites yaml.v3's "yaml: line N: ..." as "NAME:N: ...".
+func yamlError(name string, err error) error {
+	var te *yaml.TypeError
+	if errors.As(err, &te) {
+		errs := make([]error, len(te.Errors))
+		for i, e := range te.Errors {
+			// yaml.v3 names Go types; the reader knows only the file.
+			e = unknownField.ReplaceAllString(e, `unknown field "$1"`)
+			errs[i] = errors.New(name + ":" + strings.TrimPrefix(e, "line "))
+		}
+		return errors.Join(errs...)
+	}
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	if strings.HasPrefix(msg, "line ") {
+		return errors.New(name + ":" + strings.TrimPrefix(msg, "line "))
+	}
+	return fmt.Errorf("%s: %s", name, msg)
+}
+
+type validator struct {
+	name string
+	root *yaml.Node
+	dir  string
+	errs []error
+}
+
+// errorf records an error at the line of the node at path (dotted keys).
+func (v *validator) errorf(path, format string, args ...any) {
+	v.errs = append(v.errs, fmt.Errorf("%s:%d: %s: %s", v.name, v.line(path), path, fmt.Sprintf(format, args...)))
+}
+
+// line returns the line of the value at path, or of its nearest existing
+// parent, so that a missing field is reported where it belongs.
+func (v *validator) line(path string) int {
+	n := v.root
+	line := n.Line
+	for _, key := range strings.Split(path, ".") {
+		if n.Kind != yaml.MappingNode {
+			break
+		}
+		var next *yaml.Node
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if n.Content[i].Value == key {
+				next = n.Content[i+1]
+				break
+			}
+		}
+		if next == nil {
+			break
+		}
+		n, line = next, next.Line
+	}
+	return line
+}
+
+func (v *validator) build(f *file) *Config {
+	c := &Config{}
+	if f.Version != "v1" {
+		v.errorf("version", "got %q, want v1", f.Version)
+	}
+
+	c.Issuer.Address = f.Issuer.Address
+	if f.Issuer.Address == "" {
+		v.errorf("issuer.address", "required (host:port of mwi-issuer)")
+	} else if _, port, err := net.SplitHostPort(f.Issuer.Address); err != nil || port == "" {
+		v.errorf("issuer.address", "%q is not host:port", f.Issuer.Address)
+	}
+	for _, p := range f.Issuer.CAPins {
+		if !strings.HasPrefix(p, "sha256:") || len(p) != len("sha256:")+44 {
+			v.errorf("issuer.ca_pins", "%q is not a pin of the form sha256:<base64 SPKI hash> (mwi-issuer ca prints it)", p)
+		}
+	}
+	c.Issuer.CAPins = f.Issuer.CAPins
+	c.Issuer.CAFile = v.path(f.Issuer.CAFile)
+	if len(f.Issuer.CAPins) == 0 && f.Issuer.CAFile == "" {
+		v.errorf("issuer", "set ca_pins or ca_file: mwid never trusts the issuer blindly")
+	}
+
+	c.Onboarding.JoinMethod = f.Onboarding.JoinMethod
+	switch f.Onboarding.JoinMethod {
+	case "token":
+		t := f.Onboarding.Token
+		set := 0
+		for _, s := range []string{t.Env, t.File, t.Credential} {
+			if s != "" {
+				set++
+			}
+		}
+		if set != 1 {
+			v.errorf("onboarding.token", "set exactly one of env, file or credential")
+		}
+		c.Onboarding.Token = SecretSource{Env: t.Env, File: v.path(t.File), Credential: t.Credential}
+	case "":
+		v.errorf("onboarding.join_method", "required (token)")
+	default:
+		v.errorf("onboarding.join_method", "unknown join method %q (want token)", f.Onboarding.JoinMethod)
+	}
+
+	c.CertificateTTL = v.duration("certificate_ttl", f.CertificateTTL, DefaultCertificateTTL)
+	if c.CertificateTTL < minCertificateTTL {
+		v.errorf("certificate_ttl", "%s is shorter than the minimum %s", c.CertificateTTL, minCertificateTTL)
+	}
+	c.RenewalInterval = v.duration("renewal_interval", f.RenewalInterval, 0)
+	if c.RenewalInterval < 0 || (c.RenewalInterval > 0 && c.RenewalInterval >= c.CertificateTTL) {
+		v.errorf("renewal_interval", "%s must be positive and shorter than certificate_ttl (%s)", c.RenewalInterval, c.CertificateTTL)
+	}
+
+	c.AgentSocket = v.socket("sockets.agent", f.Sockets.Agent, DefaultAgentSocket)
+	c.APISocket = v.socket("sockets.api", f.Sockets.API, DefaultAPISocket)
+	if c.AgentSocket.Path == c.APISocket.Path {
+		v.errorf("sockets", "agent and api use the same path %s", c.AgentSocket.Path)
+	}
+
+	for _, l := range f.SSH.Logins {
+		if l == "" || strings.ContainsAny(l, " \t\r\n,") {
+			v.errorf("ssh.logins", "%q is not a valid login", l)
+		}
+	}
+	c.SSHLogins = f.SSH.Logins
+
+	c.Log = Log{Level: f.Log.Level, Format: f.Log.Format}
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = "text"
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		v.errorf("log.level", "%q: want debug, info, warn or error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		v.errorf("log.format", "%q: want text or json", c.Log.Format)
+	}
+	return c
+}
+
+func (v *validator) duration(path, s string, def time.Duration) time.Duration {
+	if s == "" {
+		return def
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		v.errorf(path, "%q is not a duration such as 30s, 20m or 1h", s)
+		return def
+	}
+	return d
+}
+
+func (v *validator) socket(path string, s fileSocket, defPath string) Socket {
+	out := Socket{Path: v.path(s.Path), Mode: defaultSocketMode}
+	if out.Path == "" {
+		out.Path = defPath
+	}
+	if s.Mode != "" {
+		m, err := strconv.ParseUint(s.Mode, 8, 32)
+		if err != nil || m&^0o777 != 0 {
+			v.errorf(path+".mode", "%q is not an octal permission mode such as \"0600\"", s.Mode)
+		} else if m&0o007 != 0 {
+			// The agent signs as the bot: other users must not reach it
+			// through the mode; allow them by group instead.
+			v.errorf(path+".mode", "%s gives access to every user; use a group (such as 0660) instead", s.Mode)
+		} else {
+			out.Mode = os.FileMode(m)
+		}
+	}
+	return out
+}
+
+// path makes p absolute relative to the configuration file's directory.
+func (v *validator) path(p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	abs, err := filepath.Abs(filepath.Join(v.dir, p))
+	if err != nil {
+		return filepath.Join(v.dir, p)
+	}
+	return abs
+}

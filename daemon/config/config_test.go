@@ -1,0 +1,138 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+const valid = `version: v1
+issuer:
+  address: 127.0.0.1:7443
+  ca_pins: ["sha256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="]
+onboarding:
+  join_method: token
+  token:
+    env: MWI_TOKEN
+certificate_ttl: 10m
+renewal_interval: 2m
+sockets:
+  agent:
+    path: run/agent.sock
+    mode: "0660"
+  api:
+    path: /run/mwi/api.sock
+ssh:
+  logins: [deploy, ops]
+log:
+  format: json
+`
+
+func TestParseValid(t *testing.T) {
+	c, err := Parse("/etc/mwi/mwid.yaml", []byte(valid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.CertificateTTL != 10*time.Minute || c.RenewalInterval != 2*time.Minute {
+		t.Errorf("durations = %v, %v", c.CertificateTTL, c.RenewalInterval)
+	}
+	if c.AgentSocket.Path != "/etc/mwi/run/agent.sock" || c.AgentSocket.Mode != 0o660 {
+		t.Errorf("agent socket = %+v; want a path relative to the file and mode 0660", c.AgentSocket)
+	}
+	if c.APISocket.Mode != 0o600 {
+		t.Errorf("api socket mode = %o, want the default 0600", c.APISocket.Mode)
+	}
+	if c.Onboarding.Token.Env != "MWI_TOKEN" || c.Log.Level != "info" || c.Log.Format != "json" {
+		t.Errorf("config = %+v", c)
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	tests := []struct {
+		name    string
+		replace [2]string // in valid
+		want    string
+	}{
+		{"unknown field", [2]string{"ssh:\n", "ssh:\n  user: x\n"}, `mwid.yaml:18: unknown field "user"`},
+		{"bad version", [2]string{"version: v1", "version: v2"}, `mwid.yaml:1: version: got "v2", want v1`},
+		{"syntax", [2]string{"log:\n", "log: [\n"}, "mwid.yaml:"},
+		{"bad duration", [2]string{"certificate_ttl: 10m", "certificate_ttl: ten"}, `mwid.yaml:9: certificate_ttl: "ten" is not a duration`},
+		{"ttl too short", [2]string{"certificate_ttl: 10m", "certificate_ttl: 1s"}, "shorter than the minimum"},
+		{"interval too long", [2]string{"renewal_interval: 2m", "renewal_interval: 20m"}, "mwid.yaml:10: renewal_interval"},
+		{"no trust", [2]string{`  ca_pins: ["sha256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="]`, ""}, "set ca_pins or ca_file"},
+		{"bad pin", [2]string{"sha256:AAAA", "md5:AAAA"}, "mwid.yaml:4: issuer.ca_pins"},
+		{"no port", [2]string{"127.0.0.1:7443", "127.0.0.1"}, `mwid.yaml:3: issuer.address: "127.0.0.1" is not host:port`},
+		{"two secrets", [2]string{"    env: MWI_TOKEN", "    env: MWI_TOKEN\n    file: /x"}, "set exactly one of env, file or credential"},
+		{"unknown method", [2]string{"join_method: token", "join_method: magic"}, `unknown join method "magic"`},
+		{"world mode", [2]string{`mode: "0660"`, `mode: "0666"`}, "mwid.yaml:14: sockets.agent.mode: 0666 gives access to every user"},
+		{"bad mode", [2]string{`mode: "0660"`, `mode: "rw"`}, "not an octal permission mode"},
+		{"bad login", [2]string{"[deploy, ops]", `["a b"]`}, `ssh.logins: "a b" is not a valid login`},
+		{"bad log level", [2]string{"format: json", "level: loud"}, `log.level: "loud"`},
+		{"same socket", [2]string{"/run/mwi/api.sock", "/etc/mwi/run/agent.sock"}, "agent and api use the same path"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			data := strings.Replace(valid, tt.replace[0], tt.replace[1], 1)
+			if data == valid {
+				t.Fatalf("replacement %q not found", tt.replace[0])
+			}
+			_, err := Parse("/etc/mwi/mwid.yaml", []byte(data))
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Parse error = %v, want it to contain %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseEmpty(t *testing.T) {
+	for _, data := range []string{"", "# just a comment\n"} {
+		if _, err := Parse("x.yaml", []byte(data)); err == nil || !strings.Contains(err.Error(), "x.yaml: the file is empty") {
+			t.Errorf("Parse(%q) error = %v", data, err)
+		}
+	}
+}
+
+func TestSecretSource(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "tok"), []byte("  s3cret\n"), 0o600)
+	t.Setenv("MWI_TEST_TOKEN", "from-env")
+	t.Setenv("CREDENTIALS_DIRECTORY", dir)
+	os.Unsetenv("MWI_TEST_UNSET")
+	tests := []struct {
+		src     SecretSource
+		want    string
+		wantErr string
+	}{
+		{SecretSource{Env: "MWI_TEST_TOKEN"}, "from-env", ""},
+		{SecretSource{File: filepath.Join(dir, "tok")}, "s3cret", ""},
+		{SecretSource{Credential: "tok"}, "s3cret", ""},
+		{SecretSource{Env: "MWI_TEST_UNSET"}, "", "MWI_TEST_UNSET is not set"},
+		{SecretSource{File: filepath.Join(dir, "missing")}, "", "no such file"},
+	}
+	for _, tt := range tests {
+		got, err := tt.src.Read()
+		if tt.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("%+v: error %v, want %q", tt.src, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil || got != tt.want {
+			t.Errorf("%+v: Read() = %q, %v; want %q", tt.src, got, err, tt.want)
+		}
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(valid))
+	f.Add([]byte("version: v1\nissuer: {address: 'a:1'}\n"))
+	f.Add([]byte("- [\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := Parse("f.yaml", data)
+		if err == nil && c == nil {
+			t.Fatal("nil config without error")
+		}
+	})
+}
