@@ -1,0 +1,286 @@
+// Command mwi-issuer is MWI's authority: it verifies joining machines, applies
+// roles and signs short-lived SSH and X.509 certificates.
+//
+// Usage:
+//
+//	mwi-issuer init  --state DIR [--host NAME]...
+//	mwi-issuer serve --state DIR [--listen ADDR] [--resources DIR] [--admin-socket PATH] [--audit-log FILE]
+//	mwi-issuer ca    --state DIR
+//	mwi-issuer token create --bot NAME [--ttl 1h] [--state DIR | --admin-socket PATH]
+//	mwi-issuer bot unlock NAME [--state DIR | --admin-socket PATH]
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/mwi-project/mwi/api"
+	"github.com/mwi-project/mwi/internal/logging"
+	"github.com/mwi-project/mwi/issuer/ca"
+	"github.com/mwi-project/mwi/issuer/server"
+)
+
+const usage = `usage:
+  mwi-issuer init  --state DIR [--host NAME]...
+  mwi-issuer serve --state DIR [--listen ADDR] [--resources DIR] [--admin-socket PATH] [--audit-log FILE]
+  mwi-issuer ca    --state DIR
+  mwi-issuer token create --bot NAME [--ttl DURATION] [--state DIR | --admin-socket PATH]
+  mwi-issuer bot unlock NAME [--state DIR | --admin-socket PATH]
+`
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "mwi-issuer:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	if len(args) == 0 {
+		fmt.Fprint(os.Stderr, usage)
+		return errors.New("missing command")
+	}
+	switch cmd, rest := args[0], args[1:]; cmd {
+	case "init":
+		return runInit(rest)
+	case "serve":
+		return runServe(rest)
+	case "ca":
+		return runCA(rest)
+	case "token":
+		if len(rest) == 0 || rest[0] != "create" {
+			return errors.New("usage: mwi-issuer token create --bot NAME [--ttl DURATION]")
+		}
+		return runTokenCreate(rest[1:])
+	case "bot":
+		if len(rest) < 2 || rest[0] != "unlock" {
+			return errors.New("usage: mwi-issuer bot unlock NAME")
+		}
+		return runBotUnlock(rest[1], rest[2:])
+	case "help", "-h", "--help":
+		fmt.Print(usage)
+		return nil
+	default:
+		return fmt.Errorf("unknown command %q\n%s", cmd, usage)
+	}
+}
+
+// hostList is a repeatable string flag.
+type hostList []string
+
+func (h *hostList) String() string     { return strings.Join(*h, ",") }
+func (h *hostList) Set(v string) error { *h = append(*h, v); return nil }
+
+func runInit(args []string) error {
+	fs := flag.NewFlagSet("init", flag.ContinueOnError)
+	state := fs.String("state", "", "state `directory` to create")
+	var hosts hostList
+	fs.Var(&hosts, "host", "`name` or IP address for the serving certificate (repeatable; default: localhost, 127.0.0.1, ::1 and the hostname)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *state == "" {
+		return errors.New("init: --state is required")
+	}
+	if len(hosts) == 0 {
+		hosts = hostList{"localhost", "127.0.0.1", "::1"}
+		if h, err := os.Hostname(); err == nil && h != "localhost" {
+			hosts = append(hosts, h)
+		}
+	}
+	if err := ca.Init(*state, hosts); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Join(*state, "resources"), 0o700); err != nil {
+		return err
+	}
+	a, err := ca.Load(*state)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("initialised issuer in %s\n", *state)
+	printCA(a)
+	return nil
+}
+
+func runCA(args []string) error {
+	fs := flag.NewFlagSet("ca", flag.ContinueOnError)
+	state := fs.String("state", "", "issuer state `directory`")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *state == "" {
+		return errors.New("ca: --state is required")
+	}
+	a, err := ca.Load(*state)
+	if err != nil {
+		return err
+	}
+	printCA(a)
+	return nil
+}
+
+func printCA(a *ca.Authority) {
+	fmt.Printf("ca_pin: %s\n", a.Pin())
+	fmt.Printf("ssh_user_ca: %s", ssh.MarshalAuthorizedKey(a.SSHUserCA()))
+	fmt.Printf("ssh_host_ca: %s", ssh.MarshalAuthorizedKey(a.SSHHostCA()))
+}
+
+func runServe(args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	state := fs.String("state", "", "issuer state `directory` (made by init)")
+	listen := fs.String("listen", "", "HTTPS listen `address` (default 127.0.0.1:7443)")
+	resources := fs.String("resources", "", "resource `directory` (default STATE/resources)")
+	adminSock := fs.String("admin-socket", "", "admin socket `path` (default STATE/admin.sock)")
+	auditLog := fs.String("audit-log", "", "audit log `file` (default STATE/audit.log; - for standard output)")
+	logFormat := fs.String("log-format", "text", "log `format`: text or json")
+	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *state == "" {
+		return errors.New("serve: --state is required")
+	}
+	log, err := logging.New(os.Stderr, *logFormat, *logLevel)
+	if err != nil {
+		return err
+	}
+	cfg := server.DefaultConfig(*state)
+	for dst, v := range map[*string]string{&cfg.Listen: *listen, &cfg.ResourcesDir: *resources, &cfg.AdminSocket: *adminSock, &cfg.AuditLog: *auditLog} {
+		if v != "" {
+			*dst = v
+		}
+	}
+	if cfg.AuditLog == "-" {
+		cfg.AuditLog = ""
+	}
+	srv, err := server.New(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		for range hup {
+			srv.Reload()
+		}
+	}()
+	return srv.Run(ctx)
+}
+
+// adminSocketFlags adds the flags that locate the admin socket.
+func adminSocketFlags(fs *flag.FlagSet) func() (string, error) {
+	state := fs.String("state", "", "issuer state `directory`; the socket is STATE/admin.sock")
+	sock := fs.String("admin-socket", os.Getenv("MWI_ADMIN_SOCKET"), "admin socket `path` (env MWI_ADMIN_SOCKET)")
+	return func() (string, error) {
+		switch {
+		case *sock != "":
+			return *sock, nil
+		case *state != "":
+			return filepath.Join(*state, "admin.sock"), nil
+		default:
+			return "", errors.New("name the admin socket with --admin-socket or --state")
+		}
+	}
+}
+
+func runTokenCreate(args []string) error {
+	fs := flag.NewFlagSet("token create", flag.ContinueOnError)
+	bot := fs.String("bot", "", "bot `name` the token joins as")
+	ttl := fs.Duration("ttl", time.Hour, "how long the token can be used")
+	jsonOut := fs.Bool("json", false, "print JSON")
+	socket := adminSocketFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *bot == "" {
+		return errors.New("token create: --bot is required")
+	}
+	path, err := socket()
+	if err != nil {
+		return err
+	}
+	var resp api.CreateTokenResponse
+	req := api.CreateTokenRequest{Bot: *bot, TTLSeconds: int64(ttl.Seconds())}
+	if err := adminCall(path, "/admin/v1/tokens", req, &resp); err != nil {
+		return err
+	}
+	if *jsonOut {
+		return json.NewEncoder(os.Stdout).Encode(resp)
+	}
+	// The secret alone on standard output, so scripts can capture it; the
+	// rest goes to standard error.
+	fmt.Fprintf(os.Stderr, "join token for bot %s, usable once until %s; it is not shown again:\n", resp.Bot, resp.Expires.Format(time.RFC3339))
+	fmt.Println(resp.Token)
+	return nil
+}
+
+func runBotUnlock(bot string, args []string) error {
+	fs := flag.NewFlagSet("bot unlock", flag.ContinueOnError)
+	socket := adminSocketFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	path, err := socket()
+	if err != nil {
+		return err
+	}
+	if err := adminCall(path, "/admin/v1/bots/"+bot+"/unlock", struct{}{}, nil); err != nil {
+		return err
+	}
+	fmt.Printf("bot %s unlocked\n", bot)
+	return nil
+}
+
+// adminCall posts req to the admin socket and decodes the answer into resp.
+func adminCall(socket, path string, req, resp any) error {
+	c := &http.Client{
+		Timeout: 30 * time.Second,
+		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", socket)
+		}},
+	}
+	body, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	r, err := c.Post("http://issuer"+path, "application/json", bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("is mwi-issuer serve running? (admin socket %s): %w", socket, err)
+	}
+	defer r.Body.Close()
+	data, err := io.ReadAll(r.Body)
+	if err != nil {
+		return err
+	}
+	if r.StatusCode/100 != 2 {
+		var e api.ErrorBody
+		if json.Unmarshal(data, &e) == nil && e.Error.Message != "" {
+			return errors.New(e.Error.Message)
+		}
+		return fmt.Errorf("admin API: %s", r.Status)
+	}
+	if resp == nil {
+		return nil
+	}
+	return json.Unmarshal(data, resp)
+}

@@ -1,0 +1,361 @@
+// Package authority decides who joins and what the issuer signs.
+//
+// It verifies join attestations, applies the bot's roles, keeps generation
+// counters in the store, signs with the certificate authorities and records
+// every decision in the audit log. The HTTP layer above it only decodes
+// requests and renders answers.
+package authority
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/mwi-project/mwi/api"
+	"github.com/mwi-project/mwi/internal/httpjson"
+	"github.com/mwi-project/mwi/issuer/audit"
+	"github.com/mwi-project/mwi/issuer/ca"
+	"github.com/mwi-project/mwi/issuer/resource"
+	"github.com/mwi-project/mwi/issuer/store"
+)
+
+// backdate is how far before now certificates become valid, so that a
+// machine whose clock is a little behind the issuer's accepts them.
+const backdate = time.Minute
+
+// MinTTL is the shortest certificate lifetime the issuer signs.
+const MinTTL = 5 * time.Second
+
+// Authority makes the issuer's decisions. Set CA, Store and Audit before use.
+type Authority struct {
+	CA    *ca.Authority
+	Store store.Store
+	Audit *audit.Log
+	// Now returns the current time; nil means time.Now.
+	Now func() time.Time
+
+	resources atomic.Pointer[resource.Set]
+}
+
+// SetResources makes s the resource set that later decisions use.
+func (a *Authority) SetResources(s *resource.Set) { a.resources.Store(s) }
+
+// Resources returns the resource set in use.
+func (a *Authority) Resources() *resource.Set { return a.resources.Load() }
+
+func (a *Authority) now() time.Time {
+	if a.Now != nil {
+		return a.Now()
+	}
+	return time.Now()
+}
+
+// Join admits a new bot instance with a one-time token and signs its first
+// credentials.
+func (a *Authority) Join(ctx context.Context, req api.JoinRequest, remote string) (api.Credentials, error) {
+	attrs := []slog.Attr{slog.String("remote", remote), slog.String("join_method", req.JoinMethod)}
+	deny := func(err *httpjson.Error) (api.Credentials, error) {
+		a.Audit.Record(ctx, audit.EventJoin, audit.Denied, append(attrs, slog.String("reason", err.Message))...)
+		return api.Credentials{}, err
+	}
+	if req.JoinMethod != api.JoinMethodToken {
+		return deny(badRequest("unsupported join method %q (want %q)", req.JoinMethod, api.JoinMethodToken))
+	}
+	if req.Token == "" {
+		return deny(badRequest("token is empty"))
+	}
+	keys, ttl, herr := parseKeys(req.Keys, req.TTLSeconds)
+	if herr != nil {
+		return deny(herr)
+	}
+	hash := HashToken(req.Token)
+	// The prefix is enough to match the line with the token's creation and
+	// too short to help anyone guess the secret.
+	attrs = append(attrs, slog.String("token", hash[:12]))
+	tok, err := a.Store.Token(ctx, hash, a.now())
+	if herr := tokenError(err); herr != nil {
+		return deny(herr)
+	}
+	attrs = append(attrs, slog.String("bot", tok.Bot))
+	grant, logins, herr := a.grant(ctx, tok.Bot, req.SSHLogins)
+	if herr != nil {
+		return deny(herr)
+	}
+	instance, err := newInstanceID()
+	if err != nil {
+		return api.Credentials{}, err
+	}
+	attrs = append(attrs, slog.String("instance", instance))
+	now := a.now()
+	// Consuming re-checks the token atomically: of two joins racing with the
+	// same token, one wins and the other is told it was used.
+	if _, err := a.Store.ConsumeToken(ctx, hash, instance, now); err != nil {
+		if herr := tokenError(err); herr != nil {
+			return deny(herr)
+		}
+		return api.Credentials{}, err
+	}
+	in := store.Instance{ID: instance, Bot: tok.Bot, Generation: 1, Created: now}
+	if err := a.Store.CreateInstance(ctx, in); err != nil {
+		return api.Credentials{}, err
+	}
+	a.Audit.Record(ctx, audit.EventJoin, audit.Allowed, attrs...)
+	return a.sign(ctx, in, grant, logins, keys, ttl, now)
+}
+
+// Renew signs fresh credentials for a bot instance that proved its current
+// identity over mutual TLS. The identity's generation must be the one the
+// store holds: an older one means a copy of the identity is in use, and the
+// bot is locked.
+func (a *Authority) Renew(ctx context.Context, id ca.Identity, req api.RenewRequest, remote string) (api.Credentials, error) {
+	attrs := []slog.Attr{
+		slog.String("remote", remote), slog.String("bot", id.Bot),
+		slog.String("instance", id.Instance), slog.Uint64("generation", id.Generation),
+	}
+	deny := func(err *httpjson.Error) (api.Credentials, error) {
+		a.Audit.Record(ctx, audit.EventRenew, audit.Denied, append(attrs, slog.String("reason", err.Message))...)
+		return api.Credentials{}, err
+	}
+	keys, ttl, herr := parseKeys(req.Keys, req.TTLSeconds)
+	if herr != nil {
+		return deny(herr)
+	}
+	grant, logins, herr := a.grant(ctx, id.Bot, req.SSHLogins)
+	if herr != nil {
+		return deny(herr)
+	}
+	now := a.now()
+	in, err := a.Store.AdvanceGeneration(ctx, id.Instance, id.Generation, now)
+	switch {
+	case errors.Is(err, store.ErrInstanceUnknown):
+		return deny(httpjson.Errorf(http.StatusForbidden, api.CodeUnauthenticated, "bot instance %s is unknown to this issuer", id.Instance))
+	case errors.Is(err, store.ErrGenerationMismatch):
+		reason := fmt.Sprintf("generation mismatch on instance %s: presented %d, expected %d; the identity was probably copied", id.Instance, id.Generation, in.Generation)
+		if err := a.Store.LockBot(ctx, store.Lock{Bot: id.Bot, Reason: reason, At: now}); err != nil {
+			return api.Credentials{}, err
+		}
+		a.Audit.Record(ctx, audit.EventBotLock, audit.Allowed, slog.String("bot", id.Bot), slog.String("reason", reason))
+		return deny(httpjson.Errorf(http.StatusForbidden, api.CodeGenerationMismatch, "%s; bot %s is now locked", reason, id.Bot))
+	case err != nil:
+		return api.Credentials{}, err
+	}
+	if in.Bot != id.Bot {
+		return deny(httpjson.Errorf(http.StatusForbidden, api.CodeUnauthenticated, "instance %s does not belong to bot %s", id.Instance, id.Bot))
+	}
+	a.Audit.Record(ctx, audit.EventRenew, audit.Allowed, append(attrs, slog.Uint64("new_generation", in.Generation))...)
+	return a.sign(ctx, in, grant, logins, keys, ttl, now)
+}
+
+// CreateToken makes a one-time join token for bot, valid for ttl, and
+// returns its secret. Only the secret's hash is stored.
+func (a *Authority) CreateToken(ctx context.Context, bot string, ttl time.Duration) (api.CreateTokenResponse, error) {
+	if _, ok := a.Resources().Bot(bot); !ok {
+		return api.CreateTokenResponse{}, httpjson.Errorf(http.StatusNotFound, api.CodeBotUnknown, "no bot named %q in the issuer's resources", bot)
+	}
+	if ttl <= 0 {
+		return api.CreateTokenResponse{}, badRequest("token lifetime must be positive")
+	}
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return api.CreateTokenResponse{}, err
+	}
+	secret := hex.EncodeToString(b[:])
+	now := a.now()
+	t := store.Token{Hash: HashToken(secret), Bot: bot, Created: now, Expires: now.Add(ttl)}
+	if err := a.Store.PutToken(ctx, t); err != nil {
+		return api.CreateTokenResponse{}, err
+	}
+	a.Audit.Record(ctx, audit.EventTokenCreate, audit.Allowed, slog.String("bot", bot),
+		slog.String("token", t.Hash[:12]), slog.Time("expires", t.Expires))
+	return api.CreateTokenResponse{Token: secret, Bot: bot, Expires: t.Expires}, nil
+}
+
+// UnlockBot lifts a bot's lock.
+func (a *Authority) UnlockBot(ctx context.Context, bot string) error {
+	if err := a.Store.UnlockBot(ctx, bot); err != nil {
+		return err
+	}
+	a.Audit.Record(ctx, audit.EventBotUnlock, audit.Allowed, slog.String("bot", bot))
+	return nil
+}
+
+// HashToken returns the hex SHA-256 of a token secret, the form the store keeps.
+func HashToken(secret string) string {
+	sum := sha256.Sum256([]byte(secret))
+	return hex.EncodeToString(sum[:])
+}
+
+// grant checks that bot exists and is not locked, and which of the wanted
+// logins it may have.
+func (a *Authority) grant(ctx context.Context, bot string, wanted []string) (resource.Grant, []string, *httpjson.Error) {
+	g, err := a.Resources().Grant(bot)
+	if err != nil {
+		return g, nil, httpjson.Errorf(http.StatusForbidden, api.CodeBotUnknown, "bot %q is not defined on the issuer", bot)
+	}
+	lock, locked, err := a.Store.BotLock(ctx, bot)
+	if err != nil {
+		return g, nil, httpjson.Errorf(http.StatusInternalServerError, api.CodeInternal, "internal error")
+	}
+	if locked {
+		return g, nil, httpjson.Errorf(http.StatusForbidden, api.CodeBotLocked, "bot %s is locked: %s", bot, lock.Reason)
+	}
+	if len(wanted) == 0 {
+		if len(g.Logins) == 0 {
+			return g, nil, httpjson.Errorf(http.StatusForbidden, api.CodeLoginNotAllowed, "the roles of bot %s allow no SSH logins", bot)
+		}
+		return g, g.Logins, nil
+	}
+	var refused []string
+	for _, l := range wanted {
+		if !slices.Contains(g.Logins, l) {
+			refused = append(refused, l)
+		}
+	}
+	if len(refused) > 0 {
+		return g, nil, httpjson.Errorf(http.StatusForbidden, api.CodeLoginNotAllowed, "the roles of bot %s do not allow SSH login %s", bot, strings.Join(refused, ", "))
+	}
+	logins := slices.Clone(wanted)
+	slices.Sort(logins)
+	return g, slices.Compact(logins), nil
+}
+
+// sign signs the identity and SSH certificates of an instance.
+func (a *Authority) sign(ctx context.Context, in store.Instance, g resource.Grant, logins []string, k keys, ttl time.Duration, now time.Time) (api.Credentials, error) {
+	if ttl > g.MaxTTL {
+		ttl = g.MaxTTL
+	}
+	notBefore, notAfter := now.Add(-backdate), now.Add(ttl)
+	idCert, err := a.CA.SignIdentity(k.csr, ca.Identity{Bot: in.Bot, Instance: in.ID, Generation: in.Generation}, notBefore, notAfter)
+	if err != nil {
+		return api.Credentials{}, err
+	}
+	sshCert, err := a.CA.SignSSHUser(ca.SSHUserRequest{
+		Key:        k.ssh,
+		KeyID:      fmt.Sprintf("bot=%s instance=%s generation=%d", in.Bot, in.ID, in.Generation),
+		Principals: logins,
+		NotBefore:  notBefore,
+		NotAfter:   notAfter,
+	})
+	if err != nil {
+		return api.Credentials{}, err
+	}
+	a.Audit.Record(ctx, audit.EventIssue, audit.Allowed,
+		slog.String("bot", in.Bot), slog.String("instance", in.ID), slog.Uint64("generation", in.Generation),
+		slog.String("kind", "ssh_user"), slog.Uint64("serial", sshCert.Serial), slog.Any("principals", logins),
+		slog.Time("expires", notAfter))
+	a.Audit.Record(ctx, audit.EventIssue, audit.Allowed,
+		slog.String("bot", in.Bot), slog.String("instance", in.ID), slog.Uint64("generation", in.Generation),
+		slog.String("kind", "identity"), slog.String("serial", idCert.SerialNumber.Text(16)),
+		slog.Time("expires", notAfter))
+	return api.Credentials{
+		Bot:                 in.Bot,
+		Instance:            in.ID,
+		Generation:          in.Generation,
+		IdentityCertificate: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: idCert.Raw})),
+		SSHCertificate:      string(ssh.MarshalAuthorizedKey(sshCert)),
+		Expires:             notAfter,
+	}, nil
+}
+
+type keys struct {
+	csr *x509.CertificateRequest
+	ssh ssh.PublicKey
+}
+
+// parseKeys checks the public keys and the lifetime of a request.
+func parseKeys(pk api.PublicKeys, ttlSeconds int64) (keys, time.Duration, *httpjson.Error) {
+	var k keys
+	block, _ := pem.Decode([]byte(pk.IdentityCSR))
+	if block == nil || block.Type != "CERTIFICATE REQUEST" {
+		return k, 0, badRequest("keys.identity_csr: want a PEM CERTIFICATE REQUEST")
+	}
+	csr, err := x509.ParseCertificateRequest(block.Bytes)
+	if err != nil {
+		return k, 0, badRequest("keys.identity_csr: %v", err)
+	}
+	if err := csr.CheckSignature(); err != nil {
+		return k, 0, badRequest("keys.identity_csr: signature does not verify: %v", err)
+	}
+	if herr := checkKeyStrength("keys.identity_csr", csr.PublicKey); herr != nil {
+		return k, 0, herr
+	}
+	k.csr = csr
+	pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(pk.SSH))
+	if err != nil {
+		return k, 0, badRequest("keys.ssh: %v", err)
+	}
+	if _, isCert := pub.(*ssh.Certificate); isCert {
+		return k, 0, badRequest("keys.ssh: want a public key, not a certificate")
+	}
+	if cpk, ok := pub.(ssh.CryptoPublicKey); ok {
+		if herr := checkKeyStrength("keys.ssh", cpk.CryptoPublicKey()); herr != nil {
+			return k, 0, herr
+		}
+	}
+	k.ssh = pub
+	ttl := time.Duration(ttlSeconds) * time.Second
+	if ttlSeconds <= 0 || ttlSeconds > int64(365*24*time.Hour/time.Second) {
+		return k, 0, badRequest("ttl_seconds must be between 1 and one year, got %d", ttlSeconds)
+	}
+	if ttl < MinTTL {
+		ttl = MinTTL
+	}
+	return k, ttl, nil
+}
+
+func checkKeyStrength(field string, pub any) *httpjson.Error {
+	switch p := pub.(type) {
+	case ed25519.PublicKey, *ecdsa.PublicKey:
+		return nil
+	case *rsa.PublicKey:
+		if p.N.BitLen() < 2048 {
+			return badRequest("%s: RSA keys must have at least 2048 bits", field)
+		}
+		return nil
+	default:
+		return badRequest("%s: unsupported key type %T", field, pub)
+	}
+}
+
+func tokenError(err error) *httpjson.Error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, store.ErrTokenUnknown):
+		return httpjson.Errorf(http.StatusForbidden, api.CodeTokenUnknown, "join token is unknown")
+	case errors.Is(err, store.ErrTokenUsed):
+		return httpjson.Errorf(http.StatusForbidden, api.CodeTokenUsed, "join token was already used")
+	case errors.Is(err, store.ErrTokenExpired):
+		return httpjson.Errorf(http.StatusForbidden, api.CodeTokenExpired, "join token has expired")
+	default:
+		return httpjson.Errorf(http.StatusInternalServerError, api.CodeInternal, "internal error")
+	}
+}
+
+func badRequest(format string, args ...any) *httpjson.Error {
+	return httpjson.Errorf(http.StatusBadRequest, api.CodeBadRequest, format, args...)
+}
+
+func newInstanceID() (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(b[:]), nil
+}

@@ -1,0 +1,415 @@
+// Package ca holds the issuer's certificate authorities and signs
+// certificates with them.
+//
+// An issuer state directory holds four authorities, each a private key and its
+// public half:
+//
+//	ssh_user_ca, ssh_user_ca.pub     signs SSH user certificates
+//	ssh_host_ca, ssh_host_ca.pub     signs SSH host certificates
+//	tls_ca.key, tls_ca.crt           signs the issuer's HTTPS serving certificate
+//	identity_ca.key, identity_ca.crt signs bot identities (mTLS client certificates)
+//
+// and the serving certificate tls.key, tls.crt. Bot identities have their own
+// authority so that a bot certificate can never pass as the issuer to a daemon
+// that pins the TLS authority.
+package ca
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/mwi-project/mwi/internal/tlspin"
+)
+
+// File names inside a state directory.
+const (
+	sshUserCAFile    = "ssh_user_ca"
+	sshHostCAFile    = "ssh_host_ca"
+	tlsCAKeyFile     = "tls_ca.key"
+	tlsCACertFile    = "tls_ca.crt"
+	identityKeyFile  = "identity_ca.key"
+	identityCertFile = "identity_ca.crt"
+	servingKeyFile   = "tls.key"
+	servingCertFile  = "tls.crt"
+)
+
+// caLifetime is how long the authorities created by Init are valid. They are
+// long-lived on purpose: every certificate they sign is short-lived.
+const caLifetime = 10 * 365 * 24 * time.Hour
+
+// servingLifetime is the lifetime of the serving certificate made by Init.
+const servingLifetime = 365 * 24 * time.Hour
+
+// Authority signs SSH and X.509 certificates. It is safe for concurrent use:
+// it is never modified after Load.
+type Authority struct {
+	sshUser     ssh.Signer
+	sshHost     ssh.Signer
+	tlsCA       *x509.Certificate
+	identityCA  *x509.Certificate
+	identityKey crypto.Signer
+	serving     tls.Certificate
+}
+
+// Init creates the authorities and a serving certificate for hosts in dir.
+// It creates dir with mode 0700 and each file with mode 0600, and refuses to
+// overwrite an existing authority.
+func Init(dir string, hosts []string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return err
+	}
+	for _, name := range []string{sshUserCAFile, sshHostCAFile, tlsCAKeyFile, identityKeyFile, servingKeyFile} {
+		if _, err := os.Lstat(filepath.Join(dir, name)); err == nil {
+			return fmt.Errorf("%s already holds an issuer (found %s); refusing to overwrite it", dir, name)
+		}
+	}
+	files := map[string][]byte{}
+	for _, name := range []string{sshUserCAFile, sshHostCAFile} {
+		_, priv, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			return err
+		}
+		block, err := ssh.MarshalPrivateKey(priv, "mwi "+name)
+		if err != nil {
+			return err
+		}
+		sshPub, err := ssh.NewPublicKey(priv.Public())
+		if err != nil {
+			return err
+		}
+		files[name] = pem.EncodeToMemory(block)
+		files[name+".pub"] = ssh.MarshalAuthorizedKey(sshPub)
+	}
+	now := time.Now()
+	tlsCA, tlsCAKey, err := newCA("MWI issuer TLS CA", now)
+	if err != nil {
+		return err
+	}
+	idCA, idCAKey, err := newCA("MWI bot identity CA", now)
+	if err != nil {
+		return err
+	}
+	serving, servingKey, err := newServing(tlsCA, tlsCAKey, hosts, now)
+	if err != nil {
+		return err
+	}
+	for name, v := range map[string]any{tlsCAKeyFile: tlsCAKey, identityKeyFile: idCAKey, servingKeyFile: servingKey} {
+		der, err := x509.MarshalPKCS8PrivateKey(v)
+		if err != nil {
+			return err
+		}
+		files[name] = pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+	}
+	files[tlsCACertFile] = certPEM(tlsCA)
+	files[identityCertFile] = certPEM(idCA)
+	// The serving chain includes the authority so that a daemon pinning the
+	// authority's key can verify the chain without a CA file.
+	files[servingCertFile] = append(certPEM(serving), certPEM(tlsCA)...)
+	for name, data := range files {
+		if err := writeNew(filepath.Join(dir, name), data); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Load reads the authorities from dir.
+func Load(dir string) (*Authority, error) {
+	a := &Authority{}
+	var err error
+	if a.sshUser, err = loadSSHSigner(filepath.Join(dir, sshUserCAFile)); err != nil {
+		return nil, err
+	}
+	if a.sshHost, err = loadSSHSigner(filepath.Join(dir, sshHostCAFile)); err != nil {
+		return nil, err
+	}
+	if a.tlsCA, err = loadCert(filepath.Join(dir, tlsCACertFile)); err != nil {
+		return nil, err
+	}
+	if a.identityCA, err = loadCert(filepath.Join(dir, identityCertFile)); err != nil {
+		return nil, err
+	}
+	if a.identityKey, err = loadKey(filepath.Join(dir, identityKeyFile)); err != nil {
+		return nil, err
+	}
+	if a.serving, err = tls.LoadX509KeyPair(filepath.Join(dir, servingCertFile), filepath.Join(dir, servingKeyFile)); err != nil {
+		return nil, fmt.Errorf("serving certificate: %w", err)
+	}
+	return a, nil
+}
+
+// Exists reports whether dir holds an initialised issuer.
+func Exists(dir string) bool {
+	_, err := os.Stat(filepath.Join(dir, sshUserCAFile))
+	return err == nil
+}
+
+// SSHUserCA returns the public key of the SSH user authority, the key that
+// sshd's TrustedUserCAKeys names.
+func (a *Authority) SSHUserCA() ssh.PublicKey { return a.sshUser.PublicKey() }
+
+// SSHHostCA returns the public key of the SSH host authority.
+func (a *Authority) SSHHostCA() ssh.PublicKey { return a.sshHost.PublicKey() }
+
+// TLSCA returns the authority that signed the serving certificate.
+func (a *Authority) TLSCA() *x509.Certificate { return a.tlsCA }
+
+// ServingCertificate returns the issuer's HTTPS certificate chain and key.
+func (a *Authority) ServingCertificate() *tls.Certificate { return &a.serving }
+
+// IdentityPool returns a pool holding the bot identity authority, for
+// verifying client certificates.
+func (a *Authority) IdentityPool() *x509.CertPool {
+	p := x509.NewCertPool()
+	p.AddCert(a.identityCA)
+	return p
+}
+
+// Pin returns the pin of the TLS authority, as daemons configure it.
+func (a *Authority) Pin() string { return tlspin.Of(a.tlsCA) }
+
+// SSHUserRequest describes an SSH user certificate to sign.
+type SSHUserRequest struct {
+	Key        ssh.PublicKey
+	KeyID      string
+	Principals []string
+	NotBefore  time.Time
+	NotAfter   time.Time
+}
+
+// SignSSHUser signs an SSH user certificate with a random serial number.
+func (a *Authority) SignSSHUser(r SSHUserRequest) (*ssh.Certificate, error) {
+	if len(r.Principals) == 0 {
+		// A certificate without principals is valid for every login in
+		// OpenSSH: never sign one.
+		return nil, errors.New("ca: refusing to sign an SSH certificate with no principals")
+	}
+	serial, err := randUint64()
+	if err != nil {
+		return nil, err
+	}
+	cert := &ssh.Certificate{
+		Key:             r.Key,
+		Serial:          serial,
+		CertType:        ssh.UserCert,
+		KeyId:           r.KeyID,
+		ValidPrincipals: r.Principals,
+		ValidAfter:      uint64(r.NotBefore.Unix()),
+		ValidBefore:     uint64(r.NotAfter.Unix()),
+		Permissions: ssh.Permissions{
+			// Machines need a pty for some tools and port forwarding for
+			// tunnels; agent and X11 forwarding would expose the bot's
+			// credentials or display to the target, so they are left out.
+			Extensions: map[string]string{
+				"permit-pty":             "",
+				"permit-port-forwarding": "",
+			},
+		},
+	}
+	if err := cert.SignCert(rand.Reader, a.sshUser); err != nil {
+		return nil, fmt.Errorf("ca: sign SSH certificate: %w", err)
+	}
+	return cert, nil
+}
+
+// Identity is what a bot identity certificate says about its holder.
+type Identity struct {
+	Bot        string
+	Instance   string
+	Generation uint64
+}
+
+// SignIdentity signs a bot identity certificate for the key of csr.
+func (a *Authority) SignIdentity(csr *x509.CertificateRequest, id Identity, notBefore, notAfter time.Time) (*x509.Certificate, error) {
+	if err := csr.CheckSignature(); err != nil {
+		return nil, fmt.Errorf("ca: identity request signature: %w", err)
+	}
+	serial, err := randSerial()
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: id.Bot, Organization: []string{"mwi bot"}},
+		NotBefore:    notBefore,
+		NotAfter:     notAfter,
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		URIs:         []*url.URL{identityURI(id)},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, a.identityCA, csr.PublicKey, a.identityKey)
+	if err != nil {
+		return nil, fmt.Errorf("ca: sign identity: %w", err)
+	}
+	return x509.ParseCertificate(der)
+}
+
+// ParseIdentity reads the bot, instance and generation from a bot identity
+// certificate that has already been verified against IdentityPool.
+func ParseIdentity(c *x509.Certificate) (Identity, error) {
+	for _, u := range c.URIs {
+		if id, ok := parseIdentityURI(u); ok {
+			if id.Bot != c.Subject.CommonName {
+				return Identity{}, errors.New("identity certificate names two bots")
+			}
+			return id, nil
+		}
+	}
+	return Identity{}, errors.New("not a bot identity certificate")
+}
+
+func newCA(name string, now time.Time) (*x509.Certificate, *ecdsa.PrivateKey, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	serial, err := randSerial()
+	if err != nil {
+		return nil, nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: name},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(caLifetime),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLenZero:        true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := x509.ParseCertificate(der)
+	return c, key, err
+}
+
+func newServing(ca *x509.Certificate, caKey crypto.Signer, hosts []string, now time.Time) (*x509.Certificate, *ecdsa.PrivateKey, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	serial, err := randSerial()
+	if err != nil {
+		return nil, nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: "mwi-issuer"},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(servingLifetime),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	for _, h := range hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, h)
+		}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, key.Public(), caKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := x509.ParseCertificate(der)
+	return c, key, err
+}
+
+func certPEM(c *x509.Certificate) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+}
+
+// writeNew writes a file that must not exist yet, with mode 0600.
+func writeNew(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func loadSSHSigner(path string) (ssh.Signer, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	s, err := ssh.ParsePrivateKey(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return s, nil
+}
+
+func loadCert(path string) (*x509.Certificate, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	block, _ := pem.Decode(data)
+	if block == nil || block.Type != "CERTIFICATE" {
+		return nil, fmt.Errorf("%s: no PEM certificate", path)
+	}
+	c, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+func loadKey(path string) (crypto.Signer, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	block, _ := pem.Decode(data)
+	if block == nil {
+		return nil, fmt.Errorf("%s: no PEM key", path)
+	}
+	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	s, ok := k.(crypto.Signer)
+	if !ok {
+		return nil, fmt.Errorf("%s: key cannot sign", path)
+	}
+	return s, nil
+}
+
+func randSerial() (*big.Int, error) {
+	return rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+}
+
+func randUint64() (uint64, error) {
+	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 63))
+	if err != nil {
+		return 0, err
+	}
+	return n.Uint64() + 1, nil
+}

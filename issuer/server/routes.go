@@ -1,0 +1,117 @@
+package server
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/mwi-project/mwi/api"
+	"github.com/mwi-project/mwi/internal/httpjson"
+	"github.com/mwi-project/mwi/internal/unixsock"
+	"github.com/mwi-project/mwi/issuer/ca"
+)
+
+// joiner is what the public API needs from the authority.
+type joiner interface {
+	Join(ctx context.Context, req api.JoinRequest, remote string) (api.Credentials, error)
+	Renew(ctx context.Context, id ca.Identity, req api.RenewRequest, remote string) (api.Credentials, error)
+}
+
+// publicRoutes is the route table of the issuer's HTTPS API.
+func publicRoutes(j joiner, log *slog.Logger) http.Handler {
+	r := chi.NewRouter()
+	r.NotFound(httpjson.NotFound(log))
+	r.MethodNotAllowed(httpjson.MethodNotAllowed(log))
+	r.Get("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		httpjson.Write(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	r.Post("/v1/join", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
+		var req api.JoinRequest
+		if err := httpjson.Decode(r, &req); err != nil {
+			return err
+		}
+		creds, err := j.Join(r.Context(), req, r.RemoteAddr)
+		if err != nil {
+			return err
+		}
+		httpjson.Write(w, http.StatusOK, creds)
+		return nil
+	}))
+	r.Post("/v1/renew", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
+		if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
+			return httpjson.Errorf(http.StatusUnauthorized, api.CodeUnauthenticated, "renewal needs a bot identity certificate")
+		}
+		id, err := ca.ParseIdentity(r.TLS.VerifiedChains[0][0])
+		if err != nil {
+			return httpjson.Errorf(http.StatusUnauthorized, api.CodeUnauthenticated, "client certificate: %v", err)
+		}
+		var req api.RenewRequest
+		if err := httpjson.Decode(r, &req); err != nil {
+			return err
+		}
+		creds, err := j.Renew(r.Context(), id, req, r.RemoteAddr)
+		if err != nil {
+			return err
+		}
+		httpjson.Write(w, http.StatusOK, creds)
+		return nil
+	}))
+	return r
+}
+
+// admin is what the admin API needs from the authority.
+type admin interface {
+	CreateToken(ctx context.Context, bot string, ttl time.Duration) (api.CreateTokenResponse, error)
+	UnlockBot(ctx context.Context, bot string) error
+}
+
+// adminRoutes is the route table of the admin API on the Unix socket.
+func adminRoutes(a admin, log *slog.Logger) http.Handler {
+	r := chi.NewRouter()
+	r.NotFound(httpjson.NotFound(log))
+	r.MethodNotAllowed(httpjson.MethodNotAllowed(log))
+	r.Use(sameUserOnly(log))
+	r.Post("/admin/v1/tokens", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
+		var req api.CreateTokenRequest
+		if err := httpjson.Decode(r, &req); err != nil {
+			return err
+		}
+		resp, err := a.CreateToken(r.Context(), req.Bot, time.Duration(req.TTLSeconds)*time.Second)
+		if err != nil {
+			return err
+		}
+		httpjson.Write(w, http.StatusCreated, resp)
+		return nil
+	}))
+	r.Post("/admin/v1/bots/{bot}/unlock", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
+		if err := a.UnlockBot(r.Context(), chi.URLParam(r, "bot")); err != nil {
+			return err
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}))
+	return r
+}
+
+// sameUserOnly admits callers running as the issuer's user or as root. The
+// socket's mode already says so; checking the peer as well means a socket
+// made reachable by mistake still refuses strangers.
+func sameUserOnly(log *slog.Logger) func(http.Handler) http.Handler {
+	self := uint32(os.Geteuid())
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			p, ok := unixsock.PeerFromContext(r.Context())
+			if !ok || (p.UID != self && p.UID != 0) {
+				log.Warn("admin caller refused", "uid", p.UID, "pid", p.PID)
+				httpjson.WriteError(w, log, httpjson.Errorf(http.StatusForbidden, api.CodeAccessDenied,
+					"the admin socket serves only uid %d and root", self))
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+}

@@ -1,0 +1,164 @@
+// Package server runs mwi-issuer: the HTTPS API that daemons join and renew
+// through, and the admin API on a local Unix socket.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/mwi-project/mwi/internal/unixsock"
+	"github.com/mwi-project/mwi/issuer/audit"
+	"github.com/mwi-project/mwi/issuer/authority"
+	"github.com/mwi-project/mwi/issuer/ca"
+	"github.com/mwi-project/mwi/issuer/resource"
+	"github.com/mwi-project/mwi/issuer/store"
+)
+
+// Config is the issuer's runtime configuration.
+type Config struct {
+	// StateDir holds the authorities (made by ca.Init) and the store.
+	StateDir string
+	// Listen is the HTTPS address, such as "127.0.0.1:7443".
+	Listen string
+	// ResourcesDir holds the role and bot resource files.
+	ResourcesDir string
+	// AdminSocket is the path of the admin Unix socket.
+	AdminSocket string
+	// AuditLog is the audit log file; empty means standard output.
+	AuditLog string
+}
+
+// DefaultConfig returns the configuration used when only a state directory
+// is given: everything lives inside it.
+func DefaultConfig(stateDir string) Config {
+	return Config{
+		StateDir:     stateDir,
+		Listen:       "127.0.0.1:7443",
+		ResourcesDir: filepath.Join(stateDir, "resources"),
+		AdminSocket:  filepath.Join(stateDir, "admin.sock"),
+		AuditLog:     filepath.Join(stateDir, "audit.log"),
+	}
+}
+
+// Server is a running issuer.
+type Server struct {
+	cfg  Config
+	log  *slog.Logger
+	auth *authority.Authority
+
+	reloadMu sync.Mutex
+}
+
+// New loads the authorities, the store and the resources named by cfg.
+// Call Close when done, even if Run was never called.
+func New(cfg Config, log *slog.Logger) (*Server, error) {
+	authorities, err := ca.Load(cfg.StateDir)
+	if err != nil {
+		return nil, fmt.Errorf("load authorities from %s (run mwi-issuer init first?): %w", cfg.StateDir, err)
+	}
+	set, err := resource.LoadDir(cfg.ResourcesDir)
+	if err != nil {
+		return nil, fmt.Errorf("load resources: %w", err)
+	}
+	var auditW io.Writer = os.Stdout
+	if cfg.AuditLog != "" {
+		f, err := os.OpenFile(cfg.AuditLog, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("audit log: %w", err)
+		}
+		auditW = f
+	}
+	st, err := store.Open(filepath.Join(cfg.StateDir, "store.db"))
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg: cfg,
+		log: log,
+		auth: &authority.Authority{
+			CA:    authorities,
+			Store: st,
+			Audit: audit.New(auditW),
+		},
+	}
+	s.auth.SetResources(set)
+	return s, nil
+}
+
+// Close releases the store.
+func (s *Server) Close() error { return s.auth.Store.Close() }
+
+// Reload loads the resource directory again. A set with any error is
+// rejected whole and the previous set keeps serving.
+func (s *Server) Reload() error {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	set, err := resource.LoadDir(s.cfg.ResourcesDir)
+	if err != nil {
+		s.log.Error("resources rejected; keeping the previous set", "dir", s.cfg.ResourcesDir, "err", err)
+		return err
+	}
+	s.auth.SetResources(set)
+	s.log.Info("resources loaded", "dir", s.cfg.ResourcesDir, "roles", len(set.Roles()), "bots", len(set.Bots()))
+	return nil
+}
+
+// Run serves the HTTPS API and the admin socket until ctx is done.
+func (s *Server) Run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return err
+	}
+	adminLn, err := unixsock.Listen(s.cfg.AdminSocket, 0o600)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("admin socket: %w", err)
+	}
+	public := &http.Server{
+		Handler: publicRoutes(s.auth, s.log),
+		TLSConfig: &tls.Config{
+			MinVersion:   tls.VersionTLS12,
+			Certificates: []tls.Certificate{*s.auth.CA.ServingCertificate()},
+			// Joining has no client certificate; renewal checks for a
+			// verified one in its handler.
+			ClientAuth: tls.VerifyClientCertIfGiven,
+			ClientCAs:  s.auth.CA.IdentityPool(),
+		},
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	admin := &http.Server{
+		Handler:           adminRoutes(s.auth, s.log),
+		ConnContext:       unixsock.ConnContext,
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	s.log.Info("issuer serving", "listen", ln.Addr().String(), "admin_socket", s.cfg.AdminSocket,
+		"pin", s.auth.CA.Pin(), "resources", s.cfg.ResourcesDir)
+
+	errc := make(chan error, 2)
+	go func() { errc <- public.ServeTLS(ln, "", "") }()
+	go func() { errc <- admin.Serve(adminLn) }()
+	select {
+	case <-ctx.Done():
+		err = nil
+	case err = <-errc:
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	public.Shutdown(shutdownCtx)
+	admin.Shutdown(shutdownCtx)
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
