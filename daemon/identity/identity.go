@@ -1,0 +1,187 @@
+// Package identity generates mwid's keys and holds its credentials in memory.
+//
+// Keys are made here, in the daemon's memory, for every join and renewal;
+// only their public halves are sent to the issuer. Nothing in this package
+// writes to disk.
+package identity
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/mwi-project/mwi/api"
+	"github.com/mwi-project/mwi/daemon/agent"
+)
+
+// Keys are a fresh set of private keys for one set of credentials.
+type Keys struct {
+	identity *ecdsa.PrivateKey
+	ssh      ed25519.PrivateKey
+}
+
+// NewKeys generates an identity key (ECDSA P-256, which every TLS stack
+// accepts) and an SSH key (Ed25519, fast to sign with).
+func NewKeys() (*Keys, error) {
+	id, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	_, sk, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	return &Keys{identity: id, ssh: sk}, nil
+}
+
+// Public returns the public halves to send to the issuer.
+func (k *Keys) Public() (api.PublicKeys, error) {
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
+		Subject: pkix.Name{CommonName: "mwid"},
+	}, k.identity)
+	if err != nil {
+		return api.PublicKeys{}, err
+	}
+	sshPub, err := ssh.NewPublicKey(k.ssh.Public())
+	if err != nil {
+		return api.PublicKeys{}, err
+	}
+	return api.PublicKeys{
+		IdentityCSR: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr})),
+		SSH:         string(ssh.MarshalAuthorizedKey(sshPub)),
+	}, nil
+}
+
+// Credentials are one set of certificates with their private keys.
+type Credentials struct {
+	Bot        string
+	Instance   string
+	Generation uint64
+	// Received is when mwid received the credentials. Renewal is timed from
+	// it rather than from the certificates' start, which the issuer
+	// backdates to tolerate clock skew.
+	Received time.Time
+
+	Identity    *x509.Certificate
+	TLS         *tls.Certificate // the identity with its key, for mutual TLS
+	SSHCert     *ssh.Certificate
+	SSHSigner   ssh.Signer
+	SSHCertText string // authorized_keys form
+}
+
+// Expires returns when the first of the certificates expires.
+func (c *Credentials) Expires() time.Time {
+	e := c.Identity.NotAfter
+	if s := time.Unix(int64(c.SSHCert.ValidBefore), 0); s.Before(e) {
+		e = s
+	}
+	return e
+}
+
+// ValidAt reports whether every certificate is valid at t.
+func (c *Credentials) ValidAt(t time.Time) bool {
+	return !t.Before(c.Identity.NotBefore) && t.Before(c.Expires()) &&
+		!t.Before(time.Unix(int64(c.SSHCert.ValidAfter), 0))
+}
+
+// Assemble checks the issuer's answer against the keys it was made for and
+// combines them into Credentials.
+func Assemble(k *Keys, resp api.Credentials, received time.Time) (*Credentials, error) {
+	block, _ := pem.Decode([]byte(resp.IdentityCertificate))
+	if block == nil || block.Type != "CERTIFICATE" {
+		return nil, errors.New("issuer answer: identity_certificate is not a PEM certificate")
+	}
+	idCert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("issuer answer: identity certificate: %w", err)
+	}
+	if !publicKeyEqual(idCert.PublicKey, k.identity.Public()) {
+		return nil, errors.New("issuer answer: identity certificate is not for our key")
+	}
+	pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(resp.SSHCertificate))
+	if err != nil {
+		return nil, fmt.Errorf("issuer answer: SSH certificate: %w", err)
+	}
+	cert, ok := pub.(*ssh.Certificate)
+	if !ok || cert.CertType != ssh.UserCert {
+		return nil, errors.New("issuer answer: ssh_certificate is not an SSH user certificate")
+	}
+	signer, err := ssh.NewSignerFromKey(k.ssh)
+	if err != nil {
+		return nil, err
+	}
+	if !bytes.Equal(cert.Key.Marshal(), signer.PublicKey().Marshal()) {
+		return nil, errors.New("issuer answer: SSH certificate is not for our key")
+	}
+	return &Credentials{
+		Bot:         resp.Bot,
+		Instance:    resp.Instance,
+		Generation:  resp.Generation,
+		Received:    received,
+		Identity:    idCert,
+		TLS:         &tls.Certificate{Certificate: [][]byte{idCert.Raw}, PrivateKey: k.identity, Leaf: idCert},
+		SSHCert:     cert,
+		SSHSigner:   signer,
+		SSHCertText: resp.SSHCertificate,
+	}, nil
+}
+
+func publicKeyEqual(a, b crypto.PublicKey) bool {
+	ka, ok := a.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && ka.Equal(b)
+}
+
+// Holder holds the current credentials and the ones they replaced. Readers
+// never block: each read is one atomic load.
+type Holder struct {
+	p atomic.Pointer[pair]
+}
+
+type pair struct {
+	current, previous *Credentials
+}
+
+// Set makes c current. The credentials it replaces stay usable for signing
+// until they expire, because a client may have listed them just before.
+func (h *Holder) Set(c *Credentials) {
+	old := h.p.Load()
+	next := &pair{current: c}
+	if old != nil {
+		next.previous = old.current
+	}
+	h.p.Store(next)
+}
+
+// Current returns the current credentials, or nil before the first join.
+func (h *Holder) Current() *Credentials {
+	if p := h.p.Load(); p != nil {
+		return p.current
+	}
+	return nil
+}
+
+// Identities returns the SSH identities, newest first, for the agent.
+func (h *Holder) Identities() []agent.Identity {
+	p := h.p.Load()
+	if p == nil {
+		return nil
+	}
+	ids := []agent.Identity{{Cert: p.current.SSHCert, Signer: p.current.SSHSigner}}
+	if p.previous != nil {
+		ids = append(ids, agent.Identity{Cert: p.previous.SSHCert, Signer: p.previous.SSHSigner})
+	}
+	return ids
+}

@@ -1,0 +1,146 @@
+// Package issuerclient is mwid's client for the issuer's HTTPS API.
+package issuerclient
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/mwi-project/mwi/api"
+	"github.com/mwi-project/mwi/daemon/config"
+	"github.com/mwi-project/mwi/internal/tlspin"
+)
+
+// Error is an error answer from the issuer.
+type Error struct {
+	Status  int
+	Code    string
+	Message string
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("issuer refused: %s (%s)", e.Message, e.Code) }
+
+// Permanent reports whether retrying the same request cannot succeed
+// without someone changing something: a used token, a locked bot.
+func (e *Error) Permanent() bool { return e.Status >= 400 && e.Status < 500 }
+
+// Client talks to one issuer. It is safe for concurrent use.
+type Client struct {
+	base string
+	tls  *tls.Config
+}
+
+// New returns a client for the issuer cfg describes. It verifies the
+// issuer's certificate with cfg's CA file or pins; there is no way to turn
+// verification off.
+func New(cfg config.Issuer) (*Client, error) {
+	host, _, err := net.SplitHostPort(cfg.Address)
+	if err != nil {
+		return nil, err
+	}
+	var roots *x509.CertPool
+	if cfg.CAFile != "" {
+		pem, err := os.ReadFile(cfg.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("issuer CA file: %w", err)
+		}
+		roots = x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("issuer CA file %s holds no PEM certificate", cfg.CAFile)
+		}
+	}
+	pins := cfg.CAPins
+	return &Client{
+		base: "https://" + cfg.Address,
+		tls: &tls.Config{
+			MinVersion: tls.VersionTLS12,
+			ServerName: host,
+			// The standard verification cannot use pins; VerifyConnection
+			// does all of it, and refuses anything it cannot verify.
+			InsecureSkipVerify: true,
+			VerifyConnection: func(cs tls.ConnectionState) error {
+				return tlspin.Verify(cs.PeerCertificates, host, roots, pins)
+			},
+		},
+	}, nil
+}
+
+// Join asks the issuer to admit this daemon.
+func (c *Client) Join(ctx context.Context, req api.JoinRequest) (api.Credentials, error) {
+	var out api.Credentials
+	err := c.post(ctx, "/v1/join", nil, req, &out)
+	return out, err
+}
+
+// Renew asks for fresh credentials, proving the current identity with
+// mutual TLS.
+func (c *Client) Renew(ctx context.Context, identity *tls.Certificate, req api.RenewRequest) (api.Credentials, error) {
+	var out api.Credentials
+	err := c.post(ctx, "/v1/renew", identity, req, &out)
+	return out, err
+}
+
+func (c *Client) post(ctx context.Context, path string, identity *tls.Certificate, req, resp any) error {
+	cfg := c.tls.Clone()
+	if identity != nil {
+		cfg.Certificates = []tls.Certificate{*identity}
+	}
+	// A connection per request: a kept-alive connection would go on
+	// presenting the identity it was opened with, and after a renewal that
+	// identity carries a stale generation, which the issuer treats as a
+	// copied identity. Requests are rare enough for this to cost nothing.
+	hc := &http.Client{
+		Timeout: 30 * time.Second,
+		Transport: &http.Transport{
+			TLSClientConfig:     cfg,
+			DisableKeepAlives:   true,
+			TLSHandshakeTimeout: 10 * time.Second,
+			Proxy:               http.ProxyFromEnvironment,
+		},
+	}
+	body, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	r, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+path, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	r.Header.Set("Content-Type", "application/json")
+	res, err := hc.Do(r)
+	if err != nil {
+		return fmt.Errorf("issuer %s: %w", c.base, err)
+	}
+	defer res.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(res.Body, 1<<20))
+	if err != nil {
+		return fmt.Errorf("issuer %s: %w", c.base, err)
+	}
+	if res.StatusCode != http.StatusOK {
+		var e api.ErrorBody
+		if json.Unmarshal(data, &e) != nil || e.Error.Code == "" {
+			return fmt.Errorf("issuer %s: %s", c.base, res.Status)
+		}
+		return &Error{Status: res.StatusCode, Code: e.Error.Code, Message: e.Error.Message}
+	}
+	if err := json.Unmarshal(data, resp); err != nil {
+		return fmt.Errorf("issuer %s: answer: %w", c.base, err)
+	}
+	return nil
+}
+
+// IsPermanent reports whether err is an issuer refusal that retrying the
+// same request cannot overcome.
+func IsPermanent(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Permanent()
+}
