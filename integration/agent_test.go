@@ -1,0 +1,80 @@
+package integration
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"net"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/agent"
+)
+
+// TestAgentProtocol drives mwid's agent socket with the x/crypto agent
+// client, as a Go program using SSH_AUTH_SOCK would.
+func TestAgentProtocol(t *testing.T) {
+	iss, d := setup(t, time.Hour)
+	conn, err := net.Dial("unix", d.AgentSock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ag := agent.NewClient(conn)
+
+	keys, err := ag.List()
+	if err != nil || len(keys) != 1 {
+		t.Fatalf("List = %d keys, %v; want one certificate", len(keys), err)
+	}
+	pub, err := ssh.ParsePublicKey(keys[0].Blob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, ok := pub.(*ssh.Certificate)
+	if !ok {
+		t.Fatalf("listed key is a %s, want a certificate", pub.Type())
+	}
+	// The certificate is signed by the issuer's user CA.
+	ca, _, _, _, err := ssh.ParseAuthorizedKey([]byte(iss.UserCA))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checker := ssh.CertChecker{IsUserAuthority: func(k ssh.PublicKey) bool {
+		return string(k.Marshal()) == string(ca.Marshal())
+	}}
+	if err := checker.CheckCert(cert.ValidPrincipals[0], cert); err != nil {
+		t.Fatalf("certificate does not check against the user CA: %v", err)
+	}
+
+	data := []byte("session data to sign")
+	sig, err := ag.Sign(pub, data)
+	if err != nil {
+		t.Fatalf("Sign: %v", err)
+	}
+	if err := cert.Key.Verify(data, sig); err != nil {
+		t.Fatalf("signature does not verify with the certificate's key: %v", err)
+	}
+
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	if err := ag.Add(agent.AddedKey{PrivateKey: priv}); err == nil {
+		t.Error("Add succeeded; the agent must refuse keys from clients")
+	}
+	if err := ag.RemoveAll(); err == nil {
+		t.Error("RemoveAll succeeded; the agent must refuse it")
+	}
+	if err := ag.Lock([]byte("pw")); err == nil {
+		t.Error("Lock succeeded; the agent must refuse it")
+	}
+	// Refusals leave the agent serving.
+	if keys, err := ag.List(); err != nil || len(keys) != 1 {
+		t.Fatalf("List after refusals = %d keys, %v", len(keys), err)
+	}
+	if _, err := ag.Extension("no-such-extension@example.com", nil); err == nil {
+		t.Error("unknown extension succeeded")
+	}
+	// A signature request for a key the agent does not hold is refused.
+	other, _ := ssh.NewPublicKey(priv.Public())
+	if _, err := ag.Sign(other, data); err == nil {
+		t.Error("Sign with a key the agent does not hold succeeded")
+	}
+}

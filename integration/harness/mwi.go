@@ -1,0 +1,273 @@
+package harness
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mwi-project/mwi/api"
+	"github.com/mwi-project/mwi/client"
+)
+
+// Issuer is a running mwi-issuer.
+type Issuer struct {
+	Bins      Bins
+	Dir       string // working directory
+	State     string // state directory
+	Addr      string // 127.0.0.1:port
+	AdminSock string
+	AuditLog  string
+	Pin       string
+	UserCA    string // SSH user CA public key, authorized_keys form
+	HostCA    string
+	Proc      *Proc
+}
+
+// StartIssuer initialises an issuer in a new temporary directory, writes
+// resources (YAML) into its resource directory, and starts it.
+func StartIssuer(t testing.TB, resources string) *Issuer {
+	t.Helper()
+	b := Build(t)
+	dir := t.TempDir()
+	iss := &Issuer{
+		Bins:  b,
+		Dir:   dir,
+		State: filepath.Join(dir, "state"),
+		Addr:  fmt.Sprintf("127.0.0.1:%d", FreePort(t)),
+	}
+	iss.AdminSock = filepath.Join(iss.State, "admin.sock")
+	iss.AuditLog = filepath.Join(iss.State, "audit.log")
+	out, err := Run(context.Background(), 30*time.Second, nil, b.Issuer, "init", "--state", iss.State)
+	if err != nil {
+		t.Fatalf("mwi-issuer init: %v\n%s", err, out)
+	}
+	for _, line := range strings.Split(out, "\n") {
+		k, v, _ := strings.Cut(line, ": ")
+		switch k {
+		case "ca_pin":
+			iss.Pin = v
+		case "ssh_user_ca":
+			iss.UserCA = v
+		case "ssh_host_ca":
+			iss.HostCA = v
+		}
+	}
+	if iss.Pin == "" || iss.UserCA == "" {
+		t.Fatalf("mwi-issuer init printed no pin or CA:\n%s", out)
+	}
+	iss.WriteResources(t, "test.yaml", resources)
+	iss.Start(t)
+	return iss
+}
+
+// WriteResources writes a resource file.
+func (iss *Issuer) WriteResources(t testing.TB, name, yaml string) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(iss.State, "resources", name), []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Start starts the issuer and waits until it accepts connections.
+func (iss *Issuer) Start(t testing.TB) {
+	t.Helper()
+	iss.Proc = Start(t, iss.Dir, "mwi-issuer", nil, iss.Bins.Issuer, "serve", "--state", iss.State, "--listen", iss.Addr)
+	Eventually(t, 15*time.Second, "issuer listening", func() error {
+		if iss.Proc.Exited() {
+			t.Fatalf("mwi-issuer exited:\n%s", iss.Proc.Output())
+		}
+		c, err := net.Dial("tcp", iss.Addr)
+		if err != nil {
+			return err
+		}
+		c.Close()
+		c, err = net.Dial("unix", iss.AdminSock)
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	})
+}
+
+// Stop stops the issuer.
+func (iss *Issuer) Stop(t testing.TB) { iss.Proc.Stop(t) }
+
+// CreateToken makes a one-time join token with the issuer's admin command.
+func (iss *Issuer) CreateToken(t testing.TB, bot string, ttl time.Duration) string {
+	t.Helper()
+	out, err := Run(context.Background(), 30*time.Second, nil, iss.Bins.Issuer, "token", "create",
+		"--admin-socket", iss.AdminSock, "--bot", bot, "--ttl", ttl.String(), "--json")
+	if err != nil {
+		t.Fatalf("token create: %v\n%s", err, out)
+	}
+	var resp api.CreateTokenResponse
+	if err := json.Unmarshal([]byte(out), &resp); err != nil {
+		t.Fatalf("token create: %v\n%s", err, out)
+	}
+	return resp.Token
+}
+
+// Audit returns the audit log's events.
+func (iss *Issuer) Audit(t testing.TB) []map[string]any {
+	t.Helper()
+	f, err := os.Open(iss.AuditLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var events []map[string]any
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var e map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+			t.Fatalf("audit line is not JSON: %v: %s", err, sc.Text())
+		}
+		events = append(events, e)
+	}
+	return events
+}
+
+// FindAudit returns the first audit event whose fields include all of
+// match, or nil.
+func (iss *Issuer) FindAudit(t testing.TB, match map[string]any) map[string]any {
+	t.Helper()
+	for _, e := range iss.Audit(t) {
+		ok := true
+		for k, v := range match {
+			if fmt.Sprint(e[k]) != fmt.Sprint(v) {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return e
+		}
+	}
+	return nil
+}
+
+// DaemonOptions configure a test mwid.
+type DaemonOptions struct {
+	Token  string
+	TTL    time.Duration // certificate_ttl; default 1h
+	Logins []string      // ssh.logins; empty asks for every allowed login
+	Extra  string        // more top-level YAML
+}
+
+// Daemon is a running mwid.
+type Daemon struct {
+	Dir       string
+	Config    string
+	AgentSock string
+	APISock   string
+	Proc      *Proc
+	Client    *client.Client
+	bins      Bins
+}
+
+// StartDaemon writes a mwid configuration for iss and starts mwid with the
+// token in its environment. It does not wait for the join.
+func StartDaemon(t testing.TB, iss *Issuer, o DaemonOptions) *Daemon {
+	t.Helper()
+	dir := t.TempDir()
+	d := &Daemon{
+		Dir:       dir,
+		Config:    filepath.Join(dir, "mwid.yaml"),
+		AgentSock: filepath.Join(dir, "agent.sock"),
+		APISock:   filepath.Join(dir, "api.sock"),
+		bins:      iss.Bins,
+	}
+	d.Client = &client.Client{Socket: d.APISock}
+	if o.TTL == 0 {
+		o.TTL = time.Hour
+	}
+	var logins string
+	if len(o.Logins) > 0 {
+		q := make([]string, len(o.Logins))
+		for i, l := range o.Logins {
+			q[i] = strconv.Quote(l)
+		}
+		logins = "ssh:\n  logins: [" + strings.Join(q, ", ") + "]\n"
+	}
+	cfg := fmt.Sprintf(`version: v1
+issuer:
+  address: %s
+  ca_pins: [%q]
+onboarding:
+  join_method: token
+  token:
+    env: MWI_TOKEN
+certificate_ttl: %s
+sockets:
+  agent:
+    path: %s
+  api:
+    path: %s
+log:
+  level: debug
+%s%s`, iss.Addr, iss.Pin, o.TTL, d.AgentSock, d.APISock, logins, o.Extra)
+	if err := os.WriteFile(d.Config, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d.Proc = Start(t, dir, "mwid", []string{"MWI_TOKEN=" + o.Token}, iss.Bins.Daemon, "-c", d.Config)
+	return d
+}
+
+// Status asks the daemon for its status through the client package.
+func (d *Daemon) Status(t testing.TB) (api.Status, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return d.Client.Status(ctx)
+}
+
+// WaitState waits until the daemon reports state.
+func (d *Daemon) WaitState(t testing.TB, state string, timeout time.Duration) api.Status {
+	t.Helper()
+	var st api.Status
+	Eventually(t, timeout, "mwid state "+state, func() error {
+		if d.Proc.Exited() {
+			t.Fatalf("mwid exited:\n%s", d.Proc.Output())
+		}
+		var err error
+		st, err = d.Status(t)
+		if err != nil {
+			return err
+		}
+		if st.State != state {
+			return fmt.Errorf("state %q, last error %q", st.State, st.LastError)
+		}
+		return nil
+	})
+	return st
+}
+
+// WaitError waits until the daemon's status reports an error containing want.
+func (d *Daemon) WaitError(t testing.TB, want string, timeout time.Duration) api.Status {
+	t.Helper()
+	var st api.Status
+	Eventually(t, timeout, "mwid error "+strconv.Quote(want), func() error {
+		var err error
+		st, err = d.Status(t)
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(st.LastError, want) {
+			return fmt.Errorf("last error %q", st.LastError)
+		}
+		return nil
+	})
+	return st
+}
+
+// Ctl runs mwictl against the daemon.
+func (d *Daemon) Ctl(args ...string) (string, error) {
+	return Run(context.Background(), 30*time.Second, nil, append([]string{d.bins.Ctl, "--socket", d.APISock}, args...)...)
+}
