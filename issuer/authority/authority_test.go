@@ -1,0 +1,920 @@
+package authority_test
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/mwi-project/mwi/api"
+	"github.com/mwi-project/mwi/internal/httpjson"
+	"github.com/mwi-project/mwi/issuer/audit"
+	"github.com/mwi-project/mwi/issuer/authority"
+	"github.com/mwi-project/mwi/issuer/ca"
+	"github.com/mwi-project/mwi/issuer/resource"
+	"github.com/mwi-project/mwi/issuer/store"
+)
+
+// resourcesYAML defines:
+//
+//	ci:   roles deploy (1h) and viewer (2h); logins alice, deploy, viewer
+//	web:  role viewer; login viewer; max TTL 2h
+//	mute: role nologin; no logins at all
+const resourcesYAML = `kind: role
+version: v1
+metadata:
+  name: deploy
+spec:
+  allow:
+    logins: [deploy, "{{internal.logins}}"]
+  options:
+    max_ttl: 1h
+---
+kind: role
+version: v1
+metadata:
+  name: viewer
+spec:
+  allow:
+    logins: [viewer]
+  options:
+    max_ttl: 2h
+---
+kind: role
+version: v1
+metadata:
+  name: nologin
+---
+kind: bot
+version: v1
+metadata:
+  name: ci
+spec:
+  roles: [deploy, viewer]
+  traits:
+    logins: [alice]
+---
+kind: bot
+version: v1
+metadata:
+  name: web
+spec:
+  roles: [viewer]
+---
+kind: bot
+version: v1
+metadata:
+  name: mute
+spec:
+  roles: [nologin]
+`
+
+// env is an authority over a real CA, store and resource set, with a clock
+// the test moves by hand.
+type env struct {
+	auth  *authority.Authority
+	ca    *ca.Authority
+	store store.Store
+	audit *bytes.Buffer
+	now   time.Time
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	dir := t.TempDir()
+	stateDir := filepath.Join(dir, "state")
+	if err := ca.Init(stateDir, []string{"127.0.0.1"}); err != nil {
+		t.Fatal(err)
+	}
+	authorities, err := ca.Load(stateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(filepath.Join(dir, "store.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	e := &env{
+		ca:    authorities,
+		store: st,
+		audit: &bytes.Buffer{},
+		// Whole seconds, so that SSH validity (in seconds) compares exactly.
+		now: time.Now().Truncate(time.Second),
+	}
+	e.auth = &authority.Authority{
+		CA:    authorities,
+		Store: st,
+		Audit: audit.New(e.audit),
+		Now:   func() time.Time { return e.now },
+	}
+	e.auth.SetResources(loadResources(t, resourcesYAML))
+	return e
+}
+
+func loadResources(t *testing.T, yaml string) *resource.Set {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "resources.yaml"), []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	set, err := resource.LoadDir(dir)
+	if err != nil {
+		t.Fatalf("LoadDir: %v", err)
+	}
+	return set
+}
+
+// token creates a join token for bot valid for an hour.
+func (e *env) token(t *testing.T, bot string) string {
+	t.Helper()
+	resp, err := e.auth.CreateToken(context.Background(), bot, time.Hour)
+	if err != nil {
+		t.Fatalf("CreateToken(%s): %v", bot, err)
+	}
+	return resp.Token
+}
+
+// auditLines returns the audit lines written since offset, decoded.
+func (e *env) auditLines(t *testing.T, offset int) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(e.audit.String()[offset:]), "\n") {
+		if line == "" {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("audit line is not JSON: %q: %v", line, err)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// expectDenied checks that err is an *httpjson.Error with code and status,
+// and that exactly the audit lines since offset include a denial of event
+// with a reason.
+func (e *env) expectDenied(t *testing.T, err error, offset int, event, code string, status int) {
+	t.Helper()
+	var herr *httpjson.Error
+	if !errors.As(err, &herr) {
+		t.Fatalf("error = %v (%T), want an *httpjson.Error with code %s", err, err, code)
+	}
+	if herr.Code != code || herr.Status != status {
+		t.Errorf("error = %d %s (%s), want %d %s", herr.Status, herr.Code, herr.Message, status, code)
+	}
+	if herr.Message == "" {
+		t.Error("error has no message")
+	}
+	var denials int
+	for _, l := range e.auditLines(t, offset) {
+		if l["outcome"] == audit.Denied {
+			denials++
+			if l["event"] != event {
+				t.Errorf("denial audited as event %v, want %s", l["event"], event)
+			}
+			if r, _ := l["reason"].(string); r == "" {
+				t.Errorf("denial audited without a reason: %v", l)
+			}
+		}
+		if l["event"] == audit.EventIssue {
+			t.Errorf("a denied request issued a certificate: %v", l)
+		}
+	}
+	if denials != 1 {
+		t.Errorf("%d denied audit lines, want 1:\n%s", denials, e.audit.String()[offset:])
+	}
+}
+
+type keyPair struct {
+	pub     api.PublicKeys
+	idKey   crypto.Signer
+	sshPub  ssh.PublicKey
+	sshPriv ed25519.PrivateKey
+}
+
+// newKeys makes what mwid sends: an identity CSR and an SSH public key.
+func newKeys(t *testing.T) keyPair {
+	t.Helper()
+	idKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sshPubRaw, sshPriv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sshPub, err := ssh.NewPublicKey(sshPubRaw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return keyPair{
+		pub:     api.PublicKeys{IdentityCSR: csrPEM(t, idKey), SSH: string(ssh.MarshalAuthorizedKey(sshPub))},
+		idKey:   idKey,
+		sshPub:  sshPub,
+		sshPriv: sshPriv,
+	}
+}
+
+func csrPEM(t *testing.T, key crypto.Signer) string {
+	t.Helper()
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "mwid"}}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))
+}
+
+func parseCreds(t *testing.T, e *env, creds api.Credentials) (*x509.Certificate, ca.Identity, *ssh.Certificate) {
+	t.Helper()
+	block, _ := pem.Decode([]byte(creds.IdentityCertificate))
+	if block == nil || block.Type != "CERTIFICATE" {
+		t.Fatalf("identity certificate is not PEM: %q", creds.IdentityCertificate)
+	}
+	idCert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := idCert.Verify(x509.VerifyOptions{
+		Roots:       e.ca.IdentityPool(),
+		KeyUsages:   []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		CurrentTime: e.now,
+	}); err != nil {
+		t.Errorf("identity certificate does not verify: %v", err)
+	}
+	id, err := ca.ParseIdentity(idCert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(creds.SSHCertificate))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, ok := pub.(*ssh.Certificate)
+	if !ok {
+		t.Fatalf("SSH certificate is a %T", pub)
+	}
+	return idCert, id, cert
+}
+
+func (e *env) join(t *testing.T, tok string, logins ...string) api.Credentials {
+	t.Helper()
+	creds, err := e.auth.Join(context.Background(), api.JoinRequest{
+		JoinMethod: api.JoinMethodToken, Token: tok, Keys: newKeys(t).pub, SSHLogins: logins, TTLSeconds: 600,
+	}, "192.0.2.1:1234")
+	if err != nil {
+		t.Fatalf("Join: %v", err)
+	}
+	return creds
+}
+
+func (e *env) renew(t *testing.T, id ca.Identity) (api.Credentials, error) {
+	t.Helper()
+	return e.auth.Renew(context.Background(), id, api.RenewRequest{Keys: newKeys(t).pub, TTLSeconds: 600}, "192.0.2.1:1234")
+}
+
+func TestJoin(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		bot        string
+		logins     []string
+		ttlSeconds int64
+		wantLogins []string
+		wantTTL    time.Duration
+	}{
+		{"every login, TTL capped by the strictest role", "ci", nil, 86400, []string{"alice", "deploy", "viewer"}, time.Hour},
+		{"chosen logins, sorted and deduplicated", "ci", []string{"viewer", "alice", "viewer"}, 600, []string{"alice", "viewer"}, 10 * time.Minute},
+		{"TTL below the minimum", "ci", []string{"deploy"}, 1, []string{"deploy"}, authority.MinTTL},
+		{"TTL exactly the cap", "ci", nil, 3600, []string{"alice", "deploy", "viewer"}, time.Hour},
+		{"one year is the longest asked TTL", "web", nil, 365 * 24 * 3600, []string{"viewer"}, 2 * time.Hour},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			tok := e.token(t, tc.bot)
+			keys := newKeys(t)
+			offset := e.audit.Len()
+			creds, err := e.auth.Join(context.Background(), api.JoinRequest{
+				JoinMethod: api.JoinMethodToken,
+				Token:      tok,
+				Keys:       keys.pub,
+				SSHLogins:  tc.logins,
+				TTLSeconds: tc.ttlSeconds,
+			}, "192.0.2.1:1234")
+			if err != nil {
+				t.Fatalf("Join: %v", err)
+			}
+			if creds.Bot != tc.bot || creds.Generation != 1 || creds.Instance == "" {
+				t.Errorf("credentials = bot %q instance %q generation %d", creds.Bot, creds.Instance, creds.Generation)
+			}
+			if want := e.now.Add(tc.wantTTL); !creds.Expires.Equal(want) {
+				t.Errorf("Expires = %v, want %v", creds.Expires, want)
+			}
+
+			idCert, id, sshCert := parseCreds(t, e, creds)
+			if want := (ca.Identity{Bot: tc.bot, Instance: creds.Instance, Generation: 1}); id != want {
+				t.Errorf("identity = %+v, want %+v", id, want)
+			}
+			if pub, ok := idCert.PublicKey.(*ecdsa.PublicKey); !ok || !pub.Equal(keys.idKey.Public()) {
+				t.Error("identity certificate is not for the requested key")
+			}
+			if !idCert.NotAfter.Equal(e.now.Add(tc.wantTTL)) {
+				t.Errorf("identity NotAfter = %v, want %v", idCert.NotAfter, e.now.Add(tc.wantTTL))
+			}
+			if !idCert.NotBefore.Before(e.now) {
+				t.Errorf("identity NotBefore = %v is not backdated from %v", idCert.NotBefore, e.now)
+			}
+
+			if !slices.Equal(sshCert.ValidPrincipals, tc.wantLogins) {
+				t.Errorf("principals = %q, want %q", sshCert.ValidPrincipals, tc.wantLogins)
+			}
+			if want := fmt.Sprintf("bot=%s instance=%s generation=1", tc.bot, creds.Instance); sshCert.KeyId != want {
+				t.Errorf("KeyId = %q, want %q", sshCert.KeyId, want)
+			}
+			if !bytes.Equal(sshCert.Key.Marshal(), keys.sshPub.Marshal()) {
+				t.Error("SSH certificate is not for the requested key")
+			}
+			if got, want := time.Duration(sshCert.ValidBefore-uint64(e.now.Unix()))*time.Second, tc.wantTTL; got != want {
+				t.Errorf("SSH certificate lasts %v from now, want %v", got, want)
+			}
+			if sshCert.ValidAfter >= uint64(e.now.Unix()) {
+				t.Errorf("SSH ValidAfter = %d is not backdated from %d", sshCert.ValidAfter, e.now.Unix())
+			}
+			checker := &ssh.CertChecker{
+				IsUserAuthority: func(k ssh.PublicKey) bool { return bytes.Equal(k.Marshal(), e.ca.SSHUserCA().Marshal()) },
+				Clock:           func() time.Time { return e.now },
+			}
+			if err := checker.CheckCert(tc.wantLogins[0], sshCert); err != nil {
+				t.Errorf("SSH certificate does not verify: %v", err)
+			}
+
+			in, err := e.store.Instance(context.Background(), creds.Instance)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if in.Bot != tc.bot || in.Generation != 1 {
+				t.Errorf("stored instance = %+v", in)
+			}
+
+			// Audit: one allowed join and two issued certificates, none denied.
+			var joins, issues int
+			for _, l := range e.auditLines(t, offset) {
+				switch {
+				case l["outcome"] != audit.Allowed:
+					t.Errorf("audit line not allowed: %v", l)
+				case l["event"] == audit.EventJoin:
+					joins++
+					if l["bot"] != tc.bot || l["instance"] != creds.Instance || l["remote"] != "192.0.2.1:1234" {
+						t.Errorf("join audit line = %v", l)
+					}
+				case l["event"] == audit.EventIssue:
+					issues++
+				}
+			}
+			if joins != 1 || issues != 2 {
+				t.Errorf("audit: %d joins and %d issues, want 1 and 2", joins, issues)
+			}
+			if strings.Contains(e.audit.String(), tok) {
+				t.Error("the audit log holds the token secret")
+			}
+		})
+	}
+}
+
+func TestJoinTokenRefusals(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+
+	used := e.token(t, "ci")
+	e.join(t, used)
+
+	shortLived, err := e.auth.CreateToken(ctx, "ci", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exact, err := e.auth.CreateToken(ctx, "ci", 2*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	usedThenExpired := e.token(t, "ci")
+	e.join(t, usedThenExpired)
+	e.now = e.now.Add(2 * time.Minute)
+	_ = exact // expires exactly at the new now
+
+	for _, tc := range []struct {
+		name  string
+		token string
+		code  string
+	}{
+		{"unknown", "0000000000000000000000000000000000000000000000000000000000000000", api.CodeTokenUnknown},
+		{"the hash instead of the secret", authority.HashToken(e.token(t, "ci")), api.CodeTokenUnknown},
+		{"used", used, api.CodeTokenUsed},
+		{"expired", shortLived.Token, api.CodeTokenExpired},
+		{"expiring now", exact.Token, api.CodeTokenExpired},
+		{"used and since expired", usedThenExpired, api.CodeTokenUsed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			offset := e.audit.Len()
+			_, err := e.auth.Join(ctx, api.JoinRequest{
+				JoinMethod: api.JoinMethodToken, Token: tc.token, Keys: newKeys(t).pub, TTLSeconds: 600,
+			}, "192.0.2.1:1234")
+			e.expectDenied(t, err, offset, audit.EventJoin, tc.code, http.StatusForbidden)
+		})
+	}
+}
+
+func TestJoinBadRequest(t *testing.T) {
+	e := newEnv(t)
+	tok := e.token(t, "ci")
+	good := newKeys(t).pub
+
+	rsaKey, err := rsa.GenerateKey(rand.Reader, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	weakSSH, err := ssh.NewPublicKey(&rsaKey.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An SSH certificate in place of a key.
+	sshCert, err := e.ca.SignSSHUser(ca.SSHUserRequest{Key: newKeys(t).sshPub, KeyID: "x", Principals: []string{"deploy"}, NotBefore: e.now, NotAfter: e.now.Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A CSR whose signature does not verify.
+	badSig := func() string {
+		block, _ := pem.Decode([]byte(good.IdentityCSR))
+		der := slices.Clone(block.Bytes)
+		der[len(der)-1] ^= 0xff
+		return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))
+	}()
+	certInsteadOfCSR := func() string {
+		block, _ := pem.Decode([]byte(good.IdentityCSR))
+		return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: block.Bytes}))
+	}()
+
+	for _, tc := range []struct {
+		name string
+		req  func(r *api.JoinRequest)
+	}{
+		{"unsupported join method", func(r *api.JoinRequest) { r.JoinMethod = "aws" }},
+		{"missing join method", func(r *api.JoinRequest) { r.JoinMethod = "" }},
+		{"empty token", func(r *api.JoinRequest) { r.Token = "" }},
+		{"missing CSR", func(r *api.JoinRequest) { r.Keys.IdentityCSR = "" }},
+		{"CSR not PEM", func(r *api.JoinRequest) { r.Keys.IdentityCSR = "hello" }},
+		{"CSR in a CERTIFICATE block", func(r *api.JoinRequest) { r.Keys.IdentityCSR = certInsteadOfCSR }},
+		{"CSR garbage DER", func(r *api.JoinRequest) {
+			r.Keys.IdentityCSR = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: []byte("junk")}))
+		}},
+		{"CSR signature does not verify", func(r *api.JoinRequest) { r.Keys.IdentityCSR = badSig }},
+		{"CSR with a weak RSA key", func(r *api.JoinRequest) { r.Keys.IdentityCSR = csrPEM(t, rsaKey) }},
+		{"missing SSH key", func(r *api.JoinRequest) { r.Keys.SSH = "" }},
+		{"SSH key garbage", func(r *api.JoinRequest) { r.Keys.SSH = "ssh-ed25519 AAAA!!!" }},
+		{"SSH certificate instead of key", func(r *api.JoinRequest) { r.Keys.SSH = string(ssh.MarshalAuthorizedKey(sshCert)) }},
+		{"SSH key weak RSA", func(r *api.JoinRequest) { r.Keys.SSH = string(ssh.MarshalAuthorizedKey(weakSSH)) }},
+		{"ttl_seconds zero", func(r *api.JoinRequest) { r.TTLSeconds = 0 }},
+		{"ttl_seconds negative", func(r *api.JoinRequest) { r.TTLSeconds = -1 }},
+		{"ttl_seconds over a year", func(r *api.JoinRequest) { r.TTLSeconds = 365*24*3600 + 1 }},
+		{"ttl_seconds overflowing a Duration", func(r *api.JoinRequest) { r.TTLSeconds = 1 << 62 }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req := api.JoinRequest{JoinMethod: api.JoinMethodToken, Token: tok, Keys: good, TTLSeconds: 600}
+			tc.req(&req)
+			offset := e.audit.Len()
+			_, err := e.auth.Join(context.Background(), req, "192.0.2.1:1234")
+			e.expectDenied(t, err, offset, audit.EventJoin, api.CodeBadRequest, http.StatusBadRequest)
+		})
+	}
+
+	// None of these consumed the token.
+	e.join(t, tok)
+}
+
+func TestJoinLoginNotAllowedKeepsToken(t *testing.T) {
+	e := newEnv(t)
+	tok := e.token(t, "ci")
+	for _, logins := range [][]string{{"root"}, {"deploy", "root"}, {"{{internal.logins}}"}, {""}} {
+		t.Run(strings.Join(logins, ","), func(t *testing.T) {
+			offset := e.audit.Len()
+			_, err := e.auth.Join(context.Background(), api.JoinRequest{
+				JoinMethod: api.JoinMethodToken, Token: tok, Keys: newKeys(t).pub, SSHLogins: logins, TTLSeconds: 600,
+			}, "192.0.2.1:1234")
+			e.expectDenied(t, err, offset, audit.EventJoin, api.CodeLoginNotAllowed, http.StatusForbidden)
+		})
+	}
+	// The token is still usable.
+	creds := e.join(t, tok, "deploy")
+	_, _, cert := parseCreds(t, e, creds)
+	if !slices.Equal(cert.ValidPrincipals, []string{"deploy"}) {
+		t.Errorf("principals = %q", cert.ValidPrincipals)
+	}
+	// And now it is used.
+	offset := e.audit.Len()
+	_, err := e.auth.Join(context.Background(), api.JoinRequest{
+		JoinMethod: api.JoinMethodToken, Token: tok, Keys: newKeys(t).pub, TTLSeconds: 600,
+	}, "192.0.2.1:1234")
+	e.expectDenied(t, err, offset, audit.EventJoin, api.CodeTokenUsed, http.StatusForbidden)
+}
+
+func TestJoinBotRefusals(t *testing.T) {
+	t.Run("bot without logins", func(t *testing.T) {
+		e := newEnv(t)
+		tok := e.token(t, "mute")
+		offset := e.audit.Len()
+		_, err := e.auth.Join(context.Background(), api.JoinRequest{
+			JoinMethod: api.JoinMethodToken, Token: tok, Keys: newKeys(t).pub, TTLSeconds: 600,
+		}, "192.0.2.1:1234")
+		e.expectDenied(t, err, offset, audit.EventJoin, api.CodeLoginNotAllowed, http.StatusForbidden)
+	})
+	t.Run("bot removed from the resources after the token was made", func(t *testing.T) {
+		e := newEnv(t)
+		tok := e.token(t, "web")
+		e.auth.SetResources(loadResources(t, strings.SplitN(resourcesYAML, "---\nkind: bot\nversion: v1\nmetadata:\n  name: web", 2)[0]))
+		if _, ok := e.auth.Resources().Bot("web"); ok {
+			t.Fatal("test resources still define web")
+		}
+		offset := e.audit.Len()
+		_, err := e.auth.Join(context.Background(), api.JoinRequest{
+			JoinMethod: api.JoinMethodToken, Token: tok, Keys: newKeys(t).pub, TTLSeconds: 600,
+		}, "192.0.2.1:1234")
+		e.expectDenied(t, err, offset, audit.EventJoin, api.CodeBotUnknown, http.StatusForbidden)
+	})
+}
+
+func TestJoinRace(t *testing.T) {
+	e := newEnv(t)
+	tok := e.token(t, "ci")
+	const n = 8
+	reqs := make([]api.JoinRequest, n)
+	for i := range reqs {
+		reqs[i] = api.JoinRequest{JoinMethod: api.JoinMethodToken, Token: tok, Keys: newKeys(t).pub, TTLSeconds: 600}
+	}
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			_, errs[i] = e.auth.Join(context.Background(), reqs[i], "192.0.2.1:1234")
+		})
+	}
+	wg.Wait()
+	var ok int
+	for _, err := range errs {
+		var herr *httpjson.Error
+		switch {
+		case err == nil:
+			ok++
+		case errors.As(err, &herr) && herr.Code == api.CodeTokenUsed:
+		default:
+			t.Errorf("Join: %v, want success or token_used", err)
+		}
+	}
+	if ok != 1 {
+		t.Errorf("%d joins succeeded with one token, want 1", ok)
+	}
+}
+
+func TestRenew(t *testing.T) {
+	e := newEnv(t)
+	creds := e.join(t, e.token(t, "ci"))
+	id := ca.Identity{Bot: "ci", Instance: creds.Instance, Generation: 1}
+
+	for gen := uint64(2); gen <= 4; gen++ {
+		e.now = e.now.Add(10 * time.Minute)
+		offset := e.audit.Len()
+		keys := newKeys(t)
+		got, err := e.auth.Renew(context.Background(), id, api.RenewRequest{Keys: keys.pub, SSHLogins: []string{"viewer"}, TTLSeconds: 86400}, "192.0.2.1:1234")
+		if err != nil {
+			t.Fatalf("Renew generation %d: %v", id.Generation, err)
+		}
+		if got.Generation != gen || got.Instance != creds.Instance || got.Bot != "ci" {
+			t.Errorf("renewed credentials = %s/%s/%d, want ci/%s/%d", got.Bot, got.Instance, got.Generation, creds.Instance, gen)
+		}
+		if want := e.now.Add(time.Hour); !got.Expires.Equal(want) {
+			t.Errorf("Expires = %v, want %v (capped)", got.Expires, want)
+		}
+		idCert, newID, sshCert := parseCreds(t, e, got)
+		if newID != (ca.Identity{Bot: "ci", Instance: creds.Instance, Generation: gen}) {
+			t.Errorf("identity = %+v", newID)
+		}
+		if pub, ok := idCert.PublicKey.(*ecdsa.PublicKey); !ok || !pub.Equal(keys.idKey.Public()) {
+			t.Error("renewed identity is not for the new key")
+		}
+		if want := fmt.Sprintf("bot=ci instance=%s generation=%d", creds.Instance, gen); sshCert.KeyId != want {
+			t.Errorf("KeyId = %q, want %q", sshCert.KeyId, want)
+		}
+		if !slices.Equal(sshCert.ValidPrincipals, []string{"viewer"}) {
+			t.Errorf("principals = %q", sshCert.ValidPrincipals)
+		}
+		in, err := e.store.Instance(context.Background(), creds.Instance)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if in.Generation != gen || !in.Renewed.Equal(e.now) {
+			t.Errorf("stored instance = %+v", in)
+		}
+		var renews int
+		for _, l := range e.auditLines(t, offset) {
+			if l["event"] == audit.EventRenew && l["outcome"] == audit.Allowed {
+				renews++
+				if l["new_generation"] != float64(gen) {
+					t.Errorf("renew audit line = %v", l)
+				}
+			}
+		}
+		if renews != 1 {
+			t.Errorf("%d allowed renew lines, want 1", renews)
+		}
+		id = newID
+	}
+}
+
+func TestRenewGenerationMismatchLocksBot(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	creds := e.join(t, e.token(t, "ci"))
+	stale := ca.Identity{Bot: "ci", Instance: creds.Instance, Generation: 1}
+	if _, err := e.renew(t, stale); err != nil {
+		t.Fatal(err)
+	}
+	current := ca.Identity{Bot: "ci", Instance: creds.Instance, Generation: 2}
+	// A second instance of the same bot, and a token made before the lock.
+	other := e.join(t, e.token(t, "ci"))
+	pending := e.token(t, "ci")
+
+	// The copy presents the old identity.
+	offset := e.audit.Len()
+	_, err := e.renew(t, stale)
+	e.expectDenied(t, err, offset, audit.EventRenew, api.CodeGenerationMismatch, http.StatusForbidden)
+	var locks int
+	for _, l := range e.auditLines(t, offset) {
+		if l["event"] == audit.EventBotLock {
+			locks++
+			if l["bot"] != "ci" || l["reason"] == "" {
+				t.Errorf("lock audit line = %v", l)
+			}
+		}
+	}
+	if locks != 1 {
+		t.Errorf("%d bot.lock audit lines, want 1", locks)
+	}
+	lock, locked, err := e.store.BotLock(ctx, "ci")
+	if err != nil || !locked {
+		t.Fatalf("BotLock = %v, %v, %v; want locked", lock, locked, err)
+	}
+	if !strings.Contains(lock.Reason, creds.Instance) {
+		t.Errorf("lock reason %q does not name the instance", lock.Reason)
+	}
+	// The mismatch did not move the counter.
+	if in, err := e.store.Instance(ctx, creds.Instance); err != nil || in.Generation != 2 {
+		t.Errorf("instance = %+v, %v; want generation 2", in, err)
+	}
+
+	// Everything for the bot is refused now.
+	for _, tc := range []struct {
+		name  string
+		event string
+		do    func(t *testing.T) error
+	}{
+		{"renew with the current generation", audit.EventRenew, func(t *testing.T) error { _, err := e.renew(t, current); return err }},
+		{"renew of another instance", audit.EventRenew, func(t *testing.T) error {
+			_, err := e.renew(t, ca.Identity{Bot: "ci", Instance: other.Instance, Generation: 1})
+			return err
+		}},
+		{"renew with the stale generation again", audit.EventRenew, func(t *testing.T) error { _, err := e.renew(t, stale); return err }},
+		{"join with a new token", audit.EventJoin, func(t *testing.T) error {
+			_, err := e.auth.Join(ctx, api.JoinRequest{JoinMethod: api.JoinMethodToken, Token: e.token(t, "ci"), Keys: newKeys(t).pub, TTLSeconds: 600}, "192.0.2.1:1234")
+			return err
+		}},
+		{"join with a token made before the lock", audit.EventJoin, func(t *testing.T) error {
+			_, err := e.auth.Join(ctx, api.JoinRequest{JoinMethod: api.JoinMethodToken, Token: pending, Keys: newKeys(t).pub, TTLSeconds: 600}, "192.0.2.1:1234")
+			return err
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			offset := e.audit.Len()
+			e.expectDenied(t, tc.do(t), offset, tc.event, api.CodeBotLocked, http.StatusForbidden)
+		})
+	}
+	// The first lock's reason is kept.
+	if again, _, _ := e.store.BotLock(ctx, "ci"); again != lock {
+		t.Errorf("lock changed from %+v to %+v", lock, again)
+	}
+	// Other bots are unaffected.
+	e.join(t, e.token(t, "web"))
+
+	// Unlocking lifts it: the current generation renews, the pending token joins.
+	offset = e.audit.Len()
+	if err := e.auth.UnlockBot(ctx, "ci"); err != nil {
+		t.Fatal(err)
+	}
+	var unlocks int
+	for _, l := range e.auditLines(t, offset) {
+		if l["event"] == audit.EventBotUnlock && l["bot"] == "ci" && l["outcome"] == audit.Allowed {
+			unlocks++
+		}
+	}
+	if unlocks != 1 {
+		t.Errorf("%d bot.unlock audit lines, want 1", unlocks)
+	}
+	got, err := e.renew(t, current)
+	if err != nil {
+		t.Fatalf("renew after unlock: %v", err)
+	}
+	if got.Generation != 3 {
+		t.Errorf("generation after unlock = %d, want 3", got.Generation)
+	}
+	e.join(t, pending)
+	// Unlocking a bot that is not locked is harmless.
+	if err := e.auth.UnlockBot(ctx, "web"); err != nil {
+		t.Errorf("UnlockBot(unlocked bot): %v", err)
+	}
+}
+
+func TestRenewRefusals(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	creds := e.join(t, e.token(t, "ci"))
+	id := ca.Identity{Bot: "ci", Instance: creds.Instance, Generation: 1}
+	good := newKeys(t).pub
+
+	for _, tc := range []struct {
+		name   string
+		id     ca.Identity
+		req    api.RenewRequest
+		code   string
+		status int
+	}{
+		{"bad CSR", id, api.RenewRequest{Keys: api.PublicKeys{IdentityCSR: "x", SSH: good.SSH}, TTLSeconds: 600}, api.CodeBadRequest, http.StatusBadRequest},
+		{"bad SSH key", id, api.RenewRequest{Keys: api.PublicKeys{IdentityCSR: good.IdentityCSR, SSH: "x"}, TTLSeconds: 600}, api.CodeBadRequest, http.StatusBadRequest},
+		{"ttl_seconds zero", id, api.RenewRequest{Keys: good, TTLSeconds: 0}, api.CodeBadRequest, http.StatusBadRequest},
+		{"login not allowed", id, api.RenewRequest{Keys: good, SSHLogins: []string{"root"}, TTLSeconds: 600}, api.CodeLoginNotAllowed, http.StatusForbidden},
+		{"unknown bot", ca.Identity{Bot: "ghost", Instance: creds.Instance, Generation: 1}, api.RenewRequest{Keys: good, TTLSeconds: 600}, api.CodeBotUnknown, http.StatusForbidden},
+		{"unknown instance", ca.Identity{Bot: "ci", Instance: "feedface", Generation: 1}, api.RenewRequest{Keys: good, TTLSeconds: 600}, api.CodeUnauthenticated, http.StatusForbidden},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			offset := e.audit.Len()
+			_, err := e.auth.Renew(ctx, tc.id, tc.req, "192.0.2.1:1234")
+			e.expectDenied(t, err, offset, audit.EventRenew, tc.code, tc.status)
+			// A refused renewal neither advances the counter nor locks.
+			if in, err := e.store.Instance(ctx, creds.Instance); err != nil || in.Generation != 1 {
+				t.Errorf("instance = %+v, %v; want generation 1", in, err)
+			}
+			if _, locked, _ := e.store.BotLock(ctx, "ci"); locked {
+				t.Error("bot locked")
+			}
+		})
+	}
+	// The genuine holder still renews.
+	if _, err := e.renew(t, id); err != nil {
+		t.Errorf("renew after refusals: %v", err)
+	}
+}
+
+func TestCreateToken(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+
+	offset := e.audit.Len()
+	resp, err := e.auth.CreateToken(ctx, "ci", 30*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Bot != "ci" || !resp.Expires.Equal(e.now.Add(30*time.Minute)) {
+		t.Errorf("response = %+v", resp)
+	}
+	if b, err := hex.DecodeString(resp.Token); err != nil || len(b) != 32 {
+		t.Errorf("token %q is not 32 random bytes in hex", resp.Token)
+	}
+	tok, err := e.store.Token(ctx, authority.HashToken(resp.Token), e.now)
+	if err != nil {
+		t.Fatalf("stored token: %v", err)
+	}
+	if tok.Bot != "ci" || !tok.Expires.Equal(resp.Expires) {
+		t.Errorf("stored token = %+v", tok)
+	}
+	lines := e.auditLines(t, offset)
+	if len(lines) != 1 || lines[0]["event"] != audit.EventTokenCreate || lines[0]["bot"] != "ci" {
+		t.Errorf("audit = %v", lines)
+	}
+	if strings.Contains(e.audit.String(), resp.Token) {
+		t.Error("the audit log holds the token secret")
+	}
+	if other, err := e.auth.CreateToken(ctx, "ci", time.Minute); err != nil || other.Token == resp.Token {
+		t.Errorf("second token = %q, %v; want a new secret", other.Token, err)
+	}
+
+	for _, tc := range []struct {
+		name   string
+		bot    string
+		ttl    time.Duration
+		code   string
+		status int
+	}{
+		{"unknown bot", "ghost", time.Hour, api.CodeBotUnknown, http.StatusNotFound},
+		{"empty bot", "", time.Hour, api.CodeBotUnknown, http.StatusNotFound},
+		{"zero lifetime", "ci", 0, api.CodeBadRequest, http.StatusBadRequest},
+		{"negative lifetime", "ci", -time.Second, api.CodeBadRequest, http.StatusBadRequest},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := e.auth.CreateToken(ctx, tc.bot, tc.ttl)
+			var herr *httpjson.Error
+			if !errors.As(err, &herr) || herr.Code != tc.code || herr.Status != tc.status {
+				t.Errorf("CreateToken = %v, want %d %s", err, tc.status, tc.code)
+			}
+		})
+	}
+}
+
+func TestHashToken(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
+		{"abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"},
+	} {
+		if got := authority.HashToken(tc.in); got != tc.want {
+			t.Errorf("HashToken(%q) = %s, want %s", tc.in, got, tc.want)
+		}
+	}
+}
+
+// brokenStore is the real store with some reads failing, as they would on
+// an I/O error.
+type brokenStore struct {
+	store.Store
+	tokenErr, lockErr error
+}
+
+func (s brokenStore) Token(ctx context.Context, hash string, now time.Time) (store.Token, error) {
+	if s.tokenErr != nil {
+		return store.Token{}, s.tokenErr
+	}
+	return s.Store.Token(ctx, hash, now)
+}
+
+func (s brokenStore) BotLock(ctx context.Context, bot string) (store.Lock, bool, error) {
+	if s.lockErr != nil {
+		return store.Lock{}, false, s.lockErr
+	}
+	return s.Store.BotLock(ctx, bot)
+}
+
+func TestStoreFailuresAreInternal(t *testing.T) {
+	ioErr := errors.New("store: read /var/lib/mwi/store.db: input/output error")
+	for _, tc := range []struct {
+		name  string
+		store brokenStore
+	}{
+		{"token lookup fails", brokenStore{tokenErr: ioErr}},
+		{"lock lookup fails", brokenStore{lockErr: ioErr}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			tok := e.token(t, "ci")
+			orig := e.auth.Store
+			tc.store.Store = orig
+			e.auth.Store = tc.store
+			_, err := e.auth.Join(context.Background(), api.JoinRequest{
+				JoinMethod: api.JoinMethodToken, Token: tok, Keys: newKeys(t).pub, TTLSeconds: 600,
+			}, "192.0.2.1:1234")
+			if err == nil {
+				t.Fatal("Join succeeded with a failing store")
+			}
+			// However the authority reports it, the caller sees only an
+			// internal error.
+			rec := httptest.NewRecorder()
+			httpjson.WriteError(rec, slog.New(slog.NewTextHandler(io.Discard, nil)), err)
+			if rec.Code != http.StatusInternalServerError || !strings.Contains(rec.Body.String(), `"code": "internal"`) {
+				t.Errorf("rendered as %d %s", rec.Code, rec.Body.String())
+			}
+			if strings.Contains(rec.Body.String(), "/var/lib/mwi") {
+				t.Errorf("the answer leaks the store error: %s", rec.Body.String())
+			}
+			// The token was not consumed.
+			e.auth.Store = orig
+			e.join(t, tok)
+		})
+	}
+}
