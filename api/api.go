@@ -30,14 +30,27 @@ type JoinRequest struct {
 	SSHLogins []string `json:"ssh_logins,omitempty"`
 	// TTLSeconds is the wanted certificate lifetime; the issuer caps it.
 	TTLSeconds int64 `json:"ttl_seconds"`
+	// HostKeys asks for SSH host certificates for these host keys.
+	HostKeys []HostKeyRequest `json:"host_keys,omitempty"`
+}
+
+// HostKeyRequest asks for an SSH host certificate. The host's key stays on
+// the host; only its public half is sent.
+type HostKeyRequest struct {
+	// PublicKey is the host's public key in authorized_keys form.
+	PublicKey string `json:"public_key"`
+	// Names are the host names wanted on the certificate. Empty means every
+	// name the bot's roles allow; the issuer refuses any other name.
+	Names []string `json:"names,omitempty"`
 }
 
 // RenewRequest is the body of POST /v1/renew on the issuer. The caller is
 // identified by the bot identity presented over mutual TLS.
 type RenewRequest struct {
-	Keys       PublicKeys `json:"keys"`
-	SSHLogins  []string   `json:"ssh_logins,omitempty"`
-	TTLSeconds int64      `json:"ttl_seconds"`
+	Keys       PublicKeys       `json:"keys"`
+	SSHLogins  []string         `json:"ssh_logins,omitempty"`
+	TTLSeconds int64            `json:"ttl_seconds"`
+	HostKeys   []HostKeyRequest `json:"host_keys,omitempty"`
 }
 
 // Credentials is the issuer's answer to a join or a renewal.
@@ -48,8 +61,14 @@ type Credentials struct {
 	// IdentityCertificate is the PEM-encoded bot identity certificate.
 	IdentityCertificate string `json:"identity_certificate"`
 	// SSHCertificate is the SSH user certificate in authorized_keys form.
-	SSHCertificate string    `json:"ssh_certificate"`
-	Expires        time.Time `json:"expires"`
+	SSHCertificate string `json:"ssh_certificate"`
+	// HostCertificates answer the request's HostKeys, in the same order,
+	// in authorized_keys form.
+	HostCertificates []string `json:"host_certificates,omitempty"`
+	// SSHHostCAs are the issuer's SSH host authorities in authorized_keys
+	// form, for known_hosts @cert-authority lines.
+	SSHHostCAs []string  `json:"ssh_host_cas"`
+	Expires    time.Time `json:"expires"`
 }
 
 // ErrorBody is the JSON shape of every non-2xx answer of the issuer and of
@@ -75,9 +94,12 @@ const (
 	CodeBotLocked          = "bot_locked"
 	CodeGenerationMismatch = "generation_mismatch"
 	CodeLoginNotAllowed    = "login_not_allowed"
+	CodeHostNameNotAllowed = "host_name_not_allowed"
 	CodeNotFound           = "not_found"
 	CodeAccessDenied       = "access_denied"
 	CodeNotJoined          = "not_joined"
+	CodeRenewFailed        = "renew_failed"
+	CodeReloadFailed       = "reload_failed"
 	CodeInternal           = "internal"
 )
 
@@ -105,16 +127,70 @@ type Status struct {
 	Generation  uint64       `json:"generation,omitempty"`
 	Issuer      string       `json:"issuer"`
 	Credentials []Credential `json:"credentials"`
+	Outputs     []Output     `json:"outputs"`
 	LastRenewal *time.Time   `json:"last_renewal,omitempty"`
 	NextRenewal *time.Time   `json:"next_renewal,omitempty"`
 	LastError   string       `json:"last_error,omitempty"`
 	LastErrorAt *time.Time   `json:"last_error_at,omitempty"`
+	Config      ConfigStatus `json:"config"`
 }
 
 // Credential describes one credential mwid holds, without its secret parts.
 type Credential struct {
-	Kind       string    `json:"kind"` // "identity" or "ssh"
+	Kind       string    `json:"kind"` // "identity", "ssh" or "ssh_host"
 	Principals []string  `json:"principals,omitempty"`
 	ValidAfter time.Time `json:"valid_after"`
 	Expires    time.Time `json:"expires"`
+}
+
+// Output describes one configured output and its last write.
+type Output struct {
+	Type        string     `json:"type"` // "ssh_host"
+	Path        string     `json:"path"`
+	LastWrite   *time.Time `json:"last_write,omitempty"`
+	LastError   string     `json:"last_error,omitempty"`
+	LastErrorAt *time.Time `json:"last_error_at,omitempty"`
+}
+
+// ConfigStatus describes the configuration in use.
+type ConfigStatus struct {
+	Path string `json:"path"`
+	// Revision is a short hash of the configuration file's bytes.
+	Revision        string     `json:"revision"`
+	LoadedAt        time.Time  `json:"loaded_at"`
+	LastReloadError string     `json:"last_reload_error,omitempty"`
+	LastReloadAt    *time.Time `json:"last_reload_at,omitempty"`
+}
+
+// Identity is the body of GET /v1/identity: the SSH user certificate mwid
+// serves on its agent socket.
+type Identity struct {
+	Bot         string    `json:"bot"`
+	Instance    string    `json:"instance"`
+	Certificate string    `json:"certificate"` // authorized_keys form
+	KeyID       string    `json:"key_id"`
+	Serial      uint64    `json:"serial"`
+	Principals  []string  `json:"principals"`
+	ValidAfter  time.Time `json:"valid_after"`
+	ValidBefore time.Time `json:"valid_before"`
+}
+
+// ReloadResult is the body of a successful POST /v1/reload.
+type ReloadResult struct {
+	Changed  bool   `json:"changed"`
+	Revision string `json:"revision"`
+}
+
+// Readiness is the body of GET /readyz.
+type Readiness struct {
+	Ready       bool             `json:"ready"`
+	State       string           `json:"state"`
+	Credentials []CredentialRead `json:"credentials"`
+}
+
+// CredentialRead says whether one credential is valid now.
+type CredentialRead struct {
+	Kind    string    `json:"kind"`
+	Valid   bool      `json:"valid"`
+	Expires time.Time `json:"expires"`
 }

@@ -49,6 +49,8 @@ type Authority struct {
 	Audit *audit.Log
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
+	// Log receives internal errors; nil means slog.Default().
+	Log *slog.Logger
 
 	resources atomic.Pointer[resource.Set]
 }
@@ -58,6 +60,13 @@ func (a *Authority) SetResources(s *resource.Set) { a.resources.Store(s) }
 
 // Resources returns the resource set in use.
 func (a *Authority) Resources() *resource.Set { return a.resources.Load() }
+
+func (a *Authority) log() *slog.Logger {
+	if a.Log != nil {
+		return a.Log
+	}
+	return slog.Default()
+}
 
 func (a *Authority) now() time.Time {
 	if a.Now != nil {
@@ -80,7 +89,7 @@ func (a *Authority) Join(ctx context.Context, req api.JoinRequest, remote string
 	if req.Token == "" {
 		return deny(badRequest("token is empty"))
 	}
-	keys, ttl, herr := parseKeys(req.Keys, req.TTLSeconds)
+	keys, ttl, herr := parseKeys(req.Keys, req.TTLSeconds, req.HostKeys)
 	if herr != nil {
 		return deny(herr)
 	}
@@ -91,10 +100,15 @@ func (a *Authority) Join(ctx context.Context, req api.JoinRequest, remote string
 	tok, err := a.Store.Token(ctx, hash, a.now())
 	if herr := tokenError(err); herr != nil {
 		return deny(herr)
+	} else if err != nil {
+		return api.Credentials{}, fmt.Errorf("authority: token lookup: %w", err)
 	}
 	attrs = append(attrs, slog.String("bot", tok.Bot))
 	grant, logins, herr := a.grant(ctx, tok.Bot, req.SSHLogins)
 	if herr != nil {
+		return deny(herr)
+	}
+	if herr := checkHostNames(grant, keys.hosts); herr != nil {
 		return deny(herr)
 	}
 	instance, err := newInstanceID()
@@ -109,7 +123,7 @@ func (a *Authority) Join(ctx context.Context, req api.JoinRequest, remote string
 		if herr := tokenError(err); herr != nil {
 			return deny(herr)
 		}
-		return api.Credentials{}, err
+		return api.Credentials{}, fmt.Errorf("authority: consume token: %w", err)
 	}
 	in := store.Instance{ID: instance, Bot: tok.Bot, Generation: 1, Created: now}
 	if err := a.Store.CreateInstance(ctx, in); err != nil {
@@ -132,7 +146,7 @@ func (a *Authority) Renew(ctx context.Context, id ca.Identity, req api.RenewRequ
 		a.Audit.Record(ctx, audit.EventRenew, audit.Denied, append(attrs, slog.String("reason", err.Message))...)
 		return api.Credentials{}, err
 	}
-	keys, ttl, herr := parseKeys(req.Keys, req.TTLSeconds)
+	keys, ttl, herr := parseKeys(req.Keys, req.TTLSeconds, req.HostKeys)
 	if herr != nil {
 		return deny(herr)
 	}
@@ -140,11 +154,25 @@ func (a *Authority) Renew(ctx context.Context, id ca.Identity, req api.RenewRequ
 	if herr != nil {
 		return deny(herr)
 	}
+	if herr := checkHostNames(grant, keys.hosts); herr != nil {
+		return deny(herr)
+	}
+	// The instance must belong to the bot the identity names before its
+	// counter moves; otherwise a mismatched identity could advance another
+	// bot's counter and get that bot locked.
+	switch in, err := a.Store.Instance(ctx, id.Instance); {
+	case errors.Is(err, store.ErrInstanceUnknown):
+		return deny(httpjson.Errorf(http.StatusUnauthorized, api.CodeUnauthenticated, "bot instance %s is unknown to this issuer", id.Instance))
+	case err != nil:
+		return api.Credentials{}, err
+	case in.Bot != id.Bot:
+		return deny(httpjson.Errorf(http.StatusUnauthorized, api.CodeUnauthenticated, "instance %s does not belong to bot %s", id.Instance, id.Bot))
+	}
 	now := a.now()
 	in, err := a.Store.AdvanceGeneration(ctx, id.Instance, id.Generation, now)
 	switch {
 	case errors.Is(err, store.ErrInstanceUnknown):
-		return deny(httpjson.Errorf(http.StatusForbidden, api.CodeUnauthenticated, "bot instance %s is unknown to this issuer", id.Instance))
+		return deny(httpjson.Errorf(http.StatusUnauthorized, api.CodeUnauthenticated, "bot instance %s is unknown to this issuer", id.Instance))
 	case errors.Is(err, store.ErrGenerationMismatch):
 		reason := fmt.Sprintf("generation mismatch on instance %s: presented %d, expected %d; the identity was probably copied", id.Instance, id.Generation, in.Generation)
 		if err := a.Store.LockBot(ctx, store.Lock{Bot: id.Bot, Reason: reason, At: now}); err != nil {
@@ -155,9 +183,6 @@ func (a *Authority) Renew(ctx context.Context, id ca.Identity, req api.RenewRequ
 	case err != nil:
 		return api.Credentials{}, err
 	}
-	if in.Bot != id.Bot {
-		return deny(httpjson.Errorf(http.StatusForbidden, api.CodeUnauthenticated, "instance %s does not belong to bot %s", id.Instance, id.Bot))
-	}
 	a.Audit.Record(ctx, audit.EventRenew, audit.Allowed, append(attrs, slog.Uint64("new_generation", in.Generation))...)
 	return a.sign(ctx, in, grant, logins, keys, ttl, now)
 }
@@ -165,11 +190,15 @@ func (a *Authority) Renew(ctx context.Context, id ca.Identity, req api.RenewRequ
 // CreateToken makes a one-time join token for bot, valid for ttl, and
 // returns its secret. Only the secret's hash is stored.
 func (a *Authority) CreateToken(ctx context.Context, bot string, ttl time.Duration) (api.CreateTokenResponse, error) {
+	deny := func(err *httpjson.Error) (api.CreateTokenResponse, error) {
+		a.Audit.Record(ctx, audit.EventTokenCreate, audit.Denied, slog.String("bot", bot), slog.String("reason", err.Message))
+		return api.CreateTokenResponse{}, err
+	}
 	if _, ok := a.Resources().Bot(bot); !ok {
-		return api.CreateTokenResponse{}, httpjson.Errorf(http.StatusNotFound, api.CodeBotUnknown, "no bot named %q in the issuer's resources", bot)
+		return deny(httpjson.Errorf(http.StatusNotFound, api.CodeBotUnknown, "no bot named %q in the issuer's resources", bot))
 	}
 	if ttl <= 0 {
-		return api.CreateTokenResponse{}, badRequest("token lifetime must be positive")
+		return deny(badRequest("token lifetime must be positive"))
 	}
 	var b [32]byte
 	if _, err := rand.Read(b[:]); err != nil {
@@ -210,6 +239,7 @@ func (a *Authority) grant(ctx context.Context, bot string, wanted []string) (res
 	}
 	lock, locked, err := a.Store.BotLock(ctx, bot)
 	if err != nil {
+		a.log().Error("bot lock lookup failed", "bot", bot, "err", err)
 		return g, nil, httpjson.Errorf(http.StatusInternalServerError, api.CodeInternal, "internal error")
 	}
 	if locked {
@@ -263,23 +293,71 @@ func (a *Authority) sign(ctx context.Context, in store.Instance, g resource.Gran
 		slog.String("bot", in.Bot), slog.String("instance", in.ID), slog.Uint64("generation", in.Generation),
 		slog.String("kind", "identity"), slog.String("serial", idCert.SerialNumber.Text(16)),
 		slog.Time("expires", notAfter))
+	var hostCerts []string
+	for _, h := range k.hosts {
+		names := h.names
+		if len(names) == 0 {
+			names = g.HostNames
+		}
+		cert, err := a.CA.SignSSHHost(ca.SSHHostRequest{
+			Key:       h.key,
+			KeyID:     fmt.Sprintf("bot=%s instance=%s host=%s", in.Bot, in.ID, names[0]),
+			Names:     names,
+			NotBefore: notBefore,
+			NotAfter:  notAfter,
+		})
+		if err != nil {
+			return api.Credentials{}, err
+		}
+		a.Audit.Record(ctx, audit.EventIssue, audit.Allowed,
+			slog.String("bot", in.Bot), slog.String("instance", in.ID), slog.Uint64("generation", in.Generation),
+			slog.String("kind", "ssh_host"), slog.Uint64("serial", cert.Serial), slog.Any("names", names),
+			slog.Time("expires", notAfter))
+		hostCerts = append(hostCerts, string(ssh.MarshalAuthorizedKey(cert)))
+	}
 	return api.Credentials{
 		Bot:                 in.Bot,
 		Instance:            in.ID,
 		Generation:          in.Generation,
 		IdentityCertificate: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: idCert.Raw})),
 		SSHCertificate:      string(ssh.MarshalAuthorizedKey(sshCert)),
+		HostCertificates:    hostCerts,
+		SSHHostCAs:          []string{string(ssh.MarshalAuthorizedKey(a.CA.SSHHostCA()))},
 		Expires:             notAfter,
 	}, nil
 }
 
 type keys struct {
-	csr *x509.CertificateRequest
-	ssh ssh.PublicKey
+	csr   *x509.CertificateRequest
+	ssh   ssh.PublicKey
+	hosts []hostKey
+}
+
+type hostKey struct {
+	key   ssh.PublicKey
+	names []string
+}
+
+// maxHostKeys bounds the host keys of one request; a host has a handful.
+const maxHostKeys = 8
+
+// checkHostNames checks that the bot's roles allow every host name asked for.
+func checkHostNames(g resource.Grant, hosts []hostKey) *httpjson.Error {
+	for _, h := range hosts {
+		if len(h.names) == 0 && len(g.HostNames) == 0 {
+			return httpjson.Errorf(http.StatusForbidden, api.CodeHostNameNotAllowed, "the roles of bot %s allow no SSH host names", g.Bot)
+		}
+		for _, n := range h.names {
+			if !slices.Contains(g.HostNames, n) {
+				return httpjson.Errorf(http.StatusForbidden, api.CodeHostNameNotAllowed, "the roles of bot %s do not allow host name %s", g.Bot, n)
+			}
+		}
+	}
+	return nil
 }
 
 // parseKeys checks the public keys and the lifetime of a request.
-func parseKeys(pk api.PublicKeys, ttlSeconds int64) (keys, time.Duration, *httpjson.Error) {
+func parseKeys(pk api.PublicKeys, ttlSeconds int64, hosts []api.HostKeyRequest) (keys, time.Duration, *httpjson.Error) {
 	var k keys
 	block, _ := pem.Decode([]byte(pk.IdentityCSR))
 	if block == nil || block.Type != "CERTIFICATE REQUEST" {
@@ -309,6 +387,24 @@ func parseKeys(pk api.PublicKeys, ttlSeconds int64) (keys, time.Duration, *httpj
 		}
 	}
 	k.ssh = pub
+	if len(hosts) > maxHostKeys {
+		return k, 0, badRequest("host_keys: at most %d host keys in one request", maxHostKeys)
+	}
+	for i, h := range hosts {
+		hk, _, _, _, err := ssh.ParseAuthorizedKey([]byte(h.PublicKey))
+		if err != nil {
+			return k, 0, badRequest("host_keys[%d].public_key: %v", i, err)
+		}
+		if _, isCert := hk.(*ssh.Certificate); isCert {
+			return k, 0, badRequest("host_keys[%d].public_key: want a public key, not a certificate", i)
+		}
+		if cpk, ok := hk.(ssh.CryptoPublicKey); ok {
+			if herr := checkKeyStrength(fmt.Sprintf("host_keys[%d].public_key", i), cpk.CryptoPublicKey()); herr != nil {
+				return k, 0, herr
+			}
+		}
+		k.hosts = append(k.hosts, hostKey{key: hk, names: h.Names})
+	}
 	ttl := time.Duration(ttlSeconds) * time.Second
 	if ttlSeconds <= 0 || ttlSeconds > int64(365*24*time.Hour/time.Second) {
 		return k, 0, badRequest("ttl_seconds must be between 1 and one year, got %d", ttlSeconds)
@@ -344,7 +440,9 @@ func tokenError(err error) *httpjson.Error {
 	case errors.Is(err, store.ErrTokenExpired):
 		return httpjson.Errorf(http.StatusForbidden, api.CodeTokenExpired, "join token has expired")
 	default:
-		return httpjson.Errorf(http.StatusInternalServerError, api.CodeInternal, "internal error")
+		// Not a refusal: the caller returns err itself, which the renderer
+		// logs and shows as an internal error.
+		return nil
 	}
 }
 

@@ -773,7 +773,7 @@ func TestRenewRefusals(t *testing.T) {
 		{"ttl_seconds zero", id, api.RenewRequest{Keys: good, TTLSeconds: 0}, api.CodeBadRequest, http.StatusBadRequest},
 		{"login not allowed", id, api.RenewRequest{Keys: good, SSHLogins: []string{"root"}, TTLSeconds: 600}, api.CodeLoginNotAllowed, http.StatusForbidden},
 		{"unknown bot", ca.Identity{Bot: "ghost", Instance: creds.Instance, Generation: 1}, api.RenewRequest{Keys: good, TTLSeconds: 600}, api.CodeBotUnknown, http.StatusForbidden},
-		{"unknown instance", ca.Identity{Bot: "ci", Instance: "feedface", Generation: 1}, api.RenewRequest{Keys: good, TTLSeconds: 600}, api.CodeUnauthenticated, http.StatusForbidden},
+		{"unknown instance", ca.Identity{Bot: "ci", Instance: "feedface", Generation: 1}, api.RenewRequest{Keys: good, TTLSeconds: 600}, api.CodeUnauthenticated, http.StatusUnauthorized},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			offset := e.audit.Len()
@@ -916,5 +916,21 @@ func TestStoreFailuresAreInternal(t *testing.T) {
 			e.auth.Store = orig
 			e.join(t, tok)
 		})
+	}
+}
+
+// TestRenewOtherBotsInstance checks that an identity naming one bot with
+// another bot's instance moves no counter, so it cannot get that bot locked.
+func TestRenewOtherBotsInstanceLocksNothing(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	creds := e.join(t, e.token(t, "ci"))
+	forged := ca.Identity{Bot: "web", Instance: creds.Instance, Generation: creds.Generation}
+	if _, err := e.renew(t, forged); err == nil {
+		t.Fatal("renewal with another bot's instance succeeded")
+	}
+	in, err := e.auth.Store.Instance(ctx, creds.Instance)
+	if err != nil || in.Generation != creds.Generation {
+		t.Fatalf("instance generation = %d, %v; want it unchanged at %d", in.Generation, err, creds.Generation)
 	}
 }

@@ -31,6 +31,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -78,10 +79,8 @@ func Init(dir string, hosts []string) error {
 	if err := os.Chmod(dir, 0o700); err != nil {
 		return err
 	}
-	for _, name := range []string{sshUserCAFile, sshHostCAFile, tlsCAKeyFile, identityKeyFile, servingKeyFile} {
-		if _, err := os.Lstat(filepath.Join(dir, name)); err == nil {
-			return fmt.Errorf("%s already holds an issuer (found %s); refusing to overwrite it", dir, name)
-		}
+	if len(hosts) == 0 {
+		return errors.New("ca: the serving certificate needs at least one host name or address")
 	}
 	files := map[string][]byte{}
 	for _, name := range []string{sshUserCAFile, sshHostCAFile} {
@@ -125,8 +124,25 @@ func Init(dir string, hosts []string) error {
 	// The serving chain includes the authority so that a daemon pinning the
 	// authority's key can verify the chain without a CA file.
 	files[servingCertFile] = append(certPEM(serving), certPEM(tlsCA)...)
-	for name, data := range files {
-		if err := writeNew(filepath.Join(dir, name), data); err != nil {
+	names := make([]string, 0, len(files))
+	for name := range files {
+		if _, err := os.Lstat(filepath.Join(dir, name)); err == nil {
+			return fmt.Errorf("%s already holds an issuer (found %s); refusing to overwrite it", dir, name)
+		}
+		if name != sshUserCAFile {
+			names = append(names, name)
+		}
+	}
+	// Exists looks for the SSH user CA: write it last, so that a directory
+	// where writing stopped half way is not taken for an issuer, and remove
+	// what this call wrote if any write fails.
+	slices.Sort(names)
+	names = append(names, sshUserCAFile)
+	for i, name := range names {
+		if err := writeNew(filepath.Join(dir, name), files[name]); err != nil {
+			for _, done := range names[:i] {
+				os.Remove(filepath.Join(dir, done))
+			}
 			return err
 		}
 	}
@@ -228,6 +244,40 @@ func (a *Authority) SignSSHUser(r SSHUserRequest) (*ssh.Certificate, error) {
 	}
 	if err := cert.SignCert(rand.Reader, a.sshUser); err != nil {
 		return nil, fmt.Errorf("ca: sign SSH certificate: %w", err)
+	}
+	return cert, nil
+}
+
+// SSHHostRequest describes an SSH host certificate to sign.
+type SSHHostRequest struct {
+	Key       ssh.PublicKey
+	KeyID     string
+	Names     []string
+	NotBefore time.Time
+	NotAfter  time.Time
+}
+
+// SignSSHHost signs an SSH host certificate with a random serial number.
+func (a *Authority) SignSSHHost(r SSHHostRequest) (*ssh.Certificate, error) {
+	if len(r.Names) == 0 {
+		// A host certificate without principals is valid for every host.
+		return nil, errors.New("ca: refusing to sign an SSH host certificate with no names")
+	}
+	serial, err := randUint64()
+	if err != nil {
+		return nil, err
+	}
+	cert := &ssh.Certificate{
+		Key:             r.Key,
+		Serial:          serial,
+		CertType:        ssh.HostCert,
+		KeyId:           r.KeyID,
+		ValidPrincipals: r.Names,
+		ValidAfter:      uint64(r.NotBefore.Unix()),
+		ValidBefore:     uint64(r.NotAfter.Unix()),
+	}
+	if err := cert.SignCert(rand.Reader, a.sshHost); err != nil {
+		return nil, fmt.Errorf("ca: sign SSH host certificate: %w", err)
 	}
 	return cert, nil
 }

@@ -66,6 +66,19 @@ func checkLogin(s string, template bool) error {
 	return nil
 }
 
+// checkHostName checks a name for an SSH host certificate. Wildcards are
+// refused: a host certificate names the hosts it is for, and a pattern
+// would let one host pass as many.
+func checkHostName(s string) error {
+	if err := checkLogin(s, false); err != nil {
+		return err
+	}
+	if strings.ContainsAny(s, "*?!/@[]") {
+		return errors.New("must be a plain host name or IP address, without patterns")
+	}
+	return nil
+}
+
 // A fileParser decodes the documents of one file for a loader.
 type fileParser struct {
 	l    *loader
@@ -391,7 +404,21 @@ func (p *fileParser) roleSpec(spec *yaml.Node) Role {
 	}
 	m, _ := p.fields(spec, "spec", "allow", "options")
 	if allow := m["allow"]; allow != nil {
-		a, _ := p.fields(allow, "spec.allow", "logins")
+		a, _ := p.fields(allow, "spec.allow", "logins", "host_names")
+		if n := a["host_names"]; n != nil {
+			items, _ := p.list(n, "spec.allow.host_names")
+			for _, item := range items {
+				s, ok := p.scalar(item, "spec.allow.host_names entry")
+				if !ok {
+					continue
+				}
+				if err := checkHostName(s); err != nil {
+					p.errorf(item.Line, "invalid host name %q in spec.allow.host_names: %v", s, err)
+					continue
+				}
+				r.HostNames = append(r.HostNames, s)
+			}
+		}
 		if n := a["logins"]; n != nil {
 			items, _ := p.list(n, "spec.allow.logins")
 			for _, item := range items {

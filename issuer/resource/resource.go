@@ -12,6 +12,7 @@
 //	spec:
 //	  allow:
 //	    logins: [deploy, "{{internal.logins}}"]
+//	    host_names: [build-01, build-01.example.com]
 //	  options:
 //	    max_ttl: 1h
 //	---
@@ -77,6 +78,10 @@ type Role struct {
 	// values of the bot's trait NAME; see Set.Grant.
 	Logins []string
 
+	// HostNames are the names a host holding the role may have on its SSH
+	// host certificate. The issuer decides them, never the host.
+	HostNames []string
+
 	// MaxTTL is the longest certificate lifetime the role allows.
 	// It is DefaultMaxTTL if the resource sets none.
 	MaxTTL time.Duration
@@ -99,10 +104,11 @@ func (Bot) isResource() {}
 
 // A Grant is what a bot is allowed: the union of its roles.
 type Grant struct {
-	Bot    string
-	Roles  []string      // the bot's roles, in the order the bot lists them
-	Logins []string      // sorted, without duplicates, templates expanded
-	MaxTTL time.Duration // the smallest MaxTTL of the roles
+	Bot       string
+	Roles     []string      // the bot's roles, in the order the bot lists them
+	Logins    []string      // sorted, without duplicates, templates expanded
+	HostNames []string      // sorted, without duplicates
+	MaxTTL    time.Duration // the smallest MaxTTL of the roles
 }
 
 // A Set is a validated collection of roles and bots, as returned by
@@ -183,17 +189,21 @@ func (s *Set) Grant(bot string) (Grant, error) {
 				g.Logins = append(g.Logins, login)
 			}
 		}
+		g.HostNames = append(g.HostNames, r.HostNames...)
 		if g.MaxTTL == 0 || r.MaxTTL < g.MaxTTL {
 			g.MaxTTL = r.MaxTTL
 		}
 	}
 	slices.Sort(g.Logins)
 	g.Logins = slices.Compact(g.Logins)
+	slices.Sort(g.HostNames)
+	g.HostNames = slices.Compact(g.HostNames)
 	return g, nil
 }
 
 func (r Role) clone() Role {
 	r.Logins = slices.Clone(r.Logins)
+	r.HostNames = slices.Clone(r.HostNames)
 	return r
 }
 

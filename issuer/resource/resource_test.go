@@ -748,3 +748,44 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestHostNames(t *testing.T) {
+	dir := writeDir(t, map[string]string{"r.yaml": `kind: role
+version: v1
+metadata: {name: a}
+spec:
+  allow:
+    host_names: [build-01, build-01.example.com]
+---
+kind: role
+version: v1
+metadata: {name: b}
+spec:
+  allow:
+    host_names: [build-01, 10.0.0.5]
+---
+kind: bot
+version: v1
+metadata: {name: host}
+spec:
+  roles: [a, b]
+`})
+	s, err := LoadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := s.Grant("host")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"10.0.0.5", "build-01", "build-01.example.com"}; !slices.Equal(g.HostNames, want) {
+		t.Errorf("HostNames = %q, want the sorted union %q", g.HostNames, want)
+	}
+
+	for _, bad := range []string{`"*.example.com"`, `"a b"`, `"{{internal.x}}"`} {
+		dir := writeDir(t, map[string]string{"r.yaml": "kind: role\nversion: v1\nmetadata: {name: a}\nspec:\n  allow:\n    host_names: [" + bad + "]\n"})
+		if _, err := LoadDir(dir); err == nil || !strings.Contains(err.Error(), "r.yaml:6: invalid host name") {
+			t.Errorf("host name %s: error %v, want r.yaml:6: invalid host name", bad, err)
+		}
+	}
+}

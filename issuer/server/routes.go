@@ -106,7 +106,11 @@ func sameUserOnly(log *slog.Logger) func(http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			p, ok := unixsock.PeerFromContext(r.Context())
 			if !ok || (p.UID != self && p.UID != 0) {
-				log.Warn("admin caller refused", "uid", p.UID, "pid", p.PID)
+				if ok {
+					log.Warn("admin caller refused", "uid", p.UID, "pid", p.PID)
+				} else {
+					log.Warn("admin caller refused: peer unknown")
+				}
 				httpjson.WriteError(w, log, httpjson.Errorf(http.StatusForbidden, api.CodeAccessDenied,
 					"the admin socket serves only uid %d and root", self))
 				return

@@ -52,9 +52,10 @@ func DefaultConfig(stateDir string) Config {
 
 // Server is a running issuer.
 type Server struct {
-	cfg  Config
-	log  *slog.Logger
-	auth *authority.Authority
+	cfg   Config
+	log   *slog.Logger
+	auth  *authority.Authority
+	audit io.Closer // the audit log file, if it is one
 
 	reloadMu sync.Mutex
 }
@@ -71,32 +72,36 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("load resources: %w", err)
 	}
 	var auditW io.Writer = os.Stdout
+	var auditC io.Closer = io.NopCloser(nil)
 	if cfg.AuditLog != "" {
 		f, err := os.OpenFile(cfg.AuditLog, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 		if err != nil {
 			return nil, fmt.Errorf("audit log: %w", err)
 		}
-		auditW = f
+		auditW, auditC = f, f
 	}
 	st, err := store.Open(filepath.Join(cfg.StateDir, "store.db"))
 	if err != nil {
+		auditC.Close()
 		return nil, err
 	}
 	s := &Server{
-		cfg: cfg,
-		log: log,
+		cfg:   cfg,
+		log:   log,
+		audit: auditC,
 		auth: &authority.Authority{
 			CA:    authorities,
 			Store: st,
 			Audit: audit.New(auditW),
+			Log:   log,
 		},
 	}
 	s.auth.SetResources(set)
 	return s, nil
 }
 
-// Close releases the store.
-func (s *Server) Close() error { return s.auth.Store.Close() }
+// Close releases the store and the audit log.
+func (s *Server) Close() error { return errors.Join(s.auth.Store.Close(), s.audit.Close()) }
 
 // Reload loads the resource directory again. A set with any error is
 // rejected whole and the previous set keeps serving.
