@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mwi-project/mwi/api"
@@ -23,56 +24,76 @@ import (
 
 // Server is a running mwid.
 type Server struct {
-	cfg    *config.Config
-	log    *slog.Logger
-	issuer *issuerclient.Client
-	creds  identity.Holder
-	loop   *renewal.Loop
-	now    func() time.Time
+	log      *slog.Logger
+	logLevel *slog.LevelVar
+	issuer   *issuerclient.Client
+	creds    identity.Holder
+	loop     *renewal.Loop
+	now      func() time.Time
 
-	mu     sync.Mutex // guards the fields below
-	status status
+	conf     atomic.Pointer[config.Config]
+	reloadMu sync.Mutex // serialises Reload
+
+	mu      sync.Mutex // guards the fields below
+	status  status
+	outputs map[string]*outputState // by certificate path
 }
 
-// status is what the renewal loop last reported.
+// status is what the renewal loop and reloads last reported.
 type status struct {
-	lastRenewal *time.Time
-	nextRenewal *time.Time
-	lastError   string
-	lastErrorAt *time.Time
+	lastRenewal     *time.Time
+	nextRenewal     *time.Time
+	lastError       string
+	lastErrorAt     *time.Time
+	loadedAt        time.Time
+	lastReloadError string
+	lastReloadAt    *time.Time
 }
 
-// New returns a Server for cfg.
-func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
+// New returns a Server for cfg. logLevel is the level of log, which a
+// reload changes.
+func New(cfg *config.Config, log *slog.Logger, logLevel *slog.LevelVar) (*Server, error) {
 	ic, err := issuerclient.New(cfg.Issuer)
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: log, issuer: ic, now: time.Now}
+	s := &Server{
+		log:      log,
+		logLevel: logLevel,
+		issuer:   ic,
+		now:      time.Now,
+		outputs:  map[string]*outputState{},
+	}
+	s.conf.Store(cfg)
+	s.status.loadedAt = s.now()
 	s.loop = renewal.NewLoop(renewal.Loop{
 		Renew:    s.renew,
 		Report:   s.report,
-		Interval: cfg.RenewalInterval,
+		Interval: func() time.Duration { return s.config().RenewalInterval },
 	})
 	return s, nil
 }
+
+// config returns the configuration in use.
+func (s *Server) config() *config.Config { return s.conf.Load() }
 
 // Run serves until ctx is done, then closes and removes its sockets.
 //
 // The sockets are opened first, before joining, so that a client asks a
 // daemon that says "joining" instead of finding no socket.
 func (s *Server) Run(ctx context.Context) error {
-	agentLn, err := unixsock.Listen(s.cfg.AgentSocket.Path, s.cfg.AgentSocket.Mode)
+	cfg := s.config()
+	agentLn, err := listen(cfg.AgentSocket)
 	if err != nil {
 		return fmt.Errorf("agent socket: %w", err)
 	}
-	apiLn, err := unixsock.Listen(s.cfg.APISocket.Path, s.cfg.APISocket.Mode)
+	apiLn, err := listen(cfg.APISocket)
 	if err != nil {
 		agentLn.Close()
 		return fmt.Errorf("api socket: %w", err)
 	}
-	s.log.Info("mwid listening", "agent_socket", s.cfg.AgentSocket.Path, "api_socket", s.cfg.APISocket.Path,
-		"issuer", s.cfg.Issuer.Address)
+	s.log.Info("mwid listening", "agent_socket", cfg.AgentSocket.Path, "api_socket", cfg.APISocket.Path,
+		"issuer", cfg.Issuer.Address, "config", cfg.Path, "revision", cfg.Revision)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -88,10 +109,16 @@ func (s *Server) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	agentSrv := &agent.Server{Agent: agent.New(&s.creds, s.now), Log: s.log}
+	agentSrv := &agent.Server{
+		Agent: agent.New(&s.creds, s.now),
+		Check: s.checkPeer("agent", func(c *config.Config) config.Socket { return c.AgentSocket }),
+		Log:   s.log,
+	}
 	task(func() error { return agentSrv.Serve(ctx, agentLn) })
 	apiSrv := &http.Server{
-		Handler:           localapi.Routes(s, s.log),
+		Handler: localapi.Routes(s, http.NotFoundHandler(), s.log,
+			s.requirePeer(func(c *config.Config) config.Socket { return c.APISocket })),
+		ConnContext:       unixsock.ConnContext,
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	task(func() error {
@@ -117,56 +144,6 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 }
 
-// renew joins the first time, and renews with the current identity after.
-// It is the loop's only way to obtain credentials.
-func (s *Server) renew(ctx context.Context) (renewal.Result, error) {
-	keys, err := identity.NewKeys()
-	if err != nil {
-		return renewal.Result{}, err
-	}
-	pub, err := keys.Public()
-	if err != nil {
-		return renewal.Result{}, err
-	}
-	ttl := int64(s.cfg.CertificateTTL / time.Second)
-	var resp api.Credentials
-	cur := s.creds.Current()
-	switch {
-	case cur == nil:
-		token, err := s.cfg.Onboarding.Token.Read()
-		if err != nil {
-			return renewal.Result{}, fmt.Errorf("join token: %w", err)
-		}
-		resp, err = s.issuer.Join(ctx, api.JoinRequest{
-			JoinMethod: s.cfg.Onboarding.JoinMethod,
-			Token:      token,
-			Keys:       pub,
-			SSHLogins:  s.cfg.SSHLogins,
-			TTLSeconds: ttl,
-		})
-		if err != nil {
-			return renewal.Result{}, fmt.Errorf("join: %w", err)
-		}
-	case !cur.ValidAt(s.now()):
-		// The identity expired before a renewal got through; only a new
-		// join can admit this daemon again.
-		return renewal.Result{}, fmt.Errorf("bot identity expired at %s; restart mwid with a new join token", cur.Expires().Format(time.RFC3339))
-	default:
-		resp, err = s.issuer.Renew(ctx, cur.TLS, api.RenewRequest{Keys: pub, SSHLogins: s.cfg.SSHLogins, TTLSeconds: ttl})
-		if err != nil {
-			return renewal.Result{}, fmt.Errorf("renew: %w", err)
-		}
-	}
-	creds, err := identity.Assemble(keys, resp, s.now())
-	if err != nil {
-		return renewal.Result{}, err
-	}
-	s.creds.Set(creds)
-	s.log.Info("credentials obtained", "bot", creds.Bot, "instance", creds.Instance,
-		"generation", creds.Generation, "principals", creds.SSHCert.ValidPrincipals, "expires", creds.Expires())
-	return renewal.Result{Received: creds.Received, Expires: creds.Expires()}, nil
-}
-
 // report records a renewal attempt for Status.
 func (s *Server) report(a renewal.Attempt) {
 	s.mu.Lock()
@@ -186,17 +163,34 @@ func (s *Server) report(a renewal.Attempt) {
 
 // Status returns the daemon's state for the local API.
 func (s *Server) Status() api.Status {
+	cfg := s.config()
 	s.mu.Lock()
 	st := s.status
+	outputs := make([]api.Output, 0, len(cfg.Outputs))
+	for _, o := range cfg.Outputs {
+		out := api.Output{Type: o.Type, Path: o.Certificate}
+		if os := s.outputs[o.Certificate]; os != nil {
+			out.LastWrite, out.LastError, out.LastErrorAt = os.lastWrite, os.lastError, os.lastErrorAt
+		}
+		outputs = append(outputs, out)
+	}
 	s.mu.Unlock()
 	out := api.Status{
 		State:       "joining",
-		Issuer:      s.cfg.Issuer.Address,
+		Issuer:      cfg.Issuer.Address,
 		Credentials: []api.Credential{},
+		Outputs:     outputs,
 		LastRenewal: st.lastRenewal,
 		NextRenewal: st.nextRenewal,
 		LastError:   st.lastError,
 		LastErrorAt: st.lastErrorAt,
+		Config: api.ConfigStatus{
+			Path:            cfg.Path,
+			Revision:        cfg.Revision,
+			LoadedAt:        st.loadedAt,
+			LastReloadError: st.lastReloadError,
+			LastReloadAt:    st.lastReloadAt,
+		},
 	}
 	c := s.creds.Current()
 	if c == nil {
@@ -204,15 +198,7 @@ func (s *Server) Status() api.Status {
 	}
 	out.Joined = true
 	out.Bot, out.Instance, out.Generation = c.Bot, c.Instance, c.Generation
-	out.Credentials = []api.Credential{
-		{Kind: "identity", ValidAfter: c.Identity.NotBefore, Expires: c.Identity.NotAfter},
-		{
-			Kind:       "ssh",
-			Principals: c.SSHCert.ValidPrincipals,
-			ValidAfter: time.Unix(int64(c.SSHCert.ValidAfter), 0).UTC(),
-			Expires:    time.Unix(int64(c.SSHCert.ValidBefore), 0).UTC(),
-		},
-	}
+	out.Credentials = credentials(c)
 	switch {
 	case !c.ValidAt(s.now()):
 		out.State = "expired"
@@ -222,4 +208,55 @@ func (s *Server) Status() api.Status {
 		out.State = "ready"
 	}
 	return out
+}
+
+// credentials describes c's certificates, without their keys.
+func credentials(c *identity.Credentials) []api.Credential {
+	out := []api.Credential{
+		{Kind: "identity", ValidAfter: c.Identity.NotBefore, Expires: c.Identity.NotAfter},
+		{
+			Kind:       "ssh",
+			Principals: c.SSHCert.ValidPrincipals,
+			ValidAfter: certTime(c.SSHCert.ValidAfter),
+			Expires:    certTime(c.SSHCert.ValidBefore),
+		},
+	}
+	for _, hc := range c.HostCerts {
+		out = append(out, api.Credential{
+			Kind:       "ssh_host",
+			Principals: hc.ValidPrincipals,
+			ValidAfter: certTime(hc.ValidAfter),
+			Expires:    certTime(hc.ValidBefore),
+		})
+	}
+	return out
+}
+
+func certTime(t uint64) time.Time { return time.Unix(int64(t), 0).UTC() }
+
+// Readiness says whether mwid holds valid credentials.
+func (s *Server) Readiness() api.Readiness {
+	st := s.Status()
+	r := api.Readiness{State: st.State, Credentials: []api.CredentialRead{}}
+	now := s.now()
+	for _, c := range st.Credentials {
+		r.Credentials = append(r.Credentials, api.CredentialRead{
+			Kind:    c.Kind,
+			Valid:   !now.Before(c.ValidAfter) && now.Before(c.Expires),
+			Expires: c.Expires,
+		})
+	}
+	r.Ready = st.Joined && st.State != "expired"
+	for _, c := range r.Credentials {
+		r.Ready = r.Ready && c.Valid
+	}
+	return r
+}
+
+// Renew renews at once, for the API, and returns the status after it.
+func (s *Server) Renew(ctx context.Context) (api.Status, error) {
+	if err := s.loop.RenewNow(ctx); err != nil {
+		return api.Status{}, renewFailed(err)
+	}
+	return s.Status(), nil
 }

@@ -41,14 +41,18 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	log, err := logging.New(os.Stderr, cfg.Log.Format, cfg.Log.Level)
+	level := new(slog.LevelVar)
+	if err := logging.SetLevel(level, cfg.Log.Level); err != nil {
+		return err
+	}
+	log, err := logging.NewWithLevel(os.Stderr, cfg.Log.Format, level)
 	if err != nil {
 		return err
 	}
 	// Route the standard log package (x/crypto's agent server writes to it)
 	// through the same handler.
 	slog.SetDefault(log)
-	srv, err := daemon.New(cfg, log)
+	srv, err := daemon.New(cfg, log, level)
 	if err != nil {
 		return err
 	}
@@ -58,7 +62,8 @@ func run() error {
 	signal.Notify(hup, syscall.SIGHUP)
 	go func() {
 		for range hup {
-			log.Warn("SIGHUP: live reload is not available in this version; restart mwid to apply configuration changes")
+			// Reload logs its own outcome.
+			srv.Reload()
 		}
 	}()
 	return srv.Run(ctx)

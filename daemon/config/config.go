@@ -8,10 +8,13 @@ package config
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
 	"os"
+	"os/user"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -23,6 +26,11 @@ import (
 
 // Config is mwid's validated runtime configuration.
 type Config struct {
+	// Path is the file it was read from, and Revision a short hash of that
+	// file's bytes, so status can say which configuration is in use.
+	Path     string
+	Revision string
+
 	Issuer          Issuer
 	Onboarding      Onboarding
 	CertificateTTL  time.Duration
@@ -30,7 +38,26 @@ type Config struct {
 	AgentSocket     Socket
 	APISocket       Socket
 	SSHLogins       []string
-	Log             Log
+	// SSHHosts are the host patterns (ssh_config Host syntax) that the
+	// generated ssh_config and known_hosts apply to.
+	SSHHosts []string
+	Outputs  []Output
+	Log      Log
+}
+
+// Output is something mwid writes outside its memory. The only kind today
+// is an SSH host certificate, which sshd can only read from a file.
+type Output struct {
+	Type string // "ssh_host"
+	// HostKey is the host's public key file.
+	HostKey string
+	// Certificate is where the certificate is written; by default beside
+	// the key, as sshd names it: KEY-cert.pub.
+	Certificate string
+	// Names are the host names wanted; empty means all the issuer allows.
+	Names []string
+	// ReloadCommand, if set, runs after each write (argv, no shell).
+	ReloadCommand []string
 }
 
 // Issuer says where the issuer is and how to trust it.
@@ -90,6 +117,13 @@ func (s SecretSource) Read() (string, error) {
 type Socket struct {
 	Path string
 	Mode os.FileMode
+	// Group, if not -1, owns the socket, so that its group bits admit it.
+	Group int
+	// AllowUIDs and AllowGIDs admit callers by user or by group (primary or
+	// supplementary). Root, mwid's own user and the socket's group are
+	// always admitted.
+	AllowUIDs []uint32
+	AllowGIDs []uint32
 }
 
 // Log configures logging.
@@ -109,14 +143,15 @@ const (
 
 // file is the YAML form of the configuration.
 type file struct {
-	Version         string      `yaml:"version"`
-	Issuer          fileIssuer  `yaml:"issuer"`
-	Onboarding      fileOnboard `yaml:"onboarding"`
-	CertificateTTL  string      `yaml:"certificate_ttl"`
-	RenewalInterval string      `yaml:"renewal_interval"`
-	Sockets         fileSockets `yaml:"sockets"`
-	SSH             fileSSH     `yaml:"ssh"`
-	Log             fileLog     `yaml:"log"`
+	Version         string       `yaml:"version"`
+	Issuer          fileIssuer   `yaml:"issuer"`
+	Onboarding      fileOnboard  `yaml:"onboarding"`
+	CertificateTTL  string       `yaml:"certificate_ttl"`
+	RenewalInterval string       `yaml:"renewal_interval"`
+	Sockets         fileSockets  `yaml:"sockets"`
+	SSH             fileSSH      `yaml:"ssh"`
+	Outputs         []fileOutput `yaml:"outputs"`
+	Log             fileLog      `yaml:"log"`
 }
 
 type fileIssuer struct {
@@ -142,12 +177,28 @@ type fileSockets struct {
 }
 
 type fileSocket struct {
-	Path string `yaml:"path"`
-	Mode string `yaml:"mode"`
+	Path  string    `yaml:"path"`
+	Mode  string    `yaml:"mode"`
+	Group string    `yaml:"group"`
+	Allow fileAllow `yaml:"allow"`
+}
+
+type fileAllow struct {
+	Users  []string `yaml:"users"`
+	Groups []string `yaml:"groups"`
 }
 
 type fileSSH struct {
 	Logins []string `yaml:"logins"`
+	Hosts  []string `yaml:"hosts"`
+}
+
+type fileOutput struct {
+	Type          string   `yaml:"type"`
+	HostKey       string   `yaml:"host_key"`
+	Certificate   string   `yaml:"certificate"`
+	Names         []string `yaml:"names"`
+	ReloadCommand []string `yaml:"reload_command"`
 }
 
 type fileLog struct {
@@ -185,6 +236,8 @@ func Parse(name string, data []byte) (*Config, error) {
 	if err := errors.Join(v.errs...); err != nil {
 		return nil, err
 	}
+	sum := sha256.Sum256(data)
+	c.Path, c.Revision = name, hex.EncodeToString(sum[:6])
 	return c, nil
 }
 
@@ -309,6 +362,33 @@ func (v *validator) build(f *file) *Config {
 		}
 	}
 	c.SSHLogins = f.SSH.Logins
+	for _, h := range f.SSH.Hosts {
+		if h == "" || strings.ContainsAny(h, " \t\r\n,") {
+			v.errorf("ssh.hosts", "%q is not a host pattern", h)
+		}
+	}
+	c.SSHHosts = f.SSH.Hosts
+	for i, o := range f.Outputs {
+		path := fmt.Sprintf("outputs.%d", i)
+		switch o.Type {
+		case "ssh_host":
+			out := Output{Type: o.Type, HostKey: v.path(o.HostKey), Certificate: v.path(o.Certificate),
+				Names: o.Names, ReloadCommand: o.ReloadCommand}
+			if o.HostKey == "" {
+				v.errorf(path+".host_key", "required: the host's public key file, such as /etc/ssh/ssh_host_ed25519_key.pub")
+			} else if out.Certificate == "" {
+				out.Certificate = strings.TrimSuffix(out.HostKey, ".pub") + "-cert.pub"
+			}
+			if out.Certificate == out.HostKey && out.HostKey != "" {
+				v.errorf(path+".certificate", "must differ from host_key")
+			}
+			c.Outputs = append(c.Outputs, out)
+		case "":
+			v.errorf(path+".type", "required (ssh_host)")
+		default:
+			v.errorf(path+".type", "unknown output type %q (want ssh_host)", o.Type)
+		}
+	}
 
 	c.Log = Log{Level: f.Log.Level, Format: f.Log.Format}
 	if c.Log.Level == "" {
@@ -343,7 +423,30 @@ func (v *validator) duration(path, s string, def time.Duration) time.Duration {
 }
 
 func (v *validator) socket(path string, s fileSocket, defPath string) Socket {
-	out := Socket{Path: v.path(s.Path), Mode: defaultSocketMode}
+	out := Socket{Path: v.path(s.Path), Mode: defaultSocketMode, Group: -1}
+	if s.Group != "" {
+		gid, err := lookupGroup(s.Group)
+		if err != nil {
+			v.errorf(path+".group", "%v", err)
+		}
+		out.Group = int(gid)
+	}
+	for _, u := range s.Allow.Users {
+		uid, err := lookupUser(u)
+		if err != nil {
+			v.errorf(path+".allow.users", "%v", err)
+			continue
+		}
+		out.AllowUIDs = append(out.AllowUIDs, uid)
+	}
+	for _, g := range s.Allow.Groups {
+		gid, err := lookupGroup(g)
+		if err != nil {
+			v.errorf(path+".allow.groups", "%v", err)
+			continue
+		}
+		out.AllowGIDs = append(out.AllowGIDs, gid)
+	}
 	if out.Path == "" {
 		out.Path = defPath
 	}
@@ -372,4 +475,30 @@ func (v *validator) path(p string) string {
 		return filepath.Join(v.dir, p)
 	}
 	return abs
+}
+
+// lookupUser resolves a user name or numeric uid.
+func lookupUser(name string) (uint32, error) {
+	if id, err := strconv.ParseUint(name, 10, 32); err == nil {
+		return uint32(id), nil
+	}
+	u, err := user.Lookup(name)
+	if err != nil {
+		return 0, fmt.Errorf("unknown user %q", name)
+	}
+	id, err := strconv.ParseUint(u.Uid, 10, 32)
+	return uint32(id), err
+}
+
+// lookupGroup resolves a group name or numeric gid.
+func lookupGroup(name string) (uint32, error) {
+	if id, err := strconv.ParseUint(name, 10, 32); err == nil {
+		return uint32(id), nil
+	}
+	g, err := user.LookupGroup(name)
+	if err != nil {
+		return 0, fmt.Errorf("unknown group %q", name)
+	}
+	id, err := strconv.ParseUint(g.Gid, 10, 32)
+	return uint32(id), err
 }

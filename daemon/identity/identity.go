@@ -80,6 +80,11 @@ type Credentials struct {
 	SSHCert     *ssh.Certificate
 	SSHSigner   ssh.Signer
 	SSHCertText string // authorized_keys form
+
+	// HostCerts answer the host keys the request carried, in order.
+	HostCerts []*ssh.Certificate
+	// HostCAs are the issuer's SSH host authorities.
+	HostCAs []ssh.PublicKey
 }
 
 // Expires returns when the first of the certificates expires.
@@ -97,9 +102,10 @@ func (c *Credentials) ValidAt(t time.Time) bool {
 		!t.Before(time.Unix(int64(c.SSHCert.ValidAfter), 0))
 }
 
-// Assemble checks the issuer's answer against the keys it was made for and
-// combines them into Credentials.
-func Assemble(k *Keys, resp api.Credentials, received time.Time) (*Credentials, error) {
+// Assemble checks the issuer's answer against the keys it was made for
+// (hostKeys are the host public keys the request carried) and combines them
+// into Credentials.
+func Assemble(k *Keys, resp api.Credentials, received time.Time, hostKeys ...ssh.PublicKey) (*Credentials, error) {
 	block, _ := pem.Decode([]byte(resp.IdentityCertificate))
 	if block == nil || block.Type != "CERTIFICATE" {
 		return nil, errors.New("issuer answer: identity_certificate is not a PEM certificate")
@@ -126,7 +132,35 @@ func Assemble(k *Keys, resp api.Credentials, received time.Time) (*Credentials, 
 	if !bytes.Equal(cert.Key.Marshal(), signer.PublicKey().Marshal()) {
 		return nil, errors.New("issuer answer: SSH certificate is not for our key")
 	}
+	if len(resp.HostCertificates) != len(hostKeys) {
+		return nil, fmt.Errorf("issuer answer: %d host certificates for %d host keys", len(resp.HostCertificates), len(hostKeys))
+	}
+	var hostCerts []*ssh.Certificate
+	for i, text := range resp.HostCertificates {
+		pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(text))
+		if err != nil {
+			return nil, fmt.Errorf("issuer answer: host certificate %d: %w", i, err)
+		}
+		hc, ok := pub.(*ssh.Certificate)
+		if !ok || hc.CertType != ssh.HostCert {
+			return nil, fmt.Errorf("issuer answer: host certificate %d is not an SSH host certificate", i)
+		}
+		if !bytes.Equal(hc.Key.Marshal(), hostKeys[i].Marshal()) {
+			return nil, fmt.Errorf("issuer answer: host certificate %d is not for the host key sent", i)
+		}
+		hostCerts = append(hostCerts, hc)
+	}
+	var hostCAs []ssh.PublicKey
+	for _, text := range resp.SSHHostCAs {
+		pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(text))
+		if err != nil {
+			return nil, fmt.Errorf("issuer answer: SSH host CA: %w", err)
+		}
+		hostCAs = append(hostCAs, pub)
+	}
 	return &Credentials{
+		HostCerts:   hostCerts,
+		HostCAs:     hostCAs,
 		Bot:         resp.Bot,
 		Instance:    resp.Instance,
 		Generation:  resp.Generation,

@@ -1,7 +1,13 @@
 // Package localapi serves mwid's HTTP API on its Unix socket.
+//
+// Routes holds the whole route table. Handlers depend on the narrow Backend
+// interface, return errors, and httpjson renders every error in the one
+// JSON shape. openapi.yaml at the repository root documents every route;
+// a contract test keeps the two in step.
 package localapi
 
 import (
+	"context"
 	"log/slog"
 	"net/http"
 
@@ -13,19 +19,99 @@ import (
 
 // Backend is what the API needs from the daemon.
 type Backend interface {
+	// Status returns the daemon's state.
 	Status() api.Status
+	// Readiness says whether the daemon holds valid credentials.
+	Readiness() api.Readiness
+	// Identity returns the SSH user certificate, or an *httpjson.Error
+	// with code not_joined.
+	Identity() (api.Identity, error)
+	// KnownHosts returns known_hosts lines trusting the issuer's host CAs.
+	KnownHosts() (string, error)
+	// SSHConfig returns an ssh_config block; mwictl is the path of the
+	// mwictl that its KnownHostsCommand runs.
+	SSHConfig(mwictl string) (string, error)
+	// Renew renews now and returns the status after it.
+	Renew(ctx context.Context) (api.Status, error)
+	// Reload reloads the configuration file.
+	Reload() (api.ReloadResult, error)
 }
 
-// Routes returns the route table of the local API.
-func Routes(b Backend, log *slog.Logger) http.Handler {
+// Routes returns the route table of the local API. Middlewares run first,
+// in order, for every route.
+func Routes(b Backend, metrics http.Handler, log *slog.Logger, middlewares ...func(http.Handler) http.Handler) http.Handler {
 	r := chi.NewRouter()
+	r.Use(middlewares...)
 	r.NotFound(httpjson.NotFound(log))
 	r.MethodNotAllowed(httpjson.MethodNotAllowed(log))
+	h := func(f httpjson.HandlerFunc) http.HandlerFunc { return httpjson.Handler(log, f) }
+
 	r.Get("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		httpjson.Write(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
+	r.Get("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		rd := b.Readiness()
+		status := http.StatusOK
+		if !rd.Ready {
+			status = http.StatusServiceUnavailable
+		}
+		httpjson.Write(w, status, rd)
+	})
+	r.Method(http.MethodGet, "/metrics", metrics)
 	r.Get("/v1/status", func(w http.ResponseWriter, r *http.Request) {
 		httpjson.Write(w, http.StatusOK, b.Status())
 	})
+	r.Get("/v1/identity", h(func(w http.ResponseWriter, r *http.Request) error {
+		id, err := b.Identity()
+		if err != nil {
+			return err
+		}
+		httpjson.Write(w, http.StatusOK, id)
+		return nil
+	}))
+	r.Get("/v1/ssh/known_hosts", h(func(w http.ResponseWriter, r *http.Request) error {
+		kh, err := b.KnownHosts()
+		if err != nil {
+			return err
+		}
+		writeText(w, kh)
+		return nil
+	}))
+	r.Get("/v1/ssh/config", h(func(w http.ResponseWriter, r *http.Request) error {
+		cfg, err := b.SSHConfig(r.URL.Query().Get("mwictl"))
+		if err != nil {
+			return err
+		}
+		writeText(w, cfg)
+		return nil
+	}))
+	r.Post("/v1/renew", h(func(w http.ResponseWriter, r *http.Request) error {
+		st, err := b.Renew(r.Context())
+		if err != nil {
+			return err
+		}
+		httpjson.Write(w, http.StatusOK, st)
+		return nil
+	}))
+	r.Post("/v1/reload", h(func(w http.ResponseWriter, r *http.Request) error {
+		res, err := b.Reload()
+		if err != nil {
+			return err
+		}
+		httpjson.Write(w, http.StatusOK, res)
+		return nil
+	}))
 	return r
+}
+
+func writeText(w http.ResponseWriter, s string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(http.StatusOK)
+	w.Write([]byte(s))
+}
+
+// NotJoined is the error for requests that need credentials mwid does not
+// have yet.
+func NotJoined() error {
+	return httpjson.Errorf(http.StatusServiceUnavailable, api.CodeNotJoined, "mwid has not joined the issuer yet")
 }

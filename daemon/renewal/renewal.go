@@ -41,8 +41,10 @@ type Loop struct {
 	Renew func(ctx context.Context) (Result, error)
 	// Report, if set, is called after every attempt.
 	Report func(Attempt)
-	// Interval, if positive, renews at least this often.
-	Interval time.Duration
+	// Interval, if set and positive, renews at least this often. It is a
+	// function so that a configuration reload changes it for the next
+	// renewal.
+	Interval func() time.Duration
 	// MinBackoff and MaxBackoff bound the wait after a failure.
 	MinBackoff, MaxBackoff time.Duration
 	// Clock defaults to the real clock.
@@ -106,7 +108,11 @@ func (l *Loop) Run(ctx context.Context) error {
 		if err == nil {
 			failures = 0
 			last = res
-			a.Next = Next(res, l.Interval, l.Jitter())
+			var interval time.Duration
+			if l.Interval != nil {
+				interval = l.Interval()
+			}
+			a.Next = Next(res, interval, l.Jitter())
 		} else {
 			failures++
 			a.Failures = failures

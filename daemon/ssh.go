@@ -1,0 +1,108 @@
+package daemon
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/mwi-project/mwi/api"
+	"github.com/mwi-project/mwi/daemon/localapi"
+)
+
+// Identity returns the SSH user certificate the agent serves.
+func (s *Server) Identity() (api.Identity, error) {
+	c := s.creds.Current()
+	if c == nil {
+		return api.Identity{}, localapi.NotJoined()
+	}
+	return api.Identity{
+		Bot:         c.Bot,
+		Instance:    c.Instance,
+		Certificate: strings.TrimSpace(c.SSHCertText),
+		KeyID:       c.SSHCert.KeyId,
+		Serial:      c.SSHCert.Serial,
+		Principals:  c.SSHCert.ValidPrincipals,
+		ValidAfter:  certTime(c.SSHCert.ValidAfter),
+		ValidBefore: certTime(c.SSHCert.ValidBefore),
+	}, nil
+}
+
+// hostPatterns returns the configured host patterns, or "*".
+func (s *Server) hostPatterns() []string {
+	if h := s.config().SSHHosts; len(h) > 0 {
+		return h
+	}
+	return []string{"*"}
+}
+
+// KnownHosts returns @cert-authority lines that trust the issuer's host CAs
+// for the configured host patterns and nothing else.
+func (s *Server) KnownHosts() (string, error) {
+	c := s.creds.Current()
+	if c == nil {
+		return "", localapi.NotJoined()
+	}
+	// known_hosts names a host on a port other than 22 as "[host]:port";
+	// each pattern is given in both forms so that it matches either way.
+	var names []string
+	for _, p := range s.hostPatterns() {
+		names = append(names, p)
+		if p != "*" {
+			names = append(names, "["+p+"]:*")
+		}
+	}
+	var b strings.Builder
+	for _, ca := range c.HostCAs {
+		fmt.Fprintf(&b, "@cert-authority %s %s", strings.Join(names, ","), ssh.MarshalAuthorizedKey(ca))
+	}
+	return b.String(), nil
+}
+
+// SSHConfig returns an ssh_config block for the configured host patterns:
+// the agent socket for authentication, and host keys checked strictly
+// against the issuer's host CAs through mwictl, with no known_hosts file
+// that trust-on-first-use could add to.
+func (s *Server) SSHConfig(mwictl string) (string, error) {
+	c := s.creds.Current()
+	if c == nil {
+		return "", localapi.NotJoined()
+	}
+	if mwictl == "" {
+		mwictl = defaultMwictl()
+	}
+	cfg := s.config()
+	var b strings.Builder
+	fmt.Fprintf(&b, "# ssh_config from mwid for bot %s (configuration %s).\n", c.Bot, cfg.Revision)
+	fmt.Fprintf(&b, "Host %s\n", strings.Join(s.hostPatterns(), " "))
+	fmt.Fprintf(&b, "    IdentityAgent %s\n", quote(cfg.AgentSocket.Path))
+	fmt.Fprintf(&b, "    KnownHostsCommand %s --socket %s known-hosts\n", quote(mwictl), quote(cfg.APISocket.Path))
+	b.WriteString("    UserKnownHostsFile /dev/null\n")
+	b.WriteString("    GlobalKnownHostsFile /dev/null\n")
+	b.WriteString("    StrictHostKeyChecking yes\n")
+	b.WriteString("    UpdateHostKeys no\n")
+	return b.String(), nil
+}
+
+// defaultMwictl is the mwictl installed beside mwid, or "mwictl" from PATH.
+func defaultMwictl() string {
+	exe, err := os.Executable()
+	if err == nil {
+		p := filepath.Join(filepath.Dir(exe), "mwictl")
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return "mwictl"
+}
+
+// quote quotes a path for ssh_config when it needs it.
+func quote(s string) string {
+	if strings.ContainsAny(s, " \t\"'\\#%") {
+		return strconv.Quote(s)
+	}
+	return s
+}
