@@ -60,8 +60,9 @@ type Credentials struct {
 	Generation uint64 `json:"generation"`
 	// IdentityCertificate is the PEM-encoded bot identity certificate.
 	IdentityCertificate string `json:"identity_certificate"`
-	// SSHCertificate is the SSH user certificate in authorized_keys form.
-	SSHCertificate string `json:"ssh_certificate"`
+	// SSHCertificate is the SSH user certificate in authorized_keys form,
+	// or empty when the bot's roles allow no logins.
+	SSHCertificate string `json:"ssh_certificate,omitempty"`
 	// HostCertificates answer the request's HostKeys, in the same order,
 	// in authorized_keys form.
 	HostCertificates []string `json:"host_certificates,omitempty"`

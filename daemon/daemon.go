@@ -212,14 +212,14 @@ func (s *Server) Status() api.Status {
 
 // credentials describes c's certificates, without their keys.
 func credentials(c *identity.Credentials) []api.Credential {
-	out := []api.Credential{
-		{Kind: "identity", ValidAfter: c.Identity.NotBefore, Expires: c.Identity.NotAfter},
-		{
+	out := []api.Credential{{Kind: "identity", ValidAfter: c.Identity.NotBefore, Expires: c.Identity.NotAfter}}
+	if c.SSHCert != nil {
+		out = append(out, api.Credential{
 			Kind:       "ssh",
 			Principals: c.SSHCert.ValidPrincipals,
 			ValidAfter: certTime(c.SSHCert.ValidAfter),
 			Expires:    certTime(c.SSHCert.ValidBefore),
-		},
+		})
 	}
 	for _, hc := range c.HostCerts {
 		out = append(out, api.Credential{

@@ -87,7 +87,7 @@ func (s *Server) renew(ctx context.Context) (renewal.Result, error) {
 	}
 	s.creds.Set(creds)
 	s.log.Info("credentials obtained", "bot", creds.Bot, "instance", creds.Instance,
-		"generation", creds.Generation, "principals", creds.SSHCert.ValidPrincipals, "expires", creds.Expires())
+		"generation", creds.Generation, "principals", creds.Principals(), "expires", creds.Expires())
 	if err := s.writeOutputs(ctx, cfg.Outputs, creds); err != nil {
 		// The credentials in memory are good; the failed output is retried
 		// with the next renewal, which comes sooner because this failed.

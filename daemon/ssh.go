@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/mwi-project/mwi/api"
 	"github.com/mwi-project/mwi/daemon/localapi"
+	"github.com/mwi-project/mwi/internal/httpjson"
 )
 
 // Identity returns the SSH user certificate the agent serves.
@@ -18,6 +20,9 @@ func (s *Server) Identity() (api.Identity, error) {
 	c := s.creds.Current()
 	if c == nil {
 		return api.Identity{}, localapi.NotJoined()
+	}
+	if c.SSHCert == nil {
+		return api.Identity{}, httpjson.Errorf(http.StatusNotFound, api.CodeNotFound, "bot %s has no SSH user certificate: its roles allow no logins", c.Bot)
 	}
 	return api.Identity{
 		Bot:         c.Bot,

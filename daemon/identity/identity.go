@@ -90,16 +90,28 @@ type Credentials struct {
 // Expires returns when the first of the certificates expires.
 func (c *Credentials) Expires() time.Time {
 	e := c.Identity.NotAfter
-	if s := time.Unix(int64(c.SSHCert.ValidBefore), 0); s.Before(e) {
-		e = s
+	if c.SSHCert != nil {
+		if s := time.Unix(int64(c.SSHCert.ValidBefore), 0); s.Before(e) {
+			e = s
+		}
 	}
 	return e
 }
 
 // ValidAt reports whether every certificate is valid at t.
 func (c *Credentials) ValidAt(t time.Time) bool {
-	return !t.Before(c.Identity.NotBefore) && t.Before(c.Expires()) &&
-		!t.Before(time.Unix(int64(c.SSHCert.ValidAfter), 0))
+	if c.SSHCert != nil && t.Before(time.Unix(int64(c.SSHCert.ValidAfter), 0)) {
+		return false
+	}
+	return !t.Before(c.Identity.NotBefore) && t.Before(c.Expires())
+}
+
+// Principals returns the SSH logins of the user certificate, if any.
+func (c *Credentials) Principals() []string {
+	if c.SSHCert == nil {
+		return nil
+	}
+	return c.SSHCert.ValidPrincipals
 }
 
 // Assemble checks the issuer's answer against the keys it was made for
@@ -117,20 +129,25 @@ func Assemble(k *Keys, resp api.Credentials, received time.Time, hostKeys ...ssh
 	if !publicKeyEqual(idCert.PublicKey, k.identity.Public()) {
 		return nil, errors.New("issuer answer: identity certificate is not for our key")
 	}
-	pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(resp.SSHCertificate))
-	if err != nil {
-		return nil, fmt.Errorf("issuer answer: SSH certificate: %w", err)
-	}
-	cert, ok := pub.(*ssh.Certificate)
-	if !ok || cert.CertType != ssh.UserCert {
-		return nil, errors.New("issuer answer: ssh_certificate is not an SSH user certificate")
-	}
-	signer, err := ssh.NewSignerFromKey(k.ssh)
-	if err != nil {
-		return nil, err
-	}
-	if !bytes.Equal(cert.Key.Marshal(), signer.PublicKey().Marshal()) {
-		return nil, errors.New("issuer answer: SSH certificate is not for our key")
+	// A bot whose roles allow no logins has no user certificate.
+	var cert *ssh.Certificate
+	var signer ssh.Signer
+	if resp.SSHCertificate != "" {
+		pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(resp.SSHCertificate))
+		if err != nil {
+			return nil, fmt.Errorf("issuer answer: SSH certificate: %w", err)
+		}
+		var ok bool
+		cert, ok = pub.(*ssh.Certificate)
+		if !ok || cert.CertType != ssh.UserCert {
+			return nil, errors.New("issuer answer: ssh_certificate is not an SSH user certificate")
+		}
+		if signer, err = ssh.NewSignerFromKey(k.ssh); err != nil {
+			return nil, err
+		}
+		if !bytes.Equal(cert.Key.Marshal(), signer.PublicKey().Marshal()) {
+			return nil, errors.New("issuer answer: SSH certificate is not for our key")
+		}
 	}
 	if len(resp.HostCertificates) != len(hostKeys) {
 		return nil, fmt.Errorf("issuer answer: %d host certificates for %d host keys", len(resp.HostCertificates), len(hostKeys))
@@ -213,9 +230,11 @@ func (h *Holder) Identities() []agent.Identity {
 	if p == nil {
 		return nil
 	}
-	ids := []agent.Identity{{Cert: p.current.SSHCert, Signer: p.current.SSHSigner}}
-	if p.previous != nil {
-		ids = append(ids, agent.Identity{Cert: p.previous.SSHCert, Signer: p.previous.SSHSigner})
+	var ids []agent.Identity
+	for _, c := range []*Credentials{p.current, p.previous} {
+		if c != nil && c.SSHCert != nil {
+			ids = append(ids, agent.Identity{Cert: c.SSHCert, Signer: c.SSHSigner})
+		}
 	}
 	return ids
 }

@@ -159,6 +159,7 @@ type DaemonOptions struct {
 	Token  string
 	TTL    time.Duration // certificate_ttl; default 1h
 	Logins []string      // ssh.logins; empty asks for every allowed login
+	Hosts  []string      // ssh.hosts
 	Extra  string        // more top-level YAML
 }
 
@@ -189,14 +190,7 @@ func StartDaemon(t testing.TB, iss *Issuer, o DaemonOptions) *Daemon {
 	if o.TTL == 0 {
 		o.TTL = time.Hour
 	}
-	var logins string
-	if len(o.Logins) > 0 {
-		q := make([]string, len(o.Logins))
-		for i, l := range o.Logins {
-			q[i] = strconv.Quote(l)
-		}
-		logins = "ssh:\n  logins: [" + strings.Join(q, ", ") + "]\n"
-	}
+	logins := "ssh:\n  logins: " + yamlList(o.Logins) + "\n  hosts: " + yamlList(o.Hosts) + "\n"
 	cfg := fmt.Sprintf(`version: v1
 issuer:
   address: %s
@@ -270,4 +264,12 @@ func (d *Daemon) WaitError(t testing.TB, want string, timeout time.Duration) api
 // Ctl runs mwictl against the daemon.
 func (d *Daemon) Ctl(args ...string) (string, error) {
 	return Run(context.Background(), 30*time.Second, nil, append([]string{d.bins.Ctl, "--socket", d.APISock}, args...)...)
+}
+
+func yamlList(items []string) string {
+	q := make([]string, len(items))
+	for i, l := range items {
+		q[i] = strconv.Quote(l)
+	}
+	return "[" + strings.Join(q, ", ") + "]"
 }

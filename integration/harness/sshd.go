@@ -23,18 +23,48 @@ type SSHD struct {
 
 // StartSSHD starts sshd on a free port of 127.0.0.1 that trusts userCA
 // (authorized_keys form) for user certificates and nothing else: no
-// passwords, no authorized_keys files.
+// passwords, no authorized_keys files. Its host key is made for it.
 func StartSSHD(t testing.TB, userCA string) *SSHD {
 	t.Helper()
-	sshd := Require(t, "sshd", installOpenSSHServer)
+	return StartSSHDWith(t, SSHDOptions{UserCA: userCA, HostKey: NewHostKey(t)})
+}
+
+// SSHDOptions configure StartSSHDWith.
+type SSHDOptions struct {
+	UserCA   string
+	HostKey  string // private host key file
+	HostCert string // optional host certificate file
+	Port     int    // optional; a free port by default
+}
+
+// NewHostKey makes an ed25519 host key in a new temporary directory and
+// returns the private key's path; the public key is beside it, ".pub".
+func NewHostKey(t testing.TB) string {
+	t.Helper()
 	keygen := Require(t, "ssh-keygen", "apt-get install -y openssh-client")
+	hostKey := filepath.Join(t.TempDir(), "ssh_host_ed25519_key")
+	if out, err := Run(context.Background(), 30*time.Second, nil, keygen, "-q", "-t", "ed25519", "-N", "", "-f", hostKey); err != nil {
+		t.Fatalf("ssh-keygen: %v\n%s", err, out)
+	}
+	return hostKey
+}
+
+// StartSSHDWith starts sshd as StartSSHD does, with the given host key and
+// optional host certificate.
+func StartSSHDWith(t testing.TB, o SSHDOptions) *SSHD {
+	t.Helper()
+	sshd := Require(t, "sshd", installOpenSSHServer)
 	// sshd refuses to start without its privilege separation directory.
 	os.MkdirAll("/run/sshd", 0o755)
 	dir := t.TempDir()
-	s := &SSHD{Port: FreePort(t), Dir: dir}
-	hostKey := filepath.Join(dir, "host_ed25519")
-	if out, err := Run(context.Background(), 30*time.Second, nil, keygen, "-q", "-t", "ed25519", "-N", "", "-f", hostKey); err != nil {
-		t.Fatalf("ssh-keygen: %v\n%s", err, out)
+	s := &SSHD{Port: o.Port, Dir: dir}
+	if s.Port == 0 {
+		s.Port = FreePort(t)
+	}
+	userCA, hostKey := o.UserCA, o.HostKey
+	var hostCert string
+	if o.HostCert != "" {
+		hostCert = "HostCertificate " + o.HostCert + "\n"
 	}
 	ca := filepath.Join(dir, "user_ca.pub")
 	write(t, ca, userCA+"\n")
@@ -57,7 +87,7 @@ UsePAM no
 StrictModes no
 PermitRootLogin prohibit-password
 LogLevel VERBOSE
-`, s.Port, hostKey, filepath.Join(dir, "sshd.pid"), ca))
+%s`, s.Port, hostKey, filepath.Join(dir, "sshd.pid"), ca, hostCert))
 	s.Proc = Start(t, dir, "sshd", nil, sshd, "-D", "-e", "-f", conf)
 	Eventually(t, 10*time.Second, "sshd listening", func() error {
 		if s.Proc.Exited() {

@@ -246,9 +246,8 @@ func (a *Authority) grant(ctx context.Context, bot string, wanted []string) (res
 		return g, nil, httpjson.Errorf(http.StatusForbidden, api.CodeBotLocked, "bot %s is locked: %s", bot, lock.Reason)
 	}
 	if len(wanted) == 0 {
-		if len(g.Logins) == 0 {
-			return g, nil, httpjson.Errorf(http.StatusForbidden, api.CodeLoginNotAllowed, "the roles of bot %s allow no SSH logins", bot)
-		}
+		// A bot whose roles allow no logins, such as an SSH server that
+		// only needs a host certificate, gets no user certificate.
 		return g, g.Logins, nil
 	}
 	var refused []string
@@ -275,20 +274,24 @@ func (a *Authority) sign(ctx context.Context, in store.Instance, g resource.Gran
 	if err != nil {
 		return api.Credentials{}, err
 	}
-	sshCert, err := a.CA.SignSSHUser(ca.SSHUserRequest{
-		Key:        k.ssh,
-		KeyID:      fmt.Sprintf("bot=%s instance=%s generation=%d", in.Bot, in.ID, in.Generation),
-		Principals: logins,
-		NotBefore:  notBefore,
-		NotAfter:   notAfter,
-	})
-	if err != nil {
-		return api.Credentials{}, err
+	var sshCertText string
+	if len(logins) > 0 {
+		sshCert, err := a.CA.SignSSHUser(ca.SSHUserRequest{
+			Key:        k.ssh,
+			KeyID:      fmt.Sprintf("bot=%s instance=%s generation=%d", in.Bot, in.ID, in.Generation),
+			Principals: logins,
+			NotBefore:  notBefore,
+			NotAfter:   notAfter,
+		})
+		if err != nil {
+			return api.Credentials{}, err
+		}
+		sshCertText = string(ssh.MarshalAuthorizedKey(sshCert))
+		a.Audit.Record(ctx, audit.EventIssue, audit.Allowed,
+			slog.String("bot", in.Bot), slog.String("instance", in.ID), slog.Uint64("generation", in.Generation),
+			slog.String("kind", "ssh_user"), slog.Uint64("serial", sshCert.Serial), slog.Any("principals", logins),
+			slog.Time("expires", notAfter))
 	}
-	a.Audit.Record(ctx, audit.EventIssue, audit.Allowed,
-		slog.String("bot", in.Bot), slog.String("instance", in.ID), slog.Uint64("generation", in.Generation),
-		slog.String("kind", "ssh_user"), slog.Uint64("serial", sshCert.Serial), slog.Any("principals", logins),
-		slog.Time("expires", notAfter))
 	a.Audit.Record(ctx, audit.EventIssue, audit.Allowed,
 		slog.String("bot", in.Bot), slog.String("instance", in.ID), slog.Uint64("generation", in.Generation),
 		slog.String("kind", "identity"), slog.String("serial", idCert.SerialNumber.Text(16)),
@@ -320,7 +323,7 @@ func (a *Authority) sign(ctx context.Context, in store.Instance, g resource.Gran
 		Instance:            in.ID,
 		Generation:          in.Generation,
 		IdentityCertificate: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: idCert.Raw})),
-		SSHCertificate:      string(ssh.MarshalAuthorizedKey(sshCert)),
+		SSHCertificate:      sshCertText,
 		HostCertificates:    hostCerts,
 		SSHHostCAs:          []string{string(ssh.MarshalAuthorizedKey(a.CA.SSHHostCA()))},
 		Expires:             notAfter,

@@ -540,16 +540,23 @@ func TestJoinLoginNotAllowedKeepsToken(t *testing.T) {
 	e.expectDenied(t, err, offset, audit.EventJoin, api.CodeTokenUsed, http.StatusForbidden)
 }
 
+// TestJoinBotWithoutLogins checks that a bot whose roles allow no logins,
+// such as an SSH server that needs only a host certificate, joins and gets
+// no user certificate, and that asking it for a login is still refused.
+func TestJoinBotWithoutLogins(t *testing.T) {
+	e := newEnv(t)
+	creds := e.join(t, e.token(t, "mute"))
+	if creds.SSHCertificate != "" || creds.IdentityCertificate == "" {
+		t.Fatalf("credentials = %+v; want an identity and no SSH user certificate", creds)
+	}
+	offset := e.audit.Len()
+	_, err := e.auth.Join(context.Background(), api.JoinRequest{
+		JoinMethod: api.JoinMethodToken, Token: e.token(t, "mute"), Keys: newKeys(t).pub, SSHLogins: []string{"root"}, TTLSeconds: 600,
+	}, "192.0.2.1:1234")
+	e.expectDenied(t, err, offset, audit.EventJoin, api.CodeLoginNotAllowed, http.StatusForbidden)
+}
+
 func TestJoinBotRefusals(t *testing.T) {
-	t.Run("bot without logins", func(t *testing.T) {
-		e := newEnv(t)
-		tok := e.token(t, "mute")
-		offset := e.audit.Len()
-		_, err := e.auth.Join(context.Background(), api.JoinRequest{
-			JoinMethod: api.JoinMethodToken, Token: tok, Keys: newKeys(t).pub, TTLSeconds: 600,
-		}, "192.0.2.1:1234")
-		e.expectDenied(t, err, offset, audit.EventJoin, api.CodeLoginNotAllowed, http.StatusForbidden)
-	})
 	t.Run("bot removed from the resources after the token was made", func(t *testing.T) {
 		e := newEnv(t)
 		tok := e.token(t, "web")
