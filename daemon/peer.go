@@ -31,10 +31,11 @@ func listen(sc config.Socket) (*net.UnixListener, error) {
 	return ln, nil
 }
 
-// allowed reports whether the peer may use a socket. The socket's mode is
-// the first gate; this second one holds even if the mode was widened by
-// mistake. Root and mwid's own user are always admitted, and so are the
-// socket's group and the users and groups the configuration allows.
+// allowed reports whether the peer may use a socket. The socket's mode and
+// group are the first gate; this second one is separate, and holds even if
+// the mode or the file's group was widened by mistake. Root and mwid's own
+// user are always admitted; anyone else must be named by the socket's
+// allow list, as a user or through a group.
 func allowed(sc config.Socket, p unixsock.Peer) error {
 	if p.UID == 0 || p.UID == uint32(os.Geteuid()) || slices.Contains(sc.AllowUIDs, p.UID) {
 		return nil
@@ -42,7 +43,7 @@ func allowed(sc config.Socket, p unixsock.Peer) error {
 	groups := []uint32{p.GID}
 	// SO_PEERCRED carries only the primary group; the supplementary ones
 	// come from the group database for the peer's user.
-	if u, err := user.LookupId(strconv.FormatUint(uint64(p.UID), 10)); err == nil {
+	if u, err := user.LookupId(strconv.FormatUint(uint64(p.UID), 10)); len(sc.AllowGIDs) > 0 && err == nil {
 		if ids, err := u.GroupIds(); err == nil {
 			for _, id := range ids {
 				if g, err := strconv.ParseUint(id, 10, 32); err == nil {
@@ -52,7 +53,7 @@ func allowed(sc config.Socket, p unixsock.Peer) error {
 		}
 	}
 	for _, g := range groups {
-		if (sc.Group >= 0 && g == uint32(sc.Group)) || slices.Contains(sc.AllowGIDs, g) {
+		if slices.Contains(sc.AllowGIDs, g) {
 			return nil
 		}
 	}

@@ -120,8 +120,8 @@ type Socket struct {
 	// Group, if not -1, owns the socket, so that its group bits admit it.
 	Group int
 	// AllowUIDs and AllowGIDs admit callers by user or by group (primary or
-	// supplementary). Root, mwid's own user and the socket's group are
-	// always admitted.
+	// supplementary), in addition to what the mode and group let connect.
+	// Root and mwid's own user are always admitted.
 	AllowUIDs []uint32
 	AllowGIDs []uint32
 }
