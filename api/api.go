@@ -170,7 +170,7 @@ type Identity struct {
 	Instance    string    `json:"instance"`
 	Certificate string    `json:"certificate"` // authorized_keys form
 	KeyID       string    `json:"key_id"`
-	Serial      uint64    `json:"serial"`
+	Serial      uint64    `json:"serial,string"` // a string: it often exceeds 2^53, where JSON numbers lose precision
 	Principals  []string  `json:"principals"`
 	ValidAfter  time.Time `json:"valid_after"`
 	ValidBefore time.Time `json:"valid_before"`

@@ -18,6 +18,7 @@ import (
 	"github.com/mwi-project/mwi/daemon/identity"
 	"github.com/mwi-project/mwi/daemon/issuerclient"
 	"github.com/mwi-project/mwi/daemon/localapi"
+	"github.com/mwi-project/mwi/daemon/metrics"
 	"github.com/mwi-project/mwi/daemon/renewal"
 	"github.com/mwi-project/mwi/internal/unixsock"
 )
@@ -29,6 +30,7 @@ type Server struct {
 	issuer   *issuerclient.Client
 	creds    identity.Holder
 	loop     *renewal.Loop
+	metrics  *metrics.Metrics
 	now      func() time.Time
 
 	conf     atomic.Pointer[config.Config]
@@ -61,6 +63,7 @@ func New(cfg *config.Config, log *slog.Logger, logLevel *slog.LevelVar) (*Server
 		log:      log,
 		logLevel: logLevel,
 		issuer:   ic,
+		metrics:  metrics.New(),
 		now:      time.Now,
 		outputs:  map[string]*outputState{},
 	}
@@ -110,13 +113,14 @@ func (s *Server) Run(ctx context.Context) error {
 		}()
 	}
 	agentSrv := &agent.Server{
-		Agent: agent.New(&s.creds, s.now),
+		Agent: s.metrics.InstrumentAgent(agent.New(&s.creds, s.now)),
 		Check: s.checkPeer("agent", func(c *config.Config) config.Socket { return c.AgentSocket }),
 		Log:   s.log,
 	}
 	task(func() error { return agentSrv.Serve(ctx, agentLn) })
 	apiSrv := &http.Server{
-		Handler: localapi.Routes(s, http.NotFoundHandler(), s.log,
+		Handler: localapi.Routes(s, s.metrics.Handler(), s.log,
+			s.metrics.Middleware,
 			s.requirePeer(func(c *config.Config) config.Socket { return c.APISocket })),
 		ConnContext:       unixsock.ConnContext,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -144,8 +148,14 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 }
 
-// report records a renewal attempt for Status.
+// report records a renewal attempt for Status and metrics.
 func (s *Server) report(a renewal.Attempt) {
+	s.metrics.Renewal(a.Err, a.Failures)
+	if c := s.creds.Current(); c != nil {
+		for _, cred := range credentials(c) {
+			s.metrics.SetExpiry(cred.Kind, cred.Expires)
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	at, next := a.At, a.Next

@@ -104,9 +104,11 @@ func defaultMwictl() string {
 	return "mwictl"
 }
 
-// quote quotes a path for ssh_config when it needs it.
+// quote quotes a path for ssh_config when it needs it. A control character
+// is escaped rather than written, so no value can start a new line of
+// configuration.
 func quote(s string) string {
-	if strings.ContainsAny(s, " \t\"'\\#%") {
+	if strings.ContainsFunc(s, func(r rune) bool { return r < ' ' || r == 0x7f || strings.ContainsRune(" \"'\\#%", r) }) {
 		return strconv.Quote(s)
 	}
 	return s

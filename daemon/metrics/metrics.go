@@ -1,0 +1,340 @@
+// Package metrics holds mwid's Prometheus metrics.
+//
+// Every Metrics has its own registry; nothing is registered on the
+// Prometheus default registry, so tests (and several daemons in one test
+// process) can each create their own.
+//
+// Metrics:
+//
+//	mwid_api_requests_total{route,code}           local API requests
+//	mwid_agent_requests_total{type,result}        SSH agent requests
+//	mwid_renewals_total{result}                   renewal attempts
+//	mwid_renewal_failures_consecutive             failed renewals since the last success
+//	mwid_credential_expiry_timestamp_seconds{kind} when each held credential expires
+//
+// plus the Go runtime (go_*) and process (process_*) collectors.
+package metrics
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/agent"
+)
+
+// RouteUnmatched is the route label of API requests that matched no route.
+const RouteUnmatched = "unmatched"
+
+// Agent request types, the values of mwid_agent_requests_total's type label.
+const (
+	opList = iota
+	opSign
+	opAdd
+	opRemove
+	opRemoveAll
+	opLock
+	opUnlock
+	opSigners
+	opExtension
+	numOps
+)
+
+var opNames = [numOps]string{
+	opList:      "list",
+	opSign:      "sign",
+	opAdd:       "add",
+	opRemove:    "remove",
+	opRemoveAll: "remove_all",
+	opLock:      "lock",
+	opUnlock:    "unlock",
+	opSigners:   "signers",
+	opExtension: "extension",
+}
+
+// Metrics are mwid's metrics on their own registry. Its methods are safe
+// for concurrent use.
+type Metrics struct {
+	registry *prometheus.Registry
+
+	apiRequests *prometheus.CounterVec
+
+	// agentOps holds the resolved counters of every (type, result) pair,
+	// so that counting an agent request is a single atomic add.
+	agentOps [numOps]opCounters
+
+	renewalSuccess      prometheus.Counter
+	renewalFailure      prometheus.Counter
+	consecutiveFailures prometheus.Gauge
+
+	expiry *prometheus.GaugeVec
+}
+
+type opCounters struct {
+	ok, err prometheus.Counter
+}
+
+func (c *opCounters) done(err error) {
+	if err != nil {
+		c.err.Inc()
+	} else {
+		c.ok.Inc()
+	}
+}
+
+// New returns Metrics registered on a fresh registry.
+func New() *Metrics {
+	reg := prometheus.NewRegistry()
+	m := &Metrics{
+		registry: reg,
+		apiRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mwid_api_requests_total",
+			Help: "Requests to mwid's local API, by route pattern and HTTP status code.",
+		}, []string{"route", "code"}),
+		consecutiveFailures: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "mwid_renewal_failures_consecutive",
+			Help: "Renewal attempts that failed since the last successful one.",
+		}),
+		expiry: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "mwid_credential_expiry_timestamp_seconds",
+			Help: "When each credential mwid holds expires, in seconds since the Unix epoch.",
+		}, []string{"kind"}),
+	}
+	agentRequests := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "mwid_agent_requests_total",
+		Help: "Requests to mwid's SSH agent, by request type and result.",
+	}, []string{"type", "result"})
+	for op, name := range opNames {
+		m.agentOps[op] = opCounters{
+			ok:  agentRequests.WithLabelValues(name, "ok"),
+			err: agentRequests.WithLabelValues(name, "error"),
+		}
+	}
+	renewals := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "mwid_renewals_total",
+		Help: "Renewal attempts, by result.",
+	}, []string{"result"})
+	m.renewalSuccess = renewals.WithLabelValues("success")
+	m.renewalFailure = renewals.WithLabelValues("failure")
+
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.apiRequests,
+		agentRequests,
+		renewals,
+		m.consecutiveFailures,
+		m.expiry,
+	)
+	return m
+}
+
+// Handler serves the metrics in the Prometheus text exposition format.
+// A collector that fails does not fail the scrape: the other metrics are
+// still served, and promhttp_metric_handler_errors_total counts the error.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{
+		ErrorHandling: promhttp.ContinueOnError,
+		Registry:      m.registry,
+	})
+}
+
+// Middleware counts API requests by chi route pattern and status code:
+// mwid_api_requests_total{route,code}. It must run inside a chi router
+// (localapi.Routes' middlewares), since the pattern is read from chi's
+// routing context once the router has routed the request; put it first so
+// that it also counts requests the other middlewares refuse. Requests that
+// match no route, or a route but not its method, count as route
+// "unmatched", so that probing random paths cannot create unbounded label
+// values.
+func (m *Metrics) Middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rec := &statusRecorder{ResponseWriter: w}
+		next.ServeHTTP(rec, r)
+		m.apiRequests.WithLabelValues(routeOf(r), codeLabel(rec.status())).Inc()
+	})
+}
+
+// routeOf returns the pattern of the route chi routed r to. A request that
+// a later middleware answered itself (such as a 403 from the peer check)
+// was never routed; its pattern is looked up in the router, so that it
+// still counts under its route.
+func routeOf(r *http.Request) string {
+	rctx := chi.RouteContext(r.Context())
+	if rctx == nil {
+		return RouteUnmatched
+	}
+	if p := rctx.RoutePattern(); p != "" {
+		return p
+	}
+	if rctx.Routes != nil {
+		if p := rctx.Routes.Find(chi.NewRouteContext(), r.Method, r.URL.Path); p != "" {
+			return p
+		}
+	}
+	return RouteUnmatched
+}
+
+// codeLabel formats an HTTP status code without allocating for the common ones.
+func codeLabel(code int) string {
+	switch code {
+	case http.StatusOK:
+		return "200"
+	case http.StatusForbidden:
+		return "403"
+	case http.StatusNotFound:
+		return "404"
+	case http.StatusMethodNotAllowed:
+		return "405"
+	case http.StatusInternalServerError:
+		return "500"
+	case http.StatusBadGateway:
+		return "502"
+	case http.StatusServiceUnavailable:
+		return "503"
+	}
+	return strconv.Itoa(code)
+}
+
+// statusRecorder remembers the status code a handler wrote.
+type statusRecorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	if s.code == 0 {
+		s.code = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Write(b []byte) (int, error) {
+	if s.code == 0 {
+		s.code = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+// Flush lets streaming handlers flush through the recorder.
+func (s *statusRecorder) Flush() {
+	if s.code == 0 {
+		s.code = http.StatusOK
+	}
+	http.NewResponseController(s.ResponseWriter).Flush()
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// status is the status code sent, 200 if the handler wrote nothing.
+func (s *statusRecorder) status() int {
+	if s.code == 0 {
+		return http.StatusOK
+	}
+	return s.code
+}
+
+// InstrumentAgent wraps a so that each request is counted:
+// mwid_agent_requests_total{type,result}, with type one of list, sign,
+// add, remove, remove_all, lock, unlock, signers, extension and result ok
+// or error. Sign and SignWithFlags both count as sign. An extension the
+// agent does not support counts as an error.
+//
+// Counting costs one atomic add and no allocation per request.
+func (m *Metrics) InstrumentAgent(a agent.ExtendedAgent) agent.ExtendedAgent {
+	return &instrumentedAgent{a: a, ops: &m.agentOps}
+}
+
+type instrumentedAgent struct {
+	a   agent.ExtendedAgent
+	ops *[numOps]opCounters
+}
+
+func (i *instrumentedAgent) List() ([]*agent.Key, error) {
+	keys, err := i.a.List()
+	i.ops[opList].done(err)
+	return keys, err
+}
+
+func (i *instrumentedAgent) Sign(key ssh.PublicKey, data []byte) (*ssh.Signature, error) {
+	sig, err := i.a.Sign(key, data)
+	i.ops[opSign].done(err)
+	return sig, err
+}
+
+func (i *instrumentedAgent) SignWithFlags(key ssh.PublicKey, data []byte, flags agent.SignatureFlags) (*ssh.Signature, error) {
+	sig, err := i.a.SignWithFlags(key, data, flags)
+	i.ops[opSign].done(err)
+	return sig, err
+}
+
+func (i *instrumentedAgent) Add(key agent.AddedKey) error {
+	err := i.a.Add(key)
+	i.ops[opAdd].done(err)
+	return err
+}
+
+func (i *instrumentedAgent) Remove(key ssh.PublicKey) error {
+	err := i.a.Remove(key)
+	i.ops[opRemove].done(err)
+	return err
+}
+
+func (i *instrumentedAgent) RemoveAll() error {
+	err := i.a.RemoveAll()
+	i.ops[opRemoveAll].done(err)
+	return err
+}
+
+func (i *instrumentedAgent) Lock(passphrase []byte) error {
+	err := i.a.Lock(passphrase)
+	i.ops[opLock].done(err)
+	return err
+}
+
+func (i *instrumentedAgent) Unlock(passphrase []byte) error {
+	err := i.a.Unlock(passphrase)
+	i.ops[opUnlock].done(err)
+	return err
+}
+
+func (i *instrumentedAgent) Signers() ([]ssh.Signer, error) {
+	s, err := i.a.Signers()
+	i.ops[opSigners].done(err)
+	return s, err
+}
+
+func (i *instrumentedAgent) Extension(extensionType string, contents []byte) ([]byte, error) {
+	out, err := i.a.Extension(extensionType, contents)
+	i.ops[opExtension].done(err)
+	return out, err
+}
+
+// Renewal records one renewal attempt, failed if err is not nil:
+// mwid_renewals_total{result="success"|"failure"}, and sets
+// mwid_renewal_failures_consecutive to consecutiveFailures.
+func (m *Metrics) Renewal(err error, consecutiveFailures int) {
+	if err != nil {
+		m.renewalFailure.Inc()
+	} else {
+		m.renewalSuccess.Inc()
+	}
+	m.consecutiveFailures.Set(float64(consecutiveFailures))
+}
+
+// SetExpiry records when the credential of the given kind (identity, ssh
+// or ssh_host) expires: mwid_credential_expiry_timestamp_seconds{kind}.
+// A zero t removes the series, for a credential mwid no longer holds.
+func (m *Metrics) SetExpiry(kind string, t time.Time) {
+	if t.IsZero() {
+		m.expiry.DeleteLabelValues(kind)
+		return
+	}
+	m.expiry.WithLabelValues(kind).Set(float64(t.UnixMilli()) / 1e3)
+}
