@@ -1,0 +1,133 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mwi-project/mwi/api"
+	"github.com/mwi-project/mwi/integration/harness"
+)
+
+// get fetches path from the daemon's API socket.
+func get(t *testing.T, d *harness.Daemon, path string) (int, string) {
+	t.Helper()
+	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", d.APISock)
+	}}}
+	res, err := c.Get("http://mwid" + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(body)
+}
+
+func TestLocalAPIThroughMwictl(t *testing.T) {
+	_, d := setup(t, time.Hour)
+	user := harness.CurrentUser(t)
+
+	out, err := d.Ctl("status", "--json")
+	if err != nil {
+		t.Fatalf("mwictl status --json: %v\n%s", err, out)
+	}
+	var st api.Status
+	if err := json.Unmarshal([]byte(out), &st); err != nil || st.State != "ready" || st.Bot != "ci" || st.Config.Revision == "" {
+		t.Fatalf("status = %+v, %v", st, err)
+	}
+
+	out, err = d.Ctl("identity")
+	if err != nil || !strings.HasPrefix(out, "ssh-ed25519-cert-v01@openssh.com ") {
+		t.Fatalf("mwictl identity: %v\n%s", err, out)
+	}
+
+	// Renewing on request moves the generation on.
+	out, err = d.Ctl("renew", "--json")
+	if err != nil {
+		t.Fatalf("mwictl renew: %v\n%s", err, out)
+	}
+	var renewed api.Status
+	if err := json.Unmarshal([]byte(out), &renewed); err != nil || renewed.Generation != st.Generation+1 {
+		t.Fatalf("after renew: generation %d (%v), want %d", renewed.Generation, err, st.Generation+1)
+	}
+
+	// A bad file is refused with its file and line; the running
+	// configuration stays and the daemon stays ready.
+	good, err := os.ReadFile(d.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(d.Config, append(good, []byte("bogus_field: 1\n")...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err = d.Ctl("reload")
+	if err == nil || !strings.Contains(out, d.Config+":") || !strings.Contains(out, "bogus_field") {
+		t.Fatalf("mwictl reload of a bad file: err %v\n%s\nwant a failure naming the file, line and field", err, out)
+	}
+	st2, _ := d.Status(t)
+	if st2.State != "ready" || st2.Config.Revision != st.Config.Revision || !strings.Contains(st2.Config.LastReloadError, "bogus_field") {
+		t.Fatalf("after a bad reload: state %s revision %s (was %s) reload error %q", st2.State, st2.Config.Revision, st.Config.Revision, st2.Config.LastReloadError)
+	}
+	if code, _ := get(t, d, "/readyz"); code != http.StatusOK {
+		t.Errorf("/readyz after a bad reload = %d, want 200", code)
+	}
+
+	// A change that cannot apply live is refused by name.
+	moved := strings.Replace(string(good), "address: 127.0.0.1", "address: 127.0.0.2", 1)
+	os.WriteFile(d.Config, []byte(moved), 0o600)
+	if out, err := d.Ctl("reload"); err == nil || !strings.Contains(out, "issuer cannot change while mwid runs") {
+		t.Fatalf("reload of a new issuer address: err %v\n%s", err, out)
+	}
+
+	// A good change applies live: asking for one login gets a certificate
+	// with just that principal.
+	narrowed := strings.Replace(string(good), "logins: []", "logins: ["+user+"]", 1)
+	if narrowed == string(good) {
+		t.Fatal("test config has no ssh.logins line")
+	}
+	os.WriteFile(d.Config, []byte(narrowed), 0o600)
+	if out, err := d.Ctl("reload"); err != nil || !strings.Contains(out, "reloaded") {
+		t.Fatalf("mwictl reload: %v\n%s", err, out)
+	}
+	harness.Eventually(t, 20*time.Second, "certificate with the new logins", func() error {
+		certs := listed(t, d.AgentSock)
+		if len(certs) == 1 && strings.Join(certs[0].ValidPrincipals, ",") == user {
+			return nil
+		}
+		return io.EOF
+	})
+	if st3, _ := d.Status(t); st3.Config.LastReloadError != "" || st3.Config.Revision == st.Config.Revision {
+		t.Errorf("after a good reload: revision %s, reload error %q", st3.Config.Revision, st3.Config.LastReloadError)
+	}
+
+	// Readiness and metrics.
+	if code, body := get(t, d, "/readyz"); code != http.StatusOK || !strings.Contains(body, `"ready": true`) {
+		t.Errorf("/readyz = %d %s", code, body)
+	}
+	code, body := get(t, d, "/metrics")
+	for _, want := range []string{
+		`mwid_agent_requests_total{result="ok",type="list"}`,
+		`mwid_renewals_total{result="success"}`,
+		`mwid_credential_expiry_timestamp_seconds{kind="ssh"}`,
+		`mwid_api_requests_total{code="200",route="/v1/status"}`,
+	} {
+		if code != http.StatusOK || !strings.Contains(body, want) {
+			t.Errorf("/metrics (%d) lacks %s", code, want)
+		}
+	}
+}
+
+func TestMwictlWithoutDaemon(t *testing.T) {
+	b := harness.Build(t)
+	out, err := harness.Run(context.Background(), 10*time.Second, nil, b.Ctl, "--socket", t.TempDir()+"/none.sock", "status")
+	if err == nil || strings.Count(out, "\n") != 0 || !strings.Contains(out, "is mwid running") {
+		t.Fatalf("mwictl status without mwid: err %v, output %q; want one line asking whether mwid runs", err, out)
+	}
+}
