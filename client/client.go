@@ -1,8 +1,8 @@
 // Package client is a Go client for mwid's local API.
 //
 // The zero Client talks to the default socket. Errors from the daemon come
-// back as *Error; IsNotRunning, IsAccessDenied and IsNotJoined tell the
-// common cases apart.
+// back as *Error; IsNotRunning, IsAccessDenied, IsNotJoined, IsRenewFailed
+// and IsReloadFailed tell the common cases apart.
 package client
 
 import (
@@ -13,6 +13,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -22,6 +24,9 @@ import (
 
 // DefaultSocket is where mwid's API socket is unless configured otherwise.
 const DefaultSocket = "/run/mwi/api.sock"
+
+// maxAnswer bounds the bodies read from mwid; every answer is small.
+const maxAnswer = 8 << 20
 
 // Client talks to mwid over its API socket.
 type Client struct {
@@ -34,14 +39,20 @@ type Client struct {
 
 // Error is an error answer from mwid.
 type Error struct {
-	Status  int
-	Code    string
+	// Status is the HTTP status of the answer.
+	Status int
+	// Code is the stable code from mwid's error body. It is empty when the
+	// answer was not an error body, for instance from something other than
+	// mwid listening on the socket.
+	Code string
+	// Message is for people; match on Code.
 	Message string
 }
 
 func (e *Error) Error() string { return e.Message }
 
-// NotRunningError says mwid could not be reached on its socket.
+// NotRunningError says mwid could not be reached on its socket: the socket
+// does not exist or nothing listens on it.
 type NotRunningError struct {
 	Socket string
 	Err    error
@@ -69,9 +80,18 @@ func IsAccessDenied(err error) bool {
 }
 
 // IsNotJoined reports whether mwid has no credentials yet.
-func IsNotJoined(err error) bool {
+func IsNotJoined(err error) bool { return hasCode(err, api.CodeNotJoined) }
+
+// IsRenewFailed reports whether mwid tried to renew its credentials and the
+// renewal failed.
+func IsRenewFailed(err error) bool { return hasCode(err, api.CodeRenewFailed) }
+
+// IsReloadFailed reports whether mwid refused to reload its configuration.
+func IsReloadFailed(err error) bool { return hasCode(err, api.CodeReloadFailed) }
+
+func hasCode(err error, code string) bool {
 	var e *Error
-	return errors.As(err, &e) && e.Code == api.CodeNotJoined
+	return errors.As(err, &e) && e.Code == code
 }
 
 func (c *Client) socket() string {
@@ -97,40 +117,149 @@ func (c *Client) http() *http.Client {
 // Status returns the daemon's status.
 func (c *Client) Status(ctx context.Context) (api.Status, error) {
 	var s api.Status
-	err := c.do(ctx, http.MethodGet, "/v1/status", &s)
+	err := c.do(ctx, request{method: http.MethodGet, path: "/v1/status", out: &s})
 	return s, err
 }
 
-func (c *Client) do(ctx context.Context, method, path string, out any) error {
-	req, err := http.NewRequestWithContext(ctx, method, "http://mwid"+path, nil)
+// Identity returns the SSH user certificate mwid serves on its agent socket.
+func (c *Client) Identity(ctx context.Context) (api.Identity, error) {
+	var id api.Identity
+	err := c.do(ctx, request{method: http.MethodGet, path: "/v1/identity", out: &id})
+	return id, err
+}
+
+// KnownHosts returns known_hosts lines that trust the issuer's SSH host
+// certificate authorities.
+func (c *Client) KnownHosts(ctx context.Context) (string, error) {
+	var s string
+	err := c.do(ctx, request{method: http.MethodGet, path: "/v1/ssh/known_hosts", out: &s})
+	return s, err
+}
+
+// SSHConfig returns an ssh_config block for the hosts mwid's certificates
+// reach. mwictlPath is the mwictl that the block's KnownHostsCommand runs;
+// empty leaves the choice to mwid.
+func (c *Client) SSHConfig(ctx context.Context, mwictlPath string) (string, error) {
+	var q url.Values
+	if mwictlPath != "" {
+		q = url.Values{"mwictl": {mwictlPath}}
+	}
+	var s string
+	err := c.do(ctx, request{method: http.MethodGet, path: "/v1/ssh/config", query: q, out: &s})
+	return s, err
+}
+
+// Renew makes mwid renew its credentials now and returns its status after
+// the renewal. A failed renewal is an error for which IsRenewFailed is true.
+func (c *Client) Renew(ctx context.Context) (api.Status, error) {
+	var s api.Status
+	err := c.do(ctx, request{method: http.MethodPost, path: "/v1/renew", out: &s})
+	return s, err
+}
+
+// Reload makes mwid reload its configuration file. A refused configuration
+// is an error for which IsReloadFailed is true; its message names the
+// problem.
+func (c *Client) Reload(ctx context.Context) (api.ReloadResult, error) {
+	var r api.ReloadResult
+	err := c.do(ctx, request{method: http.MethodPost, path: "/v1/reload", out: &r})
+	return r, err
+}
+
+// Ready says whether mwid holds valid credentials. A daemon that is not
+// ready is an answer, not an error: the error is for failing to ask.
+func (c *Client) Ready(ctx context.Context) (api.Readiness, error) {
+	var r api.Readiness
+	err := c.do(ctx, request{
+		method: http.MethodGet, path: "/readyz", out: &r,
+		// /readyz answers 503 with the same body when mwid is not ready.
+		answer: func(status int) bool { return status == http.StatusServiceUnavailable },
+	})
+	return r, err
+}
+
+// request is one call of the API.
+type request struct {
+	method string
+	path   string
+	query  url.Values
+	// out receives the answer: a *string takes a text body as it is, any
+	// other pointer is decoded from JSON; nil discards the body.
+	out any
+	// answer reports whether a non-2xx status whose body is not an error
+	// body still carries an answer for out.
+	answer func(status int) bool
+}
+
+func (c *Client) do(ctx context.Context, r request) error {
+	u := url.URL{Scheme: "http", Host: "mwid", Path: r.path, RawQuery: r.query.Encode()}
+	req, err := http.NewRequestWithContext(ctx, r.method, u.String(), nil)
 	if err != nil {
 		return err
+	}
+	if _, text := r.out.(*string); text {
+		req.Header.Set("Accept", "text/plain")
+	} else {
+		req.Header.Set("Accept", "application/json")
 	}
 	res, err := c.http().Do(req)
 	if err != nil {
-		var op *net.OpError
-		if errors.As(err, &op) && op.Op == "dial" {
-			if errors.Is(err, syscall.EACCES) {
-				return fmt.Errorf("access to %s denied by its file mode: %w", c.socket(), syscall.EACCES)
-			}
-			return &NotRunningError{Socket: c.socket(), Err: op.Err}
-		}
-		return err
+		return c.dialError(err)
 	}
 	defer res.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(res.Body, 8<<20))
+	data, err := io.ReadAll(io.LimitReader(res.Body, maxAnswer))
 	if err != nil {
-		return err
+		return fmt.Errorf("reading mwid's answer to %s %s: %w", r.method, r.path, err)
 	}
 	if res.StatusCode/100 != 2 {
 		var e api.ErrorBody
-		if json.Unmarshal(data, &e) != nil || e.Error.Code == "" {
-			return &Error{Status: res.StatusCode, Code: api.CodeInternal, Message: "mwid answered " + res.Status}
+		if json.Unmarshal(data, &e) == nil && e.Error.Code != "" {
+			return &Error{Status: res.StatusCode, Code: e.Error.Code, Message: e.Error.Message}
 		}
-		return &Error{Status: res.StatusCode, Code: e.Error.Code, Message: e.Error.Message}
+		if r.answer == nil || !r.answer(res.StatusCode) {
+			return &Error{Status: res.StatusCode, Message: unexpected(r, res.Status, data)}
+		}
 	}
-	if out == nil {
+	switch out := r.out.(type) {
+	case nil:
+		return nil
+	case *string:
+		*out = string(data)
+		return nil
+	default:
+		if err := json.Unmarshal(data, out); err != nil {
+			return fmt.Errorf("mwid's answer to %s %s is not the JSON expected: %w", r.method, r.path, err)
+		}
 		return nil
 	}
-	return json.Unmarshal(data, out)
+}
+
+// dialError turns a failure to reach the socket into an error that says
+// which socket and why; other errors are returned as they are.
+func (c *Client) dialError(err error) error {
+	var op *net.OpError
+	if !errors.As(err, &op) || op.Op != "dial" {
+		return err
+	}
+	switch {
+	case errors.Is(err, syscall.EACCES):
+		return fmt.Errorf("access to mwid's socket %s denied by its file mode: %w", c.socket(), syscall.EACCES)
+	case errors.Is(err, syscall.ENOENT), errors.Is(err, syscall.ECONNREFUSED):
+		return &NotRunningError{Socket: c.socket(), Err: op.Err}
+	}
+	return fmt.Errorf("cannot reach mwid at %s: %w", c.socket(), op.Err)
+}
+
+// unexpected describes a non-2xx answer that is not an error body, quoting
+// the start of the body so that whatever answered can be recognised.
+func unexpected(r request, status string, body []byte) string {
+	msg := fmt.Sprintf("mwid answered %s to %s %s without an error body", status, r.method, r.path)
+	line, _, _ := strings.Cut(strings.TrimSpace(string(body)), "\n")
+	if len(line) > 120 {
+		line = line[:120] + "…"
+	}
+	if line != "" {
+		msg += fmt.Sprintf(" (%q)", line)
+	}
+	return msg
 }

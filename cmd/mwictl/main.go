@@ -3,6 +3,15 @@
 // Usage:
 //
 //	mwictl [--socket PATH] status [--json]
+//	mwictl [--socket PATH] identity [--json | --text]
+//	mwictl [--socket PATH] known-hosts
+//	mwictl [--socket PATH] ssh-config [-o FILE]
+//	mwictl [--socket PATH] renew [--json]
+//	mwictl [--socket PATH] reload [--json]
+//	mwictl [--socket PATH] ready [--json]
+//
+// It exits 0 on success, 1 when the command failed, with one line on
+// standard error that says what to do, and 2 when the command line is wrong.
 package main
 
 import (
@@ -13,6 +22,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -21,13 +32,51 @@ import (
 	"github.com/mwi-project/mwi/client"
 )
 
-const usage = `usage: mwictl [--socket PATH] COMMAND [flags]
+// command is one mwictl command.
+type command struct {
+	name string
+	args string // its flags, for the usage
+	help string
+	run  func(e *env, args []string) error
+}
 
-commands:
-  status [--json]   show whether mwid has joined and its credentials
+// commands lists every command, in the order the usage shows them.
+var commands = []command{
+	{"status", "[--json]", "show whether mwid has joined, its credentials, outputs and configuration", status},
+	{"identity", "[--json | --text]", "print the SSH certificate in authorized_keys form", identity},
+	{"known-hosts", "", "print known_hosts lines trusting the issuer's host CAs (for KnownHostsCommand)", knownHosts},
+	{"ssh-config", "[-o FILE]", "print, or write to FILE, an ssh_config block that uses mwid", sshConfig},
+	{"renew", "[--json]", "renew the credentials now", renew},
+	{"reload", "[--json]", "reload mwid's configuration file", reload},
+	{"ready", "[--json]", "exit 0 if mwid holds valid credentials, 1 if not", ready},
+}
 
-The socket defaults to $MWI_SOCKET, then ` + client.DefaultSocket + `.
-`
+func usage() string {
+	var b strings.Builder
+	b.WriteString("usage: mwictl [--socket PATH] COMMAND [flags]\n\ncommands:\n")
+	w := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
+	for _, c := range commands {
+		fmt.Fprintf(w, "  %s %s\t%s\n", c.name, c.args, c.help)
+	}
+	w.Flush()
+	b.WriteString("\nThe socket defaults to $MWI_SOCKET, then " + client.DefaultSocket + ".\n")
+	return b.String()
+}
+
+// timeNow is the clock; tests stop it.
+var timeNow = time.Now
+
+// errUsage says the command line was wrong and the usage has been shown.
+var errUsage = errors.New("usage")
+
+// env is what a command runs with.
+type env struct {
+	ctx    context.Context
+	client *client.Client
+	stdout io.Writer
+	stderr io.Writer
+	usage  string // the running command's usage line
+}
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -36,63 +85,122 @@ func main() {
 func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("mwictl", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, usage) }
+	fs.Usage = func() { fmt.Fprint(stderr, usage()) }
 	sock := fs.String("socket", os.Getenv("MWI_SOCKET"), "mwid API socket `path`")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
 		return 2
 	}
 	if fs.NArg() == 0 {
 		fs.Usage()
 		return 2
 	}
-	c := &client.Client{Socket: *sock}
-	ctx := context.Background()
-	var err error
-	switch cmd, rest := fs.Arg(0), fs.Args()[1:]; cmd {
-	case "status":
-		err = status(ctx, c, rest, stdout)
-	case "help":
-		fmt.Fprint(stdout, usage)
-	default:
-		fmt.Fprintf(stderr, "mwictl: unknown command %q\n%s", cmd, usage)
+	name := fs.Arg(0)
+	if name == "help" {
+		fmt.Fprint(stdout, usage())
+		return 0
+	}
+	i := slices.IndexFunc(commands, func(c command) bool { return c.name == name })
+	if i < 0 {
+		fmt.Fprintf(stderr, "mwictl: unknown command %q\n%s", name, usage())
 		return 2
 	}
-	if err != nil {
+	cmd := commands[i]
+	e := &env{
+		ctx:    context.Background(),
+		client: &client.Client{Socket: *sock},
+		stdout: stdout,
+		stderr: stderr,
+		usage:  strings.TrimSpace("usage: mwictl " + cmd.name + " " + cmd.args),
+	}
+	switch err := cmd.run(e, fs.Args()[1:]); {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errUsage):
+		return 2
+	default:
 		fmt.Fprintln(stderr, "mwictl:", advice(err))
 		return 1
 	}
-	return 0
 }
 
-// advice turns the common errors into what to do about them.
+// advice turns the common errors into what to do about them, on one line.
 func advice(err error) string {
+	msg := oneLine(err.Error())
 	switch {
 	case client.IsNotRunning(err):
-		return err.Error() + "; start it (systemctl start mwid) or point --socket or MWI_SOCKET at its api socket"
+		return msg + "; start it (systemctl start mwid) or point --socket or MWI_SOCKET at its api socket"
 	case client.IsAccessDenied(err):
-		return err.Error() + "; run as a user or group that mwid's config allows on its api socket"
+		return msg + "; run as a user or group that mwid's config allows on its api socket"
+	case client.IsNotJoined(err):
+		return msg + "; mwictl status shows why"
+	case client.IsRenewFailed(err):
+		return "renewal failed: " + msg + "; mwictl status and mwid's log (journalctl -u mwid) say more"
+	case client.IsReloadFailed(err):
+		return "reload failed: " + msg + "; fix the file and run mwictl reload again"
 	}
-	return err.Error()
+	return msg
 }
 
-func status(ctx context.Context, c *client.Client, args []string, w io.Writer) error {
-	fs := flag.NewFlagSet("status", flag.ContinueOnError)
-	asJSON := fs.Bool("json", false, "print JSON")
+// flags returns a flag set for the running command that prints its usage
+// on standard error.
+func (e *env) flags() *flag.FlagSet {
+	fs := flag.NewFlagSet(e.usage, flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(e.stderr, e.usage)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parse parses the command's flags; it takes no other arguments.
+func (e *env) parse(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return errUsage
+	}
+	if fs.NArg() > 0 {
+		return e.usageError("unexpected argument %q", fs.Arg(0))
+	}
+	return nil
+}
+
+// usageError shows a mistake in the command line and the usage.
+func (e *env) usageError(format string, args ...any) error {
+	fmt.Fprintf(e.stderr, "mwictl: "+format+"\n%s\n", append(args, e.usage)...)
+	return errUsage
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func status(e *env, args []string) error {
+	fs := e.flags()
+	asJSON := fs.Bool("json", false, "print the status as JSON, and exit 0 whatever the state")
+	if err := e.parse(fs, args); err != nil {
 		return err
 	}
-	s, err := c.Status(ctx)
+	s, err := e.client.Status(e.ctx)
 	if err != nil {
 		return err
 	}
 	if *asJSON {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(s)
+		return writeJSON(e.stdout, s)
 	}
-	printStatus(w, s, time.Now())
+	printStatus(e.stdout, s, timeNow())
 	if s.State != "ready" {
-		return errors.New("mwid is " + s.State)
+		if s.LastError != "" {
+			return fmt.Errorf("mwid is %s: %s", s.State, s.LastError)
+		}
+		return fmt.Errorf("mwid is %s", s.State)
 	}
 	return nil
 }
@@ -104,13 +212,7 @@ func printStatus(out io.Writer, s api.Status, now time.Time) {
 	if s.Joined {
 		fmt.Fprintf(w, "bot:\t%s (instance %s, generation %d)\n", s.Bot, s.Instance, s.Generation)
 	}
-	for _, c := range s.Credentials {
-		line := "expires " + when(c.Expires, now)
-		if len(c.Principals) > 0 {
-			line = "principals " + strings.Join(c.Principals, ", ") + "; " + line
-		}
-		fmt.Fprintf(w, "%s:\t%s\n", c.Kind, line)
-	}
+	printCredentials(w, s.Credentials, now)
 	if s.LastRenewal != nil {
 		fmt.Fprintf(w, "last renewal:\t%s\n", when(*s.LastRenewal, now))
 	}
@@ -118,17 +220,276 @@ func printStatus(out io.Writer, s api.Status, now time.Time) {
 		fmt.Fprintf(w, "next renewal:\t%s\n", when(*s.NextRenewal, now))
 	}
 	if s.LastError != "" {
-		fmt.Fprintf(w, "last error:\t%s\n", s.LastError)
+		fmt.Fprintf(w, "last error:\t%s\n", failure(s.LastError, s.LastErrorAt, now))
+	}
+	for _, o := range s.Outputs {
+		line := o.Path + ", not written yet"
+		if o.LastWrite != nil {
+			line = o.Path + ", written " + when(*o.LastWrite, now)
+		}
+		fmt.Fprintf(w, "output %s:\t%s\n", o.Type, line)
+		if o.LastError != "" {
+			fmt.Fprintf(w, "\terror %s\n", failure(o.LastError, o.LastErrorAt, now))
+		}
+	}
+	if c := s.Config; c.Path != "" || c.Revision != "" {
+		fmt.Fprintf(w, "config:\t%s, revision %s, loaded %s\n", c.Path, c.Revision, when(c.LoadedAt, now))
+		if c.LastReloadError != "" {
+			fmt.Fprintf(w, "reload error:\t%s; still using revision %s\n", failure(c.LastReloadError, c.LastReloadAt, now), c.Revision)
+		}
 	}
 	w.Flush()
+}
+
+func printCredentials(w io.Writer, creds []api.Credential, now time.Time) {
+	for _, c := range creds {
+		line := "expires " + when(c.Expires, now)
+		if len(c.Principals) > 0 {
+			line = "principals " + strings.Join(c.Principals, ", ") + "; " + line
+		}
+		fmt.Fprintf(w, "%s:\t%s\n", c.Kind, line)
+	}
+}
+
+func identity(e *env, args []string) error {
+	fs := e.flags()
+	asJSON := fs.Bool("json", false, "print the identity as JSON")
+	asText := fs.Bool("text", false, "print a readable summary of the certificate")
+	if err := e.parse(fs, args); err != nil {
+		return err
+	}
+	if *asJSON && *asText {
+		return e.usageError("--json and --text exclude each other")
+	}
+	id, err := e.client.Identity(e.ctx)
+	if err != nil {
+		return err
+	}
+	switch {
+	case *asJSON:
+		return writeJSON(e.stdout, id)
+	case *asText:
+		printIdentity(e.stdout, id, timeNow())
+	default:
+		fmt.Fprintln(e.stdout, strings.TrimRight(id.Certificate, "\n"))
+	}
+	return nil
+}
+
+func printIdentity(out io.Writer, id api.Identity, now time.Time) {
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(w, "bot:\t%s (instance %s)\n", id.Bot, id.Instance)
+	fmt.Fprintf(w, "principals:\t%s\n", strings.Join(id.Principals, ", "))
+	fmt.Fprintf(w, "key id:\t%s\n", id.KeyID)
+	fmt.Fprintf(w, "serial:\t%d\n", id.Serial)
+	fmt.Fprintf(w, "valid after:\t%s\n", when(id.ValidAfter, now))
+	fmt.Fprintf(w, "valid before:\t%s\n", when(id.ValidBefore, now))
+	w.Flush()
+}
+
+// knownHosts prints only the known_hosts lines, since ssh reads them from
+// the standard output of KnownHostsCommand.
+func knownHosts(e *env, args []string) error {
+	if err := e.parse(e.flags(), args); err != nil {
+		return err
+	}
+	kh, err := e.client.KnownHosts(e.ctx)
+	if err != nil {
+		return err
+	}
+	_, err = io.WriteString(e.stdout, withNewline(kh))
+	return err
+}
+
+func sshConfig(e *env, args []string) error {
+	fs := e.flags()
+	out := fs.String("o", "", "write the block to `FILE`, replacing it atomically, instead of printing it")
+	if err := e.parse(fs, args); err != nil {
+		return err
+	}
+	self, err := executable()
+	if err != nil {
+		return fmt.Errorf("cannot find mwictl's own path for KnownHostsCommand: %w", err)
+	}
+	cfg, err := e.client.SSHConfig(e.ctx, self)
+	if err != nil {
+		return err
+	}
+	cfg = withNewline(cfg)
+	if *out == "" {
+		_, err = io.WriteString(e.stdout, cfg)
+		return err
+	}
+	if err := writeFileAtomic(*out, []byte(cfg), 0o644); err != nil {
+		// The temporary file's name means nothing to the reader.
+		var pe *os.PathError
+		var le *os.LinkError
+		switch {
+		case errors.As(err, &pe):
+			err = pe.Err
+		case errors.As(err, &le):
+			err = le.Err
+		}
+		return fmt.Errorf("cannot write %s: %w", *out, err)
+	}
+	fmt.Fprintf(e.stdout, "wrote %s\n", *out)
+	return nil
+}
+
+// executable returns the absolute path of this mwictl, symbolic links
+// resolved, so that the ssh_config block runs this same binary.
+func executable() (string, error) {
+	p, err := os.Executable()
+	if err != nil {
+		return "", err
+	}
+	return filepath.EvalSymlinks(p)
+}
+
+// writeFileAtomic writes data to name through a temporary file in the same
+// directory, so that readers see the old file or the new one, never a part.
+func writeFileAtomic(name string, data []byte, mode os.FileMode) (err error) {
+	f, err := os.CreateTemp(filepath.Dir(name), "."+filepath.Base(name)+".*.tmp")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	if _, err := f.Write(data); err != nil {
+		return err
+	}
+	if err := f.Chmod(mode); err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), name)
+}
+
+func renew(e *env, args []string) error {
+	fs := e.flags()
+	asJSON := fs.Bool("json", false, "print mwid's status after the renewal as JSON")
+	if err := e.parse(fs, args); err != nil {
+		return err
+	}
+	s, err := e.client.Renew(e.ctx)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return writeJSON(e.stdout, s)
+	}
+	now := timeNow()
+	w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(w, "renewed:\tgeneration %d\n", s.Generation)
+	printCredentials(w, s.Credentials, now)
+	if s.NextRenewal != nil {
+		fmt.Fprintf(w, "next renewal:\t%s\n", when(*s.NextRenewal, now))
+	}
+	return w.Flush()
+}
+
+func reload(e *env, args []string) error {
+	fs := e.flags()
+	asJSON := fs.Bool("json", false, "print the result as JSON")
+	if err := e.parse(fs, args); err != nil {
+		return err
+	}
+	r, err := e.client.Reload(e.ctx)
+	if err != nil {
+		return err
+	}
+	switch {
+	case *asJSON:
+		return writeJSON(e.stdout, r)
+	case r.Changed:
+		fmt.Fprintf(e.stdout, "configuration reloaded (revision %s)\n", r.Revision)
+	default:
+		fmt.Fprintln(e.stdout, "configuration unchanged")
+	}
+	return nil
+}
+
+func ready(e *env, args []string) error {
+	fs := e.flags()
+	asJSON := fs.Bool("json", false, "print the readiness as JSON")
+	if err := e.parse(fs, args); err != nil {
+		return err
+	}
+	r, err := e.client.Ready(e.ctx)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		err = writeJSON(e.stdout, r)
+	} else {
+		now := timeNow()
+		w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintf(w, "state:\t%s\n", r.State)
+		for _, c := range r.Credentials {
+			valid := "valid"
+			if !c.Valid {
+				valid = "not valid"
+			}
+			fmt.Fprintf(w, "%s:\t%s, expires %s\n", c.Kind, valid, when(c.Expires, now))
+		}
+		err = w.Flush()
+	}
+	if err != nil {
+		return err
+	}
+	if !r.Ready {
+		return fmt.Errorf("mwid is not ready (state %s); mwictl status says why", r.State)
+	}
+	return nil
 }
 
 // when formats t with how far it is from now.
 func when(t, now time.Time) string {
 	d := t.Sub(now).Round(time.Second)
 	rel := "in " + d.String()
-	if d < 0 {
+	switch {
+	case d == 0:
+		rel = "now"
+	case d < 0:
 		rel = (-d).String() + " ago"
 	}
 	return t.Local().Format(time.RFC3339) + " (" + rel + ")"
+}
+
+// failure formats an error message from mwid on one line, after the time
+// it happened if known.
+func failure(msg string, at *time.Time, now time.Time) string {
+	if at == nil {
+		return oneLine(msg)
+	}
+	return "at " + when(*at, now) + ": " + oneLine(msg)
+}
+
+// withNewline returns s ending in a newline, unless s is empty.
+func withNewline(s string) string {
+	if s == "" || strings.HasSuffix(s, "\n") {
+		return s
+	}
+	return s + "\n"
+}
+
+// oneLine joins the lines of a message from mwid, which may name several
+// problems, so that it fits on one line.
+func oneLine(s string) string {
+	var lines []string
+	for l := range strings.Lines(s) {
+		if l = strings.TrimSpace(l); l != "" {
+			lines = append(lines, l)
+		}
+	}
+	return strings.Join(lines, "; ")
 }
