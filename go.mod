@@ -5,6 +5,7 @@ go 1.26.0
 require go.etcd.io/bbolt v1.4.3
 
 require (
+	github.com/fsnotify/fsnotify v1.9.0
 	github.com/getkin/kin-openapi v0.133.0
 	github.com/go-chi/chi/v5 v5.5.0
 	github.com/prometheus/client_golang v1.23.2

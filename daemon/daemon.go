@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -20,14 +21,20 @@ import (
 	"github.com/mwi-project/mwi/daemon/localapi"
 	"github.com/mwi-project/mwi/daemon/metrics"
 	"github.com/mwi-project/mwi/daemon/renewal"
+	"github.com/mwi-project/mwi/internal/logging"
+	"github.com/mwi-project/mwi/internal/sdnotify"
 	"github.com/mwi-project/mwi/internal/unixsock"
 )
 
 // Server is a running mwid.
 type Server struct {
-	log      *slog.Logger
-	logLevel *slog.LevelVar
-	issuer   *issuerclient.Client
+	log    *slog.Logger
+	logger *logging.Logger // log's level and format, which a reload changes
+	issuer atomic.Pointer[issuerclient.Client]
+	rejoin atomic.Bool // join again at the next renewal: the issuer or onboarding changed
+	// notified is set once systemd was told READY=1; reloads report
+	// RELOADING=1 only after that.
+	notified atomic.Bool
 	creds    identity.Holder
 	loop     *renewal.Loop
 	metrics  *metrics.Metrics
@@ -35,6 +42,13 @@ type Server struct {
 
 	conf     atomic.Pointer[config.Config]
 	reloadMu sync.Mutex // serialises Reload
+
+	// Set by Run for Reload, which moves sockets while running.
+	runCtx   context.Context
+	tasks    sync.WaitGroup
+	sockets  map[string]*served // "agent", "api"
+	apiSrv   *http.Server
+	agentSrv *agent.Server
 
 	mu      sync.Mutex // guards the fields below
 	status  status
@@ -52,22 +66,22 @@ type status struct {
 	lastReloadAt    *time.Time
 }
 
-// New returns a Server for cfg. logLevel is the level of log, which a
+// New returns a Server for cfg, logging to log, whose level and format a
 // reload changes.
-func New(cfg *config.Config, log *slog.Logger, logLevel *slog.LevelVar) (*Server, error) {
+func New(cfg *config.Config, log *logging.Logger) (*Server, error) {
 	ic, err := issuerclient.New(cfg.Issuer)
 	if err != nil {
 		return nil, err
 	}
 	s := &Server{
-		log:      log,
-		logLevel: logLevel,
-		issuer:   ic,
-		metrics:  metrics.New(),
-		now:      time.Now,
-		outputs:  map[string]*outputState{},
+		log:     log.Logger,
+		logger:  log,
+		metrics: metrics.New(),
+		now:     time.Now,
+		outputs: map[string]*outputState{},
 	}
 	s.conf.Store(cfg)
+	s.issuer.Store(ic)
 	s.status.loadedAt = s.now()
 	s.loop = renewal.NewLoop(renewal.Loop{
 		Renew:    s.renew,
@@ -80,71 +94,139 @@ func New(cfg *config.Config, log *slog.Logger, logLevel *slog.LevelVar) (*Server
 // config returns the configuration in use.
 func (s *Server) config() *config.Config { return s.conf.Load() }
 
+// served is a socket being served, with what stops serving it.
+type served struct {
+	ln   net.Listener
+	stop func() // closes ln and ends its serving
+}
+
 // Run serves until ctx is done, then closes and removes its sockets.
 //
 // The sockets are opened first, before joining, so that a client asks a
 // daemon that says "joining" instead of finding no socket.
 func (s *Server) Run(ctx context.Context) error {
 	cfg := s.config()
-	agentLn, err := listen(cfg.AgentSocket)
-	if err != nil {
-		return fmt.Errorf("agent socket: %w", err)
-	}
-	apiLn, err := listen(cfg.APISocket)
-	if err != nil {
-		agentLn.Close()
-		return fmt.Errorf("api socket: %w", err)
-	}
-	s.log.Info("mwid listening", "agent_socket", cfg.AgentSocket.Path, "api_socket", cfg.APISocket.Path,
-		"issuer", cfg.Issuer.Address, "config", cfg.Path, "revision", cfg.Revision)
-
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var wg sync.WaitGroup
-	errc := make(chan error, 3)
-	task := func(f func() error) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := f(); err != nil {
-				errc <- err
-				cancel()
-			}
-		}()
-	}
-	agentSrv := &agent.Server{
+	s.runCtx = ctx
+	s.sockets = map[string]*served{}
+	s.agentSrv = &agent.Server{
 		Agent: s.metrics.InstrumentAgent(agent.New(&s.creds, s.now)),
 		Check: s.checkPeer("agent", func(c *config.Config) config.Socket { return c.AgentSocket }),
 		Log:   s.log,
 	}
-	task(func() error { return agentSrv.Serve(ctx, agentLn) })
-	apiSrv := &http.Server{
+	s.apiSrv = &http.Server{
 		Handler: localapi.Routes(s, s.metrics.Handler(), s.log,
 			s.metrics.Middleware,
 			s.requirePeer(func(c *config.Config) config.Socket { return c.APISocket })),
 		ConnContext:       unixsock.ConnContext,
 		ReadHeaderTimeout: 10 * time.Second,
 	}
-	task(func() error {
-		err := apiSrv.Serve(apiLn)
-		if errors.Is(err, http.ErrServerClosed) {
-			return nil
+	errc := make(chan error, 4)
+	fail := func(err error) {
+		select {
+		case errc <- err:
+		default:
 		}
-		return err
-	})
-	task(func() error { return s.loop.Run(ctx) })
+		cancel()
+	}
+	if err := s.serve("agent", cfg.AgentSocket, fail); err != nil {
+		return fmt.Errorf("agent socket: %w", err)
+	}
+	if err := s.serve("api", cfg.APISocket, fail); err != nil {
+		s.sockets["agent"].stop()
+		s.tasks.Wait()
+		return fmt.Errorf("api socket: %w", err)
+	}
+	s.log.Info("mwid listening", "agent_socket", cfg.AgentSocket.Path, "api_socket", cfg.APISocket.Path,
+		"issuer", cfg.Issuer.Address, "config", cfg.Path, "revision", cfg.Revision)
+	s.tasks.Add(2)
+	go func() {
+		defer s.tasks.Done()
+		if err := s.loop.Run(ctx); err != nil {
+			fail(err)
+		}
+	}()
+	go func() {
+		defer s.tasks.Done()
+		s.watchConfig(ctx)
+	}()
+	sdnotify.Ready()
+	s.notified.Store(true)
+	go sdnotify.Watchdog(ctx, s.alive)
 
 	<-ctx.Done()
+	sdnotify.Stopping()
+	s.reloadMu.Lock() // no socket moves from here on
+	defer s.reloadMu.Unlock()
 	shutdownCtx, stop := context.WithTimeout(context.Background(), 5*time.Second)
 	defer stop()
-	apiSrv.Shutdown(shutdownCtx)
-	wg.Wait()
+	s.apiSrv.Shutdown(shutdownCtx)
+	for _, sv := range s.sockets {
+		sv.stop()
+	}
+	s.tasks.Wait()
 	s.log.Info("mwid stopped")
 	select {
 	case err := <-errc:
 		return err
 	default:
 		return nil
+	}
+}
+
+// serve opens the socket sc and serves the agent or the API on it,
+// replacing the socket of that name, which it closes only once the new one
+// listens: make before break. fail is called if serving fails.
+func (s *Server) serve(name string, sc config.Socket, fail func(error)) error {
+	ln, err := listen(sc)
+	if err != nil {
+		return err
+	}
+	sv := &served{ln: ln}
+	s.tasks.Add(1)
+	switch name {
+	case "agent":
+		ctx, cancel := context.WithCancel(s.runCtx)
+		sv.stop = cancel
+		go func() {
+			defer s.tasks.Done()
+			if err := s.agentSrv.Serve(ctx, ln); err != nil {
+				fail(err)
+			}
+		}()
+	case "api":
+		sv.stop = func() { ln.Close() }
+		go func() {
+			defer s.tasks.Done()
+			err := s.apiSrv.Serve(ln)
+			if err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+				fail(err)
+			}
+		}()
+	}
+	if old := s.sockets[name]; old != nil {
+		old.stop()
+	}
+	s.sockets[name] = sv
+	return nil
+}
+
+// alive reports whether the daemon's shared state can still be taken, for
+// systemd's watchdog. It does not depend on the issuer, so an issuer outage
+// does not get mwid restarted; a deadlock does.
+func (s *Server) alive() bool {
+	done := make(chan struct{})
+	go func() {
+		s.mu.Lock()
+		s.mu.Unlock()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return s.config() != nil
+	case <-time.After(5 * time.Second):
+		return false
 	}
 }
 
@@ -164,11 +246,28 @@ func (s *Server) report(a renewal.Attempt) {
 		s.status.lastError = a.Err.Error()
 		s.status.lastErrorAt = &at
 		s.log.Error("renewal failed", "err", a.Err, "failures", a.Failures, "retry_at", a.Next)
-		return
+	} else {
+		s.status.lastRenewal = &at
+		s.status.lastError = ""
+		s.status.lastErrorAt = nil
 	}
-	s.status.lastRenewal = &at
-	s.status.lastError = ""
-	s.status.lastErrorAt = nil
+	go s.notifyStatus()
+}
+
+// notifyStatus tells systemd the daemon's state in one line.
+func (s *Server) notifyStatus() {
+	st := s.Status()
+	line := st.State
+	if st.Joined {
+		line += fmt.Sprintf(": bot %s, generation %d", st.Bot, st.Generation)
+	}
+	if st.NextRenewal != nil {
+		line += ", next renewal " + st.NextRenewal.Format(time.RFC3339)
+	}
+	if st.LastError != "" {
+		line += "; " + st.LastError
+	}
+	sdnotify.Status(line)
 }
 
 // Status returns the daemon's state for the local API.
@@ -178,8 +277,12 @@ func (s *Server) Status() api.Status {
 	st := s.status
 	outputs := make([]api.Output, 0, len(cfg.Outputs))
 	for _, o := range cfg.Outputs {
-		out := api.Output{Type: o.Type, Path: o.Certificate}
-		if os := s.outputs[o.Certificate]; os != nil {
+		path := outputPath(o)
+		if path == "" {
+			continue // a kubernetes output kept in memory writes nothing
+		}
+		out := api.Output{Type: o.Type, Path: path}
+		if os := s.outputs[path]; os != nil {
 			out.LastWrite, out.LastError, out.LastErrorAt = os.lastWrite, os.lastError, os.lastErrorAt
 		}
 		outputs = append(outputs, out)
@@ -239,7 +342,7 @@ func credentials(c *identity.Credentials) []api.Credential {
 			Expires:    certTime(hc.ValidBefore),
 		})
 	}
-	return out
+	return append(out, kubeCredentials(c)...)
 }
 
 func certTime(t uint64) time.Time { return time.Unix(int64(t), 0).UTC() }

@@ -53,10 +53,21 @@ func setup(t *testing.T, ttl time.Duration) (*harness.Issuer, *harness.Daemon) {
 // OpenSSH's ssh-add.
 func listed(t *testing.T, sock string) []*ssh.Certificate {
 	t.Helper()
+	certs, err := tryListed(t, sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return certs
+}
+
+// tryListed is listed for polling: it returns ssh-add's failure instead of
+// failing the test.
+func tryListed(t *testing.T, sock string) ([]*ssh.Certificate, error) {
+	t.Helper()
 	sshAdd := harness.Require(t, "ssh-add", "apt-get install -y openssh-client")
 	out, err := harness.Run(context.Background(), 10*time.Second, []string{"SSH_AUTH_SOCK=" + sock}, sshAdd, "-L")
 	if err != nil {
-		t.Fatalf("ssh-add -L: %v\n%s", err, out)
+		return nil, fmt.Errorf("ssh-add -L: %v\n%s", err, out)
 	}
 	var certs []*ssh.Certificate
 	for _, line := range strings.Split(out, "\n") {
@@ -70,7 +81,7 @@ func listed(t *testing.T, sock string) []*ssh.Certificate {
 		}
 		certs = append(certs, cert)
 	}
-	return certs
+	return certs, nil
 }
 
 func TestSSHLoginThroughAgent(t *testing.T) {

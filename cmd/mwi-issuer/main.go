@@ -6,6 +6,7 @@
 //	mwi-issuer init  --state DIR [--host NAME]...
 //	mwi-issuer serve --state DIR [--listen ADDR] [--resources DIR] [--admin-socket PATH] [--audit-log FILE]
 //	mwi-issuer ca    --state DIR
+//	mwi-issuer tls rotate --state DIR [--host NAME]...
 //	mwi-issuer token create --bot NAME [--ttl 1h] [--state DIR | --admin-socket PATH]
 //	mwi-issuer bot unlock NAME [--state DIR | --admin-socket PATH]
 package main
@@ -30,6 +31,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/mwi-project/mwi/api"
+	"github.com/mwi-project/mwi/internal/hygiene"
 	"github.com/mwi-project/mwi/internal/logging"
 	"github.com/mwi-project/mwi/issuer/ca"
 	"github.com/mwi-project/mwi/issuer/server"
@@ -39,6 +41,7 @@ const usage = `usage:
   mwi-issuer init  --state DIR [--host NAME]...
   mwi-issuer serve --state DIR [--listen ADDR] [--resources DIR] [--admin-socket PATH] [--audit-log FILE]
   mwi-issuer ca    --state DIR
+  mwi-issuer tls rotate --state DIR [--host NAME]...
   mwi-issuer token create --bot NAME [--ttl DURATION] [--state DIR | --admin-socket PATH]
   mwi-issuer bot unlock NAME [--state DIR | --admin-socket PATH]
 `
@@ -62,6 +65,11 @@ func run(args []string) error {
 		return runServe(rest)
 	case "ca":
 		return runCA(rest)
+	case "tls":
+		if len(rest) == 0 || rest[0] != "rotate" {
+			return errors.New("usage: mwi-issuer tls rotate --state DIR [--host NAME]...")
+		}
+		return runTLSRotate(rest[1:])
 	case "token":
 		if len(rest) == 0 || rest[0] != "create" {
 			return errors.New("usage: mwi-issuer token create --bot NAME [--ttl DURATION]")
@@ -135,10 +143,54 @@ func runCA(args []string) error {
 	return nil
 }
 
+// runTLSRotate replaces the serving certificate with one from the same TLS
+// authority, so daemons pinning the authority keep trusting the issuer.
+func runTLSRotate(args []string) error {
+	fs := flag.NewFlagSet("tls rotate", flag.ContinueOnError)
+	state := fs.String("state", "", "issuer state `directory`")
+	var hosts hostList
+	fs.Var(&hosts, "host", "`name` or IP address for the new serving certificate (repeatable; default: the names of the current one)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *state == "" {
+		return errors.New("tls rotate: --state is required")
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("tls rotate: unexpected argument %q", fs.Arg(0))
+	}
+	if err := ca.RotateServing(*state, hosts); err != nil {
+		return err
+	}
+	a, err := ca.Load(*state)
+	if err != nil {
+		return err
+	}
+	leaf := a.ServingCertificate().Leaf
+	names := append(append([]string(nil), leaf.DNSNames...), ipStrings(leaf.IPAddresses)...)
+	fmt.Printf("rotated the serving certificate in %s: %s, valid until %s\n", *state,
+		strings.Join(names, ", "), leaf.NotAfter.Format(time.RFC3339))
+	fmt.Printf("the authorities are unchanged (ca_pin: %s); mwi-issuer serve uses the new certificate when it starts\n", a.Pin())
+	return nil
+}
+
+func ipStrings(ips []net.IP) []string {
+	out := make([]string, len(ips))
+	for i, ip := range ips {
+		out[i] = ip.String()
+	}
+	return out
+}
+
 func printCA(a *ca.Authority) {
 	fmt.Printf("ca_pin: %s\n", a.Pin())
 	fmt.Printf("ssh_user_ca: %s", ssh.MarshalAuthorizedKey(a.SSHUserCA()))
 	fmt.Printf("ssh_host_ca: %s", ssh.MarshalAuthorizedKey(a.SSHHostCA()))
+	// The file for kube-apiserver's --client-ca-file.
+	fmt.Printf("kube_client_ca_file: %s\n", a.KubeCAFile())
+	for _, f := range a.Created() {
+		fmt.Fprintf(os.Stderr, "mwi-issuer: created %s: this state directory predates the Kubernetes client CA\n", f)
+	}
 }
 
 func runServe(args []string) error {
@@ -160,6 +212,8 @@ func runServe(args []string) error {
 	if err != nil {
 		return err
 	}
+	// The issuer holds every CA key in memory.
+	hygiene.Harden(log.Logger)
 	cfg := server.DefaultConfig(*state)
 	for dst, v := range map[*string]string{&cfg.Listen: *listen, &cfg.ResourcesDir: *resources, &cfg.AdminSocket: *adminSock, &cfg.AuditLog: *auditLog} {
 		if v != "" {
@@ -169,7 +223,7 @@ func runServe(args []string) error {
 	if cfg.AuditLog == "-" {
 		cfg.AuditLog = ""
 	}
-	srv, err := server.New(cfg, log)
+	srv, err := server.New(cfg, log.Logger)
 	if err != nil {
 		return err
 	}

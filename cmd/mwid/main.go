@@ -16,10 +16,9 @@ import (
 	"os/signal"
 	"syscall"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/mwi-project/mwi/daemon"
 	"github.com/mwi-project/mwi/daemon/config"
+	"github.com/mwi-project/mwi/internal/hygiene"
 	"github.com/mwi-project/mwi/internal/logging"
 )
 
@@ -36,23 +35,19 @@ func run() error {
 	if flag.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", flag.Args())
 	}
-	hardenProcess()
 	cfg, err := config.Load(*path)
 	if err != nil {
 		return err
 	}
-	level := new(slog.LevelVar)
-	if err := logging.SetLevel(level, cfg.Log.Level); err != nil {
-		return err
-	}
-	log, err := logging.NewWithLevel(os.Stderr, cfg.Log.Format, level)
+	log, err := logging.New(os.Stderr, cfg.Log.Format, cfg.Log.Level)
 	if err != nil {
 		return err
 	}
 	// Route the standard log package (x/crypto's agent server writes to it)
 	// through the same handler.
-	slog.SetDefault(log)
-	srv, err := daemon.New(cfg, log, level)
+	slog.SetDefault(log.Logger)
+	hardenProcess(log.Logger)
+	srv, err := daemon.New(cfg, log)
 	if err != nil {
 		return err
 	}
@@ -69,9 +64,8 @@ func run() error {
 	return srv.Run(ctx)
 }
 
-// hardenProcess keeps the keys in this process's memory out of core dumps
-// and away from other processes of the same user (ptrace, /proc/PID/mem).
-func hardenProcess() {
-	unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
-	unix.Setrlimit(unix.RLIMIT_CORE, &unix.Rlimit{Cur: 0, Max: 0})
-}
+// hardenProcess keeps the keys in this process's memory out of core dumps,
+// away from other processes of the same user (ptrace, /proc/PID/mem) and,
+// where allowed, out of swap. It runs before the daemon holds any secret:
+// the join token is read, and keys are made, only once the daemon runs.
+func hardenProcess(log *slog.Logger) { hygiene.Harden(log) }

@@ -121,6 +121,13 @@ type Proc struct {
 // the test ends. env is added to the harness's environment.
 func Start(t testing.TB, dir, name string, env []string, argv ...string) *Proc {
 	t.Helper()
+	return StartAs(t, nil, dir, name, env, argv...)
+}
+
+// StartAs starts a process as Start does, as the user and groups of cred
+// when cred is not nil (the tests must then run as root).
+func StartAs(t testing.TB, cred *syscall.Credential, dir, name string, env []string, argv ...string) *Proc {
+	t.Helper()
 	logPath := filepath.Join(dir, name+".log")
 	f, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
@@ -130,6 +137,9 @@ func Start(t testing.TB, dir, name string, env []string, argv ...string) *Proc {
 	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.Env = append(os.Environ(), env...)
+	if cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	}
 	if err := cmd.Start(); err != nil {
 		f.Close()
 		t.Fatalf("start %s: %v", name, err)

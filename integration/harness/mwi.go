@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -28,7 +29,10 @@ type Issuer struct {
 	Pin       string
 	UserCA    string // SSH user CA public key, authorized_keys form
 	HostCA    string
-	Proc      *Proc
+	// KubeCAFile is the Kubernetes client CA's certificate, for
+	// kube-apiserver's --client-ca-file.
+	KubeCAFile string
+	Proc       *Proc
 }
 
 // StartIssuer initialises an issuer in a new temporary directory, writes
@@ -58,6 +62,8 @@ func StartIssuer(t testing.TB, resources string) *Issuer {
 			iss.UserCA = v
 		case "ssh_host_ca":
 			iss.HostCA = v
+		case "kube_client_ca_file":
+			iss.KubeCAFile = v
 		}
 	}
 	if iss.Pin == "" || iss.UserCA == "" {
@@ -161,6 +167,16 @@ type DaemonOptions struct {
 	Logins []string      // ssh.logins; empty asks for every allowed login
 	Hosts  []string      // ssh.hosts
 	Extra  string        // more top-level YAML
+
+	// Env is added to mwid's environment.
+	Env []string
+	// TokenConfig is the YAML under onboarding.token, such as
+	// "credential: join-token"; by default "env: MWI_TOKEN".
+	TokenConfig string
+	// Credential, if set, runs mwid as that user and group. Its directory
+	// is then made in the system's temporary directory, owned by that
+	// user, since the test's own temporary directories admit only root.
+	Credential *syscall.Credential
 }
 
 // Daemon is a running mwid.
@@ -178,7 +194,7 @@ type Daemon struct {
 // token in its environment. It does not wait for the join.
 func StartDaemon(t testing.TB, iss *Issuer, o DaemonOptions) *Daemon {
 	t.Helper()
-	dir := t.TempDir()
+	dir := daemonDir(t, o.Credential)
 	d := &Daemon{
 		Dir:       dir,
 		Config:    filepath.Join(dir, "mwid.yaml"),
@@ -190,6 +206,9 @@ func StartDaemon(t testing.TB, iss *Issuer, o DaemonOptions) *Daemon {
 	if o.TTL == 0 {
 		o.TTL = time.Hour
 	}
+	if o.TokenConfig == "" {
+		o.TokenConfig = "env: MWI_TOKEN"
+	}
 	logins := "ssh:\n  logins: " + yamlList(o.Logins) + "\n  hosts: " + yamlList(o.Hosts) + "\n"
 	cfg := fmt.Sprintf(`version: v1
 issuer:
@@ -198,7 +217,7 @@ issuer:
 onboarding:
   join_method: token
   token:
-    env: MWI_TOKEN
+%s
 certificate_ttl: %s
 sockets:
   agent:
@@ -207,12 +226,48 @@ sockets:
     path: %s
 log:
   level: debug
-%s%s`, iss.Addr, iss.Pin, o.TTL, d.AgentSock, d.APISock, logins, o.Extra)
+%s%s`, iss.Addr, iss.Pin, indent(o.TokenConfig, "    "), o.TTL, d.AgentSock, d.APISock, logins, o.Extra)
 	if err := os.WriteFile(d.Config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	d.Proc = Start(t, dir, "mwid", []string{"MWI_TOKEN=" + o.Token}, iss.Bins.Daemon, "-c", d.Config)
+	if c := o.Credential; c != nil {
+		if err := os.Chown(d.Config, int(c.Uid), int(c.Gid)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	env := append([]string{"MWI_TOKEN=" + o.Token}, o.Env...)
+	d.Proc = StartAs(t, o.Credential, dir, "mwid", env, iss.Bins.Daemon, "-c", d.Config)
 	return d
+}
+
+// daemonDir returns a new directory for a daemon: the test's own, or, for
+// a daemon that runs as another user, one that user owns and can reach.
+func daemonDir(t testing.TB, cred *syscall.Credential) string {
+	t.Helper()
+	if cred == nil {
+		return t.TempDir()
+	}
+	dir, err := os.MkdirTemp("", "mwid-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(dir, int(cred.Uid), int(cred.Gid)); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// indent prefixes each line of s.
+func indent(s, prefix string) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	for i, l := range lines {
+		lines[i] = prefix + l
+	}
+	return strings.Join(lines, "\n")
 }
 
 // Status asks the daemon for its status through the client package.

@@ -16,7 +16,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mwi-project/mwi/internal/sdnotify"
 	"github.com/mwi-project/mwi/internal/unixsock"
+	"github.com/mwi-project/mwi/internal/watch"
 	"github.com/mwi-project/mwi/issuer/audit"
 	"github.com/mwi-project/mwi/issuer/authority"
 	"github.com/mwi-project/mwi/issuer/ca"
@@ -67,6 +69,9 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load authorities from %s (run mwi-issuer init first?): %w", cfg.StateDir, err)
 	}
+	for _, f := range authorities.Created() {
+		log.Info("created the Kubernetes client CA, which this state directory predates", "file", f)
+	}
 	set, err := resource.LoadDir(cfg.ResourcesDir)
 	if err != nil {
 		return nil, fmt.Errorf("load resources: %w", err)
@@ -108,14 +113,32 @@ func (s *Server) Close() error { return errors.Join(s.auth.Store.Close(), s.audi
 func (s *Server) Reload() error {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
+	sdnotify.Reloading()
+	defer sdnotify.Ready()
 	set, err := resource.LoadDir(s.cfg.ResourcesDir)
 	if err != nil {
 		s.log.Error("resources rejected; keeping the previous set", "dir", s.cfg.ResourcesDir, "err", err)
+		sdnotify.Status("serving the previous resources; the new set was rejected: " + err.Error())
 		return err
 	}
 	s.auth.SetResources(set)
 	s.log.Info("resources loaded", "dir", s.cfg.ResourcesDir, "roles", len(set.Roles()), "bots", len(set.Bots()))
+	s.notifyStatus()
 	return nil
+}
+
+// notifyStatus tells systemd what the issuer serves, in one line.
+func (s *Server) notifyStatus() {
+	set := s.auth.Resources()
+	sdnotify.Status(fmt.Sprintf("serving %s: %d roles, %d bots", s.cfg.Listen, len(set.Roles()), len(set.Bots())))
+}
+
+// alive reports whether the store still answers, for systemd's watchdog.
+func (s *Server) alive() bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, _, err := s.auth.Store.BotLock(ctx, "")
+	return err == nil
 }
 
 // Run serves the HTTPS API and the admin socket until ctx is done.
@@ -153,11 +176,24 @@ func (s *Server) Run(ctx context.Context) error {
 	errc := make(chan error, 2)
 	go func() { errc <- public.ServeTLS(ln, "", "") }()
 	go func() { errc <- admin.Serve(adminLn) }()
+	// Edits to the resource directory apply like SIGHUP: a set with an
+	// error is refused whole and the previous set keeps serving.
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go func() {
+		if err := watch.Run(watchCtx, s.cfg.ResourcesDir, s.log, func() { s.Reload() }); err != nil {
+			s.log.Warn("not watching the resource directory; reload with SIGHUP", "dir", s.cfg.ResourcesDir, "err", err)
+		}
+	}()
+	sdnotify.Ready()
+	s.notifyStatus()
+	go sdnotify.Watchdog(watchCtx, s.alive)
 	select {
 	case <-ctx.Done():
 		err = nil
 	case err = <-errc:
 	}
+	sdnotify.Stopping()
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	public.Shutdown(shutdownCtx)
