@@ -5,17 +5,24 @@ GOFMT ?= gofmt
 # CACHE_DIR is where large, slow builds are cached between runs (such as the
 # kube-apiserver that Kubernetes integration tests run). Git ignores .cache/.
 CACHE_DIR ?= $(CURDIR)/.cache
-# FUZZTIME is how long make fuzz runs each fuzz target.
+# FUZZTIME is how long make fuzz runs each fuzz target; make fuzz-ci runs
+# each for FUZZTIME_CI.
 FUZZTIME ?= 15s
+FUZZTIME_CI ?= 10s
 # DEV_FLAGS are passed to mwi-dev, such as -issuer-addr 127.0.0.1:7444.
 DEV_FLAGS ?=
+# KUBE_BIN holds the kube-apiserver and kubectl (v1.32.2) that the
+# Kubernetes integration tests run, built from the Go module k8s.io/kubernetes
+# by scripts/kube-build.sh: minutes the first time, nothing after.
+KUBE_BIN := $(CACHE_DIR)/kube/bin
+KUBE_ENV := MWI_KUBE_APISERVER=$(KUBE_BIN)/kube-apiserver MWI_KUBECTL=$(KUBE_BIN)/kubectl
 
 BIN := $(CURDIR)/bin
 # The Go files that ./... covers: not under directories named .*, _* or
 # testdata (such as .cache, .git and .mwi-dev).
 GO_FILES = $(shell find . -type d \( -name '.?*' -o -name '_*' -o -name testdata \) -prune -o -type f -name '*.go' -print)
 
-.PHONY: help build dev test bench lint fuzz clean
+.PHONY: help build dev test bench lint fuzz fuzz-ci clean kube-apiserver kubectl
 
 help:
 	@echo 'Targets:'
@@ -26,29 +33,50 @@ help:
 	@echo '  bench   build, then run the integration benchmarks once'
 	@echo '  lint    check formatting (gofmt -l) and run go vet'
 	@echo '  fuzz    run each fuzz target for FUZZTIME ($(FUZZTIME))'
+	@echo '  fuzz-ci run each fuzz target for FUZZTIME_CI ($(FUZZTIME_CI)), as CI does'
 	@echo '  clean   remove bin/ (keeps .mwi-dev/, the dev issuer, and CACHE_DIR)'
+	@echo '  kube-apiserver, kubectl'
+	@echo '          build them into CACHE_DIR/kube/bin for the Kubernetes tests (test and bench do)'
 	@echo 'Variables: GO=$(GO) CACHE_DIR=$(CACHE_DIR) (cache of large builds)'
 
 build:
 	$(GO) build -o bin/ ./cmd/...
+	@# mwictl again, static: kubectl runs it for each credential, and a
+	@# static binary starts in about half the time. It needs no cgo.
+	CGO_ENABLED=0 $(GO) build -o bin/ ./cmd/mwictl
 
 dev: build
 	$(BIN)/mwi-dev $(DEV_FLAGS)
 
-test: build
-	MWI_BIN_DIR=$(BIN) $(GO) test -race -count=1 -timeout 30m ./...
+test: build kube-apiserver kubectl
+	MWI_BIN_DIR=$(BIN) $(KUBE_ENV) $(GO) test -race -count=1 -timeout 30m ./...
 
-bench: build
-	MWI_BIN_DIR=$(BIN) $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 20m ./integration/
+bench: build kube-apiserver kubectl
+	MWI_BIN_DIR=$(BIN) $(KUBE_ENV) $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 20m ./integration/
+
+# The tests use this kubectl rather than one on PATH: a kubectl of a known
+# version that reads its kubeconfig once, so that
+# kubectl --kubeconfig <(mwictl kubeconfig) works (gcloud's kubectl
+# dispatcher reads it twice).
+kube-apiserver kubectl:
+	scripts/kube-build.sh $(CACHE_DIR) $@
 
 lint:
 	@out="$$($(GOFMT) -l $(GO_FILES))"; \
 	if [ -n "$$out" ]; then echo "gofmt -l: these files need gofmt -w:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
+# Each fuzz target's seed corpus is checked in under its package's
+# testdata/fuzz/NAME; go test -fuzz takes one target at a time.
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./daemon/config/
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./issuer/resource/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./internal/httpjson/
+	$(GO) test -run '^$$' -fuzz '^FuzzSessionBind$$' -fuzztime $(FUZZTIME) ./daemon/agent/
+	$(GO) test -run '^$$' -fuzz '^FuzzServeAgent$$' -fuzztime $(FUZZTIME) ./daemon/agent/
+
+fuzz-ci:
+	$(MAKE) fuzz FUZZTIME=$(FUZZTIME_CI)
 
 clean:
 	rm -rf bin/

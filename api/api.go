@@ -30,8 +30,13 @@ type JoinRequest struct {
 	SSHLogins []string `json:"ssh_logins,omitempty"`
 	// TTLSeconds is the wanted certificate lifetime; the issuer caps it.
 	TTLSeconds int64 `json:"ttl_seconds"`
+	// IdentityTTLSeconds is the wanted lifetime of the bot identity, which
+	// may be longer than TTLSeconds; zero means the same. The issuer caps it.
+	IdentityTTLSeconds int64 `json:"identity_ttl_seconds,omitempty"`
 	// HostKeys asks for SSH host certificates for these host keys.
 	HostKeys []HostKeyRequest `json:"host_keys,omitempty"`
+	// Kubernetes asks for Kubernetes client certificates.
+	Kubernetes *KubernetesRequest `json:"kubernetes,omitempty"`
 }
 
 // HostKeyRequest asks for an SSH host certificate. The host's key stays on
@@ -47,10 +52,14 @@ type HostKeyRequest struct {
 // RenewRequest is the body of POST /v1/renew on the issuer. The caller is
 // identified by the bot identity presented over mutual TLS.
 type RenewRequest struct {
-	Keys       PublicKeys       `json:"keys"`
-	SSHLogins  []string         `json:"ssh_logins,omitempty"`
-	TTLSeconds int64            `json:"ttl_seconds"`
-	HostKeys   []HostKeyRequest `json:"host_keys,omitempty"`
+	Keys       PublicKeys `json:"keys"`
+	SSHLogins  []string   `json:"ssh_logins,omitempty"`
+	TTLSeconds int64      `json:"ttl_seconds"`
+	// IdentityTTLSeconds is as in JoinRequest.
+	IdentityTTLSeconds int64            `json:"identity_ttl_seconds,omitempty"`
+	HostKeys           []HostKeyRequest `json:"host_keys,omitempty"`
+	// Kubernetes asks for Kubernetes client certificates.
+	Kubernetes *KubernetesRequest `json:"kubernetes,omitempty"`
 }
 
 // Credentials is the issuer's answer to a join or a renewal.
@@ -70,6 +79,9 @@ type Credentials struct {
 	// form, for known_hosts @cert-authority lines.
 	SSHHostCAs []string  `json:"ssh_host_cas"`
 	Expires    time.Time `json:"expires"`
+	// Kubernetes answers the request's Kubernetes selectors: one
+	// certificate for each cluster that they select and the roles allow.
+	Kubernetes []KubernetesCredential `json:"kubernetes,omitempty"`
 }
 
 // ErrorBody is the JSON shape of every non-2xx answer of the issuer and of
@@ -138,15 +150,18 @@ type Status struct {
 
 // Credential describes one credential mwid holds, without its secret parts.
 type Credential struct {
-	Kind       string    `json:"kind"` // "identity", "ssh" or "ssh_host"
-	Principals []string  `json:"principals,omitempty"`
+	Kind       string   `json:"kind"` // "identity", "ssh", "ssh_host" or "kubernetes"
+	Principals []string `json:"principals,omitempty"`
+	// Cluster is the Kubernetes cluster of a "kubernetes" credential,
+	// whose Principals are its user and then its groups.
+	Cluster    string    `json:"cluster,omitempty"`
 	ValidAfter time.Time `json:"valid_after"`
 	Expires    time.Time `json:"expires"`
 }
 
 // Output describes one configured output and its last write.
 type Output struct {
-	Type        string     `json:"type"` // "ssh_host"
+	Type        string     `json:"type"` // "ssh_host" or "kubernetes"
 	Path        string     `json:"path"`
 	LastWrite   *time.Time `json:"last_write,omitempty"`
 	LastError   string     `json:"last_error,omitempty"`

@@ -46,49 +46,71 @@ func (s *Server) renew(ctx context.Context) (renewal.Result, error) {
 	if err != nil {
 		return renewal.Result{}, err
 	}
+	kubeReq, err := kubernetesRequest(cfg.Outputs, keys)
+	if err != nil {
+		return renewal.Result{}, err
+	}
 	ttl := int64(cfg.CertificateTTL / time.Second)
+	idTTL := int64(cfg.IdentityTTL / time.Second)
 	var resp api.Credentials
 	cur := s.creds.Current()
-	switch {
-	case cur == nil:
-		token, err := cfg.Onboarding.Token.Read()
-		if err != nil {
-			return renewal.Result{}, fmt.Errorf("join token: %w", err)
-		}
-		resp, err = s.issuer.Join(ctx, api.JoinRequest{
-			JoinMethod: cfg.Onboarding.JoinMethod,
-			Token:      token,
-			Keys:       pub,
-			SSHLogins:  cfg.SSHLogins,
-			TTLSeconds: ttl,
-			HostKeys:   hostReqs,
-		})
-		if err != nil {
-			return renewal.Result{}, fmt.Errorf("join: %w", err)
-		}
-	case !cur.ValidAt(s.now()):
-		// The identity expired before a renewal got through; only a new
-		// join can admit this daemon again.
-		return renewal.Result{}, fmt.Errorf("bot identity expired at %s; restart mwid with a new join token", cur.Expires().Format(time.RFC3339))
-	default:
-		resp, err = s.issuer.Renew(ctx, cur.TLS, api.RenewRequest{
-			Keys:       pub,
-			SSHLogins:  cfg.SSHLogins,
-			TTLSeconds: ttl,
-			HostKeys:   hostReqs,
+	issuer := s.issuer.Load()
+	rejoin := s.rejoin.Load()
+	if cur != nil && !rejoin && cur.IdentityValidAt(s.now()) {
+		resp, err = issuer.Renew(ctx, cur.TLS, api.RenewRequest{
+			Keys:               pub,
+			SSHLogins:          cfg.SSHLogins,
+			TTLSeconds:         ttl,
+			IdentityTTLSeconds: idTTL,
+			HostKeys:           hostReqs,
+			Kubernetes:         kubeReq,
 		})
 		if err != nil {
 			return renewal.Result{}, fmt.Errorf("renew: %w", err)
+		}
+	} else {
+		// First join, new onboarding, or an identity that expired before a
+		// renewal got through (an issuer outage longer than identity_ttl):
+		// only a join admits this daemon, with the token read afresh.
+		why := "join"
+		if cur != nil && !rejoin {
+			why = fmt.Sprintf("bot identity expired at %s; joining again", cur.Identity.NotAfter.Format(time.RFC3339))
+		}
+		token, err := cfg.Onboarding.Token.Read()
+		if err != nil {
+			return renewal.Result{}, fmt.Errorf("%s: join token: %w", why, err)
+		}
+		resp, err = issuer.Join(ctx, api.JoinRequest{
+			JoinMethod:         cfg.Onboarding.JoinMethod,
+			Token:              token,
+			Keys:               pub,
+			SSHLogins:          cfg.SSHLogins,
+			TTLSeconds:         ttl,
+			IdentityTTLSeconds: idTTL,
+			HostKeys:           hostReqs,
+			Kubernetes:         kubeReq,
+		})
+		if err != nil {
+			return renewal.Result{}, fmt.Errorf("%s: %w", why, err)
 		}
 	}
 	creds, err := identity.Assemble(keys, resp, s.now(), hostKeys...)
 	if err != nil {
 		return renewal.Result{}, err
 	}
-	s.creds.Set(creds)
 	s.log.Info("credentials obtained", "bot", creds.Bot, "instance", creds.Instance,
 		"generation", creds.Generation, "principals", creds.Principals(), "expires", creds.Expires())
-	if err := s.writeOutputs(ctx, cfg.Outputs, creds); err != nil {
+	// Outputs are written before the credentials are published, so that
+	// when status says ready, the files are there too.
+	err = s.writeOutputs(ctx, cfg.Outputs, creds)
+	if kerr := s.writeKubeOutputs(cfg.Outputs, creds); err == nil {
+		err = kerr
+	}
+	s.creds.Set(creds)
+	if rejoin {
+		s.rejoin.CompareAndSwap(true, false)
+	}
+	if err != nil {
 		// The credentials in memory are good; the failed output is retried
 		// with the next renewal, which comes sooner because this failed.
 		return renewal.Result{}, err
@@ -102,6 +124,9 @@ func hostKeyRequests(outputs []config.Output) ([]api.HostKeyRequest, []ssh.Publi
 	var reqs []api.HostKeyRequest
 	var keys []ssh.PublicKey
 	for _, o := range outputs {
+		if o.Type != "ssh_host" {
+			continue
+		}
 		data, err := os.ReadFile(o.HostKey)
 		if err != nil {
 			return nil, nil, fmt.Errorf("ssh_host output: %w", err)
@@ -120,7 +145,12 @@ func hostKeyRequests(outputs []config.Output) ([]api.HostKeyRequest, []ssh.Publi
 // runs the output's reload command. It returns the first failure.
 func (s *Server) writeOutputs(ctx context.Context, outputs []config.Output, c *identity.Credentials) error {
 	var first error
-	for i, o := range outputs {
+	i := -1 // index in c.HostCerts, which answer the ssh_host outputs
+	for _, o := range outputs {
+		if o.Type != "ssh_host" {
+			continue
+		}
+		i++
 		err := atomicfile.Write(o.Certificate, ssh.MarshalAuthorizedKey(c.HostCerts[i]), 0o644)
 		if err == nil && len(o.ReloadCommand) > 0 {
 			err = runReload(ctx, o.ReloadCommand)

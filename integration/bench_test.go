@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -313,4 +314,150 @@ func pin(pid, cpu int) error {
 		}
 	}
 	return nil
+}
+
+// kubectlTargetRatio is the goal for kubectl through mwictl's exec plugin
+// against kubectl with the certificate inline: the plugin may cost at most
+// a tenth more. Like the agent's target, it is printed, never asserted.
+const kubectlTargetRatio = 1.10
+
+// BenchmarkKubectl times `kubectl get --raw /version` against a real
+// kube-apiserver, with a kubeconfig from mwictl whose user is the exec
+// plugin (kubectl runs mwictl kube-credential, which asks mwid) side by
+// side with the same call with the certificate and key inline (mwictl
+// kubeconfig --embed), and then `mwictl kube-credential` alone, each as a
+// whole process as a person or a script runs it. make bench runs it as
+//
+//	MWI_BIN_DIR=$PWD/bin MWI_KUBE_APISERVER=... MWI_KUBECTL=... go test -run '^$' -bench BenchmarkKubectl -benchtime 1x ./integration/
+//
+// MWI_BENCH_RUNS (default 40) is the number of timed runs of each; three
+// of each come first, untimed. The two kubectl variants alternate, and
+// which goes first alternates too, so that noise falls on both alike.
+func BenchmarkKubectl(b *testing.B) {
+	runs := benchRuns(b)
+	kube := harness.NewKube(b)
+	iss := harness.StartIssuer(b, `kind: role
+version: v1
+metadata: {name: bench-kube}
+spec:
+  allow:
+    kubernetes_labels: {env: bench}
+    kubernetes_groups: [system:masters]
+---
+kind: bot
+version: v1
+metadata: {name: bench-kube}
+spec: {roles: [bench-kube]}
+---
+`+kube.ClusterYAML("bench", map[string]string{"env": "bench"}))
+	kube.Start(b, iss.KubeCAFile)
+	d := harness.StartDaemon(b, iss, harness.DaemonOptions{
+		Token: iss.CreateToken(b, "bench-kube", 10*time.Minute),
+		Extra: "outputs:\n  - type: kubernetes\n    clusters: [bench]\n",
+	})
+	d.WaitState(b, "ready", 30*time.Second)
+
+	dir := b.TempDir()
+	execCfg, embedCfg := filepath.Join(dir, "exec.kubeconfig"), filepath.Join(dir, "embed.kubeconfig")
+	if out, err := d.Ctl("kubeconfig", "-o", execCfg); err != nil {
+		b.Fatalf("mwictl kubeconfig: %v\n%s", err, out)
+	}
+	if out, err := d.Ctl("kubeconfig", "--embed", "-o", embedCfg); err != nil {
+		b.Fatalf("mwictl kubeconfig --embed: %v\n%s", err, out)
+	}
+	env := append(os.Environ(), "HOME="+kube.Home, "KUBECONFIG=")
+	timed := func(argv ...string) time.Duration {
+		cmd := exec.Command(argv[0], argv[1:]...)
+		cmd.Env = env
+		start := time.Now()
+		out, err := cmd.CombinedOutput()
+		elapsed := time.Since(start)
+		if err != nil {
+			b.Fatalf("%s: %v\n%s", strings.Join(argv, " "), err, out)
+		}
+		return elapsed
+	}
+	kubectl := func(cfg string) time.Duration {
+		return timed(kube.Kubectl, "--kubeconfig", cfg, "get", "--raw", "/version")
+	}
+	credential := func() time.Duration {
+		return timed(iss.Bins.Ctl, "--socket", d.APISock, "kube-credential", "--cluster", "bench")
+	}
+	for range 3 {
+		kubectl(execCfg)
+		kubectl(embedCfg)
+		credential()
+	}
+
+	b.ResetTimer()
+	var viaExec, viaEmbed, cred []time.Duration
+	for i := range runs {
+		if i%2 == 0 {
+			viaExec = append(viaExec, kubectl(execCfg))
+			viaEmbed = append(viaEmbed, kubectl(embedCfg))
+		} else {
+			viaEmbed = append(viaEmbed, kubectl(embedCfg))
+			viaExec = append(viaExec, kubectl(execCfg))
+		}
+	}
+	for range runs {
+		cred = append(cred, credential())
+	}
+	b.StopTimer()
+
+	e, m, c := summarize(viaExec), summarize(viaEmbed), summarize(cred)
+	ratio := float64(e.mean) / float64(m.mean)
+	fmt.Printf("\nkubectl get --raw /version against kube-apiserver v1.32.2 on 127.0.0.1, %d runs each, whole processes\n", runs)
+	fmt.Printf("%-28s | mean     p50      p99      min      max\n", "")
+	for _, r := range []struct {
+		name string
+		s    durationStats
+	}{{"exec plugin (mwictl)", e}, {"certificate inline (--embed)", m}, {"mwictl kube-credential alone", c}} {
+		fmt.Printf("%-28s | %-7s  %-7s  %-7s  %-7s  %-7s\n", r.name,
+			fmtLatency(r.s.mean), fmtLatency(r.s.p50), fmtLatency(r.s.p99), fmtLatency(r.s.min), fmtLatency(r.s.max))
+	}
+	met := "NOT met"
+	if ratio <= kubectlTargetRatio {
+		met = "met"
+	}
+	fmt.Printf("exec plugin / inline: %.2fx of the mean (%.2fx of the p50); target <= %.2fx: %s\n\n",
+		ratio, float64(e.p50)/float64(m.p50), kubectlTargetRatio, met)
+
+	b.ReportMetric(0, "ns/op")
+	b.ReportMetric(float64(e.mean.Microseconds())/1000, "exec-mean-ms")
+	b.ReportMetric(float64(m.mean.Microseconds())/1000, "embed-mean-ms")
+	b.ReportMetric(ratio, "exec/embed")
+	b.ReportMetric(float64(c.mean.Microseconds())/1000, "credential-mean-ms")
+	b.ReportMetric(float64(c.p99.Microseconds())/1000, "credential-p99-ms")
+}
+
+// benchRuns returns MWI_BENCH_RUNS, the number of timed runs of each
+// command in BenchmarkKubectl, 40 by default.
+func benchRuns(b *testing.B) int {
+	b.Helper()
+	v := os.Getenv("MWI_BENCH_RUNS")
+	if v == "" {
+		return 40
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		b.Fatalf("MWI_BENCH_RUNS=%q: want a positive number of runs", v)
+	}
+	return n
+}
+
+// durationStats summarizes timed runs.
+type durationStats struct {
+	mean, p50, p99, min, max time.Duration
+}
+
+func summarize(ds []time.Duration) durationStats {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	var sum time.Duration
+	for _, d := range s {
+		sum += d
+	}
+	at := func(p int) time.Duration { return s[(len(s)-1)*p/100] }
+	return durationStats{mean: sum / time.Duration(len(s)), p50: at(50), p99: at(99), min: s[0], max: s[len(s)-1]}
 }

@@ -9,6 +9,9 @@
 //	mwictl [--socket PATH] renew [--json]
 //	mwictl [--socket PATH] reload [--json]
 //	mwictl [--socket PATH] ready [--json]
+//	mwictl [--socket PATH] kubeconfig [--cluster NAME] [-o FILE] [--embed] [--context-template T]
+//	mwictl [--socket PATH] kube-credential --cluster NAME
+//	mwictl [--socket PATH] kube-clusters [--json]
 //
 // It exits 0 on success, 1 when the command failed, with one line on
 // standard error that says what to do, and 2 when the command line is wrong.
@@ -49,6 +52,9 @@ var commands = []command{
 	{"renew", "[--json]", "renew the credentials now", renew},
 	{"reload", "[--json]", "reload mwid's configuration file", reload},
 	{"ready", "[--json]", "exit 0 if mwid holds valid credentials, 1 if not", ready},
+	{"kubeconfig", "[--cluster NAME] [-o FILE] [--embed] [--context-template T]", "print, or write to FILE, a kubeconfig whose users get credentials from mwictl", kubeconfig},
+	{"kube-credential", "--cluster NAME", "print the ExecCredential for a cluster (kubectl's exec plugin)", kubeCredential},
+	{"kube-clusters", "[--json]", "list the Kubernetes clusters mwid holds certificates for", kubeClusters},
 }
 
 func usage() string {
@@ -136,6 +142,8 @@ func advice(err error) string {
 		return msg + "; run as a user or group that mwid's config allows on its api socket"
 	case client.IsNotJoined(err):
 		return msg + "; mwictl status shows why"
+	case client.IsNotFound(err):
+		return msg
 	case client.IsRenewFailed(err):
 		return "renewal failed: " + msg + "; mwictl status and mwid's log (journalctl -u mwid) say more"
 	case client.IsReloadFailed(err):
@@ -247,7 +255,11 @@ func printCredentials(w io.Writer, creds []api.Credential, now time.Time) {
 		if len(c.Principals) > 0 {
 			line = "principals " + strings.Join(c.Principals, ", ") + "; " + line
 		}
-		fmt.Fprintf(w, "%s:\t%s\n", c.Kind, line)
+		kind := c.Kind
+		if c.Cluster != "" {
+			kind += " " + c.Cluster // kubernetes: principals are the user, then the groups
+		}
+		fmt.Fprintf(w, "%s:\t%s\n", kind, line)
 	}
 }
 

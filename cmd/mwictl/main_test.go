@@ -438,9 +438,11 @@ func TestReady(t *testing.T) {
 // TestNotRunning runs every command against a socket nothing listens on.
 func TestNotRunning(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "api.sock")
+	// The flags that commands require.
+	required := map[string][]string{"kube-credential": {"--cluster", "prod"}}
 	for _, c := range commands {
 		t.Run(c.name, func(t *testing.T) {
-			code, out, errs := mwictl(sock, c.name)
+			code, out, errs := mwictl(sock, append([]string{c.name}, required[c.name]...)...)
 			want(t, code, out, errs, 1, "mwictl: cannot reach mwid at "+sock+": is mwid running?")
 			for _, s := range []string{"start it (systemctl start mwid)", "--socket", "MWI_SOCKET"} {
 				if !strings.Contains(errs, s) {

@@ -31,9 +31,13 @@ type Config struct {
 	Path     string
 	Revision string
 
-	Issuer          Issuer
-	Onboarding      Onboarding
-	CertificateTTL  time.Duration
+	Issuer         Issuer
+	Onboarding     Onboarding
+	CertificateTTL time.Duration
+	// IdentityTTL is the lifetime asked for the bot identity, with which
+	// mwid renews. It is at least CertificateTTL, so that mwid can renew
+	// after an issuer outage that outlasted the certificates it serves.
+	IdentityTTL     time.Duration
 	RenewalInterval time.Duration // zero: renew at about two thirds of the lifetime
 	AgentSocket     Socket
 	APISocket       Socket
@@ -58,6 +62,17 @@ type Output struct {
 	Names []string
 	// ReloadCommand, if set, runs after each write (argv, no shell).
 	ReloadCommand []string
+
+	// Clusters and Labels select the Kubernetes clusters of an output of
+	// type "kubernetes": by name, or by labels (any selector picks a
+	// cluster; a selector picks one that has all its labels).
+	Clusters []string
+	Labels   []map[string]string
+	// Directory, if set, is where a kubernetes output writes
+	// kubeconfig.yaml with the credentials inline: the key on disk, for
+	// tools that cannot run kubectl's exec plugin. Empty keeps them in
+	// memory, served through the API.
+	Directory string
 }
 
 // Issuer says where the issuer is and how to trust it.
@@ -135,6 +150,7 @@ type Log struct {
 // Defaults.
 const (
 	DefaultCertificateTTL = time.Hour
+	DefaultIdentityTTL    = time.Hour
 	DefaultAgentSocket    = "/run/mwi/agent.sock"
 	DefaultAPISocket      = "/run/mwi/api.sock"
 	defaultSocketMode     = 0o600
@@ -147,6 +163,7 @@ type file struct {
 	Issuer          fileIssuer   `yaml:"issuer"`
 	Onboarding      fileOnboard  `yaml:"onboarding"`
 	CertificateTTL  string       `yaml:"certificate_ttl"`
+	IdentityTTL     string       `yaml:"identity_ttl"`
 	RenewalInterval string       `yaml:"renewal_interval"`
 	Sockets         fileSockets  `yaml:"sockets"`
 	SSH             fileSSH      `yaml:"ssh"`
@@ -199,6 +216,10 @@ type fileOutput struct {
 	Certificate   string   `yaml:"certificate"`
 	Names         []string `yaml:"names"`
 	ReloadCommand []string `yaml:"reload_command"`
+	// type kubernetes
+	Clusters  []string            `yaml:"clusters"`
+	Labels    []map[string]string `yaml:"labels"`
+	Directory string              `yaml:"directory"`
 }
 
 type fileLog struct {
@@ -280,6 +301,14 @@ func (v *validator) line(path string) int {
 	n := v.root
 	line := n.Line
 	for _, key := range strings.Split(path, ".") {
+		if i, err := strconv.Atoi(key); err == nil && n.Kind == yaml.SequenceNode {
+			if i < 0 || i >= len(n.Content) {
+				break
+			}
+			n = n.Content[i]
+			line = n.Line
+			continue
+		}
 		if n.Kind != yaml.MappingNode {
 			break
 		}
@@ -345,6 +374,10 @@ func (v *validator) build(f *file) *Config {
 	if c.CertificateTTL < minCertificateTTL {
 		v.errorf("certificate_ttl", "%s is shorter than the minimum %s", c.CertificateTTL, minCertificateTTL)
 	}
+	c.IdentityTTL = v.duration("identity_ttl", f.IdentityTTL, max(DefaultIdentityTTL, c.CertificateTTL))
+	if c.IdentityTTL < c.CertificateTTL {
+		v.errorf("identity_ttl", "%s is shorter than certificate_ttl (%s)", c.IdentityTTL, c.CertificateTTL)
+	}
 	c.RenewalInterval = v.duration("renewal_interval", f.RenewalInterval, 0)
 	if c.RenewalInterval < 0 || (c.RenewalInterval > 0 && c.RenewalInterval >= c.CertificateTTL) {
 		v.errorf("renewal_interval", "%s must be positive and shorter than certificate_ttl (%s)", c.RenewalInterval, c.CertificateTTL)
@@ -372,6 +405,7 @@ func (v *validator) build(f *file) *Config {
 		path := fmt.Sprintf("outputs.%d", i)
 		switch o.Type {
 		case "ssh_host":
+			v.onlyKubernetes(path, o)
 			out := Output{Type: o.Type, HostKey: v.path(o.HostKey), Certificate: v.path(o.Certificate),
 				Names: o.Names, ReloadCommand: o.ReloadCommand}
 			if o.HostKey == "" {
@@ -383,12 +417,16 @@ func (v *validator) build(f *file) *Config {
 				v.errorf(path+".certificate", "must differ from host_key")
 			}
 			c.Outputs = append(c.Outputs, out)
+		case "kubernetes":
+			c.Outputs = append(c.Outputs, v.kubernetesOutput(path, o))
 		case "":
-			v.errorf(path+".type", "required (ssh_host)")
+			v.errorf(path+".type", "required (ssh_host or kubernetes)")
 		default:
-			v.errorf(path+".type", "unknown output type %q (want ssh_host)", o.Type)
+			v.errorf(path+".type", "unknown output type %q (want ssh_host or kubernetes)", o.Type)
 		}
 	}
+
+	v.kubeDirectories(c.Outputs)
 
 	c.Log = Log{Level: f.Log.Level, Format: f.Log.Format}
 	if c.Log.Level == "" {

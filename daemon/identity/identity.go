@@ -31,6 +31,7 @@ import (
 type Keys struct {
 	identity *ecdsa.PrivateKey
 	ssh      ed25519.PrivateKey
+	kube     *ecdsa.PrivateKey // made by KubernetesCSR, when outputs ask for Kubernetes
 }
 
 // NewKeys generates an identity key (ECDSA P-256, which every TLS stack
@@ -85,17 +86,37 @@ type Credentials struct {
 	HostCerts []*ssh.Certificate
 	// HostCAs are the issuer's SSH host authorities.
 	HostCAs []ssh.PublicKey
+
+	// Kubernetes are the Kubernetes client certificates, one per cluster,
+	// sorted by cluster, all for one key.
+	Kubernetes []KubeCredential
 }
 
-// Expires returns when the first of the certificates expires.
+// Expires returns when the first of the certificates expires: the time by
+// which they must be renewed.
 func (c *Credentials) Expires() time.Time {
 	e := c.Identity.NotAfter
-	if c.SSHCert != nil {
-		if s := time.Unix(int64(c.SSHCert.ValidBefore), 0); s.Before(e) {
-			e = s
+	earlier := func(t time.Time) {
+		if t.Before(e) {
+			e = t
 		}
 	}
+	if c.SSHCert != nil {
+		earlier(time.Unix(int64(c.SSHCert.ValidBefore), 0))
+	}
+	for _, hc := range c.HostCerts {
+		earlier(time.Unix(int64(hc.ValidBefore), 0))
+	}
+	for _, k := range c.Kubernetes {
+		earlier(k.Cert.NotAfter)
+	}
 	return e
+}
+
+// IdentityValidAt reports whether the bot identity, with which mwid renews,
+// is valid at t. It may outlive the other certificates.
+func (c *Credentials) IdentityValidAt(t time.Time) bool {
+	return !t.Before(c.Identity.NotBefore) && t.Before(c.Identity.NotAfter)
 }
 
 // ValidAt reports whether every certificate is valid at t.
@@ -167,6 +188,10 @@ func Assemble(k *Keys, resp api.Credentials, received time.Time, hostKeys ...ssh
 		}
 		hostCerts = append(hostCerts, hc)
 	}
+	kube, err := assembleKubernetes(k, resp.Kubernetes)
+	if err != nil {
+		return nil, err
+	}
 	var hostCAs []ssh.PublicKey
 	for _, text := range resp.SSHHostCAs {
 		pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(text))
@@ -187,6 +212,7 @@ func Assemble(k *Keys, resp api.Credentials, received time.Time, hostKeys ...ssh
 		SSHCert:     cert,
 		SSHSigner:   signer,
 		SSHCertText: resp.SSHCertificate,
+		Kubernetes:  kube,
 	}, nil
 }
 

@@ -173,6 +173,10 @@ var goTypes = map[string]reflect.Type{
 	"ReloadResult":   reflect.TypeFor[api.ReloadResult](),
 	"Readiness":      reflect.TypeFor[api.Readiness](),
 	"CredentialRead": reflect.TypeFor[api.CredentialRead](),
+
+	"KubernetesCluster":    reflect.TypeFor[api.KubernetesCluster](),
+	"ExecCredential":       reflect.TypeFor[api.ExecCredential](),
+	"ExecCredentialStatus": reflect.TypeFor[api.ExecCredentialStatus](),
 }
 
 // schemasWithoutType are object schemas with no api type: /healthz answers
@@ -314,6 +318,16 @@ func checkType(s *openapi3.SchemaRef, typ reflect.Type, schemaOf map[reflect.Typ
 			return err
 		}
 		return checkType(v.Items, typ.Elem(), schemaOf)
+	case typ.Kind() == reflect.Map && typ.Key().Kind() == reflect.String:
+		// A map with string keys is a JSON object whose values the
+		// schema's additionalProperties describe.
+		if err := want("object"); err != nil {
+			return err
+		}
+		if v.AdditionalProperties.Schema == nil {
+			return fmt.Errorf("Go %v needs additionalProperties with the values' schema", typ)
+		}
+		return checkType(v.AdditionalProperties.Schema, typ.Elem(), schemaOf)
 	case typ.Kind() == reflect.Bool:
 		return want("boolean")
 	case typ.Kind() == reflect.String:
@@ -380,6 +394,18 @@ func contractExchanges() []exchange {
 		{name: "unknown route", backend: &fakeBackend{state: ready}, method: "GET", target: "/v1/nope", status: 404, code: api.CodeNotFound, outside: routers.ErrPathNotFound},
 		{name: "wrong method", backend: &fakeBackend{state: ready}, method: "POST", target: "/v1/status", status: 405, code: api.CodeBadRequest, outside: routers.ErrMethodNotAllowed},
 		{name: "GET on renew", backend: &fakeBackend{state: ready}, method: "GET", target: "/v1/renew", status: 405, code: api.CodeBadRequest, outside: routers.ErrMethodNotAllowed},
+		{name: "kubernetes clusters", backend: &fakeBackend{state: ready}, method: "GET", target: "/v1/kubernetes/clusters", status: 200},
+		{name: "kubernetes clusters none", backend: &fakeBackend{state: degraded}, method: "GET", target: "/v1/kubernetes/clusters", status: 200},
+		{name: "kubernetes clusters not joined", backend: &fakeBackend{state: notJoined}, method: "GET", target: "/v1/kubernetes/clusters", status: 503, code: api.CodeNotJoined},
+		{name: "kubeconfig", backend: &fakeBackend{state: ready}, method: "GET", target: "/v1/kubernetes/kubeconfig", status: 200},
+		{name: "kubeconfig one cluster", backend: &fakeBackend{state: ready}, method: "GET", target: "/v1/kubernetes/kubeconfig?cluster=prod&mwictl=%2Fusr%2Fbin%2Fmwictl&context_template=%7B%7B.Bot%7D%7D-%7B%7B.Cluster%7D%7D", status: 200},
+		{name: "kubeconfig embedded", backend: &fakeBackend{state: ready}, method: "GET", target: "/v1/kubernetes/kubeconfig?embed=true", status: 200},
+		{name: "kubeconfig bad template", backend: &fakeBackend{state: ready}, method: "GET", target: "/v1/kubernetes/kubeconfig?context_template=x", status: 400, code: api.CodeBadRequest},
+		{name: "kubeconfig unknown cluster", backend: &fakeBackend{state: ready}, method: "GET", target: "/v1/kubernetes/kubeconfig?cluster=nope", status: 404, code: api.CodeNotFound},
+		{name: "kubeconfig not joined", backend: &fakeBackend{state: notJoined}, method: "GET", target: "/v1/kubernetes/kubeconfig", status: 503, code: api.CodeNotJoined},
+		{name: "kubernetes credential", backend: &fakeBackend{state: ready}, method: "GET", target: "/v1/kubernetes/credential?cluster=prod", status: 200},
+		{name: "kubernetes credential unknown cluster", backend: &fakeBackend{state: ready}, method: "GET", target: "/v1/kubernetes/credential?cluster=nope", status: 404, code: api.CodeNotFound},
+		{name: "kubernetes credential not joined", backend: &fakeBackend{state: notJoined}, method: "GET", target: "/v1/kubernetes/credential?cluster=prod", status: 503, code: api.CodeNotJoined},
 	}
 }
 
@@ -395,6 +421,15 @@ func TestContractResponses(t *testing.T) {
 	// Every operation answers 403 to a caller the configuration refuses.
 	for _, op := range sortedKeys(specOperations(doc)) {
 		method, path, _ := strings.Cut(op, " ")
+		// A required query parameter is given, so that the request is one
+		// the document describes.
+		sep := "?"
+		for _, p := range specOperations(doc)[op].Parameters {
+			if p.Value.In == "query" && p.Value.Required {
+				path += sep + p.Value.Name + "=x"
+				sep = "&"
+			}
+		}
 		exchanges = append(exchanges, exchange{
 			name: "access denied " + op, backend: &fakeBackend{state: ready}, deny: true,
 			method: method, target: path, status: 403, code: api.CodeAccessDenied,

@@ -35,6 +35,14 @@ type Backend interface {
 	Renew(ctx context.Context) (api.Status, error)
 	// Reload reloads the configuration file.
 	Reload() (api.ReloadResult, error)
+	// KubeClusters lists the Kubernetes clusters mwid holds certificates for.
+	KubeClusters() ([]api.KubernetesCluster, error)
+	// Kubeconfig renders a kubeconfig; an unknown cluster is an
+	// *httpjson.Error with code not_found.
+	Kubeconfig(r KubeconfigRequest) (string, error)
+	// KubeCredential returns the ExecCredential for one cluster; an unknown
+	// cluster is an *httpjson.Error with code not_found.
+	KubeCredential(cluster string) (api.ExecCredential, error)
 }
 
 // Routes returns the route table of the local API. Middlewares run first,
@@ -99,6 +107,38 @@ func Routes(b Backend, metrics http.Handler, log *slog.Logger, middlewares ...fu
 			return err
 		}
 		httpjson.Write(w, http.StatusOK, res)
+		return nil
+	}))
+	r.Get("/v1/kubernetes/clusters", h(func(w http.ResponseWriter, r *http.Request) error {
+		clusters, err := b.KubeClusters()
+		if err != nil {
+			return err
+		}
+		httpjson.Write(w, http.StatusOK, clusters)
+		return nil
+	}))
+	r.Get("/v1/kubernetes/kubeconfig", h(func(w http.ResponseWriter, r *http.Request) error {
+		req, err := kubeconfigRequest(r)
+		if err != nil {
+			return err
+		}
+		cfg, err := b.Kubeconfig(req)
+		if err != nil {
+			return err
+		}
+		writeYAML(w, cfg)
+		return nil
+	}))
+	r.Get("/v1/kubernetes/credential", h(func(w http.ResponseWriter, r *http.Request) error {
+		cluster, err := clusterParam(r)
+		if err != nil {
+			return err
+		}
+		cred, err := b.KubeCredential(cluster)
+		if err != nil {
+			return err
+		}
+		httpjson.Write(w, http.StatusOK, cred)
 		return nil
 	}))
 	return r

@@ -53,9 +53,10 @@ type fakeBackend struct {
 	renewErr  error
 	reloadErr error
 
-	mu     sync.Mutex
-	mwictl []string // the arguments SSHConfig was called with
-	calls  int      // calls of any method
+	mu       sync.Mutex
+	mwictl   []string                     // the arguments SSHConfig was called with
+	kubeReqs []localapi.KubeconfigRequest // the arguments Kubeconfig was called with
+	calls    int                          // calls of any method
 }
 
 var _ localapi.Backend = (*fakeBackend)(nil)

@@ -111,6 +111,10 @@ func (a *Authority) Join(ctx context.Context, req api.JoinRequest, remote string
 	if herr := checkHostNames(grant, keys.hosts); herr != nil {
 		return deny(herr)
 	}
+	kube, herr := a.kubernetes(tok.Bot, req.Kubernetes)
+	if herr != nil {
+		return deny(herr)
+	}
 	instance, err := newInstanceID()
 	if err != nil {
 		return api.Credentials{}, err
@@ -130,7 +134,7 @@ func (a *Authority) Join(ctx context.Context, req api.JoinRequest, remote string
 		return api.Credentials{}, err
 	}
 	a.Audit.Record(ctx, audit.EventJoin, audit.Allowed, attrs...)
-	return a.sign(ctx, in, grant, logins, keys, ttl, now)
+	return a.sign(ctx, in, grant, logins, keys, kube, ttl, identityTTL(req.IdentityTTLSeconds), now)
 }
 
 // Renew signs fresh credentials for a bot instance that proved its current
@@ -155,6 +159,10 @@ func (a *Authority) Renew(ctx context.Context, id ca.Identity, req api.RenewRequ
 		return deny(herr)
 	}
 	if herr := checkHostNames(grant, keys.hosts); herr != nil {
+		return deny(herr)
+	}
+	kube, herr := a.kubernetes(id.Bot, req.Kubernetes)
+	if herr != nil {
 		return deny(herr)
 	}
 	// The instance must belong to the bot the identity names before its
@@ -184,7 +192,7 @@ func (a *Authority) Renew(ctx context.Context, id ca.Identity, req api.RenewRequ
 		return api.Credentials{}, err
 	}
 	a.Audit.Record(ctx, audit.EventRenew, audit.Allowed, append(attrs, slog.Uint64("new_generation", in.Generation))...)
-	return a.sign(ctx, in, grant, logins, keys, ttl, now)
+	return a.sign(ctx, in, grant, logins, keys, kube, ttl, identityTTL(req.IdentityTTLSeconds), now)
 }
 
 // CreateToken makes a one-time join token for bot, valid for ttl, and
@@ -264,13 +272,27 @@ func (a *Authority) grant(ctx context.Context, bot string, wanted []string) (res
 	return g, slices.Compact(logins), nil
 }
 
-// sign signs the identity and SSH certificates of an instance.
-func (a *Authority) sign(ctx context.Context, in store.Instance, g resource.Grant, logins []string, k keys, ttl time.Duration, now time.Time) (api.Credentials, error) {
-	if ttl > g.MaxTTL {
-		ttl = g.MaxTTL
+// identityTTL converts a requested identity lifetime; zero means "as the
+// other certificates".
+func identityTTL(seconds int64) time.Duration {
+	if seconds <= 0 || seconds > int64(365*24*time.Hour/time.Second) {
+		return 0
 	}
+	return time.Duration(seconds) * time.Second
+}
+
+// sign signs the identity, SSH and Kubernetes certificates of an instance.
+//
+// The identity may live longer than the rest (idTTL): it only ever proves
+// the instance to this issuer, from the daemon's memory, and a copy is
+// caught by the generation check; outliving the short certificates it
+// renews lets a daemon recover from an issuer outage longer than they
+// last. Both are capped by the roles' max_ttl.
+func (a *Authority) sign(ctx context.Context, in store.Instance, g resource.Grant, logins []string, k keys, kube *kubePlan, ttl, idTTL time.Duration, now time.Time) (api.Credentials, error) {
+	ttl = min(ttl, g.MaxTTL)
+	idTTL = min(max(idTTL, ttl), g.MaxTTL)
 	notBefore, notAfter := now.Add(-backdate), now.Add(ttl)
-	idCert, err := a.CA.SignIdentity(k.csr, ca.Identity{Bot: in.Bot, Instance: in.ID, Generation: in.Generation}, notBefore, notAfter)
+	idCert, err := a.CA.SignIdentity(k.csr, ca.Identity{Bot: in.Bot, Instance: in.ID, Generation: in.Generation}, notBefore, now.Add(idTTL))
 	if err != nil {
 		return api.Credentials{}, err
 	}
@@ -295,7 +317,7 @@ func (a *Authority) sign(ctx context.Context, in store.Instance, g resource.Gran
 	a.Audit.Record(ctx, audit.EventIssue, audit.Allowed,
 		slog.String("bot", in.Bot), slog.String("instance", in.ID), slog.Uint64("generation", in.Generation),
 		slog.String("kind", "identity"), slog.String("serial", idCert.SerialNumber.Text(16)),
-		slog.Time("expires", notAfter))
+		slog.Time("expires", idCert.NotAfter))
 	var hostCerts []string
 	for _, h := range k.hosts {
 		names := h.names
@@ -318,6 +340,10 @@ func (a *Authority) sign(ctx context.Context, in store.Instance, g resource.Gran
 			slog.Time("expires", notAfter))
 		hostCerts = append(hostCerts, string(ssh.MarshalAuthorizedKey(cert)))
 	}
+	kubeCreds, err := a.signKubernetes(ctx, in, kube, notBefore, notAfter)
+	if err != nil {
+		return api.Credentials{}, err
+	}
 	return api.Credentials{
 		Bot:                 in.Bot,
 		Instance:            in.ID,
@@ -327,6 +353,7 @@ func (a *Authority) sign(ctx context.Context, in store.Instance, g resource.Gran
 		HostCertificates:    hostCerts,
 		SSHHostCAs:          []string{string(ssh.MarshalAuthorizedKey(a.CA.SSHHostCA()))},
 		Expires:             notAfter,
+		Kubernetes:          kubeCreds,
 	}, nil
 }
 

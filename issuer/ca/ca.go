@@ -8,6 +8,7 @@
 //	ssh_host_ca, ssh_host_ca.pub     signs SSH host certificates
 //	tls_ca.key, tls_ca.crt           signs the issuer's HTTPS serving certificate
 //	identity_ca.key, identity_ca.crt signs bot identities (mTLS client certificates)
+//	kube_ca.key, kube_ca.crt         signs Kubernetes client certificates
 //
 // and the serving certificate tls.key, tls.crt. Bot identities have their own
 // authority so that a bot certificate can never pass as the issuer to a daemon
@@ -49,6 +50,8 @@ const (
 	identityCertFile = "identity_ca.crt"
 	servingKeyFile   = "tls.key"
 	servingCertFile  = "tls.crt"
+	kubeKeyFile      = "kube_ca.key"
+	kubeCertFile     = "kube_ca.crt"
 )
 
 // caLifetime is how long the authorities created by Init are valid. They are
@@ -67,6 +70,7 @@ type Authority struct {
 	identityCA  *x509.Certificate
 	identityKey crypto.Signer
 	serving     tls.Certificate
+	kube        kubeCA
 }
 
 // Init creates the authorities and a serving certificate for hosts in dir.
@@ -108,11 +112,15 @@ func Init(dir string, hosts []string) error {
 	if err != nil {
 		return err
 	}
+	kubeCA, kubeCAKey, err := newCA(kubeCAName, now)
+	if err != nil {
+		return err
+	}
 	serving, servingKey, err := newServing(tlsCA, tlsCAKey, hosts, now)
 	if err != nil {
 		return err
 	}
-	for name, v := range map[string]any{tlsCAKeyFile: tlsCAKey, identityKeyFile: idCAKey, servingKeyFile: servingKey} {
+	for name, v := range map[string]any{tlsCAKeyFile: tlsCAKey, identityKeyFile: idCAKey, servingKeyFile: servingKey, kubeKeyFile: kubeCAKey} {
 		der, err := x509.MarshalPKCS8PrivateKey(v)
 		if err != nil {
 			return err
@@ -121,6 +129,7 @@ func Init(dir string, hosts []string) error {
 	}
 	files[tlsCACertFile] = certPEM(tlsCA)
 	files[identityCertFile] = certPEM(idCA)
+	files[kubeCertFile] = certPEM(kubeCA)
 	// The serving chain includes the authority so that a daemon pinning the
 	// authority's key can verify the chain without a CA file.
 	files[servingCertFile] = append(certPEM(serving), certPEM(tlsCA)...)
@@ -139,7 +148,7 @@ func Init(dir string, hosts []string) error {
 	slices.Sort(names)
 	names = append(names, sshUserCAFile)
 	for i, name := range names {
-		if err := writeNew(filepath.Join(dir, name), files[name]); err != nil {
+		if err := linkNew(filepath.Join(dir, name), files[name]); err != nil {
 			for _, done := range names[:i] {
 				os.Remove(filepath.Join(dir, done))
 			}
@@ -170,6 +179,11 @@ func Load(dir string) (*Authority, error) {
 	}
 	if a.serving, err = tls.LoadX509KeyPair(filepath.Join(dir, servingCertFile), filepath.Join(dir, servingKeyFile)); err != nil {
 		return nil, fmt.Errorf("serving certificate: %w", err)
+	}
+	// A state directory made before the Kubernetes client CA existed gets
+	// one now; see loadKubeCA.
+	if a.kube, err = loadKubeCA(dir); err != nil {
+		return nil, err
 	}
 	return a, nil
 }
@@ -215,37 +229,11 @@ type SSHUserRequest struct {
 
 // SignSSHUser signs an SSH user certificate with a random serial number.
 func (a *Authority) SignSSHUser(r SSHUserRequest) (*ssh.Certificate, error) {
-	if len(r.Principals) == 0 {
-		// A certificate without principals is valid for every login in
-		// OpenSSH: never sign one.
-		return nil, errors.New("ca: refusing to sign an SSH certificate with no principals")
-	}
-	serial, err := randUint64()
-	if err != nil {
-		return nil, err
-	}
-	cert := &ssh.Certificate{
-		Key:             r.Key,
-		Serial:          serial,
-		CertType:        ssh.UserCert,
-		KeyId:           r.KeyID,
-		ValidPrincipals: r.Principals,
-		ValidAfter:      uint64(r.NotBefore.Unix()),
-		ValidBefore:     uint64(r.NotAfter.Unix()),
-		Permissions: ssh.Permissions{
-			// Machines need a pty for some tools and port forwarding for
-			// tunnels; agent and X11 forwarding would expose the bot's
-			// credentials or display to the target, so they are left out.
-			Extensions: map[string]string{
-				"permit-pty":             "",
-				"permit-port-forwarding": "",
-			},
-		},
-	}
-	if err := cert.SignCert(rand.Reader, a.sshUser); err != nil {
-		return nil, fmt.Errorf("ca: sign SSH certificate: %w", err)
-	}
-	return cert, nil
+	// Machines need a pty for some tools and port forwarding for tunnels;
+	// agent and X11 forwarding would expose the bot's credentials or
+	// display to the target, so they are left out.
+	perms := ssh.Permissions{Extensions: map[string]string{"permit-pty": "", "permit-port-forwarding": ""}}
+	return signSSH(a.sshUser, ssh.UserCert, r.Key, r.KeyID, r.Principals, perms, r.NotBefore, r.NotAfter)
 }
 
 // SSHHostRequest describes an SSH host certificate to sign.
@@ -259,25 +247,32 @@ type SSHHostRequest struct {
 
 // SignSSHHost signs an SSH host certificate with a random serial number.
 func (a *Authority) SignSSHHost(r SSHHostRequest) (*ssh.Certificate, error) {
-	if len(r.Names) == 0 {
-		// A host certificate without principals is valid for every host.
-		return nil, errors.New("ca: refusing to sign an SSH host certificate with no names")
+	return signSSH(a.sshHost, ssh.HostCert, r.Key, r.KeyID, r.Names, ssh.Permissions{}, r.NotBefore, r.NotAfter)
+}
+
+// signSSH signs an SSH certificate of either type with a random serial.
+func signSSH(ca ssh.Signer, certType uint32, key ssh.PublicKey, keyID string, principals []string, perms ssh.Permissions, notBefore, notAfter time.Time) (*ssh.Certificate, error) {
+	if len(principals) == 0 {
+		// OpenSSH takes a certificate without principals as valid for
+		// every login, or every host: never sign one.
+		return nil, errors.New("ca: refusing to sign an SSH certificate with no principals")
 	}
 	serial, err := randUint64()
 	if err != nil {
 		return nil, err
 	}
 	cert := &ssh.Certificate{
-		Key:             r.Key,
+		Key:             key,
 		Serial:          serial,
-		CertType:        ssh.HostCert,
-		KeyId:           r.KeyID,
-		ValidPrincipals: r.Names,
-		ValidAfter:      uint64(r.NotBefore.Unix()),
-		ValidBefore:     uint64(r.NotAfter.Unix()),
+		CertType:        certType,
+		KeyId:           keyID,
+		ValidPrincipals: principals,
+		ValidAfter:      uint64(notBefore.Unix()),
+		ValidBefore:     uint64(notAfter.Unix()),
+		Permissions:     perms,
 	}
-	if err := cert.SignCert(rand.Reader, a.sshHost); err != nil {
-		return nil, fmt.Errorf("ca: sign SSH host certificate: %w", err)
+	if err := cert.SignCert(rand.Reader, ca); err != nil {
+		return nil, fmt.Errorf("ca: sign SSH certificate: %w", err)
 	}
 	return cert, nil
 }
@@ -389,19 +384,6 @@ func newServing(ca *x509.Certificate, caKey crypto.Signer, hosts []string, now t
 
 func certPEM(c *x509.Certificate) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
-}
-
-// writeNew writes a file that must not exist yet, with mode 0600.
-func writeNew(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }
 
 func loadSSHSigner(path string) (ssh.Signer, error) {

@@ -34,6 +34,7 @@ var stateFiles = []string{
 	"tls_ca.key", "tls_ca.crt",
 	"identity_ca.key", "identity_ca.crt",
 	"tls.key", "tls.crt",
+	"kube_ca.key", "kube_ca.crt",
 }
 
 // newAuthority initialises a state directory for hosts and loads it.
@@ -198,7 +199,7 @@ func TestInitRefusesOverwrite(t *testing.T) {
 
 	// Each key file on its own is enough to refuse: Init must never replace
 	// a key that may already be trusted somewhere.
-	for _, name := range []string{"ssh_user_ca", "ssh_host_ca", "tls_ca.key", "identity_ca.key", "tls.key"} {
+	for _, name := range []string{"ssh_user_ca", "ssh_host_ca", "tls_ca.key", "identity_ca.key", "tls.key", "kube_ca.key"} {
 		t.Run("only "+name, func(t *testing.T) {
 			dir := t.TempDir()
 			path := filepath.Join(dir, name)

@@ -66,7 +66,8 @@ func LoadDir(dir string) (*Set, error) {
 // Parse decodes and validates the resource documents in data, which was
 // read from the named file; file is used only in error messages and in the
 // Source of the resources. Each element of the result is a [Role] or a
-// [Bot], in the order of the documents. Empty documents are skipped.
+// [Bot] or a [KubeCluster], in the order of the documents. Empty documents
+// are skipped.
 //
 // Parse checks each document on its own and rejects a name defined twice
 // for the same kind within data. It does not check that the roles a bot
@@ -93,6 +94,7 @@ type loader struct {
 	problems []problem
 	roles    map[string]*decoded // by name; the first definition
 	bots     map[string]*decoded // by name; the first definition
+	clusters map[string]*decoded // kube_cluster by name; the first definition
 	botDocs  []*decoded          // every bot document, for checkRefs
 }
 
@@ -106,7 +108,7 @@ type problem struct {
 // A decoded is one resource document, with what the cross-document checks
 // need to know about it.
 type decoded struct {
-	res     Resource // Role or Bot; complete only if the document had no errors
+	res     Resource // Role, Bot or KubeCluster; complete only if the document had no errors
 	kind    string
 	name    string // "" if missing or invalid
 	nameLoc Location
@@ -130,8 +132,9 @@ func (e *lineError) Error() string { return e.loc.String() + ": " + e.msg }
 
 func newLoader() *loader {
 	return &loader{
-		roles: make(map[string]*decoded),
-		bots:  make(map[string]*decoded),
+		roles:    make(map[string]*decoded),
+		bots:     make(map[string]*decoded),
+		clusters: make(map[string]*decoded),
 	}
 }
 
@@ -159,8 +162,11 @@ func (l *loader) register(d *decoded) {
 		return
 	}
 	byName := l.roles
-	if d.kind == "bot" {
+	switch d.kind {
+	case "bot":
 		byName = l.bots
+	case kindKubeCluster:
+		byName = l.clusters
 	}
 	if first, ok := byName[d.name]; ok {
 		l.errorf(d.file, d.nameLoc.Line, "duplicate %s %q (first defined at %s)", d.kind, d.name, first.nameLoc)
@@ -211,6 +217,10 @@ func (l *loader) set() *Set {
 	}
 	for name, d := range l.bots {
 		s.bots[name] = d.res.(Bot)
+	}
+	s.clusters = make(map[string]KubeCluster, len(l.clusters))
+	for name, d := range l.clusters {
+		s.clusters[name] = d.res.(KubeCluster)
 	}
 	return s
 }

@@ -315,15 +315,15 @@ func (p *fileParser) document(doc *yaml.Node) *decoded {
 
 	kind := ""
 	if n := top["kind"]; n == nil {
-		p.errorf(root.Line, "missing kind (want role or bot)")
+		p.errorf(root.Line, "missing kind (want %s)", wantKinds)
 	} else if s, ok := p.scalar(n, "kind"); ok {
 		switch s {
 		case "":
-			p.errorf(n.Line, "missing kind (want role or bot)")
-		case "role", "bot":
+			p.errorf(n.Line, "missing kind (want %s)", wantKinds)
+		case "role", "bot", kindKubeCluster:
 			kind = s
 		default:
-			p.errorf(n.Line, "unknown kind %q (want role or bot)", s)
+			p.errorf(n.Line, "unknown kind %q (want %s)", s, wantKinds)
 		}
 	}
 
@@ -347,12 +347,16 @@ func (p *fileParser) document(doc *yaml.Node) *decoded {
 	d := &decoded{kind: kind, file: p.idx}
 	source := Location{File: p.file, Line: root.Line}
 	var description string
+	var labels map[string]string
 	if meta := top["metadata"]; meta == nil {
 		p.errorf(root.Line, "missing metadata.name")
 	} else {
 		known := []string{"name"}
-		if kind == "role" {
+		switch kind {
+		case "role":
 			known = append(known, "description")
+		case kindKubeCluster:
+			known = append(known, "description", "labels")
 		}
 		if m, ok := p.fields(meta, "metadata", known...); ok {
 			if n := m["name"]; n == nil {
@@ -370,6 +374,9 @@ func (p *fileParser) document(doc *yaml.Node) *decoded {
 			}
 			if n := m["description"]; n != nil {
 				description, _ = p.scalar(n, "metadata.description")
+			}
+			if n := m["labels"]; n != nil {
+				labels = p.clusterLabels(n)
 			}
 		}
 	}
@@ -392,6 +399,13 @@ func (p *fileParser) document(doc *yaml.Node) *decoded {
 		b.Source = source
 		d.res = b
 		p.l.botDocs = append(p.l.botDocs, d)
+	case kindKubeCluster:
+		c := p.kubeClusterSpec(spec, specLine)
+		c.Name = d.name
+		c.Description = description
+		c.Labels = labels
+		c.Source = source
+		d.res = c
 	}
 	return d
 }
@@ -404,7 +418,9 @@ func (p *fileParser) roleSpec(spec *yaml.Node) Role {
 	}
 	m, _ := p.fields(spec, "spec", "allow", "options")
 	if allow := m["allow"]; allow != nil {
-		a, _ := p.fields(allow, "spec.allow", "logins", "host_names")
+		a, _ := p.fields(allow, "spec.allow", "logins", "host_names",
+			"kubernetes_labels", "kubernetes_groups", "kubernetes_users")
+		p.roleKubernetes(a, &r)
 		if n := a["host_names"]; n != nil {
 			items, _ := p.list(n, "spec.allow.host_names")
 			for _, item := range items {

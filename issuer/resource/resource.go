@@ -1,5 +1,5 @@
-// Package resource loads the issuer's resource directory: the roles and bots
-// that decide which SSH certificates a bot may obtain.
+// Package resource loads the issuer's resource directory: the roles, bots
+// and Kubernetes clusters that decide which certificates a bot may obtain.
 //
 // Resources are YAML documents in the style of Teleport resources. A file
 // may hold several documents separated by "---":
@@ -13,6 +13,9 @@
 //	  allow:
 //	    logins: [deploy, "{{internal.logins}}"]
 //	    host_names: [build-01, build-01.example.com]
+//	    kubernetes_labels: {env: prod}   # '*': '*' for every cluster
+//	    kubernetes_groups: [deployers]
+//	    kubernetes_users: [deploy-bot]   # at most one per cluster; default bot:NAME
 //	  options:
 //	    max_ttl: 1h
 //	---
@@ -24,6 +27,19 @@
 //	  roles: [deploy]
 //	  traits:
 //	    logins: [alice]
+//	---
+//	kind: kube_cluster
+//	version: v1
+//	metadata:
+//	  name: prod
+//	  labels: {env: prod}
+//	spec:
+//	  server: https://10.0.0.1:6443
+//	  certificate_authority_data: LS0tLS1CRUdJTi...   # base64 PEM, as in a kubeconfig
+//	  # or certificate_authority_file: prod-ca.pem  (relative to this file)
+//
+// A value of kubernetes_labels may also be a list of values, any of which
+// matches, and "*" matches any value of the label.
 //
 // Decoding is strict: unknown fields, repeated fields and values of the wrong
 // type are errors, because a setting that is silently ignored is worse than
@@ -62,7 +78,8 @@ func (l Location) String() string {
 	return l.File + ":" + strconv.Itoa(l.Line)
 }
 
-// A Resource is a decoded resource document: a [Role] or a [Bot].
+// A Resource is a decoded resource document: a [Role], a [Bot] or a
+// [KubeCluster].
 type Resource interface {
 	isResource()
 }
@@ -81,6 +98,17 @@ type Role struct {
 	// HostNames are the names a host holding the role may have on its SSH
 	// host certificate. The issuer decides them, never the host.
 	HostNames []string
+
+	// KubernetesLabels select the Kubernetes clusters the role allows: a
+	// cluster is allowed when it has each label with one of the values
+	// listed. The value "*" matches any value, and the key "*" with the
+	// value "*" matches every cluster. Empty allows none.
+	KubernetesLabels map[string][]string
+	// KubernetesGroups and KubernetesUsers are the Kubernetes groups and
+	// users of the certificates for the clusters the role allows; an entry
+	// of the form "{{internal.NAME}}" stands for the bot's trait NAME.
+	KubernetesGroups []string
+	KubernetesUsers  []string
 
 	// MaxTTL is the longest certificate lifetime the role allows.
 	// It is DefaultMaxTTL if the resource sets none.
@@ -115,9 +143,10 @@ type Grant struct {
 // [LoadDir]. A Set is not modified after it is returned, so it is safe for
 // concurrent use.
 type Set struct {
-	roles map[string]Role
-	bots  map[string]Bot
-	files []string
+	roles    map[string]Role
+	bots     map[string]Bot
+	clusters map[string]KubeCluster
+	files    []string
 }
 
 // Role returns the role with the given name and reports whether it exists.
@@ -204,6 +233,15 @@ func (s *Set) Grant(bot string) (Grant, error) {
 func (r Role) clone() Role {
 	r.Logins = slices.Clone(r.Logins)
 	r.HostNames = slices.Clone(r.HostNames)
+	r.KubernetesGroups = slices.Clone(r.KubernetesGroups)
+	r.KubernetesUsers = slices.Clone(r.KubernetesUsers)
+	if r.KubernetesLabels != nil {
+		l := make(map[string][]string, len(r.KubernetesLabels))
+		for k, v := range r.KubernetesLabels {
+			l[k] = slices.Clone(v)
+		}
+		r.KubernetesLabels = l
+	}
 	return r
 }
 

@@ -318,7 +318,7 @@ func TestLoadDirErrors(t *testing.T) {
 		{
 			name:  "unknown kind",
 			files: map[string]string{"a.yaml": "\nkind: user\nversion: v1\nmetadata:\n  name: x\n"},
-			want:  []string{`a.yaml:2: unknown kind "user" (want role or bot)`},
+			want:  []string{`a.yaml:2: unknown kind "user" (want role, bot or kube_cluster)`},
 		},
 		{
 			name:  "bad version",
@@ -714,6 +714,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("a: &x [*x]\nkind: *x\n"))
 	f.Add([]byte("---\n---\nkind: role\nversion: v1\nmetadata: [\n"))
 	f.Add([]byte("kind: role\nspec: {options: {max_ttl: 1h}, allow: {logins: [\"{{internal.a}}\", 'x']}}\n"))
+	f.Add([]byte(kubeYAML))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		res, err := Parse("fuzz.yaml", data)
 		if err != nil {
@@ -741,6 +742,10 @@ func FuzzParse(f *testing.F) {
 			case Bot:
 				if !nameRE.MatchString(r.Name) || len(r.Roles) == 0 {
 					t.Errorf("invalid bot accepted: %#v", r)
+				}
+			case KubeCluster:
+				if !nameRE.MatchString(r.Name) || checkServer(r.Server) != nil || checkCAPEM(r.CAData) != nil {
+					t.Errorf("invalid kube_cluster accepted: %#v", r)
 				}
 			default:
 				t.Errorf("unexpected resource type %T", r)

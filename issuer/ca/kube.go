@@ -1,0 +1,160 @@
+package ca
+
+import (
+	"crypto"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// kubeCAName is the subject of the Kubernetes client CA.
+const kubeCAName = "MWI Kubernetes client CA"
+
+// kubeCAWait is how long Load waits for another process that is creating
+// the Kubernetes client CA to finish.
+const kubeCAWait = 2 * time.Second
+
+// kubeCA is the authority that signs Kubernetes client certificates. API
+// servers trust it through their --client-ca-file, and it trusts nothing
+// else, so a Kubernetes certificate can never pass as a bot identity.
+type kubeCA struct {
+	cert    *x509.Certificate
+	key     crypto.Signer
+	file    string // absolute path of kube_ca.crt
+	created bool   // Load made it
+}
+
+// loadKubeCA reads the Kubernetes client CA from dir. If neither of its
+// files exists, as in a state directory made by an mwi-issuer init from
+// before the Kubernetes CA, it creates them first; it never replaces a
+// file, and refuses a directory holding only one of the two.
+func loadKubeCA(dir string) (kubeCA, error) {
+	keyPath, certPath := filepath.Join(dir, kubeKeyFile), filepath.Join(dir, kubeCertFile)
+	k := kubeCA{file: certPath}
+	if abs, err := filepath.Abs(certPath); err == nil {
+		k.file = abs
+	}
+	keyExists, certExists := exists(keyPath), exists(certPath)
+	if !keyExists && !certExists {
+		switch err := createKubeCA(keyPath, certPath); {
+		case err == nil:
+			k.created = true
+		case errors.Is(err, fs.ErrExist):
+			// Another process is creating it: wait for it below.
+		default:
+			return kubeCA{}, fmt.Errorf("create the Kubernetes client CA in %s: %w", dir, err)
+		}
+	}
+	// A process creating the CA writes the key first, then the certificate.
+	for deadline := time.Now().Add(kubeCAWait); exists(keyPath) && !exists(certPath) && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	switch keyExists, certExists = exists(keyPath), exists(certPath); {
+	case keyExists && !certExists:
+		return kubeCA{}, fmt.Errorf("%s exists without %s: restore %s, or remove %s to have a new Kubernetes client CA made (API servers must then trust the new one)", keyPath, kubeCertFile, kubeCertFile, kubeKeyFile)
+	case certExists && !keyExists:
+		return kubeCA{}, fmt.Errorf("%s exists without %s: restore %s, or remove %s to have a new Kubernetes client CA made (API servers must then trust the new one)", certPath, kubeKeyFile, kubeKeyFile, kubeCertFile)
+	}
+	var err error
+	if k.cert, err = loadCert(certPath); err != nil {
+		return kubeCA{}, err
+	}
+	if k.key, err = loadKey(keyPath); err != nil {
+		return kubeCA{}, err
+	}
+	if pub, ok := k.key.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(k.cert.PublicKey) {
+		return kubeCA{}, fmt.Errorf("%s does not hold the key of %s", keyPath, certPath)
+	}
+	return k, nil
+}
+
+// createKubeCA makes a new Kubernetes client CA and writes its key, then
+// its certificate. Each file appears whole or not at all, and an existing
+// file is never replaced: the error then wraps fs.ErrExist.
+func createKubeCA(keyPath, certPath string) error {
+	cert, key, err := newCA(kubeCAName, time.Now())
+	if err != nil {
+		return err
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return err
+	}
+	if err := linkNew(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})); err != nil {
+		return err
+	}
+	return linkNew(certPath, certPEM(cert))
+}
+
+func exists(path string) bool {
+	_, err := os.Lstat(path)
+	return err == nil
+}
+
+// KubeCA returns the Kubernetes client CA's certificate.
+func (a *Authority) KubeCA() *x509.Certificate { return a.kube.cert }
+
+// KubeCAFile returns the absolute path of the Kubernetes client CA's
+// certificate: the file to name in kube-apiserver's --client-ca-file.
+func (a *Authority) KubeCAFile() string { return a.kube.file }
+
+// Created names the files that Load created because the state directory
+// lacked them: the Kubernetes client CA of a directory made by an older
+// mwi-issuer init. It is empty otherwise.
+func (a *Authority) Created() []string {
+	if !a.kube.created {
+		return nil
+	}
+	dir := filepath.Dir(a.kube.file)
+	return []string{filepath.Join(dir, kubeKeyFile), a.kube.file}
+}
+
+// KubernetesRequest describes a Kubernetes client certificate to sign.
+type KubernetesRequest struct {
+	CSR       *x509.CertificateRequest
+	User      string   // the certificate's CN
+	Groups    []string // its Os
+	NotBefore time.Time
+	NotAfter  time.Time
+}
+
+// SignKubernetes signs a Kubernetes client certificate for the key of
+// r.CSR with a random serial number. API servers take the CN as the user
+// and each O as a group; nothing else of the CSR is copied.
+func (a *Authority) SignKubernetes(r KubernetesRequest) (*x509.Certificate, error) {
+	if r.User == "" {
+		return nil, errors.New("ca: refusing to sign a Kubernetes certificate with no user")
+	}
+	if err := r.CSR.CheckSignature(); err != nil {
+		return nil, fmt.Errorf("ca: Kubernetes request signature: %w", err)
+	}
+	serial, err := randSerial()
+	if err != nil {
+		return nil, err
+	}
+	usage := x509.KeyUsageDigitalSignature
+	if _, isRSA := r.CSR.PublicKey.(*rsa.PublicKey); isRSA {
+		usage |= x509.KeyUsageKeyEncipherment
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: r.User, Organization: r.Groups},
+		NotBefore:    r.NotBefore,
+		NotAfter:     r.NotAfter,
+		KeyUsage:     usage,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, a.kube.cert, r.CSR.PublicKey, a.kube.key)
+	if err != nil {
+		return nil, fmt.Errorf("ca: sign Kubernetes certificate: %w", err)
+	}
+	return x509.ParseCertificate(der)
+}
