@@ -176,13 +176,19 @@ func (s *Server) Run(ctx context.Context) error {
 }
 
 // serve opens the socket sc and serves the agent or the API on it,
-// replacing the socket of that name, which it closes only once the new one
-// listens: make before break. fail is called if serving fails.
+// replacing the socket of that name. fail is called if serving fails.
 func (s *Server) serve(name string, sc config.Socket, fail func(error)) error {
 	ln, err := listen(sc)
 	if err != nil {
 		return err
 	}
+	s.serveOn(name, ln, fail)
+	return nil
+}
+
+// serveOn serves the agent or the API on ln, which replaces the socket of
+// that name; the old socket closes only once ln serves: make before break.
+func (s *Server) serveOn(name string, ln net.Listener, fail func(error)) {
 	sv := &served{ln: ln}
 	s.tasks.Add(1)
 	switch name {
@@ -209,7 +215,6 @@ func (s *Server) serve(name string, sc config.Socket, fail func(error)) error {
 		old.stop()
 	}
 	s.sockets[name] = sv
-	return nil
 }
 
 // alive reports whether the daemon's shared state can still be taken, for

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"slices"
@@ -73,13 +74,8 @@ func (s *Server) apply(old *config.Config) (api.ReloadResult, error) {
 			return api.ReloadResult{}, err
 		}
 	}
-	for _, sock := range []struct {
-		name      string
-		old, next config.Socket
-	}{{"agent", old.AgentSocket, next.AgentSocket}, {"api", old.APISocket, next.APISocket}} {
-		if err := s.moveSocket(sock.name, sock.old, sock.next); err != nil {
-			return api.ReloadResult{}, fmt.Errorf("sockets.%s: %w", sock.name, err)
-		}
+	if err := s.moveSockets(old, next); err != nil {
+		return api.ReloadResult{}, err
 	}
 	s.logger.SetLevel(next.Log.Level)
 	s.logger.SetFormat(next.Log.Format)
@@ -88,7 +84,11 @@ func (s *Server) apply(old *config.Config) (api.ReloadResult, error) {
 		// Make before break: the held credentials keep serving until the
 		// renewal or join with the new issuer or onboarding succeeds.
 		s.issuer.Store(ic)
-		s.rejoin.Store(rejoin)
+		if rejoin {
+			// Set, never cleared here: a later reload that only moves the
+			// issuer must not cancel a re-join still pending.
+			s.rejoin.Store(true)
+		}
 	}
 	if moved || rejoin || needsRenewal(old, next) {
 		// New logins, TTL, outputs or issuer take effect with fresh
@@ -133,26 +133,52 @@ func needsRenewal(old, next *config.Config) bool {
 		})
 }
 
-// moveSocket applies a socket's new path, mode and group. A new path is
-// listening before the old one closes. Callers are checked against the
-// configuration in use on each connection, so allow lists need nothing
-// here.
-func (s *Server) moveSocket(name string, old, next config.Socket) error {
+// moveSockets applies the sockets' new paths, modes and groups. Every new
+// path listens before any old one closes, and if one cannot be opened none
+// moves, so a failed reload leaves the sockets as they were. Callers are
+// checked against the configuration in use on each connection, so allow
+// lists need nothing here.
+func (s *Server) moveSockets(old, next *config.Config) error {
 	if s.sockets == nil {
 		return nil // not running: Run opens the sockets of the new config
 	}
-	if old.Path != next.Path {
-		s.log.Info("moving socket", "socket", name, "from", old.Path, "to", next.Path)
-		return s.serve(name, next, func(err error) { s.log.Error("socket failed", "socket", name, "err", err) })
+	type move struct {
+		name      string
+		old, next config.Socket
+		ln        net.Listener
 	}
-	if old.Mode != next.Mode {
-		if err := os.Chmod(next.Path, next.Mode); err != nil {
-			return err
+	moves := []*move{{name: "agent", old: old.AgentSocket, next: next.AgentSocket}, {name: "api", old: old.APISocket, next: next.APISocket}}
+	for i, m := range moves {
+		if m.old.Path == m.next.Path {
+			continue
 		}
+		ln, err := listen(m.next)
+		if err != nil {
+			for _, opened := range moves[:i] {
+				if opened.ln != nil {
+					opened.ln.Close()
+				}
+			}
+			return fmt.Errorf("sockets.%s: %w", m.name, err)
+		}
+		m.ln = ln
 	}
-	if old.Group != next.Group && next.Group >= 0 {
-		if err := os.Chown(next.Path, -1, next.Group); err != nil {
-			return err
+	for _, m := range moves {
+		if m.ln != nil {
+			s.log.Info("moving socket", "socket", m.name, "from", m.old.Path, "to", m.next.Path)
+			name := m.name
+			s.serveOn(name, m.ln, func(err error) { s.log.Error("socket failed", "socket", name, "err", err) })
+			continue
+		}
+		if m.old.Mode != m.next.Mode {
+			if err := os.Chmod(m.next.Path, m.next.Mode); err != nil {
+				return fmt.Errorf("sockets.%s: %w", m.name, err)
+			}
+		}
+		if m.old.Group != m.next.Group && m.next.Group >= 0 {
+			if err := os.Chown(m.next.Path, -1, m.next.Group); err != nil {
+				return fmt.Errorf("sockets.%s: %w", m.name, err)
+			}
 		}
 	}
 	return nil

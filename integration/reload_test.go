@@ -139,3 +139,39 @@ func TestIssuerResourceReload(t *testing.T) {
 		t.Fatalf("principals after the broken edit = %s; the previous set should still serve", got)
 	}
 }
+
+// TestSocketMoveAllOrNothing moves both sockets where one new path cannot
+// be used: neither moves, and the running configuration stays.
+func TestSocketMoveAllOrNothing(t *testing.T) {
+	_, d := setup(t, time.Hour)
+	before, _ := d.Status(t)
+	agent2 := filepath.Join(d.Dir, "agent2.sock")
+	blocked := filepath.Join(d.Dir, "not-a-socket")
+	if err := os.WriteFile(blocked, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := os.ReadFile(d.Config)
+	moved := strings.Replace(strings.Replace(string(data), "path: "+d.AgentSock, "path: "+agent2, 1), "path: "+d.APISock, "path: "+blocked, 1)
+	os.WriteFile(d.Config, []byte(moved), 0o600)
+	out, err := d.Ctl("reload")
+	if err == nil || !strings.Contains(out, "sockets.api") {
+		t.Fatalf("reload moving the api socket onto a file: err %v\n%s", err, out)
+	}
+	if certs, err := tryListed(t, d.AgentSock); err != nil || len(certs) != 1 {
+		t.Fatalf("the agent left its socket after a failed reload: %d certificates, %v", len(certs), err)
+	}
+	if _, err := os.Stat(agent2); err == nil {
+		t.Error("the new agent socket was left behind")
+	}
+	if st, _ := d.Status(t); st.Config.Revision != before.Config.Revision {
+		t.Errorf("revision %s after a failed reload, want %s", st.Config.Revision, before.Config.Revision)
+	}
+	// With the obstacle gone, the same file moves both.
+	os.Remove(blocked)
+	if out, err := d.Ctl("reload"); err != nil {
+		t.Fatalf("reload: %v\n%s", err, out)
+	}
+	if certs, err := tryListed(t, agent2); err != nil || len(certs) != 1 {
+		t.Fatalf("agent on the new socket: %d certificates, %v", len(certs), err)
+	}
+}

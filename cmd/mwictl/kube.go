@@ -22,7 +22,7 @@ func kubeconfig(e *env, args []string) error {
 	cluster := fs.String("cluster", "", "only the cluster `NAME` (default: every cluster mwid holds a certificate for)")
 	out := fs.String("o", "", "write the kubeconfig to `FILE`, replacing it atomically with mode 0600, instead of printing it")
 	embed := fs.Bool("embed", false, "put the client certificates and private keys inline instead of the exec plugin (the keys are then on disk)")
-	tmpl := fs.String("context-template", "", "name the contexts with this Go `template` of {{.Cluster}} and {{.Bot}} (default {{.Cluster}})")
+	tmpl := fs.String("context-template", "", "name the contexts with this `template`, in which {{.Cluster}} and {{.Bot}} are replaced (default {{.Cluster}})")
 	if err := e.parse(fs, args); err != nil {
 		return err
 	}

@@ -17,8 +17,8 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
-	"text/template"
 
 	"gopkg.in/yaml.v3"
 )
@@ -48,8 +48,8 @@ type Options struct {
 	// and Socket the API socket it is to ask.
 	Mwictl string
 	Socket string
-	// ContextTemplate is a text/template for the context names, given
-	// .Cluster and .Bot; empty means DefaultContextTemplate.
+	// ContextTemplate names the contexts: text in which {{.Cluster}} and
+	// {{.Bot}} are replaced; empty means DefaultContextTemplate.
 	ContextTemplate string
 	// Current is the cluster whose context is current; empty means the
 	// first.
@@ -190,6 +190,12 @@ func Render(clusters []Cluster, o Options) ([]byte, error) {
 	return b.Bytes(), nil
 }
 
+// maxContextTemplate bounds a context template; names are short.
+const maxContextTemplate = 256
+
+// contextField matches the fields a context template may use.
+var contextField = regexp.MustCompile(`\{\{\s*\.(Cluster|Bot)\s*\}\}`)
+
 // contextNames runs the context template for each cluster and checks that
 // the names are usable and distinct.
 func contextNames(clusters []Cluster, o Options) ([]string, error) {
@@ -197,18 +203,24 @@ func contextNames(clusters []Cluster, o Options) ([]string, error) {
 	if text == "" {
 		text = DefaultContextTemplate
 	}
-	tmpl, err := template.New("context").Option("missingkey=error").Parse(text)
-	if err != nil {
-		return nil, fmt.Errorf("context template %q: %v", text, err)
+	// Only the two fields are substituted, never a text/template program:
+	// the template comes from an API caller, and a template's loops could
+	// make mwid spend unbounded memory and time.
+	if len(text) > maxContextTemplate {
+		return nil, fmt.Errorf("context template is longer than %d bytes", maxContextTemplate)
+	}
+	if rest := contextField.ReplaceAllString(text, ""); strings.Contains(rest, "{{") || strings.Contains(rest, "}}") {
+		return nil, fmt.Errorf("context template %q: it may use only {{.Cluster}} and {{.Bot}}", text)
 	}
 	names := make([]string, len(clusters))
 	seen := map[string]string{}
 	for i, cl := range clusters {
-		var b strings.Builder
-		if err := tmpl.Execute(&b, struct{ Cluster, Bot string }{cl.Name, o.Bot}); err != nil {
-			return nil, fmt.Errorf("context template %q: %v (it may use {{.Cluster}} and {{.Bot}})", text, err)
-		}
-		name := b.String()
+		name := contextField.ReplaceAllStringFunc(text, func(f string) string {
+			if strings.Contains(f, "Cluster") {
+				return cl.Name
+			}
+			return o.Bot
+		})
 		switch {
 		case strings.TrimSpace(name) == "":
 			return nil, fmt.Errorf("context template %q gives an empty name for cluster %s", text, cl.Name)

@@ -110,8 +110,10 @@ func TestContextTemplate(t *testing.T) {
 	for _, tc := range []struct{ tmpl, want string }{
 		{"{{.Bot}}", "the same name"},
 		{"{{.Cluster", "context template"},
-		{"{{.Nope}}", "may use {{.Cluster}} and {{.Bot}}"},
-		{"{{if false}}x{{end}}", "empty name"},
+		{"{{.Nope}}", "may use only {{.Cluster}} and {{.Bot}}"},
+		{"{{range 50000000}}{{.Cluster}}{{end}}", "may use only {{.Cluster}} and {{.Bot}}"},
+		{"{{ .Cluster }}-" + strings.Repeat("x", 300), "longer than 256 bytes"},
+		{" ", "empty name"},
 		{"a\n{{.Cluster}}", "control characters"},
 	} {
 		o.ContextTemplate = tc.tmpl

@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -18,8 +17,7 @@ import (
 //
 // A socket file left by a process that died is removed; a socket that still
 // answers belongs to a running process, and Listen refuses to steal it. The
-// socket is created under a restrictive umask and then set to mode, so it is
-// never reachable with a wider mode, not even briefly.
+// socket is then set to mode.
 func Listen(path string, mode os.FileMode) (*net.UnixListener, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, err
@@ -37,9 +35,11 @@ func Listen(path string, mode os.FileMode) (*net.UnixListener, error) {
 			return nil, fmt.Errorf("remove stale socket: %w", err)
 		}
 	}
-	old := syscall.Umask(0o177)
+	// The umask is process-wide, so it is left alone: changing it here
+	// would race with files other goroutines create. Connecting needs write
+	// permission, which the usual umask (022) leaves to the owner, and the
+	// mode is set right after.
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-	syscall.Umask(old)
 	if err != nil {
 		return nil, err
 	}
