@@ -7,8 +7,17 @@ package api
 
 import "time"
 
-// JoinMethodToken is the join method of a one-time join token.
-const JoinMethodToken = "token"
+// Join methods. JoinMethodToken is a one-time secret made by the issuer's
+// admin command; the others name a token resource on the issuer
+// (JoinRequest.TokenName) whose rules admit an attestation.
+const (
+	JoinMethodToken        = "token"
+	JoinMethodGitHub       = "github"
+	JoinMethodGitLab       = "gitlab"
+	JoinMethodKubernetes   = "kubernetes"
+	JoinMethodOIDC         = "oidc"
+	JoinMethodBoundKeypair = "bound_keypair"
+)
 
 // PublicKeys carries the public halves of keys that mwid generated in memory.
 // Private keys never cross the wire.
@@ -21,10 +30,27 @@ type PublicKeys struct {
 }
 
 // JoinRequest is the body of POST /v1/join on the issuer.
+//
+// For join methods other than "token", a join is repeated at every renewal
+// with a fresh attestation (an ID token is short-lived and cannot renew an
+// identity by itself). A daemon that still holds a valid identity makes
+// that join over mutual TLS with it, and the issuer then keeps the
+// instance, advancing its generation as a renewal would.
 type JoinRequest struct {
-	JoinMethod string     `json:"join_method"`
-	Token      string     `json:"token,omitempty"`
-	Keys       PublicKeys `json:"keys"`
+	JoinMethod string `json:"join_method"`
+	// Token is the one-time secret of join method "token".
+	Token string `json:"token,omitempty"`
+	// TokenName names the issuer's token resource for the other methods.
+	TokenName string `json:"token_name,omitempty"`
+	// IDToken is the OIDC ID token (a JWT) for methods github, gitlab,
+	// kubernetes and oidc.
+	IDToken string `json:"id_token,omitempty"`
+	// Challenge and Signature prove possession of a bound key pair: the
+	// challenge from POST /v1/join/challenge, and the SSH signature over it
+	// by the bound key (ssh.Signature in wire form, base64).
+	Challenge string     `json:"challenge,omitempty"`
+	Signature string     `json:"signature,omitempty"`
+	Keys      PublicKeys `json:"keys"`
 	// SSHLogins are the principals wanted on the SSH certificate. Empty means
 	// every login the bot's roles allow.
 	SSHLogins []string `json:"ssh_logins,omitempty"`
@@ -47,6 +73,18 @@ type HostKeyRequest struct {
 	// Names are the host names wanted on the certificate. Empty means every
 	// name the bot's roles allow; the issuer refuses any other name.
 	Names []string `json:"names,omitempty"`
+}
+
+// ChallengeRequest is the body of POST /v1/join/challenge on the issuer.
+type ChallengeRequest struct {
+	TokenName string `json:"token_name"`
+}
+
+// ChallengeResponse carries a fresh challenge for a bound key pair join. It
+// can be used once, before it expires.
+type ChallengeResponse struct {
+	Challenge string    `json:"challenge"`
+	Expires   time.Time `json:"expires"`
 }
 
 // RenewRequest is the body of POST /v1/renew on the issuer. The caller is
@@ -98,11 +136,15 @@ type Error struct {
 
 // Error codes. Clients match on these, never on messages.
 const (
-	CodeBadRequest         = "bad_request"
-	CodeUnauthenticated    = "unauthenticated"
-	CodeTokenUnknown       = "token_unknown"
-	CodeTokenUsed          = "token_used"
-	CodeTokenExpired       = "token_expired"
+	CodeBadRequest      = "bad_request"
+	CodeUnauthenticated = "unauthenticated"
+	CodeTokenUnknown    = "token_unknown"
+	CodeTokenUsed       = "token_used"
+	CodeTokenExpired    = "token_expired"
+	// CodeJoinDenied is a refused attestation (ID token, key pair). Its
+	// message names the failed check but not the rules.
+	CodeJoinDenied         = "join_denied"
+	CodeNotRenewable       = "not_renewable"
 	CodeBotUnknown         = "bot_unknown"
 	CodeBotLocked          = "bot_locked"
 	CodeGenerationMismatch = "generation_mismatch"
@@ -161,7 +203,7 @@ type Credential struct {
 
 // Output describes one configured output and its last write.
 type Output struct {
-	Type        string     `json:"type"` // "ssh_host" or "kubernetes"
+	Type        string     `json:"type"` // "ssh_host", "kubernetes" or "identity"
 	Path        string     `json:"path"`
 	LastWrite   *time.Time `json:"last_write,omitempty"`
 	LastError   string     `json:"last_error,omitempty"`

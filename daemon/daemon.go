@@ -32,6 +32,9 @@ type Server struct {
 	logger *logging.Logger // log's level and format, which a reload changes
 	issuer atomic.Pointer[issuerclient.Client]
 	rejoin atomic.Bool // join again at the next renewal: the issuer or onboarding changed
+	// pending holds the keys proposed by the renewal attempt under way;
+	// see renew. Only the renewal loop touches it.
+	pending *identity.Keys
 	// notified is set once systemd was told READY=1; reloads report
 	// RELOADING=1 only after that.
 	notified atomic.Bool
@@ -84,7 +87,7 @@ func New(cfg *config.Config, log *logging.Logger) (*Server, error) {
 	s.issuer.Store(ic)
 	s.status.loadedAt = s.now()
 	s.loop = renewal.NewLoop(renewal.Loop{
-		Renew:    s.renew,
+		Renew:    s.renewForLoop,
 		Report:   s.report,
 		Interval: func() time.Duration { return s.config().RenewalInterval },
 	})
@@ -105,6 +108,15 @@ type served struct {
 // The sockets are opened first, before joining, so that a client asks a
 // daemon that says "joining" instead of finding no socket.
 func (s *Server) Run(ctx context.Context) error {
+	// A reload (SIGHUP may come at any time) waits until the sockets are
+	// set up, and then sees them.
+	s.reloadMu.Lock()
+	locked := true
+	defer func() {
+		if locked {
+			s.reloadMu.Unlock()
+		}
+	}()
 	cfg := s.config()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -138,6 +150,8 @@ func (s *Server) Run(ctx context.Context) error {
 		s.tasks.Wait()
 		return fmt.Errorf("api socket: %w", err)
 	}
+	s.reloadMu.Unlock()
+	locked = false
 	s.log.Info("mwid listening", "agent_socket", cfg.AgentSocket.Path, "api_socket", cfg.APISocket.Path,
 		"issuer", cfg.Issuer.Address, "config", cfg.Path, "revision", cfg.Revision)
 	s.tasks.Add(2)
@@ -320,12 +334,22 @@ func (s *Server) Status() api.Status {
 	switch {
 	case !c.ValidAt(s.now()):
 		out.State = "expired"
-	case st.lastError != "":
+	case st.lastError != "" || outputFailing(outputs):
 		out.State = "degraded"
 	default:
 		out.State = "ready"
 	}
 	return out
+}
+
+// outputFailing reports whether an output's last write failed.
+func outputFailing(outputs []api.Output) bool {
+	for _, o := range outputs {
+		if o.LastError != "" {
+			return true
+		}
+	}
+	return false
 }
 
 // credentials describes c's certificates, without their keys.

@@ -119,10 +119,14 @@ func kubeCluster(kc *identity.KubeCredential) kubeconfig.Cluster {
 
 // outputPath is where an output writes, as Status shows it: the host
 // certificate of an ssh_host output, the kubeconfig of a kubernetes output
-// with a directory, and "" for a kubernetes output kept in memory.
+// with a directory, "" for a kubernetes output kept in memory, and the
+// directory of an identity output.
 func outputPath(o config.Output) string {
-	if o.Kubernetes() {
+	switch {
+	case o.Kubernetes():
 		return o.KubeconfigPath()
+	case o.Identity():
+		return o.Directory
 	}
 	return o.Certificate
 }

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/mwi-project/mwi/api"
+	"github.com/mwi-project/mwi/daemon/config"
 	"github.com/mwi-project/mwi/daemon/localapi"
 	"github.com/mwi-project/mwi/internal/httpjson"
 )
@@ -36,9 +37,9 @@ func (s *Server) Identity() (api.Identity, error) {
 	}, nil
 }
 
-// hostPatterns returns the configured host patterns, or "*".
-func (s *Server) hostPatterns() []string {
-	if h := s.config().SSHHosts; len(h) > 0 {
+// hostPatterns returns cfg's host patterns, or "*".
+func hostPatterns(cfg *config.Config) []string {
+	if h := cfg.SSHHosts; len(h) > 0 {
 		return h
 	}
 	return []string{"*"}
@@ -51,20 +52,27 @@ func (s *Server) KnownHosts() (string, error) {
 	if c == nil {
 		return "", localapi.NotJoined()
 	}
+	return knownHosts(hostPatterns(s.config()), c.HostCAs), nil
+}
+
+// knownHosts returns known_hosts @cert-authority lines that trust cas for
+// the host patterns and nothing else. The API and identity outputs both
+// write them.
+func knownHosts(patterns []string, cas []ssh.PublicKey) string {
 	// known_hosts names a host on a port other than 22 as "[host]:port";
 	// each pattern is given in both forms so that it matches either way.
 	var names []string
-	for _, p := range s.hostPatterns() {
+	for _, p := range patterns {
 		names = append(names, p)
 		if p != "*" {
 			names = append(names, "["+p+"]:*")
 		}
 	}
 	var b strings.Builder
-	for _, ca := range c.HostCAs {
+	for _, ca := range cas {
 		fmt.Fprintf(&b, "@cert-authority %s %s", strings.Join(names, ","), ssh.MarshalAuthorizedKey(ca))
 	}
-	return b.String(), nil
+	return b.String()
 }
 
 // SSHConfig returns an ssh_config block for the configured host patterns:
@@ -82,7 +90,7 @@ func (s *Server) SSHConfig(mwictl string) (string, error) {
 	cfg := s.config()
 	var b strings.Builder
 	fmt.Fprintf(&b, "# ssh_config from mwid for bot %s (configuration %s).\n", c.Bot, cfg.Revision)
-	fmt.Fprintf(&b, "Host %s\n", strings.Join(s.hostPatterns(), " "))
+	fmt.Fprintf(&b, "Host %s\n", strings.Join(hostPatterns(cfg), " "))
 	fmt.Fprintf(&b, "    IdentityAgent %s\n", quote(cfg.AgentSocket.Path))
 	fmt.Fprintf(&b, "    KnownHostsCommand %s --socket %s known-hosts\n", quote(mwictl), quote(cfg.APISocket.Path))
 	b.WriteString("    UserKnownHostsFile /dev/null\n")
@@ -106,8 +114,10 @@ func defaultMwictl() string {
 
 // quote quotes a path for ssh_config when it needs it. A control character
 // is escaped rather than written, so no value can start a new line of
-// configuration.
+// configuration, and "%" is doubled because ssh expands %-tokens in these
+// directives.
 func quote(s string) string {
+	s = strings.ReplaceAll(s, "%", "%%")
 	if strings.ContainsFunc(s, func(r rune) bool { return r < ' ' || r == 0x7f || strings.ContainsRune(" \"'\\#%", r) }) {
 		return strconv.Quote(s)
 	}

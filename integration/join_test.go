@@ -67,7 +67,7 @@ func joinDirect(t *testing.T, iss *harness.Issuer, token string) (*issuerclient.
 		t.Fatal(err)
 	}
 	keys, pub := newKeys(t)
-	resp, err := ic.Join(context.Background(), api.JoinRequest{JoinMethod: "token", Token: token, Keys: pub, TTLSeconds: 600})
+	resp, err := ic.Join(context.Background(), nil, api.JoinRequest{JoinMethod: "token", Token: token, Keys: pub, TTLSeconds: 600})
 	if err != nil {
 		t.Fatalf("join: %v", err)
 	}

@@ -5,6 +5,11 @@
 // Usage:
 //
 //	mwid [-c /etc/mwi/mwid.yaml]
+//	mwid --oneshot -c FILE
+//
+// With --oneshot, mwid joins once, writes the configured outputs and exits:
+// 0 when every output was written, 1 with the reason on standard error
+// otherwise. It opens no socket.
 package main
 
 import (
@@ -31,6 +36,7 @@ func main() {
 
 func run() error {
 	path := flag.String("c", "/etc/mwi/mwid.yaml", "configuration `file`")
+	oneshot := flag.Bool("oneshot", false, "join once, write the outputs and exit, serving no socket (for CI jobs)")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", flag.Args())
@@ -53,6 +59,9 @@ func run() error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if *oneshot {
+		return srv.Oneshot(ctx)
+	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	go func() {

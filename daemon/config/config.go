@@ -49,10 +49,11 @@ type Config struct {
 	Log      Log
 }
 
-// Output is something mwid writes outside its memory. The only kind today
-// is an SSH host certificate, which sshd can only read from a file.
+// Output is something mwid writes outside its memory: an SSH host
+// certificate (which sshd can only read from a file), a kubeconfig, or
+// the files of an SSH identity for tools that cannot use the agent.
 type Output struct {
-	Type string // "ssh_host"
+	Type string // "ssh_host", "kubernetes" or "identity"
 	// HostKey is the host's public key file.
 	HostKey string
 	// Certificate is where the certificate is written; by default beside
@@ -71,7 +72,8 @@ type Output struct {
 	// Directory, if set, is where a kubernetes output writes
 	// kubeconfig.yaml with the credentials inline: the key on disk, for
 	// tools that cannot run kubectl's exec plugin. Empty keeps them in
-	// memory, served through the API.
+	// memory, served through the API. An identity output requires it: it
+	// writes its files (IdentityKeyFile and the others) there.
 	Directory string
 }
 
@@ -82,10 +84,21 @@ type Issuer struct {
 	CAFile  string
 }
 
-// Onboarding says how mwid joins.
+// Onboarding says how mwid joins. It holds only comparable values, so
+// that a reload can tell whether it changed with ==.
 type Onboarding struct {
 	JoinMethod string
-	Token      SecretSource
+	// TokenName names the issuer's token resource, for every join method
+	// but token.
+	TokenName string
+	// Token is the one-time secret of join method token.
+	Token SecretSource
+	// IDToken is where the OIDC ID token comes from, for join methods
+	// github, gitlab, kubernetes and oidc.
+	IDToken IDTokenSource
+	// Key is the bound key pair's private key, for join method
+	// bound_keypair: File or Credential is set.
+	Key SecretSource
 }
 
 // SecretSource names where a secret comes from. Exactly one field is set.
@@ -178,8 +191,11 @@ type fileIssuer struct {
 }
 
 type fileOnboard struct {
-	JoinMethod string     `yaml:"join_method"`
-	Token      fileSecret `yaml:"token"`
+	JoinMethod string       `yaml:"join_method"`
+	TokenName  string       `yaml:"token_name"`
+	Token      *fileSecret  `yaml:"token"`
+	IDToken    *fileIDToken `yaml:"id_token"`
+	Key        *fileKey     `yaml:"key"`
 }
 
 type fileSecret struct {
@@ -350,25 +366,7 @@ func (v *validator) build(f *file) *Config {
 		v.errorf("issuer", "set ca_pins or ca_file: mwid never trusts the issuer blindly")
 	}
 
-	c.Onboarding.JoinMethod = f.Onboarding.JoinMethod
-	switch f.Onboarding.JoinMethod {
-	case "token":
-		t := f.Onboarding.Token
-		set := 0
-		for _, s := range []string{t.Env, t.File, t.Credential} {
-			if s != "" {
-				set++
-			}
-		}
-		if set != 1 {
-			v.errorf("onboarding.token", "set exactly one of env, file or credential")
-		}
-		c.Onboarding.Token = SecretSource{Env: t.Env, File: v.path(t.File), Credential: t.Credential}
-	case "":
-		v.errorf("onboarding.join_method", "required (token)")
-	default:
-		v.errorf("onboarding.join_method", "unknown join method %q (want token)", f.Onboarding.JoinMethod)
-	}
+	c.Onboarding = v.onboarding(f.Onboarding)
 
 	c.CertificateTTL = v.duration("certificate_ttl", f.CertificateTTL, DefaultCertificateTTL)
 	if c.CertificateTTL < minCertificateTTL {
@@ -419,14 +417,17 @@ func (v *validator) build(f *file) *Config {
 			c.Outputs = append(c.Outputs, out)
 		case "kubernetes":
 			c.Outputs = append(c.Outputs, v.kubernetesOutput(path, o))
+		case "identity":
+			c.Outputs = append(c.Outputs, v.identityOutput(path, o))
 		case "":
-			v.errorf(path+".type", "required (ssh_host or kubernetes)")
+			v.errorf(path+".type", "required (ssh_host, kubernetes or identity)")
 		default:
-			v.errorf(path+".type", "unknown output type %q (want ssh_host or kubernetes)", o.Type)
+			v.errorf(path+".type", "unknown output type %q (want ssh_host, kubernetes or identity)", o.Type)
 		}
 	}
 
 	v.kubeDirectories(c.Outputs)
+	v.identityDirectories(c.Outputs)
 
 	c.Log = Log{Level: f.Log.Level, Format: f.Log.Format}
 	if c.Log.Level == "" {

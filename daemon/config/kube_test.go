@@ -57,7 +57,7 @@ func TestParseKubernetesOutputErrors(t *testing.T) {
 		{"unknown field", "outputs:\n  - type: kubernetes\n    cluster: a\n",
 			`mwid.yaml:23: unknown field "cluster"`},
 		{"unknown type", "outputs:\n  - type: kube\n",
-			`unknown output type "kube" (want ssh_host or kubernetes)`},
+			`unknown output type "kube" (want ssh_host, kubernetes or identity)`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse("/etc/mwi/mwid.yaml", []byte(valid+tc.outputs))

@@ -81,6 +81,7 @@ type Credentials struct {
 	SSHCert     *ssh.Certificate
 	SSHSigner   ssh.Signer
 	SSHCertText string // authorized_keys form
+	sshKey      ed25519.PrivateKey
 
 	// HostCerts answer the host keys the request carried, in order.
 	HostCerts []*ssh.Certificate
@@ -212,8 +213,32 @@ func Assemble(k *Keys, resp api.Credentials, received time.Time, hostKeys ...ssh
 		SSHCert:     cert,
 		SSHSigner:   signer,
 		SSHCertText: resp.SSHCertificate,
+		sshKey:      sshKeyIf(cert != nil, k.ssh),
 		Kubernetes:  kube,
 	}, nil
+}
+
+// sshKeyIf returns key if the credentials have a certificate for it.
+func sshKeyIf(ok bool, key ed25519.PrivateKey) ed25519.PrivateKey {
+	if !ok {
+		return nil
+	}
+	return key
+}
+
+// SSHKeyPEM returns the private key of the SSH user certificate in
+// OpenSSH's format, for an identity output. It is the only way the key
+// leaves this package; its one caller writes it to that output's file,
+// never to a log.
+func (c *Credentials) SSHKeyPEM() ([]byte, error) {
+	if c.sshKey == nil {
+		return nil, fmt.Errorf("bot %s has no SSH user certificate: its roles allow no logins", c.Bot)
+	}
+	block, err := ssh.MarshalPrivateKey(c.sshKey, "")
+	if err != nil {
+		return nil, err
+	}
+	return pem.EncodeToMemory(block), nil
 }
 
 func publicKeyEqual(a, b crypto.PublicKey) bool {

@@ -1,6 +1,7 @@
 package identity
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
@@ -123,5 +124,37 @@ func TestHolderKeepsPrevious(t *testing.T) {
 	ids := h.Identities()
 	if h.Current() != creds[2] || len(ids) != 2 || ids[0].Cert != creds[2].SSHCert || ids[1].Cert != creds[1].SSHCert {
 		t.Fatalf("holder has %d identities; want the newest then the one it replaced, and nothing older", len(ids))
+	}
+}
+
+func TestSSHKeyPEM(t *testing.T) {
+	k, pub := newKeys(t)
+	c, err := Assemble(k, issue(t, pub, ssh.UserCert, time.Hour), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := c.SSHKeyPEM()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(string(data), "-----BEGIN OPENSSH PRIVATE KEY-----\n") {
+		t.Errorf("key is not in OpenSSH's format:\n%.40s", data)
+	}
+	signer, err := ssh.ParsePrivateKey(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(signer.PublicKey().Marshal(), c.SSHCert.Key.Marshal()) {
+		t.Error("the key is not the certificate's")
+	}
+
+	noLogins := issue(t, pub, ssh.UserCert, time.Hour)
+	noLogins.SSHCertificate = ""
+	c, err = Assemble(k, noLogins, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.SSHKeyPEM(); err == nil || !strings.Contains(err.Error(), "no SSH user certificate") {
+		t.Errorf("SSHKeyPEM without a certificate: %v", err)
 	}
 }

@@ -33,6 +33,10 @@ func (e *Error) Error() string { return fmt.Sprintf("issuer refused: %s (%s)", e
 // without someone changing something: a used token, a locked bot.
 func (e *Error) Permanent() bool { return e.Status >= 400 && e.Status < 500 }
 
+// maxAnswer bounds an issuer's answer: certificates and CA bundles for
+// every output of one renewal.
+const maxAnswer = 8 << 20
+
 // Client talks to one issuer. It is safe for concurrent use.
 type Client struct {
 	base string
@@ -74,10 +78,21 @@ func New(cfg config.Issuer) (*Client, error) {
 	}, nil
 }
 
-// Join asks the issuer to admit this daemon.
-func (c *Client) Join(ctx context.Context, req api.JoinRequest) (api.Credentials, error) {
+// Join asks the issuer to admit this daemon. identity, if not nil, is the
+// bot identity the daemon still holds: joining again with it over mutual
+// TLS (as the join methods other than token do at every renewal) keeps the
+// bot instance. Without it, a join makes a new instance.
+func (c *Client) Join(ctx context.Context, identity *tls.Certificate, req api.JoinRequest) (api.Credentials, error) {
 	var out api.Credentials
-	err := c.post(ctx, "/v1/join", nil, req, &out)
+	err := c.post(ctx, "/v1/join", identity, req, &out)
+	return out, err
+}
+
+// Challenge asks the issuer for a fresh challenge for a bound key pair
+// join with the named token.
+func (c *Client) Challenge(ctx context.Context, tokenName string) (api.ChallengeResponse, error) {
+	var out api.ChallengeResponse
+	err := c.post(ctx, "/v1/join/challenge", nil, api.ChallengeRequest{TokenName: tokenName}, &out)
 	return out, err
 }
 
@@ -121,9 +136,12 @@ func (c *Client) post(ctx context.Context, path string, identity *tls.Certificat
 		return fmt.Errorf("issuer %s: %w", c.base, err)
 	}
 	defer res.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(res.Body, 1<<20))
+	data, err := io.ReadAll(io.LimitReader(res.Body, maxAnswer+1))
 	if err != nil {
 		return fmt.Errorf("issuer %s: %w", c.base, err)
+	}
+	if len(data) > maxAnswer {
+		return fmt.Errorf("issuer %s: answer larger than %d bytes; too many clusters or CA bundles for one renewal?", c.base, maxAnswer)
 	}
 	if res.StatusCode != http.StatusOK {
 		var e api.ErrorBody
