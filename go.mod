@@ -5,9 +5,11 @@ go 1.26.0
 require go.etcd.io/bbolt v1.4.3
 
 require (
+	github.com/coreos/go-oidc/v3 v3.21.0
 	github.com/fsnotify/fsnotify v1.9.0
 	github.com/getkin/kin-openapi v0.133.0
 	github.com/go-chi/chi/v5 v5.5.0
+	github.com/go-jose/go-jose/v4 v4.1.4
 	github.com/prometheus/client_golang v1.23.2
 	golang.org/x/crypto v0.58.0
 	golang.org/x/sys v0.49.0
@@ -32,5 +34,6 @@ require (
 	github.com/prometheus/procfs v0.16.1 // indirect
 	github.com/woodsbury/decimal128 v1.3.0 // indirect
 	go.yaml.in/yaml/v2 v2.4.2 // indirect
+	golang.org/x/oauth2 v0.36.0 // indirect
 	google.golang.org/protobuf v1.36.8 // indirect
 )

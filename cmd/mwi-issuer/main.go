@@ -4,7 +4,7 @@
 // Usage:
 //
 //	mwi-issuer init  --state DIR [--host NAME]...
-//	mwi-issuer serve --state DIR [--listen ADDR] [--resources DIR] [--admin-socket PATH] [--audit-log FILE]
+//	mwi-issuer serve --state DIR [--listen ADDR] [--resources DIR] [--admin-socket PATH] [--audit-log FILE] [--cluster-name NAME]
 //	mwi-issuer ca    --state DIR
 //	mwi-issuer tls rotate --state DIR [--host NAME]...
 //	mwi-issuer token create --bot NAME [--ttl 1h] [--state DIR | --admin-socket PATH]
@@ -39,7 +39,7 @@ import (
 
 const usage = `usage:
   mwi-issuer init  --state DIR [--host NAME]...
-  mwi-issuer serve --state DIR [--listen ADDR] [--resources DIR] [--admin-socket PATH] [--audit-log FILE]
+  mwi-issuer serve --state DIR [--listen ADDR] [--resources DIR] [--admin-socket PATH] [--audit-log FILE] [--cluster-name NAME]
   mwi-issuer ca    --state DIR
   mwi-issuer tls rotate --state DIR [--host NAME]...
   mwi-issuer token create --bot NAME [--ttl DURATION] [--state DIR | --admin-socket PATH]
@@ -200,6 +200,7 @@ func runServe(args []string) error {
 	resources := fs.String("resources", "", "resource `directory` (default STATE/resources)")
 	adminSock := fs.String("admin-socket", "", "admin socket `path` (default STATE/admin.sock)")
 	auditLog := fs.String("audit-log", "", "audit log `file` (default STATE/audit.log; - for standard output)")
+	clusterName := fs.String("cluster-name", "mwi", "cluster `name`: the audience ID tokens must have when their token resource sets none")
 	logFormat := fs.String("log-format", "text", "log `format`: text or json")
 	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
@@ -223,6 +224,10 @@ func runServe(args []string) error {
 	if cfg.AuditLog == "-" {
 		cfg.AuditLog = ""
 	}
+	if *clusterName == "" {
+		return errors.New("serve: --cluster-name must not be empty")
+	}
+	cfg.ClusterName = *clusterName
 	srv, err := server.New(cfg, log.Logger)
 	if err != nil {
 		return err

@@ -33,11 +33,33 @@ type Issuer struct {
 	// kube-apiserver's --client-ca-file.
 	KubeCAFile string
 	Proc       *Proc
+
+	// Args are more flags for mwi-issuer serve, and Env more environment
+	// for it, from IssuerOptions; Start uses them each time.
+	Args, Env []string
+}
+
+// IssuerOptions configure StartIssuerWith.
+type IssuerOptions struct {
+	// Args are more flags for mwi-issuer serve, such as
+	// "--cluster-name", "NAME".
+	Args []string
+	// Env is added to the issuer's environment, such as
+	// "SSL_CERT_FILE=" + a test OIDC provider's CA, so that it trusts the
+	// provider's HTTPS.
+	Env []string
 }
 
 // StartIssuer initialises an issuer in a new temporary directory, writes
 // resources (YAML) into its resource directory, and starts it.
 func StartIssuer(t testing.TB, resources string) *Issuer {
+	t.Helper()
+	return StartIssuerWith(t, resources, IssuerOptions{})
+}
+
+// StartIssuerWith starts an issuer as StartIssuer does, with more flags and
+// environment.
+func StartIssuerWith(t testing.TB, resources string, o IssuerOptions) *Issuer {
 	t.Helper()
 	b := Build(t)
 	dir := t.TempDir()
@@ -46,6 +68,8 @@ func StartIssuer(t testing.TB, resources string) *Issuer {
 		Dir:   dir,
 		State: filepath.Join(dir, "state"),
 		Addr:  fmt.Sprintf("127.0.0.1:%d", FreePort(t)),
+		Args:  o.Args,
+		Env:   o.Env,
 	}
 	iss.AdminSock = filepath.Join(iss.State, "admin.sock")
 	iss.AuditLog = filepath.Join(iss.State, "audit.log")
@@ -85,7 +109,8 @@ func (iss *Issuer) WriteResources(t testing.TB, name, yaml string) {
 // Start starts the issuer and waits until it accepts connections.
 func (iss *Issuer) Start(t testing.TB) {
 	t.Helper()
-	iss.Proc = Start(t, iss.Dir, "mwi-issuer", nil, iss.Bins.Issuer, "serve", "--state", iss.State, "--listen", iss.Addr)
+	argv := append([]string{iss.Bins.Issuer, "serve", "--state", iss.State, "--listen", iss.Addr}, iss.Args...)
+	iss.Proc = Start(t, iss.Dir, "mwi-issuer", iss.Env, argv...)
 	Eventually(t, 15*time.Second, "issuer listening", func() error {
 		if iss.Proc.Exited() {
 			t.Fatalf("mwi-issuer exited:\n%s", iss.Proc.Output())
@@ -177,6 +202,10 @@ type DaemonOptions struct {
 	// is then made in the system's temporary directory, owned by that
 	// user, since the test's own temporary directories admit only root.
 	Credential *syscall.Credential
+	// Onboarding, if set, is the whole YAML under onboarding:, such as
+	// "join_method: github\ntoken_name: ci\nid_token:\n  file: PATH";
+	// it replaces the token join (and TokenConfig).
+	Onboarding string
 }
 
 // Daemon is a running mwid.
@@ -188,11 +217,24 @@ type Daemon struct {
 	Proc      *Proc
 	Client    *client.Client
 	bins      Bins
+
+	env  []string            // added to mwid's environment
+	cred *syscall.Credential // who mwid runs as, or nil
 }
 
 // StartDaemon writes a mwid configuration for iss and starts mwid with the
 // token in its environment. It does not wait for the join.
 func StartDaemon(t testing.TB, iss *Issuer, o DaemonOptions) *Daemon {
+	t.Helper()
+	d := NewDaemon(t, iss, o)
+	d.Start(t)
+	return d
+}
+
+// NewDaemon writes a mwid configuration for iss in a new directory, as
+// StartDaemon does, without starting mwid: Start starts it (again, after
+// it stopped), and Oneshot runs mwid --oneshot with it.
+func NewDaemon(t testing.TB, iss *Issuer, o DaemonOptions) *Daemon {
 	t.Helper()
 	dir := daemonDir(t, o.Credential)
 	d := &Daemon{
@@ -201,6 +243,7 @@ func StartDaemon(t testing.TB, iss *Issuer, o DaemonOptions) *Daemon {
 		AgentSock: filepath.Join(dir, "agent.sock"),
 		APISock:   filepath.Join(dir, "api.sock"),
 		bins:      iss.Bins,
+		cred:      o.Credential,
 	}
 	d.Client = &client.Client{Socket: d.APISock}
 	if o.TTL == 0 {
@@ -209,14 +252,16 @@ func StartDaemon(t testing.TB, iss *Issuer, o DaemonOptions) *Daemon {
 	if o.TokenConfig == "" {
 		o.TokenConfig = "env: MWI_TOKEN"
 	}
+	onboarding := "join_method: token\ntoken:\n" + indent(o.TokenConfig, "  ")
+	if o.Onboarding != "" {
+		onboarding = o.Onboarding
+	}
 	logins := "ssh:\n  logins: " + yamlList(o.Logins) + "\n  hosts: " + yamlList(o.Hosts) + "\n"
 	cfg := fmt.Sprintf(`version: v1
 issuer:
   address: %s
   ca_pins: [%q]
 onboarding:
-  join_method: token
-  token:
 %s
 certificate_ttl: %s
 sockets:
@@ -226,7 +271,7 @@ sockets:
     path: %s
 log:
   level: debug
-%s%s`, iss.Addr, iss.Pin, indent(o.TokenConfig, "    "), o.TTL, d.AgentSock, d.APISock, logins, o.Extra)
+%s%s`, iss.Addr, iss.Pin, indent(onboarding, "  "), o.TTL, d.AgentSock, d.APISock, logins, o.Extra)
 	if err := os.WriteFile(d.Config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -235,9 +280,26 @@ log:
 			t.Fatal(err)
 		}
 	}
-	env := append([]string{"MWI_TOKEN=" + o.Token}, o.Env...)
-	d.Proc = StartAs(t, o.Credential, dir, "mwid", env, iss.Bins.Daemon, "-c", d.Config)
+	d.env = append([]string{"MWI_TOKEN=" + o.Token}, o.Env...)
 	return d
+}
+
+// Start starts mwid with the daemon's configuration; after the previous
+// mwid stopped, it starts a new one, with its output appended to the same
+// log.
+func (d *Daemon) Start(t testing.TB) {
+	t.Helper()
+	if d.Proc != nil && !d.Proc.Exited() {
+		t.Fatal("harness: Daemon.Start while mwid runs")
+	}
+	d.Proc = StartAs(t, d.cred, d.Dir, "mwid", d.env, d.bins.Daemon, "-c", d.Config)
+}
+
+// Oneshot runs mwid --oneshot with the daemon's configuration and
+// environment, as the test's own user, to completion within timeout, and
+// returns its combined output; the error is mwid's exit status.
+func (d *Daemon) Oneshot(ctx context.Context, timeout time.Duration) (string, error) {
+	return Run(ctx, timeout, d.env, d.bins.Daemon, "--oneshot", "-c", d.Config)
 }
 
 // daemonDir returns a new directory for a daemon: the test's own, or, for

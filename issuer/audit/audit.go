@@ -10,12 +10,13 @@ import (
 
 // Events.
 const (
-	EventJoin        = "join"
-	EventRenew       = "renew"
-	EventIssue       = "issue"
-	EventTokenCreate = "token.create"
-	EventBotLock     = "bot.lock"
-	EventBotUnlock   = "bot.unlock"
+	EventJoin          = "join"
+	EventJoinChallenge = "join.challenge"
+	EventRenew         = "renew"
+	EventIssue         = "issue"
+	EventTokenCreate   = "token.create"
+	EventBotLock       = "bot.lock"
+	EventBotUnlock     = "bot.unlock"
 )
 
 // Outcomes.

@@ -22,6 +22,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -31,6 +32,7 @@ import (
 	"github.com/mwi-project/mwi/internal/httpjson"
 	"github.com/mwi-project/mwi/issuer/audit"
 	"github.com/mwi-project/mwi/issuer/ca"
+	"github.com/mwi-project/mwi/issuer/join"
 	"github.com/mwi-project/mwi/issuer/resource"
 	"github.com/mwi-project/mwi/issuer/store"
 )
@@ -42,17 +44,31 @@ const backdate = time.Minute
 // MinTTL is the shortest certificate lifetime the issuer signs.
 const MinTTL = 5 * time.Second
 
+// DefaultClusterName is the audience of ID tokens when neither the token
+// resource nor the Authority names one.
+const DefaultClusterName = "mwi"
+
 // Authority makes the issuer's decisions. Set CA, Store and Audit before use.
 type Authority struct {
 	CA    *ca.Authority
 	Store store.Store
 	Audit *audit.Log
+	// ClusterName is the audience that ID tokens must be issued for when
+	// their token resource sets none; empty means DefaultClusterName.
+	ClusterName string
+	// IDTokens verifies ID tokens; nil means a join.Verifier with its
+	// defaults (github.com's issuer, the system's authorities).
+	IDTokens *join.Verifier
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
 	// Log receives internal errors; nil means slog.Default().
 	Log *slog.Logger
 
-	resources atomic.Pointer[resource.Set]
+	resources   atomic.Pointer[resource.Set]
+	defaultIDs  sync.Once
+	idTokens    *join.Verifier
+	challengeMu sync.Mutex
+	challenges  map[string]*challengeWindow // by token name
 }
 
 // SetResources makes s the resource set that later decisions use.
@@ -75,16 +91,25 @@ func (a *Authority) now() time.Time {
 	return time.Now()
 }
 
-// Join admits a new bot instance with a one-time token and signs its first
-// credentials.
-func (a *Authority) Join(ctx context.Context, req api.JoinRequest, remote string) (api.Credentials, error) {
+// Join admits a bot instance and signs its credentials.
+//
+// With join method "token", the request's one-time token admits a new
+// instance. With the other methods, the token resource named by the
+// request decides, from an ID token or a bound key pair's signature; see
+// joinAttested. client is the bot identity that the caller presented over
+// mutual TLS, or nil.
+func (a *Authority) Join(ctx context.Context, req api.JoinRequest, client *ca.Identity, remote string) (api.Credentials, error) {
 	attrs := []slog.Attr{slog.String("remote", remote), slog.String("join_method", req.JoinMethod)}
 	deny := func(err *httpjson.Error) (api.Credentials, error) {
 		a.Audit.Record(ctx, audit.EventJoin, audit.Denied, append(attrs, slog.String("reason", err.Message))...)
 		return api.Credentials{}, err
 	}
-	if req.JoinMethod != api.JoinMethodToken {
-		return deny(badRequest("unsupported join method %q (want %q)", req.JoinMethod, api.JoinMethodToken))
+	switch req.JoinMethod {
+	case api.JoinMethodToken:
+	case api.JoinMethodGitHub, api.JoinMethodGitLab, api.JoinMethodKubernetes, api.JoinMethodOIDC, api.JoinMethodBoundKeypair:
+		return a.joinAttested(ctx, req, client, remote)
+	default:
+		return deny(badRequest("unsupported join method %q (want token, github, gitlab, kubernetes, oidc or bound_keypair)", req.JoinMethod))
 	}
 	if req.Token == "" {
 		return deny(badRequest("token is empty"))
@@ -129,7 +154,7 @@ func (a *Authority) Join(ctx context.Context, req api.JoinRequest, remote string
 		}
 		return api.Credentials{}, fmt.Errorf("authority: consume token: %w", err)
 	}
-	in := store.Instance{ID: instance, Bot: tok.Bot, Generation: 1, Created: now}
+	in := store.Instance{ID: instance, Bot: tok.Bot, Generation: 1, Created: now, JoinMethod: api.JoinMethodToken}
 	if err := a.Store.CreateInstance(ctx, in); err != nil {
 		return api.Credentials{}, err
 	}
@@ -175,24 +200,42 @@ func (a *Authority) Renew(ctx context.Context, id ca.Identity, req api.RenewRequ
 		return api.Credentials{}, err
 	case in.Bot != id.Bot:
 		return deny(httpjson.Errorf(http.StatusUnauthorized, api.CodeUnauthenticated, "instance %s does not belong to bot %s", id.Instance, id.Bot))
+	case in.Method() != api.JoinMethodToken:
+		// An ID token or a key pair proves the machine only when it is
+		// presented; the identity alone must not outlive it.
+		return deny(httpjson.Errorf(http.StatusForbidden, api.CodeNotRenewable,
+			"instance %s joined with method %s, whose identities do not renew: re-join with a fresh attestation", id.Instance, in.Method()))
 	}
 	now := a.now()
-	in, err := a.Store.AdvanceGeneration(ctx, id.Instance, id.Generation, now)
-	switch {
-	case errors.Is(err, store.ErrInstanceUnknown):
-		return deny(httpjson.Errorf(http.StatusUnauthorized, api.CodeUnauthenticated, "bot instance %s is unknown to this issuer", id.Instance))
-	case errors.Is(err, store.ErrGenerationMismatch):
-		reason := fmt.Sprintf("generation mismatch on instance %s: presented %d, expected %d; the identity was probably copied", id.Instance, id.Generation, in.Generation)
-		if err := a.Store.LockBot(ctx, store.Lock{Bot: id.Bot, Reason: reason, At: now}); err != nil {
-			return api.Credentials{}, err
-		}
-		a.Audit.Record(ctx, audit.EventBotLock, audit.Allowed, slog.String("bot", id.Bot), slog.String("reason", reason))
-		return deny(httpjson.Errorf(http.StatusForbidden, api.CodeGenerationMismatch, "%s; bot %s is now locked", reason, id.Bot))
-	case err != nil:
+	in, herr, err := a.advance(ctx, id, now)
+	if herr != nil {
+		return deny(herr)
+	} else if err != nil {
 		return api.Credentials{}, err
 	}
 	a.Audit.Record(ctx, audit.EventRenew, audit.Allowed, append(attrs, slog.Uint64("new_generation", in.Generation))...)
 	return a.sign(ctx, in, grant, logins, keys, kube, ttl, identityTTL(req.IdentityTTLSeconds), now)
+}
+
+// advance moves the generation of id's instance on, as a renewal or a
+// re-join does. A stale generation means a copy of the identity is in use:
+// advance locks the bot, audits the lock and returns the refusal.
+func (a *Authority) advance(ctx context.Context, id ca.Identity, now time.Time) (store.Instance, *httpjson.Error, error) {
+	in, err := a.Store.AdvanceGeneration(ctx, id.Instance, id.Generation, now)
+	switch {
+	case errors.Is(err, store.ErrInstanceUnknown):
+		return in, httpjson.Errorf(http.StatusUnauthorized, api.CodeUnauthenticated, "bot instance %s is unknown to this issuer", id.Instance), nil
+	case errors.Is(err, store.ErrGenerationMismatch):
+		reason := fmt.Sprintf("generation mismatch on instance %s: presented %d, expected %d; the identity was probably copied", id.Instance, id.Generation, in.Generation)
+		if err := a.Store.LockBot(ctx, store.Lock{Bot: id.Bot, Reason: reason, At: now}); err != nil {
+			return in, nil, err
+		}
+		a.Audit.Record(ctx, audit.EventBotLock, audit.Allowed, slog.String("bot", id.Bot), slog.String("reason", reason))
+		return in, httpjson.Errorf(http.StatusForbidden, api.CodeGenerationMismatch, "%s; bot %s is now locked", reason, id.Bot), nil
+	case err != nil:
+		return in, nil, err
+	}
+	return in, nil, nil
 }
 
 // CreateToken makes a one-time join token for bot, valid for ttl, and

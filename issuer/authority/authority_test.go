@@ -286,7 +286,7 @@ func (e *env) join(t *testing.T, tok string, logins ...string) api.Credentials {
 	t.Helper()
 	creds, err := e.auth.Join(context.Background(), api.JoinRequest{
 		JoinMethod: api.JoinMethodToken, Token: tok, Keys: newKeys(t).pub, SSHLogins: logins, TTLSeconds: 600,
-	}, "192.0.2.1:1234")
+	}, nil, "192.0.2.1:1234")
 	if err != nil {
 		t.Fatalf("Join: %v", err)
 	}
@@ -324,7 +324,7 @@ func TestJoin(t *testing.T) {
 				Keys:       keys.pub,
 				SSHLogins:  tc.logins,
 				TTLSeconds: tc.ttlSeconds,
-			}, "192.0.2.1:1234")
+			}, nil, "192.0.2.1:1234")
 			if err != nil {
 				t.Fatalf("Join: %v", err)
 			}
@@ -441,7 +441,7 @@ func TestJoinTokenRefusals(t *testing.T) {
 			offset := e.audit.Len()
 			_, err := e.auth.Join(ctx, api.JoinRequest{
 				JoinMethod: api.JoinMethodToken, Token: tc.token, Keys: newKeys(t).pub, TTLSeconds: 600,
-			}, "192.0.2.1:1234")
+			}, nil, "192.0.2.1:1234")
 			e.expectDenied(t, err, offset, audit.EventJoin, tc.code, http.StatusForbidden)
 		})
 	}
@@ -505,7 +505,7 @@ func TestJoinBadRequest(t *testing.T) {
 			req := api.JoinRequest{JoinMethod: api.JoinMethodToken, Token: tok, Keys: good, TTLSeconds: 600}
 			tc.req(&req)
 			offset := e.audit.Len()
-			_, err := e.auth.Join(context.Background(), req, "192.0.2.1:1234")
+			_, err := e.auth.Join(context.Background(), req, nil, "192.0.2.1:1234")
 			e.expectDenied(t, err, offset, audit.EventJoin, api.CodeBadRequest, http.StatusBadRequest)
 		})
 	}
@@ -522,7 +522,7 @@ func TestJoinLoginNotAllowedKeepsToken(t *testing.T) {
 			offset := e.audit.Len()
 			_, err := e.auth.Join(context.Background(), api.JoinRequest{
 				JoinMethod: api.JoinMethodToken, Token: tok, Keys: newKeys(t).pub, SSHLogins: logins, TTLSeconds: 600,
-			}, "192.0.2.1:1234")
+			}, nil, "192.0.2.1:1234")
 			e.expectDenied(t, err, offset, audit.EventJoin, api.CodeLoginNotAllowed, http.StatusForbidden)
 		})
 	}
@@ -536,7 +536,7 @@ func TestJoinLoginNotAllowedKeepsToken(t *testing.T) {
 	offset := e.audit.Len()
 	_, err := e.auth.Join(context.Background(), api.JoinRequest{
 		JoinMethod: api.JoinMethodToken, Token: tok, Keys: newKeys(t).pub, TTLSeconds: 600,
-	}, "192.0.2.1:1234")
+	}, nil, "192.0.2.1:1234")
 	e.expectDenied(t, err, offset, audit.EventJoin, api.CodeTokenUsed, http.StatusForbidden)
 }
 
@@ -552,7 +552,7 @@ func TestJoinBotWithoutLogins(t *testing.T) {
 	offset := e.audit.Len()
 	_, err := e.auth.Join(context.Background(), api.JoinRequest{
 		JoinMethod: api.JoinMethodToken, Token: e.token(t, "mute"), Keys: newKeys(t).pub, SSHLogins: []string{"root"}, TTLSeconds: 600,
-	}, "192.0.2.1:1234")
+	}, nil, "192.0.2.1:1234")
 	e.expectDenied(t, err, offset, audit.EventJoin, api.CodeLoginNotAllowed, http.StatusForbidden)
 }
 
@@ -567,7 +567,7 @@ func TestJoinBotRefusals(t *testing.T) {
 		offset := e.audit.Len()
 		_, err := e.auth.Join(context.Background(), api.JoinRequest{
 			JoinMethod: api.JoinMethodToken, Token: tok, Keys: newKeys(t).pub, TTLSeconds: 600,
-		}, "192.0.2.1:1234")
+		}, nil, "192.0.2.1:1234")
 		e.expectDenied(t, err, offset, audit.EventJoin, api.CodeBotUnknown, http.StatusForbidden)
 	})
 }
@@ -584,7 +584,7 @@ func TestJoinRace(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
-			_, errs[i] = e.auth.Join(context.Background(), reqs[i], "192.0.2.1:1234")
+			_, errs[i] = e.auth.Join(context.Background(), reqs[i], nil, "192.0.2.1:1234")
 		})
 	}
 	wg.Wait()
@@ -713,11 +713,11 @@ func TestRenewGenerationMismatchLocksBot(t *testing.T) {
 		}},
 		{"renew with the stale generation again", audit.EventRenew, func(t *testing.T) error { _, err := e.renew(t, stale); return err }},
 		{"join with a new token", audit.EventJoin, func(t *testing.T) error {
-			_, err := e.auth.Join(ctx, api.JoinRequest{JoinMethod: api.JoinMethodToken, Token: e.token(t, "ci"), Keys: newKeys(t).pub, TTLSeconds: 600}, "192.0.2.1:1234")
+			_, err := e.auth.Join(ctx, api.JoinRequest{JoinMethod: api.JoinMethodToken, Token: e.token(t, "ci"), Keys: newKeys(t).pub, TTLSeconds: 600}, nil, "192.0.2.1:1234")
 			return err
 		}},
 		{"join with a token made before the lock", audit.EventJoin, func(t *testing.T) error {
-			_, err := e.auth.Join(ctx, api.JoinRequest{JoinMethod: api.JoinMethodToken, Token: pending, Keys: newKeys(t).pub, TTLSeconds: 600}, "192.0.2.1:1234")
+			_, err := e.auth.Join(ctx, api.JoinRequest{JoinMethod: api.JoinMethodToken, Token: pending, Keys: newKeys(t).pub, TTLSeconds: 600}, nil, "192.0.2.1:1234")
 			return err
 		}},
 	} {
@@ -905,7 +905,7 @@ func TestStoreFailuresAreInternal(t *testing.T) {
 			e.auth.Store = tc.store
 			_, err := e.auth.Join(context.Background(), api.JoinRequest{
 				JoinMethod: api.JoinMethodToken, Token: tok, Keys: newKeys(t).pub, TTLSeconds: 600,
-			}, "192.0.2.1:1234")
+			}, nil, "192.0.2.1:1234")
 			if err == nil {
 				t.Fatal("Join succeeded with a failing store")
 			}

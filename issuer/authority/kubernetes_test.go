@@ -122,7 +122,7 @@ func (e *env) kubeJoin(t *testing.T, bot string, clusters []string, labels ...ma
 	creds, err := e.auth.Join(context.Background(), api.JoinRequest{
 		JoinMethod: api.JoinMethodToken, Token: e.token(t, bot), Keys: newKeys(t).pub, TTLSeconds: 600,
 		Kubernetes: &api.KubernetesRequest{CSR: csrPEM(t, key), Clusters: clusters, Labels: labels},
-	}, "192.0.2.1:1234")
+	}, nil, "192.0.2.1:1234")
 	return creds, key, err
 }
 
@@ -293,7 +293,7 @@ func TestKubernetesRefusals(t *testing.T) {
 			req := tc.req
 			_, err := e.auth.Join(context.Background(), api.JoinRequest{
 				JoinMethod: api.JoinMethodToken, Token: tok, Keys: newKeys(t).pub, TTLSeconds: 600, Kubernetes: &req,
-			}, "192.0.2.1:1234")
+			}, nil, "192.0.2.1:1234")
 			e.expectDenied(t, err, offset, audit.EventJoin, tc.code, tc.status)
 			if err != nil && !strings.Contains(err.Error(), tc.msg) {
 				t.Errorf("error = %v, want it to say %q", err, tc.msg)
@@ -304,7 +304,7 @@ func TestKubernetesRefusals(t *testing.T) {
 			// A refused join leaves the token usable.
 			if _, err := e.auth.Join(context.Background(), api.JoinRequest{
 				JoinMethod: api.JoinMethodToken, Token: tok, Keys: newKeys(t).pub, TTLSeconds: 600,
-			}, "192.0.2.1:1234"); err != nil {
+			}, nil, "192.0.2.1:1234"); err != nil {
 				t.Errorf("join after the refusal: %v", err)
 			}
 		})

@@ -10,7 +10,7 @@ import (
 const kindKubeCluster = "kube_cluster"
 
 // wantKinds lists the kinds, for error messages.
-const wantKinds = "role, bot or kube_cluster"
+const wantKinds = "role, bot, kube_cluster or token"
 
 // A KubeCluster is a Kubernetes cluster that the issuer signs client
 // certificates for. The cluster's API server must trust the issuer's

@@ -20,8 +20,8 @@ import (
 // directory gives an empty set.
 //
 // Besides the checks made by [Parse], LoadDir rejects a name defined twice
-// for the same kind in different files, and a bot naming a role that no file
-// defines. If any file fails to read or to validate, LoadDir returns a nil
+// for the same kind in different files, a bot naming a role that no file
+// defines, and a token naming a bot that no file defines. If any file fails to read or to validate, LoadDir returns a nil
 // set and an error, made with [errors.Join], that holds every problem found,
 // each prefixed with "FILE:LINE: " where FILE is filepath.Join(dir, name).
 func LoadDir(dir string) (*Set, error) {
@@ -66,12 +66,13 @@ func LoadDir(dir string) (*Set, error) {
 // Parse decodes and validates the resource documents in data, which was
 // read from the named file; file is used only in error messages and in the
 // Source of the resources. Each element of the result is a [Role] or a
-// [Bot] or a [KubeCluster], in the order of the documents. Empty documents
+// [Bot], a [KubeCluster] or a [Token], in the order of the documents. Empty documents
 // are skipped.
 //
 // Parse checks each document on its own and rejects a name defined twice
 // for the same kind within data. It does not check that the roles a bot
-// names exist, since they may be defined in other files; [LoadDir] does.
+// names (or the bot a token names) exist, since they may be defined in
+// other files; [LoadDir] does.
 // On error, Parse returns no resources and an error holding every problem
 // found, each prefixed with "FILE:LINE: ".
 func Parse(file string, data []byte) ([]Resource, error) {
@@ -90,12 +91,14 @@ func Parse(file string, data []byte) ([]Resource, error) {
 // A loader accumulates the resources of one or more files, and the problems
 // found in them.
 type loader struct {
-	files    []string
-	problems []problem
-	roles    map[string]*decoded // by name; the first definition
-	bots     map[string]*decoded // by name; the first definition
-	clusters map[string]*decoded // kube_cluster by name; the first definition
-	botDocs  []*decoded          // every bot document, for checkRefs
+	files     []string
+	problems  []problem
+	roles     map[string]*decoded // by name; the first definition
+	bots      map[string]*decoded // by name; the first definition
+	clusters  map[string]*decoded // kube_cluster by name; the first definition
+	tokens    map[string]*decoded // token by name; the first definition
+	botDocs   []*decoded          // every bot document, for checkRefs
+	tokenDocs []*decoded          // every token document, for checkRefs
 }
 
 // A problem is one error, with the position used to sort errors.
@@ -108,12 +111,12 @@ type problem struct {
 // A decoded is one resource document, with what the cross-document checks
 // need to know about it.
 type decoded struct {
-	res     Resource // Role, Bot or KubeCluster; complete only if the document had no errors
+	res     Resource // Role, Bot, KubeCluster or Token; complete only if the document had no errors
 	kind    string
 	name    string // "" if missing or invalid
 	nameLoc Location
 	file    int
-	refs    []ref // a bot's roles
+	refs    []ref // a bot's roles, or a token's bot
 }
 
 // A ref is a role named by a bot.
@@ -135,6 +138,7 @@ func newLoader() *loader {
 		roles:    make(map[string]*decoded),
 		bots:     make(map[string]*decoded),
 		clusters: make(map[string]*decoded),
+		tokens:   make(map[string]*decoded),
 	}
 }
 
@@ -167,6 +171,8 @@ func (l *loader) register(d *decoded) {
 		byName = l.bots
 	case kindKubeCluster:
 		byName = l.clusters
+	case kindToken:
+		byName = l.tokens
 	}
 	if first, ok := byName[d.name]; ok {
 		l.errorf(d.file, d.nameLoc.Line, "duplicate %s %q (first defined at %s)", d.kind, d.name, first.nameLoc)
@@ -175,7 +181,8 @@ func (l *loader) register(d *decoded) {
 	byName[d.name] = d
 }
 
-// checkRefs reports every role named by a bot that is not defined.
+// checkRefs reports every role named by a bot, and every bot named by a
+// token, that is not defined.
 func (l *loader) checkRefs() {
 	for _, d := range l.botDocs {
 		for _, r := range d.refs {
@@ -185,6 +192,17 @@ func (l *loader) checkRefs() {
 					who = fmt.Sprintf("bot %q ", d.name)
 				}
 				l.errorf(d.file, r.line, "%sreferences unknown role %q", who, r.name)
+			}
+		}
+	}
+	for _, d := range l.tokenDocs {
+		for _, r := range d.refs {
+			if _, ok := l.bots[r.name]; !ok {
+				who := ""
+				if d.name != "" {
+					who = fmt.Sprintf("token %q ", d.name)
+				}
+				l.errorf(d.file, r.line, "%snames unknown bot %q in spec.bot_name", who, r.name)
 			}
 		}
 	}
@@ -221,6 +239,10 @@ func (l *loader) set() *Set {
 	s.clusters = make(map[string]KubeCluster, len(l.clusters))
 	for name, d := range l.clusters {
 		s.clusters[name] = d.res.(KubeCluster)
+	}
+	s.tokens = make(map[string]Token, len(l.tokens))
+	for name, d := range l.tokens {
+		s.tokens[name] = d.res.(Token)
 	}
 	return s
 }

@@ -320,7 +320,7 @@ func (p *fileParser) document(doc *yaml.Node) *decoded {
 		switch s {
 		case "":
 			p.errorf(n.Line, "missing kind (want %s)", wantKinds)
-		case "role", "bot", kindKubeCluster:
+		case "role", "bot", kindKubeCluster, kindToken:
 			kind = s
 		default:
 			p.errorf(n.Line, "unknown kind %q (want %s)", s, wantKinds)
@@ -348,6 +348,7 @@ func (p *fileParser) document(doc *yaml.Node) *decoded {
 	source := Location{File: p.file, Line: root.Line}
 	var description string
 	var labels map[string]string
+	var expires time.Time
 	if meta := top["metadata"]; meta == nil {
 		p.errorf(root.Line, "missing metadata.name")
 	} else {
@@ -357,6 +358,8 @@ func (p *fileParser) document(doc *yaml.Node) *decoded {
 			known = append(known, "description")
 		case kindKubeCluster:
 			known = append(known, "description", "labels")
+		case kindToken:
+			known = append(known, "description", "expires")
 		}
 		if m, ok := p.fields(meta, "metadata", known...); ok {
 			if n := m["name"]; n == nil {
@@ -377,6 +380,9 @@ func (p *fileParser) document(doc *yaml.Node) *decoded {
 			}
 			if n := m["labels"]; n != nil {
 				labels = p.clusterLabels(n)
+			}
+			if n := m["expires"]; n != nil {
+				expires = p.tokenExpires(n)
 			}
 		}
 	}
@@ -406,6 +412,14 @@ func (p *fileParser) document(doc *yaml.Node) *decoded {
 		c.Labels = labels
 		c.Source = source
 		d.res = c
+	case kindToken:
+		t := p.tokenSpec(spec, specLine, d)
+		t.Name = d.name
+		t.Description = description
+		t.Expires = expires
+		t.Source = source
+		d.res = t
+		p.l.tokenDocs = append(p.l.tokenDocs, d)
 	}
 	return d
 }

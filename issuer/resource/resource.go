@@ -1,5 +1,6 @@
 // Package resource loads the issuer's resource directory: the roles, bots
-// and Kubernetes clusters that decide which certificates a bot may obtain.
+// and Kubernetes clusters that decide which certificates a bot may obtain,
+// and the tokens that say how a bot joins without a secret.
 //
 // Resources are YAML documents in the style of Teleport resources. A file
 // may hold several documents separated by "---":
@@ -37,6 +38,21 @@
 //	  server: https://10.0.0.1:6443
 //	  certificate_authority_data: LS0tLS1CRUdJTi...   # base64 PEM, as in a kubeconfig
 //	  # or certificate_authority_file: prod-ca.pem  (relative to this file)
+//	---
+//	kind: token
+//	version: v1
+//	metadata:
+//	  name: github-ci
+//	  expires: 2027-01-01T00:00:00Z   # optional
+//	spec:
+//	  join_method: github             # github, gitlab, kubernetes, oidc or bound_keypair
+//	  bot_name: ci
+//	  github:
+//	    allow:
+//	      - repository: org/repo
+//	        ref: refs/heads/main
+//
+// See [Token] for the blocks of each join method.
 //
 // A value of kubernetes_labels may also be a list of values, any of which
 // matches, and "*" matches any value of the label.
@@ -78,8 +94,8 @@ func (l Location) String() string {
 	return l.File + ":" + strconv.Itoa(l.Line)
 }
 
-// A Resource is a decoded resource document: a [Role], a [Bot] or a
-// [KubeCluster].
+// A Resource is a decoded resource document: a [Role], a [Bot], a
+// [KubeCluster] or a [Token].
 type Resource interface {
 	isResource()
 }
@@ -146,6 +162,7 @@ type Set struct {
 	roles    map[string]Role
 	bots     map[string]Bot
 	clusters map[string]KubeCluster
+	tokens   map[string]Token
 	files    []string
 }
 

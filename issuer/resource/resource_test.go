@@ -318,7 +318,7 @@ func TestLoadDirErrors(t *testing.T) {
 		{
 			name:  "unknown kind",
 			files: map[string]string{"a.yaml": "\nkind: user\nversion: v1\nmetadata:\n  name: x\n"},
-			want:  []string{`a.yaml:2: unknown kind "user" (want role, bot or kube_cluster)`},
+			want:  []string{`a.yaml:2: unknown kind "user" (want role, bot, kube_cluster or token)`},
 		},
 		{
 			name:  "bad version",
@@ -715,6 +715,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("---\n---\nkind: role\nversion: v1\nmetadata: [\n"))
 	f.Add([]byte("kind: role\nspec: {options: {max_ttl: 1h}, allow: {logins: [\"{{internal.a}}\", 'x']}}\n"))
 	f.Add([]byte(kubeYAML))
+	f.Add([]byte(tokensYAML()))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		res, err := Parse("fuzz.yaml", data)
 		if err != nil {
@@ -747,6 +748,8 @@ func FuzzParse(f *testing.F) {
 				if !nameRE.MatchString(r.Name) || checkServer(r.Server) != nil || checkCAPEM(r.CAData) != nil {
 					t.Errorf("invalid kube_cluster accepted: %#v", r)
 				}
+			case Token:
+				checkFuzzedToken(t, r)
 			default:
 				t.Errorf("unexpected resource type %T", r)
 			}

@@ -17,8 +17,23 @@ import (
 
 // joiner is what the public API needs from the authority.
 type joiner interface {
-	Join(ctx context.Context, req api.JoinRequest, remote string) (api.Credentials, error)
+	Join(ctx context.Context, req api.JoinRequest, client *ca.Identity, remote string) (api.Credentials, error)
+	Challenge(ctx context.Context, req api.ChallengeRequest, remote string) (api.ChallengeResponse, error)
 	Renew(ctx context.Context, id ca.Identity, req api.RenewRequest, remote string) (api.Credentials, error)
+}
+
+// clientIdentity returns the bot identity that the caller presented over
+// mutual TLS, or nil if it presented none. The TLS layer has verified it
+// against the identity authority.
+func clientIdentity(r *http.Request) (*ca.Identity, error) {
+	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
+		return nil, nil
+	}
+	id, err := ca.ParseIdentity(r.TLS.VerifiedChains[0][0])
+	if err != nil {
+		return nil, httpjson.Errorf(http.StatusUnauthorized, api.CodeUnauthenticated, "client certificate: %v", err)
+	}
+	return &id, nil
 }
 
 // publicRoutes is the route table of the issuer's HTTPS API.
@@ -29,31 +44,49 @@ func publicRoutes(j joiner, log *slog.Logger) http.Handler {
 	r.Get("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		httpjson.Write(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
+	// A join may come with the caller's current identity over mutual TLS:
+	// a re-join with a fresh attestation then keeps the instance.
 	r.Post("/v1/join", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
+		client, err := clientIdentity(r)
+		if err != nil {
+			return err
+		}
 		var req api.JoinRequest
 		if err := httpjson.Decode(r, &req); err != nil {
 			return err
 		}
-		creds, err := j.Join(r.Context(), req, r.RemoteAddr)
+		creds, err := j.Join(r.Context(), req, client, r.RemoteAddr)
 		if err != nil {
 			return err
 		}
 		httpjson.Write(w, http.StatusOK, creds)
 		return nil
 	}))
-	r.Post("/v1/renew", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
-		if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
-			return httpjson.Errorf(http.StatusUnauthorized, api.CodeUnauthenticated, "renewal needs a bot identity certificate")
+	r.Post("/v1/join/challenge", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
+		var req api.ChallengeRequest
+		if err := httpjson.Decode(r, &req); err != nil {
+			return err
 		}
-		id, err := ca.ParseIdentity(r.TLS.VerifiedChains[0][0])
+		resp, err := j.Challenge(r.Context(), req, r.RemoteAddr)
 		if err != nil {
-			return httpjson.Errorf(http.StatusUnauthorized, api.CodeUnauthenticated, "client certificate: %v", err)
+			return err
+		}
+		httpjson.Write(w, http.StatusOK, resp)
+		return nil
+	}))
+	r.Post("/v1/renew", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
+		id, err := clientIdentity(r)
+		if err != nil {
+			return err
+		}
+		if id == nil {
+			return httpjson.Errorf(http.StatusUnauthorized, api.CodeUnauthenticated, "renewal needs a bot identity certificate")
 		}
 		var req api.RenewRequest
 		if err := httpjson.Decode(r, &req); err != nil {
 			return err
 		}
-		creds, err := j.Renew(r.Context(), id, req, r.RemoteAddr)
+		creds, err := j.Renew(r.Context(), *id, req, r.RemoteAddr)
 		if err != nil {
 			return err
 		}

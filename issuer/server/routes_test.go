@@ -39,17 +39,20 @@ import (
 
 // fakeJoiner records what the routes pass to the authority.
 type fakeJoiner struct {
-	mu     sync.Mutex
-	joins  []api.JoinRequest
-	renews []ca.Identity
-	remote string
-	err    error
+	mu         sync.Mutex
+	joins      []api.JoinRequest
+	clients    []*ca.Identity // the identity passed with each join
+	renews     []ca.Identity
+	challenges []api.ChallengeRequest
+	remote     string
+	err        error
 }
 
-func (f *fakeJoiner) Join(ctx context.Context, req api.JoinRequest, remote string) (api.Credentials, error) {
+func (f *fakeJoiner) Join(ctx context.Context, req api.JoinRequest, client *ca.Identity, remote string) (api.Credentials, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.joins = append(f.joins, req)
+	f.clients = append(f.clients, client)
 	f.remote = remote
 	if f.err != nil {
 		return api.Credentials{}, f.err
@@ -66,6 +69,17 @@ func (f *fakeJoiner) Renew(ctx context.Context, id ca.Identity, req api.RenewReq
 		return api.Credentials{}, f.err
 	}
 	return api.Credentials{Bot: id.Bot, Instance: id.Instance, Generation: id.Generation + 1}, nil
+}
+
+func (f *fakeJoiner) Challenge(ctx context.Context, req api.ChallengeRequest, remote string) (api.ChallengeResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.challenges = append(f.challenges, req)
+	f.remote = remote
+	if f.err != nil {
+		return api.ChallengeResponse{}, f.err
+	}
+	return api.ChallengeResponse{Challenge: "c-" + req.TokenName, Expires: time.Unix(1700000000, 0).UTC()}, nil
 }
 
 func (f *fakeJoiner) calls() (joins, renews int) {

@@ -38,6 +38,10 @@ type Config struct {
 	AdminSocket string
 	// AuditLog is the audit log file; empty means standard output.
 	AuditLog string
+	// ClusterName is the audience that ID tokens must be issued for when
+	// their token resource sets none; empty means
+	// authority.DefaultClusterName ("mwi").
+	ClusterName string
 }
 
 // DefaultConfig returns the configuration used when only a state directory
@@ -49,6 +53,7 @@ func DefaultConfig(stateDir string) Config {
 		ResourcesDir: filepath.Join(stateDir, "resources"),
 		AdminSocket:  filepath.Join(stateDir, "admin.sock"),
 		AuditLog:     filepath.Join(stateDir, "audit.log"),
+		ClusterName:  authority.DefaultClusterName,
 	}
 }
 
@@ -95,10 +100,11 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		log:   log,
 		audit: auditC,
 		auth: &authority.Authority{
-			CA:    authorities,
-			Store: st,
-			Audit: audit.New(auditW),
-			Log:   log,
+			CA:          authorities,
+			Store:       st,
+			Audit:       audit.New(auditW),
+			ClusterName: cfg.ClusterName,
+			Log:         log,
 		},
 	}
 	s.auth.SetResources(set)
@@ -122,7 +128,7 @@ func (s *Server) Reload() error {
 		return err
 	}
 	s.auth.SetResources(set)
-	s.log.Info("resources loaded", "dir", s.cfg.ResourcesDir, "roles", len(set.Roles()), "bots", len(set.Bots()))
+	s.log.Info("resources loaded", "dir", s.cfg.ResourcesDir, "roles", len(set.Roles()), "bots", len(set.Bots()), "tokens", len(set.Tokens()))
 	s.notifyStatus()
 	return nil
 }
@@ -130,7 +136,7 @@ func (s *Server) Reload() error {
 // notifyStatus tells systemd what the issuer serves, in one line.
 func (s *Server) notifyStatus() {
 	set := s.auth.Resources()
-	sdnotify.Status(fmt.Sprintf("serving %s: %d roles, %d bots", s.cfg.Listen, len(set.Roles()), len(set.Bots())))
+	sdnotify.Status(fmt.Sprintf("serving %s: %d roles, %d bots, %d tokens", s.cfg.Listen, len(set.Roles()), len(set.Bots()), len(set.Tokens())))
 }
 
 // alive reports whether the store still answers, for systemd's watchdog.
@@ -157,8 +163,9 @@ func (s *Server) Run(ctx context.Context) error {
 		TLSConfig: &tls.Config{
 			MinVersion:   tls.VersionTLS12,
 			Certificates: []tls.Certificate{*s.auth.CA.ServingCertificate()},
-			// Joining has no client certificate; renewal checks for a
-			// verified one in its handler.
+			// A first join has no client certificate; renewal, and a
+			// re-join that keeps its instance, check for a verified one
+			// in their handlers.
 			ClientAuth: tls.VerifyClientCertIfGiven,
 			ClientCAs:  s.auth.CA.IdentityPool(),
 		},
@@ -171,7 +178,7 @@ func (s *Server) Run(ctx context.Context) error {
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	s.log.Info("issuer serving", "listen", ln.Addr().String(), "admin_socket", s.cfg.AdminSocket,
-		"pin", s.auth.CA.Pin(), "resources", s.cfg.ResourcesDir)
+		"pin", s.auth.CA.Pin(), "resources", s.cfg.ResourcesDir, "cluster_name", s.auth.ClusterName)
 
 	errc := make(chan error, 2)
 	go func() { errc <- public.ServeTLS(ln, "", "") }()

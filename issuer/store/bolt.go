@@ -51,7 +51,8 @@ func Open(path string) (Store, error) {
 		return nil, fmt.Errorf("store: %w", err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketTokens, bucketInstances, bucketLocks} {
+		for _, name := range [][]byte{bucketTokens, bucketInstances, bucketLocks,
+			bucketUsed, bucketUsedExpiry, bucketChallenges, bucketChallengesExpiry} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return fmt.Errorf("create bucket %s: %w", name, err)
 			}

@@ -304,6 +304,15 @@ func TestCancelledContext(t *testing.T) {
 	if _, _, err := s.BotLock(ctx, "bot"); !errors.Is(err, context.Canceled) {
 		t.Errorf("BotLock: got %v, want context.Canceled", err)
 	}
+	if err := s.MarkUsed(ctx, "k", t0.Add(time.Hour), t0); !errors.Is(err, context.Canceled) {
+		t.Errorf("MarkUsed: got %v, want context.Canceled", err)
+	}
+	if err := s.PutChallenge(ctx, "c", "tok", t0.Add(time.Hour), t0); !errors.Is(err, context.Canceled) {
+		t.Errorf("PutChallenge: got %v, want context.Canceled", err)
+	}
+	if _, err := s.ConsumeChallenge(ctx, "c", t0); !errors.Is(err, context.Canceled) {
+		t.Errorf("ConsumeChallenge: got %v, want context.Canceled", err)
+	}
 	// Nothing may have been written.
 	if _, err := s.ConsumeToken(context.Background(), "a", "inst", t0); !errors.Is(err, ErrTokenUnknown) {
 		t.Errorf("token put under cancelled context: got %v, want ErrTokenUnknown", err)

@@ -1,5 +1,6 @@
 // Package store keeps the issuer's durable state: join tokens, bot instances
-// with their generation counters, and bot locks.
+// with their generation counters, bot locks, the ID tokens already used
+// and the pending challenges of bound key pair joins.
 //
 // Store is small on purpose so that a shared database can back several
 // issuers later; Open returns the embedded implementation.
@@ -9,6 +10,8 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/mwi-project/mwi/api"
 )
 
 // Errors returned by Store methods. Callers match them with errors.Is.
@@ -19,6 +22,11 @@ var (
 	ErrInstanceUnknown    = errors.New("bot instance unknown")
 	ErrGenerationMismatch = errors.New("generation mismatch")
 	ErrExists             = errors.New("already exists")
+	// ErrReplay is a key given to MarkUsed that was already used.
+	ErrReplay = errors.New("already used")
+	// ErrChallengeUnknown is a challenge that was never issued, was used
+	// already, or has expired.
+	ErrChallengeUnknown = errors.New("challenge unknown, used or expired")
 )
 
 // Token is a one-time join token. Only the SHA-256 hash of its secret is kept.
@@ -38,6 +46,21 @@ type Instance struct {
 	Generation uint64    `json:"generation"`
 	Created    time.Time `json:"created"`
 	Renewed    time.Time `json:"renewed,omitzero"`
+	// JoinMethod is how the instance joined (api.JoinMethod*); records
+	// made before join methods existed have none. Use Method.
+	JoinMethod string `json:"join_method,omitempty"`
+	// TokenName is the token resource the instance joined with, for join
+	// methods other than "token".
+	TokenName string `json:"token_name,omitempty"`
+}
+
+// Method returns how the instance joined: JoinMethod, or "token" for a
+// record without one, since one-time tokens were the only method then.
+func (in Instance) Method() string {
+	if in.JoinMethod == "" {
+		return api.JoinMethodToken
+	}
+	return in.JoinMethod
 }
 
 // Lock records why a bot may no longer join or renew.
@@ -76,6 +99,20 @@ type Store interface {
 	UnlockBot(ctx context.Context, bot string) error
 	// BotLock returns the bot's lock and true, or false if it is not locked.
 	BotLock(ctx context.Context, bot string) (Lock, bool, error)
+	// MarkUsed records that key (such as an ID token's jti) was used, until
+	// expires. If key is already recorded and its record has not expired
+	// at now, MarkUsed changes nothing and returns ErrReplay. Records that
+	// have expired at now are removed.
+	MarkUsed(ctx context.Context, key string, expires, now time.Time) error
+	// PutChallenge records a challenge issued for the named token resource,
+	// usable once before expires; ErrExists if it is recorded already.
+	// Challenges that have expired at now are removed.
+	PutChallenge(ctx context.Context, challenge, tokenName string, expires, now time.Time) error
+	// ConsumeChallenge removes the challenge and returns the name of the
+	// token resource it was issued for. It returns ErrChallengeUnknown for
+	// a challenge that was never issued, was consumed already, or has
+	// expired at now.
+	ConsumeChallenge(ctx context.Context, challenge string, now time.Time) (tokenName string, err error)
 	// Close releases the store.
 	Close() error
 }

@@ -1,0 +1,300 @@
+package authority
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/mwi-project/mwi/api"
+	"github.com/mwi-project/mwi/internal/httpjson"
+	"github.com/mwi-project/mwi/issuer/audit"
+	"github.com/mwi-project/mwi/issuer/ca"
+	"github.com/mwi-project/mwi/issuer/join"
+	"github.com/mwi-project/mwi/issuer/resource"
+	"github.com/mwi-project/mwi/issuer/store"
+)
+
+// ChallengeTTL is how long a bound key pair challenge can be used.
+const ChallengeTTL = 60 * time.Second
+
+// maxChallengesPerMinute bounds the challenges made for one token
+// resource in a minute by one issuer. The challenge endpoint is open to
+// anyone and writes to the store; a build host needs one per join.
+const maxChallengesPerMinute = 60
+
+// challengeWindow counts the challenges of one token in one minute.
+type challengeWindow struct {
+	start time.Time
+	n     int
+}
+
+// verifier returns the ID token verifier.
+func (a *Authority) verifier() *join.Verifier {
+	if a.IDTokens != nil {
+		return a.IDTokens
+	}
+	a.defaultIDs.Do(func() { a.idTokens = &join.Verifier{} })
+	return a.idTokens
+}
+
+// audience returns the audience ID tokens for tok must have.
+func (a *Authority) audience(tok resource.Token) string {
+	switch {
+	case tok.Audience != "":
+		return tok.Audience
+	case a.ClusterName != "":
+		return a.ClusterName
+	}
+	return DefaultClusterName
+}
+
+// joinDenied is the refusal of an attestation: the failed check, and never
+// the rules.
+func joinDenied(check string) *httpjson.Error {
+	return httpjson.Errorf(http.StatusForbidden, api.CodeJoinDenied, "%s", check)
+}
+
+// joinAttested admits a bot with a token resource and an attestation: an
+// ID token (github, gitlab, kubernetes, oidc) or a signature over a
+// challenge (bound_keypair).
+//
+// The checks run in this order: the token resource exists, has the
+// request's join method and has not expired; the attestation verifies and
+// an allow rule admits it; the bot's roles allow what is asked; the ID
+// token was not used before (recorded now, so a refusal above leaves it
+// usable). Then, if the caller presented a valid identity of an instance
+// that joined with the same token, that instance is kept and its
+// generation advanced, as a renewal would (a stale generation locks the
+// bot); otherwise a new instance is made.
+//
+// Every refusal is audited with the token name and the failed check; an
+// attestation's refusal is answered join_denied with the check's name.
+func (a *Authority) joinAttested(ctx context.Context, req api.JoinRequest, client *ca.Identity, remote string) (api.Credentials, error) {
+	attrs := []slog.Attr{slog.String("remote", remote), slog.String("join_method", req.JoinMethod), slog.String("token_name", req.TokenName)}
+	if client != nil {
+		attrs = append(attrs, slog.String("client_instance", client.Instance), slog.Uint64("client_generation", client.Generation))
+	}
+	deny := func(err *httpjson.Error, more ...slog.Attr) (api.Credentials, error) {
+		more = append(more, slog.String("reason", err.Message))
+		a.Audit.Record(ctx, audit.EventJoin, audit.Denied, append(attrs, more...)...)
+		return api.Credentials{}, err
+	}
+	denied := func(d *join.DeniedError) (api.Credentials, error) {
+		var more []slog.Attr
+		if d.Detail != "" {
+			more = append(more, slog.String("detail", d.Detail))
+		}
+		return deny(joinDenied(d.Check), more...)
+	}
+
+	if req.TokenName == "" {
+		return deny(badRequest("token_name is empty: name the token resource to join with"))
+	}
+	if req.Token != "" {
+		return deny(badRequest("token is for join method token only"))
+	}
+	if req.JoinMethod == api.JoinMethodBoundKeypair {
+		if req.Challenge == "" || req.Signature == "" {
+			return deny(badRequest("join method bound_keypair needs challenge and signature"))
+		}
+		if req.IDToken != "" {
+			return deny(badRequest("id_token is not for join method bound_keypair"))
+		}
+	} else {
+		if req.IDToken == "" {
+			return deny(badRequest("join method %s needs id_token", req.JoinMethod))
+		}
+		if req.Challenge != "" || req.Signature != "" {
+			return deny(badRequest("challenge and signature are for join method bound_keypair only"))
+		}
+	}
+	keys, ttl, herr := parseKeys(req.Keys, req.TTLSeconds, req.HostKeys)
+	if herr != nil {
+		return deny(herr)
+	}
+
+	tok, ok := a.Resources().Token(req.TokenName)
+	switch {
+	case !ok:
+		return denied(&join.DeniedError{Check: join.CheckTokenUnknown})
+	case tok.JoinMethod != req.JoinMethod:
+		return denied(&join.DeniedError{Check: join.CheckMethodMismatch, Detail: "the token's join method is " + tok.JoinMethod})
+	case tok.Expired(a.now()):
+		return denied(&join.DeniedError{Check: join.CheckTokenExpired, Detail: "expired at " + tok.Expires.Format(time.RFC3339)})
+	}
+	attrs = append(attrs, slog.String("bot", tok.BotName))
+
+	// The attestation.
+	var replayKey string
+	var replayUntil time.Time
+	if req.JoinMethod == api.JoinMethodBoundKeypair {
+		name, err := a.Store.ConsumeChallenge(ctx, req.Challenge, a.now())
+		switch {
+		case errors.Is(err, store.ErrChallengeUnknown):
+			return denied(&join.DeniedError{Check: join.CheckChallenge, Detail: err.Error()})
+		case err != nil:
+			return api.Credentials{}, fmt.Errorf("authority: consume challenge: %w", err)
+		case name != tok.Name:
+			return denied(&join.DeniedError{Check: join.CheckChallenge, Detail: fmt.Sprintf("the challenge was issued for token %q", name)})
+		}
+		if err := join.VerifyKeypair(tok.BoundKeypair.Key, req.Challenge, req.Signature); err != nil {
+			var d *join.DeniedError
+			if errors.As(err, &d) {
+				return denied(d)
+			}
+			return api.Credentials{}, err
+		}
+	} else {
+		att, err := a.verifier().VerifyIDToken(ctx, tok, a.audience(tok), req.IDToken)
+		var d *join.DeniedError
+		switch {
+		case errors.As(err, &d):
+			return denied(d)
+		case errors.Is(err, join.ErrUnavailable):
+			a.log().Warn("ID token issuer unavailable", "token_name", tok.Name, "err", err)
+			return deny(httpjson.Errorf(http.StatusServiceUnavailable, api.CodeInternal,
+				"the keys of the ID token's issuer could not be fetched; try again later"), slog.String("detail", err.Error()))
+		case err != nil:
+			return api.Credentials{}, err
+		}
+		attrs = append(attrs, slog.String("subject", att.Subject), slog.Int("rule", att.Rule))
+		replayKey, replayUntil = att.ReplayKey, att.Expiry.Add(join.Leeway)
+	}
+
+	// What the bot may have.
+	grant, logins, herr := a.grant(ctx, tok.BotName, req.SSHLogins)
+	if herr != nil {
+		return deny(herr)
+	}
+	if herr := checkHostNames(grant, keys.hosts); herr != nil {
+		return deny(herr)
+	}
+	kube, herr := a.kubernetes(tok.BotName, req.Kubernetes)
+	if herr != nil {
+		return deny(herr)
+	}
+
+	now := a.now()
+	if replayKey != "" {
+		switch err := a.Store.MarkUsed(ctx, replayKey, replayUntil, now); {
+		case errors.Is(err, store.ErrReplay):
+			return denied(&join.DeniedError{Check: join.CheckReplay})
+		case err != nil:
+			return api.Credentials{}, fmt.Errorf("authority: replay check: %w", err)
+		}
+	}
+
+	in, kept, herr, err := a.attestedInstance(ctx, tok, client, now)
+	if herr != nil {
+		return deny(herr)
+	} else if err != nil {
+		return api.Credentials{}, err
+	}
+	attrs = append(attrs, slog.String("instance", in.ID), slog.Uint64("generation", in.Generation), slog.Bool("rejoin", kept))
+	a.Audit.Record(ctx, audit.EventJoin, audit.Allowed, attrs...)
+	return a.sign(ctx, in, grant, logins, keys, kube, ttl, identityTTL(req.IdentityTTLSeconds), now)
+}
+
+// attestedInstance returns the instance an admitted attestation joins as,
+// and whether it is the caller's existing one.
+//
+// A caller that presented its identity over mutual TLS keeps its instance
+// if the instance joined with the same token resource: its generation must
+// be the one stored, and advances. An identity of another bot is refused;
+// one of an instance unknown to the store (such as after a store was
+// reset), or of an instance that joined otherwise, gets a new instance as
+// a join without an identity does.
+func (a *Authority) attestedInstance(ctx context.Context, tok resource.Token, client *ca.Identity, now time.Time) (store.Instance, bool, *httpjson.Error, error) {
+	if client != nil {
+		if client.Bot != tok.BotName {
+			return store.Instance{}, false, joinDenied(join.CheckWrongBot), nil
+		}
+		in, err := a.Store.Instance(ctx, client.Instance)
+		switch {
+		case errors.Is(err, store.ErrInstanceUnknown):
+		case err != nil:
+			return store.Instance{}, false, nil, err
+		case in.Bot != client.Bot:
+			return store.Instance{}, false, httpjson.Errorf(http.StatusUnauthorized, api.CodeUnauthenticated, "instance %s does not belong to bot %s", client.Instance, client.Bot), nil
+		case in.Method() == tok.JoinMethod && in.TokenName == tok.Name:
+			in, herr, err := a.advance(ctx, *client, now)
+			return in, true, herr, err
+		}
+	}
+	id, err := newInstanceID()
+	if err != nil {
+		return store.Instance{}, false, nil, err
+	}
+	in := store.Instance{ID: id, Bot: tok.BotName, Generation: 1, Created: now, JoinMethod: tok.JoinMethod, TokenName: tok.Name}
+	if err := a.Store.CreateInstance(ctx, in); err != nil {
+		return store.Instance{}, false, nil, err
+	}
+	return in, false, nil, nil
+}
+
+// Challenge makes a challenge for a bound key pair join with the named
+// token resource: base64 of 32 random bytes, usable once within
+// ChallengeTTL by any issuer sharing the store.
+func (a *Authority) Challenge(ctx context.Context, req api.ChallengeRequest, remote string) (api.ChallengeResponse, error) {
+	attrs := []slog.Attr{slog.String("remote", remote), slog.String("token_name", req.TokenName)}
+	deny := func(err *httpjson.Error, more ...slog.Attr) (api.ChallengeResponse, error) {
+		more = append(more, slog.String("reason", err.Message))
+		a.Audit.Record(ctx, audit.EventJoinChallenge, audit.Denied, append(attrs, more...)...)
+		return api.ChallengeResponse{}, err
+	}
+	if req.TokenName == "" {
+		return deny(badRequest("token_name is empty: name the token resource to join with"))
+	}
+	now := a.now()
+	tok, ok := a.Resources().Token(req.TokenName)
+	switch {
+	case !ok:
+		return deny(joinDenied(join.CheckTokenUnknown))
+	case tok.JoinMethod != api.JoinMethodBoundKeypair:
+		return deny(joinDenied(join.CheckMethodMismatch), slog.String("detail", "the token's join method is "+tok.JoinMethod))
+	case tok.Expired(now):
+		return deny(joinDenied(join.CheckTokenExpired))
+	case !a.allowChallenge(tok.Name, now):
+		return deny(httpjson.Errorf(http.StatusTooManyRequests, api.CodeJoinDenied, "too many challenges for this token; try again in a minute"))
+	}
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return api.ChallengeResponse{}, err
+	}
+	challenge := base64.StdEncoding.EncodeToString(b[:])
+	expires := now.Add(ChallengeTTL)
+	if err := a.Store.PutChallenge(ctx, challenge, tok.Name, expires, now); err != nil {
+		return api.ChallengeResponse{}, fmt.Errorf("authority: put challenge: %w", err)
+	}
+	a.Audit.Record(ctx, audit.EventJoinChallenge, audit.Allowed, append(attrs, slog.String("bot", tok.BotName), slog.Time("expires", expires))...)
+	return api.ChallengeResponse{Challenge: challenge, Expires: expires}, nil
+}
+
+// allowChallenge counts a challenge for token and reports whether it is
+// within maxChallengesPerMinute.
+func (a *Authority) allowChallenge(token string, now time.Time) bool {
+	a.challengeMu.Lock()
+	defer a.challengeMu.Unlock()
+	if a.challenges == nil {
+		a.challenges = make(map[string]*challengeWindow)
+	}
+	w, ok := a.challenges[token]
+	if !ok || now.Sub(w.start) >= time.Minute || now.Before(w.start) {
+		// Forget the other tokens' old windows too, so the map stays as
+		// small as the set of tokens in use.
+		for name, old := range a.challenges {
+			if now.Sub(old.start) >= time.Minute {
+				delete(a.challenges, name)
+			}
+		}
+		w = &challengeWindow{start: now}
+		a.challenges[token] = w
+	}
+	w.n++
+	return w.n <= maxChallengesPerMinute
+}

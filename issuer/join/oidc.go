@@ -1,0 +1,575 @@
+package join
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/mwi-project/mwi/issuer/resource"
+)
+
+// DefaultCacheTTL is how long a Verifier keeps what it discovered about an
+// issuer before discovering it again.
+const DefaultCacheTTL = time.Hour
+
+const (
+	// maxTokenSize bounds an ID token; real ones are a few kilobytes.
+	maxTokenSize = 16 << 10
+	// maxDocument bounds a discovery document or key set fetched.
+	maxDocument = 1 << 20
+	// httpTimeout bounds one discovery or key set request.
+	httpTimeout = 10 * time.Second
+	// minKeyRefresh is the least time between two fetches of an issuer's
+	// keys for an unknown key ID, so that tokens naming made-up key IDs
+	// cannot make the issuer hammer the provider.
+	minKeyRefresh = 10 * time.Second
+)
+
+// Verifier verifies ID tokens for token resources. Set its fields before
+// its first use; its methods are safe for concurrent use. The zero
+// Verifier verifies against github.com's issuer, trusting the system's
+// certificate authorities.
+type Verifier struct {
+	// GitHubIssuer is the issuer of GitHub Actions' ID tokens, which an
+	// enterprise_slug extends; empty means DefaultGitHubIssuer. Tests
+	// point it at a local provider.
+	GitHubIssuer string
+	// RootCAs are the authorities trusted for discovery when the token
+	// resource has no ca_data; nil means the system's (SSL_CERT_FILE).
+	RootCAs *x509.CertPool
+	// CacheTTL is how long discovered keys are kept; zero means
+	// DefaultCacheTTL. Keys are fetched again sooner for an unknown key ID.
+	CacheTTL time.Duration
+	// Now returns the current time; nil means time.Now.
+	Now func() time.Time
+
+	mu        sync.Mutex
+	providers map[string]*provider // by issuer URL and CA
+}
+
+func (v *Verifier) now() time.Time {
+	if v.Now != nil {
+		return v.Now()
+	}
+	return time.Now()
+}
+
+// source is where the keys of a token resource's ID tokens come from.
+type source struct {
+	issuer string
+	jwks   []byte // static key set; nil means discovery
+	caData []byte // CA for discovery; nil means RootCAs
+}
+
+// Issuer returns the issuer URL that ID tokens for tok must name:
+//
+//	github      https://token.actions.githubusercontent.com (GitHubIssuer),
+//	            GitHubIssuer/SLUG with enterprise_slug,
+//	            https://HOST/_services/token with enterprise_server_host
+//	gitlab      https://DOMAIN
+//	kubernetes  issuer_url
+//	oidc        issuer_url
+func (v *Verifier) Issuer(tok resource.Token) (string, error) {
+	src, err := v.source(tok)
+	return src.issuer, err
+}
+
+func (v *Verifier) source(tok resource.Token) (source, error) {
+	switch {
+	case tok.JoinMethod == resource.JoinMethodGitHub && tok.GitHub != nil:
+		g := tok.GitHub
+		base := strings.TrimSuffix(v.GitHubIssuer, "/")
+		if base == "" {
+			base = DefaultGitHubIssuer
+		}
+		switch {
+		case g.EnterpriseServerHost != "":
+			return source{issuer: "https://" + g.EnterpriseServerHost + "/_services/token", jwks: g.StaticJWKS}, nil
+		case g.EnterpriseSlug != "":
+			return source{issuer: base + "/" + g.EnterpriseSlug, jwks: g.StaticJWKS}, nil
+		default:
+			return source{issuer: base, jwks: g.StaticJWKS}, nil
+		}
+	case tok.JoinMethod == resource.JoinMethodGitLab && tok.GitLab != nil:
+		domain := tok.GitLab.Domain
+		if domain == "" {
+			domain = "gitlab.com"
+		}
+		return source{issuer: "https://" + domain, jwks: tok.GitLab.StaticJWKS}, nil
+	case tok.JoinMethod == resource.JoinMethodKubernetes && tok.Kubernetes != nil:
+		k := tok.Kubernetes
+		return source{issuer: k.IssuerURL, jwks: k.StaticJWKS, caData: k.CAData}, nil
+	case tok.JoinMethod == resource.JoinMethodOIDC && tok.OIDC != nil:
+		o := tok.OIDC
+		return source{issuer: o.IssuerURL, jwks: o.StaticJWKS, caData: o.CAData}, nil
+	}
+	return source{}, fmt.Errorf("join: token %q: join method %q takes no ID token", tok.Name, tok.JoinMethod)
+}
+
+// VerifyIDToken verifies raw, an ID token presented to join with tok, and
+// matches it against tok's allow rules. The token must be issued for
+// audience. A refusal is a *DeniedError; an error wrapping ErrUnavailable
+// means the issuer's keys could not be fetched.
+func (v *Verifier) VerifyIDToken(ctx context.Context, tok resource.Token, audience, raw string) (*Attestation, error) {
+	src, err := v.source(tok)
+	if err != nil {
+		return nil, err
+	}
+	if audience == "" {
+		return nil, errors.New("join: no audience to check ID tokens against")
+	}
+	hdr, derr := parseHeader(raw)
+	if derr != nil {
+		return nil, derr
+	}
+	if !slices.Contains(SigningAlgs, hdr.Alg) {
+		return nil, deny(CheckAlgorithm+" "+printable(hdr.Alg), "")
+	}
+	keys, err := v.keys(ctx, src, hdr.Kid)
+	if err != nil {
+		return nil, err
+	}
+	payload, derr := verifySignature(raw, hdr.Alg, keys)
+	if derr != nil {
+		return nil, derr
+	}
+	// The claims are authentic: what they say can be judged.
+	claims, derr := decodeClaims(payload)
+	if derr != nil {
+		return nil, derr
+	}
+	now := v.now()
+	exp, derr := checkClaims(claims, src.issuer, audience, now)
+	if derr != nil {
+		return nil, derr
+	}
+
+	// go-oidc checks the token again and has the last word: a token it
+	// refuses is refused whatever the checks above found. Its expiry check
+	// has no leeway, so its clock runs Leeway behind (which loosens its
+	// own not-before check, made above with Leeway).
+	pubs := make([]crypto.PublicKey, 0, len(keys))
+	for _, k := range keys {
+		pubs = append(pubs, k.Key)
+	}
+	verifier := oidc.NewVerifier(src.issuer, &oidc.StaticKeySet{PublicKeys: pubs}, &oidc.Config{
+		ClientID:             audience,
+		SupportedSigningAlgs: SigningAlgs,
+		Now:                  func() time.Time { return now.Add(-Leeway) },
+	})
+	idt, err := verifier.Verify(ctx, raw)
+	if err != nil {
+		var expired *oidc.TokenExpiredError
+		if errors.As(err, &expired) {
+			return nil, deny(CheckExpired, err.Error())
+		}
+		return nil, deny(CheckSignature, "go-oidc: "+err.Error())
+	}
+
+	att := &Attestation{
+		Issuer:   idt.Issuer,
+		Subject:  idt.Subject,
+		Audience: idt.Audience,
+		Expiry:   exp,
+		Claims:   claims,
+	}
+	if jti, ok := claims["jti"].(string); ok && jti != "" {
+		sum := sha256.Sum256([]byte(idt.Issuer + "\x00" + jti))
+		att.ReplayKey = "jti:" + hex.EncodeToString(sum[:])
+	} else {
+		sum := sha256.Sum256([]byte(raw))
+		att.ReplayKey = "token:" + hex.EncodeToString(sum[:])
+	}
+
+	var ok bool
+	switch tok.JoinMethod {
+	case resource.JoinMethodGitHub:
+		att.Rule, ok = MatchGitHub(tok.GitHub.Allow, claims)
+	case resource.JoinMethodGitLab:
+		att.Rule, ok = MatchGitLab(tok.GitLab.Allow, claims)
+	case resource.JoinMethodKubernetes:
+		att.Rule, ok = MatchKubernetes(tok.Kubernetes.Allow, claims)
+	case resource.JoinMethodOIDC:
+		att.Rule, ok = MatchOIDC(tok.OIDC.Allow, claims)
+	}
+	if !ok {
+		return nil, deny(CheckNoRule, fmt.Sprintf("sub %q", printable(idt.Subject)))
+	}
+	return att, nil
+}
+
+// header is the protected header of a compact JWS.
+type header struct {
+	Alg string `json:"alg"`
+	Kid string `json:"kid"`
+}
+
+// parseHeader decodes the header of raw, which must be a compact JWS.
+func parseHeader(raw string) (header, *DeniedError) {
+	var h header
+	if len(raw) > maxTokenSize {
+		return h, deny(CheckMalformed, fmt.Sprintf("larger than %d bytes", maxTokenSize))
+	}
+	parts := strings.Split(raw, ".")
+	if len(parts) != 3 {
+		return h, deny(CheckMalformed, "not a compact JWS (three base64url parts separated by dots)")
+	}
+	data, err := base64.RawURLEncoding.DecodeString(parts[0])
+	if err != nil {
+		return h, deny(CheckMalformed, "header is not base64url")
+	}
+	if err := json.Unmarshal(data, &h); err != nil {
+		return h, deny(CheckMalformed, "header is not a JSON object")
+	}
+	return h, nil
+}
+
+// printableRE matches what is safe to repeat from a token in a message.
+var printableRE = regexp.MustCompile(`^[\x20-\x7e]{0,128}$`)
+
+// printable returns s if it is short printable ASCII, and else a quoted,
+// shortened form.
+func printable(s string) string {
+	if printableRE.MatchString(s) && !strings.ContainsAny(s, `"\`) {
+		return s
+	}
+	if len(s) > 64 {
+		s = s[:64] + "..."
+	}
+	return strconv.QuoteToASCII(s)
+}
+
+// verifySignature checks raw's signature by one of keys and returns its
+// payload.
+func verifySignature(raw, alg string, keys []jose.JSONWebKey) ([]byte, *DeniedError) {
+	jws, err := jose.ParseSigned(raw, []jose.SignatureAlgorithm{jose.SignatureAlgorithm(alg)})
+	if err != nil {
+		return nil, deny(CheckMalformed, err.Error())
+	}
+	if len(jws.Signatures) != 1 {
+		return nil, deny(CheckMalformed, "want exactly one signature")
+	}
+	for i := range keys {
+		if payload, err := jws.Verify(&keys[i]); err == nil {
+			return payload, nil
+		}
+	}
+	return nil, deny(CheckSignature, fmt.Sprintf("%s signature verifies with none of %d candidate keys", alg, len(keys)))
+}
+
+// decodeClaims decodes a token's payload, keeping numbers as json.Number.
+func decodeClaims(payload []byte) (map[string]any, *DeniedError) {
+	dec := json.NewDecoder(bytes.NewReader(payload))
+	dec.UseNumber()
+	var claims map[string]any
+	if err := dec.Decode(&claims); err != nil || claims == nil {
+		return nil, deny(CheckMalformed, "claims are not a JSON object")
+	}
+	return claims, nil
+}
+
+// checkClaims checks the issuer, the audience and the validity period of
+// authentic claims, and returns the expiry.
+func checkClaims(claims map[string]any, issuer, audience string, now time.Time) (time.Time, *DeniedError) {
+	if iss, _ := claims["iss"].(string); iss != issuer {
+		return time.Time{}, deny(CheckIssuer, fmt.Sprintf("token issuer %q, want %q", printable(iss), issuer))
+	}
+	var auds []string
+	switch a := claims["aud"].(type) {
+	case string:
+		auds = []string{a}
+	case []any:
+		for _, x := range a {
+			if s, ok := x.(string); ok {
+				auds = append(auds, s)
+			}
+		}
+	}
+	if !slices.Contains(auds, audience) {
+		return time.Time{}, deny(CheckAudience, fmt.Sprintf("token audience %q, want %q", auds, audience))
+	}
+	exp, ok, err := numericDate(claims, "exp")
+	switch {
+	case err != nil:
+		return time.Time{}, deny(CheckMalformed, err.Error())
+	case !ok:
+		return time.Time{}, deny(CheckMalformed, "no exp claim")
+	case now.After(exp.Add(Leeway)):
+		return time.Time{}, deny(CheckExpired, fmt.Sprintf("expired at %s, now %s", exp.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339)))
+	}
+	for _, name := range []string{"nbf", "iat"} {
+		t, ok, err := numericDate(claims, name)
+		switch {
+		case err != nil:
+			return time.Time{}, deny(CheckMalformed, err.Error())
+		case ok && t.After(now.Add(Leeway)):
+			return time.Time{}, deny(CheckNotYetValid, fmt.Sprintf("%s %s, now %s", name, t.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339)))
+		}
+	}
+	return exp, nil
+}
+
+// numericDate returns the JWT NumericDate claim name, and whether it is
+// present.
+func numericDate(claims map[string]any, name string) (time.Time, bool, error) {
+	v, ok := claims[name]
+	if !ok {
+		return time.Time{}, false, nil
+	}
+	n, ok := v.(json.Number)
+	if !ok {
+		return time.Time{}, false, fmt.Errorf("claim %s is not a number", name)
+	}
+	f, err := strconv.ParseFloat(string(n), 64)
+	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) || f < 0 || f > 1e12 {
+		return time.Time{}, false, fmt.Errorf("claim %s is not a time", name)
+	}
+	sec, frac := math.Modf(f)
+	return time.Unix(int64(sec), int64(frac*1e9)), true, nil
+}
+
+// keys returns the keys of src that may have signed a token with key ID
+// kid: those with that ID, or all of them for a token without one.
+func (v *Verifier) keys(ctx context.Context, src source, kid string) ([]jose.JSONWebKey, error) {
+	if src.jwks != nil {
+		all, err := parseJWKS(src.jwks)
+		if err != nil {
+			return nil, fmt.Errorf("join: static_jwks: %w", err)
+		}
+		cands := candidates(all, kid)
+		if len(cands) == 0 {
+			return nil, deny(CheckUnknownKeyID, fmt.Sprintf("kid %s is not in the static key set", printable(kid)))
+		}
+		return cands, nil
+	}
+	p, err := v.provider(ctx, src)
+	if err != nil {
+		return nil, err
+	}
+	cands, err := p.candidates(ctx, kid, v.now())
+	if err != nil {
+		return nil, err
+	}
+	if len(cands) == 0 {
+		return nil, deny(CheckUnknownKeyID, fmt.Sprintf("kid %s is not in the key set of %s", printable(kid), src.issuer))
+	}
+	return cands, nil
+}
+
+func candidates(keys []jose.JSONWebKey, kid string) []jose.JSONWebKey {
+	if kid == "" {
+		return keys
+	}
+	var out []jose.JSONWebKey
+	for _, k := range keys {
+		if k.KeyID == kid {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// parseJWKS decodes a JSON Web Key Set, keeping the public halves of its
+// signing keys and skipping keys of types it does not know, as go-oidc
+// does.
+func parseJWKS(data []byte) ([]jose.JSONWebKey, error) {
+	var raw struct {
+		Keys []json.RawMessage `json:"keys"`
+	}
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return nil, fmt.Errorf("not a JSON Web Key Set: %v", err)
+	}
+	var keys []jose.JSONWebKey
+	for _, k := range raw.Keys {
+		var key jose.JSONWebKey
+		if err := key.UnmarshalJSON(k); err != nil {
+			if errors.Is(err, jose.ErrUnsupportedKeyType) {
+				continue
+			}
+			return nil, fmt.Errorf("not a JSON Web Key Set: %v", err)
+		}
+		if key.Use == "enc" {
+			continue
+		}
+		keys = append(keys, key.Public())
+	}
+	return keys, nil
+}
+
+// A provider is what discovery found about one issuer: where its keys are,
+// and the keys last fetched.
+type provider struct {
+	issuer  string
+	jwksURL string
+	client  *http.Client
+	created time.Time
+
+	mu      sync.Mutex
+	keys    []jose.JSONWebKey
+	fetched time.Time
+}
+
+// provider returns the discovered provider of src, discovering it if it is
+// not cached or its cache entry is older than CacheTTL.
+func (v *Verifier) provider(ctx context.Context, src source) (*provider, error) {
+	ttl := v.CacheTTL
+	if ttl <= 0 {
+		ttl = DefaultCacheTTL
+	}
+	caSum := sha256.Sum256(src.caData)
+	key := src.issuer + "\x00" + hex.EncodeToString(caSum[:])
+	now := v.now()
+	v.mu.Lock()
+	old, ok := v.providers[key]
+	fresh := ok && now.Sub(old.created) < ttl
+	v.mu.Unlock()
+	if fresh {
+		return old, nil
+	}
+	p, err := v.discover(ctx, src, now)
+	if err != nil {
+		if ok {
+			// Keep verifying with what was discovered before, and try
+			// again in a minute rather than at every join.
+			v.mu.Lock()
+			old.created = now.Add(time.Minute - ttl)
+			v.mu.Unlock()
+			return old, nil
+		}
+		return nil, err
+	}
+	v.mu.Lock()
+	if v.providers == nil {
+		v.providers = make(map[string]*provider)
+	}
+	v.providers[key] = p
+	v.mu.Unlock()
+	return p, nil
+}
+
+// discover fetches the discovery document and the key set of src.
+func (v *Verifier) discover(ctx context.Context, src source, now time.Time) (*provider, error) {
+	client, err := v.httpClient(src.caData)
+	if err != nil {
+		return nil, err
+	}
+	dctx, cancel := context.WithTimeout(ctx, httpTimeout)
+	defer cancel()
+	op, err := oidc.NewProvider(oidc.ClientContext(dctx, client), src.issuer)
+	if err != nil {
+		return nil, fmt.Errorf("%w: discovery of %s: %v", ErrUnavailable, src.issuer, err)
+	}
+	var meta struct {
+		JWKSURL string `json:"jwks_uri"`
+	}
+	if err := op.Claims(&meta); err != nil || meta.JWKSURL == "" {
+		return nil, fmt.Errorf("%w: discovery of %s: no jwks_uri", ErrUnavailable, src.issuer)
+	}
+	p := &provider{issuer: src.issuer, jwksURL: meta.JWKSURL, client: client, created: now}
+	if err := p.fetch(ctx, now); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// httpClient returns a client for discovery that trusts caData, or
+// RootCAs, or the system's authorities.
+func (v *Verifier) httpClient(caData []byte) (*http.Client, error) {
+	roots := v.RootCAs
+	if len(caData) > 0 {
+		roots = x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(caData) {
+			return nil, errors.New("join: ca_data holds no PEM certificate")
+		}
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+	return &http.Client{Timeout: httpTimeout, Transport: limitBody{tr}}, nil
+}
+
+// limitBody bounds the bodies of the responses of its transport.
+type limitBody struct{ rt http.RoundTripper }
+
+func (l limitBody) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := l.rt.RoundTrip(r)
+	if err == nil {
+		resp.Body = struct {
+			io.Reader
+			io.Closer
+		}{io.LimitReader(resp.Body, maxDocument), resp.Body}
+	}
+	return resp, err
+}
+
+// candidates returns the provider's keys with key ID kid (all keys if kid
+// is empty), fetching the key set again if none has it and the last fetch
+// is older than minKeyRefresh: the issuer may have rotated its keys.
+func (p *provider) candidates(ctx context.Context, kid string, now time.Time) ([]jose.JSONWebKey, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c := candidates(p.keys, kid); len(c) > 0 {
+		return c, nil
+	}
+	if now.Sub(p.fetched) < minKeyRefresh {
+		return nil, nil
+	}
+	if err := p.fetchLocked(ctx, now); err != nil {
+		return nil, err
+	}
+	return candidates(p.keys, kid), nil
+}
+
+func (p *provider) fetch(ctx context.Context, now time.Time) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.fetchLocked(ctx, now)
+}
+
+func (p *provider) fetchLocked(ctx context.Context, now time.Time) error {
+	ctx, cancel := context.WithTimeout(ctx, httpTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.jwksURL, nil)
+	if err != nil {
+		return fmt.Errorf("%w: keys of %s: %v", ErrUnavailable, p.issuer, err)
+	}
+	// kube-apiserver answers 406 to an Accept without its media type.
+	req.Header.Set("Accept", "application/jwk-set+json, application/json, */*;q=0.5")
+	resp, err := p.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("%w: keys of %s: %v", ErrUnavailable, p.issuer, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("%w: keys of %s: %v", ErrUnavailable, p.issuer, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%w: keys of %s: %s answered %s", ErrUnavailable, p.issuer, p.jwksURL, resp.Status)
+	}
+	keys, err := parseJWKS(body)
+	if err != nil {
+		return fmt.Errorf("%w: keys of %s at %s: %v", ErrUnavailable, p.issuer, p.jwksURL, err)
+	}
+	p.keys, p.fetched = keys, now
+	return nil
+}
