@@ -180,8 +180,20 @@ func (a *Authority) joinAttested(ctx context.Context, req api.JoinRequest, clien
 	}
 
 	now := a.now()
+	// The instance the token admits is named before the replay check, so
+	// that the check can tell a re-join by the same instance (whose platform
+	// has not yet rotated the token, as kubelet does only at 80% of a
+	// projected token's life) from a replay by anyone else.
+	newID, err := newInstanceID()
+	if err != nil {
+		return api.Credentials{}, err
+	}
+	owner := newID
+	if client != nil {
+		owner = client.Instance
+	}
 	if replayKey != "" {
-		switch err := a.Store.MarkUsed(ctx, replayKey, replayUntil, now); {
+		switch err := a.Store.MarkUsed(ctx, replayKey, owner, replayUntil, now); {
 		case errors.Is(err, store.ErrReplay):
 			return denied(&join.DeniedError{Check: join.CheckReplay})
 		case err != nil:
@@ -189,7 +201,7 @@ func (a *Authority) joinAttested(ctx context.Context, req api.JoinRequest, clien
 		}
 	}
 
-	in, kept, herr, err := a.attestedInstance(ctx, tok, client, now)
+	in, kept, herr, err := a.attestedInstance(ctx, tok, client, newID, keys.identityKey(), now)
 	if herr != nil {
 		return deny(herr)
 	} else if err != nil {
@@ -209,7 +221,7 @@ func (a *Authority) joinAttested(ctx context.Context, req api.JoinRequest, clien
 // one of an instance unknown to the store (such as after a store was
 // reset), or of an instance that joined otherwise, gets a new instance as
 // a join without an identity does.
-func (a *Authority) attestedInstance(ctx context.Context, tok resource.Token, client *ca.Identity, now time.Time) (store.Instance, bool, *httpjson.Error, error) {
+func (a *Authority) attestedInstance(ctx context.Context, tok resource.Token, client *ca.Identity, newID, key string, now time.Time) (store.Instance, bool, *httpjson.Error, error) {
 	if client != nil {
 		if client.Bot != tok.BotName {
 			return store.Instance{}, false, joinDenied(join.CheckWrongBot), nil
@@ -222,15 +234,11 @@ func (a *Authority) attestedInstance(ctx context.Context, tok resource.Token, cl
 		case in.Bot != client.Bot:
 			return store.Instance{}, false, httpjson.Errorf(http.StatusUnauthorized, api.CodeUnauthenticated, "instance %s does not belong to bot %s", client.Instance, client.Bot), nil
 		case in.Method() == tok.JoinMethod && in.TokenName == tok.Name:
-			in, herr, err := a.advance(ctx, *client, now)
+			in, herr, err := a.advance(ctx, *client, key, now)
 			return in, true, herr, err
 		}
 	}
-	id, err := newInstanceID()
-	if err != nil {
-		return store.Instance{}, false, nil, err
-	}
-	in := store.Instance{ID: id, Bot: tok.BotName, Generation: 1, Created: now, JoinMethod: tok.JoinMethod, TokenName: tok.Name}
+	in := store.Instance{ID: newID, Bot: tok.BotName, Generation: 1, Created: now, JoinMethod: tok.JoinMethod, TokenName: tok.Name, IssuedKey: key}
 	if err := a.Store.CreateInstance(ctx, in); err != nil {
 		return store.Instance{}, false, nil, err
 	}

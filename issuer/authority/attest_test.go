@@ -676,3 +676,36 @@ func TestRenewTokenInstances(t *testing.T) {
 		t.Errorf("renew of a record without join method: %v", err)
 	}
 }
+
+// TestRejoinWithTheSameToken re-joins with an ID token the instance has
+// already presented, as a pod does until kubelet rotates its projected
+// token: the same instance, over mutual TLS at its current generation, is
+// admitted; any other use of the token is a replay.
+func TestRejoinWithTheSameToken(t *testing.T) {
+	e := newAttestEnv(t)
+	ctx := context.Background()
+	raw := e.p.Mint(e.p.GitHubClaims("mwi", "org/repo"))
+	first, err := e.auth.Join(ctx, joinReq(t, api.JoinMethodGitHub, "gh", raw), nil, "r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := ca.Identity{Bot: "ci", Instance: first.Instance, Generation: first.Generation}
+	second, err := e.auth.Join(ctx, joinReq(t, api.JoinMethodGitHub, "gh", raw), &id, "r")
+	if err != nil {
+		t.Fatalf("re-join by the same instance with the same token: %v", err)
+	}
+	if second.Instance != first.Instance || second.Generation != first.Generation+1 {
+		t.Errorf("re-join = instance %s generation %d", second.Instance, second.Generation)
+	}
+	// Without the identity, the token is a replay.
+	offset := e.audit.Len()
+	_, err = e.auth.Join(ctx, joinReq(t, api.JoinMethodGitHub, "gh", raw), nil, "r")
+	e.expectJoinDenied(t, err, offset, "gh", join.CheckReplay)
+	// With the now stale identity, the generation check locks the bot.
+	if _, err := e.auth.Join(ctx, joinReq(t, api.JoinMethodGitHub, "gh", raw), &id, "r"); err == nil {
+		t.Fatal("a stale identity re-joined with the same token")
+	}
+	if _, locked, _ := e.store.BotLock(ctx, "ci"); !locked {
+		t.Error("the stale identity did not lock the bot")
+	}
+}

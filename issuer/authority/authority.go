@@ -207,7 +207,7 @@ func (a *Authority) Renew(ctx context.Context, id ca.Identity, req api.RenewRequ
 			"instance %s joined with method %s, whose identities do not renew: re-join with a fresh attestation", id.Instance, in.Method()))
 	}
 	now := a.now()
-	in, herr, err := a.advance(ctx, id, now)
+	in, herr, err := a.advance(ctx, id, keys.identityKey(), now)
 	if herr != nil {
 		return deny(herr)
 	} else if err != nil {
@@ -218,10 +218,12 @@ func (a *Authority) Renew(ctx context.Context, id ca.Identity, req api.RenewRequ
 }
 
 // advance moves the generation of id's instance on, as a renewal or a
-// re-join does. A stale generation means a copy of the identity is in use:
+// re-join does; key identifies the identity key proposed, so that a retry
+// of a renewal whose answer was lost gets the same generation again. A
+// stale generation otherwise means a copy of the identity is in use:
 // advance locks the bot, audits the lock and returns the refusal.
-func (a *Authority) advance(ctx context.Context, id ca.Identity, now time.Time) (store.Instance, *httpjson.Error, error) {
-	in, err := a.Store.AdvanceGeneration(ctx, id.Instance, id.Generation, now)
+func (a *Authority) advance(ctx context.Context, id ca.Identity, key string, now time.Time) (store.Instance, *httpjson.Error, error) {
+	in, err := a.Store.AdvanceGeneration(ctx, id.Instance, id.Generation, key, now)
 	switch {
 	case errors.Is(err, store.ErrInstanceUnknown):
 		return in, httpjson.Errorf(http.StatusUnauthorized, api.CodeUnauthenticated, "bot instance %s is unknown to this issuer", id.Instance), nil
@@ -398,6 +400,13 @@ func (a *Authority) sign(ctx context.Context, in store.Instance, g resource.Gran
 		Expires:             notAfter,
 		Kubernetes:          kubeCreds,
 	}, nil
+}
+
+// identityKey identifies the proposed identity key: the hash of its
+// public key.
+func (k keys) identityKey() string {
+	sum := sha256.Sum256(k.csr.RawSubjectPublicKeyInfo)
+	return hex.EncodeToString(sum[:])
 }
 
 type keys struct {

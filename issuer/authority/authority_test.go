@@ -941,3 +941,38 @@ func TestRenewOtherBotsInstanceLocksNothing(t *testing.T) {
 		t.Fatalf("instance generation = %d, %v; want it unchanged at %d", in.Generation, err, creds.Generation)
 	}
 }
+
+// TestRenewRetryAfterLostAnswer retries a renewal whose answer was lost:
+// the same identity presents the same generation again with the same
+// proposed keys, and gets the same generation again instead of locking the
+// bot. A stale generation with other keys still locks it.
+func TestRenewRetryAfterLostAnswer(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	creds := e.join(t, e.token(t, "ci"))
+	_, id, _ := parseCreds(t, e, creds)
+	proposed := newKeys(t).pub
+	req := api.RenewRequest{Keys: proposed, TTLSeconds: 600}
+	first, err := e.auth.Renew(ctx, id, req, "192.0.2.1:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The answer is lost; the daemon still holds id and retries.
+	retry, err := e.auth.Renew(ctx, id, req, "192.0.2.1:1")
+	if err != nil {
+		t.Fatalf("retry with the same keys: %v", err)
+	}
+	if retry.Generation != first.Generation || retry.Instance != first.Instance {
+		t.Fatalf("retry got generation %d, want %d again", retry.Generation, first.Generation)
+	}
+	if _, locked, _ := e.auth.Store.BotLock(ctx, "ci"); locked {
+		t.Fatal("the retry locked the bot")
+	}
+	// A copy of id, proposing its own keys, is caught.
+	if _, err := e.renew(t, id); err == nil {
+		t.Fatal("a stale identity with other keys renewed")
+	}
+	if _, locked, _ := e.auth.Store.BotLock(ctx, "ci"); !locked {
+		t.Fatal("the stale identity did not lock the bot")
+	}
+}

@@ -115,6 +115,13 @@ func (a *Authority) kubernetes(bot string, req *api.KubernetesRequest) (*kubePla
 		}
 		plan.certs = append(plan.certs, kubeCert{cluster: c, user: user, groups: acc.Groups})
 	}
+	// Selectors can match any number of clusters; the answer carries a
+	// certificate and a CA bundle for each, and must stay small enough for
+	// the daemon to read. Refused here, before a token is spent or a
+	// generation moves.
+	if len(plan.certs) > maxKubeClusters {
+		return nil, badRequest("kubernetes: the selectors match %d allowed clusters; at most %d per renewal: narrow them", len(plan.certs), maxKubeClusters)
+	}
 	return plan, nil
 }
 

@@ -199,8 +199,10 @@ func (p *fileParser) kubeClusterSpec(spec *yaml.Node, specLine int) KubeCluster 
 	return c
 }
 
-// maxCAFile bounds a certificate_authority_file: a few certificates.
-const maxCAFile = 1 << 20
+// maxCAFile bounds a cluster's CA bundle, from data or a file: a few
+// certificates. Every renewal's answer carries the bundle of each cluster,
+// so it must stay small.
+const maxCAFile = 64 << 10
 
 // readCAFile reads a CA file, which must be a regular file of at most
 // maxCAFile bytes: a device or a pipe named by mistake must not hang the
@@ -244,6 +246,9 @@ func checkServer(s string) error {
 // checkCAPEM checks that data is one or more PEM certificates and nothing
 // else.
 func checkCAPEM(data []byte) error {
+	if len(data) > maxCAFile {
+		return fmt.Errorf("%d bytes, more than the %d a CA bundle of a few certificates needs", len(data), maxCAFile)
+	}
 	n := 0
 	for rest := data; ; {
 		var block *pem.Block

@@ -187,7 +187,7 @@ func (s *boltStore) Instance(ctx context.Context, id string) (Instance, error) {
 	return in, nil
 }
 
-func (s *boltStore) AdvanceGeneration(ctx context.Context, id string, presented uint64, now time.Time) (Instance, error) {
+func (s *boltStore) AdvanceGeneration(ctx context.Context, id string, presented uint64, key string, now time.Time) (Instance, error) {
 	if err := ctx.Err(); err != nil {
 		return Instance{}, err
 	}
@@ -203,6 +203,10 @@ func (s *boltStore) AdvanceGeneration(ctx context.Context, id string, presented 
 		if !found {
 			return fmt.Errorf("store: advance instance %q: %w", id, ErrInstanceUnknown)
 		}
+		if in.Generation == presented+1 && key != "" && in.IssuedKey == key {
+			out = in // the same request again: issue the same generation
+			return nil
+		}
 		if in.Generation != presented {
 			// Not returned from the closure: the transaction has nothing to
 			// roll back, and the caller needs the stored instance, which it
@@ -213,6 +217,7 @@ func (s *boltStore) AdvanceGeneration(ctx context.Context, id string, presented 
 			return nil
 		}
 		in.Generation++
+		in.IssuedKey = key
 		in.Renewed = now
 		stored, err := put(b, id, in)
 		if err != nil {

@@ -112,7 +112,7 @@ func TestPersistence(t *testing.T) {
 	if err := s.CreateInstance(ctx, Instance{ID: "inst-1", Bot: "bot-a", Created: t0}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.AdvanceGeneration(ctx, "inst-1", 0, t0.Add(time.Minute)); err != nil {
+	if _, err := s.AdvanceGeneration(ctx, "inst-1", 0, "", t0.Add(time.Minute)); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.LockBot(ctx, Lock{Bot: "bot-a", Reason: "replay", At: t0}); err != nil {
@@ -190,7 +190,7 @@ func TestConcurrentAdvance(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
-			_, errs[i] = s.AdvanceGeneration(ctx, "inst", 5, t0)
+			_, errs[i] = s.AdvanceGeneration(ctx, "inst", 5, "", t0)
 		})
 	}
 	wg.Wait()
@@ -229,7 +229,7 @@ func TestGeneration(t *testing.T) {
 
 	for gen := range uint64(2) {
 		now := t0.Add(time.Duration(gen+1) * time.Hour)
-		got, err := s.AdvanceGeneration(ctx, "inst", gen, now)
+		got, err := s.AdvanceGeneration(ctx, "inst", gen, "", now)
 		if err != nil {
 			t.Fatalf("AdvanceGeneration(%d): %v", gen, err)
 		}
@@ -239,7 +239,7 @@ func TestGeneration(t *testing.T) {
 	}
 
 	stored := Instance{ID: "inst", Bot: "bot", Generation: 2, Created: t0, Renewed: t0.Add(2 * time.Hour)}
-	got, err := s.AdvanceGeneration(ctx, "inst", 1, t0.Add(3*time.Hour))
+	got, err := s.AdvanceGeneration(ctx, "inst", 1, "", t0.Add(3*time.Hour))
 	if !errors.Is(err, ErrGenerationMismatch) {
 		t.Fatalf("stale AdvanceGeneration: got %v, want ErrGenerationMismatch", err)
 	}
@@ -253,7 +253,7 @@ func TestGeneration(t *testing.T) {
 		t.Errorf("Instance after mismatch = %+v, %v; want unchanged %+v", in, err, stored)
 	}
 
-	if _, err := s.AdvanceGeneration(ctx, "ghost", 0, t0); !errors.Is(err, ErrInstanceUnknown) {
+	if _, err := s.AdvanceGeneration(ctx, "ghost", 0, "", t0); !errors.Is(err, ErrInstanceUnknown) {
 		t.Errorf("AdvanceGeneration(ghost): got %v, want ErrInstanceUnknown", err)
 	}
 	if _, err := s.Instance(ctx, "ghost"); !errors.Is(err, ErrInstanceUnknown) {
@@ -304,7 +304,7 @@ func TestCancelledContext(t *testing.T) {
 	if _, _, err := s.BotLock(ctx, "bot"); !errors.Is(err, context.Canceled) {
 		t.Errorf("BotLock: got %v, want context.Canceled", err)
 	}
-	if err := s.MarkUsed(ctx, "k", t0.Add(time.Hour), t0); !errors.Is(err, context.Canceled) {
+	if err := s.MarkUsed(ctx, "k", "", t0.Add(time.Hour), t0); !errors.Is(err, context.Canceled) {
 		t.Errorf("MarkUsed: got %v, want context.Canceled", err)
 	}
 	if err := s.PutChallenge(ctx, "c", "tok", t0.Add(time.Hour), t0); !errors.Is(err, context.Canceled) {
@@ -376,5 +376,35 @@ func TestTokenPeek(t *testing.T) {
 	}
 	if _, err := s.Token(ctx, "peek", t0); !errors.Is(err, ErrTokenUsed) {
 		t.Fatalf("Token after consume = %v, want ErrTokenUsed", err)
+	}
+}
+
+// TestAdvanceGenerationRetry checks that a renewal retried with the key it
+// proposed before (its answer was lost) gets the same generation again,
+// and that a stale generation with any other key is still a mismatch.
+func TestAdvanceGenerationRetry(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openTemp(t)
+	if err := s.CreateInstance(ctx, Instance{ID: "inst", Bot: "ci", Generation: 1, Created: t0}); err != nil {
+		t.Fatal(err)
+	}
+	in, err := s.AdvanceGeneration(ctx, "inst", 1, "key-2", t0)
+	if err != nil || in.Generation != 2 {
+		t.Fatalf("advance: %+v, %v", in, err)
+	}
+	in, err = s.AdvanceGeneration(ctx, "inst", 1, "key-2", t0.Add(time.Second))
+	if err != nil || in.Generation != 2 {
+		t.Fatalf("retry with the same key: %+v, %v; want generation 2 again", in, err)
+	}
+	for _, key := range []string{"key-other", ""} {
+		if _, err := s.AdvanceGeneration(ctx, "inst", 1, key, t0); !errors.Is(err, ErrGenerationMismatch) {
+			t.Errorf("stale generation with key %q: %v, want ErrGenerationMismatch", key, err)
+		}
+	}
+	if in, err := s.AdvanceGeneration(ctx, "inst", 2, "key-3", t0); err != nil || in.Generation != 3 {
+		t.Fatalf("next renewal: %+v, %v", in, err)
+	}
+	if _, err := s.AdvanceGeneration(ctx, "inst", 1, "key-2", t0); !errors.Is(err, ErrGenerationMismatch) {
+		t.Error("a retry two generations back was accepted")
 	}
 }

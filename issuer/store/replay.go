@@ -79,7 +79,7 @@ func putExpiring(main, index *bolt.Bucket, key []byte, expires time.Time, extra 
 	return index.Put(append(append([]byte(nil), exp...), key...), nil)
 }
 
-func (s *boltStore) MarkUsed(ctx context.Context, key string, expires, now time.Time) error {
+func (s *boltStore) MarkUsed(ctx context.Context, key, owner string, expires, now time.Time) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -90,9 +90,12 @@ func (s *boltStore) MarkUsed(ctx context.Context, key string, expires, now time.
 		}
 		k := []byte(key)
 		if v := main.Get(k); len(v) >= 8 && now.Before(decodeExpiry(v)) {
+			if owner != "" && string(v[8:]) == owner {
+				return nil // the same instance again; the record stands
+			}
 			return fmt.Errorf("store: key used before, recorded until %s: %w", decodeExpiry(v).Format(time.RFC3339), ErrReplay)
 		}
-		if err := putExpiring(main, index, k, expires, nil); err != nil {
+		if err := putExpiring(main, index, k, expires, []byte(owner)); err != nil {
 			return fmt.Errorf("store: mark used: %w", err)
 		}
 		return nil

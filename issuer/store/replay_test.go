@@ -17,23 +17,23 @@ func TestMarkUsed(t *testing.T) {
 	ctx := context.Background()
 	s, _ := openTemp(t)
 	exp := t0.Add(5 * time.Minute)
-	if err := s.MarkUsed(ctx, "jti:a", exp, t0); err != nil {
+	if err := s.MarkUsed(ctx, "jti:a", "", exp, t0); err != nil {
 		t.Fatalf("first MarkUsed: %v", err)
 	}
 	for _, now := range []time.Time{t0, t0.Add(time.Minute), exp.Add(-time.Nanosecond)} {
-		if err := s.MarkUsed(ctx, "jti:a", exp.Add(time.Hour), now); !errors.Is(err, ErrReplay) {
+		if err := s.MarkUsed(ctx, "jti:a", "", exp.Add(time.Hour), now); !errors.Is(err, ErrReplay) {
 			t.Errorf("MarkUsed again at %v: error = %v, want ErrReplay", now, err)
 		}
 	}
 	// Other keys are independent.
-	if err := s.MarkUsed(ctx, "jti:b", exp, t0); err != nil {
+	if err := s.MarkUsed(ctx, "jti:b", "", exp, t0); err != nil {
 		t.Fatalf("MarkUsed(b): %v", err)
 	}
 	// At its expiry the record is gone, and the key can be recorded again.
-	if err := s.MarkUsed(ctx, "jti:a", exp.Add(time.Hour), exp); err != nil {
+	if err := s.MarkUsed(ctx, "jti:a", "", exp.Add(time.Hour), exp); err != nil {
 		t.Fatalf("MarkUsed at expiry: %v", err)
 	}
-	if err := s.MarkUsed(ctx, "jti:a", exp.Add(2*time.Hour), exp.Add(time.Minute)); !errors.Is(err, ErrReplay) {
+	if err := s.MarkUsed(ctx, "jti:a", "", exp.Add(2*time.Hour), exp.Add(time.Minute)); !errors.Is(err, ErrReplay) {
 		t.Errorf("MarkUsed after re-recording: error = %v, want ErrReplay", err)
 	}
 }
@@ -56,11 +56,11 @@ func TestMarkUsedPrunes(t *testing.T) {
 	ctx := context.Background()
 	s, _ := openTemp(t)
 	for i := range 50 {
-		if err := s.MarkUsed(ctx, fmt.Sprint("old-", i), t0.Add(time.Duration(i+1)*time.Second), t0); err != nil {
+		if err := s.MarkUsed(ctx, fmt.Sprint("old-", i), "", t0.Add(time.Duration(i+1)*time.Second), t0); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := s.MarkUsed(ctx, "late", t0.Add(time.Hour), t0); err != nil {
+	if err := s.MarkUsed(ctx, "late", "", t0.Add(time.Hour), t0); err != nil {
 		t.Fatal(err)
 	}
 	if n, m := count(t, s, bucketUsed), count(t, s, bucketUsedExpiry); n != 51 || m != 51 {
@@ -68,17 +68,17 @@ func TestMarkUsedPrunes(t *testing.T) {
 	}
 	// A write at t0+25s removes the 25 records that expired by then
 	// (expiries t0+1s .. t0+25s), and adds one.
-	if err := s.MarkUsed(ctx, "new", t0.Add(time.Hour), t0.Add(25*time.Second)); err != nil {
+	if err := s.MarkUsed(ctx, "new", "", t0.Add(time.Hour), t0.Add(25*time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	if n, m := count(t, s, bucketUsed), count(t, s, bucketUsedExpiry); n != 27 || m != 27 {
 		t.Errorf("after pruning: %d records, %d index entries; want 27", n, m)
 	}
-	if err := s.MarkUsed(ctx, "old-30", t0.Add(time.Hour), t0.Add(25*time.Second)); !errors.Is(err, ErrReplay) {
+	if err := s.MarkUsed(ctx, "old-30", "", t0.Add(time.Hour), t0.Add(25*time.Second)); !errors.Is(err, ErrReplay) {
 		t.Errorf("an unexpired record was pruned: %v", err)
 	}
 	// Re-recording an expired key leaves one index entry for it.
-	if err := s.MarkUsed(ctx, "new", t0.Add(3*time.Hour), t0.Add(2*time.Hour)); err != nil {
+	if err := s.MarkUsed(ctx, "new", "", t0.Add(3*time.Hour), t0.Add(2*time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 	if n, m := count(t, s, bucketUsed), count(t, s, bucketUsedExpiry); n != 1 || m != 1 {
@@ -93,7 +93,7 @@ func TestMarkUsedConcurrent(t *testing.T) {
 	var ok, replays atomic.Int32
 	for range 16 {
 		wg.Go(func() {
-			switch err := s.MarkUsed(ctx, "jti:race", t0.Add(time.Hour), t0); {
+			switch err := s.MarkUsed(ctx, "jti:race", "", t0.Add(time.Hour), t0); {
 			case err == nil:
 				ok.Add(1)
 			case errors.Is(err, ErrReplay):
@@ -196,7 +196,7 @@ func TestInstanceJoinMethod(t *testing.T) {
 	if err != nil || got != in || got.Method() != "github" {
 		t.Errorf("Instance(gh) = %+v, %v", got, err)
 	}
-	advanced, err := s.AdvanceGeneration(ctx, "gh", 1, t0.Add(time.Minute))
+	advanced, err := s.AdvanceGeneration(ctx, "gh", 1, "", t0.Add(time.Minute))
 	if err != nil || advanced.JoinMethod != "github" || advanced.TokenName != "github-ci" {
 		t.Errorf("AdvanceGeneration lost the join method: %+v, %v", advanced, err)
 	}
@@ -209,5 +209,24 @@ func TestInstanceJoinMethod(t *testing.T) {
 	got, err = s.Instance(ctx, "old")
 	if err != nil || got.JoinMethod != "" || got.Method() != "token" || got.Generation != 3 {
 		t.Errorf("old instance = %+v (method %q), %v", got, got.Method(), err)
+	}
+}
+
+// TestMarkUsedOwner checks that the instance that used a key may use it
+// again, and no one else may.
+func TestMarkUsedOwner(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openTemp(t)
+	exp := t0.Add(time.Hour)
+	if err := s.MarkUsed(ctx, "jti:k", "inst-a", exp, t0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.MarkUsed(ctx, "jti:k", "inst-a", exp, t0.Add(time.Minute)); err != nil {
+		t.Errorf("the same instance again: %v, want nil", err)
+	}
+	for _, owner := range []string{"inst-b", ""} {
+		if err := s.MarkUsed(ctx, "jti:k", owner, exp, t0.Add(time.Minute)); !errors.Is(err, ErrReplay) {
+			t.Errorf("owner %q: %v, want ErrReplay", owner, err)
+		}
 	}
 }

@@ -52,6 +52,10 @@ type Instance struct {
 	// TokenName is the token resource the instance joined with, for join
 	// methods other than "token".
 	TokenName string `json:"token_name,omitempty"`
+	// IssuedKey identifies the identity key issued at Generation (a hash
+	// of its public key), so that a retry of the renewal that issued it,
+	// whose answer was lost, is told apart from a copied identity.
+	IssuedKey string `json:"issued_key,omitempty"`
 }
 
 // Method returns how the instance joined: JoinMethod, or "token" for a
@@ -89,10 +93,14 @@ type Store interface {
 	// Instance returns the instance with the given ID or ErrInstanceUnknown.
 	Instance(ctx context.Context, id string) (Instance, error)
 	// AdvanceGeneration moves the instance from generation presented to
-	// presented+1, setting Renewed to now, and returns the updated instance.
-	// If the stored generation is not presented, it changes nothing and
-	// returns ErrGenerationMismatch with the stored instance.
-	AdvanceGeneration(ctx context.Context, id string, presented uint64, now time.Time) (Instance, error)
+	// presented+1, records key as the identity key issued for it, sets
+	// Renewed to now, and returns the updated instance. If the stored
+	// generation is presented+1 and key is the one recorded for it, the
+	// caller is retrying the renewal that issued it (its answer was lost):
+	// AdvanceGeneration changes nothing and returns the stored instance.
+	// Any other generation changes nothing and returns
+	// ErrGenerationMismatch with the stored instance.
+	AdvanceGeneration(ctx context.Context, id string, presented uint64, key string, now time.Time) (Instance, error)
 	// LockBot locks a bot; locking a locked bot keeps the first lock.
 	LockBot(ctx context.Context, l Lock) error
 	// UnlockBot removes a bot's lock, if any.
@@ -103,7 +111,11 @@ type Store interface {
 	// expires. If key is already recorded and its record has not expired
 	// at now, MarkUsed changes nothing and returns ErrReplay. Records that
 	// have expired at now are removed.
-	MarkUsed(ctx context.Context, key string, expires, now time.Time) error
+	//
+	// A key used by a bot instance (owner, non-empty) may be used again by
+	// the same instance: a daemon re-joining with an ID token it already
+	// presented, because its platform has not rotated it yet, is no replay.
+	MarkUsed(ctx context.Context, key, owner string, expires, now time.Time) error
 	// PutChallenge records a challenge issued for the named token resource,
 	// usable once before expires; ErrExists if it is recorded already.
 	// Challenges that have expired at now are removed.
