@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -42,19 +41,8 @@ func kubeconfig(e *env, args []string) error {
 		if _, err := io.WriteString(e.stdout, cfg); err != nil {
 			return err
 		}
-	} else {
-		if err := writeFileAtomic(*out, []byte(cfg), 0o600); err != nil {
-			var pe *os.PathError
-			var le *os.LinkError
-			switch {
-			case errors.As(err, &pe):
-				err = pe.Err
-			case errors.As(err, &le):
-				err = le.Err
-			}
-			return fmt.Errorf("cannot write %s: %w", *out, err)
-		}
-		fmt.Fprintf(e.stdout, "wrote %s\n", *out)
+	} else if err := e.writeOutput(*out, []byte(cfg), 0o600); err != nil {
+		return err
 	}
 	if *embed {
 		where := "wherever standard output goes"

@@ -332,7 +332,12 @@ func sshConfig(e *env, args []string) error {
 		_, err = io.WriteString(e.stdout, cfg)
 		return err
 	}
-	if err := writeFileAtomic(*out, []byte(cfg), 0o644); err != nil {
+	return e.writeOutput(*out, []byte(cfg), 0o644)
+}
+
+// writeOutput writes data to the file named by -o, atomically, and says so.
+func (e *env) writeOutput(path string, data []byte, mode os.FileMode) error {
+	if err := writeFileAtomic(path, data, mode); err != nil {
 		// The temporary file's name means nothing to the reader.
 		var pe *os.PathError
 		var le *os.LinkError
@@ -342,9 +347,9 @@ func sshConfig(e *env, args []string) error {
 		case errors.As(err, &le):
 			err = le.Err
 		}
-		return fmt.Errorf("cannot write %s: %w", *out, err)
+		return fmt.Errorf("cannot write %s: %w", path, err)
 	}
-	fmt.Fprintf(e.stdout, "wrote %s\n", *out)
+	fmt.Fprintf(e.stdout, "wrote %s\n", path)
 	return nil
 }
 

@@ -167,14 +167,7 @@ func (a *Authority) joinAttested(ctx context.Context, req api.JoinRequest, clien
 	}
 
 	// What the bot may have.
-	grant, logins, herr := a.grant(ctx, tok.BotName, req.SSHLogins)
-	if herr != nil {
-		return deny(herr)
-	}
-	if herr := checkHostNames(grant, keys.hosts); herr != nil {
-		return deny(herr)
-	}
-	kube, herr := a.kubernetes(tok.BotName, req.Kubernetes)
+	grant, logins, kube, herr := a.entitlements(ctx, tok.BotName, req.SSHLogins, keys.hosts, req.Kubernetes)
 	if herr != nil {
 		return deny(herr)
 	}

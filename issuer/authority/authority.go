@@ -129,14 +129,7 @@ func (a *Authority) Join(ctx context.Context, req api.JoinRequest, client *ca.Id
 		return api.Credentials{}, fmt.Errorf("authority: token lookup: %w", err)
 	}
 	attrs = append(attrs, slog.String("bot", tok.Bot))
-	grant, logins, herr := a.grant(ctx, tok.Bot, req.SSHLogins)
-	if herr != nil {
-		return deny(herr)
-	}
-	if herr := checkHostNames(grant, keys.hosts); herr != nil {
-		return deny(herr)
-	}
-	kube, herr := a.kubernetes(tok.Bot, req.Kubernetes)
+	grant, logins, kube, herr := a.entitlements(ctx, tok.Bot, req.SSHLogins, keys.hosts, req.Kubernetes)
 	if herr != nil {
 		return deny(herr)
 	}
@@ -179,14 +172,7 @@ func (a *Authority) Renew(ctx context.Context, id ca.Identity, req api.RenewRequ
 	if herr != nil {
 		return deny(herr)
 	}
-	grant, logins, herr := a.grant(ctx, id.Bot, req.SSHLogins)
-	if herr != nil {
-		return deny(herr)
-	}
-	if herr := checkHostNames(grant, keys.hosts); herr != nil {
-		return deny(herr)
-	}
-	kube, herr := a.kubernetes(id.Bot, req.Kubernetes)
+	grant, logins, kube, herr := a.entitlements(ctx, id.Bot, req.SSHLogins, keys.hosts, req.Kubernetes)
 	if herr != nil {
 		return deny(herr)
 	}
@@ -281,6 +267,25 @@ func (a *Authority) UnlockBot(ctx context.Context, bot string) error {
 func HashToken(secret string) string {
 	sum := sha256.Sum256([]byte(secret))
 	return hex.EncodeToString(sum[:])
+}
+
+// entitlements checks a request against the bot's roles: that the bot
+// exists and is not locked, and which logins, host names and Kubernetes
+// clusters it may have. Every join and renewal asks it, before anything is
+// spent.
+func (a *Authority) entitlements(ctx context.Context, bot string, wanted []string, hosts []hostKey, kreq *api.KubernetesRequest) (resource.Grant, []string, *kubePlan, *httpjson.Error) {
+	grant, logins, herr := a.grant(ctx, bot, wanted)
+	if herr != nil {
+		return grant, nil, nil, herr
+	}
+	if herr := checkHostNames(grant, hosts); herr != nil {
+		return grant, nil, nil, herr
+	}
+	kube, herr := a.kubernetes(bot, kreq)
+	if herr != nil {
+		return grant, nil, nil, herr
+	}
+	return grant, logins, kube, nil
 }
 
 // grant checks that bot exists and is not locked, and which of the wanted
