@@ -246,31 +246,34 @@ func publicKeyEqual(a, b crypto.PublicKey) bool {
 	return ok && ka.Equal(b)
 }
 
+// maxHeld is how many sets of credentials a Holder keeps: the current one
+// and those it replaced recently. A client may list a certificate and sign
+// with it after the next renewal, or the one after that when a requested
+// renewal follows a scheduled one closely; a few sets cover that, and
+// the agent never signs with an expired one.
+const maxHeld = 4
+
 // Holder holds the current credentials and the ones they replaced. Readers
 // never block: each read is one atomic load.
 type Holder struct {
-	p atomic.Pointer[pair]
-}
-
-type pair struct {
-	current, previous *Credentials
+	p atomic.Pointer[[]*Credentials] // newest first
 }
 
 // Set makes c current. The credentials it replaces stay usable for signing
-// until they expire, because a client may have listed them just before.
+// until they expire (up to maxHeld sets in all), because a client may have
+// listed them just before.
 func (h *Holder) Set(c *Credentials) {
-	old := h.p.Load()
-	next := &pair{current: c}
-	if old != nil {
-		next.previous = old.current
+	held := []*Credentials{c}
+	if old := h.p.Load(); old != nil {
+		held = append(held, (*old)[:min(len(*old), maxHeld-1)]...)
 	}
-	h.p.Store(next)
+	h.p.Store(&held)
 }
 
 // Current returns the current credentials, or nil before the first join.
 func (h *Holder) Current() *Credentials {
 	if p := h.p.Load(); p != nil {
-		return p.current
+		return (*p)[0]
 	}
 	return nil
 }
@@ -282,8 +285,8 @@ func (h *Holder) Identities() []agent.Identity {
 		return nil
 	}
 	var ids []agent.Identity
-	for _, c := range []*Credentials{p.current, p.previous} {
-		if c != nil && c.SSHCert != nil {
+	for _, c := range *p {
+		if c.SSHCert != nil {
 			ids = append(ids, agent.Identity{Cert: c.SSHCert, Signer: c.SSHSigner})
 		}
 	}

@@ -106,13 +106,13 @@ func TestAssemble(t *testing.T) {
 	}
 }
 
-func TestHolderKeepsPrevious(t *testing.T) {
+func TestHolderKeepsRecent(t *testing.T) {
 	var h Holder
 	if h.Current() != nil || h.Identities() != nil {
 		t.Fatal("empty holder has credentials")
 	}
 	var creds []*Credentials
-	for range 3 {
+	for range maxHeld + 2 {
 		k, pub := newKeys(t)
 		c, err := Assemble(k, issue(t, pub, ssh.UserCert, time.Hour), time.Now())
 		if err != nil {
@@ -122,8 +122,13 @@ func TestHolderKeepsPrevious(t *testing.T) {
 		h.Set(c)
 	}
 	ids := h.Identities()
-	if h.Current() != creds[2] || len(ids) != 2 || ids[0].Cert != creds[2].SSHCert || ids[1].Cert != creds[1].SSHCert {
-		t.Fatalf("holder has %d identities; want the newest then the one it replaced, and nothing older", len(ids))
+	if h.Current() != creds[len(creds)-1] || len(ids) != maxHeld {
+		t.Fatalf("holder has %d identities; want the %d newest", len(ids), maxHeld)
+	}
+	for i, id := range ids {
+		if want := creds[len(creds)-1-i]; id.Cert != want.SSHCert {
+			t.Errorf("identity %d is not the %d-th newest", i, i)
+		}
 	}
 }
 
