@@ -28,7 +28,6 @@ func (s *Server) writeIdentityOutputs(cfg *config.Config, c *identity.Credential
 		}
 		s.recordOutput(o.Directory, err)
 		if err != nil {
-			s.log.Error("output failed", "path", o.Directory, "err", err)
 			if first == nil {
 				first = err
 			}
@@ -88,22 +87,4 @@ func identitySSHConfig(o config.Output, patterns []string, bot, revision string)
 	b.WriteString("    StrictHostKeyChecking yes\n")
 	b.WriteString("    UpdateHostKeys no\n")
 	return b.String()
-}
-
-// recordOutput records the outcome of writing the output at path, for
-// Status.
-func (s *Server) recordOutput(path string, err error) {
-	now := s.now()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	st := s.outputs[path]
-	if st == nil {
-		st = &outputState{}
-		s.outputs[path] = st
-	}
-	if err != nil {
-		st.lastError, st.lastErrorAt = err.Error(), &now
-	} else {
-		st.lastWrite, st.lastError, st.lastErrorAt = &now, "", nil
-	}
 }

@@ -83,22 +83,11 @@ func (s *Server) writeKubeOutputs(outputs []config.Output, c *identity.Credentia
 				}
 			}
 		}
-		now := s.now()
-		s.mu.Lock()
-		st := s.outputs[path]
-		if st == nil {
-			st = &outputState{}
-			s.outputs[path] = st
-		}
 		if err != nil {
 			err = fmt.Errorf("kubernetes output %s: %w", path, err)
-			st.lastError, st.lastErrorAt = err.Error(), &now
-		} else {
-			st.lastWrite, st.lastError, st.lastErrorAt = &now, "", nil
 		}
-		s.mu.Unlock()
+		s.recordOutput(path, err)
 		if err != nil {
-			s.log.Error("output failed", "path", path, "err", err)
 			if first == nil {
 				first = err
 			}

@@ -187,7 +187,7 @@ func (s *Server) hostKeyRequests(outputs []config.Output) ([]config.Output, []ap
 			key, _, _, _, err = ssh.ParseAuthorizedKey(data)
 		}
 		if err != nil {
-			s.outputFailed(o.Certificate, fmt.Errorf("ssh_host output %s: host key %s: %w", o.Certificate, o.HostKey, err))
+			s.recordOutput(o.Certificate, fmt.Errorf("ssh_host output %s: host key %s: %w", o.Certificate, o.HostKey, err))
 			continue
 		}
 		outs = append(outs, o)
@@ -197,8 +197,9 @@ func (s *Server) hostKeyRequests(outputs []config.Output) ([]config.Output, []ap
 	return outs, reqs, keys
 }
 
-// outputFailed records and logs an output's failure.
-func (s *Server) outputFailed(path string, err error) {
+// recordOutput records the outcome of writing the output at path, for
+// Status, and logs a failure. Every kind of output reports here.
+func (s *Server) recordOutput(path string, err error) {
 	now := s.now()
 	s.mu.Lock()
 	st := s.outputs[path]
@@ -206,9 +207,15 @@ func (s *Server) outputFailed(path string, err error) {
 		st = &outputState{}
 		s.outputs[path] = st
 	}
-	st.lastError, st.lastErrorAt = err.Error(), &now
+	if err != nil {
+		st.lastError, st.lastErrorAt = err.Error(), &now
+	} else {
+		st.lastWrite, st.lastError, st.lastErrorAt = &now, "", nil
+	}
 	s.mu.Unlock()
-	s.log.Error("output failed", "path", path, "err", err)
+	if err != nil {
+		s.log.Error("output failed", "path", path, "err", err)
+	}
 }
 
 // writeOutputs writes each host certificate beside its key, atomically, and
@@ -223,21 +230,14 @@ func (s *Server) writeOutputs(ctx context.Context, outputs []config.Output, c *i
 		}
 		if err != nil {
 			err = fmt.Errorf("ssh_host output %s: %w", o.Certificate, err)
-			s.outputFailed(o.Certificate, err)
+		}
+		s.recordOutput(o.Certificate, err)
+		if err != nil {
 			if first == nil {
 				first = err
 			}
 			continue
 		}
-		now := s.now()
-		s.mu.Lock()
-		st := s.outputs[o.Certificate]
-		if st == nil {
-			st = &outputState{}
-			s.outputs[o.Certificate] = st
-		}
-		st.lastWrite, st.lastError, st.lastErrorAt = &now, "", nil
-		s.mu.Unlock()
 		s.log.Info("host certificate written", "path", o.Certificate, "names", c.HostCerts[i].ValidPrincipals)
 	}
 	return first
