@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/mwi-project/mwi/integration/harness"
 )
 
 // bindCounter counts the session-bind requests the agent accepts.
@@ -105,10 +107,7 @@ func serveSSH(c net.Conn, config *ssh.ServerConfig) {
 // OpenSSH must accept the listed certificate, bind the session, and have
 // the signature accepted by the server.
 func TestOpenSSHClient(t *testing.T) {
-	sshPath, err := exec.LookPath("ssh")
-	if err != nil {
-		t.Skip("ssh not found: install openssh-client")
-	}
+	sshPath := harness.Require(t, "ssh", "apt-get install -y openssh-client")
 	ca := newCA(t)
 	now := uint64(time.Now().Unix())
 	a := &bindCounter{Agent: New(newSource(
@@ -148,10 +147,7 @@ func TestOpenSSHClient(t *testing.T) {
 // TestOpenSSHAdd checks ssh-add's view of the agent: the one valid
 // certificate is listed, and deleting all keys is refused.
 func TestOpenSSHAdd(t *testing.T) {
-	sshAdd, err := exec.LookPath("ssh-add")
-	if err != nil {
-		t.Skip("ssh-add not found: install openssh-client")
-	}
+	sshAdd := harness.Require(t, "ssh-add", "apt-get install -y openssh-client")
 	ca := newCA(t)
 	id := newIdentity(t, ca, "mwid-listed", t0-60, t0+3600)
 	sock := serveAgent(t, New(newSource(id), newClock(t0).now))

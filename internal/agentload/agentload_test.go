@@ -21,6 +21,8 @@ import (
 
 	"golang.org/x/crypto/ssh"
 	sshagent "golang.org/x/crypto/ssh/agent"
+
+	"github.com/mwi-project/mwi/integration/harness"
 )
 
 // socketPath returns a path for a Unix socket in a fresh temporary
@@ -45,9 +47,7 @@ func socketPath(t *testing.T) string {
 func startOpenSSHAgent(t *testing.T) string {
 	t.Helper()
 	for _, tool := range []string{"ssh-agent", "ssh-add"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not found: install openssh-client to compare with OpenSSH's agent", tool)
-		}
+		harness.Require(t, tool, "apt-get install -y openssh-client")
 	}
 	sock := socketPath(t)
 
