@@ -1,0 +1,268 @@
+// Package safefs opens directories and writes files so that no other user
+// can redirect or replace what is written.
+//
+// A directory is reached from "/" one component at a time, each opened
+// relative to the one before with O_NOFOLLOW: a symbolic link in any
+// component is refused, and the checks and the writes apply to the
+// directories that were opened, even if a path is changed meanwhile. On
+// the way, each directory is checked before anything is looked up in it:
+//
+//   - It must be owned by root or by the effective user of the process.
+//   - The directory written in, and every directory that MkdirAll
+//     creates, must not be writable by its group or by others.
+//   - Above it, a directory that others may write to is accepted only if
+//     root owns it and it has the sticky bit, as /tmp: others may add
+//     entries there, but not rename or remove ours.
+//
+// Files are written relative to the open directory: into a new temporary
+// file, never an existing one, which is synced and renamed over the final
+// name, so that readers see the old content or the new, never a part of
+// either, and a symbolic link at the final name is never written through.
+//
+// Paths are cleaned lexically, as filepath.Clean does; a relative path is
+// taken from the working directory as the kernel reports it.
+package safefs
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// An UnsafeError reports a path that safefs refuses to use, and why.
+type UnsafeError struct {
+	Path   string
+	Reason string
+}
+
+func (e *UnsafeError) Error() string { return "refusing " + e.Path + ": " + e.Reason }
+
+// Dir is a directory opened by OpenDir or MkdirAll. Its methods work
+// relative to the open directory and never look its path up again.
+type Dir struct {
+	fd   int
+	path string
+}
+
+// OpenDir opens the existing directory at path, refusing a symbolic link in
+// any of its components and a directory that another user controls, as
+// the package documentation describes.
+func OpenDir(path string) (*Dir, error) { return openDir(path, false, 0) }
+
+// MkdirAll is OpenDir that first creates, with mode perm (before the
+// umask), the directories of path that do not exist, as os.MkdirAll does.
+// Each is made relative to its parent and opened again without following
+// a link, so a link planted meanwhile is refused like any other.
+func MkdirAll(path string, perm os.FileMode) (*Dir, error) { return openDir(path, true, perm) }
+
+func openDir(path string, create bool, perm os.FileMode) (*Dir, error) {
+	abs, err := absolute(path)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	if abs != "/" {
+		names = strings.Split(abs[1:], "/")
+	}
+	// Components are opened with O_PATH, which needs only search
+	// permission; the last one is opened for reading, so that it can be
+	// synced after a rename.
+	flags := unix.O_PATH
+	if len(names) == 0 {
+		flags = unix.O_RDONLY
+	}
+	fd, err := unix.Open("/", flags|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: "/", Err: err}
+	}
+	dir, made := "/", false
+	for i := 0; ; i++ {
+		last := i == len(names)
+		if err := check(fd, dir, last || made); err != nil {
+			unix.Close(fd)
+			return nil, err
+		}
+		if last {
+			return &Dir{fd: fd, path: dir}, nil
+		}
+		if i == len(names)-1 {
+			flags = unix.O_RDONLY
+		}
+		next := filepath.Join(dir, names[i])
+		child, created, err := openChild(fd, names[i], next, flags, create, perm)
+		unix.Close(fd)
+		if err != nil {
+			return nil, err
+		}
+		fd, dir, made = child, next, created
+	}
+}
+
+// openChild opens the directory name in the directory dirfd, not following
+// a link, and creates it first if create is set and it does not exist.
+func openChild(dirfd int, name, path string, flags int, create bool, perm os.FileMode) (fd int, created bool, err error) {
+	flags |= unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC
+	fd, err = unix.Openat(dirfd, name, flags, 0)
+	if err == unix.ENOENT && create {
+		err = unix.Mkdirat(dirfd, name, uint32(perm.Perm()))
+		created = err == nil
+		// EEXIST: someone made it meanwhile; it is checked like any other.
+		if err == nil || err == unix.EEXIST {
+			fd, err = unix.Openat(dirfd, name, flags, 0)
+		}
+	}
+	if err != nil {
+		// O_NOFOLLOW with O_DIRECTORY fails on a link with ENOTDIR (or
+		// ELOOP); say which it was.
+		var st unix.Stat_t
+		if (err == unix.ENOTDIR || err == unix.ELOOP) &&
+			unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT == unix.S_IFLNK {
+			return -1, false, &UnsafeError{Path: path, Reason: "it is a symbolic link, and no component of a path is followed through one"}
+		}
+		return -1, false, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	return fd, created, nil
+}
+
+// check applies the ownership and mode rules to the directory open at fd.
+// strict is for the directory written in and for the directories made on
+// the way to it: no one but the owner may write to them.
+func check(fd int, path string, strict bool) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return &os.PathError{Op: "stat", Path: path, Err: err}
+	}
+	euid := uint32(os.Geteuid())
+	perm := st.Mode & 0o7777
+	if st.Uid != 0 && st.Uid != euid {
+		return &UnsafeError{Path: path, Reason: fmt.Sprintf(
+			"it is owned by uid %d (mode %04o), not by root or by uid %d that this process runs as; its owner could replace what is written there",
+			st.Uid, perm, euid)}
+	}
+	if perm&0o022 == 0 {
+		return nil
+	}
+	sticky := st.Uid == 0 && perm&unix.S_ISVTX != 0
+	if sticky && !strict {
+		return nil // as /tmp: others may add entries, but not move ours
+	}
+	reason := fmt.Sprintf("it is writable by users other than its owner (uid %d, mode %04o), who could replace what is written there", st.Uid, perm)
+	if sticky {
+		reason += "; a shared directory such as /tmp is accepted only above the one written in"
+	}
+	return &UnsafeError{Path: path, Reason: reason}
+}
+
+// absolute returns path cleaned and made absolute. A relative path is
+// taken from the working directory the kernel reports, which names no
+// symbolic link, rather than from $PWD, which may.
+func absolute(path string) (string, error) {
+	if path == "" {
+		return "", &os.PathError{Op: "open", Path: path, Err: unix.ENOENT}
+	}
+	if !filepath.IsAbs(path) {
+		wd, err := unix.Getwd()
+		if err != nil {
+			return "", fmt.Errorf("working directory: %w", err)
+		}
+		path = filepath.Join(wd, path)
+	}
+	return filepath.Clean(path), nil
+}
+
+// Path returns the directory's absolute path, as it was opened.
+func (d *Dir) Path() string { return d.path }
+
+// Fd returns the directory's file descriptor, for the *at system calls.
+// It is valid until Close.
+func (d *Dir) Fd() int { return d.fd }
+
+// Close closes the directory.
+func (d *Dir) Close() error {
+	if d.fd < 0 {
+		return os.ErrClosed
+	}
+	err := unix.Close(d.fd)
+	d.fd = -1
+	return err
+}
+
+// WriteFile replaces the file name in d with data, with the given mode,
+// atomically: it writes a new temporary file in d, syncs it, renames it
+// over name and syncs d. It refuses to replace a symbolic link, which
+// would mean that something is not as mwi left it.
+func (d *Dir) WriteFile(name string, data []byte, mode os.FileMode) error {
+	path := filepath.Join(d.path, name)
+	if name == "" || name == "." || name == ".." || strings.Contains(name, "/") {
+		return &os.PathError{Op: "write", Path: path, Err: errors.New("not the name of a file in the directory")}
+	}
+	var st unix.Stat_t
+	if err := unix.Fstatat(d.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err == nil && st.Mode&unix.S_IFMT == unix.S_IFLNK {
+		return &UnsafeError{Path: path, Reason: "it is a symbolic link, and files are never written through one"}
+	}
+	tmp, fd, err := d.createTemp(name)
+	if err != nil {
+		return &os.PathError{Op: "create", Path: path, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), filepath.Join(d.path, tmp))
+	err = f.Chmod(mode)
+	if err == nil {
+		_, err = f.Write(data)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		if rerr := unix.Renameat(d.fd, tmp, d.fd, name); rerr != nil {
+			err = &os.LinkError{Op: "rename", Old: f.Name(), New: path, Err: rerr}
+		}
+	}
+	if err != nil {
+		unix.Unlinkat(d.fd, tmp, 0)
+		return err
+	}
+	// The rename is durable once the directory is synced. Some file
+	// systems cannot sync a directory (EINVAL); the file is in place.
+	if err := unix.Fsync(d.fd); err != nil && err != unix.EINVAL {
+		return &os.PathError{Op: "sync", Path: d.path, Err: err}
+	}
+	return nil
+}
+
+// createTemp creates a new file in d, named after name, for writing only,
+// and returns its name and descriptor.
+func (d *Dir) createTemp(name string) (string, int, error) {
+	for range 100 {
+		tmp := "." + name + ".tmp-" + strconv.FormatUint(rand.Uint64(), 36)
+		fd, err := unix.Openat(d.fd, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+		if err == unix.EEXIST {
+			continue
+		}
+		return tmp, fd, err
+	}
+	return "", -1, unix.EEXIST
+}
+
+// WriteFile writes data to the file at path as Dir.WriteFile does, in the
+// directory that OpenDir opens: it must exist.
+func WriteFile(path string, data []byte, mode os.FileMode) error {
+	dir, name := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	d, err := OpenDir(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.WriteFile(name, data, mode)
+}

@@ -1,0 +1,270 @@
+package safefs
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// nobody is the uid (and gid) of a user other than the test's.
+const nobody = 65534
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root, to give a directory to another user")
+	}
+}
+
+func TestWriteFile(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "cert")
+	for _, tc := range []struct {
+		content string
+		mode    os.FileMode
+	}{{"one", 0o644}, {"two", 0o600}} {
+		if err := WriteFile(p, []byte(tc.content), tc.mode); err != nil {
+			t.Fatal(err)
+		}
+		got, _ := os.ReadFile(p)
+		fi, _ := os.Stat(p)
+		if string(got) != tc.content || fi.Mode().Perm() != tc.mode {
+			t.Fatalf("after writing %q: content %q mode %v", tc.content, got, fi.Mode())
+		}
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+		t.Errorf("directory holds %d entries, want no temporary file left", len(entries))
+	}
+}
+
+func TestWriteFileRelative(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	if err := WriteFile("kubeconfig", []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(filepath.Join(dir, "kubeconfig")); err != nil || string(got) != "x" {
+		t.Fatalf("relative write: %q, %v", got, err)
+	}
+}
+
+func TestWriteFileRefusesSymlink(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(dir, "target")
+	os.WriteFile(target, []byte("keep"), 0o600)
+	link := filepath.Join(dir, "link")
+	os.Symlink(target, link)
+	err := WriteFile(link, []byte("evil"), 0o644)
+	var ue *UnsafeError
+	if !errors.As(err, &ue) || ue.Path != link || !strings.Contains(err.Error(), "symbolic link") {
+		t.Fatalf("Write through a symlink: %v", err)
+	}
+	if got, _ := os.ReadFile(target); string(got) != "keep" {
+		t.Fatalf("target changed to %q", got)
+	}
+}
+
+func TestWriteFileBadName(t *testing.T) {
+	d, err := OpenDir(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	for _, name := range []string{"", ".", "..", "a/b", "../x"} {
+		if err := d.WriteFile(name, nil, 0o600); err == nil {
+			t.Errorf("WriteFile(%q) succeeded", name)
+		}
+	}
+}
+
+func TestMkdirAll(t *testing.T) {
+	base := t.TempDir()
+	path := filepath.Join(base, "a", "b", "c")
+	d, err := MkdirAll(path, 0o700)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Path() != path {
+		t.Errorf("Path() = %q, want %q", d.Path(), path)
+	}
+	if err := d.WriteFile("key", []byte("k"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	for _, p := range []string{filepath.Join(base, "a"), filepath.Join(base, "a", "b"), path} {
+		fi, err := os.Lstat(p)
+		if err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o700 {
+			t.Errorf("%s: %v, %v; want a directory with mode 0700", p, fi.Mode(), err)
+		}
+	}
+	if got, _ := os.ReadFile(filepath.Join(path, "key")); string(got) != "k" {
+		t.Errorf("key holds %q", got)
+	}
+	// Opening it again finds it.
+	d, err = MkdirAll(path, 0o700)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+}
+
+func TestOpenDirMissing(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "missing", "dir")
+	_, err := OpenDir(p)
+	if !errors.Is(err, os.ErrNotExist) || !strings.Contains(err.Error(), filepath.Dir(p)) {
+		t.Fatalf("OpenDir of a missing directory: %v", err)
+	}
+	if _, err := os.Lstat(filepath.Dir(p)); err == nil {
+		t.Error("OpenDir created a directory")
+	}
+}
+
+// TestSymlinkInAnyComponent plants a symbolic link, to a directory only
+// root may use, at each component of an output path in turn: every one is
+// refused with an error naming it, and nothing is written where it points.
+func TestSymlinkInAnyComponent(t *testing.T) {
+	for _, create := range []bool{false, true} {
+		for i, component := range []string{"a", "a/b", "a/b/out"} {
+			// Each link points where the component would lead.
+			base := t.TempDir()
+			secret := filepath.Join(base, "secret")
+			if err := os.MkdirAll(filepath.Join(secret, "b", "out"), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			out := filepath.Join(base, "a", "b", "out")
+			if err := os.MkdirAll(out, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			link := filepath.Join(base, component)
+			os.RemoveAll(link)
+			target := []string{secret, filepath.Join(secret, "b"), filepath.Join(secret, "b", "out")}[i]
+			if err := os.Symlink(target, link); err != nil {
+				t.Fatal(err)
+			}
+			var err error
+			if create {
+				var d *Dir
+				if d, err = MkdirAll(filepath.Join(out, "new"), 0o700); err == nil {
+					err = d.WriteFile("key", []byte("k"), 0o600)
+					d.Close()
+				}
+			} else {
+				err = WriteFile(filepath.Join(out, "key"), []byte("k"), 0o600)
+			}
+			var ue *UnsafeError
+			if !errors.As(err, &ue) || ue.Path != link || !strings.Contains(err.Error(), "symbolic link") {
+				t.Errorf("link at %s (create %v): %v; want a refusal naming %s", component, create, err, link)
+			}
+			filepath.Walk(secret, func(p string, fi os.FileInfo, err error) error {
+				if err == nil && (!fi.IsDir() || fi.Name() == "new") {
+					t.Errorf("link at %s (create %v): %s was written through it", component, create, p)
+				}
+				return nil
+			})
+		}
+	}
+}
+
+// TestOwnershipAndMode checks the rules on owners and modes, for the
+// directory written in and for the directories above it.
+func TestOwnershipAndMode(t *testing.T) {
+	requireRoot(t)
+	tests := []struct {
+		name   string
+		setup  func(base string) // base/a/out is written in
+		unsafe string            // the directory refused, relative to base; "" for accepted
+		reason string
+	}{
+		{"private", func(string) {}, "", ""},
+		{"output directory owned by another user", func(b string) { chown(t, b+"/a/out", nobody) }, "a/out", "owned by uid 65534"},
+		{"parent owned by another user", func(b string) { chown(t, b+"/a", nobody) }, "a", "owned by uid 65534"},
+		{"output directory writable by its group", func(b string) { chmod(t, b+"/a/out", 0o770) }, "a/out", "mode 0770"},
+		{"output directory writable by others", func(b string) { chmod(t, b+"/a/out", 0o757) }, "a/out", "writable by users other than its owner"},
+		{"output directory shared like /tmp", func(b string) { chmod(t, b+"/a/out", 0o1777) }, "a/out", "accepted only above"},
+		{"parent writable by others", func(b string) { chmod(t, b+"/a", 0o777) }, "a", "mode 0777"},
+		{"parent shared like /tmp", func(b string) { chmod(t, b+"/a", 0o1777) }, "", ""},
+		{"parent shared but not owned by root", func(b string) { chmod(t, b+"/a", 0o1777); chown(t, b+"/a", nobody) }, "a", "owned by uid 65534"},
+		{"parent read-only to others", func(b string) { chmod(t, b+"/a", 0o755) }, "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			base := t.TempDir()
+			out := filepath.Join(base, "a", "out")
+			if err := os.MkdirAll(out, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			tt.setup(base)
+			err := WriteFile(filepath.Join(out, "key"), []byte("k"), 0o600)
+			if tt.unsafe == "" {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			var ue *UnsafeError
+			want := filepath.Join(base, tt.unsafe)
+			if !errors.As(err, &ue) || ue.Path != want || !strings.Contains(err.Error(), tt.reason) {
+				t.Fatalf("error %v; want a refusal of %s saying %q", err, want, tt.reason)
+			}
+			if _, err := os.Lstat(filepath.Join(out, "key")); err == nil {
+				t.Error("the file was written anyway")
+			}
+		})
+	}
+}
+
+// TestMkdirAllRefusesForeignDirectory: a directory that another user
+// made where MkdirAll would have made its own is refused, not used.
+func TestMkdirAllRefusesForeignDirectory(t *testing.T) {
+	requireRoot(t)
+	base := t.TempDir()
+	chmod(t, base, 0o1777)
+	planted := filepath.Join(base, "out")
+	if err := os.Mkdir(planted, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	chown(t, planted, nobody)
+	_, err := MkdirAll(filepath.Join(planted, "sub"), 0o700)
+	var ue *UnsafeError
+	if !errors.As(err, &ue) || ue.Path != planted {
+		t.Fatalf("MkdirAll under a directory owned by nobody: %v", err)
+	}
+	if _, err := os.Lstat(filepath.Join(planted, "sub")); err == nil {
+		t.Error("MkdirAll created a directory in it")
+	}
+}
+
+// TestMkdirAllUmask: a directory made here is checked like the one
+// written in, so a umask that leaves it writable by others is refused.
+func TestMkdirAllUmask(t *testing.T) {
+	base := t.TempDir()
+	old := syscall.Umask(0)
+	defer syscall.Umask(old)
+	_, err := MkdirAll(filepath.Join(base, "wide", "out"), 0o777)
+	var ue *UnsafeError
+	if !errors.As(err, &ue) || ue.Path != filepath.Join(base, "wide") {
+		t.Fatalf("MkdirAll with mode 0777 and umask 0: %v", err)
+	}
+}
+
+func chown(t *testing.T, path string, uid int) {
+	t.Helper()
+	if err := os.Chown(path, uid, uid); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func chmod(t *testing.T, path string, mode os.FileMode) {
+	t.Helper()
+	// os.Chmod takes the sticky bit as os.ModeSticky.
+	m := mode.Perm()
+	if mode&0o1000 != 0 {
+		m |= os.ModeSticky
+	}
+	if err := os.Chmod(path, m); err != nil {
+		t.Fatal(err)
+	}
+}
