@@ -9,7 +9,7 @@ import (
 
 	"github.com/mwi-project/mwi/daemon/config"
 	"github.com/mwi-project/mwi/daemon/identity"
-	"github.com/mwi-project/mwi/internal/atomicfile"
+	"github.com/mwi-project/mwi/internal/safefs"
 )
 
 // writeIdentityOutputs writes the files of each identity output: the SSH
@@ -39,7 +39,9 @@ func (s *Server) writeIdentityOutputs(cfg *config.Config, c *identity.Credential
 }
 
 // writeIdentity writes the files of the identity output o, each
-// atomically: the private key first, so that no certificate is ever there
+// atomically, into the directory that safefs opened (or made, 0700): never
+// through a symbolic link, nor into a directory that another user could
+// change. The private key comes first, so that no certificate is ever there
 // without its key.
 func writeIdentity(o config.Output, cfg *config.Config, c *identity.Credentials) error {
 	key, err := c.SSHKeyPEM()
@@ -58,11 +60,13 @@ func writeIdentity(o config.Output, cfg *config.Config, c *identity.Credentials)
 		{config.IdentityKnownHostsFile, []byte(knownHosts(patterns, c.HostCAs)), 0o644},
 		{config.IdentitySSHConfigFile, []byte(identitySSHConfig(o, patterns, c.Bot, cfg.Revision)), 0o644},
 	}
-	if err := os.MkdirAll(o.Directory, 0o700); err != nil {
+	dir, err := safefs.MkdirAll(o.Directory, 0o700)
+	if err != nil {
 		return err
 	}
+	defer dir.Close()
 	for _, f := range files {
-		if err := atomicfile.Write(o.IdentityPath(f.name), f.data, f.mode); err != nil {
+		if err := dir.WriteFile(f.name, f.data, f.mode); err != nil {
 			return err
 		}
 	}

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
 	"slices"
 	"strings"
 	"time"
@@ -14,9 +13,9 @@ import (
 	"github.com/mwi-project/mwi/daemon/identity"
 	"github.com/mwi-project/mwi/daemon/kubeconfig"
 	"github.com/mwi-project/mwi/daemon/localapi"
-	"github.com/mwi-project/mwi/internal/atomicfile"
 	"github.com/mwi-project/mwi/internal/httpjson"
 	"github.com/mwi-project/mwi/internal/kubeselect"
+	"github.com/mwi-project/mwi/internal/safefs"
 )
 
 // kubernetesRequest returns the Kubernetes part of a join or renewal: the
@@ -78,9 +77,7 @@ func (s *Server) writeKubeOutputs(outputs []config.Output, c *identity.Credentia
 			var data []byte
 			data, err = kubeconfig.Render(clusters, kubeconfig.Options{Bot: c.Bot, Embed: true})
 			if err == nil {
-				if err = os.MkdirAll(o.Directory, 0o700); err == nil {
-					err = atomicfile.Write(path, data, 0o600)
-				}
+				err = writeKubeconfig(o.Directory, data)
 			}
 		}
 		if err != nil {
@@ -100,6 +97,17 @@ func (s *Server) writeKubeOutputs(outputs []config.Output, c *identity.Credentia
 		s.log.Info("kubeconfig written", "path", path, "clusters", names)
 	}
 	return first
+}
+
+// writeKubeconfig writes a kubeconfig into dir, which safefs opens (or
+// makes, 0700), atomically and with mode 0600: it holds keys.
+func writeKubeconfig(dir string, data []byte) error {
+	d, err := safefs.MkdirAll(dir, 0o700)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.WriteFile(config.KubeconfigFile, data, 0o600)
 }
 
 func kubeCluster(kc *identity.KubeCredential) kubeconfig.Cluster {

@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
+	"path/filepath"
 
 	"github.com/mwi-project/mwi/daemon/config"
+	"github.com/mwi-project/mwi/internal/safefs"
 )
 
 // Oneshot obtains credentials once, with a join, writes every output and
@@ -16,6 +19,9 @@ import (
 func (s *Server) Oneshot(ctx context.Context) error {
 	cfg := s.config()
 	if err := oneshotOutputs(cfg.Path, cfg.Outputs); err != nil {
+		return err
+	}
+	if err := checkOutputDirs(cfg.Outputs); err != nil {
 		return err
 	}
 	if _, err := s.renew(ctx); err != nil {
@@ -38,6 +44,35 @@ func oneshotOutputs(path string, outputs []config.Output) error {
 	}
 	if len(outputs) == 0 {
 		errs = append(errs, fmt.Errorf("%s: no outputs: mwid --oneshot writes its credentials only to outputs (identity, kubernetes with a directory, ssh_host)", path))
+	}
+	return errors.Join(errs...)
+}
+
+// checkOutputDirs opens the directory of every output that writes files,
+// so that a directory that safefs refuses (a symbolic link in its path,
+// another user's, writable by others) stops mwid --oneshot before it
+// joins: a one-time token or an ID token is not spent on credentials that
+// could not be written. A directory that does not exist yet is made, and
+// checked, when its files are written.
+func checkOutputDirs(outputs []config.Output) error {
+	var errs []error
+	for _, o := range outputs {
+		dir := o.Directory
+		if !o.Identity() && !o.Kubernetes() {
+			dir = filepath.Dir(o.Certificate)
+		}
+		if dir == "" {
+			continue
+		}
+		d, err := safefs.OpenDir(dir)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s output %s: %w", o.Type, dir, err))
+			continue
+		}
+		d.Close()
 	}
 	return errors.Join(errs...)
 }

@@ -449,6 +449,48 @@ func TestOneshotFailures(t *testing.T) {
 			t.Error("the key was written through the link")
 		}
 	})
+	// An output directory that safefs refuses stops mwid --oneshot before
+	// it joins: no token is spent, and nothing is written.
+	unsafeDirs := []struct {
+		name   string
+		root   bool
+		setup  func(t *testing.T, dir string) // the output directory is dir/link/out
+		reason string
+	}{
+		{"symlinked parent", false, func(t *testing.T, dir string) {
+			os.Mkdir(filepath.Join(dir, "secret"), 0o700)
+			os.Symlink(filepath.Join(dir, "secret"), filepath.Join(dir, "link"))
+		}, "symbolic link"},
+		{"another user's directory", true, func(t *testing.T, dir string) {
+			os.MkdirAll(filepath.Join(dir, "link", "out"), 0o700)
+			os.Chown(filepath.Join(dir, "link", "out"), 65534, 65534)
+		}, "owned by uid 65534"},
+	}
+	for _, tt := range unsafeDirs {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.root && os.Geteuid() != 0 {
+				t.Skip("needs root, to give a directory to another user")
+			}
+			t.Setenv("MWI_TEST_JOIN", "s3cret")
+			s, dir := newTestServer(t, f, "  join_method: token\n  token: {env: MWI_TEST_JOIN}",
+				"  - type: identity\n    directory: link/out\n  - type: kubernetes\n    clusters: [prod]\n    directory: link/out\n")
+			tt.setup(t, dir)
+			joins := len(f.joins)
+			err := s.Oneshot(context.Background())
+			if err == nil || !strings.Contains(err.Error(), tt.reason) || !strings.Contains(err.Error(), filepath.Join(dir, "link")) {
+				t.Fatalf("Oneshot = %v; want a refusal naming the directory and saying %q", err, tt.reason)
+			}
+			if len(f.joins) != joins {
+				t.Error("mwid joined before refusing the output directory")
+			}
+			filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+				if err == nil && fi.Mode().IsRegular() && fi.Name() != "mwid.yaml" {
+					t.Errorf("%s was written", p)
+				}
+				return nil
+			})
+		})
+	}
 }
 
 // TestRenewJoinsAgain checks that a daemon joined with an ID token renews

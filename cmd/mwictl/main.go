@@ -33,6 +33,7 @@ import (
 
 	"github.com/mwi-project/mwi/api"
 	"github.com/mwi-project/mwi/client"
+	"github.com/mwi-project/mwi/internal/safefs"
 )
 
 // command is one mwictl command.
@@ -336,8 +337,10 @@ func sshConfig(e *env, args []string) error {
 }
 
 // writeOutput writes data to the file named by -o, atomically, and says so.
+// safefs refuses a symbolic link in any component of the path and a
+// directory that another user could change.
 func (e *env) writeOutput(path string, data []byte, mode os.FileMode) error {
-	if err := writeFileAtomic(path, data, mode); err != nil {
+	if err := safefs.WriteFile(path, data, mode); err != nil {
 		// The temporary file's name means nothing to the reader.
 		var pe *os.PathError
 		var le *os.LinkError
@@ -361,34 +364,6 @@ func executable() (string, error) {
 		return "", err
 	}
 	return filepath.EvalSymlinks(p)
-}
-
-// writeFileAtomic writes data to name through a temporary file in the same
-// directory, so that readers see the old file or the new one, never a part.
-func writeFileAtomic(name string, data []byte, mode os.FileMode) (err error) {
-	f, err := os.CreateTemp(filepath.Dir(name), "."+filepath.Base(name)+".*.tmp")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if _, err := f.Write(data); err != nil {
-		return err
-	}
-	if err := f.Chmod(mode); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), name)
 }
 
 func renew(e *env, args []string) error {

@@ -340,6 +340,20 @@ func TestSSHConfig(t *testing.T) {
 		code, out, errs := mwictl(f.sock, "ssh-config", "-o", name)
 		want(t, code, out, errs, 1, "mwictl: cannot write "+name+": no such file or directory\n")
 	})
+	t.Run("FileThroughLink", func(t *testing.T) {
+		// A link in any component of -o's path is refused, not followed.
+		dir := t.TempDir()
+		target := filepath.Join(dir, "elsewhere")
+		os.Mkdir(target, 0o700)
+		link := filepath.Join(dir, "ssh")
+		os.Symlink(target, link)
+		name := filepath.Join(link, "mwi.conf")
+		code, out, errs := mwictl(f.sock, "ssh-config", "-o", name)
+		want(t, code, out, errs, 1, "mwictl: cannot write "+name+": refusing "+link+": it is a symbolic link")
+		if ents, _ := os.ReadDir(target); len(ents) != 0 {
+			t.Errorf("written through the link: %v", ents)
+		}
+	})
 }
 
 func TestRenew(t *testing.T) {

@@ -1,0 +1,95 @@
+package daemon
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/mwi-project/mwi/daemon/config"
+	"github.com/mwi-project/mwi/daemon/identity"
+)
+
+// TestOutputWritesRefuseUnsafeDirectories writes a running daemon's
+// kubernetes and ssh_host outputs into directories that safefs refuses: a
+// path through a link to a root-only directory, and a directory another
+// user owns. Each write fails naming the directory, and nothing lands
+// there.
+func TestOutputWritesRefuseUnsafeDirectories(t *testing.T) {
+	tests := []struct {
+		name   string
+		root   bool
+		setup  func(t *testing.T, base string) // the outputs write in base/link/out
+		reason string
+	}{
+		{"symlinked parent", false, func(t *testing.T, b string) {
+			os.MkdirAll(filepath.Join(b, "secret", "out"), 0o700)
+			os.Symlink(filepath.Join(b, "secret"), filepath.Join(b, "link"))
+		}, "symbolic link"},
+		{"symlinked directory", false, func(t *testing.T, b string) {
+			os.MkdirAll(filepath.Join(b, "secret"), 0o700)
+			os.Mkdir(filepath.Join(b, "link"), 0o700)
+			os.Symlink(filepath.Join(b, "secret"), filepath.Join(b, "link", "out"))
+		}, "symbolic link"},
+		{"another user's directory", true, func(t *testing.T, b string) {
+			os.MkdirAll(filepath.Join(b, "link", "out"), 0o700)
+			os.Chown(filepath.Join(b, "link", "out"), 65534, 65534)
+		}, "owned by uid 65534"},
+		{"a directory others can write to", false, func(t *testing.T, b string) {
+			os.MkdirAll(filepath.Join(b, "link", "out"), 0o700)
+			os.Chmod(filepath.Join(b, "link", "out"), 0o777)
+		}, "writable by users other than its owner"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.root && os.Geteuid() != 0 {
+				t.Skip("needs root, to give a directory to another user")
+			}
+			base := t.TempDir()
+			tt.setup(t, base)
+			out := filepath.Join(base, "link", "out")
+			check := func(kind string, err error) {
+				t.Helper()
+				if err == nil || !strings.Contains(err.Error(), tt.reason) || !strings.Contains(err.Error(), filepath.Join(base, "link")) {
+					t.Errorf("%s output: %v; want a refusal naming the directory and saying %q", kind, err, tt.reason)
+				}
+			}
+
+			kube := []config.Output{{Type: "kubernetes", Clusters: []string{"prod"}, Directory: out}}
+			s := kubeServer(t, kube, time.Hour)
+			check("kubernetes", s.writeKubeOutputs(kube, s.creds.Current()))
+
+			host := []config.Output{{Type: "ssh_host", Certificate: filepath.Join(out, "ssh_host_ed25519_key-cert.pub")}}
+			s = &Server{log: slog.New(slog.DiscardHandler), now: time.Now, outputs: map[string]*outputState{}}
+			check("ssh_host", s.writeOutputs(context.Background(), host, &identity.Credentials{HostCerts: []*ssh.Certificate{hostCert(t)}}))
+
+			filepath.Walk(base, func(p string, fi os.FileInfo, err error) error {
+				if err == nil && fi.Mode().IsRegular() {
+					t.Errorf("%s was written", p)
+				}
+				return nil
+			})
+		})
+	}
+}
+
+// hostCert returns a host certificate signed by a throwaway authority.
+func hostCert(t *testing.T) *ssh.Certificate {
+	t.Helper()
+	pub, _, _ := ed25519.GenerateKey(rand.Reader)
+	_, caKey, _ := ed25519.GenerateKey(rand.Reader)
+	key, _ := ssh.NewPublicKey(pub)
+	ca, _ := ssh.NewSignerFromKey(caKey)
+	cert := &ssh.Certificate{Key: key, CertType: ssh.HostCert, ValidPrincipals: []string{"build-01"}, ValidBefore: ssh.CertTimeInfinity}
+	if err := cert.SignCert(rand.Reader, ca); err != nil {
+		t.Fatal(err)
+	}
+	return cert
+}
