@@ -16,19 +16,10 @@ import (
 	"github.com/mwi-project/mwi/internal/unixsock"
 )
 
-// listen opens a configured socket with its mode and group.
-func listen(sc config.Socket) (*net.UnixListener, error) {
-	ln, err := unixsock.Listen(sc.Path, sc.Mode)
-	if err != nil {
-		return nil, err
-	}
-	if sc.Group >= 0 {
-		if err := os.Chown(sc.Path, -1, sc.Group); err != nil {
-			ln.Close()
-			return nil, err
-		}
-	}
-	return ln, nil
+// listen opens a configured socket with its mode and group, which
+// unixsock sets before the socket appears at its path.
+func listen(sc config.Socket) (*unixsock.Listener, error) {
+	return unixsock.ListenGroup(sc.Path, sc.Mode, sc.Group)
 }
 
 // allowed reports whether the peer may use a socket. The socket's mode and

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"slices"
 
 	"github.com/mwi-project/mwi/api"
@@ -13,6 +12,7 @@ import (
 	"github.com/mwi-project/mwi/daemon/issuerclient"
 	"github.com/mwi-project/mwi/internal/httpjson"
 	"github.com/mwi-project/mwi/internal/sdnotify"
+	"github.com/mwi-project/mwi/internal/unixsock"
 )
 
 // Reload reads the configuration file again and, if it is valid and every
@@ -135,9 +135,14 @@ func needsRenewal(old, next *config.Config) bool {
 
 // moveSockets applies the sockets' new paths, modes and groups. Every new
 // path listens before any old one closes, and if one cannot be opened none
-// moves, so a failed reload leaves the sockets as they were. Callers are
-// checked against the configuration in use on each connection, so allow
-// lists need nothing here.
+// moves, so a failed reload leaves the sockets as they were. A socket that
+// keeps its path but changes mode or group is made again, with them, and
+// put in place of the old one in one step (unixsock.Replace): mode and
+// group are never changed on a path, which could have been swapped for a
+// link. That comes last, and only a failure there can leave a change
+// applied to one socket and not the other. Callers are checked against
+// the configuration in use on each connection, so allow lists need
+// nothing here.
 func (s *Server) moveSockets(old, next *config.Config) error {
 	if s.sockets == nil {
 		return nil // not running: Run opens the sockets of the new config
@@ -166,20 +171,25 @@ func (s *Server) moveSockets(old, next *config.Config) error {
 	for _, m := range moves {
 		if m.ln != nil {
 			s.log.Info("moving socket", "socket", m.name, "from", m.old.Path, "to", m.next.Path)
-			name := m.name
-			s.serveOn(name, m.ln, func(err error) { s.log.Error("socket failed", "socket", name, "err", err) })
-			continue
-		}
-		if m.old.Mode != m.next.Mode {
-			if err := os.Chmod(m.next.Path, m.next.Mode); err != nil {
-				return fmt.Errorf("sockets.%s: %w", m.name, err)
-			}
-		}
-		if m.old.Group != m.next.Group && m.next.Group >= 0 {
-			if err := os.Chown(m.next.Path, -1, m.next.Group); err != nil {
-				return fmt.Errorf("sockets.%s: %w", m.name, err)
-			}
+			s.serveSocket(m.name, m.ln)
 		}
 	}
+	for _, m := range moves {
+		if m.old.Path != m.next.Path || (m.old.Mode == m.next.Mode && m.old.Group == m.next.Group) {
+			continue
+		}
+		ln, err := unixsock.Replace(m.next.Path, m.next.Mode, m.next.Group)
+		if err != nil {
+			return fmt.Errorf("sockets.%s: %w", m.name, err)
+		}
+		s.log.Info("socket made again with a new mode or group", "socket", m.name, "path", m.next.Path, "mode", fmt.Sprintf("%04o", m.next.Mode.Perm()), "group", m.next.Group)
+		s.serveSocket(m.name, ln)
+	}
 	return nil
+}
+
+// serveSocket serves the agent or the API on ln in place of the socket of
+// that name, which stops; a failure to serve is logged.
+func (s *Server) serveSocket(name string, ln net.Listener) {
+	s.serveOn(name, ln, func(err error) { s.log.Error("socket failed", "socket", name, "err", err) })
 }
