@@ -143,3 +143,30 @@ func TestSocketModeReload(t *testing.T) {
 		}
 	}
 }
+
+// TestIssuerStateDirectoryLink starts mwi-issuer with its state directory
+// behind a symbolic link, as systemd leaves it under DynamicUser= (a link
+// from /var/lib/NAME into /var/lib/private): the admin socket, which is
+// never made through a link, is made where the link leads, and the admin
+// commands reach it through the state directory's path.
+func TestIssuerStateDirectoryLink(t *testing.T) {
+	iss := harness.StartIssuer(t, resources(harness.CurrentUser(t)))
+	iss.Stop(t)
+	private := filepath.Join(iss.Dir, "private")
+	if err := os.Mkdir(private, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(iss.State, filepath.Join(private, "state")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(private, "state"), iss.State); err != nil {
+		t.Fatal(err)
+	}
+	iss.Start(t)
+	if fi, err := os.Lstat(filepath.Join(private, "state", "admin.sock")); err != nil || fi.Mode().Type() != os.ModeSocket {
+		t.Fatalf("admin socket in the linked directory: %v, %v", fi, err)
+	}
+	if tok := iss.CreateToken(t, "ci", time.Hour); tok == "" {
+		t.Fatal("no token")
+	}
+}

@@ -216,6 +216,17 @@ func runServe(args []string) error {
 	// The issuer holds every CA key in memory.
 	hygiene.Harden(log.Logger)
 	cfg := server.DefaultConfig(*state)
+	if *adminSock == "" {
+		// The admin socket is made only in a directory reached through no
+		// symbolic link (unixsock refuses one). The state directory is the
+		// administrator's choice, and under DynamicUser= systemd makes it
+		// a link into /var/lib/private: the socket goes where it leads.
+		dir, err := filepath.EvalSymlinks(*state)
+		if err != nil {
+			return fmt.Errorf("serve: state directory: %w", err)
+		}
+		cfg.AdminSocket = filepath.Join(dir, "admin.sock")
+	}
 	for dst, v := range map[*string]string{&cfg.Listen: *listen, &cfg.ResourcesDir: *resources, &cfg.AdminSocket: *adminSock, &cfg.AuditLog: *auditLog} {
 		if v != "" {
 			*dst = v
