@@ -4,7 +4,7 @@
 // Usage:
 //
 //	mwi-issuer init  --state DIR [--host NAME]...
-//	mwi-issuer serve --state DIR [--listen ADDR] [--resources DIR] [--admin-socket PATH] [--audit-log FILE] [--cluster-name NAME]
+//	mwi-issuer serve --state DIR [--listen ADDR] [--resources DIR] [--admin-socket PATH] [--audit-log FILE] [--cluster-name NAME] [--resource-settle 2s]
 //	mwi-issuer ca    --state DIR
 //	mwi-issuer tls rotate --state DIR [--host NAME]...
 //	mwi-issuer token create --bot NAME [--ttl 1h] [--state DIR | --admin-socket PATH]
@@ -39,13 +39,14 @@ import (
 	"github.com/mwi-project/mwi/api"
 	"github.com/mwi-project/mwi/internal/hygiene"
 	"github.com/mwi-project/mwi/internal/logging"
+	"github.com/mwi-project/mwi/internal/watch"
 	"github.com/mwi-project/mwi/issuer/ca"
 	"github.com/mwi-project/mwi/issuer/server"
 )
 
 const usage = `usage:
   mwi-issuer init  --state DIR [--host NAME]...
-  mwi-issuer serve --state DIR [--listen ADDR] [--resources DIR] [--admin-socket PATH] [--audit-log FILE] [--cluster-name NAME]
+  mwi-issuer serve --state DIR [--listen ADDR] [--resources DIR] [--admin-socket PATH] [--audit-log FILE] [--cluster-name NAME] [--resource-settle 2s]
   mwi-issuer ca    --state DIR
   mwi-issuer tls rotate --state DIR [--host NAME]...
   mwi-issuer token create --bot NAME [--ttl DURATION] [--state DIR | --admin-socket PATH]
@@ -214,6 +215,7 @@ func runServe(args []string) error {
 	adminSock := fs.String("admin-socket", "", "admin socket `path` (default STATE/admin.sock)")
 	auditLog := fs.String("audit-log", "", "audit log `file` (default STATE/audit.log; - for standard output)")
 	clusterName := fs.String("cluster-name", "mwi", "cluster `name`: the audience ID tokens must have when their token resource sets none")
+	settle := fs.Duration("resource-settle", watch.DefaultSettle, "how long the resource directory must stay unchanged after an edit before it is loaded")
 	logFormat := fs.String("log-format", "text", "log `format`: text or json")
 	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
@@ -241,6 +243,10 @@ func runServe(args []string) error {
 		return errors.New("serve: --cluster-name must not be empty")
 	}
 	cfg.ClusterName = *clusterName
+	if *settle <= 0 {
+		return errors.New("serve: --resource-settle must be positive")
+	}
+	cfg.ResourceSettle = *settle
 	srv, err := server.New(cfg, log.Logger)
 	if err != nil {
 		return err
