@@ -225,8 +225,8 @@ func (a *Authority) advance(ctx context.Context, id ca.Identity, key string, now
 			return in, nil, lerr
 		}
 		if !locked {
-			// Unlocked since: the caller may try again.
-			lock = store.Lock{Bot: id.Bot, Instance: id.Instance, Reason: "the lock was lifted while this request was made; try again"}
+			return in, httpjson.Errorf(http.StatusConflict, api.CodeInstanceLocked,
+				"instance %s was locked when this request was checked and has been unlocked since; try again", id.Instance), nil
 		}
 		return in, instanceLocked(lock), nil
 	case errors.Is(err, store.ErrGenerationMismatch):

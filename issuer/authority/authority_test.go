@@ -1026,7 +1026,14 @@ func TestHashToken(t *testing.T) {
 // an I/O error.
 type brokenStore struct {
 	store.Store
-	tokenErr, lockErr error
+	tokenErr, lockErr, instanceLockErr error
+}
+
+func (s brokenStore) InstanceLock(ctx context.Context, id string) (store.Lock, bool, error) {
+	if s.instanceLockErr != nil {
+		return store.Lock{}, false, s.instanceLockErr
+	}
+	return s.Store.InstanceLock(ctx, id)
 }
 
 func (s brokenStore) Token(ctx context.Context, hash string, now time.Time) (store.Token, error) {
@@ -1078,6 +1085,23 @@ func TestStoreFailuresAreInternal(t *testing.T) {
 			e.auth.Store = orig
 			e.join(t, tok)
 		})
+	}
+}
+
+// TestInstanceLockLookupFailure checks that a renewal whose instance lock
+// cannot be read is refused as an internal error, without moving the
+// counter.
+func TestInstanceLockLookupFailure(t *testing.T) {
+	e := newEnv(t)
+	creds := e.join(t, e.token(t, "ci"))
+	e.auth.Store = brokenStore{Store: e.store, instanceLockErr: errors.New("store: read /var/lib/mwi/store.db: input/output error")}
+	_, err := e.renew(t, ca.Identity{Bot: "ci", Instance: creds.Instance, Generation: 1})
+	var herr *httpjson.Error
+	if !errors.As(err, &herr) || herr.Status != http.StatusInternalServerError || strings.Contains(herr.Message, "/var/lib/mwi") {
+		t.Errorf("renew = %v; want an internal error that does not leak the store's", err)
+	}
+	if in, _ := e.store.Instance(context.Background(), creds.Instance); in.Generation != 1 {
+		t.Errorf("generation moved to %d", in.Generation)
 	}
 }
 
@@ -1134,5 +1158,42 @@ func TestRenewRetryAfterLostAnswer(t *testing.T) {
 	// generation is refused.
 	if _, err := e.auth.Renew(ctx, id, req, "192.0.2.1:1"); err == nil {
 		t.Fatal("the retry renewed a locked instance")
+	}
+}
+
+// lockRaceStore is the real store whose first InstanceLock answers "not
+// locked", as a lookup made just before the lock was set would.
+type lockRaceStore struct {
+	store.Store
+	asked bool
+}
+
+func (s *lockRaceStore) InstanceLock(ctx context.Context, id string) (store.Lock, bool, error) {
+	if !s.asked {
+		s.asked = true
+		return store.Lock{}, false, nil
+	}
+	return s.Store.InstanceLock(ctx, id)
+}
+
+// TestInstanceLockCheckedWithTheCounter locks an instance between the
+// authority's early lock check and the move of its counter: the store's
+// check, made in the same transaction as the move, still refuses it.
+func TestInstanceLockCheckedWithTheCounter(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	creds := e.join(t, e.token(t, "ci"))
+	if _, err := e.auth.LockInstance(ctx, creds.Instance, "copied"); err != nil {
+		t.Fatal(err)
+	}
+	e.auth.Store = &lockRaceStore{Store: e.store}
+	offset := e.audit.Len()
+	_, err := e.renew(t, ca.Identity{Bot: "ci", Instance: creds.Instance, Generation: 1})
+	e.expectDenied(t, err, offset, audit.EventRenew, api.CodeInstanceLocked, http.StatusForbidden)
+	if !strings.Contains(err.Error(), "is locked: copied;") {
+		t.Errorf("refusal %q does not give the lock's reason", err)
+	}
+	if in, _ := e.store.Instance(ctx, creds.Instance); in.Generation != 1 {
+		t.Errorf("the locked instance moved to generation %d", in.Generation)
 	}
 }
