@@ -384,7 +384,7 @@ func runLock(kind, verb, target string, args []string) error {
 		fmt.Printf("bot %s was not locked\n", target)
 	}
 	if len(instances) > 0 {
-		fmt.Printf("%d instances of bot %s stay locked; lift each with mwi-issuer instance unlock ID:\n", len(instances), target)
+		fmt.Printf("these instances of bot %s stay locked; lift each with mwi-issuer instance unlock ID:\n", target)
 		w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 		for _, l := range instances {
 			fmt.Fprintf(w, "  %s\t%s\t%s\n", l.Instance, l.At.Format(time.RFC3339), l.Reason)
