@@ -147,6 +147,7 @@ const (
 	CodeNotRenewable       = "not_renewable"
 	CodeBotUnknown         = "bot_unknown"
 	CodeBotLocked          = "bot_locked"
+	CodeInstanceLocked     = "instance_locked"
 	CodeGenerationMismatch = "generation_mismatch"
 	CodeLoginNotAllowed    = "login_not_allowed"
 	CodeHostNameNotAllowed = "host_name_not_allowed"
@@ -171,6 +172,27 @@ type CreateTokenResponse struct {
 	Token   string    `json:"token"`
 	Bot     string    `json:"bot"`
 	Expires time.Time `json:"expires"`
+}
+
+// Lock is a lock on the issuer: of a whole bot, or of one instance of it
+// (Instance set), such as the instance whose identity a renewal showed
+// was copied.
+type Lock struct {
+	Bot      string    `json:"bot"`
+	Instance string    `json:"instance,omitempty"`
+	Reason   string    `json:"reason"`
+	At       time.Time `json:"at"`
+}
+
+// LockRequest is the body of POST /admin/v1/bots/{bot}/lock and
+// /admin/v1/instances/{id}/lock on the issuer's admin socket.
+type LockRequest struct {
+	Reason string `json:"reason"`
+}
+
+// Locks is the body of GET /admin/v1/locks on the issuer's admin socket.
+type Locks struct {
+	Locks []Lock `json:"locks"`
 }
 
 // Status is the body of GET /v1/status on mwid's local API.

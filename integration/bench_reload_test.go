@@ -131,7 +131,7 @@ func BenchmarkReload(b *testing.B) {
 	write(base)
 
 	fmt.Printf("\nconfiguration reload, %d rounds each (mwid pinned to CPU 1)\n", rounds)
-	fmt.Printf("  file written -> live (watcher, %v debounce): %s\n", watch.Debounce, latencies(viaWatch))
+	fmt.Printf("  file written -> live (watcher, %v debounce + %v settle): %s\n", watch.Debounce, watch.DefaultSettle, latencies(viaWatch))
 	fmt.Printf("  file written + mwictl reload -> live:        %s\n", latencies(viaAPI))
 	fmt.Printf("agent sign, 8 clients, %v per run\n", d)
 	fmt.Printf("  without reloads:                  %8.0f ops/s  p50 %-7s p99 %-7s errors %d\n", quiet.OpsPerSec, fmtLatency(quiet.P50), fmtLatency(quiet.P99), quiet.Errors)

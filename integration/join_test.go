@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -107,7 +108,10 @@ func newKeys(t *testing.T) (*identity.Keys, api.PublicKeys) {
 	return keys, pub
 }
 
-func TestCopiedIdentityLocksBot(t *testing.T) {
+// TestCopiedIdentityLocksInstance uses a copy of an identity after its
+// owner renewed: the issuer locks that instance, and only it, so that a
+// stale identity in the wrong hands cannot stop the rest of the bot.
+func TestCopiedIdentityLocksInstance(t *testing.T) {
 	iss := harness.StartIssuer(t, resources(harness.CurrentUser(t)))
 	// A real mwid of the same bot, renewing every few seconds.
 	d := harness.StartDaemon(t, iss, harness.DaemonOptions{Token: iss.CreateToken(t, "ci", time.Hour), TTL: 10 * time.Second})
@@ -122,6 +126,7 @@ func TestCopiedIdentityLocksBot(t *testing.T) {
 	if renewed.Generation != original.Generation+1 {
 		t.Fatalf("renewal moved generation %d to %d; want +1", original.Generation, renewed.Generation)
 	}
+	unlock := "mwi-issuer instance unlock " + original.Instance
 
 	// The copy, used after the owner renewed, presents a stale generation.
 	_, err = renewDirect(ic, copied)
@@ -129,27 +134,131 @@ func TestCopiedIdentityLocksBot(t *testing.T) {
 	if !errors.As(err, &ie) || ie.Code != api.CodeGenerationMismatch {
 		t.Fatalf("renewal with the copied identity: %v; want %s", err, api.CodeGenerationMismatch)
 	}
-	// The bot is locked: the owner's current identity is refused too, and
-	// so is the other instance of the bot, the real mwid.
-	if _, err := renewDirect(ic, renewed); !errors.As(err, &ie) || ie.Code != api.CodeBotLocked {
-		t.Fatalf("renewal after the lock: %v; want %s", err, api.CodeBotLocked)
+	if !strings.Contains(err.Error(), unlock) {
+		t.Errorf("refusal %q does not say %q", err, unlock)
 	}
-	d.WaitError(t, api.CodeBotLocked, 20*time.Second)
-	if ev := iss.FindAudit(t, map[string]any{"event": "bot.lock", "bot": "ci"}); ev == nil || !strings.Contains(ev["reason"].(string), "generation mismatch") {
-		t.Errorf("audit lock event = %v; want one naming the generation mismatch", ev)
+	// The instance is locked: the owner's current identity is refused too,
+	// with the reason and the way out.
+	_, err = renewDirect(ic, renewed)
+	if !errors.As(err, &ie) || ie.Code != api.CodeInstanceLocked {
+		t.Fatalf("renewal after the lock: %v; want %s", err, api.CodeInstanceLocked)
+	}
+	for _, want := range []string{"instance " + original.Instance + " is locked: generation mismatch", "; an operator can lift it with " + unlock} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("refusal %q does not say %q", err, want)
+		}
+	}
+	ev := iss.FindAudit(t, map[string]any{"event": "instance.lock", "bot": "ci", "instance": original.Instance})
+	if ev == nil || !strings.Contains(fmt.Sprint(ev["reason"]), "generation mismatch") {
+		t.Errorf("audit lock event = %v; want one naming the instance and the generation mismatch", ev)
 	}
 	if ev := iss.FindAudit(t, map[string]any{"event": "renew", "outcome": "denied", "instance": original.Instance}); ev == nil {
 		t.Error("no audit line for the denied renewal")
 	}
-	// A new join for a locked bot is refused as well.
-	d2 := harness.StartDaemon(t, iss, harness.DaemonOptions{Token: iss.CreateToken(t, "ci", time.Hour)})
-	d2.WaitError(t, api.CodeBotLocked, 20*time.Second)
 
-	// An operator lifts the lock, and the bot can join again.
-	if out, err := harness.Run(context.Background(), 10*time.Second, nil, iss.Bins.Issuer, "bot", "unlock", "ci", "--admin-socket", iss.AdminSock); err != nil {
+	// The point of locking the instance: the bot's other instance, the
+	// real mwid, keeps renewing, and a new join of the bot works.
+	atLock, err := d.Status(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	harness.Eventually(t, 30*time.Second, "the other instance renewing", func() error {
+		st, err := d.Status(t)
+		if err != nil {
+			return err
+		}
+		if st.State != "ready" || st.Generation < atLock.Generation+2 {
+			return fmt.Errorf("state %s, generation %d (%d at the lock), error %q", st.State, st.Generation, atLock.Generation, st.LastError)
+		}
+		return nil
+	})
+	if st, _ := d.Status(t); strings.Contains(st.LastError, "locked") {
+		t.Errorf("the other instance saw a lock: %s", st.LastError)
+	}
+	if iss.FindAudit(t, map[string]any{"event": "bot.lock"}) != nil {
+		t.Error("the bot was locked")
+	}
+	if _, fresh := joinDirect(t, iss, iss.CreateToken(t, "ci", time.Hour)); fresh.Instance == original.Instance {
+		t.Error("a new join got the locked instance")
+	}
+
+	// mwi-issuer shows the lock and says how to lift it; bot unlock, which
+	// does not lift it, says so too.
+	admin := func(args ...string) string {
+		t.Helper()
+		out, err := harness.Run(context.Background(), 10*time.Second, nil, append([]string{iss.Bins.Issuer}, append(args, "--admin-socket", iss.AdminSock)...)...)
+		if err != nil {
+			t.Fatalf("mwi-issuer %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return out
+	}
+	if out := admin("locks"); !strings.Contains(out, original.Instance) || !strings.Contains(out, unlock) || !strings.Contains(out, "generation mismatch") {
+		t.Errorf("mwi-issuer locks:\n%s\nwant the instance, the reason and %q", out, unlock)
+	}
+	if out := admin("bot", "unlock", "ci"); !strings.Contains(out, "bot ci was not locked") || !strings.Contains(out, original.Instance) || !strings.Contains(out, "mwi-issuer instance unlock ID") {
+		t.Errorf("mwi-issuer bot unlock:\n%s\nwant it to say the bot was not locked and the instance stays locked", out)
+	}
+	if _, err := renewDirect(ic, renewed); !errors.As(err, &ie) || ie.Code != api.CodeInstanceLocked {
+		t.Fatalf("renewal after bot unlock: %v; want %s", err, api.CodeInstanceLocked)
+	}
+
+	// An operator lifts the lock, and the owner's current identity renews.
+	if out := admin("instance", "unlock", original.Instance); !strings.Contains(out, "unlocked") {
+		t.Errorf("mwi-issuer instance unlock: %s", out)
+	}
+	if ev := iss.FindAudit(t, map[string]any{"event": "instance.unlock", "outcome": "allowed", "instance": original.Instance}); ev == nil {
+		t.Error("no audit line for the unlock")
+	}
+	after, err := renewDirect(ic, renewed)
+	if err != nil {
+		t.Fatalf("renewal after the unlock: %v", err)
+	}
+	if after.Generation != renewed.Generation+1 || after.Instance != original.Instance {
+		t.Errorf("renewal after the unlock = instance %s generation %d", after.Instance, after.Generation)
+	}
+	if out := admin("locks"); !strings.Contains(out, "no locks") {
+		t.Errorf("mwi-issuer locks after the unlock:\n%s", out)
+	}
+	// Unlocking it again is an error naming the instance.
+	out, err := harness.Run(context.Background(), 10*time.Second, nil, iss.Bins.Issuer, "instance", "unlock", original.Instance, "--admin-socket", iss.AdminSock)
+	if err == nil || !strings.Contains(out, "is not locked") {
+		t.Errorf("second instance unlock: %v\n%s", err, out)
+	}
+}
+
+// TestBotLockByOperator locks a whole bot with mwi-issuer: its running
+// instance and new joins are refused until the lock is lifted.
+func TestBotLockByOperator(t *testing.T) {
+	iss := harness.StartIssuer(t, resources(harness.CurrentUser(t)))
+	ic, creds := joinDirect(t, iss, iss.CreateToken(t, "ci", time.Hour))
+	run := func(args ...string) (string, error) {
+		return harness.Run(context.Background(), 10*time.Second, nil, append([]string{iss.Bins.Issuer}, append(args, "--admin-socket", iss.AdminSock)...)...)
+	}
+	if out, err := run("bot", "lock", "ci"); err == nil || !strings.Contains(out, "--reason is required") {
+		t.Errorf("bot lock without a reason: %v\n%s", err, out)
+	}
+	if out, err := run("bot", "lock", "ci", "--reason", "decommissioned"); err != nil {
+		t.Fatalf("bot lock: %v\n%s", err, out)
+	}
+	_, err := renewDirect(ic, creds)
+	var ie *issuerclient.Error
+	if !errors.As(err, &ie) || ie.Code != api.CodeBotLocked || !strings.Contains(err.Error(), "decommissioned; an operator can lift it with mwi-issuer bot unlock ci") {
+		t.Fatalf("renewal of a locked bot: %v; want %s with the way out", err, api.CodeBotLocked)
+	}
+	d := harness.StartDaemon(t, iss, harness.DaemonOptions{Token: iss.CreateToken(t, "ci", time.Hour)})
+	d.WaitError(t, api.CodeBotLocked, 20*time.Second)
+
+	if out, err := run("bot", "unlock", "ci"); err != nil || !strings.Contains(out, "bot ci unlocked") {
 		t.Fatalf("bot unlock: %v\n%s", err, out)
 	}
-	joinDirect(t, iss, iss.CreateToken(t, "ci", time.Hour))
+	if _, err := renewDirect(ic, creds); err != nil {
+		t.Errorf("renewal after the unlock: %v", err)
+	}
+	// Now, rather than after the daemon's backoff.
+	if out, err := d.Ctl("renew"); err != nil {
+		t.Errorf("mwictl renew after the unlock: %v\n%s", err, out)
+	}
+	d.WaitState(t, "ready", 20*time.Second)
 }
 
 func TestIssuerRestart(t *testing.T) {

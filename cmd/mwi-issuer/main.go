@@ -4,10 +4,14 @@
 // Usage:
 //
 //	mwi-issuer init  --state DIR [--host NAME]...
-//	mwi-issuer serve --state DIR [--listen ADDR] [--resources DIR] [--admin-socket PATH] [--audit-log FILE] [--cluster-name NAME]
+//	mwi-issuer serve --state DIR [--listen ADDR] [--resources DIR] [--admin-socket PATH] [--audit-log FILE] [--cluster-name NAME] [--resource-settle 2s]
 //	mwi-issuer ca    --state DIR
 //	mwi-issuer tls rotate --state DIR [--host NAME]...
 //	mwi-issuer token create --bot NAME [--ttl 1h] [--state DIR | --admin-socket PATH]
+//	mwi-issuer locks [--json] [--state DIR | --admin-socket PATH]
+//	mwi-issuer instance lock ID --reason TEXT [--state DIR | --admin-socket PATH]
+//	mwi-issuer instance unlock ID [--state DIR | --admin-socket PATH]
+//	mwi-issuer bot lock NAME --reason TEXT [--state DIR | --admin-socket PATH]
 //	mwi-issuer bot unlock NAME [--state DIR | --admin-socket PATH]
 package main
 
@@ -21,11 +25,13 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
+	"text/tabwriter"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -33,16 +39,21 @@ import (
 	"github.com/mwi-project/mwi/api"
 	"github.com/mwi-project/mwi/internal/hygiene"
 	"github.com/mwi-project/mwi/internal/logging"
+	"github.com/mwi-project/mwi/internal/watch"
 	"github.com/mwi-project/mwi/issuer/ca"
 	"github.com/mwi-project/mwi/issuer/server"
 )
 
 const usage = `usage:
   mwi-issuer init  --state DIR [--host NAME]...
-  mwi-issuer serve --state DIR [--listen ADDR] [--resources DIR] [--admin-socket PATH] [--audit-log FILE] [--cluster-name NAME]
+  mwi-issuer serve --state DIR [--listen ADDR] [--resources DIR] [--admin-socket PATH] [--audit-log FILE] [--cluster-name NAME] [--resource-settle 2s]
   mwi-issuer ca    --state DIR
   mwi-issuer tls rotate --state DIR [--host NAME]...
   mwi-issuer token create --bot NAME [--ttl DURATION] [--state DIR | --admin-socket PATH]
+  mwi-issuer locks [--json] [--state DIR | --admin-socket PATH]
+  mwi-issuer instance lock ID --reason TEXT [--state DIR | --admin-socket PATH]
+  mwi-issuer instance unlock ID [--state DIR | --admin-socket PATH]
+  mwi-issuer bot lock NAME --reason TEXT [--state DIR | --admin-socket PATH]
   mwi-issuer bot unlock NAME [--state DIR | --admin-socket PATH]
 `
 
@@ -75,11 +86,14 @@ func run(args []string) error {
 			return errors.New("usage: mwi-issuer token create --bot NAME [--ttl DURATION]")
 		}
 		return runTokenCreate(rest[1:])
-	case "bot":
-		if len(rest) < 2 || rest[0] != "unlock" {
-			return errors.New("usage: mwi-issuer bot unlock NAME")
+	case "locks":
+		return runLocks(rest)
+	case "bot", "instance":
+		if len(rest) < 2 || (rest[0] != "lock" && rest[0] != "unlock") || strings.HasPrefix(rest[1], "-") {
+			what := map[string]string{"bot": "NAME", "instance": "ID"}[cmd]
+			return fmt.Errorf("usage: mwi-issuer %s lock %s --reason TEXT, or mwi-issuer %s unlock %s", cmd, what, cmd, what)
 		}
-		return runBotUnlock(rest[1], rest[2:])
+		return runLock(cmd, rest[0], rest[1], rest[2:])
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 		return nil
@@ -201,6 +215,7 @@ func runServe(args []string) error {
 	adminSock := fs.String("admin-socket", "", "admin socket `path` (default STATE/admin.sock)")
 	auditLog := fs.String("audit-log", "", "audit log `file` (default STATE/audit.log; - for standard output)")
 	clusterName := fs.String("cluster-name", "mwi", "cluster `name`: the audience ID tokens must have when their token resource sets none")
+	settle := fs.Duration("resource-settle", watch.DefaultSettle, "how long the resource directory must stay unchanged after an edit before it is loaded")
 	logFormat := fs.String("log-format", "text", "log `format`: text or json")
 	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
@@ -239,6 +254,10 @@ func runServe(args []string) error {
 		return errors.New("serve: --cluster-name must not be empty")
 	}
 	cfg.ClusterName = *clusterName
+	if *settle <= 0 {
+		return errors.New("serve: --resource-settle must be positive")
+	}
+	cfg.ResourceSettle = *settle
 	srv, err := server.New(cfg, log.Logger)
 	if err != nil {
 		return err
@@ -291,7 +310,7 @@ func runTokenCreate(args []string) error {
 	}
 	var resp api.CreateTokenResponse
 	req := api.CreateTokenRequest{Bot: *bot, TTLSeconds: int64(ttl.Seconds())}
-	if err := adminCall(path, "/admin/v1/tokens", req, &resp); err != nil {
+	if err := adminCall(path, http.MethodPost, "/admin/v1/tokens", req, &resp); err != nil {
 		return err
 	}
 	if *jsonOut {
@@ -304,8 +323,92 @@ func runTokenCreate(args []string) error {
 	return nil
 }
 
-func runBotUnlock(bot string, args []string) error {
-	fs := flag.NewFlagSet("bot unlock", flag.ContinueOnError)
+// runLock runs "bot lock", "bot unlock", "instance lock" and "instance
+// unlock" for the bot or instance named by target.
+func runLock(kind, verb, target string, args []string) error {
+	fs := flag.NewFlagSet(kind+" "+verb, flag.ContinueOnError)
+	reason := new(string)
+	if verb == "lock" {
+		reason = fs.String("reason", "", "why: shown to the daemons refused and in the audit log")
+	}
+	socket := adminSocketFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%s %s: unexpected argument %q", kind, verb, fs.Arg(0))
+	}
+	if verb == "lock" && *reason == "" {
+		return fmt.Errorf("%s lock: --reason is required", kind)
+	}
+	path, err := socket()
+	if err != nil {
+		return err
+	}
+	route := "/admin/v1/bots/" + url.PathEscape(target) + "/" + verb
+	if kind == "instance" {
+		route = "/admin/v1/instances/" + url.PathEscape(target) + "/" + verb
+	}
+	switch {
+	case verb == "lock":
+		var l api.Lock
+		if err := adminCall(path, http.MethodPost, route, api.LockRequest{Reason: *reason}, &l); err != nil {
+			return err
+		}
+		if l.Reason != *reason {
+			fmt.Printf("%s %s was already locked since %s: %s\n", kind, target, l.At.Format(time.RFC3339), l.Reason)
+		} else {
+			fmt.Printf("%s %s locked\n", kind, target)
+		}
+		return nil
+	case kind == "instance":
+		var l api.Lock
+		if err := adminCall(path, http.MethodPost, route, struct{}{}, &l); err != nil {
+			return err
+		}
+		fmt.Printf("instance %s of bot %s unlocked; it was locked since %s: %s\n", l.Instance, l.Bot, l.At.Format(time.RFC3339), l.Reason)
+		return nil
+	}
+	// bot unlock: say whether the bot was locked, and which of its
+	// instances stay locked, since those have their own locks.
+	var before api.Locks
+	if err := adminCall(path, http.MethodGet, "/admin/v1/locks", nil, &before); err != nil {
+		return err
+	}
+	if err := adminCall(path, http.MethodPost, route, struct{}{}, nil); err != nil {
+		return err
+	}
+	wasLocked := false
+	var instances []api.Lock
+	for _, l := range before.Locks {
+		switch {
+		case l.Bot != target:
+		case l.Instance == "":
+			wasLocked = true
+		default:
+			instances = append(instances, l)
+		}
+	}
+	if wasLocked {
+		fmt.Printf("bot %s unlocked\n", target)
+	} else {
+		fmt.Printf("bot %s was not locked\n", target)
+	}
+	if len(instances) > 0 {
+		fmt.Printf("these instances of bot %s stay locked; lift each with mwi-issuer instance unlock ID:\n", target)
+		w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+		for _, l := range instances {
+			fmt.Fprintf(w, "  %s\t%s\t%s\n", l.Instance, l.At.Format(time.RFC3339), l.Reason)
+		}
+		w.Flush()
+	}
+	return nil
+}
+
+// runLocks lists the locks of bots and of instances.
+func runLocks(args []string) error {
+	fs := flag.NewFlagSet("locks", flag.ContinueOnError)
+	jsonOut := fs.Bool("json", false, "print JSON")
 	socket := adminSocketFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -314,26 +417,54 @@ func runBotUnlock(bot string, args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := adminCall(path, "/admin/v1/bots/"+bot+"/unlock", struct{}{}, nil); err != nil {
+	var locks api.Locks
+	if err := adminCall(path, http.MethodGet, "/admin/v1/locks", nil, &locks); err != nil {
 		return err
 	}
-	fmt.Printf("bot %s unlocked\n", bot)
-	return nil
+	if *jsonOut {
+		return json.NewEncoder(os.Stdout).Encode(locks)
+	}
+	if len(locks.Locks) == 0 {
+		fmt.Println("no locks")
+		return nil
+	}
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "BOT\tINSTANCE\tSINCE\tREASON\tLIFT WITH")
+	for _, l := range locks.Locks {
+		inst, lift := "(all)", "mwi-issuer bot unlock "+l.Bot
+		if l.Instance != "" {
+			inst, lift = l.Instance, "mwi-issuer instance unlock "+l.Instance
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", l.Bot, inst, l.At.Format(time.RFC3339), l.Reason, lift)
+	}
+	return w.Flush()
 }
 
-// adminCall posts req to the admin socket and decodes the answer into resp.
-func adminCall(socket, path string, req, resp any) error {
+// adminCall sends req (none if nil) to the admin socket with method and
+// decodes the answer into resp.
+func adminCall(socket, method, path string, req, resp any) error {
 	c := &http.Client{
 		Timeout: 30 * time.Second,
 		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, "unix", socket)
 		}},
 	}
-	body, err := json.Marshal(req)
+	var body io.Reader
+	if req != nil {
+		data, err := json.Marshal(req)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(data)
+	}
+	hr, err := http.NewRequest(method, "http://issuer"+path, body)
 	if err != nil {
 		return err
 	}
-	r, err := c.Post("http://issuer"+path, "application/json", bytes.NewReader(body))
+	if req != nil {
+		hr.Header.Set("Content-Type", "application/json")
+	}
+	r, err := c.Do(hr)
 	if err != nil {
 		return fmt.Errorf("is mwi-issuer serve running? (admin socket %s): %w", socket, err)
 	}

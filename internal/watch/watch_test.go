@@ -2,6 +2,7 @@ package watch
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"os"
@@ -10,16 +11,32 @@ import (
 	"time"
 )
 
-// watchFor starts Run on target and returns a channel that receives one
-// value per reported change.
+// testSettle is the settle period of the tests that do not measure it.
+const testSettle = 100 * time.Millisecond
+
+// watchFor starts a Watcher on target and returns a channel that receives
+// one value per reported change.
 func watchFor(t *testing.T, target string) <-chan struct{} {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
 	ch := make(chan struct{}, 10)
-	go Run(ctx, target, slog.New(slog.NewTextHandler(io.Discard, nil)), func() { ch <- struct{}{} })
-	time.Sleep(50 * time.Millisecond) // let the watch start
+	start(t, &Watcher{Target: target, Settle: testSettle, Changed: func() error { ch <- struct{}{}; return nil }})
 	return ch
+}
+
+// start runs w until the test ends.
+func start(t *testing.T, w *Watcher) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	t.Cleanup(func() { cancel(); <-done })
+	w.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	go func() {
+		defer close(done)
+		if err := w.Run(ctx); err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	time.Sleep(50 * time.Millisecond) // let the watch start
 }
 
 func expect(t *testing.T, ch <-chan struct{}, want bool, what string) {
@@ -29,7 +46,7 @@ func expect(t *testing.T, ch <-chan struct{}, want bool, what string) {
 		if !want {
 			t.Fatalf("%s: reported a change", what)
 		}
-	case <-time.After(4 * Debounce):
+	case <-time.After(4 * (Debounce + testSettle)):
 		if want {
 			t.Fatalf("%s: no change reported", what)
 		}
@@ -88,4 +105,95 @@ func TestDirectory(t *testing.T) {
 	expect(t, ch, true, "file removed")
 	os.Chtimes(filepath.Join(dir, "roles.yaml"), time.Now(), time.Now())
 	expect(t, ch, false, "touch")
+}
+
+// TestInPlaceRewrite rewrites a file in place in two writes, with a pause
+// shorter than the settle period between them, as a person or a script
+// does: the half-written content is never reported, the whole one is.
+func TestInPlaceRewrite(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "tokens.yaml")
+	const (
+		first = "allow:\n  - repository: org/repo\n"
+		rest  = "    ref: refs/heads/main\n"
+	)
+	if err := os.WriteFile(p, []byte(first+rest), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	seen := make(chan string, 10)
+	start(t, &Watcher{Target: dir, Settle: 2 * time.Second, Changed: func() error {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		seen <- string(data)
+		return nil
+	}})
+
+	// The new content differs from the old by a repository; the first
+	// write alone would be a wider rule.
+	const newFirst = "allow:\n  - repository: org/other\n"
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString(newFirst); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(600 * time.Millisecond)
+	if _, err := f.WriteString(rest); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	select {
+	case got := <-seen:
+		if got != newFirst+rest {
+			t.Fatalf("reported content %q, want the whole file %q", got, newFirst+rest)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the rewrite was not reported")
+	}
+	select {
+	case got := <-seen:
+		t.Errorf("reported again, with %q", got)
+	case <-time.After(4 * (Debounce + testSettle)):
+	}
+}
+
+// TestChangedError checks that content Changed did not take is offered
+// again once it has settled, even though it did not change since.
+func TestChangedError(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "r.yaml")
+	os.WriteFile(p, []byte("a"), 0o600)
+	calls := make(chan int, 10)
+	n := 0
+	start(t, &Watcher{Target: dir, Settle: testSettle, Changed: func() error {
+		n++
+		calls <- n
+		if n == 1 {
+			return errors.New("changed while read")
+		}
+		return nil
+	}})
+	os.WriteFile(p, []byte("b"), 0o600)
+	for want := 1; want <= 2; want++ {
+		select {
+		case got := <-calls:
+			if got != want {
+				t.Fatalf("call %d, want %d", got, want)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("call %d did not come", want)
+		}
+	}
+	select {
+	case <-calls:
+		t.Error("called again after the content was taken")
+	case <-time.After(4 * (Debounce + testSettle)):
+	}
 }

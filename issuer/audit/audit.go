@@ -17,6 +17,10 @@ const (
 	EventTokenCreate   = "token.create"
 	EventBotLock       = "bot.lock"
 	EventBotUnlock     = "bot.unlock"
+	// EventInstanceLock and EventInstanceUnlock name the instance (and its
+	// bot) whose lock was set or lifted.
+	EventInstanceLock   = "instance.lock"
+	EventInstanceUnlock = "instance.unlock"
 )
 
 // Outcomes.

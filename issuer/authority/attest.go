@@ -70,7 +70,8 @@ func joinDenied(check string) *httpjson.Error {
 // usable). Then, if the caller presented a valid identity of an instance
 // that joined with the same token, that instance is kept and its
 // generation advanced, as a renewal would (a stale generation locks the
-// bot); otherwise a new instance is made.
+// instance, and the identity of a locked instance is refused); otherwise
+// a new instance is made.
 //
 // Every refusal is audited with the token name and the failed check; an
 // attestation's refusal is answered join_denied with the check's name.
@@ -167,7 +168,11 @@ func (a *Authority) joinAttested(ctx context.Context, req api.JoinRequest, clien
 	}
 
 	// What the bot may have.
-	grant, logins, kube, herr := a.entitlements(ctx, tok.BotName, req.SSHLogins, keys.hosts, req.Kubernetes)
+	var presented string
+	if client != nil {
+		presented = client.Instance
+	}
+	grant, logins, kube, herr := a.entitlements(ctx, tok.BotName, presented, req.SSHLogins, keys.hosts, req.Kubernetes)
 	if herr != nil {
 		return deny(herr)
 	}

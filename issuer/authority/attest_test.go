@@ -560,7 +560,7 @@ func TestJoinBoundKeypair(t *testing.T) {
 
 // TestRejoin checks the renewal of non-renewable identities: a re-join with
 // a fresh attestation and the current identity keeps the instance and
-// advances its generation; a stale identity locks the bot.
+// advances its generation; a stale identity locks the instance.
 func TestRejoin(t *testing.T) {
 	e := newAttestEnv(t)
 	ctx := context.Background()
@@ -629,30 +629,40 @@ func TestRejoin(t *testing.T) {
 		e.expectJoinDenied(t, err, offset, "gh", join.CheckWrongBot)
 	})
 
-	t.Run("stale identity locks the bot", func(t *testing.T) {
+	t.Run("stale identity locks the instance", func(t *testing.T) {
 		offset := e.audit.Len()
 		_, err := e.auth.Join(ctx, gh(), &id1, "r")
 		e.expectDenied(t, err, offset, audit.EventJoin, api.CodeGenerationMismatch, http.StatusForbidden)
-		lock, locked, _ := e.store.BotLock(ctx, "ci")
+		lock, locked, _ := e.store.InstanceLock(ctx, first.Instance)
 		if !locked || !strings.Contains(lock.Reason, "generation mismatch") {
-			t.Fatalf("bot lock = %+v, %v", lock, locked)
+			t.Fatalf("instance lock = %+v, %v", lock, locked)
+		}
+		if _, locked, _ := e.store.BotLock(ctx, "ci"); locked {
+			t.Error("the bot is locked")
 		}
 		var lockLines int
 		for _, l := range e.auditLines(t, offset) {
-			if l["event"] == audit.EventBotLock {
+			if l["event"] == audit.EventInstanceLock && l["instance"] == first.Instance {
 				lockLines++
 			}
 		}
 		if lockLines != 1 {
-			t.Errorf("%d bot.lock audit lines, want 1", lockLines)
+			t.Errorf("%d instance.lock audit lines, want 1", lockLines)
 		}
-		// Locked: even the current identity, or a fresh join, is refused.
+		// Locked: even the current identity is refused, before its ID
+		// token is spent, which a fresh join then uses for a new
+		// instance.
+		raw := e.p.Mint(e.p.GitHubClaims("mwi", "org/repo"))
 		offset = e.audit.Len()
-		_, err = e.auth.Join(ctx, gh(), &id2, "r")
-		e.expectDenied(t, err, offset, audit.EventJoin, api.CodeBotLocked, http.StatusForbidden)
-		offset = e.audit.Len()
-		_, err = e.auth.Join(ctx, gh(), nil, "r")
-		e.expectDenied(t, err, offset, audit.EventJoin, api.CodeBotLocked, http.StatusForbidden)
+		_, err = e.auth.Join(ctx, joinReq(t, api.JoinMethodGitHub, "gh", raw), &id2, "r")
+		e.expectDenied(t, err, offset, audit.EventJoin, api.CodeInstanceLocked, http.StatusForbidden)
+		fresh, err := e.auth.Join(ctx, joinReq(t, api.JoinMethodGitHub, "gh", raw), nil, "r")
+		if err != nil {
+			t.Fatalf("fresh join with the token the locked identity presented: %v", err)
+		}
+		if fresh.Instance == first.Instance || fresh.Generation != 1 {
+			t.Errorf("fresh join = instance %s generation %d; want a new instance", fresh.Instance, fresh.Generation)
+		}
 	})
 }
 
@@ -701,11 +711,11 @@ func TestRejoinWithTheSameToken(t *testing.T) {
 	offset := e.audit.Len()
 	_, err = e.auth.Join(ctx, joinReq(t, api.JoinMethodGitHub, "gh", raw), nil, "r")
 	e.expectJoinDenied(t, err, offset, "gh", join.CheckReplay)
-	// With the now stale identity, the generation check locks the bot.
+	// With the now stale identity, the generation check locks the instance.
 	if _, err := e.auth.Join(ctx, joinReq(t, api.JoinMethodGitHub, "gh", raw), &id, "r"); err == nil {
 		t.Fatal("a stale identity re-joined with the same token")
 	}
-	if _, locked, _ := e.store.BotLock(ctx, "ci"); !locked {
-		t.Error("the stale identity did not lock the bot")
+	if _, locked, _ := e.store.InstanceLock(ctx, id.Instance); !locked {
+		t.Error("the stale identity did not lock the instance")
 	}
 }

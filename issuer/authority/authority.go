@@ -129,7 +129,7 @@ func (a *Authority) Join(ctx context.Context, req api.JoinRequest, client *ca.Id
 		return api.Credentials{}, fmt.Errorf("authority: token lookup: %w", err)
 	}
 	attrs = append(attrs, slog.String("bot", tok.Bot))
-	grant, logins, kube, herr := a.entitlements(ctx, tok.Bot, req.SSHLogins, keys.hosts, req.Kubernetes)
+	grant, logins, kube, herr := a.entitlements(ctx, tok.Bot, "", req.SSHLogins, keys.hosts, req.Kubernetes)
 	if herr != nil {
 		return deny(herr)
 	}
@@ -158,7 +158,7 @@ func (a *Authority) Join(ctx context.Context, req api.JoinRequest, client *ca.Id
 // Renew signs fresh credentials for a bot instance that proved its current
 // identity over mutual TLS. The identity's generation must be the one the
 // store holds: an older one means a copy of the identity is in use, and the
-// bot is locked.
+// instance is locked.
 func (a *Authority) Renew(ctx context.Context, id ca.Identity, req api.RenewRequest, remote string) (api.Credentials, error) {
 	attrs := []slog.Attr{
 		slog.String("remote", remote), slog.String("bot", id.Bot),
@@ -172,7 +172,7 @@ func (a *Authority) Renew(ctx context.Context, id ca.Identity, req api.RenewRequ
 	if herr != nil {
 		return deny(herr)
 	}
-	grant, logins, kube, herr := a.entitlements(ctx, id.Bot, req.SSHLogins, keys.hosts, req.Kubernetes)
+	grant, logins, kube, herr := a.entitlements(ctx, id.Bot, id.Instance, req.SSHLogins, keys.hosts, req.Kubernetes)
 	if herr != nil {
 		return deny(herr)
 	}
@@ -207,23 +207,48 @@ func (a *Authority) Renew(ctx context.Context, id ca.Identity, req api.RenewRequ
 // re-join does; key identifies the identity key proposed, so that a retry
 // of a renewal whose answer was lost gets the same generation again. A
 // stale generation otherwise means a copy of the identity is in use:
-// advance locks the bot, audits the lock and returns the refusal.
+// advance locks that instance, audits the lock and returns the refusal.
+//
+// The lock is the instance's, not the bot's: whoever holds a stale copy of
+// one identity must not be able to stop every other instance of the bot,
+// and a fresh join, which proves the machine anew, still makes a new
+// instance. A locked instance gets no new generation until an operator
+// lifts the lock; the store checks it in the same transaction.
 func (a *Authority) advance(ctx context.Context, id ca.Identity, key string, now time.Time) (store.Instance, *httpjson.Error, error) {
 	in, err := a.Store.AdvanceGeneration(ctx, id.Instance, id.Generation, key, now)
 	switch {
 	case errors.Is(err, store.ErrInstanceUnknown):
 		return in, httpjson.Errorf(http.StatusUnauthorized, api.CodeUnauthenticated, "bot instance %s is unknown to this issuer", id.Instance), nil
+	case errors.Is(err, store.ErrInstanceLocked):
+		lock, locked, lerr := a.Store.InstanceLock(ctx, id.Instance)
+		if lerr != nil {
+			return in, nil, lerr
+		}
+		if !locked {
+			return in, httpjson.Errorf(http.StatusConflict, api.CodeInstanceLocked,
+				"instance %s was locked when this request was checked and has been unlocked since; try again", id.Instance), nil
+		}
+		return in, instanceLocked(lock), nil
 	case errors.Is(err, store.ErrGenerationMismatch):
 		reason := fmt.Sprintf("generation mismatch on instance %s: presented %d, expected %d; the identity was probably copied", id.Instance, id.Generation, in.Generation)
-		if err := a.Store.LockBot(ctx, store.Lock{Bot: id.Bot, Reason: reason, At: now}); err != nil {
+		if err := a.Store.LockInstance(ctx, store.Lock{Bot: id.Bot, Instance: id.Instance, Reason: reason, At: now}); err != nil {
 			return in, nil, err
 		}
-		a.Audit.Record(ctx, audit.EventBotLock, audit.Allowed, slog.String("bot", id.Bot), slog.String("reason", reason))
-		return in, httpjson.Errorf(http.StatusForbidden, api.CodeGenerationMismatch, "%s; bot %s is now locked", reason, id.Bot), nil
+		a.Audit.Record(ctx, audit.EventInstanceLock, audit.Allowed, slog.String("bot", id.Bot),
+			slog.String("instance", id.Instance), slog.String("reason", reason))
+		return in, httpjson.Errorf(http.StatusForbidden, api.CodeGenerationMismatch,
+			"%s; instance %s is now locked (the bot's other instances are not); an operator can lift it with mwi-issuer instance unlock %s",
+			reason, id.Instance, id.Instance), nil
 	case err != nil:
 		return in, nil, err
 	}
 	return in, nil, nil
+}
+
+// instanceLocked is the refusal of a locked instance.
+func instanceLocked(l store.Lock) *httpjson.Error {
+	return httpjson.Errorf(http.StatusForbidden, api.CodeInstanceLocked,
+		"instance %s is locked: %s; an operator can lift it with mwi-issuer instance unlock %s", l.Instance, l.Reason, l.Instance)
 }
 
 // CreateToken makes a one-time join token for bot, valid for ttl, and
@@ -254,13 +279,116 @@ func (a *Authority) CreateToken(ctx context.Context, bot string, ttl time.Durati
 	return api.CreateTokenResponse{Token: secret, Bot: bot, Expires: t.Expires}, nil
 }
 
-// UnlockBot lifts a bot's lock.
+// maxLockReason bounds the reason an operator gives for a lock.
+const maxLockReason = 1024
+
+// LockBot locks the named bot, with every instance of it, for reason: an
+// operator's way to stop a bot everywhere. A bot already locked keeps its
+// first lock, which LockBot returns.
+func (a *Authority) LockBot(ctx context.Context, bot, reason string) (api.Lock, error) {
+	deny := func(herr *httpjson.Error) (api.Lock, error) {
+		a.Audit.Record(ctx, audit.EventBotLock, audit.Denied, slog.String("bot", bot), slog.String("reason", herr.Message))
+		return api.Lock{}, herr
+	}
+	if _, ok := a.Resources().Bot(bot); !ok {
+		return deny(httpjson.Errorf(http.StatusNotFound, api.CodeBotUnknown, "no bot named %q in the issuer's resources", bot))
+	}
+	if herr := checkLockReason(reason); herr != nil {
+		return deny(herr)
+	}
+	if err := a.Store.LockBot(ctx, store.Lock{Bot: bot, Reason: reason, At: a.now()}); err != nil {
+		return api.Lock{}, err
+	}
+	l, _, err := a.Store.BotLock(ctx, bot)
+	if err != nil {
+		return api.Lock{}, err
+	}
+	a.Audit.Record(ctx, audit.EventBotLock, audit.Allowed, slog.String("bot", bot), slog.String("reason", l.Reason))
+	return apiLock(l), nil
+}
+
+// LockInstance locks the bot instance with the given ID for reason, as a
+// copied identity does. An instance already locked keeps its first lock,
+// which LockInstance returns.
+func (a *Authority) LockInstance(ctx context.Context, id, reason string) (api.Lock, error) {
+	deny := func(herr *httpjson.Error) (api.Lock, error) {
+		a.Audit.Record(ctx, audit.EventInstanceLock, audit.Denied, slog.String("instance", id), slog.String("reason", herr.Message))
+		return api.Lock{}, herr
+	}
+	if herr := checkLockReason(reason); herr != nil {
+		return deny(herr)
+	}
+	in, err := a.Store.Instance(ctx, id)
+	if errors.Is(err, store.ErrInstanceUnknown) {
+		return deny(httpjson.Errorf(http.StatusNotFound, api.CodeNotFound, "no bot instance %q on this issuer", id))
+	} else if err != nil {
+		return api.Lock{}, err
+	}
+	if err := a.Store.LockInstance(ctx, store.Lock{Bot: in.Bot, Instance: id, Reason: reason, At: a.now()}); err != nil {
+		return api.Lock{}, err
+	}
+	l, _, err := a.Store.InstanceLock(ctx, id)
+	if err != nil {
+		return api.Lock{}, err
+	}
+	a.Audit.Record(ctx, audit.EventInstanceLock, audit.Allowed, slog.String("bot", l.Bot),
+		slog.String("instance", id), slog.String("reason", l.Reason))
+	return apiLock(l), nil
+}
+
+func checkLockReason(reason string) *httpjson.Error {
+	switch {
+	case strings.TrimSpace(reason) == "":
+		return badRequest("a lock needs a reason")
+	case len(reason) > maxLockReason:
+		return badRequest("the reason of a lock is longer than %d bytes", maxLockReason)
+	}
+	return nil
+}
+
+// UnlockBot lifts a bot's lock. It leaves the locks of the bot's
+// instances in place; see UnlockInstance.
 func (a *Authority) UnlockBot(ctx context.Context, bot string) error {
 	if err := a.Store.UnlockBot(ctx, bot); err != nil {
 		return err
 	}
 	a.Audit.Record(ctx, audit.EventBotUnlock, audit.Allowed, slog.String("bot", bot))
 	return nil
+}
+
+// UnlockInstance lifts the lock of the instance with the given ID and
+// returns the lock it lifted. An instance that is not locked is a
+// not_found error, so that a mistyped ID does not pass for a success.
+func (a *Authority) UnlockInstance(ctx context.Context, id string) (api.Lock, error) {
+	l, ok, err := a.Store.UnlockInstance(ctx, id)
+	if err != nil {
+		return api.Lock{}, err
+	}
+	if !ok {
+		herr := httpjson.Errorf(http.StatusNotFound, api.CodeNotFound, "instance %q is not locked (mwi-issuer locks lists the locks)", id)
+		a.Audit.Record(ctx, audit.EventInstanceUnlock, audit.Denied, slog.String("instance", id), slog.String("reason", herr.Message))
+		return api.Lock{}, herr
+	}
+	a.Audit.Record(ctx, audit.EventInstanceUnlock, audit.Allowed, slog.String("bot", l.Bot),
+		slog.String("instance", l.Instance), slog.String("lock_reason", l.Reason), slog.Time("locked_at", l.At))
+	return apiLock(l), nil
+}
+
+// Locks returns every lock: of bots, then of instances.
+func (a *Authority) Locks(ctx context.Context) ([]api.Lock, error) {
+	locks, err := a.Store.Locks(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.Lock, len(locks))
+	for i, l := range locks {
+		out[i] = apiLock(l)
+	}
+	return out, nil
+}
+
+func apiLock(l store.Lock) api.Lock {
+	return api.Lock{Bot: l.Bot, Instance: l.Instance, Reason: l.Reason, At: l.At}
 }
 
 // HashToken returns the hex SHA-256 of a token secret, the form the store keeps.
@@ -270,11 +398,12 @@ func HashToken(secret string) string {
 }
 
 // entitlements checks a request against the bot's roles: that the bot
-// exists and is not locked, and which logins, host names and Kubernetes
-// clusters it may have. Every join and renewal asks it, before anything is
-// spent.
-func (a *Authority) entitlements(ctx context.Context, bot string, wanted []string, hosts []hostKey, kreq *api.KubernetesRequest) (resource.Grant, []string, *kubePlan, *httpjson.Error) {
-	grant, logins, herr := a.grant(ctx, bot, wanted)
+// exists and is not locked, nor the instance whose identity the caller
+// presented (instance, or "" for none), and which logins, host names and
+// Kubernetes clusters it may have. Every join and renewal asks it, before
+// anything is spent.
+func (a *Authority) entitlements(ctx context.Context, bot, instance string, wanted []string, hosts []hostKey, kreq *api.KubernetesRequest) (resource.Grant, []string, *kubePlan, *httpjson.Error) {
+	grant, logins, herr := a.grant(ctx, bot, instance, wanted)
 	if herr != nil {
 		return grant, nil, nil, herr
 	}
@@ -288,9 +417,14 @@ func (a *Authority) entitlements(ctx context.Context, bot string, wanted []strin
 	return grant, logins, kube, nil
 }
 
-// grant checks that bot exists and is not locked, and which of the wanted
-// logins it may have.
-func (a *Authority) grant(ctx context.Context, bot string, wanted []string) (resource.Grant, []string, *httpjson.Error) {
+// grant checks that bot exists and is not locked, that instance (if not
+// "") is not locked, and which of the wanted logins the bot may have.
+//
+// A request presenting a locked instance's identity is refused whatever
+// it asks, even a re-join that would otherwise make a new instance: the
+// identity is known to be copied. Checking here, before an ID token is
+// recorded as used, leaves the token to a fresh join without it.
+func (a *Authority) grant(ctx context.Context, bot, instance string, wanted []string) (resource.Grant, []string, *httpjson.Error) {
 	g, err := a.Resources().Grant(bot)
 	if err != nil {
 		return g, nil, httpjson.Errorf(http.StatusForbidden, api.CodeBotUnknown, "bot %q is not defined on the issuer", bot)
@@ -301,7 +435,18 @@ func (a *Authority) grant(ctx context.Context, bot string, wanted []string) (res
 		return g, nil, httpjson.Errorf(http.StatusInternalServerError, api.CodeInternal, "internal error")
 	}
 	if locked {
-		return g, nil, httpjson.Errorf(http.StatusForbidden, api.CodeBotLocked, "bot %s is locked: %s", bot, lock.Reason)
+		return g, nil, httpjson.Errorf(http.StatusForbidden, api.CodeBotLocked,
+			"bot %s is locked: %s; an operator can lift it with mwi-issuer bot unlock %s", bot, lock.Reason, bot)
+	}
+	if instance != "" {
+		lock, locked, err := a.Store.InstanceLock(ctx, instance)
+		if err != nil {
+			a.log().Error("instance lock lookup failed", "instance", instance, "err", err)
+			return g, nil, httpjson.Errorf(http.StatusInternalServerError, api.CodeInternal, "internal error")
+		}
+		if locked {
+			return g, nil, instanceLocked(lock)
+		}
 	}
 	if len(wanted) == 0 {
 		// A bot whose roles allow no logins, such as an SSH server that

@@ -659,7 +659,24 @@ func TestRenew(t *testing.T) {
 	}
 }
 
-func TestRenewGenerationMismatchLocksBot(t *testing.T) {
+// auditCount counts the audit lines after offset with the given event and
+// outcome.
+func (e *env) auditCount(t *testing.T, offset int, event, outcome string) int {
+	t.Helper()
+	var n int
+	for _, l := range e.auditLines(t, offset) {
+		if l["event"] == event && l["outcome"] == outcome {
+			n++
+		}
+	}
+	return n
+}
+
+// TestRenewGenerationMismatchLocksInstance presents a copied identity after
+// its owner renewed: the instance is locked, and only it. The bot's other
+// instances keep renewing and new joins work, so that whoever holds one
+// stale identity cannot stop the whole bot.
+func TestRenewGenerationMismatchLocksInstance(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	creds := e.join(t, e.token(t, "ci"))
@@ -670,48 +687,140 @@ func TestRenewGenerationMismatchLocksBot(t *testing.T) {
 	current := ca.Identity{Bot: "ci", Instance: creds.Instance, Generation: 2}
 	// A second instance of the same bot, and a token made before the lock.
 	other := e.join(t, e.token(t, "ci"))
+	otherID := ca.Identity{Bot: "ci", Instance: other.Instance, Generation: 1}
 	pending := e.token(t, "ci")
 
 	// The copy presents the old identity.
 	offset := e.audit.Len()
 	_, err := e.renew(t, stale)
 	e.expectDenied(t, err, offset, audit.EventRenew, api.CodeGenerationMismatch, http.StatusForbidden)
+	if want := "mwi-issuer instance unlock " + creds.Instance; !strings.Contains(err.Error(), want) {
+		t.Errorf("refusal %q does not say %q", err, want)
+	}
 	var locks int
 	for _, l := range e.auditLines(t, offset) {
-		if l["event"] == audit.EventBotLock {
+		switch l["event"] {
+		case audit.EventInstanceLock:
 			locks++
-			if l["bot"] != "ci" || l["reason"] == "" {
+			if l["bot"] != "ci" || l["instance"] != creds.Instance || !strings.Contains(fmt.Sprint(l["reason"]), "generation mismatch") {
 				t.Errorf("lock audit line = %v", l)
 			}
+		case audit.EventBotLock:
+			t.Errorf("the bot was locked: %v", l)
 		}
 	}
 	if locks != 1 {
-		t.Errorf("%d bot.lock audit lines, want 1", locks)
+		t.Errorf("%d instance.lock audit lines, want 1", locks)
 	}
-	lock, locked, err := e.store.BotLock(ctx, "ci")
+	lock, locked, err := e.store.InstanceLock(ctx, creds.Instance)
 	if err != nil || !locked {
-		t.Fatalf("BotLock = %v, %v, %v; want locked", lock, locked, err)
+		t.Fatalf("InstanceLock = %v, %v, %v; want locked", lock, locked, err)
 	}
-	if !strings.Contains(lock.Reason, creds.Instance) {
-		t.Errorf("lock reason %q does not name the instance", lock.Reason)
+	if lock.Bot != "ci" || lock.Instance != creds.Instance || !strings.Contains(lock.Reason, creds.Instance) {
+		t.Errorf("lock = %+v; want one of ci's instance %s naming it", lock, creds.Instance)
+	}
+	if _, locked, _ := e.store.BotLock(ctx, "ci"); locked {
+		t.Error("the bot is locked")
 	}
 	// The mismatch did not move the counter.
 	if in, err := e.store.Instance(ctx, creds.Instance); err != nil || in.Generation != 2 {
 		t.Errorf("instance = %+v, %v; want generation 2", in, err)
 	}
 
-	// Everything for the bot is refused now.
+	// Everything presenting the locked instance is refused, with the lock's
+	// reason and the way to lift it.
+	for _, tc := range []struct {
+		name string
+		id   ca.Identity
+	}{
+		{"renew with the current generation", current},
+		{"renew with the stale generation again", stale},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			offset := e.audit.Len()
+			_, err := e.renew(t, tc.id)
+			e.expectDenied(t, err, offset, audit.EventRenew, api.CodeInstanceLocked, http.StatusForbidden)
+			want := fmt.Sprintf("instance %s is locked: %s; an operator can lift it with mwi-issuer instance unlock %s", creds.Instance, lock.Reason, creds.Instance)
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("refusal %q\nwant %q", err, want)
+			}
+		})
+	}
+	// The first lock's reason is kept.
+	if again, _, _ := e.store.InstanceLock(ctx, creds.Instance); again != lock {
+		t.Errorf("lock changed from %+v to %+v", lock, again)
+	}
+
+	// The rest of the bot goes on: its other instance renews, and joins,
+	// with a new token or one made before the lock, make new instances.
+	if got, err := e.renew(t, otherID); err != nil || got.Generation != 2 {
+		t.Errorf("renew of the other instance = %+v, %v", got, err)
+	}
+	if fresh := e.join(t, e.token(t, "ci")); fresh.Instance == creds.Instance {
+		t.Error("a fresh join got the locked instance")
+	}
+	e.join(t, pending)
+
+	locksNow, err := e.auth.Locks(ctx)
+	if err != nil || len(locksNow) != 1 || locksNow[0].Instance != creds.Instance || locksNow[0].Reason != lock.Reason {
+		t.Errorf("Locks = %+v, %v; want the instance's lock", locksNow, err)
+	}
+
+	// Unlocking lifts it: the current generation renews.
+	offset = e.audit.Len()
+	lifted, err := e.auth.UnlockInstance(ctx, creds.Instance)
+	if err != nil || lifted.Instance != creds.Instance || lifted.Reason != lock.Reason {
+		t.Fatalf("UnlockInstance = %+v, %v", lifted, err)
+	}
+	for _, l := range e.auditLines(t, offset) {
+		if l["event"] != audit.EventInstanceUnlock || l["outcome"] != audit.Allowed || l["instance"] != creds.Instance || l["bot"] != "ci" {
+			t.Errorf("unlock audit line = %v", l)
+		}
+	}
+	if n := e.auditCount(t, offset, audit.EventInstanceUnlock, audit.Allowed); n != 1 {
+		t.Errorf("%d instance.unlock audit lines, want 1", n)
+	}
+	got, err := e.renew(t, current)
+	if err != nil {
+		t.Fatalf("renew after unlock: %v", err)
+	}
+	if got.Generation != 3 {
+		t.Errorf("generation after unlock = %d, want 3", got.Generation)
+	}
+	// Unlocking an instance that is not locked says so, and is audited.
+	offset = e.audit.Len()
+	_, err = e.auth.UnlockInstance(ctx, creds.Instance)
+	e.expectDenied(t, err, offset, audit.EventInstanceUnlock, api.CodeNotFound, http.StatusNotFound)
+}
+
+// TestBotLock locks a whole bot, as an operator does: every instance of it
+// and every join is refused until the lock is lifted; other bots go on.
+func TestBotLock(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	creds := e.join(t, e.token(t, "ci"))
+	current := ca.Identity{Bot: "ci", Instance: creds.Instance, Generation: 1}
+	pending := e.token(t, "ci")
+
+	offset := e.audit.Len()
+	lock, err := e.auth.LockBot(ctx, "ci", "decommissioned")
+	if err != nil || lock.Bot != "ci" || lock.Instance != "" || lock.Reason != "decommissioned" || !lock.At.Equal(e.now) {
+		t.Fatalf("LockBot = %+v, %v", lock, err)
+	}
+	if n := e.auditCount(t, offset, audit.EventBotLock, audit.Allowed); n != 1 {
+		t.Errorf("%d bot.lock audit lines, want 1", n)
+	}
+	// A second lock keeps the first.
+	if again, err := e.auth.LockBot(ctx, "ci", "again"); err != nil || again != lock {
+		t.Errorf("second LockBot = %+v, %v; want %+v", again, err, lock)
+	}
+
 	for _, tc := range []struct {
 		name  string
 		event string
 		do    func(t *testing.T) error
 	}{
-		{"renew with the current generation", audit.EventRenew, func(t *testing.T) error { _, err := e.renew(t, current); return err }},
-		{"renew of another instance", audit.EventRenew, func(t *testing.T) error {
-			_, err := e.renew(t, ca.Identity{Bot: "ci", Instance: other.Instance, Generation: 1})
-			return err
-		}},
-		{"renew with the stale generation again", audit.EventRenew, func(t *testing.T) error { _, err := e.renew(t, stale); return err }},
+		{"renew", audit.EventRenew, func(t *testing.T) error { _, err := e.renew(t, current); return err }},
 		{"join with a new token", audit.EventJoin, func(t *testing.T) error {
 			_, err := e.auth.Join(ctx, api.JoinRequest{JoinMethod: api.JoinMethodToken, Token: e.token(t, "ci"), Keys: newKeys(t).pub, TTLSeconds: 600}, nil, "192.0.2.1:1234")
 			return err
@@ -723,41 +832,84 @@ func TestRenewGenerationMismatchLocksBot(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			offset := e.audit.Len()
-			e.expectDenied(t, tc.do(t), offset, tc.event, api.CodeBotLocked, http.StatusForbidden)
+			err := tc.do(t)
+			e.expectDenied(t, err, offset, tc.event, api.CodeBotLocked, http.StatusForbidden)
+			if want := "bot ci is locked: decommissioned; an operator can lift it with mwi-issuer bot unlock ci"; !strings.Contains(err.Error(), want) {
+				t.Errorf("refusal %q does not say %q", err, want)
+			}
 		})
-	}
-	// The first lock's reason is kept.
-	if again, _, _ := e.store.BotLock(ctx, "ci"); again != lock {
-		t.Errorf("lock changed from %+v to %+v", lock, again)
 	}
 	// Other bots are unaffected.
 	e.join(t, e.token(t, "web"))
 
-	// Unlocking lifts it: the current generation renews, the pending token joins.
 	offset = e.audit.Len()
 	if err := e.auth.UnlockBot(ctx, "ci"); err != nil {
 		t.Fatal(err)
 	}
-	var unlocks int
-	for _, l := range e.auditLines(t, offset) {
-		if l["event"] == audit.EventBotUnlock && l["bot"] == "ci" && l["outcome"] == audit.Allowed {
-			unlocks++
-		}
+	if n := e.auditCount(t, offset, audit.EventBotUnlock, audit.Allowed); n != 1 {
+		t.Errorf("%d bot.unlock audit lines, want 1", n)
 	}
-	if unlocks != 1 {
-		t.Errorf("%d bot.unlock audit lines, want 1", unlocks)
-	}
-	got, err := e.renew(t, current)
-	if err != nil {
-		t.Fatalf("renew after unlock: %v", err)
-	}
-	if got.Generation != 3 {
-		t.Errorf("generation after unlock = %d, want 3", got.Generation)
+	if _, err := e.renew(t, current); err != nil {
+		t.Errorf("renew after unlock: %v", err)
 	}
 	e.join(t, pending)
 	// Unlocking a bot that is not locked is harmless.
 	if err := e.auth.UnlockBot(ctx, "web"); err != nil {
 		t.Errorf("UnlockBot(unlocked bot): %v", err)
+	}
+}
+
+// TestLockInstanceByOperator locks one instance by hand: it is refused,
+// the bot's other instances are not.
+func TestLockInstanceByOperator(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	a := e.join(t, e.token(t, "ci"))
+	b := e.join(t, e.token(t, "ci"))
+	offset := e.audit.Len()
+	lock, err := e.auth.LockInstance(ctx, a.Instance, "machine stolen")
+	if err != nil || lock.Bot != "ci" || lock.Instance != a.Instance || lock.Reason != "machine stolen" {
+		t.Fatalf("LockInstance = %+v, %v", lock, err)
+	}
+	if n := e.auditCount(t, offset, audit.EventInstanceLock, audit.Allowed); n != 1 {
+		t.Errorf("%d instance.lock audit lines, want 1", n)
+	}
+	offset = e.audit.Len()
+	_, err = e.renew(t, ca.Identity{Bot: "ci", Instance: a.Instance, Generation: 1})
+	e.expectDenied(t, err, offset, audit.EventRenew, api.CodeInstanceLocked, http.StatusForbidden)
+	if _, err := e.renew(t, ca.Identity{Bot: "ci", Instance: b.Instance, Generation: 1}); err != nil {
+		t.Errorf("renew of the other instance: %v", err)
+	}
+}
+
+func TestLockRefusals(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	creds := e.join(t, e.token(t, "ci"))
+	for _, tc := range []struct {
+		name   string
+		event  string
+		do     func() error
+		code   string
+		status int
+	}{
+		{"bot lock of an unknown bot", audit.EventBotLock, func() error { _, err := e.auth.LockBot(ctx, "ghost", "r"); return err }, api.CodeBotUnknown, http.StatusNotFound},
+		{"bot lock without a reason", audit.EventBotLock, func() error { _, err := e.auth.LockBot(ctx, "ci", " "); return err }, api.CodeBadRequest, http.StatusBadRequest},
+		{"bot lock with a long reason", audit.EventBotLock, func() error {
+			_, err := e.auth.LockBot(ctx, "ci", strings.Repeat("x", 2000))
+			return err
+		}, api.CodeBadRequest, http.StatusBadRequest},
+		{"instance lock of an unknown instance", audit.EventInstanceLock, func() error { _, err := e.auth.LockInstance(ctx, "feedface", "r"); return err }, api.CodeNotFound, http.StatusNotFound},
+		{"instance lock without a reason", audit.EventInstanceLock, func() error { _, err := e.auth.LockInstance(ctx, creds.Instance, ""); return err }, api.CodeBadRequest, http.StatusBadRequest},
+		{"unlock of an instance that is not locked", audit.EventInstanceUnlock, func() error { _, err := e.auth.UnlockInstance(ctx, creds.Instance); return err }, api.CodeNotFound, http.StatusNotFound},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			offset := e.audit.Len()
+			e.expectDenied(t, tc.do(), offset, tc.event, tc.code, tc.status)
+		})
+	}
+	if locks, err := e.auth.Locks(ctx); err != nil || len(locks) != 0 {
+		t.Errorf("Locks = %+v, %v; want none", locks, err)
 	}
 }
 
@@ -792,6 +944,9 @@ func TestRenewRefusals(t *testing.T) {
 			}
 			if _, locked, _ := e.store.BotLock(ctx, "ci"); locked {
 				t.Error("bot locked")
+			}
+			if _, locked, _ := e.store.InstanceLock(ctx, creds.Instance); locked {
+				t.Error("instance locked")
 			}
 		})
 	}
@@ -871,7 +1026,14 @@ func TestHashToken(t *testing.T) {
 // an I/O error.
 type brokenStore struct {
 	store.Store
-	tokenErr, lockErr error
+	tokenErr, lockErr, instanceLockErr error
+}
+
+func (s brokenStore) InstanceLock(ctx context.Context, id string) (store.Lock, bool, error) {
+	if s.instanceLockErr != nil {
+		return store.Lock{}, false, s.instanceLockErr
+	}
+	return s.Store.InstanceLock(ctx, id)
 }
 
 func (s brokenStore) Token(ctx context.Context, hash string, now time.Time) (store.Token, error) {
@@ -926,6 +1088,23 @@ func TestStoreFailuresAreInternal(t *testing.T) {
 	}
 }
 
+// TestInstanceLockLookupFailure checks that a renewal whose instance lock
+// cannot be read is refused as an internal error, without moving the
+// counter.
+func TestInstanceLockLookupFailure(t *testing.T) {
+	e := newEnv(t)
+	creds := e.join(t, e.token(t, "ci"))
+	e.auth.Store = brokenStore{Store: e.store, instanceLockErr: errors.New("store: read /var/lib/mwi/store.db: input/output error")}
+	_, err := e.renew(t, ca.Identity{Bot: "ci", Instance: creds.Instance, Generation: 1})
+	var herr *httpjson.Error
+	if !errors.As(err, &herr) || herr.Status != http.StatusInternalServerError || strings.Contains(herr.Message, "/var/lib/mwi") {
+		t.Errorf("renew = %v; want an internal error that does not leak the store's", err)
+	}
+	if in, _ := e.store.Instance(context.Background(), creds.Instance); in.Generation != 1 {
+		t.Errorf("generation moved to %d", in.Generation)
+	}
+}
+
 // TestRenewOtherBotsInstance checks that an identity naming one bot with
 // another bot's instance moves no counter, so it cannot get that bot locked.
 func TestRenewOtherBotsInstanceLocksNothing(t *testing.T) {
@@ -945,7 +1124,7 @@ func TestRenewOtherBotsInstanceLocksNothing(t *testing.T) {
 // TestRenewRetryAfterLostAnswer retries a renewal whose answer was lost:
 // the same identity presents the same generation again with the same
 // proposed keys, and gets the same generation again instead of locking the
-// bot. A stale generation with other keys still locks it.
+// instance. A stale generation with other keys still locks it.
 func TestRenewRetryAfterLostAnswer(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
@@ -965,14 +1144,56 @@ func TestRenewRetryAfterLostAnswer(t *testing.T) {
 	if retry.Generation != first.Generation || retry.Instance != first.Instance {
 		t.Fatalf("retry got generation %d, want %d again", retry.Generation, first.Generation)
 	}
-	if _, locked, _ := e.auth.Store.BotLock(ctx, "ci"); locked {
-		t.Fatal("the retry locked the bot")
+	if _, locked, _ := e.auth.Store.InstanceLock(ctx, id.Instance); locked {
+		t.Fatal("the retry locked the instance")
 	}
 	// A copy of id, proposing its own keys, is caught.
 	if _, err := e.renew(t, id); err == nil {
 		t.Fatal("a stale identity with other keys renewed")
 	}
-	if _, locked, _ := e.auth.Store.BotLock(ctx, "ci"); !locked {
-		t.Fatal("the stale identity did not lock the bot")
+	if _, locked, _ := e.auth.Store.InstanceLock(ctx, id.Instance); !locked {
+		t.Fatal("the stale identity did not lock the instance")
+	}
+	// Once locked, even the retry of the renewal that issued the current
+	// generation is refused.
+	if _, err := e.auth.Renew(ctx, id, req, "192.0.2.1:1"); err == nil {
+		t.Fatal("the retry renewed a locked instance")
+	}
+}
+
+// lockRaceStore is the real store whose first InstanceLock answers "not
+// locked", as a lookup made just before the lock was set would.
+type lockRaceStore struct {
+	store.Store
+	asked bool
+}
+
+func (s *lockRaceStore) InstanceLock(ctx context.Context, id string) (store.Lock, bool, error) {
+	if !s.asked {
+		s.asked = true
+		return store.Lock{}, false, nil
+	}
+	return s.Store.InstanceLock(ctx, id)
+}
+
+// TestInstanceLockCheckedWithTheCounter locks an instance between the
+// authority's early lock check and the move of its counter: the store's
+// check, made in the same transaction as the move, still refuses it.
+func TestInstanceLockCheckedWithTheCounter(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	creds := e.join(t, e.token(t, "ci"))
+	if _, err := e.auth.LockInstance(ctx, creds.Instance, "copied"); err != nil {
+		t.Fatal(err)
+	}
+	e.auth.Store = &lockRaceStore{Store: e.store}
+	offset := e.audit.Len()
+	_, err := e.renew(t, ca.Identity{Bot: "ci", Instance: creds.Instance, Generation: 1})
+	e.expectDenied(t, err, offset, audit.EventRenew, api.CodeInstanceLocked, http.StatusForbidden)
+	if !strings.Contains(err.Error(), "is locked: copied;") {
+		t.Errorf("refusal %q does not give the lock's reason", err)
+	}
+	if in, _ := e.store.Instance(ctx, creds.Instance); in.Generation != 1 {
+		t.Errorf("the locked instance moved to generation %d", in.Generation)
 	}
 }

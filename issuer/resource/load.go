@@ -1,6 +1,7 @@
 package resource
 
 import (
+	"bytes"
 	"cmp"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 )
 
 // LoadDir loads and validates the resources in directory dir.
@@ -21,15 +23,69 @@ import (
 //
 // Besides the checks made by [Parse], LoadDir rejects a name defined twice
 // for the same kind in different files, a bot naming a role that no file
-// defines, and a token naming a bot that no file defines. If any file fails to read or to validate, LoadDir returns a nil
-// set and an error, made with [errors.Join], that holds every problem found,
-// each prefixed with "FILE:LINE: " where FILE is filepath.Join(dir, name).
+// defines, and a token naming a bot that no file defines. If any file fails
+// to read or to validate, LoadDir returns a nil set and an error, made with
+// [errors.Join], that holds every problem found, each prefixed with
+// "FILE:LINE: " where FILE is filepath.Join(dir, name).
+//
+// LoadDir reads each file once, and may read one that is being written;
+// use [LoadDirStable] for a directory that may change while it is read.
 func LoadDir(dir string) (*Set, error) {
+	files, err := readDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	return load(files)
+}
+
+// ErrChanging is wrapped by the error of [LoadDirStable] when files changed
+// while they were read.
+var ErrChanging = errors.New("resource files changed while they were read")
+
+// LoadDirStable is [LoadDir] for a directory whose files may be written
+// while they are read. It reads every file, waits for recheck, and reads
+// them all again; only if both reads agree, byte for byte and file for
+// file, does it parse what it read. Otherwise it returns a nil set and an
+// error wrapping ErrChanging that names the files that changed: a file
+// caught half-way through being rewritten in place may be valid and yet
+// say less than the whole file, such as a token rule without its "ref"
+// line, which admits more. The caller tries again later.
+func LoadDirStable(dir string, recheck time.Duration) (*Set, error) {
+	return loadDirStable(dir, func() { time.Sleep(recheck) })
+}
+
+// loadDirStable is LoadDirStable with wait run between the two reads.
+func loadDirStable(dir string, wait func()) (*Set, error) {
+	first, err := readDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	wait()
+	second, err := readDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	if changed := changedFiles(first, second); len(changed) > 0 {
+		return nil, fmt.Errorf("%s: %w", strings.Join(changed, ", "), ErrChanging)
+	}
+	return load(first)
+}
+
+// A file is one resource file as read: its content, or why it could not be
+// read.
+type file struct {
+	path string
+	data []byte
+	err  error
+}
+
+// readDir reads the resource files of dir, in lexical order; see LoadDir.
+func readDir(dir string) ([]file, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, err
 	}
-	l := newLoader()
+	var files []file
 	for _, e := range entries {
 		name := e.Name()
 		if strings.HasPrefix(name, ".") ||
@@ -41,7 +97,7 @@ func LoadDir(dir string) (*Set, error) {
 		if typ&fs.ModeSymlink != 0 {
 			fi, err := os.Stat(path)
 			if err != nil {
-				l.ioError(path, err)
+				files = append(files, file{path: path, err: err})
 				continue
 			}
 			typ = fi.Mode().Type()
@@ -50,11 +106,42 @@ func LoadDir(dir string) (*Set, error) {
 			continue
 		}
 		data, err := os.ReadFile(path)
-		if err != nil {
-			l.ioError(path, err)
+		files = append(files, file{path: path, data: data, err: err})
+	}
+	return files, nil
+}
+
+// changedFiles returns the paths of the files that differ between two reads
+// of a directory: added, removed, or with other content or readability.
+func changedFiles(a, b []file) []string {
+	byPath := make(map[string]file, len(a))
+	for _, f := range a {
+		byPath[f.path] = f
+	}
+	var changed []string
+	for _, f := range b {
+		old, ok := byPath[f.path]
+		delete(byPath, f.path)
+		if !ok || (old.err == nil) != (f.err == nil) || !bytes.Equal(old.data, f.data) {
+			changed = append(changed, f.path)
+		}
+	}
+	for path := range byPath {
+		changed = append(changed, path)
+	}
+	slices.Sort(changed)
+	return changed
+}
+
+// load parses and validates files; see LoadDir.
+func load(files []file) (*Set, error) {
+	l := newLoader()
+	for _, f := range files {
+		if f.err != nil {
+			l.ioError(f.path, f.err)
 			continue
 		}
-		l.parseFile(path, data)
+		l.parseFile(f.path, f.data)
 	}
 	l.checkRefs()
 	if err := l.err(); err != nil {

@@ -99,7 +99,11 @@ func publicRoutes(j joiner, log *slog.Logger) http.Handler {
 // admin is what the admin API needs from the authority.
 type admin interface {
 	CreateToken(ctx context.Context, bot string, ttl time.Duration) (api.CreateTokenResponse, error)
+	LockBot(ctx context.Context, bot, reason string) (api.Lock, error)
 	UnlockBot(ctx context.Context, bot string) error
+	LockInstance(ctx context.Context, id, reason string) (api.Lock, error)
+	UnlockInstance(ctx context.Context, id string) (api.Lock, error)
+	Locks(ctx context.Context) ([]api.Lock, error)
 }
 
 // adminRoutes is the route table of the admin API on the Unix socket.
@@ -120,11 +124,54 @@ func adminRoutes(a admin, log *slog.Logger) http.Handler {
 		httpjson.Write(w, http.StatusCreated, resp)
 		return nil
 	}))
+	r.Get("/admin/v1/locks", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
+		locks, err := a.Locks(r.Context())
+		if err != nil {
+			return err
+		}
+		if locks == nil {
+			locks = []api.Lock{}
+		}
+		httpjson.Write(w, http.StatusOK, api.Locks{Locks: locks})
+		return nil
+	}))
+	r.Post("/admin/v1/bots/{bot}/lock", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
+		var req api.LockRequest
+		if err := httpjson.Decode(r, &req); err != nil {
+			return err
+		}
+		l, err := a.LockBot(r.Context(), chi.URLParam(r, "bot"), req.Reason)
+		if err != nil {
+			return err
+		}
+		httpjson.Write(w, http.StatusOK, l)
+		return nil
+	}))
 	r.Post("/admin/v1/bots/{bot}/unlock", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
 		if err := a.UnlockBot(r.Context(), chi.URLParam(r, "bot")); err != nil {
 			return err
 		}
 		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}))
+	r.Post("/admin/v1/instances/{id}/lock", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
+		var req api.LockRequest
+		if err := httpjson.Decode(r, &req); err != nil {
+			return err
+		}
+		l, err := a.LockInstance(r.Context(), chi.URLParam(r, "id"), req.Reason)
+		if err != nil {
+			return err
+		}
+		httpjson.Write(w, http.StatusOK, l)
+		return nil
+	}))
+	r.Post("/admin/v1/instances/{id}/unlock", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
+		l, err := a.UnlockInstance(r.Context(), chi.URLParam(r, "id"))
+		if err != nil {
+			return err
+		}
+		httpjson.Write(w, http.StatusOK, l)
 		return nil
 	}))
 	return r

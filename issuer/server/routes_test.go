@@ -483,11 +483,43 @@ func (f *fakeAdmin) UnlockBot(ctx context.Context, bot string) error {
 	return nil
 }
 
+func (f *fakeAdmin) LockBot(ctx context.Context, bot, reason string) (api.Lock, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls++
+	return api.Lock{Bot: bot, Reason: reason}, nil
+}
+
+func (f *fakeAdmin) LockInstance(ctx context.Context, id, reason string) (api.Lock, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls++
+	return api.Lock{Instance: id, Reason: reason}, nil
+}
+
+func (f *fakeAdmin) UnlockInstance(ctx context.Context, id string) (api.Lock, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls++
+	return api.Lock{Instance: id}, nil
+}
+
+func (f *fakeAdmin) Locks(ctx context.Context) ([]api.Lock, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls++
+	return nil, nil
+}
+
 func TestAdminRoutesWithoutPeer(t *testing.T) {
 	// Without unixsock.ConnContext there is no peer, and no peer is no access.
 	for _, tc := range []struct{ method, path, body string }{
 		{http.MethodPost, "/admin/v1/tokens", `{"bot":"ci","ttl_seconds":60}`},
 		{http.MethodPost, "/admin/v1/bots/ci/unlock", ""},
+		{http.MethodPost, "/admin/v1/bots/ci/lock", `{"reason":"r"}`},
+		{http.MethodPost, "/admin/v1/instances/abc/lock", `{"reason":"r"}`},
+		{http.MethodPost, "/admin/v1/instances/abc/unlock", ""},
+		{http.MethodGet, "/admin/v1/locks", ""},
 		{http.MethodGet, "/admin/v1/tokens", ""},
 		{http.MethodGet, "/nope", ""},
 	} {
@@ -593,6 +625,41 @@ func TestAdminRoutesOverUnixSocket(t *testing.T) {
 		t.Errorf("bot still locked after unlock: %v, %v", locked, err)
 	}
 
+	// Lock a bot, list the locks, and refuse what makes no lock.
+	res, body, err = post(t, c, "http://mwi/admin/v1/bots/ci/lock", api.LockRequest{Reason: "stop"})
+	if err != nil || res.StatusCode != http.StatusOK {
+		t.Fatalf("lock bot: %v, status %d, body %s", err, res.StatusCode, body)
+	}
+	var locks api.Locks
+	res, err = c.Get("http://mwi/admin/v1/locks")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(res.Body)
+	res.Body.Close()
+	if err := json.Unmarshal(body, &locks); err != nil || len(locks.Locks) != 1 || locks.Locks[0].Bot != "ci" || locks.Locks[0].Reason != "stop" {
+		t.Errorf("locks = %s, %v", body, err)
+	}
+	for _, tc := range []struct {
+		name, path string
+		req        any
+		status     int
+		code       string
+	}{
+		{"bot lock without a reason", "/admin/v1/bots/ci/lock", api.LockRequest{}, http.StatusBadRequest, api.CodeBadRequest},
+		{"bot lock with an unknown field", "/admin/v1/bots/ci/lock", map[string]any{"reason": "r", "until": 1}, http.StatusBadRequest, api.CodeBadRequest},
+		{"lock of an unknown instance", "/admin/v1/instances/feedface/lock", api.LockRequest{Reason: "r"}, http.StatusNotFound, api.CodeNotFound},
+		{"unlock of an instance that is not locked", "/admin/v1/instances/feedface/unlock", struct{}{}, http.StatusNotFound, api.CodeNotFound},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res, body, err := post(t, c, "http://mwi"+tc.path, tc.req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			errorBody(t, res, body, tc.status, tc.code)
+		})
+	}
+
 	// Unknown admin routes answer JSON too.
 	res, err = c.Get("http://mwi/admin/v1/nope")
 	if err != nil {
@@ -684,7 +751,8 @@ func TestJoinAndRenewOverHTTPS(t *testing.T) {
 		t.Errorf("renew = %+v", second)
 	}
 
-	// Replaying the first identity is a copy: refused, and the bot is locked.
+	// Replaying the first identity is a copy: refused, and the instance is
+	// locked.
 	pub3, _ := keys()
 	res, body, err = post(t, tlsClient(t, auth.CA, clientCert(first, key)), srv.URL+"/v1/renew", api.RenewRequest{Keys: pub3, TTLSeconds: 600})
 	if err != nil {
@@ -695,16 +763,27 @@ func TestJoinAndRenewOverHTTPS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	errorBody(t, res, body, http.StatusForbidden, api.CodeBotLocked)
+	errorBody(t, res, body, http.StatusForbidden, api.CodeInstanceLocked)
 
-	// The operator unlocks it over the admin socket; the current identity renews.
-	res, err = admin.Post("http://mwi/admin/v1/bots/ci/unlock", "application/json", nil)
+	// The operator sees the lock and lifts it over the admin socket; the
+	// current identity renews.
+	res, err = admin.Get("http://mwi/admin/v1/locks")
 	if err != nil {
 		t.Fatal(err)
 	}
+	body, _ = io.ReadAll(res.Body)
 	res.Body.Close()
-	if res.StatusCode != http.StatusNoContent {
-		t.Fatalf("unlock: status %d", res.StatusCode)
+	var locks api.Locks
+	if err := json.Unmarshal(body, &locks); err != nil || len(locks.Locks) != 1 || locks.Locks[0].Instance != first.Instance || locks.Locks[0].Bot != "ci" {
+		t.Fatalf("locks = %s, %v; want the instance's lock", body, err)
+	}
+	res, body, err = post(t, admin, "http://mwi/admin/v1/instances/"+first.Instance+"/unlock", struct{}{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lifted api.Lock
+	if res.StatusCode != http.StatusOK || json.Unmarshal(body, &lifted) != nil || lifted.Instance != first.Instance {
+		t.Fatalf("unlock: status %d, body %s", res.StatusCode, body)
 	}
 	res, body, err = post(t, tlsClient(t, auth.CA, clientCert(second, key2)), srv.URL+"/v1/renew", api.RenewRequest{Keys: pub3, TTLSeconds: 600})
 	if err != nil {

@@ -3,6 +3,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -42,7 +43,19 @@ type Config struct {
 	// their token resource sets none; empty means
 	// authority.DefaultClusterName ("mwi").
 	ClusterName string
+	// ResourceSettle is how long the resource directory must stay the
+	// same after a change before the change is loaded; zero means
+	// watch.DefaultSettle. See loadResources.
+	ResourceSettle time.Duration
 }
+
+// resourceRecheck is how far apart the two reads of the resource
+// directory are that must agree for a set to load.
+const resourceRecheck = 100 * time.Millisecond
+
+// startupLoads bounds the attempts to load the resources at start while
+// they keep changing.
+const startupLoads = 5
 
 // DefaultConfig returns the configuration used when only a state directory
 // is given: everything lives inside it.
@@ -65,6 +78,9 @@ type Server struct {
 	audit io.Closer // the audit log file, if it is one
 
 	reloadMu sync.Mutex
+	// loaded, if set, is called with each resource set that Reload
+	// applies; tests observe reloads with it.
+	loaded func(*resource.Set)
 }
 
 // New loads the authorities, the store and the resources named by cfg.
@@ -77,7 +93,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	for _, f := range authorities.Created() {
 		log.Info("created the Kubernetes client CA, which this state directory predates", "file", f)
 	}
-	set, err := resource.LoadDir(cfg.ResourcesDir)
+	set, err := loadResources(cfg, log)
 	if err != nil {
 		return nil, fmt.Errorf("load resources: %w", err)
 	}
@@ -114,23 +130,73 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 // Close releases the store and the audit log.
 func (s *Server) Close() error { return errors.Join(s.auth.Store.Close(), s.audit.Close()) }
 
+// loadResources loads the resources at start. Files that change while
+// they are read (see Reload) are read again, settle apart, a few times.
+func loadResources(cfg Config, log *slog.Logger) (*resource.Set, error) {
+	for i := 1; ; i++ {
+		set, err := resource.LoadDirStable(cfg.ResourcesDir, resourceRecheck)
+		if !errors.Is(err, resource.ErrChanging) || i == startupLoads {
+			return set, err
+		}
+		log.Warn("resource files are being written; waiting for them to settle", "dir", cfg.ResourcesDir, "err", err)
+		time.Sleep(cmp.Or(cfg.ResourceSettle, watch.DefaultSettle))
+	}
+}
+
 // Reload loads the resource directory again. A set with any error is
 // rejected whole and the previous set keeps serving.
+//
+// A file rewritten in place is read twice, resourceRecheck apart, and a
+// set is loaded only if both reads agree: a file caught half-written can
+// be valid and say less than the whole file, such as a token rule without
+// its ref line, which admits more. The watcher only calls Reload once the
+// directory has been unchanged for Config.ResourceSettle, and calls it
+// again if the files changed while they were read.
 func (s *Server) Reload() error {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
 	sdnotify.Reloading()
 	defer sdnotify.Ready()
-	set, err := resource.LoadDir(s.cfg.ResourcesDir)
+	set, err := resource.LoadDirStable(s.cfg.ResourcesDir, resourceRecheck)
+	if errors.Is(err, resource.ErrChanging) {
+		s.log.Warn("resource files changed while they were read; keeping the previous set until they settle", "dir", s.cfg.ResourcesDir, "err", err)
+		return err
+	}
 	if err != nil {
 		s.log.Error("resources rejected; keeping the previous set", "dir", s.cfg.ResourcesDir, "err", err)
 		sdnotify.Status("serving the previous resources; the new set was rejected: " + err.Error())
 		return err
 	}
 	s.auth.SetResources(set)
+	if s.loaded != nil {
+		s.loaded(set)
+	}
 	s.log.Info("resources loaded", "dir", s.cfg.ResourcesDir, "roles", len(set.Roles()), "bots", len(set.Bots()), "tokens", len(set.Tokens()))
 	s.notifyStatus()
 	return nil
+}
+
+// watchResources reloads the resources when the directory changes, until
+// ctx is done. Edits apply like SIGHUP, once the directory has settled: a
+// set with an error is refused whole and the previous set keeps serving.
+func (s *Server) watchResources(ctx context.Context) {
+	w := &watch.Watcher{
+		Target: s.cfg.ResourcesDir,
+		Log:    s.log,
+		Settle: s.cfg.ResourceSettle,
+		Changed: func() error {
+			// Files that changed while they were read are read again once
+			// they settle; a set that is wrong stays refused until the
+			// next edit.
+			if err := s.Reload(); errors.Is(err, resource.ErrChanging) {
+				return err
+			}
+			return nil
+		},
+	}
+	if err := w.Run(ctx); err != nil {
+		s.log.Warn("not watching the resource directory; reload with SIGHUP", "dir", s.cfg.ResourcesDir, "err", err)
+	}
 }
 
 // notifyStatus tells systemd what the issuer serves, in one line.
@@ -183,15 +249,9 @@ func (s *Server) Run(ctx context.Context) error {
 	errc := make(chan error, 2)
 	go func() { errc <- public.ServeTLS(ln, "", "") }()
 	go func() { errc <- admin.Serve(adminLn) }()
-	// Edits to the resource directory apply like SIGHUP: a set with an
-	// error is refused whole and the previous set keeps serving.
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
-	go func() {
-		if err := watch.Run(watchCtx, s.cfg.ResourcesDir, s.log, func() { s.Reload() }); err != nil {
-			s.log.Warn("not watching the resource directory; reload with SIGHUP", "dir", s.cfg.ResourcesDir, "err", err)
-		}
-	}()
+	go s.watchResources(watchCtx)
 	sdnotify.Ready()
 	s.notifyStatus()
 	go sdnotify.Watchdog(watchCtx, s.alive)

@@ -20,7 +20,10 @@ const lockTimeout = time.Second
 var (
 	bucketTokens    = []byte("tokens")
 	bucketInstances = []byte("instances")
-	bucketLocks     = []byte("locks")
+	bucketLocks     = []byte("locks") // of bots, by bot name
+	// bucketInstanceLocks holds the locks of single instances, by
+	// instance ID.
+	bucketInstanceLocks = []byte("instance_locks")
 )
 
 // boltStore is the embedded Store. bbolt runs one read-write transaction
@@ -51,7 +54,7 @@ func Open(path string) (Store, error) {
 		return nil, fmt.Errorf("store: %w", err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketTokens, bucketInstances, bucketLocks,
+		for _, name := range [][]byte{bucketTokens, bucketInstances, bucketLocks, bucketInstanceLocks,
 			bucketUsed, bucketUsedExpiry, bucketChallenges, bucketChallengesExpiry} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return fmt.Errorf("create bucket %s: %w", name, err)
@@ -203,6 +206,16 @@ func (s *boltStore) AdvanceGeneration(ctx context.Context, id string, presented 
 		if !found {
 			return fmt.Errorf("store: advance instance %q: %w", id, ErrInstanceUnknown)
 		}
+		// The lock is checked in the same transaction that moves the
+		// counter, so that no renewal slips between a copy being caught
+		// and its instance being locked.
+		var l Lock
+		if locked, err := get(tx.Bucket(bucketInstanceLocks), id, &l); err != nil {
+			return fmt.Errorf("store: lock of instance %q: %w", id, err)
+		} else if locked {
+			return fmt.Errorf("store: advance instance %q: locked since %s: %s: %w",
+				id, l.At.Format(time.RFC3339), l.Reason, ErrInstanceLocked)
+		}
 		if in.Generation == presented+1 && key != "" && in.IssuedKey == key {
 			out = in // the same request again: issue the same generation
 			return nil
@@ -235,18 +248,91 @@ func (s *boltStore) LockBot(ctx context.Context, l Lock) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if l.Bot == "" || l.Instance != "" {
+		return fmt.Errorf("store: lock bot: want a bot name and no instance, got bot %q instance %q", l.Bot, l.Instance)
+	}
 	return s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketLocks)
-		// The first lock is kept because its reason and time are the ones
-		// an operator needs to investigate; later locks add nothing.
-		if b.Get([]byte(l.Bot)) != nil {
-			return nil
+		return putFirst(tx.Bucket(bucketLocks), l.Bot, l)
+	})
+}
+
+func (s *boltStore) LockInstance(ctx context.Context, l Lock) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if l.Bot == "" || l.Instance == "" {
+		return fmt.Errorf("store: lock instance: want a bot name and an instance, got bot %q instance %q", l.Bot, l.Instance)
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		return putFirst(tx.Bucket(bucketInstanceLocks), l.Instance, l)
+	})
+}
+
+// putFirst records the lock l under key unless a lock is there already.
+// The first lock is kept because its reason and time are the ones an
+// operator needs to investigate; later locks add nothing.
+func putFirst(b *bolt.Bucket, key string, l Lock) error {
+	if b.Get([]byte(key)) != nil {
+		return nil
+	}
+	if _, err := put(b, key, l); err != nil {
+		return fmt.Errorf("store: lock %q: %w", key, err)
+	}
+	return nil
+}
+
+func (s *boltStore) UnlockInstance(ctx context.Context, id string) (Lock, bool, error) {
+	if err := ctx.Err(); err != nil {
+		return Lock{}, false, err
+	}
+	var l Lock
+	var found bool
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketInstanceLocks)
+		var err error
+		if found, err = get(b, id, &l); err != nil || !found {
+			return err
 		}
-		if _, err := put(b, l.Bot, l); err != nil {
-			return fmt.Errorf("store: lock bot %q: %w", l.Bot, err)
+		if err := b.Delete([]byte(id)); err != nil {
+			return fmt.Errorf("store: unlock instance %q: %w", id, err)
 		}
 		return nil
 	})
+	if err != nil || !found {
+		return Lock{}, false, err
+	}
+	return l, true, nil
+}
+
+func (s *boltStore) InstanceLock(ctx context.Context, id string) (Lock, bool, error) {
+	return s.lock(ctx, bucketInstanceLocks, id)
+}
+
+func (s *boltStore) Locks(ctx context.Context) ([]Lock, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var out []Lock
+	err := s.db.View(func(tx *bolt.Tx) error {
+		for _, name := range [][]byte{bucketLocks, bucketInstanceLocks} {
+			err := tx.Bucket(name).ForEach(func(k, v []byte) error {
+				var l Lock
+				if err := json.Unmarshal(v, &l); err != nil {
+					return fmt.Errorf("store: lock %q: decode: %w", k, err)
+				}
+				out = append(out, l)
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 func (s *boltStore) UnlockBot(ctx context.Context, bot string) error {
@@ -262,6 +348,11 @@ func (s *boltStore) UnlockBot(ctx context.Context, bot string) error {
 }
 
 func (s *boltStore) BotLock(ctx context.Context, bot string) (Lock, bool, error) {
+	return s.lock(ctx, bucketLocks, bot)
+}
+
+// lock returns the lock under key in bucket, and whether there is one.
+func (s *boltStore) lock(ctx context.Context, bucket []byte, key string) (Lock, bool, error) {
 	if err := ctx.Err(); err != nil {
 		return Lock{}, false, err
 	}
@@ -269,9 +360,9 @@ func (s *boltStore) BotLock(ctx context.Context, bot string) (Lock, bool, error)
 	var found bool
 	err := s.db.View(func(tx *bolt.Tx) error {
 		var err error
-		found, err = get(tx.Bucket(bucketLocks), bot, &l)
+		found, err = get(tx.Bucket(bucket), key, &l)
 		if err != nil {
-			return fmt.Errorf("store: lock of bot %q: %w", bot, err)
+			return fmt.Errorf("store: lock %q: %w", key, err)
 		}
 		return nil
 	})

@@ -118,6 +118,9 @@ func TestPersistence(t *testing.T) {
 	if err := s.LockBot(ctx, Lock{Bot: "bot-a", Reason: "replay", At: t0}); err != nil {
 		t.Fatal(err)
 	}
+	if err := s.LockInstance(ctx, Lock{Bot: "bot-a", Instance: "inst-1", Reason: "copied", At: t0}); err != nil {
+		t.Fatal(err)
+	}
 	if err := s.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
@@ -144,6 +147,9 @@ func TestPersistence(t *testing.T) {
 	}
 	if _, ok, err := s.BotLock(ctx, "bot-a"); err != nil || !ok {
 		t.Errorf("BotLock after reopen = %v, %v; want locked", ok, err)
+	}
+	if _, ok, err := s.InstanceLock(ctx, "inst-1"); err != nil || !ok {
+		t.Errorf("InstanceLock after reopen = %v, %v; want locked", ok, err)
 	}
 }
 
@@ -290,6 +296,108 @@ func TestLocks(t *testing.T) {
 	}
 }
 
+// TestInstanceLocks checks that a locked instance gets no new generation,
+// not even the retry of the renewal that issued its current one, while the
+// other instances of its bot, and the bot itself, are not affected.
+func TestInstanceLocks(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openTemp(t)
+	for _, id := range []string{"inst-1", "inst-2"} {
+		if err := s.CreateInstance(ctx, Instance{ID: id, Bot: "bot", Generation: 1, Created: t0}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.AdvanceGeneration(ctx, "inst-1", 1, "key-2", t0); err != nil {
+		t.Fatal(err)
+	}
+
+	if _, ok, err := s.InstanceLock(ctx, "inst-1"); err != nil || ok {
+		t.Fatalf("InstanceLock before locking = %v, %v; want false, nil", ok, err)
+	}
+	first := Lock{Bot: "bot", Instance: "inst-1", Reason: "generation mismatch", At: t0}
+	if err := s.LockInstance(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.LockInstance(ctx, Lock{Bot: "bot", Instance: "inst-1", Reason: "again", At: t0.Add(time.Hour)}); err != nil {
+		t.Fatalf("second LockInstance: %v", err)
+	}
+	if got, ok, err := s.InstanceLock(ctx, "inst-1"); err != nil || !ok || got != first {
+		t.Fatalf("InstanceLock = %+v, %v, %v; want %+v, true, nil", got, ok, err, first)
+	}
+
+	for _, tc := range []struct {
+		name      string
+		presented uint64
+		key       string
+	}{
+		{"current generation", 2, "key-3"},
+		{"retry of the renewal that issued it", 1, "key-2"},
+		{"stale generation", 1, "key-x"},
+	} {
+		_, err := s.AdvanceGeneration(ctx, "inst-1", tc.presented, tc.key, t0.Add(time.Minute))
+		if !errors.Is(err, ErrInstanceLocked) || !strings.Contains(err.Error(), first.Reason) {
+			t.Errorf("AdvanceGeneration of the locked instance, %s: got %v, want ErrInstanceLocked with the reason", tc.name, err)
+		}
+	}
+	if in, err := s.Instance(ctx, "inst-1"); err != nil || in.Generation != 2 || in.IssuedKey != "key-2" {
+		t.Errorf("locked instance = %+v, %v; want it unchanged at generation 2", in, err)
+	}
+	// The bot's other instance renews; the bot is not locked.
+	if in, err := s.AdvanceGeneration(ctx, "inst-2", 1, "key-b", t0); err != nil || in.Generation != 2 {
+		t.Errorf("AdvanceGeneration of the other instance = %+v, %v", in, err)
+	}
+	if _, ok, err := s.BotLock(ctx, "bot"); err != nil || ok {
+		t.Errorf("BotLock = %v, %v; want the bot unlocked", ok, err)
+	}
+
+	botLock := Lock{Bot: "other", Reason: "operator", At: t0}
+	if err := s.LockBot(ctx, botLock); err != nil {
+		t.Fatal(err)
+	}
+	locks, err := s.Locks(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []Lock{botLock, first}; fmt.Sprint(locks) != fmt.Sprint(want) {
+		t.Errorf("Locks = %+v, want %+v", locks, want)
+	}
+
+	got, ok, err := s.UnlockInstance(ctx, "inst-1")
+	if err != nil || !ok || got != first {
+		t.Fatalf("UnlockInstance = %+v, %v, %v; want %+v, true, nil", got, ok, err, first)
+	}
+	if _, ok, err := s.UnlockInstance(ctx, "inst-1"); err != nil || ok {
+		t.Errorf("UnlockInstance of an unlocked instance = %v, %v; want false, nil", ok, err)
+	}
+	if in, err := s.AdvanceGeneration(ctx, "inst-1", 2, "key-3", t0.Add(time.Minute)); err != nil || in.Generation != 3 {
+		t.Errorf("AdvanceGeneration after unlock = %+v, %v; want generation 3", in, err)
+	}
+	if locks, err := s.Locks(ctx); err != nil || len(locks) != 1 {
+		t.Errorf("Locks after unlock = %+v, %v; want the bot's lock only", locks, err)
+	}
+}
+
+func TestLockArguments(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openTemp(t)
+	for _, tc := range []struct {
+		name string
+		lock func() error
+	}{
+		{"bot lock naming an instance", func() error { return s.LockBot(ctx, Lock{Bot: "bot", Instance: "inst", Reason: "r"}) }},
+		{"bot lock without a bot", func() error { return s.LockBot(ctx, Lock{Reason: "r"}) }},
+		{"instance lock without an instance", func() error { return s.LockInstance(ctx, Lock{Bot: "bot", Reason: "r"}) }},
+		{"instance lock without a bot", func() error { return s.LockInstance(ctx, Lock{Instance: "inst", Reason: "r"}) }},
+	} {
+		if err := tc.lock(); err == nil {
+			t.Errorf("%s: no error", tc.name)
+		}
+	}
+	if locks, err := s.Locks(ctx); err != nil || len(locks) != 0 {
+		t.Errorf("Locks = %+v, %v; want none", locks, err)
+	}
+}
+
 func TestCancelledContext(t *testing.T) {
 	s, _ := openTemp(t)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -303,6 +411,15 @@ func TestCancelledContext(t *testing.T) {
 	}
 	if _, _, err := s.BotLock(ctx, "bot"); !errors.Is(err, context.Canceled) {
 		t.Errorf("BotLock: got %v, want context.Canceled", err)
+	}
+	if err := s.LockInstance(ctx, Lock{Bot: "bot", Instance: "inst"}); !errors.Is(err, context.Canceled) {
+		t.Errorf("LockInstance: got %v, want context.Canceled", err)
+	}
+	if _, _, err := s.UnlockInstance(ctx, "inst"); !errors.Is(err, context.Canceled) {
+		t.Errorf("UnlockInstance: got %v, want context.Canceled", err)
+	}
+	if _, err := s.Locks(ctx); !errors.Is(err, context.Canceled) {
+		t.Errorf("Locks: got %v, want context.Canceled", err)
 	}
 	if err := s.MarkUsed(ctx, "k", "", t0.Add(time.Hour), t0); !errors.Is(err, context.Canceled) {
 		t.Errorf("MarkUsed: got %v, want context.Canceled", err)

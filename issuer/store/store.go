@@ -1,6 +1,6 @@
 // Package store keeps the issuer's durable state: join tokens, bot instances
-// with their generation counters, bot locks, the ID tokens already used
-// and the pending challenges of bound key pair joins.
+// with their generation counters, locks of bots and of instances, the ID
+// tokens already used and the pending challenges of bound key pair joins.
 //
 // Store is small on purpose so that a shared database can back several
 // issuers later; Open returns the embedded implementation.
@@ -22,6 +22,9 @@ var (
 	ErrInstanceUnknown    = errors.New("bot instance unknown")
 	ErrGenerationMismatch = errors.New("generation mismatch")
 	ErrExists             = errors.New("already exists")
+	// ErrInstanceLocked is an instance whose lock refuses it a new
+	// generation.
+	ErrInstanceLocked = errors.New("bot instance locked")
 	// ErrReplay is a key given to MarkUsed that was already used.
 	ErrReplay = errors.New("already used")
 	// ErrChallengeUnknown is a challenge that was never issued, was used
@@ -67,11 +70,15 @@ func (in Instance) Method() string {
 	return in.JoinMethod
 }
 
-// Lock records why a bot may no longer join or renew.
+// Lock records why a bot, or one instance of it, may no longer join or
+// renew.
 type Lock struct {
-	Bot    string    `json:"bot"`
-	Reason string    `json:"reason"`
-	At     time.Time `json:"at"`
+	Bot string `json:"bot"`
+	// Instance is the locked instance's ID; it is empty in a lock of the
+	// whole bot.
+	Instance string    `json:"instance,omitempty"`
+	Reason   string    `json:"reason"`
+	At       time.Time `json:"at"`
 }
 
 // Store is the issuer's durable state. Every method is safe for concurrent
@@ -99,14 +106,29 @@ type Store interface {
 	// caller is retrying the renewal that issued it (its answer was lost):
 	// AdvanceGeneration changes nothing and returns the stored instance.
 	// Any other generation changes nothing and returns
-	// ErrGenerationMismatch with the stored instance.
+	// ErrGenerationMismatch with the stored instance. A locked instance
+	// (see LockInstance) changes nothing and fails with ErrInstanceLocked,
+	// whatever the generation presented.
 	AdvanceGeneration(ctx context.Context, id string, presented uint64, key string, now time.Time) (Instance, error)
-	// LockBot locks a bot; locking a locked bot keeps the first lock.
+	// LockBot locks a bot, l.Bot, with every instance of it; l.Instance
+	// must be empty. Locking a locked bot keeps the first lock.
 	LockBot(ctx context.Context, l Lock) error
 	// UnlockBot removes a bot's lock, if any.
 	UnlockBot(ctx context.Context, bot string) error
 	// BotLock returns the bot's lock and true, or false if it is not locked.
 	BotLock(ctx context.Context, bot string) (Lock, bool, error)
+	// LockInstance locks one instance, l.Instance, of the bot l.Bot; both
+	// must be set. Locking a locked instance keeps the first lock.
+	LockInstance(ctx context.Context, l Lock) error
+	// UnlockInstance removes an instance's lock and returns it, or returns
+	// false if the instance was not locked.
+	UnlockInstance(ctx context.Context, id string) (Lock, bool, error)
+	// InstanceLock returns the instance's lock and true, or false if it is
+	// not locked.
+	InstanceLock(ctx context.Context, id string) (Lock, bool, error)
+	// Locks returns every lock: those of bots, then those of instances,
+	// each in the order of their keys.
+	Locks(ctx context.Context) ([]Lock, error)
 	// MarkUsed records that key (such as an ID token's jti) was used, until
 	// expires. If key is already recorded and its record has not expired
 	// at now, MarkUsed changes nothing and returns ErrReplay. Records that
