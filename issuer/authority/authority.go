@@ -109,7 +109,8 @@ func (a *Authority) Join(ctx context.Context, req api.JoinRequest, client *ca.Id
 	case api.JoinMethodGitHub, api.JoinMethodGitLab, api.JoinMethodKubernetes, api.JoinMethodOIDC, api.JoinMethodBoundKeypair:
 		return a.joinAttested(ctx, req, client, remote)
 	default:
-		return deny(badRequest("unsupported join method %q (want token, github, gitlab, kubernetes, oidc or bound_keypair)", req.JoinMethod))
+		// The method is in the audit record's join_method already.
+		return deny(badRequest("join_method: unsupported (want token, github, gitlab, kubernetes, oidc or bound_keypair)"))
 	}
 	if req.Token == "" {
 		return deny(badRequest("token is empty"))
@@ -151,7 +152,9 @@ func (a *Authority) Join(ctx context.Context, req api.JoinRequest, client *ca.Id
 	if err := a.Store.CreateInstance(ctx, in); err != nil {
 		return api.Credentials{}, err
 	}
-	a.Audit.Record(ctx, audit.EventJoin, audit.Allowed, attrs...)
+	if err := a.Audit.Record(ctx, audit.EventJoin, audit.Allowed, attrs...); err != nil {
+		return api.Credentials{}, auditFailed(err)
+	}
 	return a.sign(ctx, in, grant, logins, keys, kube, ttl, identityTTL(req.IdentityTTLSeconds), now)
 }
 
@@ -199,7 +202,9 @@ func (a *Authority) Renew(ctx context.Context, id ca.Identity, req api.RenewRequ
 	} else if err != nil {
 		return api.Credentials{}, err
 	}
-	a.Audit.Record(ctx, audit.EventRenew, audit.Allowed, append(attrs, slog.Uint64("new_generation", in.Generation))...)
+	if err := a.Audit.Record(ctx, audit.EventRenew, audit.Allowed, append(attrs, slog.Uint64("new_generation", in.Generation))...); err != nil {
+		return api.Credentials{}, auditFailed(err)
+	}
 	return a.sign(ctx, in, grant, logins, keys, kube, ttl, identityTTL(req.IdentityTTLSeconds), now)
 }
 
@@ -249,18 +254,29 @@ func (a *Authority) CreateToken(ctx context.Context, bot string, ttl time.Durati
 	if err := a.Store.PutToken(ctx, t); err != nil {
 		return api.CreateTokenResponse{}, err
 	}
-	a.Audit.Record(ctx, audit.EventTokenCreate, audit.Allowed, slog.String("bot", bot),
-		slog.String("token", t.Hash[:12]), slog.Time("expires", t.Expires))
+	if err := a.Audit.Record(ctx, audit.EventTokenCreate, audit.Allowed, slog.String("bot", bot),
+		slog.String("token", t.Hash[:12]), slog.Time("expires", t.Expires)); err != nil {
+		// The stored token is useless: its secret is never shown.
+		return api.CreateTokenResponse{}, auditFailed(err)
+	}
 	return api.CreateTokenResponse{Token: secret, Bot: bot, Expires: t.Expires}, nil
 }
 
-// UnlockBot lifts a bot's lock.
+// UnlockBot lifts a bot's lock. It is audited first, so that no lock is
+// lifted without a record.
 func (a *Authority) UnlockBot(ctx context.Context, bot string) error {
-	if err := a.Store.UnlockBot(ctx, bot); err != nil {
-		return err
+	if err := a.Audit.Record(ctx, audit.EventBotUnlock, audit.Allowed, slog.String("bot", bot)); err != nil {
+		return auditFailed(err)
 	}
-	a.Audit.Record(ctx, audit.EventBotUnlock, audit.Allowed, slog.String("bot", bot))
-	return nil
+	return a.Store.UnlockBot(ctx, bot)
+}
+
+// auditFailed refuses a decision whose audit record could not be written:
+// the issuer issues nothing it has not recorded. The audit log has logged
+// the failure, and health shows it.
+func auditFailed(err error) *httpjson.Error {
+	return httpjson.Errorf(http.StatusInternalServerError, api.CodeAuditUnavailable,
+		"the issuer's audit log cannot be written, so nothing is issued; try again later")
 }
 
 // HashToken returns the hex SHA-256 of a token secret, the form the store keeps.
@@ -359,15 +375,19 @@ func (a *Authority) sign(ctx context.Context, in store.Instance, g resource.Gran
 			return api.Credentials{}, err
 		}
 		sshCertText = string(ssh.MarshalAuthorizedKey(sshCert))
-		a.Audit.Record(ctx, audit.EventIssue, audit.Allowed,
+		if err := a.Audit.Record(ctx, audit.EventIssue, audit.Allowed,
 			slog.String("bot", in.Bot), slog.String("instance", in.ID), slog.Uint64("generation", in.Generation),
 			slog.String("kind", "ssh_user"), slog.Uint64("serial", sshCert.Serial), slog.Any("principals", logins),
-			slog.Time("expires", notAfter))
+			slog.Time("expires", notAfter)); err != nil {
+			return api.Credentials{}, auditFailed(err)
+		}
 	}
-	a.Audit.Record(ctx, audit.EventIssue, audit.Allowed,
+	if err := a.Audit.Record(ctx, audit.EventIssue, audit.Allowed,
 		slog.String("bot", in.Bot), slog.String("instance", in.ID), slog.Uint64("generation", in.Generation),
 		slog.String("kind", "identity"), slog.String("serial", idCert.SerialNumber.Text(16)),
-		slog.Time("expires", idCert.NotAfter))
+		slog.Time("expires", idCert.NotAfter)); err != nil {
+		return api.Credentials{}, auditFailed(err)
+	}
 	var hostCerts []string
 	for _, h := range k.hosts {
 		names := h.names
@@ -384,10 +404,12 @@ func (a *Authority) sign(ctx context.Context, in store.Instance, g resource.Gran
 		if err != nil {
 			return api.Credentials{}, err
 		}
-		a.Audit.Record(ctx, audit.EventIssue, audit.Allowed,
+		if err := a.Audit.Record(ctx, audit.EventIssue, audit.Allowed,
 			slog.String("bot", in.Bot), slog.String("instance", in.ID), slog.Uint64("generation", in.Generation),
 			slog.String("kind", "ssh_host"), slog.Uint64("serial", cert.Serial), slog.Any("names", names),
-			slog.Time("expires", notAfter))
+			slog.Time("expires", notAfter)); err != nil {
+			return api.Credentials{}, auditFailed(err)
+		}
 		hostCerts = append(hostCerts, string(ssh.MarshalAuthorizedKey(cert)))
 	}
 	kubeCreds, err := a.signKubernetes(ctx, in, kube, notBefore, notAfter)
