@@ -21,6 +21,9 @@ import (
 // maxBody bounds request bodies: every request of these APIs is small.
 const maxBody = 1 << 20
 
+// maxDrain bounds what Decode reads and discards of a body past its limit.
+const maxDrain = 1 << 20
+
 // Error is an error with an HTTP status and a stable code. Its message is
 // shown to the caller, so it must not leak anything the caller may not know.
 type Error struct {
@@ -95,6 +98,13 @@ func Decode(r *http.Request, v any, l Limits) error {
 	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, limit))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
+		var big *http.MaxBytesError
+		if errors.As(err, &big) {
+			// Read on a little, to nowhere, so that a client still sending
+			// its body gets the refusal: closing a connection with unread
+			// data resets it, and the reset can take the answer with it.
+			io.CopyN(io.Discard, r.Body, maxDrain)
+		}
 		return Errorf(http.StatusBadRequest, api.CodeBadRequest, "request body: %s", clip(describe(err)))
 	}
 	if _, err := dec.Token(); err != io.EOF {

@@ -158,6 +158,32 @@ func TestDecodeLimits(t *testing.T) {
 	}
 }
 
+// TestDecodeDrainsOversizedBody checks that a body past its limit is read
+// on, up to a bound, so that the client still sending it can read the
+// refusal instead of a reset.
+func TestDecodeDrainsOversizedBody(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		size    int
+		drained bool
+	}{
+		{"900 KB", 900 << 10, true},
+		{"far past the bound", 8 << 20, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			body := strings.NewReader(`{"name":"` + strings.Repeat("x", tc.size) + `"}`)
+			r := httptest.NewRequest(http.MethodPost, "/", body)
+			var v request
+			if err := httpjson.Decode(r, &v, httpjson.Limits{Body: 4096}); err == nil {
+				t.Fatal("Decode accepted an oversized body")
+			}
+			if drained := body.Len() == 0; drained != tc.drained {
+				t.Errorf("%d bytes left unread; drained = %v, want %v", body.Len(), drained, tc.drained)
+			}
+		})
+	}
+}
+
 func TestErrorError(t *testing.T) {
 	e := httpjson.Errorf(http.StatusForbidden, api.CodeTokenUsed, "token %s was used", "abc")
 	if e.Status != http.StatusForbidden || e.Code != api.CodeTokenUsed || e.Message != "token abc was used" {
