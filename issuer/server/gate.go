@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -23,9 +24,15 @@ type Limits struct {
 	ReadHeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout time.Duration
 	// MaxConns bounds the HTTPS API's connections in all.
 	MaxConns int
-	// MaxHandshakes bounds the connections in their TLS handshake; a new
-	// connection past it closes the oldest of them.
+	// MaxHandshakes bounds the connections in their TLS handshake that
+	// have had HandshakeGrace: a new connection past it closes the oldest
+	// of them. Younger ones count only against MaxConns, so that a burst
+	// of callers is not turned away; when MaxConns is reached, a new
+	// connection closes the oldest in its handshake, however young.
 	MaxHandshakes int
+	// HandshakeGrace is how long a connection may be in its handshake
+	// before it can be closed to make room under MaxHandshakes.
+	HandshakeGrace time.Duration
 	// MaxAnonymous bounds the connections that completed their handshake
 	// without a client certificate (joins, challenges, health); past it a
 	// new one is closed. Connections with a bot identity count only
@@ -39,7 +46,15 @@ type Limits struct {
 }
 
 // DefaultLimits returns the limits the issuer uses unless told otherwise.
+// The connection caps fit within the process's limit on open files, so
+// that a full house of connections never keeps the issuer from accepting
+// a renewal or opening its own files.
 func DefaultLimits() Limits {
+	conns := 1024
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err == nil && rl.Cur < uint64(conns+reservedFiles) {
+		conns = max(int(rl.Cur)-reservedFiles, 16)
+	}
 	return Limits{
 		HandshakeTimeout:  10 * time.Second,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -49,13 +64,19 @@ func DefaultLimits() Limits {
 		ReadTimeout:     30 * time.Second,
 		WriteTimeout:    30 * time.Second,
 		IdleTimeout:     60 * time.Second,
-		MaxConns:        1024,
-		MaxHandshakes:   128,
-		MaxAnonymous:    256,
+		MaxConns:        conns,
+		MaxHandshakes:   conns / 8,
+		HandshakeGrace:  time.Second,
+		MaxAnonymous:    conns / 4,
 		MaxAdminConns:   32,
 		ShutdownTimeout: 5 * time.Second,
 	}
 }
+
+// reservedFiles is what DefaultLimits keeps of the open file limit for
+// the store, the audit log, the listeners, the admin socket's connections
+// and requests to ID token issuers.
+const reservedFiles = 96
 
 // withDefaults fills in l's zero fields.
 func (l Limits) withDefaults() Limits {
@@ -64,6 +85,7 @@ func (l Limits) withDefaults() Limits {
 		{&l.HandshakeTimeout, &d.HandshakeTimeout}, {&l.ReadHeaderTimeout, &d.ReadHeaderTimeout},
 		{&l.ReadTimeout, &d.ReadTimeout}, {&l.WriteTimeout, &d.WriteTimeout},
 		{&l.IdleTimeout, &d.IdleTimeout}, {&l.ShutdownTimeout, &d.ShutdownTimeout},
+		{&l.HandshakeGrace, &d.HandshakeGrace},
 	} {
 		if *f.v <= 0 {
 			*f.v = *f.d
@@ -118,9 +140,10 @@ const (
 // gatedConn is a connection under the gate: its Close gives back its room.
 type gatedConn struct {
 	net.Conn
-	g     *gate
-	state int           // guarded by g.mu
-	elem  *list.Element // in g.pending while in its handshake
+	g       *gate
+	started time.Time
+	state   int           // guarded by g.mu
+	elem    *list.Element // in g.pending while in its handshake
 }
 
 func (c *gatedConn) Close() error {
@@ -213,15 +236,21 @@ func isTemporary(err error) bool {
 // admit counts a new connection, making room for it by closing the oldest
 // connection in its handshake if need be, or refuses it.
 func (g *gate) admit(raw net.Conn) *gatedConn {
+	now := time.Now()
 	var evict *gatedConn
 	g.mu.Lock()
+	var oldest *gatedConn
+	if e := g.pending.Front(); e != nil {
+		oldest = e.Value.(*gatedConn)
+	}
 	switch {
 	case g.closed:
 		g.mu.Unlock()
 		raw.Close()
 		return nil
-	case g.pending.Len() >= g.lim.MaxHandshakes, g.total >= g.lim.MaxConns && g.pending.Len() > 0:
-		evict = g.pending.Front().Value.(*gatedConn)
+	case g.pending.Len() >= g.lim.MaxHandshakes && now.Sub(oldest.started) >= g.lim.HandshakeGrace,
+		g.total >= g.lim.MaxConns && oldest != nil:
+		evict = oldest
 		g.releaseLocked(evict)
 	case g.total >= g.lim.MaxConns:
 		g.mu.Unlock()
@@ -229,7 +258,7 @@ func (g *gate) admit(raw net.Conn) *gatedConn {
 		raw.Close()
 		return nil
 	}
-	c := &gatedConn{Conn: raw, g: g, state: inHandshake}
+	c := &gatedConn{Conn: raw, g: g, started: now, state: inHandshake}
 	c.elem = g.pending.PushBack(c)
 	g.total++
 	g.mu.Unlock()

@@ -169,7 +169,8 @@ func TestServerTimeouts(t *testing.T) {
 func TestRenewalWhileAnonymousConnectionsAreFull(t *testing.T) {
 	a := testCA(t)
 	f := &fakeJoiner{}
-	lim := Limits{MaxConns: 16, MaxHandshakes: 3, MaxAnonymous: 2}
+	// Connections in their handshake can be closed to make room at once.
+	lim := Limits{MaxConns: 16, MaxHandshakes: 3, MaxAnonymous: 2, HandshakeGrace: time.Nanosecond}
 	var logged lockedBuffer
 	addr, g := gated(t, a, publicRoutes(f, discardAudit(), discardLog()), lim, nil, slog.New(slog.NewTextHandler(&logged, nil)))
 
@@ -236,6 +237,31 @@ func TestRenewalWhileAnonymousConnectionsAreFull(t *testing.T) {
 	if !strings.Contains(logged.String(), "level=WARN") {
 		t.Errorf("limits were not logged as warnings:\n%s", logged.String())
 	}
+}
+
+// TestHandshakeGrace opens a burst of connections: those in their
+// handshake for less than HandshakeGrace are not closed to make room
+// under MaxHandshakes, but MaxConns still holds.
+func TestHandshakeGrace(t *testing.T) {
+	a := testCA(t)
+	lim := Limits{MaxConns: 6, MaxHandshakes: 2, MaxAnonymous: 2, HandshakeGrace: time.Hour}
+	addr, g := gated(t, a, publicRoutes(&fakeJoiner{}, discardAudit(), discardLog()), lim, nil, discardLog())
+	var conns []net.Conn
+	for i := range lim.MaxConns + 1 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		conns = append(conns, c)
+		want := min(i+1, lim.MaxConns)
+		eventually(t, "the connection counted", func() bool {
+			total, hs, _ := g.counts()
+			return total == want && hs == want
+		})
+	}
+	// The last one made room by closing the first.
+	closedByServer(t, conns[0])
 }
 
 // TestConnectionCap refuses connections past MaxConns when none is in

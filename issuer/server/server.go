@@ -171,7 +171,8 @@ func (s *Server) Run(ctx context.Context) error {
 	admin := newAdminServer(adminRoutes(s.auth, s.auth.Audit, s.log), lim)
 	adminCapped := newCapListener(adminLn, lim.MaxAdminConns, s.log)
 	s.log.Info("issuer serving", "listen", ln.Addr().String(), "admin_socket", s.cfg.AdminSocket,
-		"pin", s.auth.CA.Pin(), "resources", s.cfg.ResourcesDir, "cluster_name", s.auth.ClusterName)
+		"pin", s.auth.CA.Pin(), "resources", s.cfg.ResourcesDir, "cluster_name", s.auth.ClusterName,
+		"max_connections", lim.MaxConns, "max_anonymous", lim.MaxAnonymous, "max_handshakes", lim.MaxHandshakes)
 
 	errc := make(chan error, 2)
 	go func() { errc <- public.Serve(publicLn) }()
