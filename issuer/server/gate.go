@@ -115,6 +115,7 @@ type gate struct {
 	lim Limits
 	// refused is told of each client certificate the handshake refused.
 	refused func(remote string, err error)
+	log     *slog.Logger
 	warn    *rateLog
 
 	ready   chan net.Conn
@@ -158,6 +159,7 @@ func newGate(ln net.Listener, cfg *tls.Config, lim Limits, refused func(string, 
 		tls:     cfg,
 		lim:     lim.withDefaults(),
 		refused: refused,
+		log:     log,
 		warn:    newRateLog(log, 10*time.Second),
 		ready:   make(chan net.Conn),
 		errs:    make(chan error),
@@ -286,6 +288,8 @@ func (g *gate) handshake(c *gatedConn) {
 			}
 		case timedOut:
 			g.warn.Warn("connection closed: TLS handshake not done in time", "timeout", g.lim.HandshakeTimeout, "remote", remote)
+		default:
+			g.log.Debug("TLS handshake failed", "remote", remote, "err", err)
 		}
 		tc.Close()
 		return
