@@ -157,6 +157,9 @@ const (
 	CodeRenewFailed        = "renew_failed"
 	CodeReloadFailed       = "reload_failed"
 	CodeInternal           = "internal"
+	// CodeAuditUnavailable refuses an issuance whose audit record could
+	// not be written; the issuer's health fails with it too.
+	CodeAuditUnavailable = "audit_unavailable"
 )
 
 // CreateTokenRequest is the body of POST /admin/v1/tokens on the issuer's

@@ -85,5 +85,5 @@ func FuzzDecode(f *testing.F) {
 
 func decode(body []byte, v any) error {
 	r := httptest.NewRequest(http.MethodPost, "/v1/join", bytes.NewReader(body))
-	return httpjson.Decode(r, v)
+	return httpjson.Decode(r, v, httpjson.Limits{})
 }

@@ -11,12 +11,18 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"reflect"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/mwi-project/mwi/api"
 )
 
 // maxBody bounds request bodies: every request of these APIs is small.
 const maxBody = 1 << 20
+
+// maxDrain bounds what Decode reads and discards of a body past its limit.
+const maxDrain = 1 << 20
 
 // Error is an error with an HTTP status and a stable code. Its message is
 // shown to the caller, so it must not leak anything the caller may not know.
@@ -66,19 +72,143 @@ func Handler(log *slog.Logger, h HandlerFunc) http.HandlerFunc {
 	}
 }
 
-// Decode reads exactly one JSON value from r's body into v. Unknown fields,
-// trailing data and oversized bodies are refused with a bad_request *Error
-// that names the problem.
-func Decode(r *http.Request, v any) error {
-	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, maxBody))
+// Limits bound a request body and the strings and lists in it. Zero
+// means the default: 1 MiB for Body, no bound for the others.
+type Limits struct {
+	// Body bounds the whole body, in bytes.
+	Body int64
+	// String bounds every string, in bytes, and Items every list and map,
+	// in elements, unless Strings or Lists name the field.
+	String, Items int
+	// Strings and Lists bound the fields at these paths: JSON names joined
+	// by dots, such as "keys.ssh". The elements of a list, and the keys and
+	// values of a map, are at the path of the list or map.
+	Strings, Lists map[string]int
+}
+
+// Decode reads exactly one JSON value from r's body into v, and checks it
+// against l. Unknown fields, trailing data, oversized bodies and values
+// past l are refused with a bad_request *Error that names the problem,
+// and the field.
+func Decode(r *http.Request, v any, l Limits) error {
+	limit := l.Body
+	if limit <= 0 {
+		limit = maxBody
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, limit))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return Errorf(http.StatusBadRequest, api.CodeBadRequest, "request body: %s", describe(err))
+		var big *http.MaxBytesError
+		if errors.As(err, &big) {
+			// Read on a little, to nowhere, so that a client still sending
+			// its body gets the refusal: closing a connection with unread
+			// data resets it, and the reset can take the answer with it.
+			io.CopyN(io.Discard, r.Body, maxDrain)
+		}
+		return Errorf(http.StatusBadRequest, api.CodeBadRequest, "request body: %s", clip(describe(err)))
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return Errorf(http.StatusBadRequest, api.CodeBadRequest, "request body: data after the JSON value")
 	}
+	if err := l.check(reflect.ValueOf(v), "", ""); err != nil {
+		return Errorf(http.StatusBadRequest, api.CodeBadRequest, "request body: %s", err)
+	}
 	return nil
+}
+
+// check walks v and refuses the first string or list past l. path is the
+// field's path as Strings and Lists name it; name is the same with the
+// index of each element, to show the caller.
+func (l Limits) check(v reflect.Value, path, name string) error {
+	switch v.Kind() {
+	case reflect.Pointer, reflect.Interface:
+		if v.IsNil() {
+			return nil
+		}
+		return l.check(v.Elem(), path, name)
+	case reflect.Struct:
+		t := v.Type()
+		for i := range t.NumField() {
+			f := t.Field(i)
+			if !f.IsExported() {
+				continue
+			}
+			key, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			switch key {
+			case "-":
+				continue
+			case "":
+				key = f.Name
+			}
+			if err := l.check(v.Field(i), join(path, key), join(name, key)); err != nil {
+				return err
+			}
+		}
+	case reflect.Slice, reflect.Array:
+		if err := l.checkItems(v.Len(), path, name); err != nil {
+			return err
+		}
+		for i := range v.Len() {
+			if err := l.check(v.Index(i), path, fmt.Sprintf("%s[%d]", name, i)); err != nil {
+				return err
+			}
+		}
+	case reflect.Map:
+		if err := l.checkItems(v.Len(), path, name); err != nil {
+			return err
+		}
+		for it := v.MapRange(); it.Next(); {
+			if err := l.check(it.Key(), path, name+" key"); err != nil {
+				return err
+			}
+			if err := l.check(it.Value(), path, fmt.Sprintf("%s[%q]", name, clip(fmt.Sprint(it.Key())))); err != nil {
+				return err
+			}
+		}
+	case reflect.String:
+		max := l.String
+		if n, ok := l.Strings[path]; ok {
+			max = n
+		}
+		if max > 0 && v.Len() > max {
+			return fmt.Errorf("%s is %d bytes long; at most %d", name, v.Len(), max)
+		}
+	}
+	return nil
+}
+
+func (l Limits) checkItems(n int, path, name string) error {
+	max := l.Items
+	if m, ok := l.Lists[path]; ok {
+		max = m
+	}
+	if max > 0 && n > max {
+		return fmt.Errorf("%s has %d elements; at most %d", name, n, max)
+	}
+	return nil
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+// maxDetail bounds what an error message repeats of a request, such as
+// an unknown field's name.
+const maxDetail = 200
+
+// clip cuts s to maxDetail bytes, at a character boundary.
+func clip(s string) string {
+	if len(s) <= maxDetail {
+		return s
+	}
+	cut := maxDetail
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
 }
 
 func describe(err error) string {

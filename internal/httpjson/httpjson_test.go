@@ -60,7 +60,7 @@ func TestDecode(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			r := httptest.NewRequest(http.MethodPost, "/", strings.NewReader(tc.body))
 			var got request
-			err := httpjson.Decode(r, &got)
+			err := httpjson.Decode(r, &got, httpjson.Limits{})
 			if tc.wantErr == nil {
 				if err != nil {
 					t.Fatalf("Decode: %v", err)
@@ -84,6 +84,101 @@ func TestDecode(t *testing.T) {
 				if !strings.Contains(herr.Message, part) {
 					t.Errorf("message %q does not contain %q", herr.Message, part)
 				}
+			}
+		})
+	}
+}
+
+type host struct {
+	Key   string   `json:"public_key"`
+	Names []string `json:"names,omitempty"`
+}
+
+type limited struct {
+	Name    string              `json:"name"`
+	Token   string              `json:"id_token"`
+	Hosts   []host              `json:"host_keys"`
+	Labels  []map[string]string `json:"labels"`
+	Keys    *inner              `json:"keys"`
+	Ignored string              `json:"-"`
+	NoTag   string
+}
+
+func TestDecodeLimits(t *testing.T) {
+	l := httpjson.Limits{
+		Body:    4096,
+		String:  8,
+		Items:   3,
+		Strings: map[string]int{"id_token": 32, "host_keys.public_key": 16},
+		Lists:   map[string]int{"host_keys": 2},
+	}
+	long := func(n int) string { return strings.Repeat("x", n) }
+	for _, tc := range []struct {
+		name    string
+		body    string
+		wantErr string // the message after "request body: "; empty means success
+	}{
+		{"within every bound", `{"name":"12345678","id_token":"` + long(32) + `","host_keys":[{"public_key":"` + long(16) + `","names":["a","b","c"]}],"labels":[{"k":"v"}],"keys":{"ssh":"k"},"NoTag":"t"}`, ""},
+		{"default string bound", `{"name":"123456789"}`, "name is 9 bytes long; at most 8"},
+		{"string bound by path", `{"id_token":"` + long(33) + `"}`, "id_token is 33 bytes long; at most 32"},
+		{"nested string", `{"keys":{"ssh":"` + long(9) + `"}}`, "keys.ssh is 9 bytes long; at most 8"},
+		{"string in a list element", `{"host_keys":[{"public_key":"k"},{"public_key":"` + long(17) + `"}]}`, "host_keys[1].public_key is 17 bytes long; at most 16"},
+		{"string in a list of strings", `{"host_keys":[{"public_key":"k","names":["a","` + long(9) + `"]}]}`, "host_keys[0].names[1] is 9 bytes long; at most 8"},
+		{"list bound by path", `{"host_keys":[{},{},{}]}`, "host_keys has 3 elements; at most 2"},
+		{"default list bound", `{"host_keys":[{"names":["a","b","c","d"]}]}`, "host_keys[0].names has 4 elements; at most 3"},
+		{"map size", `{"labels":[{"a":"1","b":"2","c":"3","d":"4"}]}`, "labels[0] has 4 elements; at most 3"},
+		{"map key", `{"labels":[{"` + long(9) + `":"v"}]}`, "labels[0] key is 9 bytes long; at most 8"},
+		{"map value", `{"labels":[{"k":"` + long(9) + `"}]}`, `labels[0]["k"] is 9 bytes long; at most 8`},
+		{"field without a tag", `{"NoTag":"` + long(9) + `"}`, "NoTag is 9 bytes long; at most 8"},
+		{"body past its bound", `{"name":"` + long(5000) + `"}`, "larger than 4096 bytes"},
+		// What a request repeats in an error message is bounded too.
+		{"long unknown field", `{"` + long(3000) + `":1}`, "…"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodPost, "/", strings.NewReader(tc.body))
+			var got limited
+			err := httpjson.Decode(r, &got, l)
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatalf("Decode: %v", err)
+				}
+				return
+			}
+			var herr *httpjson.Error
+			if !errors.As(err, &herr) || herr.Status != http.StatusBadRequest || herr.Code != api.CodeBadRequest {
+				t.Fatalf("Decode = %v, want a 400 bad_request *httpjson.Error", err)
+			}
+			if !strings.Contains(herr.Message, tc.wantErr) {
+				t.Errorf("message %q does not contain %q", herr.Message, tc.wantErr)
+			}
+			if len(herr.Message) > 300 {
+				t.Errorf("message is %d bytes long", len(herr.Message))
+			}
+		})
+	}
+}
+
+// TestDecodeDrainsOversizedBody checks that a body past its limit is read
+// on, up to a bound, so that the client still sending it can read the
+// refusal instead of a reset.
+func TestDecodeDrainsOversizedBody(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		size    int
+		drained bool
+	}{
+		{"900 KB", 900 << 10, true},
+		{"far past the bound", 8 << 20, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			body := strings.NewReader(`{"name":"` + strings.Repeat("x", tc.size) + `"}`)
+			r := httptest.NewRequest(http.MethodPost, "/", body)
+			var v request
+			if err := httpjson.Decode(r, &v, httpjson.Limits{Body: 4096}); err == nil {
+				t.Fatal("Decode accepted an oversized body")
+			}
+			if drained := body.Len() == 0; drained != tc.drained {
+				t.Errorf("%d bytes left unread; drained = %v, want %v", body.Len(), drained, tc.drained)
 			}
 		})
 	}

@@ -1,11 +1,31 @@
 // Package audit writes the issuer's audit log: one structured line for each
 // decision the issuer makes.
+//
+// The log is bounded and fails closed. Every value is cut to MaxValue bytes,
+// so a request cannot put more than that in any attribute. Each record is
+// one JSON line written with a single Write, so concurrent records never
+// interleave, and a failed or short write is returned to the caller: a
+// decision that issues something must be refused when its record was not
+// written. Err reports whether the last write failed, for health checks.
+//
+// Denials are rate-limited per event, because whoever is refused controls
+// how many there are: past the limit they are counted instead of written,
+// and one record says how many were left out once the event's records are
+// written again.
 package audit
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"sync"
+	"time"
+	"unicode/utf8"
 )
 
 // Events.
@@ -21,26 +41,251 @@ const (
 	// bot) whose lock was set or lifted.
 	EventInstanceLock   = "instance.lock"
 	EventInstanceUnlock = "instance.unlock"
+	// EventRequest is a request refused before it reached a decision: a
+	// body that does not decode or is too large, a renewal without an
+	// identity. Its "path" attribute names the route.
+	EventRequest = "request"
+	// EventTLS is a TLS handshake refused, such as for a client
+	// certificate that the identity authority did not sign.
+	EventTLS = "tls"
+	// EventAdmin is a caller refused by the admin socket.
+	EventAdmin = "admin"
 )
 
 // Outcomes.
 const (
 	Allowed = "allowed"
 	Denied  = "denied"
+	// Suppressed is the outcome of the record that counts the denials of
+	// an event that were not written because they came too fast.
+	Suppressed = "suppressed"
 )
+
+// MaxValue bounds each attribute value of a record, in bytes. A longer
+// string is cut, and says so and how long it was.
+const MaxValue = 1024
+
+// Default rate of denials written for each event: DenialBurst at once,
+// then DenialsPerSecond.
+const (
+	DenialsPerSecond = 20
+	DenialBurst      = 100
+)
+
+// ErrShortWrite is the error of a record that was written only in part.
+var ErrShortWrite = errors.New("audit: short write")
 
 // Log records audit events as JSON lines.
 type Log struct {
-	l *slog.Logger
+	// Logger receives write failures and recoveries; nil means
+	// slog.Default().
+	Logger *slog.Logger
+
+	mu      sync.Mutex
+	w       io.Writer
+	err     error // of the last write
+	torn    bool  // the last write stopped in the middle of a line
+	now     func() time.Time
+	rate    float64 // denials per second for each event
+	burst   float64
+	buckets map[string]*bucket // by event
 }
 
-// New returns a Log that writes to w.
+// bucket is the token bucket of one event's denials.
+type bucket struct {
+	tokens  float64
+	last    time.Time
+	dropped int       // denials not written since the last one written
+	since   time.Time // of the first of them
+}
+
+// New returns a Log that writes to w. If w is an *os.File, it should be
+// opened with O_APPEND.
 func New(w io.Writer) *Log {
-	return &Log{l: slog.New(slog.NewJSONHandler(w, nil))}
+	return &Log{w: w, now: time.Now, rate: DenialsPerSecond, burst: DenialBurst}
+}
+
+func (a *Log) logger() *slog.Logger {
+	if a.Logger != nil {
+		return a.Logger
+	}
+	return slog.Default()
+}
+
+// Err returns the error of the last write, or nil if it succeeded. Once a
+// write fails, Err reports it until a later write succeeds.
+func (a *Log) Err() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.err
 }
 
 // Record writes one event. A denial must carry a "reason" attribute.
-func (a *Log) Record(ctx context.Context, event, outcome string, attrs ...slog.Attr) {
+//
+// Record returns an error if the record could not be written whole. A
+// caller about to issue anything must then refuse; Record has already
+// logged the failure. A denial past the rate limit is counted and not
+// written, and Record returns nil.
+func (a *Log) Record(ctx context.Context, event, outcome string, attrs ...slog.Attr) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	now := a.now()
+	// Counts of left-out denials are written first, for every event whose
+	// denials may be written again.
+	var errs []error
+	for ev, b := range a.buckets {
+		if b.dropped > 0 && a.refill(b, now) >= 1 {
+			errs = append(errs, a.summaryLocked(ctx, ev, b, now))
+		}
+	}
+	if outcome == Denied {
+		b := a.bucket(event, now)
+		if a.refill(b, now) < 1 {
+			if b.dropped == 0 {
+				b.since = now
+			}
+			b.dropped++
+			return errors.Join(errs...)
+		}
+		b.tokens--
+	}
 	all := append([]slog.Attr{slog.String("event", event), slog.String("outcome", outcome)}, attrs...)
-	a.l.LogAttrs(ctx, slog.LevelInfo, "audit", all...)
+	return errors.Join(append(errs, a.writeLocked(ctx, now, event, outcome, all))...)
+}
+
+// Flush writes the count of every event's denials that were left out and
+// not yet reported, as when the issuer stops.
+func (a *Log) Flush(ctx context.Context) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var errs []error
+	for ev, b := range a.buckets {
+		if b.dropped > 0 {
+			errs = append(errs, a.summaryLocked(ctx, ev, b, a.now()))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (a *Log) bucket(event string, now time.Time) *bucket {
+	if a.buckets == nil {
+		a.buckets = make(map[string]*bucket)
+	}
+	b, ok := a.buckets[event]
+	if !ok {
+		b = &bucket{tokens: a.burst, last: now}
+		a.buckets[event] = b
+	}
+	return b
+}
+
+// refill adds the tokens earned since b's last refill and returns how many
+// b holds.
+func (a *Log) refill(b *bucket, now time.Time) float64 {
+	if d := now.Sub(b.last); d > 0 {
+		b.tokens = min(a.burst, b.tokens+d.Seconds()*a.rate)
+	}
+	b.last = now
+	return b.tokens
+}
+
+// summaryLocked writes the count of b's left-out denials.
+func (a *Log) summaryLocked(ctx context.Context, event string, b *bucket, now time.Time) error {
+	n, since := b.dropped, b.since
+	b.dropped = 0
+	return a.writeLocked(ctx, now, event, Suppressed,
+		[]slog.Attr{
+			slog.String("event", event), slog.String("outcome", Suppressed),
+			slog.Int("count", n), slog.Time("since", since),
+			slog.String("reason", fmt.Sprintf("%d denials were not recorded: more than %g a second", n, a.rate)),
+		})
+}
+
+// writeLocked writes one record as one line with one Write.
+func (a *Log) writeLocked(ctx context.Context, now time.Time, event, outcome string, attrs []slog.Attr) error {
+	var buf bytes.Buffer
+	if a.torn {
+		// End the piece of line a failed write left, so that it does not
+		// swallow this record.
+		buf.WriteByte('\n')
+	}
+	h := slog.NewJSONHandler(&buf, &slog.HandlerOptions{ReplaceAttr: bound})
+	r := slog.NewRecord(now, slog.LevelInfo, "audit", 0)
+	r.AddAttrs(attrs...)
+	if err := h.Handle(ctx, r); err != nil {
+		return a.failed(event, outcome, fmt.Errorf("audit: encode: %w", err))
+	}
+	line := buf.Bytes()
+	n, err := a.w.Write(line)
+	if err == nil && n < len(line) {
+		err = ErrShortWrite
+	}
+	if err != nil {
+		if n > 0 && n < len(line) && !a.undo(n) {
+			a.torn = true
+		}
+		return a.failed(event, outcome, err)
+	}
+	a.torn = false
+	if a.err != nil {
+		a.logger().Warn("audit log is written again", "after", a.err)
+		a.err = nil
+	}
+	return nil
+}
+
+// undo removes the n bytes a short write left at the end of the file, if
+// the log is a file. It reports whether it did.
+func (a *Log) undo(n int) bool {
+	f, ok := a.w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() || fi.Size() < int64(n) {
+		return false
+	}
+	return f.Truncate(fi.Size()-int64(n)) == nil
+}
+
+func (a *Log) failed(event, outcome string, err error) error {
+	a.err = err
+	a.logger().Error("audit record not written", "event", event, "outcome", outcome, "err", err)
+	return fmt.Errorf("audit: %s %s: %w", event, outcome, err)
+}
+
+// bound cuts a record's values to MaxValue bytes.
+func bound(_ []string, a slog.Attr) slog.Attr {
+	a.Key = truncate(a.Key)
+	switch a.Value.Kind() {
+	case slog.KindString:
+		if s := a.Value.String(); len(s) > MaxValue {
+			a.Value = slog.StringValue(truncate(s))
+		}
+	case slog.KindAny:
+		switch v := a.Value.Any().(type) {
+		case error:
+			a.Value = slog.StringValue(truncate(v.Error()))
+		default:
+			// As the JSON handler would write it, if that is short.
+			if b, err := json.Marshal(v); err != nil {
+				a.Value = slog.StringValue(truncate(fmt.Sprintf("%+v", v)))
+			} else if len(b) > MaxValue {
+				a.Value = slog.StringValue(truncate(string(b)))
+			}
+		}
+	}
+	return a
+}
+
+// truncate cuts s to MaxValue bytes, at a character boundary, and says so.
+func truncate(s string) string {
+	if len(s) <= MaxValue {
+		return s
+	}
+	cut := MaxValue
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s…[truncated: %d bytes]", s[:cut], len(s))
 }

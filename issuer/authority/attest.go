@@ -206,7 +206,9 @@ func (a *Authority) joinAttested(ctx context.Context, req api.JoinRequest, clien
 		return api.Credentials{}, err
 	}
 	attrs = append(attrs, slog.String("instance", in.ID), slog.Uint64("generation", in.Generation), slog.Bool("rejoin", kept))
-	a.Audit.Record(ctx, audit.EventJoin, audit.Allowed, attrs...)
+	if err := a.Audit.Record(ctx, audit.EventJoin, audit.Allowed, attrs...); err != nil {
+		return api.Credentials{}, auditFailed(err)
+	}
 	return a.sign(ctx, in, grant, logins, keys, kube, ttl, identityTTL(req.IdentityTTLSeconds), now)
 }
 
@@ -277,7 +279,9 @@ func (a *Authority) Challenge(ctx context.Context, req api.ChallengeRequest, rem
 	if err := a.Store.PutChallenge(ctx, challenge, tok.Name, expires, now); err != nil {
 		return api.ChallengeResponse{}, fmt.Errorf("authority: put challenge: %w", err)
 	}
-	a.Audit.Record(ctx, audit.EventJoinChallenge, audit.Allowed, append(attrs, slog.String("bot", tok.BotName), slog.Time("expires", expires))...)
+	if err := a.Audit.Record(ctx, audit.EventJoinChallenge, audit.Allowed, append(attrs, slog.String("bot", tok.BotName), slog.Time("expires", expires))...); err != nil {
+		return api.ChallengeResponse{}, auditFailed(err)
+	}
 	return api.ChallengeResponse{Challenge: challenge, Expires: expires}, nil
 }
 

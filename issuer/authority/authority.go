@@ -109,7 +109,8 @@ func (a *Authority) Join(ctx context.Context, req api.JoinRequest, client *ca.Id
 	case api.JoinMethodGitHub, api.JoinMethodGitLab, api.JoinMethodKubernetes, api.JoinMethodOIDC, api.JoinMethodBoundKeypair:
 		return a.joinAttested(ctx, req, client, remote)
 	default:
-		return deny(badRequest("unsupported join method %q (want token, github, gitlab, kubernetes, oidc or bound_keypair)", req.JoinMethod))
+		// The method is in the audit record's join_method already.
+		return deny(badRequest("join_method: unsupported (want token, github, gitlab, kubernetes, oidc or bound_keypair)"))
 	}
 	if req.Token == "" {
 		return deny(badRequest("token is empty"))
@@ -151,7 +152,9 @@ func (a *Authority) Join(ctx context.Context, req api.JoinRequest, client *ca.Id
 	if err := a.Store.CreateInstance(ctx, in); err != nil {
 		return api.Credentials{}, err
 	}
-	a.Audit.Record(ctx, audit.EventJoin, audit.Allowed, attrs...)
+	if err := a.Audit.Record(ctx, audit.EventJoin, audit.Allowed, attrs...); err != nil {
+		return api.Credentials{}, auditFailed(err)
+	}
 	return a.sign(ctx, in, grant, logins, keys, kube, ttl, identityTTL(req.IdentityTTLSeconds), now)
 }
 
@@ -199,7 +202,9 @@ func (a *Authority) Renew(ctx context.Context, id ca.Identity, req api.RenewRequ
 	} else if err != nil {
 		return api.Credentials{}, err
 	}
-	a.Audit.Record(ctx, audit.EventRenew, audit.Allowed, append(attrs, slog.Uint64("new_generation", in.Generation))...)
+	if err := a.Audit.Record(ctx, audit.EventRenew, audit.Allowed, append(attrs, slog.Uint64("new_generation", in.Generation))...); err != nil {
+		return api.Credentials{}, auditFailed(err)
+	}
 	return a.sign(ctx, in, grant, logins, keys, kube, ttl, identityTTL(req.IdentityTTLSeconds), now)
 }
 
@@ -274,8 +279,11 @@ func (a *Authority) CreateToken(ctx context.Context, bot string, ttl time.Durati
 	if err := a.Store.PutToken(ctx, t); err != nil {
 		return api.CreateTokenResponse{}, err
 	}
-	a.Audit.Record(ctx, audit.EventTokenCreate, audit.Allowed, slog.String("bot", bot),
-		slog.String("token", t.Hash[:12]), slog.Time("expires", t.Expires))
+	if err := a.Audit.Record(ctx, audit.EventTokenCreate, audit.Allowed, slog.String("bot", bot),
+		slog.String("token", t.Hash[:12]), slog.Time("expires", t.Expires)); err != nil {
+		// The stored token is useless: its secret is never shown.
+		return api.CreateTokenResponse{}, auditFailed(err)
+	}
 	return api.CreateTokenResponse{Token: secret, Bot: bot, Expires: t.Expires}, nil
 }
 
@@ -347,20 +355,29 @@ func checkLockReason(reason string) *httpjson.Error {
 }
 
 // UnlockBot lifts a bot's lock. It leaves the locks of the bot's
-// instances in place; see UnlockInstance.
+// instances in place; see UnlockInstance. It is audited first, so that no
+// lock is lifted without a record.
 func (a *Authority) UnlockBot(ctx context.Context, bot string) error {
-	if err := a.Store.UnlockBot(ctx, bot); err != nil {
-		return err
+	if err := a.Audit.Record(ctx, audit.EventBotUnlock, audit.Allowed, slog.String("bot", bot)); err != nil {
+		return auditFailed(err)
 	}
-	a.Audit.Record(ctx, audit.EventBotUnlock, audit.Allowed, slog.String("bot", bot))
-	return nil
+	return a.Store.UnlockBot(ctx, bot)
+}
+
+// auditFailed refuses a decision whose audit record could not be written:
+// the issuer issues nothing it has not recorded. The audit log has logged
+// the failure, and health shows it.
+func auditFailed(err error) *httpjson.Error {
+	return httpjson.Errorf(http.StatusInternalServerError, api.CodeAuditUnavailable,
+		"the issuer's audit log cannot be written, so nothing is issued; try again later")
 }
 
 // UnlockInstance lifts the lock of the instance with the given ID and
 // returns the lock it lifted. An instance that is not locked is a
-// not_found error, so that a mistyped ID does not pass for a success.
+// not_found error, so that a mistyped ID does not pass for a success. As
+// with UnlockBot, the record comes first: no lock is lifted unrecorded.
 func (a *Authority) UnlockInstance(ctx context.Context, id string) (api.Lock, error) {
-	l, ok, err := a.Store.UnlockInstance(ctx, id)
+	l, ok, err := a.Store.InstanceLock(ctx, id)
 	if err != nil {
 		return api.Lock{}, err
 	}
@@ -369,8 +386,13 @@ func (a *Authority) UnlockInstance(ctx context.Context, id string) (api.Lock, er
 		a.Audit.Record(ctx, audit.EventInstanceUnlock, audit.Denied, slog.String("instance", id), slog.String("reason", herr.Message))
 		return api.Lock{}, herr
 	}
-	a.Audit.Record(ctx, audit.EventInstanceUnlock, audit.Allowed, slog.String("bot", l.Bot),
-		slog.String("instance", l.Instance), slog.String("lock_reason", l.Reason), slog.Time("locked_at", l.At))
+	if err := a.Audit.Record(ctx, audit.EventInstanceUnlock, audit.Allowed, slog.String("bot", l.Bot),
+		slog.String("instance", l.Instance), slog.String("lock_reason", l.Reason), slog.Time("locked_at", l.At)); err != nil {
+		return api.Lock{}, auditFailed(err)
+	}
+	if _, _, err := a.Store.UnlockInstance(ctx, id); err != nil {
+		return api.Lock{}, err
+	}
 	return apiLock(l), nil
 }
 
@@ -504,15 +526,19 @@ func (a *Authority) sign(ctx context.Context, in store.Instance, g resource.Gran
 			return api.Credentials{}, err
 		}
 		sshCertText = string(ssh.MarshalAuthorizedKey(sshCert))
-		a.Audit.Record(ctx, audit.EventIssue, audit.Allowed,
+		if err := a.Audit.Record(ctx, audit.EventIssue, audit.Allowed,
 			slog.String("bot", in.Bot), slog.String("instance", in.ID), slog.Uint64("generation", in.Generation),
 			slog.String("kind", "ssh_user"), slog.Uint64("serial", sshCert.Serial), slog.Any("principals", logins),
-			slog.Time("expires", notAfter))
+			slog.Time("expires", notAfter)); err != nil {
+			return api.Credentials{}, auditFailed(err)
+		}
 	}
-	a.Audit.Record(ctx, audit.EventIssue, audit.Allowed,
+	if err := a.Audit.Record(ctx, audit.EventIssue, audit.Allowed,
 		slog.String("bot", in.Bot), slog.String("instance", in.ID), slog.Uint64("generation", in.Generation),
 		slog.String("kind", "identity"), slog.String("serial", idCert.SerialNumber.Text(16)),
-		slog.Time("expires", idCert.NotAfter))
+		slog.Time("expires", idCert.NotAfter)); err != nil {
+		return api.Credentials{}, auditFailed(err)
+	}
 	var hostCerts []string
 	for _, h := range k.hosts {
 		names := h.names
@@ -529,10 +555,12 @@ func (a *Authority) sign(ctx context.Context, in store.Instance, g resource.Gran
 		if err != nil {
 			return api.Credentials{}, err
 		}
-		a.Audit.Record(ctx, audit.EventIssue, audit.Allowed,
+		if err := a.Audit.Record(ctx, audit.EventIssue, audit.Allowed,
 			slog.String("bot", in.Bot), slog.String("instance", in.ID), slog.Uint64("generation", in.Generation),
 			slog.String("kind", "ssh_host"), slog.Uint64("serial", cert.Serial), slog.Any("names", names),
-			slog.Time("expires", notAfter))
+			slog.Time("expires", notAfter)); err != nil {
+			return api.Credentials{}, auditFailed(err)
+		}
 		hostCerts = append(hostCerts, string(ssh.MarshalAuthorizedKey(cert)))
 	}
 	kubeCreds, err := a.signKubernetes(ctx, in, kube, notBefore, notAfter)

@@ -147,11 +147,13 @@ func (a *Authority) signKubernetes(ctx context.Context, in store.Instance, plan 
 		if err != nil {
 			return nil, err
 		}
-		a.Audit.Record(ctx, audit.EventIssue, audit.Allowed,
+		if err := a.Audit.Record(ctx, audit.EventIssue, audit.Allowed,
 			slog.String("bot", in.Bot), slog.String("instance", in.ID), slog.Uint64("generation", in.Generation),
 			slog.String("kind", "kubernetes"), slog.String("cluster", kc.cluster.Name),
 			slog.String("user", kc.user), slog.Any("groups", nonNil(kc.groups)),
-			slog.String("serial", cert.SerialNumber.Text(16)), slog.Time("expires", notAfter))
+			slog.String("serial", cert.SerialNumber.Text(16)), slog.Time("expires", notAfter)); err != nil {
+			return nil, auditFailed(err)
+		}
 		out = append(out, api.KubernetesCredential{
 			Cluster:                  kc.cluster.Name,
 			Labels:                   kc.cluster.Labels,

@@ -2,9 +2,12 @@ package server
 
 import (
 	"context"
+	"errors"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"os"
+	"syscall"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -12,6 +15,7 @@ import (
 	"github.com/mwi-project/mwi/api"
 	"github.com/mwi-project/mwi/internal/httpjson"
 	"github.com/mwi-project/mwi/internal/unixsock"
+	"github.com/mwi-project/mwi/issuer/audit"
 	"github.com/mwi-project/mwi/issuer/ca"
 )
 
@@ -36,24 +40,32 @@ func clientIdentity(r *http.Request) (*ca.Identity, error) {
 	return &id, nil
 }
 
-// publicRoutes is the route table of the issuer's HTTPS API.
-func publicRoutes(j joiner, log *slog.Logger) http.Handler {
+// publicRoutes is the route table of the issuer's HTTPS API. Requests
+// refused here, before the authority decides, are audited in al.
+func publicRoutes(j joiner, al *audit.Log, log *slog.Logger) http.Handler {
 	r := chi.NewRouter()
 	r.NotFound(httpjson.NotFound(log))
 	r.MethodNotAllowed(httpjson.MethodNotAllowed(log))
-	r.Get("/healthz", func(w http.ResponseWriter, r *http.Request) {
+	// Health fails while the audit log cannot be written, because the
+	// issuer then refuses every issuance.
+	r.Get("/healthz", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
+		if err := al.Err(); err != nil {
+			return httpjson.Errorf(http.StatusServiceUnavailable, api.CodeAuditUnavailable,
+				"the audit log cannot be written (%s): nothing is issued until it can", cause(err))
+		}
 		httpjson.Write(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
+		return nil
+	}))
 	// A join may come with the caller's current identity over mutual TLS:
 	// a re-join with a fresh attestation then keeps the instance.
 	r.Post("/v1/join", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
 		client, err := clientIdentity(r)
 		if err != nil {
-			return err
+			return refused(r, al, err)
 		}
 		var req api.JoinRequest
-		if err := httpjson.Decode(r, &req); err != nil {
-			return err
+		if err := httpjson.Decode(r, &req, credentialLimits); err != nil {
+			return refused(r, al, err)
 		}
 		creds, err := j.Join(r.Context(), req, client, r.RemoteAddr)
 		if err != nil {
@@ -64,8 +76,8 @@ func publicRoutes(j joiner, log *slog.Logger) http.Handler {
 	}))
 	r.Post("/v1/join/challenge", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
 		var req api.ChallengeRequest
-		if err := httpjson.Decode(r, &req); err != nil {
-			return err
+		if err := httpjson.Decode(r, &req, smallLimits); err != nil {
+			return refused(r, al, err)
 		}
 		resp, err := j.Challenge(r.Context(), req, r.RemoteAddr)
 		if err != nil {
@@ -77,14 +89,14 @@ func publicRoutes(j joiner, log *slog.Logger) http.Handler {
 	r.Post("/v1/renew", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
 		id, err := clientIdentity(r)
 		if err != nil {
-			return err
+			return refused(r, al, err)
 		}
 		if id == nil {
-			return httpjson.Errorf(http.StatusUnauthorized, api.CodeUnauthenticated, "renewal needs a bot identity certificate")
+			return refused(r, al, httpjson.Errorf(http.StatusUnauthorized, api.CodeUnauthenticated, "renewal needs a bot identity certificate"))
 		}
 		var req api.RenewRequest
-		if err := httpjson.Decode(r, &req); err != nil {
-			return err
+		if err := httpjson.Decode(r, &req, credentialLimits); err != nil {
+			return refused(r, al, err)
 		}
 		creds, err := j.Renew(r.Context(), *id, req, r.RemoteAddr)
 		if err != nil {
@@ -94,6 +106,50 @@ func publicRoutes(j joiner, log *slog.Logger) http.Handler {
 		return nil
 	}))
 	return r
+}
+
+// refused audits a request refused before the authority saw it, and
+// returns err for the renderer. Such records are rate-limited by the
+// audit log, since the caller decides how many there are.
+func refused(r *http.Request, al *audit.Log, err error) error {
+	reason := err.Error()
+	var e *httpjson.Error
+	if errors.As(err, &e) {
+		reason = e.Message
+	}
+	attrs := []slog.Attr{slog.String("remote", r.RemoteAddr), slog.String("path", r.URL.Path), slog.String("reason", reason)}
+	if p, ok := unixsock.PeerFromContext(r.Context()); ok {
+		attrs = append(attrs, slog.Uint64("uid", uint64(p.UID)), slog.Int("pid", int(p.PID)))
+	}
+	al.Record(r.Context(), audit.EventRequest, audit.Denied, attrs...)
+	return err
+}
+
+// nameParam returns the URL parameter key, a bot name or an instance ID,
+// refusing (and auditing) one longer than any name the issuer makes.
+func nameParam(r *http.Request, al *audit.Log, key string) (string, error) {
+	v := chi.URLParam(r, key)
+	what := map[string]string{"bot": "bot name", "id": "instance ID"}[key]
+	if len(v) > maxName {
+		return "", refused(r, al, httpjson.Errorf(http.StatusBadRequest, api.CodeBadRequest, "%s is %d bytes long; at most %d", what, len(v), maxName))
+	}
+	return v, nil
+}
+
+// cause is what health shows of an audit write failure: the system's
+// reason, without the file's path.
+func cause(err error) string {
+	var pe *fs.PathError
+	var errno syscall.Errno
+	switch {
+	case errors.As(err, &pe):
+		return pe.Err.Error()
+	case errors.As(err, &errno):
+		return errno.Error()
+	case errors.Is(err, audit.ErrShortWrite):
+		return "short write"
+	}
+	return "write failed"
 }
 
 // admin is what the admin API needs from the authority.
@@ -107,15 +163,16 @@ type admin interface {
 }
 
 // adminRoutes is the route table of the admin API on the Unix socket.
-func adminRoutes(a admin, log *slog.Logger) http.Handler {
+// Refusals are audited in al.
+func adminRoutes(a admin, al *audit.Log, log *slog.Logger) http.Handler {
 	r := chi.NewRouter()
 	r.NotFound(httpjson.NotFound(log))
 	r.MethodNotAllowed(httpjson.MethodNotAllowed(log))
-	r.Use(sameUserOnly(log))
+	r.Use(sameUserOnly(al, log))
 	r.Post("/admin/v1/tokens", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
 		var req api.CreateTokenRequest
-		if err := httpjson.Decode(r, &req); err != nil {
-			return err
+		if err := httpjson.Decode(r, &req, smallLimits); err != nil {
+			return refused(r, al, err)
 		}
 		resp, err := a.CreateToken(r.Context(), req.Bot, time.Duration(req.TTLSeconds)*time.Second)
 		if err != nil {
@@ -136,11 +193,15 @@ func adminRoutes(a admin, log *slog.Logger) http.Handler {
 		return nil
 	}))
 	r.Post("/admin/v1/bots/{bot}/lock", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
-		var req api.LockRequest
-		if err := httpjson.Decode(r, &req); err != nil {
+		bot, err := nameParam(r, al, "bot")
+		if err != nil {
 			return err
 		}
-		l, err := a.LockBot(r.Context(), chi.URLParam(r, "bot"), req.Reason)
+		var req api.LockRequest
+		if err := httpjson.Decode(r, &req, lockLimits); err != nil {
+			return refused(r, al, err)
+		}
+		l, err := a.LockBot(r.Context(), bot, req.Reason)
 		if err != nil {
 			return err
 		}
@@ -148,18 +209,26 @@ func adminRoutes(a admin, log *slog.Logger) http.Handler {
 		return nil
 	}))
 	r.Post("/admin/v1/bots/{bot}/unlock", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
-		if err := a.UnlockBot(r.Context(), chi.URLParam(r, "bot")); err != nil {
+		bot, err := nameParam(r, al, "bot")
+		if err != nil {
+			return err
+		}
+		if err := a.UnlockBot(r.Context(), bot); err != nil {
 			return err
 		}
 		w.WriteHeader(http.StatusNoContent)
 		return nil
 	}))
 	r.Post("/admin/v1/instances/{id}/lock", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
-		var req api.LockRequest
-		if err := httpjson.Decode(r, &req); err != nil {
+		id, err := nameParam(r, al, "id")
+		if err != nil {
 			return err
 		}
-		l, err := a.LockInstance(r.Context(), chi.URLParam(r, "id"), req.Reason)
+		var req api.LockRequest
+		if err := httpjson.Decode(r, &req, lockLimits); err != nil {
+			return refused(r, al, err)
+		}
+		l, err := a.LockInstance(r.Context(), id, req.Reason)
 		if err != nil {
 			return err
 		}
@@ -167,7 +236,11 @@ func adminRoutes(a admin, log *slog.Logger) http.Handler {
 		return nil
 	}))
 	r.Post("/admin/v1/instances/{id}/unlock", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
-		l, err := a.UnlockInstance(r.Context(), chi.URLParam(r, "id"))
+		id, err := nameParam(r, al, "id")
+		if err != nil {
+			return err
+		}
+		l, err := a.UnlockInstance(r.Context(), id)
 		if err != nil {
 			return err
 		}
@@ -179,18 +252,22 @@ func adminRoutes(a admin, log *slog.Logger) http.Handler {
 
 // sameUserOnly admits callers running as the issuer's user or as root. The
 // socket's mode already says so; checking the peer as well means a socket
-// made reachable by mistake still refuses strangers.
-func sameUserOnly(log *slog.Logger) func(http.Handler) http.Handler {
+// made reachable by mistake still refuses strangers. Each refusal is
+// audited.
+func sameUserOnly(al *audit.Log, log *slog.Logger) func(http.Handler) http.Handler {
 	self := uint32(os.Geteuid())
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			p, ok := unixsock.PeerFromContext(r.Context())
 			if !ok || (p.UID != self && p.UID != 0) {
+				attrs := []slog.Attr{slog.String("method", r.Method), slog.String("path", r.URL.Path)}
+				reason := "peer unknown"
 				if ok {
-					log.Warn("admin caller refused", "uid", p.UID, "pid", p.PID)
-				} else {
-					log.Warn("admin caller refused: peer unknown")
+					reason = "uid is neither the issuer's nor root"
+					attrs = append(attrs, slog.Uint64("uid", uint64(p.UID)), slog.Uint64("gid", uint64(p.GID)), slog.Int("pid", int(p.PID)))
 				}
+				log.Warn("admin caller refused: "+reason, "uid", p.UID, "pid", p.PID)
+				al.Record(r.Context(), audit.EventAdmin, audit.Denied, append(attrs, slog.String("reason", reason))...)
 				httpjson.WriteError(w, log, httpjson.Errorf(http.StatusForbidden, api.CodeAccessDenied,
 					"the admin socket serves only uid %d and root", self))
 				return

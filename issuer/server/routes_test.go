@@ -90,6 +90,8 @@ func (f *fakeJoiner) calls() (joins, renews int) {
 
 func discardLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
+func discardAudit() *audit.Log { return audit.New(io.Discard) }
+
 // errorBody decodes an error answer strictly and checks its shape.
 func errorBody(t *testing.T, res *http.Response, body []byte, status int, code string) api.Error {
 	t.Helper()
@@ -145,7 +147,7 @@ func TestPublicRoutesJoinDecoding(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := &fakeJoiner{}
-			h := publicRoutes(f, discardLog())
+			h := publicRoutes(f, discardAudit(), discardLog())
 			res, body := serve(t, h, httptest.NewRequest(http.MethodPost, "/v1/join", strings.NewReader(tc.body)))
 			e := errorBody(t, res, body, http.StatusBadRequest, api.CodeBadRequest)
 			if !strings.Contains(e.Message, tc.message) {
@@ -160,7 +162,7 @@ func TestPublicRoutesJoinDecoding(t *testing.T) {
 
 func TestPublicRoutesJoin(t *testing.T) {
 	f := &fakeJoiner{}
-	h := publicRoutes(f, discardLog())
+	h := publicRoutes(f, discardAudit(), discardLog())
 	req := httptest.NewRequest(http.MethodPost, "/v1/join", strings.NewReader(`{"join_method":"token","token":"s3cret","keys":{"identity_csr":"c","ssh":"k"},"ssh_logins":["deploy"],"ttl_seconds":600}`+"\n"))
 	req.RemoteAddr = "192.0.2.7:5555"
 	res, body := serve(t, h, req)
@@ -193,7 +195,7 @@ func TestPublicRoutesAuthorityErrors(t *testing.T) {
 		{"internal error", errors.New("store: open /var/lib/mwi/store.db: disk on fire"), http.StatusInternalServerError, api.CodeInternal, "/var/lib/mwi"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			h := publicRoutes(&fakeJoiner{err: tc.err}, discardLog())
+			h := publicRoutes(&fakeJoiner{err: tc.err}, discardAudit(), discardLog())
 			res, body := serve(t, h, httptest.NewRequest(http.MethodPost, "/v1/join", strings.NewReader(`{"join_method":"token"}`)))
 			errorBody(t, res, body, tc.status, tc.code)
 			if tc.hidden != "" && bytes.Contains(body, []byte(tc.hidden)) {
@@ -218,7 +220,7 @@ func TestPublicRoutesNotFoundAndMethod(t *testing.T) {
 	} {
 		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
 			f := &fakeJoiner{}
-			res, body := serve(t, publicRoutes(f, discardLog()), httptest.NewRequest(tc.method, tc.path, nil))
+			res, body := serve(t, publicRoutes(f, discardAudit(), discardLog()), httptest.NewRequest(tc.method, tc.path, nil))
 			errorBody(t, res, body, tc.status, tc.code)
 			if j, r := f.calls(); j+r != 0 {
 				t.Error("the authority was called")
@@ -228,7 +230,7 @@ func TestPublicRoutesNotFoundAndMethod(t *testing.T) {
 }
 
 func TestPublicRoutesHealthz(t *testing.T) {
-	res, body := serve(t, publicRoutes(&fakeJoiner{}, discardLog()), httptest.NewRequest(http.MethodGet, "/healthz", nil))
+	res, body := serve(t, publicRoutes(&fakeJoiner{}, discardAudit(), discardLog()), httptest.NewRequest(http.MethodGet, "/healthz", nil))
 	if res.StatusCode != http.StatusOK || res.Header.Get("Content-Type") != "application/json" {
 		t.Errorf("healthz = %d %q", res.StatusCode, res.Header.Get("Content-Type"))
 	}
@@ -295,7 +297,7 @@ func TestPublicRoutesRenewNeedsIdentity(t *testing.T) {
 			f := &fakeJoiner{}
 			req := httptest.NewRequest(http.MethodPost, "/v1/renew", strings.NewReader(`{"ttl_seconds":600}`))
 			req.TLS = tc.state
-			res, body := serve(t, publicRoutes(f, discardLog()), req)
+			res, body := serve(t, publicRoutes(f, discardAudit(), discardLog()), req)
 			errorBody(t, res, body, http.StatusUnauthorized, api.CodeUnauthenticated)
 			if _, renews := f.calls(); renews != 0 {
 				t.Error("the authority was called without an identity")
@@ -307,7 +309,7 @@ func TestPublicRoutesRenewNeedsIdentity(t *testing.T) {
 		f := &fakeJoiner{}
 		req := httptest.NewRequest(http.MethodPost, "/v1/renew", strings.NewReader(`{"ttl_seconds":600}`))
 		req.TLS = &tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{idCert.Leaf}}}
-		res, body := serve(t, publicRoutes(f, discardLog()), req)
+		res, body := serve(t, publicRoutes(f, discardAudit(), discardLog()), req)
 		if res.StatusCode != http.StatusOK {
 			t.Fatalf("status = %d, body %s", res.StatusCode, body)
 		}
@@ -320,7 +322,7 @@ func TestPublicRoutesRenewNeedsIdentity(t *testing.T) {
 		f := &fakeJoiner{}
 		req := httptest.NewRequest(http.MethodPost, "/v1/renew", strings.NewReader(`{"ttl_seconds":600,"generation":9}`))
 		req.TLS = &tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{idCert.Leaf}}}
-		res, body := serve(t, publicRoutes(f, discardLog()), req)
+		res, body := serve(t, publicRoutes(f, discardAudit(), discardLog()), req)
 		errorBody(t, res, body, http.StatusBadRequest, api.CodeBadRequest)
 		if _, renews := f.calls(); renews != 0 {
 			t.Error("the authority was called with an invalid request")
@@ -372,7 +374,7 @@ func TestPublicRoutesRenewOverMutualTLS(t *testing.T) {
 	a := testCA(t)
 	other := testCA(t)
 	f := &fakeJoiner{}
-	srv := tlsServer(t, a, publicRoutes(f, discardLog()))
+	srv := tlsServer(t, a, publicRoutes(f, discardAudit(), discardLog()))
 	id := ca.Identity{Bot: "ci", Instance: "i1", Generation: 2}
 
 	t.Run("identity certificate", func(t *testing.T) {
@@ -525,7 +527,7 @@ func TestAdminRoutesWithoutPeer(t *testing.T) {
 	} {
 		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
 			f := &fakeAdmin{}
-			res, body := serve(t, adminRoutes(f, discardLog()), httptest.NewRequest(tc.method, tc.path, strings.NewReader(tc.body)))
+			res, body := serve(t, adminRoutes(f, discardAudit(), discardLog()), httptest.NewRequest(tc.method, tc.path, strings.NewReader(tc.body)))
 			errorBody(t, res, body, http.StatusForbidden, api.CodeAccessDenied)
 			if f.calls != 0 {
 				t.Error("the authority was called for a caller without a peer")
@@ -568,7 +570,7 @@ func unixServer(t *testing.T, h http.Handler) *http.Client {
 
 func TestAdminRoutesOverUnixSocket(t *testing.T) {
 	auth, auditLog := testAuthority(t)
-	c := unixServer(t, adminRoutes(auth, discardLog()))
+	c := unixServer(t, adminRoutes(auth, auth.Audit, discardLog()))
 	ctx := context.Background()
 
 	// Create a token.
@@ -678,8 +680,8 @@ func TestAdminRoutesOverUnixSocket(t *testing.T) {
 // join and renewals on the HTTPS API, with the real authority.
 func TestJoinAndRenewOverHTTPS(t *testing.T) {
 	auth, _ := testAuthority(t)
-	admin := unixServer(t, adminRoutes(auth, discardLog()))
-	srv := tlsServer(t, auth.CA, publicRoutes(auth, discardLog()))
+	admin := unixServer(t, adminRoutes(auth, auth.Audit, discardLog()))
+	srv := tlsServer(t, auth.CA, publicRoutes(auth, auth.Audit, discardLog()))
 
 	res, body, err := post(t, admin, "http://mwi/admin/v1/tokens", api.CreateTokenRequest{Bot: "ci", TTLSeconds: 600})
 	if err != nil || res.StatusCode != http.StatusCreated {

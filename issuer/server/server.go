@@ -47,6 +47,9 @@ type Config struct {
 	// same after a change before the change is loaded; zero means
 	// watch.DefaultSettle. See loadResources.
 	ResourceSettle time.Duration
+	// Limits bound connections and their time; zero fields mean the
+	// defaults (DefaultLimits).
+	Limits Limits
 }
 
 // resourceRecheck is how far apart the two reads of the resource
@@ -123,12 +126,16 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 			Log:         log,
 		},
 	}
+	s.auth.Audit.Logger = log
 	s.auth.SetResources(set)
 	return s, nil
 }
 
-// Close releases the store and the audit log.
-func (s *Server) Close() error { return errors.Join(s.auth.Store.Close(), s.audit.Close()) }
+// Close releases the store and the audit log, after writing the counts of
+// denials the audit log left out.
+func (s *Server) Close() error {
+	return errors.Join(s.auth.Audit.Flush(context.Background()), s.auth.Store.Close(), s.audit.Close())
+}
 
 // loadResources loads the resources at start. Files that change while
 // they are read (see Reload) are read again, settle apart, a few times.
@@ -224,31 +231,18 @@ func (s *Server) Run(ctx context.Context) error {
 		ln.Close()
 		return fmt.Errorf("admin socket: %w", err)
 	}
-	public := &http.Server{
-		Handler: publicRoutes(s.auth, s.log),
-		TLSConfig: &tls.Config{
-			MinVersion:   tls.VersionTLS12,
-			Certificates: []tls.Certificate{*s.auth.CA.ServingCertificate()},
-			// A first join has no client certificate; renewal, and a
-			// re-join that keeps its instance, check for a verified one
-			// in their handlers.
-			ClientAuth: tls.VerifyClientCertIfGiven,
-			ClientCAs:  s.auth.CA.IdentityPool(),
-		},
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
-	}
-	admin := &http.Server{
-		Handler:           adminRoutes(s.auth, s.log),
-		ConnContext:       unixsock.ConnContext,
-		ReadHeaderTimeout: 10 * time.Second,
-	}
+	lim := s.cfg.Limits.withDefaults()
+	public := newPublicServer(publicRoutes(s.auth, s.auth.Audit, s.log), lim, s.log)
+	publicLn := newGate(ln, tlsConfig(s.auth.CA), lim, auditRefused(s.auth.Audit), s.log)
+	admin := newAdminServer(adminRoutes(s.auth, s.auth.Audit, s.log), lim)
+	adminCapped := newCapListener(adminLn, lim.MaxAdminConns, s.log)
 	s.log.Info("issuer serving", "listen", ln.Addr().String(), "admin_socket", s.cfg.AdminSocket,
-		"pin", s.auth.CA.Pin(), "resources", s.cfg.ResourcesDir, "cluster_name", s.auth.ClusterName)
+		"pin", s.auth.CA.Pin(), "resources", s.cfg.ResourcesDir, "cluster_name", s.auth.ClusterName,
+		"max_connections", lim.MaxConns, "max_anonymous", lim.MaxAnonymous, "max_handshakes", lim.MaxHandshakes)
 
 	errc := make(chan error, 2)
-	go func() { errc <- public.ServeTLS(ln, "", "") }()
-	go func() { errc <- admin.Serve(adminLn) }()
+	go func() { errc <- public.Serve(publicLn) }()
+	go func() { errc <- admin.Serve(adminCapped) }()
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	go s.watchResources(watchCtx)
@@ -261,12 +255,97 @@ func (s *Server) Run(ctx context.Context) error {
 	case err = <-errc:
 	}
 	sdnotify.Stopping()
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	public.Shutdown(shutdownCtx)
-	admin.Shutdown(shutdownCtx)
+	shutdown(lim.ShutdownTimeout, s.log, public, admin)
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}
 	return err
+}
+
+// maxHeaderBytes bounds a request's headers, and so its path: requests
+// to the issuer carry a few short ones.
+const maxHeaderBytes = 64 << 10
+
+// adminConnContext records the admin caller's peer credentials, which
+// the Unix connection under the capped one holds.
+func adminConnContext(ctx context.Context, c net.Conn) context.Context {
+	if cc, ok := c.(*cappedConn); ok {
+		c = cc.Conn
+	}
+	return unixsock.ConnContext(ctx, c)
+}
+
+// tlsConfig is the TLS configuration of the HTTPS API of a.
+func tlsConfig(a *ca.Authority) *tls.Config {
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		Certificates: []tls.Certificate{*a.ServingCertificate()},
+		// A first join has no client certificate; renewal, and a re-join
+		// that keeps its instance, check for a verified one in their
+		// handlers. One that does not verify fails the handshake, and
+		// the gate reports it to be audited.
+		ClientAuth: tls.VerifyClientCertIfGiven,
+		ClientCAs:  a.IdentityPool(),
+		// As http.Server.ServeTLS would; the gate makes the handshake.
+		NextProtos: []string{"h2", "http/1.1"},
+	}
+}
+
+// auditRefused returns the gate's report of a TLS handshake that failed
+// on the client's certificate, such as one the identity authority did not
+// sign: it audits the refusal.
+func auditRefused(al *audit.Log) func(remote string, err error) {
+	return func(remote string, err error) {
+		al.Record(context.Background(), audit.EventTLS, audit.Denied,
+			slog.String("remote", remote), slog.String("reason", "client certificate refused: "+err.Error()))
+	}
+}
+
+// newPublicServer returns the HTTPS API's server for h, with lim's
+// timeouts. It serves a gate, which makes the TLS handshakes.
+func newPublicServer(h http.Handler, lim Limits, log *slog.Logger) *http.Server {
+	lim = lim.withDefaults()
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: lim.ReadHeaderTimeout,
+		ReadTimeout:       lim.ReadTimeout,
+		WriteTimeout:      lim.WriteTimeout,
+		IdleTimeout:       lim.IdleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+}
+
+// newAdminServer returns the admin socket's server for h, with lim's
+// timeouts. It serves a capListener.
+func newAdminServer(h http.Handler, lim Limits) *http.Server {
+	lim = lim.withDefaults()
+	return &http.Server{
+		Handler:           h,
+		ConnContext:       adminConnContext,
+		ReadHeaderTimeout: lim.ReadHeaderTimeout,
+		ReadTimeout:       lim.ReadTimeout,
+		WriteTimeout:      lim.WriteTimeout,
+		IdleTimeout:       lim.IdleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+	}
+}
+
+// shutdown stops servers: each may finish the requests in progress within
+// timeout, and is then closed with whatever connections it has left.
+func shutdown(timeout time.Duration, log *slog.Logger, servers ...*http.Server) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, srv := range servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := srv.Shutdown(ctx); err != nil {
+				log.Warn("requests still in progress at shutdown; closing their connections", "timeout", timeout, "err", err)
+				srv.Close()
+			}
+		}()
+	}
+	wg.Wait()
 }

@@ -1,0 +1,428 @@
+package server
+
+import (
+	"container/list"
+	"context"
+	"crypto/tls"
+	"errors"
+	"log/slog"
+	"net"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Limits bound the connections and the time of the issuer's servers. Zero
+// fields mean the defaults, which DefaultLimits returns.
+type Limits struct {
+	// HandshakeTimeout bounds a connection's TLS handshake.
+	HandshakeTimeout time.Duration
+	// ReadHeaderTimeout, ReadTimeout, WriteTimeout and IdleTimeout are the
+	// http.Server fields of the same names: for reading a request's
+	// headers, reading all of it, answering it, and waiting for the next
+	// one.
+	ReadHeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout time.Duration
+	// MaxConns bounds the HTTPS API's connections in all.
+	MaxConns int
+	// MaxHandshakes bounds the connections in their TLS handshake that
+	// have had HandshakeGrace: a new connection past it closes the oldest
+	// of them. Younger ones count only against MaxConns, so that a burst
+	// of callers is not turned away; when MaxConns is reached, a new
+	// connection closes the oldest in its handshake, however young.
+	MaxHandshakes int
+	// HandshakeGrace is how long a connection may be in its handshake
+	// before it can be closed to make room under MaxHandshakes.
+	HandshakeGrace time.Duration
+	// MaxAnonymous bounds the connections that completed their handshake
+	// without a client certificate (joins, challenges, health); past it a
+	// new one is closed. Connections with a bot identity count only
+	// against MaxConns, so anonymous callers cannot crowd out renewals.
+	MaxAnonymous int
+	// MaxAdminConns bounds the admin socket's connections.
+	MaxAdminConns int
+	// ShutdownTimeout is how long requests in progress may finish when the
+	// issuer stops; then their connections are closed.
+	ShutdownTimeout time.Duration
+}
+
+// DefaultLimits returns the limits the issuer uses unless told otherwise.
+// The connection caps fit within the process's limit on open files, so
+// that a full house of connections never keeps the issuer from accepting
+// a renewal or opening its own files.
+func DefaultLimits() Limits {
+	conns := 1024
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err == nil && rl.Cur < uint64(conns+reservedFiles) {
+		conns = max(int(rl.Cur)-reservedFiles, 16)
+	}
+	return Limits{
+		HandshakeTimeout:  10 * time.Second,
+		ReadHeaderTimeout: 10 * time.Second,
+		// Requests are at most 64 KiB; answers are small too, but a join
+		// may first fetch an ID token issuer's keys (two requests of at
+		// most 10 seconds each).
+		ReadTimeout:     30 * time.Second,
+		WriteTimeout:    30 * time.Second,
+		IdleTimeout:     60 * time.Second,
+		MaxConns:        conns,
+		MaxHandshakes:   conns / 8,
+		HandshakeGrace:  time.Second,
+		MaxAnonymous:    conns / 4,
+		MaxAdminConns:   32,
+		ShutdownTimeout: 5 * time.Second,
+	}
+}
+
+// reservedFiles is what DefaultLimits keeps of the open file limit for
+// the store, the audit log, the listeners, the admin socket's connections
+// and requests to ID token issuers.
+const reservedFiles = 96
+
+// withDefaults fills in l's zero fields.
+func (l Limits) withDefaults() Limits {
+	d := DefaultLimits()
+	for _, f := range []struct{ v, d *time.Duration }{
+		{&l.HandshakeTimeout, &d.HandshakeTimeout}, {&l.ReadHeaderTimeout, &d.ReadHeaderTimeout},
+		{&l.ReadTimeout, &d.ReadTimeout}, {&l.WriteTimeout, &d.WriteTimeout},
+		{&l.IdleTimeout, &d.IdleTimeout}, {&l.ShutdownTimeout, &d.ShutdownTimeout},
+		{&l.HandshakeGrace, &d.HandshakeGrace},
+	} {
+		if *f.v <= 0 {
+			*f.v = *f.d
+		}
+	}
+	for _, f := range []struct{ v, d *int }{
+		{&l.MaxConns, &d.MaxConns}, {&l.MaxHandshakes, &d.MaxHandshakes},
+		{&l.MaxAnonymous, &d.MaxAnonymous}, {&l.MaxAdminConns, &d.MaxAdminConns},
+	} {
+		if *f.v <= 0 {
+			*f.v = *f.d
+		}
+	}
+	return l
+}
+
+// gate is the listener of the HTTPS API. It makes each connection's TLS
+// handshake itself, within HandshakeTimeout, so that it knows who the
+// caller is before the HTTP server sees the connection, and it bounds
+// connections by kind (see Limits): connections that have not finished
+// their handshake, or that carry no bot identity, cannot take the room
+// that renewals need. Accept returns *tls.Conn connections whose
+// handshake is done.
+type gate struct {
+	ln  net.Listener
+	tls *tls.Config
+	lim Limits
+	// refused is told of each client certificate the handshake refused.
+	refused func(remote string, err error)
+	log     *slog.Logger
+	warn    *rateLog
+
+	ready   chan net.Conn
+	errs    chan error
+	done    chan struct{}
+	closing sync.Once
+
+	mu        sync.Mutex
+	closed    bool
+	total     int        // connections open
+	pending   *list.List // of *gatedConn in their handshake, oldest first
+	anonymous int        // connections past their handshake without an identity
+}
+
+// Connection states.
+const (
+	inHandshake = iota
+	anonymous
+	identified
+	released
+)
+
+// gatedConn is a connection under the gate: its Close gives back its room.
+type gatedConn struct {
+	net.Conn
+	g       *gate
+	started time.Time
+	state   int           // guarded by g.mu
+	elem    *list.Element // in g.pending while in its handshake
+}
+
+func (c *gatedConn) Close() error {
+	c.g.release(c)
+	return c.Conn.Close()
+}
+
+// newGate gates the connections of ln. refused may be nil.
+func newGate(ln net.Listener, cfg *tls.Config, lim Limits, refused func(string, error), log *slog.Logger) *gate {
+	g := &gate{
+		ln:      ln,
+		tls:     cfg,
+		lim:     lim.withDefaults(),
+		refused: refused,
+		log:     log,
+		warn:    newRateLog(log, 10*time.Second),
+		ready:   make(chan net.Conn),
+		errs:    make(chan error),
+		done:    make(chan struct{}),
+		pending: list.New(),
+	}
+	go g.acceptLoop()
+	return g
+}
+
+// Accept returns the next connection whose handshake is done.
+func (g *gate) Accept() (net.Conn, error) {
+	select {
+	case c := <-g.ready:
+		return c, nil
+	case err := <-g.errs:
+		return nil, err
+	case <-g.done:
+		return nil, net.ErrClosed
+	}
+}
+
+// Close stops accepting and closes the connections still in their
+// handshake. Connections already returned by Accept are the server's.
+func (g *gate) Close() error {
+	var err error
+	g.closing.Do(func() {
+		close(g.done)
+		err = g.ln.Close()
+		g.mu.Lock()
+		g.closed = true
+		var conns []*gatedConn
+		for e := g.pending.Front(); e != nil; e = e.Next() {
+			conns = append(conns, e.Value.(*gatedConn))
+		}
+		g.mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return err
+}
+
+func (g *gate) Addr() net.Addr { return g.ln.Addr() }
+
+func (g *gate) acceptLoop() {
+	for {
+		raw, err := g.ln.Accept()
+		if err != nil {
+			// The server backs off on a temporary error, such as too many
+			// open files, and stops on any other.
+			select {
+			case g.errs <- err:
+			case <-g.done:
+				return
+			}
+			var ne net.Error
+			if !errors.As(err, &ne) || !ne.Timeout() && !isTemporary(err) {
+				return
+			}
+			continue
+		}
+		if c := g.admit(raw); c != nil {
+			go g.handshake(c)
+		}
+	}
+}
+
+// isTemporary reports whether an Accept error may pass, as http.Server
+// decides.
+func isTemporary(err error) bool {
+	te, ok := err.(interface{ Temporary() bool })
+	return ok && te.Temporary()
+}
+
+// admit counts a new connection, making room for it by closing the oldest
+// connection in its handshake if need be, or refuses it.
+func (g *gate) admit(raw net.Conn) *gatedConn {
+	now := time.Now()
+	var evict *gatedConn
+	g.mu.Lock()
+	var oldest *gatedConn
+	if e := g.pending.Front(); e != nil {
+		oldest = e.Value.(*gatedConn)
+	}
+	switch {
+	case g.closed:
+		g.mu.Unlock()
+		raw.Close()
+		return nil
+	case g.pending.Len() >= g.lim.MaxHandshakes && now.Sub(oldest.started) >= g.lim.HandshakeGrace,
+		g.total >= g.lim.MaxConns && oldest != nil:
+		evict = oldest
+		g.releaseLocked(evict)
+	case g.total >= g.lim.MaxConns:
+		g.mu.Unlock()
+		g.warn.Warn("connection refused: too many connections", "limit", g.lim.MaxConns, "remote", raw.RemoteAddr().String())
+		raw.Close()
+		return nil
+	}
+	c := &gatedConn{Conn: raw, g: g, started: now, state: inHandshake}
+	c.elem = g.pending.PushBack(c)
+	g.total++
+	g.mu.Unlock()
+	if evict != nil {
+		g.warn.Warn("closed the oldest connection in its TLS handshake: too many handshakes", "limit", g.lim.MaxHandshakes, "remote", evict.RemoteAddr().String())
+		evict.Conn.Close()
+	}
+	return c
+}
+
+// handshake completes c's TLS handshake and hands it to Accept.
+func (g *gate) handshake(c *gatedConn) {
+	remote := c.RemoteAddr().String()
+	tc := tls.Server(c, g.tls)
+	ctx, cancel := context.WithTimeout(context.Background(), g.lim.HandshakeTimeout)
+	err := tc.HandshakeContext(ctx)
+	timedOut := ctx.Err() != nil
+	cancel()
+	if err != nil {
+		var verr *tls.CertificateVerificationError
+		switch {
+		case errors.As(err, &verr):
+			if g.refused != nil {
+				g.refused(remote, err)
+			}
+		case timedOut:
+			g.warn.Warn("connection closed: TLS handshake not done in time", "timeout", g.lim.HandshakeTimeout, "remote", remote)
+		default:
+			g.log.Debug("TLS handshake failed", "remote", remote, "err", err)
+		}
+		tc.Close()
+		return
+	}
+	// The handshake verified any certificate against the identity
+	// authority, so a verified chain is a bot identity.
+	who := anonymous
+	if len(tc.ConnectionState().VerifiedChains) > 0 {
+		who = identified
+	}
+	g.mu.Lock()
+	switch {
+	case c.state == released:
+		// Closed by Close or to make room, while finishing.
+		g.mu.Unlock()
+		tc.Close()
+		return
+	case who == anonymous && g.anonymous >= g.lim.MaxAnonymous:
+		g.releaseLocked(c)
+		g.mu.Unlock()
+		g.warn.Warn("connection closed: too many connections without a bot identity", "limit", g.lim.MaxAnonymous, "remote", remote)
+		tc.Close()
+		return
+	}
+	g.pending.Remove(c.elem)
+	c.elem = nil
+	c.state = who
+	if who == anonymous {
+		g.anonymous++
+	}
+	g.mu.Unlock()
+	select {
+	case g.ready <- tc:
+	case <-g.done:
+		tc.Close()
+	}
+}
+
+func (g *gate) release(c *gatedConn) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.releaseLocked(c)
+}
+
+func (g *gate) releaseLocked(c *gatedConn) {
+	switch c.state {
+	case released:
+		return
+	case inHandshake:
+		g.pending.Remove(c.elem)
+		c.elem = nil
+	case anonymous:
+		g.anonymous--
+	}
+	c.state = released
+	g.total--
+}
+
+// counts returns the connections open, in their handshake, and past it
+// without an identity.
+func (g *gate) counts() (total, handshakes, anonymous int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.total, g.pending.Len(), g.anonymous
+}
+
+// capListener bounds the connections of a listener: past max, a new
+// connection is closed at once.
+type capListener struct {
+	net.Listener
+	slots chan struct{}
+	warn  *rateLog
+}
+
+func newCapListener(ln net.Listener, max int, log *slog.Logger) *capListener {
+	return &capListener{Listener: ln, slots: make(chan struct{}, max), warn: newRateLog(log, 10*time.Second)}
+}
+
+func (l *capListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		select {
+		case l.slots <- struct{}{}:
+			return &cappedConn{Conn: c, slots: l.slots}, nil
+		default:
+			l.warn.Warn("connection refused: too many connections", "limit", cap(l.slots), "listener", l.Addr().String())
+			c.Close()
+		}
+	}
+}
+
+type cappedConn struct {
+	net.Conn
+	slots chan struct{}
+	once  sync.Once
+}
+
+func (c *cappedConn) Close() error {
+	c.once.Do(func() { <-c.slots })
+	return c.Conn.Close()
+}
+
+// rateLog logs a warning at most once per interval for each message, with
+// how many times it happened since the last one logged: when a limit bites
+// because of an attack, the log says so without growing with it.
+type rateLog struct {
+	log   *slog.Logger
+	every time.Duration
+
+	mu   sync.Mutex
+	last map[string]time.Time
+	n    map[string]int
+}
+
+func newRateLog(log *slog.Logger, every time.Duration) *rateLog {
+	return &rateLog{log: log, every: every, last: make(map[string]time.Time), n: make(map[string]int)}
+}
+
+// Warn logs msg with args, unless it was logged less than an interval ago.
+func (r *rateLog) Warn(msg string, args ...any) {
+	r.mu.Lock()
+	r.n[msg]++
+	now := time.Now()
+	if now.Sub(r.last[msg]) < r.every {
+		r.mu.Unlock()
+		return
+	}
+	n := r.n[msg]
+	r.n[msg] = 0
+	r.last[msg] = now
+	r.mu.Unlock()
+	r.log.Warn(msg, append(args, "times", n)...)
+}

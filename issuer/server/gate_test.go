@@ -1,0 +1,344 @@
+package server
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mwi-project/mwi/api"
+	"github.com/mwi-project/mwi/issuer/audit"
+	"github.com/mwi-project/mwi/issuer/ca"
+)
+
+// lockedBuffer is a log the test reads while servers write it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// gated serves h as Run serves the HTTPS API, through a gate with lim,
+// on 127.0.0.1. refused audits refused client certificates.
+func gated(t *testing.T, a *ca.Authority, h http.Handler, lim Limits, refused func(string, error), log *slog.Logger) (string, *gate) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := newGate(ln, tlsConfig(a), lim, refused, log)
+	srv := newPublicServer(h, lim, log)
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(g) }()
+	t.Cleanup(func() {
+		shutdown(time.Second, log, srv)
+		if err := <-done; !errors.Is(err, http.ErrServerClosed) {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return ln.Addr().String(), g
+}
+
+// eventually waits for cond, failing the test if it does not hold within
+// a generous bound.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+// closedByServer waits until the server closes c: a read ends with EOF or
+// a reset, not with the test's own deadline.
+func closedByServer(t *testing.T, c net.Conn) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	_, err := io.Copy(io.Discard, c)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatal("the server did not close the connection")
+	}
+}
+
+func dialTLS(t *testing.T, a *ca.Authority, addr string, certs ...tls.Certificate) *tls.Conn {
+	t.Helper()
+	roots := x509.NewCertPool()
+	roots.AddCert(a.TLSCA())
+	c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots, Certificates: certs, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// TestServerTimeouts holds connections open in each way a slow or idle
+// caller can: the server must close each.
+func TestServerTimeouts(t *testing.T) {
+	a := testCA(t)
+	short := 150 * time.Millisecond
+	lim := Limits{HandshakeTimeout: short, ReadHeaderTimeout: short, ReadTimeout: short, IdleTimeout: short, WriteTimeout: 5 * time.Second}
+	var logged lockedBuffer
+	addr, g := gated(t, a, publicRoutes(&fakeJoiner{}, discardAudit(), discardLog()), lim, nil, slog.New(slog.NewTextHandler(&logged, nil)))
+
+	for _, tc := range []struct {
+		name string
+		hold func(t *testing.T) net.Conn
+	}{
+		{"no TLS handshake", func(t *testing.T) net.Conn {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { c.Close() })
+			return c
+		}},
+		{"half a TLS handshake", func(t *testing.T) net.Conn {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { c.Close() })
+			c.Write([]byte{0x16, 0x03, 0x01, 0x02, 0x00, 0x01}) // a ClientHello's first bytes
+			return c
+		}},
+		{"slow headers", func(t *testing.T) net.Conn {
+			c := dialTLS(t, a, addr)
+			io.WriteString(c, "POST /v1/join HTTP/1.1\r\nHost: mwi\r\n")
+			return c
+		}},
+		{"slow body", func(t *testing.T) net.Conn {
+			c := dialTLS(t, a, addr)
+			io.WriteString(c, "POST /v1/join HTTP/1.1\r\nHost: mwi\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"join_")
+			return c
+		}},
+		{"idle after a request", func(t *testing.T) net.Conn {
+			c := dialTLS(t, a, addr)
+			io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: mwi\r\n\r\n")
+			res, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+			if res.StatusCode != http.StatusOK || res.Close {
+				t.Fatalf("healthz = %d, close %v; want 200 kept alive", res.StatusCode, res.Close)
+			}
+			return c
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			closedByServer(t, tc.hold(t))
+		})
+	}
+	eventually(t, "every connection released", func() bool {
+		total, _, _ := g.counts()
+		return total == 0
+	})
+	if !strings.Contains(logged.String(), "TLS handshake not done in time") {
+		t.Errorf("a handshake timeout was not logged:\n%s", logged.String())
+	}
+}
+
+// TestRenewalWhileAnonymousConnectionsAreFull fills the room for
+// connections in their handshake and for connections without an
+// identity: a renewal must still get through, and the limits say so in
+// the log.
+func TestRenewalWhileAnonymousConnectionsAreFull(t *testing.T) {
+	a := testCA(t)
+	f := &fakeJoiner{}
+	// Connections in their handshake can be closed to make room at once.
+	lim := Limits{MaxConns: 16, MaxHandshakes: 3, MaxAnonymous: 2, HandshakeGrace: time.Nanosecond}
+	var logged lockedBuffer
+	addr, g := gated(t, a, publicRoutes(f, discardAudit(), discardLog()), lim, nil, slog.New(slog.NewTextHandler(&logged, nil)))
+
+	// Connections that never start their handshake fill that room.
+	var raw []net.Conn
+	for range lim.MaxHandshakes {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		raw = append(raw, c)
+	}
+	eventually(t, "connections in their handshake", func() bool {
+		_, hs, _ := g.counts()
+		return hs == lim.MaxHandshakes
+	})
+	// Anonymous connections that start a request and stall fill theirs.
+	for range lim.MaxAnonymous {
+		c := dialTLS(t, a, addr)
+		io.WriteString(c, "POST /v1/join HTTP/1.1\r\n")
+		// Each new connection closed the oldest one in its handshake.
+		eventually(t, "an anonymous connection counted", func() bool {
+			_, _, anon := g.counts()
+			return anon >= 1
+		})
+	}
+	eventually(t, "the anonymous connections counted", func() bool {
+		_, _, anon := g.counts()
+		return anon == lim.MaxAnonymous
+	})
+	// One more anonymous caller is turned away.
+	closedByServer(t, dialTLS(t, a, addr))
+	// Refill the room for handshakes.
+	for range lim.MaxHandshakes {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	eventually(t, "connections in their handshake", func() bool {
+		_, hs, _ := g.counts()
+		return hs == lim.MaxHandshakes
+	})
+
+	// A bot renews anyway.
+	id := ca.Identity{Bot: "ci", Instance: "i1", Generation: 3}
+	res, body, err := post(t, tlsClient(t, a, identityCert(t, a, id)), "https://"+addr+"/v1/renew", api.RenewRequest{TTLSeconds: 600})
+	if err != nil {
+		t.Fatalf("renewal while anonymous connections are full: %v", err)
+	}
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("renewal: %d %s", res.StatusCode, body)
+	}
+	if _, renews := f.calls(); renews != 1 {
+		t.Errorf("%d renewals reached the authority, want 1", renews)
+	}
+	for _, msg := range []string{"too many connections without a bot identity", "too many handshakes"} {
+		if !strings.Contains(logged.String(), msg) {
+			t.Errorf("the log does not say %q:\n%s", msg, logged.String())
+		}
+	}
+	if !strings.Contains(logged.String(), "level=WARN") {
+		t.Errorf("limits were not logged as warnings:\n%s", logged.String())
+	}
+}
+
+// TestHandshakeGrace opens a burst of connections: those in their
+// handshake for less than HandshakeGrace are not closed to make room
+// under MaxHandshakes, but MaxConns still holds.
+func TestHandshakeGrace(t *testing.T) {
+	a := testCA(t)
+	lim := Limits{MaxConns: 6, MaxHandshakes: 2, MaxAnonymous: 2, HandshakeGrace: time.Hour}
+	addr, g := gated(t, a, publicRoutes(&fakeJoiner{}, discardAudit(), discardLog()), lim, nil, discardLog())
+	var conns []net.Conn
+	for i := range lim.MaxConns + 1 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		conns = append(conns, c)
+		want := min(i+1, lim.MaxConns)
+		eventually(t, "the connection counted", func() bool {
+			total, hs, _ := g.counts()
+			return total == want && hs == want
+		})
+	}
+	// The last one made room by closing the first.
+	closedByServer(t, conns[0])
+}
+
+// TestConnectionCap refuses connections past MaxConns when none is in
+// its handshake to make room.
+func TestConnectionCap(t *testing.T) {
+	a := testCA(t)
+	lim := Limits{MaxConns: 2, MaxHandshakes: 2, MaxAnonymous: 2}
+	addr, g := gated(t, a, publicRoutes(&fakeJoiner{}, discardAudit(), discardLog()), lim, nil, discardLog())
+	for range lim.MaxConns {
+		c := dialTLS(t, a, addr)
+		io.WriteString(c, "POST /v1/join HTTP/1.1\r\n")
+	}
+	eventually(t, "the connections counted", func() bool {
+		total, hs, _ := g.counts()
+		return total == lim.MaxConns && hs == 0
+	})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	closedByServer(t, c)
+	if total, _, _ := g.counts(); total != lim.MaxConns {
+		t.Errorf("%d connections counted, want %d", total, lim.MaxConns)
+	}
+}
+
+// TestClientCertificateRefusalAudited presents an identity signed by
+// another issuer: the handshake fails and the refusal is audited.
+func TestClientCertificateRefusalAudited(t *testing.T) {
+	a, other := testCA(t), testCA(t)
+	al, buf := newAuditBuffer()
+	addr, _ := gated(t, a, publicRoutes(&fakeJoiner{}, al, discardLog()), Limits{}, auditRefused(al), discardLog())
+	_, _, err := post(t, tlsClient(t, a, identityCert(t, other, ca.Identity{Bot: "ci", Instance: "i1", Generation: 1})), "https://"+addr+"/v1/renew", api.RenewRequest{TTLSeconds: 600})
+	if err == nil {
+		t.Fatal("a client certificate of another issuer was accepted")
+	}
+	eventually(t, "the refusal audited", func() bool { return len(buf.records(t)) > 0 })
+	r := buf.records(t)[0]
+	if r["event"] != audit.EventTLS || r["outcome"] != audit.Denied || r["remote"] == "" {
+		t.Errorf("audit = %v, want a tls denial with the remote address", r)
+	}
+	if reason, _ := r["reason"].(string); !strings.Contains(reason, "certificate") {
+		t.Errorf("reason %q does not name the certificate", reason)
+	}
+}
+
+// TestShutdownClosesStuckRequests stops a server whose handler never
+// returns: shutdown must return, and close the connection.
+func TestShutdownClosesStuckRequests(t *testing.T) {
+	a := testCA(t)
+	stuck := make(chan struct{})
+	defer close(stuck)
+	started := make(chan struct{})
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(started)
+		<-stuck
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := newPublicServer(h, Limits{}, discardLog())
+	go srv.Serve(newGate(ln, tlsConfig(a), Limits{}, nil, discardLog()))
+	c := dialTLS(t, a, ln.Addr().String())
+	io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: mwi\r\n\r\n")
+	<-started
+
+	done := make(chan struct{})
+	go func() {
+		shutdown(50*time.Millisecond, discardLog(), srv)
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("shutdown did not return with a request stuck")
+	}
+	closedByServer(t, c)
+}
