@@ -65,12 +65,14 @@ func joinDenied(check string) *httpjson.Error {
 //
 // The checks run in this order: the token resource exists, has the
 // request's join method and has not expired; the attestation verifies and
-// an allow rule admits it; the bot's roles allow what is asked; the ID
-// token was not used before (recorded now, so a refusal above leaves it
-// usable). Then, if the caller presented a valid identity of an instance
-// that joined with the same token, that instance is kept and its
-// generation advanced, as a renewal would (a stale generation locks the
-// bot); otherwise a new instance is made.
+// an allow rule admits it; the bot's roles allow what is asked; an
+// identity the caller presented is of the token's bot; the ID token was
+// not used before (recorded now, so a refusal above leaves it usable).
+// Then, if the caller presented a valid identity of an instance that
+// joined with the same token, that instance is kept and its generation
+// advanced, as a renewal would; otherwise a new instance is made. A stale
+// generation is the one refusal after the token is recorded: a token
+// presented with a copied identity stays spent.
 //
 // Every refusal is audited with the token name and the failed check; an
 // attestation's refusal is answered join_denied with the check's name.
@@ -172,17 +174,29 @@ func (a *Authority) joinAttested(ctx context.Context, req api.JoinRequest, clien
 		return deny(herr)
 	}
 
+	// Whether the caller's instance is kept is decided before the replay
+	// check records the token, so that an identity refused here (another
+	// bot's) leaves the token usable.
+	keep, herr, err := a.keepInstance(ctx, tok, client)
+	if herr != nil {
+		return deny(herr)
+	} else if err != nil {
+		return api.Credentials{}, err
+	}
+
 	now := a.now()
 	// The instance the token admits is named before the replay check, so
 	// that the check can tell a re-join by the same instance (whose platform
 	// has not yet rotated the token, as kubelet does only at 80% of a
-	// projected token's life) from a replay by anyone else.
+	// projected token's life) from a replay by anyone else. It is the
+	// instance that joins: the caller's only if it is kept, since an
+	// identity that gets a new instance each time must not own the token.
 	newID, err := newInstanceID()
 	if err != nil {
 		return api.Credentials{}, err
 	}
 	owner := newID
-	if client != nil {
+	if keep {
 		owner = client.Instance
 	}
 	if replayKey != "" {
@@ -194,48 +208,58 @@ func (a *Authority) joinAttested(ctx context.Context, req api.JoinRequest, clien
 		}
 	}
 
-	in, kept, herr, err := a.attestedInstance(ctx, tok, client, newID, keys.identityKey(), now)
+	in, herr, err := a.attestedInstance(ctx, tok, client, keep, newID, keys.identityKey(), now)
 	if herr != nil {
 		return deny(herr)
 	} else if err != nil {
 		return api.Credentials{}, err
 	}
-	attrs = append(attrs, slog.String("instance", in.ID), slog.Uint64("generation", in.Generation), slog.Bool("rejoin", kept))
+	attrs = append(attrs, slog.String("instance", in.ID), slog.Uint64("generation", in.Generation), slog.Bool("rejoin", keep))
 	a.Audit.Record(ctx, audit.EventJoin, audit.Allowed, attrs...)
 	return a.sign(ctx, in, grant, logins, keys, kube, ttl, identityTTL(req.IdentityTTLSeconds), now)
 }
 
-// attestedInstance returns the instance an admitted attestation joins as,
-// and whether it is the caller's existing one.
+// keepInstance reports whether an admitted attestation re-joins as the
+// caller's instance. It reads and records nothing, so that its refusals
+// come before the ID token is recorded as used.
 //
 // A caller that presented its identity over mutual TLS keeps its instance
-// if the instance joined with the same token resource: its generation must
-// be the one stored, and advances. An identity of another bot is refused;
-// one of an instance unknown to the store (such as after a store was
-// reset), or of an instance that joined otherwise, gets a new instance as
-// a join without an identity does.
-func (a *Authority) attestedInstance(ctx context.Context, tok resource.Token, client *ca.Identity, newID, key string, now time.Time) (store.Instance, bool, *httpjson.Error, error) {
-	if client != nil {
-		if client.Bot != tok.BotName {
-			return store.Instance{}, false, joinDenied(join.CheckWrongBot), nil
-		}
-		in, err := a.Store.Instance(ctx, client.Instance)
-		switch {
-		case errors.Is(err, store.ErrInstanceUnknown):
-		case err != nil:
-			return store.Instance{}, false, nil, err
-		case in.Bot != client.Bot:
-			return store.Instance{}, false, httpjson.Errorf(http.StatusUnauthorized, api.CodeUnauthenticated, "instance %s does not belong to bot %s", client.Instance, client.Bot), nil
-		case in.Method() == tok.JoinMethod && in.TokenName == tok.Name:
-			in, herr, err := a.advance(ctx, *client, key, now)
-			return in, true, herr, err
-		}
+// if the instance joined with the same token resource. An identity of
+// another bot is refused; one of an instance unknown to the store (such as
+// after a store was reset), or of an instance that joined otherwise, gets
+// a new instance as a join without an identity does.
+func (a *Authority) keepInstance(ctx context.Context, tok resource.Token, client *ca.Identity) (bool, *httpjson.Error, error) {
+	if client == nil {
+		return false, nil, nil
+	}
+	if client.Bot != tok.BotName {
+		return false, joinDenied(join.CheckWrongBot), nil
+	}
+	in, err := a.Store.Instance(ctx, client.Instance)
+	switch {
+	case errors.Is(err, store.ErrInstanceUnknown):
+		return false, nil, nil
+	case err != nil:
+		return false, nil, err
+	case in.Bot != client.Bot:
+		return false, httpjson.Errorf(http.StatusUnauthorized, api.CodeUnauthenticated, "instance %s does not belong to bot %s", client.Instance, client.Bot), nil
+	}
+	return in.Method() == tok.JoinMethod && in.TokenName == tok.Name, nil, nil
+}
+
+// attestedInstance returns the instance an admitted attestation joins as:
+// the caller's, its generation advanced, if keepInstance said to keep it
+// (its generation must still be the one stored), or a new one named
+// newID.
+func (a *Authority) attestedInstance(ctx context.Context, tok resource.Token, client *ca.Identity, keep bool, newID, key string, now time.Time) (store.Instance, *httpjson.Error, error) {
+	if keep {
+		return a.advance(ctx, *client, key, now)
 	}
 	in := store.Instance{ID: newID, Bot: tok.BotName, Generation: 1, Created: now, JoinMethod: tok.JoinMethod, TokenName: tok.Name, IssuedKey: key}
 	if err := a.Store.CreateInstance(ctx, in); err != nil {
-		return store.Instance{}, false, nil, err
+		return store.Instance{}, nil, err
 	}
-	return in, false, nil, nil
+	return in, nil, nil
 }
 
 // Challenge makes a challenge for a bound key pair join with the named

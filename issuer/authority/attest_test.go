@@ -709,3 +709,74 @@ func TestRejoinWithTheSameToken(t *testing.T) {
 		t.Error("the stale identity did not lock the bot")
 	}
 }
+
+// TestJoinIdentityChecksBeforeReplay checks that an identity refused with
+// a join leaves the ID token usable, and that an identity that does not
+// keep its instance does not own the ID token: presenting it again is a
+// replay, not another new instance.
+func TestJoinIdentityChecksBeforeReplay(t *testing.T) {
+	e := newAttestEnv(t)
+	ctx := context.Background()
+	gh := func(raw string) api.JoinRequest { return joinReq(t, api.JoinMethodGitHub, "gh", raw) }
+	web, err := e.auth.Join(ctx, joinReq(t, api.JoinMethodGitHub, "gh-web", e.p.Mint(e.p.GitHubClaims("custom-aud", "org/any"))), nil, "r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := e.auth.Join(ctx, joinReq(t, api.JoinMethodOIDC, "any", e.p.Mint(e.p.GitHubClaims("mwi", "org/repo"))), nil, "r")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	for _, tc := range []struct {
+		name   string
+		client ca.Identity
+		check  string // the refusal's message
+	}{
+		{"identity of another bot", ca.Identity{Bot: "web", Instance: web.Instance, Generation: web.Generation}, join.CheckWrongBot},
+		{"identity naming another bot's instance", ca.Identity{Bot: "ci", Instance: web.Instance, Generation: web.Generation},
+			"instance " + web.Instance + " does not belong to bot ci"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			raw := e.p.Mint(e.p.GitHubClaims("mwi", "org/repo"))
+			offset := e.audit.Len()
+			_, err := e.auth.Join(ctx, gh(raw), &tc.client, "r")
+			var herr *httpjson.Error
+			if !errors.As(err, &herr) || herr.Message != tc.check {
+				t.Fatalf("Join = %v, want the refusal %q", err, tc.check)
+			}
+			if n := len(e.auditLines(t, offset)); n != 1 {
+				t.Errorf("%d audit lines, want 1", n)
+			}
+			if _, err := e.auth.Join(ctx, gh(raw), nil, "r"); err != nil {
+				t.Errorf("the ID token was used up by the refused join: %v", err)
+			}
+		})
+	}
+
+	for _, tc := range []struct {
+		name   string
+		client ca.Identity
+	}{
+		{"identity of another token's instance", ca.Identity{Bot: "ci", Instance: other.Instance, Generation: other.Generation}},
+		{"identity unknown to the store", ca.Identity{Bot: "ci", Instance: "0123456789abcdef0123456789abcdef", Generation: 3}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			raw := e.p.Mint(e.p.GitHubClaims("mwi", "org/repo"))
+			first, err := e.auth.Join(ctx, gh(raw), &tc.client, "r")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if first.Instance == tc.client.Instance {
+				t.Fatalf("the instance was kept: %+v", first)
+			}
+			offset := e.audit.Len()
+			_, err = e.auth.Join(ctx, gh(raw), &tc.client, "r")
+			e.expectJoinDenied(t, err, offset, "gh", join.CheckReplay)
+			// The instance that joined with it may present it again.
+			id := ca.Identity{Bot: "ci", Instance: first.Instance, Generation: first.Generation}
+			if again, err := e.auth.Join(ctx, gh(raw), &id, "r"); err != nil || again.Instance != first.Instance {
+				t.Errorf("re-join by the instance the token made = %+v, %v", again, err)
+			}
+		})
+	}
+}
