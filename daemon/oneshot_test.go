@@ -129,7 +129,7 @@ func (f *fakeIssuer) join(w http.ResponseWriter, r *http.Request) {
 	case api.JoinMethodBoundKeypair:
 		wire, _ := base64.StdEncoding.DecodeString(req.Signature)
 		var sig ssh.Signature
-		if req.Challenge == "" || req.Challenge != f.challenge || ssh.Unmarshal(wire, &sig) != nil || f.boundTo.Verify([]byte(req.Challenge), &sig) != nil {
+		if req.Challenge == "" || req.Challenge != f.challenge || ssh.Unmarshal(wire, &sig) != nil || f.boundTo.Verify(api.BoundKeypairSignedData(req.Challenge), &sig) != nil {
 			fail(w, 403, api.CodeJoinDenied, "signature does not verify")
 			return
 		}

@@ -199,10 +199,11 @@ func loopback(host string) bool {
 
 // BoundKeypair proves possession of the bound key pair of ob: it reads the
 // private key, asks the issuer for a challenge for ob's token, and signs
-// the challenge string's bytes, as sent. It returns the challenge and the
-// signature (ssh.Signature in wire form, base64). The key is read at every
-// join, so a rotated credential is used from the next join, and it is not
-// kept.
+// the fixed context api.BoundKeypairContext followed by the challenge
+// string's bytes, as sent (api.BoundKeypairSignedData). It returns the
+// challenge and the signature (ssh.Signature in wire form, base64). The
+// key is read at every join, so a rotated credential is used from the next
+// join, and it is not kept.
 func BoundKeypair(ctx context.Context, ob config.Onboarding, ch Challenger) (challenge, signature string, err error) {
 	signer, err := readKey(ob.Key)
 	if err != nil {
@@ -215,7 +216,7 @@ func BoundKeypair(ctx context.Context, ob config.Onboarding, ch Challenger) (cha
 	if resp.Challenge == "" {
 		return "", "", errors.New("bound key pair: the issuer's answer has no challenge")
 	}
-	sig, err := sign(signer, []byte(resp.Challenge))
+	sig, err := sign(signer, api.BoundKeypairSignedData(resp.Challenge))
 	if err != nil {
 		return "", "", fmt.Errorf("bound key pair: signing the challenge: %w", err)
 	}

@@ -210,8 +210,9 @@ func TestBoundKeypair(t *testing.T) {
 			if req.JoinMethod != "bound_keypair" || req.TokenName != "build-01" || req.Challenge != challenge || req.Token != "" || req.IDToken != "" {
 				t.Errorf("request = %+v", req)
 			}
-			// As the issuer checks it: the signature is over the
-			// challenge string's bytes, as sent.
+			// As the issuer checks it: the signature is over the fixed
+			// context and the challenge string's bytes, as sent, and not
+			// over the bare challenge.
 			wire, err := base64.StdEncoding.DecodeString(req.Signature)
 			if err != nil {
 				t.Fatal(err)
@@ -220,8 +221,11 @@ func TestBoundKeypair(t *testing.T) {
 			if err := ssh.Unmarshal(wire, &sig); err != nil {
 				t.Fatal(err)
 			}
-			if err := pub.Verify([]byte(challenge), &sig); err != nil {
+			if err := pub.Verify([]byte("mwi bound_keypair join v1\x00"+challenge), &sig); err != nil {
 				t.Errorf("signature does not verify: %v", err)
+			}
+			if err := pub.Verify([]byte(challenge), &sig); err == nil {
+				t.Error("the signature is over the bare challenge")
 			}
 			if tc.name == "rsa file" && sig.Format != ssh.KeyAlgoRSASHA512 {
 				t.Errorf("RSA signature format %s, want %s", sig.Format, ssh.KeyAlgoRSASHA512)

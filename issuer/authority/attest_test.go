@@ -444,7 +444,7 @@ func (e *attestEnv) keypairReq(t *testing.T, token string, s ssh.Signer) api.Joi
 
 func signedReq(t *testing.T, token, challenge string, s ssh.Signer) api.JoinRequest {
 	t.Helper()
-	sig, err := s.Sign(rand.Reader, []byte(challenge))
+	sig, err := s.Sign(rand.Reader, api.BoundKeypairSignedData(challenge))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -152,7 +152,7 @@ spec:
 		if err := json.Unmarshal(body, &ch); err != nil {
 			t.Fatal(err)
 		}
-		sig, err := signer.Sign(rand.Reader, []byte(ch.Challenge))
+		sig, err := signer.Sign(rand.Reader, api.BoundKeypairSignedData(ch.Challenge))
 		if err != nil {
 			t.Fatal(err)
 		}
