@@ -780,3 +780,41 @@ func TestJoinIdentityChecksBeforeReplay(t *testing.T) {
 		})
 	}
 }
+
+// TestJoinReplaySpellings replays ID tokens without a jti, spelt otherwise
+// (a newline in the signature, a CR in the payload, stray bits in a last
+// character, padding, the standard alphabet...) or signed again with
+// ECDSA's (r, n-s): none makes a second instance.
+func TestJoinReplaySpellings(t *testing.T) {
+	e := newAttestEnv(t)
+	ctx := context.Background()
+	for _, alg := range []string{oidctest.RS256, oidctest.ES256} {
+		claims := e.p.GitHubClaims("mwi", "org/repo")
+		delete(claims, "jti")
+		raw := e.p.Mint(claims, oidctest.WithAlgorithm(alg))
+		offset := e.audit.Len()
+		if _, err := e.auth.Join(ctx, joinReq(t, api.JoinMethodGitHub, "gh", raw), nil, "r"); err != nil {
+			t.Fatalf("%s: first join: %v", alg, err)
+		}
+		replays := oidctest.Respell(raw)
+		if alg == oidctest.ES256 {
+			replays["(r, n-s) signature"] = oidctest.MalleateES256(raw)
+		}
+		for name, other := range replays {
+			_, err := e.auth.Join(ctx, joinReq(t, api.JoinMethodGitHub, "gh", other), nil, "r")
+			var herr *httpjson.Error
+			if !errors.As(err, &herr) || herr.Code != api.CodeJoinDenied || (herr.Message != join.CheckMalformed && herr.Message != join.CheckReplay) {
+				t.Errorf("%s, %s: %v; want %q or %q", alg, name, err, join.CheckMalformed, join.CheckReplay)
+			}
+		}
+		allowed := 0
+		for _, l := range e.auditLines(t, offset) {
+			if l["event"] == audit.EventJoin && l["outcome"] == audit.Allowed {
+				allowed++
+			}
+		}
+		if allowed != 1 {
+			t.Errorf("%s: one token made %d instances", alg, allowed)
+		}
+	}
+}

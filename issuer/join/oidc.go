@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -138,7 +139,7 @@ func (v *Verifier) VerifyIDToken(ctx context.Context, tok resource.Token, audien
 	if audience == "" {
 		return nil, errors.New("join: no audience to check ID tokens against")
 	}
-	hdr, derr := parseHeader(raw)
+	hdr, segs, derr := parseCompact(raw)
 	if derr != nil {
 		return nil, derr
 	}
@@ -197,8 +198,7 @@ func (v *Verifier) VerifyIDToken(ctx context.Context, tok resource.Token, audien
 		sum := sha256.Sum256([]byte(idt.Issuer + "\x00" + jti))
 		att.ReplayKey = "jti:" + hex.EncodeToString(sum[:])
 	} else {
-		sum := sha256.Sum256([]byte(raw))
-		att.ReplayKey = "token:" + hex.EncodeToString(sum[:])
+		att.ReplayKey = "token:" + tokenHash(idt.Issuer, segs[0], segs[1])
 	}
 
 	var ok bool
@@ -224,24 +224,77 @@ type header struct {
 	Kid string `json:"kid"`
 }
 
-// parseHeader decodes the header of raw, which must be a compact JWS.
-func parseHeader(raw string) (header, *DeniedError) {
+// parseCompact decodes raw, which must be a compact JWS in canonical form:
+// three segments separated by dots, each non-empty unpadded base64url with
+// nothing else in it (no padding, whitespace, line breaks or characters of
+// the standard alphabet) and no stray bits in its last character. Go's
+// decoders, and go-jose, accept other spellings of the same bytes; a token
+// must have one spelling only, so that it cannot pass for another token.
+// It returns the header and the three segments decoded.
+func parseCompact(raw string) (header, [3][]byte, *DeniedError) {
 	var h header
+	var segs [3][]byte
 	if len(raw) > maxTokenSize {
-		return h, deny(CheckMalformed, fmt.Sprintf("larger than %d bytes", maxTokenSize))
+		return h, segs, deny(CheckMalformed, fmt.Sprintf("larger than %d bytes", maxTokenSize))
 	}
 	parts := strings.Split(raw, ".")
 	if len(parts) != 3 {
-		return h, deny(CheckMalformed, "not a compact JWS (three base64url parts separated by dots)")
+		return h, segs, deny(CheckMalformed, "not a compact JWS (three base64url parts separated by dots)")
 	}
-	data, err := base64.RawURLEncoding.DecodeString(parts[0])
+	for i, part := range parts {
+		b, err := decodeSegment(part)
+		if err != nil {
+			return h, segs, deny(CheckMalformed, fmt.Sprintf("%s: %v", segmentNames[i], err))
+		}
+		segs[i] = b
+	}
+	if err := json.Unmarshal(segs[0], &h); err != nil {
+		return h, segs, deny(CheckMalformed, "header is not a JSON object")
+	}
+	return h, segs, nil
+}
+
+var segmentNames = [3]string{"header", "payload", "signature"}
+
+// decodeSegment decodes one segment of a compact JWS, which must be
+// canonical unpadded base64url.
+func decodeSegment(s string) ([]byte, error) {
+	if s == "" {
+		return nil, errors.New("empty")
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return nil, fmt.Errorf("not unpadded base64url: byte %q at %d", c, i)
+		}
+	}
+	b, err := base64.RawURLEncoding.Strict().DecodeString(s)
 	if err != nil {
-		return h, deny(CheckMalformed, "header is not base64url")
+		return nil, errors.New("not canonical base64url")
 	}
-	if err := json.Unmarshal(data, &h); err != nil {
-		return h, deny(CheckMalformed, "header is not a JSON object")
+	// Strict decoding refuses stray bits in the last character; encoding
+	// again confirms there is nothing else to spell differently.
+	if base64.RawURLEncoding.EncodeToString(b) != s {
+		return nil, errors.New("not canonical base64url")
 	}
-	return h, nil
+	return b, nil
+}
+
+// tokenHash returns the replay key of a token without a jti: the hash of
+// its issuer and its signed bytes, header and payload, decoded. The
+// signature is left out: an ECDSA signature (r, s) has a twin (r, n-s)
+// that anyone can compute and that verifies as well, so the same token
+// would have two keys. Two tokens that an issuer signed with the same
+// header and claims are then the same token, which is what they say.
+func tokenHash(issuer string, header, payload []byte) string {
+	h := sha256.New()
+	for _, b := range [][]byte{[]byte(issuer), header, payload} {
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(len(b)))
+		h.Write(n[:])
+		h.Write(b)
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // printableRE matches what is safe to repeat from a token in a message.

@@ -475,3 +475,49 @@ func TestKubeAPIServerShapedIssuer(t *testing.T) {
 		t.Fatalf("VerifyIDToken: %v", err)
 	}
 }
+
+// TestTokenSpellings checks that a token has one spelling: other base64url
+// spellings of the same bytes, which go-jose accepts, are refused as
+// malformed, and a second signature of the same bytes (ECDSA's (r, n-s))
+// has the same replay key.
+func TestTokenSpellings(t *testing.T) {
+	p := oidctest.New(t)
+	v := &join.Verifier{GitHubIssuer: p.Issuer(), RootCAs: p.CertPool()}
+	tok := githubToken(resource.GitHubRule{Repository: "org/repo"})
+	for _, alg := range []string{oidctest.RS256, oidctest.ES256} {
+		for _, jti := range []bool{true, false} {
+			claims := p.GitHubClaims(aud, "org/repo")
+			if !jti {
+				delete(claims, "jti")
+			}
+			raw := p.Mint(claims, oidctest.WithAlgorithm(alg))
+			att, err := v.VerifyIDToken(context.Background(), tok, aud, raw)
+			if err != nil {
+				t.Fatalf("%s: the token as minted: %v", alg, err)
+			}
+			variants := oidctest.Respell(raw)
+			for _, name := range []string{"newline in the signature", "CR in the payload", "padding on the signature", "stray bits in the last character of the signature"} {
+				// Signatures of both algorithms leave 4 spare bits.
+				if _, ok := variants[name]; !ok {
+					t.Errorf("%s: no variant %q", alg, name)
+				}
+			}
+			for name, other := range variants {
+				_, err := v.VerifyIDToken(context.Background(), tok, aud, other)
+				var d *join.DeniedError
+				if !errors.As(err, &d) || d.Check != join.CheckMalformed {
+					t.Errorf("%s, jti %v, %s: %v; want %q", alg, jti, name, err, join.CheckMalformed)
+				}
+			}
+			if alg == oidctest.ES256 {
+				twin, err := v.VerifyIDToken(context.Background(), tok, aud, oidctest.MalleateES256(raw))
+				if err != nil {
+					t.Fatalf("the (r, n-s) signature: %v", err)
+				}
+				if twin.ReplayKey != att.ReplayKey {
+					t.Errorf("jti %v: the (r, n-s) signature has replay key %s, the token %s", jti, twin.ReplayKey, att.ReplayKey)
+				}
+			}
+		}
+	}
+}
