@@ -225,7 +225,7 @@ type header struct {
 }
 
 // parseCompact decodes raw, which must be a compact JWS in canonical form:
-// three segments separated by dots, each non-empty unpadded base64url with
+// three segments separated by dots, each unpadded base64url with
 // nothing else in it (no padding, whitespace, line breaks or characters of
 // the standard alphabet) and no stray bits in its last character. Go's
 // decoders, and go-jose, accept other spellings of the same bytes; a token
@@ -259,9 +259,6 @@ var segmentNames = [3]string{"header", "payload", "signature"}
 // decodeSegment decodes one segment of a compact JWS, which must be
 // canonical unpadded base64url.
 func decodeSegment(s string) ([]byte, error) {
-	if s == "" {
-		return nil, errors.New("empty")
-	}
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		if !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
