@@ -49,6 +49,9 @@ func TestGitHubRules(t *testing.T) {
 		{"sub", resource.GitHubRule{Sub: "repo:org/repo:ref:refs/heads/main"}, "sub", "repo:org/repo:ref:refs/heads/main"},
 		{"repository", resource.GitHubRule{Repository: "org/repo"}, "repository", "org/repo"},
 		{"repository_owner", resource.GitHubRule{RepositoryOwner: "org"}, "repository_owner", "org"},
+		{"repository_id", resource.GitHubRule{RepositoryID: "74215386"}, "repository_id", "74215386"},
+		{"repository_owner_id", resource.GitHubRule{RepositoryOwnerID: "65120837"}, "repository_owner_id", "65120837"},
+		{"repository and its id", resource.GitHubRule{Repository: "org/repo", RepositoryID: "74215386"}, "repository_id", "74215386"},
 		{"workflow", resource.GitHubRule{Repository: base.Repository, Workflow: "deploy"}, "workflow", "deploy"},
 		{"environment", resource.GitHubRule{Repository: base.Repository, Environment: "production"}, "environment", "production"},
 		{"actor", resource.GitHubRule{Repository: base.Repository, Actor: "octocat"}, "actor", "octocat"},
@@ -75,9 +78,11 @@ func TestGitHubRules(t *testing.T) {
 			checkDenied(t, err, join.CheckNoRule)
 
 			// Case matters, and a missing claim matches nothing.
-			claims[tc.claim] = strings.ToUpper(tc.value)
-			_, err = v.VerifyIDToken(context.Background(), tok, aud, p.Mint(claims))
-			checkDenied(t, err, join.CheckNoRule)
+			if up := strings.ToUpper(tc.value); up != tc.value {
+				claims[tc.claim] = up
+				_, err = v.VerifyIDToken(context.Background(), tok, aud, p.Mint(claims))
+				checkDenied(t, err, join.CheckNoRule)
+			}
 			delete(claims, tc.claim)
 			_, err = v.VerifyIDToken(context.Background(), tok, aud, p.Mint(claims))
 			checkDenied(t, err, join.CheckNoRule)
@@ -89,6 +94,25 @@ func TestGitHubRules(t *testing.T) {
 		att, err := v.VerifyIDToken(context.Background(), tok, aud, p.Mint(p.GitHubClaims(aud, "org/repo")))
 		if err != nil || att.Rule != 1 {
 			t.Fatalf("VerifyIDToken = %+v, %v; want rule 1", att, err)
+		}
+	})
+	t.Run("ids pin a re-registered name out", func(t *testing.T) {
+		// The repository was deleted and its name registered again: the
+		// name matches, the id does not.
+		tok := githubToken(resource.GitHubRule{Repository: "org/repo", RepositoryID: "74215386", RepositoryOwnerID: "65120837"})
+		claims := p.GitHubClaims(aud, "org/repo")
+		claims["repository_id"] = "99999999"
+		_, err := v.VerifyIDToken(context.Background(), tok, aud, p.Mint(claims))
+		checkDenied(t, err, join.CheckNoRule)
+		claims = p.GitHubClaims(aud, "org/repo")
+		claims["repository_owner_id"] = "1"
+		_, err = v.VerifyIDToken(context.Background(), tok, aud, p.Mint(claims))
+		checkDenied(t, err, join.CheckNoRule)
+		// A number claim compares as its decimal text.
+		claims = p.GitHubClaims(aud, "org/repo")
+		claims["repository_id"], claims["repository_owner_id"] = 74215386, 65120837
+		if _, err := v.VerifyIDToken(context.Background(), tok, aud, p.Mint(claims)); err != nil {
+			t.Errorf("ids as numbers: %v", err)
 		}
 	})
 	t.Run("every field must match", func(t *testing.T) {
