@@ -22,17 +22,6 @@ import (
 // ChallengeTTL is how long a bound key pair challenge can be used.
 const ChallengeTTL = 60 * time.Second
 
-// maxChallengesPerMinute bounds the challenges made for one token
-// resource in a minute by one issuer. The challenge endpoint is open to
-// anyone and writes to the store; a build host needs one per join.
-const maxChallengesPerMinute = 60
-
-// challengeWindow counts the challenges of one token in one minute.
-type challengeWindow struct {
-	start time.Time
-	n     int
-}
-
 // verifier returns the ID token verifier.
 func (a *Authority) verifier() *join.Verifier {
 	if a.IDTokens != nil {
@@ -265,8 +254,17 @@ func (a *Authority) attestedInstance(ctx context.Context, tok resource.Token, cl
 // Challenge makes a challenge for a bound key pair join with the named
 // token resource: base64 of 32 random bytes, usable once within
 // ChallengeTTL by any issuer sharing the store.
-func (a *Authority) Challenge(ctx context.Context, req api.ChallengeRequest, remote string) (api.ChallengeResponse, error) {
+//
+// Anyone may ask, and token names are not secret, so challenges are
+// limited (see challengeLimits). client is the bot identity the caller
+// presented over mutual TLS, or nil: a host renewing its identity, which
+// joined with this token, presents it and is limited apart from anonymous
+// callers, so that no amount of anonymous traffic denies it a challenge.
+func (a *Authority) Challenge(ctx context.Context, req api.ChallengeRequest, client *ca.Identity, remote string) (api.ChallengeResponse, error) {
 	attrs := []slog.Attr{slog.String("remote", remote), slog.String("token_name", req.TokenName)}
+	if client != nil {
+		attrs = append(attrs, slog.String("client_instance", client.Instance), slog.Uint64("client_generation", client.Generation))
+	}
 	deny := func(err *httpjson.Error, more ...slog.Attr) (api.ChallengeResponse, error) {
 		more = append(more, slog.String("reason", err.Message))
 		a.Audit.Record(ctx, audit.EventJoinChallenge, audit.Denied, append(attrs, more...)...)
@@ -284,8 +282,16 @@ func (a *Authority) Challenge(ctx context.Context, req api.ChallengeRequest, rem
 		return deny(joinDenied(join.CheckMethodMismatch), slog.String("detail", "the token's join method is "+tok.JoinMethod))
 	case tok.Expired(now):
 		return deny(joinDenied(join.CheckTokenExpired))
-	case !a.allowChallenge(tok.Name, now):
-		return deny(httpjson.Errorf(http.StatusTooManyRequests, api.CodeJoinDenied, "too many challenges for this token; try again in a minute"))
+	}
+	instance, err := a.challengeInstance(ctx, tok, client)
+	if err != nil {
+		return api.ChallengeResponse{}, err
+	}
+	if instance != "" {
+		attrs = append(attrs, slog.String("instance", instance))
+	}
+	if herr := a.allowChallenge(instance, remote, now); herr != nil {
+		return deny(herr)
 	}
 	var b [32]byte
 	if _, err := rand.Read(b[:]); err != nil {
@@ -300,26 +306,23 @@ func (a *Authority) Challenge(ctx context.Context, req api.ChallengeRequest, rem
 	return api.ChallengeResponse{Challenge: challenge, Expires: expires}, nil
 }
 
-// allowChallenge counts a challenge for token and reports whether it is
-// within maxChallengesPerMinute.
-func (a *Authority) allowChallenge(token string, now time.Time) bool {
-	a.challengeMu.Lock()
-	defer a.challengeMu.Unlock()
-	if a.challenges == nil {
-		a.challenges = make(map[string]*challengeWindow)
+// challengeInstance returns the instance whose identity client is, if it
+// is an instance of tok's bot that joined with tok, and "" otherwise: an
+// identity that proves nothing about this token is served as an anonymous
+// caller. The generation is not checked: a challenge admits no one by
+// itself, and the join that uses it checks the generation.
+func (a *Authority) challengeInstance(ctx context.Context, tok resource.Token, client *ca.Identity) (string, error) {
+	if client == nil || client.Bot != tok.BotName {
+		return "", nil
 	}
-	w, ok := a.challenges[token]
-	if !ok || now.Sub(w.start) >= time.Minute || now.Before(w.start) {
-		// Forget the other tokens' old windows too, so the map stays as
-		// small as the set of tokens in use.
-		for name, old := range a.challenges {
-			if now.Sub(old.start) >= time.Minute {
-				delete(a.challenges, name)
-			}
-		}
-		w = &challengeWindow{start: now}
-		a.challenges[token] = w
+	in, err := a.Store.Instance(ctx, client.Instance)
+	switch {
+	case errors.Is(err, store.ErrInstanceUnknown):
+		return "", nil
+	case err != nil:
+		return "", fmt.Errorf("authority: challenge: %w", err)
+	case in.Bot != client.Bot || in.Method() != tok.JoinMethod || in.TokenName != tok.Name:
+		return "", nil
 	}
-	w.n++
-	return w.n <= maxChallengesPerMinute
+	return in.ID, nil
 }

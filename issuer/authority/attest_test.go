@@ -435,7 +435,7 @@ func TestJoinIssuerUnavailable(t *testing.T) {
 // challenge asks for a challenge for token and signs it with s.
 func (e *attestEnv) keypairReq(t *testing.T, token string, s ssh.Signer) api.JoinRequest {
 	t.Helper()
-	ch, err := e.auth.Challenge(context.Background(), api.ChallengeRequest{TokenName: token}, "r")
+	ch, err := e.auth.Challenge(context.Background(), api.ChallengeRequest{TokenName: token}, nil, "r")
 	if err != nil {
 		t.Fatalf("Challenge(%s): %v", token, err)
 	}
@@ -456,7 +456,7 @@ func TestJoinBoundKeypair(t *testing.T) {
 	e := newAttestEnv(t)
 	ctx := context.Background()
 
-	ch, err := e.auth.Challenge(ctx, api.ChallengeRequest{TokenName: "build-01"}, "r")
+	ch, err := e.auth.Challenge(ctx, api.ChallengeRequest{TokenName: "build-01"}, nil, "r")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -524,7 +524,7 @@ func TestJoinBoundKeypair(t *testing.T) {
 			{"gh", join.CheckMethodMismatch},
 		} {
 			offset := e.audit.Len()
-			_, err := e.auth.Challenge(ctx, api.ChallengeRequest{TokenName: tc.token}, "r")
+			_, err := e.auth.Challenge(ctx, api.ChallengeRequest{TokenName: tc.token}, nil, "r")
 			e.expectDenied(t, err, offset, audit.EventJoinChallenge, api.CodeJoinDenied, http.StatusForbidden)
 			var herr *httpjson.Error
 			if errors.As(err, &herr) && herr.Message != tc.check {
@@ -532,11 +532,11 @@ func TestJoinBoundKeypair(t *testing.T) {
 			}
 		}
 	})
-	t.Run("challenges are limited", func(t *testing.T) {
+	t.Run("challenges are limited by source", func(t *testing.T) {
 		e.now = e.now.Add(time.Hour)
 		var limited int
 		for range 70 {
-			if _, err := e.auth.Challenge(ctx, api.ChallengeRequest{TokenName: "build-02"}, "r"); err != nil {
+			if _, err := e.auth.Challenge(ctx, api.ChallengeRequest{TokenName: "build-02"}, nil, "192.0.2.50:1"); err != nil {
 				var herr *httpjson.Error
 				if !errors.As(err, &herr) || herr.Status != http.StatusTooManyRequests {
 					t.Fatalf("Challenge: %v", err)
@@ -544,15 +544,16 @@ func TestJoinBoundKeypair(t *testing.T) {
 				limited++
 			}
 		}
-		if limited != 10 {
-			t.Errorf("%d of 70 challenges in a minute refused, want 10", limited)
+		if limited != 60 {
+			t.Errorf("%d of 70 challenges at once from one address refused, want 60", limited)
 		}
-		// Another token is not affected, and a minute later neither is this one.
-		if _, err := e.auth.Challenge(ctx, api.ChallengeRequest{TokenName: "build-01"}, "r"); err != nil {
-			t.Errorf("other token: %v", err)
+		// Another address is not affected, and a minute later neither is
+		// this one.
+		if _, err := e.auth.Challenge(ctx, api.ChallengeRequest{TokenName: "build-02"}, nil, "192.0.2.51:1"); err != nil {
+			t.Errorf("other address: %v", err)
 		}
 		e.now = e.now.Add(time.Minute)
-		if _, err := e.auth.Challenge(ctx, api.ChallengeRequest{TokenName: "build-02"}, "r"); err != nil {
+		if _, err := e.auth.Challenge(ctx, api.ChallengeRequest{TokenName: "build-02"}, nil, "192.0.2.50:1"); err != nil {
 			t.Errorf("a minute later: %v", err)
 		}
 	})

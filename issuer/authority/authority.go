@@ -65,11 +65,10 @@ type Authority struct {
 	// Log receives internal errors; nil means slog.Default().
 	Log *slog.Logger
 
-	resources   atomic.Pointer[resource.Set]
-	defaultIDs  sync.Once
-	idTokens    *join.Verifier
-	challengeMu sync.Mutex
-	challenges  map[string]*challengeWindow // by token name
+	resources       atomic.Pointer[resource.Set]
+	defaultIDs      sync.Once
+	idTokens        *join.Verifier
+	challengeLimits challengeLimits
 }
 
 // SetResources makes s the resource set that later decisions use.
