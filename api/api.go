@@ -46,8 +46,9 @@ type JoinRequest struct {
 	// kubernetes and oidc.
 	IDToken string `json:"id_token,omitempty"`
 	// Challenge and Signature prove possession of a bound key pair: the
-	// challenge from POST /v1/join/challenge, and the SSH signature over it
-	// by the bound key (ssh.Signature in wire form, base64).
+	// challenge from POST /v1/join/challenge, and the SSH signature by the
+	// bound key (ssh.Signature in wire form, base64) over
+	// BoundKeypairSignedData(Challenge).
 	Challenge string     `json:"challenge,omitempty"`
 	Signature string     `json:"signature,omitempty"`
 	Keys      PublicKeys `json:"keys"`
@@ -73,6 +74,20 @@ type HostKeyRequest struct {
 	// Names are the host names wanted on the certificate. Empty means every
 	// name the bot's roles allow; the issuer refuses any other name.
 	Names []string `json:"names,omitempty"`
+}
+
+// BoundKeypairContext is what a bound key pair's signature over a
+// challenge begins with. The fixed context makes the signature good for
+// joining this issuer and for nothing else: a key that signs something
+// for another purpose, or is asked to sign an arbitrary string, does not
+// sign an mwi join.
+const BoundKeypairContext = "mwi bound_keypair join v1\x00"
+
+// BoundKeypairSignedData returns the bytes a bound key pair signs to join
+// with challenge: BoundKeypairContext followed by the challenge string's
+// bytes, as the issuer sent them.
+func BoundKeypairSignedData(challenge string) []byte {
+	return []byte(BoundKeypairContext + challenge)
 }
 
 // ChallengeRequest is the body of POST /v1/join/challenge on the issuer.

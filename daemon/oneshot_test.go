@@ -54,6 +54,9 @@ type fakeIssuer struct {
 	instances  int
 	generation uint64
 	challenge  string
+	// challengeCerts has, for each challenge asked for, the identity
+	// presented over mutual TLS, or nil.
+	challengeCerts []*x509.Certificate
 }
 
 // joinSeen is one join the fake issuer answered.
@@ -102,6 +105,11 @@ func (f *fakeIssuer) challengeHandler(w http.ResponseWriter, r *http.Request) {
 	b := make([]byte, 32)
 	rand.Read(b)
 	f.mu.Lock()
+	var cert *x509.Certificate
+	if len(r.TLS.PeerCertificates) > 0 {
+		cert = r.TLS.PeerCertificates[0]
+	}
+	f.challengeCerts = append(f.challengeCerts, cert)
 	f.challenge = base64.StdEncoding.EncodeToString(b)
 	resp := api.ChallengeResponse{Challenge: f.challenge, Expires: time.Now().Add(time.Minute)}
 	f.mu.Unlock()
@@ -129,7 +137,7 @@ func (f *fakeIssuer) join(w http.ResponseWriter, r *http.Request) {
 	case api.JoinMethodBoundKeypair:
 		wire, _ := base64.StdEncoding.DecodeString(req.Signature)
 		var sig ssh.Signature
-		if req.Challenge == "" || req.Challenge != f.challenge || ssh.Unmarshal(wire, &sig) != nil || f.boundTo.Verify([]byte(req.Challenge), &sig) != nil {
+		if req.Challenge == "" || req.Challenge != f.challenge || ssh.Unmarshal(wire, &sig) != nil || f.boundTo.Verify(api.BoundKeypairSignedData(req.Challenge), &sig) != nil {
 			fail(w, 403, api.CodeJoinDenied, "signature does not verify")
 			return
 		}
@@ -559,6 +567,12 @@ func TestRenewBoundKeypair(t *testing.T) {
 	}
 	if len(f.joins) != 2 || f.joins[1].clientCert == nil || f.instances != 1 || f.joins[0].req.TokenName != "build-01" {
 		t.Errorf("joins %+v", f.joins)
+	}
+	// The second challenge was asked for with the identity the first join
+	// gave, the one the second join presents.
+	if len(f.challengeCerts) != 2 || f.challengeCerts[0] != nil || f.challengeCerts[1] == nil ||
+		f.joins[1].clientCert == nil || !f.challengeCerts[1].Equal(f.joins[1].clientCert) {
+		t.Errorf("challenges asked with identities %v, want none then the one joined with", f.challengeCerts)
 	}
 
 	// Another key is refused.

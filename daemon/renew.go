@@ -93,7 +93,9 @@ func (s *Server) renew(ctx context.Context) (renewal.Result, error) {
 		// or a join method other than token, whose identities the issuer
 		// does not renew: only a join admits this daemon, with a fresh
 		// attestation (token, ID token or key pair signature). A join made
-		// over mutual TLS with a still-valid identity keeps the instance.
+		// over mutual TLS with a still-valid identity keeps the instance; a
+		// bound key pair's challenge is asked for with that identity too,
+		// which the issuer serves apart from anonymous callers.
 		why := "join"
 		var ident *tls.Certificate
 		switch {
@@ -105,7 +107,7 @@ func (s *Server) renew(ctx context.Context) (renewal.Result, error) {
 		case cur != nil && !rejoin:
 			why = fmt.Sprintf("bot identity expired at %s; joining again", cur.Identity.NotAfter.Format(time.RFC3339))
 		}
-		req, err := attest.Attest(ctx, cfg.Onboarding, issuer)
+		req, err := attest.Attest(ctx, cfg.Onboarding, issuer, ident)
 		if err != nil {
 			return renewal.Result{}, fmt.Errorf("%s: %w", why, err)
 		}

@@ -68,7 +68,7 @@ func TestOversizedRequestsRefused(t *testing.T) {
 		call func() error
 		want string // part of the message
 	}{
-		{"challenge with a 900 KB token_name", func() error { _, err := ic.Challenge(ctx, big); return err }, "larger than"},
+		{"challenge with a 900 KB token_name", func() error { _, err := ic.Challenge(ctx, nil, big); return err }, "larger than"},
 		{"join with a 900 KB token_name", func() error {
 			_, err := ic.Join(ctx, nil, api.JoinRequest{JoinMethod: api.JoinMethodGitHub, TokenName: big, IDToken: "x", Keys: pub, TTLSeconds: 600})
 			return err
@@ -77,7 +77,7 @@ func TestOversizedRequestsRefused(t *testing.T) {
 			_, err := ic.Join(ctx, nil, api.JoinRequest{JoinMethod: big, Keys: pub, TTLSeconds: 600})
 			return err
 		}, "larger than"},
-		{"challenge with a long token_name", func() error { _, err := ic.Challenge(ctx, strings.Repeat("n", 300)); return err }, "token_name is 300 bytes long; at most 253"},
+		{"challenge with a long token_name", func() error { _, err := ic.Challenge(ctx, nil, strings.Repeat("n", 300)); return err }, "token_name is 300 bytes long; at most 253"},
 		{"join with a long join_method", func() error {
 			_, err := ic.Join(ctx, nil, api.JoinRequest{JoinMethod: strings.Repeat("m", 300), Keys: pub, TTLSeconds: 600})
 			return err

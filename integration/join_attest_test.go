@@ -3,14 +3,19 @@ package integration
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/mwi-project/mwi/api"
+	"github.com/mwi-project/mwi/daemon/config"
+	"github.com/mwi-project/mwi/daemon/issuerclient"
 	"github.com/mwi-project/mwi/integration/harness"
 )
 
@@ -303,5 +308,70 @@ func TestBoundKeypairJoin(t *testing.T) {
 	// The first daemon is not disturbed by the refusal.
 	if st, err := d.Status(t); err != nil || st.State != "ready" {
 		t.Errorf("the bound daemon after the refused join: %+v, %v", st, err)
+	}
+}
+
+// TestBoundKeypairChallengeFlood floods the issuer with anonymous
+// challenge requests for the token of a running bound key pair host, from
+// the host's own address, while the host renews by joining again every
+// few seconds: the flood is refused, and the host, which asks for its
+// challenges with its identity, keeps renewing its instance.
+func TestBoundKeypairChallengeFlood(t *testing.T) {
+	user := harness.CurrentUser(t)
+	credDir, pub := newCredentialKey(t)
+	iss := harness.StartIssuer(t, boundKeyResources(user, pub))
+	d := harness.StartDaemon(t, iss, harness.DaemonOptions{
+		TTL:        10 * time.Second,
+		Onboarding: "join_method: bound_keypair\ntoken_name: build-host\nkey:\n  credential: bound-key\n",
+		Env:        []string{"CREDENTIALS_DIRECTORY=" + credDir},
+	})
+	first := d.WaitState(t, "ready", 30*time.Second)
+
+	ic, err := issuerclient.New(config.Issuer{Address: iss.Addr, CAPins: []string{iss.Pin}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	var refused, served atomic.Int64
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			_, err := ic.Challenge(ctx, nil, "build-host")
+			var e *issuerclient.Error
+			switch {
+			case err == nil:
+				served.Add(1)
+			case errors.As(err, &e) && e.Status == http.StatusTooManyRequests:
+				refused.Add(1)
+			}
+		}
+	}()
+	defer func() { stop(); <-done }()
+
+	harness.Eventually(t, 60*time.Second, "two renewals during the flood", func() error {
+		st, err := d.Status(t)
+		if err != nil {
+			return err
+		}
+		if st.Instance != first.Instance || st.LastError != "" {
+			t.Fatalf("during the flood: instance %s (first %s), last error %q", st.Instance, first.Instance, st.LastError)
+		}
+		if st.Generation < first.Generation+2 {
+			return fmt.Errorf("generation %d (first %d), %d flood requests refused", st.Generation, first.Generation, refused.Load())
+		}
+		return nil
+	})
+	stop()
+	<-done
+	if refused.Load() == 0 {
+		t.Errorf("no flood request was refused (%d served)", served.Load())
+	}
+	t.Logf("flood: %d challenges refused, %d served", refused.Load(), served.Load())
+	if n := countAudit(t, iss, map[string]any{"event": "join.challenge", "outcome": "allowed", "instance": first.Instance}); n < 2 {
+		t.Errorf("the issuer audited %d challenges for the host's instance, want at least 2", n)
+	}
+	if n := countAudit(t, iss, map[string]any{"event": "join", "outcome": "denied", "client_instance": first.Instance}); n != 0 {
+		t.Errorf("the issuer refused %d re-joins of the host", n)
 	}
 }

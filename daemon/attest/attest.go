@@ -12,6 +12,7 @@ package attest
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -30,16 +31,18 @@ import (
 	"github.com/mwi-project/mwi/daemon/config"
 )
 
-// Challenger asks the issuer for a bound key pair challenge.
-// *issuerclient.Client is one.
+// Challenger asks the issuer for a bound key pair challenge, presenting
+// identity over mutual TLS if it is not nil. *issuerclient.Client is one.
 type Challenger interface {
-	Challenge(ctx context.Context, tokenName string) (api.ChallengeResponse, error)
+	Challenge(ctx context.Context, identity *tls.Certificate, tokenName string) (api.ChallengeResponse, error)
 }
 
 // Attest obtains an attestation for the onboarding ob and returns a join
 // request carrying the join method, the token name and the proof. The
-// caller adds the public keys and what it asks for.
-func Attest(ctx context.Context, ob config.Onboarding, ch Challenger) (api.JoinRequest, error) {
+// caller adds the public keys and what it asks for. identity, if not nil,
+// is the bot identity the daemon holds and will join with: a bound key
+// pair's challenge is asked for with it too.
+func Attest(ctx context.Context, ob config.Onboarding, ch Challenger, identity *tls.Certificate) (api.JoinRequest, error) {
 	req := api.JoinRequest{JoinMethod: ob.JoinMethod, TokenName: ob.TokenName}
 	var err error
 	switch {
@@ -52,7 +55,7 @@ func Attest(ctx context.Context, ob config.Onboarding, ch Challenger) (api.JoinR
 			return api.JoinRequest{}, err
 		}
 	case ob.JoinMethod == config.JoinBoundKeypair:
-		if req.Challenge, req.Signature, err = BoundKeypair(ctx, ob, ch); err != nil {
+		if req.Challenge, req.Signature, err = BoundKeypair(ctx, ob, ch, identity); err != nil {
 			return api.JoinRequest{}, err
 		}
 	default:
@@ -198,24 +201,26 @@ func loopback(host string) bool {
 }
 
 // BoundKeypair proves possession of the bound key pair of ob: it reads the
-// private key, asks the issuer for a challenge for ob's token, and signs
-// the challenge string's bytes, as sent. It returns the challenge and the
-// signature (ssh.Signature in wire form, base64). The key is read at every
-// join, so a rotated credential is used from the next join, and it is not
-// kept.
-func BoundKeypair(ctx context.Context, ob config.Onboarding, ch Challenger) (challenge, signature string, err error) {
+// private key, asks the issuer for a challenge for ob's token (presenting
+// identity, if not nil, as Attest says), and signs
+// the fixed context api.BoundKeypairContext followed by the challenge
+// string's bytes, as sent (api.BoundKeypairSignedData). It returns the
+// challenge and the signature (ssh.Signature in wire form, base64). The
+// key is read at every join, so a rotated credential is used from the next
+// join, and it is not kept.
+func BoundKeypair(ctx context.Context, ob config.Onboarding, ch Challenger, identity *tls.Certificate) (challenge, signature string, err error) {
 	signer, err := readKey(ob.Key)
 	if err != nil {
 		return "", "", fmt.Errorf("bound key pair: %w", err)
 	}
-	resp, err := ch.Challenge(ctx, ob.TokenName)
+	resp, err := ch.Challenge(ctx, identity, ob.TokenName)
 	if err != nil {
 		return "", "", fmt.Errorf("bound key pair: challenge: %w", err)
 	}
 	if resp.Challenge == "" {
 		return "", "", errors.New("bound key pair: the issuer's answer has no challenge")
 	}
-	sig, err := sign(signer, []byte(resp.Challenge))
+	sig, err := sign(signer, api.BoundKeypairSignedData(resp.Challenge))
 	if err != nil {
 		return "", "", fmt.Errorf("bound key pair: signing the challenge: %w", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
@@ -149,13 +150,15 @@ func TestIDTokenEnvAndFile(t *testing.T) {
 
 // challenger plays the issuer's challenge endpoint.
 type challenger struct {
-	challenge string
-	err       error
-	asked     []string
+	challenge  string
+	err        error
+	asked      []string
+	identities []*tls.Certificate
 }
 
-func (c *challenger) Challenge(_ context.Context, tokenName string) (api.ChallengeResponse, error) {
+func (c *challenger) Challenge(_ context.Context, identity *tls.Certificate, tokenName string) (api.ChallengeResponse, error) {
 	c.asked = append(c.asked, tokenName)
+	c.identities = append(c.identities, identity)
 	return api.ChallengeResponse{Challenge: c.challenge}, c.err
 }
 
@@ -200,18 +203,24 @@ func TestBoundKeypair(t *testing.T) {
 			pub := writeKey(t, dir, "mwi-key", tc.key, "")
 			challenge := base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
 			ch := &challenger{challenge: challenge}
-			req, err := Attest(context.Background(), config.Onboarding{JoinMethod: "bound_keypair", TokenName: "build-01", Key: tc.src}, ch)
+			ident := &tls.Certificate{Certificate: [][]byte{[]byte("identity")}}
+			req, err := Attest(context.Background(), config.Onboarding{JoinMethod: "bound_keypair", TokenName: "build-01", Key: tc.src}, ch, ident)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if len(ch.asked) != 1 || ch.asked[0] != "build-01" {
 				t.Errorf("challenges asked for %q", ch.asked)
 			}
+			// The challenge is asked for with the identity held.
+			if len(ch.identities) != 1 || ch.identities[0] != ident {
+				t.Errorf("challenge asked with identities %v, want the one held", ch.identities)
+			}
 			if req.JoinMethod != "bound_keypair" || req.TokenName != "build-01" || req.Challenge != challenge || req.Token != "" || req.IDToken != "" {
 				t.Errorf("request = %+v", req)
 			}
-			// As the issuer checks it: the signature is over the
-			// challenge string's bytes, as sent.
+			// As the issuer checks it: the signature is over the fixed
+			// context and the challenge string's bytes, as sent, and not
+			// over the bare challenge.
 			wire, err := base64.StdEncoding.DecodeString(req.Signature)
 			if err != nil {
 				t.Fatal(err)
@@ -220,8 +229,11 @@ func TestBoundKeypair(t *testing.T) {
 			if err := ssh.Unmarshal(wire, &sig); err != nil {
 				t.Fatal(err)
 			}
-			if err := pub.Verify([]byte(challenge), &sig); err != nil {
+			if err := pub.Verify([]byte("mwi bound_keypair join v1\x00"+challenge), &sig); err != nil {
 				t.Errorf("signature does not verify: %v", err)
+			}
+			if err := pub.Verify([]byte(challenge), &sig); err == nil {
+				t.Error("the signature is over the bare challenge")
 			}
 			if tc.name == "rsa file" && sig.Format != ssh.KeyAlgoRSASHA512 {
 				t.Errorf("RSA signature format %s, want %s", sig.Format, ssh.KeyAlgoRSASHA512)
@@ -257,7 +269,7 @@ func TestBoundKeypairErrors(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Setenv("CREDENTIALS_DIRECTORY", tc.cred)
-			_, err := Attest(context.Background(), tc.ob, tc.ch)
+			_, err := Attest(context.Background(), tc.ob, tc.ch, nil)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error = %v, want %q", err, tc.want)
 			}
@@ -270,17 +282,17 @@ func TestBoundKeypairErrors(t *testing.T) {
 
 func TestAttestToken(t *testing.T) {
 	t.Setenv("MWI_TEST_JOIN", "s3cret")
-	req, err := Attest(context.Background(), config.Onboarding{JoinMethod: "token", Token: config.SecretSource{Env: "MWI_TEST_JOIN"}}, nil)
+	req, err := Attest(context.Background(), config.Onboarding{JoinMethod: "token", Token: config.SecretSource{Env: "MWI_TEST_JOIN"}}, nil, nil)
 	if err != nil || req.Token != "s3cret" || req.JoinMethod != "token" || req.TokenName != "" {
 		t.Errorf("Attest = %+v, %v", req, err)
 	}
 	os.Unsetenv("MWI_TEST_UNSET")
-	if _, err := Attest(context.Background(), config.Onboarding{JoinMethod: "token", Token: config.SecretSource{Env: "MWI_TEST_UNSET"}}, nil); err == nil ||
+	if _, err := Attest(context.Background(), config.Onboarding{JoinMethod: "token", Token: config.SecretSource{Env: "MWI_TEST_UNSET"}}, nil, nil); err == nil ||
 		!strings.HasPrefix(err.Error(), "join token: ") {
 		t.Errorf("unset token: %v", err)
 	}
 	t.Setenv("MWI_TEST_ID_TOKEN", jwt)
-	req, err = Attest(context.Background(), config.Onboarding{JoinMethod: "gitlab", TokenName: "gl", IDToken: config.IDTokenSource{Env: "MWI_TEST_ID_TOKEN"}}, nil)
+	req, err = Attest(context.Background(), config.Onboarding{JoinMethod: "gitlab", TokenName: "gl", IDToken: config.IDTokenSource{Env: "MWI_TEST_ID_TOKEN"}}, nil, nil)
 	if err != nil || req.IDToken != jwt || req.TokenName != "gl" || req.JoinMethod != "gitlab" {
 		t.Errorf("Attest = %+v, %v", req, err)
 	}

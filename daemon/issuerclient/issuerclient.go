@@ -89,10 +89,13 @@ func (c *Client) Join(ctx context.Context, identity *tls.Certificate, req api.Jo
 }
 
 // Challenge asks the issuer for a fresh challenge for a bound key pair
-// join with the named token.
-func (c *Client) Challenge(ctx context.Context, tokenName string) (api.ChallengeResponse, error) {
+// join with the named token. identity, if not nil, is the bot identity the
+// daemon still holds: presented over mutual TLS, it has the issuer serve
+// this host's renewal apart from anonymous callers, whose challenges are
+// limited by address and in total.
+func (c *Client) Challenge(ctx context.Context, identity *tls.Certificate, tokenName string) (api.ChallengeResponse, error) {
 	var out api.ChallengeResponse
-	err := c.post(ctx, "/v1/join/challenge", nil, api.ChallengeRequest{TokenName: tokenName}, &out)
+	err := c.post(ctx, "/v1/join/challenge", identity, api.ChallengeRequest{TokenName: tokenName}, &out)
 	return out, err
 }
 

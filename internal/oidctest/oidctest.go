@@ -16,6 +16,8 @@
 //
 // Tokens are signed as given: [Provider.Mint] does not add claims. The
 // claim helpers fill in the issuer, the audience and fresh times.
+// [Respell] and [MalleateES256] make other spellings and signatures of a
+// token, for replay tests.
 //
 // Programs started by a test trust the provider through SSL_CERT_FILE set
 // to [Provider.CAFile]; code in the test process can use [Provider.Client]
@@ -623,4 +625,71 @@ func newServingCert() (tls.Certificate, []byte, error) {
 	}
 	cert := tls.Certificate{Certificate: [][]byte{leafDER}, PrivateKey: key}
 	return cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), nil
+}
+
+// Respell returns other spellings of the compact JWS raw, by name: the
+// same header, payload and signature bytes written so that lenient
+// base64url decoders (Go's, go-jose's) read them as raw. A verifier must
+// refuse each, or at least treat it as raw.
+//
+//	newline in the signature, CR in the payload, CRLF after the header,
+//	a space or a tab inside a segment, whitespace around the token,
+//	stray bits in the last character of a segment, '=' padding on a
+//	segment, the standard alphabet ('+' and '/') in a segment
+//
+// Variants that raw cannot have (no segment whose length leaves spare
+// bits, or no '-' or '_' to write otherwise) are left out.
+func Respell(raw string) map[string]string {
+	parts := strings.Split(raw, ".")
+	if len(parts) != 3 {
+		panic("oidctest: Respell: not a compact JWS")
+	}
+	names := [3]string{"header", "payload", "signature"}
+	with := func(i int, seg string) string {
+		p := [3]string{parts[0], parts[1], parts[2]}
+		p[i] = seg
+		return strings.Join(p[:], ".")
+	}
+	mid := func(s, insert string) string { return s[:len(s)/2] + insert + s[len(s)/2:] }
+	out := map[string]string{
+		"newline in the signature": with(2, mid(parts[2], "\n")),
+		"CR in the payload":        with(1, mid(parts[1], "\r")),
+		"CRLF after the header":    with(0, parts[0]+"\r\n"),
+		"space in the payload":     with(1, mid(parts[1], " ")),
+		"tab in the signature":     with(2, mid(parts[2], "\t")),
+		"whitespace around":        " " + raw + "\n",
+	}
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	for i, seg := range parts {
+		if seg == "" {
+			continue
+		}
+		if n := len(seg) % 4; n == 2 || n == 3 {
+			// The last character has 4 (n == 2) or 2 (n == 3) bits that
+			// encode nothing; set the lowest.
+			last := strings.IndexByte(alphabet, seg[len(seg)-1])
+			out["stray bits in the last character of the "+names[i]] = with(i, seg[:len(seg)-1]+string(alphabet[last^1]))
+			out["padding on the "+names[i]] = with(i, seg+strings.Repeat("=", 4-n))
+		}
+		if strings.ContainsAny(seg, "-_") {
+			std := strings.NewReplacer("-", "+", "_", "/").Replace(seg)
+			out["standard alphabet in the "+names[i]] = with(i, std)
+		}
+	}
+	return out
+}
+
+// MalleateES256 returns raw, an ES256 token, with its signature (r, s)
+// replaced by (r, n-s), where n is the order of P-256: another signature
+// of the same bytes, which anyone can compute and which verifies as well.
+func MalleateES256(raw string) string {
+	parts := strings.Split(raw, ".")
+	sig, err := base64.RawURLEncoding.DecodeString(parts[len(parts)-1])
+	if len(parts) != 3 || err != nil || len(sig) != 64 {
+		panic("oidctest: MalleateES256: not an ES256 compact JWS")
+	}
+	s := new(big.Int).SetBytes(sig[32:])
+	s.Sub(elliptic.P256().Params().N, s)
+	s.FillBytes(sig[32:])
+	return parts[0] + "." + parts[1] + "." + b64(sig)
 }

@@ -22,17 +22,6 @@ import (
 // ChallengeTTL is how long a bound key pair challenge can be used.
 const ChallengeTTL = 60 * time.Second
 
-// maxChallengesPerMinute bounds the challenges made for one token
-// resource in a minute by one issuer. The challenge endpoint is open to
-// anyone and writes to the store; a build host needs one per join.
-const maxChallengesPerMinute = 60
-
-// challengeWindow counts the challenges of one token in one minute.
-type challengeWindow struct {
-	start time.Time
-	n     int
-}
-
 // verifier returns the ID token verifier.
 func (a *Authority) verifier() *join.Verifier {
 	if a.IDTokens != nil {
@@ -65,13 +54,15 @@ func joinDenied(check string) *httpjson.Error {
 //
 // The checks run in this order: the token resource exists, has the
 // request's join method and has not expired; the attestation verifies and
-// an allow rule admits it; the bot's roles allow what is asked; the ID
-// token was not used before (recorded now, so a refusal above leaves it
+// an allow rule admits it; the bot's roles allow what is asked; an
+// identity the caller presented is of the token's bot and not locked; the
+// ID token was not used before (recorded now, so a refusal above leaves it
 // usable). Then, if the caller presented a valid identity of an instance
 // that joined with the same token, that instance is kept and its
-// generation advanced, as a renewal would (a stale generation locks the
-// instance, and the identity of a locked instance is refused); otherwise
-// a new instance is made.
+// generation advanced, as a renewal would; otherwise a new instance is
+// made. A stale generation is the one refusal after the token is
+// recorded: it locks the instance, and a token presented with a copied
+// identity stays spent.
 //
 // Every refusal is audited with the token name and the failed check; an
 // attestation's refusal is answered join_denied with the check's name.
@@ -177,17 +168,29 @@ func (a *Authority) joinAttested(ctx context.Context, req api.JoinRequest, clien
 		return deny(herr)
 	}
 
+	// Whether the caller's instance is kept is decided before the replay
+	// check records the token, so that an identity refused here (another
+	// bot's) leaves the token usable.
+	keep, herr, err := a.keepInstance(ctx, tok, client)
+	if herr != nil {
+		return deny(herr)
+	} else if err != nil {
+		return api.Credentials{}, err
+	}
+
 	now := a.now()
 	// The instance the token admits is named before the replay check, so
 	// that the check can tell a re-join by the same instance (whose platform
 	// has not yet rotated the token, as kubelet does only at 80% of a
-	// projected token's life) from a replay by anyone else.
+	// projected token's life) from a replay by anyone else. It is the
+	// instance that joins: the caller's only if it is kept, since an
+	// identity that gets a new instance each time must not own the token.
 	newID, err := newInstanceID()
 	if err != nil {
 		return api.Credentials{}, err
 	}
 	owner := newID
-	if client != nil {
+	if keep {
 		owner = client.Instance
 	}
 	if replayKey != "" {
@@ -199,57 +202,76 @@ func (a *Authority) joinAttested(ctx context.Context, req api.JoinRequest, clien
 		}
 	}
 
-	in, kept, herr, err := a.attestedInstance(ctx, tok, client, newID, keys.identityKey(), now)
+	in, herr, err := a.attestedInstance(ctx, tok, client, keep, newID, keys.identityKey(), now)
 	if herr != nil {
 		return deny(herr)
 	} else if err != nil {
 		return api.Credentials{}, err
 	}
-	attrs = append(attrs, slog.String("instance", in.ID), slog.Uint64("generation", in.Generation), slog.Bool("rejoin", kept))
+	attrs = append(attrs, slog.String("instance", in.ID), slog.Uint64("generation", in.Generation), slog.Bool("rejoin", keep))
 	if err := a.Audit.Record(ctx, audit.EventJoin, audit.Allowed, attrs...); err != nil {
 		return api.Credentials{}, auditFailed(err)
 	}
 	return a.sign(ctx, in, grant, logins, keys, kube, ttl, identityTTL(req.IdentityTTLSeconds), now)
 }
 
-// attestedInstance returns the instance an admitted attestation joins as,
-// and whether it is the caller's existing one.
+// keepInstance reports whether an admitted attestation re-joins as the
+// caller's instance. It reads and records nothing, so that its refusals
+// come before the ID token is recorded as used.
 //
 // A caller that presented its identity over mutual TLS keeps its instance
-// if the instance joined with the same token resource: its generation must
-// be the one stored, and advances. An identity of another bot is refused;
-// one of an instance unknown to the store (such as after a store was
-// reset), or of an instance that joined otherwise, gets a new instance as
-// a join without an identity does.
-func (a *Authority) attestedInstance(ctx context.Context, tok resource.Token, client *ca.Identity, newID, key string, now time.Time) (store.Instance, bool, *httpjson.Error, error) {
-	if client != nil {
-		if client.Bot != tok.BotName {
-			return store.Instance{}, false, joinDenied(join.CheckWrongBot), nil
-		}
-		in, err := a.Store.Instance(ctx, client.Instance)
-		switch {
-		case errors.Is(err, store.ErrInstanceUnknown):
-		case err != nil:
-			return store.Instance{}, false, nil, err
-		case in.Bot != client.Bot:
-			return store.Instance{}, false, httpjson.Errorf(http.StatusUnauthorized, api.CodeUnauthenticated, "instance %s does not belong to bot %s", client.Instance, client.Bot), nil
-		case in.Method() == tok.JoinMethod && in.TokenName == tok.Name:
-			in, herr, err := a.advance(ctx, *client, key, now)
-			return in, true, herr, err
-		}
+// if the instance joined with the same token resource. An identity of
+// another bot is refused; one of an instance unknown to the store (such as
+// after a store was reset), or of an instance that joined otherwise, gets
+// a new instance as a join without an identity does.
+func (a *Authority) keepInstance(ctx context.Context, tok resource.Token, client *ca.Identity) (bool, *httpjson.Error, error) {
+	if client == nil {
+		return false, nil, nil
+	}
+	if client.Bot != tok.BotName {
+		return false, joinDenied(join.CheckWrongBot), nil
+	}
+	in, err := a.Store.Instance(ctx, client.Instance)
+	switch {
+	case errors.Is(err, store.ErrInstanceUnknown):
+		return false, nil, nil
+	case err != nil:
+		return false, nil, err
+	case in.Bot != client.Bot:
+		return false, httpjson.Errorf(http.StatusUnauthorized, api.CodeUnauthenticated, "instance %s does not belong to bot %s", client.Instance, client.Bot), nil
+	}
+	return in.Method() == tok.JoinMethod && in.TokenName == tok.Name, nil, nil
+}
+
+// attestedInstance returns the instance an admitted attestation joins as:
+// the caller's, its generation advanced, if keepInstance said to keep it
+// (its generation must still be the one stored), or a new one named
+// newID.
+func (a *Authority) attestedInstance(ctx context.Context, tok resource.Token, client *ca.Identity, keep bool, newID, key string, now time.Time) (store.Instance, *httpjson.Error, error) {
+	if keep {
+		return a.advance(ctx, *client, key, now)
 	}
 	in := store.Instance{ID: newID, Bot: tok.BotName, Generation: 1, Created: now, JoinMethod: tok.JoinMethod, TokenName: tok.Name, IssuedKey: key}
 	if err := a.Store.CreateInstance(ctx, in); err != nil {
-		return store.Instance{}, false, nil, err
+		return store.Instance{}, nil, err
 	}
-	return in, false, nil, nil
+	return in, nil, nil
 }
 
 // Challenge makes a challenge for a bound key pair join with the named
 // token resource: base64 of 32 random bytes, usable once within
 // ChallengeTTL by any issuer sharing the store.
-func (a *Authority) Challenge(ctx context.Context, req api.ChallengeRequest, remote string) (api.ChallengeResponse, error) {
+//
+// Anyone may ask, and token names are not secret, so challenges are
+// limited (see challengeLimits). client is the bot identity the caller
+// presented over mutual TLS, or nil: a host renewing its identity, which
+// joined with this token, presents it and is limited apart from anonymous
+// callers, so that no amount of anonymous traffic denies it a challenge.
+func (a *Authority) Challenge(ctx context.Context, req api.ChallengeRequest, client *ca.Identity, remote string) (api.ChallengeResponse, error) {
 	attrs := []slog.Attr{slog.String("remote", remote), slog.String("token_name", req.TokenName)}
+	if client != nil {
+		attrs = append(attrs, slog.String("client_instance", client.Instance), slog.Uint64("client_generation", client.Generation))
+	}
 	deny := func(err *httpjson.Error, more ...slog.Attr) (api.ChallengeResponse, error) {
 		more = append(more, slog.String("reason", err.Message))
 		a.Audit.Record(ctx, audit.EventJoinChallenge, audit.Denied, append(attrs, more...)...)
@@ -267,8 +289,16 @@ func (a *Authority) Challenge(ctx context.Context, req api.ChallengeRequest, rem
 		return deny(joinDenied(join.CheckMethodMismatch), slog.String("detail", "the token's join method is "+tok.JoinMethod))
 	case tok.Expired(now):
 		return deny(joinDenied(join.CheckTokenExpired))
-	case !a.allowChallenge(tok.Name, now):
-		return deny(httpjson.Errorf(http.StatusTooManyRequests, api.CodeJoinDenied, "too many challenges for this token; try again in a minute"))
+	}
+	instance, err := a.challengeInstance(ctx, tok, client)
+	if err != nil {
+		return api.ChallengeResponse{}, err
+	}
+	if instance != "" {
+		attrs = append(attrs, slog.String("instance", instance))
+	}
+	if herr := a.allowChallenge(instance, remote, now); herr != nil {
+		return deny(herr)
 	}
 	var b [32]byte
 	if _, err := rand.Read(b[:]); err != nil {
@@ -285,26 +315,23 @@ func (a *Authority) Challenge(ctx context.Context, req api.ChallengeRequest, rem
 	return api.ChallengeResponse{Challenge: challenge, Expires: expires}, nil
 }
 
-// allowChallenge counts a challenge for token and reports whether it is
-// within maxChallengesPerMinute.
-func (a *Authority) allowChallenge(token string, now time.Time) bool {
-	a.challengeMu.Lock()
-	defer a.challengeMu.Unlock()
-	if a.challenges == nil {
-		a.challenges = make(map[string]*challengeWindow)
+// challengeInstance returns the instance whose identity client is, if it
+// is an instance of tok's bot that joined with tok, and "" otherwise: an
+// identity that proves nothing about this token is served as an anonymous
+// caller. The generation is not checked: a challenge admits no one by
+// itself, and the join that uses it checks the generation.
+func (a *Authority) challengeInstance(ctx context.Context, tok resource.Token, client *ca.Identity) (string, error) {
+	if client == nil || client.Bot != tok.BotName {
+		return "", nil
 	}
-	w, ok := a.challenges[token]
-	if !ok || now.Sub(w.start) >= time.Minute || now.Before(w.start) {
-		// Forget the other tokens' old windows too, so the map stays as
-		// small as the set of tokens in use.
-		for name, old := range a.challenges {
-			if now.Sub(old.start) >= time.Minute {
-				delete(a.challenges, name)
-			}
-		}
-		w = &challengeWindow{start: now}
-		a.challenges[token] = w
+	in, err := a.Store.Instance(ctx, client.Instance)
+	switch {
+	case errors.Is(err, store.ErrInstanceUnknown):
+		return "", nil
+	case err != nil:
+		return "", fmt.Errorf("authority: challenge: %w", err)
+	case in.Bot != client.Bot || in.Method() != tok.JoinMethod || in.TokenName != tok.Name:
+		return "", nil
 	}
-	w.n++
-	return w.n <= maxChallengesPerMinute
+	return in.ID, nil
 }

@@ -435,7 +435,7 @@ func TestJoinIssuerUnavailable(t *testing.T) {
 // challenge asks for a challenge for token and signs it with s.
 func (e *attestEnv) keypairReq(t *testing.T, token string, s ssh.Signer) api.JoinRequest {
 	t.Helper()
-	ch, err := e.auth.Challenge(context.Background(), api.ChallengeRequest{TokenName: token}, "r")
+	ch, err := e.auth.Challenge(context.Background(), api.ChallengeRequest{TokenName: token}, nil, "r")
 	if err != nil {
 		t.Fatalf("Challenge(%s): %v", token, err)
 	}
@@ -444,7 +444,7 @@ func (e *attestEnv) keypairReq(t *testing.T, token string, s ssh.Signer) api.Joi
 
 func signedReq(t *testing.T, token, challenge string, s ssh.Signer) api.JoinRequest {
 	t.Helper()
-	sig, err := s.Sign(rand.Reader, []byte(challenge))
+	sig, err := s.Sign(rand.Reader, api.BoundKeypairSignedData(challenge))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -456,7 +456,7 @@ func TestJoinBoundKeypair(t *testing.T) {
 	e := newAttestEnv(t)
 	ctx := context.Background()
 
-	ch, err := e.auth.Challenge(ctx, api.ChallengeRequest{TokenName: "build-01"}, "r")
+	ch, err := e.auth.Challenge(ctx, api.ChallengeRequest{TokenName: "build-01"}, nil, "r")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -524,7 +524,7 @@ func TestJoinBoundKeypair(t *testing.T) {
 			{"gh", join.CheckMethodMismatch},
 		} {
 			offset := e.audit.Len()
-			_, err := e.auth.Challenge(ctx, api.ChallengeRequest{TokenName: tc.token}, "r")
+			_, err := e.auth.Challenge(ctx, api.ChallengeRequest{TokenName: tc.token}, nil, "r")
 			e.expectDenied(t, err, offset, audit.EventJoinChallenge, api.CodeJoinDenied, http.StatusForbidden)
 			var herr *httpjson.Error
 			if errors.As(err, &herr) && herr.Message != tc.check {
@@ -532,11 +532,11 @@ func TestJoinBoundKeypair(t *testing.T) {
 			}
 		}
 	})
-	t.Run("challenges are limited", func(t *testing.T) {
+	t.Run("challenges are limited by source", func(t *testing.T) {
 		e.now = e.now.Add(time.Hour)
 		var limited int
 		for range 70 {
-			if _, err := e.auth.Challenge(ctx, api.ChallengeRequest{TokenName: "build-02"}, "r"); err != nil {
+			if _, err := e.auth.Challenge(ctx, api.ChallengeRequest{TokenName: "build-02"}, nil, "192.0.2.50:1"); err != nil {
 				var herr *httpjson.Error
 				if !errors.As(err, &herr) || herr.Status != http.StatusTooManyRequests {
 					t.Fatalf("Challenge: %v", err)
@@ -544,15 +544,16 @@ func TestJoinBoundKeypair(t *testing.T) {
 				limited++
 			}
 		}
-		if limited != 10 {
-			t.Errorf("%d of 70 challenges in a minute refused, want 10", limited)
+		if limited != 60 {
+			t.Errorf("%d of 70 challenges at once from one address refused, want 60", limited)
 		}
-		// Another token is not affected, and a minute later neither is this one.
-		if _, err := e.auth.Challenge(ctx, api.ChallengeRequest{TokenName: "build-01"}, "r"); err != nil {
-			t.Errorf("other token: %v", err)
+		// Another address is not affected, and a minute later neither is
+		// this one.
+		if _, err := e.auth.Challenge(ctx, api.ChallengeRequest{TokenName: "build-02"}, nil, "192.0.2.51:1"); err != nil {
+			t.Errorf("other address: %v", err)
 		}
 		e.now = e.now.Add(time.Minute)
-		if _, err := e.auth.Challenge(ctx, api.ChallengeRequest{TokenName: "build-02"}, "r"); err != nil {
+		if _, err := e.auth.Challenge(ctx, api.ChallengeRequest{TokenName: "build-02"}, nil, "192.0.2.50:1"); err != nil {
 			t.Errorf("a minute later: %v", err)
 		}
 	})
@@ -717,5 +718,114 @@ func TestRejoinWithTheSameToken(t *testing.T) {
 	}
 	if _, locked, _ := e.store.InstanceLock(ctx, id.Instance); !locked {
 		t.Error("the stale identity did not lock the instance")
+	}
+}
+
+// TestJoinIdentityChecksBeforeReplay checks that an identity refused with
+// a join leaves the ID token usable, and that an identity that does not
+// keep its instance does not own the ID token: presenting it again is a
+// replay, not another new instance.
+func TestJoinIdentityChecksBeforeReplay(t *testing.T) {
+	e := newAttestEnv(t)
+	ctx := context.Background()
+	gh := func(raw string) api.JoinRequest { return joinReq(t, api.JoinMethodGitHub, "gh", raw) }
+	web, err := e.auth.Join(ctx, joinReq(t, api.JoinMethodGitHub, "gh-web", e.p.Mint(e.p.GitHubClaims("custom-aud", "org/any"))), nil, "r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := e.auth.Join(ctx, joinReq(t, api.JoinMethodOIDC, "any", e.p.Mint(e.p.GitHubClaims("mwi", "org/repo"))), nil, "r")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	for _, tc := range []struct {
+		name   string
+		client ca.Identity
+		check  string // the refusal's message
+	}{
+		{"identity of another bot", ca.Identity{Bot: "web", Instance: web.Instance, Generation: web.Generation}, join.CheckWrongBot},
+		{"identity naming another bot's instance", ca.Identity{Bot: "ci", Instance: web.Instance, Generation: web.Generation},
+			"instance " + web.Instance + " does not belong to bot ci"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			raw := e.p.Mint(e.p.GitHubClaims("mwi", "org/repo"))
+			offset := e.audit.Len()
+			_, err := e.auth.Join(ctx, gh(raw), &tc.client, "r")
+			var herr *httpjson.Error
+			if !errors.As(err, &herr) || herr.Message != tc.check {
+				t.Fatalf("Join = %v, want the refusal %q", err, tc.check)
+			}
+			if n := len(e.auditLines(t, offset)); n != 1 {
+				t.Errorf("%d audit lines, want 1", n)
+			}
+			if _, err := e.auth.Join(ctx, gh(raw), nil, "r"); err != nil {
+				t.Errorf("the ID token was used up by the refused join: %v", err)
+			}
+		})
+	}
+
+	for _, tc := range []struct {
+		name   string
+		client ca.Identity
+	}{
+		{"identity of another token's instance", ca.Identity{Bot: "ci", Instance: other.Instance, Generation: other.Generation}},
+		{"identity unknown to the store", ca.Identity{Bot: "ci", Instance: "0123456789abcdef0123456789abcdef", Generation: 3}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			raw := e.p.Mint(e.p.GitHubClaims("mwi", "org/repo"))
+			first, err := e.auth.Join(ctx, gh(raw), &tc.client, "r")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if first.Instance == tc.client.Instance {
+				t.Fatalf("the instance was kept: %+v", first)
+			}
+			offset := e.audit.Len()
+			_, err = e.auth.Join(ctx, gh(raw), &tc.client, "r")
+			e.expectJoinDenied(t, err, offset, "gh", join.CheckReplay)
+			// The instance that joined with it may present it again.
+			id := ca.Identity{Bot: "ci", Instance: first.Instance, Generation: first.Generation}
+			if again, err := e.auth.Join(ctx, gh(raw), &id, "r"); err != nil || again.Instance != first.Instance {
+				t.Errorf("re-join by the instance the token made = %+v, %v", again, err)
+			}
+		})
+	}
+}
+
+// TestJoinReplaySpellings replays ID tokens without a jti, spelt otherwise
+// (a newline in the signature, a CR in the payload, stray bits in a last
+// character, padding, the standard alphabet...) or signed again with
+// ECDSA's (r, n-s): none makes a second instance.
+func TestJoinReplaySpellings(t *testing.T) {
+	e := newAttestEnv(t)
+	ctx := context.Background()
+	for _, alg := range []string{oidctest.RS256, oidctest.ES256} {
+		claims := e.p.GitHubClaims("mwi", "org/repo")
+		delete(claims, "jti")
+		raw := e.p.Mint(claims, oidctest.WithAlgorithm(alg))
+		offset := e.audit.Len()
+		if _, err := e.auth.Join(ctx, joinReq(t, api.JoinMethodGitHub, "gh", raw), nil, "r"); err != nil {
+			t.Fatalf("%s: first join: %v", alg, err)
+		}
+		replays := oidctest.Respell(raw)
+		if alg == oidctest.ES256 {
+			replays["(r, n-s) signature"] = oidctest.MalleateES256(raw)
+		}
+		for name, other := range replays {
+			_, err := e.auth.Join(ctx, joinReq(t, api.JoinMethodGitHub, "gh", other), nil, "r")
+			var herr *httpjson.Error
+			if !errors.As(err, &herr) || herr.Code != api.CodeJoinDenied || (herr.Message != join.CheckMalformed && herr.Message != join.CheckReplay) {
+				t.Errorf("%s, %s: %v; want %q or %q", alg, name, err, join.CheckMalformed, join.CheckReplay)
+			}
+		}
+		allowed := 0
+		for _, l := range e.auditLines(t, offset) {
+			if l["event"] == audit.EventJoin && l["outcome"] == audit.Allowed {
+				allowed++
+			}
+		}
+		if allowed != 1 {
+			t.Errorf("%s: one token made %d instances", alg, allowed)
+		}
 	}
 }

@@ -92,7 +92,7 @@ func TestAuditFailureRefusesIssuance(t *testing.T) {
 		}},
 		{"bound key pair challenge", failAll, func(t *testing.T, e *attestEnv, fail func()) (error, func(*testing.T)) {
 			fail()
-			_, err := e.auth.Challenge(ctx, api.ChallengeRequest{TokenName: "build-01"}, "r")
+			_, err := e.auth.Challenge(ctx, api.ChallengeRequest{TokenName: "build-01"}, nil, "r")
 			return err, nil
 		}},
 		{"bound key pair join", failAll, func(t *testing.T, e *attestEnv, fail func()) (error, func(*testing.T)) {

@@ -10,6 +10,7 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
@@ -64,11 +65,10 @@ type Authority struct {
 	// Log receives internal errors; nil means slog.Default().
 	Log *slog.Logger
 
-	resources   atomic.Pointer[resource.Set]
-	defaultIDs  sync.Once
-	idTokens    *join.Verifier
-	challengeMu sync.Mutex
-	challenges  map[string]*challengeWindow // by token name
+	resources       atomic.Pointer[resource.Set]
+	defaultIDs      sync.Once
+	idTokens        *join.Verifier
+	challengeLimits challengeLimits
 }
 
 // SetResources makes s the resource set that later decisions use.
@@ -641,10 +641,8 @@ func parseKeys(pk api.PublicKeys, ttlSeconds int64, hosts []api.HostKeyRequest) 
 	if _, isCert := pub.(*ssh.Certificate); isCert {
 		return k, 0, badRequest("keys.ssh: want a public key, not a certificate")
 	}
-	if cpk, ok := pub.(ssh.CryptoPublicKey); ok {
-		if herr := checkKeyStrength("keys.ssh", cpk.CryptoPublicKey()); herr != nil {
-			return k, 0, herr
-		}
+	if herr := checkSSHKey("keys.ssh", pub); herr != nil {
+		return k, 0, herr
 	}
 	k.ssh = pub
 	if len(hosts) > maxHostKeys {
@@ -658,10 +656,8 @@ func parseKeys(pk api.PublicKeys, ttlSeconds int64, hosts []api.HostKeyRequest) 
 		if _, isCert := hk.(*ssh.Certificate); isCert {
 			return k, 0, badRequest("host_keys[%d].public_key: want a public key, not a certificate", i)
 		}
-		if cpk, ok := hk.(ssh.CryptoPublicKey); ok {
-			if herr := checkKeyStrength(fmt.Sprintf("host_keys[%d].public_key", i), cpk.CryptoPublicKey()); herr != nil {
-				return k, 0, herr
-			}
+		if herr := checkSSHKey(fmt.Sprintf("host_keys[%d].public_key", i), hk); herr != nil {
+			return k, 0, herr
 		}
 		k.hosts = append(k.hosts, hostKey{key: hk, names: h.Names})
 	}
@@ -675,18 +671,49 @@ func parseKeys(pk api.PublicKeys, ttlSeconds int64, hosts []api.HostKeyRequest) 
 	return k, ttl, nil
 }
 
+// RSA keys the issuer signs must have between minRSABits and maxRSABits:
+// fewer is too weak, and Go's TLS refuses peers' RSA keys of more than
+// 8192 bits, so an identity with a larger key could not be used.
+const (
+	minRSABits = 2048
+	maxRSABits = 8192
+)
+
+// checkKeyStrength refuses a public key that the issuer must not certify:
+// RSA outside [minRSABits, maxRSABits], ECDSA on a curve other than P-256,
+// P-384 and P-521 (a P-224 identity, for one, is useless over TLS), and
+// any other type but Ed25519. Every key the issuer signs passes here.
 func checkKeyStrength(field string, pub any) *httpjson.Error {
 	switch p := pub.(type) {
-	case ed25519.PublicKey, *ecdsa.PublicKey:
+	case ed25519.PublicKey:
 		return nil
+	case *ecdsa.PublicKey:
+		switch p.Curve {
+		case elliptic.P256(), elliptic.P384(), elliptic.P521():
+			return nil
+		}
+		name := "an unknown curve"
+		if p.Curve != nil && p.Curve.Params() != nil {
+			name = p.Curve.Params().Name
+		}
+		return badRequest("%s: ECDSA keys must use curve P-256, P-384 or P-521, not %s", field, name)
 	case *rsa.PublicKey:
-		if p.N.BitLen() < 2048 {
-			return badRequest("%s: RSA keys must have at least 2048 bits", field)
+		if n := p.N.BitLen(); n < minRSABits || n > maxRSABits {
+			return badRequest("%s: RSA keys must have %d to %d bits, not %d", field, minRSABits, maxRSABits, n)
 		}
 		return nil
 	default:
-		return badRequest("%s: unsupported key type %T", field, pub)
+		return badRequest("%s: unsupported key type %T (want Ed25519, ECDSA or RSA)", field, pub)
 	}
+}
+
+// checkSSHKey is checkKeyStrength for an SSH public key.
+func checkSSHKey(field string, pub ssh.PublicKey) *httpjson.Error {
+	cpk, ok := pub.(ssh.CryptoPublicKey)
+	if !ok {
+		return badRequest("%s: unsupported key type %s", field, pub.Type())
+	}
+	return checkKeyStrength(field, cpk.CryptoPublicKey())
 }
 
 func tokenError(err error) *httpjson.Error {

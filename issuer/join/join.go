@@ -3,13 +3,15 @@
 // Actions, GitLab CI, Kubernetes service accounts and any OIDC issuer, and
 // signatures by bound key pairs.
 //
-// ID tokens are verified with github.com/coreos/go-oidc/v3: the signature
-// by a key of the issuer (found through OIDC discovery, or in the token's
-// static_jwks), the issuer, the audience, the expiry and not-before times
-// with [Leeway], and an allow-list of algorithms ([SigningAlgs]: no
-// "none", no HMAC). Then the token resource's allow rules decide: any one
-// rule admits, and a rule admits when every claim it names has the value
-// it gives.
+// An ID token must be a compact JWS in canonical form, each segment
+// unpadded base64url with nothing else in it, so that a token has one
+// spelling. It is verified with github.com/coreos/go-oidc/v3: the
+// signature by a key of the issuer (found through OIDC discovery, or in
+// the token's static_jwks), the issuer, the audience, the expiry and
+// not-before times with [Leeway], and an allow-list of algorithms
+// ([SigningAlgs]: no "none", no HMAC). Then the token resource's allow
+// rules decide: any one rule admits, and a rule admits when every claim it
+// names has the value it gives.
 //
 // A refusal is a [*DeniedError] whose Check names the failed check in
 // words fit for the joining machine, without the rules; its Detail is for
@@ -86,7 +88,8 @@ type Attestation struct {
 	// until Expiry plus Leeway.
 	Expiry time.Time
 	// ReplayKey identifies the token for the replay check: derived from
-	// the issuer and the jti, or from the whole token when it has no jti.
+	// the issuer and the jti, or, for a token without a jti, from the
+	// issuer and the decoded header and payload (the bytes signed).
 	ReplayKey string
 	// Claims are the token's claims, numbers as json.Number.
 	Claims map[string]any

@@ -55,6 +55,7 @@ func matchFields(claims map[string]any, fields []field, key ...string) bool {
 func githubFields(r resource.GitHubRule) []field {
 	return []field{
 		{"sub", r.Sub}, {"repository", r.Repository}, {"repository_owner", r.RepositoryOwner},
+		{"repository_id", r.RepositoryID}, {"repository_owner_id", r.RepositoryOwnerID},
 		{"workflow", r.Workflow}, {"environment", r.Environment}, {"actor", r.Actor},
 		{"ref", r.Ref}, {"ref_type", r.RefType},
 	}
@@ -71,11 +72,12 @@ func gitlabFields(r resource.GitLabRule) []field {
 // MatchGitHub returns the index of the first rule that admits a GitHub
 // Actions ID token with the given claims, and whether there is one. A rule
 // admits when each of its non-empty fields equals the claim of the same
-// name; a rule that names none of sub, repository and repository_owner
-// admits nothing.
+// name (repository_id and repository_owner_id compare as decimal text: the
+// claims are strings such as "74"); a rule that names none of sub,
+// repository, repository_owner and their ids admits nothing.
 func MatchGitHub(rules []resource.GitHubRule, claims map[string]any) (int, bool) {
 	for i, r := range rules {
-		if matchFields(claims, githubFields(r), "sub", "repository", "repository_owner") {
+		if matchFields(claims, githubFields(r), "sub", "repository", "repository_owner", "repository_id", "repository_owner_id") {
 			return i, true
 		}
 	}

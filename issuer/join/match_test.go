@@ -22,7 +22,7 @@ func claims(t testing.TB, s string) map[string]any {
 
 func TestMatchGitHub(t *testing.T) {
 	c := claims(t, `{"sub":"repo:org/repo:ref:refs/heads/main","repository":"org/repo","repository_owner":"org",
-		"workflow":"deploy","environment":"prod","actor":"octocat","ref":"refs/heads/main","ref_type":"branch","repository_id":"74"}`)
+		"workflow":"deploy","environment":"prod","actor":"octocat","ref":"refs/heads/main","ref_type":"branch","repository_id":"74","repository_owner_id":"1342004"}`)
 	for _, tc := range []struct {
 		name  string
 		rules []resource.GitHubRule
@@ -32,6 +32,11 @@ func TestMatchGitHub(t *testing.T) {
 		{"repository", []resource.GitHubRule{{Repository: "org/repo"}}, 0},
 		{"owner and every field", []resource.GitHubRule{{RepositoryOwner: "org", Workflow: "deploy", Environment: "prod", Actor: "octocat", Ref: "refs/heads/main", RefType: "branch"}}, 0},
 		{"sub", []resource.GitHubRule{{Sub: "repo:org/repo:ref:refs/heads/main"}}, 0},
+		{"repository id", []resource.GitHubRule{{RepositoryID: "74"}}, 0},
+		{"owner id", []resource.GitHubRule{{RepositoryOwnerID: "1342004", Ref: "refs/heads/main"}}, 0},
+		{"repository and another id", []resource.GitHubRule{{Repository: "org/repo", RepositoryID: "75"}}, -1},
+		{"owner and another owner id", []resource.GitHubRule{{RepositoryOwner: "org", RepositoryOwnerID: "1"}}, -1},
+		{"id with a leading zero", []resource.GitHubRule{{RepositoryID: "074"}}, -1},
 		{"second rule", []resource.GitHubRule{{Repository: "org/other"}, {Repository: "org/repo", RefType: "branch"}}, 1},
 		{"one field differs", []resource.GitHubRule{{Repository: "org/repo", Actor: "mallory"}}, -1},
 		{"prefix is not equal", []resource.GitHubRule{{Repository: "org/rep"}}, -1},
@@ -50,6 +55,9 @@ func TestMatchGitHub(t *testing.T) {
 		t.Error("a list claim matched")
 	}
 	// ...except booleans and numbers, compared as written.
+	if _, ok := join.MatchGitHub([]resource.GitHubRule{{RepositoryID: "74"}}, claims(t, `{"repository_id":74}`)); !ok {
+		t.Error("a number repository_id did not match its decimal text")
+	}
 	if _, ok := join.MatchGitHub([]resource.GitHubRule{{Repository: "74"}}, claims(t, `{"repository":74}`)); !ok {
 		t.Error("a number claim did not match its text")
 	}

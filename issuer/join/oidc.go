@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -31,6 +32,11 @@ import (
 // DefaultCacheTTL is how long a Verifier keeps what it discovered about an
 // issuer before discovering it again.
 const DefaultCacheTTL = time.Hour
+
+// DefaultFailureTTL is how long a Verifier remembers that discovering an
+// issuer failed: until then, joins against it fail at once, without a
+// request.
+const DefaultFailureTTL = 10 * time.Second
 
 const (
 	// maxTokenSize bounds an ID token; real ones are a few kilobytes.
@@ -60,11 +66,55 @@ type Verifier struct {
 	// CacheTTL is how long discovered keys are kept; zero means
 	// DefaultCacheTTL. Keys are fetched again sooner for an unknown key ID.
 	CacheTTL time.Duration
+	// FailureTTL is how long a failed discovery is remembered; zero means
+	// DefaultFailureTTL. Meanwhile, ID tokens of that issuer are verified
+	// with the keys discovered before, if any, or fail with ErrUnavailable.
+	FailureTTL time.Duration
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
 
+	// One discovery of an issuer runs at a time, whatever the number of
+	// joins waiting for it. Maps are by issuer URL and CA.
 	mu        sync.Mutex
-	providers map[string]*provider // by issuer URL and CA
+	providers map[string]*provider
+	failures  map[string]failure
+	inflight  map[string]*flight[*provider]
+}
+
+// failure is a failed discovery, remembered until a time.
+type failure struct {
+	err   error
+	until time.Time
+}
+
+// A flight is a fetch in progress that any number of callers wait for.
+type flight[T any] struct {
+	done chan struct{}
+	val  T
+	err  error
+}
+
+// fly runs fetch in its own goroutine and returns its flight. The fetch
+// is not cancelled with any one caller's context: others may be waiting.
+func fly[T any](fetch func() (T, error), landed func(T, error)) *flight[T] {
+	f := &flight[T]{done: make(chan struct{})}
+	go func() {
+		f.val, f.err = fetch()
+		landed(f.val, f.err)
+		close(f.done)
+	}()
+	return f
+}
+
+// wait returns the flight's result, or gives up when ctx is done.
+func (f *flight[T]) wait(ctx context.Context, what string) (T, error) {
+	select {
+	case <-f.done:
+		return f.val, f.err
+	case <-ctx.Done():
+		var zero T
+		return zero, fmt.Errorf("%w: %s: %v", ErrUnavailable, what, ctx.Err())
+	}
 }
 
 func (v *Verifier) now() time.Time {
@@ -138,7 +188,7 @@ func (v *Verifier) VerifyIDToken(ctx context.Context, tok resource.Token, audien
 	if audience == "" {
 		return nil, errors.New("join: no audience to check ID tokens against")
 	}
-	hdr, derr := parseHeader(raw)
+	hdr, segs, derr := parseCompact(raw)
 	if derr != nil {
 		return nil, derr
 	}
@@ -197,8 +247,7 @@ func (v *Verifier) VerifyIDToken(ctx context.Context, tok resource.Token, audien
 		sum := sha256.Sum256([]byte(idt.Issuer + "\x00" + jti))
 		att.ReplayKey = "jti:" + hex.EncodeToString(sum[:])
 	} else {
-		sum := sha256.Sum256([]byte(raw))
-		att.ReplayKey = "token:" + hex.EncodeToString(sum[:])
+		att.ReplayKey = "token:" + tokenHash(idt.Issuer, segs[0], segs[1])
 	}
 
 	var ok bool
@@ -224,24 +273,74 @@ type header struct {
 	Kid string `json:"kid"`
 }
 
-// parseHeader decodes the header of raw, which must be a compact JWS.
-func parseHeader(raw string) (header, *DeniedError) {
+// parseCompact decodes raw, which must be a compact JWS in canonical form:
+// three segments separated by dots, each unpadded base64url with
+// nothing else in it (no padding, whitespace, line breaks or characters of
+// the standard alphabet) and no stray bits in its last character. Go's
+// decoders, and go-jose, accept other spellings of the same bytes; a token
+// must have one spelling only, so that it cannot pass for another token.
+// It returns the header and the three segments decoded.
+func parseCompact(raw string) (header, [3][]byte, *DeniedError) {
 	var h header
+	var segs [3][]byte
 	if len(raw) > maxTokenSize {
-		return h, deny(CheckMalformed, fmt.Sprintf("larger than %d bytes", maxTokenSize))
+		return h, segs, deny(CheckMalformed, fmt.Sprintf("larger than %d bytes", maxTokenSize))
 	}
 	parts := strings.Split(raw, ".")
 	if len(parts) != 3 {
-		return h, deny(CheckMalformed, "not a compact JWS (three base64url parts separated by dots)")
+		return h, segs, deny(CheckMalformed, "not a compact JWS (three base64url parts separated by dots)")
 	}
-	data, err := base64.RawURLEncoding.DecodeString(parts[0])
+	for i, part := range parts {
+		b, err := decodeSegment(part)
+		if err != nil {
+			return h, segs, deny(CheckMalformed, fmt.Sprintf("%s: %v", segmentNames[i], err))
+		}
+		segs[i] = b
+	}
+	if err := json.Unmarshal(segs[0], &h); err != nil {
+		return h, segs, deny(CheckMalformed, "header is not a JSON object")
+	}
+	return h, segs, nil
+}
+
+var segmentNames = [3]string{"header", "payload", "signature"}
+
+// decodeSegment decodes one segment of a compact JWS, which must be
+// canonical unpadded base64url.
+func decodeSegment(s string) ([]byte, error) {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return nil, fmt.Errorf("not unpadded base64url: byte %q at %d", c, i)
+		}
+	}
+	b, err := base64.RawURLEncoding.Strict().DecodeString(s)
 	if err != nil {
-		return h, deny(CheckMalformed, "header is not base64url")
+		return nil, errors.New("not canonical base64url")
 	}
-	if err := json.Unmarshal(data, &h); err != nil {
-		return h, deny(CheckMalformed, "header is not a JSON object")
+	// Strict decoding refuses stray bits in the last character; encoding
+	// again confirms there is nothing else to spell differently.
+	if base64.RawURLEncoding.EncodeToString(b) != s {
+		return nil, errors.New("not canonical base64url")
 	}
-	return h, nil
+	return b, nil
+}
+
+// tokenHash returns the replay key of a token without a jti: the hash of
+// its issuer and its signed bytes, header and payload, decoded. The
+// signature is left out: an ECDSA signature (r, s) has a twin (r, n-s)
+// that anyone can compute and that verifies as well, so the same token
+// would have two keys. Two tokens that an issuer signed with the same
+// header and claims are then the same token, which is what they say.
+func tokenHash(issuer string, header, payload []byte) string {
+	h := sha256.New()
+	for _, b := range [][]byte{[]byte(issuer), header, payload} {
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(len(b)))
+		h.Write(n[:])
+		h.Write(b)
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // printableRE matches what is safe to repeat from a token in a message.
@@ -424,13 +523,17 @@ type provider struct {
 	client  *http.Client
 	created time.Time
 
-	mu      sync.Mutex
-	keys    []jose.JSONWebKey
-	fetched time.Time
+	mu    sync.Mutex
+	keys  []jose.JSONWebKey
+	tried time.Time                  // when the key set was last fetched, or tried
+	err   error                      // the last fetch's error
+	fetch *flight[[]jose.JSONWebKey] // the fetch in flight, or nil
 }
 
 // provider returns the discovered provider of src, discovering it if it is
-// not cached or its cache entry is older than CacheTTL.
+// not cached or its cache entry is older than CacheTTL. Concurrent callers
+// share one discovery; after a failed one, callers get the provider
+// discovered before, if any, or the failure, until FailureTTL has passed.
 func (v *Verifier) provider(ctx context.Context, src source) (*provider, error) {
 	ttl := v.CacheTTL
 	if ttl <= 0 {
@@ -441,30 +544,59 @@ func (v *Verifier) provider(ctx context.Context, src source) (*provider, error) 
 	now := v.now()
 	v.mu.Lock()
 	old, ok := v.providers[key]
-	fresh := ok && now.Sub(old.created) < ttl
-	v.mu.Unlock()
-	if fresh {
+	if ok && now.Sub(old.created) < ttl {
+		v.mu.Unlock()
 		return old, nil
 	}
-	p, err := v.discover(ctx, src, now)
-	if err != nil {
+	if f, failed := v.failures[key]; failed && now.Before(f.until) {
+		v.mu.Unlock()
 		if ok {
-			// Keep verifying with what was discovered before, and try
-			// again in a minute rather than at every join.
-			v.mu.Lock()
-			old.created = now.Add(time.Minute - ttl)
-			v.mu.Unlock()
+			// Keep verifying with what was discovered before.
 			return old, nil
 		}
-		return nil, err
+		return nil, f.err
 	}
+	fl := v.inflight[key]
+	if fl == nil {
+		if v.inflight == nil {
+			v.inflight = make(map[string]*flight[*provider])
+		}
+		fl = fly(func() (*provider, error) {
+			return v.discover(context.WithoutCancel(ctx), src, now)
+		}, func(p *provider, err error) {
+			v.landed(key, p, err)
+		})
+		v.inflight[key] = fl
+	}
+	v.mu.Unlock()
+	p, err := fl.wait(ctx, "discovery of "+src.issuer)
+	if err != nil && ok {
+		return old, nil
+	}
+	return p, err
+}
+
+// landed records the outcome of the discovery of the provider key.
+func (v *Verifier) landed(key string, p *provider, err error) {
 	v.mu.Lock()
+	defer v.mu.Unlock()
+	delete(v.inflight, key)
+	if err != nil {
+		ttl := v.FailureTTL
+		if ttl <= 0 {
+			ttl = DefaultFailureTTL
+		}
+		if v.failures == nil {
+			v.failures = make(map[string]failure)
+		}
+		v.failures[key] = failure{err: err, until: v.now().Add(ttl)}
+		return
+	}
 	if v.providers == nil {
 		v.providers = make(map[string]*provider)
 	}
 	v.providers[key] = p
-	v.mu.Unlock()
-	return p, nil
+	delete(v.failures, key)
 }
 
 // discover fetches the discovery document and the key set of src.
@@ -485,8 +617,8 @@ func (v *Verifier) discover(ctx context.Context, src source, now time.Time) (*pr
 	if err := op.Claims(&meta); err != nil || meta.JWKSURL == "" {
 		return nil, fmt.Errorf("%w: discovery of %s: no jwks_uri", ErrUnavailable, src.issuer)
 	}
-	p := &provider{issuer: src.issuer, jwksURL: meta.JWKSURL, client: client, created: now}
-	if err := p.fetch(ctx, now); err != nil {
+	p := &provider{issuer: src.issuer, jwksURL: meta.JWKSURL, client: client, created: now, tried: now}
+	if p.keys, err = p.fetchKeys(ctx); err != nil {
 		return nil, err
 	}
 	return p, nil
@@ -522,54 +654,69 @@ func (l limitBody) RoundTrip(r *http.Request) (*http.Response, error) {
 }
 
 // candidates returns the provider's keys with key ID kid (all keys if kid
-// is empty), fetching the key set again if none has it and the last fetch
-// is older than minKeyRefresh: the issuer may have rotated its keys.
+// is empty). If none has it, the issuer may have rotated its keys: the key
+// set is fetched again, by one caller at a time for all, and not sooner
+// than minKeyRefresh after the last attempt, whose error is returned
+// meanwhile if it failed.
 func (p *provider) candidates(ctx context.Context, kid string, now time.Time) ([]jose.JSONWebKey, error) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	if c := candidates(p.keys, kid); len(c) > 0 {
+		p.mu.Unlock()
 		return c, nil
 	}
-	if now.Sub(p.fetched) < minKeyRefresh {
-		return nil, nil
+	fl := p.fetch
+	if fl == nil {
+		if now.Sub(p.tried) < minKeyRefresh {
+			err := p.err
+			p.mu.Unlock()
+			return nil, err
+		}
+		p.tried = now
+		fl = fly(func() ([]jose.JSONWebKey, error) {
+			return p.fetchKeys(context.WithoutCancel(ctx))
+		}, func(keys []jose.JSONWebKey, err error) {
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			if err == nil {
+				p.keys = keys
+			}
+			p.err, p.fetch = err, nil
+		})
+		p.fetch = fl
 	}
-	if err := p.fetchLocked(ctx, now); err != nil {
+	p.mu.Unlock()
+	keys, err := fl.wait(ctx, "keys of "+p.issuer)
+	if err != nil {
 		return nil, err
 	}
-	return candidates(p.keys, kid), nil
+	return candidates(keys, kid), nil
 }
 
-func (p *provider) fetch(ctx context.Context, now time.Time) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.fetchLocked(ctx, now)
-}
-
-func (p *provider) fetchLocked(ctx context.Context, now time.Time) error {
+// fetchKeys fetches the provider's key set.
+func (p *provider) fetchKeys(ctx context.Context) ([]jose.JSONWebKey, error) {
 	ctx, cancel := context.WithTimeout(ctx, httpTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.jwksURL, nil)
 	if err != nil {
-		return fmt.Errorf("%w: keys of %s: %v", ErrUnavailable, p.issuer, err)
+		return nil, fmt.Errorf("%w: keys of %s: %v", ErrUnavailable, p.issuer, err)
 	}
 	// kube-apiserver answers 406 to an Accept without its media type.
 	req.Header.Set("Accept", "application/jwk-set+json, application/json, */*;q=0.5")
 	resp, err := p.client.Do(req)
 	if err != nil {
-		return fmt.Errorf("%w: keys of %s: %v", ErrUnavailable, p.issuer, err)
+		return nil, fmt.Errorf("%w: keys of %s: %v", ErrUnavailable, p.issuer, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return fmt.Errorf("%w: keys of %s: %v", ErrUnavailable, p.issuer, err)
+		return nil, fmt.Errorf("%w: keys of %s: %v", ErrUnavailable, p.issuer, err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%w: keys of %s: %s answered %s", ErrUnavailable, p.issuer, p.jwksURL, resp.Status)
+		return nil, fmt.Errorf("%w: keys of %s: %s answered %s", ErrUnavailable, p.issuer, p.jwksURL, resp.Status)
 	}
 	keys, err := parseJWKS(body)
 	if err != nil {
-		return fmt.Errorf("%w: keys of %s at %s: %v", ErrUnavailable, p.issuer, p.jwksURL, err)
+		return nil, fmt.Errorf("%w: keys of %s at %s: %v", ErrUnavailable, p.issuer, p.jwksURL, err)
 	}
-	p.keys, p.fetched = keys, now
-	return nil
+	return keys, nil
 }

@@ -2,12 +2,15 @@ package join_test
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -49,6 +52,9 @@ func TestGitHubRules(t *testing.T) {
 		{"sub", resource.GitHubRule{Sub: "repo:org/repo:ref:refs/heads/main"}, "sub", "repo:org/repo:ref:refs/heads/main"},
 		{"repository", resource.GitHubRule{Repository: "org/repo"}, "repository", "org/repo"},
 		{"repository_owner", resource.GitHubRule{RepositoryOwner: "org"}, "repository_owner", "org"},
+		{"repository_id", resource.GitHubRule{RepositoryID: "74215386"}, "repository_id", "74215386"},
+		{"repository_owner_id", resource.GitHubRule{RepositoryOwnerID: "65120837"}, "repository_owner_id", "65120837"},
+		{"repository and its id", resource.GitHubRule{Repository: "org/repo", RepositoryID: "74215386"}, "repository_id", "74215386"},
 		{"workflow", resource.GitHubRule{Repository: base.Repository, Workflow: "deploy"}, "workflow", "deploy"},
 		{"environment", resource.GitHubRule{Repository: base.Repository, Environment: "production"}, "environment", "production"},
 		{"actor", resource.GitHubRule{Repository: base.Repository, Actor: "octocat"}, "actor", "octocat"},
@@ -75,9 +81,11 @@ func TestGitHubRules(t *testing.T) {
 			checkDenied(t, err, join.CheckNoRule)
 
 			// Case matters, and a missing claim matches nothing.
-			claims[tc.claim] = strings.ToUpper(tc.value)
-			_, err = v.VerifyIDToken(context.Background(), tok, aud, p.Mint(claims))
-			checkDenied(t, err, join.CheckNoRule)
+			if up := strings.ToUpper(tc.value); up != tc.value {
+				claims[tc.claim] = up
+				_, err = v.VerifyIDToken(context.Background(), tok, aud, p.Mint(claims))
+				checkDenied(t, err, join.CheckNoRule)
+			}
 			delete(claims, tc.claim)
 			_, err = v.VerifyIDToken(context.Background(), tok, aud, p.Mint(claims))
 			checkDenied(t, err, join.CheckNoRule)
@@ -89,6 +97,25 @@ func TestGitHubRules(t *testing.T) {
 		att, err := v.VerifyIDToken(context.Background(), tok, aud, p.Mint(p.GitHubClaims(aud, "org/repo")))
 		if err != nil || att.Rule != 1 {
 			t.Fatalf("VerifyIDToken = %+v, %v; want rule 1", att, err)
+		}
+	})
+	t.Run("ids pin a re-registered name out", func(t *testing.T) {
+		// The repository was deleted and its name registered again: the
+		// name matches, the id does not.
+		tok := githubToken(resource.GitHubRule{Repository: "org/repo", RepositoryID: "74215386", RepositoryOwnerID: "65120837"})
+		claims := p.GitHubClaims(aud, "org/repo")
+		claims["repository_id"] = "99999999"
+		_, err := v.VerifyIDToken(context.Background(), tok, aud, p.Mint(claims))
+		checkDenied(t, err, join.CheckNoRule)
+		claims = p.GitHubClaims(aud, "org/repo")
+		claims["repository_owner_id"] = "1"
+		_, err = v.VerifyIDToken(context.Background(), tok, aud, p.Mint(claims))
+		checkDenied(t, err, join.CheckNoRule)
+		// A number claim compares as its decimal text.
+		claims = p.GitHubClaims(aud, "org/repo")
+		claims["repository_id"], claims["repository_owner_id"] = 74215386, 65120837
+		if _, err := v.VerifyIDToken(context.Background(), tok, aud, p.Mint(claims)); err != nil {
+			t.Errorf("ids as numbers: %v", err)
 		}
 	})
 	t.Run("every field must match", func(t *testing.T) {
@@ -473,5 +500,237 @@ func TestKubeAPIServerShapedIssuer(t *testing.T) {
 	claims["iss"] = srv.URL
 	if _, err := (&join.Verifier{}).VerifyIDToken(context.Background(), tok, aud, p.Mint(claims)); err != nil {
 		t.Fatalf("VerifyIDToken: %v", err)
+	}
+}
+
+// TestTokenSpellings checks that a token has one spelling: other base64url
+// spellings of the same bytes, which go-jose accepts, are refused as
+// malformed, and a second signature of the same bytes (ECDSA's (r, n-s))
+// has the same replay key.
+func TestTokenSpellings(t *testing.T) {
+	p := oidctest.New(t)
+	v := &join.Verifier{GitHubIssuer: p.Issuer(), RootCAs: p.CertPool()}
+	tok := githubToken(resource.GitHubRule{Repository: "org/repo"})
+	for _, alg := range []string{oidctest.RS256, oidctest.ES256} {
+		for _, jti := range []bool{true, false} {
+			claims := p.GitHubClaims(aud, "org/repo")
+			if !jti {
+				delete(claims, "jti")
+			}
+			raw := p.Mint(claims, oidctest.WithAlgorithm(alg))
+			att, err := v.VerifyIDToken(context.Background(), tok, aud, raw)
+			if err != nil {
+				t.Fatalf("%s: the token as minted: %v", alg, err)
+			}
+			variants := oidctest.Respell(raw)
+			for _, name := range []string{"newline in the signature", "CR in the payload", "padding on the signature", "stray bits in the last character of the signature"} {
+				// Signatures of both algorithms leave 4 spare bits.
+				if _, ok := variants[name]; !ok {
+					t.Errorf("%s: no variant %q", alg, name)
+				}
+			}
+			for name, other := range variants {
+				_, err := v.VerifyIDToken(context.Background(), tok, aud, other)
+				var d *join.DeniedError
+				if !errors.As(err, &d) || d.Check != join.CheckMalformed {
+					t.Errorf("%s, jti %v, %s: %v; want %q", alg, jti, name, err, join.CheckMalformed)
+				}
+			}
+			if alg == oidctest.ES256 {
+				twin, err := v.VerifyIDToken(context.Background(), tok, aud, oidctest.MalleateES256(raw))
+				if err != nil {
+					t.Fatalf("the (r, n-s) signature: %v", err)
+				}
+				if twin.ReplayKey != att.ReplayKey {
+					t.Errorf("jti %v: the (r, n-s) signature has replay key %s, the token %s", jti, twin.ReplayKey, att.ReplayKey)
+				}
+			}
+		}
+	}
+}
+
+// flakyProvider serves discovery and keys for the tokens of p under its
+// own URL, counting requests; it can fail, or hold discovery answers until
+// released.
+type flakyProvider struct {
+	srv       *httptest.Server
+	discovery atomic.Int64
+	jwks      atomic.Int64
+	failing   atomic.Bool
+	hold      chan struct{} // discovery waits for it to close, if not nil
+}
+
+func newFlakyProvider(t *testing.T, p *oidctest.Provider, hold chan struct{}) *flakyProvider {
+	f := &flakyProvider{hold: hold}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /.well-known/openid-configuration", func(w http.ResponseWriter, r *http.Request) {
+		f.discovery.Add(1)
+		if f.hold != nil {
+			<-f.hold
+		}
+		if f.failing.Load() {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"issuer":%q,"jwks_uri":%q,"response_types_supported":["id_token"],"subject_types_supported":["public"],"id_token_signing_alg_values_supported":["RS256"]}`,
+			f.srv.URL, f.srv.URL+"/jwks")
+	})
+	mux.HandleFunc("GET /jwks", func(w http.ResponseWriter, r *http.Request) {
+		f.jwks.Add(1)
+		if f.failing.Load() {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(p.JWKS())
+	})
+	f.srv = httptest.NewTLSServer(mux)
+	t.Cleanup(f.srv.Close)
+	return f
+}
+
+func (f *flakyProvider) pool() *x509.CertPool {
+	pool := x509.NewCertPool()
+	pool.AddCert(f.srv.Certificate())
+	return pool
+}
+
+// TestDiscoveryShared checks that joins arriving while an issuer is being
+// discovered wait for that one discovery rather than each making their
+// own.
+func TestDiscoveryShared(t *testing.T) {
+	p := oidctest.New(t)
+	hold := make(chan struct{})
+	f := newFlakyProvider(t, p, hold)
+	v := &join.Verifier{GitHubIssuer: f.srv.URL, RootCAs: f.pool()}
+	tok := githubToken(resource.GitHubRule{Repository: "org/repo"})
+
+	const joins = 50
+	var wg sync.WaitGroup
+	errs := make([]error, joins)
+	for i := range joins {
+		raw := p.Mint(oidctest.GitHubClaims(f.srv.URL, aud, "org/repo"))
+		wg.Go(func() { _, errs[i] = v.VerifyIDToken(context.Background(), tok, aud, raw) })
+	}
+	// Let the first discovery arrive, and the other joins catch up with
+	// it, before it is answered.
+	for f.discovery.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond)
+	close(hold)
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("join %d: %v", i, err)
+		}
+	}
+	if d, k := f.discovery.Load(), f.jwks.Load(); d != 1 || k != 1 {
+		t.Errorf("%d concurrent joins made %d discovery and %d key set requests, want 1 and 1", joins, d, k)
+	}
+}
+
+// TestDiscoveryFailureCached checks that a failed discovery is
+// remembered for FailureTTL: joins meanwhile fail as unavailable without a
+// request, and the provider is asked again once the time has passed.
+func TestDiscoveryFailureCached(t *testing.T) {
+	p := oidctest.New(t)
+	f := newFlakyProvider(t, p, nil)
+	f.failing.Store(true)
+	now := time.Now()
+	v := &join.Verifier{GitHubIssuer: f.srv.URL, RootCAs: f.pool(), FailureTTL: 10 * time.Second, Now: func() time.Time { return now }}
+	tok := githubToken(resource.GitHubRule{Repository: "org/repo"})
+	verify := func() error {
+		claims := oidctest.GitHubClaims(f.srv.URL, aud, "org/repo")
+		claims["iat"], claims["nbf"], claims["exp"] = now.Unix(), now.Unix(), now.Add(5*time.Minute).Unix()
+		_, err := v.VerifyIDToken(context.Background(), tok, aud, p.Mint(claims))
+		return err
+	}
+	joins := func(n int) {
+		t.Helper()
+		var wg sync.WaitGroup
+		for range n {
+			wg.Go(func() {
+				if err := verify(); !errors.Is(err, join.ErrUnavailable) {
+					t.Errorf("join against a failing provider: %v, want ErrUnavailable", err)
+				}
+			})
+		}
+		wg.Wait()
+	}
+
+	joins(50)
+	if d := f.discovery.Load(); d != 1 {
+		t.Errorf("50 joins against a failing provider made %d discovery requests, want 1", d)
+	}
+	now = now.Add(9 * time.Second)
+	joins(50)
+	if d := f.discovery.Load(); d != 1 {
+		t.Errorf("joins within FailureTTL made %d discovery requests in all, want 1", d)
+	}
+	now = now.Add(time.Second)
+	joins(50)
+	if d := f.discovery.Load(); d != 2 {
+		t.Errorf("joins after FailureTTL made %d discovery requests in all, want 2", d)
+	}
+
+	// Back up: the next discovery, after FailureTTL, succeeds.
+	f.failing.Store(false)
+	now = now.Add(10 * time.Second)
+	if err := verify(); err != nil {
+		t.Fatalf("join after the provider is back: %v", err)
+	}
+
+	// Keys discovered before are used while rediscovery fails, and the
+	// failure is remembered as well.
+	f.failing.Store(true)
+	now = now.Add(join.DefaultCacheTTL)
+	before := f.discovery.Load()
+	for range 20 {
+		if err := verify(); err != nil {
+			t.Fatalf("join with the keys discovered before: %v", err)
+		}
+	}
+	if d := f.discovery.Load() - before; d != 1 {
+		t.Errorf("20 joins with a stale provider that fails made %d discovery requests, want 1", d)
+	}
+}
+
+// TestKeyRefreshFailureCached checks that fetching the key set again for
+// unknown key IDs happens once for concurrent tokens, and that a failure
+// is answered from memory until minKeyRefresh has passed.
+func TestKeyRefreshFailureCached(t *testing.T) {
+	p := oidctest.New(t)
+	f := newFlakyProvider(t, p, nil)
+	now := time.Now()
+	v := &join.Verifier{GitHubIssuer: f.srv.URL, RootCAs: f.pool(), Now: func() time.Time { return now }}
+	tok := githubToken(resource.GitHubRule{Repository: "org/repo"})
+	verify := func(opts ...oidctest.MintOption) error {
+		claims := oidctest.GitHubClaims(f.srv.URL, aud, "org/repo")
+		claims["iat"], claims["nbf"], claims["exp"] = now.Unix(), now.Unix(), now.Add(5*time.Minute).Unix()
+		_, err := v.VerifyIDToken(context.Background(), tok, aud, p.Mint(claims, opts...))
+		return err
+	}
+	if err := verify(); err != nil {
+		t.Fatal(err)
+	}
+	f.failing.Store(true)
+	now = now.Add(time.Minute)
+	var wg sync.WaitGroup
+	for range 30 {
+		wg.Go(func() {
+			if err := verify(oidctest.WithUnknownKID()); !errors.Is(err, join.ErrUnavailable) {
+				t.Errorf("unknown kid while the key set cannot be fetched: %v, want ErrUnavailable", err)
+			}
+		})
+	}
+	wg.Wait()
+	if k := f.jwks.Load(); k != 2 {
+		t.Errorf("30 tokens with unknown kids made %d key set requests in all, want 2", k)
+	}
+	// Known keys still verify meanwhile.
+	if err := verify(); err != nil {
+		t.Errorf("known kid while the key set cannot be fetched: %v", err)
 	}
 }

@@ -39,8 +39,9 @@ const (
 //	    enterprise_slug: ""           # optional: issuer https://token.actions.githubusercontent.com/SLUG
 //	    static_jwks: ""               # optional JWKS JSON: verify with it, without discovery
 //	    allow:                        # any rule admits; each non-empty field must equal the claim
-//	      - repository: org/repo      # sub repository repository_owner workflow environment actor ref ref_type
-//	        ref: refs/heads/main      # a rule names at least one of repository, repository_owner, sub
+//	      - repository: org/repo      # sub repository repository_owner repository_id repository_owner_id
+//	        repository_id: 74         #   workflow environment actor ref ref_type; a rule names at least
+//	        ref: refs/heads/main      #   one of repository, repository_owner, their ids, sub
 //	  gitlab:
 //	    domain: gitlab.com            # issuer https://DOMAIN
 //	    static_jwks: ""
@@ -113,11 +114,17 @@ type GitHubRule struct {
 	Sub             string
 	Repository      string
 	RepositoryOwner string
-	Workflow        string
-	Environment     string
-	Actor           string
-	Ref             string
-	RefType         string
+	// RepositoryID and RepositoryOwnerID are the immutable numeric ids of
+	// the repository and of its owner, in decimal: unlike the names, they
+	// do not pass to a repository or organisation registered under a name
+	// that was renamed or deleted.
+	RepositoryID      string
+	RepositoryOwnerID string
+	Workflow          string
+	Environment       string
+	Actor             string
+	Ref               string
+	RefType           string
 }
 
 // GitLabJoin is the gitlab block of a token: GitLab CI ID tokens.

@@ -74,6 +74,10 @@ spec:
         workflow: deploy
         actor: octocat
       - sub: repo:org/other:ref:refs/heads/main
+      - repository_id: 74215386
+        repository_owner_id: "65120837"
+      - repository_owner_id: 65120837
+        ref: refs/heads/main
 ---
 kind: token
 version: v1
@@ -172,6 +176,8 @@ func TestTokens(t *testing.T) {
 		{Repository: "org/repo", Ref: "refs/heads/main"},
 		{RepositoryOwner: "org", Environment: "production", RefType: "branch", Workflow: "deploy", Actor: "octocat"},
 		{Sub: "repo:org/other:ref:refs/heads/main"},
+		{RepositoryID: "74215386", RepositoryOwnerID: "65120837"},
+		{RepositoryOwnerID: "65120837", Ref: "refs/heads/main"},
 	}
 	if !slices.Equal(gh.GitHub.Allow, wantRules) {
 		t.Errorf("github rules = %+v, want %+v", gh.GitHub.Allow, wantRules)
@@ -290,9 +296,21 @@ func TestTokenErrors(t *testing.T) {
 		{"unknown github field", gh(allow + "    allowed_repos: [x]\n"),
 			[]string{`a.yaml:23: unknown field "allowed_repos" in spec.github`}},
 		{"unknown rule field", gh("    allow:\n      - repository: org/repo\n        branch: main\n"),
-			[]string{`a.yaml:24: unknown field "branch" in spec.github.allow[0] (want sub, repository, repository_owner, workflow, environment, actor, ref, ref_type)`}},
+			[]string{`a.yaml:24: unknown field "branch" in spec.github.allow[0] (want sub, repository, repository_owner, repository_id, repository_owner_id, workflow, environment, actor, ref, ref_type)`}},
 		{"github rule without repository, owner or sub", gh("    allow:\n      - repository: org/repo\n      - ref: refs/heads/main\n        workflow: deploy\n"),
-			[]string{`a.yaml:24: spec.github.allow[1] must set at least one of repository, repository_owner, sub: a rule on the other fields alone would admit the workflows of any repository on GitHub`}},
+			[]string{`a.yaml:24: spec.github.allow[1] must set at least one of repository, repository_owner, repository_id, repository_owner_id, sub: a rule on the other fields alone would admit the workflows of any repository on GitHub`}},
+		{"github repository_id a name", gh("    allow:\n      - repository_id: org/repo\n"),
+			[]string{`a.yaml:23: invalid spec.github.allow[0].repository_id "org/repo": want GitHub's numeric id, in decimal (such as 74)`}},
+		{"github repository_id hexadecimal", gh("    allow:\n      - repository: org/repo\n        repository_id: 0x4A\n"),
+			[]string{`a.yaml:24: invalid spec.github.allow[0].repository_id "0x4A"`}},
+		{"github repository_owner_id with a leading zero", gh("    allow:\n      - repository_owner_id: 074\n"),
+			[]string{`a.yaml:23: invalid spec.github.allow[0].repository_owner_id "074"`}},
+		{"github repository_owner_id negative", gh("    allow:\n      - repository_owner_id: -74\n"),
+			[]string{`a.yaml:23: invalid spec.github.allow[0].repository_owner_id "-74"`}},
+		{"github repository_id float", gh("    allow:\n      - repository_id: 7.4e1\n"),
+			[]string{`a.yaml:23: invalid spec.github.allow[0].repository_id "7.4e1"`}},
+		{"github repository_id a list", gh("    allow:\n      - repository_id: [74]\n"),
+			[]string{`a.yaml:23: spec.github.allow[0].repository_id must be a string, not a list`}},
 		{"github rule of empty strings", gh("    allow:\n      - repository: ''\n        ref: main\n"),
 			[]string{`a.yaml:23: spec.github.allow[0] must set at least one of repository`}},
 		{"no rules", gh("    allow: []\n"),
@@ -403,7 +421,10 @@ func checkFuzzedToken(t *testing.T, tok Token) {
 	case JoinMethodGitHub:
 		bad = bad || tok.GitHub == nil || len(tok.GitHub.Allow) == 0
 		for _, r := range tok.GitHub.Allow {
-			bad = bad || r.Repository == "" && r.RepositoryOwner == "" && r.Sub == ""
+			bad = bad || r.Repository == "" && r.RepositoryOwner == "" && r.RepositoryID == "" && r.RepositoryOwnerID == "" && r.Sub == ""
+			for _, id := range []string{r.RepositoryID, r.RepositoryOwnerID} {
+				bad = bad || id != "" && !githubIDRE.MatchString(id)
+			}
 		}
 	case JoinMethodGitLab:
 		bad = bad || tok.GitLab == nil || len(tok.GitLab.Allow) == 0 || tok.GitLab.Domain == ""

@@ -27,6 +27,9 @@ var (
 	// serviceAccountRE matches "NAMESPACE:NAME" of a Kubernetes service
 	// account: a DNS label and a DNS subdomain.
 	serviceAccountRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?:[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$`)
+	// githubIDRE matches a GitHub repository or owner id as its claims
+	// write it: a decimal number without leading zeros.
+	githubIDRE = regexp.MustCompile(`^[1-9][0-9]{0,19}$`)
 	// claimNameRE matches a claim name in an oidc rule.
 	claimNameRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.:/-]{0,127}$`)
 )
@@ -159,13 +162,24 @@ func (p *fileParser) joinBlock(method string, n *yaml.Node, t *Token) {
 		}
 		g.StaticJWKS = p.staticJWKS(m["static_jwks"], path)
 		p.rules(m["allow"], path, line, func(r *yaml.Node, rpath string) {
-			f, ok := p.ruleFields(r, rpath, []string{"sub", "repository", "repository_owner", "workflow", "environment", "actor", "ref", "ref_type"},
-				"the workflows of any repository on GitHub", "repository", "repository_owner", "sub")
+			f, ok := p.ruleFields(r, rpath, []string{"sub", "repository", "repository_owner", "repository_id", "repository_owner_id",
+				"workflow", "environment", "actor", "ref", "ref_type"},
+				"the workflows of any repository on GitHub", "repository", "repository_owner", "repository_id", "repository_owner_id", "sub")
+			if !ok {
+				return
+			}
+			for _, k := range []string{"repository_id", "repository_owner_id"} {
+				if v := f[k]; v != "" && !githubIDRE.MatchString(v) {
+					p.errorf(keyLine(r, k), "invalid %s.%s %q: want GitHub's numeric id, in decimal (such as 74)", rpath, k, v)
+					ok = false
+				}
+			}
 			if !ok {
 				return
 			}
 			g.Allow = append(g.Allow, GitHubRule{
 				Sub: f["sub"], Repository: f["repository"], RepositoryOwner: f["repository_owner"],
+				RepositoryID: f["repository_id"], RepositoryOwnerID: f["repository_owner_id"],
 				Workflow: f["workflow"], Environment: f["environment"], Actor: f["actor"],
 				Ref: f["ref"], RefType: f["ref_type"],
 			})

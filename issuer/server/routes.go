@@ -22,7 +22,7 @@ import (
 // joiner is what the public API needs from the authority.
 type joiner interface {
 	Join(ctx context.Context, req api.JoinRequest, client *ca.Identity, remote string) (api.Credentials, error)
-	Challenge(ctx context.Context, req api.ChallengeRequest, remote string) (api.ChallengeResponse, error)
+	Challenge(ctx context.Context, req api.ChallengeRequest, client *ca.Identity, remote string) (api.ChallengeResponse, error)
 	Renew(ctx context.Context, id ca.Identity, req api.RenewRequest, remote string) (api.Credentials, error)
 }
 
@@ -74,12 +74,18 @@ func publicRoutes(j joiner, al *audit.Log, log *slog.Logger) http.Handler {
 		httpjson.Write(w, http.StatusOK, creds)
 		return nil
 	}))
+	// A challenge may come with the caller's identity too: a host renewing
+	// with a bound key pair is then served apart from anonymous callers.
 	r.Post("/v1/join/challenge", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
+		client, err := clientIdentity(r)
+		if err != nil {
+			return err
+		}
 		var req api.ChallengeRequest
 		if err := httpjson.Decode(r, &req, smallLimits); err != nil {
 			return refused(r, al, err)
 		}
-		resp, err := j.Challenge(r.Context(), req, r.RemoteAddr)
+		resp, err := j.Challenge(r.Context(), req, client, r.RemoteAddr)
 		if err != nil {
 			return err
 		}

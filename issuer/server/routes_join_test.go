@@ -83,6 +83,37 @@ func TestPublicRoutesJoinIdentity(t *testing.T) {
 	errorBody(t, res, body, http.StatusUnauthorized, api.CodeUnauthenticated)
 }
 
+// TestPublicRoutesChallengeIdentity checks that a challenge passes the
+// identity the caller presented over mutual TLS, and none without one.
+func TestPublicRoutesChallengeIdentity(t *testing.T) {
+	a := testCA(t)
+	f := &fakeJoiner{}
+	srv := tlsServer(t, a, publicRoutes(f, discardAudit(), discardLog()))
+	id := ca.Identity{Bot: "ci", Instance: "i1", Generation: 3}
+	for _, c := range []*http.Client{tlsClient(t, a, identityCert(t, a, id)), tlsClient(t, a)} {
+		res, body, err := post(t, c, srv.URL+"/v1/join/challenge", api.ChallengeRequest{TokenName: "build-01"})
+		if err != nil || res.StatusCode != http.StatusOK {
+			t.Fatalf("challenge: %v %s", err, body)
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.chClients) != 2 || f.chClients[0] == nil || *f.chClients[0] != id || f.chClients[1] != nil {
+		t.Errorf("identities passed: %v", f.chClients)
+	}
+
+	// A verified chain whose leaf is no identity is refused before the
+	// authority sees the request.
+	serving, err := x509.ParseCertificate(a.ServingCertificate().Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := httptest.NewRequest(http.MethodPost, "/v1/join/challenge", strings.NewReader(`{"token_name":"build-01"}`))
+	r.TLS = &tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{serving, a.TLSCA()}}}
+	res, body := serve(t, publicRoutes(&fakeJoiner{}, discardAudit(), discardLog()), r)
+	errorBody(t, res, body, http.StatusUnauthorized, api.CodeUnauthenticated)
+}
+
 // TestBoundKeypairOverHTTPS joins with a bound key pair through the real
 // routes and authority: challenge, join, re-join over mutual TLS keeping
 // the instance, and a renewal refused as not renewable.
@@ -152,7 +183,7 @@ spec:
 		if err := json.Unmarshal(body, &ch); err != nil {
 			t.Fatal(err)
 		}
-		sig, err := signer.Sign(rand.Reader, []byte(ch.Challenge))
+		sig, err := signer.Sign(rand.Reader, api.BoundKeypairSignedData(ch.Challenge))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -44,6 +44,7 @@ type fakeJoiner struct {
 	clients    []*ca.Identity // the identity passed with each join
 	renews     []ca.Identity
 	challenges []api.ChallengeRequest
+	chClients  []*ca.Identity // the identity passed with each challenge
 	remote     string
 	err        error
 }
@@ -71,10 +72,11 @@ func (f *fakeJoiner) Renew(ctx context.Context, id ca.Identity, req api.RenewReq
 	return api.Credentials{Bot: id.Bot, Instance: id.Instance, Generation: id.Generation + 1}, nil
 }
 
-func (f *fakeJoiner) Challenge(ctx context.Context, req api.ChallengeRequest, remote string) (api.ChallengeResponse, error) {
+func (f *fakeJoiner) Challenge(ctx context.Context, req api.ChallengeRequest, client *ca.Identity, remote string) (api.ChallengeResponse, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.challenges = append(f.challenges, req)
+	f.chClients = append(f.chClients, client)
 	f.remote = remote
 	if f.err != nil {
 		return api.ChallengeResponse{}, f.err
