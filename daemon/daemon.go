@@ -87,9 +87,10 @@ func New(cfg *config.Config, log *logging.Logger) (*Server, error) {
 	s.issuer.Store(ic)
 	s.status.loadedAt = s.now()
 	s.loop = renewal.NewLoop(renewal.Loop{
-		Renew:    s.renewForLoop,
-		Report:   s.report,
-		Interval: func() time.Duration { return s.config().RenewalInterval },
+		Renew:           s.renewForLoop,
+		Report:          s.report,
+		Interval:        func() time.Duration { return s.config().RenewalInterval },
+		RequestInterval: func() time.Duration { return s.config().RenewMinInterval },
 	})
 	return s, nil
 }
@@ -395,10 +396,30 @@ func (s *Server) Readiness() api.Readiness {
 	return r
 }
 
-// Renew renews at once, for the API, and returns the status after it.
+// Renew renews at once, for the API, and returns the status after it. The
+// requests share renewals (see renewal.Loop.Request): whoever loops on
+// mwictl renew gets answers, and the issuer gets at most one renewal per
+// renew_min_interval from them.
 func (s *Server) Renew(ctx context.Context) (api.Status, error) {
-	if err := s.loop.RenewNow(ctx); err != nil {
+	a, how, err := s.loop.Request(ctx)
+	if err != nil {
 		return api.Status{}, renewFailed(err)
 	}
-	return s.Status(), nil
+	out := &api.RenewOutcome{Shared: how != renewal.NotShared, CompletedAt: a.At, Message: "renewed"}
+	switch how {
+	case renewal.InFlight:
+		out.Message = "answered by the renewal under way when the request arrived"
+	case renewal.Recent:
+		out.Message = fmt.Sprintf("answered by the renewal that completed %s ago: mwid asks the issuer at most once per renew_min_interval (%s) on request",
+			s.now().Sub(a.At).Round(time.Second), s.config().RenewMinInterval)
+	}
+	if a.Err != nil {
+		if out.Shared {
+			return api.Status{}, renewFailed(fmt.Errorf("%w (%s)", a.Err, out.Message))
+		}
+		return api.Status{}, renewFailed(a.Err)
+	}
+	st := s.Status()
+	st.Renewal = out
+	return st, nil
 }

@@ -31,7 +31,7 @@ func get(t *testing.T, d *harness.Daemon, path string) (int, string) {
 }
 
 func TestLocalAPIThroughMwictl(t *testing.T) {
-	_, d := setup(t, time.Hour)
+	_, d := setup(t, time.Hour, everyRenewal) // renews right after joining
 	user := harness.CurrentUser(t)
 
 	out, err := d.Ctl("status", "--json")
