@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -122,5 +123,37 @@ func TestMwictlWithoutDaemon(t *testing.T) {
 	out, err := harness.Run(context.Background(), 10*time.Second, nil, b.Ctl, "--socket", t.TempDir()+"/none.sock", "status")
 	if err == nil || strings.Count(out, "\n") != 0 || !strings.Contains(out, "is mwid running") {
 		t.Fatalf("mwictl status without mwid: err %v, output %q; want one line asking whether mwid runs", err, out)
+	}
+}
+
+// TestRenewRequestsShared loops on mwid's renew route, concurrently and
+// then in a row, with the default renew_min_interval: the issuer sees no
+// renewal beyond the join (at most one if the machine took 10s over the
+// requests), and mwictl renew says that its answer was shared.
+func TestRenewRequestsShared(t *testing.T) {
+	iss, d := setup(t, time.Hour)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Go(func() {
+			if _, err := d.Client.Renew(ctx); err != nil {
+				t.Errorf("renew: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	for range 20 {
+		if _, err := d.Client.Renew(ctx); err != nil {
+			t.Fatalf("renew: %v", err)
+		}
+	}
+	out, err := d.Ctl("renew")
+	if err != nil || !strings.Contains(out, "shared:") || !strings.Contains(out, "renew_min_interval (10s)") {
+		t.Errorf("mwictl renew: %v\n%s\nwant it to say the answer was shared", err, out)
+	}
+	calls := countAudit(t, iss, map[string]any{"event": "join", "outcome": "allowed"}) +
+		countAudit(t, iss, map[string]any{"event": "renew", "outcome": "allowed"})
+	if calls > 2 {
+		t.Errorf("71 renew requests made %d joins and renewals at the issuer; want the join and at most one renewal", calls)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	stdlog "log"
 	"log/slog"
 	"net"
 	"os"
@@ -320,5 +321,23 @@ func TestFrameConnAllocs(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Errorf("%v allocations per request; want 0", allocs)
+	}
+}
+
+// TestLogWriter checks that the lines x/crypto's agent server writes for
+// failed requests, whose number a client decides, are bounded.
+func TestLogWriter(t *testing.T) {
+	var buf syncBuffer
+	w := LogWriter(slog.New(slog.NewTextHandler(&buf, nil)))
+	stdlog := stdlog.New(w, "", 0)
+	for i := range 1000 {
+		stdlog.Printf("agent 200: unknown opcode 200 (%d)", i)
+	}
+	lines := strings.Count(buf.String(), "\n")
+	if lines == 0 || lines > 2*limiterBurst {
+		t.Errorf("1000 lines in a burst logged %d; want a few:\n%s", lines, buf.String())
+	}
+	if !strings.Contains(buf.String(), `msg="agent 200: unknown opcode 200 (0)"`) {
+		t.Errorf("the first line is not logged as it was written:\n%s", buf.String())
 	}
 }
