@@ -21,6 +21,7 @@ import (
 	"github.com/mwi-project/mwi/daemon/localapi"
 	"github.com/mwi-project/mwi/daemon/metrics"
 	"github.com/mwi-project/mwi/daemon/renewal"
+	"github.com/mwi-project/mwi/internal/connlimit"
 	"github.com/mwi-project/mwi/internal/logging"
 	"github.com/mwi-project/mwi/internal/sdnotify"
 	"github.com/mwi-project/mwi/internal/unixsock"
@@ -47,11 +48,12 @@ type Server struct {
 	reloadMu sync.Mutex // serialises Reload
 
 	// Set by Run for Reload, which moves sockets while running.
-	runCtx   context.Context
-	tasks    sync.WaitGroup
-	sockets  map[string]*served // "agent", "api"
-	apiSrv   *http.Server
-	agentSrv *agent.Server
+	runCtx    context.Context
+	tasks     sync.WaitGroup
+	sockets   map[string]*served // "agent", "api"
+	apiSrv    *http.Server
+	apiLimits *connlimit.Limits // across the api sockets, old and new
+	agentSrv  *agent.Server
 
 	mu      sync.Mutex // guards the fields below
 	status  status
@@ -132,9 +134,17 @@ func (s *Server) Run(ctx context.Context) error {
 		Handler: localapi.Routes(s, s.metrics.Handler(), s.log,
 			s.metrics.Middleware,
 			s.requirePeer(func(c *config.Config) config.Socket { return c.APISocket })),
-		ConnContext:       unixsock.ConnContext,
+		ConnContext: apiConnContext,
+		// A local caller must not hold mwid's (locked) memory: requests
+		// have short headers, which must come whole in time, and idle
+		// connections end; connections are bounded by apiLimits. There is
+		// no ReadTimeout: it would cancel a renewal that waits longer for
+		// the issuer.
 		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    16 << 10,
 	}
+	s.apiLimits = new(connlimit.Limits)
 	errc := make(chan error, 4)
 	fail := func(err error) {
 		select {
@@ -218,9 +228,10 @@ func (s *Server) serveOn(name string, ln net.Listener, fail func(error)) {
 		}()
 	case "api":
 		sv.stop = func() { ln.Close() }
+		limited := &connlimit.Listener{Listener: ln, Limits: s.apiLimits, Log: s.log, Name: "api"}
 		go func() {
 			defer s.tasks.Done()
-			err := s.apiSrv.Serve(ln)
+			err := s.apiSrv.Serve(limited)
 			if err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
 				fail(err)
 			}
@@ -230,6 +241,14 @@ func (s *Server) serveOn(name string, ln net.Listener, fail func(error)) {
 		old.stop()
 	}
 	s.sockets[name] = sv
+}
+
+// apiConnContext records the peer of an API connection for requirePeer.
+func apiConnContext(ctx context.Context, c net.Conn) context.Context {
+	if lc, ok := c.(*connlimit.Conn); ok {
+		c = lc.Unwrap()
+	}
+	return unixsock.ConnContext(ctx, c)
 }
 
 // alive reports whether the daemon's shared state can still be taken, for

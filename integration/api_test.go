@@ -3,17 +3,21 @@ package integration
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/mwi-project/mwi/api"
 	"github.com/mwi-project/mwi/integration/harness"
+	"github.com/mwi-project/mwi/internal/connlimit"
 )
 
 // get fetches path from the daemon's API socket.
@@ -156,4 +160,68 @@ func TestRenewRequestsShared(t *testing.T) {
 	if calls > 2 {
 		t.Errorf("71 renew requests made %d joins and renewals at the issuer; want the join and at most one renewal", calls)
 	}
+}
+
+// TestSocketBounds checks, on the real mwid, the bounds that keep one local
+// caller from taking every connection or holding mwid's memory: on each
+// socket, one user's connections beyond connlimit.DefaultPerUID are closed
+// unserved, and the API refuses a header larger than it needs.
+func TestSocketBounds(t *testing.T) {
+	_, d := setup(t, time.Hour)
+	for _, sock := range []string{d.AgentSock, d.APISock} {
+		conns := make([]net.Conn, connlimit.DefaultPerUID)
+		for i := range conns {
+			c, err := net.Dial("unix", sock)
+			if err != nil {
+				t.Fatal(err)
+			}
+			conns[i] = c
+		}
+		extra, err := net.Dial("unix", sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		extra.SetDeadline(time.Now().Add(10 * time.Second)) // only against a hang
+		if n, err := extra.Read(make([]byte, 1)); n != 0 || !(errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)) {
+			t.Errorf("%s: connection %d of one user: read %d, %v; want it closed", filepath.Base(sock), len(conns)+1, n, err)
+		}
+		extra.Close()
+		for _, c := range conns {
+			c.Close()
+		}
+	}
+	if !strings.Contains(d.Proc.Output(), "connection refused") {
+		t.Error("mwid did not log the refusals")
+	}
+	// Once they are closed, both sockets serve again.
+	harness.Eventually(t, 10*time.Second, "the sockets serve again", func() error {
+		if _, err := d.Status(t); err != nil {
+			return err
+		}
+		_, err := tryListed(t, d.AgentSock)
+		return err
+	})
+
+	code, body := getWithHeader(t, d, "/v1/status", strings.Repeat("x", 64<<10))
+	if code != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("a 64 KiB header: %d %s; want 431", code, body)
+	}
+}
+
+// getWithHeader fetches path from the daemon's API socket with a header
+// X-Pad of the given value.
+func getWithHeader(t *testing.T, d *harness.Daemon, path, pad string) (int, string) {
+	t.Helper()
+	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", d.APISock)
+	}}}
+	req, _ := http.NewRequest(http.MethodGet, "http://mwid"+path, nil)
+	req.Header.Set("X-Pad", pad)
+	res, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(body)
 }

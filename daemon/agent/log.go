@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"strings"
 	"time"
+
+	"github.com/mwi-project/mwi/internal/connlimit"
 )
 
 // LogWriter returns a writer for the standard log package that passes
@@ -22,11 +24,11 @@ func LogWriter(log *slog.Logger) io.Writer {
 
 type logWriter struct {
 	log   *slog.Logger
-	lines limiter
+	lines connlimit.LogLimit
 }
 
 func (w *logWriter) Write(p []byte) (int, error) {
-	ok, dropped := w.lines.allow(time.Now())
+	ok, dropped := w.lines.Allow(time.Now())
 	if !ok {
 		return len(p), nil
 	}

@@ -16,6 +16,7 @@ import (
 
 	sshagent "golang.org/x/crypto/ssh/agent"
 
+	"github.com/mwi-project/mwi/internal/connlimit"
 	"github.com/mwi-project/mwi/internal/unixsock"
 )
 
@@ -41,13 +42,6 @@ const (
 	// DefaultRequestTimeout bounds a request from its first byte to the
 	// end of the reply: see Server.RequestTimeout.
 	DefaultRequestTimeout = 10 * time.Second
-
-	// DefaultMaxConns and DefaultMaxConnsPerUID bound the connections a
-	// Server serves at once, in all and per user. They are well above
-	// what a busy Ansible controller opens; a user at the bound cannot
-	// take every connection from the others.
-	DefaultMaxConns       = 1024
-	DefaultMaxConnsPerUID = 512
 )
 
 // A Server serves an agent over the SSH agent protocol on the connections
@@ -68,11 +62,11 @@ type Server struct {
 	// function it returns runs for every request and must be cheap.
 	Check func(p unixsock.Peer) (recheck func() error, err error)
 
-	// MaxConns and MaxConnsPerUID bound the connections served at once,
-	// in all and per user, across every listener the Server serves. A
-	// connection beyond either is closed unserved. Zero means
-	// DefaultMaxConns and DefaultMaxConnsPerUID.
-	MaxConns, MaxConnsPerUID int
+	// Limits bounds the connections served at once, in all and per user,
+	// across every listener the Server serves; a connection beyond them
+	// is closed unserved. If nil, the Server has its own, with
+	// connlimit's default bounds.
+	Limits *connlimit.Limits
 
 	// RequestTimeout bounds each request from its first byte to the end
 	// of its reply, so that a client cannot hold a connection (and the
@@ -90,16 +84,17 @@ type Server struct {
 
 	initOnce sync.Once
 	large    chan struct{} // a token for each large request being read
-	mu       sync.Mutex    // guards open and perUID
-	open     int
-	perUID   map[uint32]int
-	warnings limiter
+	limits   *connlimit.Limits
+	warnings connlimit.LogLimit
 }
 
 func (s *Server) init() {
 	s.initOnce.Do(func() {
 		s.large = make(chan struct{}, largeSlots)
-		s.perUID = make(map[uint32]int)
+		s.limits = s.Limits
+		if s.limits == nil {
+			s.limits = new(connlimit.Limits)
+		}
 	})
 }
 
@@ -114,7 +109,7 @@ func (s *Server) logger() *slog.Logger {
 // last second: connecting is free, and every refusal would otherwise be a
 // line in the journal. The next line logged says how many were dropped.
 func (s *Server) warn(msg string, args ...any) {
-	ok, dropped := s.warnings.allow(time.Now())
+	ok, dropped := s.warnings.Allow(time.Now())
 	if !ok {
 		return
 	}
@@ -192,7 +187,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			c.Close()
 			continue
 		}
-		if err := s.admit(p); err != nil {
+		if err := s.limits.Admit(p.UID); err != nil {
 			s.warn("agent: connection refused", "uid", p.UID, "pid", p.PID, "err", err)
 			c.Close()
 			continue
@@ -202,7 +197,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		if closed {
 			mu.Unlock()
 			c.Close()
-			s.leave(p)
+			s.limits.Leave(p.UID)
 			continue
 		}
 		conns[c] = struct{}{}
@@ -216,43 +211,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 				delete(conns, c)
 				mu.Unlock()
 				c.Close()
-				s.leave(p)
+				s.limits.Leave(p.UID)
 			}()
 			s.serveConn(ctx, c, p)
 		}()
-	}
-}
-
-// admit counts a new connection from p, or says which bound it would
-// exceed.
-func (s *Server) admit(p unixsock.Peer) error {
-	maxConns, perUID := s.MaxConns, s.MaxConnsPerUID
-	if maxConns <= 0 {
-		maxConns = DefaultMaxConns
-	}
-	if perUID <= 0 {
-		perUID = DefaultMaxConnsPerUID
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.open >= maxConns {
-		return fmt.Errorf("agent: %d connections open, the most served at once", s.open)
-	}
-	if s.perUID[p.UID] >= perUID {
-		return fmt.Errorf("agent: uid %d has %d connections open, the most served at once for one user", p.UID, s.perUID[p.UID])
-	}
-	s.open++
-	s.perUID[p.UID]++
-	return nil
-}
-
-// leave uncounts a connection that admit counted.
-func (s *Server) leave(p unixsock.Peer) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.open--
-	if s.perUID[p.UID]--; s.perUID[p.UID] == 0 {
-		delete(s.perUID, p.UID)
 	}
 }
 
@@ -389,33 +351,6 @@ func (f *frameConn) release() {
 		<-f.large
 		f.holdsBig = false
 	}
-}
-
-// limiter allows a few events a second.
-type limiter struct {
-	mu      sync.Mutex
-	start   time.Time // of the current second
-	n       int       // events allowed in it
-	dropped int       // events refused since the last allowed
-}
-
-const limiterBurst = 10
-
-// allow reports whether an event at now is allowed, and how many were
-// refused since the last one allowed.
-func (l *limiter) allow(now time.Time) (ok bool, dropped int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if now.Sub(l.start) >= time.Second {
-		l.start, l.n = now, 0
-	}
-	if l.n >= limiterBurst {
-		l.dropped++
-		return false, 0
-	}
-	l.n++
-	dropped, l.dropped = l.dropped, 0
-	return true, dropped
 }
 
 // hangup reports whether err is the normal end of a connection rather

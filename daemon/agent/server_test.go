@@ -19,6 +19,7 @@ import (
 
 	sshagent "golang.org/x/crypto/ssh/agent"
 
+	"github.com/mwi-project/mwi/internal/connlimit"
 	"github.com/mwi-project/mwi/internal/unixsock"
 )
 
@@ -215,8 +216,8 @@ func TestConnectionLimits(t *testing.T) {
 		name string
 		srv  *Server
 	}{
-		{"per user", &Server{MaxConnsPerUID: 2}},
-		{"in all", &Server{MaxConns: 2, MaxConnsPerUID: 100}},
+		{"per user", &Server{Limits: &connlimit.Limits{PerUID: 2}}},
+		{"in all", &Server{Limits: &connlimit.Limits{Max: 2, PerUID: 100}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -235,11 +236,7 @@ func TestConnectionLimits(t *testing.T) {
 			}
 			// Once one closes, a new connection is served.
 			first.Close()
-			eventually(t, "a connection closed", func() bool {
-				tt.srv.mu.Lock()
-				defer tt.srv.mu.Unlock()
-				return tt.srv.open == 1
-			})
+			eventually(t, "a connection closed", func() bool { return tt.srv.Limits.Open() == 1 })
 			if got := listedIDs(t, dial(t, path)); len(got) != 1 {
 				t.Errorf("after a close, listed %v; want one key", got)
 			}
@@ -334,7 +331,7 @@ func TestLogWriter(t *testing.T) {
 		stdlog.Printf("agent 200: unknown opcode 200 (%d)", i)
 	}
 	lines := strings.Count(buf.String(), "\n")
-	if lines == 0 || lines > 2*limiterBurst {
+	if lines == 0 || lines > 2*connlimit.LogBurst {
 		t.Errorf("1000 lines in a burst logged %d; want a few:\n%s", lines, buf.String())
 	}
 	if !strings.Contains(buf.String(), `msg="agent 200: unknown opcode 200 (0)"`) {
