@@ -46,6 +46,8 @@ type Server struct {
 
 	conf     atomic.Pointer[config.Config]
 	reloadMu sync.Mutex // serialises Reload
+	// refusals bounds the log lines of refused callers.
+	refusals connlimit.LogLimit
 
 	// Set by Run for Reload, which moves sockets while running.
 	runCtx    context.Context

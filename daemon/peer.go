@@ -9,6 +9,7 @@ import (
 	"os/user"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/mwi-project/mwi/api"
 	"github.com/mwi-project/mwi/daemon/config"
@@ -102,7 +103,7 @@ func (s *Server) checkPeer(name string, socket func(*config.Config) config.Socke
 		c := &caller{Peer: p}
 		check := func() error {
 			if err := c.allowedBy(socket(s.config())); err != nil {
-				s.log.Warn("caller refused", "socket", name, "uid", p.UID, "gid", p.GID, "pid", p.PID, "err", err)
+				s.refused("socket", name, "uid", p.UID, "gid", p.GID, "pid", p.PID, "err", err)
 				return err
 			}
 			return nil
@@ -112,6 +113,19 @@ func (s *Server) checkPeer(name string, socket func(*config.Config) config.Socke
 		}
 		return check, nil
 	}
+}
+
+// refused logs a refused caller at warning level, a few lines a second: a
+// user that the sockets' mode lets connect decides how many there are.
+func (s *Server) refused(args ...any) {
+	ok, dropped := s.refusals.Allow(time.Now())
+	if !ok {
+		return
+	}
+	if dropped > 0 {
+		args = append(args, "suppressed", dropped)
+	}
+	s.log.Warn("caller refused", args...)
 }
 
 // requirePeer is the API's middleware for the same check, made for each
@@ -129,7 +143,7 @@ func (s *Server) requirePeer(socket func(*config.Config) config.Socket) func(htt
 				err = allowed(socket(s.config()), p)
 			}
 			if err != nil {
-				s.log.Warn("caller refused", "socket", "api", "uid", p.UID, "gid", p.GID, "pid", p.PID, "path", r.URL.Path)
+				s.refused("socket", "api", "uid", p.UID, "gid", p.GID, "pid", p.PID, "path", r.URL.Path)
 				httpjson.WriteError(w, s.log, httpjson.Errorf(http.StatusForbidden, api.CodeAccessDenied, "%v", err))
 				return
 			}

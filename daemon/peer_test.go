@@ -23,6 +23,7 @@ import (
 	"github.com/mwi-project/mwi/daemon/agent"
 	"github.com/mwi-project/mwi/daemon/config"
 	"github.com/mwi-project/mwi/daemon/localapi"
+	"github.com/mwi-project/mwi/internal/connlimit"
 	"github.com/mwi-project/mwi/internal/logging"
 	"github.com/mwi-project/mwi/internal/unixsock"
 )
@@ -263,4 +264,26 @@ func mustLogger(t *testing.T) *logging.Logger {
 		t.Fatal(err)
 	}
 	return log
+}
+
+// TestRefusalsLogBounded checks that refused callers, whose number the
+// caller decides, cost a few log lines a second, not one each.
+func TestRefusalsLogBounded(t *testing.T) {
+	dir := t.TempDir()
+	cfg, err := config.Load(writeConfig(t, dir, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	s := &Server{log: slog.New(slog.NewTextHandler(&buf, nil))}
+	s.conf.Store(cfg)
+	check := s.checkPeer("agent", func(c *config.Config) config.Socket { return c.AgentSocket })
+	for range 1000 {
+		if _, err := check(unixsock.Peer{UID: 4242, GID: 4242}); err == nil {
+			t.Fatal("a stranger was allowed")
+		}
+	}
+	if n := bytes.Count(buf.Bytes(), []byte("\n")); n == 0 || n > 2*connlimit.LogBurst {
+		t.Errorf("1000 refusals logged %d lines; want a few", n)
+	}
 }
