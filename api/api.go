@@ -228,6 +228,22 @@ type Status struct {
 	LastError   string       `json:"last_error,omitempty"`
 	LastErrorAt *time.Time   `json:"last_error_at,omitempty"`
 	Config      ConfigStatus `json:"config"`
+	// Renewal is set only in the answer to POST /v1/renew: it says which
+	// renewal answered the request.
+	Renewal *RenewOutcome `json:"renewal,omitempty"`
+}
+
+// RenewOutcome says which renewal answered a POST /v1/renew. Requests
+// share renewals: mwid asks the issuer once for the requests that arrive
+// during a renewal, and answers the requests that arrive less than
+// renew_min_interval after one completed with its result.
+type RenewOutcome struct {
+	// Shared is true when the issuer was not asked for this request.
+	Shared bool `json:"shared"`
+	// CompletedAt is when the renewal that answers completed.
+	CompletedAt time.Time `json:"completed_at"`
+	// Message says the same for people.
+	Message string `json:"message"`
 }
 
 // Credential describes one credential mwid holds, without its secret parts.

@@ -21,6 +21,7 @@ import (
 	"github.com/mwi-project/mwi/daemon/localapi"
 	"github.com/mwi-project/mwi/daemon/metrics"
 	"github.com/mwi-project/mwi/daemon/renewal"
+	"github.com/mwi-project/mwi/internal/connlimit"
 	"github.com/mwi-project/mwi/internal/logging"
 	"github.com/mwi-project/mwi/internal/sdnotify"
 	"github.com/mwi-project/mwi/internal/unixsock"
@@ -45,13 +46,16 @@ type Server struct {
 
 	conf     atomic.Pointer[config.Config]
 	reloadMu sync.Mutex // serialises Reload
+	// refusals bounds the log lines of refused callers.
+	refusals connlimit.LogLimit
 
 	// Set by Run for Reload, which moves sockets while running.
-	runCtx   context.Context
-	tasks    sync.WaitGroup
-	sockets  map[string]*served // "agent", "api"
-	apiSrv   *http.Server
-	agentSrv *agent.Server
+	runCtx    context.Context
+	tasks     sync.WaitGroup
+	sockets   map[string]*served // "agent", "api"
+	apiSrv    *http.Server
+	apiLimits *connlimit.Limits // across the api sockets, old and new
+	agentSrv  *agent.Server
 
 	mu      sync.Mutex // guards the fields below
 	status  status
@@ -87,9 +91,10 @@ func New(cfg *config.Config, log *logging.Logger) (*Server, error) {
 	s.issuer.Store(ic)
 	s.status.loadedAt = s.now()
 	s.loop = renewal.NewLoop(renewal.Loop{
-		Renew:    s.renewForLoop,
-		Report:   s.report,
-		Interval: func() time.Duration { return s.config().RenewalInterval },
+		Renew:           s.renewForLoop,
+		Report:          s.report,
+		Interval:        func() time.Duration { return s.config().RenewalInterval },
+		RequestInterval: func() time.Duration { return s.config().RenewMinInterval },
 	})
 	return s, nil
 }
@@ -131,9 +136,17 @@ func (s *Server) Run(ctx context.Context) error {
 		Handler: localapi.Routes(s, s.metrics.Handler(), s.log,
 			s.metrics.Middleware,
 			s.requirePeer(func(c *config.Config) config.Socket { return c.APISocket })),
-		ConnContext:       unixsock.ConnContext,
+		ConnContext: apiConnContext,
+		// A local caller must not hold mwid's (locked) memory: requests
+		// have short headers, which must come whole in time, and idle
+		// connections end; connections are bounded by apiLimits. There is
+		// no ReadTimeout: it would cancel a renewal that waits longer for
+		// the issuer.
 		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    16 << 10,
 	}
+	s.apiLimits = new(connlimit.Limits)
 	errc := make(chan error, 4)
 	fail := func(err error) {
 		select {
@@ -217,9 +230,10 @@ func (s *Server) serveOn(name string, ln net.Listener, fail func(error)) {
 		}()
 	case "api":
 		sv.stop = func() { ln.Close() }
+		limited := &connlimit.Listener{Listener: ln, Limits: s.apiLimits, Log: s.log, Name: "api"}
 		go func() {
 			defer s.tasks.Done()
-			err := s.apiSrv.Serve(ln)
+			err := s.apiSrv.Serve(limited)
 			if err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
 				fail(err)
 			}
@@ -229,6 +243,14 @@ func (s *Server) serveOn(name string, ln net.Listener, fail func(error)) {
 		old.stop()
 	}
 	s.sockets[name] = sv
+}
+
+// apiConnContext records the peer of an API connection for requirePeer.
+func apiConnContext(ctx context.Context, c net.Conn) context.Context {
+	if lc, ok := c.(*connlimit.Conn); ok {
+		c = lc.Unwrap()
+	}
+	return unixsock.ConnContext(ctx, c)
 }
 
 // alive reports whether the daemon's shared state can still be taken, for
@@ -395,10 +417,30 @@ func (s *Server) Readiness() api.Readiness {
 	return r
 }
 
-// Renew renews at once, for the API, and returns the status after it.
+// Renew renews at once, for the API, and returns the status after it. The
+// requests share renewals (see renewal.Loop.Request): whoever loops on
+// mwictl renew gets answers, and the issuer gets at most one renewal per
+// renew_min_interval from them.
 func (s *Server) Renew(ctx context.Context) (api.Status, error) {
-	if err := s.loop.RenewNow(ctx); err != nil {
+	a, how, err := s.loop.Request(ctx)
+	if err != nil {
 		return api.Status{}, renewFailed(err)
 	}
-	return s.Status(), nil
+	out := &api.RenewOutcome{Shared: how != renewal.NotShared, CompletedAt: a.At, Message: "renewed"}
+	switch how {
+	case renewal.InFlight:
+		out.Message = "answered by the renewal under way when the request arrived"
+	case renewal.Recent:
+		out.Message = fmt.Sprintf("answered by the renewal that completed %s ago: mwid asks the issuer at most once per renew_min_interval (%s) on request",
+			s.now().Sub(a.At).Round(time.Second), s.config().RenewMinInterval)
+	}
+	if a.Err != nil {
+		if out.Shared {
+			return api.Status{}, renewFailed(fmt.Errorf("%w (%s)", a.Err, out.Message))
+		}
+		return api.Status{}, renewFailed(a.Err)
+	}
+	st := s.Status()
+	st.Renewal = out
+	return st, nil
 }

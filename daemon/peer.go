@@ -3,12 +3,12 @@ package daemon
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/user"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/mwi-project/mwi/api"
 	"github.com/mwi-project/mwi/daemon/config"
@@ -22,52 +22,106 @@ func listen(sc config.Socket) (*unixsock.Listener, error) {
 	return unixsock.ListenGroup(sc.Path, sc.Mode, sc.Group)
 }
 
+// selfUID is mwid's own user, which may always use its sockets.
+var selfUID = uint32(os.Geteuid())
+
 // allowed reports whether the peer may use a socket. The socket's mode and
 // group are the first gate; this second one is separate, and holds even if
 // the mode or the file's group was widened by mistake. Root and mwid's own
 // user are always admitted; anyone else must be named by the socket's
 // allow list, as a user or through a group.
 func allowed(sc config.Socket, p unixsock.Peer) error {
-	if p.UID == 0 || p.UID == uint32(os.Geteuid()) || slices.Contains(sc.AllowUIDs, p.UID) {
+	c := caller{Peer: p}
+	return c.allowedBy(sc)
+}
+
+// caller is a socket's peer, with its groups looked up the first time a
+// rule needs them: the check of an agent connection is repeated for every
+// request, and must neither read the group database nor allocate each
+// time. Groups are those of the peer's user when first needed; like its
+// credentials, they are not looked up again for the same connection.
+type caller struct {
+	unixsock.Peer
+	groups []uint32 // supplementary groups, once looked
+	looked bool
+}
+
+// allowedBy reports whether the caller may use the socket sc.
+func (c *caller) allowedBy(sc config.Socket) error {
+	if c.UID == 0 || c.UID == selfUID || slices.Contains(sc.AllowUIDs, c.UID) || slices.Contains(sc.AllowGIDs, c.GID) {
 		return nil
 	}
-	groups := []uint32{p.GID}
-	// SO_PEERCRED carries only the primary group; the supplementary ones
-	// come from the group database for the peer's user.
-	if u, err := user.LookupId(strconv.FormatUint(uint64(p.UID), 10)); len(sc.AllowGIDs) > 0 && err == nil {
-		if ids, err := u.GroupIds(); err == nil {
-			for _, id := range ids {
-				if g, err := strconv.ParseUint(id, 10, 32); err == nil {
-					groups = append(groups, uint32(g))
-				}
+	if len(sc.AllowGIDs) > 0 {
+		if !c.looked {
+			c.groups, c.looked = supplementaryGroups(c.UID), true
+		}
+		for _, g := range c.groups {
+			if slices.Contains(sc.AllowGIDs, g) {
+				return nil
 			}
 		}
 	}
-	for _, g := range groups {
-		if slices.Contains(sc.AllowGIDs, g) {
-			return nil
-		}
-	}
-	return fmt.Errorf("uid %d (gid %d) is not allowed on %s by mwid's configuration", p.UID, p.GID, sc.Path)
+	return fmt.Errorf("uid %d (gid %d) is not allowed on %s by mwid's configuration", c.UID, c.GID, sc.Path)
 }
 
-// checkPeer returns a connection check for the agent socket.
-func (s *Server) checkPeer(name string, socket func(*config.Config) config.Socket) func(net.Conn) error {
-	return func(c net.Conn) error {
-		p, err := unixsock.PeerOf(c)
-		if err != nil {
-			return err
-		}
-		if err := allowed(socket(s.config()), p); err != nil {
-			s.log.Warn("caller refused", "socket", name, "uid", p.UID, "gid", p.GID, "pid", p.PID)
-			return err
-		}
+// supplementaryGroups returns the groups of the user uid from the group
+// database: SO_PEERCRED carries only the primary group.
+func supplementaryGroups(uid uint32) []uint32 {
+	u, err := user.LookupId(strconv.FormatUint(uint64(uid), 10))
+	if err != nil {
 		return nil
 	}
+	ids, err := u.GroupIds()
+	if err != nil {
+		return nil
+	}
+	var groups []uint32
+	for _, id := range ids {
+		if g, err := strconv.ParseUint(id, 10, 32); err == nil {
+			groups = append(groups, uint32(g))
+		}
+	}
+	return groups
 }
 
-// requirePeer is the API's middleware for the same check: a refused caller
-// gets 403 in the API's error shape.
+// checkPeer returns the agent server's check of a connection's peer: once
+// when it connects, and then before each of its requests against the
+// configuration in use, so that a reload that narrows who is allowed
+// reaches connections already open.
+func (s *Server) checkPeer(name string, socket func(*config.Config) config.Socket) func(unixsock.Peer) (func() error, error) {
+	return func(p unixsock.Peer) (func() error, error) {
+		c := &caller{Peer: p}
+		check := func() error {
+			if err := c.allowedBy(socket(s.config())); err != nil {
+				s.refused("socket", name, "uid", p.UID, "gid", p.GID, "pid", p.PID, "err", err)
+				return err
+			}
+			return nil
+		}
+		if err := check(); err != nil {
+			return nil, err
+		}
+		return check, nil
+	}
+}
+
+// refused logs a refused caller at warning level, a few lines a second: a
+// user that the sockets' mode lets connect decides how many there are.
+func (s *Server) refused(args ...any) {
+	ok, dropped := s.refusals.Allow(time.Now())
+	if !ok {
+		return
+	}
+	if dropped > 0 {
+		args = append(args, "suppressed", dropped)
+	}
+	s.log.Warn("caller refused", args...)
+}
+
+// requirePeer is the API's middleware for the same check, made for each
+// request against the configuration in use, so that a reload reaches
+// keep-alive connections too: a refused caller gets 403 in the API's error
+// shape.
 func (s *Server) requirePeer(socket func(*config.Config) config.Socket) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -79,7 +133,7 @@ func (s *Server) requirePeer(socket func(*config.Config) config.Socket) func(htt
 				err = allowed(socket(s.config()), p)
 			}
 			if err != nil {
-				s.log.Warn("caller refused", "socket", "api", "uid", p.UID, "gid", p.GID, "pid", p.PID, "path", r.URL.Path)
+				s.refused("socket", "api", "uid", p.UID, "gid", p.GID, "pid", p.PID, "path", r.URL.Path)
 				httpjson.WriteError(w, s.log, httpjson.Errorf(http.StatusForbidden, api.CodeAccessDenied, "%v", err))
 				return
 			}

@@ -1,9 +1,17 @@
 package integration
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
 	"net"
+	"os"
+	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -77,4 +85,56 @@ func TestAgentProtocol(t *testing.T) {
 	if _, err := ag.Sign(other, data); err == nil {
 		t.Error("Sign with a key the agent does not hold succeeded")
 	}
+}
+
+// TestAgentMemoryBounded announces 16 MiB requests on eight agent
+// connections, as the attack on mwid's locked memory did (its RSS went from
+// 16 to 149 MB): each connection is closed at its length, before its body
+// is sent, and mwid's resident memory does not grow by the requests' size.
+func TestAgentMemoryBounded(t *testing.T) {
+	_, d := setup(t, time.Hour)
+	pid := d.Proc.Cmd.Process.Pid
+	before := residentKiB(t, pid)
+	for i := range 8 {
+		c, err := net.Dial("unix", d.AgentSock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second)) // only against a hang
+		if _, err := c.Write(binary.BigEndian.AppendUint32(nil, 16<<20)); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := c.Read(make([]byte, 1)); n != 0 || !(errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)) {
+			t.Fatalf("connection %d after announcing 16 MiB: read %d bytes, %v; want mwid to hang up", i, n, err)
+		}
+	}
+	after := residentKiB(t, pid)
+	t.Logf("mwid's resident memory: %d KiB before, %d KiB after", before, after)
+	if after-before > 16<<10 {
+		t.Errorf("mwid's resident memory grew by %d KiB; want far less than one 16 MiB request", after-before)
+	}
+	if !bytes.Contains([]byte(d.Proc.Output()), []byte("request larger than 262144 bytes")) {
+		t.Error("mwid did not log the refusals")
+	}
+}
+
+// residentKiB returns the resident set size of process pid.
+func residentKiB(t *testing.T, pid int) int64 {
+	t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range bytes.Split(data, []byte("\n")) {
+		if v, ok := bytes.CutPrefix(line, []byte("VmRSS:")); ok {
+			kib, err := strconv.ParseInt(string(bytes.Fields(v)[0]), 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return kib
+		}
+	}
+	t.Fatal("no VmRSS in /proc/PID/status")
+	return 0
 }

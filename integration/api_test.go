@@ -3,16 +3,21 @@ package integration
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/mwi-project/mwi/api"
 	"github.com/mwi-project/mwi/integration/harness"
+	"github.com/mwi-project/mwi/internal/connlimit"
 )
 
 // get fetches path from the daemon's API socket.
@@ -31,7 +36,7 @@ func get(t *testing.T, d *harness.Daemon, path string) (int, string) {
 }
 
 func TestLocalAPIThroughMwictl(t *testing.T) {
-	_, d := setup(t, time.Hour)
+	_, d := setup(t, time.Hour, everyRenewal) // renews right after joining
 	user := harness.CurrentUser(t)
 
 	out, err := d.Ctl("status", "--json")
@@ -123,4 +128,100 @@ func TestMwictlWithoutDaemon(t *testing.T) {
 	if err == nil || strings.Count(out, "\n") != 0 || !strings.Contains(out, "is mwid running") {
 		t.Fatalf("mwictl status without mwid: err %v, output %q; want one line asking whether mwid runs", err, out)
 	}
+}
+
+// TestRenewRequestsShared loops on mwid's renew route, concurrently and
+// then in a row, with the default renew_min_interval: the issuer sees no
+// renewal beyond the join (at most one if the machine took 10s over the
+// requests), and mwictl renew says that its answer was shared.
+func TestRenewRequestsShared(t *testing.T) {
+	iss, d := setup(t, time.Hour)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Go(func() {
+			if _, err := d.Client.Renew(ctx); err != nil {
+				t.Errorf("renew: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	for range 20 {
+		if _, err := d.Client.Renew(ctx); err != nil {
+			t.Fatalf("renew: %v", err)
+		}
+	}
+	out, err := d.Ctl("renew")
+	if err != nil || !strings.Contains(out, "shared:") || !strings.Contains(out, "renew_min_interval (10s)") {
+		t.Errorf("mwictl renew: %v\n%s\nwant it to say the answer was shared", err, out)
+	}
+	calls := countAudit(t, iss, map[string]any{"event": "join", "outcome": "allowed"}) +
+		countAudit(t, iss, map[string]any{"event": "renew", "outcome": "allowed"})
+	if calls > 2 {
+		t.Errorf("71 renew requests made %d joins and renewals at the issuer; want the join and at most one renewal", calls)
+	}
+}
+
+// TestSocketBounds checks, on the real mwid, the bounds that keep one local
+// caller from taking every connection or holding mwid's memory: on each
+// socket, one user's connections beyond connlimit.DefaultPerUID are closed
+// unserved, and the API refuses a header larger than it needs.
+func TestSocketBounds(t *testing.T) {
+	_, d := setup(t, time.Hour)
+	for _, sock := range []string{d.AgentSock, d.APISock} {
+		conns := make([]net.Conn, connlimit.DefaultPerUID)
+		for i := range conns {
+			c, err := net.Dial("unix", sock)
+			if err != nil {
+				t.Fatal(err)
+			}
+			conns[i] = c
+		}
+		extra, err := net.Dial("unix", sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		extra.SetDeadline(time.Now().Add(10 * time.Second)) // only against a hang
+		if n, err := extra.Read(make([]byte, 1)); n != 0 || !(errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)) {
+			t.Errorf("%s: connection %d of one user: read %d, %v; want it closed", filepath.Base(sock), len(conns)+1, n, err)
+		}
+		extra.Close()
+		for _, c := range conns {
+			c.Close()
+		}
+	}
+	if !strings.Contains(d.Proc.Output(), "connection refused") {
+		t.Error("mwid did not log the refusals")
+	}
+	// Once they are closed, both sockets serve again.
+	harness.Eventually(t, 10*time.Second, "the sockets serve again", func() error {
+		if _, err := d.Status(t); err != nil {
+			return err
+		}
+		_, err := tryListed(t, d.AgentSock)
+		return err
+	})
+
+	code, body := getWithHeader(t, d, "/v1/status", strings.Repeat("x", 64<<10))
+	if code != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("a 64 KiB header: %d %s; want 431", code, body)
+	}
+}
+
+// getWithHeader fetches path from the daemon's API socket with a header
+// X-Pad of the given value.
+func getWithHeader(t *testing.T, d *harness.Daemon, path, pad string) (int, string) {
+	t.Helper()
+	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", d.APISock)
+	}}}
+	req, _ := http.NewRequest(http.MethodGet, "http://mwid"+path, nil)
+	req.Header.Set("X-Pad", pad)
+	res, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(body)
 }

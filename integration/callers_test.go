@@ -1,7 +1,9 @@
 package integration
 
 import (
+	"bufio"
 	"context"
+	"io"
 	"os"
 	"os/exec"
 	"os/user"
@@ -104,5 +106,77 @@ func TestCallersChecked(t *testing.T) {
 	}
 	if out, err := asUser(t, uid, gid, []string{"SSH_AUTH_SOCK=" + d.AgentSock}, sshAdd, "-L"); err != nil || !strings.Contains(out, "cert") {
 		t.Fatalf("ssh-add -L as nobody after allowing it: %v\n%s", err, out)
+	}
+
+	// A connection nobody holds is checked again at each request: a
+	// reload that takes nobody off the allow list refuses its next one.
+	// The system's python, which nobody may run (not one under root's home).
+	python := harness.Require(t, "/usr/bin/python3", "apt-get install -y --no-install-recommends python3")
+	list := heldAgentClient(t, uid, gid, python, d.AgentSock)
+	if got := list(); got != "ok" {
+		t.Fatalf("nobody's held agent connection, allowed: %s", got)
+	}
+	writeSockets("")
+	if out, err := d.Ctl("reload"); err != nil {
+		t.Fatalf("mwictl reload: %v\n%s", err, out)
+	}
+	if got := list(); got != "refused" {
+		t.Errorf("nobody's held agent connection after the reload: %s; want refused", got)
+	}
+}
+
+// heldAgentClientScript keeps one connection to the agent at argv[1] and,
+// for each line on stdin, asks it for its keys and prints ok, or refused
+// if the connection was closed.
+const heldAgentClientScript = `
+import socket, struct, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+def ask():
+    try:
+        s.sendall(struct.pack(">IB", 1, 11))  # SSH_AGENTC_REQUEST_IDENTITIES
+        hdr = s.recv(4, socket.MSG_WAITALL)
+        if len(hdr) < 4:
+            return "refused"
+        body = s.recv(struct.unpack(">I", hdr)[0], socket.MSG_WAITALL)
+        return "ok" if body[:1] == b"\x0c" else "failure"
+    except OSError:
+        return "refused"
+for line in sys.stdin:
+    print(ask(), flush=True)
+`
+
+// heldAgentClient starts heldAgentClientScript as the given user and
+// returns a function that makes it ask once and returns its answer.
+func heldAgentClient(t *testing.T, uid, gid uint32, python, sock string) func() string {
+	t.Helper()
+	cmd := exec.Command(python, "-c", heldAgentClientScript, sock)
+	cmd.Env = []string{"PATH=/usr/bin:/bin"}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid}}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		stdin.Close()
+		cmd.Wait()
+	})
+	out := bufio.NewScanner(stdout)
+	return func() string {
+		t.Helper()
+		io.WriteString(stdin, "go\n")
+		if !out.Scan() {
+			t.Fatalf("the agent client said nothing; stderr:\n%s", stderr.String())
+		}
+		return out.Text()
 	}
 }

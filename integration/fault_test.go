@@ -122,7 +122,7 @@ func expiredAt(c *ssh.Certificate, t time.Time) bool {
 // outage.
 func TestIssuerOutageLongerThanTTL(t *testing.T) {
 	iss := harness.StartIssuer(t, resources(harness.CurrentUser(t)))
-	d := harness.StartDaemon(t, iss, harness.DaemonOptions{Token: iss.CreateToken(t, "ci", time.Hour), TTL: 10 * time.Second})
+	d := harness.StartDaemon(t, iss, harness.DaemonOptions{Token: iss.CreateToken(t, "ci", time.Hour), TTL: 10 * time.Second, Extra: everyRenewal})
 	d.WaitState(t, "ready", 20*time.Second)
 	ctx := context.Background()
 	// Renew now, so the credentials have their whole lifetime left when
@@ -306,7 +306,7 @@ func TestIssuerOutageShorterThanTTL(t *testing.T) {
 	d := harness.StartDaemon(t, iss, harness.DaemonOptions{
 		Token: iss.CreateToken(t, "ci", time.Hour),
 		TTL:   ttl,
-		Extra: fmt.Sprintf("renewal_interval: %s\n", interval),
+		Extra: fmt.Sprintf("renewal_interval: %s\n", interval) + everyRenewal,
 	})
 	d.WaitState(t, "ready", 20*time.Second)
 	ctx := context.Background()
@@ -425,7 +425,7 @@ func authorityFiles(t *testing.T, state string) map[string][]byte {
 // on; a certificate for a name mwid does not use is refused, which shows
 // mwid verifies the new certificate rather than accepting any.
 func TestIssuerTLSRotation(t *testing.T) {
-	iss, d := setup(t, 10*time.Second)
+	iss, d := setup(t, 10*time.Second, everyRenewal)
 	ctx := context.Background()
 	leaf0 := servedLeaf(t, iss.Addr)
 	cas := authorityFiles(t, iss.State)

@@ -109,7 +109,9 @@ func TestHotReload(t *testing.T) {
 // runs: a good edit applies at the next renewal, a broken one is refused
 // whole and the previous set keeps serving.
 func TestIssuerResourceReload(t *testing.T) {
-	iss, d := setup(t, time.Hour)
+	// Each mwictl renew must reach the issuer, though the join was just
+	// made.
+	iss, d := setup(t, time.Hour, everyRenewal)
 	user := harness.CurrentUser(t)
 	iss.WriteResources(t, "test.yaml", strings.Replace(resources(user), "deploy]", "deploy, ops]", 1))
 	harness.Eventually(t, 10*time.Second, "issuer reloaded", func() error {

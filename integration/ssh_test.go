@@ -38,16 +38,22 @@ spec:
 }
 
 // setup starts an issuer and a daemon joined with a fresh token.
-func setup(t *testing.T, ttl time.Duration) (*harness.Issuer, *harness.Daemon) {
+func setup(t *testing.T, ttl time.Duration, extra ...string) (*harness.Issuer, *harness.Daemon) {
 	t.Helper()
 	iss := harness.StartIssuer(t, resources(harness.CurrentUser(t)))
 	d := harness.StartDaemon(t, iss, harness.DaemonOptions{
 		Token: iss.CreateToken(t, "ci", time.Hour),
 		TTL:   ttl,
+		Extra: strings.Join(extra, ""),
 	})
 	d.WaitState(t, "ready", 20*time.Second)
 	return iss, d
 }
+
+// everyRenewal is mwid's configuration for tests that renew on request
+// faster than the default renew_min_interval and need every request to
+// reach the issuer.
+const everyRenewal = "renew_min_interval: 0s\n"
 
 // listed returns the certificates the agent at sock lists, read with
 // OpenSSH's ssh-add.

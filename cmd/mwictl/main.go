@@ -382,6 +382,11 @@ func renew(e *env, args []string) error {
 	now := timeNow()
 	w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(w, "renewed:\tgeneration %d\n", s.Generation)
+	if r := s.Renewal; r != nil && r.Shared {
+		// Not a renewal of its own: say so, or a caller would believe
+		// the issuer was just asked.
+		fmt.Fprintf(w, "shared:\t%s\n", r.Message)
+	}
 	printCredentials(w, s.Credentials, now)
 	if s.NextRenewal != nil {
 		fmt.Fprintf(w, "next renewal:\t%s\n", when(*s.NextRenewal, now))

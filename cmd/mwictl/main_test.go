@@ -371,6 +371,14 @@ func TestRenew(t *testing.T) {
 			t.Errorf("renew sent %s, want POST", r.Method)
 		}
 	})
+	t.Run("Shared", func(t *testing.T) {
+		shared := renewed
+		shared.Renewal = &api.RenewOutcome{Shared: true, CompletedAt: expires, Message: "answered by the renewal that completed 3s ago"}
+		f := serve(t, map[string]http.Handler{"POST /v1/renew": answer(200, shared)})
+		code, out, errs := mwictl(f.sock, "renew")
+		want(t, code, out, errs, 0, "",
+			"renewed:       generation 4\nshared:        answered by the renewal that completed 3s ago\n")
+	})
 	t.Run("JSON", func(t *testing.T) {
 		code, out, errs := mwictl(ok.sock, "renew", "--json")
 		want(t, code, out, errs, 0, "")

@@ -16,12 +16,14 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	stdlog "log"
 	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
 
 	"github.com/mwi-project/mwi/daemon"
+	"github.com/mwi-project/mwi/daemon/agent"
 	"github.com/mwi-project/mwi/daemon/config"
 	"github.com/mwi-project/mwi/internal/hygiene"
 	"github.com/mwi-project/mwi/internal/logging"
@@ -50,8 +52,10 @@ func run() error {
 		return err
 	}
 	// Route the standard log package (x/crypto's agent server writes to it)
-	// through the same handler.
+	// through the same handler, a few lines a second: the agent's clients
+	// decide how many it writes.
 	slog.SetDefault(log.Logger)
+	stdlog.SetOutput(agent.LogWriter(log.Logger))
 	hardenProcess(log.Logger)
 	srv, err := daemon.New(cfg, log)
 	if err != nil {

@@ -24,6 +24,8 @@ import (
 
 	"golang.org/x/crypto/ssh"
 	sshagent "golang.org/x/crypto/ssh/agent"
+
+	"github.com/mwi-project/mwi/internal/unixsock"
 )
 
 // t0 is the test clock's default time, in Unix seconds.
@@ -708,12 +710,12 @@ func TestCheck(t *testing.T) {
 	refuse.Store(true)
 	srv := &Server{
 		Agent: a,
-		Check: func(c net.Conn) error {
+		Check: func(p unixsock.Peer) (func() error, error) {
 			checked.Add(1)
 			if refuse.Load() {
-				return errors.New("peer uid 1234 not allowed")
+				return nil, errors.New("peer uid 1234 not allowed")
 			}
-			return nil
+			return nil, nil
 		},
 		Log: slog.New(slog.NewTextHandler(&logBuf, nil)),
 	}

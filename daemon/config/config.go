@@ -39,9 +39,15 @@ type Config struct {
 	// after an issuer outage that outlasted the certificates it serves.
 	IdentityTTL     time.Duration
 	RenewalInterval time.Duration // zero: renew at about two thirds of the lifetime
-	AgentSocket     Socket
-	APISocket       Socket
-	SSHLogins       []string
+	// RenewMinInterval is how long the result of a renewal answers the
+	// renewals asked for through the API (mwictl renew) instead of a new
+	// one: such requests reach the issuer at most once per interval, so a
+	// local caller cannot spend the issuer's quota for this host. Zero only
+	// shares a renewal under way.
+	RenewMinInterval time.Duration
+	AgentSocket      Socket
+	APISocket        Socket
+	SSHLogins        []string
 	// SSHHosts are the host patterns (ssh_config Host syntax) that the
 	// generated ssh_config and known_hosts apply to.
 	SSHHosts []string
@@ -164,24 +170,28 @@ type Log struct {
 const (
 	DefaultCertificateTTL = time.Hour
 	DefaultIdentityTTL    = time.Hour
-	DefaultAgentSocket    = "/run/mwi/agent.sock"
-	DefaultAPISocket      = "/run/mwi/api.sock"
-	defaultSocketMode     = 0o600
-	minCertificateTTL     = 10 * time.Second
+	// DefaultRenewMinInterval keeps mwictl renew useful after a change on
+	// the issuer while capping what a caller looping on it can cost.
+	DefaultRenewMinInterval = 10 * time.Second
+	DefaultAgentSocket      = "/run/mwi/agent.sock"
+	DefaultAPISocket        = "/run/mwi/api.sock"
+	defaultSocketMode       = 0o600
+	minCertificateTTL       = 10 * time.Second
 )
 
 // file is the YAML form of the configuration.
 type file struct {
-	Version         string       `yaml:"version"`
-	Issuer          fileIssuer   `yaml:"issuer"`
-	Onboarding      fileOnboard  `yaml:"onboarding"`
-	CertificateTTL  string       `yaml:"certificate_ttl"`
-	IdentityTTL     string       `yaml:"identity_ttl"`
-	RenewalInterval string       `yaml:"renewal_interval"`
-	Sockets         fileSockets  `yaml:"sockets"`
-	SSH             fileSSH      `yaml:"ssh"`
-	Outputs         []fileOutput `yaml:"outputs"`
-	Log             fileLog      `yaml:"log"`
+	Version          string       `yaml:"version"`
+	Issuer           fileIssuer   `yaml:"issuer"`
+	Onboarding       fileOnboard  `yaml:"onboarding"`
+	CertificateTTL   string       `yaml:"certificate_ttl"`
+	IdentityTTL      string       `yaml:"identity_ttl"`
+	RenewalInterval  string       `yaml:"renewal_interval"`
+	RenewMinInterval string       `yaml:"renew_min_interval"`
+	Sockets          fileSockets  `yaml:"sockets"`
+	SSH              fileSSH      `yaml:"ssh"`
+	Outputs          []fileOutput `yaml:"outputs"`
+	Log              fileLog      `yaml:"log"`
 }
 
 type fileIssuer struct {
@@ -379,6 +389,10 @@ func (v *validator) build(f *file) *Config {
 	c.RenewalInterval = v.duration("renewal_interval", f.RenewalInterval, 0)
 	if c.RenewalInterval < 0 || (c.RenewalInterval > 0 && c.RenewalInterval >= c.CertificateTTL) {
 		v.errorf("renewal_interval", "%s must be positive and shorter than certificate_ttl (%s)", c.RenewalInterval, c.CertificateTTL)
+	}
+	c.RenewMinInterval = v.duration("renew_min_interval", f.RenewMinInterval, DefaultRenewMinInterval)
+	if c.RenewMinInterval < 0 {
+		v.errorf("renew_min_interval", "%s is negative", c.RenewMinInterval)
 	}
 
 	c.AgentSocket = v.socket("sockets.agent", f.Sockets.Agent, DefaultAgentSocket)

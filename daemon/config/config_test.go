@@ -35,8 +35,8 @@ func TestParseValid(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.CertificateTTL != 10*time.Minute || c.RenewalInterval != 2*time.Minute {
-		t.Errorf("durations = %v, %v", c.CertificateTTL, c.RenewalInterval)
+	if c.CertificateTTL != 10*time.Minute || c.RenewalInterval != 2*time.Minute || c.RenewMinInterval != DefaultRenewMinInterval {
+		t.Errorf("durations = %v, %v, %v", c.CertificateTTL, c.RenewalInterval, c.RenewMinInterval)
 	}
 	if c.AgentSocket.Path != "/etc/mwi/run/agent.sock" || c.AgentSocket.Mode != 0o660 {
 		t.Errorf("agent socket = %+v; want a path relative to the file and mode 0660", c.AgentSocket)
@@ -61,6 +61,7 @@ func TestParseErrors(t *testing.T) {
 		{"bad duration", [2]string{"certificate_ttl: 10m", "certificate_ttl: ten"}, `mwid.yaml:9: certificate_ttl: "ten" is not a duration`},
 		{"ttl too short", [2]string{"certificate_ttl: 10m", "certificate_ttl: 1s"}, "shorter than the minimum"},
 		{"interval too long", [2]string{"renewal_interval: 2m", "renewal_interval: 20m"}, "mwid.yaml:10: renewal_interval"},
+		{"negative renew interval", [2]string{"renewal_interval: 2m", "renewal_interval: 2m\nrenew_min_interval: -1s"}, "mwid.yaml:11: renew_min_interval: -1s is negative"},
 		{"no trust", [2]string{`  ca_pins: ["sha256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="]`, ""}, "set ca_pins or ca_file"},
 		{"bad pin", [2]string{"sha256:AAAA", "md5:AAAA"}, "mwid.yaml:4: issuer.ca_pins"},
 		{"no port", [2]string{"127.0.0.1:7443", "127.0.0.1"}, `mwid.yaml:3: issuer.address: "127.0.0.1" is not host:port`},

@@ -166,6 +166,7 @@ var goTypes = map[string]reflect.Type{
 	"Error":          reflect.TypeFor[api.ErrorBody](),
 	"ErrorDetail":    reflect.TypeFor[api.Error](),
 	"Status":         reflect.TypeFor[api.Status](),
+	"RenewOutcome":   reflect.TypeFor[api.RenewOutcome](),
 	"Credential":     reflect.TypeFor[api.Credential](),
 	"Output":         reflect.TypeFor[api.Output](),
 	"ConfigStatus":   reflect.TypeFor[api.ConfigStatus](),

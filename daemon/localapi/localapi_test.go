@@ -183,7 +183,9 @@ func (f *fakeBackend) Renew(ctx context.Context) (api.Status, error) {
 	if f.renewErr != nil {
 		return api.Status{}, f.renewErr
 	}
-	return f.Status(), nil
+	st := f.Status()
+	st.Renewal = &api.RenewOutcome{Shared: true, CompletedAt: time.Now(), Message: "answered by the renewal under way when the request arrived"}
+	return st, nil
 }
 
 func (f *fakeBackend) Reload() (api.ReloadResult, error) {

@@ -1,11 +1,18 @@
 // Package renewal runs mwid's one renewal loop: it obtains credentials,
 // schedules the next renewal at about two thirds of their lifetime with
 // jitter, and backs off with a cap when the issuer cannot be reached.
+//
+// The loop is the only path to the issuer. Requests for a renewal from
+// outside the schedule (a reload, the local API) are answered by the loop's
+// attempts, and requests that arrive together share one attempt, so that
+// however many are made, the issuer sees at most one renewal at a time.
 package renewal
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
+	"sync"
 	"time"
 )
 
@@ -51,9 +58,33 @@ type Loop struct {
 	Clock Clock
 	// Jitter returns a number in [0, 1); it defaults to math/rand.
 	Jitter func() float64
+	// RequestInterval, if set and positive, is how long the result of an
+	// attempt answers Request instead of a new attempt: requests closer
+	// together than this make one call to the issuer. It is a function so
+	// that a configuration reload changes it.
+	RequestInterval func() time.Duration
 
-	trigger chan chan error
+	st *state
 }
+
+// state is what the loop shares with the callers of RenewNow and Request.
+type state struct {
+	mu      sync.Mutex
+	pending *attempt // asked for, and not yet begun
+	running *attempt // under way
+	last    *attempt // the last one completed
+	stopped bool     // Run returned; nothing will begin
+	// wake has room for one wake-up: it tells Run that pending is set.
+	wake chan struct{}
+}
+
+// attempt is one renewal attempt that callers wait for.
+type attempt struct {
+	done chan struct{} // closed once a is set
+	a    Attempt
+}
+
+func newAttempt() *attempt { return &attempt{done: make(chan struct{})} }
 
 // Default backoff bounds.
 const (
@@ -74,19 +105,24 @@ func (l *Loop) init() {
 	if l.MaxBackoff < l.MinBackoff {
 		l.MaxBackoff = max(DefaultMaxBackoff, l.MinBackoff)
 	}
-	if l.trigger == nil {
-		l.trigger = make(chan chan error)
+	if l.st == nil {
+		l.st = &state{wake: make(chan struct{}, 1)}
 	}
 }
 
-// Run renews at once, then whenever Next says, until ctx is done.
+// Run renews at once, then whenever Next says or a renewal is asked for,
+// until ctx is done.
 func (l *Loop) Run(ctx context.Context) error {
 	l.init()
+	st := l.st
+	st.mu.Lock()
+	st.stopped = false
+	st.mu.Unlock()
+	defer l.stop()
 	var (
 		failures int
 		last     Result // the last success; zero before the first
 		wait     <-chan time.Time
-		reply    chan error
 	)
 	wait = l.Clock.After(0)
 	for {
@@ -94,13 +130,12 @@ func (l *Loop) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-wait:
-		case reply = <-l.trigger:
+		case <-st.wake:
 		}
+		cur := l.begin()
 		res, err := l.Renew(ctx)
 		if ctx.Err() != nil {
-			if reply != nil {
-				reply <- ctx.Err()
-			}
+			l.end(cur, Attempt{At: l.Clock.Now(), Err: ctx.Err()}, false)
 			return nil
 		}
 		now := l.Clock.Now()
@@ -127,28 +162,152 @@ func (l *Loop) Run(ctx context.Context) error {
 		if l.Report != nil {
 			l.Report(a)
 		}
-		if reply != nil {
-			reply <- err
-			reply = nil
-		}
+		// Callers are answered after Report, so that the status they
+		// read next already shows this attempt.
+		l.end(cur, a, true)
 		wait = l.Clock.After(max(0, a.Next.Sub(now)))
 	}
 }
 
-// RenewNow makes the running loop renew at once and returns the result. It
-// waits for the loop if a renewal is already under way.
-func (l *Loop) RenewNow(ctx context.Context) error {
-	reply := make(chan error, 1)
-	select {
-	case l.trigger <- reply:
-	case <-ctx.Done():
-		return ctx.Err()
+// begin marks the start of an attempt: the one asked for, if any, which
+// the attempt about to be made answers, since it reads everything afresh.
+func (l *Loop) begin() *attempt {
+	st := l.st
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	cur := st.pending
+	if cur == nil {
+		cur = newAttempt()
 	}
+	st.pending = nil
+	st.running = cur
+	// A wake-up for the pending attempt is answered by this one.
 	select {
-	case err := <-reply:
+	case <-st.wake:
+	default:
+	}
+	return cur
+}
+
+// end answers the callers waiting for cur. An attempt cut short by the
+// loop's end is not kept as the last one.
+func (l *Loop) end(cur *attempt, a Attempt, keep bool) {
+	st := l.st
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	cur.a = a
+	close(cur.done)
+	st.running = nil
+	if keep {
+		st.last = cur
+	}
+}
+
+// errStopped answers the requests that the loop will not serve.
+var errStopped = errors.New("renewal: the renewal loop is not running")
+
+// stop answers a pending request when Run returns.
+func (l *Loop) stop() {
+	st := l.st
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.stopped = true
+	if p := st.pending; p != nil {
+		st.pending = nil
+		p.a = Attempt{At: l.Clock.Now(), Err: errStopped}
+		close(p.done)
+	}
+}
+
+// RenewNow makes the running loop renew at once and returns the result. If
+// a renewal is under way, it waits for the next one, which starts after
+// it: the caller gets credentials obtained after it asked, for example
+// with a configuration it has just changed. Callers that ask before that
+// next renewal starts share it.
+func (l *Loop) RenewNow(ctx context.Context) error {
+	st := l.st
+	st.mu.Lock()
+	if st.stopped {
+		st.mu.Unlock()
+		return errStopped
+	}
+	p := l.ask()
+	st.mu.Unlock()
+	a, err := wait(ctx, p)
+	if err != nil {
 		return err
+	}
+	return a.Err
+}
+
+// Shared says how Request was answered.
+type Shared int
+
+const (
+	// NotShared: an attempt that began after the request.
+	NotShared Shared = iota
+	// InFlight: the attempt under way when the request arrived.
+	InFlight
+	// Recent: an attempt completed less than RequestInterval before.
+	Recent
+)
+
+// Request asks for a renewal on behalf of a client that may ask often:
+// it shares the attempt under way if there is one, or one asked for and
+// not yet begun, and answers with the last attempt if it completed less
+// than RequestInterval ago, so that
+// however often it is called, the issuer sees no more than one renewal per
+// RequestInterval from it. It returns the attempt that answers (whose Err
+// says whether that renewal failed) and how it was shared, or an error if
+// ctx ends or the loop is not running.
+func (l *Loop) Request(ctx context.Context) (Attempt, Shared, error) {
+	st := l.st
+	st.mu.Lock()
+	if st.stopped {
+		st.mu.Unlock()
+		return Attempt{}, NotShared, errStopped
+	}
+	var (
+		p   *attempt
+		how = NotShared
+	)
+	switch {
+	case st.running != nil:
+		p, how = st.running, InFlight
+	case st.pending != nil:
+		// Asked for and not begun: it will read everything afresh.
+		p = st.pending
+	case st.last != nil && l.RequestInterval != nil && l.Clock.Now().Sub(st.last.a.At) < l.RequestInterval():
+		p, how = st.last, Recent
+	default:
+		p = l.ask()
+	}
+	st.mu.Unlock()
+	a, err := wait(ctx, p)
+	return a, how, err
+}
+
+// ask returns the pending attempt, asking Run for one if there is none.
+// st.mu must be held.
+func (l *Loop) ask() *attempt {
+	st := l.st
+	if st.pending == nil {
+		st.pending = newAttempt()
+		select {
+		case st.wake <- struct{}{}:
+		default:
+		}
+	}
+	return st.pending
+}
+
+// wait waits for p to complete, or ctx to end.
+func wait(ctx context.Context, p *attempt) (Attempt, error) {
+	select {
+	case <-p.done:
+		return p.a, nil
 	case <-ctx.Done():
-		return ctx.Err()
+		return Attempt{}, ctx.Err()
 	}
 }
 

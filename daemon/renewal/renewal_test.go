@@ -214,3 +214,167 @@ func TestRenewNow(t *testing.T) {
 		t.Fatalf("Renew called %d times, want 3", calls)
 	}
 }
+
+// TestRenewNowWaitsForNext checks that RenewNow during an attempt waits for
+// a new one: a reload's configuration must reach the issuer.
+func TestRenewNowWaitsForNext(t *testing.T) {
+	clock := newFakeClock()
+	started := make(chan int, 10)
+	release := make(chan struct{})
+	var calls int
+	l := NewLoop(Loop{
+		Clock: clock,
+		Renew: func(ctx context.Context) (Result, error) {
+			calls++
+			started <- calls
+			if calls == 2 {
+				<-release
+			}
+			now := clock.Now()
+			return Result{Received: now, Expires: now.Add(time.Hour)}, nil
+		},
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go l.Run(ctx)
+	<-started // the initial join
+	shared := make(chan error, 1)
+	go func() {
+		_, _, err := l.Request(ctx) // starts attempt 2
+		shared <- err
+	}()
+	<-started
+	done := make(chan error, 1)
+	go func() { done <- l.RenewNow(ctx) }()
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-shared; err != nil {
+		t.Fatal(err)
+	}
+	// Had RenewNow arrived after attempt 2 ended, it would still have made
+	// attempt 3; arriving during it, it must not share it.
+	if calls != 3 {
+		t.Errorf("Renew called %d times, want 3: RenewNow must not share an attempt under way or a recent one", calls)
+	}
+}
+
+// TestRequestCoalesces checks that concurrent requests share one attempt,
+// and that requests closer together than RequestInterval are answered by
+// the last attempt, failed or not, without calling Renew again.
+func TestRequestCoalesces(t *testing.T) {
+	clock := newFakeClock()
+	errRefused := errors.New("refused")
+	var (
+		mu    sync.Mutex
+		calls int
+		fail  bool
+	)
+	started := make(chan struct{}, 200)
+	release := make(chan struct{}, 200)
+	l := NewLoop(Loop{
+		Clock:  clock,
+		Jitter: func() float64 { return 0 },
+		// No retry of a failure comes due in this test: every attempt
+		// after the join is asked for.
+		MinBackoff:      time.Hour,
+		MaxBackoff:      time.Hour,
+		RequestInterval: func() time.Duration { return 10 * time.Second },
+		Renew: func(ctx context.Context) (Result, error) {
+			mu.Lock()
+			calls++
+			n, f := calls, fail
+			mu.Unlock()
+			if n > 1 {
+				started <- struct{}{}
+				<-release
+			}
+			if f {
+				return Result{}, errRefused
+			}
+			now := clock.Now()
+			return Result{Received: now, Expires: now.Add(time.Hour)}, nil
+		},
+	})
+	renewCalls := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return calls
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go l.Run(ctx)
+	<-clock.added // the join is done; the loop waits for its schedule
+
+	// Right after the join, a request is answered by it.
+	if a, how, err := l.Request(ctx); err != nil || a.Err != nil || how != Recent {
+		t.Fatalf("Request just after the join = %+v, %v, %v; want the join's success, Recent", a, how, err)
+	}
+
+	// 100 concurrent requests, once the join is older than the interval:
+	// the clock does not move while they run, so whenever each arrives it
+	// shares the one attempt (asked for, under way, or just completed).
+	clock.advanceTo(t0.Add(11 * time.Second))
+	const n = 100
+	var wg sync.WaitGroup
+	answers := make(chan Shared, n)
+	for range n {
+		wg.Go(func() {
+			a, how, err := l.Request(ctx)
+			if err != nil || a.Err != nil {
+				t.Errorf("Request = %+v, %v", a, err)
+			}
+			answers <- how
+		})
+	}
+	<-started
+	release <- struct{}{}
+	wg.Wait()
+	close(answers)
+	if got := renewCalls(); got != 2 {
+		t.Errorf("%d concurrent requests made %d renewals after the join; want 1", n, got-1)
+	}
+	count := map[Shared]int{}
+	for how := range answers {
+		count[how]++
+	}
+	t.Logf("answers: %d not shared (asked before the attempt began), %d in flight, %d recent", count[NotShared], count[InFlight], count[Recent])
+
+	// Sequential requests, one a second for a minute, some failing: one
+	// renewal per interval at most. The failure is shared as well.
+	mu.Lock()
+	fail = true
+	mu.Unlock()
+	before := renewCalls()
+	for i := range 60 {
+		clock.advanceTo(t0.Add(30*time.Second + time.Duration(i)*time.Second))
+		release <- struct{}{} // lets an attempt through if one starts
+		a, _, err := l.Request(ctx)
+		if err != nil || a.Err != errRefused {
+			t.Fatalf("request %d = %+v, %v; want the refusal", i, a, err)
+		}
+	}
+	if got := renewCalls() - before; got != 6 {
+		t.Errorf("60 requests over 60s made %d renewals; want 6, one per 10s", got)
+	}
+}
+
+// TestRequestAfterStop checks that a request to a loop that stopped fails
+// instead of waiting.
+func TestRequestAfterStop(t *testing.T) {
+	l := NewLoop(Loop{Clock: newFakeClock(), Renew: func(ctx context.Context) (Result, error) {
+		return Result{}, nil
+	}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- l.Run(ctx) }()
+	cancel()
+	<-done
+	if _, _, err := l.Request(context.Background()); err == nil {
+		t.Error("Request after Run returned succeeded")
+	}
+	if err := l.RenewNow(context.Background()); err == nil {
+		t.Error("RenewNow after Run returned succeeded")
+	}
+}
