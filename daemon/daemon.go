@@ -47,7 +47,7 @@ type Server struct {
 	conf     atomic.Pointer[config.Config]
 	reloadMu sync.Mutex // serialises Reload
 	// refusals bounds the log lines of refused callers.
-	refusals connlimit.LogLimit
+	refusals logging.Limit
 
 	// Set by Run for Reload, which moves sockets while running.
 	runCtx    context.Context
@@ -136,7 +136,7 @@ func (s *Server) Run(ctx context.Context) error {
 		Handler: localapi.Routes(s, s.metrics.Handler(), s.log,
 			s.metrics.Middleware,
 			s.requirePeer(func(c *config.Config) config.Socket { return c.APISocket })),
-		ConnContext: apiConnContext,
+		ConnContext: unixsock.ConnContext,
 		// A local caller must not hold mwid's (locked) memory: requests
 		// have short headers, which must come whole in time, and idle
 		// connections end; connections are bounded by apiLimits. There is
@@ -243,14 +243,6 @@ func (s *Server) serveOn(name string, ln net.Listener, fail func(error)) {
 		old.stop()
 	}
 	s.sockets[name] = sv
-}
-
-// apiConnContext records the peer of an API connection for requirePeer.
-func apiConnContext(ctx context.Context, c net.Conn) context.Context {
-	if lc, ok := c.(*connlimit.Conn); ok {
-		c = lc.Unwrap()
-	}
-	return unixsock.ConnContext(ctx, c)
 }
 
 // alive reports whether the daemon's shared state can still be taken, for

@@ -8,7 +8,6 @@ import (
 	"os/user"
 	"slices"
 	"strconv"
-	"time"
 
 	"github.com/mwi-project/mwi/api"
 	"github.com/mwi-project/mwi/daemon/config"
@@ -108,14 +107,7 @@ func (s *Server) checkPeer(name string, socket func(*config.Config) config.Socke
 // refused logs a refused caller at warning level, a few lines a second: a
 // user that the sockets' mode lets connect decides how many there are.
 func (s *Server) refused(args ...any) {
-	ok, dropped := s.refusals.Allow(time.Now())
-	if !ok {
-		return
-	}
-	if dropped > 0 {
-		args = append(args, "suppressed", dropped)
-	}
-	s.log.Warn("caller refused", args...)
+	s.refusals.Warn(s.log, "caller refused", args...)
 }
 
 // requirePeer is the API's middleware for the same check, made for each

@@ -23,7 +23,6 @@ import (
 	"github.com/mwi-project/mwi/daemon/agent"
 	"github.com/mwi-project/mwi/daemon/config"
 	"github.com/mwi-project/mwi/daemon/localapi"
-	"github.com/mwi-project/mwi/internal/connlimit"
 	"github.com/mwi-project/mwi/internal/logging"
 	"github.com/mwi-project/mwi/internal/unixsock"
 )
@@ -283,7 +282,7 @@ func TestRefusalsLogBounded(t *testing.T) {
 			t.Fatal("a stranger was allowed")
 		}
 	}
-	if n := bytes.Count(buf.Bytes(), []byte("\n")); n == 0 || n > 2*connlimit.LogBurst {
+	if n := bytes.Count(buf.Bytes(), []byte("\n")); n == 0 || n > 2*logging.LimitBurst {
 		t.Errorf("1000 refusals logged %d lines; want a few", n)
 	}
 }

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/mwi-project/mwi/internal/connlimit"
+	"github.com/mwi-project/mwi/internal/logging"
 )
 
 // LogWriter returns a writer for the standard log package that passes
@@ -24,7 +24,7 @@ func LogWriter(log *slog.Logger) io.Writer {
 
 type logWriter struct {
 	log   *slog.Logger
-	lines connlimit.LogLimit
+	lines logging.Limit
 }
 
 func (w *logWriter) Write(p []byte) (int, error) {

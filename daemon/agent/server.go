@@ -17,6 +17,7 @@ import (
 	sshagent "golang.org/x/crypto/ssh/agent"
 
 	"github.com/mwi-project/mwi/internal/connlimit"
+	"github.com/mwi-project/mwi/internal/logging"
 	"github.com/mwi-project/mwi/internal/unixsock"
 )
 
@@ -85,7 +86,7 @@ type Server struct {
 	initOnce sync.Once
 	large    chan struct{} // a token for each large request being read
 	limits   *connlimit.Limits
-	warnings connlimit.LogLimit
+	warnings logging.Limit
 }
 
 func (s *Server) init() {
@@ -109,14 +110,7 @@ func (s *Server) logger() *slog.Logger {
 // last second: connecting is free, and every refusal would otherwise be a
 // line in the journal. The next line logged says how many were dropped.
 func (s *Server) warn(msg string, args ...any) {
-	ok, dropped := s.warnings.Allow(time.Now())
-	if !ok {
-		return
-	}
-	if dropped > 0 {
-		args = append(args, "suppressed", dropped)
-	}
-	s.logger().Warn(msg, args...)
+	s.warnings.Warn(s.logger(), msg, args...)
 }
 
 // Serve accepts connections on ln and serves each on its own goroutine

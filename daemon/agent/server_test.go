@@ -20,6 +20,7 @@ import (
 	sshagent "golang.org/x/crypto/ssh/agent"
 
 	"github.com/mwi-project/mwi/internal/connlimit"
+	"github.com/mwi-project/mwi/internal/logging"
 	"github.com/mwi-project/mwi/internal/unixsock"
 )
 
@@ -331,7 +332,7 @@ func TestLogWriter(t *testing.T) {
 		stdlog.Printf("agent 200: unknown opcode 200 (%d)", i)
 	}
 	lines := strings.Count(buf.String(), "\n")
-	if lines == 0 || lines > 2*connlimit.LogBurst {
+	if lines == 0 || lines > 2*logging.LimitBurst {
 		t.Errorf("1000 lines in a burst logged %d; want a few:\n%s", lines, buf.String())
 	}
 	if !strings.Contains(buf.String(), `msg="agent 200: unknown opcode 200 (0)"`) {

@@ -8,8 +8,8 @@ import (
 	"log/slog"
 	"net"
 	"sync"
-	"time"
 
+	"github.com/mwi-project/mwi/internal/logging"
 	"github.com/mwi-project/mwi/internal/unixsock"
 )
 
@@ -88,7 +88,7 @@ type Listener struct {
 	Log  *slog.Logger
 	Name string
 
-	refusals LogLimit
+	refusals logging.Limit
 }
 
 // Accept waits for the next connection within the limits.
@@ -105,12 +105,8 @@ func (l *Listener) Accept() (net.Conn, error) {
 			err = fmt.Errorf("the caller's credentials are unknown: %w", err)
 		}
 		if err != nil {
-			if ok, dropped := l.refusals.Allow(time.Now()); ok && l.Log != nil {
-				args := []any{"socket", l.Name, "uid", p.UID, "pid", p.PID, "err", err}
-				if dropped > 0 {
-					args = append(args, "suppressed", dropped)
-				}
-				l.Log.Warn("connection refused", args...)
+			if l.Log != nil {
+				l.refusals.Warn(l.Log, "connection refused", "socket", l.Name, "uid", p.UID, "pid", p.PID, "err", err)
 			}
 			c.Close()
 			continue
@@ -134,32 +130,3 @@ func (c *Conn) Close() error {
 
 // Unwrap returns the underlying connection, for its peer credentials.
 func (c *Conn) Unwrap() net.Conn { return c.Conn }
-
-// A LogLimit allows a few log lines a second, for events whose number a
-// caller decides: each refusal would otherwise be a line in the journal.
-type LogLimit struct {
-	mu      sync.Mutex
-	start   time.Time // of the current second
-	n       int       // lines allowed in it
-	dropped int       // lines refused since the last allowed
-}
-
-// LogBurst is how many lines a LogLimit allows in a second.
-const LogBurst = 10
-
-// Allow reports whether a line at now may be logged, and how many were
-// refused since the last one allowed, which that line should say.
-func (l *LogLimit) Allow(now time.Time) (ok bool, dropped int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if now.Sub(l.start) >= time.Second {
-		l.start, l.n = now, 0
-	}
-	if l.n >= LogBurst {
-		l.dropped++
-		return false, 0
-	}
-	l.n++
-	dropped, l.dropped = l.dropped, 0
-	return true, dropped
-}

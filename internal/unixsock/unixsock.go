@@ -252,6 +252,15 @@ type Peer struct {
 
 // PeerOf returns the credentials of the process that connected c.
 func PeerOf(c net.Conn) (Peer, error) {
+	// A connection wrapped by a limiter (connlimit.Conn) or a server
+	// holds the Unix connection the credentials come from.
+	for {
+		w, ok := c.(interface{ Unwrap() net.Conn })
+		if !ok {
+			break
+		}
+		c = w.Unwrap()
+	}
 	uc, ok := c.(*net.UnixConn)
 	if !ok {
 		return Peer{}, errors.New("not a Unix connection")

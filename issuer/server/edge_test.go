@@ -223,7 +223,7 @@ func TestEdgeDenialsAudited(t *testing.T) {
 		}
 		f := &fakeAdmin{}
 		srv := newAdminServer(adminRoutes(f, al, discardLog()), Limits{})
-		go srv.Serve(newCapListener(ln, 4, discardLog()))
+		go srv.Serve(adminListener(ln, Limits{MaxAdminConns: 4}, discardLog()))
 		t.Cleanup(func() { srv.Close() })
 		cmd := exec.Command(curl, "-sS", "--unix-socket", path, "-X", "POST", "http://mwi/admin/v1/bots/ci/unlock")
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}

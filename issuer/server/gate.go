@@ -10,6 +10,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/mwi-project/mwi/internal/logging"
 )
 
 // Limits bound the connections and the time of the issuer's servers. Zero
@@ -116,7 +118,7 @@ type gate struct {
 	// refused is told of each client certificate the handshake refused.
 	refused func(remote string, err error)
 	log     *slog.Logger
-	warn    *rateLog
+	warn    logging.Limit
 
 	ready   chan net.Conn
 	errs    chan error
@@ -160,7 +162,6 @@ func newGate(ln net.Listener, cfg *tls.Config, lim Limits, refused func(string, 
 		lim:     lim.withDefaults(),
 		refused: refused,
 		log:     log,
-		warn:    newRateLog(log, 10*time.Second),
 		ready:   make(chan net.Conn),
 		errs:    make(chan error),
 		done:    make(chan struct{}),
@@ -256,7 +257,7 @@ func (g *gate) admit(raw net.Conn) *gatedConn {
 		g.releaseLocked(evict)
 	case g.total >= g.lim.MaxConns:
 		g.mu.Unlock()
-		g.warn.Warn("connection refused: too many connections", "limit", g.lim.MaxConns, "remote", raw.RemoteAddr().String())
+		g.warn.Warn(g.log, "connection refused: too many connections", "limit", g.lim.MaxConns, "remote", raw.RemoteAddr().String())
 		raw.Close()
 		return nil
 	}
@@ -265,7 +266,7 @@ func (g *gate) admit(raw net.Conn) *gatedConn {
 	g.total++
 	g.mu.Unlock()
 	if evict != nil {
-		g.warn.Warn("closed the oldest connection in its TLS handshake: too many handshakes", "limit", g.lim.MaxHandshakes, "remote", evict.RemoteAddr().String())
+		g.warn.Warn(g.log, "closed the oldest connection in its TLS handshake: too many handshakes", "limit", g.lim.MaxHandshakes, "remote", evict.RemoteAddr().String())
 		evict.Conn.Close()
 	}
 	return c
@@ -287,7 +288,7 @@ func (g *gate) handshake(c *gatedConn) {
 				g.refused(remote, err)
 			}
 		case timedOut:
-			g.warn.Warn("connection closed: TLS handshake not done in time", "timeout", g.lim.HandshakeTimeout, "remote", remote)
+			g.warn.Warn(g.log, "connection closed: TLS handshake not done in time", "timeout", g.lim.HandshakeTimeout, "remote", remote)
 		default:
 			g.log.Debug("TLS handshake failed", "remote", remote, "err", err)
 		}
@@ -310,7 +311,7 @@ func (g *gate) handshake(c *gatedConn) {
 	case who == anonymous && g.anonymous >= g.lim.MaxAnonymous:
 		g.releaseLocked(c)
 		g.mu.Unlock()
-		g.warn.Warn("connection closed: too many connections without a bot identity", "limit", g.lim.MaxAnonymous, "remote", remote)
+		g.warn.Warn(g.log, "connection closed: too many connections without a bot identity", "limit", g.lim.MaxAnonymous, "remote", remote)
 		tc.Close()
 		return
 	}
@@ -354,75 +355,4 @@ func (g *gate) counts() (total, handshakes, anonymous int) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.total, g.pending.Len(), g.anonymous
-}
-
-// capListener bounds the connections of a listener: past max, a new
-// connection is closed at once.
-type capListener struct {
-	net.Listener
-	slots chan struct{}
-	warn  *rateLog
-}
-
-func newCapListener(ln net.Listener, max int, log *slog.Logger) *capListener {
-	return &capListener{Listener: ln, slots: make(chan struct{}, max), warn: newRateLog(log, 10*time.Second)}
-}
-
-func (l *capListener) Accept() (net.Conn, error) {
-	for {
-		c, err := l.Listener.Accept()
-		if err != nil {
-			return nil, err
-		}
-		select {
-		case l.slots <- struct{}{}:
-			return &cappedConn{Conn: c, slots: l.slots}, nil
-		default:
-			l.warn.Warn("connection refused: too many connections", "limit", cap(l.slots), "listener", l.Addr().String())
-			c.Close()
-		}
-	}
-}
-
-type cappedConn struct {
-	net.Conn
-	slots chan struct{}
-	once  sync.Once
-}
-
-func (c *cappedConn) Close() error {
-	c.once.Do(func() { <-c.slots })
-	return c.Conn.Close()
-}
-
-// rateLog logs a warning at most once per interval for each message, with
-// how many times it happened since the last one logged: when a limit bites
-// because of an attack, the log says so without growing with it.
-type rateLog struct {
-	log   *slog.Logger
-	every time.Duration
-
-	mu   sync.Mutex
-	last map[string]time.Time
-	n    map[string]int
-}
-
-func newRateLog(log *slog.Logger, every time.Duration) *rateLog {
-	return &rateLog{log: log, every: every, last: make(map[string]time.Time), n: make(map[string]int)}
-}
-
-// Warn logs msg with args, unless it was logged less than an interval ago.
-func (r *rateLog) Warn(msg string, args ...any) {
-	r.mu.Lock()
-	r.n[msg]++
-	now := time.Now()
-	if now.Sub(r.last[msg]) < r.every {
-		r.mu.Unlock()
-		return
-	}
-	n := r.n[msg]
-	r.n[msg] = 0
-	r.last[msg] = now
-	r.mu.Unlock()
-	r.log.Warn(msg, append(args, "times", n)...)
 }

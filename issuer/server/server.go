@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mwi-project/mwi/internal/connlimit"
 	"github.com/mwi-project/mwi/internal/sdnotify"
 	"github.com/mwi-project/mwi/internal/unixsock"
 	"github.com/mwi-project/mwi/internal/watch"
@@ -235,7 +236,7 @@ func (s *Server) Run(ctx context.Context) error {
 	public := newPublicServer(publicRoutes(s.auth, s.auth.Audit, s.log), lim, s.log)
 	publicLn := newGate(ln, tlsConfig(s.auth.CA), lim, auditRefused(s.auth.Audit), s.log)
 	admin := newAdminServer(adminRoutes(s.auth, s.auth.Audit, s.log), lim)
-	adminCapped := newCapListener(adminLn, lim.MaxAdminConns, s.log)
+	adminCapped := adminListener(adminLn, lim, s.log)
 	s.log.Info("issuer serving", "listen", ln.Addr().String(), "admin_socket", s.cfg.AdminSocket,
 		"pin", s.auth.CA.Pin(), "resources", s.cfg.ResourcesDir, "cluster_name", s.auth.ClusterName,
 		"max_connections", lim.MaxConns, "max_anonymous", lim.MaxAnonymous, "max_handshakes", lim.MaxHandshakes)
@@ -265,15 +266,6 @@ func (s *Server) Run(ctx context.Context) error {
 // maxHeaderBytes bounds a request's headers, and so its path: requests
 // to the issuer carry a few short ones.
 const maxHeaderBytes = 64 << 10
-
-// adminConnContext records the admin caller's peer credentials, which
-// the Unix connection under the capped one holds.
-func adminConnContext(ctx context.Context, c net.Conn) context.Context {
-	if cc, ok := c.(*cappedConn); ok {
-		c = cc.Conn
-	}
-	return unixsock.ConnContext(ctx, c)
-}
 
 // tlsConfig is the TLS configuration of the HTTPS API of a.
 func tlsConfig(a *ca.Authority) *tls.Config {
@@ -316,13 +308,20 @@ func newPublicServer(h http.Handler, lim Limits, log *slog.Logger) *http.Server 
 	}
 }
 
+// adminListener bounds the connections of the admin socket ln to
+// lim.MaxAdminConns, as mwid bounds its sockets'.
+func adminListener(ln net.Listener, lim Limits, log *slog.Logger) net.Listener {
+	lim = lim.withDefaults()
+	return &connlimit.Listener{Listener: ln, Limits: &connlimit.Limits{Max: lim.MaxAdminConns, PerUID: lim.MaxAdminConns}, Log: log, Name: "admin"}
+}
+
 // newAdminServer returns the admin socket's server for h, with lim's
-// timeouts. It serves a capListener.
+// timeouts. It serves a connlimit.Listener.
 func newAdminServer(h http.Handler, lim Limits) *http.Server {
 	lim = lim.withDefaults()
 	return &http.Server{
 		Handler:           h,
-		ConnContext:       adminConnContext,
+		ConnContext:       unixsock.ConnContext,
 		ReadHeaderTimeout: lim.ReadHeaderTimeout,
 		ReadTimeout:       lim.ReadTimeout,
 		WriteTimeout:      lim.WriteTimeout,
