@@ -82,6 +82,9 @@ type state struct {
 type attempt struct {
 	done chan struct{} // closed once a is set
 	a    Attempt
+	// requested is set when Request asked for the attempt, rather than
+	// the loop's timer or RenewNow.
+	requested bool
 }
 
 func newAttempt() *attempt { return &attempt{done: make(chan struct{})} }
@@ -255,7 +258,7 @@ const (
 // Request asks for a renewal on behalf of a client that may ask often:
 // it shares the attempt under way if there is one, or one asked for and
 // not yet begun, and answers with the last attempt if it completed less
-// than RequestInterval ago, so that
+// than RequestInterval ago (see recent), so that
 // however often it is called, the issuer sees no more than one renewal per
 // RequestInterval from it. It returns the attempt that answers (whose Err
 // says whether that renewal failed) and how it was shared, or an error if
@@ -277,14 +280,30 @@ func (l *Loop) Request(ctx context.Context) (Attempt, Shared, error) {
 	case st.pending != nil:
 		// Asked for and not begun: it will read everything afresh.
 		p = st.pending
-	case st.last != nil && l.RequestInterval != nil && l.Clock.Now().Sub(st.last.a.At) < l.RequestInterval():
+		p.requested = true
+	case l.recent(st.last):
 		p, how = st.last, Recent
 	default:
 		p = l.ask()
+		p.requested = true
 	}
 	st.mu.Unlock()
 	a, err := wait(ctx, p)
 	return a, how, err
+}
+
+// recent reports whether the completed attempt last answers a Request: it
+// completed less than RequestInterval ago, and either succeeded or was
+// itself asked for by a Request. A failure of the loop's own retry does
+// not answer: the client may be asking because it has just fixed the
+// cause (an operator lifted a lock, say), and its request reaches the
+// issuer at once; its own failure then answers the requests that follow
+// it within the interval. st.mu must be held.
+func (l *Loop) recent(last *attempt) bool {
+	if last == nil || l.RequestInterval == nil || l.Clock.Now().Sub(last.a.At) >= l.RequestInterval() {
+		return false
+	}
+	return last.a.Err == nil || last.requested
 }
 
 // ask returns the pending attempt, asking Run for one if there is none.

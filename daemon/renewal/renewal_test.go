@@ -378,3 +378,63 @@ func TestRequestAfterStop(t *testing.T) {
 		t.Error("RenewNow after Run returned succeeded")
 	}
 }
+
+// TestRequestAfterLoopFailure checks that a failure of the loop's own
+// attempt does not answer a request, which may come because its cause was
+// just fixed (an operator lifted a lock): the request reaches the issuer,
+// and its own failure answers the requests that follow within the interval.
+func TestRequestAfterLoopFailure(t *testing.T) {
+	clock := newFakeClock()
+	errLocked := errors.New("locked")
+	var (
+		mu    sync.Mutex
+		calls int
+		fixed bool
+	)
+	l := NewLoop(Loop{
+		Clock:           clock,
+		Jitter:          func() float64 { return 0 },
+		MinBackoff:      time.Hour, // no retry of the loop's own comes due
+		MaxBackoff:      time.Hour,
+		RequestInterval: func() time.Duration { return 10 * time.Second },
+		Renew: func(ctx context.Context) (Result, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			calls++
+			if !fixed {
+				return Result{}, errLocked
+			}
+			now := clock.Now()
+			return Result{Received: now, Expires: now.Add(time.Hour)}, nil
+		},
+	})
+	renewCalls := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return calls
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go l.Run(ctx)
+	<-clock.added // the loop's first attempt failed; it waits for its backoff
+
+	// Still failing: the request is tried, and its failure is shared.
+	if a, how, err := l.Request(ctx); err != nil || a.Err != errLocked || how != NotShared {
+		t.Fatalf("first request = %+v, %v, %v; want a new attempt that fails", a, how, err)
+	}
+	if a, how, err := l.Request(ctx); err != nil || a.Err != errLocked || how != Recent {
+		t.Fatalf("second request = %+v, %v, %v; want the first one's failure, shared", a, how, err)
+	}
+	if got := renewCalls(); got != 2 {
+		t.Fatalf("%d renewals, want 2 (the loop's, the first request's)", got)
+	}
+
+	// Fixed; within the interval the requested failure still answers.
+	mu.Lock()
+	fixed = true
+	mu.Unlock()
+	clock.advanceTo(t0.Add(11 * time.Second))
+	if a, how, err := l.Request(ctx); err != nil || a.Err != nil || how != NotShared {
+		t.Fatalf("request after the fix = %+v, %v, %v; want a new attempt that succeeds", a, how, err)
+	}
+}
