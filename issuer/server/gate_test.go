@@ -342,3 +342,31 @@ func TestShutdownClosesStuckRequests(t *testing.T) {
 	}
 	closedByServer(t, c)
 }
+
+// TestHTTP1Only offers HTTP/2: the server must answer in HTTP/1.1. Over
+// HTTP/2 one connection carries up to 250 requests at once, each holding
+// its body in memory, and the caps on connections would not bound them.
+func TestHTTP1Only(t *testing.T) {
+	a := testCA(t)
+	addr, _ := gated(t, a, publicRoutes(&fakeJoiner{}, discardAudit(), discardLog()), Limits{}, nil, discardLog())
+	roots := x509.NewCertPool()
+	roots.AddCert(a.TLSCA())
+	c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots, NextProtos: []string{"h2", "http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if p := c.ConnectionState().NegotiatedProtocol; p == "h2" {
+		t.Errorf("the server negotiated %q", p)
+	}
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}, ForceAttemptHTTP2: true}
+	defer tr.CloseIdleConnections()
+	res, err := (&http.Client{Transport: tr}).Get("https://" + addr + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.ProtoMajor != 1 {
+		t.Errorf("a client that prefers HTTP/2 was answered in %s", res.Proto)
+	}
+}

@@ -286,9 +286,19 @@ func tlsConfig(a *ca.Authority) *tls.Config {
 		// the gate reports it to be audited.
 		ClientAuth: tls.VerifyClientCertIfGiven,
 		ClientCAs:  a.IdentityPool(),
-		// As http.Server.ServeTLS would; the gate makes the handshake.
-		NextProtos: []string{"h2", "http/1.1"},
+		// HTTP/1.1 only: over HTTP/2 one connection carries many requests
+		// at once, each holding its body in memory, and the gate's caps,
+		// which count connections, would not bound them. mwid makes one
+		// request per connection.
+		NextProtos: []string{"http/1.1"},
 	}
+}
+
+// http1Only is the protocols the public server speaks; see tlsConfig.
+func http1Only() *http.Protocols {
+	var p http.Protocols
+	p.SetHTTP1(true)
+	return &p
 }
 
 // auditRefused returns the gate's report of a TLS handshake that failed
@@ -307,6 +317,7 @@ func newPublicServer(h http.Handler, lim Limits, log *slog.Logger) *http.Server 
 	lim = lim.withDefaults()
 	return &http.Server{
 		Handler:           h,
+		Protocols:         http1Only(),
 		ReadHeaderTimeout: lim.ReadHeaderTimeout,
 		ReadTimeout:       lim.ReadTimeout,
 		WriteTimeout:      lim.WriteTimeout,
