@@ -197,3 +197,26 @@ func TestChangedError(t *testing.T) {
 	case <-time.After(4 * (Debounce + testSettle)):
 	}
 }
+
+// TestRecheck: another path (SIGHUP) loaded the file while it was being
+// rewritten, and the file then went back to the content last reported.
+// Without a recheck the watcher sees nothing new and the half-written
+// content stays in use; with one, it reports the content once it settles,
+// even though it is the same.
+func TestRecheck(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "resources.yaml")
+	os.WriteFile(p, []byte("whole"), 0o600)
+	ch := make(chan struct{}, 10)
+	recheck := make(chan struct{}, 1)
+	start(t, &Watcher{Target: p, Settle: testSettle, Recheck: recheck, Changed: func() error { ch <- struct{}{}; return nil }})
+
+	os.WriteFile(p, []byte("wh"), 0o600)
+	recheck <- struct{}{} // SIGHUP loaded "wh"
+	os.WriteFile(p, []byte("whole"), 0o600)
+	expect(t, ch, true, "the file back to the content last reported, after a recheck")
+
+	recheck <- struct{}{}
+	expect(t, ch, true, "a recheck with no write")
+	expect(t, ch, false, "nothing more")
+}
