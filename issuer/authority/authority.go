@@ -100,6 +100,14 @@ func (a *Authority) now() time.Time {
 // mutual TLS, or nil.
 func (a *Authority) Join(ctx context.Context, req api.JoinRequest, client *ca.Identity, remote string) (api.Credentials, error) {
 	attrs := []slog.Attr{slog.String("remote", remote), slog.String("join_method", req.JoinMethod)}
+	// A token join always makes a new instance, but one that presents a
+	// locked instance's identity comes from a holder of a copy, and is
+	// refused as every request presenting it is.
+	var presented string
+	if client != nil {
+		presented = client.Instance
+		attrs = append(attrs, slog.String("client_instance", client.Instance), slog.Uint64("client_generation", client.Generation))
+	}
 	deny := func(err *httpjson.Error) (api.Credentials, error) {
 		a.Audit.Record(ctx, audit.EventJoin, audit.Denied, append(attrs, slog.String("reason", err.Message))...)
 		return api.Credentials{}, err
@@ -130,7 +138,7 @@ func (a *Authority) Join(ctx context.Context, req api.JoinRequest, client *ca.Id
 		return api.Credentials{}, fmt.Errorf("authority: token lookup: %w", err)
 	}
 	attrs = append(attrs, slog.String("bot", tok.Bot))
-	grant, logins, kube, herr := a.entitlements(ctx, tok.Bot, "", req.SSHLogins, keys.hosts, req.Kubernetes)
+	grant, logins, kube, herr := a.entitlements(ctx, tok.Bot, presented, req.SSHLogins, keys.hosts, req.Kubernetes)
 	if herr != nil {
 		return deny(herr)
 	}
