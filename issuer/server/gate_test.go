@@ -370,3 +370,38 @@ func TestHTTP1Only(t *testing.T) {
 		t.Errorf("a client that prefers HTTP/2 was answered in %s", res.Proto)
 	}
 }
+
+// TestIdentityConnectionCaps holds connections with bot identities: one
+// identity, or one bot's instances together, cannot take every
+// connection, or one bot could keep all the others from renewing.
+func TestIdentityConnectionCaps(t *testing.T) {
+	a := testCA(t)
+	lim := Limits{MaxConns: 16, MaxAnonymous: 4, MaxPerInstance: 2, MaxPerBot: 3}
+	var logged lockedBuffer
+	addr, g := gated(t, a, publicRoutes(&fakeJoiner{}, discardAudit(), discardLog()), lim, nil, slog.New(slog.NewTextHandler(&logged, nil)))
+	cert := func(bot, instance string) tls.Certificate {
+		return identityCert(t, a, ca.Identity{Bot: bot, Instance: instance, Generation: 1})
+	}
+	i1, i2, i3, j1 := cert("ci", "i1"), cert("ci", "i2"), cert("ci", "i3"), cert("other", "j1")
+	held := func(n int, c tls.Certificate) {
+		t.Helper()
+		total, _, _ := g.counts()
+		for range n {
+			dialTLS(t, a, addr, c)
+		}
+		eventually(t, "the connections counted", func() bool {
+			now, hs, _ := g.counts()
+			return now == total+n && hs == 0
+		})
+	}
+	held(2, i1)
+	closedByServer(t, dialTLS(t, a, addr, i1)) // a third with the same identity
+	held(1, i2)
+	closedByServer(t, dialTLS(t, a, addr, i3)) // a fourth of bot ci
+	held(2, j1)                                // another bot is not held back
+	for _, msg := range []string{"too many connections with one bot instance's identity", "too many connections of one bot"} {
+		if !strings.Contains(logged.String(), msg) {
+			t.Errorf("the log does not say %q:\n%s", msg, logged.String())
+		}
+	}
+}

@@ -268,7 +268,8 @@ func (s *Server) Run(ctx context.Context) error {
 	adminCapped := newCapListener(adminLn, lim.MaxAdminConns, s.log)
 	s.log.Info("issuer serving", "listen", ln.Addr().String(), "admin_socket", s.cfg.AdminSocket,
 		"pin", s.auth.CA.Pin(), "resources", s.cfg.ResourcesDir, "cluster_name", s.auth.ClusterName,
-		"max_connections", lim.MaxConns, "max_anonymous", lim.MaxAnonymous, "max_handshakes", lim.MaxHandshakes)
+		"max_connections", lim.MaxConns, "max_anonymous", lim.MaxAnonymous, "max_handshakes", lim.MaxHandshakes,
+		"max_per_bot", lim.MaxPerBot, "max_per_instance", lim.MaxPerInstance)
 
 	errc := make(chan error, 2)
 	go func() { errc <- public.Serve(publicLn) }()
