@@ -319,8 +319,18 @@ func (a *Authority) LockBot(ctx context.Context, bot, reason string) (api.Lock, 
 	if err != nil {
 		return api.Lock{}, err
 	}
-	a.Audit.Record(ctx, audit.EventBotLock, audit.Allowed, slog.String("bot", bot), slog.String("reason", l.Reason))
+	if err := a.Audit.Record(ctx, audit.EventBotLock, audit.Allowed, slog.String("bot", bot), slog.String("reason", l.Reason)); err != nil {
+		return apiLock(l), lockUnrecorded("bot " + bot)
+	}
 	return apiLock(l), nil
+}
+
+// lockUnrecorded tells the operator that what was locked stays locked,
+// but that the audit log has no record of it. A lock only stops, so it
+// is not undone for want of a record, unlike what issues or unlocks.
+func lockUnrecorded(what string) *httpjson.Error {
+	return httpjson.Errorf(http.StatusInternalServerError, api.CodeAuditUnavailable,
+		"%s is locked, but the issuer's audit log cannot be written, so the lock is not recorded", what)
 }
 
 // LockInstance locks the bot instance with the given ID for reason, as a
@@ -347,8 +357,10 @@ func (a *Authority) LockInstance(ctx context.Context, id, reason string) (api.Lo
 	if err != nil {
 		return api.Lock{}, err
 	}
-	a.Audit.Record(ctx, audit.EventInstanceLock, audit.Allowed, slog.String("bot", l.Bot),
-		slog.String("instance", id), slog.String("reason", l.Reason))
+	if err := a.Audit.Record(ctx, audit.EventInstanceLock, audit.Allowed, slog.String("bot", l.Bot),
+		slog.String("instance", id), slog.String("reason", l.Reason)); err != nil {
+		return apiLock(l), lockUnrecorded("instance " + id)
+	}
 	return apiLock(l), nil
 }
 
