@@ -7,6 +7,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"syscall"
 	"time"
@@ -40,6 +41,10 @@ type Limits struct {
 	// new one is closed. Connections with a bot identity count only
 	// against MaxConns, so anonymous callers cannot crowd out renewals.
 	MaxAnonymous int
+	// MaxAnonymousPerSource bounds the anonymous connections from one
+	// address (an IPv6 /64 counts as one), so that one source cannot take
+	// every anonymous connection and keep out every join.
+	MaxAnonymousPerSource int
 	// MaxPerInstance bounds the connections that present the identity of
 	// one bot instance, and MaxPerBot those of all of one bot's instances:
 	// past either, a new one is closed. A bot identity proves who is
@@ -69,13 +74,14 @@ func DefaultLimits() Limits {
 		// Requests are at most 64 KiB; answers are small too, but a join
 		// may first fetch an ID token issuer's keys (two requests of at
 		// most 10 seconds each).
-		ReadTimeout:    30 * time.Second,
-		WriteTimeout:   30 * time.Second,
-		IdleTimeout:    60 * time.Second,
-		MaxConns:       conns,
-		MaxHandshakes:  conns / 8,
-		HandshakeGrace: time.Second,
-		MaxAnonymous:   conns / 4,
+		ReadTimeout:           30 * time.Second,
+		WriteTimeout:          30 * time.Second,
+		IdleTimeout:           60 * time.Second,
+		MaxConns:              conns,
+		MaxHandshakes:         conns / 8,
+		HandshakeGrace:        time.Second,
+		MaxAnonymous:          conns / 4,
+		MaxAnonymousPerSource: max(conns/32, 1),
 		// mwid makes one request at a time, on a connection of its own.
 		MaxPerInstance:  8,
 		MaxPerBot:       conns / 4,
@@ -106,6 +112,7 @@ func (l Limits) withDefaults() Limits {
 		{&l.MaxConns, &d.MaxConns}, {&l.MaxHandshakes, &d.MaxHandshakes},
 		{&l.MaxAnonymous, &d.MaxAnonymous}, {&l.MaxAdminConns, &d.MaxAdminConns},
 		{&l.MaxPerInstance, &d.MaxPerInstance}, {&l.MaxPerBot, &d.MaxPerBot},
+		{&l.MaxAnonymousPerSource, &d.MaxAnonymousPerSource},
 	} {
 		if *f.v <= 0 {
 			*f.v = *f.d
@@ -140,6 +147,7 @@ type gate struct {
 	total     int            // connections open
 	pending   *list.List     // of *gatedConn in their handshake, oldest first
 	anonymous int            // connections past their handshake without an identity
+	sources   map[string]int // and by source address
 	bots      map[string]int // connections past their handshake, by bot
 	instances map[string]int // and by bot instance
 }
@@ -160,6 +168,7 @@ type gatedConn struct {
 	state   int           // guarded by g.mu
 	elem    *list.Element // in g.pending while in its handshake
 	id      ca.Identity   // once identified
+	source  string        // once anonymous
 }
 
 func (c *gatedConn) Close() error {
@@ -180,6 +189,7 @@ func newGate(ln net.Listener, cfg *tls.Config, lim Limits, refused func(string, 
 		errs:      make(chan error),
 		done:      make(chan struct{}),
 		pending:   list.New(),
+		sources:   make(map[string]int),
 		bots:      make(map[string]int),
 		instances: make(map[string]int),
 	}
@@ -334,6 +344,12 @@ func (g *gate) handshake(c *gatedConn) {
 		g.warn.Warn("connection closed: too many connections without a bot identity", "limit", g.lim.MaxAnonymous, "remote", remote)
 		tc.Close()
 		return
+	case who == anonymous && g.sources[sourceOf(c.RemoteAddr())] >= g.lim.MaxAnonymousPerSource:
+		g.releaseLocked(c)
+		g.mu.Unlock()
+		g.warn.Warn("connection closed: too many connections without a bot identity from one address", "limit", g.lim.MaxAnonymousPerSource, "remote", remote)
+		tc.Close()
+		return
 	case who == identified && g.instances[id.Instance] >= g.lim.MaxPerInstance:
 		g.releaseLocked(c)
 		g.mu.Unlock()
@@ -355,6 +371,8 @@ func (g *gate) handshake(c *gatedConn) {
 	switch who {
 	case anonymous:
 		g.anonymous++
+		c.source = sourceOf(c.RemoteAddr())
+		g.sources[c.source]++
 	case identified:
 		c.id = id
 		g.bots[id.Bot]++
@@ -383,12 +401,30 @@ func (g *gate) releaseLocked(c *gatedConn) {
 		c.elem = nil
 	case anonymous:
 		g.anonymous--
+		uncount(g.sources, c.source)
 	case identified:
 		uncount(g.bots, c.id.Bot)
 		uncount(g.instances, c.id.Instance)
 	}
 	c.state = released
 	g.total--
+}
+
+// sourceOf returns the source that the connection from addr is counted
+// as: its IP address, or the /64 network of an IPv6 address, which one
+// host commonly has whole.
+func sourceOf(addr net.Addr) string {
+	ap, err := netip.ParseAddrPort(addr.String())
+	if err != nil {
+		return addr.String()
+	}
+	ip := ap.Addr().WithZone("").Unmap()
+	if ip.Is6() {
+		if p, err := ip.Prefix(64); err == nil {
+			return p.String()
+		}
+	}
+	return ip.String()
 }
 
 // uncount takes one from m[k], forgetting k at zero.

@@ -405,3 +405,41 @@ func TestIdentityConnectionCaps(t *testing.T) {
 		}
 	}
 }
+
+// TestAnonymousPerSource holds anonymous connections from one address:
+// past its share, its new connections are closed, and another address
+// still gets in, so that one source cannot keep every join out.
+func TestAnonymousPerSource(t *testing.T) {
+	a := testCA(t)
+	lim := Limits{MaxConns: 16, MaxAnonymous: 8, MaxAnonymousPerSource: 2}
+	var logged lockedBuffer
+	addr, g := gated(t, a, publicRoutes(&fakeJoiner{}, discardAudit(), discardLog()), lim, nil, slog.New(slog.NewTextHandler(&logged, nil)))
+	roots := x509.NewCertPool()
+	roots.AddCert(a.TLSCA())
+	from := func(src string) *tls.Conn {
+		t.Helper()
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+		c, err := tls.DialWithDialer(d, "tcp", addr, &tls.Config{RootCAs: roots, NextProtos: []string{"http/1.1"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	for range 2 {
+		from("127.0.0.1")
+	}
+	eventually(t, "the anonymous connections counted", func() bool {
+		_, _, anon := g.counts()
+		return anon == 2
+	})
+	closedByServer(t, from("127.0.0.1"))
+	from("127.0.0.2")
+	eventually(t, "another address's connection counted", func() bool {
+		_, _, anon := g.counts()
+		return anon == 3
+	})
+	if !strings.Contains(logged.String(), "too many connections without a bot identity from one address") {
+		t.Errorf("the limit was not logged:\n%s", logged.String())
+	}
+}
