@@ -21,7 +21,6 @@ package watch
 import (
 	"context"
 	"crypto/sha256"
-	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -167,10 +166,14 @@ func digest(target string) []byte {
 		return nil
 	}
 	for _, e := range entries {
-		if e.Type()&fs.ModeType != 0 && e.Type()&fs.ModeSymlink == 0 {
+		// Only regular files, through links too: opening a fifo would
+		// block until someone writes to it, and a device such as
+		// /dev/zero never ends.
+		p := filepath.Join(target, e.Name())
+		if fi, err := os.Stat(p); err != nil || !fi.Mode().IsRegular() {
 			continue
 		}
-		data, err := os.ReadFile(filepath.Join(target, e.Name()))
+		data, err := os.ReadFile(p)
 		if err != nil {
 			continue
 		}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -219,4 +220,27 @@ func TestRecheck(t *testing.T) {
 	recheck <- struct{}{}
 	expect(t, ch, true, "a recheck with no write")
 	expect(t, ch, false, "nothing more")
+}
+
+// TestDirectorySpecialFiles puts a fifo, and a link to a device that
+// never ends, in a watched directory: the watcher must not block on the
+// one nor read the other forever, and goes on reporting changes.
+func TestDirectorySpecialFiles(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "roles.yaml"), []byte("a"), 0o600)
+	ch := watchFor(t, dir)
+	fifo := filepath.Join(dir, "fifo.yaml")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Should the watcher be blocked opening the fifo, a writer frees it,
+	// so that the test ends.
+	t.Cleanup(func() {
+		if f, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+			f.Close()
+		}
+	})
+	os.Symlink("/dev/zero", filepath.Join(dir, "zero.yaml"))
+	os.WriteFile(filepath.Join(dir, "roles.yaml"), []byte("b"), 0o600)
+	expect(t, ch, true, "an edit beside a fifo and /dev/zero")
 }
