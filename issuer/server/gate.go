@@ -38,8 +38,8 @@ type Limits struct {
 	HandshakeGrace time.Duration
 	// MaxAnonymous bounds the connections that completed their handshake
 	// without a client certificate (joins, challenges, health); past it a
-	// new one is closed. Connections with a bot identity count only
-	// against MaxConns, so anonymous callers cannot crowd out renewals.
+	// new one is closed. Connections with a bot identity do not count
+	// against it, so anonymous callers cannot crowd out renewals.
 	MaxAnonymous int
 	// MaxAnonymousPerSource bounds the anonymous connections from one
 	// address (an IPv6 /64 counts as one), so that one source cannot take
