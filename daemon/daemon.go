@@ -48,6 +48,10 @@ type Server struct {
 	reloadMu sync.Mutex // serialises Reload
 	// refusals bounds the log lines of refused callers.
 	refusals logging.Limit
+	// recheck tells the file watcher that the configuration was loaded
+	// without it: at start, by SIGHUP or by the API. See
+	// watch.Watcher.Recheck.
+	recheck chan struct{}
 
 	// Set by Run for Reload, which moves sockets while running.
 	runCtx    context.Context
@@ -86,8 +90,12 @@ func New(cfg *config.Config, log *logging.Logger) (*Server, error) {
 		metrics: metrics.New(),
 		now:     time.Now,
 		outputs: map[string]*outputState{},
+		recheck: make(chan struct{}, 1),
 	}
 	s.conf.Store(cfg)
+	// The watcher starts later, and must not take what it first sees for
+	// what was loaded.
+	s.recheckConfig()
 	s.issuer.Store(ic)
 	s.status.loadedAt = s.now()
 	s.loop = renewal.NewLoop(renewal.Loop{

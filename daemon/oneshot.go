@@ -24,6 +24,9 @@ func (s *Server) Oneshot(ctx context.Context) error {
 	if err := checkOutputDirs(cfg.Outputs); err != nil {
 		return err
 	}
+	if err := checkHostKeys(cfg.Outputs); err != nil {
+		return err
+	}
 	if _, err := s.renew(ctx); err != nil {
 		return err
 	}
@@ -73,6 +76,23 @@ func checkOutputDirs(outputs []config.Output) error {
 			continue
 		}
 		d.Close()
+	}
+	return errors.Join(errs...)
+}
+
+// checkHostKeys reads the host key of every ssh_host output, so that one
+// that cannot be read, or that safefs refuses, stops mwid --oneshot before
+// it joins, as checkOutputDirs does: a renewal leaves such an output out,
+// and the one-shot would otherwise succeed without writing it.
+func checkHostKeys(outputs []config.Output) error {
+	var errs []error
+	for _, o := range outputs {
+		if o.Type != "ssh_host" {
+			continue
+		}
+		if _, err := readHostKey(o); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return errors.Join(errs...)
 }

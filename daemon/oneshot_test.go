@@ -457,6 +457,27 @@ func TestOneshotFailures(t *testing.T) {
 			t.Error("the key was written through the link")
 		}
 	})
+	// An ssh_host output whose host key cannot be read, or may not be
+	// trusted, would not be written: mwid --oneshot says so, before it
+	// joins, rather than exit 0 without it.
+	t.Run("host key refused", func(t *testing.T) {
+		t.Setenv("MWI_TEST_JOIN", "s3cret")
+		s, dir := newTestServer(t, f, "  join_method: token\n  token: {env: MWI_TEST_JOIN}",
+			"  - type: ssh_host\n    host_key: keys/ssh_host_ed25519_key.pub\n")
+		os.Mkdir(filepath.Join(dir, "keys"), 0o755)
+		pub, _, _ := ed25519.GenerateKey(rand.Reader)
+		key, _ := ssh.NewPublicKey(pub)
+		os.WriteFile(filepath.Join(dir, "keys", "ssh_host_ed25519_key.pub"), ssh.MarshalAuthorizedKey(key), 0o666)
+		os.Chmod(filepath.Join(dir, "keys", "ssh_host_ed25519_key.pub"), 0o666)
+		joins := len(f.joins)
+		err := s.Oneshot(context.Background())
+		if err == nil || !strings.Contains(err.Error(), "host key") || !strings.Contains(err.Error(), "writable by users other than its owner") {
+			t.Fatalf("Oneshot = %v; want the host key refused", err)
+		}
+		if len(f.joins) != joins {
+			t.Error("mwid joined before refusing the host key")
+		}
+	})
 	// An output directory that safefs refuses stops mwid --oneshot before
 	// it joins: no token is spent, and nothing is written.
 	unsafeDirs := []struct {

@@ -93,3 +93,58 @@ func hostCert(t *testing.T) *ssh.Certificate {
 	}
 	return cert
 }
+
+// TestHostKeyReadSafely: the issuer certifies the host key that an
+// ssh_host output reads, with the host's names. A key that another user
+// could have put there (in a directory they own, through a link, or in a
+// file they can write) is refused and not sent, or they would get a host
+// certificate for their own key.
+func TestHostKeyReadSafely(t *testing.T) {
+	pub, _, _ := ed25519.GenerateKey(rand.Reader)
+	key, _ := ssh.NewPublicKey(pub)
+	line := ssh.MarshalAuthorizedKey(key)
+	tests := []struct {
+		name   string
+		root   bool
+		setup  func(t *testing.T, dir, file string)
+		reason string // "" when the key is sent
+	}{
+		{"root's key", false, func(*testing.T, string, string) {}, ""},
+		{"in another user's directory", true, func(t *testing.T, dir, file string) { os.Chown(dir, 65534, 65534) }, "owned by uid 65534"},
+		{"another user's file", true, func(t *testing.T, dir, file string) { os.Chown(file, 65534, 65534) }, "owned by uid 65534"},
+		{"a file others can write", false, func(t *testing.T, dir, file string) { os.Chmod(file, 0o666) }, "writable by users other than its owner"},
+		{"a link", false, func(t *testing.T, dir, file string) {
+			os.Rename(file, file+".real")
+			os.Symlink(file+".real", file)
+		}, "symbolic link"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.root && os.Geteuid() != 0 {
+				t.Skip("needs root, to give a file to another user")
+			}
+			dir := filepath.Join(t.TempDir(), "ssh")
+			os.Mkdir(dir, 0o755)
+			file := filepath.Join(dir, "ssh_host_ed25519_key.pub")
+			if err := os.WriteFile(file, line, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			tt.setup(t, dir, file)
+			cert := filepath.Join(t.TempDir(), "ssh_host_ed25519_key-cert.pub")
+			s := &Server{log: slog.New(slog.DiscardHandler), now: time.Now, outputs: map[string]*outputState{}}
+			outs, reqs, _ := s.hostKeyRequests([]config.Output{{Type: "ssh_host", HostKey: file, Certificate: cert}})
+			if tt.reason == "" {
+				if len(outs) != 1 || len(reqs) != 1 || reqs[0].PublicKey != string(line) {
+					t.Fatalf("requests %v; want the key", reqs)
+				}
+				return
+			}
+			if len(reqs) != 0 {
+				t.Fatalf("the key was sent: %v", reqs)
+			}
+			if st := s.outputs[cert]; st == nil || !strings.Contains(st.lastError, tt.reason) {
+				t.Errorf("output state %+v; want an error saying %q", st, tt.reason)
+			}
+		})
+	}
+}

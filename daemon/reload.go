@@ -18,9 +18,17 @@ import (
 // Reload reads the configuration file again and, if it is valid and every
 // change can apply while running, makes it the configuration in use. A bad
 // file leaves the running configuration in place; the error is returned,
-// logged, and shown in Status. SIGHUP, the file watcher and POST /v1/reload
-// all come here.
+// logged, and shown in Status. SIGHUP and POST /v1/reload come here, and
+// the file watcher to reload. The file may be read while it is being
+// written, so the watcher then reads it again once it settles.
 func (s *Server) Reload() (api.ReloadResult, error) {
+	res, err := s.reload()
+	s.recheckConfig()
+	return res, err
+}
+
+// reload is Reload, for the file watcher.
+func (s *Server) reload() (api.ReloadResult, error) {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
 	if s.notified.Load() {

@@ -19,6 +19,7 @@ import (
 	"github.com/mwi-project/mwi/daemon/renewal"
 	"github.com/mwi-project/mwi/internal/atomicfile"
 	"github.com/mwi-project/mwi/internal/httpjson"
+	"github.com/mwi-project/mwi/internal/safefs"
 )
 
 // reloadCommandTimeout bounds an output's reload command, so a hung
@@ -183,13 +184,9 @@ func (s *Server) hostKeyRequests(outputs []config.Output) ([]config.Output, []ap
 		if o.Type != "ssh_host" {
 			continue
 		}
-		data, err := os.ReadFile(o.HostKey)
-		var key ssh.PublicKey
-		if err == nil {
-			key, _, _, _, err = ssh.ParseAuthorizedKey(data)
-		}
+		key, err := readHostKey(o)
 		if err != nil {
-			s.recordOutput(o.Certificate, fmt.Errorf("ssh_host output %s: host key %s: %w", o.Certificate, o.HostKey, err))
+			s.recordOutput(o.Certificate, err)
 			continue
 		}
 		outs = append(outs, o)
@@ -198,6 +195,25 @@ func (s *Server) hostKeyRequests(outputs []config.Output) ([]config.Output, []ap
 	}
 	return outs, reqs, keys
 }
+
+// readHostKey reads the host public key of the ssh_host output o. The
+// issuer certifies it with the host's names, so it is read only if no one
+// but root or mwid's user could have put it there.
+func readHostKey(o config.Output) (ssh.PublicKey, error) {
+	data, err := safefs.ReadFile(o.HostKey, maxHostKeyFile)
+	var key ssh.PublicKey
+	if err == nil {
+		key, _, _, _, err = ssh.ParseAuthorizedKey(data)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ssh_host output %s: host key %s: %w", o.Certificate, o.HostKey, err)
+	}
+	return key, nil
+}
+
+// maxHostKeyFile bounds a host's public key file; an RSA 16384 key is
+// under 3 KiB.
+const maxHostKeyFile = 16 << 10
 
 // recordOutput records the outcome of writing the output at path, for
 // Status, and logs a failure. Every kind of output reports here.

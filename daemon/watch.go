@@ -8,10 +8,26 @@ import (
 
 // watchConfig reloads the configuration when its file changes. It watches
 // the file's directory, so editors' renames and Kubernetes ConfigMap
-// updates are seen; Reload logs the outcome.
+// updates are seen; reload logs the outcome.
 func (s *Server) watchConfig(ctx context.Context) {
 	path := s.config().Path
-	if err := watch.Run(ctx, path, s.log, func() { s.Reload() }); err != nil {
+	w := &watch.Watcher{
+		Target:  path,
+		Log:     s.log,
+		Recheck: s.recheck,
+		Changed: func() error { s.reload(); return nil },
+	}
+	if err := w.Run(ctx); err != nil {
 		s.log.Warn("not watching the configuration file; reload with SIGHUP or mwictl reload", "path", path, "err", err)
+	}
+}
+
+// recheckConfig tells the watcher that the configuration was loaded
+// without it: a file that it caught half-written, and that then became
+// what the watcher last saw, is loaded again once it settles.
+func (s *Server) recheckConfig() {
+	select {
+	case s.recheck <- struct{}{}:
+	default: // one is pending already
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -114,18 +115,17 @@ func TestIssuerResourceReload(t *testing.T) {
 	iss, d := setup(t, time.Hour, everyRenewal)
 	user := harness.CurrentUser(t)
 	iss.WriteResources(t, "test.yaml", strings.Replace(resources(user), "deploy]", "deploy, ops]", 1))
-	harness.Eventually(t, 10*time.Second, "issuer reloaded", func() error {
-		if !strings.Contains(iss.Proc.Output(), "resources loaded") {
-			return errors.New("not yet")
+	// The issuer also loads its resources once more after it starts, so
+	// its log does not tell this load apart: renewals do.
+	harness.Eventually(t, 10*time.Second, "ops among the principals after the edit", func() error {
+		if out, err := d.Ctl("renew"); err != nil {
+			t.Fatalf("mwictl renew: %v\n%s", err, out)
+		}
+		if got := strings.Join(listed(t, d.AgentSock)[0].ValidPrincipals, ","); !strings.Contains(got, "ops") {
+			return errors.New("principals " + got)
 		}
 		return nil
 	})
-	if out, err := d.Ctl("renew"); err != nil {
-		t.Fatalf("mwictl renew: %v\n%s", err, out)
-	}
-	if got := strings.Join(listed(t, d.AgentSock)[0].ValidPrincipals, ","); !strings.Contains(got, "ops") {
-		t.Fatalf("principals after the edit = %s, want ops among them", got)
-	}
 
 	iss.WriteResources(t, "broken.yaml", "kind: role\nversion: v1\nmetadata: {name: x}\nspec: {allow: {logons: [a]}}\n")
 	harness.Eventually(t, 10*time.Second, "issuer refused the broken file", func() error {
@@ -176,4 +176,63 @@ func TestSocketMoveAllOrNothing(t *testing.T) {
 	if certs, err := tryListed(t, agent2); err != nil || len(certs) != 1 {
 		t.Fatalf("agent on the new socket: %d certificates, %v", len(certs), err)
 	}
+}
+
+// TestReloadDuringRewrite sends mwid SIGHUP while its configuration file
+// is rewritten in place, with the same content, its ssh.hosts line last:
+// the reload may take the half without that line (mwid then trusts the
+// host CA for every host). Once the file is whole again the whole
+// configuration must be in use, although it is the content the file
+// watcher last saw.
+func TestReloadDuringRewrite(t *testing.T) {
+	iss := harness.StartIssuer(t, resources(harness.CurrentUser(t)))
+	d := harness.StartDaemon(t, iss, harness.DaemonOptions{Token: iss.CreateToken(t, "ci", time.Hour), Hosts: []string{"build.example"}})
+	d.WaitState(t, "ready", 20*time.Second)
+	knownHosts := func() string {
+		out, err := d.Ctl("known-hosts")
+		if err != nil {
+			t.Fatalf("mwictl known-hosts: %v\n%s", err, out)
+		}
+		return out
+	}
+	if !strings.Contains(knownHosts(), "@cert-authority build.example,") {
+		t.Fatalf("known-hosts before the rewrite:\n%s", knownHosts())
+	}
+	data, err := os.ReadFile(d.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut := strings.Index(string(data), "  hosts: ")
+	if cut < 0 {
+		t.Fatalf("no hosts line in:\n%s", data)
+	}
+	f, err := os.OpenFile(d.Config, os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write(data[:cut]); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Proc.Cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	harness.Eventually(t, 10*time.Second, "the half read", func() error {
+		if strings.Contains(knownHosts(), "build.example") {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	if _, err := f.Write(data[cut:]); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	harness.Eventually(t, 15*time.Second, "the whole configuration in use", func() error {
+		if !strings.Contains(knownHosts(), "@cert-authority build.example,") {
+			return errors.New("known-hosts still trusts the host CA for every host:\n" + knownHosts())
+		}
+		return nil
+	})
 }

@@ -26,6 +26,7 @@ package safefs
 import (
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -250,6 +251,70 @@ func (d *Dir) createTemp(name string) (string, int, error) {
 		return tmp, fd, err
 	}
 	return "", -1, unix.EEXIST
+}
+
+// ReadFile reads the file name in d, which must be a regular file that
+// root or this process's user owns and that neither its group nor others
+// can write, and that is at most max bytes long. A symbolic link at name
+// is refused. It is for files whose content is trusted, such as a host
+// key that the issuer certifies: someone who could change such a file
+// would choose what is certified.
+func (d *Dir) ReadFile(name string, max int64) ([]byte, error) {
+	path := filepath.Join(d.path, name)
+	if name == "" || name == "." || name == ".." || strings.Contains(name, "/") {
+		return nil, &os.PathError{Op: "read", Path: path, Err: errors.New("not the name of a file in the directory")}
+	}
+	// O_NONBLOCK, so that a fifo planted at name cannot block the open.
+	fd, err := unix.Openat(d.fd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err == unix.ELOOP {
+		return nil, &UnsafeError{Path: path, Reason: "it is a symbolic link, and trusted files are never read through one"}
+	}
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), path)
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, &os.PathError{Op: "stat", Path: path, Err: err}
+	}
+	euid := uint32(os.Geteuid())
+	perm := st.Mode & 0o7777
+	switch {
+	case st.Mode&unix.S_IFMT != unix.S_IFREG:
+		return nil, &UnsafeError{Path: path, Reason: "it is not a regular file"}
+	case st.Uid != 0 && st.Uid != euid:
+		return nil, &UnsafeError{Path: path, Reason: fmt.Sprintf(
+			"it is owned by uid %d (mode %04o), not by root or by uid %d that this process runs as; its owner chooses what it says", st.Uid, perm, euid)}
+	case perm&0o022 != 0:
+		return nil, &UnsafeError{Path: path, Reason: fmt.Sprintf(
+			"it is writable by users other than its owner (uid %d, mode %04o), who choose what it says", st.Uid, perm)}
+	case st.Size > max:
+		return nil, &os.PathError{Op: "read", Path: path, Err: fmt.Errorf("larger than %d bytes", max)}
+	}
+	data, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > max {
+		return nil, &os.PathError{Op: "read", Path: path, Err: fmt.Errorf("larger than %d bytes", max)}
+	}
+	return data, nil
+}
+
+// ReadFile reads the file at path as Dir.ReadFile does, in the directory
+// that OpenDir opens.
+func ReadFile(path string, max int64) ([]byte, error) {
+	dir, name := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	d, err := OpenDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	return d.ReadFile(name, max)
 }
 
 // WriteFile writes data to the file at path as Dir.WriteFile does, in the

@@ -268,3 +268,56 @@ func chmod(t *testing.T, path string, mode os.FileMode) {
 		t.Fatal(err)
 	}
 }
+
+// TestReadFile reads a file whose content is trusted, such as a host key
+// that the issuer certifies: only one that root or this process's user
+// wrote, through no link, in a directory no one else controls.
+func TestReadFile(t *testing.T) {
+	requireRoot(t)
+	tests := []struct {
+		name   string
+		setup  func(dir, file string)
+		reason string // "" for read
+	}{
+		{"root's", func(string, string) {}, ""},
+		{"a symbolic link", func(dir, file string) {
+			os.WriteFile(file+".real", []byte("k"), 0o644)
+			os.Remove(file)
+			os.Symlink(file+".real", file)
+		}, "symbolic link"},
+		{"owned by another user", func(dir, file string) { chown(t, file, nobody) }, "owned by uid 65534"},
+		{"writable by others", func(dir, file string) { chmod(t, file, 0o646) }, "writable by users other than its owner"},
+		{"in a directory owned by another user", func(dir, file string) { chown(t, dir, nobody) }, "owned by uid 65534"},
+		{"in a directory others can write", func(dir, file string) { chmod(t, dir, 0o1777) }, "accepted only above"},
+		{"a fifo", func(dir, file string) {
+			os.Remove(file)
+			if err := syscall.Mkfifo(file, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}, "not a regular file"},
+		{"too large", func(dir, file string) { os.WriteFile(file, make([]byte, 2048), 0o644) }, "larger than 1024 bytes"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "keys")
+			if err := os.Mkdir(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			file := filepath.Join(dir, "host_key.pub")
+			if err := os.WriteFile(file, []byte("k"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			tt.setup(dir, file)
+			data, err := ReadFile(file, 1024)
+			if tt.reason == "" {
+				if err != nil || string(data) != "k" {
+					t.Fatalf("ReadFile = %q, %v", data, err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.reason) {
+				t.Fatalf("ReadFile = %q, %v; want a refusal saying %q", data, err, tt.reason)
+			}
+		})
+	}
+}

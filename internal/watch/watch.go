@@ -6,7 +6,8 @@
 // volume by swapping a "..data" symbolic link, so a watch on the file itself
 // would be lost at the first save. A change is reported only when the
 // content read through the path differs from the last content reported, so
-// a touch or a rewrite with the same bytes triggers nothing.
+// a touch or a rewrite with the same bytes triggers nothing (unless another
+// path loaded the content meanwhile: see Watcher.Recheck).
 //
 // A file rewritten in place (truncated, then written in several steps) is
 // not whole until its last write, and nothing in the file system says when
@@ -20,7 +21,6 @@ package watch
 import (
 	"context"
 	"crypto/sha256"
-	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -56,6 +56,14 @@ type Watcher struct {
 	// read, say): the watcher calls Changed again once the content has
 	// settled, even if it is the same.
 	Changed func() error
+	// Recheck, if not nil, tells the watcher that the content was loaded
+	// by another path than Changed, such as SIGHUP: what is in use may
+	// then differ from the content last reported, so after a receive the
+	// watcher calls Changed once the content settles, even if it is the
+	// same. Otherwise a file loaded half-written by that path, and then
+	// completed to the content last reported, would look unchanged, and
+	// the half would stay in use.
+	Recheck <-chan struct{}
 }
 
 // Run watches target with the default settle period until ctx is done, and
@@ -109,6 +117,9 @@ func (w *Watcher) Run(ctx context.Context) error {
 			// settled.
 			pending = nil
 			timer = time.After(Debounce)
+		case <-w.Recheck:
+			last, pending = nil, nil
+			timer = time.After(Debounce)
 		case <-timer:
 			timer = nil
 			d := digest(w.Target)
@@ -155,10 +166,14 @@ func digest(target string) []byte {
 		return nil
 	}
 	for _, e := range entries {
-		if e.Type()&fs.ModeType != 0 && e.Type()&fs.ModeSymlink == 0 {
+		// Only regular files, through links too: opening a fifo would
+		// block until someone writes to it, and a device such as
+		// /dev/zero never ends.
+		p := filepath.Join(target, e.Name())
+		if fi, err := os.Stat(p); err != nil || !fi.Mode().IsRegular() {
 			continue
 		}
-		data, err := os.ReadFile(filepath.Join(target, e.Name()))
+		data, err := os.ReadFile(p)
 		if err != nil {
 			continue
 		}

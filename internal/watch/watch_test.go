@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -196,4 +197,50 @@ func TestChangedError(t *testing.T) {
 		t.Error("called again after the content was taken")
 	case <-time.After(4 * (Debounce + testSettle)):
 	}
+}
+
+// TestRecheck: another path (SIGHUP) loaded the file while it was being
+// rewritten, and the file then went back to the content last reported.
+// Without a recheck the watcher sees nothing new and the half-written
+// content stays in use; with one, it reports the content once it settles,
+// even though it is the same.
+func TestRecheck(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "resources.yaml")
+	os.WriteFile(p, []byte("whole"), 0o600)
+	ch := make(chan struct{}, 10)
+	recheck := make(chan struct{}, 1)
+	start(t, &Watcher{Target: p, Settle: testSettle, Recheck: recheck, Changed: func() error { ch <- struct{}{}; return nil }})
+
+	os.WriteFile(p, []byte("wh"), 0o600)
+	recheck <- struct{}{} // SIGHUP loaded "wh"
+	os.WriteFile(p, []byte("whole"), 0o600)
+	expect(t, ch, true, "the file back to the content last reported, after a recheck")
+
+	recheck <- struct{}{}
+	expect(t, ch, true, "a recheck with no write")
+	expect(t, ch, false, "nothing more")
+}
+
+// TestDirectorySpecialFiles puts a fifo, and a link to a device that
+// never ends, in a watched directory: the watcher must not block on the
+// one nor read the other forever, and goes on reporting changes.
+func TestDirectorySpecialFiles(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "roles.yaml"), []byte("a"), 0o600)
+	ch := watchFor(t, dir)
+	fifo := filepath.Join(dir, "fifo.yaml")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Should the watcher be blocked opening the fifo, a writer frees it,
+	// so that the test ends.
+	t.Cleanup(func() {
+		if f, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+			f.Close()
+		}
+	})
+	os.Symlink("/dev/zero", filepath.Join(dir, "zero.yaml"))
+	os.WriteFile(filepath.Join(dir, "roles.yaml"), []byte("b"), 0o600)
+	expect(t, ch, true, "an edit beside a fifo and /dev/zero")
 }

@@ -109,6 +109,25 @@ func TestAuditFailureRefusesIssuance(t *testing.T) {
 			}
 			return err, nil
 		}},
+		// A lock only stops, and must not wait for the disk: it applies,
+		// and the operator is told that it went unrecorded.
+		{"bot lock", failAll, func(t *testing.T, e *attestEnv, fail func()) (error, func(*testing.T)) {
+			fail()
+			_, err := e.auth.LockBot(ctx, "ci", "stop")
+			if _, locked, _ := e.store.BotLock(ctx, "ci"); !locked {
+				t.Error("the bot was not locked")
+			}
+			return err, nil
+		}},
+		{"instance lock", failAll, func(t *testing.T, e *attestEnv, fail func()) (error, func(*testing.T)) {
+			creds := e.join(t, e.token(t, "ci"))
+			fail()
+			_, err := e.auth.LockInstance(ctx, creds.Instance, "stop")
+			if _, locked, _ := e.store.InstanceLock(ctx, creds.Instance); !locked {
+				t.Error("the instance was not locked")
+			}
+			return err, nil
+		}},
 		{"bot unlock", failAll, func(t *testing.T, e *attestEnv, fail func()) (error, func(*testing.T)) {
 			if err := e.store.LockBot(ctx, store.Lock{Bot: "ci", Reason: "test", At: e.now}); err != nil {
 				t.Fatal(err)

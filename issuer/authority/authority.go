@@ -100,6 +100,14 @@ func (a *Authority) now() time.Time {
 // mutual TLS, or nil.
 func (a *Authority) Join(ctx context.Context, req api.JoinRequest, client *ca.Identity, remote string) (api.Credentials, error) {
 	attrs := []slog.Attr{slog.String("remote", remote), slog.String("join_method", req.JoinMethod)}
+	// A token join always makes a new instance, but one that presents a
+	// locked instance's identity comes from a holder of a copy, and is
+	// refused as every request presenting it is.
+	var presented string
+	if client != nil {
+		presented = client.Instance
+		attrs = append(attrs, slog.String("client_instance", client.Instance), slog.Uint64("client_generation", client.Generation))
+	}
 	deny := func(err *httpjson.Error) (api.Credentials, error) {
 		a.Audit.Record(ctx, audit.EventJoin, audit.Denied, append(attrs, slog.String("reason", err.Message))...)
 		return api.Credentials{}, err
@@ -130,7 +138,7 @@ func (a *Authority) Join(ctx context.Context, req api.JoinRequest, client *ca.Id
 		return api.Credentials{}, fmt.Errorf("authority: token lookup: %w", err)
 	}
 	attrs = append(attrs, slog.String("bot", tok.Bot))
-	grant, logins, kube, herr := a.entitlements(ctx, tok.Bot, "", req.SSHLogins, keys.hosts, req.Kubernetes)
+	grant, logins, kube, herr := a.entitlements(ctx, tok.Bot, presented, req.SSHLogins, keys.hosts, req.Kubernetes)
 	if herr != nil {
 		return deny(herr)
 	}
@@ -311,8 +319,18 @@ func (a *Authority) LockBot(ctx context.Context, bot, reason string) (api.Lock, 
 	if err != nil {
 		return api.Lock{}, err
 	}
-	a.Audit.Record(ctx, audit.EventBotLock, audit.Allowed, slog.String("bot", bot), slog.String("reason", l.Reason))
+	if err := a.Audit.Record(ctx, audit.EventBotLock, audit.Allowed, slog.String("bot", bot), slog.String("reason", l.Reason)); err != nil {
+		return apiLock(l), lockUnrecorded("bot " + bot)
+	}
 	return apiLock(l), nil
+}
+
+// lockUnrecorded tells the operator that what was locked stays locked,
+// but that the audit log has no record of it. A lock only stops, so it
+// is not undone for want of a record, unlike what issues or unlocks.
+func lockUnrecorded(what string) *httpjson.Error {
+	return httpjson.Errorf(http.StatusInternalServerError, api.CodeAuditUnavailable,
+		"%s is locked, but the issuer's audit log cannot be written, so the lock is not recorded", what)
 }
 
 // LockInstance locks the bot instance with the given ID for reason, as a
@@ -339,8 +357,10 @@ func (a *Authority) LockInstance(ctx context.Context, id, reason string) (api.Lo
 	if err != nil {
 		return api.Lock{}, err
 	}
-	a.Audit.Record(ctx, audit.EventInstanceLock, audit.Allowed, slog.String("bot", l.Bot),
-		slog.String("instance", id), slog.String("reason", l.Reason))
+	if err := a.Audit.Record(ctx, audit.EventInstanceLock, audit.Allowed, slog.String("bot", l.Bot),
+		slog.String("instance", id), slog.String("reason", l.Reason)); err != nil {
+		return apiLock(l), lockUnrecorded("instance " + id)
+	}
 	return apiLock(l), nil
 }
 

@@ -746,6 +746,16 @@ func TestRenewGenerationMismatchLocksInstance(t *testing.T) {
 			}
 		})
 	}
+	// So is a join with a fresh one-time token that presents it: a token
+	// join makes a new instance, but the caller has shown it holds a
+	// copied identity. The token stays usable.
+	t.Run("token join presenting it", func(t *testing.T) {
+		offset := e.audit.Len()
+		tok := e.token(t, "ci")
+		_, err := e.auth.Join(ctx, api.JoinRequest{JoinMethod: api.JoinMethodToken, Token: tok, Keys: newKeys(t).pub, TTLSeconds: 600}, &current, "192.0.2.1:1234")
+		e.expectDenied(t, err, offset, audit.EventJoin, api.CodeInstanceLocked, http.StatusForbidden)
+		e.join(t, tok)
+	})
 	// The first lock's reason is kept.
 	if again, _, _ := e.store.InstanceLock(ctx, creds.Instance); again != lock {
 		t.Errorf("lock changed from %+v to %+v", lock, again)

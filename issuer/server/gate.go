@@ -7,11 +7,13 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/mwi-project/mwi/internal/logging"
+	"github.com/mwi-project/mwi/issuer/ca"
 )
 
 // Limits bound the connections and the time of the issuer's servers. Zero
@@ -37,9 +39,19 @@ type Limits struct {
 	HandshakeGrace time.Duration
 	// MaxAnonymous bounds the connections that completed their handshake
 	// without a client certificate (joins, challenges, health); past it a
-	// new one is closed. Connections with a bot identity count only
-	// against MaxConns, so anonymous callers cannot crowd out renewals.
+	// new one is closed. Connections with a bot identity do not count
+	// against it, so anonymous callers cannot crowd out renewals.
 	MaxAnonymous int
+	// MaxAnonymousPerSource bounds the anonymous connections from one
+	// address (an IPv6 /64 counts as one), so that one source cannot take
+	// every anonymous connection and keep out every join.
+	MaxAnonymousPerSource int
+	// MaxPerInstance bounds the connections that present the identity of
+	// one bot instance, and MaxPerBot those of all of one bot's instances:
+	// past either, a new one is closed. A bot identity proves who is
+	// calling, not that it calls in good faith: one bot, or one copy of
+	// an identity, must not hold the room that the other bots renew in.
+	MaxPerInstance, MaxPerBot int
 	// MaxAdminConns bounds the admin socket's connections.
 	MaxAdminConns int
 	// ShutdownTimeout is how long requests in progress may finish when the
@@ -63,13 +75,17 @@ func DefaultLimits() Limits {
 		// Requests are at most 64 KiB; answers are small too, but a join
 		// may first fetch an ID token issuer's keys (two requests of at
 		// most 10 seconds each).
-		ReadTimeout:     30 * time.Second,
-		WriteTimeout:    30 * time.Second,
-		IdleTimeout:     60 * time.Second,
-		MaxConns:        conns,
-		MaxHandshakes:   conns / 8,
-		HandshakeGrace:  time.Second,
-		MaxAnonymous:    conns / 4,
+		ReadTimeout:           30 * time.Second,
+		WriteTimeout:          30 * time.Second,
+		IdleTimeout:           60 * time.Second,
+		MaxConns:              conns,
+		MaxHandshakes:         conns / 8,
+		HandshakeGrace:        time.Second,
+		MaxAnonymous:          conns / 4,
+		MaxAnonymousPerSource: max(conns/32, 1),
+		// mwid makes one request at a time, on a connection of its own.
+		MaxPerInstance:  8,
+		MaxPerBot:       conns / 4,
 		MaxAdminConns:   32,
 		ShutdownTimeout: 5 * time.Second,
 	}
@@ -96,6 +112,8 @@ func (l Limits) withDefaults() Limits {
 	for _, f := range []struct{ v, d *int }{
 		{&l.MaxConns, &d.MaxConns}, {&l.MaxHandshakes, &d.MaxHandshakes},
 		{&l.MaxAnonymous, &d.MaxAnonymous}, {&l.MaxAdminConns, &d.MaxAdminConns},
+		{&l.MaxPerInstance, &d.MaxPerInstance}, {&l.MaxPerBot, &d.MaxPerBot},
+		{&l.MaxAnonymousPerSource, &d.MaxAnonymousPerSource},
 	} {
 		if *f.v <= 0 {
 			*f.v = *f.d
@@ -127,9 +145,12 @@ type gate struct {
 
 	mu        sync.Mutex
 	closed    bool
-	total     int        // connections open
-	pending   *list.List // of *gatedConn in their handshake, oldest first
-	anonymous int        // connections past their handshake without an identity
+	total     int            // connections open
+	pending   *list.List     // of *gatedConn in their handshake, oldest first
+	anonymous int            // connections past their handshake without an identity
+	sources   map[string]int // and by source address
+	bots      map[string]int // connections past their handshake, by bot
+	instances map[string]int // and by bot instance
 }
 
 // Connection states.
@@ -147,6 +168,8 @@ type gatedConn struct {
 	started time.Time
 	state   int           // guarded by g.mu
 	elem    *list.Element // in g.pending while in its handshake
+	id      ca.Identity   // once identified
+	source  string        // once anonymous
 }
 
 func (c *gatedConn) Close() error {
@@ -157,15 +180,18 @@ func (c *gatedConn) Close() error {
 // newGate gates the connections of ln. refused may be nil.
 func newGate(ln net.Listener, cfg *tls.Config, lim Limits, refused func(string, error), log *slog.Logger) *gate {
 	g := &gate{
-		ln:      ln,
-		tls:     cfg,
-		lim:     lim.withDefaults(),
-		refused: refused,
-		log:     log,
-		ready:   make(chan net.Conn),
-		errs:    make(chan error),
-		done:    make(chan struct{}),
-		pending: list.New(),
+		ln:        ln,
+		tls:       cfg,
+		lim:       lim.withDefaults(),
+		refused:   refused,
+		log:       log,
+		ready:     make(chan net.Conn),
+		errs:      make(chan error),
+		done:      make(chan struct{}),
+		pending:   list.New(),
+		sources:   make(map[string]int),
+		bots:      make(map[string]int),
+		instances: make(map[string]int),
 	}
 	go g.acceptLoop()
 	return g
@@ -298,8 +324,12 @@ func (g *gate) handshake(c *gatedConn) {
 	// The handshake verified any certificate against the identity
 	// authority, so a verified chain is a bot identity.
 	who := anonymous
-	if len(tc.ConnectionState().VerifiedChains) > 0 {
+	var id ca.Identity
+	if chains := tc.ConnectionState().VerifiedChains; len(chains) > 0 {
 		who = identified
+		// One that does not parse is refused by the handlers; it is
+		// counted under the empty name meanwhile.
+		id, _ = ca.ParseIdentity(chains[0][0])
 	}
 	g.mu.Lock()
 	switch {
@@ -314,12 +344,39 @@ func (g *gate) handshake(c *gatedConn) {
 		g.warn.Warn(g.log, "connection closed: too many connections without a bot identity", "limit", g.lim.MaxAnonymous, "remote", remote)
 		tc.Close()
 		return
+	case who == anonymous && g.sources[sourceOf(c.RemoteAddr())] >= g.lim.MaxAnonymousPerSource:
+		g.releaseLocked(c)
+		g.mu.Unlock()
+		g.warn.Warn(g.log, "connection closed: too many connections without a bot identity from one address", "limit", g.lim.MaxAnonymousPerSource, "remote", remote)
+		tc.Close()
+		return
+	case who == identified && g.instances[id.Instance] >= g.lim.MaxPerInstance:
+		g.releaseLocked(c)
+		g.mu.Unlock()
+		g.warn.Warn(g.log, "connection closed: too many connections with one bot instance's identity", "limit", g.lim.MaxPerInstance,
+			"bot", id.Bot, "instance", id.Instance, "remote", remote)
+		tc.Close()
+		return
+	case who == identified && g.bots[id.Bot] >= g.lim.MaxPerBot:
+		g.releaseLocked(c)
+		g.mu.Unlock()
+		g.warn.Warn(g.log, "connection closed: too many connections of one bot", "limit", g.lim.MaxPerBot,
+			"bot", id.Bot, "instance", id.Instance, "remote", remote)
+		tc.Close()
+		return
 	}
 	g.pending.Remove(c.elem)
 	c.elem = nil
 	c.state = who
-	if who == anonymous {
+	switch who {
+	case anonymous:
 		g.anonymous++
+		c.source = sourceOf(c.RemoteAddr())
+		g.sources[c.source]++
+	case identified:
+		c.id = id
+		g.bots[id.Bot]++
+		g.instances[id.Instance]++
 	}
 	g.mu.Unlock()
 	select {
@@ -344,9 +401,39 @@ func (g *gate) releaseLocked(c *gatedConn) {
 		c.elem = nil
 	case anonymous:
 		g.anonymous--
+		uncount(g.sources, c.source)
+	case identified:
+		uncount(g.bots, c.id.Bot)
+		uncount(g.instances, c.id.Instance)
 	}
 	c.state = released
 	g.total--
+}
+
+// sourceOf returns the source that the connection from addr is counted
+// as: its IP address, or the /64 network of an IPv6 address, which one
+// host commonly has whole.
+func sourceOf(addr net.Addr) string {
+	ap, err := netip.ParseAddrPort(addr.String())
+	if err != nil {
+		return addr.String()
+	}
+	ip := ap.Addr().WithZone("").Unmap()
+	if ip.Is6() {
+		if p, err := ip.Prefix(64); err == nil {
+			return p.String()
+		}
+	}
+	return ip.String()
+}
+
+// uncount takes one from m[k], forgetting k at zero.
+func uncount(m map[string]int, k string) {
+	if m[k] <= 1 {
+		delete(m, k)
+		return
+	}
+	m[k]--
 }
 
 // counts returns the connections open, in their handshake, and past it

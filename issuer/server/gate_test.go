@@ -342,3 +342,104 @@ func TestShutdownClosesStuckRequests(t *testing.T) {
 	}
 	closedByServer(t, c)
 }
+
+// TestHTTP1Only offers HTTP/2: the server must answer in HTTP/1.1. Over
+// HTTP/2 one connection carries up to 250 requests at once, each holding
+// its body in memory, and the caps on connections would not bound them.
+func TestHTTP1Only(t *testing.T) {
+	a := testCA(t)
+	addr, _ := gated(t, a, publicRoutes(&fakeJoiner{}, discardAudit(), discardLog()), Limits{}, nil, discardLog())
+	roots := x509.NewCertPool()
+	roots.AddCert(a.TLSCA())
+	c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots, NextProtos: []string{"h2", "http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if p := c.ConnectionState().NegotiatedProtocol; p == "h2" {
+		t.Errorf("the server negotiated %q", p)
+	}
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}, ForceAttemptHTTP2: true}
+	defer tr.CloseIdleConnections()
+	res, err := (&http.Client{Transport: tr}).Get("https://" + addr + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.ProtoMajor != 1 {
+		t.Errorf("a client that prefers HTTP/2 was answered in %s", res.Proto)
+	}
+}
+
+// TestIdentityConnectionCaps holds connections with bot identities: one
+// identity, or one bot's instances together, cannot take every
+// connection, or one bot could keep all the others from renewing.
+func TestIdentityConnectionCaps(t *testing.T) {
+	a := testCA(t)
+	lim := Limits{MaxConns: 16, MaxAnonymous: 4, MaxPerInstance: 2, MaxPerBot: 3}
+	var logged lockedBuffer
+	addr, g := gated(t, a, publicRoutes(&fakeJoiner{}, discardAudit(), discardLog()), lim, nil, slog.New(slog.NewTextHandler(&logged, nil)))
+	cert := func(bot, instance string) tls.Certificate {
+		return identityCert(t, a, ca.Identity{Bot: bot, Instance: instance, Generation: 1})
+	}
+	i1, i2, i3, j1 := cert("ci", "i1"), cert("ci", "i2"), cert("ci", "i3"), cert("other", "j1")
+	held := func(n int, c tls.Certificate) {
+		t.Helper()
+		total, _, _ := g.counts()
+		for range n {
+			dialTLS(t, a, addr, c)
+		}
+		eventually(t, "the connections counted", func() bool {
+			now, hs, _ := g.counts()
+			return now == total+n && hs == 0
+		})
+	}
+	held(2, i1)
+	closedByServer(t, dialTLS(t, a, addr, i1)) // a third with the same identity
+	held(1, i2)
+	closedByServer(t, dialTLS(t, a, addr, i3)) // a fourth of bot ci
+	held(2, j1)                                // another bot is not held back
+	for _, msg := range []string{"too many connections with one bot instance's identity", "too many connections of one bot"} {
+		if !strings.Contains(logged.String(), msg) {
+			t.Errorf("the log does not say %q:\n%s", msg, logged.String())
+		}
+	}
+}
+
+// TestAnonymousPerSource holds anonymous connections from one address:
+// past its share, its new connections are closed, and another address
+// still gets in, so that one source cannot keep every join out.
+func TestAnonymousPerSource(t *testing.T) {
+	a := testCA(t)
+	lim := Limits{MaxConns: 16, MaxAnonymous: 8, MaxAnonymousPerSource: 2}
+	var logged lockedBuffer
+	addr, g := gated(t, a, publicRoutes(&fakeJoiner{}, discardAudit(), discardLog()), lim, nil, slog.New(slog.NewTextHandler(&logged, nil)))
+	roots := x509.NewCertPool()
+	roots.AddCert(a.TLSCA())
+	from := func(src string) *tls.Conn {
+		t.Helper()
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+		c, err := tls.DialWithDialer(d, "tcp", addr, &tls.Config{RootCAs: roots, NextProtos: []string{"http/1.1"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	for range 2 {
+		from("127.0.0.1")
+	}
+	eventually(t, "the anonymous connections counted", func() bool {
+		_, _, anon := g.counts()
+		return anon == 2
+	})
+	closedByServer(t, from("127.0.0.1"))
+	from("127.0.0.2")
+	eventually(t, "another address's connection counted", func() bool {
+		_, _, anon := g.counts()
+		return anon == 3
+	})
+	if !strings.Contains(logged.String(), "too many connections without a bot identity from one address") {
+		t.Errorf("the limit was not logged:\n%s", logged.String())
+	}
+}

@@ -1,6 +1,11 @@
 package server
 
-import "github.com/mwi-project/mwi/internal/httpjson"
+import (
+	"math"
+	"time"
+
+	"github.com/mwi-project/mwi/internal/httpjson"
+)
 
 // Bounds of the requests the issuer decodes. Every string and list in a
 // request is bounded, so that nothing a caller sends is copied whole into
@@ -24,6 +29,9 @@ const (
 	maxItems = 64
 	// maxHostKeys is the authority's bound on host keys in one request.
 	maxHostKeys = 8
+	// maxTTLSeconds is the longest lifetime in seconds that a
+	// time.Duration holds (about 292 years); more would wrap around.
+	maxTTLSeconds = math.MaxInt64 / int64(time.Second)
 )
 
 // credentialLimits bound a join or a renewal: public keys, host keys and

@@ -180,6 +180,9 @@ func adminRoutes(a admin, al *audit.Log, log *slog.Logger) http.Handler {
 		if err := httpjson.Decode(r, &req, smallLimits); err != nil {
 			return refused(r, al, err)
 		}
+		if req.TTLSeconds > maxTTLSeconds {
+			return refused(r, al, httpjson.Errorf(http.StatusBadRequest, api.CodeBadRequest, "ttl_seconds: at most %d", maxTTLSeconds))
+		}
 		resp, err := a.CreateToken(r.Context(), req.Bot, time.Duration(req.TTLSeconds)*time.Second)
 		if err != nil {
 			return err

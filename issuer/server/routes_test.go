@@ -602,6 +602,8 @@ func TestAdminRoutesOverUnixSocket(t *testing.T) {
 	}{
 		{"unknown bot", api.CreateTokenRequest{Bot: "ghost", TTLSeconds: 600}, http.StatusNotFound, api.CodeBotUnknown},
 		{"zero lifetime", api.CreateTokenRequest{Bot: "ci"}, http.StatusBadRequest, api.CodeBadRequest},
+		// 2^64 ns and a little more: as a time.Duration it wraps to under a second.
+		{"lifetime past a time.Duration", api.CreateTokenRequest{Bot: "ci", TTLSeconds: 18446744074}, http.StatusBadRequest, api.CodeBadRequest},
 		{"unknown field", map[string]any{"bot": "ci", "ttl_seconds": 600, "uses": 2}, http.StatusBadRequest, api.CodeBadRequest},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

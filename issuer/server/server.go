@@ -82,6 +82,9 @@ type Server struct {
 	audit io.Closer // the audit log file, if it is one
 
 	reloadMu sync.Mutex
+	// recheck tells the resource watcher that the resources were loaded
+	// without it: at start, or on SIGHUP. See watch.Watcher.Recheck.
+	recheck chan struct{}
 	// loaded, if set, is called with each resource set that Reload
 	// applies; tests observe reloads with it.
 	loaded func(*resource.Set)
@@ -129,6 +132,10 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	s.auth.Audit.Logger = log
 	s.auth.SetResources(set)
+	// The watcher starts after this load, and must not take what it
+	// first sees for what was loaded.
+	s.recheck = make(chan struct{}, 1)
+	s.recheckResources()
 	return s, nil
 }
 
@@ -151,21 +158,43 @@ func loadResources(cfg Config, log *slog.Logger) (*resource.Set, error) {
 	}
 }
 
-// Reload loads the resource directory again. A set with any error is
-// rejected whole and the previous set keeps serving.
+// Reload loads the resource directory again, as SIGHUP asks. A set with
+// any error is rejected whole and the previous set keeps serving.
 //
-// A file rewritten in place is read twice, resourceRecheck apart, and a
-// set is loaded only if both reads agree: a file caught half-written can
-// be valid and say less than the whole file, such as a token rule without
-// its ref line, which admits more. The watcher only calls Reload once the
-// directory has been unchanged for Config.ResourceSettle, and calls it
-// again if the files changed while they were read.
+// A file rewritten in place is read twice, Config.ResourceSettle apart,
+// and a set is loaded only if both reads agree: a file caught half-written
+// can be valid and say less than the whole file, such as a token rule
+// without its ref line, which admits more. Then the watcher is told to
+// look again once the directory settles, since it did not see this load:
+// a file that a writer pausing longer than that goes on to complete is
+// loaded whole, even if it ends as the watcher last saw it.
 func (s *Server) Reload() error {
+	err := s.reload(cmp.Or(s.cfg.ResourceSettle, watch.DefaultSettle))
+	if err == nil {
+		s.recheckResources()
+	}
+	return err
+}
+
+// recheckResources tells the watcher that the resources were loaded
+// without it.
+func (s *Server) recheckResources() {
+	select {
+	case s.recheck <- struct{}{}:
+	default: // one is pending already
+	}
+}
+
+// reload loads the resource directory, reading it twice, recheck apart.
+// The watcher calls it once the directory has been unchanged for
+// Config.ResourceSettle, and calls it again if the files changed while
+// they were read.
+func (s *Server) reload(recheck time.Duration) error {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
 	sdnotify.Reloading()
 	defer sdnotify.Ready()
-	set, err := resource.LoadDirStable(s.cfg.ResourcesDir, resourceRecheck)
+	set, err := resource.LoadDirStable(s.cfg.ResourcesDir, recheck)
 	if errors.Is(err, resource.ErrChanging) {
 		s.log.Warn("resource files changed while they were read; keeping the previous set until they settle", "dir", s.cfg.ResourcesDir, "err", err)
 		return err
@@ -189,14 +218,15 @@ func (s *Server) Reload() error {
 // set with an error is refused whole and the previous set keeps serving.
 func (s *Server) watchResources(ctx context.Context) {
 	w := &watch.Watcher{
-		Target: s.cfg.ResourcesDir,
-		Log:    s.log,
-		Settle: s.cfg.ResourceSettle,
+		Target:  s.cfg.ResourcesDir,
+		Log:     s.log,
+		Settle:  s.cfg.ResourceSettle,
+		Recheck: s.recheck,
 		Changed: func() error {
 			// Files that changed while they were read are read again once
 			// they settle; a set that is wrong stays refused until the
 			// next edit.
-			if err := s.Reload(); errors.Is(err, resource.ErrChanging) {
+			if err := s.reload(resourceRecheck); errors.Is(err, resource.ErrChanging) {
 				return err
 			}
 			return nil
@@ -239,7 +269,8 @@ func (s *Server) Run(ctx context.Context) error {
 	adminCapped := adminListener(adminLn, lim, s.log)
 	s.log.Info("issuer serving", "listen", ln.Addr().String(), "admin_socket", s.cfg.AdminSocket,
 		"pin", s.auth.CA.Pin(), "resources", s.cfg.ResourcesDir, "cluster_name", s.auth.ClusterName,
-		"max_connections", lim.MaxConns, "max_anonymous", lim.MaxAnonymous, "max_handshakes", lim.MaxHandshakes)
+		"max_connections", lim.MaxConns, "max_anonymous", lim.MaxAnonymous, "max_handshakes", lim.MaxHandshakes,
+		"max_per_bot", lim.MaxPerBot, "max_per_instance", lim.MaxPerInstance)
 
 	errc := make(chan error, 2)
 	go func() { errc <- public.Serve(publicLn) }()
@@ -278,9 +309,19 @@ func tlsConfig(a *ca.Authority) *tls.Config {
 		// the gate reports it to be audited.
 		ClientAuth: tls.VerifyClientCertIfGiven,
 		ClientCAs:  a.IdentityPool(),
-		// As http.Server.ServeTLS would; the gate makes the handshake.
-		NextProtos: []string{"h2", "http/1.1"},
+		// HTTP/1.1 only: over HTTP/2 one connection carries many requests
+		// at once, each holding its body in memory, and the gate's caps,
+		// which count connections, would not bound them. mwid makes one
+		// request per connection.
+		NextProtos: []string{"http/1.1"},
 	}
+}
+
+// http1Only is the protocols the public server speaks; see tlsConfig.
+func http1Only() *http.Protocols {
+	var p http.Protocols
+	p.SetHTTP1(true)
+	return &p
 }
 
 // auditRefused returns the gate's report of a TLS handshake that failed
@@ -299,6 +340,7 @@ func newPublicServer(h http.Handler, lim Limits, log *slog.Logger) *http.Server 
 	lim = lim.withDefaults()
 	return &http.Server{
 		Handler:           h,
+		Protocols:         http1Only(),
 		ReadHeaderTimeout: lim.ReadHeaderTimeout,
 		ReadTimeout:       lim.ReadTimeout,
 		WriteTimeout:      lim.WriteTimeout,

@@ -4,6 +4,8 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -103,5 +105,82 @@ func TestResourceRewriteInPlace(t *testing.T) {
 		case <-deadline:
 			t.Fatal("the rewritten file was not applied")
 		}
+	}
+}
+
+// TestSIGHUPDuringRewrite sends SIGHUP (Reload) while a token file is
+// rewritten in place with the same content, its ref line last. A writer
+// pausing less than the settle period is never seen half-way, SIGHUP or
+// not. One pausing longer exposes the half it wrote (a rule without its
+// ref, which admits every branch) until it finishes; then the whole file
+// must be applied, although it is the content the watcher last saw.
+func TestSIGHUPDuringRewrite(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		settle, pause time.Duration
+		halfSeen      bool // the pause is longer than the settle period
+	}{
+		{"pause shorter than settle", 2 * time.Second, 600 * time.Millisecond, false},
+		{"pause longer than settle", 300 * time.Millisecond, time.Second, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			head, ref := tokenYAML("org/repo")
+			for name, content := range map[string]string{"bots.yaml": botsYAML, "token.yaml": head + ref} {
+				if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			cfg := Config{ResourcesDir: dir, ResourceSettle: tc.settle}
+			set, err := loadResources(cfg, discardLog())
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := &Server{cfg: cfg, log: discardLog(), auth: &authority.Authority{}, recheck: make(chan struct{}, 1)}
+			s.auth.SetResources(set)
+			var mu sync.Mutex
+			var refs []string // of the rule each load applied
+			s.loaded = func(set *resource.Set) {
+				tok, _ := set.Token("gh")
+				mu.Lock()
+				refs = append(refs, tok.GitHub.Allow[0].Ref)
+				mu.Unlock()
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { defer close(done); s.watchResources(ctx) }()
+			t.Cleanup(func() { cancel(); <-done })
+			time.Sleep(50 * time.Millisecond) // let the watch start
+
+			f, err := os.OpenFile(filepath.Join(dir, "token.yaml"), os.O_WRONLY|os.O_TRUNC, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			if _, err := f.WriteString(head); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(tc.pause / 10)
+			hup := make(chan struct{})
+			go func() { defer close(hup); s.Reload() }()
+			time.Sleep(tc.pause)
+			if _, err := f.WriteString(ref); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.Close(); err != nil {
+				t.Fatal(err)
+			}
+			<-hup
+
+			eventually(t, "the whole rule served", func() bool {
+				tok, _ := s.auth.Resources().Token("gh")
+				return tok.GitHub.Allow[0].Ref == "refs/heads/main"
+			})
+			mu.Lock()
+			defer mu.Unlock()
+			if !tc.halfSeen && slices.Contains(refs, "") {
+				t.Errorf("a half-written rule was applied; loads applied refs %q", refs)
+			}
+		})
 	}
 }
