@@ -20,6 +20,7 @@ import (
 	"github.com/mwi-project/mwi/daemon/issuerclient"
 	"github.com/mwi-project/mwi/daemon/localapi"
 	"github.com/mwi-project/mwi/daemon/metrics"
+	"github.com/mwi-project/mwi/daemon/output"
 	"github.com/mwi-project/mwi/daemon/renewal"
 	"github.com/mwi-project/mwi/internal/connlimit"
 	"github.com/mwi-project/mwi/internal/logging"
@@ -316,13 +317,14 @@ func (s *Server) Status() api.Status {
 	cfg := s.config()
 	s.mu.Lock()
 	st := s.status
-	outputs := make([]api.Output, 0, len(cfg.Outputs))
-	for _, o := range cfg.Outputs {
-		path := outputPath(o)
+	outs, _ := output.New(cfg.Outputs) // as config.Load checked
+	outputs := make([]api.Output, 0, len(outs))
+	for _, o := range outs {
+		path := o.Path()
 		if path == "" {
 			continue // a kubernetes output kept in memory writes nothing
 		}
-		out := api.Output{Type: o.Type, Path: path}
+		out := api.Output{Type: o.Type(), Path: path}
 		if os := s.outputs[path]; os != nil {
 			out.LastWrite, out.LastError, out.LastErrorAt = os.lastWrite, os.lastError, os.lastErrorAt
 		}

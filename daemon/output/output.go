@@ -1,0 +1,174 @@
+// Package output writes what mwid keeps outside its memory: SSH host
+// certificates for sshd, kubeconfigs, and the files of an SSH identity for
+// tools that cannot use the agent.
+//
+// Each kind of output is one type in its own file that implements Output:
+// it says what it needs from the issuer (Request), writes itself from the
+// credentials the issuer answered with, and checks, before a one-shot join
+// spends its token, that it can be written (Check). New builds the outputs
+// of a configuration through kinds, the one list of output types; adding a
+// kind is a new file and a line there. Every file is written through
+// safefs, which refuses symbolic links and directories that another user
+// controls.
+package output
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"reflect"
+	"slices"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/mwi-project/mwi/api"
+	"github.com/mwi-project/mwi/daemon/config"
+	"github.com/mwi-project/mwi/daemon/identity"
+	"github.com/mwi-project/mwi/internal/safefs"
+)
+
+// kinds makes the output of each type from its configuration.
+var kinds = map[string]func(config.Output) Output{
+	"ssh_host":   newSSHHost,
+	"kubernetes": newKubernetes,
+	"identity":   newIdentity,
+}
+
+// Output is one output of mwid.
+//
+// An Output's value is its configuration, and nothing else: two outputs
+// that are equal (reflect.DeepEqual) ask the issuer for the same
+// certificates and write them to the same place. NeedsRenewal relies on
+// it, so that a field added to a kind takes effect at a reload without
+// anyone having to list it.
+type Output interface {
+	// Type is the output's type, as the configuration names it.
+	Type() string
+	// Path is where the output writes, as status shows it, or "" for an
+	// output that writes no file.
+	Path() string
+	// Check reports what would stop the output from being written, so
+	// that mwid --oneshot can refuse before it joins. A directory that
+	// does not exist yet is made, and checked, when the output is written.
+	Check() error
+	// Request adds what the output needs from the issuer to r, and
+	// returns the function that writes the output from the credentials
+	// the issuer answered r with. An output that returns an error is left
+	// out of this renewal, so that it does not stop the others.
+	Request(r *Request) (Write, error)
+}
+
+// Write writes an output from the credentials a renewal obtained, and logs
+// what it wrote.
+type Write func(ctx context.Context, c *identity.Credentials, env Env) error
+
+// Env is what outputs take from the daemon's configuration as a whole at
+// the time they are written.
+type Env struct {
+	Log      *slog.Logger
+	Patterns []string // ssh_config Host patterns: sshconfig.Patterns of ssh.hosts
+	Revision string   // the configuration's revision, which ssh_config names
+}
+
+// New returns the outputs of a configuration, in order.
+func New(outputs []config.Output) ([]Output, error) {
+	out := make([]Output, 0, len(outputs))
+	for i, o := range outputs {
+		kind, ok := kinds[o.Type]
+		if !ok {
+			return nil, fmt.Errorf("outputs.%d: unknown output type %q", i, o.Type)
+		}
+		out = append(out, kind(o))
+	}
+	return out, nil
+}
+
+// NeedsRenewal reports whether the outputs next ask for other certificates
+// than old, or write them elsewhere or otherwise: any change but none takes
+// a renewal, which writes them.
+func NeedsRenewal(old, next []Output) bool {
+	return !reflect.DeepEqual(old, next)
+}
+
+// Errorf returns an error about the output o: "TYPE output PATH: ...".
+func Errorf(o Output, err error) error {
+	return fmt.Errorf("%s output %s: %w", o.Type(), o.Path(), err)
+}
+
+// Request is what one renewal asks of the issuer for the outputs.
+type Request struct {
+	hostKeys   []api.HostKeyRequest
+	hostPubs   []ssh.PublicKey
+	kubernetes *api.KubernetesRequest
+}
+
+// addHostKey asks for a host certificate for key with names, and returns
+// its index in the credentials' HostCerts.
+func (r *Request) addHostKey(key ssh.PublicKey, names []string) int {
+	r.hostKeys = append(r.hostKeys, api.HostKeyRequest{PublicKey: string(ssh.MarshalAuthorizedKey(key)), Names: names})
+	r.hostPubs = append(r.hostPubs, key)
+	return len(r.hostKeys) - 1
+}
+
+// addKubernetes asks for certificates for the clusters that clusters and
+// labels select: the request is the union of those of every output.
+func (r *Request) addKubernetes(clusters []string, labels []map[string]string) {
+	if r.kubernetes == nil {
+		r.kubernetes = &api.KubernetesRequest{}
+	}
+	for _, c := range clusters {
+		if !slices.Contains(r.kubernetes.Clusters, c) {
+			r.kubernetes.Clusters = append(r.kubernetes.Clusters, c)
+		}
+	}
+	r.kubernetes.Labels = append(r.kubernetes.Labels, labels...)
+}
+
+// HostKeys returns the host keys to certify, for the join or renewal.
+func (r *Request) HostKeys() []api.HostKeyRequest { return r.hostKeys }
+
+// HostPublicKeys returns the host keys to certify, in the order of
+// HostKeys, for identity.Assemble to check the answer against.
+func (r *Request) HostPublicKeys() []ssh.PublicKey { return r.hostPubs }
+
+// Kubernetes returns the Kubernetes part of the join or renewal, with a CSR
+// for the Kubernetes key made in keys, or nil when no output asks for
+// Kubernetes.
+func (r *Request) Kubernetes(keys *identity.Keys) (*api.KubernetesRequest, error) {
+	if r.kubernetes == nil {
+		return nil, nil
+	}
+	csr, err := keys.KubernetesCSR()
+	if err != nil {
+		return nil, err
+	}
+	req := *r.kubernetes
+	req.CSR = csr
+	return &req, nil
+}
+
+// checkDir opens dir, the directory the output o writes in, and returns
+// safefs's refusal of it; a directory that does not exist yet is fine.
+func checkDir(o Output, dir string) error {
+	d, err := safefs.OpenDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("%s output %s: %w", o.Type(), dir, err)
+	}
+	return d.Close()
+}
+
+// writeFile writes data to name in dir, which safefs opens (or makes,
+// 0700), atomically.
+func writeFile(dir, name string, data []byte, mode fs.FileMode) error {
+	d, err := safefs.MkdirAll(dir, 0o700)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.WriteFile(name, data, mode)
+}
