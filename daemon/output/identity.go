@@ -42,7 +42,7 @@ func (o Identity) Request(*Request) (Write, error) { return o.write, nil }
 // so that no certificate is ever there without its key.
 func (o Identity) write(_ context.Context, c *identity.Credentials, env Env) error {
 	if err := o.writeFiles(c, env); err != nil {
-		return Errorf(o, err)
+		return outputError(o, err)
 	}
 	env.Log.Info("identity written", "path", o.Directory, "principals", c.Principals())
 	return nil

@@ -72,14 +72,14 @@ func (o Kubernetes) write(_ context.Context, c *identity.Credentials, env Env) e
 		}
 	}
 	if len(clusters) == 0 {
-		return Errorf(o, errors.New("the issuer allowed none of the clusters it selects"))
+		return outputError(o, errors.New("the issuer allowed none of the clusters it selects"))
 	}
 	data, err := kubeconfig.Render(clusters, kubeconfig.Options{Bot: c.Bot, Embed: true})
 	if err == nil {
 		err = writeFile(o.Directory, config.KubeconfigFile, data, 0o600)
 	}
 	if err != nil {
-		return Errorf(o, err)
+		return outputError(o, err)
 	}
 	env.Log.Info("kubeconfig written", "path", o.Path(), "clusters", names)
 	return nil

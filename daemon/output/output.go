@@ -55,8 +55,9 @@ type Output interface {
 	Check() error
 	// Request adds what the output needs from the issuer to r, and
 	// returns the function that writes the output from the credentials
-	// the issuer answered r with. An output that returns an error is left
-	// out of this renewal, so that it does not stop the others.
+	// the issuer answered r with, or nil for an output that writes no
+	// file. An output that returns an error is left out of this renewal,
+	// so that it does not stop the others.
 	Request(r *Request) (Write, error)
 }
 
@@ -92,8 +93,8 @@ func NeedsRenewal(old, next []Output) bool {
 	return !reflect.DeepEqual(old, next)
 }
 
-// Errorf returns an error about the output o: "TYPE output PATH: ...".
-func Errorf(o Output, err error) error {
+// outputError returns err about the output o: "TYPE output PATH: ...".
+func outputError(o Output, err error) error {
 	return fmt.Errorf("%s output %s: %w", o.Type(), o.Path(), err)
 }
 

@@ -1,6 +1,10 @@
 package output
 
 import (
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -117,5 +121,27 @@ func TestKindsMatchTypes(t *testing.T) {
 	}
 	if _, err := New([]config.Output{{Type: "ftp"}}); err == nil || !strings.Contains(err.Error(), `unknown output type "ftp"`) {
 		t.Errorf("New of an unknown type = %v", err)
+	}
+}
+
+// TestSSHHostWithoutCertificate: credentials that hold no certificate for
+// the host key are an error of the output, not a crash of mwid.
+func TestSSHHostWithoutCertificate(t *testing.T) {
+	dir := t.TempDir()
+	keys, _ := identity.NewKeys()
+	pub, _ := keys.Public()
+	hostKey := filepath.Join(dir, "ssh_host_ed25519_key.pub")
+	if err := os.WriteFile(hostKey, []byte(pub.SSH+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	o := SSHHost{HostKey: hostKey, Certificate: filepath.Join(dir, "ssh_host_ed25519_key-cert.pub")}
+	var r Request
+	write, err := o.Request(&r)
+	if err != nil || len(r.HostKeys()) != 1 || len(r.HostPublicKeys()) != 1 {
+		t.Fatalf("Request = %v; host keys %v", err, r.HostKeys())
+	}
+	err = write(context.Background(), &identity.Credentials{}, Env{Log: slog.New(slog.DiscardHandler)})
+	if err == nil || !strings.Contains(err.Error(), "ssh_host output "+o.Certificate+": the credentials hold no certificate") {
+		t.Errorf("write = %v", err)
 	}
 }

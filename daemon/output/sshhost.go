@@ -2,6 +2,7 @@ package output
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -65,6 +66,9 @@ func (o SSHHost) Request(r *Request) (Write, error) {
 	}
 	i := r.addHostKey(key, o.Names)
 	return func(ctx context.Context, c *identity.Credentials, env Env) error {
+		if i >= len(c.HostCerts) {
+			return outputError(o, errors.New("the credentials hold no certificate for the host key"))
+		}
 		return o.write(ctx, c.HostCerts[i], env)
 	}, nil
 }
@@ -79,7 +83,7 @@ func (o SSHHost) readHostKey() (ssh.PublicKey, error) {
 		key, _, _, _, err = ssh.ParseAuthorizedKey(data)
 	}
 	if err != nil {
-		return nil, Errorf(o, fmt.Errorf("host key %s: %w", o.HostKey, err))
+		return nil, outputError(o, fmt.Errorf("host key %s: %w", o.HostKey, err))
 	}
 	return key, nil
 }
@@ -95,7 +99,7 @@ func (o SSHHost) write(ctx context.Context, cert *ssh.Certificate, env Env) erro
 		err = runReload(ctx, o.ReloadCommand)
 	}
 	if err != nil {
-		return Errorf(o, err)
+		return outputError(o, err)
 	}
 	env.Log.Info("host certificate written", "path", o.Certificate, "names", cert.ValidPrincipals)
 	return nil
