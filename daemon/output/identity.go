@@ -2,7 +2,6 @@ package output
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 
 	"golang.org/x/crypto/ssh"
@@ -10,7 +9,6 @@ import (
 	"github.com/mwi-project/mwi/daemon/config"
 	"github.com/mwi-project/mwi/daemon/identity"
 	"github.com/mwi-project/mwi/daemon/sshconfig"
-	"github.com/mwi-project/mwi/internal/safefs"
 )
 
 // Identity is an output of type identity: the SSH user key and
@@ -30,16 +28,19 @@ func (Identity) Type() string { return "identity" }
 func (o Identity) Path() string { return o.Directory }
 
 // Check checks the directory.
-func (o Identity) Check() error { return checkDir(o, o.Directory) }
+func (o Identity) Check() error {
+	return verify(o, o.destination())
+}
+
+// destination is the output's directory, which is made if need be.
+func (o Identity) destination() Directory { return Directory{Path: o.Directory, Create: true} }
 
 // Request asks for nothing beyond the bot's own SSH certificate, which
 // every join and renewal carries.
 func (o Identity) Request(*Request) (Write, error) { return o.write, nil }
 
-// write writes the files, each atomically, into the directory that safefs
-// opened (or made, 0700): never through a symbolic link, nor into a
-// directory that another user could change. The private key comes first,
-// so that no certificate is ever there without its key.
+// write writes the files into the output's directory. The private key
+// comes first, so that no certificate is ever there without its key.
 func (o Identity) write(_ context.Context, c *identity.Credentials, env Env) error {
 	if err := o.writeFiles(c, env); err != nil {
 		return outputError(o, err)
@@ -61,28 +62,13 @@ func (o Identity) writeFiles(c *identity.Credentials, env Env) error {
 		CertificateFile: o.file(config.IdentityCertFile),
 		KnownHostsFile:  o.file(config.IdentityKnownHostsFile),
 	}
-	files := []struct {
-		name string
-		data []byte
-		mode os.FileMode
-	}{
-		{config.IdentityKeyFile, key, 0o600},
-		{config.IdentityPublicKeyFile, ssh.MarshalAuthorizedKey(c.SSHSigner.PublicKey()), 0o644},
-		{config.IdentityCertFile, ssh.MarshalAuthorizedKey(c.SSHCert), 0o644},
-		{config.IdentityKnownHostsFile, []byte(sshconfig.KnownHosts(env.Patterns, c.HostCAs)), 0o644},
-		{config.IdentitySSHConfigFile, []byte(sshConfig.String()), 0o644},
-	}
-	dir, err := safefs.MkdirAll(o.Directory, 0o700)
-	if err != nil {
-		return err
-	}
-	defer dir.Close()
-	for _, f := range files {
-		if err := dir.WriteFile(f.name, f.data, f.mode); err != nil {
-			return err
-		}
-	}
-	return nil
+	return o.destination().Write(
+		File{config.IdentityKeyFile, key, 0o600},
+		File{config.IdentityPublicKeyFile, ssh.MarshalAuthorizedKey(c.SSHSigner.PublicKey()), 0o644},
+		File{config.IdentityCertFile, ssh.MarshalAuthorizedKey(c.SSHCert), 0o644},
+		File{config.IdentityKnownHostsFile, []byte(sshconfig.KnownHosts(env.Patterns, c.HostCAs)), 0o644},
+		File{config.IdentitySSHConfigFile, []byte(sshConfig.String()), 0o644},
+	)
 }
 
 // file returns the path of one of the output's files.

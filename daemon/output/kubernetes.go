@@ -45,8 +45,11 @@ func (o Kubernetes) Check() error {
 	if o.Directory == "" {
 		return nil
 	}
-	return checkDir(o, o.Directory)
+	return verify(o, o.destination())
 }
+
+// destination is the output's directory, which is made if need be.
+func (o Kubernetes) destination() Directory { return Directory{Path: o.Directory, Create: true} }
 
 // Request asks for certificates for the clusters the output selects.
 func (o Kubernetes) Request(r *Request) (Write, error) {
@@ -58,8 +61,7 @@ func (o Kubernetes) Request(r *Request) (Write, error) {
 }
 
 // write writes the kubeconfig, with the credentials of the clusters the
-// output selects inline, atomically and with mode 0600 (it holds keys),
-// into the directory that safefs opens (or makes, 0700).
+// output selects inline, with mode 0600: it holds keys.
 func (o Kubernetes) write(_ context.Context, c *identity.Credentials, env Env) error {
 	sel := kubeselect.Selector{Names: o.Clusters, Labels: o.Labels}
 	var clusters []kubeconfig.Cluster
@@ -76,7 +78,7 @@ func (o Kubernetes) write(_ context.Context, c *identity.Credentials, env Env) e
 	}
 	data, err := kubeconfig.Render(clusters, kubeconfig.Options{Bot: c.Bot, Embed: true})
 	if err == nil {
-		err = writeFile(o.Directory, config.KubeconfigFile, data, 0o600)
+		err = o.destination().Write(File{config.KubeconfigFile, data, 0o600})
 	}
 	if err != nil {
 		return outputError(o, err)

@@ -7,16 +7,14 @@
 // credentials the issuer answered with, and checks, before a one-shot join
 // spends its token, that it can be written (Check). New builds the outputs
 // of a configuration through kinds, the one list of output types; adding a
-// kind is a new file and a line there. Every file is written through
-// safefs, which refuses symbolic links and directories that another user
-// controls.
+// kind is a new file and a line there. Outputs write their files into a
+// Directory, their destination, through safefs, which refuses symbolic
+// links and directories that another user controls.
 package output
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"reflect"
 	"slices"
@@ -26,7 +24,6 @@ import (
 	"github.com/mwi-project/mwi/api"
 	"github.com/mwi-project/mwi/daemon/config"
 	"github.com/mwi-project/mwi/daemon/identity"
-	"github.com/mwi-project/mwi/internal/safefs"
 )
 
 // kinds makes the output of each type from its configuration.
@@ -150,26 +147,11 @@ func (r *Request) Kubernetes(keys *identity.Keys) (*api.KubernetesRequest, error
 	return &req, nil
 }
 
-// checkDir opens dir, the directory the output o writes in, and returns
-// safefs's refusal of it; a directory that does not exist yet is fine.
-func checkDir(o Output, dir string) error {
-	d, err := safefs.OpenDir(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
+// verify is Check for the output o that writes into d: "TYPE output DIR:
+// ..." when safefs refuses d.
+func verify(o Output, d Directory) error {
+	if err := d.Verify(); err != nil {
+		return fmt.Errorf("%s output %s: %w", o.Type(), d, err)
 	}
-	if err != nil {
-		return fmt.Errorf("%s output %s: %w", o.Type(), dir, err)
-	}
-	return d.Close()
-}
-
-// writeFile writes data to name in dir, which safefs opens (or makes,
-// 0700), atomically.
-func writeFile(dir, name string, data []byte, mode fs.FileMode) error {
-	d, err := safefs.MkdirAll(dir, 0o700)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.WriteFile(name, data, mode)
+	return nil
 }

@@ -50,7 +50,7 @@ func (o SSHHost) Path() string { return o.Certificate }
 // output whose key cannot be read is left out of a renewal, and a one-shot
 // would otherwise succeed without writing it.
 func (o SSHHost) Check() error {
-	if err := checkDir(o, filepath.Dir(o.Certificate)); err != nil {
+	if err := verify(o, o.destination()); err != nil {
 		return err
 	}
 	_, err := o.readHostKey()
@@ -88,13 +88,17 @@ func (o SSHHost) readHostKey() (ssh.PublicKey, error) {
 	return key, nil
 }
 
+// destination is the directory of the certificate, which must exist: it is
+// sshd's (and the host key's), not mwid's to make.
+func (o SSHHost) destination() Directory { return Directory{Path: filepath.Dir(o.Certificate)} }
+
 // maxHostKeyFile bounds a host's public key file; an RSA 16384 key is
 // under 3 KiB.
 const maxHostKeyFile = 16 << 10
 
 // write writes cert atomically and runs the reload command.
 func (o SSHHost) write(ctx context.Context, cert *ssh.Certificate, env Env) error {
-	err := safefs.WriteFile(o.Certificate, ssh.MarshalAuthorizedKey(cert), 0o644)
+	err := o.destination().Write(File{filepath.Base(o.Certificate), ssh.MarshalAuthorizedKey(cert), 0o644})
 	if err == nil && len(o.ReloadCommand) > 0 {
 		err = runReload(ctx, o.ReloadCommand)
 	}
