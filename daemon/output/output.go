@@ -83,9 +83,9 @@ func New(outputs []config.Output) ([]Output, error) {
 	return out, nil
 }
 
-// NeedsRenewal reports whether the outputs next ask for other certificates
-// than old, or write them elsewhere or otherwise: any change but none takes
-// a renewal, which writes them.
+// NeedsRenewal reports whether the outputs next differ from old in any way:
+// other certificates asked for, or the same written elsewhere or
+// otherwise. Either takes a renewal, which writes the outputs.
 func NeedsRenewal(old, next []Output) bool {
 	return !reflect.DeepEqual(old, next)
 }

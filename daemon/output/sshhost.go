@@ -50,11 +50,8 @@ func (o SSHHost) Path() string { return o.Certificate }
 // output whose key cannot be read is left out of a renewal, and a one-shot
 // would otherwise succeed without writing it.
 func (o SSHHost) Check() error {
-	if err := verify(o, o.destination()); err != nil {
-		return err
-	}
 	_, err := o.readHostKey()
-	return err
+	return errors.Join(verify(o, o.destination()), err)
 }
 
 // Request asks for a certificate for the host key. The key is read at
