@@ -1,5 +1,11 @@
 // Package daemon runs mwid: it joins the issuer, keeps its credentials in
 // memory, renews them, and serves them on the agent and API sockets.
+//
+// Server's lifecycle is in daemon.go; renewal in renew.go, with the writing
+// of outputs (whose kinds are in package output) in outputs.go; reloading
+// the configuration in reload.go and watch.go; the local API's Backend in
+// status.go, ssh.go and kube.go; the check of callers in peer.go; and
+// mwid --oneshot in oneshot.go.
 package daemon
 
 import (
@@ -13,7 +19,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/mwi-project/mwi/api"
 	"github.com/mwi-project/mwi/daemon/agent"
 	"github.com/mwi-project/mwi/daemon/config"
 	"github.com/mwi-project/mwi/daemon/identity"
@@ -309,138 +314,4 @@ func (s *Server) notifyStatus() {
 		line += "; " + st.LastError
 	}
 	sdnotify.Status(line)
-}
-
-// Status returns the daemon's state for the local API.
-func (s *Server) Status() api.Status {
-	cfg := s.config()
-	s.mu.Lock()
-	st := s.status
-	outputs := make([]api.Output, 0, len(cfg.Outputs))
-	for _, o := range cfg.Outputs {
-		path := outputPath(o)
-		if path == "" {
-			continue // a kubernetes output kept in memory writes nothing
-		}
-		out := api.Output{Type: o.Type, Path: path}
-		if os := s.outputs[path]; os != nil {
-			out.LastWrite, out.LastError, out.LastErrorAt = os.lastWrite, os.lastError, os.lastErrorAt
-		}
-		outputs = append(outputs, out)
-	}
-	s.mu.Unlock()
-	out := api.Status{
-		State:       "joining",
-		Issuer:      cfg.Issuer.Address,
-		Credentials: []api.Credential{},
-		Outputs:     outputs,
-		LastRenewal: st.lastRenewal,
-		NextRenewal: st.nextRenewal,
-		LastError:   st.lastError,
-		LastErrorAt: st.lastErrorAt,
-		Config: api.ConfigStatus{
-			Path:            cfg.Path,
-			Revision:        cfg.Revision,
-			LoadedAt:        st.loadedAt,
-			LastReloadError: st.lastReloadError,
-			LastReloadAt:    st.lastReloadAt,
-		},
-	}
-	c := s.creds.Current()
-	if c == nil {
-		return out
-	}
-	out.Joined = true
-	out.Bot, out.Instance, out.Generation = c.Bot, c.Instance, c.Generation
-	out.Credentials = credentials(c)
-	switch {
-	case !c.ValidAt(s.now()):
-		out.State = "expired"
-	case st.lastError != "" || outputFailing(outputs):
-		out.State = "degraded"
-	default:
-		out.State = "ready"
-	}
-	return out
-}
-
-// outputFailing reports whether an output's last write failed.
-func outputFailing(outputs []api.Output) bool {
-	for _, o := range outputs {
-		if o.LastError != "" {
-			return true
-		}
-	}
-	return false
-}
-
-// credentials describes c's certificates, without their keys.
-func credentials(c *identity.Credentials) []api.Credential {
-	out := []api.Credential{{Kind: "identity", ValidAfter: c.Identity.NotBefore, Expires: c.Identity.NotAfter}}
-	if c.SSHCert != nil {
-		out = append(out, api.Credential{
-			Kind:       "ssh",
-			Principals: c.SSHCert.ValidPrincipals,
-			ValidAfter: certTime(c.SSHCert.ValidAfter),
-			Expires:    certTime(c.SSHCert.ValidBefore),
-		})
-	}
-	for _, hc := range c.HostCerts {
-		out = append(out, api.Credential{
-			Kind:       "ssh_host",
-			Principals: hc.ValidPrincipals,
-			ValidAfter: certTime(hc.ValidAfter),
-			Expires:    certTime(hc.ValidBefore),
-		})
-	}
-	return append(out, kubeCredentials(c)...)
-}
-
-func certTime(t uint64) time.Time { return time.Unix(int64(t), 0).UTC() }
-
-// Readiness says whether mwid holds valid credentials.
-func (s *Server) Readiness() api.Readiness {
-	st := s.Status()
-	r := api.Readiness{State: st.State, Credentials: []api.CredentialRead{}}
-	now := s.now()
-	for _, c := range st.Credentials {
-		r.Credentials = append(r.Credentials, api.CredentialRead{
-			Kind:    c.Kind,
-			Valid:   !now.Before(c.ValidAfter) && now.Before(c.Expires),
-			Expires: c.Expires,
-		})
-	}
-	r.Ready = st.Joined && st.State != "expired"
-	for _, c := range r.Credentials {
-		r.Ready = r.Ready && c.Valid
-	}
-	return r
-}
-
-// Renew renews at once, for the API, and returns the status after it. The
-// requests share renewals (see renewal.Loop.Request): whoever loops on
-// mwictl renew gets answers, and the issuer gets at most one renewal per
-// renew_min_interval from them.
-func (s *Server) Renew(ctx context.Context) (api.Status, error) {
-	a, how, err := s.loop.Request(ctx)
-	if err != nil {
-		return api.Status{}, renewFailed(err)
-	}
-	out := &api.RenewOutcome{Shared: how != renewal.NotShared, CompletedAt: a.At, Message: "renewed"}
-	switch how {
-	case renewal.InFlight:
-		out.Message = "answered by the renewal under way when the request arrived"
-	case renewal.Recent:
-		out.Message = fmt.Sprintf("answered by the renewal that completed %s ago: mwid asks the issuer at most once per renew_min_interval (%s) on request",
-			s.now().Sub(a.At).Round(time.Second), s.config().RenewMinInterval)
-	}
-	if a.Err != nil {
-		if out.Shared {
-			return api.Status{}, renewFailed(fmt.Errorf("%w (%s)", a.Err, out.Message))
-		}
-		return api.Status{}, renewFailed(a.Err)
-	}
-	st := s.Status()
-	st.Renewal = out
-	return st, nil
 }

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -25,7 +26,9 @@ import (
 	"github.com/mwi-project/mwi/daemon/identity"
 	"github.com/mwi-project/mwi/daemon/kubeconfig"
 	"github.com/mwi-project/mwi/daemon/localapi"
+	"github.com/mwi-project/mwi/daemon/output"
 	"github.com/mwi-project/mwi/internal/httpjson"
+	"github.com/mwi-project/mwi/internal/kubeselect"
 )
 
 // signFor plays the issuer: it signs a certificate for the key of csrPEM.
@@ -59,7 +62,7 @@ func kubeServer(t *testing.T, outputs []config.Output, ttl time.Duration) *Serve
 	if err != nil {
 		t.Fatal(err)
 	}
-	req, err := kubernetesRequest(outputs, keys)
+	req, err := kubernetesRequest(s, outputs, keys)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,44 +92,30 @@ func kubeServer(t *testing.T, outputs []config.Output, ttl time.Duration) *Serve
 func selectorOf(r *api.KubernetesRequest) interface {
 	Match(string, map[string]string) bool
 } {
-	return selector(config.Output{Clusters: r.Clusters, Labels: r.Labels})
+	return kubeselect.Selector{Names: r.Clusters, Labels: r.Labels}
 }
 
-func TestKubernetesRequest(t *testing.T) {
-	keys, _ := identity.NewKeys()
-	if req, err := kubernetesRequest([]config.Output{{Type: "ssh_host"}}, keys); req != nil || err != nil {
-		t.Errorf("request without kubernetes outputs = %+v, %v", req, err)
+// kubernetesRequest returns the Kubernetes part of a renewal for outputs.
+func kubernetesRequest(s *Server, outputs []config.Output, keys *identity.Keys) (*api.KubernetesRequest, error) {
+	outs, err := output.New(outputs)
+	if err != nil {
+		return nil, err
 	}
-	req, err := kubernetesRequest([]config.Output{
-		{Type: "kubernetes", Clusters: []string{"prod", "dev"}},
-		{Type: "ssh_host"},
-		{Type: "kubernetes", Clusters: []string{"dev"}, Labels: []map[string]string{{"env": "qa"}}},
-	}, keys)
+	var req output.Request
+	s.requestOutputs(outs, &req)
+	return req.Kubernetes(keys)
+}
+
+// writeConfigOutputs writes outputs from c as a renewal does.
+func (s *Server) writeConfigOutputs(t *testing.T, outputs []config.Output, c *identity.Credentials) error {
+	t.Helper()
+	outs, err := output.New(outputs)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(req.Clusters, []string{"prod", "dev"}) || len(req.Labels) != 1 || !strings.HasPrefix(req.CSR, "-----BEGIN CERTIFICATE REQUEST-----") {
-		t.Errorf("request = %+v", req)
-	}
-}
-
-func TestKubeOutputsEqual(t *testing.T) {
-	a := config.Output{Type: "kubernetes", Clusters: []string{"a"}, Labels: []map[string]string{{"env": "prod"}}, Directory: "/d"}
-	same := config.Output{Type: "kubernetes", Clusters: []string{"a"}, Labels: []map[string]string{{"env": "prod"}}, Directory: "/d"}
-	if !kubeOutputsEqual(a, same) {
-		t.Error("equal outputs differ")
-	}
-	for _, b := range []config.Output{
-		{Type: "kubernetes", Clusters: []string{"b"}, Labels: a.Labels, Directory: "/d"},
-		{Type: "kubernetes", Clusters: a.Clusters, Labels: []map[string]string{{"env": "dev"}}, Directory: "/d"},
-		{Type: "kubernetes", Clusters: a.Clusters, Labels: []map[string]string{{"env": "prod", "team": "x"}}, Directory: "/d"},
-		{Type: "kubernetes", Clusters: a.Clusters, Labels: a.Labels},
-		{Type: "ssh_host"},
-	} {
-		if kubeOutputsEqual(a, b) {
-			t.Errorf("%+v and %+v are taken for equal", a, b)
-		}
-	}
+	var req output.Request
+	writes := s.requestOutputs(outs, &req)
+	return s.writeOutputs(context.Background(), writes, c, s.outputEnv(&config.Config{}))
 }
 
 func wantCode(t *testing.T, err error, code string) {
@@ -230,9 +219,9 @@ func TestWriteKubeOutputs(t *testing.T) {
 		{Type: "kubernetes", Labels: []map[string]string{{"env": "qa"}}, Directory: none},
 	}
 	s := kubeServer(t, outputs, time.Hour)
-	err := s.writeKubeOutputs(outputs, s.creds.Current())
+	err := s.writeConfigOutputs(t, outputs, s.creds.Current())
 	if err == nil || !strings.Contains(err.Error(), "the issuer allowed none of the clusters it selects") {
-		t.Errorf("writeKubeOutputs = %v, want the empty output's error", err)
+		t.Errorf("writing the outputs = %v, want the empty output's error", err)
 	}
 	path := filepath.Join(dir, "kubeconfig.yaml")
 	fi, err := os.Stat(path)

@@ -4,11 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
-	"path/filepath"
 
-	"github.com/mwi-project/mwi/daemon/config"
-	"github.com/mwi-project/mwi/internal/safefs"
+	"github.com/mwi-project/mwi/daemon/output"
 )
 
 // Oneshot obtains credentials once, with a join, writes every output and
@@ -18,13 +15,14 @@ import (
 // output, is returned.
 func (s *Server) Oneshot(ctx context.Context) error {
 	cfg := s.config()
-	if err := oneshotOutputs(cfg.Path, cfg.Outputs); err != nil {
+	outs, err := output.New(cfg.Outputs)
+	if err != nil {
+		return fmt.Errorf("%s: %w", cfg.Path, err)
+	}
+	if err := oneshotOutputs(cfg.Path, outs); err != nil {
 		return err
 	}
-	if err := checkOutputDirs(cfg.Outputs); err != nil {
-		return err
-	}
-	if err := checkHostKeys(cfg.Outputs); err != nil {
+	if err := checkOutputs(outs); err != nil {
 		return err
 	}
 	if _, err := s.renew(ctx); err != nil {
@@ -38,61 +36,28 @@ func (s *Server) Oneshot(ctx context.Context) error {
 
 // oneshotOutputs refuses a configuration whose credentials would all be
 // lost when a one-shot mwid exits: one with no output written to a file.
-func oneshotOutputs(path string, outputs []config.Output) error {
+func oneshotOutputs(path string, outs []output.Output) error {
 	var errs []error
-	for i, o := range outputs {
-		if o.Kubernetes() && o.Directory == "" {
-			errs = append(errs, fmt.Errorf("%s: outputs.%d: a kubernetes output without directory keeps its credentials in memory, which mwid --oneshot discards when it exits; set directory", path, i))
+	for i, o := range outs {
+		if o.Path() == "" {
+			errs = append(errs, fmt.Errorf("%s: outputs.%d: a %s output without directory keeps its credentials in memory, which mwid --oneshot discards when it exits; set directory", path, i, o.Type()))
 		}
 	}
-	if len(outputs) == 0 {
+	if len(outs) == 0 {
 		errs = append(errs, fmt.Errorf("%s: no outputs: mwid --oneshot writes its credentials only to outputs (identity, kubernetes with a directory, ssh_host)", path))
 	}
 	return errors.Join(errs...)
 }
 
-// checkOutputDirs opens the directory of every output that writes files,
-// so that a directory that safefs refuses (a symbolic link in its path,
-// another user's, writable by others) stops mwid --oneshot before it
-// joins: a one-time token or an ID token is not spent on credentials that
-// could not be written. A directory that does not exist yet is made, and
-// checked, when its files are written.
-func checkOutputDirs(outputs []config.Output) error {
+// checkOutputs checks every output before mwid --oneshot joins, so that
+// one that could not be written (a directory that safefs refuses, a host
+// key that cannot be read) stops it: a one-time token or an ID token is
+// not spent on credentials that could not be written, and the one-shot
+// does not succeed without an output that a renewal left out.
+func checkOutputs(outs []output.Output) error {
 	var errs []error
-	for _, o := range outputs {
-		dir := o.Directory
-		if !o.Identity() && !o.Kubernetes() {
-			dir = filepath.Dir(o.Certificate)
-		}
-		if dir == "" {
-			continue
-		}
-		d, err := safefs.OpenDir(dir)
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s output %s: %w", o.Type, dir, err))
-			continue
-		}
-		d.Close()
-	}
-	return errors.Join(errs...)
-}
-
-// checkHostKeys reads the host key of every ssh_host output, so that one
-// that cannot be read, or that safefs refuses, stops mwid --oneshot before
-// it joins, as checkOutputDirs does: a renewal leaves such an output out,
-// and the one-shot would otherwise succeed without writing it.
-func checkHostKeys(outputs []config.Output) error {
-	var errs []error
-	for _, o := range outputs {
-		if o.Type != "ssh_host" {
-			continue
-		}
-		if _, err := readHostKey(o); err != nil {
-			errs = append(errs, err)
-		}
+	for _, o := range outs {
+		errs = append(errs, o.Check())
 	}
 	return errors.Join(errs...)
 }

@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"log/slog"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/mwi-project/mwi/daemon/config"
 	"github.com/mwi-project/mwi/daemon/identity"
+	"github.com/mwi-project/mwi/daemon/output"
 )
 
 // TestOutputWritesRefuseUnsafeDirectories writes a running daemon's
@@ -64,11 +64,14 @@ func TestOutputWritesRefuseUnsafeDirectories(t *testing.T) {
 
 			kube := []config.Output{{Type: "kubernetes", Clusters: []string{"prod"}, Directory: out}}
 			s := kubeServer(t, kube, time.Hour)
-			check("kubernetes", s.writeKubeOutputs(kube, s.creds.Current()))
+			check("kubernetes", s.writeConfigOutputs(t, kube, s.creds.Current()))
 
-			host := []config.Output{{Type: "ssh_host", Certificate: filepath.Join(out, "ssh_host_ed25519_key-cert.pub")}}
+			cert := hostCert(t)
+			hostKey := filepath.Join(t.TempDir(), "ssh_host_ed25519_key.pub")
+			os.WriteFile(hostKey, ssh.MarshalAuthorizedKey(cert.Key), 0o644)
+			host := []config.Output{{Type: "ssh_host", HostKey: hostKey, Certificate: filepath.Join(out, "ssh_host_ed25519_key-cert.pub")}}
 			s = &Server{log: slog.New(slog.DiscardHandler), now: time.Now, outputs: map[string]*outputState{}}
-			check("ssh_host", s.writeOutputs(context.Background(), host, &identity.Credentials{HostCerts: []*ssh.Certificate{hostCert(t)}}))
+			check("ssh_host", s.writeConfigOutputs(t, host, &identity.Credentials{HostCerts: []*ssh.Certificate{cert}}))
 
 			filepath.Walk(base, func(p string, fi os.FileInfo, err error) error {
 				if err == nil && fi.Mode().IsRegular() {
@@ -132,7 +135,9 @@ func TestHostKeyReadSafely(t *testing.T) {
 			tt.setup(t, dir, file)
 			cert := filepath.Join(t.TempDir(), "ssh_host_ed25519_key-cert.pub")
 			s := &Server{log: slog.New(slog.DiscardHandler), now: time.Now, outputs: map[string]*outputState{}}
-			outs, reqs, _ := s.hostKeyRequests([]config.Output{{Type: "ssh_host", HostKey: file, Certificate: cert}})
+			var req output.Request
+			outs := s.requestOutputs([]output.Output{output.SSHHost{HostKey: file, Certificate: cert}}, &req)
+			reqs := req.HostKeys()
 			if tt.reason == "" {
 				if len(outs) != 1 || len(reqs) != 1 || reqs[0].PublicKey != string(line) {
 					t.Fatalf("requests %v; want the key", reqs)

@@ -10,6 +10,7 @@ import (
 	"github.com/mwi-project/mwi/api"
 	"github.com/mwi-project/mwi/daemon/config"
 	"github.com/mwi-project/mwi/daemon/issuerclient"
+	"github.com/mwi-project/mwi/daemon/output"
 	"github.com/mwi-project/mwi/internal/httpjson"
 	"github.com/mwi-project/mwi/internal/sdnotify"
 	"github.com/mwi-project/mwi/internal/unixsock"
@@ -72,6 +73,10 @@ func (s *Server) apply(old *config.Config) (api.ReloadResult, error) {
 	if err := liveChange(old, next); err != nil {
 		return api.ReloadResult{}, err
 	}
+	renew, err := needsRenewal(old, next)
+	if err != nil {
+		return api.ReloadResult{}, err
+	}
 	if next.Revision == old.Revision {
 		return api.ReloadResult{Changed: false, Revision: old.Revision}, nil
 	}
@@ -98,7 +103,7 @@ func (s *Server) apply(old *config.Config) (api.ReloadResult, error) {
 			s.rejoin.Store(true)
 		}
 	}
-	if moved || rejoin || needsRenewal(old, next) {
+	if moved || rejoin || renew {
 		// New logins, TTL, outputs or issuer take effect with fresh
 		// certificates; the renewal reports its own failure.
 		ctx := s.runCtx
@@ -130,15 +135,21 @@ func issuerChanged(old, next *config.Config) (moved, rejoin bool) {
 	return old.Issuer.Address != next.Issuer.Address && !rejoin, rejoin
 }
 
-// needsRenewal reports whether next asks for different certificates.
-func needsRenewal(old, next *config.Config) bool {
+// needsRenewal reports whether next asks for different certificates, or
+// has outputs that write them otherwise: output.NeedsRenewal compares the
+// outputs whole, so that no field of theirs can be left out.
+func needsRenewal(old, next *config.Config) (bool, error) {
+	oldOuts, err := output.New(old.Outputs)
+	if err != nil {
+		return false, err
+	}
+	nextOuts, err := output.New(next.Outputs)
+	if err != nil {
+		return false, err
+	}
 	return old.CertificateTTL != next.CertificateTTL ||
 		!slices.Equal(old.SSHLogins, next.SSHLogins) ||
-		!slices.EqualFunc(old.Outputs, next.Outputs, func(a, b config.Output) bool {
-			return a.HostKey == b.HostKey && a.Certificate == b.Certificate &&
-				slices.Equal(a.Names, b.Names) && slices.Equal(a.ReloadCommand, b.ReloadCommand) &&
-				kubeOutputsEqual(a, b)
-		})
+		output.NeedsRenewal(oldOuts, nextOuts), nil
 }
 
 // moveSockets applies the sockets' new paths, modes and groups. Every new

@@ -6,38 +6,22 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
-	"os/exec"
 	"time"
-
-	"golang.org/x/crypto/ssh"
 
 	"github.com/mwi-project/mwi/api"
 	"github.com/mwi-project/mwi/daemon/attest"
 	"github.com/mwi-project/mwi/daemon/config"
 	"github.com/mwi-project/mwi/daemon/identity"
+	"github.com/mwi-project/mwi/daemon/output"
 	"github.com/mwi-project/mwi/daemon/renewal"
-	"github.com/mwi-project/mwi/internal/atomicfile"
 	"github.com/mwi-project/mwi/internal/httpjson"
-	"github.com/mwi-project/mwi/internal/safefs"
 )
-
-// reloadCommandTimeout bounds an output's reload command, so a hung
-// command cannot stall renewals.
-const reloadCommandTimeout = 30 * time.Second
 
 // identityClockSkew is how long the bot identity must still be valid for
 // mwid to present it with a join: the issuer's clock may run ahead, and an
 // identity it finds expired fails the TLS handshake instead of being
 // ignored.
 const identityClockSkew = time.Minute
-
-// outputState is what the last write of an output did.
-type outputState struct {
-	lastWrite   *time.Time
-	lastError   string
-	lastErrorAt *time.Time
-}
 
 // renew joins the first time, and renews with the current identity after.
 // With a join method other than token, every renewal is a join with a
@@ -63,8 +47,14 @@ func (s *Server) renew(ctx context.Context) (renewal.Result, error) {
 	if err != nil {
 		return renewal.Result{}, err
 	}
-	hostOuts, hostReqs, hostKeys := s.hostKeyRequests(cfg.Outputs)
-	kubeReq, err := kubernetesRequest(cfg.Outputs, keys)
+	outs, err := output.New(cfg.Outputs)
+	if err != nil {
+		return renewal.Result{}, err
+	}
+	var outReq output.Request
+	writes := s.requestOutputs(outs, &outReq)
+	hostReqs := outReq.HostKeys()
+	kubeReq, err := outReq.Kubernetes(keys)
 	if err != nil {
 		return renewal.Result{}, err
 	}
@@ -123,7 +113,7 @@ func (s *Server) renew(ctx context.Context) (renewal.Result, error) {
 			return renewal.Result{}, fmt.Errorf("%s: %w", why, err)
 		}
 	}
-	creds, err := identity.Assemble(keys, resp, s.now(), hostKeys...)
+	creds, err := identity.Assemble(keys, resp, s.now(), outReq.HostPublicKeys()...)
 	if err != nil {
 		return renewal.Result{}, err
 	}
@@ -132,13 +122,7 @@ func (s *Server) renew(ctx context.Context) (renewal.Result, error) {
 		"generation", creds.Generation, "principals", creds.Principals(), "expires", creds.Expires())
 	// Outputs are written before the credentials are published, so that
 	// when status says ready, the files are there too.
-	err = s.writeOutputs(ctx, hostOuts, creds)
-	if kerr := s.writeKubeOutputs(cfg.Outputs, creds); err == nil {
-		err = kerr
-	}
-	if ierr := s.writeIdentityOutputs(cfg, creds); err == nil {
-		err = ierr
-	}
+	err = s.writeOutputs(ctx, writes, creds, s.outputEnv(cfg))
 	s.creds.Set(creds)
 	if rejoin {
 		s.rejoin.CompareAndSwap(true, false)
@@ -169,110 +153,6 @@ func (s *Server) renewForLoop(ctx context.Context) (renewal.Result, error) {
 		return res, nil
 	}
 	return res, err
-}
-
-// hostKeyRequests reads the host public keys of the ssh_host outputs.
-// They are read at every renewal so that a rotated host key is certified.
-// An output whose key cannot be read is left out of this renewal and its
-// failure recorded, so that it does not stop the renewal of everything
-// else; it returns the outputs the requests are for.
-func (s *Server) hostKeyRequests(outputs []config.Output) ([]config.Output, []api.HostKeyRequest, []ssh.PublicKey) {
-	var outs []config.Output
-	var reqs []api.HostKeyRequest
-	var keys []ssh.PublicKey
-	for _, o := range outputs {
-		if o.Type != "ssh_host" {
-			continue
-		}
-		key, err := readHostKey(o)
-		if err != nil {
-			s.recordOutput(o.Certificate, err)
-			continue
-		}
-		outs = append(outs, o)
-		reqs = append(reqs, api.HostKeyRequest{PublicKey: string(ssh.MarshalAuthorizedKey(key)), Names: o.Names})
-		keys = append(keys, key)
-	}
-	return outs, reqs, keys
-}
-
-// readHostKey reads the host public key of the ssh_host output o. The
-// issuer certifies it with the host's names, so it is read only if no one
-// but root or mwid's user could have put it there.
-func readHostKey(o config.Output) (ssh.PublicKey, error) {
-	data, err := safefs.ReadFile(o.HostKey, maxHostKeyFile)
-	var key ssh.PublicKey
-	if err == nil {
-		key, _, _, _, err = ssh.ParseAuthorizedKey(data)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("ssh_host output %s: host key %s: %w", o.Certificate, o.HostKey, err)
-	}
-	return key, nil
-}
-
-// maxHostKeyFile bounds a host's public key file; an RSA 16384 key is
-// under 3 KiB.
-const maxHostKeyFile = 16 << 10
-
-// recordOutput records the outcome of writing the output at path, for
-// Status, and logs a failure. Every kind of output reports here.
-func (s *Server) recordOutput(path string, err error) {
-	now := s.now()
-	s.mu.Lock()
-	st := s.outputs[path]
-	if st == nil {
-		st = &outputState{}
-		s.outputs[path] = st
-	}
-	if err != nil {
-		st.lastError, st.lastErrorAt = err.Error(), &now
-	} else {
-		st.lastWrite, st.lastError, st.lastErrorAt = &now, "", nil
-	}
-	s.mu.Unlock()
-	if err != nil {
-		s.log.Error("output failed", "path", path, "err", err)
-	}
-}
-
-// writeOutputs writes each host certificate beside its key, atomically, and
-// runs the output's reload command; outputs are the ssh_host outputs that
-// c.HostCerts answer, in order. It returns the first failure.
-func (s *Server) writeOutputs(ctx context.Context, outputs []config.Output, c *identity.Credentials) error {
-	var first error
-	for i, o := range outputs {
-		err := atomicfile.Write(o.Certificate, ssh.MarshalAuthorizedKey(c.HostCerts[i]), 0o644)
-		if err == nil && len(o.ReloadCommand) > 0 {
-			err = runReload(ctx, o.ReloadCommand)
-		}
-		if err != nil {
-			err = fmt.Errorf("ssh_host output %s: %w", o.Certificate, err)
-		}
-		s.recordOutput(o.Certificate, err)
-		if err != nil {
-			if first == nil {
-				first = err
-			}
-			continue
-		}
-		s.log.Info("host certificate written", "path", o.Certificate, "names", c.HostCerts[i].ValidPrincipals)
-	}
-	return first
-}
-
-func runReload(ctx context.Context, argv []string) error {
-	ctx, cancel := context.WithTimeout(ctx, reloadCommandTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	// Only PATH: mwid's environment may hold its join token, credentials
-	// directory and systemd's sockets, none of which a reload command needs.
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("reload command %q: %v: %s", argv, err, out)
-	}
-	return nil
 }
 
 func renewFailed(err error) error {

@@ -1,18 +1,14 @@
 package daemon
 
 import (
-	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 
-	"golang.org/x/crypto/ssh"
-
 	"github.com/mwi-project/mwi/api"
-	"github.com/mwi-project/mwi/daemon/config"
 	"github.com/mwi-project/mwi/daemon/localapi"
+	"github.com/mwi-project/mwi/daemon/sshconfig"
 	"github.com/mwi-project/mwi/internal/httpjson"
 )
 
@@ -37,14 +33,6 @@ func (s *Server) Identity() (api.Identity, error) {
 	}, nil
 }
 
-// hostPatterns returns cfg's host patterns, or "*".
-func hostPatterns(cfg *config.Config) []string {
-	if h := cfg.SSHHosts; len(h) > 0 {
-		return h
-	}
-	return []string{"*"}
-}
-
 // KnownHosts returns @cert-authority lines that trust the issuer's host CAs
 // for the configured host patterns and nothing else.
 func (s *Server) KnownHosts() (string, error) {
@@ -52,27 +40,7 @@ func (s *Server) KnownHosts() (string, error) {
 	if c == nil {
 		return "", localapi.NotJoined()
 	}
-	return knownHosts(hostPatterns(s.config()), c.HostCAs), nil
-}
-
-// knownHosts returns known_hosts @cert-authority lines that trust cas for
-// the host patterns and nothing else. The API and identity outputs both
-// write them.
-func knownHosts(patterns []string, cas []ssh.PublicKey) string {
-	// known_hosts names a host on a port other than 22 as "[host]:port";
-	// each pattern is given in both forms so that it matches either way.
-	var names []string
-	for _, p := range patterns {
-		names = append(names, p)
-		if p != "*" {
-			names = append(names, "["+p+"]:*")
-		}
-	}
-	var b strings.Builder
-	for _, ca := range cas {
-		fmt.Fprintf(&b, "@cert-authority %s %s", strings.Join(names, ","), ssh.MarshalAuthorizedKey(ca))
-	}
-	return b.String()
+	return sshconfig.KnownHosts(sshconfig.Patterns(s.config().SSHHosts), c.HostCAs), nil
 }
 
 // SSHConfig returns an ssh_config block for the configured host patterns:
@@ -88,16 +56,14 @@ func (s *Server) SSHConfig(mwictl string) (string, error) {
 		mwictl = defaultMwictl()
 	}
 	cfg := s.config()
-	var b strings.Builder
-	fmt.Fprintf(&b, "# ssh_config from mwid for bot %s (configuration %s).\n", c.Bot, cfg.Revision)
-	fmt.Fprintf(&b, "Host %s\n", strings.Join(hostPatterns(cfg), " "))
-	fmt.Fprintf(&b, "    IdentityAgent %s\n", quote(cfg.AgentSocket.Path))
-	fmt.Fprintf(&b, "    KnownHostsCommand %s --socket %s known-hosts\n", quote(mwictl), quote(cfg.APISocket.Path))
-	b.WriteString("    UserKnownHostsFile /dev/null\n")
-	b.WriteString("    GlobalKnownHostsFile /dev/null\n")
-	b.WriteString("    StrictHostKeyChecking yes\n")
-	b.WriteString("    UpdateHostKeys no\n")
-	return b.String(), nil
+	return sshconfig.Config{
+		Bot:       c.Bot,
+		Revision:  cfg.Revision,
+		Patterns:  sshconfig.Patterns(cfg.SSHHosts),
+		Agent:     cfg.AgentSocket.Path,
+		Mwictl:    mwictl,
+		APISocket: cfg.APISocket.Path,
+	}.String(), nil
 }
 
 // defaultMwictl is the mwictl installed beside mwid, or "mwictl" from PATH.
@@ -110,16 +76,4 @@ func defaultMwictl() string {
 		}
 	}
 	return "mwictl"
-}
-
-// quote quotes a path for ssh_config when it needs it. A control character
-// is escaped rather than written, so no value can start a new line of
-// configuration, and "%" is doubled because ssh expands %-tokens in these
-// directives.
-func quote(s string) string {
-	s = strings.ReplaceAll(s, "%", "%%")
-	if strings.ContainsFunc(s, func(r rune) bool { return r < ' ' || r == 0x7f || strings.ContainsRune(" \"'\\#%", r) }) {
-		return strconv.Quote(s)
-	}
-	return s
 }
