@@ -67,7 +67,7 @@ func joinDenied(check string) *httpjson.Error {
 // Every refusal is audited with the token name and the failed check; an
 // attestation's refusal is answered join_denied with the check's name.
 func (a *Authority) joinAttested(ctx context.Context, req api.JoinRequest, client *ca.Identity, remote string) (api.Credentials, error) {
-	attrs := []slog.Attr{slog.String("remote", remote), slog.String("join_method", req.JoinMethod), slog.String("token_name", req.TokenName)}
+	attrs := []slog.Attr{slog.String("remote", remote), slog.String("join_method", string(req.JoinMethod)), slog.String("token_name", req.TokenName)}
 	if client != nil {
 		attrs = append(attrs, slog.String("client_instance", client.Instance), slog.Uint64("client_generation", client.Generation))
 	}
@@ -90,12 +90,15 @@ func (a *Authority) joinAttested(ctx context.Context, req api.JoinRequest, clien
 	if req.Token != "" {
 		return deny(badRequest("token is for join method token only"))
 	}
-	if req.JoinMethod == api.JoinMethodBoundKeypair {
+	// What the request must carry depends on how the method attests; the
+	// token resource's block, looked up below, has the same kind.
+	kind, _ := resource.JoinMethod(req.JoinMethod)
+	if _, challenge := kind.(resource.ChallengeJoin); challenge {
 		if req.Challenge == "" || req.Signature == "" {
-			return deny(badRequest("join method bound_keypair needs challenge and signature"))
+			return deny(badRequest("join method %s needs challenge and signature", req.JoinMethod))
 		}
 		if req.IDToken != "" {
-			return deny(badRequest("id_token is not for join method bound_keypair"))
+			return deny(badRequest("id_token is not for join method %s", req.JoinMethod))
 		}
 	} else {
 		if req.IDToken == "" {
@@ -115,7 +118,7 @@ func (a *Authority) joinAttested(ctx context.Context, req api.JoinRequest, clien
 	case !ok:
 		return denied(&join.DeniedError{Check: join.CheckTokenUnknown})
 	case tok.JoinMethod != req.JoinMethod:
-		return denied(&join.DeniedError{Check: join.CheckMethodMismatch, Detail: "the token's join method is " + tok.JoinMethod})
+		return denied(&join.DeniedError{Check: join.CheckMethodMismatch, Detail: "the token's join method is " + string(tok.JoinMethod)})
 	case tok.Expired(a.now()):
 		return denied(&join.DeniedError{Check: join.CheckTokenExpired, Detail: "expired at " + tok.Expires.Format(time.RFC3339)})
 	}
@@ -124,7 +127,8 @@ func (a *Authority) joinAttested(ctx context.Context, req api.JoinRequest, clien
 	// The attestation.
 	var replayKey string
 	var replayUntil time.Time
-	if req.JoinMethod == api.JoinMethodBoundKeypair {
+	switch spec := tok.Join.(type) {
+	case resource.ChallengeJoin:
 		name, err := a.Store.ConsumeChallenge(ctx, req.Challenge, a.now())
 		switch {
 		case errors.Is(err, store.ErrChallengeUnknown):
@@ -134,14 +138,14 @@ func (a *Authority) joinAttested(ctx context.Context, req api.JoinRequest, clien
 		case name != tok.Name:
 			return denied(&join.DeniedError{Check: join.CheckChallenge, Detail: fmt.Sprintf("the challenge was issued for token %q", name)})
 		}
-		if err := join.VerifyKeypair(tok.BoundKeypair.Key, req.Challenge, req.Signature); err != nil {
+		if err := join.VerifyKeypair(spec.SigningKey(), req.Challenge, req.Signature); err != nil {
 			var d *join.DeniedError
 			if errors.As(err, &d) {
 				return denied(d)
 			}
 			return api.Credentials{}, err
 		}
-	} else {
+	case resource.IDTokenJoin:
 		att, err := a.verifier().VerifyIDToken(ctx, tok, a.audience(tok), req.IDToken)
 		var d *join.DeniedError
 		switch {
@@ -156,6 +160,8 @@ func (a *Authority) joinAttested(ctx context.Context, req api.JoinRequest, clien
 		}
 		attrs = append(attrs, slog.String("subject", att.Subject), slog.Int("rule", att.Rule))
 		replayKey, replayUntil = att.ReplayKey, att.Expiry.Add(join.Leeway)
+	default:
+		return api.Credentials{}, fmt.Errorf("authority: token %q: join method %s has no attestation", tok.Name, tok.JoinMethod)
 	}
 
 	// What the bot may have.
@@ -285,8 +291,8 @@ func (a *Authority) Challenge(ctx context.Context, req api.ChallengeRequest, cli
 	switch {
 	case !ok:
 		return deny(joinDenied(join.CheckTokenUnknown))
-	case tok.JoinMethod != api.JoinMethodBoundKeypair:
-		return deny(joinDenied(join.CheckMethodMismatch), slog.String("detail", "the token's join method is "+tok.JoinMethod))
+	case !challengeJoin(tok):
+		return deny(joinDenied(join.CheckMethodMismatch), slog.String("detail", "the token's join method is "+string(tok.JoinMethod)))
 	case tok.Expired(now):
 		return deny(joinDenied(join.CheckTokenExpired))
 	}
@@ -334,4 +340,11 @@ func (a *Authority) challengeInstance(ctx context.Context, tok resource.Token, c
 		return "", nil
 	}
 	return in.ID, nil
+}
+
+// challengeJoin reports whether tok's machines attest with a signature over
+// a challenge.
+func challengeJoin(tok resource.Token) bool {
+	_, ok := tok.Join.(resource.ChallengeJoin)
+	return ok
 }
