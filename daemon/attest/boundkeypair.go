@@ -20,39 +20,32 @@ type BoundKeypairSource struct {
 	Key config.SecretSource
 }
 
-// Attest asks the issuer for a challenge for req.TokenName and sets
-// req.Challenge and req.Signature; see BoundKeypair.
+// Attest proves possession of the bound key pair: it reads the private
+// key, asks the issuer for a challenge for req.TokenName (presenting
+// identity, if not nil, as Attest says), and signs the fixed context
+// api.BoundKeypairContext followed by the challenge string's bytes, as
+// sent (api.BoundKeypairSignedData). It sets req.Challenge and
+// req.Signature (ssh.Signature in wire form, base64). The key is read at
+// every join, so a rotated credential is used from the next join, and it
+// is not kept.
 func (s BoundKeypairSource) Attest(ctx context.Context, req *api.JoinRequest, ch Challenger, identity *tls.Certificate) error {
-	var err error
-	req.Challenge, req.Signature, err = BoundKeypair(ctx, config.Onboarding{JoinMethod: req.JoinMethod, TokenName: req.TokenName, Key: s.Key}, ch, identity)
-	return err
-}
-
-// BoundKeypair proves possession of the bound key pair of ob: it reads the
-// private key, asks the issuer for a challenge for ob's token (presenting
-// identity, if not nil, as Attest says), and signs
-// the fixed context api.BoundKeypairContext followed by the challenge
-// string's bytes, as sent (api.BoundKeypairSignedData). It returns the
-// challenge and the signature (ssh.Signature in wire form, base64). The
-// key is read at every join, so a rotated credential is used from the next
-// join, and it is not kept.
-func BoundKeypair(ctx context.Context, ob config.Onboarding, ch Challenger, identity *tls.Certificate) (challenge, signature string, err error) {
-	signer, err := readKey(ob.Key)
+	signer, err := readKey(s.Key)
 	if err != nil {
-		return "", "", fmt.Errorf("bound key pair: %w", err)
+		return fmt.Errorf("bound key pair: %w", err)
 	}
-	resp, err := ch.Challenge(ctx, identity, ob.TokenName)
+	resp, err := ch.Challenge(ctx, identity, req.TokenName)
 	if err != nil {
-		return "", "", fmt.Errorf("bound key pair: challenge: %w", err)
+		return fmt.Errorf("bound key pair: challenge: %w", err)
 	}
 	if resp.Challenge == "" {
-		return "", "", errors.New("bound key pair: the issuer's answer has no challenge")
+		return errors.New("bound key pair: the issuer's answer has no challenge")
 	}
 	sig, err := sign(signer, api.BoundKeypairSignedData(resp.Challenge))
 	if err != nil {
-		return "", "", fmt.Errorf("bound key pair: signing the challenge: %w", err)
+		return fmt.Errorf("bound key pair: signing the challenge: %w", err)
 	}
-	return resp.Challenge, base64.StdEncoding.EncodeToString(ssh.Marshal(sig)), nil
+	req.Challenge, req.Signature = resp.Challenge, base64.StdEncoding.EncodeToString(ssh.Marshal(sig))
+	return nil
 }
 
 // readKey reads and parses the OpenSSH private key src names.
