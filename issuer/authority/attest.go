@@ -125,44 +125,19 @@ func (a *Authority) joinAttested(ctx context.Context, req api.JoinRequest, clien
 	attrs = append(attrs, slog.String("bot", tok.BotName))
 
 	// The attestation.
-	var replayKey string
-	var replayUntil time.Time
-	switch spec := tok.Join.(type) {
-	case resource.ChallengeJoin:
-		name, err := a.Store.ConsumeChallenge(ctx, req.Challenge, a.now())
-		switch {
-		case errors.Is(err, store.ErrChallengeUnknown):
-			return denied(&join.DeniedError{Check: join.CheckChallenge, Detail: err.Error()})
-		case err != nil:
-			return api.Credentials{}, fmt.Errorf("authority: consume challenge: %w", err)
-		case name != tok.Name:
-			return denied(&join.DeniedError{Check: join.CheckChallenge, Detail: fmt.Sprintf("the challenge was issued for token %q", name)})
-		}
-		if err := join.VerifyKeypair(spec.SigningKey(), req.Challenge, req.Signature); err != nil {
-			var d *join.DeniedError
-			if errors.As(err, &d) {
-				return denied(d)
-			}
-			return api.Credentials{}, err
-		}
-	case resource.IDTokenJoin:
-		att, err := a.verifier().VerifyIDToken(ctx, tok, a.audience(tok), req.IDToken)
-		var d *join.DeniedError
-		switch {
-		case errors.As(err, &d):
-			return denied(d)
-		case errors.Is(err, join.ErrUnavailable):
-			a.log().Warn("ID token issuer unavailable", "token_name", tok.Name, "err", err)
-			return deny(httpjson.Errorf(http.StatusServiceUnavailable, api.CodeInternal,
-				"the keys of the ID token's issuer could not be fetched; try again later"), slog.String("detail", err.Error()))
-		case err != nil:
-			return api.Credentials{}, err
-		}
-		attrs = append(attrs, slog.String("subject", att.Subject), slog.Int("rule", att.Rule))
-		replayKey, replayUntil = att.ReplayKey, att.Expiry.Add(join.Leeway)
-	default:
-		return api.Credentials{}, fmt.Errorf("authority: token %q: join method %s has no attestation", tok.Name, tok.JoinMethod)
+	att, err := a.verifyAttestation(ctx, tok, req)
+	var d *join.DeniedError
+	switch {
+	case errors.As(err, &d):
+		return denied(d)
+	case errors.Is(err, join.ErrUnavailable):
+		a.log().Warn("ID token issuer unavailable", "token_name", tok.Name, "err", err)
+		return deny(httpjson.Errorf(http.StatusServiceUnavailable, api.CodeInternal,
+			"the keys of the ID token's issuer could not be fetched; try again later"), slog.String("detail", err.Error()))
+	case err != nil:
+		return api.Credentials{}, err
 	}
+	attrs = append(attrs, att.attrs...)
 
 	// What the bot may have.
 	var presented string
@@ -199,8 +174,8 @@ func (a *Authority) joinAttested(ctx context.Context, req api.JoinRequest, clien
 	if keep {
 		owner = client.Instance
 	}
-	if replayKey != "" {
-		switch err := a.Store.MarkUsed(ctx, replayKey, owner, replayUntil, now); {
+	if att.replayKey != "" {
+		switch err := a.Store.MarkUsed(ctx, att.replayKey, owner, att.replayUntil, now); {
 		case errors.Is(err, store.ErrReplay):
 			return denied(&join.DeniedError{Check: join.CheckReplay})
 		case err != nil:
@@ -219,6 +194,50 @@ func (a *Authority) joinAttested(ctx context.Context, req api.JoinRequest, clien
 		return api.Credentials{}, auditFailed(err)
 	}
 	return a.sign(ctx, in, grant, logins, keys, kube, ttl, identityTTL(req.IdentityTTLSeconds), now)
+}
+
+// attestation is what a verified attestation adds to a join.
+type attestation struct {
+	attrs []slog.Attr // for the audit record
+	// replayKey, if not empty, names the attestation in the store's record
+	// of used ones until replayUntil.
+	replayKey   string
+	replayUntil time.Time
+}
+
+// verifyAttestation verifies the attestation of req against tok's join
+// block, by the kind of the block: an ID token, or a signature over a
+// challenge (consumed here, so that it is used once whatever follows). A
+// refusal is a *join.DeniedError; an error wrapping join.ErrUnavailable
+// means an ID token's issuer could not be asked for its keys.
+func (a *Authority) verifyAttestation(ctx context.Context, tok resource.Token, req api.JoinRequest) (attestation, error) {
+	switch spec := tok.Join.(type) {
+	case resource.ChallengeJoin:
+		name, err := a.Store.ConsumeChallenge(ctx, req.Challenge, a.now())
+		switch {
+		case errors.Is(err, store.ErrChallengeUnknown):
+			return attestation{}, &join.DeniedError{Check: join.CheckChallenge, Detail: err.Error()}
+		case err != nil:
+			return attestation{}, fmt.Errorf("authority: consume challenge: %w", err)
+		case name != tok.Name:
+			return attestation{}, &join.DeniedError{Check: join.CheckChallenge, Detail: fmt.Sprintf("the challenge was issued for token %q", name)}
+		}
+		if err := join.VerifyKeypair(spec.SigningKey(), req.Challenge, req.Signature); err != nil {
+			return attestation{}, err
+		}
+		return attestation{}, nil
+	case resource.IDTokenJoin:
+		att, err := a.verifier().VerifyIDToken(ctx, tok, a.audience(tok), req.IDToken)
+		if err != nil {
+			return attestation{}, err
+		}
+		return attestation{
+			attrs:       []slog.Attr{slog.String("subject", att.Subject), slog.Int("rule", att.Rule)},
+			replayKey:   att.ReplayKey,
+			replayUntil: att.Expiry.Add(join.Leeway),
+		}, nil
+	}
+	return attestation{}, fmt.Errorf("authority: token %q: join method %s has no attestation", tok.Name, tok.JoinMethod)
 }
 
 // keepInstance reports whether an admitted attestation re-joins as the
