@@ -92,7 +92,7 @@ func (a *Authority) joinAttested(ctx context.Context, req api.JoinRequest, clien
 	}
 	// What the request must carry depends on how the method attests; the
 	// token resource's block, looked up below, has the same kind.
-	kind, _ := resource.JoinMethod(req.JoinMethod)
+	kind, _ := resource.JoinSpecFor(req.JoinMethod)
 	if _, challenge := kind.(resource.ChallengeJoin); challenge {
 		if req.Challenge == "" || req.Signature == "" {
 			return deny(badRequest("join method %s needs challenge and signature", req.JoinMethod))

@@ -113,7 +113,7 @@ func (a *Authority) Join(ctx context.Context, req api.JoinRequest, client *ca.Id
 		return api.Credentials{}, err
 	}
 	if req.JoinMethod != api.JoinMethodToken {
-		if _, ok := resource.JoinMethod(req.JoinMethod); ok {
+		if _, ok := resource.JoinSpecFor(req.JoinMethod); ok {
 			return a.joinAttested(ctx, req, client, remote)
 		}
 		// The method is in the audit record's join_method already.

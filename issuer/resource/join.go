@@ -75,10 +75,10 @@ var joinSpecs = []JoinSpec{
 	(*BoundKeypairJoin)(nil),
 }
 
-// JoinMethod returns the JoinSpec kind of join method m, as a nil value
+// JoinSpecFor returns the JoinSpec kind of join method m, as a nil value
 // whose type tells how its machines attest (IDTokenJoin or ChallengeJoin),
 // and reports whether token resources have that method.
-func JoinMethod(m api.JoinMethod) (JoinSpec, bool) {
+func JoinSpecFor(m api.JoinMethod) (JoinSpec, bool) {
 	for _, s := range joinSpecs {
 		if s.Method() == m {
 			return s, true

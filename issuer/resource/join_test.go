@@ -28,8 +28,8 @@ func TestJoinSpecs(t *testing.T) {
 		if idToken == challenge {
 			t.Errorf("%T: IDTokenJoin %v, ChallengeJoin %v: want exactly one", js, idToken, challenge)
 		}
-		if got, ok := JoinMethod(m); !ok || got != js {
-			t.Errorf("JoinMethod(%q) = %T, %v", m, got, ok)
+		if got, ok := JoinSpecFor(m); !ok || got != js {
+			t.Errorf("JoinSpecFor(%q) = %T, %v", m, got, ok)
 		}
 		if idToken != m.UsesIDToken() {
 			t.Errorf("%q: IDTokenJoin %v, but api says UsesIDToken %v", m, idToken, m.UsesIDToken())
@@ -40,8 +40,8 @@ func TestJoinSpecs(t *testing.T) {
 			t.Errorf("join method %q has no JoinSpec", m)
 		}
 	}
-	if _, ok := JoinMethod(api.JoinMethodToken); ok {
-		t.Error("JoinMethod(token) is a token resource method")
+	if _, ok := JoinSpecFor(api.JoinMethodToken); ok {
+		t.Error("JoinSpecFor(token) is a token resource method")
 	}
 }
 

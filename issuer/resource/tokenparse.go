@@ -59,7 +59,7 @@ func (p *fileParser) tokenSpec(spec *yaml.Node, specLine int, d *decoded) Token 
 		p.errorf(specLine, "missing spec.join_method (want %s)", methods)
 	} else if s, ok := p.scalar(n, "spec.join_method"); ok {
 		method := api.JoinMethod(s)
-		_, isMethod := JoinMethod(method)
+		_, isMethod := JoinSpecFor(method)
 		switch {
 		case isMethod:
 			t.JoinMethod = method
@@ -109,7 +109,7 @@ func (p *fileParser) tokenSpec(spec *yaml.Node, specLine int, d *decoded) Token 
 			t.Join = js.parse(p, n, "spec."+key, resolve(n).Line)
 		}
 	}
-	kind, _ := JoinMethod(t.JoinMethod)
+	kind, _ := JoinSpecFor(t.JoinMethod)
 	if _, idToken := kind.(IDTokenJoin); kind != nil && !idToken && t.Audience != "" {
 		p.errorf(keyLine(spec, "audience"), "spec.audience applies to ID tokens, not to join_method %s", t.JoinMethod)
 	}
