@@ -54,23 +54,7 @@ func (p *fileParser) tokenSpec(spec *yaml.Node, specLine int, d *decoded) Token 
 			return t
 		}
 	}
-	methods := api.JoinMethodList(joinMethodNames()...)
-	if n := m["join_method"]; n == nil {
-		p.errorf(specLine, "missing spec.join_method (want %s)", methods)
-	} else if s, ok := p.scalar(n, "spec.join_method"); ok {
-		method := api.JoinMethod(s)
-		_, isMethod := JoinSpecFor(method)
-		switch {
-		case isMethod:
-			t.JoinMethod = method
-		case s == "":
-			p.errorf(n.Line, "missing spec.join_method (want %s)", methods)
-		case method == api.JoinMethodToken:
-			p.errorf(n.Line, "spec.join_method token is for one-time secrets made with mwi-issuer token create, not for token resources (want %s)", methods)
-		default:
-			p.errorf(n.Line, "unknown spec.join_method %q (want %s)", s, methods)
-		}
-	}
+	t.JoinMethod = p.tokenJoinMethod(m["join_method"], specLine)
 	if n := m["bot_name"]; n == nil {
 		p.errorf(specLine, "missing spec.bot_name (the bot the token joins as)")
 	} else if s, ok := p.scalar(n, "spec.bot_name"); ok {
@@ -114,6 +98,34 @@ func (p *fileParser) tokenSpec(spec *yaml.Node, specLine int, d *decoded) Token 
 		p.errorf(keyLine(spec, "audience"), "spec.audience applies to ID tokens, not to join_method %s", t.JoinMethod)
 	}
 	return t
+}
+
+// tokenJoinMethod decodes spec.join_method, n, which may be nil; specLine
+// is where the spec is. It returns "" for a method token resources do not
+// have, which is reported.
+func (p *fileParser) tokenJoinMethod(n *yaml.Node, specLine int) api.JoinMethod {
+	methods := api.JoinMethodList(joinMethodNames()...)
+	if n == nil {
+		p.errorf(specLine, "missing spec.join_method (want %s)", methods)
+		return ""
+	}
+	s, ok := p.scalar(n, "spec.join_method")
+	if !ok {
+		return ""
+	}
+	method := api.JoinMethod(s)
+	_, isMethod := JoinSpecFor(method)
+	switch {
+	case isMethod:
+		return method
+	case s == "":
+		p.errorf(n.Line, "missing spec.join_method (want %s)", methods)
+	case method == api.JoinMethodToken:
+		p.errorf(n.Line, "spec.join_method token is for one-time secrets made with mwi-issuer token create, not for token resources (want %s)", methods)
+	default:
+		p.errorf(n.Line, "unknown spec.join_method %q (want %s)", s, methods)
+	}
+	return ""
 }
 
 // keyLine returns the line of key in the mapping n, or n's line.
