@@ -71,7 +71,7 @@ lint:
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./daemon/config/
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./issuer/resource/
-	$(GO) test -run '^$$' -fuzz '^FuzzMatch$$' -fuzztime $(FUZZTIME) ./issuer/join/
+	$(GO) test -run '^$$' -fuzz '^FuzzMatch$$' -fuzztime $(FUZZTIME) ./issuer/resource/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./internal/httpjson/
 	$(GO) test -run '^$$' -fuzz '^FuzzSessionBind$$' -fuzztime $(FUZZTIME) ./daemon/agent/
 	$(GO) test -run '^$$' -fuzz '^FuzzServeAgent$$' -fuzztime $(FUZZTIME) ./daemon/agent/

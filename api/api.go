@@ -7,17 +7,63 @@ package api
 
 import "time"
 
+// A JoinMethod names how a machine proves itself when it joins: the
+// join_method of a JoinRequest, of mwid's onboarding and of the issuer's
+// token resources.
+type JoinMethod string
+
 // Join methods. JoinMethodToken is a one-time secret made by the issuer's
 // admin command; the others name a token resource on the issuer
 // (JoinRequest.TokenName) whose rules admit an attestation.
 const (
-	JoinMethodToken        = "token"
-	JoinMethodGitHub       = "github"
-	JoinMethodGitLab       = "gitlab"
-	JoinMethodKubernetes   = "kubernetes"
-	JoinMethodOIDC         = "oidc"
-	JoinMethodBoundKeypair = "bound_keypair"
+	JoinMethodToken        JoinMethod = "token"
+	JoinMethodGitHub       JoinMethod = "github"
+	JoinMethodGitLab       JoinMethod = "gitlab"
+	JoinMethodKubernetes   JoinMethod = "kubernetes"
+	JoinMethodOIDC         JoinMethod = "oidc"
+	JoinMethodBoundKeypair JoinMethod = "bound_keypair"
 )
+
+// JoinMethods lists every join method, in the order messages name them.
+var JoinMethods = []JoinMethod{
+	JoinMethodToken, JoinMethodGitHub, JoinMethodGitLab,
+	JoinMethodKubernetes, JoinMethodOIDC, JoinMethodBoundKeypair,
+}
+
+// Known reports whether m is one of JoinMethods.
+func (m JoinMethod) Known() bool {
+	for _, k := range JoinMethods {
+		if m == k {
+			return true
+		}
+	}
+	return false
+}
+
+// UsesIDToken reports whether m joins with an OIDC ID token.
+func (m JoinMethod) UsesIDToken() bool {
+	switch m {
+	case JoinMethodGitHub, JoinMethodGitLab, JoinMethodKubernetes, JoinMethodOIDC:
+		return true
+	}
+	return false
+}
+
+// JoinMethodList names the given methods for a message: "a, b or c".
+func JoinMethodList(ms ...JoinMethod) string {
+	var s string
+	for i, m := range ms {
+		switch {
+		case i == 0:
+		case i == len(ms)-1:
+			s += " or "
+		default:
+			s += ", "
+		}
+		s += string(m)
+	}
+	return s
+}
 
 // PublicKeys carries the public halves of keys that mwid generated in memory.
 // Private keys never cross the wire.
@@ -37,7 +83,7 @@ type PublicKeys struct {
 // that join over mutual TLS with it, and the issuer then keeps the
 // instance, advancing its generation as a renewal would.
 type JoinRequest struct {
-	JoinMethod string `json:"join_method"`
+	JoinMethod JoinMethod `json:"join_method"`
 	// Token is the one-time secret of join method "token".
 	Token string `json:"token,omitempty"`
 	// TokenName names the issuer's token resource for the other methods.

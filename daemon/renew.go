@@ -66,7 +66,7 @@ func (s *Server) renew(ctx context.Context) (renewal.Result, error) {
 	rejoin := s.rejoin.Load()
 	now := s.now()
 	held := cur != nil && !rejoin && cur.IdentityValidAt(now)
-	if held && cfg.Onboarding.JoinMethod == config.JoinToken {
+	if held && cfg.Onboarding.JoinMethod == api.JoinMethodToken {
 		resp, err = issuer.Renew(ctx, cur.TLS, api.RenewRequest{
 			Keys:               pub,
 			SSHLogins:          cfg.SSHLogins,

@@ -74,12 +74,12 @@ func TestOversizedRequestsRefused(t *testing.T) {
 			return err
 		}, "larger than"},
 		{"join with a 900 KB join_method", func() error {
-			_, err := ic.Join(ctx, nil, api.JoinRequest{JoinMethod: big, Keys: pub, TTLSeconds: 600})
+			_, err := ic.Join(ctx, nil, api.JoinRequest{JoinMethod: api.JoinMethod(big), Keys: pub, TTLSeconds: 600})
 			return err
 		}, "larger than"},
 		{"challenge with a long token_name", func() error { _, err := ic.Challenge(ctx, nil, strings.Repeat("n", 300)); return err }, "token_name is 300 bytes long; at most 253"},
 		{"join with a long join_method", func() error {
-			_, err := ic.Join(ctx, nil, api.JoinRequest{JoinMethod: strings.Repeat("m", 300), Keys: pub, TTLSeconds: 600})
+			_, err := ic.Join(ctx, nil, api.JoinRequest{JoinMethod: api.JoinMethod(strings.Repeat("m", 300)), Keys: pub, TTLSeconds: 600})
 			return err
 		}, "join_method is 300 bytes long; at most 253"},
 	} {

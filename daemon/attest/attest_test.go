@@ -297,3 +297,25 @@ func TestAttestToken(t *testing.T) {
 		t.Errorf("Attest = %+v, %v", req, err)
 	}
 }
+
+// TestSources checks that every join method has a Source, of the kind its
+// onboarding block configures.
+func TestSources(t *testing.T) {
+	for _, m := range api.JoinMethods {
+		newSource, ok := sources[m]
+		if !ok {
+			t.Errorf("join method %q has no Source", m)
+			continue
+		}
+		src := newSource(config.Onboarding{JoinMethod: m})
+		if _, isID := src.(IDTokenSource); isID != m.UsesIDToken() {
+			t.Errorf("%q: Source %T, but UsesIDToken is %v", m, src, m.UsesIDToken())
+		}
+	}
+	if len(sources) != len(api.JoinMethods) {
+		t.Errorf("%d sources for %d join methods", len(sources), len(api.JoinMethods))
+	}
+	if _, err := Attest(context.Background(), config.Onboarding{JoinMethod: "tpm"}, nil, nil); err == nil || err.Error() != `unknown join method "tpm"` {
+		t.Errorf("Attest(tpm) = %v", err)
+	}
+}

@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/mwi-project/mwi/api"
 )
 
 // Config is mwid's validated runtime configuration.
@@ -93,7 +95,7 @@ type Issuer struct {
 // Onboarding says how mwid joins. It holds only comparable values, so
 // that a reload can tell whether it changed with ==.
 type Onboarding struct {
-	JoinMethod string
+	JoinMethod api.JoinMethod
 	// TokenName names the issuer's token resource, for every join method
 	// but token.
 	TokenName string
@@ -201,11 +203,11 @@ type fileIssuer struct {
 }
 
 type fileOnboard struct {
-	JoinMethod string       `yaml:"join_method"`
-	TokenName  string       `yaml:"token_name"`
-	Token      *fileSecret  `yaml:"token"`
-	IDToken    *fileIDToken `yaml:"id_token"`
-	Key        *fileKey     `yaml:"key"`
+	JoinMethod api.JoinMethod `yaml:"join_method"`
+	TokenName  string         `yaml:"token_name"`
+	Token      *fileSecret    `yaml:"token"`
+	IDToken    *fileIDToken   `yaml:"id_token"`
+	Key        *fileKey       `yaml:"key"`
 }
 
 type fileSecret struct {

@@ -3,28 +3,12 @@ package config
 import (
 	"regexp"
 	"strings"
-)
 
-// Join methods, as onboarding.join_method names them.
-const (
-	JoinToken        = "token"
-	JoinGitHub       = "github"
-	JoinGitLab       = "gitlab"
-	JoinKubernetes   = "kubernetes"
-	JoinOIDC         = "oidc"
-	JoinBoundKeypair = "bound_keypair"
+	"github.com/mwi-project/mwi/api"
 )
-
-const joinMethodList = "token, github, gitlab, kubernetes, oidc or bound_keypair"
 
 // UsesIDToken reports whether the join method joins with an OIDC ID token.
-func (o Onboarding) UsesIDToken() bool {
-	switch o.JoinMethod {
-	case JoinGitHub, JoinGitLab, JoinKubernetes, JoinOIDC:
-		return true
-	}
-	return false
-}
+func (o Onboarding) UsesIDToken() bool { return o.JoinMethod.UsesIDToken() }
 
 // IDTokenSource names where an OIDC ID token comes from. Exactly one of
 // GitHubActions, Env and File is set. The token is fetched or read afresh
@@ -72,31 +56,30 @@ var (
 func (v *validator) onboarding(f fileOnboard) Onboarding {
 	o := Onboarding{JoinMethod: f.JoinMethod}
 	m := f.JoinMethod
-	switch m {
-	case JoinToken, JoinGitHub, JoinGitLab, JoinKubernetes, JoinOIDC, JoinBoundKeypair:
-	case "":
-		v.errorf("onboarding.join_method", "required (%s)", joinMethodList)
+	switch {
+	case m == "":
+		v.errorf("onboarding.join_method", "required (%s)", api.JoinMethodList(api.JoinMethods...))
 		return o
-	default:
-		v.errorf("onboarding.join_method", "unknown join method %q (want %s)", m, joinMethodList)
+	case !m.Known():
+		v.errorf("onboarding.join_method", "unknown join method %q (want %s)", m, api.JoinMethodList(api.JoinMethods...))
 		return o
 	}
 
 	switch {
-	case m == JoinToken && f.TokenName != "":
+	case m == api.JoinMethodToken && f.TokenName != "":
 		v.errorf("onboarding.token_name", "is for the other join methods; join method token names no token resource, its secret is in token")
-	case m != JoinToken && f.TokenName == "":
+	case m != api.JoinMethodToken && f.TokenName == "":
 		v.errorf("onboarding.token_name", "required: the name of the issuer's token resource that admits this machine")
-	case m != JoinToken && !clusterNameRE.MatchString(f.TokenName):
+	case m != api.JoinMethodToken && !clusterNameRE.MatchString(f.TokenName):
 		v.errorf("onboarding.token_name", "%q is not a resource name (lower case letters, digits, '.', '_' and '-')", f.TokenName)
 	default:
 		o.TokenName = f.TokenName
 	}
 
 	switch {
-	case m == JoinToken && f.Token == nil:
+	case m == api.JoinMethodToken && f.Token == nil:
 		v.errorf("onboarding.token", "required: where the one-time join token comes from (env, file or credential)")
-	case m == JoinToken:
+	case m == api.JoinMethodToken:
 		t := f.Token
 		if count(t.Env, t.File, t.Credential) != 1 {
 			v.errorf("onboarding.token", "set exactly one of env, file or credential")
@@ -114,9 +97,9 @@ func (v *validator) onboarding(f fileOnboard) Onboarding {
 	}
 
 	switch {
-	case m == JoinBoundKeypair && f.Key == nil:
+	case m == api.JoinMethodBoundKeypair && f.Key == nil:
 		v.errorf("onboarding.key", "required: the bound key pair's OpenSSH private key (file: PATH or credential: NAME)")
-	case m == JoinBoundKeypair:
+	case m == api.JoinMethodBoundKeypair:
 		k := f.Key
 		if count(k.File, k.Credential) != 1 {
 			v.errorf("onboarding.key", "set exactly one of file or credential")
@@ -132,7 +115,7 @@ func (v *validator) onboarding(f fileOnboard) Onboarding {
 }
 
 // idToken validates the ID token source of join method m.
-func (v *validator) idToken(m string, f *fileIDToken) IDTokenSource {
+func (v *validator) idToken(m api.JoinMethod, f *fileIDToken) IDTokenSource {
 	const path = "onboarding.id_token"
 	if f == nil {
 		v.errorf(path, "required for join method %s: github_actions: {audience: AUDIENCE}, env: VARIABLE or file: PATH", m)
@@ -145,7 +128,7 @@ func (v *validator) idToken(m string, f *fileIDToken) IDTokenSource {
 	if g := f.GitHubActions; g != nil {
 		s.GitHubActions, s.Audience = true, g.Audience
 		switch {
-		case m == JoinGitLab || m == JoinKubernetes:
+		case m == api.JoinMethodGitLab || m == api.JoinMethodKubernetes:
 			v.errorf(path+".github_actions", "a GitHub Actions token cannot join with join method %s", m)
 		case g.Audience == "":
 			v.errorf(path+".github_actions.audience", "required: the audience the issuer's token resource expects (by default the issuer's cluster name, mwi)")

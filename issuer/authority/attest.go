@@ -67,7 +67,7 @@ func joinDenied(check string) *httpjson.Error {
 // Every refusal is audited with the token name and the failed check; an
 // attestation's refusal is answered join_denied with the check's name.
 func (a *Authority) joinAttested(ctx context.Context, req api.JoinRequest, client *ca.Identity, remote string) (api.Credentials, error) {
-	attrs := []slog.Attr{slog.String("remote", remote), slog.String("join_method", req.JoinMethod), slog.String("token_name", req.TokenName)}
+	attrs := []slog.Attr{slog.String("remote", remote), slog.String("join_method", string(req.JoinMethod)), slog.String("token_name", req.TokenName)}
 	if client != nil {
 		attrs = append(attrs, slog.String("client_instance", client.Instance), slog.Uint64("client_generation", client.Generation))
 	}
@@ -90,12 +90,15 @@ func (a *Authority) joinAttested(ctx context.Context, req api.JoinRequest, clien
 	if req.Token != "" {
 		return deny(badRequest("token is for join method token only"))
 	}
-	if req.JoinMethod == api.JoinMethodBoundKeypair {
+	// What the request must carry depends on how the method attests; the
+	// token resource's block, looked up below, has the same kind.
+	kind, _ := resource.JoinSpecFor(req.JoinMethod)
+	if _, challenge := kind.(resource.ChallengeJoin); challenge {
 		if req.Challenge == "" || req.Signature == "" {
-			return deny(badRequest("join method bound_keypair needs challenge and signature"))
+			return deny(badRequest("join method %s needs challenge and signature", req.JoinMethod))
 		}
 		if req.IDToken != "" {
-			return deny(badRequest("id_token is not for join method bound_keypair"))
+			return deny(badRequest("id_token is not for join method %s", req.JoinMethod))
 		}
 	} else {
 		if req.IDToken == "" {
@@ -115,48 +118,26 @@ func (a *Authority) joinAttested(ctx context.Context, req api.JoinRequest, clien
 	case !ok:
 		return denied(&join.DeniedError{Check: join.CheckTokenUnknown})
 	case tok.JoinMethod != req.JoinMethod:
-		return denied(&join.DeniedError{Check: join.CheckMethodMismatch, Detail: "the token's join method is " + tok.JoinMethod})
+		return denied(&join.DeniedError{Check: join.CheckMethodMismatch, Detail: "the token's join method is " + string(tok.JoinMethod)})
 	case tok.Expired(a.now()):
 		return denied(&join.DeniedError{Check: join.CheckTokenExpired, Detail: "expired at " + tok.Expires.Format(time.RFC3339)})
 	}
 	attrs = append(attrs, slog.String("bot", tok.BotName))
 
 	// The attestation.
-	var replayKey string
-	var replayUntil time.Time
-	if req.JoinMethod == api.JoinMethodBoundKeypair {
-		name, err := a.Store.ConsumeChallenge(ctx, req.Challenge, a.now())
-		switch {
-		case errors.Is(err, store.ErrChallengeUnknown):
-			return denied(&join.DeniedError{Check: join.CheckChallenge, Detail: err.Error()})
-		case err != nil:
-			return api.Credentials{}, fmt.Errorf("authority: consume challenge: %w", err)
-		case name != tok.Name:
-			return denied(&join.DeniedError{Check: join.CheckChallenge, Detail: fmt.Sprintf("the challenge was issued for token %q", name)})
-		}
-		if err := join.VerifyKeypair(tok.BoundKeypair.Key, req.Challenge, req.Signature); err != nil {
-			var d *join.DeniedError
-			if errors.As(err, &d) {
-				return denied(d)
-			}
-			return api.Credentials{}, err
-		}
-	} else {
-		att, err := a.verifier().VerifyIDToken(ctx, tok, a.audience(tok), req.IDToken)
-		var d *join.DeniedError
-		switch {
-		case errors.As(err, &d):
-			return denied(d)
-		case errors.Is(err, join.ErrUnavailable):
-			a.log().Warn("ID token issuer unavailable", "token_name", tok.Name, "err", err)
-			return deny(httpjson.Errorf(http.StatusServiceUnavailable, api.CodeInternal,
-				"the keys of the ID token's issuer could not be fetched; try again later"), slog.String("detail", err.Error()))
-		case err != nil:
-			return api.Credentials{}, err
-		}
-		attrs = append(attrs, slog.String("subject", att.Subject), slog.Int("rule", att.Rule))
-		replayKey, replayUntil = att.ReplayKey, att.Expiry.Add(join.Leeway)
+	att, err := a.verifyAttestation(ctx, tok, req)
+	var d *join.DeniedError
+	switch {
+	case errors.As(err, &d):
+		return denied(d)
+	case errors.Is(err, join.ErrUnavailable):
+		a.log().Warn("ID token issuer unavailable", "token_name", tok.Name, "err", err)
+		return deny(httpjson.Errorf(http.StatusServiceUnavailable, api.CodeInternal,
+			"the keys of the ID token's issuer could not be fetched; try again later"), slog.String("detail", err.Error()))
+	case err != nil:
+		return api.Credentials{}, err
 	}
+	attrs = append(attrs, att.attrs...)
 
 	// What the bot may have.
 	var presented string
@@ -193,8 +174,8 @@ func (a *Authority) joinAttested(ctx context.Context, req api.JoinRequest, clien
 	if keep {
 		owner = client.Instance
 	}
-	if replayKey != "" {
-		switch err := a.Store.MarkUsed(ctx, replayKey, owner, replayUntil, now); {
+	if att.replayKey != "" {
+		switch err := a.Store.MarkUsed(ctx, att.replayKey, owner, att.replayUntil, now); {
 		case errors.Is(err, store.ErrReplay):
 			return denied(&join.DeniedError{Check: join.CheckReplay})
 		case err != nil:
@@ -213,6 +194,50 @@ func (a *Authority) joinAttested(ctx context.Context, req api.JoinRequest, clien
 		return api.Credentials{}, auditFailed(err)
 	}
 	return a.sign(ctx, in, grant, logins, keys, kube, ttl, identityTTL(req.IdentityTTLSeconds), now)
+}
+
+// attestation is what a verified attestation adds to a join.
+type attestation struct {
+	attrs []slog.Attr // for the audit record
+	// replayKey, if not empty, names the attestation in the store's record
+	// of used ones until replayUntil.
+	replayKey   string
+	replayUntil time.Time
+}
+
+// verifyAttestation verifies the attestation of req against tok's join
+// block, by the kind of the block: an ID token, or a signature over a
+// challenge (consumed here, so that it is used once whatever follows). A
+// refusal is a *join.DeniedError; an error wrapping join.ErrUnavailable
+// means an ID token's issuer could not be asked for its keys.
+func (a *Authority) verifyAttestation(ctx context.Context, tok resource.Token, req api.JoinRequest) (attestation, error) {
+	switch spec := tok.Join.(type) {
+	case resource.ChallengeJoin:
+		name, err := a.Store.ConsumeChallenge(ctx, req.Challenge, a.now())
+		switch {
+		case errors.Is(err, store.ErrChallengeUnknown):
+			return attestation{}, &join.DeniedError{Check: join.CheckChallenge, Detail: err.Error()}
+		case err != nil:
+			return attestation{}, fmt.Errorf("authority: consume challenge: %w", err)
+		case name != tok.Name:
+			return attestation{}, &join.DeniedError{Check: join.CheckChallenge, Detail: fmt.Sprintf("the challenge was issued for token %q", name)}
+		}
+		if err := join.VerifyKeypair(spec.SigningKey(), req.Challenge, req.Signature); err != nil {
+			return attestation{}, err
+		}
+		return attestation{}, nil
+	case resource.IDTokenJoin:
+		att, err := a.verifier().VerifyIDToken(ctx, tok, a.audience(tok), req.IDToken)
+		if err != nil {
+			return attestation{}, err
+		}
+		return attestation{
+			attrs:       []slog.Attr{slog.String("subject", att.Subject), slog.Int("rule", att.Rule)},
+			replayKey:   att.ReplayKey,
+			replayUntil: att.Expiry.Add(join.Leeway),
+		}, nil
+	}
+	return attestation{}, fmt.Errorf("authority: token %q: join method %s has no attestation", tok.Name, tok.JoinMethod)
 }
 
 // keepInstance reports whether an admitted attestation re-joins as the
@@ -285,8 +310,8 @@ func (a *Authority) Challenge(ctx context.Context, req api.ChallengeRequest, cli
 	switch {
 	case !ok:
 		return deny(joinDenied(join.CheckTokenUnknown))
-	case tok.JoinMethod != api.JoinMethodBoundKeypair:
-		return deny(joinDenied(join.CheckMethodMismatch), slog.String("detail", "the token's join method is "+tok.JoinMethod))
+	case !challengeJoin(tok):
+		return deny(joinDenied(join.CheckMethodMismatch), slog.String("detail", "the token's join method is "+string(tok.JoinMethod)))
 	case tok.Expired(now):
 		return deny(joinDenied(join.CheckTokenExpired))
 	}
@@ -334,4 +359,11 @@ func (a *Authority) challengeInstance(ctx context.Context, tok resource.Token, c
 		return "", nil
 	}
 	return in.ID, nil
+}
+
+// challengeJoin reports whether tok's machines attest with a signature over
+// a challenge.
+func challengeJoin(tok resource.Token) bool {
+	_, ok := tok.Join.(resource.ChallengeJoin)
+	return ok
 }

@@ -154,7 +154,7 @@ func newAttestEnv(t *testing.T) *attestEnv {
 
 // joinReq is a join request for the given method and token with fresh
 // keys.
-func joinReq(t *testing.T, method, tokenName, idToken string) api.JoinRequest {
+func joinReq(t *testing.T, method api.JoinMethod, tokenName, idToken string) api.JoinRequest {
 	return api.JoinRequest{JoinMethod: method, TokenName: tokenName, IDToken: idToken, Keys: newKeys(t).pub, TTLSeconds: 600}
 }
 
@@ -249,7 +249,10 @@ func TestJoinIDTokenRefusals(t *testing.T) {
 
 	t.Run("token resource refusals", func(t *testing.T) {
 		raw := e.p.Mint(e.p.GitHubClaims("mwi", "org/repo"))
-		for _, tc := range []struct{ method, token, check string }{
+		for _, tc := range []struct {
+			method       api.JoinMethod
+			token, check string
+		}{
 			{api.JoinMethodGitHub, "nope", join.CheckTokenUnknown},
 			{api.JoinMethodGitLab, "gh", join.CheckMethodMismatch},
 			{api.JoinMethodGitHub, "gh-old", join.CheckTokenExpired},
@@ -383,9 +386,11 @@ func TestJoinGitLabKubernetesOIDC(t *testing.T) {
 	e := newAttestEnv(t)
 	ctx := context.Background()
 	for _, tc := range []struct {
-		name, method, token string
-		claims              map[string]any
-		ok                  bool
+		name   string
+		method api.JoinMethod
+		token  string
+		claims map[string]any
+		ok     bool
 	}{
 		{"gitlab project", api.JoinMethodGitLab, "gl", e.p.GitLabClaims("mwi", "grp/proj"), true},
 		{"gitlab other project", api.JoinMethodGitLab, "gl", e.p.GitLabClaims("mwi", "grp/other"), false},

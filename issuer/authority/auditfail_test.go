@@ -193,7 +193,7 @@ func TestAuditFailureKeepsDenials(t *testing.T) {
 func TestUnsupportedJoinMethodOnce(t *testing.T) {
 	e := newEnv(t)
 	method := strings.Repeat("m", 200)
-	_, err := e.auth.Join(context.Background(), api.JoinRequest{JoinMethod: method}, nil, "r")
+	_, err := e.auth.Join(context.Background(), api.JoinRequest{JoinMethod: api.JoinMethod(method)}, nil, "r")
 	e.expectDenied(t, err, 0, audit.EventJoin, api.CodeBadRequest, http.StatusBadRequest)
 	if n := strings.Count(e.audit.String(), method); n != 1 {
 		t.Errorf("the join method is in the audit log %d times, want once:\n%s", n, e.audit.String())

@@ -99,7 +99,7 @@ func (a *Authority) now() time.Time {
 // joinAttested. client is the bot identity that the caller presented over
 // mutual TLS, or nil.
 func (a *Authority) Join(ctx context.Context, req api.JoinRequest, client *ca.Identity, remote string) (api.Credentials, error) {
-	attrs := []slog.Attr{slog.String("remote", remote), slog.String("join_method", req.JoinMethod)}
+	attrs := []slog.Attr{slog.String("remote", remote), slog.String("join_method", string(req.JoinMethod))}
 	// A token join always makes a new instance, but one that presents a
 	// locked instance's identity comes from a holder of a copy, and is
 	// refused as every request presenting it is.
@@ -112,13 +112,12 @@ func (a *Authority) Join(ctx context.Context, req api.JoinRequest, client *ca.Id
 		a.Audit.Record(ctx, audit.EventJoin, audit.Denied, append(attrs, slog.String("reason", err.Message))...)
 		return api.Credentials{}, err
 	}
-	switch req.JoinMethod {
-	case api.JoinMethodToken:
-	case api.JoinMethodGitHub, api.JoinMethodGitLab, api.JoinMethodKubernetes, api.JoinMethodOIDC, api.JoinMethodBoundKeypair:
-		return a.joinAttested(ctx, req, client, remote)
-	default:
+	if req.JoinMethod != api.JoinMethodToken {
+		if _, ok := resource.JoinSpecFor(req.JoinMethod); ok {
+			return a.joinAttested(ctx, req, client, remote)
+		}
 		// The method is in the audit record's join_method already.
-		return deny(badRequest("join_method: unsupported (want token, github, gitlab, kubernetes, oidc or bound_keypair)"))
+		return deny(badRequest("join_method: unsupported (want %s)", api.JoinMethodList(api.JoinMethods...)))
 	}
 	if req.Token == "" {
 		return deny(badRequest("token is empty"))

@@ -9,9 +9,12 @@
 // signature by a key of the issuer (found through OIDC discovery, or in
 // the token's static_jwks), the issuer, the audience, the expiry and
 // not-before times with [Leeway], and an allow-list of algorithms
-// ([SigningAlgs]: no "none", no HMAC). Then the token resource's allow
-// rules decide: any one rule admits, and a rule admits when every claim it
-// names has the value it gives.
+// ([SigningAlgs]: no "none", no HMAC). The issuer and its keys, and then
+// the allow rules, come from the token resource's join block (a
+// resource.IDTokenJoin): any one rule admits, and a rule admits when
+// every claim it names has the value it gives. What is shared by every
+// join method that uses ID tokens (decoding, verifying, the replay key)
+// is here; what differs is in the method's block.
 //
 // A refusal is a [*DeniedError] whose Check names the failed check in
 // words fit for the joining machine, without the rules; its Detail is for

@@ -124,56 +124,25 @@ func (v *Verifier) now() time.Time {
 	return time.Now()
 }
 
-// source is where the keys of a token resource's ID tokens come from.
-type source struct {
-	issuer string
-	jwks   []byte // static key set; nil means discovery
-	caData []byte // CA for discovery; nil means RootCAs
-}
-
-// Issuer returns the issuer URL that ID tokens for tok must name:
-//
-//	github      https://token.actions.githubusercontent.com (GitHubIssuer),
-//	            GitHubIssuer/SLUG with enterprise_slug,
-//	            https://HOST/_services/token with enterprise_server_host
-//	gitlab      https://DOMAIN
-//	kubernetes  issuer_url
-//	oidc        issuer_url
+// Issuer returns the issuer URL that ID tokens for tok must name (see the
+// Issuer method of tok's join block): for github, GitHubIssuer (or
+// DefaultGitHubIssuer) is the base.
 func (v *Verifier) Issuer(tok resource.Token) (string, error) {
-	src, err := v.source(tok)
-	return src.issuer, err
+	_, src, err := v.source(tok)
+	return src.URL, err
 }
 
-func (v *Verifier) source(tok resource.Token) (source, error) {
-	switch {
-	case tok.JoinMethod == resource.JoinMethodGitHub && tok.GitHub != nil:
-		g := tok.GitHub
-		base := strings.TrimSuffix(v.GitHubIssuer, "/")
-		if base == "" {
-			base = DefaultGitHubIssuer
-		}
-		switch {
-		case g.EnterpriseServerHost != "":
-			return source{issuer: "https://" + g.EnterpriseServerHost + "/_services/token", jwks: g.StaticJWKS}, nil
-		case g.EnterpriseSlug != "":
-			return source{issuer: base + "/" + g.EnterpriseSlug, jwks: g.StaticJWKS}, nil
-		default:
-			return source{issuer: base, jwks: g.StaticJWKS}, nil
-		}
-	case tok.JoinMethod == resource.JoinMethodGitLab && tok.GitLab != nil:
-		domain := tok.GitLab.Domain
-		if domain == "" {
-			domain = "gitlab.com"
-		}
-		return source{issuer: "https://" + domain, jwks: tok.GitLab.StaticJWKS}, nil
-	case tok.JoinMethod == resource.JoinMethodKubernetes && tok.Kubernetes != nil:
-		k := tok.Kubernetes
-		return source{issuer: k.IssuerURL, jwks: k.StaticJWKS, caData: k.CAData}, nil
-	case tok.JoinMethod == resource.JoinMethodOIDC && tok.OIDC != nil:
-		o := tok.OIDC
-		return source{issuer: o.IssuerURL, jwks: o.StaticJWKS, caData: o.CAData}, nil
+// source returns tok's join block and the issuer of its ID tokens.
+func (v *Verifier) source(tok resource.Token) (resource.IDTokenJoin, resource.IDTokenIssuer, error) {
+	spec, ok := tok.Join.(resource.IDTokenJoin)
+	if !ok {
+		return nil, resource.IDTokenIssuer{}, fmt.Errorf("join: token %q: join method %q takes no ID token", tok.Name, tok.JoinMethod)
 	}
-	return source{}, fmt.Errorf("join: token %q: join method %q takes no ID token", tok.Name, tok.JoinMethod)
+	base := v.GitHubIssuer
+	if strings.TrimSuffix(base, "/") == "" {
+		base = DefaultGitHubIssuer
+	}
+	return spec, spec.Issuer(base), nil
 }
 
 // VerifyIDToken verifies raw, an ID token presented to join with tok, and
@@ -181,7 +150,7 @@ func (v *Verifier) source(tok resource.Token) (source, error) {
 // audience. A refusal is a *DeniedError; an error wrapping ErrUnavailable
 // means the issuer's keys could not be fetched.
 func (v *Verifier) VerifyIDToken(ctx context.Context, tok resource.Token, audience, raw string) (*Attestation, error) {
-	src, err := v.source(tok)
+	spec, src, err := v.source(tok)
 	if err != nil {
 		return nil, err
 	}
@@ -209,7 +178,7 @@ func (v *Verifier) VerifyIDToken(ctx context.Context, tok resource.Token, audien
 		return nil, derr
 	}
 	now := v.now()
-	exp, derr := checkClaims(claims, src.issuer, audience, now)
+	exp, derr := checkClaims(claims, src.URL, audience, now)
 	if derr != nil {
 		return nil, derr
 	}
@@ -222,7 +191,7 @@ func (v *Verifier) VerifyIDToken(ctx context.Context, tok resource.Token, audien
 	for _, k := range keys {
 		pubs = append(pubs, k.Key)
 	}
-	verifier := oidc.NewVerifier(src.issuer, &oidc.StaticKeySet{PublicKeys: pubs}, &oidc.Config{
+	verifier := oidc.NewVerifier(src.URL, &oidc.StaticKeySet{PublicKeys: pubs}, &oidc.Config{
 		ClientID:             audience,
 		SupportedSigningAlgs: SigningAlgs,
 		Now:                  func() time.Time { return now.Add(-Leeway) },
@@ -251,16 +220,7 @@ func (v *Verifier) VerifyIDToken(ctx context.Context, tok resource.Token, audien
 	}
 
 	var ok bool
-	switch tok.JoinMethod {
-	case resource.JoinMethodGitHub:
-		att.Rule, ok = MatchGitHub(tok.GitHub.Allow, claims)
-	case resource.JoinMethodGitLab:
-		att.Rule, ok = MatchGitLab(tok.GitLab.Allow, claims)
-	case resource.JoinMethodKubernetes:
-		att.Rule, ok = MatchKubernetes(tok.Kubernetes.Allow, claims)
-	case resource.JoinMethodOIDC:
-		att.Rule, ok = MatchOIDC(tok.OIDC.Allow, claims)
-	}
+	att.Rule, ok = spec.Match(claims)
 	if !ok {
 		return nil, deny(CheckNoRule, fmt.Sprintf("sub %q", printable(idt.Subject)))
 	}
@@ -449,9 +409,9 @@ func numericDate(claims map[string]any, name string) (time.Time, bool, error) {
 
 // keys returns the keys of src that may have signed a token with key ID
 // kid: those with that ID, or all of them for a token without one.
-func (v *Verifier) keys(ctx context.Context, src source, kid string) ([]jose.JSONWebKey, error) {
-	if src.jwks != nil {
-		all, err := parseJWKS(src.jwks)
+func (v *Verifier) keys(ctx context.Context, src resource.IDTokenIssuer, kid string) ([]jose.JSONWebKey, error) {
+	if src.StaticJWKS != nil {
+		all, err := parseJWKS(src.StaticJWKS)
 		if err != nil {
 			return nil, fmt.Errorf("join: static_jwks: %w", err)
 		}
@@ -470,7 +430,7 @@ func (v *Verifier) keys(ctx context.Context, src source, kid string) ([]jose.JSO
 		return nil, err
 	}
 	if len(cands) == 0 {
-		return nil, deny(CheckUnknownKeyID, fmt.Sprintf("kid %s is not in the key set of %s", printable(kid), src.issuer))
+		return nil, deny(CheckUnknownKeyID, fmt.Sprintf("kid %s is not in the key set of %s", printable(kid), src.URL))
 	}
 	return cands, nil
 }
@@ -534,13 +494,13 @@ type provider struct {
 // not cached or its cache entry is older than CacheTTL. Concurrent callers
 // share one discovery; after a failed one, callers get the provider
 // discovered before, if any, or the failure, until FailureTTL has passed.
-func (v *Verifier) provider(ctx context.Context, src source) (*provider, error) {
+func (v *Verifier) provider(ctx context.Context, src resource.IDTokenIssuer) (*provider, error) {
 	ttl := v.CacheTTL
 	if ttl <= 0 {
 		ttl = DefaultCacheTTL
 	}
-	caSum := sha256.Sum256(src.caData)
-	key := src.issuer + "\x00" + hex.EncodeToString(caSum[:])
+	caSum := sha256.Sum256(src.CAData)
+	key := src.URL + "\x00" + hex.EncodeToString(caSum[:])
 	now := v.now()
 	v.mu.Lock()
 	old, ok := v.providers[key]
@@ -569,7 +529,7 @@ func (v *Verifier) provider(ctx context.Context, src source) (*provider, error) 
 		v.inflight[key] = fl
 	}
 	v.mu.Unlock()
-	p, err := fl.wait(ctx, "discovery of "+src.issuer)
+	p, err := fl.wait(ctx, "discovery of "+src.URL)
 	if err != nil && ok {
 		return old, nil
 	}
@@ -600,24 +560,24 @@ func (v *Verifier) landed(key string, p *provider, err error) {
 }
 
 // discover fetches the discovery document and the key set of src.
-func (v *Verifier) discover(ctx context.Context, src source, now time.Time) (*provider, error) {
-	client, err := v.httpClient(src.caData)
+func (v *Verifier) discover(ctx context.Context, src resource.IDTokenIssuer, now time.Time) (*provider, error) {
+	client, err := v.httpClient(src.CAData)
 	if err != nil {
 		return nil, err
 	}
 	dctx, cancel := context.WithTimeout(ctx, httpTimeout)
 	defer cancel()
-	op, err := oidc.NewProvider(oidc.ClientContext(dctx, client), src.issuer)
+	op, err := oidc.NewProvider(oidc.ClientContext(dctx, client), src.URL)
 	if err != nil {
-		return nil, fmt.Errorf("%w: discovery of %s: %v", ErrUnavailable, src.issuer, err)
+		return nil, fmt.Errorf("%w: discovery of %s: %v", ErrUnavailable, src.URL, err)
 	}
 	var meta struct {
 		JWKSURL string `json:"jwks_uri"`
 	}
 	if err := op.Claims(&meta); err != nil || meta.JWKSURL == "" {
-		return nil, fmt.Errorf("%w: discovery of %s: no jwks_uri", ErrUnavailable, src.issuer)
+		return nil, fmt.Errorf("%w: discovery of %s: no jwks_uri", ErrUnavailable, src.URL)
 	}
-	p := &provider{issuer: src.issuer, jwksURL: meta.JWKSURL, client: client, created: now, tried: now}
+	p := &provider{issuer: src.URL, jwksURL: meta.JWKSURL, client: client, created: now, tried: now}
 	if p.keys, err = p.fetchKeys(ctx); err != nil {
 		return nil, err
 	}

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mwi-project/mwi/api"
 	"github.com/mwi-project/mwi/internal/oidctest"
 	"github.com/mwi-project/mwi/issuer/join"
 	"github.com/mwi-project/mwi/issuer/resource"
@@ -22,7 +23,7 @@ import (
 const aud = "mwi-test"
 
 func githubToken(rules ...resource.GitHubRule) resource.Token {
-	return resource.Token{Name: "gh", JoinMethod: resource.JoinMethodGitHub, BotName: "ci", GitHub: &resource.GitHubJoin{Allow: rules}}
+	return resource.Token{Name: "gh", JoinMethod: api.JoinMethodGitHub, BotName: "ci", Join: &resource.GitHubJoin{Allow: rules}}
 }
 
 // checkDenied checks that err is a *join.DeniedError for check.
@@ -146,8 +147,8 @@ func TestGitLabRules(t *testing.T) {
 		{"ref_protected", resource.GitLabRule{ProjectPath: "grp/proj", RefProtected: "true"}, "ref_protected", "true"},
 	} {
 		t.Run(tc.field, func(t *testing.T) {
-			tok := resource.Token{Name: "gl", JoinMethod: resource.JoinMethodGitLab, BotName: "ci",
-				GitLab: &resource.GitLabJoin{Domain: domain, Allow: []resource.GitLabRule{tc.rule}}}
+			tok := resource.Token{Name: "gl", JoinMethod: api.JoinMethodGitLab, BotName: "ci",
+				Join: &resource.GitLabJoin{Domain: domain, Allow: []resource.GitLabRule{tc.rule}}}
 			claims := p.GitLabClaims(aud, "grp/proj")
 			if claims[tc.claim] != tc.value {
 				t.Fatalf("default claim %s = %v, want %q", tc.claim, claims[tc.claim], tc.value)
@@ -162,8 +163,8 @@ func TestGitLabRules(t *testing.T) {
 	}
 	// A protected-ref rule refuses an unprotected ref, whether the claim
 	// is the string GitLab sends or a boolean.
-	tok := resource.Token{Name: "gl", JoinMethod: resource.JoinMethodGitLab, BotName: "ci",
-		GitLab: &resource.GitLabJoin{Domain: domain, Allow: []resource.GitLabRule{{ProjectPath: "grp/proj", RefProtected: "true"}}}}
+	tok := resource.Token{Name: "gl", JoinMethod: api.JoinMethodGitLab, BotName: "ci",
+		Join: &resource.GitLabJoin{Domain: domain, Allow: []resource.GitLabRule{{ProjectPath: "grp/proj", RefProtected: "true"}}}}
 	for _, val := range []any{"false", false} {
 		claims := p.GitLabClaims(aud, "grp/proj")
 		claims["ref_protected"] = val
@@ -180,8 +181,8 @@ func TestGitLabRules(t *testing.T) {
 func TestKubernetesRules(t *testing.T) {
 	p := oidctest.New(t)
 	v := &join.Verifier{}
-	tok := resource.Token{Name: "k", JoinMethod: resource.JoinMethodKubernetes, BotName: "ci",
-		Kubernetes: &resource.KubernetesJoin{IssuerURL: p.Issuer(), CAData: p.CAPEM(), Allow: []resource.KubernetesRule{
+	tok := resource.Token{Name: "k", JoinMethod: api.JoinMethodKubernetes, BotName: "ci",
+		Join: &resource.KubernetesJoin{IssuerURL: p.Issuer(), CAData: p.CAPEM(), Allow: []resource.KubernetesRule{
 			{ServiceAccount: "ci:builder"}, {ServiceAccount: "default:deployer"},
 		}}}
 	att, err := v.VerifyIDToken(context.Background(), tok, aud, p.Mint(p.KubernetesClaims(aud, "default", "deployer")))
@@ -200,7 +201,7 @@ func TestKubernetesRules(t *testing.T) {
 
 	// Static keys work without discovery, and without ca_data.
 	static := tok
-	static.Kubernetes = &resource.KubernetesJoin{IssuerURL: "https://kubernetes.default.svc", StaticJWKS: p.JWKS(), Allow: tok.Kubernetes.Allow}
+	static.Join = &resource.KubernetesJoin{IssuerURL: "https://kubernetes.default.svc", StaticJWKS: p.JWKS(), Allow: tok.Kubernetes().Allow}
 	claims = p.KubernetesClaims(aud, "ci", "builder")
 	claims["iss"] = "https://kubernetes.default.svc"
 	before := p.DiscoveryRequests()
@@ -215,8 +216,8 @@ func TestKubernetesRules(t *testing.T) {
 func TestOIDCRules(t *testing.T) {
 	p := oidctest.New(t)
 	v := &join.Verifier{RootCAs: p.CertPool()}
-	tok := resource.Token{Name: "o", JoinMethod: resource.JoinMethodOIDC, BotName: "ci",
-		OIDC: &resource.OIDCJoin{IssuerURL: p.Issuer(), Allow: []resource.OIDCRule{
+	tok := resource.Token{Name: "o", JoinMethod: api.JoinMethodOIDC, BotName: "ci",
+		Join: &resource.OIDCJoin{IssuerURL: p.Issuer(), Allow: []resource.OIDCRule{
 			{Claims: map[string][]string{"repository": {"org/a", "org/b"}, "ref": {"refs/heads/main"}}},
 			{Claims: map[string][]string{"run_number": {"42"}, "admin": {"true"}}},
 		}}}
@@ -323,7 +324,7 @@ func TestEnterpriseIssuers(t *testing.T) {
 		p := oidctest.New(t, oidctest.WithPathPrefix("/acme"))
 		v := &join.Verifier{GitHubIssuer: p.URL(), RootCAs: p.CertPool()}
 		tok := githubToken(resource.GitHubRule{Repository: "org/repo"})
-		tok.GitHub.EnterpriseSlug = "acme"
+		tok.GitHub().EnterpriseSlug = "acme"
 		if iss, _ := v.Issuer(tok); iss != p.Issuer() {
 			t.Fatalf("Issuer = %q, want %q", iss, p.Issuer())
 		}
@@ -337,7 +338,7 @@ func TestEnterpriseIssuers(t *testing.T) {
 		checkDenied(t, err, join.CheckIssuer)
 		// Nor the other way round.
 		plain := githubToken(resource.GitHubRule{Repository: "org/repo"})
-		plain.GitHub.StaticJWKS = p.JWKS()
+		plain.GitHub().StaticJWKS = p.JWKS()
 		_, err = v.VerifyIDToken(context.Background(), plain, aud, p.Mint(p.GitHubClaims(aud, "org/repo")))
 		checkDenied(t, err, join.CheckIssuer)
 	})
@@ -345,7 +346,7 @@ func TestEnterpriseIssuers(t *testing.T) {
 		p := oidctest.New(t, oidctest.WithPathPrefix("/_services/token"))
 		v := &join.Verifier{RootCAs: p.CertPool()}
 		tok := githubToken(resource.GitHubRule{RepositoryOwner: "org"})
-		tok.GitHub.EnterpriseServerHost = p.Host()
+		tok.GitHub().EnterpriseServerHost = p.Host()
 		if iss, _ := v.Issuer(tok); iss != "https://"+p.Host()+"/_services/token" || iss != p.Issuer() {
 			t.Fatalf("Issuer = %q, want %q", iss, p.Issuer())
 		}
@@ -361,7 +362,7 @@ func TestEnterpriseIssuers(t *testing.T) {
 		p := oidctest.New(t)
 		v := &join.Verifier{}
 		tok := githubToken(resource.GitHubRule{Repository: "org/repo"})
-		tok.GitHub.StaticJWKS = p.JWKS()
+		tok.GitHub().StaticJWKS = p.JWKS()
 		claims := oidctest.GitHubClaims(join.DefaultGitHubIssuer, aud, "org/repo")
 		if _, err := v.VerifyIDToken(context.Background(), tok, aud, p.Mint(claims)); err != nil {
 			t.Fatalf("static JWKS: %v", err)
@@ -374,11 +375,11 @@ func TestEnterpriseIssuers(t *testing.T) {
 	})
 	t.Run("gitlab domain", func(t *testing.T) {
 		v := &join.Verifier{}
-		iss, err := v.Issuer(resource.Token{JoinMethod: resource.JoinMethodGitLab, GitLab: &resource.GitLabJoin{Domain: "gitlab.example.com:8443"}})
+		iss, err := v.Issuer(resource.Token{JoinMethod: api.JoinMethodGitLab, Join: &resource.GitLabJoin{Domain: "gitlab.example.com:8443"}})
 		if err != nil || iss != "https://gitlab.example.com:8443" {
 			t.Errorf("Issuer = %q, %v", iss, err)
 		}
-		if iss, _ := v.Issuer(resource.Token{JoinMethod: resource.JoinMethodGitHub, GitHub: &resource.GitHubJoin{}}); iss != join.DefaultGitHubIssuer {
+		if iss, _ := v.Issuer(resource.Token{JoinMethod: api.JoinMethodGitHub, Join: &resource.GitHubJoin{}}); iss != join.DefaultGitHubIssuer {
 			t.Errorf("github.com issuer = %q", iss)
 		}
 	})
@@ -494,8 +495,8 @@ func TestKubeAPIServerShapedIssuer(t *testing.T) {
 	defer srv.Close()
 	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
 
-	tok := resource.Token{Name: "k", JoinMethod: resource.JoinMethodKubernetes, BotName: "ci",
-		Kubernetes: &resource.KubernetesJoin{IssuerURL: srv.URL, CAData: caPEM, Allow: []resource.KubernetesRule{{ServiceAccount: "default:mwi-bot"}}}}
+	tok := resource.Token{Name: "k", JoinMethod: api.JoinMethodKubernetes, BotName: "ci",
+		Join: &resource.KubernetesJoin{IssuerURL: srv.URL, CAData: caPEM, Allow: []resource.KubernetesRule{{ServiceAccount: "default:mwi-bot"}}}}
 	claims := p.KubernetesClaims(aud, "default", "mwi-bot")
 	claims["iss"] = srv.URL
 	if _, err := (&join.Verifier{}).VerifyIDToken(context.Background(), tok, aud, p.Mint(claims)); err != nil {

@@ -59,8 +59,8 @@ func TestLoadDirStable(t *testing.T) {
 					t.Fatalf("loadDirStable: %v", err)
 				}
 				tok, ok := set.Token("gh")
-				if !ok || len(tok.GitHub.Allow) != 1 || tok.GitHub.Allow[0].Ref != "refs/heads/main" {
-					t.Errorf("token = %+v, %v; want the rule pinning refs/heads/main", tok.GitHub, ok)
+				if !ok || len(tok.GitHub().Allow) != 1 || tok.GitHub().Allow[0].Ref != "refs/heads/main" {
+					t.Errorf("token = %+v, %v; want the rule pinning refs/heads/main", tok.GitHub(), ok)
 				}
 				return
 			}
@@ -84,8 +84,8 @@ func TestLoadDirStable(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the half-written file does not load: %v", err)
 	}
-	if tok, _ := set.Token("gh"); tok.GitHub.Allow[0].Ref != "" {
-		t.Fatalf("the half-written rule pins ref %q", tok.GitHub.Allow[0].Ref)
+	if tok, _ := set.Token("gh"); tok.GitHub().Allow[0].Ref != "" {
+		t.Fatalf("the half-written rule pins ref %q", tok.GitHub().Allow[0].Ref)
 	}
 }
 

@@ -52,7 +52,9 @@
 //	      - repository: org/repo
 //	        ref: refs/heads/main
 //
-// See [Token] for the blocks of each join method.
+// See [Token] for the blocks of each join method. Each join method is one
+// [JoinSpec] type in a file of its own (join_github.go, ...): it decodes
+// its block and judges attestations by its allow rules.
 //
 // A value of kubernetes_labels may also be a list of values, any of which
 // matches, and "*" matches any value of the label.

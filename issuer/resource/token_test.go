@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/mwi-project/mwi/api"
 )
 
 // testJWKS is a key set with one P-256 public key.
@@ -168,8 +170,8 @@ func TestTokens(t *testing.T) {
 	if !ok {
 		t.Fatal("no token github-ci")
 	}
-	if gh.JoinMethod != JoinMethodGitHub || gh.BotName != "ci" || gh.Audience != "" || gh.Description != "Deploys from main" ||
-		!gh.Expires.Equal(time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)) || gh.GitHub == nil || gh.GitLab != nil || gh.Source.Line != 1 {
+	if gh.JoinMethod != api.JoinMethodGitHub || gh.BotName != "ci" || gh.Audience != "" || gh.Description != "Deploys from main" ||
+		!gh.Expires.Equal(time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)) || gh.GitHub() == nil || gh.GitLab() != nil || gh.Source.Line != 1 {
 		t.Errorf("github-ci = %+v", gh)
 	}
 	wantRules := []GitHubRule{
@@ -179,49 +181,49 @@ func TestTokens(t *testing.T) {
 		{RepositoryID: "74215386", RepositoryOwnerID: "65120837"},
 		{RepositoryOwnerID: "65120837", Ref: "refs/heads/main"},
 	}
-	if !slices.Equal(gh.GitHub.Allow, wantRules) {
-		t.Errorf("github rules = %+v, want %+v", gh.GitHub.Allow, wantRules)
+	if !slices.Equal(gh.GitHub().Allow, wantRules) {
+		t.Errorf("github rules = %+v, want %+v", gh.GitHub().Allow, wantRules)
 	}
 	if gh.Expired(time.Date(2026, 12, 31, 23, 59, 59, 0, time.UTC)) || !gh.Expired(gh.Expires) {
 		t.Error("Expired is wrong around metadata.expires")
 	}
 
 	ghes, _ := s.Token("ghes")
-	if ghes.Audience != "custom-aud" || ghes.GitHub.EnterpriseServerHost != "github.example.com:8443" || string(ghes.GitHub.StaticJWKS) != testJWKS {
-		t.Errorf("ghes = %+v", ghes.GitHub)
+	if ghes.Audience != "custom-aud" || ghes.GitHub().EnterpriseServerHost != "github.example.com:8443" || string(ghes.GitHub().StaticJWKS) != testJWKS {
+		t.Errorf("ghes = %+v", ghes.GitHub())
 	}
 	if ghes.Expired(time.Now().Add(100 * 365 * 24 * time.Hour)) {
 		t.Error("a token without metadata.expires expired")
 	}
 
 	gl, _ := s.Token("gitlab-ci")
-	if gl.GitLab.Domain != "gitlab.com" || !slices.Equal(gl.GitLab.Allow, []GitLabRule{{ProjectPath: "grp/proj", RefProtected: "true", PipelineSource: "push", UserLogin: "alice"}}) {
-		t.Errorf("gitlab-ci = %+v", gl.GitLab)
+	if gl.GitLab().Domain != "gitlab.com" || !slices.Equal(gl.GitLab().Allow, []GitLabRule{{ProjectPath: "grp/proj", RefProtected: "true", PipelineSource: "push", UserLogin: "alice"}}) {
+		t.Errorf("gitlab-ci = %+v", gl.GitLab())
 	}
 
 	k, _ := s.Token("kube")
-	if k.Kubernetes.IssuerURL != "https://127.0.0.1:6443" || string(k.Kubernetes.CAData) != testCAPEM ||
-		!slices.Equal(k.Kubernetes.Allow, []KubernetesRule{{ServiceAccount: "default:builder"}}) {
-		t.Errorf("kube = %+v", k.Kubernetes)
+	if k.Kubernetes().IssuerURL != "https://127.0.0.1:6443" || string(k.Kubernetes().CAData) != testCAPEM ||
+		!slices.Equal(k.Kubernetes().Allow, []KubernetesRule{{ServiceAccount: "default:builder"}}) {
+		t.Errorf("kube = %+v", k.Kubernetes())
 	}
 
 	o, _ := s.Token("any-oidc")
-	if o.OIDC.IssuerURL != "https://issuer.example.com/tenant" || strings.TrimSpace(string(o.OIDC.CAData)) != strings.TrimSpace(testCAPEM) || len(o.OIDC.Allow) != 1 {
-		t.Fatalf("any-oidc = %+v", o.OIDC)
+	if o.OIDC().IssuerURL != "https://issuer.example.com/tenant" || strings.TrimSpace(string(o.OIDC().CAData)) != strings.TrimSpace(testCAPEM) || len(o.OIDC().Allow) != 1 {
+		t.Fatalf("any-oidc = %+v", o.OIDC())
 	}
-	c := o.OIDC.Allow[0].Claims
+	c := o.OIDC().Allow[0].Claims
 	if !slices.Equal(c["repository"], []string{"a", "b"}) || !slices.Equal(c["ref"], []string{"refs/heads/main"}) || !slices.Equal(c["verified"], []string{"true"}) || len(c) != 3 {
 		t.Errorf("oidc claims = %v", c)
 	}
 	// The set hands out copies.
 	c["repository"][0] = "changed"
-	if again, _ := s.Token("any-oidc"); again.OIDC.Allow[0].Claims["repository"][0] != "a" {
+	if again, _ := s.Token("any-oidc"); again.OIDC().Allow[0].Claims["repository"][0] != "a" {
 		t.Error("changing a returned token changed the set")
 	}
 
 	b, _ := s.Token("build-01")
-	if b.BoundKeypair.PublicKey != testSSHKey || b.BoundKeypair.Key == nil || b.BoundKeypair.Key.Type() != ssh.KeyAlgoED25519 {
-		t.Errorf("build-01 = %+v", b.BoundKeypair)
+	if b.BoundKeypair().PublicKey != testSSHKey || b.BoundKeypair().Key == nil || b.BoundKeypair().Key.Type() != ssh.KeyAlgoED25519 {
+		t.Errorf("build-01 = %+v", b.BoundKeypair())
 	}
 	if _, ok := s.Token("nope"); ok {
 		t.Error("Token(nope) found something")
@@ -411,38 +413,38 @@ func TestTokenBotInOtherFile(t *testing.T) {
 func checkFuzzedToken(t *testing.T, tok Token) {
 	t.Helper()
 	blocks := 0
-	for _, set := range []bool{tok.GitHub != nil, tok.GitLab != nil, tok.Kubernetes != nil, tok.OIDC != nil, tok.BoundKeypair != nil} {
+	for _, set := range []bool{tok.GitHub() != nil, tok.GitLab() != nil, tok.Kubernetes() != nil, tok.OIDC() != nil, tok.BoundKeypair() != nil} {
 		if set {
 			blocks++
 		}
 	}
-	bad := !nameRE.MatchString(tok.Name) || tok.BotName == "" || blocks != 1
+	bad := !nameRE.MatchString(tok.Name) || tok.BotName == "" || blocks != 1 || tok.Join == nil || tok.Join.Method() != tok.JoinMethod
 	switch tok.JoinMethod {
-	case JoinMethodGitHub:
-		bad = bad || tok.GitHub == nil || len(tok.GitHub.Allow) == 0
-		for _, r := range tok.GitHub.Allow {
+	case api.JoinMethodGitHub:
+		bad = bad || tok.GitHub() == nil || len(tok.GitHub().Allow) == 0
+		for _, r := range tok.GitHub().Allow {
 			bad = bad || r.Repository == "" && r.RepositoryOwner == "" && r.RepositoryID == "" && r.RepositoryOwnerID == "" && r.Sub == ""
 			for _, id := range []string{r.RepositoryID, r.RepositoryOwnerID} {
 				bad = bad || id != "" && !githubIDRE.MatchString(id)
 			}
 		}
-	case JoinMethodGitLab:
-		bad = bad || tok.GitLab == nil || len(tok.GitLab.Allow) == 0 || tok.GitLab.Domain == ""
-		for _, r := range tok.GitLab.Allow {
+	case api.JoinMethodGitLab:
+		bad = bad || tok.GitLab() == nil || len(tok.GitLab().Allow) == 0 || tok.GitLab().Domain == ""
+		for _, r := range tok.GitLab().Allow {
 			bad = bad || r.ProjectPath == "" && r.NamespacePath == "" && r.Sub == ""
 		}
-	case JoinMethodKubernetes:
-		bad = bad || tok.Kubernetes == nil || len(tok.Kubernetes.Allow) == 0 || checkIssuerURL(tok.Kubernetes.IssuerURL) != nil
-		for _, r := range tok.Kubernetes.Allow {
+	case api.JoinMethodKubernetes:
+		bad = bad || tok.Kubernetes() == nil || len(tok.Kubernetes().Allow) == 0 || checkIssuerURL(tok.Kubernetes().IssuerURL) != nil
+		for _, r := range tok.Kubernetes().Allow {
 			bad = bad || !serviceAccountRE.MatchString(r.ServiceAccount)
 		}
-	case JoinMethodOIDC:
-		bad = bad || tok.OIDC == nil || len(tok.OIDC.Allow) == 0 || checkIssuerURL(tok.OIDC.IssuerURL) != nil
-		for _, r := range tok.OIDC.Allow {
+	case api.JoinMethodOIDC:
+		bad = bad || tok.OIDC() == nil || len(tok.OIDC().Allow) == 0 || checkIssuerURL(tok.OIDC().IssuerURL) != nil
+		for _, r := range tok.OIDC().Allow {
 			bad = bad || len(r.Claims) == 0
 		}
-	case JoinMethodBoundKeypair:
-		bad = bad || tok.BoundKeypair == nil || tok.BoundKeypair.Key == nil
+	case api.JoinMethodBoundKeypair:
+		bad = bad || tok.BoundKeypair() == nil || tok.BoundKeypair().Key == nil
 	default:
 		bad = true
 	}

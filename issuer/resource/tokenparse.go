@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,25 +16,10 @@ import (
 	"unicode"
 
 	jose "github.com/go-jose/go-jose/v4"
-	"golang.org/x/crypto/ssh"
 	"gopkg.in/yaml.v3"
-)
 
-var (
-	// slugRE matches a GitHub enterprise slug.
-	slugRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9_.-]{0,98}[A-Za-z0-9])?$`)
-	// serviceAccountRE matches "NAMESPACE:NAME" of a Kubernetes service
-	// account: a DNS label and a DNS subdomain.
-	serviceAccountRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?:[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$`)
-	// githubIDRE matches a GitHub repository or owner id as its claims
-	// write it: a decimal number without leading zeros.
-	githubIDRE = regexp.MustCompile(`^[1-9][0-9]{0,19}$`)
-	// claimNameRE matches a claim name in an oidc rule.
-	claimNameRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.:/-]{0,127}$`)
+	"github.com/mwi-project/mwi/api"
 )
-
-// joinMethods lists the join methods of token resources, for messages.
-const joinMethods = "github, gitlab, kubernetes, oidc or bound_keypair"
 
 // maxRules bounds the allow rules of one token.
 const maxRules = 256
@@ -61,26 +45,16 @@ func (p *fileParser) tokenSpec(spec *yaml.Node, specLine int, d *decoded) Token 
 	var m map[string]*yaml.Node
 	if spec != nil {
 		var ok bool
-		m, ok = p.fields(spec, "spec", "join_method", "bot_name", "audience",
-			JoinMethodGitHub, JoinMethodGitLab, JoinMethodKubernetes, JoinMethodOIDC, JoinMethodBoundKeypair)
+		known := []string{"join_method", "bot_name", "audience"}
+		for _, s := range joinSpecs {
+			known = append(known, string(s.Method()))
+		}
+		m, ok = p.fields(spec, "spec", known...)
 		if !ok {
 			return t
 		}
 	}
-	if n := m["join_method"]; n == nil {
-		p.errorf(specLine, "missing spec.join_method (want %s)", joinMethods)
-	} else if s, ok := p.scalar(n, "spec.join_method"); ok {
-		switch s {
-		case JoinMethodGitHub, JoinMethodGitLab, JoinMethodKubernetes, JoinMethodOIDC, JoinMethodBoundKeypair:
-			t.JoinMethod = s
-		case "":
-			p.errorf(n.Line, "missing spec.join_method (want %s)", joinMethods)
-		case "token":
-			p.errorf(n.Line, "spec.join_method token is for one-time secrets made with mwi-issuer token create, not for token resources (want %s)", joinMethods)
-		default:
-			p.errorf(n.Line, "unknown spec.join_method %q (want %s)", s, joinMethods)
-		}
-	}
+	t.JoinMethod = p.tokenJoinMethod(m["join_method"], specLine)
 	if n := m["bot_name"]; n == nil {
 		p.errorf(specLine, "missing spec.bot_name (the bot the token joins as)")
 	} else if s, ok := p.scalar(n, "spec.bot_name"); ok {
@@ -101,26 +75,57 @@ func (p *fileParser) tokenSpec(spec *yaml.Node, specLine int, d *decoded) Token 
 		}
 	}
 	// The block of the join method, and no other.
-	for _, method := range []string{JoinMethodGitHub, JoinMethodGitLab, JoinMethodKubernetes, JoinMethodOIDC, JoinMethodBoundKeypair} {
-		n := m[method]
+	for _, js := range joinSpecs {
+		method := js.Method()
+		key := string(method)
+		n := m[key]
 		switch {
 		case n == nil && method == t.JoinMethod:
 			p.errorf(specLine, "missing spec.%s (join_method is %s)", method, method)
 		case n == nil:
 		case t.JoinMethod != "" && method != t.JoinMethod:
-			p.errorf(keyLine(spec, method), "spec.%s is set but spec.join_method is %s: set only the block of the join method", method, t.JoinMethod)
+			p.errorf(keyLine(spec, key), "spec.%s is set but spec.join_method is %s: set only the block of the join method", method, t.JoinMethod)
 		case t.JoinMethod == "":
 			// The method is unknown or missing, which is reported; still
 			// check the block for its own errors.
-			fallthrough
+			js.parse(p, n, "spec."+key, resolve(n).Line)
 		default:
-			p.joinBlock(method, n, &t)
+			t.Join = js.parse(p, n, "spec."+key, resolve(n).Line)
 		}
 	}
-	if t.JoinMethod == JoinMethodBoundKeypair && t.Audience != "" {
-		p.errorf(keyLine(spec, "audience"), "spec.audience applies to ID tokens, not to join_method bound_keypair")
+	kind, _ := JoinSpecFor(t.JoinMethod)
+	if _, idToken := kind.(IDTokenJoin); kind != nil && !idToken && t.Audience != "" {
+		p.errorf(keyLine(spec, "audience"), "spec.audience applies to ID tokens, not to join_method %s", t.JoinMethod)
 	}
 	return t
+}
+
+// tokenJoinMethod decodes spec.join_method, n, which may be nil; specLine
+// is where the spec is. It returns "" for a method token resources do not
+// have, which is reported.
+func (p *fileParser) tokenJoinMethod(n *yaml.Node, specLine int) api.JoinMethod {
+	methods := api.JoinMethodList(joinMethodNames()...)
+	if n == nil {
+		p.errorf(specLine, "missing spec.join_method (want %s)", methods)
+		return ""
+	}
+	s, ok := p.scalar(n, "spec.join_method")
+	if !ok {
+		return ""
+	}
+	method := api.JoinMethod(s)
+	_, isMethod := JoinSpecFor(method)
+	switch {
+	case isMethod:
+		return method
+	case s == "":
+		p.errorf(n.Line, "missing spec.join_method (want %s)", methods)
+	case method == api.JoinMethodToken:
+		p.errorf(n.Line, "spec.join_method token is for one-time secrets made with mwi-issuer token create, not for token resources (want %s)", methods)
+	default:
+		p.errorf(n.Line, "unknown spec.join_method %q (want %s)", s, methods)
+	}
+	return ""
 }
 
 // keyLine returns the line of key in the mapping n, or n's line.
@@ -134,151 +139,32 @@ func keyLine(n *yaml.Node, key string) int {
 	return n.Line
 }
 
-// joinBlock decodes the block of one join method into t.
-func (p *fileParser) joinBlock(method string, n *yaml.Node, t *Token) {
-	path := "spec." + method
-	line := resolve(n).Line
-	switch method {
-	case JoinMethodGitHub:
-		m, ok := p.fields(n, path, "enterprise_server_host", "enterprise_slug", "static_jwks", "allow")
-		if !ok {
-			return
-		}
-		g := &GitHubJoin{}
-		if v := m["enterprise_server_host"]; v != nil {
-			g.EnterpriseServerHost = p.hostPort(v, path+".enterprise_server_host")
-		}
-		if v := m["enterprise_slug"]; v != nil {
-			if s, ok := p.scalar(v, path+".enterprise_slug"); ok && s != "" {
-				if !slugRE.MatchString(s) {
-					p.errorf(v.Line, "invalid %s.enterprise_slug %q: must match %s", path, s, slugRE)
-				} else {
-					g.EnterpriseSlug = s
-				}
-			}
-		}
-		if g.EnterpriseServerHost != "" && g.EnterpriseSlug != "" {
-			p.errorf(resolve(m["enterprise_slug"]).Line, "set one of %s.enterprise_server_host and %s.enterprise_slug, not both", path, path)
-		}
-		g.StaticJWKS = p.staticJWKS(m["static_jwks"], path)
-		p.rules(m["allow"], path, line, func(r *yaml.Node, rpath string) {
-			f, ok := p.ruleFields(r, rpath, []string{"sub", "repository", "repository_owner", "repository_id", "repository_owner_id",
-				"workflow", "environment", "actor", "ref", "ref_type"},
-				"the workflows of any repository on GitHub", "repository", "repository_owner", "repository_id", "repository_owner_id", "sub")
-			if !ok {
-				return
-			}
-			for _, k := range []string{"repository_id", "repository_owner_id"} {
-				if v := f[k]; v != "" && !githubIDRE.MatchString(v) {
-					p.errorf(keyLine(r, k), "invalid %s.%s %q: want GitHub's numeric id, in decimal (such as 74)", rpath, k, v)
-					ok = false
-				}
-			}
-			if !ok {
-				return
-			}
-			g.Allow = append(g.Allow, GitHubRule{
-				Sub: f["sub"], Repository: f["repository"], RepositoryOwner: f["repository_owner"],
-				RepositoryID: f["repository_id"], RepositoryOwnerID: f["repository_owner_id"],
-				Workflow: f["workflow"], Environment: f["environment"], Actor: f["actor"],
-				Ref: f["ref"], RefType: f["ref_type"],
-			})
-		})
-		t.GitHub = g
-	case JoinMethodGitLab:
-		m, ok := p.fields(n, path, "domain", "static_jwks", "allow")
-		if !ok {
-			return
-		}
-		g := &GitLabJoin{Domain: "gitlab.com"}
-		if v := m["domain"]; v != nil {
-			if h := p.hostPort(v, path+".domain"); h != "" {
-				g.Domain = h
-			}
-		}
-		g.StaticJWKS = p.staticJWKS(m["static_jwks"], path)
-		p.rules(m["allow"], path, line, func(r *yaml.Node, rpath string) {
-			f, ok := p.ruleFields(r, rpath, []string{"sub", "project_path", "namespace_path", "pipeline_source", "environment", "ref", "ref_type", "user_login", "ref_protected"},
-				"the pipelines of any project on the GitLab instance", "project_path", "namespace_path", "sub")
-			if !ok {
-				return
-			}
-			if v := f["ref_protected"]; v != "" && v != "true" && v != "false" {
-				p.errorf(keyLine(r, "ref_protected"), "invalid %s.ref_protected %q: want true or false", rpath, v)
-				return
-			}
-			g.Allow = append(g.Allow, GitLabRule{
-				Sub: f["sub"], ProjectPath: f["project_path"], NamespacePath: f["namespace_path"],
-				PipelineSource: f["pipeline_source"], Environment: f["environment"], Ref: f["ref"],
-				RefType: f["ref_type"], UserLogin: f["user_login"], RefProtected: f["ref_protected"],
-			})
-		})
-		t.GitLab = g
-	case JoinMethodKubernetes, JoinMethodOIDC:
-		m, ok := p.fields(n, path, "issuer_url", "ca_data", "static_jwks", "allow")
-		if !ok {
-			return
-		}
-		var issuer string
-		if v := m["issuer_url"]; v == nil {
-			p.errorf(line, "missing %s.issuer_url (the issuer of the ID tokens, as in their iss claim)", path)
-		} else if s, ok := p.scalar(v, path+".issuer_url"); ok {
-			if err := checkIssuerURL(s); err != nil {
-				p.errorf(v.Line, "invalid %s.issuer_url %q: %v", path, s, err)
-			} else {
-				issuer = s
-			}
-		}
-		jwks := p.staticJWKS(m["static_jwks"], path)
-		var caData []byte
-		if v := m["ca_data"]; v != nil {
-			caData = p.caData(v, path+".ca_data")
-			if caData != nil && jwks != nil {
-				p.errorf(v.Line, "%s.ca_data is for the discovery endpoint, which static_jwks replaces: set one of them", path)
-			}
-		}
-		if method == JoinMethodKubernetes {
-			k := &KubernetesJoin{IssuerURL: issuer, CAData: caData, StaticJWKS: jwks}
-			p.rules(m["allow"], path, line, func(r *yaml.Node, rpath string) {
-				f, ok := p.ruleFields(r, rpath, []string{"service_account"}, "", "service_account")
-				if !ok {
-					return
-				}
-				if !serviceAccountRE.MatchString(f["service_account"]) {
-					p.errorf(keyLine(r, "service_account"), "invalid %s.service_account %q: want NAMESPACE:NAME", rpath, f["service_account"])
-					return
-				}
-				k.Allow = append(k.Allow, KubernetesRule{ServiceAccount: f["service_account"]})
-			})
-			t.Kubernetes = k
-		} else {
-			o := &OIDCJoin{IssuerURL: issuer, CAData: caData, StaticJWKS: jwks}
-			p.rules(m["allow"], path, line, func(r *yaml.Node, rpath string) {
-				if rule, ok := p.oidcRule(r, rpath); ok {
-					o.Allow = append(o.Allow, rule)
-				}
-			})
-			t.OIDC = o
-		}
-	case JoinMethodBoundKeypair:
-		m, ok := p.fields(n, path, "public_key")
-		if !ok {
-			return
-		}
-		b := &BoundKeypairJoin{}
-		if v := m["public_key"]; v == nil {
-			p.errorf(line, "missing %s.public_key (the key in authorized_keys form)", path)
-		} else if s, ok := p.scalar(v, path+".public_key"); ok {
-			key, err := parseBoundKey(s)
-			if err != nil {
-				p.errorf(v.Line, "invalid %s.public_key: %v", path, err)
-			} else {
-				b.PublicKey = strings.TrimSpace(s)
-				b.Key = key
-			}
-		}
-		t.BoundKeypair = b
+// issuerBlock decodes the fields of a join block whose ID tokens come
+// from an issuer named by URL (kubernetes, oidc): issuer_url, ca_data and
+// static_jwks, and allow, which it returns undecoded with the others.
+func (p *fileParser) issuerBlock(n *yaml.Node, path string, line int) (map[string]*yaml.Node, IDTokenIssuer, bool) {
+	m, ok := p.fields(n, path, "issuer_url", "ca_data", "static_jwks", "allow")
+	if !ok {
+		return nil, IDTokenIssuer{}, false
 	}
+	var iss IDTokenIssuer
+	if v := m["issuer_url"]; v == nil {
+		p.errorf(line, "missing %s.issuer_url (the issuer of the ID tokens, as in their iss claim)", path)
+	} else if s, ok := p.scalar(v, path+".issuer_url"); ok {
+		if err := checkIssuerURL(s); err != nil {
+			p.errorf(v.Line, "invalid %s.issuer_url %q: %v", path, s, err)
+		} else {
+			iss.URL = s
+		}
+	}
+	iss.StaticJWKS = p.staticJWKS(m["static_jwks"], path)
+	if v := m["ca_data"]; v != nil {
+		iss.CAData = p.caData(v, path+".ca_data")
+		if iss.CAData != nil && iss.StaticJWKS != nil {
+			p.errorf(v.Line, "%s.ca_data is for the discovery endpoint, which static_jwks replaces: set one of them", path)
+		}
+	}
+	return m, iss, true
 }
 
 // rules decodes the allow list of a join block, calling rule for each
@@ -346,68 +232,6 @@ func (p *fileParser) ruleFields(n *yaml.Node, path string, known []string, what 
 		return nil, false
 	}
 	return out, true
-}
-
-// oidcRule decodes a rule of an oidc block: {claims: {NAME: [VALUE...]}}.
-func (p *fileParser) oidcRule(n *yaml.Node, path string) (OIDCRule, bool) {
-	m, ok := p.fields(n, path, "claims")
-	if !ok {
-		return OIDCRule{}, false
-	}
-	c := m["claims"]
-	if c == nil {
-		p.errorf(resolve(n).Line, "%s must set claims", path)
-		return OIDCRule{}, false
-	}
-	pairs, ok := p.mapping(c, path+".claims")
-	if !ok {
-		return OIDCRule{}, false
-	}
-	if len(pairs) == 0 {
-		p.errorf(resolve(c).Line, "%s.claims names no claims: a rule needs at least one", path)
-		return OIDCRule{}, false
-	}
-	rule := OIDCRule{Claims: make(map[string][]string, len(pairs))}
-	good := true
-	for _, kv := range pairs {
-		cpath := path + ".claims." + kv.key
-		if !claimNameRE.MatchString(kv.key) {
-			p.errorf(kv.line, "invalid claim name %q in %s.claims: must match %s", kv.key, path, claimNameRE)
-			good = false
-			continue
-		}
-		// A value is a string or a list of strings.
-		var items []*yaml.Node
-		if v := resolve(kv.value); v.Kind == yaml.SequenceNode {
-			items, _ = p.list(v, cpath)
-			if len(items) == 0 {
-				p.errorf(v.Line, "%s lists no values", cpath)
-				good = false
-				continue
-			}
-		} else {
-			items = []*yaml.Node{v}
-		}
-		for _, item := range items {
-			s, ok := p.scalar(item, cpath)
-			if !ok {
-				good = false
-				continue
-			}
-			if s == "" {
-				p.errorf(item.Line, "%s: empty value: a claim must equal a non-empty value", cpath)
-				good = false
-				continue
-			}
-			if err := checkPlain(s); err != nil {
-				p.errorf(item.Line, "invalid value %q in %s: %v", s, cpath, err)
-				good = false
-				continue
-			}
-			rule.Claims[kv.key] = append(rule.Claims[kv.key], s)
-		}
-	}
-	return rule, good
 }
 
 // hostPort decodes a host name with an optional port.
@@ -559,32 +383,4 @@ func CheckJWKS(data []byte) error {
 		return errors.New(`holds no RSA or ECDSA signing key (want {"keys": [...]})`)
 	}
 	return nil
-}
-
-// parseBoundKey parses the public key of a bound_keypair token.
-func parseBoundKey(s string) (ssh.PublicKey, error) {
-	if strings.TrimSpace(s) == "" {
-		return nil, errors.New("empty")
-	}
-	key, _, _, rest, err := ssh.ParseAuthorizedKey([]byte(s))
-	if err != nil {
-		return nil, errors.New("not a public key in authorized_keys form (ssh-ed25519 AAAA...)")
-	}
-	if strings.TrimSpace(string(rest)) != "" {
-		return nil, errors.New("holds more than one key")
-	}
-	if _, isCert := key.(*ssh.Certificate); isCert {
-		return nil, errors.New("want a public key, not a certificate")
-	}
-	if cpk, ok := key.(ssh.CryptoPublicKey); ok {
-		if pub, ok := cpk.CryptoPublicKey().(*rsa.PublicKey); ok && pub.N.BitLen() < 2048 {
-			return nil, errors.New("RSA keys must have at least 2048 bits")
-		}
-	}
-	switch key.Type() {
-	case ssh.KeyAlgoED25519, ssh.KeyAlgoRSA, ssh.KeyAlgoECDSA256, ssh.KeyAlgoECDSA384, ssh.KeyAlgoECDSA521:
-	default:
-		return nil, fmt.Errorf("unsupported key type %s (want ssh-ed25519, ecdsa-sha2-* or ssh-rsa)", key.Type())
-	}
-	return key, nil
 }

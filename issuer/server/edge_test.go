@@ -110,7 +110,7 @@ func TestPublicRoutesBounds(t *testing.T) {
 		{"long token_name in a challenge", "/v1/join/challenge", api.ChallengeRequest{TokenName: long(254)}, "token_name is 254 bytes long; at most 253"},
 		{"900 KB token_name in a join", "/v1/join", api.JoinRequest{JoinMethod: "github", TokenName: long(900 << 10)}, "larger than 65536 bytes"},
 		{"token_name", "/v1/join", api.JoinRequest{JoinMethod: "github", TokenName: long(300)}, "token_name is 300 bytes long; at most 253"},
-		{"join_method", "/v1/join", api.JoinRequest{JoinMethod: long(254)}, "join_method is 254 bytes long; at most 253"},
+		{"join_method", "/v1/join", api.JoinRequest{JoinMethod: api.JoinMethod(long(254))}, "join_method is 254 bytes long; at most 253"},
 		{"token", "/v1/join", api.JoinRequest{JoinMethod: "token", Token: long(1000)}, "token is 1000 bytes long; at most 253"},
 		{"id_token", "/v1/join", api.JoinRequest{JoinMethod: "github", IDToken: long(16<<10 + 1)}, "id_token is 16385 bytes long; at most 16384"},
 		{"challenge", "/v1/join", api.JoinRequest{JoinMethod: "bound_keypair", Challenge: long(254)}, "challenge is 254 bytes long; at most 253"},

@@ -88,18 +88,18 @@ func TestResourceRewriteInPlace(t *testing.T) {
 		select {
 		case set := <-applied:
 			tok, ok := set.Token("gh")
-			if !ok || len(tok.GitHub.Allow) != 1 {
+			if !ok || len(tok.GitHub().Allow) != 1 {
 				t.Fatalf("applied token = %+v, %v", tok, ok)
 			}
-			rule := tok.GitHub.Allow[0]
+			rule := tok.GitHub().Allow[0]
 			if rule.Ref != "refs/heads/main" {
 				t.Fatalf("applied a half-written rule: %+v", rule)
 			}
 			if rule.Repository != "org/other" {
 				continue
 			}
-			if got, _ := s.auth.Resources().Token("gh"); got.GitHub.Allow[0] != rule {
-				t.Errorf("the authority serves %+v, want %+v", got.GitHub.Allow[0], rule)
+			if got, _ := s.auth.Resources().Token("gh"); got.GitHub().Allow[0] != rule {
+				t.Errorf("the authority serves %+v, want %+v", got.GitHub().Allow[0], rule)
 			}
 			return
 		case <-deadline:
@@ -143,7 +143,7 @@ func TestSIGHUPDuringRewrite(t *testing.T) {
 			s.loaded = func(set *resource.Set) {
 				tok, _ := set.Token("gh")
 				mu.Lock()
-				refs = append(refs, tok.GitHub.Allow[0].Ref)
+				refs = append(refs, tok.GitHub().Allow[0].Ref)
 				mu.Unlock()
 			}
 			ctx, cancel := context.WithCancel(context.Background())
@@ -174,7 +174,7 @@ func TestSIGHUPDuringRewrite(t *testing.T) {
 
 			eventually(t, "the whole rule served", func() bool {
 				tok, _ := s.auth.Resources().Token("gh")
-				return tok.GitHub.Allow[0].Ref == "refs/heads/main"
+				return tok.GitHub().Allow[0].Ref == "refs/heads/main"
 			})
 			mu.Lock()
 			defer mu.Unlock()

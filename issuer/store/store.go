@@ -51,7 +51,7 @@ type Instance struct {
 	Renewed    time.Time `json:"renewed,omitzero"`
 	// JoinMethod is how the instance joined (api.JoinMethod*); records
 	// made before join methods existed have none. Use Method.
-	JoinMethod string `json:"join_method,omitempty"`
+	JoinMethod api.JoinMethod `json:"join_method,omitempty"`
 	// TokenName is the token resource the instance joined with, for join
 	// methods other than "token".
 	TokenName string `json:"token_name,omitempty"`
@@ -63,7 +63,7 @@ type Instance struct {
 
 // Method returns how the instance joined: JoinMethod, or "token" for a
 // record without one, since one-time tokens were the only method then.
-func (in Instance) Method() string {
+func (in Instance) Method() api.JoinMethod {
 	if in.JoinMethod == "" {
 		return api.JoinMethodToken
 	}

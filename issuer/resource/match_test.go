@@ -1,11 +1,10 @@
-package join_test
+package resource_test
 
 import (
 	"bytes"
 	"encoding/json"
 	"testing"
 
-	"github.com/mwi-project/mwi/issuer/join"
 	"github.com/mwi-project/mwi/issuer/resource"
 )
 
@@ -45,20 +44,20 @@ func TestMatchGitHub(t *testing.T) {
 		{"rule without repository, owner or sub", []resource.GitHubRule{{Ref: "refs/heads/main"}}, -1},
 		{"empty rule", []resource.GitHubRule{{}}, -1},
 	} {
-		got, ok := join.MatchGitHub(tc.rules, c)
+		got, ok := (&resource.GitHubJoin{Allow: tc.rules}).Match(c)
 		if got != tc.want || ok != (tc.want >= 0) {
 			t.Errorf("%s: MatchGitHub = %d, %v; want %d", tc.name, got, ok, tc.want)
 		}
 	}
 	// A claim of another type than string does not equal its text...
-	if _, ok := join.MatchGitHub([]resource.GitHubRule{{Repository: "[\"org/repo\"]"}}, claims(t, `{"repository":["org/repo"]}`)); ok {
+	if _, ok := (&resource.GitHubJoin{Allow: []resource.GitHubRule{{Repository: "[\"org/repo\"]"}}}).Match(claims(t, `{"repository":["org/repo"]}`)); ok {
 		t.Error("a list claim matched")
 	}
 	// ...except booleans and numbers, compared as written.
-	if _, ok := join.MatchGitHub([]resource.GitHubRule{{RepositoryID: "74"}}, claims(t, `{"repository_id":74}`)); !ok {
+	if _, ok := (&resource.GitHubJoin{Allow: []resource.GitHubRule{{RepositoryID: "74"}}}).Match(claims(t, `{"repository_id":74}`)); !ok {
 		t.Error("a number repository_id did not match its decimal text")
 	}
-	if _, ok := join.MatchGitHub([]resource.GitHubRule{{Repository: "74"}}, claims(t, `{"repository":74}`)); !ok {
+	if _, ok := (&resource.GitHubJoin{Allow: []resource.GitHubRule{{Repository: "74"}}}).Match(claims(t, `{"repository":74}`)); !ok {
 		t.Error("a number claim did not match its text")
 	}
 }
@@ -78,7 +77,7 @@ func TestMatchGitLab(t *testing.T) {
 		{"other user", []resource.GitLabRule{{ProjectPath: "grp/proj", UserLogin: "bob"}}, -1},
 		{"rule without project, namespace or sub", []resource.GitLabRule{{UserLogin: "alice"}}, -1},
 	} {
-		got, ok := join.MatchGitLab(tc.rules, c)
+		got, ok := (&resource.GitLabJoin{Allow: tc.rules}).Match(c)
 		if got != tc.want || ok != (tc.want >= 0) {
 			t.Errorf("%s: MatchGitLab = %d, %v; want %d", tc.name, got, ok, tc.want)
 		}
@@ -96,12 +95,12 @@ func TestMatchKubernetes(t *testing.T) {
 		"system:serviceaccounts:ci:builder":  -1,
 		"system:serviceaccount:ci:builder:x": -1,
 	} {
-		got, ok := join.MatchKubernetes(rules, map[string]any{"sub": sub})
+		got, ok := (&resource.KubernetesJoin{Allow: rules}).Match(map[string]any{"sub": sub})
 		if got != want || ok != (want >= 0) {
 			t.Errorf("MatchKubernetes(sub %q) = %d, %v; want %d", sub, got, ok, want)
 		}
 	}
-	if _, ok := join.MatchKubernetes(rules, map[string]any{}); ok {
+	if _, ok := (&resource.KubernetesJoin{Allow: rules}).Match(map[string]any{}); ok {
 		t.Error("a token without sub matched")
 	}
 }
@@ -125,7 +124,7 @@ func TestMatchOIDC(t *testing.T) {
 		{"rule without claims", []resource.OIDCRule{{}}, -1},
 		{"second rule", []resource.OIDCRule{{Claims: map[string][]string{"ref": {"x"}}}, {Claims: map[string][]string{"ref": {"refs/heads/main"}}}}, 1},
 	} {
-		got, ok := join.MatchOIDC(tc.rules, c)
+		got, ok := (&resource.OIDCJoin{Allow: tc.rules}).Match(c)
 		if got != tc.want || ok != (tc.want >= 0) {
 			t.Errorf("%s: MatchOIDC = %d, %v; want %d", tc.name, got, ok, tc.want)
 		}
@@ -133,7 +132,7 @@ func TestMatchOIDC(t *testing.T) {
 }
 
 // refString is the string form of a claim, written apart from
-// join.ClaimString so that the fuzz target checks one against the other.
+// resource.ClaimString so that the fuzz target checks one against the other.
 func refString(v any) (string, bool) {
 	switch v := v.(type) {
 	case string:
@@ -181,11 +180,11 @@ func FuzzMatch(f *testing.F) {
 		want := (sub != "" || repo != "" || owner != "") &&
 			refEq(c, "sub", sub) && refEq(c, "repository", repo) && refEq(c, "repository_owner", owner) &&
 			refEq(c, "ref", ref) && refEq(c, "environment", env)
-		if i, ok := join.MatchGitHub([]resource.GitHubRule{gh}, c); ok != want || (ok && i != 0) || (!ok && i != -1) {
+		if i, ok := (&resource.GitHubJoin{Allow: []resource.GitHubRule{gh}}).Match(c); ok != want || (ok && i != 0) || (!ok && i != -1) {
 			t.Errorf("MatchGitHub(%+v, %s) = %d, %v; want %v", gh, claimsJSON, i, ok, want)
 		}
 		// Rules are tried in order; a rule that cannot match is skipped.
-		if i, ok := join.MatchGitHub([]resource.GitHubRule{{RefType: "x"}, gh}, c); ok != want || (ok && i != 1) {
+		if i, ok := (&resource.GitHubJoin{Allow: []resource.GitHubRule{{RefType: "x"}, gh}}).Match(c); ok != want || (ok && i != 1) {
 			t.Errorf("MatchGitHub with a first rule that cannot match = %d, %v; want %v", i, ok, want)
 		}
 
@@ -193,23 +192,23 @@ func FuzzMatch(f *testing.F) {
 		want = (sub != "" || repo != "" || owner != "") &&
 			refEq(c, "sub", sub) && refEq(c, "project_path", repo) && refEq(c, "namespace_path", owner) &&
 			refEq(c, "ref", ref) && refEq(c, "ref_protected", env)
-		if _, ok := join.MatchGitLab([]resource.GitLabRule{gl}, c); ok != want {
+		if _, ok := (&resource.GitLabJoin{Allow: []resource.GitLabRule{gl}}).Match(c); ok != want {
 			t.Errorf("MatchGitLab(%+v, %s) = %v; want %v", gl, claimsJSON, ok, want)
 		}
 
 		subClaim, isString := c["sub"].(string)
 		want = claimValue != "" && isString && subClaim == "system:serviceaccount:"+claimValue
-		if _, ok := join.MatchKubernetes([]resource.KubernetesRule{{ServiceAccount: claimValue}}, c); ok != want {
+		if _, ok := (&resource.KubernetesJoin{Allow: []resource.KubernetesRule{{ServiceAccount: claimValue}}}).Match(c); ok != want {
 			t.Errorf("MatchKubernetes(%q, %s) = %v; want %v", claimValue, claimsJSON, ok, want)
 		}
 
 		rule := resource.OIDCRule{Claims: map[string][]string{claimName: {claimValue, "other-" + claimValue}}}
 		got, isScalar := refString(c[claimName])
 		want = isScalar && got != "" && (got == claimValue || got == "other-"+claimValue)
-		if _, ok := join.MatchOIDC([]resource.OIDCRule{rule}, c); ok != want {
+		if _, ok := (&resource.OIDCJoin{Allow: []resource.OIDCRule{rule}}).Match(c); ok != want {
 			t.Errorf("MatchOIDC(%v, %s) = %v; want %v", rule.Claims, claimsJSON, ok, want)
 		}
-		if s, ok := join.ClaimString(c[claimName]); ok != isScalar || s != got {
+		if s, ok := resource.ClaimString(c[claimName]); ok != isScalar || s != got {
 			t.Errorf("ClaimString(%#v) = %q, %v; want %q, %v", c[claimName], s, ok, got, isScalar)
 		}
 	})
