@@ -177,6 +177,8 @@ func TestEdgeDenialsAudited(t *testing.T) {
 		{"malformed challenge", "/v1/join/challenge", `[]`, nil, http.StatusBadRequest, "request body"},
 		{"renewal without an identity", "/v1/renew", `{"ttl_seconds":600}`, nil, http.StatusUnauthorized, "renewal needs a bot identity certificate"},
 		{"renewal with a non-identity certificate", "/v1/renew", `{"ttl_seconds":600}`, &tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{serving}}}, http.StatusUnauthorized, "client certificate"},
+		{"join with a non-identity certificate", "/v1/join", `{"join_method":"token"}`, &tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{serving}}}, http.StatusUnauthorized, "client certificate"},
+		{"challenge with a non-identity certificate", "/v1/join/challenge", `{"token_name":"t"}`, &tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{serving}}}, http.StatusUnauthorized, "client certificate"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			al, buf := newAuditBuffer()

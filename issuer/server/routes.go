@@ -79,7 +79,7 @@ func publicRoutes(j joiner, al *audit.Log, log *slog.Logger) http.Handler {
 	r.Post("/v1/join/challenge", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
 		client, err := clientIdentity(r)
 		if err != nil {
-			return err
+			return refused(r, al, err)
 		}
 		var req api.ChallengeRequest
 		if err := httpjson.Decode(r, &req, smallLimits); err != nil {
