@@ -17,7 +17,6 @@ import (
 	"github.com/mwi-project/mwi/daemon/config"
 	"github.com/mwi-project/mwi/daemon/identity"
 	"github.com/mwi-project/mwi/daemon/renewal"
-	"github.com/mwi-project/mwi/internal/atomicfile"
 	"github.com/mwi-project/mwi/internal/httpjson"
 	"github.com/mwi-project/mwi/internal/safefs"
 )
@@ -242,7 +241,7 @@ func (s *Server) recordOutput(path string, err error) {
 func (s *Server) writeOutputs(ctx context.Context, outputs []config.Output, c *identity.Credentials) error {
 	var first error
 	for i, o := range outputs {
-		err := atomicfile.Write(o.Certificate, ssh.MarshalAuthorizedKey(c.HostCerts[i]), 0o644)
+		err := safefs.WriteFile(o.Certificate, ssh.MarshalAuthorizedKey(c.HostCerts[i]), 0o644)
 		if err == nil && len(o.ReloadCommand) > 0 {
 			err = runReload(ctx, o.ReloadCommand)
 		}
