@@ -39,7 +39,12 @@ func (l *Limit) Allow(now time.Time) (ok bool, dropped int) {
 // Warn logs msg at warning level to log if l allows a line now; the line
 // says how many were suppressed before it.
 func (l *Limit) Warn(log *slog.Logger, msg string, args ...any) {
-	ok, dropped := l.Allow(time.Now())
+	l.WarnAt(time.Now(), log, msg, args...)
+}
+
+// WarnAt is Warn for a line at now, for callers with their own clock.
+func (l *Limit) WarnAt(now time.Time, log *slog.Logger, msg string, args ...any) {
+	ok, dropped := l.Allow(now)
 	if !ok {
 		return
 	}
