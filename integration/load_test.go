@@ -22,7 +22,7 @@ import (
 
 	"github.com/mwi-project/mwi/api"
 	"github.com/mwi-project/mwi/client"
-	"github.com/mwi-project/mwi/internal/atomicfile"
+	"github.com/mwi-project/mwi/internal/safefs"
 )
 
 // loadCounts are the outcomes the load test counts, shared by its
@@ -213,7 +213,7 @@ func TestLoadDuringRenewalsAndReloads(t *testing.T) {
 			}
 			// Written as editors do, so the daemon's watcher, if any,
 			// never reads half a file.
-			if err := atomicfile.Write(d.Config, data, 0o600); err != nil {
+			if err := safefs.WriteFile(d.Config, data, 0o600); err != nil {
 				n.fail(&n.reloadFailures, "reload %d: write config: %v", i, err)
 				continue
 			}
@@ -230,7 +230,7 @@ func TestLoadDuringRenewalsAndReloads(t *testing.T) {
 			time.Sleep(reloadEvery)
 		}
 		// Leave a valid file behind.
-		atomicfile.Write(d.Config, good, 0o600)
+		safefs.WriteFile(d.Config, good, 0o600)
 	})
 	drivers.Wait()
 	close(stop)

@@ -51,6 +51,11 @@ func (l *Limit) Allow(now time.Time) (ok bool, dropped int) {
 // Warn logs msg at warning level to log if l allows another line of msg
 // now; the line says how many of msg were suppressed before it.
 func (l *Limit) Warn(log *slog.Logger, msg string, args ...any) {
+	l.WarnAt(time.Now(), log, msg, args...)
+}
+
+// WarnAt is Warn for a line at now, for callers with their own clock.
+func (l *Limit) WarnAt(now time.Time, log *slog.Logger, msg string, args ...any) {
 	l.mu.Lock()
 	if l.byMsg == nil {
 		l.byMsg = make(map[string]*window)
@@ -60,7 +65,7 @@ func (l *Limit) Warn(log *slog.Logger, msg string, args ...any) {
 		w = new(window)
 		l.byMsg[msg] = w
 	}
-	ok, dropped := w.allow(time.Now())
+	ok, dropped := w.allow(now)
 	l.mu.Unlock()
 	if !ok {
 		return

@@ -66,13 +66,6 @@ type Watcher struct {
 	Recheck <-chan struct{}
 }
 
-// Run watches target with the default settle period until ctx is done, and
-// calls changed after its content changes and settles. See Watcher.
-func Run(ctx context.Context, target string, log *slog.Logger, changed func()) error {
-	w := &Watcher{Target: target, Log: log, Changed: func() error { changed(); return nil }}
-	return w.Run(ctx)
-}
-
 // Run watches w.Target until ctx is done.
 func (w *Watcher) Run(ctx context.Context) error {
 	log := w.Log

@@ -131,7 +131,7 @@ func (a *Authority) joinAttested(ctx context.Context, req api.JoinRequest, clien
 	case errors.As(err, &d):
 		return denied(d)
 	case errors.Is(err, join.ErrUnavailable):
-		a.log().Warn("ID token issuer unavailable", "token_name", tok.Name, "err", err)
+		a.unavailable.WarnAt(a.now(), a.log(), "ID token issuer unavailable", "token_name", tok.Name, "err", err)
 		return deny(httpjson.Errorf(http.StatusServiceUnavailable, api.CodeInternal,
 			"the keys of the ID token's issuer could not be fetched; try again later"), slog.String("detail", err.Error()))
 	case err != nil:

@@ -1,12 +1,14 @@
 package authority_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
@@ -17,6 +19,7 @@ import (
 
 	"github.com/mwi-project/mwi/api"
 	"github.com/mwi-project/mwi/internal/httpjson"
+	"github.com/mwi-project/mwi/internal/logging"
 	"github.com/mwi-project/mwi/internal/oidctest"
 	"github.com/mwi-project/mwi/issuer/audit"
 	"github.com/mwi-project/mwi/issuer/authority"
@@ -435,6 +438,29 @@ func TestJoinIssuerUnavailable(t *testing.T) {
 	offset := e.audit.Len()
 	_, err := e.auth.Join(context.Background(), joinReq(t, api.JoinMethodGitHub, "gh", e.p.Mint(e.p.GitHubClaims("mwi", "org/repo"))), nil, "r")
 	e.expectDenied(t, err, offset, audit.EventJoin, api.CodeInternal, http.StatusServiceUnavailable)
+}
+
+// TestJoinIssuerUnavailableLogBounded sends many joins while the ID token
+// issuer cannot be reached: a failed discovery is remembered, so each is
+// refused at once, and anyone can send them; the warnings they cost must
+// be a few lines a second, not one each.
+func TestJoinIssuerUnavailableLogBounded(t *testing.T) {
+	e := newAttestEnv(t)
+	var log bytes.Buffer
+	e.auth.Log = slog.New(slog.NewTextHandler(&log, nil))
+	e.auth.IDTokens = &join.Verifier{GitHubIssuer: e.p.Issuer()} // does not trust the provider
+	req := joinReq(t, api.JoinMethodGitHub, "gh", e.p.Mint(e.p.GitHubClaims("mwi", "org/repo")))
+	for range 1000 {
+		_, err := e.auth.Join(context.Background(), req, nil, "r")
+		var herr *httpjson.Error
+		if !errors.As(err, &herr) || herr.Status != http.StatusServiceUnavailable {
+			t.Fatalf("Join = %v, want 503", err)
+		}
+	}
+	// The authority's clock stands still: one second's worth.
+	if n := strings.Count(log.String(), "ID token issuer unavailable"); n == 0 || n > logging.LimitBurst {
+		t.Errorf("1000 joins against an unreachable issuer logged %d warnings; want a few", n)
+	}
 }
 
 // challenge asks for a challenge for token and signs it with s.

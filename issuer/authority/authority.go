@@ -31,6 +31,7 @@ import (
 
 	"github.com/mwi-project/mwi/api"
 	"github.com/mwi-project/mwi/internal/httpjson"
+	"github.com/mwi-project/mwi/internal/logging"
 	"github.com/mwi-project/mwi/issuer/audit"
 	"github.com/mwi-project/mwi/issuer/ca"
 	"github.com/mwi-project/mwi/issuer/join"
@@ -69,6 +70,10 @@ type Authority struct {
 	defaultIDs      sync.Once
 	idTokens        *join.Verifier
 	challengeLimits challengeLimits
+	// unavailable bounds the warnings of joins refused because an ID
+	// token issuer cannot be reached: anyone can send such joins, and a
+	// failed discovery is remembered, so each costs no more than a line.
+	unavailable logging.Limit
 }
 
 // SetResources makes s the resource set that later decisions use.

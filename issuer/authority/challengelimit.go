@@ -75,7 +75,7 @@ func (a *Authority) allowChallenge(instance, remote string, now time.Time) *http
 	if len(l.anonymous) >= max {
 		return tooManyChallenges("too many challenges for callers without an identity; try again in a minute")
 	}
-	if !l.sources.take(sourceOf(remote), now, anonymousChallengeBurst, anonymousChallengeEvery) {
+	if !l.sources.take(SourceOf(remote), now, anonymousChallengeBurst, anonymousChallengeEvery) {
 		return tooManyChallenges("too many challenges from this address; try again in a minute")
 	}
 	l.anonymous = append(l.anonymous, now.Add(ChallengeTTL))
@@ -86,10 +86,11 @@ func tooManyChallenges(format string, args ...any) *httpjson.Error {
 	return httpjson.Errorf(http.StatusTooManyRequests, api.CodeJoinDenied, format, args...)
 }
 
-// sourceOf returns the source that remote, a "host:port" address, is
+// SourceOf returns the source that remote, a "host:port" address, is
 // limited as: its IP address, or the /64 network of an IPv6 address, which
-// one host commonly has whole.
-func sourceOf(remote string) string {
+// one host commonly has whole. The issuer's connection limits count
+// sources the same way.
+func SourceOf(remote string) string {
 	host, _, err := net.SplitHostPort(remote)
 	if err != nil {
 		host = remote

@@ -179,3 +179,21 @@ func TestChallengeStarvation(t *testing.T) {
 
 // anonymousBurst is how many challenges one address gets at once.
 const anonymousBurst = 10
+
+// TestSourceOf checks what one source is, for the challenge limits and
+// the issuer's connection limits alike: an IPv4 address, however spelled,
+// and an IPv6 /64.
+func TestSourceOf(t *testing.T) {
+	for _, tc := range []struct{ remote, want string }{
+		{"192.0.2.7:443", "192.0.2.7"},
+		{"[::ffff:192.0.2.7]:443", "192.0.2.7"},
+		{"[2001:db8:1:2:3:4:5:6]:443", "2001:db8:1:2::/64"},
+		{"[2001:db8:1:2:ffff::1]:80", "2001:db8:1:2::/64"},
+		{"[fe80::1%eth0]:80", "fe80::/64"},
+		{"not an address", "not an address"},
+	} {
+		if got := authority.SourceOf(tc.remote); got != tc.want {
+			t.Errorf("SourceOf(%q) = %q, want %q", tc.remote, got, tc.want)
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -19,6 +20,7 @@ import (
 	"testing"
 
 	"github.com/mwi-project/mwi/api"
+	"github.com/mwi-project/mwi/internal/logging"
 	"github.com/mwi-project/mwi/internal/unixsock"
 	"github.com/mwi-project/mwi/issuer/audit"
 	"github.com/mwi-project/mwi/issuer/ca"
@@ -177,6 +179,8 @@ func TestEdgeDenialsAudited(t *testing.T) {
 		{"malformed challenge", "/v1/join/challenge", `[]`, nil, http.StatusBadRequest, "request body"},
 		{"renewal without an identity", "/v1/renew", `{"ttl_seconds":600}`, nil, http.StatusUnauthorized, "renewal needs a bot identity certificate"},
 		{"renewal with a non-identity certificate", "/v1/renew", `{"ttl_seconds":600}`, &tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{serving}}}, http.StatusUnauthorized, "client certificate"},
+		{"join with a non-identity certificate", "/v1/join", `{"join_method":"token"}`, &tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{serving}}}, http.StatusUnauthorized, "client certificate"},
+		{"challenge with a non-identity certificate", "/v1/join/challenge", `{"token_name":"t"}`, &tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{serving}}}, http.StatusUnauthorized, "client certificate"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			al, buf := newAuditBuffer()
@@ -296,5 +300,20 @@ func TestHealthzShowsAuditFailure(t *testing.T) {
 	}
 	if res, body := get(); res.StatusCode != http.StatusOK {
 		t.Errorf("healthz = %d %s after recovery", res.StatusCode, body)
+	}
+}
+
+// TestAdminRefusalsLogBounded checks that callers the admin socket
+// refuses, whose number they decide, cost a few log lines a second, not
+// one each.
+func TestAdminRefusalsLogBounded(t *testing.T) {
+	var buf bytes.Buffer
+	h := adminRoutes(&fakeAdmin{}, discardAudit(), slog.New(slog.NewTextHandler(&buf, nil)))
+	for range 1000 {
+		res, body := serve(t, h, httptest.NewRequest(http.MethodPost, "/admin/v1/tokens", strings.NewReader(`{"bot":"ci","ttl_seconds":60}`)))
+		errorBody(t, res, body, http.StatusForbidden, api.CodeAccessDenied)
+	}
+	if n := bytes.Count(buf.Bytes(), []byte("\n")); n == 0 || n > 2*logging.LimitBurst {
+		t.Errorf("1000 refusals logged %d lines; want a few", n)
 	}
 }

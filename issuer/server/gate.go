@@ -7,12 +7,12 @@ import (
 	"errors"
 	"log/slog"
 	"net"
-	"net/netip"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/mwi-project/mwi/internal/logging"
+	"github.com/mwi-project/mwi/issuer/authority"
 	"github.com/mwi-project/mwi/issuer/ca"
 )
 
@@ -344,7 +344,7 @@ func (g *gate) handshake(c *gatedConn) {
 		g.warn.Warn(g.log, "connection closed: too many connections without a bot identity", "limit", g.lim.MaxAnonymous, "remote", remote)
 		tc.Close()
 		return
-	case who == anonymous && g.sources[sourceOf(c.RemoteAddr())] >= g.lim.MaxAnonymousPerSource:
+	case who == anonymous && g.sources[authority.SourceOf(remote)] >= g.lim.MaxAnonymousPerSource:
 		g.releaseLocked(c)
 		g.mu.Unlock()
 		g.warn.Warn(g.log, "connection closed: too many connections without a bot identity from one address", "limit", g.lim.MaxAnonymousPerSource, "remote", remote)
@@ -371,7 +371,7 @@ func (g *gate) handshake(c *gatedConn) {
 	switch who {
 	case anonymous:
 		g.anonymous++
-		c.source = sourceOf(c.RemoteAddr())
+		c.source = authority.SourceOf(remote)
 		g.sources[c.source]++
 	case identified:
 		c.id = id
@@ -408,23 +408,6 @@ func (g *gate) releaseLocked(c *gatedConn) {
 	}
 	c.state = released
 	g.total--
-}
-
-// sourceOf returns the source that the connection from addr is counted
-// as: its IP address, or the /64 network of an IPv6 address, which one
-// host commonly has whole.
-func sourceOf(addr net.Addr) string {
-	ap, err := netip.ParseAddrPort(addr.String())
-	if err != nil {
-		return addr.String()
-	}
-	ip := ap.Addr().WithZone("").Unmap()
-	if ip.Is6() {
-		if p, err := ip.Prefix(64); err == nil {
-			return p.String()
-		}
-	}
-	return ip.String()
 }
 
 // uncount takes one from m[k], forgetting k at zero.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/mwi-project/mwi/api"
 	"github.com/mwi-project/mwi/internal/httpjson"
+	"github.com/mwi-project/mwi/internal/logging"
 	"github.com/mwi-project/mwi/internal/unixsock"
 	"github.com/mwi-project/mwi/issuer/audit"
 	"github.com/mwi-project/mwi/issuer/ca"
@@ -79,7 +80,7 @@ func publicRoutes(j joiner, al *audit.Log, log *slog.Logger) http.Handler {
 	r.Post("/v1/join/challenge", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
 		client, err := clientIdentity(r)
 		if err != nil {
-			return err
+			return refused(r, al, err)
 		}
 		var req api.ChallengeRequest
 		if err := httpjson.Decode(r, &req, smallLimits); err != nil {
@@ -262,9 +263,11 @@ func adminRoutes(a admin, al *audit.Log, log *slog.Logger) http.Handler {
 // sameUserOnly admits callers running as the issuer's user or as root. The
 // socket's mode already says so; checking the peer as well means a socket
 // made reachable by mistake still refuses strangers. Each refusal is
-// audited.
+// audited, and logged a few lines a second: the stranger decides how many
+// there are.
 func sameUserOnly(al *audit.Log, log *slog.Logger) func(http.Handler) http.Handler {
 	self := uint32(os.Geteuid())
+	var refusals logging.Limit
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			p, ok := unixsock.PeerFromContext(r.Context())
@@ -275,7 +278,7 @@ func sameUserOnly(al *audit.Log, log *slog.Logger) func(http.Handler) http.Handl
 					reason = "uid is neither the issuer's nor root"
 					attrs = append(attrs, slog.Uint64("uid", uint64(p.UID)), slog.Uint64("gid", uint64(p.GID)), slog.Int("pid", int(p.PID)))
 				}
-				log.Warn("admin caller refused: "+reason, "uid", p.UID, "pid", p.PID)
+				refusals.Warn(log, "admin caller refused: "+reason, "uid", p.UID, "pid", p.PID)
 				al.Record(r.Context(), audit.EventAdmin, audit.Denied, append(attrs, slog.String("reason", reason))...)
 				httpjson.WriteError(w, log, httpjson.Errorf(http.StatusForbidden, api.CodeAccessDenied,
 					"the admin socket serves only uid %d and root", self))
