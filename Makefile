@@ -18,15 +18,26 @@ KUBE_BIN := $(CACHE_DIR)/kube/bin
 KUBE_ENV := MWI_KUBE_APISERVER=$(KUBE_BIN)/kube-apiserver MWI_KUBECTL=$(KUBE_BIN)/kubectl
 
 BIN := $(CURDIR)/bin
+# MAN_DIR is where make man writes the manual pages (bin/ is git-ignored).
+MAN_DIR ?= $(BIN)/man
+# VERSION and COMMIT are linked into every program (package
+# internal/version), which --version prints. Outside a git checkout they
+# are "dev" and "unknown".
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -X github.com/mwi-project/mwi/internal/version.Version=$(VERSION) \
+	-X github.com/mwi-project/mwi/internal/version.Commit=$(COMMIT)
 # The Go files that ./... covers: not under directories named .*, _* or
 # testdata (such as .cache, .git and .mwi-dev).
 GO_FILES = $(shell find . -type d \( -name '.?*' -o -name '_*' -o -name testdata \) -prune -o -type f -name '*.go' -print)
 
-.PHONY: help build dev test bench lint fuzz fuzz-ci clean kube-apiserver kubectl
+.PHONY: help build man dev test bench lint fuzz fuzz-ci clean kube-apiserver kubectl
 
 help:
 	@echo 'Targets:'
 	@echo '  build   build mwi-issuer, mwid, mwictl and mwi-dev into bin/'
+	@echo '  man     write the manual pages of mwi-issuer, mwid and mwictl'
+	@echo '          into MAN_DIR ($(MAN_DIR)); man -l MAN_DIR/mwictl.1 reads one'
 	@echo '  dev     build, then run an issuer and mwid on development defaults'
 	@echo '          (state in .mwi-dev/; Ctrl-C stops them; DEV_FLAGS=... for mwi-dev)'
 	@echo '  test    build, then run every test, unit and integration, with -race'
@@ -40,10 +51,17 @@ help:
 	@echo 'Variables: GO=$(GO) CACHE_DIR=$(CACHE_DIR) (cache of large builds)'
 
 build:
-	$(GO) build -o bin/ ./cmd/...
+	$(GO) build -ldflags '$(LDFLAGS)' -o bin/ ./cmd/...
 	@# mwictl again, static: kubectl runs it for each credential, and a
 	@# static binary starts in about half the time. It needs no cgo.
-	CGO_ENABLED=0 $(GO) build -o bin/ ./cmd/mwictl
+	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o bin/ ./cmd/mwictl
+
+# Each program's TestMan writes its pages, from the definitions its help
+# comes from, into MWI_MAN_DIR (package internal/cli/man): the renderers
+# stay out of the programs themselves.
+man:
+	rm -rf $(MAN_DIR)
+	MWI_MAN_DIR=$(abspath $(MAN_DIR)) $(GO) test -count=1 -ldflags '$(LDFLAGS)' -run '^TestMan$$' ./cmd/mwi-issuer ./cmd/mwid ./cmd/mwictl
 
 dev: build
 	$(BIN)/mwi-dev $(DEV_FLAGS)

@@ -348,6 +348,13 @@ type Readiness struct {
 	Credentials []CredentialRead `json:"credentials"`
 }
 
+// Version is the body of GET /v1/version: the version and commit mwid was
+// built from.
+type Version struct {
+	Version string `json:"version"`
+	Commit  string `json:"commit"`
+}
+
 // CredentialRead says whether one credential is valid now.
 type CredentialRead struct {
 	Kind    string    `json:"kind"`

@@ -121,6 +121,13 @@ func (c *Client) Status(ctx context.Context) (api.Status, error) {
 	return s, err
 }
 
+// Version returns the version and commit mwid was built from.
+func (c *Client) Version(ctx context.Context) (api.Version, error) {
+	var v api.Version
+	err := c.do(ctx, request{method: http.MethodGet, path: "/v1/version", out: &v})
+	return v, err
+}
+
 // Identity returns the SSH user certificate mwid serves on its agent socket.
 func (c *Client) Identity(ctx context.Context) (api.Identity, error) {
 	var id api.Identity

@@ -53,6 +53,13 @@ func TestLocalAPIThroughMwictl(t *testing.T) {
 		t.Fatalf("mwictl identity: %v\n%s", err, out)
 	}
 
+	// mwictl version shows its own version and that of the mwid it reached,
+	// which were built together.
+	out, err = d.Ctl("version")
+	if lines := strings.Fields(out); err != nil || len(lines) != 8 || lines[0] != "mwictl" || lines[4] != "mwid" || lines[1] != lines[5] {
+		t.Errorf("mwictl version: %v\n%s\nwant mwictl's line, then mwid's with the same version", err, out)
+	}
+
 	// Renewing on request moves the generation on.
 	out, err = d.Ctl("renew", "--json")
 	if err != nil {

@@ -7,12 +7,19 @@
 //	mwi-issuer serve --state DIR [--listen ADDR] [--resources DIR] [--admin-socket PATH] [--audit-log FILE] [--cluster-name NAME] [--resource-settle 2s]
 //	mwi-issuer ca    --state DIR
 //	mwi-issuer tls rotate --state DIR [--host NAME]...
-//	mwi-issuer token create --bot NAME [--ttl 1h] [--state DIR | --admin-socket PATH]
+//	mwi-issuer token create --bot NAME [--ttl 1h] [--json] [--state DIR | --admin-socket PATH]
 //	mwi-issuer locks [--json] [--state DIR | --admin-socket PATH]
 //	mwi-issuer instance lock ID --reason TEXT [--state DIR | --admin-socket PATH]
 //	mwi-issuer instance unlock ID [--state DIR | --admin-socket PATH]
 //	mwi-issuer bot lock NAME --reason TEXT [--state DIR | --admin-socket PATH]
 //	mwi-issuer bot unlock NAME [--state DIR | --admin-socket PATH]
+//	mwi-issuer completion bash|zsh|fish
+//	mwi-issuer --version
+//
+// Flags may come before or after a command's arguments. It exits 0 on
+// success, 1 when the command failed, with the reason on standard error, and
+// 2 when the command line is wrong, with one line that names the mistake.
+// -h, --help and help print the help on standard output and exit 0.
 package main
 
 import (
@@ -20,7 +27,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -34,9 +40,12 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/mwi-project/mwi/api"
+	"github.com/mwi-project/mwi/internal/cli"
 	"github.com/mwi-project/mwi/internal/hygiene"
 	"github.com/mwi-project/mwi/internal/logging"
 	"github.com/mwi-project/mwi/internal/watch"
@@ -44,147 +53,203 @@ import (
 	"github.com/mwi-project/mwi/issuer/server"
 )
 
-const usage = `usage:
-  mwi-issuer init  --state DIR [--host NAME]...
-  mwi-issuer serve --state DIR [--listen ADDR] [--resources DIR] [--admin-socket PATH] [--audit-log FILE] [--cluster-name NAME] [--resource-settle 2s]
-  mwi-issuer ca    --state DIR
-  mwi-issuer tls rotate --state DIR [--host NAME]...
-  mwi-issuer token create --bot NAME [--ttl DURATION] [--state DIR | --admin-socket PATH]
-  mwi-issuer locks [--json] [--state DIR | --admin-socket PATH]
-  mwi-issuer instance lock ID --reason TEXT [--state DIR | --admin-socket PATH]
-  mwi-issuer instance unlock ID [--state DIR | --admin-socket PATH]
-  mwi-issuer bot lock NAME --reason TEXT [--state DIR | --admin-socket PATH]
-  mwi-issuer bot unlock NAME [--state DIR | --admin-socket PATH]
-`
-
 func main() {
-	if err := run(os.Args[1:]); err != nil {
-		fmt.Fprintln(os.Stderr, "mwi-issuer:", err)
-		os.Exit(1)
-	}
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func run(args []string) error {
-	if len(args) == 0 {
-		fmt.Fprint(os.Stderr, usage)
-		return errors.New("missing command")
-	}
-	switch cmd, rest := args[0], args[1:]; cmd {
-	case "init":
-		return runInit(rest)
-	case "serve":
-		return runServe(rest)
-	case "ca":
-		return runCA(rest)
-	case "tls":
-		if len(rest) == 0 || rest[0] != "rotate" {
-			return errors.New("usage: mwi-issuer tls rotate --state DIR [--host NAME]...")
-		}
-		return runTLSRotate(rest[1:])
-	case "token":
-		if len(rest) == 0 || rest[0] != "create" {
-			return errors.New("usage: mwi-issuer token create --bot NAME [--ttl DURATION]")
-		}
-		return runTokenCreate(rest[1:])
-	case "locks":
-		return runLocks(rest)
-	case "bot", "instance":
-		if len(rest) < 2 || (rest[0] != "lock" && rest[0] != "unlock") || strings.HasPrefix(rest[1], "-") {
-			what := map[string]string{"bot": "NAME", "instance": "ID"}[cmd]
-			return fmt.Errorf("usage: mwi-issuer %s lock %s --reason TEXT, or mwi-issuer %s unlock %s", cmd, what, cmd, what)
-		}
-		return runLock(cmd, rest[0], rest[1], rest[2:])
-	case "help", "-h", "--help":
-		fmt.Print(usage)
-		return nil
-	default:
-		return fmt.Errorf("unknown command %q\n%s", cmd, usage)
-	}
+func run(args []string, stdout, stderr io.Writer) int {
+	return cli.Execute(newRoot(&env{stdout: stdout, stderr: stderr}), args, nil)
 }
 
-// hostList is a repeatable string flag.
-type hostList []string
+// env is what a command runs with: its outputs and the flags of every
+// command, each command binding those it takes.
+type env struct {
+	stdout, stderr io.Writer
 
-func (h *hostList) String() string     { return strings.Join(*h, ",") }
-func (h *hostList) Set(v string) error { *h = append(*h, v); return nil }
+	state       string
+	hosts       []string
+	listen      string
+	resources   string
+	adminSocket string
+	auditLog    string
+	clusterName string
+	settle      time.Duration
+	logFormat   string
+	logLevel    string
+	bot         string
+	ttl         time.Duration
+	json        bool
+	reason      string
+}
 
-func runInit(args []string) error {
-	fs := flag.NewFlagSet("init", flag.ContinueOnError)
-	state := fs.String("state", "", "state `directory` to create")
-	var hosts hostList
-	fs.Var(&hosts, "host", "`name` or IP address for the serving certificate (repeatable; default: localhost, 127.0.0.1, ::1 and the hostname)")
-	if err := fs.Parse(args); err != nil {
+// newRoot returns mwi-issuer's command tree, every command running with e.
+func newRoot(e *env) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "mwi-issuer",
+		Short: "MWI's authority: verifies machines and signs their certificates",
+		Long: "mwi-issuer is MWI's authority: it verifies joining machines, applies roles and\n" +
+			"signs short-lived SSH and X.509 certificates.",
+	}
+	root.AddCommand(
+		command("init", "", "create the authorities and a serving certificate in a new state directory", e.runInit, func(fs *pflag.FlagSet) {
+			fs.StringVar(&e.state, "state", "", "state `DIR` to create (required)")
+			fs.StringArrayVar(&e.hosts, "host", nil, "`NAME` or IP address for the serving certificate (repeatable; default: localhost, 127.0.0.1, ::1 and the hostname)")
+		}),
+		command("serve", "", "serve the issuer's API and its admin socket", e.runServe, func(fs *pflag.FlagSet) {
+			fs.StringVar(&e.state, "state", "", "issuer state `DIR`, made by init (required)")
+			fs.StringVar(&e.listen, "listen", "", "HTTPS listen `ADDR` (default 127.0.0.1:7443)")
+			fs.StringVar(&e.resources, "resources", "", "resource `DIR` (default STATE/resources)")
+			fs.StringVar(&e.adminSocket, "admin-socket", "", "admin socket `PATH` (default STATE/admin.sock)")
+			fs.StringVar(&e.auditLog, "audit-log", "", "audit log `FILE` (default STATE/audit.log; - for standard output)")
+			fs.StringVar(&e.clusterName, "cluster-name", "mwi", "cluster `NAME`: the audience ID tokens must have when their token resource sets none")
+			fs.DurationVar(&e.settle, "resource-settle", watch.DefaultSettle, "`DURATION` the resource directory must stay unchanged after an edit before it is loaded")
+			fs.StringVar(&e.logFormat, "log-format", "text", "log `FORMAT`: text or json")
+			fs.StringVar(&e.logLevel, "log-level", "info", "log `LEVEL`: debug, info, warn, error")
+		}),
+		command("ca", "", "print ca_pin, ssh_user_ca, ssh_host_ca and kube_client_ca_file", e.runCA, func(fs *pflag.FlagSet) {
+			fs.StringVar(&e.state, "state", "", "issuer state `DIR` (required)")
+		}),
+		group("tls", "manage the issuer's serving certificate",
+			command("rotate", "", "replace the serving certificate with one from the same authority (pins stay valid)", e.runTLSRotate, func(fs *pflag.FlagSet) {
+				fs.StringVar(&e.state, "state", "", "issuer state `DIR` (required)")
+				fs.StringArrayVar(&e.hosts, "host", nil, "`NAME` or IP address for the new serving certificate (repeatable; default: the names of the current one)")
+			}),
+		),
+		group("token", "manage join tokens",
+			command("create", "", "create a one-time join token for a bot", e.runTokenCreate, func(fs *pflag.FlagSet) {
+				fs.StringVar(&e.bot, "bot", "", "bot `NAME` the token joins as (required)")
+				fs.DurationVar(&e.ttl, "ttl", time.Hour, "`DURATION` the token can be used for")
+				fs.BoolVar(&e.json, "json", false, "print JSON")
+				e.adminSocketFlags(fs)
+			}),
+		),
+		command("locks", "", "list every lock, its reason and how to lift it", e.runLocks, func(fs *pflag.FlagSet) {
+			fs.BoolVar(&e.json, "json", false, "print JSON")
+			e.adminSocketFlags(fs)
+		}),
+		group("instance", "lock or unlock one instance of a bot",
+			e.lockCommand("instance", "lock", "ID"),
+			e.lockCommand("instance", "unlock", "ID"),
+		),
+		group("bot", "lock or unlock a bot and all its instances",
+			e.lockCommand("bot", "lock", "NAME"),
+			e.lockCommand("bot", "unlock", "NAME"),
+		),
+	)
+	cli.Prepare(root, e.stdout, e.stderr)
+	return root
+}
+
+// command returns a command named name that takes the positional arguments
+// named in args (space-separated; none if empty) and the flags that flags
+// adds, and runs run with the arguments.
+func command(name, args, short string, run func(args []string) error, flags func(*pflag.FlagSet)) *cobra.Command {
+	c := &cobra.Command{
+		Use:   strings.TrimSpace(name + " " + args),
+		Short: short,
+		Args:  cli.NoArgs,
+		RunE:  func(_ *cobra.Command, a []string) error { return run(a) },
+	}
+	if args != "" {
+		c.Args = cli.ExactArgs(strings.Fields(args)...)
+	}
+	if flags != nil {
+		flags(c.Flags())
+	}
+	return c
+}
+
+// group returns a command that only groups subs.
+func group(name, short string, subs ...*cobra.Command) *cobra.Command {
+	c := &cobra.Command{Use: name, Short: short}
+	c.AddCommand(subs...)
+	return c
+}
+
+// lockCommand returns "bot lock", "bot unlock", "instance lock" or
+// "instance unlock", whose argument, named arg, is the bot or instance.
+func (e *env) lockCommand(kind, verb, arg string) *cobra.Command {
+	short := map[string]string{
+		"bot lock":        "refuse the bot's joins and renewals until it is unlocked",
+		"bot unlock":      "lift the lock of a bot (its instances' own locks stay)",
+		"instance lock":   "refuse the renewals of one instance until it is unlocked",
+		"instance unlock": "lift the lock of one instance",
+	}[kind+" "+verb]
+	return command(verb, arg, short, func(args []string) error { return e.runLock(kind, verb, args[0]) }, func(fs *pflag.FlagSet) {
+		if verb == "lock" {
+			fs.StringVar(&e.reason, "reason", "", "why, shown to the daemons refused and in the audit log (required)")
+		}
+		e.adminSocketFlags(fs)
+	})
+}
+
+// required returns a usage error naming the first of the flags (name,
+// value pairs) whose value is empty.
+func required(flags ...string) error {
+	for i := 0; i+1 < len(flags); i += 2 {
+		if flags[i+1] == "" {
+			return cli.Usagef("--%s is required", flags[i])
+		}
+	}
+	return nil
+}
+
+func (e *env) runInit([]string) error {
+	if err := required("state", e.state); err != nil {
 		return err
 	}
-	if *state == "" {
-		return errors.New("init: --state is required")
-	}
+	hosts := e.hosts
 	if len(hosts) == 0 {
-		hosts = hostList{"localhost", "127.0.0.1", "::1"}
+		hosts = []string{"localhost", "127.0.0.1", "::1"}
 		if h, err := os.Hostname(); err == nil && h != "localhost" {
 			hosts = append(hosts, h)
 		}
 	}
-	if err := ca.Init(*state, hosts); err != nil {
+	if err := ca.Init(e.state, hosts); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Join(*state, "resources"), 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Join(e.state, "resources"), 0o700); err != nil {
 		return err
 	}
-	a, err := ca.Load(*state)
+	a, err := ca.Load(e.state)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("initialised issuer in %s\n", *state)
-	printCA(a)
+	fmt.Fprintf(e.stdout, "initialised issuer in %s\n", e.state)
+	e.printCA(a)
 	return nil
 }
 
-func runCA(args []string) error {
-	fs := flag.NewFlagSet("ca", flag.ContinueOnError)
-	state := fs.String("state", "", "issuer state `directory`")
-	if err := fs.Parse(args); err != nil {
+func (e *env) runCA([]string) error {
+	if err := required("state", e.state); err != nil {
 		return err
 	}
-	if *state == "" {
-		return errors.New("ca: --state is required")
-	}
-	a, err := ca.Load(*state)
+	a, err := ca.Load(e.state)
 	if err != nil {
 		return err
 	}
-	printCA(a)
+	e.printCA(a)
 	return nil
 }
 
 // runTLSRotate replaces the serving certificate with one from the same TLS
 // authority, so daemons pinning the authority keep trusting the issuer.
-func runTLSRotate(args []string) error {
-	fs := flag.NewFlagSet("tls rotate", flag.ContinueOnError)
-	state := fs.String("state", "", "issuer state `directory`")
-	var hosts hostList
-	fs.Var(&hosts, "host", "`name` or IP address for the new serving certificate (repeatable; default: the names of the current one)")
-	if err := fs.Parse(args); err != nil {
+func (e *env) runTLSRotate([]string) error {
+	if err := required("state", e.state); err != nil {
 		return err
 	}
-	if *state == "" {
-		return errors.New("tls rotate: --state is required")
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("tls rotate: unexpected argument %q", fs.Arg(0))
-	}
-	if err := ca.RotateServing(*state, hosts); err != nil {
+	if err := ca.RotateServing(e.state, e.hosts); err != nil {
 		return err
 	}
-	a, err := ca.Load(*state)
+	a, err := ca.Load(e.state)
 	if err != nil {
 		return err
 	}
 	leaf := a.ServingCertificate().Leaf
 	names := append(append([]string(nil), leaf.DNSNames...), ipStrings(leaf.IPAddresses)...)
-	fmt.Printf("rotated the serving certificate in %s: %s, valid until %s\n", *state,
+	fmt.Fprintf(e.stdout, "rotated the serving certificate in %s: %s, valid until %s\n", e.state,
 		strings.Join(names, ", "), leaf.NotAfter.Format(time.RFC3339))
-	fmt.Printf("the authorities are unchanged (ca_pin: %s); mwi-issuer serve uses the new certificate when it starts\n", a.Pin())
+	fmt.Fprintf(e.stdout, "the authorities are unchanged (ca_pin: %s); mwi-issuer serve uses the new certificate when it starts\n", a.Pin())
 	return nil
 }
 
@@ -196,53 +261,43 @@ func ipStrings(ips []net.IP) []string {
 	return out
 }
 
-func printCA(a *ca.Authority) {
-	fmt.Printf("ca_pin: %s\n", a.Pin())
-	fmt.Printf("ssh_user_ca: %s", ssh.MarshalAuthorizedKey(a.SSHUserCA()))
-	fmt.Printf("ssh_host_ca: %s", ssh.MarshalAuthorizedKey(a.SSHHostCA()))
+func (e *env) printCA(a *ca.Authority) {
+	fmt.Fprintf(e.stdout, "ca_pin: %s\n", a.Pin())
+	fmt.Fprintf(e.stdout, "ssh_user_ca: %s", ssh.MarshalAuthorizedKey(a.SSHUserCA()))
+	fmt.Fprintf(e.stdout, "ssh_host_ca: %s", ssh.MarshalAuthorizedKey(a.SSHHostCA()))
 	// The file for kube-apiserver's --client-ca-file.
-	fmt.Printf("kube_client_ca_file: %s\n", a.KubeCAFile())
+	fmt.Fprintf(e.stdout, "kube_client_ca_file: %s\n", a.KubeCAFile())
 	for _, f := range a.Created() {
-		fmt.Fprintf(os.Stderr, "mwi-issuer: created %s: this state directory predates the Kubernetes client CA\n", f)
+		fmt.Fprintf(e.stderr, "mwi-issuer: created %s: this state directory predates the Kubernetes client CA\n", f)
 	}
 }
 
-func runServe(args []string) error {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	state := fs.String("state", "", "issuer state `directory` (made by init)")
-	listen := fs.String("listen", "", "HTTPS listen `address` (default 127.0.0.1:7443)")
-	resources := fs.String("resources", "", "resource `directory` (default STATE/resources)")
-	adminSock := fs.String("admin-socket", "", "admin socket `path` (default STATE/admin.sock)")
-	auditLog := fs.String("audit-log", "", "audit log `file` (default STATE/audit.log; - for standard output)")
-	clusterName := fs.String("cluster-name", "mwi", "cluster `name`: the audience ID tokens must have when their token resource sets none")
-	settle := fs.Duration("resource-settle", watch.DefaultSettle, "how long the resource directory must stay unchanged after an edit before it is loaded")
-	logFormat := fs.String("log-format", "text", "log `format`: text or json")
-	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
-	if err := fs.Parse(args); err != nil {
+func (e *env) runServe([]string) error {
+	if err := required("state", e.state, "cluster-name", e.clusterName); err != nil {
 		return err
 	}
-	if *state == "" {
-		return errors.New("serve: --state is required")
+	if e.settle <= 0 {
+		return cli.Usagef("--resource-settle must be positive")
 	}
-	log, err := logging.New(os.Stderr, *logFormat, *logLevel)
+	log, err := logging.New(e.stderr, e.logFormat, e.logLevel)
 	if err != nil {
 		return err
 	}
 	// The issuer holds every CA key in memory.
 	hygiene.Harden(log.Logger)
-	cfg := server.DefaultConfig(*state)
-	if *adminSock == "" {
+	cfg := server.DefaultConfig(e.state)
+	if e.adminSocket == "" {
 		// The admin socket is made only in a directory reached through no
 		// symbolic link (unixsock refuses one). The state directory is the
 		// administrator's choice, and under DynamicUser= systemd makes it
 		// a link into /var/lib/private: the socket goes where it leads.
-		dir, err := filepath.EvalSymlinks(*state)
+		dir, err := filepath.EvalSymlinks(e.state)
 		if err != nil {
 			return fmt.Errorf("serve: state directory: %w", err)
 		}
 		cfg.AdminSocket = filepath.Join(dir, "admin.sock")
 	}
-	for dst, v := range map[*string]string{&cfg.Listen: *listen, &cfg.ResourcesDir: *resources, &cfg.AdminSocket: *adminSock, &cfg.AuditLog: *auditLog} {
+	for dst, v := range map[*string]string{&cfg.Listen: e.listen, &cfg.ResourcesDir: e.resources, &cfg.AdminSocket: e.adminSocket, &cfg.AuditLog: e.auditLog} {
 		if v != "" {
 			*dst = v
 		}
@@ -250,14 +305,8 @@ func runServe(args []string) error {
 	if cfg.AuditLog == "-" {
 		cfg.AuditLog = ""
 	}
-	if *clusterName == "" {
-		return errors.New("serve: --cluster-name must not be empty")
-	}
-	cfg.ClusterName = *clusterName
-	if *settle <= 0 {
-		return errors.New("serve: --resource-settle must be positive")
-	}
-	cfg.ResourceSettle = *settle
+	cfg.ClusterName = e.clusterName
+	cfg.ResourceSettle = e.settle
 	srv, err := server.New(cfg, log.Logger)
 	if err != nil {
 		return err
@@ -277,71 +326,56 @@ func runServe(args []string) error {
 }
 
 // adminSocketFlags adds the flags that locate the admin socket.
-func adminSocketFlags(fs *flag.FlagSet) func() (string, error) {
-	state := fs.String("state", "", "issuer state `directory`; the socket is STATE/admin.sock")
-	sock := fs.String("admin-socket", os.Getenv("MWI_ADMIN_SOCKET"), "admin socket `path` (env MWI_ADMIN_SOCKET)")
-	return func() (string, error) {
-		switch {
-		case *sock != "":
-			return *sock, nil
-		case *state != "":
-			return filepath.Join(*state, "admin.sock"), nil
-		default:
-			return "", errors.New("name the admin socket with --admin-socket or --state")
-		}
+func (e *env) adminSocketFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&e.state, "state", "", "issuer state `DIR`; the socket is STATE/admin.sock")
+	fs.StringVar(&e.adminSocket, "admin-socket", os.Getenv("MWI_ADMIN_SOCKET"), "admin socket `PATH` (default $MWI_ADMIN_SOCKET)")
+}
+
+// socket returns the admin socket that the flags of adminSocketFlags name.
+func (e *env) socket() (string, error) {
+	switch {
+	case e.adminSocket != "":
+		return e.adminSocket, nil
+	case e.state != "":
+		return filepath.Join(e.state, "admin.sock"), nil
+	default:
+		return "", cli.Usagef("name the admin socket with --admin-socket or --state")
 	}
 }
 
-func runTokenCreate(args []string) error {
-	fs := flag.NewFlagSet("token create", flag.ContinueOnError)
-	bot := fs.String("bot", "", "bot `name` the token joins as")
-	ttl := fs.Duration("ttl", time.Hour, "how long the token can be used")
-	jsonOut := fs.Bool("json", false, "print JSON")
-	socket := adminSocketFlags(fs)
-	if err := fs.Parse(args); err != nil {
+func (e *env) runTokenCreate([]string) error {
+	if err := required("bot", e.bot); err != nil {
 		return err
 	}
-	if *bot == "" {
-		return errors.New("token create: --bot is required")
-	}
-	path, err := socket()
+	path, err := e.socket()
 	if err != nil {
 		return err
 	}
 	var resp api.CreateTokenResponse
-	req := api.CreateTokenRequest{Bot: *bot, TTLSeconds: int64(ttl.Seconds())}
+	req := api.CreateTokenRequest{Bot: e.bot, TTLSeconds: int64(e.ttl.Seconds())}
 	if err := adminCall(path, http.MethodPost, "/admin/v1/tokens", req, &resp); err != nil {
 		return err
 	}
-	if *jsonOut {
-		return json.NewEncoder(os.Stdout).Encode(resp)
+	if e.json {
+		return json.NewEncoder(e.stdout).Encode(resp)
 	}
 	// The secret alone on standard output, so scripts can capture it; the
 	// rest goes to standard error.
-	fmt.Fprintf(os.Stderr, "join token for bot %s, usable once until %s; it is not shown again:\n", resp.Bot, resp.Expires.Format(time.RFC3339))
-	fmt.Println(resp.Token)
+	fmt.Fprintf(e.stderr, "join token for bot %s, usable once until %s; it is not shown again:\n", resp.Bot, resp.Expires.Format(time.RFC3339))
+	fmt.Fprintln(e.stdout, resp.Token)
 	return nil
 }
 
 // runLock runs "bot lock", "bot unlock", "instance lock" and "instance
 // unlock" for the bot or instance named by target.
-func runLock(kind, verb, target string, args []string) error {
-	fs := flag.NewFlagSet(kind+" "+verb, flag.ContinueOnError)
-	reason := new(string)
+func (e *env) runLock(kind, verb, target string) error {
 	if verb == "lock" {
-		reason = fs.String("reason", "", "why: shown to the daemons refused and in the audit log")
+		if err := required("reason", e.reason); err != nil {
+			return err
+		}
 	}
-	socket := adminSocketFlags(fs)
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%s %s: unexpected argument %q", kind, verb, fs.Arg(0))
-	}
-	if verb == "lock" && *reason == "" {
-		return fmt.Errorf("%s lock: --reason is required", kind)
-	}
-	path, err := socket()
+	reason := e.reason
+	path, err := e.socket()
 	if err != nil {
 		return err
 	}
@@ -352,13 +386,13 @@ func runLock(kind, verb, target string, args []string) error {
 	switch {
 	case verb == "lock":
 		var l api.Lock
-		if err := adminCall(path, http.MethodPost, route, api.LockRequest{Reason: *reason}, &l); err != nil {
+		if err := adminCall(path, http.MethodPost, route, api.LockRequest{Reason: reason}, &l); err != nil {
 			return err
 		}
-		if l.Reason != *reason {
-			fmt.Printf("%s %s was already locked since %s: %s\n", kind, target, l.At.Format(time.RFC3339), l.Reason)
+		if l.Reason != reason {
+			fmt.Fprintf(e.stdout, "%s %s was already locked since %s: %s\n", kind, target, l.At.Format(time.RFC3339), l.Reason)
 		} else {
-			fmt.Printf("%s %s locked\n", kind, target)
+			fmt.Fprintf(e.stdout, "%s %s locked\n", kind, target)
 		}
 		return nil
 	case kind == "instance":
@@ -366,7 +400,7 @@ func runLock(kind, verb, target string, args []string) error {
 		if err := adminCall(path, http.MethodPost, route, struct{}{}, &l); err != nil {
 			return err
 		}
-		fmt.Printf("instance %s of bot %s unlocked; it was locked since %s: %s\n", l.Instance, l.Bot, l.At.Format(time.RFC3339), l.Reason)
+		fmt.Fprintf(e.stdout, "instance %s of bot %s unlocked; it was locked since %s: %s\n", l.Instance, l.Bot, l.At.Format(time.RFC3339), l.Reason)
 		return nil
 	}
 	// bot unlock: say whether the bot was locked, and which of its
@@ -390,13 +424,13 @@ func runLock(kind, verb, target string, args []string) error {
 		}
 	}
 	if wasLocked {
-		fmt.Printf("bot %s unlocked\n", target)
+		fmt.Fprintf(e.stdout, "bot %s unlocked\n", target)
 	} else {
-		fmt.Printf("bot %s was not locked\n", target)
+		fmt.Fprintf(e.stdout, "bot %s was not locked\n", target)
 	}
 	if len(instances) > 0 {
-		fmt.Printf("these instances of bot %s stay locked; lift each with mwi-issuer instance unlock ID:\n", target)
-		w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintf(e.stdout, "these instances of bot %s stay locked; lift each with mwi-issuer instance unlock ID:\n", target)
+		w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 		for _, l := range instances {
 			fmt.Fprintf(w, "  %s\t%s\t%s\n", l.Instance, l.At.Format(time.RFC3339), l.Reason)
 		}
@@ -406,14 +440,8 @@ func runLock(kind, verb, target string, args []string) error {
 }
 
 // runLocks lists the locks of bots and of instances.
-func runLocks(args []string) error {
-	fs := flag.NewFlagSet("locks", flag.ContinueOnError)
-	jsonOut := fs.Bool("json", false, "print JSON")
-	socket := adminSocketFlags(fs)
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	path, err := socket()
+func (e *env) runLocks([]string) error {
+	path, err := e.socket()
 	if err != nil {
 		return err
 	}
@@ -421,14 +449,14 @@ func runLocks(args []string) error {
 	if err := adminCall(path, http.MethodGet, "/admin/v1/locks", nil, &locks); err != nil {
 		return err
 	}
-	if *jsonOut {
-		return json.NewEncoder(os.Stdout).Encode(locks)
+	if e.json {
+		return json.NewEncoder(e.stdout).Encode(locks)
 	}
 	if len(locks.Locks) == 0 {
-		fmt.Println("no locks")
+		fmt.Fprintln(e.stdout, "no locks")
 		return nil
 	}
-	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "BOT\tINSTANCE\tSINCE\tREASON\tLIFT WITH")
 	for _, l := range locks.Locks {
 		inst, lift := "(all)", "mwi-issuer bot unlock "+l.Bot

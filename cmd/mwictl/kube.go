@@ -11,22 +11,15 @@ import (
 
 	"github.com/mwi-project/mwi/api"
 	"github.com/mwi-project/mwi/client"
+	"github.com/mwi-project/mwi/internal/cli"
 )
 
 // kubeconfig prints, or writes to a file, a kubeconfig for the clusters
 // mwid holds certificates for. Its users run this mwictl as kubectl's exec
 // plugin, unless --embed puts the certificates and keys inline.
-func kubeconfig(e *env, args []string) error {
-	fs := e.flags()
-	cluster := fs.String("cluster", "", "only the cluster `NAME` (default: every cluster mwid holds a certificate for)")
-	out := fs.String("o", "", "write the kubeconfig to `FILE`, replacing it atomically with mode 0600, instead of printing it")
-	embed := fs.Bool("embed", false, "put the client certificates and private keys inline instead of the exec plugin (the keys are then on disk)")
-	tmpl := fs.String("context-template", "", "name the contexts with this `template`, in which {{.Cluster}} and {{.Bot}} are replaced (default {{.Cluster}})")
-	if err := e.parse(fs, args); err != nil {
-		return err
-	}
-	opts := client.KubeconfigOptions{Cluster: *cluster, ContextTemplate: *tmpl, Embed: *embed}
-	if !*embed {
+func kubeconfig(e *env) error {
+	opts := client.KubeconfigOptions{Cluster: e.opts.cluster, ContextTemplate: e.opts.contextTemplate, Embed: e.opts.embed}
+	if !e.opts.embed {
 		self, err := executable()
 		if err != nil {
 			return fmt.Errorf("cannot find mwictl's own path for the exec plugin: %w", err)
@@ -37,17 +30,17 @@ func kubeconfig(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if *out == "" {
+	if e.opts.output == "" {
 		if _, err := io.WriteString(e.stdout, cfg); err != nil {
 			return err
 		}
-	} else if err := e.writeOutput(*out, []byte(cfg), 0o600); err != nil {
+	} else if err := e.writeOutput(e.opts.output, []byte(cfg), 0o600); err != nil {
 		return err
 	}
-	if *embed {
+	if e.opts.embed {
 		where := "wherever standard output goes"
-		if *out != "" {
-			where = *out
+		if e.opts.output != "" {
+			where = e.opts.output
 		}
 		fmt.Fprintf(e.stderr, "mwictl: warning: this kubeconfig holds the private key inline, which is now on disk (%s); keep it secret, and prefer the exec plugin (no --embed)\n", where)
 	}
@@ -63,14 +56,9 @@ type execInfo struct {
 // kubeCredential prints the ExecCredential for one cluster: kubectl runs it
 // as its exec credential plugin and reads the certificate and key from
 // standard output. Errors go to standard error, which kubectl shows.
-func kubeCredential(e *env, args []string) error {
-	fs := e.flags()
-	cluster := fs.String("cluster", "", "the Kubernetes cluster `NAME` (required)")
-	if err := e.parse(fs, args); err != nil {
-		return err
-	}
-	if *cluster == "" {
-		return e.usageError("--cluster is required")
+func kubeCredential(e *env) error {
+	if e.opts.cluster == "" {
+		return cli.Usagef("--cluster is required")
 	}
 	// kubectl describes the call in KUBERNETES_EXEC_INFO: the version of
 	// ExecCredential it reads must be the one printed.
@@ -84,7 +72,7 @@ func kubeCredential(e *env, args []string) error {
 				ei.APIVersion, api.ExecCredentialAPIVersion, api.ExecCredentialAPIVersion)
 		}
 	}
-	cred, err := e.client.KubeCredential(e.ctx, *cluster)
+	cred, err := e.client.KubeCredential(e.ctx, e.opts.cluster)
 	if err != nil {
 		return err
 	}
@@ -92,17 +80,12 @@ func kubeCredential(e *env, args []string) error {
 }
 
 // kubeClusters lists the clusters mwid holds certificates for.
-func kubeClusters(e *env, args []string) error {
-	fs := e.flags()
-	asJSON := fs.Bool("json", false, "print the clusters as JSON")
-	if err := e.parse(fs, args); err != nil {
-		return err
-	}
+func kubeClusters(e *env) error {
 	clusters, err := e.client.KubeClusters(e.ctx)
 	if err != nil {
 		return err
 	}
-	if *asJSON {
+	if e.opts.json {
 		if clusters == nil {
 			clusters = []api.KubernetesCluster{}
 		}

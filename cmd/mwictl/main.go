@@ -12,69 +12,86 @@
 //	mwictl [--socket PATH] kubeconfig [--cluster NAME] [-o FILE] [--embed] [--context-template T]
 //	mwictl [--socket PATH] kube-credential --cluster NAME
 //	mwictl [--socket PATH] kube-clusters [--json]
+//	mwictl [--socket PATH] version
+//	mwictl completion bash|zsh|fish
+//	mwictl --version
 //
 // It exits 0 on success, 1 when the command failed, with one line on
-// standard error that says what to do, and 2 when the command line is wrong.
+// standard error that says what to do, and 2 when the command line is wrong,
+// with one line that names the mistake. -h, --help and help print the help
+// on standard output and exit 0.
 package main
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
 	"github.com/mwi-project/mwi/api"
 	"github.com/mwi-project/mwi/client"
+	"github.com/mwi-project/mwi/internal/cli"
 	"github.com/mwi-project/mwi/internal/safefs"
+	"github.com/mwi-project/mwi/internal/version"
 )
 
 // command is one mwictl command.
 type command struct {
-	name string
-	args string // its flags, for the usage
-	help string
-	run  func(e *env, args []string) error
+	name  string
+	help  string
+	flags func(fs *pflag.FlagSet, o *options) // nil: it takes none
+	run   func(e *env) error
 }
 
-// commands lists every command, in the order the usage shows them.
+// options holds the flags of every command; each binds those it takes.
+type options struct {
+	json, text, embed                bool
+	output, cluster, contextTemplate string
+}
+
+// commands lists every command, in the order the help shows them.
 var commands = []command{
-	{"status", "[--json]", "show whether mwid has joined, its credentials, outputs and configuration", status},
-	{"identity", "[--json | --text]", "print the SSH certificate in authorized_keys form", identity},
-	{"known-hosts", "", "print known_hosts lines trusting the issuer's host CAs (for KnownHostsCommand)", knownHosts},
-	{"ssh-config", "[-o FILE]", "print, or write to FILE, an ssh_config block that uses mwid", sshConfig},
-	{"renew", "[--json]", "renew the credentials now", renew},
-	{"reload", "[--json]", "reload mwid's configuration file", reload},
-	{"ready", "[--json]", "exit 0 if mwid holds valid credentials, 1 if not", ready},
-	{"kubeconfig", "[--cluster NAME] [-o FILE] [--embed] [--context-template T]", "print, or write to FILE, a kubeconfig whose users get credentials from mwictl", kubeconfig},
-	{"kube-credential", "--cluster NAME", "print the ExecCredential for a cluster (kubectl's exec plugin)", kubeCredential},
-	{"kube-clusters", "[--json]", "list the Kubernetes clusters mwid holds certificates for", kubeClusters},
+	{"status", "show whether mwid has joined, its credentials, outputs and configuration",
+		jsonFlag("print the status as JSON, and exit 0 whatever the state"), status},
+	{"identity", "print the SSH certificate in authorized_keys form", func(fs *pflag.FlagSet, o *options) {
+		fs.BoolVar(&o.json, "json", false, "print the identity as JSON")
+		fs.BoolVar(&o.text, "text", false, "print a readable summary of the certificate")
+	}, identity},
+	{"known-hosts", "print known_hosts lines trusting the issuer's host CAs (for KnownHostsCommand)", nil, knownHosts},
+	{"ssh-config", "print, or write to FILE, an ssh_config block that uses mwid", func(fs *pflag.FlagSet, o *options) {
+		fs.StringVarP(&o.output, "output", "o", "", "write the block to `FILE`, replacing it atomically, instead of printing it")
+	}, sshConfig},
+	{"renew", "renew the credentials now", jsonFlag("print mwid's status after the renewal as JSON"), renew},
+	{"reload", "reload mwid's configuration file", jsonFlag("print the result as JSON"), reload},
+	{"ready", "exit 0 if mwid holds valid credentials, 1 if not", jsonFlag("print the readiness as JSON"), ready},
+	{"kubeconfig", "print, or write to FILE, a kubeconfig whose users get credentials from mwictl", func(fs *pflag.FlagSet, o *options) {
+		fs.StringVar(&o.cluster, "cluster", "", "only the cluster `NAME` (default: every cluster mwid holds a certificate for)")
+		fs.StringVarP(&o.output, "output", "o", "", "write the kubeconfig to `FILE`, replacing it atomically with mode 0600, instead of printing it")
+		fs.BoolVar(&o.embed, "embed", false, "put the client certificates and private keys inline instead of the exec plugin (the keys are then on disk)")
+		fs.StringVar(&o.contextTemplate, "context-template", "", "name the contexts with `TEMPLATE`, in which {{.Cluster}} and {{.Bot}} are replaced (default {{.Cluster}})")
+	}, kubeconfig},
+	{"kube-credential", "print the ExecCredential for a cluster (kubectl's exec plugin)", func(fs *pflag.FlagSet, o *options) {
+		fs.StringVar(&o.cluster, "cluster", "", "the Kubernetes cluster `NAME` (required)")
+	}, kubeCredential},
+	{"kube-clusters", "list the Kubernetes clusters mwid holds certificates for", jsonFlag("print the clusters as JSON"), kubeClusters},
+	{"version", "print the versions of mwictl and of the mwid it talks to", nil, printVersion},
 }
 
-func usage() string {
-	var b strings.Builder
-	b.WriteString("usage: mwictl [--socket PATH] COMMAND [flags]\n\ncommands:\n")
-	w := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
-	for _, c := range commands {
-		fmt.Fprintf(w, "  %s %s\t%s\n", c.name, c.args, c.help)
-	}
-	w.Flush()
-	b.WriteString("\nThe socket defaults to $MWI_SOCKET, then " + client.DefaultSocket + ".\n")
-	return b.String()
+func jsonFlag(usage string) func(*pflag.FlagSet, *options) {
+	return func(fs *pflag.FlagSet, o *options) { fs.BoolVar(&o.json, "json", false, usage) }
 }
 
 // timeNow is the clock; tests stop it.
 var timeNow = time.Now
-
-// errUsage says the command line was wrong and the usage has been shown.
-var errUsage = errors.New("usage")
 
 // env is what a command runs with.
 type env struct {
@@ -82,7 +99,7 @@ type env struct {
 	client *client.Client
 	stdout io.Writer
 	stderr io.Writer
-	usage  string // the running command's usage line
+	opts   options
 }
 
 func main() {
@@ -90,47 +107,33 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("mwictl", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, usage()) }
-	sock := fs.String("socket", os.Getenv("MWI_SOCKET"), "mwid API socket `path`")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
+	e := &env{ctx: context.Background(), client: &client.Client{}, stdout: stdout, stderr: stderr}
+	return cli.Execute(newRoot(e), args, advice)
+}
+
+// newRoot returns mwictl's command tree, every command running with e.
+func newRoot(e *env) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "mwictl",
+		Short: "the command-line client of mwid, MWI's machine daemon",
+		Long: "mwictl is the command-line client of mwid, MWI's machine daemon, through its local API.\n\n" +
+			"The socket defaults to $MWI_SOCKET, then " + client.DefaultSocket + ".",
+	}
+	root.PersistentFlags().StringVar(&e.client.Socket, "socket", os.Getenv("MWI_SOCKET"), "mwid's API socket `PATH` (default $MWI_SOCKET, then "+client.DefaultSocket+")")
+	for _, c := range commands {
+		cmd := &cobra.Command{
+			Use:   c.name,
+			Short: c.help,
+			Args:  cli.NoArgs,
+			RunE:  func(*cobra.Command, []string) error { return c.run(e) },
 		}
-		return 2
+		if c.flags != nil {
+			c.flags(cmd.Flags(), &e.opts)
+		}
+		root.AddCommand(cmd)
 	}
-	if fs.NArg() == 0 {
-		fs.Usage()
-		return 2
-	}
-	name := fs.Arg(0)
-	if name == "help" {
-		fmt.Fprint(stdout, usage())
-		return 0
-	}
-	i := slices.IndexFunc(commands, func(c command) bool { return c.name == name })
-	if i < 0 {
-		fmt.Fprintf(stderr, "mwictl: unknown command %q\n%s", name, usage())
-		return 2
-	}
-	cmd := commands[i]
-	e := &env{
-		ctx:    context.Background(),
-		client: &client.Client{Socket: *sock},
-		stdout: stdout,
-		stderr: stderr,
-		usage:  strings.TrimSpace("usage: mwictl " + cmd.name + " " + cmd.args),
-	}
-	switch err := cmd.run(e, fs.Args()[1:]); {
-	case err == nil, errors.Is(err, flag.ErrHelp):
-		return 0
-	case errors.Is(err, errUsage):
-		return 2
-	default:
-		fmt.Fprintln(stderr, "mwictl:", advice(err))
-		return 1
-	}
+	cli.Prepare(root, e.stdout, e.stderr)
+	return root
 }
 
 // advice turns the common errors into what to do about them, on one line.
@@ -153,55 +156,18 @@ func advice(err error) string {
 	return msg
 }
 
-// flags returns a flag set for the running command that prints its usage
-// on standard error.
-func (e *env) flags() *flag.FlagSet {
-	fs := flag.NewFlagSet(e.usage, flag.ContinueOnError)
-	fs.SetOutput(e.stderr)
-	fs.Usage = func() {
-		fmt.Fprintln(e.stderr, e.usage)
-		fs.PrintDefaults()
-	}
-	return fs
-}
-
-// parse parses the command's flags; it takes no other arguments.
-func (e *env) parse(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return errUsage
-	}
-	if fs.NArg() > 0 {
-		return e.usageError("unexpected argument %q", fs.Arg(0))
-	}
-	return nil
-}
-
-// usageError shows a mistake in the command line and the usage.
-func (e *env) usageError(format string, args ...any) error {
-	fmt.Fprintf(e.stderr, "mwictl: "+format+"\n%s\n", append(args, e.usage)...)
-	return errUsage
-}
-
 func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
 }
 
-func status(e *env, args []string) error {
-	fs := e.flags()
-	asJSON := fs.Bool("json", false, "print the status as JSON, and exit 0 whatever the state")
-	if err := e.parse(fs, args); err != nil {
-		return err
-	}
+func status(e *env) error {
 	s, err := e.client.Status(e.ctx)
 	if err != nil {
 		return err
 	}
-	if *asJSON {
+	if e.opts.json {
 		return writeJSON(e.stdout, s)
 	}
 	printStatus(e.stdout, s, timeNow())
@@ -264,24 +230,18 @@ func printCredentials(w io.Writer, creds []api.Credential, now time.Time) {
 	}
 }
 
-func identity(e *env, args []string) error {
-	fs := e.flags()
-	asJSON := fs.Bool("json", false, "print the identity as JSON")
-	asText := fs.Bool("text", false, "print a readable summary of the certificate")
-	if err := e.parse(fs, args); err != nil {
-		return err
-	}
-	if *asJSON && *asText {
-		return e.usageError("--json and --text exclude each other")
+func identity(e *env) error {
+	if e.opts.json && e.opts.text {
+		return cli.Usagef("--json and --text exclude each other")
 	}
 	id, err := e.client.Identity(e.ctx)
 	if err != nil {
 		return err
 	}
 	switch {
-	case *asJSON:
+	case e.opts.json:
 		return writeJSON(e.stdout, id)
-	case *asText:
+	case e.opts.text:
 		printIdentity(e.stdout, id, timeNow())
 	default:
 		fmt.Fprintln(e.stdout, strings.TrimRight(id.Certificate, "\n"))
@@ -302,10 +262,7 @@ func printIdentity(out io.Writer, id api.Identity, now time.Time) {
 
 // knownHosts prints only the known_hosts lines, since ssh reads them from
 // the standard output of KnownHostsCommand.
-func knownHosts(e *env, args []string) error {
-	if err := e.parse(e.flags(), args); err != nil {
-		return err
-	}
+func knownHosts(e *env) error {
 	kh, err := e.client.KnownHosts(e.ctx)
 	if err != nil {
 		return err
@@ -314,12 +271,7 @@ func knownHosts(e *env, args []string) error {
 	return err
 }
 
-func sshConfig(e *env, args []string) error {
-	fs := e.flags()
-	out := fs.String("o", "", "write the block to `FILE`, replacing it atomically, instead of printing it")
-	if err := e.parse(fs, args); err != nil {
-		return err
-	}
+func sshConfig(e *env) error {
 	self, err := executable()
 	if err != nil {
 		return fmt.Errorf("cannot find mwictl's own path for KnownHostsCommand: %w", err)
@@ -329,14 +281,15 @@ func sshConfig(e *env, args []string) error {
 		return err
 	}
 	cfg = withNewline(cfg)
-	if *out == "" {
+	if e.opts.output == "" {
 		_, err = io.WriteString(e.stdout, cfg)
 		return err
 	}
-	return e.writeOutput(*out, []byte(cfg), 0o644)
+	return e.writeOutput(e.opts.output, []byte(cfg), 0o644)
 }
 
-// writeOutput writes data to the file named by -o, atomically, and says so.
+// writeOutput writes data to the file named by --output, atomically, and
+// says so.
 // safefs refuses a symbolic link in any component of the path and a
 // directory that another user could change.
 func (e *env) writeOutput(path string, data []byte, mode os.FileMode) error {
@@ -366,17 +319,12 @@ func executable() (string, error) {
 	return filepath.EvalSymlinks(p)
 }
 
-func renew(e *env, args []string) error {
-	fs := e.flags()
-	asJSON := fs.Bool("json", false, "print mwid's status after the renewal as JSON")
-	if err := e.parse(fs, args); err != nil {
-		return err
-	}
+func renew(e *env) error {
 	s, err := e.client.Renew(e.ctx)
 	if err != nil {
 		return err
 	}
-	if *asJSON {
+	if e.opts.json {
 		return writeJSON(e.stdout, s)
 	}
 	now := timeNow()
@@ -394,18 +342,13 @@ func renew(e *env, args []string) error {
 	return w.Flush()
 }
 
-func reload(e *env, args []string) error {
-	fs := e.flags()
-	asJSON := fs.Bool("json", false, "print the result as JSON")
-	if err := e.parse(fs, args); err != nil {
-		return err
-	}
+func reload(e *env) error {
 	r, err := e.client.Reload(e.ctx)
 	if err != nil {
 		return err
 	}
 	switch {
-	case *asJSON:
+	case e.opts.json:
 		return writeJSON(e.stdout, r)
 	case r.Changed:
 		fmt.Fprintf(e.stdout, "configuration reloaded (revision %s)\n", r.Revision)
@@ -415,17 +358,12 @@ func reload(e *env, args []string) error {
 	return nil
 }
 
-func ready(e *env, args []string) error {
-	fs := e.flags()
-	asJSON := fs.Bool("json", false, "print the readiness as JSON")
-	if err := e.parse(fs, args); err != nil {
-		return err
-	}
+func ready(e *env) error {
 	r, err := e.client.Ready(e.ctx)
 	if err != nil {
 		return err
 	}
-	if *asJSON {
+	if e.opts.json {
 		err = writeJSON(e.stdout, r)
 	} else {
 		now := timeNow()
@@ -489,4 +427,23 @@ func oneLine(s string) string {
 		}
 	}
 	return strings.Join(lines, "; ")
+}
+
+// printVersion prints mwictl's version, then that of the mwid it talks to,
+// which the local API answers even before mwid has joined.
+func printVersion(e *env) error {
+	w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(w, "mwictl\t%s\n", version.Get())
+	v, err := e.client.Version(e.ctx)
+	switch {
+	case client.IsNotFound(err):
+		// An mwid built before the route existed.
+		fmt.Fprintf(w, "mwid\tunknown (older than this mwictl)\n")
+	case err != nil:
+		w.Flush()
+		return err
+	default:
+		fmt.Fprintf(w, "mwid\t%s\n", version.Info{Version: v.Version, Commit: v.Commit})
+	}
+	return w.Flush()
 }

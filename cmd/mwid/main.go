@@ -6,48 +6,72 @@
 //
 //	mwid [-c /etc/mwi/mwid.yaml]
 //	mwid --oneshot -c FILE
+//	mwid --version
 //
 // With --oneshot, mwid joins once, writes the configured outputs and exits:
 // 0 when every output was written, 1 with the reason on standard error
-// otherwise. It opens no socket.
+// otherwise. It opens no socket. A wrong command line exits 2.
 package main
 
 import (
 	"context"
-	"flag"
-	"fmt"
+	"io"
 	stdlog "log"
 	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
 
+	"github.com/spf13/cobra"
+
 	"github.com/mwi-project/mwi/daemon"
 	"github.com/mwi-project/mwi/daemon/agent"
 	"github.com/mwi-project/mwi/daemon/config"
+	"github.com/mwi-project/mwi/internal/cli"
 	"github.com/mwi-project/mwi/internal/hygiene"
 	"github.com/mwi-project/mwi/internal/logging"
 )
 
 func main() {
-	if err := run(); err != nil {
-		fmt.Fprintln(os.Stderr, "mwid:", err)
-		os.Exit(1)
-	}
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func run() error {
-	path := flag.String("c", "/etc/mwi/mwid.yaml", "configuration `file`")
-	oneshot := flag.Bool("oneshot", false, "join once, write the outputs and exit, serving no socket (for CI jobs)")
-	flag.Parse()
-	if flag.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q", flag.Args())
+func run(args []string, stdout, stderr io.Writer) int {
+	return cli.Execute(newRoot(stdout, stderr), args, nil)
+}
+
+// newRoot returns mwid's command: a daemon has no subcommands, only flags,
+// but it shares the other programs' help, --version, exit codes and man
+// page.
+func newRoot(stdout, stderr io.Writer) *cobra.Command {
+	var path string
+	var oneshot bool
+	root := &cobra.Command{
+		Use:   "mwid",
+		Short: "MWI's machine daemon",
+		Long: "mwid is MWI's machine daemon: it joins the issuer, keeps keys and certificates only\n" +
+			"in memory, renews them, and serves them on an SSH agent socket and a local HTTP API\n" +
+			"socket, which mwictl talks to.",
+		Args: cli.NoArgs,
+		RunE: func(*cobra.Command, []string) error { return daemonMain(path, oneshot, stderr) },
 	}
-	cfg, err := config.Load(*path)
+	fs := root.Flags()
+	fs.StringVarP(&path, "config", "c", "/etc/mwi/mwid.yaml", "configuration `FILE`")
+	fs.BoolVar(&oneshot, "oneshot", false, "join once, write the outputs and exit, serving no socket (for CI jobs)")
+	// A daemon started by systemd or a CI step: no shell completes it.
+	root.CompletionOptions.DisableDefaultCmd = true
+	cli.Prepare(root, stdout, stderr)
+	return root
+}
+
+// daemonMain runs mwid with the configuration file at path, logging to
+// stderr.
+func daemonMain(path string, oneshot bool, stderr io.Writer) error {
+	cfg, err := config.Load(path)
 	if err != nil {
 		return err
 	}
-	log, err := logging.New(os.Stderr, cfg.Log.Format, cfg.Log.Level)
+	log, err := logging.New(stderr, cfg.Log.Format, cfg.Log.Level)
 	if err != nil {
 		return err
 	}
@@ -63,7 +87,7 @@ func run() error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if *oneshot {
+	if oneshot {
 		return srv.Oneshot(ctx)
 	}
 	hup := make(chan os.Signal, 1)

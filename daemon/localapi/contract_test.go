@@ -174,6 +174,7 @@ var goTypes = map[string]reflect.Type{
 	"ReloadResult":   reflect.TypeFor[api.ReloadResult](),
 	"Readiness":      reflect.TypeFor[api.Readiness](),
 	"CredentialRead": reflect.TypeFor[api.CredentialRead](),
+	"Version":        reflect.TypeFor[api.Version](),
 
 	"KubernetesCluster":    reflect.TypeFor[api.KubernetesCluster](),
 	"ExecCredential":       reflect.TypeFor[api.ExecCredential](),
@@ -376,6 +377,7 @@ func contractExchanges() []exchange {
 		{name: "readyz ready", backend: &fakeBackend{state: ready}, method: "GET", target: "/readyz", status: 200},
 		{name: "readyz not joined", backend: &fakeBackend{state: notJoined}, method: "GET", target: "/readyz", status: 503},
 		{name: "metrics", backend: &fakeBackend{state: ready}, method: "GET", target: "/metrics", status: 200},
+		{name: "version", backend: &fakeBackend{state: notJoined}, method: "GET", target: "/v1/version", status: 200},
 		{name: "status ready", backend: &fakeBackend{state: ready}, method: "GET", target: "/v1/status", status: 200},
 		{name: "status degraded", backend: &fakeBackend{state: degraded}, method: "GET", target: "/v1/status", status: 200},
 		{name: "status not joined", backend: &fakeBackend{state: notJoined}, method: "GET", target: "/v1/status", status: 200},

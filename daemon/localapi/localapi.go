@@ -15,6 +15,7 @@ import (
 
 	"github.com/mwi-project/mwi/api"
 	"github.com/mwi-project/mwi/internal/httpjson"
+	"github.com/mwi-project/mwi/internal/version"
 )
 
 // Backend is what the API needs from the daemon.
@@ -66,6 +67,10 @@ func Routes(b Backend, metrics http.Handler, log *slog.Logger, middlewares ...fu
 		httpjson.Write(w, status, rd)
 	})
 	r.Method(http.MethodGet, "/metrics", metrics)
+	r.Get("/v1/version", func(w http.ResponseWriter, r *http.Request) {
+		v := version.Get()
+		httpjson.Write(w, http.StatusOK, api.Version{Version: v.Version, Commit: v.Commit})
+	})
 	r.Get("/v1/status", func(w http.ResponseWriter, r *http.Request) {
 		httpjson.Write(w, http.StatusOK, b.Status())
 	})

@@ -1,0 +1,211 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mwi-project/mwi/api"
+	"github.com/mwi-project/mwi/internal/cli/man"
+	"github.com/mwi-project/mwi/internal/version"
+)
+
+func TestMain(m *testing.M) {
+	os.Unsetenv("MWI_ADMIN_SOCKET")
+	os.Exit(m.Run())
+}
+
+func mwiIssuer(args ...string) (code int, stdout, stderr string) {
+	var o, e bytes.Buffer
+	code = run(args, &o, &e)
+	return code, o.String(), e.String()
+}
+
+// commandPaths returns the arguments naming every command of the tree,
+// root first, walked from the tree itself.
+func commandPaths(t *testing.T) [][]string {
+	t.Helper()
+	var paths [][]string
+	var walk func(c *cobra.Command, path []string)
+	walk = func(c *cobra.Command, path []string) {
+		paths = append(paths, path)
+		for _, sub := range c.Commands() {
+			if sub.IsAvailableCommand() {
+				walk(sub, append(append([]string(nil), path...), sub.Name()))
+			}
+		}
+	}
+	var o, e bytes.Buffer
+	walk(newRoot(&env{stdout: &o, stderr: &e}), nil)
+	if len(paths) < 15 {
+		t.Fatalf("only %d commands in the tree: %v", len(paths), paths)
+	}
+	return paths
+}
+
+// TestHelp: -h and --help print every command's help on standard output and
+// exit 0; mwi-issuer serve -h printed "flag: help requested" and exited 1.
+func TestHelp(t *testing.T) {
+	for _, path := range commandPaths(t) {
+		for _, h := range []string{"-h", "--help"} {
+			args := append(append([]string(nil), path...), h)
+			t.Run(strings.Join(args, " "), func(t *testing.T) {
+				code, out, errs := mwiIssuer(args...)
+				want := "Usage:\n  " + strings.TrimSpace("mwi-issuer "+strings.Join(path, " "))
+				if code != 0 || errs != "" || !strings.Contains(out, want) {
+					t.Errorf("exit %d, stderr %q, stdout:\n%s\nwant 0, nothing, and %q", code, errs, out, want)
+				}
+			})
+		}
+	}
+}
+
+// TestUsageErrors: an unknown flag, a stray argument, a missing argument or
+// a missing required flag exits 2 with one line that names the mistake and
+// the help to read, and runs nothing.
+func TestUsageErrors(t *testing.T) {
+	type usageCase struct {
+		args []string
+		want string
+	}
+	var tests []usageCase
+	for _, path := range commandPaths(t) {
+		tests = append(tests, usageCase{append(append([]string(nil), path...), "--foo"),
+			"mwi-issuer: unknown flag: --foo; see " + strings.TrimSpace("mwi-issuer "+strings.Join(path, " ")) + " --help\n"})
+	}
+	dir := t.TempDir()
+	tests = append(tests, []usageCase{
+		{nil, "mwi-issuer: missing command; see mwi-issuer --help\n"},
+		{[]string{"sevre"}, `mwi-issuer: unknown command "sevre" (did you mean serve?); see mwi-issuer --help` + "\n"},
+		{[]string{"tls"}, "mwi-issuer: missing command; see mwi-issuer tls --help\n"},
+		{[]string{"tls", "renew"}, `mwi-issuer: unknown command "renew"; see mwi-issuer tls --help` + "\n"},
+		{[]string{"init"}, "mwi-issuer: --state is required; see mwi-issuer init --help\n"},
+		{[]string{"ca", "--state", dir, "extra"}, `mwi-issuer: unexpected argument "extra"; see mwi-issuer ca --help` + "\n"},
+		{[]string{"serve", "--state", dir, "--cluster-name", ""}, "mwi-issuer: --cluster-name is required; see mwi-issuer serve --help\n"},
+		{[]string{"serve", "--state", dir, "--resource-settle", "0s"}, "mwi-issuer: --resource-settle must be positive; see mwi-issuer serve --help\n"},
+		{[]string{"serve", "--state", dir, "--resource-settle", "soon"}, `mwi-issuer: invalid argument "soon" for "--resource-settle" flag: time: invalid duration "soon"; see mwi-issuer serve --help` + "\n"},
+		{[]string{"token", "create", "--state", dir}, "mwi-issuer: --bot is required; see mwi-issuer token create --help\n"},
+		{[]string{"token", "create", "--bot", "ci"}, "mwi-issuer: name the admin socket with --admin-socket or --state; see mwi-issuer token create --help\n"},
+		{[]string{"bot", "lock", "ci", "--state", dir}, "mwi-issuer: --reason is required; see mwi-issuer bot lock --help\n"},
+		{[]string{"bot", "unlock", "--state", dir}, "mwi-issuer: missing NAME; see mwi-issuer bot unlock --help\n"},
+		{[]string{"bot", "unlock", "ci", "web", "--state", dir}, `mwi-issuer: unexpected argument "web"; see mwi-issuer bot unlock --help` + "\n"},
+		{[]string{"instance", "unlock", "--state", dir}, "mwi-issuer: missing ID; see mwi-issuer instance unlock --help\n"},
+		{[]string{"locks", "stray", "--state", dir}, `mwi-issuer: unexpected argument "stray"; see mwi-issuer locks --help` + "\n"},
+	}...)
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			code, out, errs := mwiIssuer(tt.args...)
+			if code != 2 || errs != tt.want || out != "" {
+				t.Errorf("exit %d, stdout %q, stderr %q; want 2, nothing and %q", code, out, errs, tt.want)
+			}
+		})
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) > 0 {
+		t.Errorf("a refused command line wrote into the state directory: %v", entries)
+	}
+}
+
+// fakeAdmin serves the admin API on STATE/admin.sock and records the
+// requests.
+type fakeAdmin struct {
+	mu       sync.Mutex
+	requests []string
+}
+
+func serveAdmin(t *testing.T, state string) *fakeAdmin {
+	t.Helper()
+	f := &fakeAdmin{}
+	l, err := net.Listen("unix", filepath.Join(state, "admin.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f.mu.Lock()
+		f.requests = append(f.requests, r.Method+" "+r.URL.Path)
+		f.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		if r.URL.Path == "/admin/v1/locks" {
+			json.NewEncoder(w).Encode(api.Locks{Locks: []api.Lock{}})
+			return
+		}
+		w.Write([]byte("{}"))
+	})}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	return f
+}
+
+// TestFlagsAnywhere: flags may come before or after a command's argument;
+// bot unlock --state DIR ci took --state as the bot name.
+func TestFlagsAnywhere(t *testing.T) {
+	state, err := os.MkdirTemp("", "mwi-issuer") // short: a socket path
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(state) })
+	f := serveAdmin(t, state)
+	for _, args := range [][]string{
+		{"bot", "unlock", "--state", state, "ci"},
+		{"bot", "unlock", "ci", "--state", state},
+	} {
+		code, out, errs := mwiIssuer(args...)
+		if code != 0 || errs != "" || out != "bot ci was not locked\n" {
+			t.Errorf("%q: exit %d, stdout %q, stderr %q", args, code, out, errs)
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, r := range f.requests {
+		if r != "GET /admin/v1/locks" && r != "POST /admin/v1/bots/ci/unlock" {
+			t.Errorf("request %s, want only the locks and the unlock of bot ci", r)
+		}
+	}
+}
+
+func TestVersion(t *testing.T) {
+	code, out, errs := mwiIssuer("--version")
+	if want := "mwi-issuer " + version.Get().String() + "\n"; code != 0 || out != want || errs != "" {
+		t.Errorf("exit %d, stdout %q, stderr %q; want 0 and %q", code, out, errs, want)
+	}
+}
+
+func TestCompletion(t *testing.T) {
+	for _, shell := range []string{"bash", "zsh", "fish"} {
+		code, out, errs := mwiIssuer("completion", shell)
+		if code != 0 || errs != "" || !strings.Contains(out, "mwi-issuer") || !strings.Contains(out, "__complete") {
+			t.Errorf("completion %s: exit %d, stderr %q, stdout:\n%.300s", shell, code, errs, out)
+		}
+	}
+	// What the scripts call: bot's commands, from the tree.
+	code, out, _ := mwiIssuer("__complete", "bot", "")
+	if code != 0 || !strings.Contains(out, "lock\t") || !strings.Contains(out, "unlock\t") {
+		t.Errorf("completing bot: exit %d:\n%s", code, out)
+	}
+}
+
+// TestMan writes a manual page for every command; make man runs it with
+// MWI_MAN_DIR set.
+func TestMan(t *testing.T) {
+	dir := man.Dir(t.TempDir())
+	var o, e bytes.Buffer
+	if err := man.Generate(newRoot(&env{stdout: &o, stderr: &e}), dir); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range commandPaths(t) {
+		name := strings.Join(append([]string{"mwi-issuer"}, path...), "-") + ".1"
+		data, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Error(err)
+		} else if !bytes.Contains(data, []byte(".TH ")) {
+			t.Errorf("%s is not a manual page", name)
+		}
+	}
+}
