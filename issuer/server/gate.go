@@ -7,6 +7,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"net/http"
 	"sync"
 	"syscall"
 	"time"
@@ -38,19 +39,29 @@ type Limits struct {
 	// before it can be closed to make room under MaxHandshakes.
 	HandshakeGrace time.Duration
 	// MaxAnonymous bounds the connections that completed their handshake
-	// without a client certificate (joins, challenges, health); past it a
-	// new one is closed. Connections with a bot identity do not count
-	// against it, so anonymous callers cannot crowd out renewals.
+	// without a client certificate (joins, challenges, health).
+	// Connections with a bot identity do not count against it, so
+	// anonymous callers cannot crowd out renewals.
 	MaxAnonymous int
 	// MaxAnonymousPerSource bounds the anonymous connections from one
 	// address (an IPv6 /64 counts as one), so that one source cannot take
 	// every anonymous connection and keep out every join.
 	MaxAnonymousPerSource int
 	// MaxPerInstance bounds the connections that present the identity of
-	// one bot instance, and MaxPerBot those of all of one bot's instances:
-	// past either, a new one is closed. A bot identity proves who is
-	// calling, not that it calls in good faith: one bot, or one copy of
-	// an identity, must not hold the room that the other bots renew in.
+	// one bot instance, and MaxPerBot those of all of one bot's instances.
+	// A bot identity proves who is calling, not that it calls in good
+	// faith: one bot, or one copy of an identity, must not hold the room
+	// that the other bots renew in.
+	//
+	// A new connection past MaxConns, MaxAnonymous, MaxAnonymousPerSource,
+	// MaxPerInstance or MaxPerBot closes the connection of the same kind
+	// that has waited longest, idle, for its next request; past MaxConns,
+	// an idle anonymous one first, then any idle one, then the oldest in
+	// its handshake. Only if there is none is the new connection closed:
+	// otherwise whoever holds idle keep-alive connections, which cost
+	// nothing to hold, would keep out the callers with a request to make.
+	// Connections with a request in progress are bounded in time by the
+	// timeouts instead.
 	MaxPerInstance, MaxPerBot int
 	// MaxAdminConns bounds the admin socket's connections.
 	MaxAdminConns int
@@ -128,7 +139,8 @@ func (l Limits) withDefaults() Limits {
 // connections by kind (see Limits): connections that have not finished
 // their handshake, or that carry no bot identity, cannot take the room
 // that renewals need. Accept returns *tls.Conn connections whose
-// handshake is done.
+// handshake is done. The server's ConnState hook must be the gate's
+// connState, which tells it which connections are idle.
 type gate struct {
 	ln  net.Listener
 	tls *tls.Config
@@ -147,6 +159,7 @@ type gate struct {
 	closed    bool
 	total     int            // connections open
 	pending   *list.List     // of *gatedConn in their handshake, oldest first
+	idle      *list.List     // of *gatedConn past it, idle, longest idle first
 	anonymous int            // connections past their handshake without an identity
 	sources   map[string]int // and by source address
 	bots      map[string]int // connections past their handshake, by bot
@@ -168,6 +181,7 @@ type gatedConn struct {
 	started time.Time
 	state   int           // guarded by g.mu
 	elem    *list.Element // in g.pending while in its handshake
+	idle    *list.Element // in g.idle while waiting for a request
 	id      ca.Identity   // once identified
 	source  string        // once anonymous
 }
@@ -189,6 +203,7 @@ func newGate(ln net.Listener, cfg *tls.Config, lim Limits, refused func(string, 
 		errs:      make(chan error),
 		done:      make(chan struct{}),
 		pending:   list.New(),
+		idle:      list.New(),
 		sources:   make(map[string]int),
 		bots:      make(map[string]int),
 		instances: make(map[string]int),
@@ -262,40 +277,102 @@ func isTemporary(err error) bool {
 	return ok && te.Temporary()
 }
 
-// admit counts a new connection, making room for it by closing the oldest
-// connection in its handshake if need be, or refuses it.
+// admit counts a new connection, making room for it if need be (see
+// Limits), or refuses it.
 func (g *gate) admit(raw net.Conn) *gatedConn {
 	now := time.Now()
-	var evict *gatedConn
+	remote := raw.RemoteAddr().String()
 	g.mu.Lock()
+	if g.closed {
+		g.mu.Unlock()
+		raw.Close()
+		return nil
+	}
 	var oldest *gatedConn
 	if e := g.pending.Front(); e != nil {
 		oldest = e.Value.(*gatedConn)
 	}
+	var evict *gatedConn
+	var msg string
+	limit := g.lim.MaxConns
 	switch {
-	case g.closed:
-		g.mu.Unlock()
-		raw.Close()
-		return nil
-	case g.pending.Len() >= g.lim.MaxHandshakes && now.Sub(oldest.started) >= g.lim.HandshakeGrace,
-		g.total >= g.lim.MaxConns && oldest != nil:
-		evict = oldest
-		g.releaseLocked(evict)
+	case g.pending.Len() >= g.lim.MaxHandshakes && now.Sub(oldest.started) >= g.lim.HandshakeGrace:
+		evict, msg, limit = oldest, "closed the oldest connection in its TLS handshake: too many handshakes", g.lim.MaxHandshakes
 	case g.total >= g.lim.MaxConns:
-		g.mu.Unlock()
-		g.warn.Warn(g.log, "connection refused: too many connections", "limit", g.lim.MaxConns, "remote", raw.RemoteAddr().String())
-		raw.Close()
-		return nil
+		msg = "closed the longest idle connection: too many connections"
+		if evict = g.idleLocked(isAnonymous); evict == nil {
+			evict = g.idleLocked(func(*gatedConn) bool { return true })
+		}
+		if evict == nil && oldest != nil {
+			evict, msg = oldest, "closed the oldest connection in its TLS handshake: too many connections"
+		}
+		if evict == nil {
+			g.mu.Unlock()
+			g.warn.Warn(g.log, "connection refused: too many connections", "limit", g.lim.MaxConns, "remote", remote)
+			raw.Close()
+			return nil
+		}
+	}
+	if evict != nil {
+		g.releaseLocked(evict)
 	}
 	c := &gatedConn{Conn: raw, g: g, started: now, state: inHandshake}
 	c.elem = g.pending.PushBack(c)
 	g.total++
 	g.mu.Unlock()
 	if evict != nil {
-		g.warn.Warn(g.log, "closed the oldest connection in its TLS handshake: too many handshakes", "limit", g.lim.MaxHandshakes, "remote", evict.RemoteAddr().String())
-		evict.Conn.Close()
+		g.closeFor(evict, msg, limit, remote)
 	}
 	return c
+}
+
+// isAnonymous reports whether c is past its handshake without an identity.
+func isAnonymous(c *gatedConn) bool { return c.state == anonymous }
+
+// idleLocked returns the connection that has been idle longest of those
+// for which in reports true, or nil.
+func (g *gate) idleLocked(in func(*gatedConn) bool) *gatedConn {
+	for e := g.idle.Front(); e != nil; e = e.Next() {
+		if c := e.Value.(*gatedConn); in(c) {
+			return c
+		}
+	}
+	return nil
+}
+
+// closeFor closes c, which g has released to make room for a new
+// connection from remote, and logs msg with the limit that was reached.
+func (g *gate) closeFor(c *gatedConn, msg string, limit int, remote string) {
+	args := []any{"limit", limit, "closed", c.RemoteAddr().String(), "remote", remote}
+	if c.id.Bot != "" {
+		args = append(args, "closed_bot", c.id.Bot, "closed_instance", c.id.Instance)
+	}
+	g.warn.Warn(g.log, msg, args...)
+	c.Conn.Close()
+}
+
+// connState is the ConnState hook of the server that serves g: it keeps
+// track of which connections wait, idle, for their next request, so that
+// a new connection past a limit can close one of them instead of being
+// refused.
+func (g *gate) connState(nc net.Conn, state http.ConnState) {
+	tc, ok := nc.(*tls.Conn)
+	if !ok {
+		return
+	}
+	c, ok := tc.NetConn().(*gatedConn)
+	if !ok || c.g != g {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if c.idle != nil {
+		g.idle.Remove(c.idle)
+		c.idle = nil
+	}
+	if state == http.StateIdle && (c.state == anonymous || c.state == identified) {
+		c.idle = g.idle.PushBack(c)
+	}
 }
 
 // handshake completes c's TLS handshake and hands it to Accept.
@@ -331,39 +408,50 @@ func (g *gate) handshake(c *gatedConn) {
 		// counted under the empty name meanwhile.
 		id, _ = ca.ParseIdentity(chains[0][0])
 	}
+	source := authority.SourceOf(remote)
 	g.mu.Lock()
-	switch {
-	case c.state == released:
+	if c.state == released {
 		// Closed by Close or to make room, while finishing.
 		g.mu.Unlock()
 		tc.Close()
 		return
+	}
+	// The narrowest limit reached names the kind of connection to close
+	// to make room; closing one of that kind makes room under the wider
+	// limits too.
+	var (
+		reason string
+		limit  int
+		in     func(*gatedConn) bool // the kind of connection to close
+	)
+	switch {
+	case who == anonymous && g.sources[source] >= g.lim.MaxAnonymousPerSource:
+		reason, limit = "too many connections without a bot identity from one address", g.lim.MaxAnonymousPerSource
+		in = func(o *gatedConn) bool { return o.state == anonymous && o.source == source }
 	case who == anonymous && g.anonymous >= g.lim.MaxAnonymous:
-		g.releaseLocked(c)
-		g.mu.Unlock()
-		g.warn.Warn(g.log, "connection closed: too many connections without a bot identity", "limit", g.lim.MaxAnonymous, "remote", remote)
-		tc.Close()
-		return
-	case who == anonymous && g.sources[authority.SourceOf(remote)] >= g.lim.MaxAnonymousPerSource:
-		g.releaseLocked(c)
-		g.mu.Unlock()
-		g.warn.Warn(g.log, "connection closed: too many connections without a bot identity from one address", "limit", g.lim.MaxAnonymousPerSource, "remote", remote)
-		tc.Close()
-		return
+		reason, limit = "too many connections without a bot identity", g.lim.MaxAnonymous
+		in = isAnonymous
 	case who == identified && g.instances[id.Instance] >= g.lim.MaxPerInstance:
-		g.releaseLocked(c)
-		g.mu.Unlock()
-		g.warn.Warn(g.log, "connection closed: too many connections with one bot instance's identity", "limit", g.lim.MaxPerInstance,
-			"bot", id.Bot, "instance", id.Instance, "remote", remote)
-		tc.Close()
-		return
+		reason, limit = "too many connections with one bot instance's identity", g.lim.MaxPerInstance
+		in = func(o *gatedConn) bool { return o.state == identified && o.id.Instance == id.Instance }
 	case who == identified && g.bots[id.Bot] >= g.lim.MaxPerBot:
-		g.releaseLocked(c)
-		g.mu.Unlock()
-		g.warn.Warn(g.log, "connection closed: too many connections of one bot", "limit", g.lim.MaxPerBot,
-			"bot", id.Bot, "instance", id.Instance, "remote", remote)
-		tc.Close()
-		return
+		reason, limit = "too many connections of one bot", g.lim.MaxPerBot
+		in = func(o *gatedConn) bool { return o.state == identified && o.id.Bot == id.Bot }
+	}
+	var evict *gatedConn
+	if in != nil {
+		if evict = g.idleLocked(in); evict == nil {
+			g.releaseLocked(c)
+			g.mu.Unlock()
+			args := []any{"limit", limit, "remote", remote}
+			if who == identified {
+				args = append(args, "bot", id.Bot, "instance", id.Instance)
+			}
+			g.warn.Warn(g.log, "connection closed: "+reason, args...)
+			tc.Close()
+			return
+		}
+		g.releaseLocked(evict)
 	}
 	g.pending.Remove(c.elem)
 	c.elem = nil
@@ -371,7 +459,7 @@ func (g *gate) handshake(c *gatedConn) {
 	switch who {
 	case anonymous:
 		g.anonymous++
-		c.source = authority.SourceOf(remote)
+		c.source = source
 		g.sources[c.source]++
 	case identified:
 		c.id = id
@@ -379,6 +467,9 @@ func (g *gate) handshake(c *gatedConn) {
 		g.instances[id.Instance]++
 	}
 	g.mu.Unlock()
+	if evict != nil {
+		g.closeFor(evict, "closed the longest idle connection: "+reason, limit, remote)
+	}
 	select {
 	case g.ready <- tc:
 	case <-g.done:
@@ -406,6 +497,10 @@ func (g *gate) releaseLocked(c *gatedConn) {
 		uncount(g.bots, c.id.Bot)
 		uncount(g.instances, c.id.Instance)
 	}
+	if c.idle != nil {
+		g.idle.Remove(c.idle)
+		c.idle = nil
+	}
 	c.state = released
 	g.total--
 }
@@ -425,4 +520,11 @@ func (g *gate) counts() (total, handshakes, anonymous int) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.total, g.pending.Len(), g.anonymous
+}
+
+// idles returns the connections idle between requests.
+func (g *gate) idles() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.idle.Len()
 }

@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -47,7 +49,7 @@ func gated(t *testing.T, a *ca.Authority, h http.Handler, lim Limits, refused fu
 		t.Fatal(err)
 	}
 	g := newGate(ln, tlsConfig(a), lim, refused, log)
-	srv := newPublicServer(h, lim, log)
+	srv := newPublicServer(h, g, lim, log)
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(g) }()
 	t.Cleanup(func() {
@@ -324,8 +326,9 @@ func TestShutdownClosesStuckRequests(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := newPublicServer(h, Limits{}, discardLog())
-	go srv.Serve(newGate(ln, tlsConfig(a), Limits{}, nil, discardLog()))
+	g := newGate(ln, tlsConfig(a), Limits{}, nil, discardLog())
+	srv := newPublicServer(h, g, Limits{}, discardLog())
+	go srv.Serve(g)
 	c := dialTLS(t, a, ln.Addr().String())
 	io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: mwi\r\n\r\n")
 	<-started
@@ -441,5 +444,236 @@ func TestAnonymousPerSource(t *testing.T) {
 	})
 	if !strings.Contains(logged.String(), "too many connections without a bot identity from one address") {
 		t.Errorf("the limit was not logged:\n%s", logged.String())
+	}
+}
+
+// request opens a connection to addr from the address src with certs and
+// makes one request on it, which it then leaves open: idle, or, if
+// active, in the middle of a second request whose body has not come.
+func request(t *testing.T, a *ca.Authority, addr, src string, active bool, certs ...tls.Certificate) (*tls.Conn, error) {
+	t.Helper()
+	roots := x509.NewCertPool()
+	roots.AddCert(a.TLSCA())
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+	c, err := tls.DialWithDialer(d, "tcp", addr, &tls.Config{RootCAs: roots, Certificates: certs, NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		return nil, err
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: mwi\r\n\r\n")
+	res, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return nil, err
+	}
+	io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK || res.Close {
+		return nil, errors.New("healthz: " + res.Status)
+	}
+	c.SetDeadline(time.Time{})
+	if active {
+		io.WriteString(c, "POST /v1/join HTTP/1.1\r\nHost: mwi\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+	}
+	return c, nil
+}
+
+// TestCapsCloseIdleConnections fills each limit on connections with
+// connections of its kind. When they are idle between requests, a new
+// connection of that kind closes the one idle longest and is served, so
+// that holding idle keep-alive connections keeps no one out; when each has
+// a request in progress, the new one is refused as before.
+func TestCapsCloseIdleConnections(t *testing.T) {
+	a := testCA(t)
+	cert := func(bot, instance string) []tls.Certificate {
+		return []tls.Certificate{identityCert(t, a, ca.Identity{Bot: bot, Instance: instance, Generation: 1})}
+	}
+	i1, i2, i3 := cert("ci", "i1"), cert("ci", "i2"), cert("ci", "i3")
+	type conn struct {
+		src   string
+		certs []tls.Certificate
+	}
+	for _, tc := range []struct {
+		name    string
+		lim     Limits
+		held    []conn // filling the limit, oldest first
+		next    conn
+		closes  int    // the held connection the next one closes when they are idle
+		reason  string // what the log says in either case
+		refusal string // what the log says when they are active
+	}{
+		{"per instance", Limits{MaxConns: 16, MaxPerInstance: 2, MaxPerBot: 8},
+			[]conn{{"127.0.0.1", i1}, {"127.0.0.1", i1}}, conn{"127.0.0.1", i1}, 0,
+			"too many connections with one bot instance's identity", "connection closed: "},
+		{"per bot", Limits{MaxConns: 16, MaxPerInstance: 2, MaxPerBot: 3},
+			[]conn{{"127.0.0.1", i1}, {"127.0.0.1", i2}, {"127.0.0.1", i2}}, conn{"127.0.0.1", i3}, 0,
+			"too many connections of one bot", "connection closed: "},
+		{"anonymous per source", Limits{MaxConns: 16, MaxAnonymous: 8, MaxAnonymousPerSource: 2},
+			[]conn{{"127.0.0.2", nil}, {"127.0.0.1", nil}, {"127.0.0.1", nil}}, conn{"127.0.0.1", nil}, 1,
+			"too many connections without a bot identity from one address", "connection closed: "},
+		{"anonymous", Limits{MaxConns: 16, MaxAnonymous: 2, MaxAnonymousPerSource: 2},
+			[]conn{{"127.0.0.1", nil}, {"127.0.0.2", nil}, {"127.0.0.1", i1}}, conn{"127.0.0.3", nil}, 0,
+			"too many connections without a bot identity", "connection closed: "},
+		// An anonymous connection goes first, though another is idle longer.
+		{"in all", Limits{MaxConns: 3, MaxHandshakes: 3, MaxAnonymous: 3},
+			[]conn{{"127.0.0.1", i1}, {"127.0.0.1", nil}, {"127.0.0.1", i2}}, conn{"127.0.0.1", i3}, 1,
+			"too many connections", "connection refused: "},
+	} {
+		for _, active := range []bool{false, true} {
+			name := tc.name + "/idle"
+			if active {
+				name = tc.name + "/active"
+			}
+			t.Run(name, func(t *testing.T) {
+				var logged lockedBuffer
+				addr, g := gated(t, a, publicRoutes(&fakeJoiner{}, discardAudit(), discardLog()), tc.lim, nil, slog.New(slog.NewTextHandler(&logged, nil)))
+				var held []*tls.Conn
+				for i, h := range tc.held {
+					c, err := request(t, a, addr, h.src, active, h.certs...)
+					if err != nil {
+						t.Fatalf("connection %d: %v", i, err)
+					}
+					held = append(held, c)
+					// Each is idle, in turn, before the next is opened.
+					eventually(t, "the connection idle", func() bool {
+						total, _, _ := g.counts()
+						return total == i+1 && (active || g.idles() == i+1)
+					})
+				}
+				_, err := request(t, a, addr, tc.next.src, false, tc.next.certs...)
+				if active {
+					if err == nil {
+						t.Fatal("a connection past the limit was served while every other had a request in progress")
+					}
+					if msg := tc.refusal + tc.reason; !strings.Contains(logged.String(), msg) {
+						t.Errorf("the log does not say %q:\n%s", msg, logged.String())
+					}
+					for i, c := range held {
+						c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+						if _, err := c.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+							t.Errorf("connection %d with a request in progress: %v", i, err)
+						}
+					}
+					return
+				}
+				if err != nil {
+					t.Fatalf("a connection past the limit was refused while others were idle: %v", err)
+				}
+				closedByServer(t, held[tc.closes])
+				if msg := "closed the longest idle connection: " + tc.reason; !strings.Contains(logged.String(), msg) {
+					t.Errorf("the log does not say %q:\n%s", msg, logged.String())
+				}
+				if !strings.Contains(logged.String(), "level=WARN") {
+					t.Errorf("the closing was not logged as a warning:\n%s", logged.String())
+				}
+				if total, _, _ := g.counts(); total != len(tc.held) {
+					t.Errorf("%d connections counted, want %d", total, len(tc.held))
+				}
+				for i, c := range held {
+					if i == tc.closes {
+						continue
+					}
+					c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+					if _, err := c.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+						t.Errorf("idle connection %d, not the longest idle of its kind: %v", i, err)
+					}
+				}
+			})
+		}
+	}
+}
+
+// TestIdleConnectionsOfOneBotDoNotStopItsRenewals is the attack of a low
+// trust CI job that joins 32 times as one bot and holds 8 idle connections
+// with each identity, the bot's whole share: another instance of the bot
+// still renews.
+func TestIdleConnectionsOfOneBotDoNotStopItsRenewals(t *testing.T) {
+	a := testCA(t)
+	f := &fakeJoiner{}
+	lim := Limits{MaxConns: 1024, MaxAnonymous: 256, MaxPerInstance: 8, MaxPerBot: 256}
+	var logged lockedBuffer
+	addr, g := gated(t, a, publicRoutes(f, discardAudit(), discardLog()), lim, nil, slog.New(slog.NewTextHandler(&logged, nil)))
+	var first *tls.Conn
+	for i := range lim.MaxPerBot / lim.MaxPerInstance {
+		cert := identityCert(t, a, ca.Identity{Bot: "ci", Instance: "held" + strconv.Itoa(i), Generation: 1})
+		for range lim.MaxPerInstance {
+			c, err := request(t, a, addr, "127.0.0.1", false, cert)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if first == nil {
+				first = c
+			}
+		}
+	}
+	eventually(t, "the bot's share of connections idle", func() bool {
+		total, _, _ := g.counts()
+		return total == lim.MaxPerBot && g.idles() == lim.MaxPerBot
+	})
+
+	id := ca.Identity{Bot: "ci", Instance: "fleet", Generation: 3}
+	res, body, err := post(t, tlsClient(t, a, identityCert(t, a, id)), "https://"+addr+"/v1/renew", api.RenewRequest{TTLSeconds: 600})
+	if err != nil {
+		t.Fatalf("renewal while the bot's connections are held idle: %v", err)
+	}
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("renewal: %d %s", res.StatusCode, body)
+	}
+	if _, renews := f.calls(); renews != 1 {
+		t.Errorf("%d renewals reached the authority, want 1", renews)
+	}
+	closedByServer(t, first)
+	if msg := "closed the longest idle connection: too many connections of one bot"; !strings.Contains(logged.String(), msg) {
+		t.Errorf("the log does not say %q:\n%s", msg, logged.String())
+	}
+}
+
+// TestIdleAnonymousConnectionsDoNotStopJoins holds the anonymous share of
+// connections idle from 8 addresses, each its own share of it, as 8 IPv6
+// /64s of one /48 can: a first join from another address still gets in.
+func TestIdleAnonymousConnectionsDoNotStopJoins(t *testing.T) {
+	a := testCA(t)
+	f := &fakeJoiner{}
+	lim := Limits{MaxConns: 1024, MaxAnonymous: 256, MaxAnonymousPerSource: 32}
+	var logged lockedBuffer
+	addr, g := gated(t, a, publicRoutes(f, discardAudit(), discardLog()), lim, nil, slog.New(slog.NewTextHandler(&logged, nil)))
+	var first *tls.Conn
+	for i := range lim.MaxAnonymous / lim.MaxAnonymousPerSource {
+		for range lim.MaxAnonymousPerSource {
+			c, err := request(t, a, addr, "127.0.0."+strconv.Itoa(i+1), false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if first == nil {
+				first = c
+			}
+		}
+	}
+	eventually(t, "the anonymous share of connections idle", func() bool {
+		_, _, anon := g.counts()
+		return anon == lim.MaxAnonymous && g.idles() == lim.MaxAnonymous
+	})
+
+	roots := x509.NewCertPool()
+	roots.AddCert(a.TLSCA())
+	tr := &http.Transport{
+		DialContext:     (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.9")}}).DialContext,
+		TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
+	}
+	defer tr.CloseIdleConnections()
+	req := api.JoinRequest{JoinMethod: api.JoinMethodToken, Token: "s3cret", Keys: api.PublicKeys{IdentityCSR: "c", SSH: "k"}, TTLSeconds: 600}
+	res, body, err := post(t, &http.Client{Transport: tr, Timeout: 10 * time.Second}, "https://"+addr+"/v1/join", req)
+	if err != nil {
+		t.Fatalf("join while the anonymous connections are held idle: %v", err)
+	}
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("join: %d %s", res.StatusCode, body)
+	}
+	if joins, _ := f.calls(); joins != 1 {
+		t.Errorf("%d joins reached the authority, want 1", joins)
+	}
+	closedByServer(t, first)
+	if msg := "closed the longest idle connection: too many connections without a bot identity"; !strings.Contains(logged.String(), msg) {
+		t.Errorf("the log does not say %q:\n%s", msg, logged.String())
 	}
 }

@@ -263,8 +263,8 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("admin socket: %w", err)
 	}
 	lim := s.cfg.Limits.withDefaults()
-	public := newPublicServer(publicRoutes(s.auth, s.auth.Audit, s.log), lim, s.log)
 	publicLn := newGate(ln, tlsConfig(s.auth.CA), lim, auditRefused(s.auth.Audit), s.log)
+	public := newPublicServer(publicRoutes(s.auth, s.auth.Audit, s.log), publicLn, lim, s.log)
 	admin := newAdminServer(adminRoutes(s.auth, s.auth.Audit, s.log), lim)
 	adminCapped := adminListener(adminLn, lim, s.log)
 	s.log.Info("issuer serving", "listen", ln.Addr().String(), "admin_socket", s.cfg.AdminSocket,
@@ -335,11 +335,13 @@ func auditRefused(al *audit.Log) func(remote string, err error) {
 }
 
 // newPublicServer returns the HTTPS API's server for h, with lim's
-// timeouts. It serves a gate, which makes the TLS handshakes.
-func newPublicServer(h http.Handler, lim Limits, log *slog.Logger) *http.Server {
+// timeouts. It serves g, which makes the TLS handshakes and which it tells
+// of each connection's state.
+func newPublicServer(h http.Handler, g *gate, lim Limits, log *slog.Logger) *http.Server {
 	lim = lim.withDefaults()
 	return &http.Server{
 		Handler:           h,
+		ConnState:         g.connState,
 		Protocols:         http1Only(),
 		ReadHeaderTimeout: lim.ReadHeaderTimeout,
 		ReadTimeout:       lim.ReadTimeout,
