@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -275,9 +276,11 @@ func (s *Server) alive() bool {
 func (s *Server) report(a renewal.Attempt) {
 	s.metrics.Renewal(a.Err, a.Failures)
 	if c := s.creds.Current(); c != nil {
+		var held []metrics.Expiry
 		for _, cred := range credentials(c) {
-			s.metrics.SetExpiry(cred.Kind, cred.Expires)
+			held = append(held, metrics.Expiry{Kind: cred.Kind, Name: expiryName(cred), At: cred.Expires})
 		}
+		s.metrics.SetExpiries(held)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -394,6 +397,18 @@ func credentials(c *identity.Credentials) []api.Credential {
 		})
 	}
 	return append(out, kubeCredentials(c)...)
+}
+
+// expiryName tells a credential apart from others of its kind in the
+// expiry metric: a cluster, or a host certificate's principals.
+func expiryName(c api.Credential) string {
+	switch c.Kind {
+	case "kubernetes":
+		return c.Cluster
+	case "ssh_host":
+		return strings.Join(c.Principals, ",")
+	}
+	return ""
 }
 
 func certTime(t uint64) time.Time { return time.Unix(int64(t), 0).UTC() }
