@@ -17,8 +17,8 @@ import (
 	"unicode"
 
 	jose "github.com/go-jose/go-jose/v4"
+	"go.yaml.in/yaml/v3"
 	"golang.org/x/crypto/ssh"
-	"gopkg.in/yaml.v3"
 )
 
 var (
