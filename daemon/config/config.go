@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/mwi-project/mwi/internal/yamlline"
 )
 
 // Config is mwid's validated runtime configuration.
@@ -267,7 +269,7 @@ func Load(path string) (*Config, error) {
 func Parse(name string, data []byte) (*Config, error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, yamlError(name, err)
+		return nil, yamlError(name, data, err)
 	}
 	if len(root.Content) == 0 {
 		return nil, fmt.Errorf("%s: the file is empty; want a mwid configuration with version: v1", name)
@@ -276,7 +278,7 @@ func Parse(name string, data []byte) (*Config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&f); err != nil {
-		return nil, yamlError(name, err)
+		return nil, yamlError(name, data, err)
 	}
 	v := validator{name: name, root: root.Content[0], dir: filepath.Dir(name)}
 	c := v.build(&f)
@@ -290,8 +292,9 @@ func Parse(name string, data []byte) (*Config, error) {
 
 var unknownField = regexp.MustCompile(`field (\S+) not found in type \S+`)
 
-// yamlError rewrites yaml.v3's "yaml: line N: ..." as "NAME:N: ...".
-func yamlError(name string, err error) error {
+// yamlError rewrites yaml.v3's "yaml: line N: ..." as "NAME:N: ...", with
+// the line corrected where yaml.v3's is off (see package yamlline).
+func yamlError(name string, data []byte, err error) error {
 	var te *yaml.TypeError
 	if errors.As(err, &te) {
 		errs := make([]error, len(te.Errors))
@@ -303,8 +306,12 @@ func yamlError(name string, err error) error {
 		return errors.Join(errs...)
 	}
 	msg := strings.TrimPrefix(err.Error(), "yaml: ")
-	if strings.HasPrefix(msg, "line ") {
-		return errors.New(name + ":" + strings.TrimPrefix(msg, "line "))
+	if rest, ok := strings.CutPrefix(msg, "line "); ok {
+		num, text, _ := strings.Cut(rest, ": ")
+		if line, err := strconv.Atoi(num); err == nil {
+			return fmt.Errorf("%s:%d: %s", name, yamlline.Correct(data, line, text), text)
+		}
+		return errors.New(name + ":" + rest)
 	}
 	return fmt.Errorf("%s: %s", name, msg)
 }

@@ -58,6 +58,8 @@ func TestParseErrors(t *testing.T) {
 		{"unknown field", [2]string{"ssh:\n", "ssh:\n  user: x\n"}, `mwid.yaml:18: unknown field "user"`},
 		{"bad version", [2]string{"version: v1", "version: v2"}, `mwid.yaml:1: version: got "v2", want v1`},
 		{"syntax", [2]string{"log:\n", "log: [\n"}, "mwid.yaml:"},
+		{"unclosed bracket", [2]string{"logins: [deploy, ops]", "logins: [deploy, ops"}, `mwid.yaml:18: did not find expected ',' or ']'`},
+		{"unclosed brace", [2]string{"  agent:\n", "  agent: {\n"}, `mwid.yaml:12: did not find expected ',' or '}'`},
 		{"bad duration", [2]string{"certificate_ttl: 10m", "certificate_ttl: ten"}, `mwid.yaml:9: certificate_ttl: "ten" is not a duration`},
 		{"ttl too short", [2]string{"certificate_ttl: 10m", "certificate_ttl: 1s"}, "shorter than the minimum"},
 		{"interval too long", [2]string{"renewal_interval: 2m", "renewal_interval: 20m"}, "mwid.yaml:10: renewal_interval"},
