@@ -144,9 +144,23 @@ func (s SecretSource) Read() (string, error) {
 	}
 	v = strings.TrimSpace(v)
 	if v == "" {
-		return "", errors.New("the secret is empty")
+		return "", fmt.Errorf("%s is empty", s)
 	}
 	return v, nil
+}
+
+// String names where the secret comes from, for messages: "environment
+// variable MWI_TOKEN", "file /etc/mwi/token" or "credential join-token".
+func (s SecretSource) String() string {
+	switch {
+	case s.Env != "":
+		return "environment variable " + s.Env
+	case s.File != "":
+		return "file " + s.File
+	case s.Credential != "":
+		return "credential " + s.Credential
+	}
+	return "the secret"
 }
 
 // Socket is a Unix socket mwid listens on.

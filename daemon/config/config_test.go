@@ -101,6 +101,8 @@ func TestSecretSource(t *testing.T) {
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "tok"), []byte("  s3cret\n"), 0o600)
 	t.Setenv("MWI_TEST_TOKEN", "from-env")
+	t.Setenv("MWI_TEST_EMPTY", " \n")
+	os.WriteFile(filepath.Join(dir, "empty"), []byte("\n"), 0o600)
 	t.Setenv("CREDENTIALS_DIRECTORY", dir)
 	os.Unsetenv("MWI_TEST_UNSET")
 	tests := []struct {
@@ -113,6 +115,9 @@ func TestSecretSource(t *testing.T) {
 		{SecretSource{Credential: "tok"}, "s3cret", ""},
 		{SecretSource{Env: "MWI_TEST_UNSET"}, "", "MWI_TEST_UNSET is not set"},
 		{SecretSource{File: filepath.Join(dir, "missing")}, "", "no such file"},
+		{SecretSource{Env: "MWI_TEST_EMPTY"}, "", "environment variable MWI_TEST_EMPTY is empty"},
+		{SecretSource{File: filepath.Join(dir, "empty")}, "", "file " + filepath.Join(dir, "empty") + " is empty"},
+		{SecretSource{Credential: "empty"}, "", "credential empty is empty"},
 	}
 	for _, tt := range tests {
 		got, err := tt.src.Read()
