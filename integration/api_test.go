@@ -36,6 +36,7 @@ func get(t *testing.T, d *harness.Daemon, path string) (int, string) {
 }
 
 func TestLocalAPIThroughMwictl(t *testing.T) {
+	t.Parallel()
 	_, d := setup(t, time.Hour, everyRenewal) // renews right after joining
 	user := harness.CurrentUser(t)
 
@@ -123,6 +124,7 @@ func TestLocalAPIThroughMwictl(t *testing.T) {
 }
 
 func TestMwictlWithoutDaemon(t *testing.T) {
+	t.Parallel()
 	b := harness.Build(t)
 	out, err := harness.Run(context.Background(), 10*time.Second, nil, b.Ctl, "--socket", t.TempDir()+"/none.sock", "status")
 	if err == nil || strings.Count(out, "\n") != 0 || !strings.Contains(out, "is mwid running") {
@@ -135,6 +137,7 @@ func TestMwictlWithoutDaemon(t *testing.T) {
 // renewal beyond the join (at most one if the machine took 10s over the
 // requests), and mwictl renew says that its answer was shared.
 func TestRenewRequestsShared(t *testing.T) {
+	t.Parallel()
 	iss, d := setup(t, time.Hour)
 	ctx := context.Background()
 	var wg sync.WaitGroup
@@ -167,6 +170,7 @@ func TestRenewRequestsShared(t *testing.T) {
 // socket, one user's connections beyond connlimit.DefaultPerUID are closed
 // unserved, and the API refuses a header larger than it needs.
 func TestSocketBounds(t *testing.T) {
+	t.Parallel()
 	_, d := setup(t, time.Hour)
 	for _, sock := range []string{d.AgentSock, d.APISock} {
 		conns := make([]net.Conn, connlimit.DefaultPerUID)

@@ -96,15 +96,35 @@ func Require(t testing.TB, tool, install string) string {
 	return p
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// portsGiven are the ports FreePort has returned in this process.
+var (
+	portsMu    sync.Mutex
+	portsGiven = map[int]bool{}
+)
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago, and
+// that it has not returned before in this process: tests run in parallel,
+// and one that stops a server and starts it again on its port must not
+// find another test's server there.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 100 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		portsMu.Lock()
+		given := portsGiven[port]
+		portsGiven[port] = true
+		portsMu.Unlock()
+		if !given {
+			return port
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	t.Fatal("no port on 127.0.0.1 that FreePort has not returned before")
+	return 0
 }
 
 // Proc is a process started by the harness.
