@@ -289,7 +289,12 @@ func (s *Server) report(a renewal.Attempt) {
 	if a.Err != nil {
 		s.status.lastError = a.Err.Error()
 		s.status.lastErrorAt = &at
-		s.log.Error("renewal failed", "err", a.Err, "failures", a.Failures, "retry_at", a.Next)
+		// Until mwid holds credentials, every attempt is a join.
+		msg := "renewal failed"
+		if s.creds.Current() == nil {
+			msg = "join failed"
+		}
+		s.log.Error(msg, "err", a.Err, "failures", a.Failures, "retry_at", a.Next)
 	} else {
 		s.status.lastRenewal = &at
 		s.status.lastError = ""
