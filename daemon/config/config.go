@@ -12,6 +12,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"os/user"
@@ -269,9 +270,14 @@ type fileLog struct {
 	Format string `yaml:"format"`
 }
 
-// Load reads and parses the configuration file at path.
+// Load reads and parses the configuration file at path. A missing file's
+// error says how to name another, since the path is often mwid's default
+// rather than one the user gave.
 func Load(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w (name the configuration file with mwid -c FILE; the README's \"mwid configuration\" describes it, and examples/github holds some)", err)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -86,6 +88,16 @@ func TestParseErrors(t *testing.T) {
 				t.Fatalf("Parse error = %v, want it to contain %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestLoadMissing checks that a missing file, most often mwid's default
+// path, is named with a hint on how to name another.
+func TestLoadMissing(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mwid.yaml")
+	_, err := Load(path)
+	if err == nil || !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "mwid -c FILE") {
+		t.Errorf("Load(%s) = %v; want the missing file named, with a hint to use mwid -c FILE", path, err)
 	}
 }
 
