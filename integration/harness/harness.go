@@ -180,8 +180,16 @@ func StartAs(t testing.TB, cred *syscall.Credential, dir, name string, env []str
 	return p
 }
 
+// stopGrace is how long Stop waits after SIGTERM. mwid and mwi-issuer
+// allow their HTTP servers 5 seconds to shut down, and Go's
+// http.Server.Shutdown counts a connection that was accepted but never
+// sent a request (a client's spare connection) as active for 5 seconds:
+// a process that takes its whole allowance must not be taken for a hung
+// one.
+const stopGrace = 10 * time.Second
+
 // Stop sends SIGTERM to the process it started and waits for it to exit,
-// killing it after five seconds. It is safe to call more than once.
+// killing it after stopGrace. It is safe to call more than once.
 func (p *Proc) Stop(t testing.TB) error {
 	select {
 	case <-p.done:
@@ -191,8 +199,8 @@ func (p *Proc) Stop(t testing.TB) error {
 	p.Cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-p.done:
-	case <-time.After(5 * time.Second):
-		t.Errorf("%s (pid %d) did not stop on SIGTERM within 5s; killing it", p.Name, p.Cmd.Process.Pid)
+	case <-time.After(stopGrace):
+		t.Errorf("%s (pid %d) did not stop on SIGTERM within %s; killing it", p.Name, p.Cmd.Process.Pid, stopGrace)
 		p.Cmd.Process.Kill()
 		<-p.done
 	}
