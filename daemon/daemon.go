@@ -280,9 +280,11 @@ func (s *Server) alive() bool {
 func (s *Server) report(a renewal.Attempt) {
 	s.metrics.Renewal(a.Err, a.Failures)
 	if c := s.creds.Current(); c != nil {
+		var held []metrics.Expiry
 		for _, cred := range credentials(c) {
-			s.metrics.SetExpiry(cred.Kind, cred.Expires)
+			held = append(held, metrics.Expiry{Kind: cred.Kind, Name: expiryName(cred), At: cred.Expires})
 		}
+		s.metrics.SetExpiries(held)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -291,7 +293,12 @@ func (s *Server) report(a renewal.Attempt) {
 	if a.Err != nil {
 		s.status.lastError = a.Err.Error()
 		s.status.lastErrorAt = &at
-		s.log.Error("renewal failed", "err", a.Err, "failures", a.Failures, "retry_at", a.Next)
+		// Until mwid holds credentials, every attempt is a join.
+		msg := "renewal failed"
+		if s.creds.Current() == nil {
+			msg = "join failed"
+		}
+		s.log.Error(msg, "err", a.Err, "failures", a.Failures, "retry_at", a.Next)
 	} else {
 		s.status.lastRenewal = &at
 		s.status.lastError = ""

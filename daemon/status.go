@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/mwi-project/mwi/api"
@@ -144,4 +145,16 @@ func (s *Server) Renew(ctx context.Context) (api.Status, error) {
 	st := s.Status()
 	st.Renewal = out
 	return st, nil
+}
+
+// expiryName tells a credential apart from others of its kind in the
+// expiry metric: a cluster, or a host certificate's principals.
+func expiryName(c api.Credential) string {
+	switch c.Kind {
+	case "kubernetes":
+		return c.Cluster
+	case "ssh_host":
+		return strings.Join(c.Principals, ",")
+	}
+	return ""
 }

@@ -22,6 +22,7 @@ import (
 // TestAgentProtocol drives mwid's agent socket with the x/crypto agent
 // client, as a Go program using SSH_AUTH_SOCK would.
 func TestAgentProtocol(t *testing.T) {
+	t.Parallel()
 	iss, d := setup(t, time.Hour)
 	conn, err := net.Dial("unix", d.AgentSock)
 	if err != nil {
@@ -92,6 +93,7 @@ func TestAgentProtocol(t *testing.T) {
 // 16 to 149 MB): each connection is closed at its length, before its body
 // is sent, and mwid's resident memory does not grow by the requests' size.
 func TestAgentMemoryBounded(t *testing.T) {
+	t.Parallel()
 	_, d := setup(t, time.Hour)
 	pid := d.Proc.Cmd.Process.Pid
 	before := residentKiB(t, pid)

@@ -36,6 +36,7 @@ func get(t *testing.T, d *harness.Daemon, path string) (int, string) {
 }
 
 func TestLocalAPIThroughMwictl(t *testing.T) {
+	t.Parallel()
 	_, d := setup(t, time.Hour, everyRenewal) // renews right after joining
 	user := harness.CurrentUser(t)
 
@@ -120,7 +121,7 @@ func TestLocalAPIThroughMwictl(t *testing.T) {
 	for _, want := range []string{
 		`mwid_agent_requests_total{result="ok",type="list"}`,
 		`mwid_renewals_total{result="success"}`,
-		`mwid_credential_expiry_timestamp_seconds{kind="ssh"}`,
+		`mwid_credential_expiry_timestamp_seconds{kind="ssh",name=""}`,
 		`mwid_api_requests_total{code="200",route="/v1/status"}`,
 	} {
 		if code != http.StatusOK || !strings.Contains(body, want) {
@@ -130,6 +131,7 @@ func TestLocalAPIThroughMwictl(t *testing.T) {
 }
 
 func TestMwictlWithoutDaemon(t *testing.T) {
+	t.Parallel()
 	b := harness.Build(t)
 	out, err := harness.Run(context.Background(), 10*time.Second, nil, b.Ctl, "--socket", t.TempDir()+"/none.sock", "status")
 	if err == nil || strings.Count(out, "\n") != 0 || !strings.Contains(out, "is mwid running") {
@@ -142,6 +144,7 @@ func TestMwictlWithoutDaemon(t *testing.T) {
 // renewal beyond the join (at most one if the machine took 10s over the
 // requests), and mwictl renew says that its answer was shared.
 func TestRenewRequestsShared(t *testing.T) {
+	t.Parallel()
 	iss, d := setup(t, time.Hour)
 	ctx := context.Background()
 	var wg sync.WaitGroup
@@ -174,6 +177,7 @@ func TestRenewRequestsShared(t *testing.T) {
 // socket, one user's connections beyond connlimit.DefaultPerUID are closed
 // unserved, and the API refuses a header larger than it needs.
 func TestSocketBounds(t *testing.T) {
+	t.Parallel()
 	_, d := setup(t, time.Hour)
 	for _, sock := range []string{d.AgentSock, d.APISock} {
 		conns := make([]net.Conn, connlimit.DefaultPerUID)

@@ -33,6 +33,7 @@ func asUser(t *testing.T, uid, gid uint32, env []string, argv ...string) (string
 // socket's mode and group let connect is still refused unless the
 // configuration allows it, and allowing it takes a reload, not a restart.
 func TestCallersChecked(t *testing.T) {
+	t.Parallel()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to run clients as another user")
 	}

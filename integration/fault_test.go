@@ -121,6 +121,7 @@ func expiredAt(c *ssh.Certificate, t time.Time) bool {
 // itself, within its backoff cap, with the identity that outlived the
 // outage.
 func TestIssuerOutageLongerThanTTL(t *testing.T) {
+	t.Parallel()
 	iss := harness.StartIssuer(t, resources(harness.CurrentUser(t)))
 	d := harness.StartDaemon(t, iss, harness.DaemonOptions{Token: iss.CreateToken(t, "ci", time.Hour), TTL: 10 * time.Second, Extra: everyRenewal})
 	d.WaitState(t, "ready", 20*time.Second)
@@ -256,6 +257,7 @@ func TestIssuerOutageLongerThanTTL(t *testing.T) {
 // its file, as a new instance: the operator's remedy is a new token in the
 // file, not a restart.
 func TestIdentityExpiryRejoins(t *testing.T) {
+	t.Parallel()
 	iss := harness.StartIssuer(t, resources(harness.CurrentUser(t)))
 	tokenFile := filepath.Join(t.TempDir(), "join-token")
 	if err := os.WriteFile(tokenFile, []byte(iss.CreateToken(t, "ci", time.Hour)), 0o600); err != nil {
@@ -297,6 +299,7 @@ func TestIdentityExpiryRejoins(t *testing.T) {
 // serving its valid credentials, reports degraded, and once the issuer is
 // back renews by itself, without a restart, within its backoff cap.
 func TestIssuerOutageShorterThanTTL(t *testing.T) {
+	t.Parallel()
 	const (
 		ttl      = 30 * time.Second
 		interval = 3 * time.Second // the first failure comes soon after the stop
@@ -425,6 +428,7 @@ func authorityFiles(t *testing.T, state string) map[string][]byte {
 // on; a certificate for a name mwid does not use is refused, which shows
 // mwid verifies the new certificate rather than accepting any.
 func TestIssuerTLSRotation(t *testing.T) {
+	t.Parallel()
 	iss, d := setup(t, 10*time.Second, everyRenewal)
 	ctx := context.Background()
 	leaf0 := servedLeaf(t, iss.Addr)

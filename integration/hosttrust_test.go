@@ -86,6 +86,7 @@ func setupHostTrust(t *testing.T) *hostTrust {
 }
 
 func TestSSHHostCertificate(t *testing.T) {
+	t.Parallel()
 	h := setupHostTrust(t)
 	data, err := os.ReadFile(h.hostCert)
 	if err != nil {
@@ -127,6 +128,7 @@ func TestSSHHostCertificate(t *testing.T) {
 }
 
 func TestHostNameNotAllowed(t *testing.T) {
+	t.Parallel()
 	iss := harness.StartIssuer(t, hostTrustResources(harness.CurrentUser(t)))
 	hostKey := harness.NewHostKey(t)
 	d := harness.StartDaemon(t, iss, harness.DaemonOptions{
@@ -143,6 +145,7 @@ func TestHostNameNotAllowed(t *testing.T) {
 }
 
 func TestAnsibleThroughAgent(t *testing.T) {
+	t.Parallel()
 	ansible := harness.Require(t, "ansible", "apt-get install -y --no-install-recommends ansible-core")
 	playbook := harness.Require(t, "ansible-playbook", "apt-get install -y --no-install-recommends ansible-core")
 	h := setupHostTrust(t)

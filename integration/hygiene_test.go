@@ -48,6 +48,10 @@ spec:
 // user cannot read its memory or environment (where its join token is);
 // core dumps are off; memory is locked only where allowed, with one
 // warning where not; and nothing it wrote holds a private key or the token.
+//
+// It does not run in parallel: it scans the temporary directory for every
+// file nobody wrote since it started, and other tests write files as
+// nobody there too.
 func TestMemoryHygiene(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root, to run mwid and its readers as another user")
@@ -198,6 +202,7 @@ func TestMemoryHygiene(t *testing.T) {
 // TestMemoryLockedAsRoot checks the other side of the policy: with
 // CAP_IPC_LOCK, as root has, mwid locks its memory and warns about nothing.
 func TestMemoryLockedAsRoot(t *testing.T) {
+	t.Parallel()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (CAP_IPC_LOCK)")
 	}

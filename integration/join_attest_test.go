@@ -63,6 +63,7 @@ func kubeTokenDaemon(t *testing.T, iss *harness.Issuer, tokenFile string) *harne
 // token), which the issuer verifies through the API server's own OIDC
 // discovery and JWKS; a token for another service account is refused.
 func TestKubernetesServiceAccountJoin(t *testing.T) {
+	t.Parallel()
 	kube := harness.NewKube(t)
 	iss := harness.StartIssuer(t, kubeJoinResources(harness.CurrentUser(t), kube))
 	kube.Start(t, iss.KubeCAFile)
@@ -259,6 +260,7 @@ func boundKeyDaemon(t *testing.T, iss *harness.Issuer, credDir string) *harness.
 // same key joins again (no one-time secret was spent); a different key is
 // refused.
 func TestBoundKeypairJoin(t *testing.T) {
+	t.Parallel()
 	user := harness.CurrentUser(t)
 	credDir, pub := newCredentialKey(t)
 	iss := harness.StartIssuer(t, boundKeyResources(user, pub))
@@ -316,6 +318,10 @@ func TestBoundKeypairJoin(t *testing.T) {
 // the host's own address, while the host renews by joining again every
 // few seconds: the flood is refused, and the host, which asks for its
 // challenges with its identity, keeps renewing its instance.
+//
+// It does not run in parallel: the flood must outrun the issuer's refill
+// of one challenge every 6 seconds, and on a loaded machine one client's
+// sequential requests do not.
 func TestBoundKeypairChallengeFlood(t *testing.T) {
 	user := harness.CurrentUser(t)
 	credDir, pub := newCredentialKey(t)

@@ -131,6 +131,7 @@ func certifiedSSHD(t *testing.T, iss *harness.Issuer) *harness.SSHD {
 // kube-apiserver with out/kubeconfig.yaml. A job on another branch is
 // refused with the reason, and the issuer audits the denial.
 func TestGitHubActionsOneshot(t *testing.T) {
+	t.Parallel()
 	user := harness.CurrentUser(t)
 	kube := harness.NewKube(t)
 	p, iss := startGitHubIssuer(t, kube.ClusterYAML("ci-cluster", map[string]string{"env": "ci"}))
@@ -331,6 +332,7 @@ func checkIdentityFiles(t *testing.T, dir, login string, ttl time.Duration) *ssh
 // still-valid identity, and the issuer keeps the bot instance, advancing
 // its generation. The replay cache refuses none of the fresh tokens.
 func TestGitHubRejoinKeepsInstance(t *testing.T) {
+	t.Parallel()
 	user := harness.CurrentUser(t)
 	p, iss := startGitHubIssuer(t, "")
 	sshd := harness.StartSSHD(t, iss.UserCA)

@@ -16,6 +16,7 @@ import (
 )
 
 func TestJoinRefusals(t *testing.T) {
+	t.Parallel()
 	iss := harness.StartIssuer(t, resources(harness.CurrentUser(t)))
 	used := iss.CreateToken(t, "ci", time.Hour)
 	first := harness.StartDaemon(t, iss, harness.DaemonOptions{Token: used})
@@ -112,6 +113,7 @@ func newKeys(t *testing.T) (*identity.Keys, api.PublicKeys) {
 // owner renewed: the issuer locks that instance, and only it, so that a
 // stale identity in the wrong hands cannot stop the rest of the bot.
 func TestCopiedIdentityLocksInstance(t *testing.T) {
+	t.Parallel()
 	iss := harness.StartIssuer(t, resources(harness.CurrentUser(t)))
 	// A real mwid of the same bot, renewing every few seconds.
 	d := harness.StartDaemon(t, iss, harness.DaemonOptions{Token: iss.CreateToken(t, "ci", time.Hour), TTL: 10 * time.Second})
@@ -229,6 +231,7 @@ func TestCopiedIdentityLocksInstance(t *testing.T) {
 // TestBotLockByOperator locks a whole bot with mwi-issuer: its running
 // instance and new joins are refused until the lock is lifted.
 func TestBotLockByOperator(t *testing.T) {
+	t.Parallel()
 	iss := harness.StartIssuer(t, resources(harness.CurrentUser(t)))
 	ic, creds := joinDirect(t, iss, iss.CreateToken(t, "ci", time.Hour))
 	run := func(args ...string) (string, error) {
@@ -262,6 +265,7 @@ func TestBotLockByOperator(t *testing.T) {
 }
 
 func TestIssuerRestart(t *testing.T) {
+	t.Parallel()
 	iss := harness.StartIssuer(t, resources(harness.CurrentUser(t)))
 	token := iss.CreateToken(t, "ci", time.Hour)
 	d := harness.StartDaemon(t, iss, harness.DaemonOptions{Token: token, TTL: 10 * time.Second})

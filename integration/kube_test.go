@@ -20,7 +20,7 @@ import (
 	"testing"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/mwi-project/mwi/api"
 	"github.com/mwi-project/mwi/daemon/kubeconfig"
@@ -169,6 +169,7 @@ func (e *kubeEnv) whoami(t *testing.T, d *harness.Daemon) (string, []string) {
 // RBAC, through kubeconfigs from mwictl whose users are mwictl's exec
 // plugin, with the certificates of a real mwi-issuer held by real mwids.
 func TestKubernetes(t *testing.T) {
+	t.Parallel()
 	kube := harness.NewKube(t)
 	e := &kubeEnv{kube: kube, work: t.TempDir()}
 	e.iss = harness.StartIssuer(t, kubeResources+"---\n"+

@@ -107,6 +107,7 @@ func (c *loadCounts) fail(counter *atomic.Int64, format string, args ...any) {
 // certificate they listed first until refused, to check that the agent
 // refuses it once expired. Their refusals are expected and counted apart.
 func TestLoadDuringRenewalsAndReloads(t *testing.T) {
+	t.Parallel()
 	const (
 		agentClients = 256
 		staleProbes  = 8

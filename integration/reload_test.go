@@ -38,6 +38,7 @@ func edit(t *testing.T, d *harness.Daemon, old, new string) {
 // each change applies without a restart, picked up by the file watcher
 // alone: no signal, no API call.
 func TestHotReload(t *testing.T) {
+	t.Parallel()
 	iss, d := setup(t, time.Hour)
 	before, err := d.Status(t)
 	if err != nil {
@@ -110,6 +111,7 @@ func TestHotReload(t *testing.T) {
 // runs: a good edit applies at the next renewal, a broken one is refused
 // whole and the previous set keeps serving.
 func TestIssuerResourceReload(t *testing.T) {
+	t.Parallel()
 	// Each mwictl renew must reach the issuer, though the join was just
 	// made.
 	iss, d := setup(t, time.Hour, everyRenewal)
@@ -145,6 +147,7 @@ func TestIssuerResourceReload(t *testing.T) {
 // TestSocketMoveAllOrNothing moves both sockets where one new path cannot
 // be used: neither moves, and the running configuration stays.
 func TestSocketMoveAllOrNothing(t *testing.T) {
+	t.Parallel()
 	_, d := setup(t, time.Hour)
 	before, _ := d.Status(t)
 	agent2 := filepath.Join(d.Dir, "agent2.sock")
@@ -185,6 +188,7 @@ func TestSocketMoveAllOrNothing(t *testing.T) {
 // configuration must be in use, although it is the content the file
 // watcher last saw.
 func TestReloadDuringRewrite(t *testing.T) {
+	t.Parallel()
 	iss := harness.StartIssuer(t, resources(harness.CurrentUser(t)))
 	d := harness.StartDaemon(t, iss, harness.DaemonOptions{Token: iss.CreateToken(t, "ci", time.Hour), Hosts: []string{"build.example"}})
 	d.WaitState(t, "ready", 20*time.Second)

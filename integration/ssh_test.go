@@ -91,6 +91,7 @@ func tryListed(t *testing.T, sock string) ([]*ssh.Certificate, error) {
 }
 
 func TestSSHLoginThroughAgent(t *testing.T) {
+	t.Parallel()
 	user := harness.CurrentUser(t)
 	iss, d := setup(t, time.Hour)
 	sshd := harness.StartSSHD(t, iss.UserCA)
@@ -124,6 +125,7 @@ func TestSSHLoginThroughAgent(t *testing.T) {
 }
 
 func TestRenewalKeepsSSHWorking(t *testing.T) {
+	t.Parallel()
 	harness.Require(t, "sshd", "apt-get install -y --no-install-recommends openssh-server")
 	user := harness.CurrentUser(t)
 	iss, d := setup(t, 10*time.Second)

@@ -30,6 +30,7 @@ const maxExposure = 2.0
 // the units expect them installed. verify exits 0 even for unknown keys and
 // values it cannot parse, so any output at all is a failure.
 func TestSystemdUnitsVerify(t *testing.T) {
+	t.Parallel()
 	analyze := harness.Require(t, "systemd-analyze", installSystemd)
 	bins := harness.Build(t)
 	binDir := filepath.Dir(bins.Daemon)
@@ -77,6 +78,7 @@ var exposureLine = regexp.MustCompile(`Overall exposure level for \S+: ([0-9]+(?
 // TestSystemdUnitsSecurity fails when systemd-analyze security rates a
 // unit's exposure above maxExposure.
 func TestSystemdUnitsSecurity(t *testing.T) {
+	t.Parallel()
 	analyze := harness.Require(t, "systemd-analyze", installSystemd)
 	for _, u := range units {
 		t.Run(u.file, func(t *testing.T) {
@@ -106,6 +108,7 @@ func TestSystemdUnitsSecurity(t *testing.T) {
 // LoadCredential=join-token:...: the token is a file in
 // $CREDENTIALS_DIRECTORY, and the configuration says credential: join-token.
 func TestJoinTokenFromCredentialsDirectory(t *testing.T) {
+	t.Parallel()
 	iss := harness.StartIssuer(t, resources(harness.CurrentUser(t)))
 
 	t.Run("joins", func(t *testing.T) {

@@ -23,6 +23,7 @@ import (
 // directory and why, and writes nothing there; the one-time token is not
 // spent, and joins once the directory is safe.
 func TestOneshotRefusesUnsafeOutputDirectory(t *testing.T) {
+	t.Parallel()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: the attack is on root's mwid")
 	}
@@ -106,6 +107,7 @@ func TestOneshotRefusesUnsafeOutputDirectory(t *testing.T) {
 // socket with the new mode and group, the agent serves on it, and nothing
 // is left beside it.
 func TestSocketModeReload(t *testing.T) {
+	t.Parallel()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root, to give the socket another group")
 	}
@@ -150,6 +152,7 @@ func TestSocketModeReload(t *testing.T) {
 // never made through a link, is made where the link leads, and the admin
 // commands reach it through the state directory's path.
 func TestIssuerStateDirectoryLink(t *testing.T) {
+	t.Parallel()
 	iss := harness.StartIssuer(t, resources(harness.CurrentUser(t)))
 	iss.Stop(t)
 	private := filepath.Join(iss.Dir, "private")

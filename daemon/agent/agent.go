@@ -48,9 +48,10 @@ type Identity struct {
 //
 // Identities returns the current identities, newest first. It may return an
 // expired or not yet valid identity; the agent filters by validity itself.
-// mwid keeps the previous certificate in the list until it expires because
-// a client may have listed it just before a renewal swapped keys and will
-// then ask for a signature with it.
+// mwid keeps the certificates that renewals replaced recently in the list
+// (identity.Holder holds the current one and up to three before it) until
+// they expire, because a client may have listed one just before a renewal
+// swapped keys and will then ask for a signature with it.
 //
 // Identities is called on every request, possibly from many goroutines at
 // once, so it should be cheap (mwid's is an atomic pointer load). The

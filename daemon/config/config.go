@@ -12,6 +12,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"os/user"
@@ -21,9 +22,10 @@ import (
 	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/mwi-project/mwi/api"
+	"github.com/mwi-project/mwi/internal/yamlline"
 )
 
 // Config is mwid's validated runtime configuration.
@@ -144,9 +146,23 @@ func (s SecretSource) Read() (string, error) {
 	}
 	v = strings.TrimSpace(v)
 	if v == "" {
-		return "", errors.New("the secret is empty")
+		return "", fmt.Errorf("%s is empty", s)
 	}
 	return v, nil
+}
+
+// String names where the secret comes from, for messages: "environment
+// variable MWI_TOKEN", "file /etc/mwi/token" or "credential join-token".
+func (s SecretSource) String() string {
+	switch {
+	case s.Env != "":
+		return "environment variable " + s.Env
+	case s.File != "":
+		return "file " + s.File
+	case s.Credential != "":
+		return "credential " + s.Credential
+	}
+	return "the secret"
 }
 
 // Socket is a Unix socket mwid listens on.
@@ -255,9 +271,14 @@ type fileLog struct {
 	Format string `yaml:"format"`
 }
 
-// Load reads and parses the configuration file at path.
+// Load reads and parses the configuration file at path. A missing file's
+// error says how to name another, since the path is often mwid's default
+// rather than one the user gave.
 func Load(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w (name the configuration file with mwid -c FILE; the README's \"mwid configuration\" describes it, and examples/github holds some)", err)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -269,7 +290,7 @@ func Load(path string) (*Config, error) {
 func Parse(name string, data []byte) (*Config, error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, yamlError(name, err)
+		return nil, yamlError(name, data, err)
 	}
 	if len(root.Content) == 0 {
 		return nil, fmt.Errorf("%s: the file is empty; want a mwid configuration with version: v1", name)
@@ -278,7 +299,7 @@ func Parse(name string, data []byte) (*Config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&f); err != nil {
-		return nil, yamlError(name, err)
+		return nil, yamlError(name, data, err)
 	}
 	v := validator{name: name, root: root.Content[0], dir: filepath.Dir(name)}
 	c := v.build(&f)
@@ -292,8 +313,9 @@ func Parse(name string, data []byte) (*Config, error) {
 
 var unknownField = regexp.MustCompile(`field (\S+) not found in type \S+`)
 
-// yamlError rewrites yaml.v3's "yaml: line N: ..." as "NAME:N: ...".
-func yamlError(name string, err error) error {
+// yamlError rewrites yaml.v3's "yaml: line N: ..." as "NAME:N: ...", with
+// the line corrected where yaml.v3's is off (see package yamlline).
+func yamlError(name string, data []byte, err error) error {
 	var te *yaml.TypeError
 	if errors.As(err, &te) {
 		errs := make([]error, len(te.Errors))
@@ -305,8 +327,12 @@ func yamlError(name string, err error) error {
 		return errors.Join(errs...)
 	}
 	msg := strings.TrimPrefix(err.Error(), "yaml: ")
-	if strings.HasPrefix(msg, "line ") {
-		return errors.New(name + ":" + strings.TrimPrefix(msg, "line "))
+	if rest, ok := strings.CutPrefix(msg, "line "); ok {
+		num, text, _ := strings.Cut(rest, ": ")
+		if line, err := strconv.Atoi(num); err == nil {
+			return fmt.Errorf("%s:%d: %s", name, yamlline.Correct(data, line, text), text)
+		}
+		return errors.New(name + ":" + rest)
 	}
 	return fmt.Errorf("%s: %s", name, msg)
 }

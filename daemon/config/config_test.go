@@ -1,6 +1,8 @@
 package config
 
 import (
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -58,6 +60,8 @@ func TestParseErrors(t *testing.T) {
 		{"unknown field", [2]string{"ssh:\n", "ssh:\n  user: x\n"}, `mwid.yaml:18: unknown field "user"`},
 		{"bad version", [2]string{"version: v1", "version: v2"}, `mwid.yaml:1: version: got "v2", want v1`},
 		{"syntax", [2]string{"log:\n", "log: [\n"}, "mwid.yaml:"},
+		{"unclosed bracket", [2]string{"logins: [deploy, ops]", "logins: [deploy, ops"}, `mwid.yaml:18: did not find expected ',' or ']'`},
+		{"unclosed brace", [2]string{"  agent:\n", "  agent: {\n"}, `mwid.yaml:12: did not find expected ',' or '}'`},
 		{"bad duration", [2]string{"certificate_ttl: 10m", "certificate_ttl: ten"}, `mwid.yaml:9: certificate_ttl: "ten" is not a duration`},
 		{"ttl too short", [2]string{"certificate_ttl: 10m", "certificate_ttl: 1s"}, "shorter than the minimum"},
 		{"interval too long", [2]string{"renewal_interval: 2m", "renewal_interval: 20m"}, "mwid.yaml:10: renewal_interval"},
@@ -87,6 +91,16 @@ func TestParseErrors(t *testing.T) {
 	}
 }
 
+// TestLoadMissing checks that a missing file, most often mwid's default
+// path, is named with a hint on how to name another.
+func TestLoadMissing(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mwid.yaml")
+	_, err := Load(path)
+	if err == nil || !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "mwid -c FILE") {
+		t.Errorf("Load(%s) = %v; want the missing file named, with a hint to use mwid -c FILE", path, err)
+	}
+}
+
 func TestParseEmpty(t *testing.T) {
 	for _, data := range []string{"", "# just a comment\n"} {
 		if _, err := Parse("x.yaml", []byte(data)); err == nil || !strings.Contains(err.Error(), "x.yaml: the file is empty") {
@@ -99,6 +113,8 @@ func TestSecretSource(t *testing.T) {
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "tok"), []byte("  s3cret\n"), 0o600)
 	t.Setenv("MWI_TEST_TOKEN", "from-env")
+	t.Setenv("MWI_TEST_EMPTY", " \n")
+	os.WriteFile(filepath.Join(dir, "empty"), []byte("\n"), 0o600)
 	t.Setenv("CREDENTIALS_DIRECTORY", dir)
 	os.Unsetenv("MWI_TEST_UNSET")
 	tests := []struct {
@@ -111,6 +127,9 @@ func TestSecretSource(t *testing.T) {
 		{SecretSource{Credential: "tok"}, "s3cret", ""},
 		{SecretSource{Env: "MWI_TEST_UNSET"}, "", "MWI_TEST_UNSET is not set"},
 		{SecretSource{File: filepath.Join(dir, "missing")}, "", "no such file"},
+		{SecretSource{Env: "MWI_TEST_EMPTY"}, "", "environment variable MWI_TEST_EMPTY is empty"},
+		{SecretSource{File: filepath.Join(dir, "empty")}, "", "file " + filepath.Join(dir, "empty") + " is empty"},
+		{SecretSource{Credential: "empty"}, "", "credential empty is empty"},
 	}
 	for _, tt := range tests {
 		got, err := tt.src.Read()

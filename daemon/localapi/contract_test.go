@@ -14,8 +14,9 @@ package localapi_test
 //     validate against the document: status, Content-Type and body, with
 //     additionalProperties: false catching unknown fields
 //     (TestContractResponses);
-//   - when a status the handler answers is documented only by "default"
-//     (only 500 may be), or a documented status is never exercised.
+//   - when an operation has a "default" answer, which would hide statuses
+//     the document does not list, or a status the handler answers is not
+//     listed, or a listed status is never exercised.
 
 import (
 	"bytes"
@@ -111,7 +112,8 @@ func TestContractRoutes(t *testing.T) {
 
 // TestContractConventions checks what every operation of the document must
 // have: an operationId, a summary and a description, the 403 of the peer
-// credential check, and a default error answer in the one error shape.
+// credential check, error answers in the one error shape, and no default
+// answer: every status is listed.
 func TestContractConventions(t *testing.T) {
 	doc := loadSpec(t)
 	ids := make(map[string]string)
@@ -129,11 +131,14 @@ func TestContractConventions(t *testing.T) {
 		if r := op.Responses.Value("403"); r == nil || r.Ref != "#/components/responses/AccessDenied" {
 			t.Errorf("%s: 403 must be #/components/responses/AccessDenied", name)
 		}
-		if r := op.Responses.Default(); r == nil || r.Ref != "#/components/responses/Error" {
-			t.Errorf("%s: default must be #/components/responses/Error", name)
+		if op.Responses.Default() != nil {
+			t.Errorf("%s: has a default answer; list each status it answers instead", name)
+		}
+		if r := op.Responses.Value("500"); r != nil && r.Ref != "#/components/responses/Internal" {
+			t.Errorf("%s: 500 must be #/components/responses/Internal", name)
 		}
 		for status, r := range op.Responses.Map() {
-			if s, _ := strconv.Atoi(status); s < 400 && status != "default" || notErrorShaped[name+" "+status] {
+			if s, _ := strconv.Atoi(status); s < 400 || notErrorShaped[name+" "+status] {
 				continue
 			}
 			mt := r.Value.Content.Get("application/json")
@@ -369,6 +374,10 @@ type exchange struct {
 	// outside is the routers error wanted for requests the document does
 	// not describe (unknown routes, wrong methods).
 	outside error
+	// invalid marks a request to a documented route that breaks the
+	// document's rules for it (a required parameter missing, a boolean
+	// that is not one): only the answer is validated.
+	invalid bool
 }
 
 func contractExchanges() []exchange {
@@ -408,6 +417,8 @@ func contractExchanges() []exchange {
 		{name: "kubeconfig not joined", backend: &fakeBackend{state: notJoined}, method: "GET", target: "/v1/kubernetes/kubeconfig", status: 503, code: api.CodeNotJoined},
 		{name: "kubernetes credential", backend: &fakeBackend{state: ready}, method: "GET", target: "/v1/kubernetes/credential?cluster=prod", status: 200},
 		{name: "kubernetes credential unknown cluster", backend: &fakeBackend{state: ready}, method: "GET", target: "/v1/kubernetes/credential?cluster=nope", status: 404, code: api.CodeNotFound},
+		{name: "kubernetes credential without cluster", backend: &fakeBackend{state: ready}, method: "GET", target: "/v1/kubernetes/credential", status: 400, code: api.CodeBadRequest, invalid: true},
+		{name: "kubeconfig embed not a boolean", backend: &fakeBackend{state: ready}, method: "GET", target: "/v1/kubernetes/kubeconfig?embed=maybe", status: 400, code: api.CodeBadRequest, invalid: true},
 		{name: "kubernetes credential not joined", backend: &fakeBackend{state: notJoined}, method: "GET", target: "/v1/kubernetes/credential?cluster=prod", status: 503, code: api.CodeNotJoined},
 	}
 }
@@ -482,8 +493,10 @@ func TestContractResponses(t *testing.T) {
 				Route:      route,
 				Options:    &openapi3filter.Options{IncludeResponseStatus: true, MultiError: true},
 			}
-			if err := openapi3filter.ValidateRequest(context.Background(), in); err != nil {
+			if err := openapi3filter.ValidateRequest(context.Background(), in); err != nil && !ex.invalid {
 				t.Fatalf("the test's request does not match openapi.yaml: %v", err)
+			} else if err == nil && ex.invalid {
+				t.Fatalf("the test's request is marked invalid but matches openapi.yaml")
 			}
 			out := &openapi3filter.ResponseValidationInput{
 				RequestValidationInput: in,
@@ -499,24 +512,21 @@ func TestContractResponses(t *testing.T) {
 
 			status := strconv.Itoa(rec.Code)
 			if route.Operation.Responses.Value(status) == nil {
-				// Only unexpected failures may fall to default.
-				if rec.Code != http.StatusInternalServerError {
-					t.Errorf("%s %s answers %d, which openapi.yaml documents only as default; document it", ex.method, route.Path, rec.Code)
-				}
-				status = "default"
+				t.Errorf("%s %s answers %d, which openapi.yaml does not list; list it", ex.method, route.Path, rec.Code)
 			}
 			covered[ex.method+" "+route.Path+" "+status] = true
 		})
 	}
 
 	// Every documented answer must have been seen, so that the document
-	// cannot promise what the handler never does. A default answer needs
-	// to be seen once, not on every operation.
-	sawDefault := false
+	// cannot promise what the handler never does. A 500 needs to be seen
+	// once, not on every operation: httpjson.Handler turns every unexpected
+	// error into it in one place.
+	saw500 := false
 	for _, op := range sortedKeys(specOperations(doc)) {
 		for status := range specOperations(doc)[op].Responses.Map() {
-			if status == "default" {
-				sawDefault = sawDefault || covered[op+" default"]
+			if status == "500" {
+				saw500 = saw500 || covered[op+" 500"]
 				continue
 			}
 			if !covered[op+" "+status] {
@@ -524,8 +534,8 @@ func TestContractResponses(t *testing.T) {
 			}
 		}
 	}
-	if !sawDefault {
-		t.Error("no exchange produced an answer documented only by default")
+	if !saw500 {
+		t.Error("no exchange produced a 500")
 	}
 }
 

@@ -52,7 +52,7 @@ func Routes(b Backend, metrics http.Handler, log *slog.Logger, middlewares ...fu
 	r := chi.NewRouter()
 	r.Use(middlewares...)
 	r.NotFound(httpjson.NotFound(log))
-	r.MethodNotAllowed(httpjson.MethodNotAllowed(log))
+	r.MethodNotAllowed(httpjson.MethodNotAllowed(log, r))
 	h := func(f httpjson.HandlerFunc) http.HandlerFunc { return httpjson.Handler(log, f) }
 
 	r.Get("/healthz", func(w http.ResponseWriter, r *http.Request) {

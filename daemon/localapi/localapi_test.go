@@ -286,6 +286,22 @@ func TestRoutes(t *testing.T) {
 		}
 	}
 
+	// allow checks the Allow header of a 405.
+	allow := func(methods ...string) check {
+		return func(t *testing.T, rec *httptest.ResponseRecorder) {
+			if got := rec.Header().Values("Allow"); !slices.Equal(got, methods) {
+				t.Errorf("Allow %q, want %q", got, methods)
+			}
+		}
+	}
+	both := func(checks ...check) check {
+		return func(t *testing.T, rec *httptest.ResponseRecorder) {
+			for _, c := range checks {
+				c(t, rec)
+			}
+		}
+	}
+
 	const (
 		ctJSON = "application/json"
 		ctText = "text/plain; charset=utf-8"
@@ -441,17 +457,17 @@ func TestRoutes(t *testing.T) {
 		{
 			name: "GET on a POST route", backend: &fakeBackend{state: ready},
 			method: "GET", target: "/v1/renew", status: 405, ct: ctJSON,
-			check: errorBody(api.CodeBadRequest, "GET"),
+			check: both(errorBody(api.CodeBadRequest, "GET"), allow("POST")),
 		},
 		{
 			name: "POST on a GET route", backend: &fakeBackend{state: ready},
 			method: "POST", target: "/v1/status", status: 405, ct: ctJSON,
-			check: errorBody(api.CodeBadRequest, "POST"),
+			check: both(errorBody(api.CodeBadRequest, "POST"), allow("GET")),
 		},
 		{
 			name: "DELETE on metrics", backend: &fakeBackend{state: ready},
 			method: "DELETE", target: "/metrics", status: 405, ct: ctJSON,
-			check: errorBody(api.CodeBadRequest, "DELETE"),
+			check: both(errorBody(api.CodeBadRequest, "DELETE"), allow("GET")),
 		},
 	}
 	for _, tc := range tests {

@@ -10,7 +10,7 @@
 //	mwid_agent_requests_total{type,result}        SSH agent requests
 //	mwid_renewals_total{result}                   renewal attempts
 //	mwid_renewal_failures_consecutive             failed renewals since the last success
-//	mwid_credential_expiry_timestamp_seconds{kind} when each held credential expires
+//	mwid_credential_expiry_timestamp_seconds{kind,name} when each held credential expires
 //
 // plus the Go runtime (go_*) and process (process_*) collectors.
 package metrics
@@ -18,6 +18,7 @@ package metrics
 import (
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -73,6 +74,10 @@ type Metrics struct {
 	consecutiveFailures prometheus.Gauge
 
 	expiry *prometheus.GaugeVec
+	// expiryMu guards expiryHeld, the (kind, name) pairs of the series
+	// SetExpiries set last.
+	expiryMu   sync.Mutex
+	expiryHeld map[[2]string]bool
 }
 
 type opCounters struct {
@@ -103,7 +108,7 @@ func New() *Metrics {
 		expiry: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "mwid_credential_expiry_timestamp_seconds",
 			Help: "When each credential mwid holds expires, in seconds since the Unix epoch.",
-		}, []string{"kind"}),
+		}, []string{"kind", "name"}),
 	}
 	agentRequests := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "mwid_agent_requests_total",
@@ -328,13 +333,32 @@ func (m *Metrics) Renewal(err error, consecutiveFailures int) {
 	m.consecutiveFailures.Set(float64(consecutiveFailures))
 }
 
-// SetExpiry records when the credential of the given kind (identity, ssh
-// or ssh_host) expires: mwid_credential_expiry_timestamp_seconds{kind}.
-// A zero t removes the series, for a credential mwid no longer holds.
-func (m *Metrics) SetExpiry(kind string, t time.Time) {
-	if t.IsZero() {
-		m.expiry.DeleteLabelValues(kind)
-		return
+// Expiry is when one held credential expires. Name tells credentials of
+// one kind apart: the cluster of a "kubernetes" credential, the principals
+// (comma-separated) of an "ssh_host" certificate, empty for the one
+// "identity" and the one "ssh" credential.
+type Expiry struct {
+	Kind, Name string
+	At         time.Time
+}
+
+// SetExpiries records when each credential mwid holds expires:
+// mwid_credential_expiry_timestamp_seconds{kind,name}. It removes the
+// series of credentials not in held, so that one mwid no longer holds (a
+// removed output, a cluster no longer allowed) leaves none behind; the
+// others are updated in place, so that no scrape sees them missing.
+func (m *Metrics) SetExpiries(held []Expiry) {
+	m.expiryMu.Lock()
+	defer m.expiryMu.Unlock()
+	now := make(map[[2]string]bool, len(held))
+	for _, e := range held {
+		now[[2]string{e.Kind, e.Name}] = true
+		m.expiry.WithLabelValues(e.Kind, e.Name).Set(float64(e.At.UnixMilli()) / 1e3)
 	}
-	m.expiry.WithLabelValues(kind).Set(float64(t.UnixMilli()) / 1e3)
+	for k := range m.expiryHeld {
+		if !now[k] {
+			m.expiry.DeleteLabelValues(k[0], k[1])
+		}
+	}
+	m.expiryHeld = now
 }

@@ -261,28 +261,42 @@ func TestRenewalAndExpiry(t *testing.T) {
 	m.Renewal(nil, 0)
 	m.Renewal(errors.New("issuer unreachable"), 1)
 	m.Renewal(errors.New("issuer unreachable"), 2)
-	m.SetExpiry("identity", time.Unix(1_700_000_000, 0))
-	m.SetExpiry("ssh", time.Unix(1_700_003_600, 500_000_000))
-	m.SetExpiry("ssh_host", time.Unix(1_700_007_200, 0))
+	m.SetExpiries([]metrics.Expiry{
+		{Kind: "identity", At: time.Unix(1_700_000_000, 0)},
+		{Kind: "ssh", At: time.Unix(1_700_003_600, 500_000_000)},
+		{Kind: "ssh_host", Name: "a.example,10.0.0.1", At: time.Unix(1_700_007_200, 0)},
+		{Kind: "ssh_host", Name: "b.example", At: time.Unix(1_700_010_800, 0)},
+		{Kind: "kubernetes", Name: "dev", At: time.Unix(1_700_014_400, 0)},
+		{Kind: "kubernetes", Name: "prod", At: time.Unix(1_700_018_000, 0)},
+	})
 	out := scrape(t, m)
 	wantSamples(t, out,
 		`mwid_renewals_total{result="success"} 1`,
 		`mwid_renewals_total{result="failure"} 2`,
 		`mwid_renewal_failures_consecutive 2`,
-		`mwid_credential_expiry_timestamp_seconds{kind="identity"} 1.7e+09`,
-		`mwid_credential_expiry_timestamp_seconds{kind="ssh"} 1.7000036005e+09`,
-		`mwid_credential_expiry_timestamp_seconds{kind="ssh_host"} 1.7000072e+09`,
+		`mwid_credential_expiry_timestamp_seconds{kind="identity",name=""} 1.7e+09`,
+		`mwid_credential_expiry_timestamp_seconds{kind="ssh",name=""} 1.7000036005e+09`,
+		`mwid_credential_expiry_timestamp_seconds{kind="ssh_host",name="a.example,10.0.0.1"} 1.7000072e+09`,
+		`mwid_credential_expiry_timestamp_seconds{kind="ssh_host",name="b.example"} 1.7000108e+09`,
+		`mwid_credential_expiry_timestamp_seconds{kind="kubernetes",name="dev"} 1.7000144e+09`,
+		`mwid_credential_expiry_timestamp_seconds{kind="kubernetes",name="prod"} 1.700018e+09`,
 	)
 
+	// A credential no longer held loses its series; the others stay.
 	m.Renewal(nil, 0)
-	m.SetExpiry("ssh_host", time.Time{})
+	m.SetExpiries([]metrics.Expiry{
+		{Kind: "identity", At: time.Unix(1_700_000_000, 0)},
+		{Kind: "ssh", At: time.Unix(1_700_003_600, 500_000_000)},
+		{Kind: "kubernetes", Name: "dev", At: time.Unix(1_700_014_400, 0)},
+	})
 	out = scrape(t, m)
 	wantSamples(t, out,
 		`mwid_renewals_total{result="success"} 2`,
 		`mwid_renewal_failures_consecutive 0`,
+		`mwid_credential_expiry_timestamp_seconds{kind="kubernetes",name="dev"} 1.7000144e+09`,
 	)
-	if strings.Contains(out, `kind="ssh_host"`) {
-		t.Error("a zero expiry left the ssh_host series in place")
+	if strings.Contains(out, `kind="ssh_host"`) || strings.Contains(out, `name="prod"`) {
+		t.Errorf("credentials no longer held left their series in place:\n%s", out)
 	}
 }
 

@@ -96,15 +96,35 @@ func Require(t testing.TB, tool, install string) string {
 	return p
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// portsGiven are the ports FreePort has returned in this process.
+var (
+	portsMu    sync.Mutex
+	portsGiven = map[int]bool{}
+)
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago, and
+// that it has not returned before in this process: tests run in parallel,
+// and one that stops a server and starts it again on its port must not
+// find another test's server there.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 100 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		portsMu.Lock()
+		given := portsGiven[port]
+		portsGiven[port] = true
+		portsMu.Unlock()
+		if !given {
+			return port
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	t.Fatal("no port on 127.0.0.1 that FreePort has not returned before")
+	return 0
 }
 
 // Proc is a process started by the harness.
@@ -160,8 +180,16 @@ func StartAs(t testing.TB, cred *syscall.Credential, dir, name string, env []str
 	return p
 }
 
+// stopGrace is how long Stop waits after SIGTERM. mwid and mwi-issuer
+// allow their HTTP servers 5 seconds to shut down, and Go's
+// http.Server.Shutdown counts a connection that was accepted but never
+// sent a request (a client's spare connection) as active for 5 seconds:
+// a process that takes its whole allowance must not be taken for a hung
+// one.
+const stopGrace = 10 * time.Second
+
 // Stop sends SIGTERM to the process it started and waits for it to exit,
-// killing it after five seconds. It is safe to call more than once.
+// killing it after stopGrace. It is safe to call more than once.
 func (p *Proc) Stop(t testing.TB) error {
 	select {
 	case <-p.done:
@@ -171,8 +199,8 @@ func (p *Proc) Stop(t testing.TB) error {
 	p.Cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-p.done:
-	case <-time.After(5 * time.Second):
-		t.Errorf("%s (pid %d) did not stop on SIGTERM within 5s; killing it", p.Name, p.Cmd.Process.Pid)
+	case <-time.After(stopGrace):
+		t.Errorf("%s (pid %d) did not stop on SIGTERM within %s; killing it", p.Name, p.Cmd.Process.Pid, stopGrace)
 		p.Cmd.Process.Kill()
 		<-p.done
 	}

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/go-chi/chi/v5"
+
 	"github.com/mwi-project/mwi/api"
 )
 
@@ -236,10 +238,26 @@ func NotFound(log *slog.Logger) http.HandlerFunc {
 	})
 }
 
+// methods are the request methods MethodNotAllowed offers in Allow.
+var methods = []string{
+	http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+	http.MethodDelete, http.MethodOptions, http.MethodConnect, http.MethodTrace,
+}
+
 // MethodNotAllowed renders a bad_request error for a known route with the
-// wrong method.
-func MethodNotAllowed(log *slog.Logger) http.HandlerFunc {
+// wrong method, with an Allow header listing the methods routes serves on
+// that path, as HTTP requires of a 405 and as chi's own handler does.
+func MethodNotAllowed(log *slog.Logger, routes chi.Routes) http.HandlerFunc {
 	return Handler(log, func(w http.ResponseWriter, r *http.Request) error {
+		path := r.URL.RawPath
+		if path == "" {
+			path = r.URL.Path
+		}
+		for _, m := range methods {
+			if routes.Match(chi.NewRouteContext(), m, path) {
+				w.Header().Add("Allow", m)
+			}
+		}
 		return Errorf(http.StatusMethodNotAllowed, api.CodeBadRequest, "method %s not allowed on %s", r.Method, r.URL.Path)
 	})
 }

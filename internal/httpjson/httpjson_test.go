@@ -9,8 +9,11 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/go-chi/chi/v5"
 
 	"github.com/mwi-project/mwi/api"
 	"github.com/mwi-project/mwi/internal/httpjson"
@@ -283,24 +286,36 @@ func TestHandler(t *testing.T) {
 
 func TestNotFoundAndMethodNotAllowed(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	routes := chi.NewRouter()
+	ok := func(w http.ResponseWriter, r *http.Request) {}
+	routes.Get("/x/y", ok)
+	routes.Delete("/x/y", ok)
+	routes.Route("/sub", func(r chi.Router) { r.Put("/z", ok) })
 	for _, tc := range []struct {
 		name    string
 		h       http.HandlerFunc
+		method  string
+		path    string
 		status  int
 		code    string
 		message string
+		allow   []string
 	}{
-		{"not found", httpjson.NotFound(log), http.StatusNotFound, api.CodeNotFound, "no route GET /x/y"},
-		{"method not allowed", httpjson.MethodNotAllowed(log), http.StatusMethodNotAllowed, api.CodeBadRequest, "method GET not allowed on /x/y"},
+		{"not found", httpjson.NotFound(log), http.MethodGet, "/x/y", http.StatusNotFound, api.CodeNotFound, "no route GET /x/y", nil},
+		{"method not allowed", httpjson.MethodNotAllowed(log, routes), http.MethodPost, "/x/y", http.StatusMethodNotAllowed, api.CodeBadRequest, "method POST not allowed on /x/y", []string{"GET", "DELETE"}},
+		{"method not allowed in a subrouter", httpjson.MethodNotAllowed(log, routes), http.MethodGet, "/sub/z", http.StatusMethodNotAllowed, api.CodeBadRequest, "method GET not allowed on /sub/z", []string{"PUT"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rec := httptest.NewRecorder()
-			tc.h(rec, httptest.NewRequest(http.MethodGet, "/x/y", nil))
+			tc.h(rec, httptest.NewRequest(tc.method, tc.path, nil))
 			if rec.Code != tc.status {
 				t.Errorf("status = %d, want %d", rec.Code, tc.status)
 			}
 			if e := decodeError(t, rec); e.Code != tc.code || e.Message != tc.message {
 				t.Errorf("error = %+v, want %s %q", e, tc.code, tc.message)
+			}
+			if got := rec.Header().Values("Allow"); !slices.Equal(got, tc.allow) {
+				t.Errorf("Allow = %q, want %q", got, tc.allow)
 			}
 		})
 	}

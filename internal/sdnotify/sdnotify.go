@@ -7,10 +7,11 @@
 // notify unconditionally.
 //
 // The protocol is a single datagram of "KEY=VALUE" lines sent to the Unix
-// socket named by $NOTIFY_SOCKET; it is written here rather than taken
-// from github.com/coreos/go-systemd because it is this short, because that
-// package would still leave MONOTONIC_USEC and the watchdog loop to us,
-// and because it keeps go.mod free of a dependency for forty lines.
+// socket named by $NOTIFY_SOCKET. Sending it takes a few lines, so it is
+// written here rather than taken from github.com/coreos/go-systemd's
+// daemon package; what mwid needs beyond sending, the MONOTONIC_USEC that
+// Type=notify-reload wants with RELOADING=1 and the watchdog loop, is this
+// package's either way.
 package sdnotify
 
 import (

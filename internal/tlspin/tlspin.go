@@ -29,10 +29,16 @@ func Verify(presented []*x509.Certificate, serverName string, roots *x509.CertPo
 	}
 	if roots == nil {
 		roots = x509.NewCertPool()
+		pinned := false
 		for _, c := range presented {
 			if slices.Contains(pins, Of(c)) {
 				roots.AddCert(c)
+				pinned = true
 			}
+		}
+		if !pinned && len(pins) > 0 {
+			// Most likely a pin copied wrong, or from another issuer.
+			return fmt.Errorf("the issuer presented no pinned authority (pins %s): %s", strings.Join(pins, ", "), pinHint)
 		}
 	}
 	inter := x509.NewCertPool()
@@ -61,5 +67,8 @@ func Verify(presented []*x509.Certificate, serverName string, roots *x509.CertPo
 			}
 		}
 	}
-	return fmt.Errorf("issuer certificate chain has no pinned key (pins %s)", strings.Join(pins, ", "))
+	return fmt.Errorf("issuer certificate chain has no pinned key (pins %s): %s", strings.Join(pins, ", "), pinHint)
 }
+
+// pinHint says where the right pin is, for errors that a wrong pin causes.
+const pinHint = "the pin must be the ca_pin that mwi-issuer ca prints on the issuer"

@@ -22,6 +22,7 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -552,7 +553,7 @@ func (a *Authority) sign(ctx context.Context, in store.Instance, g resource.Gran
 		sshCertText = string(ssh.MarshalAuthorizedKey(sshCert))
 		if err := a.Audit.Record(ctx, audit.EventIssue, audit.Allowed,
 			slog.String("bot", in.Bot), slog.String("instance", in.ID), slog.Uint64("generation", in.Generation),
-			slog.String("kind", "ssh_user"), slog.Uint64("serial", sshCert.Serial), slog.Any("principals", logins),
+			slog.String("kind", "ssh_user"), slog.String("serial", strconv.FormatUint(sshCert.Serial, 10)), slog.Any("principals", logins),
 			slog.Time("expires", notAfter)); err != nil {
 			return api.Credentials{}, auditFailed(err)
 		}
@@ -581,7 +582,7 @@ func (a *Authority) sign(ctx context.Context, in store.Instance, g resource.Gran
 		}
 		if err := a.Audit.Record(ctx, audit.EventIssue, audit.Allowed,
 			slog.String("bot", in.Bot), slog.String("instance", in.ID), slog.Uint64("generation", in.Generation),
-			slog.String("kind", "ssh_host"), slog.Uint64("serial", cert.Serial), slog.Any("names", names),
+			slog.String("kind", "ssh_host"), slog.String("serial", strconv.FormatUint(cert.Serial, 10)), slog.Any("names", names),
 			slog.Time("expires", notAfter)); err != nil {
 			return api.Credentials{}, auditFailed(err)
 		}

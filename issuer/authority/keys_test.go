@@ -12,6 +12,7 @@ import (
 	"errors"
 	"math/big"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -184,5 +185,57 @@ func TestKeyStrength(t *testing.T) {
 				e.expectDenied(t, err, offset, audit.EventRenew, api.CodeBadRequest, http.StatusBadRequest)
 			}
 		})
+	}
+}
+
+// TestIssueAuditSerials checks that every issue line carries its
+// certificate's serial as a JSON string: SSH serials in decimal, as
+// ssh-keygen -L and sshd's log print them, X.509 serials in hexadecimal.
+// A JSON number loses the low bits of a random 64-bit SSH serial in most
+// readers, which hold numbers as float64.
+func TestIssueAuditSerials(t *testing.T) {
+	e := newEnv(t)
+	e.auth.SetResources(loadResources(t, kubeResourcesYAML(keyHostYAML)))
+	hostPub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostKey, err := ssh.NewPublicKey(hostPub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	offset := e.audit.Len()
+	creds, err := e.auth.Join(context.Background(), api.JoinRequest{
+		JoinMethod: api.JoinMethodToken, Token: e.token(t, "keyhost"), Keys: newKeys(t).pub, TTLSeconds: 600,
+		HostKeys: []api.HostKeyRequest{{PublicKey: string(ssh.MarshalAuthorizedKey(hostKey)), Names: []string{"build-01.example.com"}}},
+	}, nil, "r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	idCert, _, sshCert := parseCreds(t, e, creds)
+	if len(creds.HostCertificates) != 1 {
+		t.Fatalf("%d host certificates, want 1", len(creds.HostCertificates))
+	}
+	pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(creds.HostCertificates[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{
+		"identity": idCert.SerialNumber.Text(16),
+		"ssh_host": strconv.FormatUint(pub.(*ssh.Certificate).Serial, 10),
+	}
+	if sshCert != nil {
+		want["ssh_user"] = strconv.FormatUint(sshCert.Serial, 10)
+	}
+	got := map[string]any{}
+	for _, l := range e.auditLines(t, offset) {
+		if l["event"] == audit.EventIssue {
+			got[l["kind"].(string)] = l["serial"]
+		}
+	}
+	for kind, serial := range want {
+		if s, ok := got[kind].(string); !ok || s != serial {
+			t.Errorf("%s issue line: serial %#v, want the string %q", kind, got[kind], serial)
+		}
 	}
 }

@@ -3,7 +3,7 @@ package resource
 import (
 	"slices"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/mwi-project/mwi/api"
 )

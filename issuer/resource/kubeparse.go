@@ -14,7 +14,7 @@ import (
 	"strings"
 	"unicode"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // labelKeyRE matches a label key: letters, digits and "._/:-", starting

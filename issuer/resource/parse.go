@@ -13,7 +13,9 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/mwi-project/mwi/internal/yamlline"
 )
 
 var (
@@ -131,7 +133,7 @@ func (p *fileParser) syntaxError(data []byte, err error) {
 	msg := err.Error()
 	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
 		if line, err := strconv.Atoi(m[1]); err == nil && line > 0 {
-			p.errorf(line, "invalid YAML: %s", m[2])
+			p.errorf(yamlline.Correct(data, line, m[2]), "invalid YAML: %s", m[2])
 			return
 		}
 	}

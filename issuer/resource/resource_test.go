@@ -503,6 +503,16 @@ func TestLoadDirErrors(t *testing.T) {
 			want:  []string{`a.yaml:3: invalid YAML: did not find expected node content`},
 		},
 		{
+			name:  "unclosed bracket",
+			files: map[string]string{"a.yaml": "kind: role\nversion: v1\nmetadata: {name: r}\nspec:\n  allow:\n    logins: [a, b\n    host_names: [x]\n"},
+			want:  []string{`a.yaml:6: invalid YAML: did not find expected ',' or ']'`},
+		},
+		{
+			name:  "unclosed brace on the first line",
+			files: map[string]string{"a.yaml": "{kind: role\nversion: v1\n"},
+			want:  []string{`a.yaml:1: invalid YAML: did not find expected ',' or '}'`},
+		},
+		{
 			name:  "syntax error on first line",
 			files: map[string]string{"a.yaml": "kind: role: bot\n"},
 			want:  []string{`a.yaml:1: invalid YAML: mapping values are not allowed`},

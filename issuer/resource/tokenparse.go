@@ -16,7 +16,7 @@ import (
 	"unicode"
 
 	jose "github.com/go-jose/go-jose/v4"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/mwi-project/mwi/api"
 )

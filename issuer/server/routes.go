@@ -46,7 +46,7 @@ func clientIdentity(r *http.Request) (*ca.Identity, error) {
 func publicRoutes(j joiner, al *audit.Log, log *slog.Logger) http.Handler {
 	r := chi.NewRouter()
 	r.NotFound(httpjson.NotFound(log))
-	r.MethodNotAllowed(httpjson.MethodNotAllowed(log))
+	r.MethodNotAllowed(httpjson.MethodNotAllowed(log, r))
 	// Health fails while the audit log cannot be written, because the
 	// issuer then refuses every issuance.
 	r.Get("/healthz", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
@@ -174,7 +174,7 @@ type admin interface {
 func adminRoutes(a admin, al *audit.Log, log *slog.Logger) http.Handler {
 	r := chi.NewRouter()
 	r.NotFound(httpjson.NotFound(log))
-	r.MethodNotAllowed(httpjson.MethodNotAllowed(log))
+	r.MethodNotAllowed(httpjson.MethodNotAllowed(log, r))
 	r.Use(sameUserOnly(al, log))
 	r.Post("/admin/v1/tokens", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
 		var req api.CreateTokenRequest

@@ -20,6 +20,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -212,18 +213,22 @@ func TestPublicRoutesNotFoundAndMethod(t *testing.T) {
 		method, path string
 		status       int
 		code         string
+		allow        []string // the Allow header of a 405
 	}{
-		{http.MethodGet, "/nope", http.StatusNotFound, api.CodeNotFound},
-		{http.MethodPost, "/v1/joins", http.StatusNotFound, api.CodeNotFound},
-		{http.MethodGet, "/v1", http.StatusNotFound, api.CodeNotFound},
-		{http.MethodGet, "/v1/join", http.StatusMethodNotAllowed, api.CodeBadRequest},
-		{http.MethodPut, "/v1/renew", http.StatusMethodNotAllowed, api.CodeBadRequest},
-		{http.MethodPost, "/healthz", http.StatusMethodNotAllowed, api.CodeBadRequest},
+		{http.MethodGet, "/nope", http.StatusNotFound, api.CodeNotFound, nil},
+		{http.MethodPost, "/v1/joins", http.StatusNotFound, api.CodeNotFound, nil},
+		{http.MethodGet, "/v1", http.StatusNotFound, api.CodeNotFound, nil},
+		{http.MethodGet, "/v1/join", http.StatusMethodNotAllowed, api.CodeBadRequest, []string{"POST"}},
+		{http.MethodPut, "/v1/renew", http.StatusMethodNotAllowed, api.CodeBadRequest, []string{"POST"}},
+		{http.MethodPost, "/healthz", http.StatusMethodNotAllowed, api.CodeBadRequest, []string{"GET"}},
 	} {
 		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
 			f := &fakeJoiner{}
 			res, body := serve(t, publicRoutes(f, discardAudit(), discardLog()), httptest.NewRequest(tc.method, tc.path, nil))
 			errorBody(t, res, body, tc.status, tc.code)
+			if got := res.Header.Values("Allow"); !slices.Equal(got, tc.allow) {
+				t.Errorf("Allow %q, want %q", got, tc.allow)
+			}
 			if j, r := f.calls(); j+r != 0 {
 				t.Error("the authority was called")
 			}
