@@ -66,8 +66,8 @@ func Watchdog(ctx context.Context, alive func() bool) {
 	if !ok {
 		return
 	}
-	t := time.NewTicker(interval / 2)
-	defer t.Stop()
+	ticks, stop := newTicker(interval / 2)
+	defer stop()
 	for {
 		if alive() && ctx.Err() == nil {
 			Send("WATCHDOG=1")
@@ -75,9 +75,16 @@ func Watchdog(ctx context.Context, alive func() bool) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-ticks:
 		}
 	}
+}
+
+// newTicker returns the ticks of Watchdog's keep-alives, every d, and the
+// function that stops them; tests replace it to drive the ticks.
+var newTicker = func(d time.Duration) (<-chan time.Time, func()) {
+	t := time.NewTicker(d)
+	return t.C, t.Stop
 }
 
 // WatchdogInterval returns the watchdog timeout systemd set for this
