@@ -3,6 +3,7 @@ package daemon
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/user"
@@ -10,7 +11,9 @@ import (
 	"strconv"
 
 	"github.com/mwi-project/mwi/api"
+	"github.com/mwi-project/mwi/daemon/agent"
 	"github.com/mwi-project/mwi/daemon/config"
+	"github.com/mwi-project/mwi/internal/connlimit"
 	"github.com/mwi-project/mwi/internal/httpjson"
 	"github.com/mwi-project/mwi/internal/unixsock"
 )
@@ -84,23 +87,46 @@ func supplementaryGroups(uid uint32) []uint32 {
 }
 
 // checkPeer returns the agent server's check of a connection's peer: once
-// when it connects, and then before each of its requests against the
-// configuration in use, so that a reload that narrows who is allowed
-// reaches connections already open.
+// when it connects, before the connection counts against the limits (the
+// agent server logs that refusal), and then before each of its requests
+// against the configuration in use, so that a reload that narrows who is
+// allowed reaches connections already open.
 func (s *Server) checkPeer(name string, socket func(*config.Config) config.Socket) func(unixsock.Peer) (func() error, error) {
 	return func(p unixsock.Peer) (func() error, error) {
 		c := &caller{Peer: p}
-		check := func() error {
+		if err := c.allowedBy(socket(s.config())); err != nil {
+			return nil, err
+		}
+		return func() error {
 			if err := c.allowedBy(socket(s.config())); err != nil {
 				s.refused("socket", name, "uid", p.UID, "gid", p.GID, "pid", p.PID, "err", err)
 				return err
 			}
 			return nil
-		}
-		if err := check(); err != nil {
-			return nil, err
-		}
-		return check, nil
+		}, nil
+	}
+}
+
+// apiListener bounds the connections of the API socket ln by s.apiLimits,
+// which the old and new sockets share across a reload. A caller that the
+// socket's allow rules refuse is closed when it connects, before it is
+// counted: the socket's mode may let many users connect, and none of them
+// may hold a place that an allowed caller (root, sshd's
+// AuthorizedPrincipalsCommand) needs. requirePeer checks each request
+// again, for the callers a reload refuses on connections they hold.
+func (s *Server) apiListener(ln net.Listener) net.Listener {
+	return &connlimit.Listener{Listener: ln, Limits: s.apiLimits, Log: s.log, Name: "api",
+		Check: func(p unixsock.Peer) error { return allowed(s.config().APISocket, p) }}
+}
+
+// newAgentServer returns the agent's server, checking callers against the
+// agent socket's allow rules in the configuration in use.
+func (s *Server) newAgentServer() *agent.Server {
+	return &agent.Server{
+		Agent:  s.metrics.InstrumentAgent(agent.New(&s.creds, s.now)),
+		Check:  s.checkPeer("agent", func(c *config.Config) config.Socket { return c.AgentSocket }),
+		Limits: s.agentLimits,
+		Log:    s.log,
 	}
 }
 

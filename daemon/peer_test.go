@@ -20,7 +20,6 @@ import (
 
 	sshagent "golang.org/x/crypto/ssh/agent"
 
-	"github.com/mwi-project/mwi/daemon/agent"
 	"github.com/mwi-project/mwi/daemon/config"
 	"github.com/mwi-project/mwi/daemon/localapi"
 	"github.com/mwi-project/mwi/internal/logging"
@@ -205,19 +204,14 @@ func TestCallersRecheckedOnOpenConnections(t *testing.T) {
 		os.Chmod(path, 0o666)
 		return ln
 	}
-	agentSrv := &agent.Server{
-		Agent: agent.New(&s.creds, s.now),
-		Check: s.checkPeer("agent", func(c *config.Config) config.Socket { return c.AgentSocket }),
-		Log:   s.log,
-	}
 	agentLn := listen(cfg.AgentSocket.Path)
-	go agentSrv.Serve(ctx, agentLn)
+	go s.newAgentServer().Serve(ctx, agentLn)
 	apiSrv := &http.Server{
 		Handler: localapi.Routes(s, s.metrics.Handler(), s.log,
 			s.requirePeer(func(c *config.Config) config.Socket { return c.APISocket })),
 		ConnContext: unixsock.ConnContext,
 	}
-	go apiSrv.Serve(listen(cfg.APISocket.Path))
+	go apiSrv.Serve(s.apiListener(listen(cfg.APISocket.Path)))
 	defer apiSrv.Close()
 
 	cmd := exec.Command(bin, "-test.run=^TestPeerHelper$")
@@ -265,20 +259,29 @@ func mustLogger(t *testing.T) *logging.Logger {
 	return log
 }
 
-// TestRefusalsLogBounded checks that refused callers, whose number the
-// caller decides, cost a few log lines a second, not one each.
+// TestRefusalsLogBounded checks that refused requests on open agent
+// connections, whose number the caller decides, cost a few log lines a
+// second, not one each. (Refused connections are logged, the same way, by
+// connlimit.)
 func TestRefusalsLogBounded(t *testing.T) {
 	dir := t.TempDir()
 	cfg, err := config.Load(writeConfig(t, dir, ""))
 	if err != nil {
 		t.Fatal(err)
 	}
+	allowing := *cfg
+	allowing.AgentSocket.AllowUIDs = []uint32{4242}
 	var buf bytes.Buffer
 	s := &Server{log: slog.New(slog.NewTextHandler(&buf, nil))}
-	s.conf.Store(cfg)
+	s.conf.Store(&allowing)
 	check := s.checkPeer("agent", func(c *config.Config) config.Socket { return c.AgentSocket })
+	recheck, err := check(unixsock.Peer{UID: 4242, GID: 4242})
+	if err != nil {
+		t.Fatalf("an allowed caller was refused: %v", err)
+	}
+	s.conf.Store(cfg)
 	for range 1000 {
-		if _, err := check(unixsock.Peer{UID: 4242, GID: 4242}); err == nil {
+		if err := recheck(); err == nil {
 			t.Fatal("a stranger was allowed")
 		}
 	}
