@@ -52,7 +52,9 @@ type Limits struct {
 	// calling, not that it calls in good faith: one bot, or one copy of
 	// an identity, must not hold the room that the other bots renew in.
 	MaxPerInstance, MaxPerBot int
-	// MaxAdminConns bounds the admin socket's connections.
+	// MaxAdminConns bounds the admin socket's connections. Only root and
+	// the issuer's own user may connect; unless the issuer runs as root,
+	// each of them may hold half.
 	MaxAdminConns int
 	// ShutdownTimeout is how long requests in progress may finish when the
 	// issuer stops; then their connections are closed.
