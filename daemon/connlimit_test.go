@@ -219,14 +219,14 @@ func TestConnectionsOfOthers(t *testing.T) {
 				return c
 			}
 
-			before := strings.Count(logBuf.String(), "connection refused")
+			before := strings.Count(logBuf.String(), "caller refused")
 			if closed := connect(nobody, 2000); closed != 2000 {
 				t.Errorf("nobody, refused by the allow list: %d of 2000 connections closed; want all", closed)
 			}
 			if n := tt.limits.Open(); n != 0 {
 				t.Errorf("after nobody's 2000 connections, %d counted; want 0", n)
 			}
-			if n := strings.Count(logBuf.String(), "connection refused") - before; n == 0 || n > 2*logging.LimitBurst {
+			if n := strings.Count(logBuf.String(), "caller refused") - before; n == 0 || n > 2*logging.LimitBurst {
 				t.Errorf("2000 refusals logged %d lines; want a few", n)
 			}
 			// Allowed users get their whole bound, and the reserve is left.

@@ -87,37 +87,52 @@ func supplementaryGroups(uid uint32) []uint32 {
 }
 
 // checkPeer returns the agent server's check of a connection's peer: once
-// when it connects, before the connection counts against the limits (the
-// agent server logs that refusal), and then before each of its requests
-// against the configuration in use, so that a reload that narrows who is
-// allowed reaches connections already open.
+// when it connects, before the connection counts against the limits, and
+// then before each of its requests against the configuration in use, so
+// that a reload that narrows who is allowed reaches connections already
+// open.
 func (s *Server) checkPeer(name string, socket func(*config.Config) config.Socket) func(unixsock.Peer) (func() error, error) {
 	return func(p unixsock.Peer) (func() error, error) {
 		c := &caller{Peer: p}
-		if err := c.allowedBy(socket(s.config())); err != nil {
-			return nil, err
-		}
-		return func() error {
+		check := func() error {
 			if err := c.allowedBy(socket(s.config())); err != nil {
 				s.refused("socket", name, "uid", p.UID, "gid", p.GID, "pid", p.PID, "err", err)
 				return err
 			}
 			return nil
-		}, nil
+		}
+		if err := check(); err != nil {
+			return nil, err
+		}
+		return check, nil
 	}
 }
 
 // apiListener bounds the connections of the API socket ln by s.apiLimits,
 // which the old and new sockets share across a reload. A caller that the
-// socket's allow rules refuse is closed when it connects, before it is
+// socket's allow rules refuse is refused when it connects, before it is
 // counted: the socket's mode may let many users connect, and none of them
 // may hold a place that an allowed caller (root, sshd's
-// AuthorizedPrincipalsCommand) needs. requirePeer checks each request
-// again, for the callers a reload refuses on connections they hold.
+// AuthorizedPrincipalsCommand) needs. A few such connections at once, in
+// a room of their own, get requirePeer's 403 so that mwictl can say why,
+// and are closed; the others are closed at once. requirePeer checks each
+// request again, for the callers a reload refuses on connections they
+// hold.
 func (s *Server) apiListener(ln net.Listener) net.Listener {
 	return &connlimit.Listener{Listener: ln, Limits: s.apiLimits, Log: s.log, Name: "api",
-		Check: func(p unixsock.Peer) error { return allowed(s.config().APISocket, p) }}
+		Check: func(p unixsock.Peer) error {
+			err := allowed(s.config().APISocket, p)
+			if err != nil {
+				s.refused("socket", "api", "uid", p.UID, "gid", p.GID, "pid", p.PID, "err", err)
+			}
+			return err
+		},
+		Answer: refusalsAnswered}
 }
+
+// refusalsAnswered is how many refused callers of the API socket are told
+// why at once; see apiListener.
+const refusalsAnswered = 16
 
 // newAgentServer returns the agent's server, checking callers against the
 // agent socket's allow rules in the configuration in use.
@@ -139,7 +154,7 @@ func (s *Server) refused(args ...any) {
 // requirePeer is the API's middleware for the same check, made for each
 // request against the configuration in use, so that a reload reaches
 // keep-alive connections too: a refused caller gets 403 in the API's error
-// shape.
+// shape, and the connection is closed.
 func (s *Server) requirePeer(socket func(*config.Config) config.Socket) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -152,6 +167,7 @@ func (s *Server) requirePeer(socket func(*config.Config) config.Socket) func(htt
 			}
 			if err != nil {
 				s.refused("socket", "api", "uid", p.UID, "gid", p.GID, "pid", p.PID, "path", r.URL.Path)
+				w.Header().Set("Connection", "close")
 				httpjson.WriteError(w, s.log, httpjson.Errorf(http.StatusForbidden, api.CodeAccessDenied, "%v", err))
 				return
 			}

@@ -140,7 +140,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 				return nil
 			}
 			var err error
-			recheck, err = s.Check(p)
+			if recheck, err = s.Check(p); err != nil {
+				s.warn("agent: connection refused", "uid", p.UID, "pid", p.PID, "err", err)
+			}
 			return err
 		}}
 

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/mwi-project/mwi/internal/logging"
 	"github.com/mwi-project/mwi/internal/unixsock"
@@ -108,9 +109,10 @@ func (l *Limits) Open() int {
 }
 
 // A Listener is a Unix socket listener whose Accept returns only the
-// connections that Check allows and then Limits admits; it closes the
-// others, and logs them at warning level, a few lines a second. The
-// connections it returns are *Conn, and count until closed.
+// connections that Check allows and then Limits admits (and a few that
+// Check refused, to be told why: see Answer); it closes the others, and
+// logs those that Limits refused at warning level, a few lines a second. The connections it
+// returns are *Conn, and count until closed.
 type Listener struct {
 	net.Listener
 	Limits *Limits
@@ -119,14 +121,31 @@ type Listener struct {
 	// that a caller the socket's rules refuse never holds a place: only
 	// the mode of the socket's file lets it connect. A server that checks
 	// each request as well (its rules may change) must still do so.
-	// Check runs on the accepting goroutine and should be quick.
+	// Check runs on the accepting goroutine and should be quick. It
+	// reports its refusals itself, in the words the server uses for the
+	// same refusal of a request; the Listener logs only its own.
 	Check func(unixsock.Peer) error
+	// Answer is how many connections that Check refused Accept may still
+	// return at once, so that the server tells the caller why (an HTTP
+	// server answers 403 and closes): a refused caller should learn it
+	// was refused rather than find its connection gone. Such a
+	// connection counts against Answer only, never against Limits, and is
+	// closed AnswerTimeout after it was accepted whatever the server
+	// does; Refused says why it was refused. Beyond Answer, or if it is
+	// zero, a refused connection is closed at once.
+	Answer int
 	// Log receives the refusals, with Name as the socket's name.
 	Log  *slog.Logger
 	Name string
 
-	refusals logging.Limit
+	refusals  logging.Limit
+	mu        sync.Mutex
+	answering int
 }
+
+// AnswerTimeout is how long a Listener keeps a refused connection that it
+// returned to be told why: long enough to read a request and answer it.
+const AnswerTimeout = 5 * time.Second
 
 // Accept waits for the next connection within the limits.
 func (l *Listener) Accept() (net.Conn, error) {
@@ -136,19 +155,22 @@ func (l *Listener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		p, err := unixsock.PeerOf(c)
-		switch {
-		case err != nil:
-			err = fmt.Errorf("the caller's credentials are unknown: %w", err)
-		case l.Check != nil:
-			err = l.Check(p)
-		}
-		if err == nil {
-			err = l.Limits.Admit(p.UID)
-		}
 		if err != nil {
-			if l.Log != nil {
-				l.refusals.Warn(l.Log, "connection refused", "socket", l.Name, "uid", p.UID, "pid", p.PID, "err", err)
+			l.refused(p, fmt.Errorf("the caller's credentials are unknown: %w", err))
+			c.Close()
+			continue
+		}
+		if l.Check != nil {
+			if err := l.Check(p); err != nil {
+				if rc := l.answer(c, p, err); rc != nil {
+					return rc, nil
+				}
+				c.Close()
+				continue
 			}
+		}
+		if err := l.Limits.Admit(p.UID); err != nil {
+			l.refused(p, err)
 			c.Close()
 			continue
 		}
@@ -156,16 +178,48 @@ func (l *Listener) Accept() (net.Conn, error) {
 	}
 }
 
+// refused logs the refusal of a caller, a few lines a second.
+func (l *Listener) refused(p unixsock.Peer, err error) {
+	if l.Log != nil {
+		l.refusals.Warn(l.Log, "connection refused", "socket", l.Name, "uid", p.UID, "pid", p.PID, "err", err)
+	}
+}
+
+// answer returns c, which Check refused with err, as a Conn to be told why,
+// if fewer than l.Answer such connections are open; otherwise nil.
+func (l *Listener) answer(c net.Conn, p unixsock.Peer, err error) *Conn {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.answering >= l.Answer {
+		return nil
+	}
+	l.answering++
+	// The server may set deadlines of its own; this one it cannot move.
+	t := time.AfterFunc(AnswerTimeout, func() { c.Close() })
+	return &Conn{Conn: c, peer: p, refused: err, release: sync.OnceFunc(func() {
+		t.Stop()
+		l.mu.Lock()
+		l.answering--
+		l.mu.Unlock()
+	})}
+}
+
 // Conn is a connection that a Listener admitted. Closing it gives its
 // place back.
 type Conn struct {
 	net.Conn
 	peer    unixsock.Peer
+	refused error
 	release func()
 }
 
 // Peer returns the caller's credentials, as Check saw them.
 func (c *Conn) Peer() unixsock.Peer { return c.peer }
+
+// Refused returns Check's error if the connection was refused and is
+// returned only to be told why (see Listener.Answer); it is nil for a
+// connection that Limits admitted.
+func (c *Conn) Refused() error { return c.refused }
 
 // Close closes the connection and gives its place back.
 func (c *Conn) Close() error {

@@ -255,8 +255,8 @@ func TestListenerCheck(t *testing.T) {
 			t.Fatalf("a refused caller is counted: %d open", n)
 		}
 	}
-	if !strings.Contains(log.String(), "not on the allow list") {
-		t.Errorf("refusal not logged with its reason:\n%s", log.String())
+	if strings.Contains(log.String(), "not on the allow list") {
+		t.Errorf("Check's refusal logged by the Listener too (Check reports its own):\n%s", log.String())
 	}
 	refuse.Store(false)
 	for range 2 {
@@ -268,5 +268,60 @@ func TestListenerCheck(t *testing.T) {
 	}
 	if n := limits.Open(); n != 2 {
 		t.Errorf("%d open after two allowed callers; want 2", n)
+	}
+}
+
+// TestListenerAnswer checks the connections a Listener returns to be told
+// why they were refused: at most Answer at once, never counted against
+// Limits, and the rest closed at once.
+func TestListenerAnswer(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	limits := &Limits{Max: 1}
+	l := &Listener{Listener: ln, Limits: limits, Answer: 1,
+		Check: func(p unixsock.Peer) error { return errors.New("not on the allow list") }}
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				close(accepted)
+				return
+			}
+			accepted <- c
+		}
+	}()
+	dial := func() net.Conn {
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		c.SetDeadline(time.Now().Add(10 * time.Second)) // only against a hang
+		return c
+	}
+
+	dial()
+	answered := <-accepted
+	if err := answered.(*Conn).Refused(); err == nil || !strings.Contains(err.Error(), "allow list") {
+		t.Errorf("Refused() = %v; want Check's error", err)
+	}
+	if n := limits.Open(); n != 0 {
+		t.Errorf("a refused connection to be answered is counted: %d open", n)
+	}
+	for range 3 {
+		c := dial()
+		if n, err := c.Read(make([]byte, 1)); n != 0 || !(errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)) {
+			t.Fatalf("a refused caller beyond Answer: read %d, %v; want it closed", n, err)
+		}
+	}
+	answered.Close()
+	dial()
+	if c := <-accepted; c.(*Conn).Refused() == nil {
+		t.Error("after the answered connection closed, the next refused one was not returned to be answered")
 	}
 }

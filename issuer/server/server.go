@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/mwi-project/mwi/internal/connlimit"
+	"github.com/mwi-project/mwi/internal/logging"
 	"github.com/mwi-project/mwi/internal/sdnotify"
 	"github.com/mwi-project/mwi/internal/unixsock"
 	"github.com/mwi-project/mwi/internal/watch"
@@ -365,12 +366,14 @@ func adminListener(ln net.Listener, lim Limits, al *audit.Log, log *slog.Logger)
 	if adminSelf != 0 {
 		perUID = max(perUID/2, 1)
 	}
+	var refusals logging.Limit
 	return &connlimit.Listener{
 		Listener: ln,
 		Limits:   &connlimit.Limits{Max: lim.MaxAdminConns, PerUID: perUID, Reserved: lim.MaxAdminConns},
 		Check: func(p unixsock.Peer) error {
 			err := adminCaller(p)
 			if err != nil {
+				refusals.Warn(log, "admin caller refused: "+err.Error(), "uid", p.UID, "pid", p.PID)
 				al.Record(context.Background(), audit.EventAdmin, audit.Denied,
 					slog.Uint64("uid", uint64(p.UID)), slog.Uint64("gid", uint64(p.GID)), slog.Int("pid", int(p.PID)),
 					slog.String("reason", err.Error()))
