@@ -173,7 +173,7 @@ func TestConnectionsOfOthers(t *testing.T) {
 	apiSrv := &http.Server{
 		Handler: localapi.Routes(s, s.metrics.Handler(), s.log,
 			s.requirePeer(func(c *config.Config) config.Socket { return c.APISocket })),
-		ConnContext: unixsock.ConnContext,
+		ConnContext: apiConnContext,
 	}
 	go apiSrv.Serve(s.apiListener(listen(cfg.APISocket.Path)))
 	defer apiSrv.Close()
@@ -252,5 +252,48 @@ func TestConnectionsOfOthers(t *testing.T) {
 				t.Errorf("%d connections counted; want alice's 16, bob's 16 and root's", n)
 			}
 		})
+	}
+}
+
+// TestAnsweredConnectionRefused checks that an API connection refused when
+// it connected, and kept only to be told why, gets 403 even if the
+// configuration now allows its caller: it counts against no bound, and
+// must not be served.
+func TestAnsweredConnectionRefused(t *testing.T) {
+	dir := t.TempDir()
+	cfg, err := config.Load(writeConfig(t, dir, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(cfg, mustLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("unix", cfg.APISocket.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// This process's user is always allowed by the configuration: only
+	// the listener refused it, as it would have refused another user
+	// before a reload.
+	limited := &connlimit.Listener{Listener: ln, Limits: s.apiLimits, Answer: 1,
+		Check: func(p unixsock.Peer) error { return fmt.Errorf("uid %d is not allowed", p.UID) }}
+	apiSrv := &http.Server{
+		Handler: localapi.Routes(s, s.metrics.Handler(), s.log,
+			s.requirePeer(func(c *config.Config) config.Socket { return c.APISocket })),
+		ConnContext: apiConnContext,
+	}
+	go apiSrv.Serve(limited)
+	defer apiSrv.Close()
+	c, err := net.Dial("unix", cfg.APISocket.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := askOnce(c, "api"); err == nil || !strings.Contains(err.Error(), "403") {
+		t.Errorf("a connection refused when it connected: %v; want status 403", err)
+	}
+	if n := s.apiLimits.Open(); n != 0 {
+		t.Errorf("%d connections counted; want 0", n)
 	}
 }

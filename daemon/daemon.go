@@ -29,7 +29,6 @@ import (
 	"github.com/mwi-project/mwi/internal/connlimit"
 	"github.com/mwi-project/mwi/internal/logging"
 	"github.com/mwi-project/mwi/internal/sdnotify"
-	"github.com/mwi-project/mwi/internal/unixsock"
 )
 
 // Server is a running mwid.
@@ -150,7 +149,7 @@ func (s *Server) Run(ctx context.Context) error {
 		Handler: localapi.Routes(s, s.metrics.Handler(), s.log,
 			s.metrics.Middleware,
 			s.requirePeer(func(c *config.Config) config.Socket { return c.APISocket })),
-		ConnContext: unixsock.ConnContext,
+		ConnContext: apiConnContext,
 		// A local caller must not hold mwid's (locked) memory: requests
 		// have short headers, which must come whole in time, and idle
 		// connections end; connections are bounded by apiLimits. There is

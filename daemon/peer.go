@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -151,6 +152,21 @@ func (s *Server) refused(args ...any) {
 	s.refusals.Warn(s.log, "caller refused", args...)
 }
 
+// refusedKey is the context key of an API connection's refusal when it
+// connected: such a connection is served only to be told why (see
+// apiListener), even if a reload allows the caller meanwhile.
+type refusedKey struct{}
+
+// apiConnContext is the API server's ConnContext: the caller's
+// credentials, and its refusal when it connected, if any.
+func apiConnContext(ctx context.Context, c net.Conn) context.Context {
+	ctx = unixsock.ConnContext(ctx, c)
+	if lc, ok := c.(*connlimit.Conn); ok && lc.Refused() != nil {
+		ctx = context.WithValue(ctx, refusedKey{}, lc.Refused())
+	}
+	return ctx
+}
+
 // requirePeer is the API's middleware for the same check, made for each
 // request against the configuration in use, so that a reload reaches
 // keep-alive connections too: a refused caller gets 403 in the API's error
@@ -162,6 +178,8 @@ func (s *Server) requirePeer(socket func(*config.Config) config.Socket) func(htt
 			var err error
 			if !ok {
 				err = errors.New("the caller's credentials are unknown")
+			} else if refused, ok := r.Context().Value(refusedKey{}).(error); ok {
+				err = refused // counted against no bound: never served
 			} else {
 				err = allowed(socket(s.config()), p)
 			}

@@ -209,7 +209,7 @@ func TestCallersRecheckedOnOpenConnections(t *testing.T) {
 	apiSrv := &http.Server{
 		Handler: localapi.Routes(s, s.metrics.Handler(), s.log,
 			s.requirePeer(func(c *config.Config) config.Socket { return c.APISocket })),
-		ConnContext: unixsock.ConnContext,
+		ConnContext: apiConnContext,
 	}
 	go apiSrv.Serve(s.apiListener(listen(cfg.APISocket.Path)))
 	defer apiSrv.Close()
