@@ -1,8 +1,9 @@
 // Package connlimit bounds the connections a server on a Unix socket holds
 // at once, in all and per user, so that one local caller cannot take every
 // connection, file descriptor or the memory they hold. A caller the
-// socket's rules refuse is closed before it is counted, and the last
-// places are kept for root and the server's own user.
+// socket's rules refuse is refused before it is counted (a few are kept
+// apart, briefly, to be told why), and the last places are kept for root
+// and the server's own user.
 package connlimit
 
 import (
