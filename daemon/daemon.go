@@ -29,7 +29,6 @@ import (
 	"github.com/mwi-project/mwi/internal/connlimit"
 	"github.com/mwi-project/mwi/internal/logging"
 	"github.com/mwi-project/mwi/internal/sdnotify"
-	"github.com/mwi-project/mwi/internal/unixsock"
 )
 
 // Server is a running mwid.
@@ -59,12 +58,14 @@ type Server struct {
 	recheck chan struct{}
 
 	// Set by Run for Reload, which moves sockets while running.
-	runCtx    context.Context
-	tasks     sync.WaitGroup
-	sockets   map[string]*served // "agent", "api"
-	apiSrv    *http.Server
-	apiLimits *connlimit.Limits // across the api sockets, old and new
-	agentSrv  *agent.Server
+	runCtx   context.Context
+	tasks    sync.WaitGroup
+	sockets  map[string]*served // "agent", "api"
+	apiSrv   *http.Server
+	agentSrv *agent.Server
+	// apiLimits and agentLimits bound the connections across the api
+	// and agent sockets, old and new.
+	apiLimits, agentLimits *connlimit.Limits
 
 	mu      sync.Mutex // guards the fields below
 	status  status
@@ -96,6 +97,9 @@ func New(cfg *config.Config, log *logging.Logger) (*Server, error) {
 		now:     time.Now,
 		outputs: map[string]*outputState{},
 		recheck: make(chan struct{}, 1),
+		// connlimit's default bounds.
+		apiLimits:   new(connlimit.Limits),
+		agentLimits: new(connlimit.Limits),
 	}
 	s.conf.Store(cfg)
 	// The watcher starts later, and must not take what it first sees for
@@ -140,16 +144,12 @@ func (s *Server) Run(ctx context.Context) error {
 	defer cancel()
 	s.runCtx = ctx
 	s.sockets = map[string]*served{}
-	s.agentSrv = &agent.Server{
-		Agent: s.metrics.InstrumentAgent(agent.New(&s.creds, s.now)),
-		Check: s.checkPeer("agent", func(c *config.Config) config.Socket { return c.AgentSocket }),
-		Log:   s.log,
-	}
+	s.agentSrv = s.newAgentServer()
 	s.apiSrv = &http.Server{
 		Handler: localapi.Routes(s, s.metrics.Handler(), s.log,
 			s.metrics.Middleware,
 			s.requirePeer(func(c *config.Config) config.Socket { return c.APISocket })),
-		ConnContext: unixsock.ConnContext,
+		ConnContext: apiConnContext,
 		// A local caller must not hold mwid's (locked) memory: requests
 		// have short headers, which must come whole in time, and idle
 		// connections end; connections are bounded by apiLimits. There is
@@ -159,7 +159,6 @@ func (s *Server) Run(ctx context.Context) error {
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    16 << 10,
 	}
-	s.apiLimits = new(connlimit.Limits)
 	errc := make(chan error, 4)
 	fail := func(err error) {
 		select {
@@ -243,7 +242,7 @@ func (s *Server) serveOn(name string, ln net.Listener, fail func(error)) {
 		}()
 	case "api":
 		sv.stop = func() { ln.Close() }
-		limited := &connlimit.Listener{Listener: ln, Limits: s.apiLimits, Log: s.log, Name: "api"}
+		limited := s.apiListener(ln)
 		go func() {
 			defer s.tasks.Done()
 			err := s.apiSrv.Serve(limited)

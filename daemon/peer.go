@@ -1,8 +1,10 @@
 package daemon
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/user"
@@ -10,7 +12,9 @@ import (
 	"strconv"
 
 	"github.com/mwi-project/mwi/api"
+	"github.com/mwi-project/mwi/daemon/agent"
 	"github.com/mwi-project/mwi/daemon/config"
+	"github.com/mwi-project/mwi/internal/connlimit"
 	"github.com/mwi-project/mwi/internal/httpjson"
 	"github.com/mwi-project/mwi/internal/unixsock"
 )
@@ -84,9 +88,10 @@ func supplementaryGroups(uid uint32) []uint32 {
 }
 
 // checkPeer returns the agent server's check of a connection's peer: once
-// when it connects, and then before each of its requests against the
-// configuration in use, so that a reload that narrows who is allowed
-// reaches connections already open.
+// when it connects, before the connection counts against the limits, and
+// then before each of its requests against the configuration in use, so
+// that a reload that narrows who is allowed reaches connections already
+// open.
 func (s *Server) checkPeer(name string, socket func(*config.Config) config.Socket) func(unixsock.Peer) (func() error, error) {
 	return func(p unixsock.Peer) (func() error, error) {
 		c := &caller{Peer: p}
@@ -104,16 +109,68 @@ func (s *Server) checkPeer(name string, socket func(*config.Config) config.Socke
 	}
 }
 
+// apiListener bounds the connections of the API socket ln by s.apiLimits,
+// which the old and new sockets share across a reload. A caller that the
+// socket's allow rules refuse is refused when it connects, before it is
+// counted: the socket's mode may let many users connect, and none of them
+// may hold a place that an allowed caller (root, sshd's
+// AuthorizedPrincipalsCommand) needs. A few such connections at once, in
+// a room of their own, get requirePeer's 403 so that mwictl can say why,
+// and are closed; the others are closed at once. requirePeer checks each
+// request again, for the callers a reload refuses on connections they
+// hold.
+func (s *Server) apiListener(ln net.Listener) net.Listener {
+	return &connlimit.Listener{Listener: ln, Limits: s.apiLimits, Log: s.log, Name: "api",
+		Check: func(p unixsock.Peer) error {
+			err := allowed(s.config().APISocket, p)
+			if err != nil {
+				s.refused("socket", "api", "uid", p.UID, "gid", p.GID, "pid", p.PID, "err", err)
+			}
+			return err
+		},
+		Answer: refusalsAnswered}
+}
+
+// refusalsAnswered is how many refused callers of the API socket are told
+// why at once; see apiListener.
+const refusalsAnswered = 16
+
+// newAgentServer returns the agent's server, checking callers against the
+// agent socket's allow rules in the configuration in use.
+func (s *Server) newAgentServer() *agent.Server {
+	return &agent.Server{
+		Agent:  s.metrics.InstrumentAgent(agent.New(&s.creds, s.now)),
+		Check:  s.checkPeer("agent", func(c *config.Config) config.Socket { return c.AgentSocket }),
+		Limits: s.agentLimits,
+		Log:    s.log,
+	}
+}
+
 // refused logs a refused caller at warning level, a few lines a second: a
 // user that the sockets' mode lets connect decides how many there are.
 func (s *Server) refused(args ...any) {
 	s.refusals.Warn(s.log, "caller refused", args...)
 }
 
+// refusedKey is the context key of an API connection's refusal when it
+// connected: such a connection is served only to be told why (see
+// apiListener), even if a reload allows the caller meanwhile.
+type refusedKey struct{}
+
+// apiConnContext is the API server's ConnContext: the caller's
+// credentials, and its refusal when it connected, if any.
+func apiConnContext(ctx context.Context, c net.Conn) context.Context {
+	ctx = unixsock.ConnContext(ctx, c)
+	if lc, ok := c.(*connlimit.Conn); ok && lc.Refused() != nil {
+		ctx = context.WithValue(ctx, refusedKey{}, lc.Refused())
+	}
+	return ctx
+}
+
 // requirePeer is the API's middleware for the same check, made for each
 // request against the configuration in use, so that a reload reaches
 // keep-alive connections too: a refused caller gets 403 in the API's error
-// shape.
+// shape, and the connection is closed.
 func (s *Server) requirePeer(socket func(*config.Config) config.Socket) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -121,11 +178,14 @@ func (s *Server) requirePeer(socket func(*config.Config) config.Socket) func(htt
 			var err error
 			if !ok {
 				err = errors.New("the caller's credentials are unknown")
+			} else if refused, ok := r.Context().Value(refusedKey{}).(error); ok {
+				err = refused // counted against no bound: never served
 			} else {
 				err = allowed(socket(s.config()), p)
 			}
 			if err != nil {
 				s.refused("socket", "api", "uid", p.UID, "gid", p.GID, "pid", p.PID, "path", r.URL.Path)
+				w.Header().Set("Connection", "close")
 				httpjson.WriteError(w, s.log, httpjson.Errorf(http.StatusForbidden, api.CodeAccessDenied, "%v", err))
 				return
 			}

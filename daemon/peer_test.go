@@ -20,7 +20,6 @@ import (
 
 	sshagent "golang.org/x/crypto/ssh/agent"
 
-	"github.com/mwi-project/mwi/daemon/agent"
 	"github.com/mwi-project/mwi/daemon/config"
 	"github.com/mwi-project/mwi/daemon/localapi"
 	"github.com/mwi-project/mwi/internal/logging"
@@ -205,19 +204,14 @@ func TestCallersRecheckedOnOpenConnections(t *testing.T) {
 		os.Chmod(path, 0o666)
 		return ln
 	}
-	agentSrv := &agent.Server{
-		Agent: agent.New(&s.creds, s.now),
-		Check: s.checkPeer("agent", func(c *config.Config) config.Socket { return c.AgentSocket }),
-		Log:   s.log,
-	}
 	agentLn := listen(cfg.AgentSocket.Path)
-	go agentSrv.Serve(ctx, agentLn)
+	go s.newAgentServer().Serve(ctx, agentLn)
 	apiSrv := &http.Server{
 		Handler: localapi.Routes(s, s.metrics.Handler(), s.log,
 			s.requirePeer(func(c *config.Config) config.Socket { return c.APISocket })),
-		ConnContext: unixsock.ConnContext,
+		ConnContext: apiConnContext,
 	}
-	go apiSrv.Serve(listen(cfg.APISocket.Path))
+	go apiSrv.Serve(s.apiListener(listen(cfg.APISocket.Path)))
 	defer apiSrv.Close()
 
 	cmd := exec.Command(bin, "-test.run=^TestPeerHelper$")

@@ -54,19 +54,21 @@ type Server struct {
 	// Check, if non-nil, decides whether the process at the other end of
 	// a connection may use the agent. It is called once for each accepted
 	// connection, with the peer's credentials as the kernel recorded them
-	// when it connected, before any request is read; an error refuses the
-	// connection. The function it returns, if non-nil, is called before
+	// when it connected, before the connection counts against Limits: an
+	// error closes it at once, so that a caller refused by policy never
+	// holds a place. The function it returns, if non-nil, is called before
 	// each request on that connection and an error closes it: this is how
 	// a change of policy (a reload that narrows who is allowed) reaches
-	// the connections already open. Check runs on the connection's own
-	// goroutine, so a slow Check does not delay other clients; the
-	// function it returns runs for every request and must be cheap.
+	// the connections already open. Check runs on the accepting goroutine
+	// and should be quick; the function it returns runs for every request
+	// and must be cheap.
 	Check func(p unixsock.Peer) (recheck func() error, err error)
 
 	// Limits bounds the connections served at once, in all and per user,
 	// across every listener the Server serves; a connection beyond them
 	// is closed unserved. If nil, the Server has its own, with
-	// connlimit's default bounds.
+	// connlimit's default bounds (which keep the last places for root
+	// and the process's own user).
 	Limits *connlimit.Limits
 
 	// RequestTimeout bounds each request from its first byte to the end
@@ -127,6 +129,22 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	s.init()
 	log := s.logger()
+	// The listener checks and counts each connection before Accept
+	// returns it, on this goroutine: recheck is that of the connection
+	// Accept returned last.
+	var recheck func() error
+	ln = &connlimit.Listener{Listener: ln, Limits: s.limits, Log: log, Name: "agent",
+		Check: func(p unixsock.Peer) error {
+			recheck = nil
+			if s.Check == nil {
+				return nil
+			}
+			var err error
+			if recheck, err = s.Check(p); err != nil {
+				s.warn("agent: connection refused", "uid", p.UID, "pid", p.PID, "err", err)
+			}
+			return err
+		}}
 
 	var (
 		mu     sync.Mutex
@@ -174,24 +192,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			return fmt.Errorf("agent: accept: %w", err)
 		}
 		backoff = 0
-
-		p, err := unixsock.PeerOf(c)
-		if err != nil {
-			s.warn("agent: connection refused: the caller's credentials are unknown", "err", err)
-			c.Close()
-			continue
-		}
-		if err := s.limits.Admit(p.UID); err != nil {
-			s.warn("agent: connection refused", "uid", p.UID, "pid", p.PID, "err", err)
-			c.Close()
-			continue
-		}
+		// c's own: the next Accept sets recheck anew.
+		p, recheck := c.(*connlimit.Conn).Peer(), recheck
 
 		mu.Lock()
 		if closed {
 			mu.Unlock()
 			c.Close()
-			s.limits.Leave(p.UID)
 			continue
 		}
 		conns[c] = struct{}{}
@@ -204,17 +211,16 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 				mu.Lock()
 				delete(conns, c)
 				mu.Unlock()
-				c.Close()
-				s.limits.Leave(p.UID)
+				c.Close() // gives its place back
 			}()
-			s.serveConn(ctx, c, p)
+			s.serveConn(ctx, c, p, recheck)
 		}()
 	}
 }
 
 // serveConn serves one connection until the client hangs up, sends
 // something the protocol cannot frame, or the server shuts down.
-func (s *Server) serveConn(ctx context.Context, c net.Conn, p unixsock.Peer) {
+func (s *Server) serveConn(ctx context.Context, c net.Conn, p unixsock.Peer, recheck func() error) {
 	id := s.nextID.Add(1)
 	defer func() {
 		// The daemon holds the keys in memory only; a panic provoked by
@@ -225,19 +231,11 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn, p unixsock.Peer) {
 		}
 	}()
 
-	fc := &frameConn{Conn: c, large: s.large, timeout: s.RequestTimeout}
+	fc := &frameConn{Conn: c, recheck: recheck, large: s.large, timeout: s.RequestTimeout}
 	if fc.timeout <= 0 {
 		fc.timeout = DefaultRequestTimeout
 	}
 	defer fc.release()
-	if s.Check != nil {
-		recheck, err := s.Check(p)
-		if err != nil {
-			s.warn("agent: connection refused", "conn", id, "uid", p.UID, "pid", p.PID, "err", err)
-			return
-		}
-		fc.recheck = recheck
-	}
 
 	err := sshagent.ServeAgent(s.Agent, fc)
 	if err == nil || ctx.Err() != nil || hangup(err) {

@@ -245,6 +245,46 @@ func TestConnectionLimits(t *testing.T) {
 	}
 }
 
+// TestCheckBeforeCounting checks that Check decides before a connection
+// counts against Limits: a refused caller never holds a place, so callers
+// the policy refuses cannot take the places of those it allows.
+func TestCheckBeforeCounting(t *testing.T) {
+	var refuse atomic.Bool
+	openAtCheck := make(chan int, 100)
+	srv := &Server{Limits: &connlimit.Limits{Max: 2, PerUID: 2}}
+	srv.Check = func(p unixsock.Peer) (func() error, error) {
+		openAtCheck <- srv.Limits.Open()
+		if refuse.Load() {
+			return nil, fmt.Errorf("uid %d is not allowed", p.UID)
+		}
+		return nil, nil
+	}
+	path, log := newServerForTest(t, srv)
+	held := dial(t, path)
+	if got := listedIDs(t, held); len(got) != 1 {
+		t.Fatalf("listed %v; want one key", got)
+	}
+	if n := <-openAtCheck; n != 0 {
+		t.Errorf("the first connection was counted before its check: %d open", n)
+	}
+	refuse.Store(true)
+	for range 10 {
+		if err := hungUp(rawDial(t, path)); err != nil {
+			t.Fatalf("a refused caller: %v", err)
+		}
+		if n := <-openAtCheck; n != 1 {
+			t.Fatalf("a refused connection was counted before its check: %d open; want 1", n)
+		}
+	}
+	if !strings.Contains(log.String(), "is not allowed") {
+		t.Errorf("refusal not logged:\n%s", log)
+	}
+	refuse.Store(false)
+	if got := listedIDs(t, dial(t, path)); len(got) != 1 {
+		t.Errorf("an allowed caller after the refused ones listed %v; want one key", got)
+	}
+}
+
 // TestRecheck checks that the check Check returns runs before every
 // request, so that a caller refused after it connected (a reload that
 // narrowed who is allowed) is refused on the connection it holds.

@@ -213,7 +213,8 @@ func TestEdgeDenialsAudited(t *testing.T) {
 			t.Skip("needs root and curl, to call the admin socket as another user")
 		}
 		al, buf := newAuditBuffer()
-		// A socket made reachable by mistake: the peer check still refuses.
+		// A socket made reachable by mistake: the peer check still refuses,
+		// when the caller connects, before it holds one of the places.
 		dir := t.TempDir()
 		for _, d := range []string{dir, filepath.Dir(dir)} {
 			if err := os.Chmod(d, 0o755); err != nil {
@@ -227,24 +228,31 @@ func TestEdgeDenialsAudited(t *testing.T) {
 		}
 		f := &fakeAdmin{}
 		srv := newAdminServer(adminRoutes(f, al, discardLog()), Limits{})
-		go srv.Serve(adminListener(ln, Limits{MaxAdminConns: 4}, discardLog()))
+		capped := adminListener(ln, Limits{MaxAdminConns: 4}, al, discardLog())
+		go srv.Serve(capped)
 		t.Cleanup(func() { srv.Close() })
-		cmd := exec.Command(curl, "-sS", "--unix-socket", path, "-X", "POST", "http://mwi/admin/v1/bots/ci/unlock")
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("curl: %v\n%s", err, out)
-		}
-		if !strings.Contains(string(out), api.CodeAccessDenied) {
-			t.Errorf("answer = %s, want %s", out, api.CodeAccessDenied)
+		const tries = 3
+		for range tries {
+			cmd := exec.Command(curl, "-sS", "--unix-socket", path, "-X", "POST", "http://mwi/admin/v1/bots/ci/unlock")
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+			if out, err := cmd.CombinedOutput(); err == nil {
+				t.Fatalf("curl as uid 65534 was answered: %s", out)
+			}
 		}
 		if f.calls != 0 {
 			t.Error("the authority was called for another user")
 		}
+		if n := capped.Limits.Open(); n != 0 {
+			t.Errorf("%d connections of the refused user counted; want 0", n)
+		}
 		recs := buf.records(t)
-		if len(recs) != 1 || recs[0]["event"] != audit.EventAdmin || recs[0]["outcome"] != audit.Denied ||
-			recs[0]["uid"] != float64(65534) || recs[0]["reason"] == "" {
-			t.Errorf("audit = %v, want one admin denial naming uid 65534", recs)
+		if len(recs) != tries {
+			t.Fatalf("audit = %v, want %d admin denials", recs, tries)
+		}
+		for _, r := range recs {
+			if r["event"] != audit.EventAdmin || r["outcome"] != audit.Denied || r["uid"] != float64(65534) || r["reason"] == "" {
+				t.Errorf("audit record %v, want an admin denial naming uid 65534", r)
+			}
 		}
 	})
 	t.Run("admin request past its bounds", func(t *testing.T) {
@@ -315,5 +323,30 @@ func TestAdminRefusalsLogBounded(t *testing.T) {
 	}
 	if n := bytes.Count(buf.Bytes(), []byte("\n")); n == 0 || n > 2*logging.LimitBurst {
 		t.Errorf("1000 refusals logged %d lines; want a few", n)
+	}
+}
+
+// TestAdminListenerBounds checks the admin socket's bounds between the
+// two users it serves, root and the issuer's own: each may hold half the
+// places, or one user all of them when the issuer runs as root; nobody
+// else is ever counted.
+func TestAdminListenerBounds(t *testing.T) {
+	l := adminListener(nil, Limits{MaxAdminConns: 4}, discardAudit(), discardLog()).Limits
+	if err := l.Admit(4242); err == nil {
+		t.Error("another user was counted")
+	}
+	want := map[uint32]int{0: 2, adminSelf: 2}
+	if adminSelf == 0 {
+		want = map[uint32]int{0: 4}
+	}
+	for uid, n := range want {
+		for i := range n {
+			if err := l.Admit(uid); err != nil {
+				t.Fatalf("connection %d of uid %d: %v", i+1, uid, err)
+			}
+		}
+		if err := l.Admit(uid); err == nil {
+			t.Errorf("connection %d of uid %d admitted; want %d at most", n+1, uid, n)
+		}
 	}
 }

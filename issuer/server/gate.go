@@ -63,7 +63,9 @@ type Limits struct {
 	// Connections with a request in progress are bounded in time by the
 	// timeouts instead.
 	MaxPerInstance, MaxPerBot int
-	// MaxAdminConns bounds the admin socket's connections.
+	// MaxAdminConns bounds the admin socket's connections. Only root and
+	// the issuer's own user may connect; unless the issuer runs as root,
+	// each of them may hold half.
 	MaxAdminConns int
 	// ShutdownTimeout is how long requests in progress may finish when the
 	// issuer stops; then their connections are closed.

@@ -261,30 +261,51 @@ func adminRoutes(a admin, al *audit.Log, log *slog.Logger) http.Handler {
 }
 
 // sameUserOnly admits callers running as the issuer's user or as root. The
-// socket's mode already says so; checking the peer as well means a socket
-// made reachable by mistake still refuses strangers. Each refusal is
-// audited, and logged a few lines a second: the stranger decides how many
-// there are.
+// socket's mode already says so, and adminListener refuses the others when
+// they connect; checking each request as well means a socket made
+// reachable by mistake still refuses strangers, whatever serves it. Each
+// refusal is audited, and logged a few lines a second: the stranger
+// decides how many there are.
 func sameUserOnly(al *audit.Log, log *slog.Logger) func(http.Handler) http.Handler {
-	self := uint32(os.Geteuid())
 	var refusals logging.Limit
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			p, ok := unixsock.PeerFromContext(r.Context())
-			if !ok || (p.UID != self && p.UID != 0) {
+			var err error
+			if !ok {
+				err = errPeerUnknown
+			} else {
+				err = adminCaller(p)
+			}
+			if err != nil {
 				attrs := []slog.Attr{slog.String("method", r.Method), slog.String("path", r.URL.Path)}
-				reason := "peer unknown"
 				if ok {
-					reason = "uid is neither the issuer's nor root"
 					attrs = append(attrs, slog.Uint64("uid", uint64(p.UID)), slog.Uint64("gid", uint64(p.GID)), slog.Int("pid", int(p.PID)))
 				}
-				refusals.Warn(log, "admin caller refused: "+reason, "uid", p.UID, "pid", p.PID)
-				al.Record(r.Context(), audit.EventAdmin, audit.Denied, append(attrs, slog.String("reason", reason))...)
+				refusals.Warn(log, "admin caller refused: "+err.Error(), "uid", p.UID, "pid", p.PID)
+				al.Record(r.Context(), audit.EventAdmin, audit.Denied, append(attrs, slog.String("reason", err.Error()))...)
 				httpjson.WriteError(w, log, httpjson.Errorf(http.StatusForbidden, api.CodeAccessDenied,
-					"the admin socket serves only uid %d and root", self))
+					"the admin socket serves only uid %d and root", adminSelf))
 				return
 			}
 			next.ServeHTTP(w, r)
 		})
 	}
+}
+
+// adminSelf is the issuer's own user, which may use the admin socket.
+var adminSelf = uint32(os.Geteuid())
+
+var (
+	errPeerUnknown = errors.New("peer unknown")
+	errNotAdmin    = errors.New("uid is neither the issuer's nor root")
+)
+
+// adminCaller reports whether p may use the admin socket: only root and
+// the issuer's own user may.
+func adminCaller(p unixsock.Peer) error {
+	if p.UID != 0 && p.UID != adminSelf {
+		return errNotAdmin
+	}
+	return nil
 }

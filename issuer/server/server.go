@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/mwi-project/mwi/internal/connlimit"
+	"github.com/mwi-project/mwi/internal/logging"
 	"github.com/mwi-project/mwi/internal/sdnotify"
 	"github.com/mwi-project/mwi/internal/unixsock"
 	"github.com/mwi-project/mwi/internal/watch"
@@ -266,7 +267,7 @@ func (s *Server) Run(ctx context.Context) error {
 	publicLn := newGate(ln, tlsConfig(s.auth.CA), lim, auditRefused(s.auth.Audit), s.log)
 	public := newPublicServer(publicRoutes(s.auth, s.auth.Audit, s.log), publicLn, lim, s.log)
 	admin := newAdminServer(adminRoutes(s.auth, s.auth.Audit, s.log), lim)
-	adminCapped := adminListener(adminLn, lim, s.log)
+	adminCapped := adminListener(adminLn, lim, s.auth.Audit, s.log)
 	s.log.Info("issuer serving", "listen", ln.Addr().String(), "admin_socket", s.cfg.AdminSocket,
 		"pin", s.auth.CA.Pin(), "resources", s.cfg.ResourcesDir, "cluster_name", s.auth.ClusterName,
 		"max_connections", lim.MaxConns, "max_anonymous", lim.MaxAnonymous, "max_handshakes", lim.MaxHandshakes,
@@ -353,10 +354,37 @@ func newPublicServer(h http.Handler, g *gate, lim Limits, log *slog.Logger) *htt
 }
 
 // adminListener bounds the connections of the admin socket ln to
-// lim.MaxAdminConns, as mwid bounds its sockets'.
-func adminListener(ln net.Listener, lim Limits, log *slog.Logger) net.Listener {
+// lim.MaxAdminConns, as mwid bounds its sockets'. A caller other than root
+// and the issuer's own user is closed when it connects, before it is
+// counted, and audited in al (sameUserOnly checks each request too). Only
+// those two users are ever counted, and connlimit keeps its reserved places
+// for exactly them, so the only bound left between them is the one per
+// user: each may hold half, so that neither (a runaway script of the
+// issuer's user, say) shuts out the other. When the issuer runs as root
+// they are one user, which may hold all.
+func adminListener(ln net.Listener, lim Limits, al *audit.Log, log *slog.Logger) *connlimit.Listener {
 	lim = lim.withDefaults()
-	return &connlimit.Listener{Listener: ln, Limits: &connlimit.Limits{Max: lim.MaxAdminConns, PerUID: lim.MaxAdminConns}, Log: log, Name: "admin"}
+	perUID := lim.MaxAdminConns
+	if adminSelf != 0 {
+		perUID = max(perUID/2, 1)
+	}
+	var refusals logging.Limit
+	return &connlimit.Listener{
+		Listener: ln,
+		Limits:   &connlimit.Limits{Max: lim.MaxAdminConns, PerUID: perUID, Reserved: lim.MaxAdminConns},
+		Check: func(p unixsock.Peer) error {
+			err := adminCaller(p)
+			if err != nil {
+				refusals.Warn(log, "admin caller refused: "+err.Error(), "uid", p.UID, "pid", p.PID)
+				al.Record(context.Background(), audit.EventAdmin, audit.Denied,
+					slog.Uint64("uid", uint64(p.UID)), slog.Uint64("gid", uint64(p.GID)), slog.Int("pid", int(p.PID)),
+					slog.String("reason", err.Error()))
+			}
+			return err
+		},
+		Log:  log,
+		Name: "admin",
+	}
 }
 
 // newAdminServer returns the admin socket's server for h, with lim's
