@@ -298,7 +298,7 @@ func (s *Server) report(a renewal.Attempt) {
 		s.status.lastErrorAt = &at
 		s.status.refusal = nil
 		if e, ok := issuerclient.Refused(a.Err); ok && a.Permanent {
-			s.status.refusal = &api.Refusal{Code: e.Code, Message: e.Message, Action: e.Action()}
+			s.status.refusal = &api.Refusal{Code: e.Code, Message: e.Message, Action: issuerclient.Action(e)}
 		}
 		// Until mwid holds credentials, every attempt is a join.
 		msg := "renewal failed"

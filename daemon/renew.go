@@ -156,7 +156,7 @@ func (s *Server) renewForLoop(ctx context.Context) (renewal.Result, error) {
 }
 
 // classify tells the renewal loop which failures retrying cannot overcome:
-// the issuer's permanent refusals (see issuerclient.Error.Permanent).
+// the issuer's permanent refusals (see issuerclient.Permanent).
 func classify(err error) renewal.Class {
 	if issuerclient.IsPermanent(err) {
 		return renewal.Permanent

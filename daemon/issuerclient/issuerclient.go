@@ -17,33 +17,29 @@ import (
 
 	"github.com/mwi-project/mwi/api"
 	"github.com/mwi-project/mwi/daemon/config"
+	"github.com/mwi-project/mwi/internal/httpjson"
 	"github.com/mwi-project/mwi/internal/tlspin"
 )
 
-// Error is an error answer from the issuer.
-type Error struct {
-	Status  int
-	Code    string
-	Message string
-}
+// Error is an error answer from the issuer. The client returns it wrapped,
+// as "issuer refused: MESSAGE (CODE)"; find it with errors.As.
+type Error = httpjson.APIError
 
-func (e *Error) Error() string { return fmt.Sprintf("issuer refused: %s (%s)", e.Message, e.Code) }
-
-// Permanent reports whether retrying the same request cannot succeed
+// Permanent reports whether retrying the request e refused cannot succeed
 // without someone changing something: a used token, a locked bot. The
 // refusals table decides, by code; a rate limit or a server error is never
 // permanent, whatever its code.
-func (e *Error) Permanent() bool {
+func Permanent(e *Error) bool {
 	if e.Status == http.StatusTooManyRequests || e.Status >= 500 {
 		return false
 	}
 	return refusals[e.Code].permanent
 }
 
-// Action says what an operator must do before a permanent refusal can be
-// overcome; it is empty for the others.
-func (e *Error) Action() string {
-	if !e.Permanent() {
+// Action says what an operator must do before the permanent refusal e can
+// be overcome; it is empty for the others.
+func Action(e *Error) string {
+	if !Permanent(e) {
 		return ""
 	}
 	return refusals[e.Code].action
@@ -200,11 +196,11 @@ func (c *Client) post(ctx context.Context, path string, identity *tls.Certificat
 		return fmt.Errorf("issuer %s: answer larger than %d bytes; too many clusters or CA bundles for one renewal?", c.base, maxAnswer)
 	}
 	if res.StatusCode != http.StatusOK {
-		var e api.ErrorBody
-		if json.Unmarshal(data, &e) != nil || e.Error.Code == "" {
+		e := httpjson.DecodeError(res.StatusCode, data)
+		if e == nil {
 			return fmt.Errorf("issuer %s: %s", c.base, res.Status)
 		}
-		return &Error{Status: res.StatusCode, Code: e.Error.Code, Message: e.Error.Message}
+		return fmt.Errorf("issuer refused: %w (%s)", e, e.Code)
 	}
 	if err := json.Unmarshal(data, resp); err != nil {
 		return fmt.Errorf("issuer %s: answer: %w", c.base, err)
@@ -222,7 +218,7 @@ func IsPermanent(err error) bool {
 // Refused returns the issuer refusal in err's chain if it is permanent.
 func Refused(err error) (*Error, bool) {
 	var e *Error
-	if errors.As(err, &e) && e.Permanent() {
+	if errors.As(err, &e) && Permanent(e) {
 		return e, true
 	}
 	return nil, false
