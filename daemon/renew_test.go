@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/mwi-project/mwi/api"
 	"github.com/mwi-project/mwi/daemon/localapi"
@@ -143,5 +144,24 @@ func TestStatusRefused(t *testing.T) {
 		if r := s.Readiness(); r.State != tt.state || !r.Ready {
 			t.Errorf("%s: readiness %+v; want ready, state %q", tt.name, r, tt.state)
 		}
+	}
+
+	// A reload, even of an unchanged file (a new token written into the
+	// same token file, say), tries at once rather than after the long
+	// backoff.
+	refuse(&refusal{403, api.CodeBotLocked, "bot ci is locked: decommissioned"})
+	if err := s.loop.RenewNow(ctx); err == nil {
+		t.Fatal("RenewNow succeeded with the bot locked")
+	}
+	refuse(nil)
+	if _, err := s.Reload(); err != nil {
+		t.Fatalf("Reload: %v", err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for s.Status().State != "ready" {
+		if time.Now().After(deadline) {
+			t.Fatalf("after a reload, state %q; want a renewal at once, and ready", s.Status().State)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
