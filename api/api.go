@@ -262,7 +262,7 @@ type Locks struct {
 // Status is the body of GET /v1/status on mwid's local API.
 type Status struct {
 	Joined      bool         `json:"joined"`
-	State       string       `json:"state"` // "joining", "ready", "degraded", "expired"
+	State       string       `json:"state"` // "joining", "ready", "degraded", "expired", "refused"
 	Bot         string       `json:"bot,omitempty"`
 	Instance    string       `json:"instance,omitempty"`
 	Generation  uint64       `json:"generation,omitempty"`
@@ -273,10 +273,25 @@ type Status struct {
 	NextRenewal *time.Time   `json:"next_renewal,omitempty"`
 	LastError   string       `json:"last_error,omitempty"`
 	LastErrorAt *time.Time   `json:"last_error_at,omitempty"`
-	Config      ConfigStatus `json:"config"`
+	// Refusal is set, and State is "refused", while the issuer refuses
+	// mwid in a way that retrying cannot overcome.
+	Refusal *Refusal     `json:"refusal,omitempty"`
+	Config  ConfigStatus `json:"config"`
 	// Renewal is set only in the answer to POST /v1/renew: it says which
 	// renewal answered the request.
 	Renewal *RenewOutcome `json:"renewal,omitempty"`
+}
+
+// Refusal is an issuer's refusal that retrying cannot overcome, such as a
+// locked bot or a used join token: mwid retries it only rarely, or when a
+// reload or mwictl renew asks, until an operator acts.
+type Refusal struct {
+	// Code is the issuer's error code, such as "bot_locked".
+	Code string `json:"code"`
+	// Message is the issuer's message.
+	Message string `json:"message"`
+	// Action says what an operator must do.
+	Action string `json:"action"`
 }
 
 // RenewOutcome says which renewal answered a POST /v1/renew. Requests

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/mwi-project/mwi/api"
+	"github.com/mwi-project/mwi/internal/httpjson"
 )
 
 // DefaultSocket is where mwid's API socket is unless configured otherwise.
@@ -37,19 +38,11 @@ type Client struct {
 	hc   *http.Client
 }
 
-// Error is an error answer from mwid.
-type Error struct {
-	// Status is the HTTP status of the answer.
-	Status int
-	// Code is the stable code from mwid's error body. It is empty when the
-	// answer was not an error body, for instance from something other than
-	// mwid listening on the socket.
-	Code string
-	// Message is for people; match on Code.
-	Message string
-}
-
-func (e *Error) Error() string { return e.Message }
+// Error is an error answer from mwid: its HTTP status, its stable code
+// (empty when the answer was not an error body, for instance from
+// something other than mwid listening on the socket) and its message,
+// which is for people; match on the code. Its text is the message.
+type Error = httpjson.APIError
 
 // NotRunningError says mwid could not be reached on its socket: the socket
 // does not exist or nothing listens on it.
@@ -89,10 +82,7 @@ func IsRenewFailed(err error) bool { return hasCode(err, api.CodeRenewFailed) }
 // IsReloadFailed reports whether mwid refused to reload its configuration.
 func IsReloadFailed(err error) bool { return hasCode(err, api.CodeReloadFailed) }
 
-func hasCode(err error, code string) bool {
-	var e *Error
-	return errors.As(err, &e) && e.Code == code
-}
+func hasCode(err error, code string) bool { return httpjson.IsCode(err, code) }
 
 func (c *Client) socket() string {
 	if c.Socket == "" {
@@ -219,9 +209,8 @@ func (c *Client) do(ctx context.Context, r request) error {
 		return fmt.Errorf("reading mwid's answer to %s %s: %w", r.method, r.path, err)
 	}
 	if res.StatusCode/100 != 2 {
-		var e api.ErrorBody
-		if json.Unmarshal(data, &e) == nil && e.Error.Code != "" {
-			return &Error{Status: res.StatusCode, Code: e.Error.Code, Message: e.Error.Message}
+		if e := httpjson.DecodeError(res.StatusCode, data); e != nil {
+			return e
 		}
 		if r.answer == nil || !r.answer(res.StatusCode) {
 			return &Error{Status: res.StatusCode, Message: unexpected(r, res.Status, data)}

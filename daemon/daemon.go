@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mwi-project/mwi/api"
 	"github.com/mwi-project/mwi/daemon/agent"
 	"github.com/mwi-project/mwi/daemon/config"
 	"github.com/mwi-project/mwi/daemon/identity"
@@ -78,6 +79,7 @@ type status struct {
 	nextRenewal     *time.Time
 	lastError       string
 	lastErrorAt     *time.Time
+	refusal         *api.Refusal // set while the issuer refuses permanently
 	loadedAt        time.Time
 	lastReloadError string
 	lastReloadAt    *time.Time
@@ -110,6 +112,7 @@ func New(cfg *config.Config, log *logging.Logger) (*Server, error) {
 	s.loop = renewal.NewLoop(renewal.Loop{
 		Renew:           s.renewForLoop,
 		Report:          s.report,
+		Classify:        classify,
 		Interval:        func() time.Duration { return s.config().RenewalInterval },
 		RequestInterval: func() time.Duration { return s.config().RenewMinInterval },
 	})
@@ -292,16 +295,26 @@ func (s *Server) report(a renewal.Attempt) {
 	if a.Err != nil {
 		s.status.lastError = a.Err.Error()
 		s.status.lastErrorAt = &at
+		s.status.refusal = nil
+		if e, ok := issuerclient.Refused(a.Err); ok && a.Permanent {
+			s.status.refusal = &api.Refusal{Code: e.Code, Message: e.Message, Action: issuerclient.Action(e)}
+		}
 		// Until mwid holds credentials, every attempt is a join.
 		msg := "renewal failed"
 		if s.creds.Current() == nil {
 			msg = "join failed"
 		}
-		s.log.Error(msg, "err", a.Err, "failures", a.Failures, "retry_at", a.Next)
+		if r := s.status.refusal; r != nil {
+			s.log.Error(msg+"; the issuer refuses until an operator acts", "err", a.Err, "code", r.Code,
+				"action", r.Action, "failures", a.Failures, "retry_at", a.Next)
+		} else {
+			s.log.Error(msg, "err", a.Err, "failures", a.Failures, "retry_at", a.Next)
+		}
 	} else {
 		s.status.lastRenewal = &at
 		s.status.lastError = ""
 		s.status.lastErrorAt = nil
+		s.status.refusal = nil
 	}
 	go s.notifyStatus()
 }
@@ -318,6 +331,9 @@ func (s *Server) notifyStatus() {
 	}
 	if st.LastError != "" {
 		line += "; " + st.LastError
+	}
+	if st.Refusal != nil {
+		line += "; " + st.Refusal.Action
 	}
 	sdnotify.Status(line)
 }

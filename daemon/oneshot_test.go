@@ -57,6 +57,14 @@ type fakeIssuer struct {
 	// challengeCerts has, for each challenge asked for, the identity
 	// presented over mutual TLS, or nil.
 	challengeCerts []*x509.Certificate
+	// refuse, if set, is what joins and renewals are answered with.
+	refuse *refusal
+}
+
+// refusal is an error answer of the fake issuer.
+type refusal struct {
+	status        int
+	code, message string
 }
 
 // joinSeen is one join the fake issuer answered.
@@ -124,6 +132,10 @@ func (f *fakeIssuer) join(w http.ResponseWriter, r *http.Request) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if r := f.refuse; r != nil {
+		fail(w, r.status, r.code, r.message)
+		return
+	}
 	seen := joinSeen{req: req}
 	if len(r.TLS.PeerCertificates) > 0 {
 		seen.clientCert = r.TLS.PeerCertificates[0]
@@ -164,6 +176,10 @@ func (f *fakeIssuer) renew(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.renewals++
+	if r := f.refuse; r != nil {
+		fail(w, r.status, r.code, r.message)
+		return
+	}
 	if len(r.TLS.PeerCertificates) == 0 {
 		fail(w, 401, api.CodeUnauthenticated, "no identity")
 		return

@@ -78,6 +78,11 @@ func (s *Server) apply(old *config.Config) (api.ReloadResult, error) {
 		return api.ReloadResult{}, err
 	}
 	if next.Revision == old.Revision {
+		if s.issuerRefuses() {
+			// A reload is how an operator says they acted, such as
+			// writing a new token into the same file: try at once.
+			s.renewSoon()
+		}
 		return api.ReloadResult{Changed: false, Revision: old.Revision}, nil
 	}
 	moved, rejoin := issuerChanged(old, next)
@@ -103,16 +108,30 @@ func (s *Server) apply(old *config.Config) (api.ReloadResult, error) {
 			s.rejoin.Store(true)
 		}
 	}
-	if moved || rejoin || renew {
+	if moved || rejoin || renew || s.issuerRefuses() {
 		// New logins, TTL, outputs or issuer take effect with fresh
-		// certificates; the renewal reports its own failure.
-		ctx := s.runCtx
-		if ctx == nil {
-			ctx = context.Background()
-		}
-		go s.loop.RenewNow(ctx)
+		// certificates; the renewal reports its own failure. While the
+		// issuer refuses mwid, any change may be the operator's fix.
+		s.renewSoon()
 	}
 	return api.ReloadResult{Changed: true, Revision: next.Revision}, nil
+}
+
+// issuerRefuses reports whether the issuer's last answer was a refusal that
+// retrying cannot overcome, which the loop retries only rarely.
+func (s *Server) issuerRefuses() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.status.refusal != nil
+}
+
+// renewSoon asks the loop for a renewal at once, without waiting for it.
+func (s *Server) renewSoon() {
+	ctx := s.runCtx
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	go s.loop.RenewNow(ctx)
 }
 
 // liveChange refuses the changes that cannot apply to a running daemon,

@@ -11,6 +11,7 @@ import (
 	"github.com/mwi-project/mwi/api"
 	"github.com/mwi-project/mwi/daemon/attest"
 	"github.com/mwi-project/mwi/daemon/identity"
+	"github.com/mwi-project/mwi/daemon/issuerclient"
 	"github.com/mwi-project/mwi/daemon/output"
 	"github.com/mwi-project/mwi/daemon/renewal"
 	"github.com/mwi-project/mwi/internal/httpjson"
@@ -152,6 +153,15 @@ func (s *Server) renewForLoop(ctx context.Context) (renewal.Result, error) {
 		return res, nil
 	}
 	return res, err
+}
+
+// classify tells the renewal loop which failures retrying cannot overcome:
+// the issuer's permanent refusals (see issuerclient.Permanent).
+func classify(err error) renewal.Class {
+	if issuerclient.IsPermanent(err) {
+		return renewal.Permanent
+	}
+	return renewal.Transient
 }
 
 func renewFailed(err error) error {

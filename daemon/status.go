@@ -40,6 +40,7 @@ func (s *Server) Status() api.Status {
 		NextRenewal: st.nextRenewal,
 		LastError:   st.lastError,
 		LastErrorAt: st.lastErrorAt,
+		Refusal:     st.refusal,
 		Config: api.ConfigStatus{
 			Path:            cfg.Path,
 			Revision:        cfg.Revision,
@@ -49,6 +50,11 @@ func (s *Server) Status() api.Status {
 		},
 	}
 	c := s.creds.Current()
+	if st.refusal != nil {
+		// Named above all else: nothing gets better until an operator
+		// acts, whether or not mwid still holds valid credentials.
+		out.State = "refused"
+	}
 	if c == nil {
 		return out
 	}
@@ -56,6 +62,7 @@ func (s *Server) Status() api.Status {
 	out.Bot, out.Instance, out.Generation = c.Bot, c.Instance, c.Generation
 	out.Credentials = credentials(c)
 	switch {
+	case st.refusal != nil:
 	case !c.ValidAt(s.now()):
 		out.State = "expired"
 	case st.lastError != "" || outputFailing(outputs):
@@ -112,6 +119,8 @@ func (s *Server) Readiness() api.Readiness {
 			Expires: c.Expires,
 		})
 	}
+	// A refused daemon is ready while its credentials are valid: they go
+	// on working until they expire, which the check below sees.
 	r.Ready = st.Joined && st.State != "expired"
 	for _, c := range r.Credentials {
 		r.Ready = r.Ready && c.Valid

@@ -38,8 +38,13 @@ func TestJoinRefusals(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			d := harness.StartDaemon(t, iss, harness.DaemonOptions{Token: tt.token})
 			st := d.WaitError(t, tt.code, 20*time.Second)
-			if st.Joined || st.State != "joining" {
-				t.Errorf("status joined=%v state=%q; want not joined", st.Joined, st.State)
+			// A refused token is permanent: the state says so, with what
+			// an operator must do, rather than "joining".
+			if st.Joined || st.State != "refused" {
+				t.Errorf("status joined=%v state=%q; want not joined, refused", st.Joined, st.State)
+			}
+			if r := st.Refusal; r == nil || r.Code != tt.code || !strings.Contains(r.Action, "mwi-issuer token create") {
+				t.Errorf("status refusal %+v; want %s, saying to create a token", r, tt.code)
 			}
 			if !strings.Contains(st.LastError, tt.reason) {
 				t.Errorf("status error %q does not say %q", st.LastError, tt.reason)
@@ -174,8 +179,8 @@ func TestCopiedIdentityLocksInstance(t *testing.T) {
 		}
 		return nil
 	})
-	if st, _ := d.Status(t); strings.Contains(st.LastError, "locked") {
-		t.Errorf("the other instance saw a lock: %s", st.LastError)
+	if st, _ := d.Status(t); strings.Contains(st.LastError, "locked") || st.State == "refused" || st.Refusal != nil {
+		t.Errorf("the other instance saw a lock: state %s, %s", st.State, st.LastError)
 	}
 	if iss.FindAudit(t, map[string]any{"event": "bot.lock"}) != nil {
 		t.Error("the bot was locked")
@@ -249,7 +254,17 @@ func TestBotLockByOperator(t *testing.T) {
 		t.Fatalf("renewal of a locked bot: %v; want %s with the way out", err, api.CodeBotLocked)
 	}
 	d := harness.StartDaemon(t, iss, harness.DaemonOptions{Token: iss.CreateToken(t, "ci", time.Hour)})
-	d.WaitError(t, api.CodeBotLocked, 20*time.Second)
+	st := d.WaitError(t, api.CodeBotLocked, 20*time.Second)
+	if st.State != "refused" || st.Refusal == nil || st.Refusal.Code != api.CodeBotLocked ||
+		!strings.Contains(st.Refusal.Message, "decommissioned") || !strings.Contains(st.Refusal.Action, "mwi-issuer bot unlock") {
+		t.Errorf("status of a daemon of a locked bot: state %q, refusal %+v; want refused, saying how to unlock", st.State, st.Refusal)
+	}
+	if out, err := d.Ctl("ready"); !strings.Contains(out, "state:") || !strings.Contains(out, "refused") {
+		t.Errorf("mwictl ready: %v\n%s\nwant the refused state", err, out)
+	}
+	if out, _ := d.Ctl("status"); !strings.Contains(out, "mwi-issuer bot unlock") {
+		t.Errorf("mwictl status:\n%s\nwant what an operator must do", out)
+	}
 
 	if out, err := run("bot", "unlock", "ci"); err != nil || !strings.Contains(out, "bot ci unlocked") {
 		t.Fatalf("bot unlock: %v\n%s", err, out)

@@ -26,7 +26,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -46,6 +45,7 @@ import (
 
 	"github.com/mwi-project/mwi/api"
 	"github.com/mwi-project/mwi/internal/cli"
+	"github.com/mwi-project/mwi/internal/httpjson"
 	"github.com/mwi-project/mwi/internal/hygiene"
 	"github.com/mwi-project/mwi/internal/logging"
 	"github.com/mwi-project/mwi/internal/watch"
@@ -502,9 +502,10 @@ func adminCall(socket, method, path string, req, resp any) error {
 		return err
 	}
 	if r.StatusCode/100 != 2 {
-		var e api.ErrorBody
-		if json.Unmarshal(data, &e) == nil && e.Error.Message != "" {
-			return errors.New(e.Error.Message)
+		// The issuer's message is shown as it is, and the code stays
+		// there for errors.As.
+		if e := httpjson.DecodeError(r.StatusCode, data); e != nil && e.Message != "" {
+			return e
 		}
 		return fmt.Errorf("admin API: %s", r.Status)
 	}

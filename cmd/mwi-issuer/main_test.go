@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"net"
 	"net/http"
 	"os"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/mwi-project/mwi/api"
 	"github.com/mwi-project/mwi/internal/cli/man"
+	"github.com/mwi-project/mwi/internal/httpjson"
 	"github.com/mwi-project/mwi/internal/version"
 )
 
@@ -207,5 +209,37 @@ func TestMan(t *testing.T) {
 		} else if !bytes.Contains(data, []byte(".TH ")) {
 			t.Errorf("%s is not a manual page", name)
 		}
+	}
+}
+
+// TestAdminCallErrors checks that an admin API refusal shows the issuer's
+// message as it is, with its code for errors.As, and that an answer that
+// is not the error shape names the status.
+func TestAdminCallErrors(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "admin.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/admin/v1/proxy" {
+			http.Error(w, "bad gateway", http.StatusBadGateway)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusNotFound)
+		json.NewEncoder(w).Encode(api.ErrorBody{Error: api.Error{Code: api.CodeNotFound, Message: `instance "x" is not locked`}})
+	})}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+
+	err = adminCall(sock, http.MethodPost, "/admin/v1/instances/x/unlock", struct{}{}, nil)
+	var e *httpjson.APIError
+	if err == nil || err.Error() != `instance "x" is not locked` || !errors.As(err, &e) || e.Status != http.StatusNotFound || !httpjson.IsCode(err, api.CodeNotFound) {
+		t.Errorf("refusal = %v (%#v); want the message, with status 404 and code %s", err, e, api.CodeNotFound)
+	}
+	err = adminCall(sock, http.MethodGet, "/admin/v1/proxy", nil, nil)
+	if err == nil || err.Error() != "admin API: 502 Bad Gateway" || httpjson.ErrorCode(err) != "" {
+		t.Errorf("answer without the error shape = %v; want the status", err)
 	}
 }

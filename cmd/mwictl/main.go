@@ -172,6 +172,9 @@ func status(e *env) error {
 	}
 	printStatus(e.stdout, s, timeNow())
 	if s.State != "ready" {
+		if r := s.Refusal; r != nil {
+			return fmt.Errorf("mwid is refused by the issuer (%s): %s", r.Code, r.Action)
+		}
 		if s.LastError != "" {
 			return fmt.Errorf("mwid is %s: %s", s.State, s.LastError)
 		}
@@ -196,6 +199,10 @@ func printStatus(out io.Writer, s api.Status, now time.Time) {
 	}
 	if s.LastError != "" {
 		fmt.Fprintf(w, "last error:\t%s\n", failure(s.LastError, s.LastErrorAt, now))
+	}
+	if r := s.Refusal; r != nil {
+		fmt.Fprintf(w, "refused:\t%s: %s\n", r.Code, r.Message)
+		fmt.Fprintf(w, "to do:\t%s\n", r.Action)
 	}
 	for _, o := range s.Outputs {
 		line := o.Path + ", not written yet"

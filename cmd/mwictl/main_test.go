@@ -159,6 +159,14 @@ var (
 		LastError: "join refused: token_used", LastErrorAt: &failedAt,
 		Config: api.ConfigStatus{Path: "/etc/mwi/mwid.yaml", Revision: "3f2a9c1", LoadedAt: loadedAt},
 	}
+	refusedStatus = api.Status{
+		Joined: true, State: "refused", Bot: "web", Instance: "i-1", Generation: 3,
+		Issuer:    "https://issuer.example:8443",
+		LastError: "renew: issuer refused: bot web is locked: decommissioned (bot_locked)", LastErrorAt: &failedAt,
+		Refusal: &api.Refusal{Code: api.CodeBotLocked, Message: "bot web is locked: decommissioned",
+			Action: "an operator must lift the bot's lock on the issuer, then run mwictl renew"},
+		Config: api.ConfigStatus{Path: "/etc/mwi/mwid.yaml", Revision: "3f2a9c1", LoadedAt: loadedAt},
+	}
 	theIdentity = api.Identity{
 		Bot: "web", Instance: "i-1", Certificate: "ssh-ed25519-cert-v01@openssh.com AAAAC3Nz web@i-1",
 		KeyID: "web/i-1/3", Serial: 42, Principals: []string{"deploy", "root"}, ValidAfter: now, ValidBefore: expires,
@@ -236,6 +244,15 @@ func TestStatus(t *testing.T) {
 		if strings.Contains(out, "bot:") {
 			t.Errorf("status of a daemon that has not joined shows a bot:\n%s", out)
 		}
+	})
+	t.Run("Refused", func(t *testing.T) {
+		refused := serve(t, map[string]http.Handler{"GET /v1/status": answer(200, refusedStatus)})
+		code, out, errs := mwictl(refused.sock, "status")
+		want(t, code, out, errs, 1,
+			"mwictl: mwid is refused by the issuer (bot_locked): an operator must lift the bot's lock on the issuer, then run mwictl renew\n",
+			"state:         refused\n",
+			"refused:       bot_locked: bot web is locked: decommissioned\n",
+			"to do:         an operator must lift the bot's lock on the issuer, then run mwictl renew\n")
 	})
 	t.Run("JSON", func(t *testing.T) {
 		// --json exits 0 whatever the state: scripts read the state.

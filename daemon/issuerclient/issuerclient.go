@@ -17,21 +17,70 @@ import (
 
 	"github.com/mwi-project/mwi/api"
 	"github.com/mwi-project/mwi/daemon/config"
+	"github.com/mwi-project/mwi/internal/httpjson"
 	"github.com/mwi-project/mwi/internal/tlspin"
 )
 
-// Error is an error answer from the issuer.
-type Error struct {
-	Status  int
-	Code    string
-	Message string
+// Error is an error answer from the issuer. The client returns it wrapped,
+// as "issuer refused: MESSAGE (CODE)"; find it with errors.As.
+type Error = httpjson.APIError
+
+// Permanent reports whether retrying the request e refused cannot succeed
+// without someone changing something: a used token, a locked bot. The
+// refusals table decides, by code; a rate limit or a server error is never
+// permanent, whatever its code.
+func Permanent(e *Error) bool {
+	if e.Status == http.StatusTooManyRequests || e.Status >= 500 {
+		return false
+	}
+	return refusals[e.Code].permanent
 }
 
-func (e *Error) Error() string { return fmt.Sprintf("issuer refused: %s (%s)", e.Message, e.Code) }
+// Action says what an operator must do before the permanent refusal e can
+// be overcome; it is empty for the others.
+func Action(e *Error) string {
+	if !Permanent(e) {
+		return ""
+	}
+	return refusals[e.Code].action
+}
 
-// Permanent reports whether retrying the same request cannot succeed
-// without someone changing something: a used token, a locked bot.
-func (e *Error) Permanent() bool { return e.Status >= 400 && e.Status < 500 }
+// refusal is how mwid treats one of the issuer's error codes.
+type refusal struct {
+	permanent bool
+	action    string // for an operator, when permanent
+}
+
+// refusals decides, for every code the issuer answers with, whether
+// retrying the same request can succeed. A code missing here is transient:
+// mwid retries it as it would an outage.
+var refusals = map[string]refusal{
+	api.CodeBotLocked:          {true, "an operator must lift the bot's lock on the issuer (mwi-issuer locks lists it; mwi-issuer bot unlock BOT), then run mwictl renew"},
+	api.CodeInstanceLocked:     {true, "an operator must find out why this instance is locked (a copied identity?) before lifting the lock (mwi-issuer instance unlock INSTANCE), then run mwictl renew"},
+	api.CodeGenerationMismatch: {true, "the issuer saw an older copy of this identity and locked the instance: an operator must find the copy, then lift the lock (mwi-issuer instance unlock INSTANCE) and run mwictl renew"},
+	api.CodeTokenUsed:          {true, "issue a new join token (mwi-issuer token create BOT) and give it to mwid's onboarding token source; mwid tries again when its configuration reloads, or on mwictl renew"},
+	api.CodeTokenUnknown:       {true, "issue a new join token (mwi-issuer token create BOT) and give it to mwid's onboarding token source; mwid tries again when its configuration reloads, or on mwictl renew"},
+	api.CodeTokenExpired:       {true, "issue a new join token (mwi-issuer token create BOT) and give it to mwid's onboarding token source; mwid tries again when its configuration reloads, or on mwictl renew"},
+	api.CodeJoinDenied:         {true, "make the bot's join rules on the issuer and this host's attestation agree (the message names the failed check), then run mwictl renew"},
+	api.CodeNotRenewable:       {true, "the issuer does not renew this identity: make mwid's join method match the bot's on the issuer, then reload mwid"},
+	api.CodeBotUnknown:         {true, "the issuer has no such bot: create it in the issuer's resources, or onboard mwid to an existing bot, then run mwictl renew"},
+	api.CodeLoginNotAllowed:    {true, "make mwid's ssh_logins and the bot's roles on the issuer agree, then reload mwid or run mwictl renew"},
+	api.CodeHostNameNotAllowed: {true, "make mwid's host names and the bot's roles on the issuer agree, then reload mwid or run mwictl renew"},
+	api.CodeBadRequest:         {true, "the issuer refused mwid's request as malformed: check mwid's configuration (TTLs, logins, outputs) against the issuer's limits, then reload mwid"},
+	api.CodeNotFound:           {true, "the issuer does not serve this request: is it older than mwid? Upgrade it, then run mwictl renew"},
+	api.CodeAccessDenied:       {true, "the issuer refused the caller: check the issuer's access settings, then run mwictl renew"},
+	// An identity the issuer does not accept may be one the issuer's
+	// clock does not yet find valid; an expired one mwid replaces by
+	// joining again on its own.
+	api.CodeUnauthenticated: {false, ""},
+	// The issuer's own trouble: it clears without anyone acting on mwid.
+	api.CodeInternal:         {false, ""},
+	api.CodeAuditUnavailable: {false, ""},
+	// mwid's local API codes; the issuer does not answer with them.
+	api.CodeNotJoined:    {false, ""},
+	api.CodeRenewFailed:  {false, ""},
+	api.CodeReloadFailed: {false, ""},
+}
 
 // maxAnswer bounds an issuer's answer: certificates and CA bundles for
 // every output of one renewal.
@@ -147,11 +196,11 @@ func (c *Client) post(ctx context.Context, path string, identity *tls.Certificat
 		return fmt.Errorf("issuer %s: answer larger than %d bytes; too many clusters or CA bundles for one renewal?", c.base, maxAnswer)
 	}
 	if res.StatusCode != http.StatusOK {
-		var e api.ErrorBody
-		if json.Unmarshal(data, &e) != nil || e.Error.Code == "" {
+		e := httpjson.DecodeError(res.StatusCode, data)
+		if e == nil {
 			return fmt.Errorf("issuer %s: %s", c.base, res.Status)
 		}
-		return &Error{Status: res.StatusCode, Code: e.Error.Code, Message: e.Error.Message}
+		return fmt.Errorf("issuer refused: %w (%s)", e, e.Code)
 	}
 	if err := json.Unmarshal(data, resp); err != nil {
 		return fmt.Errorf("issuer %s: answer: %w", c.base, err)
@@ -162,6 +211,15 @@ func (c *Client) post(ctx context.Context, path string, identity *tls.Certificat
 // IsPermanent reports whether err is an issuer refusal that retrying the
 // same request cannot overcome.
 func IsPermanent(err error) bool {
+	_, ok := Refused(err)
+	return ok
+}
+
+// Refused returns the issuer refusal in err's chain if it is permanent.
+func Refused(err error) (*Error, bool) {
 	var e *Error
-	return errors.As(err, &e) && e.Permanent()
+	if errors.As(err, &e) && Permanent(e) {
+		return e, true
+	}
+	return nil, false
 }

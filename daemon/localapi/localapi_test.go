@@ -35,6 +35,9 @@ const (
 	// degraded is joined with every optional field set: a failed renewal,
 	// a failed output write and a failed reload.
 	degraded
+	// refused is joined, with the issuer refusing renewals until an
+	// operator lifts a lock.
+	refused
 )
 
 // Realistic values, as mwid would send them.
@@ -116,6 +119,17 @@ func (f *fakeBackend) Status() api.Status {
 		st.Outputs[0].LastError = "write /etc/ssh/ssh_host_ed25519_key-cert.pub: read-only file system"
 		st.Outputs[0].LastErrorAt = at(-time.Minute)
 	}
+	if f.state == refused {
+		st.State = "refused"
+		st.NextRenewal = at(5 * time.Minute)
+		st.LastError = "renew: issuer refused: bot web is locked: decommissioned (bot_locked)"
+		st.LastErrorAt = at(-time.Minute)
+		st.Refusal = &api.Refusal{
+			Code:    api.CodeBotLocked,
+			Message: "bot web is locked: decommissioned",
+			Action:  "an operator must lift the bot's lock on the issuer, then run mwictl renew",
+		}
+	}
 	return st
 }
 
@@ -124,9 +138,13 @@ func (f *fakeBackend) Readiness() api.Readiness {
 	if f.state == notJoined {
 		return api.Readiness{State: "joining", Credentials: []api.CredentialRead{}}
 	}
+	state := "ready"
+	if f.state == refused {
+		state = "refused"
+	}
 	return api.Readiness{
 		Ready: true,
-		State: "ready",
+		State: state,
 		Credentials: []api.CredentialRead{
 			{Kind: "identity", Valid: true, Expires: t0.Add(7 * time.Hour)},
 			{Kind: "ssh", Valid: true, Expires: t0.Add(7 * time.Hour)},

@@ -1,6 +1,9 @@
 // Package renewal runs mwid's one renewal loop: it obtains credentials,
 // schedules the next renewal at about two thirds of their lifetime with
 // jitter, and backs off with a cap when the issuer cannot be reached.
+// A refusal that retrying cannot overcome (a locked bot, a used token) is
+// retried far less often, until someone changes something and asks for a
+// renewal.
 //
 // The loop is the only path to the issuer. Requests for a renewal from
 // outside the schedule (a reload, the local API) are answered by the loop's
@@ -38,8 +41,24 @@ type Attempt struct {
 	At       time.Time
 	Err      error
 	Failures int // consecutive failures, including this one
-	Next     time.Time
+	// Permanent is set when Classify found Err to be a refusal that
+	// retrying cannot overcome; Next is then PermanentBackoff away.
+	Permanent bool
+	Next      time.Time
 }
+
+// Class says how a failed attempt is retried.
+type Class int
+
+const (
+	// Transient failures (an outage, a timeout) are retried with a
+	// backoff from MinBackoff to MaxBackoff.
+	Transient Class = iota
+	// Permanent failures cannot succeed until someone changes something:
+	// an operator lifts a lock or issues a token. They are retried after
+	// PermanentBackoff; RenewNow and Request still try at once.
+	Permanent
+)
 
 // Loop renews credentials until its context ends.
 type Loop struct {
@@ -52,8 +71,14 @@ type Loop struct {
 	// function so that a configuration reload changes it for the next
 	// renewal.
 	Interval func() time.Duration
-	// MinBackoff and MaxBackoff bound the wait after a failure.
+	// MinBackoff and MaxBackoff bound the wait after a transient failure.
 	MinBackoff, MaxBackoff time.Duration
+	// Classify, if set, says how a failed attempt is retried. Without it
+	// every failure is Transient.
+	Classify func(error) Class
+	// PermanentBackoff is the wait after a Permanent failure; it defaults
+	// to DefaultPermanentBackoff.
+	PermanentBackoff time.Duration
 	// Clock defaults to the real clock.
 	Clock Clock
 	// Jitter returns a number in [0, 1); it defaults to math/rand.
@@ -93,6 +118,10 @@ func newAttempt() *attempt { return &attempt{done: make(chan struct{})} }
 const (
 	DefaultMinBackoff = time.Second
 	DefaultMaxBackoff = time.Minute
+	// DefaultPermanentBackoff is long: nothing changes by itself after a
+	// permanent refusal, and each retry is one more refusal in the
+	// issuer's audit log.
+	DefaultPermanentBackoff = 5 * time.Minute
 )
 
 func (l *Loop) init() {
@@ -107,6 +136,9 @@ func (l *Loop) init() {
 	}
 	if l.MaxBackoff < l.MinBackoff {
 		l.MaxBackoff = max(DefaultMaxBackoff, l.MinBackoff)
+	}
+	if l.PermanentBackoff <= 0 {
+		l.PermanentBackoff = DefaultPermanentBackoff
 	}
 	if l.st == nil {
 		l.st = &state{wake: make(chan struct{}, 1)}
@@ -151,6 +183,13 @@ func (l *Loop) Run(ctx context.Context) error {
 				interval = l.Interval()
 			}
 			a.Next = Next(res, interval, l.Jitter())
+		} else if l.Classify != nil && l.Classify(err) == Permanent {
+			failures++
+			a.Failures = failures
+			a.Permanent = true
+			// Spread like Backoff, and not brought before the held
+			// credentials' expiry: retrying sooner cannot help.
+			a.Next = now.Add(time.Duration(float64(l.PermanentBackoff) * (0.8 + 0.4*l.Jitter())))
 		} else {
 			failures++
 			a.Failures = failures

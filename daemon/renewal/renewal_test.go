@@ -438,3 +438,63 @@ func TestRequestAfterLoopFailure(t *testing.T) {
 		t.Fatalf("request after the fix = %+v, %v, %v; want a new attempt that succeeds", a, how, err)
 	}
 }
+
+// TestClassify checks that a permanent refusal waits PermanentBackoff, a
+// transient failure the short backoff, and that a request after a
+// permanent refusal still tries at once.
+func TestClassify(t *testing.T) {
+	clock := newFakeClock()
+	errLocked := errors.New("bot locked")
+	errDown := errors.New("issuer down")
+	script := []error{nil, errLocked, errDown, errLocked, nil}
+	var calls int
+	attempts := make(chan Attempt, 10)
+	l := NewLoop(Loop{
+		Clock:  clock,
+		Jitter: func() float64 { return 0.5 },
+		Classify: func(err error) Class {
+			if err == errLocked {
+				return Permanent
+			}
+			return Transient
+		},
+		Renew: func(ctx context.Context) (Result, error) {
+			err := script[calls]
+			calls++
+			now := clock.Now()
+			return Result{Received: now, Expires: now.Add(time.Hour)}, err
+		},
+		Report: func(a Attempt) { attempts <- a },
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go l.Run(ctx)
+	a := <-attempts // the join
+	<-clock.added
+	clock.advanceTo(a.Next)
+	a = <-attempts
+	if a.Err != errLocked || !a.Permanent || a.Next.Sub(a.At) != DefaultPermanentBackoff {
+		t.Fatalf("attempt = %+v; want a permanent refusal retried after %v", a, DefaultPermanentBackoff)
+	}
+	<-clock.added
+	clock.advanceTo(a.Next)
+	a = <-attempts
+	if a.Err != errDown || a.Permanent || a.Next.Sub(a.At) != 2*time.Second {
+		t.Fatalf("attempt = %+v; want a transient failure retried after 2s", a)
+	}
+	<-clock.added
+	clock.advanceTo(a.Next)
+	a = <-attempts
+	if !a.Permanent || a.Next.Sub(a.At) != DefaultPermanentBackoff {
+		t.Fatalf("attempt = %+v; want a permanent refusal", a)
+	}
+	<-clock.added
+	// An operator lifted the lock and asks: the loop tries at once, long
+	// before the permanent backoff.
+	if err := l.RenewNow(ctx); err != nil {
+		t.Fatalf("RenewNow = %v", err)
+	}
+	if a = <-attempts; a.Err != nil || a.At != clock.Now() {
+		t.Fatalf("attempt = %+v; want a success at once", a)
+	}
+}

@@ -1,7 +1,9 @@
 // Package httpjson renders and decodes the JSON bodies of MWI's HTTP APIs.
 //
 // Handlers return an error; Handler renders it once, in the one error shape
-// every API answers with: {"error": {"code": ..., "message": ...}}.
+// every API answers with: {"error": {"code": ..., "message": ...}}. Clients
+// of those APIs decode that shape with DecodeError, into an *APIError that
+// errors.As, ErrorCode and IsCode find however the error was wrapped.
 package httpjson
 
 import (
@@ -35,6 +37,50 @@ type Error struct {
 }
 
 func (e *Error) Error() string { return e.Code + ": " + e.Message }
+
+// APIError is an error answer from one of MWI's APIs, as a client decodes
+// it. It is a type apart from Error, which a server renders, so that a
+// server passing on a refusal it received renders it as its own internal
+// error, never as its own refusal.
+type APIError struct {
+	// Status is the HTTP status of the answer.
+	Status int
+	// Code is the stable code from the error body. It is empty when a
+	// client makes an APIError for an answer that was not an error body.
+	Code string
+	// Message is for people; match on Code.
+	Message string
+}
+
+// Error returns the message: each client says where the answer came from
+// in its own words.
+func (e *APIError) Error() string { return e.Message }
+
+// DecodeError returns the error an answer with the given status and body
+// carries, or nil if body is not the error shape with a code.
+func DecodeError(status int, body []byte) *APIError {
+	var b api.ErrorBody
+	if json.Unmarshal(body, &b) != nil || b.Error.Code == "" {
+		return nil
+	}
+	return &APIError{Status: status, Code: b.Error.Code, Message: b.Error.Message}
+}
+
+// ErrorCode returns the code of the *APIError in err's chain, or "" if
+// there is none.
+func ErrorCode(err error) string {
+	var e *APIError
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return ""
+}
+
+// IsCode reports whether err's chain holds an *APIError with the given
+// code.
+func IsCode(err error, code string) bool {
+	return code != "" && ErrorCode(err) == code
+}
 
 // Errorf returns an *Error with a formatted message.
 func Errorf(status int, code, format string, args ...any) *Error {

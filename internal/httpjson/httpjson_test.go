@@ -320,3 +320,36 @@ func TestNotFoundAndMethodNotAllowed(t *testing.T) {
 		})
 	}
 }
+
+func TestDecodeError(t *testing.T) {
+	tests := []struct {
+		name string
+		body string
+		want *httpjson.APIError
+	}{
+		{"error shape", `{"error": {"code": "bot_locked", "message": "bot ci is locked"}}`,
+			&httpjson.APIError{Status: 403, Code: "bot_locked", Message: "bot ci is locked"}},
+		{"no code", `{"error": {"message": "m"}}`, nil},
+		{"not JSON", "<html>bad gateway</html>", nil},
+		{"empty", "", nil},
+	}
+	for _, tt := range tests {
+		got := httpjson.DecodeError(403, []byte(tt.body))
+		if (got == nil) != (tt.want == nil) || got != nil && *got != *tt.want {
+			t.Errorf("%s: httpjson.DecodeError = %#v, want %#v", tt.name, got, tt.want)
+		}
+	}
+	wrapped := fmt.Errorf("issuer refused: %w (bot_locked)", httpjson.DecodeError(403, []byte(tests[0].body)))
+	if httpjson.ErrorCode(wrapped) != "bot_locked" || !httpjson.IsCode(wrapped, "bot_locked") || httpjson.IsCode(wrapped, "token_used") {
+		t.Errorf("httpjson.ErrorCode(%v) = %q", wrapped, httpjson.ErrorCode(wrapped))
+	}
+	if httpjson.ErrorCode(errors.New("connection refused")) != "" || httpjson.IsCode(errors.New("x"), "") {
+		t.Error("an error without an httpjson.APIError has a code")
+	}
+	// A refusal a server passes on is not rendered as its own.
+	rec := httptest.NewRecorder()
+	httpjson.WriteError(rec, slog.New(slog.DiscardHandler), fmt.Errorf("upstream: %w", httpjson.DecodeError(403, []byte(tests[0].body))))
+	if rec.Code != http.StatusInternalServerError {
+		t.Errorf("a passed-on httpjson.APIError was rendered with status %d", rec.Code)
+	}
+}

@@ -1,0 +1,132 @@
+package issuerclient
+
+import (
+	"context"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/mwi-project/mwi/api"
+	"github.com/mwi-project/mwi/daemon/config"
+	"github.com/mwi-project/mwi/internal/httpjson"
+)
+
+func TestPermanent(t *testing.T) {
+	tests := []struct {
+		status    int
+		code      string
+		permanent bool
+	}{
+		{http.StatusForbidden, api.CodeBotLocked, true},
+		{http.StatusForbidden, api.CodeInstanceLocked, true},
+		{http.StatusForbidden, api.CodeGenerationMismatch, true},
+		{http.StatusUnauthorized, api.CodeTokenUsed, true},
+		{http.StatusForbidden, api.CodeJoinDenied, true},
+		// A rate limit clears by itself, whatever its code.
+		{http.StatusTooManyRequests, api.CodeJoinDenied, false},
+		{http.StatusServiceUnavailable, api.CodeAuditUnavailable, false},
+		{http.StatusServiceUnavailable, api.CodeInternal, false},
+		{http.StatusUnauthorized, api.CodeUnauthenticated, false},
+		// A code this mwid does not know is retried as an outage.
+		{http.StatusForbidden, "something_new", false},
+	}
+	for _, tt := range tests {
+		e := &Error{Status: tt.status, Code: tt.code, Message: "m"}
+		if got := Permanent(e); got != tt.permanent {
+			t.Errorf("%d %s: Permanent = %v, want %v", tt.status, tt.code, got, tt.permanent)
+		}
+		if (Action(e) != "") != tt.permanent {
+			t.Errorf("%d %s: Action = %q", tt.status, tt.code, Action(e))
+		}
+		if got := IsPermanent(fmt.Errorf("renew: %w", e)); got != tt.permanent {
+			t.Errorf("%d %s: IsPermanent of a wrapped error = %v", tt.status, tt.code, got)
+		}
+	}
+	if IsPermanent(fmt.Errorf("issuer: connection refused")) {
+		t.Error("a network error is permanent")
+	}
+}
+
+// TestEveryCodeDecided checks that every error code in package api is in
+// the refusals table, so that a new code cannot be retried as an outage
+// by omission.
+func TestEveryCodeDecided(t *testing.T) {
+	f, err := parser.ParseFile(token.NewFileSet(), "../../api/api.go", nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, d := range f.Decls {
+		g, ok := d.(*ast.GenDecl)
+		if !ok || g.Tok != token.CONST {
+			continue
+		}
+		for _, spec := range g.Specs {
+			vs := spec.(*ast.ValueSpec)
+			for i, name := range vs.Names {
+				if !strings.HasPrefix(name.Name, "Code") || i >= len(vs.Values) {
+					continue
+				}
+				lit, ok := vs.Values[i].(*ast.BasicLit)
+				if !ok {
+					continue
+				}
+				code, _ := strconv.Unquote(lit.Value)
+				n++
+				r, ok := refusals[code]
+				if !ok {
+					t.Errorf("api.%s (%q) is not in the refusals table", name.Name, code)
+				}
+				if r.permanent && r.action == "" {
+					t.Errorf("api.%s is permanent with no action for an operator", name.Name)
+				}
+			}
+		}
+	}
+	if n < 10 {
+		t.Fatalf("found %d codes in api.go; is the parse right?", n)
+	}
+}
+
+// TestRefusalDecoded checks that an issuer's error answer keeps its words
+// and is found with errors.As, as the one API error type, and that an
+// answer without the error shape names the status.
+func TestRefusalDecoded(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/join" {
+			http.Error(w, "bad gateway", http.StatusBadGateway)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusForbidden)
+		json.NewEncoder(w).Encode(api.ErrorBody{Error: api.Error{Code: api.CodeBotLocked, Message: "bot ci is locked"}})
+	}))
+	defer srv.Close()
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o644)
+	c, err := New(config.Issuer{Address: strings.TrimPrefix(srv.URL, "https://"), CAFile: caFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Renew(context.Background(), nil, api.RenewRequest{})
+	var e *httpjson.APIError
+	if err == nil || err.Error() != "issuer refused: bot ci is locked (bot_locked)" || !errors.As(err, &e) ||
+		e.Status != http.StatusForbidden || e.Code != api.CodeBotLocked || !IsPermanent(err) {
+		t.Errorf("refusal = %v; want the issuer's words, a permanent bot_locked", err)
+	}
+	_, err = c.Join(context.Background(), nil, api.JoinRequest{})
+	if err == nil || !strings.Contains(err.Error(), "502 Bad Gateway") || httpjson.ErrorCode(err) != "" || IsPermanent(err) {
+		t.Errorf("answer without the error shape = %v", err)
+	}
+}
