@@ -50,7 +50,7 @@ func signFor(t *testing.T, csrPEM string, subject pkix.Name, notAfter time.Time)
 
 // kubeServer returns a Server holding credentials for the clusters of
 // outputs that the "issuer" allows: prod (env=prod) and dev (env=dev).
-func kubeServer(t *testing.T, outputs []config.Output, ttl time.Duration) *Server {
+func kubeServer(t *testing.T, outputs []output.Output, ttl time.Duration) *Server {
 	t.Helper()
 	s := &Server{log: slog.New(slog.DiscardHandler), now: time.Now, outputs: map[string]*outputState{}}
 	s.conf.Store(&config.Config{Outputs: outputs, APISocket: config.Socket{Path: "/run/mwi/api.sock"}})
@@ -96,25 +96,17 @@ func selectorOf(r *api.KubernetesRequest) interface {
 }
 
 // kubernetesRequest returns the Kubernetes part of a renewal for outputs.
-func kubernetesRequest(s *Server, outputs []config.Output, keys *identity.Keys) (*api.KubernetesRequest, error) {
-	outs, err := output.New(outputs)
-	if err != nil {
-		return nil, err
-	}
+func kubernetesRequest(s *Server, outputs []output.Output, keys *identity.Keys) (*api.KubernetesRequest, error) {
 	var req output.Request
-	s.requestOutputs(outs, &req)
+	s.requestOutputs(outputs, &req)
 	return req.Kubernetes(keys)
 }
 
 // writeConfigOutputs writes outputs from c as a renewal does.
-func (s *Server) writeConfigOutputs(t *testing.T, outputs []config.Output, c *identity.Credentials) error {
+func (s *Server) writeConfigOutputs(t *testing.T, outputs []output.Output, c *identity.Credentials) error {
 	t.Helper()
-	outs, err := output.New(outputs)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var req output.Request
-	writes := s.requestOutputs(outs, &req)
+	writes := s.requestOutputs(outputs, &req)
 	return s.writeOutputs(context.Background(), writes, c, s.outputEnv(&config.Config{}))
 }
 
@@ -127,7 +119,7 @@ func wantCode(t *testing.T, err error, code string) {
 }
 
 func TestKubeBackend(t *testing.T) {
-	s := kubeServer(t, []config.Output{{Type: "kubernetes", Labels: []map[string]string{{"*": "*"}}}}, time.Hour)
+	s := kubeServer(t, []output.Output{output.Kubernetes{Labels: []map[string]string{{"*": "*"}}}}, time.Hour)
 	clusters, err := s.KubeClusters()
 	if err != nil || len(clusters) != 2 || clusters[0].Name != "dev" || clusters[1].User != "bot:web" || !slices.Equal(clusters[1].Groups, []string{"team"}) {
 		t.Fatalf("KubeClusters = %+v, %v", clusters, err)
@@ -201,7 +193,7 @@ func TestKubeBackendRefusals(t *testing.T) {
 	}
 
 	// Never an expired credential.
-	s = kubeServer(t, []config.Output{{Type: "kubernetes", Clusters: []string{"prod"}}}, time.Hour)
+	s = kubeServer(t, []output.Output{output.Kubernetes{Clusters: []string{"prod"}}}, time.Hour)
 	s.now = func() time.Time { return time.Now().Add(2 * time.Hour) }
 	_, err = s.KubeCredential("prod")
 	wantCode(t, err, api.CodeNotJoined)
@@ -213,10 +205,10 @@ func TestKubeBackendRefusals(t *testing.T) {
 func TestWriteKubeOutputs(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "kube")
 	none := filepath.Join(t.TempDir(), "none")
-	outputs := []config.Output{
-		{Type: "kubernetes", Clusters: []string{"prod"}, Directory: dir},
-		{Type: "kubernetes", Clusters: []string{"dev"}}, // in memory: writes nothing
-		{Type: "kubernetes", Labels: []map[string]string{{"env": "qa"}}, Directory: none},
+	outputs := []output.Output{
+		output.Kubernetes{Clusters: []string{"prod"}, Directory: dir},
+		output.Kubernetes{Clusters: []string{"dev"}}, // in memory: writes nothing
+		output.Kubernetes{Labels: []map[string]string{{"env": "qa"}}, Directory: none},
 	}
 	s := kubeServer(t, outputs, time.Hour)
 	err := s.writeConfigOutputs(t, outputs, s.creds.Current())

@@ -15,14 +15,10 @@ import (
 // output, is returned.
 func (s *Server) Oneshot(ctx context.Context) error {
 	cfg := s.config()
-	outs, err := output.New(cfg.Outputs)
-	if err != nil {
-		return fmt.Errorf("%s: %w", cfg.Path, err)
-	}
-	if err := oneshotOutputs(cfg.Path, outs); err != nil {
+	if err := oneshotOutputs(cfg.Path, cfg.Outputs); err != nil {
 		return err
 	}
-	if err := checkOutputs(outs); err != nil {
+	if err := checkOutputs(cfg.Outputs); err != nil {
 		return err
 	}
 	if _, err := s.renew(ctx); err != nil {

@@ -12,7 +12,6 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/mwi-project/mwi/daemon/config"
 	"github.com/mwi-project/mwi/daemon/identity"
 	"github.com/mwi-project/mwi/daemon/output"
 )
@@ -62,14 +61,14 @@ func TestOutputWritesRefuseUnsafeDirectories(t *testing.T) {
 				}
 			}
 
-			kube := []config.Output{{Type: "kubernetes", Clusters: []string{"prod"}, Directory: out}}
+			kube := []output.Output{output.Kubernetes{Clusters: []string{"prod"}, Directory: out}}
 			s := kubeServer(t, kube, time.Hour)
 			check("kubernetes", s.writeConfigOutputs(t, kube, s.creds.Current()))
 
 			cert := hostCert(t)
 			hostKey := filepath.Join(t.TempDir(), "ssh_host_ed25519_key.pub")
 			os.WriteFile(hostKey, ssh.MarshalAuthorizedKey(cert.Key), 0o644)
-			host := []config.Output{{Type: "ssh_host", HostKey: hostKey, Certificate: filepath.Join(out, "ssh_host_ed25519_key-cert.pub")}}
+			host := []output.Output{output.SSHHost{HostKey: hostKey, Certificate: filepath.Join(out, "ssh_host_ed25519_key-cert.pub")}}
 			s = &Server{log: slog.New(slog.DiscardHandler), now: time.Now, outputs: map[string]*outputState{}}
 			check("ssh_host", s.writeConfigOutputs(t, host, &identity.Credentials{HostCerts: []*ssh.Certificate{cert}}))
 

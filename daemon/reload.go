@@ -73,10 +73,7 @@ func (s *Server) apply(old *config.Config) (api.ReloadResult, error) {
 	if err := liveChange(old, next); err != nil {
 		return api.ReloadResult{}, err
 	}
-	renew, err := needsRenewal(old, next)
-	if err != nil {
-		return api.ReloadResult{}, err
-	}
+	renew := needsRenewal(old, next)
 	if next.Revision == old.Revision {
 		if s.issuerRefuses() {
 			// A reload is how an operator says they acted, such as
@@ -157,18 +154,10 @@ func issuerChanged(old, next *config.Config) (moved, rejoin bool) {
 // needsRenewal reports whether next asks for different certificates, or
 // has outputs that write them otherwise: output.NeedsRenewal compares the
 // outputs whole, so that no field of theirs can be left out.
-func needsRenewal(old, next *config.Config) (bool, error) {
-	oldOuts, err := output.New(old.Outputs)
-	if err != nil {
-		return false, err
-	}
-	nextOuts, err := output.New(next.Outputs)
-	if err != nil {
-		return false, err
-	}
+func needsRenewal(old, next *config.Config) bool {
 	return old.CertificateTTL != next.CertificateTTL ||
 		!slices.Equal(old.SSHLogins, next.SSHLogins) ||
-		output.NeedsRenewal(oldOuts, nextOuts), nil
+		output.NeedsRenewal(old.Outputs, next.Outputs)
 }
 
 // moveSockets applies the sockets' new paths, modes and groups. Every new

@@ -47,10 +47,7 @@ func (s *Server) renew(ctx context.Context) (renewal.Result, error) {
 	if err != nil {
 		return renewal.Result{}, err
 	}
-	outs, err := output.New(cfg.Outputs)
-	if err != nil {
-		return renewal.Result{}, err
-	}
+	outs := cfg.Outputs
 	var outReq output.Request
 	writes := s.requestOutputs(outs, &outReq)
 	hostReqs := outReq.HostKeys()

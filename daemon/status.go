@@ -8,7 +8,6 @@ import (
 
 	"github.com/mwi-project/mwi/api"
 	"github.com/mwi-project/mwi/daemon/identity"
-	"github.com/mwi-project/mwi/daemon/output"
 	"github.com/mwi-project/mwi/daemon/renewal"
 )
 
@@ -17,9 +16,8 @@ func (s *Server) Status() api.Status {
 	cfg := s.config()
 	s.mu.Lock()
 	st := s.status
-	outs, _ := output.New(cfg.Outputs) // as config.Load checked
-	outputs := make([]api.Output, 0, len(outs))
-	for _, o := range outs {
+	outputs := make([]api.Output, 0, len(cfg.Outputs))
+	for _, o := range cfg.Outputs {
 		path := o.Path()
 		if path == "" {
 			continue // a kubernetes output kept in memory writes nothing

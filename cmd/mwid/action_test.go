@@ -18,6 +18,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/mwi-project/mwi/daemon/config"
+	"github.com/mwi-project/mwi/daemon/output"
 )
 
 const (
@@ -236,9 +237,20 @@ func TestExamples(t *testing.T) {
 				t.Errorf("%s: onboarding %+v; want join_method github with a github_actions ID token", tc.config, ob)
 			}
 			wantDir, _ := filepath.Abs(filepath.Join(examplesDir, "out"))
-			if !slices.ContainsFunc(cfg.Outputs, func(o config.Output) bool { return o.Type == tc.output && o.Directory == wantDir }) {
+			if !slices.ContainsFunc(cfg.Outputs, func(o output.Output) bool { return o.Type() == tc.output && outputDirectory(o) == wantDir }) {
 				t.Errorf("%s: outputs %+v; want a %s output into out", tc.config, cfg.Outputs, tc.output)
 			}
 		})
 	}
+}
+
+// outputDirectory returns the directory an output writes into.
+func outputDirectory(o output.Output) string {
+	switch o := o.(type) {
+	case output.Kubernetes:
+		return o.Directory
+	case output.Identity:
+		return o.Directory
+	}
+	return ""
 }

@@ -2,7 +2,8 @@
 //
 // The file format (the file struct) is kept apart from the runtime Config:
 // Parse decodes YAML with known fields only, validates it, and builds a
-// Config in which every default is filled in and every value is checked.
+// Config in which every default is filled in and every value is checked;
+// each block of outputs is parsed by its kind, in package output.
 // Every error names the file and line.
 package config
 
@@ -25,6 +26,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/mwi-project/mwi/api"
+	"github.com/mwi-project/mwi/daemon/output"
 	"github.com/mwi-project/mwi/internal/yamlline"
 )
 
@@ -55,36 +57,10 @@ type Config struct {
 	// SSHHosts are the host patterns (ssh_config Host syntax) that the
 	// generated ssh_config and known_hosts apply to.
 	SSHHosts []string
-	Outputs  []Output
-	Log      Log
-}
-
-// Output is something mwid writes outside its memory: an SSH host
-// certificate (which sshd can only read from a file), a kubeconfig, or
-// the files of an SSH identity for tools that cannot use the agent.
-type Output struct {
-	Type string // "ssh_host", "kubernetes" or "identity"
-	// HostKey is the host's public key file.
-	HostKey string
-	// Certificate is where the certificate is written; by default beside
-	// the key, as sshd names it: KEY-cert.pub.
-	Certificate string
-	// Names are the host names wanted; empty means all the issuer allows.
-	Names []string
-	// ReloadCommand, if set, runs after each write (argv, no shell).
-	ReloadCommand []string
-
-	// Clusters and Labels select the Kubernetes clusters of an output of
-	// type "kubernetes": by name, or by labels (any selector picks a
-	// cluster; a selector picks one that has all its labels).
-	Clusters []string
-	Labels   []map[string]string
-	// Directory, if set, is where a kubernetes output writes
-	// kubeconfig.yaml with the credentials inline: the key on disk, for
-	// tools that cannot run kubectl's exec plugin. Empty keeps them in
-	// memory, served through the API. An identity output requires it: it
-	// writes its files (IdentityKeyFile and the others) there.
-	Directory string
+	// Outputs are what mwid writes outside its memory, in the order of
+	// the file: each kind of output parses its own block (package output).
+	Outputs []output.Output
+	Log     Log
 }
 
 // Issuer says where the issuer is and how to trust it.
@@ -199,17 +175,17 @@ const (
 
 // file is the YAML form of the configuration.
 type file struct {
-	Version          string       `yaml:"version"`
-	Issuer           fileIssuer   `yaml:"issuer"`
-	Onboarding       fileOnboard  `yaml:"onboarding"`
-	CertificateTTL   string       `yaml:"certificate_ttl"`
-	IdentityTTL      string       `yaml:"identity_ttl"`
-	RenewalInterval  string       `yaml:"renewal_interval"`
-	RenewMinInterval string       `yaml:"renew_min_interval"`
-	Sockets          fileSockets  `yaml:"sockets"`
-	SSH              fileSSH      `yaml:"ssh"`
-	Outputs          []fileOutput `yaml:"outputs"`
-	Log              fileLog      `yaml:"log"`
+	Version          string      `yaml:"version"`
+	Issuer           fileIssuer  `yaml:"issuer"`
+	Onboarding       fileOnboard `yaml:"onboarding"`
+	CertificateTTL   string      `yaml:"certificate_ttl"`
+	IdentityTTL      string      `yaml:"identity_ttl"`
+	RenewalInterval  string      `yaml:"renewal_interval"`
+	RenewMinInterval string      `yaml:"renew_min_interval"`
+	Sockets          fileSockets `yaml:"sockets"`
+	SSH              fileSSH     `yaml:"ssh"`
+	Outputs          []yaml.Node `yaml:"outputs"`
+	Log              fileLog     `yaml:"log"`
 }
 
 type fileIssuer struct {
@@ -254,18 +230,6 @@ type fileSSH struct {
 	Hosts  []string `yaml:"hosts"`
 }
 
-type fileOutput struct {
-	Type          string   `yaml:"type"`
-	HostKey       string   `yaml:"host_key"`
-	Certificate   string   `yaml:"certificate"`
-	Names         []string `yaml:"names"`
-	ReloadCommand []string `yaml:"reload_command"`
-	// type kubernetes
-	Clusters  []string            `yaml:"clusters"`
-	Labels    []map[string]string `yaml:"labels"`
-	Directory string              `yaml:"directory"`
-}
-
 type fileLog struct {
 	Level  string `yaml:"level"`
 	Format string `yaml:"format"`
@@ -301,7 +265,7 @@ func Parse(name string, data []byte) (*Config, error) {
 	if err := dec.Decode(&f); err != nil {
 		return nil, yamlError(name, data, err)
 	}
-	v := validator{name: name, root: root.Content[0], dir: filepath.Dir(name)}
+	v := validator{name: name, data: data, root: root.Content[0], dir: filepath.Dir(name)}
 	c := v.build(&f)
 	if err := errors.Join(v.errs...); err != nil {
 		return nil, err
@@ -310,6 +274,9 @@ func Parse(name string, data []byte) (*Config, error) {
 	c.Path, c.Revision = name, hex.EncodeToString(sum[:6])
 	return c, nil
 }
+
+// resourceNameRE matches a name as the issuer's resources allow it.
+var resourceNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
 
 var unknownField = regexp.MustCompile(`field (\S+) not found in type \S+`)
 
@@ -339,6 +306,7 @@ func yamlError(name string, data []byte, err error) error {
 
 type validator struct {
 	name string
+	data []byte
 	root *yaml.Node
 	dir  string
 	errs []error
@@ -441,35 +409,19 @@ func (v *validator) build(f *file) *Config {
 		}
 	}
 	c.SSHHosts = f.SSH.Hosts
-	for i, o := range f.Outputs {
-		path := fmt.Sprintf("outputs.%d", i)
-		switch o.Type {
-		case "ssh_host":
-			v.onlyKubernetes(path, o)
-			out := Output{Type: o.Type, HostKey: v.path(o.HostKey), Certificate: v.path(o.Certificate),
-				Names: o.Names, ReloadCommand: o.ReloadCommand}
-			if o.HostKey == "" {
-				v.errorf(path+".host_key", "required: the host's public key file, such as /etc/ssh/ssh_host_ed25519_key.pub")
-			} else if out.Certificate == "" {
-				out.Certificate = strings.TrimSuffix(out.HostKey, ".pub") + "-cert.pub"
-			}
-			if out.Certificate == out.HostKey && out.HostKey != "" {
-				v.errorf(path+".certificate", "must differ from host_key")
-			}
-			c.Outputs = append(c.Outputs, out)
-		case "kubernetes":
-			c.Outputs = append(c.Outputs, v.kubernetesOutput(path, o))
-		case "identity":
-			c.Outputs = append(c.Outputs, v.identityOutput(path, o))
-		case "":
-			v.errorf(path+".type", "required (ssh_host, kubernetes or identity)")
-		default:
-			v.errorf(path+".type", "unknown output type %q (want ssh_host, kubernetes or identity)", o.Type)
+	for i := range f.Outputs {
+		o := output.Parse(&output.Block{
+			Path:        fmt.Sprintf("outputs.%d", i),
+			Node:        &f.Outputs[i],
+			Earlier:     c.Outputs,
+			Errorf:      v.errorf,
+			DecodeError: func(err error) { v.errs = append(v.errs, yamlError(v.name, v.data, err)) },
+			Abs:         v.path,
+		})
+		if o != nil {
+			c.Outputs = append(c.Outputs, o)
 		}
 	}
-
-	v.kubeDirectories(c.Outputs)
-	v.identityDirectories(c.Outputs)
 
 	c.Log = Log{Level: f.Log.Level, Format: f.Log.Format}
 	if c.Log.Level == "" {

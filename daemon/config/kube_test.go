@@ -4,6 +4,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/mwi-project/mwi/daemon/output"
 )
 
 const kubeOutputs = `outputs:
@@ -24,15 +26,16 @@ func TestParseKubernetesOutputs(t *testing.T) {
 	if len(c.Outputs) != 2 {
 		t.Fatalf("outputs = %+v", c.Outputs)
 	}
-	a, b := c.Outputs[0], c.Outputs[1]
-	if !a.Kubernetes() || !slices.Equal(a.Clusters, []string{"prod", "staging"}) || a.Directory != "" || a.KubeconfigPath() != "" {
+	a, aok := c.Outputs[0].(output.Kubernetes)
+	b, bok := c.Outputs[1].(output.Kubernetes)
+	if !aok || !slices.Equal(a.Clusters, []string{"prod", "staging"}) || a.Directory != "" || a.Path() != "" {
 		t.Errorf("outputs[0] = %+v", a)
 	}
-	if !b.Kubernetes() || len(b.Labels) != 2 || b.Labels[0]["env"] != "prod" || b.Labels[0]["team"] != "a" || b.Labels[1]["*"] != "*" {
+	if !bok || len(b.Labels) != 2 || b.Labels[0]["env"] != "prod" || b.Labels[0]["team"] != "a" || b.Labels[1]["*"] != "*" {
 		t.Errorf("outputs[1] = %+v", b)
 	}
-	if b.Directory != "/etc/mwi/kube" || b.KubeconfigPath() != "/etc/mwi/kube/kubeconfig.yaml" {
-		t.Errorf("outputs[1] directory %q, kubeconfig %q; want them relative to the file", b.Directory, b.KubeconfigPath())
+	if b.Directory != "/etc/mwi/kube" || b.Path() != "/etc/mwi/kube/kubeconfig.yaml" {
+		t.Errorf("outputs[1] directory %q, kubeconfig %q; want them relative to the file", b.Directory, b.Path())
 	}
 }
 

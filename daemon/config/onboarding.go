@@ -70,7 +70,7 @@ func (v *validator) onboarding(f fileOnboard) Onboarding {
 		v.errorf("onboarding.token_name", "is for the other join methods; join method token names no token resource, its secret is in token")
 	case m != api.JoinMethodToken && f.TokenName == "":
 		v.errorf("onboarding.token_name", "required: the name of the issuer's token resource that admits this machine")
-	case m != api.JoinMethodToken && !clusterNameRE.MatchString(f.TokenName):
+	case m != api.JoinMethodToken && !resourceNameRE.MatchString(f.TokenName):
 		v.errorf("onboarding.token_name", "%q is not a resource name (lower case letters, digits, '.', '_' and '-')", f.TokenName)
 	default:
 		o.TokenName = f.TokenName

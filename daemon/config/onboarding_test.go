@@ -1,8 +1,11 @@
 package config
 
 import (
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/mwi-project/mwi/daemon/output"
 )
 
 // head is a configuration up to its onboarding section (lines 1-4).
@@ -94,11 +97,11 @@ func TestParseIdentityOutputs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := c.Outputs[0]
-	if !o.Identity() || o.Directory != "/etc/mwi/out" || o.IdentityPath(IdentityKeyFile) != "/etc/mwi/out/key" {
+	o, ok := c.Outputs[0].(output.Identity)
+	if !ok || o.Directory != "/etc/mwi/out" || filepath.Join(o.Directory, output.IdentityKeyFile) != "/etc/mwi/out/key" {
 		t.Errorf("identity output = %+v", o)
 	}
-	if c.Outputs[1].KubeconfigPath() != "/etc/mwi/out/kubeconfig.yaml" {
+	if c.Outputs[1].Type() != "kubernetes" || c.Outputs[1].Path() != "/etc/mwi/out/kubeconfig.yaml" {
 		t.Errorf("kubernetes output = %+v", c.Outputs[1])
 	}
 

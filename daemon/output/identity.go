@@ -6,7 +6,6 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/mwi-project/mwi/daemon/config"
 	"github.com/mwi-project/mwi/daemon/identity"
 	"github.com/mwi-project/mwi/daemon/sshconfig"
 )
@@ -19,7 +18,40 @@ type Identity struct {
 	Directory string
 }
 
-func newIdentity(o config.Output) Output { return Identity{Directory: o.Directory} }
+// The files an identity output writes in its directory, and their modes.
+const (
+	IdentityKeyFile        = "key"          // the SSH private key, OpenSSH format, 0600
+	IdentityPublicKeyFile  = "key.pub"      // its public key, 0644
+	IdentityCertFile       = "key-cert.pub" // the SSH user certificate, 0644
+	IdentityKnownHostsFile = "known_hosts"  // @cert-authority lines for ssh.hosts, 0644
+	IdentitySSHConfigFile  = "ssh_config"   // for ssh -F, 0644
+)
+
+// identityBlock is the configuration block of an identity output.
+type identityBlock struct {
+	Directory string `yaml:"directory"`
+}
+
+// parseIdentity parses and validates the block of an identity output.
+func parseIdentity(b *Block) Output {
+	var f identityBlock
+	b.decode("identity", &f, func(field string, _ []string) {
+		b.Errorf(b.Path+"."+field, "is not a field of outputs of type identity (which take only directory)")
+	})
+	o := Identity{Directory: b.Abs(f.Directory)}
+	if f.Directory == "" {
+		b.Errorf(b.Path+".directory", "required: where to write %s, %s, %s, %s and %s",
+			IdentityKeyFile, IdentityPublicKeyFile, IdentityCertFile, IdentityKnownHostsFile, IdentitySSHConfigFile)
+		return o
+	}
+	for _, e := range b.Earlier {
+		if e, ok := e.(Identity); ok && e.Directory == o.Directory {
+			b.Errorf(b.Path+".directory", "another identity output writes to %s already", o.Directory)
+			break
+		}
+	}
+	return o
+}
 
 // Type returns "identity".
 func (Identity) Type() string { return "identity" }
@@ -58,16 +90,16 @@ func (o Identity) writeFiles(c *identity.Credentials, env Env) error {
 		Bot:             c.Bot,
 		Revision:        env.Revision,
 		Patterns:        env.Patterns,
-		IdentityFile:    o.file(config.IdentityKeyFile),
-		CertificateFile: o.file(config.IdentityCertFile),
-		KnownHostsFile:  o.file(config.IdentityKnownHostsFile),
+		IdentityFile:    o.file(IdentityKeyFile),
+		CertificateFile: o.file(IdentityCertFile),
+		KnownHostsFile:  o.file(IdentityKnownHostsFile),
 	}
 	return o.destination().Write(
-		File{config.IdentityKeyFile, key, 0o600},
-		File{config.IdentityPublicKeyFile, ssh.MarshalAuthorizedKey(c.SSHSigner.PublicKey()), 0o644},
-		File{config.IdentityCertFile, ssh.MarshalAuthorizedKey(c.SSHCert), 0o644},
-		File{config.IdentityKnownHostsFile, []byte(sshconfig.KnownHosts(env.Patterns, c.HostCAs)), 0o644},
-		File{config.IdentitySSHConfigFile, []byte(sshConfig.String()), 0o644},
+		File{IdentityKeyFile, key, 0o600},
+		File{IdentityPublicKeyFile, ssh.MarshalAuthorizedKey(c.SSHSigner.PublicKey()), 0o644},
+		File{IdentityCertFile, ssh.MarshalAuthorizedKey(c.SSHCert), 0o644},
+		File{IdentityKnownHostsFile, []byte(sshconfig.KnownHosts(env.Patterns, c.HostCAs)), 0o644},
+		File{IdentitySSHConfigFile, []byte(sshConfig.String()), 0o644},
 	)
 }
 

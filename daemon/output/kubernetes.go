@@ -3,9 +3,12 @@ package output
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
+	"regexp"
+	"strings"
+	"unicode"
 
-	"github.com/mwi-project/mwi/daemon/config"
 	"github.com/mwi-project/mwi/daemon/identity"
 	"github.com/mwi-project/mwi/daemon/kubeconfig"
 	"github.com/mwi-project/mwi/internal/kubeselect"
@@ -24,8 +27,54 @@ type Kubernetes struct {
 	Directory string
 }
 
-func newKubernetes(o config.Output) Output {
-	return Kubernetes{Clusters: nilIfEmpty(o.Clusters), Labels: nilIfEmpty(o.Labels), Directory: o.Directory}
+// KubeconfigFile is the name of the kubeconfig that a kubernetes output
+// with a directory writes.
+const KubeconfigFile = "kubeconfig.yaml"
+
+// clusterNameRE matches a cluster name as the issuer's resources allow it.
+var clusterNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
+
+// kubernetesBlock is the configuration block of a kubernetes output.
+type kubernetesBlock struct {
+	Clusters  []string            `yaml:"clusters"`
+	Labels    []map[string]string `yaml:"labels"`
+	Directory string              `yaml:"directory"`
+}
+
+// parseKubernetes parses and validates the block of a kubernetes output.
+func parseKubernetes(b *Block) Output {
+	var f kubernetesBlock
+	b.decode("kubernetes", &f, nil)
+	o := Kubernetes{Clusters: nilIfEmpty(f.Clusters), Labels: nilIfEmpty(f.Labels), Directory: b.Abs(f.Directory)}
+	if len(f.Clusters) == 0 && len(f.Labels) == 0 {
+		b.Errorf(b.Path, `a kubernetes output needs clusters (names) or labels (selectors such as {env: prod}, or {"*": "*"} for every cluster the roles allow)`)
+	}
+	for _, c := range f.Clusters {
+		if !clusterNameRE.MatchString(c) {
+			b.Errorf(b.Path+".clusters", "%q is not a cluster name (lower case letters, digits, '.', '_' and '-')", c)
+		}
+	}
+	for i, sel := range f.Labels {
+		p := fmt.Sprintf("%s.labels.%d", b.Path, i)
+		if len(sel) == 0 {
+			b.Errorf(p, `an empty selector picks nothing; use {"*": "*"} for every cluster the roles allow`)
+		}
+		for k, val := range sel {
+			if k == "" || strings.ContainsFunc(k+val, func(r rune) bool { return unicode.IsControl(r) || unicode.IsSpace(r) }) {
+				b.Errorf(p, "%q: %q is not a label selector entry", k, val)
+			}
+			if k == "*" && val != "*" {
+				b.Errorf(p, `the key "*" takes only the value "*" (every cluster)`)
+			}
+		}
+	}
+	for _, e := range b.Earlier {
+		if e, ok := e.(Kubernetes); ok && o.Directory != "" && e.Path() == o.Path() {
+			b.Errorf(b.Path+".directory", "another kubernetes output writes %s already", o.Path())
+			break
+		}
+	}
+	return o
 }
 
 // Type returns "kubernetes".
@@ -37,7 +86,7 @@ func (o Kubernetes) Path() string {
 	if o.Directory == "" {
 		return ""
 	}
-	return filepath.Join(o.Directory, config.KubeconfigFile)
+	return filepath.Join(o.Directory, KubeconfigFile)
 }
 
 // Check checks the directory.
@@ -78,7 +127,7 @@ func (o Kubernetes) write(_ context.Context, c *identity.Credentials, env Env) e
 	}
 	data, err := kubeconfig.Render(clusters, kubeconfig.Options{Bot: c.Bot, Embed: true})
 	if err == nil {
-		err = o.destination().Write(File{config.KubeconfigFile, data, 0o600})
+		err = o.destination().Write(File{KubeconfigFile, data, 0o600})
 	}
 	if err != nil {
 		return outputError(o, err)

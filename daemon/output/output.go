@@ -3,11 +3,12 @@
 // tools that cannot use the agent.
 //
 // Each kind of output is one type in its own file that implements Output:
-// it says what it needs from the issuer (Request), writes itself from the
-// credentials the issuer answered with, and checks, before a one-shot join
-// spends its token, that it can be written (Check). New builds the outputs
-// of a configuration through kinds, the one list of output types; adding a
-// kind is a new file and a line there. Outputs write their files into a
+// it parses and validates its own block of mwid's configuration, says what
+// it needs from the issuer (Request), writes itself from the credentials
+// the issuer answered with, and checks, before a one-shot join spends its
+// token, that it can be written (Check). Parse builds the output of a
+// configuration block through kinds, the one list of output types; adding
+// a kind is a new file and a line there. Outputs write their files into a
 // Directory, their destination, through safefs, which refuses symbolic
 // links and directories that another user controls.
 package output
@@ -22,15 +23,23 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/mwi-project/mwi/api"
-	"github.com/mwi-project/mwi/daemon/config"
 	"github.com/mwi-project/mwi/daemon/identity"
 )
 
-// kinds makes the output of each type from its configuration.
-var kinds = map[string]func(config.Output) Output{
-	"ssh_host":   newSSHHost,
-	"kubernetes": newKubernetes,
-	"identity":   newIdentity,
+// kinds are the types of output, in the order messages list them.
+var kinds = []kind{
+	{"ssh_host", parseSSHHost, sshHostBlock{}},
+	{"kubernetes", parseKubernetes, kubernetesBlock{}},
+	{"identity", parseIdentity, identityBlock{}},
+}
+
+// A kind is a type of output: how to make one from its configuration
+// block, and the YAML form of that block (a struct with yaml tags, without
+// type), from which a field of another kind is told from an unknown one.
+type kind struct {
+	typ   string
+	parse func(b *Block) Output
+	block any
 }
 
 // Output is one output of mwid.
@@ -68,19 +77,6 @@ type Env struct {
 	Log      *slog.Logger
 	Patterns []string // ssh_config Host patterns: sshconfig.Patterns of ssh.hosts
 	Revision string   // the configuration's revision, which ssh_config names
-}
-
-// New returns the outputs of a configuration, in order.
-func New(outputs []config.Output) ([]Output, error) {
-	out := make([]Output, 0, len(outputs))
-	for i, o := range outputs {
-		kind, ok := kinds[o.Type]
-		if !ok {
-			return nil, fmt.Errorf("outputs.%d: unknown output type %q", i, o.Type)
-		}
-		out = append(out, kind(o))
-	}
-	return out, nil
 }
 
 // NeedsRenewal reports whether the outputs next differ from old in any way:

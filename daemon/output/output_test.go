@@ -2,6 +2,7 @@ package output
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -10,20 +11,16 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/mwi-project/mwi/daemon/config"
+	"go.yaml.in/yaml/v3"
+
 	"github.com/mwi-project/mwi/daemon/identity"
 )
 
 // request returns the request of outputs, leaving out those that fail as
 // a renewal does.
-func request(t *testing.T, outputs []config.Output) *Request {
-	t.Helper()
-	outs, err := New(outputs)
-	if err != nil {
-		t.Fatal(err)
-	}
+func request(outputs []Output) *Request {
 	var r Request
-	for _, o := range outs {
+	for _, o := range outputs {
 		o.Request(&r)
 	}
 	return &r
@@ -31,13 +28,13 @@ func request(t *testing.T, outputs []config.Output) *Request {
 
 func TestKubernetesRequest(t *testing.T) {
 	keys, _ := identity.NewKeys()
-	if req, err := request(t, []config.Output{{Type: "ssh_host"}}).Kubernetes(keys); req != nil || err != nil {
+	if req, err := request([]Output{SSHHost{}}).Kubernetes(keys); req != nil || err != nil {
 		t.Errorf("request without kubernetes outputs = %+v, %v", req, err)
 	}
-	req, err := request(t, []config.Output{
-		{Type: "kubernetes", Clusters: []string{"prod", "dev"}},
-		{Type: "ssh_host"},
-		{Type: "kubernetes", Clusters: []string{"dev"}, Labels: []map[string]string{{"env": "qa"}}},
+	req, err := request([]Output{
+		Kubernetes{Clusters: []string{"prod", "dev"}},
+		SSHHost{},
+		Kubernetes{Clusters: []string{"dev"}, Labels: []map[string]string{{"env": "qa"}}},
 	}).Kubernetes(keys)
 	if err != nil {
 		t.Fatal(err)
@@ -47,41 +44,53 @@ func TestKubernetesRequest(t *testing.T) {
 	}
 }
 
-func needsRenewal(t *testing.T, a, b config.Output) bool {
+func needsRenewal(a, b Output) bool {
+	return NeedsRenewal([]Output{a}, []Output{b})
+}
+
+// parse returns the output of a configuration block, and the errors
+// recorded about it.
+func parse(t *testing.T, block string) (Output, []string) {
 	t.Helper()
-	old, err := New([]config.Output{a})
-	if err != nil {
+	var n yaml.Node
+	if err := yaml.Unmarshal([]byte(block), &n); err != nil {
 		t.Fatal(err)
 	}
-	next, err := New([]config.Output{b})
-	if err != nil {
-		t.Fatal(err)
+	var errs []string
+	b := &Block{
+		Path: "outputs.0",
+		Node: n.Content[0],
+		Errorf: func(path, format string, args ...any) {
+			errs = append(errs, path+": "+fmt.Sprintf(format, args...))
+		},
+		DecodeError: func(err error) { errs = append(errs, err.Error()) },
+		Abs:         func(p string) string { return p },
 	}
-	return NeedsRenewal(old, next)
+	return Parse(b), errs
 }
 
 func TestNeedsRenewal(t *testing.T) {
-	a := config.Output{Type: "kubernetes", Clusters: []string{"a"}, Labels: []map[string]string{{"env": "prod"}}, Directory: "/d"}
-	same := config.Output{Type: "kubernetes", Clusters: []string{"a"}, Labels: []map[string]string{{"env": "prod"}}, Directory: "/d"}
-	if needsRenewal(t, a, same) {
+	a := Kubernetes{Clusters: []string{"a"}, Labels: []map[string]string{{"env": "prod"}}, Directory: "/d"}
+	same := Kubernetes{Clusters: []string{"a"}, Labels: []map[string]string{{"env": "prod"}}, Directory: "/d"}
+	if needsRenewal(a, same) {
 		t.Error("equal outputs differ")
 	}
-	for _, b := range []config.Output{
-		{Type: "kubernetes", Clusters: []string{"b"}, Labels: a.Labels, Directory: "/d"},
-		{Type: "kubernetes", Clusters: a.Clusters, Labels: []map[string]string{{"env": "dev"}}, Directory: "/d"},
-		{Type: "kubernetes", Clusters: a.Clusters, Labels: []map[string]string{{"env": "prod", "team": "x"}}, Directory: "/d"},
-		{Type: "kubernetes", Clusters: a.Clusters, Labels: a.Labels},
-		{Type: "ssh_host"},
+	for _, b := range []Output{
+		Kubernetes{Clusters: []string{"b"}, Labels: a.Labels, Directory: "/d"},
+		Kubernetes{Clusters: a.Clusters, Labels: []map[string]string{{"env": "dev"}}, Directory: "/d"},
+		Kubernetes{Clusters: a.Clusters, Labels: []map[string]string{{"env": "prod", "team": "x"}}, Directory: "/d"},
+		Kubernetes{Clusters: a.Clusters, Labels: a.Labels},
+		SSHHost{},
 	} {
-		if !needsRenewal(t, a, b) {
+		if !needsRenewal(a, b) {
 			t.Errorf("%+v and %+v are taken for equal", a, b)
 		}
 	}
-	host := config.Output{Type: "ssh_host", HostKey: "/k.pub", Certificate: "/k-cert.pub"}
-	if needsRenewal(t, host, config.Output{Type: "ssh_host", HostKey: "/k.pub", Certificate: "/k-cert.pub", Names: []string{}}) {
+	host, _ := parse(t, "{type: ssh_host, host_key: /k.pub}")
+	if empty, _ := parse(t, "{type: ssh_host, host_key: /k.pub, names: [], reload_command: []}"); needsRenewal(host, empty) {
 		t.Error(`"names: []" is taken for a change from no names`)
 	}
-	if !needsRenewal(t, host, config.Output{Type: "ssh_host", HostKey: "/k.pub", Certificate: "/k-cert.pub", Names: []string{"web"}}) {
+	if web, _ := parse(t, "{type: ssh_host, host_key: /k.pub, names: [web]}"); !needsRenewal(host, web) {
 		t.Error("a change of names is not taken for a change")
 	}
 }
@@ -90,8 +99,8 @@ func TestNeedsRenewal(t *testing.T) {
 // every change takes a renewal, so that a field added to a kind cannot be
 // forgotten by reload.
 func TestEveryFieldRenews(t *testing.T) {
-	for typ, kind := range kinds {
-		o := kind(config.Output{Type: typ})
+	for _, k := range kinds {
+		o, _ := parse(t, "type: "+k.typ)
 		v := reflect.ValueOf(o)
 		for i := range v.NumField() {
 			f := v.Type().Field(i)
@@ -114,13 +123,13 @@ func TestEveryFieldRenews(t *testing.T) {
 
 // TestKindsMatchTypes: each kind is registered under the type it names.
 func TestKindsMatchTypes(t *testing.T) {
-	for typ, kind := range kinds {
-		if got := kind(config.Output{Type: typ}).Type(); got != typ {
-			t.Errorf("kinds[%q] makes an output of type %q", typ, got)
+	for _, k := range kinds {
+		if o, _ := parse(t, "type: "+k.typ); o == nil || o.Type() != k.typ {
+			t.Errorf("kind %q makes output %#v", k.typ, o)
 		}
 	}
-	if _, err := New([]config.Output{{Type: "ftp"}}); err == nil || !strings.Contains(err.Error(), `unknown output type "ftp"`) {
-		t.Errorf("New of an unknown type = %v", err)
+	if o, errs := parse(t, "type: ftp"); o != nil || len(errs) != 1 || !strings.Contains(errs[0], `unknown output type "ftp"`) {
+		t.Errorf("Parse of an unknown type = %v, %q", o, errs)
 	}
 }
 
@@ -143,5 +152,27 @@ func TestSSHHostWithoutCertificate(t *testing.T) {
 	err = write(context.Background(), &identity.Credentials{}, Env{Log: slog.New(slog.DiscardHandler)})
 	if err == nil || !strings.Contains(err.Error(), "ssh_host output "+o.Certificate+": the credentials hold no certificate") {
 		t.Errorf("write = %v", err)
+	}
+}
+
+// TestParseFields: each kind takes its own fields, refuses another kind's
+// by name, and reports a field of none as yaml.v3 does an unknown one.
+func TestParseFields(t *testing.T) {
+	for _, tc := range []struct{ block, want string }{
+		{"{type: ssh_host, host_key: /k.pub, certificate: /c, names: [a], reload_command: [x]}", ""},
+		{"{type: kubernetes, clusters: [a], labels: [{env: prod}], directory: /d}", ""},
+		{"{type: identity, directory: /d}", ""},
+		{"{type: ssh_host, host_key: /k.pub, directory: /d}", "outputs.0.directory: is for outputs of type kubernetes or identity, not ssh_host"},
+		{"{type: kubernetes, clusters: [a], names: [a]}", "outputs.0.names: is for outputs of type ssh_host, not kubernetes"},
+		{"{type: identity, directory: /d, labels: []}", "outputs.0.labels: is not a field of outputs of type identity"},
+		{"{type: identity, directory: /d, dir: /e}", "line 1: field dir not found in type *output.identityBlock"},
+		{"{type: kubernetes, clusters: a}", "cannot unmarshal"},
+		{"{host_key: /k.pub}", "outputs.0.type: required (ssh_host, kubernetes or identity)"},
+		{"[ssh_host]", "outputs.0: want a mapping with a type"},
+	} {
+		_, errs := parse(t, tc.block)
+		if tc.want == "" && len(errs) > 0 || tc.want != "" && (len(errs) == 0 || !strings.Contains(errs[0], tc.want)) {
+			t.Errorf("%s: errors %q, want %q", tc.block, errs, tc.want)
+		}
 	}
 }

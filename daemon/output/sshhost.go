@@ -7,11 +7,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/mwi-project/mwi/daemon/config"
 	"github.com/mwi-project/mwi/daemon/identity"
 	"github.com/mwi-project/mwi/internal/safefs"
 )
@@ -27,9 +27,31 @@ type SSHHost struct {
 	ReloadCommand []string
 }
 
-func newSSHHost(o config.Output) Output {
-	return SSHHost{HostKey: o.HostKey, Certificate: o.Certificate,
-		Names: nilIfEmpty(o.Names), ReloadCommand: nilIfEmpty(o.ReloadCommand)}
+// sshHostBlock is the configuration block of an ssh_host output.
+type sshHostBlock struct {
+	HostKey       string   `yaml:"host_key"`
+	Certificate   string   `yaml:"certificate"`
+	Names         []string `yaml:"names"`
+	ReloadCommand []string `yaml:"reload_command"`
+}
+
+// parseSSHHost parses and validates the block of an ssh_host output. The
+// certificate is by default beside the key, as sshd names it:
+// KEY-cert.pub.
+func parseSSHHost(b *Block) Output {
+	var f sshHostBlock
+	b.decode("ssh_host", &f, nil)
+	o := SSHHost{HostKey: b.Abs(f.HostKey), Certificate: b.Abs(f.Certificate),
+		Names: nilIfEmpty(f.Names), ReloadCommand: nilIfEmpty(f.ReloadCommand)}
+	if f.HostKey == "" {
+		b.Errorf(b.Path+".host_key", "required: the host's public key file, such as /etc/ssh/ssh_host_ed25519_key.pub")
+	} else if o.Certificate == "" {
+		o.Certificate = strings.TrimSuffix(o.HostKey, ".pub") + "-cert.pub"
+	}
+	if o.Certificate == o.HostKey && o.HostKey != "" {
+		b.Errorf(b.Path+".certificate", "must differ from host_key")
+	}
+	return o
 }
 
 // nilIfEmpty makes "names: []" and no names the same configuration.
