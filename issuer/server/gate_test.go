@@ -607,7 +607,11 @@ func TestIdleConnectionsOfOneBotDoNotStopItsRenewals(t *testing.T) {
 				t.Fatal(err)
 			}
 			if first == nil {
+				// The server marks a connection idle after it has sent
+				// the answer, maybe after the next one is open: wait, so
+				// that this one is the longest idle.
 				first = c
+				eventually(t, "the first connection idle", func() bool { return g.idles() == 1 })
 			}
 		}
 	}
@@ -650,7 +654,11 @@ func TestIdleAnonymousConnectionsDoNotStopJoins(t *testing.T) {
 				t.Fatal(err)
 			}
 			if first == nil {
+				// The server marks a connection idle after it has sent
+				// the answer, maybe after the next one is open: wait, so
+				// that this one is the longest idle.
 				first = c
+				eventually(t, "the first connection idle", func() bool { return g.idles() == 1 })
 			}
 		}
 	}
