@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,6 +22,7 @@ import (
 	"github.com/mwi-project/mwi/daemon/localapi"
 	"github.com/mwi-project/mwi/internal/connlimit"
 	"github.com/mwi-project/mwi/internal/logging"
+	"github.com/mwi-project/mwi/internal/logtest"
 	"github.com/mwi-project/mwi/internal/unixsock"
 )
 
@@ -93,23 +93,6 @@ func askOnce(c net.Conn, socket string) error {
 	return nil
 }
 
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // TestConnectionsOfOthers checks, with real sockets and clients running
 // as other users, the bounds of the API and agent sockets against users
 // their mode lets connect: a user the allow list refuses (nobody, 65534)
@@ -148,7 +131,7 @@ func TestConnectionsOfOthers(t *testing.T) {
 	}
 	cfg.APISocket.AllowUIDs = []uint32{alice, bob, carol}
 	cfg.AgentSocket.AllowUIDs = []uint32{alice, bob, carol}
-	var logBuf lockedBuffer
+	var logBuf logtest.Buffer
 	log, err := logging.New(&logBuf, "text", "info")
 	if err != nil {
 		t.Fatal(err)

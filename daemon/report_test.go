@@ -1,42 +1,23 @@
 package daemon
 
 import (
-	"bytes"
 	"crypto/x509"
 	"errors"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/mwi-project/mwi/daemon/identity"
 	"github.com/mwi-project/mwi/daemon/renewal"
+	"github.com/mwi-project/mwi/internal/logtest"
 )
-
-// syncBuffer is a bytes.Buffer safe for the logger's concurrent writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // TestReportNamesJoinOrRenewal checks that a failed attempt is logged as a
 // failed join until mwid holds credentials, and as a failed renewal after.
 func TestReportNamesJoinOrRenewal(t *testing.T) {
 	s, _ := newTestServer(t, newFakeIssuer(t), githubOnboarding, "  []")
-	var logs syncBuffer
+	var logs logtest.Buffer
 	s.log = slog.New(slog.NewTextHandler(&logs, nil))
 	fail := renewal.Attempt{At: time.Now(), Err: errors.New("issuer unreachable"), Failures: 1, Next: time.Now().Add(time.Second)}
 

@@ -25,6 +25,7 @@ import (
 	"golang.org/x/crypto/ssh"
 	sshagent "golang.org/x/crypto/ssh/agent"
 
+	"github.com/mwi-project/mwi/internal/logtest"
 	"github.com/mwi-project/mwi/internal/unixsock"
 )
 
@@ -666,7 +667,7 @@ type panicAgent struct{ sshagent.Agent }
 func (panicAgent) List() ([]*sshagent.Key, error) { panic("boom") }
 
 func TestPanicEndsOnlyConnection(t *testing.T) {
-	var logBuf syncBuffer
+	var logBuf logtest.Buffer
 	ca := newCA(t)
 	a := New(newSource(newIdentity(t, ca, "held", t0-60, t0+3600)), newClock(t0).now)
 	panicky := serve(t, &Server{Agent: panicAgent{a}, Log: slog.New(slog.NewTextHandler(&logBuf, nil))})
@@ -682,29 +683,11 @@ func TestPanicEndsOnlyConnection(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for the server's goroutines to log to.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 func TestCheck(t *testing.T) {
 	ca := newCA(t)
 	a := New(newSource(newIdentity(t, ca, "held", t0-60, t0+3600)), newClock(t0).now)
 
-	var logBuf syncBuffer
+	var logBuf logtest.Buffer
 	var checked atomic.Int32
 	var refuse atomic.Bool
 	refuse.Store(true)

@@ -21,6 +21,7 @@ import (
 
 	"github.com/mwi-project/mwi/internal/connlimit"
 	"github.com/mwi-project/mwi/internal/logging"
+	"github.com/mwi-project/mwi/internal/logtest"
 	"github.com/mwi-project/mwi/internal/unixsock"
 )
 
@@ -59,11 +60,11 @@ func unknownRequest(size int) []byte {
 	return frame(msg)
 }
 
-func newServerForTest(t *testing.T, srv *Server) (path string, log *syncBuffer) {
+func newServerForTest(t *testing.T, srv *Server) (path string, log *logtest.Buffer) {
 	t.Helper()
 	ca := newCA(t)
 	srv.Agent = New(newSource(newIdentity(t, ca, "held", t0-60, t0+3600)), newClock(t0).now)
-	log = new(syncBuffer)
+	log = new(logtest.Buffer)
 	srv.Log = slog.New(slog.NewTextHandler(log, nil))
 	srv.init() // before Serve, so that tests may look at its counters
 	return serve(t, srv), log
@@ -365,7 +366,7 @@ func TestFrameConnAllocs(t *testing.T) {
 // TestLogWriter checks that the lines x/crypto's agent server writes for
 // failed requests, whose number a client decides, are bounded.
 func TestLogWriter(t *testing.T) {
-	var buf syncBuffer
+	var buf logtest.Buffer
 	w := LogWriter(slog.New(slog.NewTextHandler(&buf, nil)))
 	stdlog := stdlog.New(w, "", 0)
 	for i := range 1000 {

@@ -1,7 +1,6 @@
 package connlimit
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -11,12 +10,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/mwi-project/mwi/internal/logtest"
 	"github.com/mwi-project/mwi/internal/unixsock"
 )
 
@@ -136,23 +135,6 @@ func TestZeroLimitsUseDefaults(t *testing.T) {
 	}
 }
 
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // TestListener checks the bound on a real socket: a connection beyond it
 // is closed and logged with its caller, and closing an admitted one (even
 // twice) gives back its place once.
@@ -163,7 +145,7 @@ func TestListener(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	var log syncBuffer
+	var log logtest.Buffer
 	limits := &Limits{PerUID: 1}
 	l := &Listener{Listener: ln, Limits: limits, Log: slog.New(slog.NewTextHandler(&log, nil)), Name: "test"}
 	accepted := make(chan net.Conn)
@@ -214,7 +196,7 @@ func TestListenerCheck(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	var log syncBuffer
+	var log logtest.Buffer
 	var refuse atomic.Bool
 	limits := &Limits{Max: 2, PerUID: 2}
 	l := &Listener{Listener: ln, Limits: limits, Log: slog.New(slog.NewTextHandler(&log, nil)), Name: "test",

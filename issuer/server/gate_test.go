@@ -2,7 +2,6 @@ package server
 
 import (
 	"bufio"
-	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -13,32 +12,14 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/mwi-project/mwi/api"
+	"github.com/mwi-project/mwi/internal/logtest"
 	"github.com/mwi-project/mwi/issuer/audit"
 	"github.com/mwi-project/mwi/issuer/ca"
 )
-
-// lockedBuffer is a log the test reads while servers write it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // gated serves h as Run serves the HTTPS API, through a gate with lim,
 // on 127.0.0.1. refused audits refused client certificates.
@@ -102,7 +83,7 @@ func TestServerTimeouts(t *testing.T) {
 	a := testCA(t)
 	short := 150 * time.Millisecond
 	lim := Limits{HandshakeTimeout: short, ReadHeaderTimeout: short, ReadTimeout: short, IdleTimeout: short, WriteTimeout: 5 * time.Second}
-	var logged lockedBuffer
+	var logged logtest.Buffer
 	addr, g := gated(t, a, publicRoutes(&fakeJoiner{}, discardAudit(), discardLog()), lim, nil, slog.New(slog.NewTextHandler(&logged, nil)))
 
 	for _, tc := range []struct {
@@ -173,7 +154,7 @@ func TestRenewalWhileAnonymousConnectionsAreFull(t *testing.T) {
 	f := &fakeJoiner{}
 	// Connections in their handshake can be closed to make room at once.
 	lim := Limits{MaxConns: 16, MaxHandshakes: 3, MaxAnonymous: 2, HandshakeGrace: time.Nanosecond}
-	var logged lockedBuffer
+	var logged logtest.Buffer
 	addr, g := gated(t, a, publicRoutes(f, discardAudit(), discardLog()), lim, nil, slog.New(slog.NewTextHandler(&logged, nil)))
 
 	// Connections that never start their handshake fill that room.
@@ -380,7 +361,7 @@ func TestHTTP1Only(t *testing.T) {
 func TestIdentityConnectionCaps(t *testing.T) {
 	a := testCA(t)
 	lim := Limits{MaxConns: 16, MaxAnonymous: 4, MaxPerInstance: 2, MaxPerBot: 3}
-	var logged lockedBuffer
+	var logged logtest.Buffer
 	addr, g := gated(t, a, publicRoutes(&fakeJoiner{}, discardAudit(), discardLog()), lim, nil, slog.New(slog.NewTextHandler(&logged, nil)))
 	cert := func(bot, instance string) tls.Certificate {
 		return identityCert(t, a, ca.Identity{Bot: bot, Instance: instance, Generation: 1})
@@ -415,7 +396,7 @@ func TestIdentityConnectionCaps(t *testing.T) {
 func TestAnonymousPerSource(t *testing.T) {
 	a := testCA(t)
 	lim := Limits{MaxConns: 16, MaxAnonymous: 8, MaxAnonymousPerSource: 2}
-	var logged lockedBuffer
+	var logged logtest.Buffer
 	addr, g := gated(t, a, publicRoutes(&fakeJoiner{}, discardAudit(), discardLog()), lim, nil, slog.New(slog.NewTextHandler(&logged, nil)))
 	roots := x509.NewCertPool()
 	roots.AddCert(a.TLSCA())
@@ -525,7 +506,7 @@ func TestCapsCloseIdleConnections(t *testing.T) {
 				name = tc.name + "/active"
 			}
 			t.Run(name, func(t *testing.T) {
-				var logged lockedBuffer
+				var logged logtest.Buffer
 				addr, g := gated(t, a, publicRoutes(&fakeJoiner{}, discardAudit(), discardLog()), tc.lim, nil, slog.New(slog.NewTextHandler(&logged, nil)))
 				var held []*tls.Conn
 				for i, h := range tc.held {
@@ -596,7 +577,7 @@ func TestIdleConnectionsOfOneBotDoNotStopItsRenewals(t *testing.T) {
 	a := testCA(t)
 	f := &fakeJoiner{}
 	lim := Limits{MaxConns: 1024, MaxAnonymous: 256, MaxPerInstance: 8, MaxPerBot: 256}
-	var logged lockedBuffer
+	var logged logtest.Buffer
 	addr, g := gated(t, a, publicRoutes(f, discardAudit(), discardLog()), lim, nil, slog.New(slog.NewTextHandler(&logged, nil)))
 	var first *tls.Conn
 	for i := range lim.MaxPerBot / lim.MaxPerInstance {
@@ -644,7 +625,7 @@ func TestIdleAnonymousConnectionsDoNotStopJoins(t *testing.T) {
 	a := testCA(t)
 	f := &fakeJoiner{}
 	lim := Limits{MaxConns: 1024, MaxAnonymous: 256, MaxAnonymousPerSource: 32}
-	var logged lockedBuffer
+	var logged logtest.Buffer
 	addr, g := gated(t, a, publicRoutes(f, discardAudit(), discardLog()), lim, nil, slog.New(slog.NewTextHandler(&logged, nil)))
 	var first *tls.Conn
 	for i := range lim.MaxAnonymous / lim.MaxAnonymousPerSource {
