@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -109,22 +108,7 @@ func TestConnectionsOfOthers(t *testing.T) {
 		bob    = 60002
 		carol  = 60003
 	)
-	// A directory the other users can enter, holding the sockets and a
-	// copy of this test binary (the build directory admits only root).
-	dir, err := os.MkdirTemp("", "mwiconn")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	os.Chmod(dir, 0o755)
-	self, err := os.ReadFile(os.Args[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(dir, "helper.test")
-	if err := os.WriteFile(bin, self, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	dir, bin := helperDir(t, "mwiconn")
 	cfg, err := config.Load(writeConfig(t, dir, ""))
 	if err != nil {
 		t.Fatal(err)

@@ -167,22 +167,7 @@ func TestCallersRecheckedOnOpenConnections(t *testing.T) {
 	}
 	uid, _ := strconv.ParseUint(nobody.Uid, 10, 32)
 	gid, _ := strconv.ParseUint(nobody.Gid, 10, 32)
-	// A directory nobody can enter, holding the sockets and a copy of
-	// this test binary (the build directory admits only root).
-	dir, err := os.MkdirTemp("", "mwipeer")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	os.Chmod(dir, 0o755)
-	self, err := os.ReadFile(os.Args[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(dir, "helper.test")
-	if err := os.WriteFile(bin, self, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	dir, bin := helperDir(t, "mwipeer")
 
 	cfgPath := writeConfig(t, dir, "    allow: {users: [nobody]}\n")
 	cfg, err := config.Load(cfgPath)
@@ -279,4 +264,27 @@ func TestRefusalsLogBounded(t *testing.T) {
 	if n := bytes.Count(buf.Bytes(), []byte("\n")); n == 0 || n > 2*logging.LimitBurst {
 		t.Errorf("1000 refusals logged %d lines; want a few", n)
 	}
+}
+
+// helperDir makes a directory that other users can enter, removed when the
+// test ends, holding a copy of this test binary (the build directory
+// admits only root), for tests that run it as another user; it returns
+// the directory and the copy's path.
+func helperDir(t *testing.T, prefix string) (dir, bin string) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755)
+	self, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin = filepath.Join(dir, "helper.test")
+	if err := os.WriteFile(bin, self, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir, bin
 }

@@ -139,35 +139,11 @@ func TestZeroLimitsUseDefaults(t *testing.T) {
 // is closed and logged with its caller, and closing an admitted one (even
 // twice) gives back its place once.
 func TestListener(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "s.sock")
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
+	ln, path := unixListener(t)
 	var log logtest.Buffer
 	limits := &Limits{PerUID: 1}
 	l := &Listener{Listener: ln, Limits: limits, Log: slog.New(slog.NewTextHandler(&log, nil)), Name: "test"}
-	accepted := make(chan net.Conn)
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				close(accepted)
-				return
-			}
-			accepted <- c
-		}
-	}()
-	dial := func() net.Conn {
-		c, err := net.Dial("unix", path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		c.SetDeadline(time.Now().Add(10 * time.Second)) // only against a hang
-		return c
-	}
+	accepted, dial := serve(t, l, path, 0)
 
 	dial()
 	first := <-accepted
@@ -190,12 +166,7 @@ func TestListener(t *testing.T) {
 // TestListenerCheck checks that a caller Check refuses is closed before it
 // is counted: however many times it connects, it never holds a place.
 func TestListenerCheck(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "s.sock")
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
+	ln, path := unixListener(t)
 	var log logtest.Buffer
 	var refuse atomic.Bool
 	limits := &Limits{Max: 2, PerUID: 2}
@@ -206,26 +177,7 @@ func TestListenerCheck(t *testing.T) {
 			}
 			return nil
 		}}
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				close(accepted)
-				return
-			}
-			accepted <- c
-		}
-	}()
-	dial := func() net.Conn {
-		c, err := net.Dial("unix", path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		c.SetDeadline(time.Now().Add(10 * time.Second)) // only against a hang
-		return c
-	}
+	accepted, dial := serve(t, l, path, 1)
 
 	refuse.Store(true)
 	for range 10 {
@@ -257,35 +209,11 @@ func TestListenerCheck(t *testing.T) {
 // why they were refused: at most Answer at once, never counted against
 // Limits, and the rest closed at once.
 func TestListenerAnswer(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "s.sock")
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
+	ln, path := unixListener(t)
 	limits := &Limits{Max: 1}
 	l := &Listener{Listener: ln, Limits: limits, Answer: 1,
 		Check: func(p unixsock.Peer) error { return errors.New("not on the allow list") }}
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				close(accepted)
-				return
-			}
-			accepted <- c
-		}
-	}()
-	dial := func() net.Conn {
-		c, err := net.Dial("unix", path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		c.SetDeadline(time.Now().Add(10 * time.Second)) // only against a hang
-		return c
-	}
+	accepted, dial := serve(t, l, path, 1)
 
 	dial()
 	answered := <-accepted
@@ -306,4 +234,44 @@ func TestListenerAnswer(t *testing.T) {
 	if c := <-accepted; c.(*Conn).Refused() == nil {
 		t.Error("after the answered connection closed, the next refused one was not returned to be answered")
 	}
+}
+
+// unixListener listens on a Unix socket in a temporary directory, closed
+// when the test ends, and returns it with its path.
+func unixListener(t *testing.T) (net.Listener, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "s.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln, path
+}
+
+// serve accepts l's connections into a channel of the given capacity,
+// closed when Accept fails, and returns it with a function that dials
+// path: each connection dialled is closed when the test ends.
+func serve(t *testing.T, l *Listener, path string, capacity int) (<-chan net.Conn, func() net.Conn) {
+	accepted := make(chan net.Conn, capacity)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				close(accepted)
+				return
+			}
+			accepted <- c
+		}
+	}()
+	dial := func() net.Conn {
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		c.SetDeadline(time.Now().Add(10 * time.Second)) // only against a hang
+		return c
+	}
+	return accepted, dial
 }
