@@ -296,7 +296,7 @@ func (s *Server) report(a renewal.Attempt) {
 		s.status.lastError = a.Err.Error()
 		s.status.lastErrorAt = &at
 		s.status.refusal = nil
-		if e, ok := issuerclient.Refused(a.Err); ok && a.Permanent {
+		if e, ok := issuerclient.Refused(a.Err); ok {
 			s.status.refusal = &api.Refusal{Code: e.Code, Message: e.Message, Action: issuerclient.Action(e)}
 		}
 		// Until mwid holds credentials, every attempt is a join.

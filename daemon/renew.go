@@ -153,9 +153,10 @@ func (s *Server) renewForLoop(ctx context.Context) (renewal.Result, error) {
 }
 
 // classify tells the renewal loop which failures retrying cannot overcome:
-// the issuer's permanent refusals (see issuerclient.Permanent).
+// the issuer's permanent refusals (see issuerclient.Permanent), less those
+// whose fix mwid reads at every attempt (a new join token in its file).
 func classify(err error) renewal.Class {
-	if issuerclient.IsPermanent(err) {
+	if e, ok := issuerclient.Refused(err); ok && !issuerclient.RetriedSoon(e) {
 		return renewal.Permanent
 	}
 	return renewal.Transient

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -11,7 +12,9 @@ import (
 	"time"
 
 	"github.com/mwi-project/mwi/api"
+	"github.com/mwi-project/mwi/daemon/issuerclient"
 	"github.com/mwi-project/mwi/daemon/localapi"
+	"github.com/mwi-project/mwi/daemon/renewal"
 )
 
 // TestRenewRequestsShared checks that POST /v1/renew cannot be used to make
@@ -163,5 +166,29 @@ func TestStatusRefused(t *testing.T) {
 			t.Fatalf("after a reload, state %q; want a renewal at once, and ready", s.Status().State)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestClassifyTokenRefusals checks that a refused join token, which an
+// operator fixes by replacing mwid's token file (read at every join), is
+// retried on the usual schedule, while a lock waits long.
+func TestClassifyTokenRefusals(t *testing.T) {
+	for _, tt := range []struct {
+		code string
+		want renewal.Class
+	}{
+		{api.CodeTokenUsed, renewal.Transient},
+		{api.CodeTokenUnknown, renewal.Transient},
+		{api.CodeTokenExpired, renewal.Transient},
+		{api.CodeBotLocked, renewal.Permanent},
+		{api.CodeInstanceLocked, renewal.Permanent},
+	} {
+		err := fmt.Errorf("join: %w", &issuerclient.Error{Status: http.StatusForbidden, Code: tt.code, Message: "refused"})
+		if got := classify(err); got != tt.want {
+			t.Errorf("%s: class %v, want %v", tt.code, got, tt.want)
+		}
+		if _, ok := issuerclient.Refused(err); !ok {
+			t.Errorf("%s: not reported as a refusal", tt.code)
+		}
 	}
 }
