@@ -120,6 +120,10 @@ type HostKeyRequest struct {
 	// Names are the host names wanted on the certificate. Empty means every
 	// name the bot's roles allow; the issuer refuses any other name.
 	Names []string `json:"names,omitempty"`
+	// Labels are the labels wanted on the certificate, by which roles
+	// select hosts (node_labels). The issuer refuses a label that the
+	// bot's roles do not allow (host_labels).
+	Labels map[string]string `json:"labels,omitempty"`
 }
 
 // BoundKeypairContext is what a bound key pair's signature over a
@@ -212,12 +216,15 @@ const (
 	CodeGenerationMismatch = "generation_mismatch"
 	CodeLoginNotAllowed    = "login_not_allowed"
 	CodeHostNameNotAllowed = "host_name_not_allowed"
-	CodeNotFound           = "not_found"
-	CodeAccessDenied       = "access_denied"
-	CodeNotJoined          = "not_joined"
-	CodeRenewFailed        = "renew_failed"
-	CodeReloadFailed       = "reload_failed"
-	CodeInternal           = "internal"
+	// CodeHostLabelNotAllowed refuses a host certificate with a label that
+	// the bot's roles do not allow (host_labels).
+	CodeHostLabelNotAllowed = "host_label_not_allowed"
+	CodeNotFound            = "not_found"
+	CodeAccessDenied        = "access_denied"
+	CodeNotJoined           = "not_joined"
+	CodeRenewFailed         = "renew_failed"
+	CodeReloadFailed        = "reload_failed"
+	CodeInternal            = "internal"
 	// CodeAuditUnavailable refuses an issuance whose audit record could
 	// not be written; the issuer's health fails with it too.
 	CodeAuditUnavailable = "audit_unavailable"
@@ -242,16 +249,49 @@ type CreateTokenResponse struct {
 // (Instance set), such as the instance whose identity a renewal showed
 // was copied.
 type Lock struct {
-	Bot      string    `json:"bot"`
-	Instance string    `json:"instance,omitempty"`
-	Reason   string    `json:"reason"`
-	At       time.Time `json:"at"`
+	Bot string `json:"bot,omitempty"`
+	// Instance is the locked instance's ID; empty in a lock of a whole
+	// bot or of a token.
+	Instance string `json:"instance,omitempty"`
+	// Token is the locked token resource: it refuses every instance that
+	// joined with it. Empty in a lock of a bot or of an instance.
+	Token  string    `json:"token,omitempty"`
+	Reason string    `json:"reason"`
+	At     time.Time `json:"at"`
+	// Expires is when the lock lifts by itself; zero for a lock that
+	// stays until it is removed.
+	Expires time.Time `json:"expires,omitzero"`
 }
 
 // LockRequest is the body of POST /admin/v1/bots/{bot}/lock and
 // /admin/v1/instances/{id}/lock on the issuer's admin socket.
 type LockRequest struct {
 	Reason string `json:"reason"`
+}
+
+// LockList is the body of GET /v1/locks on the issuer: the locks in force,
+// for hosts that enforce them. The answer carries an ETag; a request with
+// If-None-Match of the current one is answered 304 Not Modified.
+type LockList struct {
+	Locks []Lock `json:"locks"`
+	// Now is the issuer's time when it answered.
+	Now time.Time `json:"now"`
+}
+
+// SSHRefusal is a login that a host refused to an MWI certificate, as
+// mwictl ssh authorized-principals reports it to mwid (POST
+// /v1/ssh/refusals on the local API) and mwid to the issuer's audit log
+// (POST /v1/audit/ssh-refusal).
+type SSHRefusal struct {
+	Login    string `json:"login"`
+	Bot      string `json:"bot,omitempty"`
+	Instance string `json:"instance,omitempty"`
+	KeyID    string `json:"key_id,omitempty"`
+	Serial   string `json:"serial,omitempty"`
+	Reason   string `json:"reason"`
+	// Host is the refusing host's name (its certificate's first name), as
+	// mwid fills it in.
+	Host string `json:"host,omitempty"`
 }
 
 // Locks is the body of GET /admin/v1/locks on the issuer's admin socket.
