@@ -180,7 +180,10 @@ type Credentials struct {
 	HostCertificates []string `json:"host_certificates,omitempty"`
 	// SSHHostCAs are the issuer's SSH host authorities in authorized_keys
 	// form, for known_hosts @cert-authority lines.
-	SSHHostCAs []string  `json:"ssh_host_cas"`
+	SSHHostCAs []string `json:"ssh_host_cas"`
+	// SSHUserCAs are the issuer's SSH user authorities in authorized_keys
+	// form, for a host's TrustedUserCAKeys.
+	SSHUserCAs []string  `json:"ssh_user_cas,omitempty"`
 	Expires    time.Time `json:"expires"`
 	// Kubernetes answers the request's Kubernetes selectors: one
 	// certificate for each cluster that they select and the roles allow.

@@ -600,6 +600,7 @@ func (a *Authority) sign(ctx context.Context, in store.Instance, g resource.Gran
 		SSHCertificate:      sshCertText,
 		HostCertificates:    hostCerts,
 		SSHHostCAs:          []string{string(ssh.MarshalAuthorizedKey(a.CA.SSHHostCA()))},
+		SSHUserCAs:          []string{string(ssh.MarshalAuthorizedKey(a.CA.SSHUserCA()))},
 		Expires:             notAfter,
 		Kubernetes:          kubeCreds,
 	}, nil
