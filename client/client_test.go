@@ -16,6 +16,7 @@ import (
 
 	"github.com/mwi-project/mwi/api"
 	"github.com/mwi-project/mwi/daemon/localapi"
+	"github.com/mwi-project/mwi/internal/fault"
 	"github.com/mwi-project/mwi/internal/httpjson"
 )
 
@@ -192,7 +193,7 @@ func normalize(v any) any {
 // apiError answers every request with mwid's error body.
 func apiError(status int, code, msg string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		httpjson.WriteError(w, slog.New(slog.DiscardHandler), httpjson.Errorf(status, code, "%s", msg))
+		httpjson.Write(w, status, api.ErrorBody{Error: api.Error{Code: code, Message: msg}})
 	})
 }
 
@@ -408,7 +409,7 @@ func (b *fakeBackend) SSHConfig(mwictl string) (string, error) {
 	return "Host *\n", nil
 }
 func (b *fakeBackend) Renew(ctx context.Context) (api.Status, error) {
-	return api.Status{}, httpjson.Errorf(http.StatusBadGateway, api.CodeRenewFailed, "issuer unreachable")
+	return api.Status{}, fault.Upstream(api.CodeRenewFailed, "issuer unreachable")
 }
 
 // TestLocalAPIRoutes runs the client against mwid's real route table, so
@@ -418,7 +419,7 @@ func TestLocalAPIRoutes(t *testing.T) {
 	denyUID := func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.URL.Query().Get("deny") != "" {
-				httpjson.WriteError(w, slog.New(slog.DiscardHandler), httpjson.Errorf(http.StatusForbidden, api.CodeAccessDenied, "denied"))
+				httpjson.WriteError(w, slog.New(slog.DiscardHandler), fault.Denied(api.CodeAccessDenied, "denied"))
 				return
 			}
 			next.ServeHTTP(w, r)

@@ -8,7 +8,7 @@ import (
 
 	"github.com/mwi-project/mwi/api"
 	"github.com/mwi-project/mwi/daemon/localapi"
-	"github.com/mwi-project/mwi/internal/httpjson"
+	"github.com/mwi-project/mwi/internal/fault"
 )
 
 var (
@@ -30,7 +30,7 @@ func (b *fakeBackend) Kubeconfig(r localapi.KubeconfigRequest) (string, error) {
 
 func (b *fakeBackend) KubeCredential(cluster string) (api.ExecCredential, error) {
 	if cluster != "prod" {
-		return api.ExecCredential{}, httpjson.Errorf(http.StatusNotFound, api.CodeNotFound, "no credentials for Kubernetes cluster %q", cluster)
+		return api.ExecCredential{}, fault.NotFound(api.CodeNotFound, "no credentials for Kubernetes cluster %q", cluster)
 	}
 	return cannedExecCredential, nil
 }

@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"net/http"
 	"strings"
 	"time"
 
@@ -10,7 +9,7 @@ import (
 	"github.com/mwi-project/mwi/daemon/kubeconfig"
 	"github.com/mwi-project/mwi/daemon/localapi"
 	"github.com/mwi-project/mwi/daemon/output"
-	"github.com/mwi-project/mwi/internal/httpjson"
+	"github.com/mwi-project/mwi/internal/fault"
 )
 
 // kubeCredentials describes the Kubernetes certificates for Status.
@@ -36,7 +35,7 @@ func (s *Server) kubeCreds() (*identity.Credentials, error) {
 		return nil, localapi.NotJoined()
 	}
 	if now := s.now(); !c.ValidAt(now) {
-		return nil, httpjson.Errorf(http.StatusServiceUnavailable, api.CodeNotJoined,
+		return nil, fault.Unavailable(api.CodeNotJoined,
 			"mwid's credentials expired at %s and no renewal has succeeded since; mwictl status says why", c.Expires().Format(time.RFC3339))
 	}
 	return c, nil
@@ -51,13 +50,13 @@ func kubeNotFound(c *identity.Credentials, cluster string) error {
 	for i, kc := range c.Kubernetes {
 		names[i] = kc.Cluster
 	}
-	return httpjson.Errorf(http.StatusNotFound, api.CodeNotFound,
+	return fault.NotFound(api.CodeNotFound,
 		"mwid holds no credentials for Kubernetes cluster %q: its kubernetes outputs do not select it, or the issuer's roles for bot %s do not allow it (clusters available: %s)",
 		cluster, c.Bot, strings.Join(names, ", "))
 }
 
 func noKubernetes() error {
-	return httpjson.Errorf(http.StatusNotFound, api.CodeNotFound,
+	return fault.NotFound(api.CodeNotFound,
 		"mwid holds no Kubernetes credentials: configure an output of type kubernetes, with clusters the issuer's roles allow")
 }
 
@@ -113,7 +112,7 @@ func (s *Server) Kubeconfig(r localapi.KubeconfigRequest) (string, error) {
 		Embed:           r.Embed,
 	})
 	if err != nil {
-		return "", httpjson.Errorf(http.StatusBadRequest, api.CodeBadRequest, "%v", err)
+		return "", fault.Invalid(api.CodeBadRequest, "%v", err)
 	}
 	if r.Embed {
 		s.log.Info("kubeconfig with private keys inline handed out", "clusters", len(clusters))

@@ -27,7 +27,7 @@ import (
 	"github.com/mwi-project/mwi/daemon/kubeconfig"
 	"github.com/mwi-project/mwi/daemon/localapi"
 	"github.com/mwi-project/mwi/daemon/output"
-	"github.com/mwi-project/mwi/internal/httpjson"
+	"github.com/mwi-project/mwi/internal/fault"
 	"github.com/mwi-project/mwi/internal/kubeselect"
 )
 
@@ -112,7 +112,7 @@ func (s *Server) writeConfigOutputs(t *testing.T, outputs []output.Output, c *id
 
 func wantCode(t *testing.T, err error, code string) {
 	t.Helper()
-	var herr *httpjson.Error
+	var herr *fault.Error
 	if !errors.As(err, &herr) || herr.Code != code {
 		t.Errorf("error %v, want code %s", err, code)
 	}

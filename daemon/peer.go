@@ -15,6 +15,7 @@ import (
 	"github.com/mwi-project/mwi/daemon/agent"
 	"github.com/mwi-project/mwi/daemon/config"
 	"github.com/mwi-project/mwi/internal/connlimit"
+	"github.com/mwi-project/mwi/internal/fault"
 	"github.com/mwi-project/mwi/internal/httpjson"
 	"github.com/mwi-project/mwi/internal/unixsock"
 )
@@ -186,7 +187,7 @@ func (s *Server) requirePeer(socket func(*config.Config) config.Socket) func(htt
 			if err != nil {
 				s.refused("socket", "api", "uid", p.UID, "gid", p.GID, "pid", p.PID, "path", r.URL.Path)
 				w.Header().Set("Connection", "close")
-				httpjson.WriteError(w, s.log, httpjson.Errorf(http.StatusForbidden, api.CodeAccessDenied, "%v", err))
+				httpjson.WriteError(w, s.log, fault.Denied(api.CodeAccessDenied, "%v", err))
 				return
 			}
 			next.ServeHTTP(w, r)

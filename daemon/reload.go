@@ -4,14 +4,13 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/http"
 	"slices"
 
 	"github.com/mwi-project/mwi/api"
 	"github.com/mwi-project/mwi/daemon/config"
 	"github.com/mwi-project/mwi/daemon/issuerclient"
 	"github.com/mwi-project/mwi/daemon/output"
-	"github.com/mwi-project/mwi/internal/httpjson"
+	"github.com/mwi-project/mwi/internal/fault"
 	"github.com/mwi-project/mwi/internal/sdnotify"
 	"github.com/mwi-project/mwi/internal/unixsock"
 )
@@ -53,7 +52,7 @@ func (s *Server) reload() (api.ReloadResult, error) {
 	s.mu.Unlock()
 	if err != nil {
 		s.log.Error("configuration reload refused; the running configuration stays", "config", old.Path, "err", err)
-		return api.ReloadResult{}, httpjson.Errorf(http.StatusUnprocessableEntity, api.CodeReloadFailed, "%v", err)
+		return api.ReloadResult{}, fault.FailedPrecondition(api.CodeReloadFailed, "%v", err)
 	}
 	if res.Changed {
 		s.log.Info("configuration reloaded", "config", old.Path, "revision", res.Revision)

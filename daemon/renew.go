@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"net/http"
 	"time"
 
 	"github.com/mwi-project/mwi/api"
@@ -14,7 +13,7 @@ import (
 	"github.com/mwi-project/mwi/daemon/issuerclient"
 	"github.com/mwi-project/mwi/daemon/output"
 	"github.com/mwi-project/mwi/daemon/renewal"
-	"github.com/mwi-project/mwi/internal/httpjson"
+	"github.com/mwi-project/mwi/internal/fault"
 )
 
 // identityClockSkew is how long the bot identity must still be valid for
@@ -163,5 +162,5 @@ func classify(err error) renewal.Class {
 }
 
 func renewFailed(err error) error {
-	return httpjson.Errorf(http.StatusBadGateway, api.CodeRenewFailed, "%v", err)
+	return fault.Upstream(api.CodeRenewFailed, "%v", err)
 }

@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,7 +8,7 @@ import (
 	"github.com/mwi-project/mwi/api"
 	"github.com/mwi-project/mwi/daemon/localapi"
 	"github.com/mwi-project/mwi/daemon/sshconfig"
-	"github.com/mwi-project/mwi/internal/httpjson"
+	"github.com/mwi-project/mwi/internal/fault"
 )
 
 // Identity returns the SSH user certificate the agent serves.
@@ -19,7 +18,7 @@ func (s *Server) Identity() (api.Identity, error) {
 		return api.Identity{}, localapi.NotJoined()
 	}
 	if c.SSHCert == nil {
-		return api.Identity{}, httpjson.Errorf(http.StatusNotFound, api.CodeNotFound, "bot %s has no SSH user certificate: its roles allow no logins", c.Bot)
+		return api.Identity{}, fault.NotFound(api.CodeNotFound, "bot %s has no SSH user certificate: its roles allow no logins", c.Bot)
 	}
 	return api.Identity{
 		Bot:         c.Bot,

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -87,7 +86,7 @@ func text(s string) http.Handler {
 
 func apiError(status int, code, msg string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		httpjson.WriteError(w, slog.New(slog.DiscardHandler), httpjson.Errorf(status, code, "%s", msg))
+		httpjson.Write(w, status, api.ErrorBody{Error: api.Error{Code: code, Message: msg}})
 	})
 }
 

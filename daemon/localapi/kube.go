@@ -5,7 +5,7 @@ import (
 	"strconv"
 
 	"github.com/mwi-project/mwi/api"
-	"github.com/mwi-project/mwi/internal/httpjson"
+	"github.com/mwi-project/mwi/internal/fault"
 )
 
 // KubeconfigRequest is what GET /v1/kubernetes/kubeconfig asks for.
@@ -34,7 +34,7 @@ func kubeconfigRequest(r *http.Request) (KubeconfigRequest, error) {
 	if v := q.Get("embed"); v != "" {
 		embed, err := strconv.ParseBool(v)
 		if err != nil {
-			return req, httpjson.Errorf(http.StatusBadRequest, api.CodeBadRequest, "embed=%q: want true or false", v)
+			return req, fault.Invalid(api.CodeBadRequest, "embed=%q: want true or false", v)
 		}
 		req.Embed = embed
 	}
@@ -45,7 +45,7 @@ func kubeconfigRequest(r *http.Request) (KubeconfigRequest, error) {
 func clusterParam(r *http.Request) (string, error) {
 	c := r.URL.Query().Get("cluster")
 	if c == "" {
-		return "", httpjson.Errorf(http.StatusBadRequest, api.CodeBadRequest, "name the Kubernetes cluster: ?cluster=NAME")
+		return "", fault.Invalid(api.CodeBadRequest, "name the Kubernetes cluster: ?cluster=NAME")
 	}
 	return c, nil
 }

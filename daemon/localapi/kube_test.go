@@ -10,7 +10,7 @@ import (
 	"github.com/mwi-project/mwi/api"
 	"github.com/mwi-project/mwi/daemon/localapi"
 	"github.com/mwi-project/mwi/daemon/metrics"
-	"github.com/mwi-project/mwi/internal/httpjson"
+	"github.com/mwi-project/mwi/internal/fault"
 )
 
 const (
@@ -43,9 +43,9 @@ func (f *fakeBackend) Kubeconfig(r localapi.KubeconfigRequest) (string, error) {
 	case f.state == notJoined:
 		return "", localapi.NotJoined()
 	case r.Cluster != "" && r.Cluster != "prod":
-		return "", httpjson.Errorf(http.StatusNotFound, api.CodeNotFound, "mwid holds no credentials for Kubernetes cluster %q", r.Cluster)
+		return "", fault.NotFound(api.CodeNotFound, "mwid holds no credentials for Kubernetes cluster %q", r.Cluster)
 	case r.ContextTemplate != "" && !strings.Contains(r.ContextTemplate, "{{.Cluster}}"):
-		return "", httpjson.Errorf(http.StatusBadRequest, api.CodeBadRequest, "context template %q gives clusters prod and staging the same name", r.ContextTemplate)
+		return "", fault.Invalid(api.CodeBadRequest, "context template %q gives clusters prod and staging the same name", r.ContextTemplate)
 	}
 	user := `    exec:
       apiVersion: client.authentication.k8s.io/v1
@@ -82,7 +82,7 @@ func (f *fakeBackend) KubeCredential(cluster string) (api.ExecCredential, error)
 	case f.state == notJoined:
 		return api.ExecCredential{}, localapi.NotJoined()
 	case cluster != "prod":
-		return api.ExecCredential{}, httpjson.Errorf(http.StatusNotFound, api.CodeNotFound, "mwid holds no credentials for Kubernetes cluster %q", cluster)
+		return api.ExecCredential{}, fault.NotFound(api.CodeNotFound, "mwid holds no credentials for Kubernetes cluster %q", cluster)
 	}
 	return api.ExecCredential{
 		APIVersion: api.ExecCredentialAPIVersion,

@@ -14,35 +14,51 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/mwi-project/mwi/api"
+	"github.com/mwi-project/mwi/internal/fault"
 	"github.com/mwi-project/mwi/internal/httpjson"
 	"github.com/mwi-project/mwi/internal/version"
 )
 
 // Backend is what the API needs from the daemon.
+//
+// Its methods refuse with a *fault.Error, whose code the API answers with
+// and whose kind picks the status; any other error is answered as an
+// internal error, without its text. Every method that needs credentials
+// refuses with code not_joined (fault.KindUnavailable, as NotJoined does)
+// until mwid holds some.
 type Backend interface {
 	// Status returns the daemon's state.
 	Status() api.Status
 	// Readiness says whether the daemon holds valid credentials.
 	Readiness() api.Readiness
-	// Identity returns the SSH user certificate, or an *httpjson.Error
-	// with code not_joined.
+	// Identity returns the SSH user certificate; a bot whose roles allow
+	// no logins has none, and is refused with code not_found
+	// (fault.KindNotFound).
 	Identity() (api.Identity, error)
 	// KnownHosts returns known_hosts lines trusting the issuer's host CAs.
 	KnownHosts() (string, error)
 	// SSHConfig returns an ssh_config block; mwictl is the path of the
 	// mwictl that its KnownHostsCommand runs.
 	SSHConfig(mwictl string) (string, error)
-	// Renew renews now and returns the status after it.
+	// Renew renews now and returns the status after it. A failed renewal
+	// is refused with code renew_failed (fault.KindUpstream), saying why.
 	Renew(ctx context.Context) (api.Status, error)
-	// Reload reloads the configuration file.
+	// Reload reloads the configuration file. A file that does not load is
+	// refused with code reload_failed (fault.KindFailedPrecondition), and
+	// the running configuration stays.
 	Reload() (api.ReloadResult, error)
-	// KubeClusters lists the Kubernetes clusters mwid holds certificates for.
+	// KubeClusters lists the Kubernetes clusters mwid holds certificates
+	// for. Credentials that have expired are refused as not_joined.
 	KubeClusters() ([]api.KubernetesCluster, error)
-	// Kubeconfig renders a kubeconfig; an unknown cluster is an
-	// *httpjson.Error with code not_found.
+	// Kubeconfig renders a kubeconfig. Besides KubeClusters' refusals, an
+	// unknown cluster, or none at all, is refused with code not_found
+	// (fault.KindNotFound), and a request that cannot be rendered (such
+	// as a context template giving two clusters one name) with code
+	// bad_request (fault.KindInvalid).
 	Kubeconfig(r KubeconfigRequest) (string, error)
-	// KubeCredential returns the ExecCredential for one cluster; an unknown
-	// cluster is an *httpjson.Error with code not_found.
+	// KubeCredential returns the ExecCredential for one cluster, with
+	// KubeClusters' refusals; an unknown cluster is refused with code
+	// not_found (fault.KindNotFound).
 	KubeCredential(cluster string) (api.ExecCredential, error)
 }
 
@@ -52,7 +68,7 @@ func Routes(b Backend, metrics http.Handler, log *slog.Logger, middlewares ...fu
 	r := chi.NewRouter()
 	r.Use(middlewares...)
 	r.NotFound(httpjson.NotFound(log))
-	r.MethodNotAllowed(httpjson.MethodNotAllowed(log, r))
+	r.MethodNotAllowed(httpjson.MethodNotAllowed(r))
 	h := func(f httpjson.HandlerFunc) http.HandlerFunc { return httpjson.Handler(log, f) }
 
 	r.Get("/healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -158,5 +174,5 @@ func writeText(w http.ResponseWriter, s string) {
 // NotJoined is the error for requests that need credentials mwid does not
 // have yet.
 func NotJoined() error {
-	return httpjson.Errorf(http.StatusServiceUnavailable, api.CodeNotJoined, "mwid has not joined the issuer yet")
+	return fault.Unavailable(api.CodeNotJoined, "mwid has not joined the issuer yet")
 }

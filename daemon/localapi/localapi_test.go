@@ -17,6 +17,7 @@ import (
 	"github.com/mwi-project/mwi/api"
 	"github.com/mwi-project/mwi/daemon/localapi"
 	"github.com/mwi-project/mwi/daemon/metrics"
+	"github.com/mwi-project/mwi/internal/fault"
 	"github.com/mwi-project/mwi/internal/httpjson"
 )
 
@@ -228,11 +229,11 @@ func (f *fakeBackend) callCount() int {
 
 // The failures the fakes return.
 var (
-	errRenew = httpjson.Errorf(http.StatusBadGateway, api.CodeRenewFailed,
+	errRenew = fault.Upstream(api.CodeRenewFailed,
 		"issuer %s: bot_locked: bot web is locked", testIssuer)
-	errReload = httpjson.Errorf(http.StatusUnprocessableEntity, api.CodeReloadFailed,
+	errReload = fault.FailedPrecondition(api.CodeReloadFailed,
 		`/etc/mwi/mwid.yaml: line 4: unknown field "isuer"`)
-	// errSecret is an error that is not an *httpjson.Error: its text must
+	// errSecret is an error that is not a *fault.Error: its text must
 	// not reach the caller.
 	errSecret = errors.New("open /etc/mwi/secret.key: permission denied")
 )
@@ -245,7 +246,7 @@ func newLogger(t *testing.T) *slog.Logger {
 func denyAll(log *slog.Logger) func(http.Handler) http.Handler {
 	return func(http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			httpjson.WriteError(w, log, httpjson.Errorf(http.StatusForbidden, api.CodeAccessDenied,
+			httpjson.WriteError(w, log, fault.Denied(api.CodeAccessDenied,
 				"uid 1001 gid 1001 may not use mwid's API"))
 		})
 	}

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/mwi-project/mwi/api"
+	"github.com/mwi-project/mwi/internal/fault"
 	"github.com/mwi-project/mwi/internal/httpjson"
 )
 
@@ -56,9 +57,9 @@ func FuzzDecode(f *testing.F) {
 		v := newValue()
 		err := decode(body, v)
 		if err != nil {
-			var e *httpjson.Error
-			if !errors.As(err, &e) || e.Status != http.StatusBadRequest || e.Code != api.CodeBadRequest {
-				t.Fatalf("Decode(%q) = %#v, want a 400 %s *httpjson.Error", body, err, api.CodeBadRequest)
+			var e *fault.Error
+			if !errors.As(err, &e) || httpjson.Status(e.Kind) != http.StatusBadRequest || e.Code != api.CodeBadRequest {
+				t.Fatalf("Decode(%q) = %#v, want a 400 %s *fault.Error", body, err, api.CodeBadRequest)
 			}
 			return
 		}

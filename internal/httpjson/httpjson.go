@@ -1,7 +1,9 @@
 // Package httpjson renders and decodes the JSON bodies of MWI's HTTP APIs.
 //
 // Handlers return an error; Handler renders it once, in the one error shape
-// every API answers with: {"error": {"code": ..., "message": ...}}. Clients
+// every API answers with: {"error": {"code": ..., "message": ...}}. A
+// *fault.Error is shown as it is, with the status that Status gives its
+// kind: this is the one place where a refusal becomes an HTTP status. Clients
 // of those APIs decode that shape with DecodeError, into an *APIError that
 // errors.As, ErrorCode and IsCode find however the error was wrapped.
 package httpjson
@@ -20,6 +22,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/mwi-project/mwi/api"
+	"github.com/mwi-project/mwi/internal/fault"
 )
 
 // maxBody bounds request bodies: every request of these APIs is small.
@@ -28,18 +31,31 @@ const maxBody = 1 << 20
 // maxDrain bounds what Decode reads and discards of a body past its limit.
 const maxDrain = 1 << 20
 
-// Error is an error with an HTTP status and a stable code. Its message is
-// shown to the caller, so it must not leak anything the caller may not know.
-type Error struct {
-	Status  int
-	Code    string
-	Message string
+// statuses is the HTTP status of each kind of refusal.
+var statuses = [...]int{
+	fault.KindInternal:           http.StatusInternalServerError,
+	fault.KindInvalid:            http.StatusBadRequest,
+	fault.KindUnauthenticated:    http.StatusUnauthorized,
+	fault.KindDenied:             http.StatusForbidden,
+	fault.KindNotFound:           http.StatusNotFound,
+	fault.KindConflict:           http.StatusConflict,
+	fault.KindFailedPrecondition: http.StatusUnprocessableEntity,
+	fault.KindRateLimited:        http.StatusTooManyRequests,
+	fault.KindUpstream:           http.StatusBadGateway,
+	fault.KindUnavailable:        http.StatusServiceUnavailable,
 }
 
-func (e *Error) Error() string { return e.Code + ": " + e.Message }
+// Status returns the HTTP status that answers a refusal of kind k. A kind
+// it does not know answers 500.
+func Status(k fault.Kind) int {
+	if int(k) < len(statuses) && statuses[k] != 0 {
+		return statuses[k]
+	}
+	return http.StatusInternalServerError
+}
 
 // APIError is an error answer from one of MWI's APIs, as a client decodes
-// it. It is a type apart from Error, which a server renders, so that a
+// it. It is a type apart from fault.Error, which a server renders, so that a
 // server passing on a refusal it received renders it as its own internal
 // error, never as its own refusal.
 type APIError struct {
@@ -82,11 +98,6 @@ func IsCode(err error, code string) bool {
 	return code != "" && ErrorCode(err) == code
 }
 
-// Errorf returns an *Error with a formatted message.
-func Errorf(status int, code, format string, args ...any) *Error {
-	return &Error{Status: status, Code: code, Message: fmt.Sprintf(format, args...)}
-}
-
 // Write writes v as a JSON body with the given status.
 func Write(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
@@ -96,16 +107,21 @@ func Write(w http.ResponseWriter, status int, v any) {
 	enc.Encode(v)
 }
 
-// WriteError renders err. An *Error anywhere in err's chain is shown as it
-// is; any other error is logged and shown as an internal error, because its
-// text may hold details the caller must not see.
+// WriteError renders err. A *fault.Error anywhere in err's chain is shown
+// as it is, with the status of its kind; any other error is logged and
+// shown as an internal error, because its text may hold details the caller
+// must not see.
 func WriteError(w http.ResponseWriter, log *slog.Logger, err error) {
-	var e *Error
-	if !errors.As(err, &e) {
+	e, ok := fault.As(err)
+	if !ok {
 		log.Error("internal error", "err", err)
-		e = &Error{Status: http.StatusInternalServerError, Code: api.CodeInternal, Message: "internal error"}
+		e = fault.Internal(api.CodeInternal, "internal error")
 	}
-	Write(w, e.Status, api.ErrorBody{Error: api.Error{Code: e.Code, Message: e.Message}})
+	writeError(w, Status(e.Kind), e.Code, e.Message)
+}
+
+func writeError(w http.ResponseWriter, status int, code, message string) {
+	Write(w, status, api.ErrorBody{Error: api.Error{Code: code, Message: message}})
 }
 
 // HandlerFunc is an HTTP handler that returns its error for Handler to render.
@@ -136,7 +152,7 @@ type Limits struct {
 
 // Decode reads exactly one JSON value from r's body into v, and checks it
 // against l. Unknown fields, trailing data, oversized bodies and values
-// past l are refused with a bad_request *Error that names the problem,
+// past l are refused with a bad_request *fault.Error that names the problem,
 // and the field.
 func Decode(r *http.Request, v any, l Limits) error {
 	limit := l.Body
@@ -153,13 +169,13 @@ func Decode(r *http.Request, v any, l Limits) error {
 			// data resets it, and the reset can take the answer with it.
 			io.CopyN(io.Discard, r.Body, maxDrain)
 		}
-		return Errorf(http.StatusBadRequest, api.CodeBadRequest, "request body: %s", clip(describe(err)))
+		return fault.Invalid(api.CodeBadRequest, "request body: %s", clip(describe(err)))
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return Errorf(http.StatusBadRequest, api.CodeBadRequest, "request body: data after the JSON value")
+		return fault.Invalid(api.CodeBadRequest, "request body: data after the JSON value")
 	}
 	if err := l.check(reflect.ValueOf(v), "", ""); err != nil {
-		return Errorf(http.StatusBadRequest, api.CodeBadRequest, "request body: %s", err)
+		return fault.Invalid(api.CodeBadRequest, "request body: %s", err)
 	}
 	return nil
 }
@@ -280,7 +296,7 @@ func describe(err error) string {
 // NotFound renders a not_found error for an unknown route.
 func NotFound(log *slog.Logger) http.HandlerFunc {
 	return Handler(log, func(w http.ResponseWriter, r *http.Request) error {
-		return Errorf(http.StatusNotFound, api.CodeNotFound, "no route %s %s", r.Method, r.URL.Path)
+		return fault.NotFound(api.CodeNotFound, "no route %s %s", r.Method, r.URL.Path)
 	})
 }
 
@@ -293,8 +309,8 @@ var methods = []string{
 // MethodNotAllowed renders a bad_request error for a known route with the
 // wrong method, with an Allow header listing the methods routes serves on
 // that path, as HTTP requires of a 405 and as chi's own handler does.
-func MethodNotAllowed(log *slog.Logger, routes chi.Routes) http.HandlerFunc {
-	return Handler(log, func(w http.ResponseWriter, r *http.Request) error {
+func MethodNotAllowed(routes chi.Routes) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
 		path := r.URL.RawPath
 		if path == "" {
 			path = r.URL.Path
@@ -304,6 +320,8 @@ func MethodNotAllowed(log *slog.Logger, routes chi.Routes) http.HandlerFunc {
 				w.Header().Add("Allow", m)
 			}
 		}
-		return Errorf(http.StatusMethodNotAllowed, api.CodeBadRequest, "method %s not allowed on %s", r.Method, r.URL.Path)
-	})
+		// Routing refuses the method before any handler decides, so no kind
+		// of refusal stands for 405: it is written here, and only here.
+		writeError(w, http.StatusMethodNotAllowed, api.CodeBadRequest, fmt.Sprintf("method %s not allowed on %s", r.Method, r.URL.Path))
+	}
 }

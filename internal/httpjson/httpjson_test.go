@@ -16,6 +16,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/mwi-project/mwi/api"
+	"github.com/mwi-project/mwi/internal/fault"
 	"github.com/mwi-project/mwi/internal/httpjson"
 )
 
@@ -73,12 +74,12 @@ func TestDecode(t *testing.T) {
 				}
 				return
 			}
-			var herr *httpjson.Error
+			var herr *fault.Error
 			if !errors.As(err, &herr) {
-				t.Fatalf("Decode = %v (%T), want an *httpjson.Error", err, err)
+				t.Fatalf("Decode = %v (%T), want a *fault.Error", err, err)
 			}
-			if herr.Status != http.StatusBadRequest || herr.Code != api.CodeBadRequest {
-				t.Errorf("error = %d %s, want 400 bad_request", herr.Status, herr.Code)
+			if httpjson.Status(herr.Kind) != http.StatusBadRequest || herr.Code != api.CodeBadRequest {
+				t.Errorf("error = %d %s, want 400 bad_request", httpjson.Status(herr.Kind), herr.Code)
 			}
 			if !strings.HasPrefix(herr.Message, "request body: ") {
 				t.Errorf("message %q does not say it is about the request body", herr.Message)
@@ -147,9 +148,9 @@ func TestDecodeLimits(t *testing.T) {
 				}
 				return
 			}
-			var herr *httpjson.Error
-			if !errors.As(err, &herr) || herr.Status != http.StatusBadRequest || herr.Code != api.CodeBadRequest {
-				t.Fatalf("Decode = %v, want a 400 bad_request *httpjson.Error", err)
+			var herr *fault.Error
+			if !errors.As(err, &herr) || httpjson.Status(herr.Kind) != http.StatusBadRequest || herr.Code != api.CodeBadRequest {
+				t.Fatalf("Decode = %v, want a 400 bad_request *fault.Error", err)
 			}
 			if !strings.Contains(herr.Message, tc.wantErr) {
 				t.Errorf("message %q does not contain %q", herr.Message, tc.wantErr)
@@ -187,13 +188,37 @@ func TestDecodeDrainsOversizedBody(t *testing.T) {
 	}
 }
 
-func TestErrorError(t *testing.T) {
-	e := httpjson.Errorf(http.StatusForbidden, api.CodeTokenUsed, "token %s was used", "abc")
-	if e.Status != http.StatusForbidden || e.Code != api.CodeTokenUsed || e.Message != "token abc was used" {
-		t.Errorf("Errorf = %+v", e)
-	}
-	if got, want := e.Error(), "token_used: token abc was used"; got != want {
-		t.Errorf("Error() = %q, want %q", got, want)
+// TestStatus pins the status of each kind of refusal: the statuses on the
+// wire, which openapi.yaml lists and clients match, depend on it.
+func TestStatus(t *testing.T) {
+	for _, tc := range []struct {
+		kind fault.Kind
+		want int
+	}{
+		{fault.KindInternal, http.StatusInternalServerError},
+		{fault.KindInvalid, http.StatusBadRequest},
+		{fault.KindUnauthenticated, http.StatusUnauthorized},
+		{fault.KindDenied, http.StatusForbidden},
+		{fault.KindNotFound, http.StatusNotFound},
+		{fault.KindConflict, http.StatusConflict},
+		{fault.KindFailedPrecondition, http.StatusUnprocessableEntity},
+		{fault.KindRateLimited, http.StatusTooManyRequests},
+		{fault.KindUpstream, http.StatusBadGateway},
+		{fault.KindUnavailable, http.StatusServiceUnavailable},
+		{fault.Kind(200), http.StatusInternalServerError},
+	} {
+		if got := httpjson.Status(tc.kind); got != tc.want {
+			t.Errorf("Status(%v) = %d, want %d", tc.kind, got, tc.want)
+		}
+		// WriteError answers with the same status.
+		rec := httptest.NewRecorder()
+		httpjson.WriteError(rec, slog.New(slog.DiscardHandler), fault.New(tc.kind, "some_code", "refused"))
+		if rec.Code != tc.want {
+			t.Errorf("WriteError of a %v refusal answered %d, want %d", tc.kind, rec.Code, tc.want)
+		}
+		if e := decodeError(t, rec); e.Code != "some_code" || e.Message != "refused" {
+			t.Errorf("WriteError of a %v refusal = %+v", tc.kind, e)
+		}
 	}
 }
 
@@ -222,9 +247,9 @@ func TestWriteError(t *testing.T) {
 		message string
 		logged  bool
 	}{
-		{"*Error", httpjson.Errorf(http.StatusForbidden, api.CodeBotLocked, "bot ci is locked"), http.StatusForbidden, api.CodeBotLocked, "bot ci is locked", false},
-		{"wrapped *Error", fmt.Errorf("renew: %w", httpjson.Errorf(http.StatusConflict, api.CodeGenerationMismatch, "stale")), http.StatusConflict, api.CodeGenerationMismatch, "stale", false},
-		{"joined *Error", errors.Join(errors.New(secret), httpjson.Errorf(http.StatusNotFound, api.CodeNotFound, "gone")), http.StatusNotFound, api.CodeNotFound, "gone", false},
+		{"*Error", fault.Denied(api.CodeBotLocked, "bot ci is locked"), http.StatusForbidden, api.CodeBotLocked, "bot ci is locked", false},
+		{"wrapped *Error", fmt.Errorf("renew: %w", fault.Conflict(api.CodeGenerationMismatch, "stale")), http.StatusConflict, api.CodeGenerationMismatch, "stale", false},
+		{"joined *Error", errors.Join(errors.New(secret), fault.NotFound(api.CodeNotFound, "gone")), http.StatusNotFound, api.CodeNotFound, "gone", false},
 		{"plain error", errors.New(secret), http.StatusInternalServerError, api.CodeInternal, "internal error", true},
 		{"wrapped plain error", fmt.Errorf("store: %w", errors.New(secret)), http.StatusInternalServerError, api.CodeInternal, "internal error", true},
 		{"io.EOF", io.EOF, http.StatusInternalServerError, api.CodeInternal, "internal error", true},
@@ -271,11 +296,11 @@ func TestHandler(t *testing.T) {
 	})
 	t.Run("error", func(t *testing.T) {
 		h := httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
-			return httpjson.Errorf(http.StatusTeapot, "teapot", "short and stout")
+			return fault.Conflict("teapot", "short and stout")
 		})
 		rec := httptest.NewRecorder()
 		h(rec, httptest.NewRequest(http.MethodGet, "/", nil))
-		if rec.Code != http.StatusTeapot {
+		if rec.Code != http.StatusConflict {
 			t.Errorf("status = %d", rec.Code)
 		}
 		if e := decodeError(t, rec); e.Code != "teapot" || e.Message != "short and stout" {
@@ -302,8 +327,8 @@ func TestNotFoundAndMethodNotAllowed(t *testing.T) {
 		allow   []string
 	}{
 		{"not found", httpjson.NotFound(log), http.MethodGet, "/x/y", http.StatusNotFound, api.CodeNotFound, "no route GET /x/y", nil},
-		{"method not allowed", httpjson.MethodNotAllowed(log, routes), http.MethodPost, "/x/y", http.StatusMethodNotAllowed, api.CodeBadRequest, "method POST not allowed on /x/y", []string{"GET", "DELETE"}},
-		{"method not allowed in a subrouter", httpjson.MethodNotAllowed(log, routes), http.MethodGet, "/sub/z", http.StatusMethodNotAllowed, api.CodeBadRequest, "method GET not allowed on /sub/z", []string{"PUT"}},
+		{"method not allowed", httpjson.MethodNotAllowed(routes), http.MethodPost, "/x/y", http.StatusMethodNotAllowed, api.CodeBadRequest, "method POST not allowed on /x/y", []string{"GET", "DELETE"}},
+		{"method not allowed in a subrouter", httpjson.MethodNotAllowed(routes), http.MethodGet, "/sub/z", http.StatusMethodNotAllowed, api.CodeBadRequest, "method GET not allowed on /sub/z", []string{"PUT"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rec := httptest.NewRecorder()

@@ -7,11 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"time"
 
 	"github.com/mwi-project/mwi/api"
-	"github.com/mwi-project/mwi/internal/httpjson"
+	"github.com/mwi-project/mwi/internal/fault"
 	"github.com/mwi-project/mwi/issuer/audit"
 	"github.com/mwi-project/mwi/issuer/ca"
 	"github.com/mwi-project/mwi/issuer/join"
@@ -44,8 +43,8 @@ func (a *Authority) audience(tok resource.Token) string {
 
 // joinDenied is the refusal of an attestation: the failed check, and never
 // the rules.
-func joinDenied(check string) *httpjson.Error {
-	return httpjson.Errorf(http.StatusForbidden, api.CodeJoinDenied, "%s", check)
+func joinDenied(check string) *fault.Error {
+	return fault.Denied(api.CodeJoinDenied, "%s", check)
 }
 
 // joinAttested admits a bot with a token resource and an attestation: an
@@ -71,10 +70,8 @@ func (a *Authority) joinAttested(ctx context.Context, req api.JoinRequest, clien
 	if client != nil {
 		attrs = append(attrs, slog.String("client_instance", client.Instance), slog.Uint64("client_generation", client.Generation))
 	}
-	deny := func(err *httpjson.Error, more ...slog.Attr) (api.Credentials, error) {
-		more = append(more, slog.String("reason", err.Message))
-		a.Audit.Record(ctx, audit.EventJoin, audit.Denied, append(attrs, more...)...)
-		return api.Credentials{}, err
+	deny := func(err error, more ...slog.Attr) (api.Credentials, error) {
+		return api.Credentials{}, a.refuse(ctx, audit.EventJoin, err, append(attrs, more...)...)
 	}
 	denied := func(d *join.DeniedError) (api.Credentials, error) {
 		var more []slog.Attr
@@ -108,9 +105,9 @@ func (a *Authority) joinAttested(ctx context.Context, req api.JoinRequest, clien
 			return deny(badRequest("challenge and signature are for join method bound_keypair only"))
 		}
 	}
-	keys, ttl, herr := parseKeys(req.Keys, req.TTLSeconds, req.HostKeys)
-	if herr != nil {
-		return deny(herr)
+	keys, ttl, err := parseKeys(req.Keys, req.TTLSeconds, req.HostKeys)
+	if err != nil {
+		return deny(err)
 	}
 
 	tok, ok := a.Resources().Token(req.TokenName)
@@ -132,7 +129,7 @@ func (a *Authority) joinAttested(ctx context.Context, req api.JoinRequest, clien
 		return denied(d)
 	case errors.Is(err, join.ErrUnavailable):
 		a.unavailable.WarnAt(a.now(), a.log(), "ID token issuer unavailable", "token_name", tok.Name, "err", err)
-		return deny(httpjson.Errorf(http.StatusServiceUnavailable, api.CodeInternal,
+		return deny(fault.Unavailable(api.CodeInternal,
 			"the keys of the ID token's issuer could not be fetched; try again later"), slog.String("detail", err.Error()))
 	case err != nil:
 		return api.Credentials{}, err
@@ -144,19 +141,17 @@ func (a *Authority) joinAttested(ctx context.Context, req api.JoinRequest, clien
 	if client != nil {
 		presented = client.Instance
 	}
-	grant, logins, kube, herr := a.entitlements(ctx, tok.BotName, presented, req.SSHLogins, keys.hosts, req.Kubernetes)
-	if herr != nil {
-		return deny(herr)
+	grant, logins, kube, err := a.entitlements(ctx, tok.BotName, presented, req.SSHLogins, keys.hosts, req.Kubernetes)
+	if err != nil {
+		return deny(err)
 	}
 
 	// Whether the caller's instance is kept is decided before the replay
 	// check records the token, so that an identity refused here (another
 	// bot's) leaves the token usable.
-	keep, herr, err := a.keepInstance(ctx, tok, client)
-	if herr != nil {
-		return deny(herr)
-	} else if err != nil {
-		return api.Credentials{}, err
+	keep, err := a.keepInstance(ctx, tok, client)
+	if err != nil {
+		return deny(err)
 	}
 
 	now := a.now()
@@ -183,11 +178,9 @@ func (a *Authority) joinAttested(ctx context.Context, req api.JoinRequest, clien
 		}
 	}
 
-	in, herr, err := a.attestedInstance(ctx, tok, client, keep, newID, keys.identityKey(), now)
-	if herr != nil {
-		return deny(herr)
-	} else if err != nil {
-		return api.Credentials{}, err
+	in, err := a.attestedInstance(ctx, tok, client, keep, newID, keys.identityKey(), now)
+	if err != nil {
+		return deny(err)
 	}
 	attrs = append(attrs, slog.String("instance", in.ID), slog.Uint64("generation", in.Generation), slog.Bool("rejoin", keep))
 	if err := a.Audit.Record(ctx, audit.EventJoin, audit.Allowed, attrs...); err != nil {
@@ -248,39 +241,40 @@ func (a *Authority) verifyAttestation(ctx context.Context, tok resource.Token, r
 // if the instance joined with the same token resource. An identity of
 // another bot is refused; one of an instance unknown to the store (such as
 // after a store was reset), or of an instance that joined otherwise, gets
-// a new instance as a join without an identity does.
-func (a *Authority) keepInstance(ctx context.Context, tok resource.Token, client *ca.Identity) (bool, *httpjson.Error, error) {
+// a new instance as a join without an identity does. Its refusals are
+// *fault.Error; any other error is the store's.
+func (a *Authority) keepInstance(ctx context.Context, tok resource.Token, client *ca.Identity) (bool, error) {
 	if client == nil {
-		return false, nil, nil
+		return false, nil
 	}
 	if client.Bot != tok.BotName {
-		return false, joinDenied(join.CheckWrongBot), nil
+		return false, joinDenied(join.CheckWrongBot)
 	}
 	in, err := a.Store.Instance(ctx, client.Instance)
 	switch {
 	case errors.Is(err, store.ErrInstanceUnknown):
-		return false, nil, nil
+		return false, nil
 	case err != nil:
-		return false, nil, err
+		return false, err
 	case in.Bot != client.Bot:
-		return false, httpjson.Errorf(http.StatusUnauthorized, api.CodeUnauthenticated, "instance %s does not belong to bot %s", client.Instance, client.Bot), nil
+		return false, fault.Unauthenticated(api.CodeUnauthenticated, "instance %s does not belong to bot %s", client.Instance, client.Bot)
 	}
-	return in.Method() == tok.JoinMethod && in.TokenName == tok.Name, nil, nil
+	return in.Method() == tok.JoinMethod && in.TokenName == tok.Name, nil
 }
 
 // attestedInstance returns the instance an admitted attestation joins as:
 // the caller's, its generation advanced, if keepInstance said to keep it
 // (its generation must still be the one stored), or a new one named
-// newID.
-func (a *Authority) attestedInstance(ctx context.Context, tok resource.Token, client *ca.Identity, keep bool, newID, key string, now time.Time) (store.Instance, *httpjson.Error, error) {
+// newID. Its refusals are advance's.
+func (a *Authority) attestedInstance(ctx context.Context, tok resource.Token, client *ca.Identity, keep bool, newID, key string, now time.Time) (store.Instance, error) {
 	if keep {
 		return a.advance(ctx, *client, key, now)
 	}
 	in := store.Instance{ID: newID, Bot: tok.BotName, Generation: 1, Created: now, JoinMethod: tok.JoinMethod, TokenName: tok.Name, IssuedKey: key}
 	if err := a.Store.CreateInstance(ctx, in); err != nil {
-		return store.Instance{}, nil, err
+		return store.Instance{}, err
 	}
-	return in, nil, nil
+	return in, nil
 }
 
 // Challenge makes a challenge for a bound key pair join with the named
@@ -297,10 +291,8 @@ func (a *Authority) Challenge(ctx context.Context, req api.ChallengeRequest, cli
 	if client != nil {
 		attrs = append(attrs, slog.String("client_instance", client.Instance), slog.Uint64("client_generation", client.Generation))
 	}
-	deny := func(err *httpjson.Error, more ...slog.Attr) (api.ChallengeResponse, error) {
-		more = append(more, slog.String("reason", err.Message))
-		a.Audit.Record(ctx, audit.EventJoinChallenge, audit.Denied, append(attrs, more...)...)
-		return api.ChallengeResponse{}, err
+	deny := func(err error, more ...slog.Attr) (api.ChallengeResponse, error) {
+		return api.ChallengeResponse{}, a.refuse(ctx, audit.EventJoinChallenge, err, append(attrs, more...)...)
 	}
 	if req.TokenName == "" {
 		return deny(badRequest("token_name is empty: name the token resource to join with"))
@@ -322,8 +314,8 @@ func (a *Authority) Challenge(ctx context.Context, req api.ChallengeRequest, cli
 	if instance != "" {
 		attrs = append(attrs, slog.String("instance", instance))
 	}
-	if herr := a.allowChallenge(instance, remote, now); herr != nil {
-		return deny(herr)
+	if err := a.allowChallenge(instance, remote, now); err != nil {
+		return deny(err)
 	}
 	var b [32]byte
 	if _, err := rand.Read(b[:]); err != nil {

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/mwi-project/mwi/api"
+	"github.com/mwi-project/mwi/internal/fault"
 	"github.com/mwi-project/mwi/internal/httpjson"
 	"github.com/mwi-project/mwi/internal/logging"
 	"github.com/mwi-project/mwi/internal/oidctest"
@@ -166,7 +167,7 @@ func joinReq(t *testing.T, method api.JoinMethod, tokenName, idToken string) api
 func (e *attestEnv) expectJoinDenied(t *testing.T, err error, offset int, tokenName, check string) {
 	t.Helper()
 	e.expectDenied(t, err, offset, audit.EventJoin, api.CodeJoinDenied, http.StatusForbidden)
-	var herr *httpjson.Error
+	var herr *fault.Error
 	if errors.As(err, &herr) && herr.Message != check {
 		t.Errorf("message = %q, want %q", herr.Message, check)
 	}
@@ -350,7 +351,7 @@ func TestJoinReplay(t *testing.T) {
 		wg.Wait()
 		ok := 0
 		for _, err := range errs {
-			var herr *httpjson.Error
+			var herr *fault.Error
 			switch {
 			case err == nil:
 				ok++
@@ -452,8 +453,8 @@ func TestJoinIssuerUnavailableLogBounded(t *testing.T) {
 	req := joinReq(t, api.JoinMethodGitHub, "gh", e.p.Mint(e.p.GitHubClaims("mwi", "org/repo")))
 	for range 1000 {
 		_, err := e.auth.Join(context.Background(), req, nil, "r")
-		var herr *httpjson.Error
-		if !errors.As(err, &herr) || herr.Status != http.StatusServiceUnavailable {
+		var herr *fault.Error
+		if !errors.As(err, &herr) || httpjson.Status(herr.Kind) != http.StatusServiceUnavailable {
 			t.Fatalf("Join = %v, want 503", err)
 		}
 	}
@@ -557,7 +558,7 @@ func TestJoinBoundKeypair(t *testing.T) {
 			offset := e.audit.Len()
 			_, err := e.auth.Challenge(ctx, api.ChallengeRequest{TokenName: tc.token}, nil, "r")
 			e.expectDenied(t, err, offset, audit.EventJoinChallenge, api.CodeJoinDenied, http.StatusForbidden)
-			var herr *httpjson.Error
+			var herr *fault.Error
 			if errors.As(err, &herr) && herr.Message != tc.check {
 				t.Errorf("Challenge(%s) message = %q, want %q", tc.token, herr.Message, tc.check)
 			}
@@ -568,8 +569,8 @@ func TestJoinBoundKeypair(t *testing.T) {
 		var limited int
 		for range 70 {
 			if _, err := e.auth.Challenge(ctx, api.ChallengeRequest{TokenName: "build-02"}, nil, "192.0.2.50:1"); err != nil {
-				var herr *httpjson.Error
-				if !errors.As(err, &herr) || herr.Status != http.StatusTooManyRequests {
+				var herr *fault.Error
+				if !errors.As(err, &herr) || httpjson.Status(herr.Kind) != http.StatusTooManyRequests {
 					t.Fatalf("Challenge: %v", err)
 				}
 				limited++
@@ -782,7 +783,7 @@ func TestJoinIdentityChecksBeforeReplay(t *testing.T) {
 			raw := e.p.Mint(e.p.GitHubClaims("mwi", "org/repo"))
 			offset := e.audit.Len()
 			_, err := e.auth.Join(ctx, gh(raw), &tc.client, "r")
-			var herr *httpjson.Error
+			var herr *fault.Error
 			if !errors.As(err, &herr) || herr.Message != tc.check {
 				t.Fatalf("Join = %v, want the refusal %q", err, tc.check)
 			}
@@ -844,7 +845,7 @@ func TestJoinReplaySpellings(t *testing.T) {
 		}
 		for name, other := range replays {
 			_, err := e.auth.Join(ctx, joinReq(t, api.JoinMethodGitHub, "gh", other), nil, "r")
-			var herr *httpjson.Error
+			var herr *fault.Error
 			if !errors.As(err, &herr) || herr.Code != api.CodeJoinDenied || (herr.Message != join.CheckMalformed && herr.Message != join.CheckReplay) {
 				t.Errorf("%s, %s: %v; want %q or %q", alg, name, err, join.CheckMalformed, join.CheckReplay)
 			}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/mwi-project/mwi/api"
+	"github.com/mwi-project/mwi/internal/fault"
 	"github.com/mwi-project/mwi/internal/httpjson"
 	"github.com/mwi-project/mwi/issuer/audit"
 	"github.com/mwi-project/mwi/issuer/ca"
@@ -148,8 +149,8 @@ func TestAuditFailureRefusesIssuance(t *testing.T) {
 			e.auth.Audit.Logger = slog.New(slog.NewTextHandler(&logged, nil))
 			err, after := tc.run(t, e, func() { w.set(tc.failIf) })
 
-			var herr *httpjson.Error
-			if !errors.As(err, &herr) || herr.Status != http.StatusInternalServerError || herr.Code != api.CodeAuditUnavailable {
+			var herr *fault.Error
+			if !errors.As(err, &herr) || httpjson.Status(herr.Kind) != http.StatusInternalServerError || herr.Code != api.CodeAuditUnavailable {
 				t.Fatalf("error = %v, want a 500 %s", err, api.CodeAuditUnavailable)
 			}
 			if !strings.Contains(herr.Message, "audit log cannot be written") {
@@ -178,7 +179,7 @@ func TestAuditFailureKeepsDenials(t *testing.T) {
 	e.auth.Audit = audit.New(w)
 	e.auth.Audit.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	_, err := e.auth.Join(context.Background(), api.JoinRequest{JoinMethod: api.JoinMethodToken, Token: "nope", Keys: newKeys(t).pub, TTLSeconds: 600}, nil, "r")
-	var herr *httpjson.Error
+	var herr *fault.Error
 	if !errors.As(err, &herr) || herr.Code != api.CodeTokenUnknown {
 		t.Errorf("error = %v, want %s", err, api.CodeTokenUnknown)
 	}

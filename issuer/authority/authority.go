@@ -2,8 +2,9 @@
 //
 // It verifies join attestations, applies the bot's roles, keeps generation
 // counters in the store, signs with the certificate authorities and records
-// every decision in the audit log. The HTTP layer above it only decodes
-// requests and renders answers.
+// every decision in the audit log. Its refusals are *fault.Error values,
+// with a stable code and a kind; the HTTP layer above it only decodes
+// requests and renders answers, and picks the status from the kind.
 package authority
 
 import (
@@ -20,7 +21,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"slices"
 	"strconv"
 	"strings"
@@ -31,7 +31,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/mwi-project/mwi/api"
-	"github.com/mwi-project/mwi/internal/httpjson"
+	"github.com/mwi-project/mwi/internal/fault"
 	"github.com/mwi-project/mwi/internal/logging"
 	"github.com/mwi-project/mwi/issuer/audit"
 	"github.com/mwi-project/mwi/issuer/ca"
@@ -114,9 +114,8 @@ func (a *Authority) Join(ctx context.Context, req api.JoinRequest, client *ca.Id
 		presented = client.Instance
 		attrs = append(attrs, slog.String("client_instance", client.Instance), slog.Uint64("client_generation", client.Generation))
 	}
-	deny := func(err *httpjson.Error) (api.Credentials, error) {
-		a.Audit.Record(ctx, audit.EventJoin, audit.Denied, append(attrs, slog.String("reason", err.Message))...)
-		return api.Credentials{}, err
+	deny := func(err error) (api.Credentials, error) {
+		return api.Credentials{}, a.refuse(ctx, audit.EventJoin, err, attrs...)
 	}
 	if req.JoinMethod != api.JoinMethodToken {
 		if _, ok := resource.JoinSpecFor(req.JoinMethod); ok {
@@ -128,24 +127,22 @@ func (a *Authority) Join(ctx context.Context, req api.JoinRequest, client *ca.Id
 	if req.Token == "" {
 		return deny(badRequest("token is empty"))
 	}
-	keys, ttl, herr := parseKeys(req.Keys, req.TTLSeconds, req.HostKeys)
-	if herr != nil {
-		return deny(herr)
+	keys, ttl, err := parseKeys(req.Keys, req.TTLSeconds, req.HostKeys)
+	if err != nil {
+		return deny(err)
 	}
 	hash := HashToken(req.Token)
 	// The prefix is enough to match the line with the token's creation and
 	// too short to help anyone guess the secret.
 	attrs = append(attrs, slog.String("token", hash[:12]))
 	tok, err := a.Store.Token(ctx, hash, a.now())
-	if herr := tokenError(err); herr != nil {
-		return deny(herr)
-	} else if err != nil {
-		return api.Credentials{}, fmt.Errorf("authority: token lookup: %w", err)
+	if err != nil {
+		return deny(tokenError(err, "token lookup"))
 	}
 	attrs = append(attrs, slog.String("bot", tok.Bot))
-	grant, logins, kube, herr := a.entitlements(ctx, tok.Bot, presented, req.SSHLogins, keys.hosts, req.Kubernetes)
-	if herr != nil {
-		return deny(herr)
+	grant, logins, kube, err := a.entitlements(ctx, tok.Bot, presented, req.SSHLogins, keys.hosts, req.Kubernetes)
+	if err != nil {
+		return deny(err)
 	}
 	instance, err := newInstanceID()
 	if err != nil {
@@ -156,10 +153,7 @@ func (a *Authority) Join(ctx context.Context, req api.JoinRequest, client *ca.Id
 	// Consuming re-checks the token atomically: of two joins racing with the
 	// same token, one wins and the other is told it was used.
 	if _, err := a.Store.ConsumeToken(ctx, hash, instance, now); err != nil {
-		if herr := tokenError(err); herr != nil {
-			return deny(herr)
-		}
-		return api.Credentials{}, fmt.Errorf("authority: consume token: %w", err)
+		return deny(tokenError(err, "consume token"))
 	}
 	in := store.Instance{ID: instance, Bot: tok.Bot, Generation: 1, Created: now, JoinMethod: api.JoinMethodToken}
 	if err := a.Store.CreateInstance(ctx, in); err != nil {
@@ -180,40 +174,37 @@ func (a *Authority) Renew(ctx context.Context, id ca.Identity, req api.RenewRequ
 		slog.String("remote", remote), slog.String("bot", id.Bot),
 		slog.String("instance", id.Instance), slog.Uint64("generation", id.Generation),
 	}
-	deny := func(err *httpjson.Error) (api.Credentials, error) {
-		a.Audit.Record(ctx, audit.EventRenew, audit.Denied, append(attrs, slog.String("reason", err.Message))...)
-		return api.Credentials{}, err
+	deny := func(err error) (api.Credentials, error) {
+		return api.Credentials{}, a.refuse(ctx, audit.EventRenew, err, attrs...)
 	}
-	keys, ttl, herr := parseKeys(req.Keys, req.TTLSeconds, req.HostKeys)
-	if herr != nil {
-		return deny(herr)
+	keys, ttl, err := parseKeys(req.Keys, req.TTLSeconds, req.HostKeys)
+	if err != nil {
+		return deny(err)
 	}
-	grant, logins, kube, herr := a.entitlements(ctx, id.Bot, id.Instance, req.SSHLogins, keys.hosts, req.Kubernetes)
-	if herr != nil {
-		return deny(herr)
+	grant, logins, kube, err := a.entitlements(ctx, id.Bot, id.Instance, req.SSHLogins, keys.hosts, req.Kubernetes)
+	if err != nil {
+		return deny(err)
 	}
 	// The instance must belong to the bot the identity names before its
 	// counter moves; otherwise a mismatched identity could advance another
 	// bot's counter and get that bot locked.
 	switch in, err := a.Store.Instance(ctx, id.Instance); {
 	case errors.Is(err, store.ErrInstanceUnknown):
-		return deny(httpjson.Errorf(http.StatusUnauthorized, api.CodeUnauthenticated, "bot instance %s is unknown to this issuer", id.Instance))
+		return deny(fault.Unauthenticated(api.CodeUnauthenticated, "bot instance %s is unknown to this issuer", id.Instance))
 	case err != nil:
 		return api.Credentials{}, err
 	case in.Bot != id.Bot:
-		return deny(httpjson.Errorf(http.StatusUnauthorized, api.CodeUnauthenticated, "instance %s does not belong to bot %s", id.Instance, id.Bot))
+		return deny(fault.Unauthenticated(api.CodeUnauthenticated, "instance %s does not belong to bot %s", id.Instance, id.Bot))
 	case in.Method() != api.JoinMethodToken:
 		// An ID token or a key pair proves the machine only when it is
 		// presented; the identity alone must not outlive it.
-		return deny(httpjson.Errorf(http.StatusForbidden, api.CodeNotRenewable,
+		return deny(fault.Denied(api.CodeNotRenewable,
 			"instance %s joined with method %s, whose identities do not renew: re-join with a fresh attestation", id.Instance, in.Method()))
 	}
 	now := a.now()
-	in, herr, err := a.advance(ctx, id, keys.identityKey(), now)
-	if herr != nil {
-		return deny(herr)
-	} else if err != nil {
-		return api.Credentials{}, err
+	in, err := a.advance(ctx, id, keys.identityKey(), now)
+	if err != nil {
+		return deny(err)
 	}
 	if err := a.Audit.Record(ctx, audit.EventRenew, audit.Allowed, append(attrs, slog.Uint64("new_generation", in.Generation))...); err != nil {
 		return api.Credentials{}, auditFailed(err)
@@ -221,63 +212,74 @@ func (a *Authority) Renew(ctx context.Context, id ca.Identity, req api.RenewRequ
 	return a.sign(ctx, in, grant, logins, keys, kube, ttl, identityTTL(req.IdentityTTLSeconds), now)
 }
 
+// refuse audits err as the denial of event, with attrs and err's message
+// as the reason, if err is a refusal (a *fault.Error), and returns it. Any
+// other error is the issuer's own failure, not a decision: the renderer
+// logs it and answers an internal error, and the audit log has no line.
+func (a *Authority) refuse(ctx context.Context, event string, err error, attrs ...slog.Attr) error {
+	if e, ok := fault.As(err); ok {
+		a.Audit.Record(ctx, event, audit.Denied, append(attrs, slog.String("reason", e.Message))...)
+	}
+	return err
+}
+
 // advance moves the generation of id's instance on, as a renewal or a
 // re-join does; key identifies the identity key proposed, so that a retry
 // of a renewal whose answer was lost gets the same generation again. A
 // stale generation otherwise means a copy of the identity is in use:
-// advance locks that instance, audits the lock and returns the refusal.
+// advance locks that instance, audits the lock and returns the refusal, a
+// *fault.Error; any other error is the store's.
 //
 // The lock is the instance's, not the bot's: whoever holds a stale copy of
 // one identity must not be able to stop every other instance of the bot,
 // and a fresh join, which proves the machine anew, still makes a new
 // instance. A locked instance gets no new generation until an operator
 // lifts the lock; the store checks it in the same transaction.
-func (a *Authority) advance(ctx context.Context, id ca.Identity, key string, now time.Time) (store.Instance, *httpjson.Error, error) {
+func (a *Authority) advance(ctx context.Context, id ca.Identity, key string, now time.Time) (store.Instance, error) {
 	in, err := a.Store.AdvanceGeneration(ctx, id.Instance, id.Generation, key, now)
 	switch {
 	case errors.Is(err, store.ErrInstanceUnknown):
-		return in, httpjson.Errorf(http.StatusUnauthorized, api.CodeUnauthenticated, "bot instance %s is unknown to this issuer", id.Instance), nil
+		return in, fault.Unauthenticated(api.CodeUnauthenticated, "bot instance %s is unknown to this issuer", id.Instance)
 	case errors.Is(err, store.ErrInstanceLocked):
 		lock, locked, lerr := a.Store.InstanceLock(ctx, id.Instance)
 		if lerr != nil {
-			return in, nil, lerr
+			return in, lerr
 		}
 		if !locked {
-			return in, httpjson.Errorf(http.StatusConflict, api.CodeInstanceLocked,
-				"instance %s was locked when this request was checked and has been unlocked since; try again", id.Instance), nil
+			return in, fault.Conflict(api.CodeInstanceLocked,
+				"instance %s was locked when this request was checked and has been unlocked since; try again", id.Instance)
 		}
-		return in, instanceLocked(lock), nil
+		return in, instanceLocked(lock)
 	case errors.Is(err, store.ErrGenerationMismatch):
 		reason := fmt.Sprintf("generation mismatch on instance %s: presented %d, expected %d; the identity was probably copied", id.Instance, id.Generation, in.Generation)
 		if err := a.Store.LockInstance(ctx, store.Lock{Bot: id.Bot, Instance: id.Instance, Reason: reason, At: now}); err != nil {
-			return in, nil, err
+			return in, err
 		}
 		a.Audit.Record(ctx, audit.EventInstanceLock, audit.Allowed, slog.String("bot", id.Bot),
 			slog.String("instance", id.Instance), slog.String("reason", reason))
-		return in, httpjson.Errorf(http.StatusForbidden, api.CodeGenerationMismatch,
+		return in, fault.Denied(api.CodeGenerationMismatch,
 			"%s; instance %s is now locked (the bot's other instances are not); an operator can lift it with mwi-issuer instance unlock %s",
-			reason, id.Instance, id.Instance), nil
+			reason, id.Instance, id.Instance)
 	case err != nil:
-		return in, nil, err
+		return in, err
 	}
-	return in, nil, nil
+	return in, nil
 }
 
 // instanceLocked is the refusal of a locked instance.
-func instanceLocked(l store.Lock) *httpjson.Error {
-	return httpjson.Errorf(http.StatusForbidden, api.CodeInstanceLocked,
+func instanceLocked(l store.Lock) *fault.Error {
+	return fault.Denied(api.CodeInstanceLocked,
 		"instance %s is locked: %s; an operator can lift it with mwi-issuer instance unlock %s", l.Instance, l.Reason, l.Instance)
 }
 
 // CreateToken makes a one-time join token for bot, valid for ttl, and
 // returns its secret. Only the secret's hash is stored.
 func (a *Authority) CreateToken(ctx context.Context, bot string, ttl time.Duration) (api.CreateTokenResponse, error) {
-	deny := func(err *httpjson.Error) (api.CreateTokenResponse, error) {
-		a.Audit.Record(ctx, audit.EventTokenCreate, audit.Denied, slog.String("bot", bot), slog.String("reason", err.Message))
-		return api.CreateTokenResponse{}, err
+	deny := func(err error) (api.CreateTokenResponse, error) {
+		return api.CreateTokenResponse{}, a.refuse(ctx, audit.EventTokenCreate, err, slog.String("bot", bot))
 	}
 	if _, ok := a.Resources().Bot(bot); !ok {
-		return deny(httpjson.Errorf(http.StatusNotFound, api.CodeBotUnknown, "no bot named %q in the issuer's resources", bot))
+		return deny(fault.NotFound(api.CodeBotUnknown, "no bot named %q in the issuer's resources", bot))
 	}
 	if ttl <= 0 {
 		return deny(badRequest("token lifetime must be positive"))
@@ -307,15 +309,14 @@ const maxLockReason = 1024
 // operator's way to stop a bot everywhere. A bot already locked keeps its
 // first lock, which LockBot returns.
 func (a *Authority) LockBot(ctx context.Context, bot, reason string) (api.Lock, error) {
-	deny := func(herr *httpjson.Error) (api.Lock, error) {
-		a.Audit.Record(ctx, audit.EventBotLock, audit.Denied, slog.String("bot", bot), slog.String("reason", herr.Message))
-		return api.Lock{}, herr
+	deny := func(err error) (api.Lock, error) {
+		return api.Lock{}, a.refuse(ctx, audit.EventBotLock, err, slog.String("bot", bot))
 	}
 	if _, ok := a.Resources().Bot(bot); !ok {
-		return deny(httpjson.Errorf(http.StatusNotFound, api.CodeBotUnknown, "no bot named %q in the issuer's resources", bot))
+		return deny(fault.NotFound(api.CodeBotUnknown, "no bot named %q in the issuer's resources", bot))
 	}
-	if herr := checkLockReason(reason); herr != nil {
-		return deny(herr)
+	if err := checkLockReason(reason); err != nil {
+		return deny(err)
 	}
 	if err := a.Store.LockBot(ctx, store.Lock{Bot: bot, Reason: reason, At: a.now()}); err != nil {
 		return api.Lock{}, err
@@ -333,8 +334,8 @@ func (a *Authority) LockBot(ctx context.Context, bot, reason string) (api.Lock, 
 // lockUnrecorded tells the operator that what was locked stays locked,
 // but that the audit log has no record of it. A lock only stops, so it
 // is not undone for want of a record, unlike what issues or unlocks.
-func lockUnrecorded(what string) *httpjson.Error {
-	return httpjson.Errorf(http.StatusInternalServerError, api.CodeAuditUnavailable,
+func lockUnrecorded(what string) *fault.Error {
+	return fault.Internal(api.CodeAuditUnavailable,
 		"%s is locked, but the issuer's audit log cannot be written, so the lock is not recorded", what)
 }
 
@@ -342,16 +343,15 @@ func lockUnrecorded(what string) *httpjson.Error {
 // copied identity does. An instance already locked keeps its first lock,
 // which LockInstance returns.
 func (a *Authority) LockInstance(ctx context.Context, id, reason string) (api.Lock, error) {
-	deny := func(herr *httpjson.Error) (api.Lock, error) {
-		a.Audit.Record(ctx, audit.EventInstanceLock, audit.Denied, slog.String("instance", id), slog.String("reason", herr.Message))
-		return api.Lock{}, herr
+	deny := func(err error) (api.Lock, error) {
+		return api.Lock{}, a.refuse(ctx, audit.EventInstanceLock, err, slog.String("instance", id))
 	}
-	if herr := checkLockReason(reason); herr != nil {
-		return deny(herr)
+	if err := checkLockReason(reason); err != nil {
+		return deny(err)
 	}
 	in, err := a.Store.Instance(ctx, id)
 	if errors.Is(err, store.ErrInstanceUnknown) {
-		return deny(httpjson.Errorf(http.StatusNotFound, api.CodeNotFound, "no bot instance %q on this issuer", id))
+		return deny(fault.NotFound(api.CodeNotFound, "no bot instance %q on this issuer", id))
 	} else if err != nil {
 		return api.Lock{}, err
 	}
@@ -369,7 +369,7 @@ func (a *Authority) LockInstance(ctx context.Context, id, reason string) (api.Lo
 	return apiLock(l), nil
 }
 
-func checkLockReason(reason string) *httpjson.Error {
+func checkLockReason(reason string) error {
 	switch {
 	case strings.TrimSpace(reason) == "":
 		return badRequest("a lock needs a reason")
@@ -392,8 +392,8 @@ func (a *Authority) UnlockBot(ctx context.Context, bot string) error {
 // auditFailed refuses a decision whose audit record could not be written:
 // the issuer issues nothing it has not recorded. The audit log has logged
 // the failure, and health shows it.
-func auditFailed(err error) *httpjson.Error {
-	return httpjson.Errorf(http.StatusInternalServerError, api.CodeAuditUnavailable,
+func auditFailed(err error) *fault.Error {
+	return fault.Internal(api.CodeAuditUnavailable,
 		"the issuer's audit log cannot be written, so nothing is issued; try again later")
 }
 
@@ -407,9 +407,9 @@ func (a *Authority) UnlockInstance(ctx context.Context, id string) (api.Lock, er
 		return api.Lock{}, err
 	}
 	if !ok {
-		herr := httpjson.Errorf(http.StatusNotFound, api.CodeNotFound, "instance %q is not locked (mwi-issuer locks lists the locks)", id)
-		a.Audit.Record(ctx, audit.EventInstanceUnlock, audit.Denied, slog.String("instance", id), slog.String("reason", herr.Message))
-		return api.Lock{}, herr
+		return api.Lock{}, a.refuse(ctx, audit.EventInstanceUnlock,
+			fault.NotFound(api.CodeNotFound, "instance %q is not locked (mwi-issuer locks lists the locks)", id),
+			slog.String("instance", id))
 	}
 	if err := a.Audit.Record(ctx, audit.EventInstanceUnlock, audit.Allowed, slog.String("bot", l.Bot),
 		slog.String("instance", l.Instance), slog.String("lock_reason", l.Reason), slog.Time("locked_at", l.At)); err != nil {
@@ -448,18 +448,18 @@ func HashToken(secret string) string {
 // exists and is not locked, nor the instance whose identity the caller
 // presented (instance, or "" for none), and which logins, host names and
 // Kubernetes clusters it may have. Every join and renewal asks it, before
-// anything is spent.
-func (a *Authority) entitlements(ctx context.Context, bot, instance string, wanted []string, hosts []hostKey, kreq *api.KubernetesRequest) (resource.Grant, []string, *kubePlan, *httpjson.Error) {
-	grant, logins, herr := a.grant(ctx, bot, instance, wanted)
-	if herr != nil {
-		return grant, nil, nil, herr
+// anything is spent. Its errors are *fault.Error refusals.
+func (a *Authority) entitlements(ctx context.Context, bot, instance string, wanted []string, hosts []hostKey, kreq *api.KubernetesRequest) (resource.Grant, []string, *kubePlan, error) {
+	grant, logins, err := a.grant(ctx, bot, instance, wanted)
+	if err != nil {
+		return grant, nil, nil, err
 	}
-	if herr := checkHostNames(grant, hosts); herr != nil {
-		return grant, nil, nil, herr
+	if err := checkHostNames(grant, hosts); err != nil {
+		return grant, nil, nil, err
 	}
-	kube, herr := a.kubernetes(bot, kreq)
-	if herr != nil {
-		return grant, nil, nil, herr
+	kube, err := a.kubernetes(bot, kreq)
+	if err != nil {
+		return grant, nil, nil, err
 	}
 	return grant, logins, kube, nil
 }
@@ -471,25 +471,28 @@ func (a *Authority) entitlements(ctx context.Context, bot, instance string, want
 // it asks, even a re-join that would otherwise make a new instance: the
 // identity is known to be copied. Checking here, before an ID token is
 // recorded as used, leaves the token to a fresh join without it.
-func (a *Authority) grant(ctx context.Context, bot, instance string, wanted []string) (resource.Grant, []string, *httpjson.Error) {
+//
+// A failed store lookup is refused too, as an internal error whose cause
+// is logged: the refusal is audited with the request's other refusals.
+func (a *Authority) grant(ctx context.Context, bot, instance string, wanted []string) (resource.Grant, []string, error) {
 	g, err := a.Resources().Grant(bot)
 	if err != nil {
-		return g, nil, httpjson.Errorf(http.StatusForbidden, api.CodeBotUnknown, "bot %q is not defined on the issuer", bot)
+		return g, nil, fault.Denied(api.CodeBotUnknown, "bot %q is not defined on the issuer", bot)
 	}
 	lock, locked, err := a.Store.BotLock(ctx, bot)
 	if err != nil {
 		a.log().Error("bot lock lookup failed", "bot", bot, "err", err)
-		return g, nil, httpjson.Errorf(http.StatusInternalServerError, api.CodeInternal, "internal error")
+		return g, nil, fault.Internal(api.CodeInternal, "internal error")
 	}
 	if locked {
-		return g, nil, httpjson.Errorf(http.StatusForbidden, api.CodeBotLocked,
+		return g, nil, fault.Denied(api.CodeBotLocked,
 			"bot %s is locked: %s; an operator can lift it with mwi-issuer bot unlock %s", bot, lock.Reason, bot)
 	}
 	if instance != "" {
 		lock, locked, err := a.Store.InstanceLock(ctx, instance)
 		if err != nil {
 			a.log().Error("instance lock lookup failed", "instance", instance, "err", err)
-			return g, nil, httpjson.Errorf(http.StatusInternalServerError, api.CodeInternal, "internal error")
+			return g, nil, fault.Internal(api.CodeInternal, "internal error")
 		}
 		if locked {
 			return g, nil, instanceLocked(lock)
@@ -507,7 +510,7 @@ func (a *Authority) grant(ctx context.Context, bot, instance string, wanted []st
 		}
 	}
 	if len(refused) > 0 {
-		return g, nil, httpjson.Errorf(http.StatusForbidden, api.CodeLoginNotAllowed, "the roles of bot %s do not allow SSH login %s", bot, strings.Join(refused, ", "))
+		return g, nil, fault.Denied(api.CodeLoginNotAllowed, "the roles of bot %s do not allow SSH login %s", bot, strings.Join(refused, ", "))
 	}
 	logins := slices.Clone(wanted)
 	slices.Sort(logins)
@@ -628,14 +631,14 @@ type hostKey struct {
 const maxHostKeys = 8
 
 // checkHostNames checks that the bot's roles allow every host name asked for.
-func checkHostNames(g resource.Grant, hosts []hostKey) *httpjson.Error {
+func checkHostNames(g resource.Grant, hosts []hostKey) error {
 	for _, h := range hosts {
 		if len(h.names) == 0 && len(g.HostNames) == 0 {
-			return httpjson.Errorf(http.StatusForbidden, api.CodeHostNameNotAllowed, "the roles of bot %s allow no SSH host names", g.Bot)
+			return fault.Denied(api.CodeHostNameNotAllowed, "the roles of bot %s allow no SSH host names", g.Bot)
 		}
 		for _, n := range h.names {
 			if !slices.Contains(g.HostNames, n) {
-				return httpjson.Errorf(http.StatusForbidden, api.CodeHostNameNotAllowed, "the roles of bot %s do not allow host name %s", g.Bot, n)
+				return fault.Denied(api.CodeHostNameNotAllowed, "the roles of bot %s do not allow host name %s", g.Bot, n)
 			}
 		}
 	}
@@ -643,7 +646,7 @@ func checkHostNames(g resource.Grant, hosts []hostKey) *httpjson.Error {
 }
 
 // parseKeys checks the public keys and the lifetime of a request.
-func parseKeys(pk api.PublicKeys, ttlSeconds int64, hosts []api.HostKeyRequest) (keys, time.Duration, *httpjson.Error) {
+func parseKeys(pk api.PublicKeys, ttlSeconds int64, hosts []api.HostKeyRequest) (keys, time.Duration, error) {
 	var k keys
 	block, _ := pem.Decode([]byte(pk.IdentityCSR))
 	if block == nil || block.Type != "CERTIFICATE REQUEST" {
@@ -656,8 +659,8 @@ func parseKeys(pk api.PublicKeys, ttlSeconds int64, hosts []api.HostKeyRequest) 
 	if err := csr.CheckSignature(); err != nil {
 		return k, 0, badRequest("keys.identity_csr: signature does not verify: %v", err)
 	}
-	if herr := checkKeyStrength("keys.identity_csr", csr.PublicKey); herr != nil {
-		return k, 0, herr
+	if err := checkKeyStrength("keys.identity_csr", csr.PublicKey); err != nil {
+		return k, 0, err
 	}
 	k.csr = csr
 	pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(pk.SSH))
@@ -667,8 +670,8 @@ func parseKeys(pk api.PublicKeys, ttlSeconds int64, hosts []api.HostKeyRequest) 
 	if _, isCert := pub.(*ssh.Certificate); isCert {
 		return k, 0, badRequest("keys.ssh: want a public key, not a certificate")
 	}
-	if herr := checkSSHKey("keys.ssh", pub); herr != nil {
-		return k, 0, herr
+	if err := checkSSHKey("keys.ssh", pub); err != nil {
+		return k, 0, err
 	}
 	k.ssh = pub
 	if len(hosts) > maxHostKeys {
@@ -682,8 +685,8 @@ func parseKeys(pk api.PublicKeys, ttlSeconds int64, hosts []api.HostKeyRequest) 
 		if _, isCert := hk.(*ssh.Certificate); isCert {
 			return k, 0, badRequest("host_keys[%d].public_key: want a public key, not a certificate", i)
 		}
-		if herr := checkSSHKey(fmt.Sprintf("host_keys[%d].public_key", i), hk); herr != nil {
-			return k, 0, herr
+		if err := checkSSHKey(fmt.Sprintf("host_keys[%d].public_key", i), hk); err != nil {
+			return k, 0, err
 		}
 		k.hosts = append(k.hosts, hostKey{key: hk, names: h.Names})
 	}
@@ -709,7 +712,7 @@ const (
 // RSA outside [minRSABits, maxRSABits], ECDSA on a curve other than P-256,
 // P-384 and P-521 (a P-224 identity, for one, is useless over TLS), and
 // any other type but Ed25519. Every key the issuer signs passes here.
-func checkKeyStrength(field string, pub any) *httpjson.Error {
+func checkKeyStrength(field string, pub any) error {
 	switch p := pub.(type) {
 	case ed25519.PublicKey:
 		return nil
@@ -734,7 +737,7 @@ func checkKeyStrength(field string, pub any) *httpjson.Error {
 }
 
 // checkSSHKey is checkKeyStrength for an SSH public key.
-func checkSSHKey(field string, pub ssh.PublicKey) *httpjson.Error {
+func checkSSHKey(field string, pub ssh.PublicKey) error {
 	cpk, ok := pub.(ssh.CryptoPublicKey)
 	if !ok {
 		return badRequest("%s: unsupported key type %s", field, pub.Type())
@@ -742,25 +745,24 @@ func checkSSHKey(field string, pub ssh.PublicKey) *httpjson.Error {
 	return checkKeyStrength(field, cpk.CryptoPublicKey())
 }
 
-func tokenError(err error) *httpjson.Error {
+// tokenError returns the refusal that err, a failed token lookup or use,
+// means, or err itself, wrapped with what failed, if it is no refusal.
+func tokenError(err error, what string) error {
 	switch {
-	case err == nil:
-		return nil
 	case errors.Is(err, store.ErrTokenUnknown):
-		return httpjson.Errorf(http.StatusForbidden, api.CodeTokenUnknown, "join token is unknown")
+		return fault.Denied(api.CodeTokenUnknown, "join token is unknown")
 	case errors.Is(err, store.ErrTokenUsed):
-		return httpjson.Errorf(http.StatusForbidden, api.CodeTokenUsed, "join token was already used")
+		return fault.Denied(api.CodeTokenUsed, "join token was already used")
 	case errors.Is(err, store.ErrTokenExpired):
-		return httpjson.Errorf(http.StatusForbidden, api.CodeTokenExpired, "join token has expired")
+		return fault.Denied(api.CodeTokenExpired, "join token has expired")
 	default:
-		// Not a refusal: the caller returns err itself, which the renderer
-		// logs and shows as an internal error.
-		return nil
+		// Not a refusal: the renderer logs it and shows an internal error.
+		return fmt.Errorf("authority: %s: %w", what, err)
 	}
 }
 
-func badRequest(format string, args ...any) *httpjson.Error {
-	return httpjson.Errorf(http.StatusBadRequest, api.CodeBadRequest, format, args...)
+func badRequest(format string, args ...any) *fault.Error {
+	return fault.Invalid(api.CodeBadRequest, format, args...)
 }
 
 func newInstanceID() (string, error) {

@@ -31,6 +31,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/mwi-project/mwi/api"
+	"github.com/mwi-project/mwi/internal/fault"
 	"github.com/mwi-project/mwi/internal/httpjson"
 	"github.com/mwi-project/mwi/issuer/audit"
 	"github.com/mwi-project/mwi/issuer/authority"
@@ -176,17 +177,17 @@ func (e *env) auditLines(t *testing.T, offset int) []map[string]any {
 	return out
 }
 
-// expectDenied checks that err is an *httpjson.Error with code and status,
+// expectDenied checks that err is a *fault.Error with code and status,
 // and that exactly the audit lines since offset include a denial of event
 // with a reason.
 func (e *env) expectDenied(t *testing.T, err error, offset int, event, code string, status int) {
 	t.Helper()
-	var herr *httpjson.Error
+	var herr *fault.Error
 	if !errors.As(err, &herr) {
-		t.Fatalf("error = %v (%T), want an *httpjson.Error with code %s", err, err, code)
+		t.Fatalf("error = %v (%T), want a *fault.Error with code %s", err, err, code)
 	}
-	if herr.Code != code || herr.Status != status {
-		t.Errorf("error = %d %s (%s), want %d %s", herr.Status, herr.Code, herr.Message, status, code)
+	if herr.Code != code || httpjson.Status(herr.Kind) != status {
+		t.Errorf("error = %d %s (%s), want %d %s", httpjson.Status(herr.Kind), herr.Code, herr.Message, status, code)
 	}
 	if herr.Message == "" {
 		t.Error("error has no message")
@@ -590,7 +591,7 @@ func TestJoinRace(t *testing.T) {
 	wg.Wait()
 	var ok int
 	for _, err := range errs {
-		var herr *httpjson.Error
+		var herr *fault.Error
 		switch {
 		case err == nil:
 			ok++
@@ -1013,8 +1014,8 @@ func TestCreateToken(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := e.auth.CreateToken(ctx, tc.bot, tc.ttl)
-			var herr *httpjson.Error
-			if !errors.As(err, &herr) || herr.Code != tc.code || herr.Status != tc.status {
+			var herr *fault.Error
+			if !errors.As(err, &herr) || herr.Code != tc.code || httpjson.Status(herr.Kind) != tc.status {
 				t.Errorf("CreateToken = %v, want %d %s", err, tc.status, tc.code)
 			}
 		})
@@ -1036,7 +1037,7 @@ func TestHashToken(t *testing.T) {
 // an I/O error.
 type brokenStore struct {
 	store.Store
-	tokenErr, lockErr, instanceLockErr error
+	tokenErr, lockErr, instanceLockErr, advanceErr error
 }
 
 func (s brokenStore) InstanceLock(ctx context.Context, id string) (store.Lock, bool, error) {
@@ -1051,6 +1052,14 @@ func (s brokenStore) Token(ctx context.Context, hash string, now time.Time) (sto
 		return store.Token{}, s.tokenErr
 	}
 	return s.Store.Token(ctx, hash, now)
+}
+
+func (s brokenStore) AdvanceGeneration(ctx context.Context, id string, presented uint64, key string, now time.Time) (store.Instance, error) {
+	if s.advanceErr != nil {
+		in, _ := s.Store.Instance(ctx, id)
+		return in, s.advanceErr
+	}
+	return s.Store.AdvanceGeneration(ctx, id, presented, key, now)
 }
 
 func (s brokenStore) BotLock(ctx context.Context, bot string) (store.Lock, bool, error) {
@@ -1098,6 +1107,37 @@ func TestStoreFailuresAreInternal(t *testing.T) {
 	}
 }
 
+// TestRenewAdvanceRefusals checks what a renewal whose generation cannot
+// advance answers: an instance locked when the store checked it, and
+// unlocked by the time its lock is read, is a conflict (409, not the 403 of
+// a lock in place) that is audited as a denial; a failing store is an
+// internal error, which is not.
+func TestRenewAdvanceRefusals(t *testing.T) {
+	e := newEnv(t)
+	creds := e.join(t, e.token(t, "ci"))
+	id := ca.Identity{Bot: "ci", Instance: creds.Instance, Generation: 1}
+
+	e.auth.Store = brokenStore{Store: e.store, advanceErr: store.ErrInstanceLocked}
+	offset := e.audit.Len()
+	_, err := e.renew(t, id)
+	e.expectDenied(t, err, offset, audit.EventRenew, api.CodeInstanceLocked, http.StatusConflict)
+
+	e.auth.Store = brokenStore{Store: e.store, advanceErr: errors.New("store: write /var/lib/mwi/store.db: no space left on device")}
+	offset = e.audit.Len()
+	_, err = e.renew(t, id)
+	if err == nil {
+		t.Fatal("renew succeeded with a failing store")
+	}
+	if fe, ok := fault.As(err); ok {
+		t.Errorf("renew = %v (%v); want the store's error, which the renderer hides", fe, fe.Kind)
+	}
+	for _, l := range e.auditLines(t, offset) {
+		if l["outcome"] == audit.Denied {
+			t.Errorf("a store failure was audited as a denial: %v", l)
+		}
+	}
+}
+
 // TestInstanceLockLookupFailure checks that a renewal whose instance lock
 // cannot be read is refused as an internal error, without moving the
 // counter.
@@ -1106,8 +1146,8 @@ func TestInstanceLockLookupFailure(t *testing.T) {
 	creds := e.join(t, e.token(t, "ci"))
 	e.auth.Store = brokenStore{Store: e.store, instanceLockErr: errors.New("store: read /var/lib/mwi/store.db: input/output error")}
 	_, err := e.renew(t, ca.Identity{Bot: "ci", Instance: creds.Instance, Generation: 1})
-	var herr *httpjson.Error
-	if !errors.As(err, &herr) || herr.Status != http.StatusInternalServerError || strings.Contains(herr.Message, "/var/lib/mwi") {
+	var herr *fault.Error
+	if !errors.As(err, &herr) || httpjson.Status(herr.Kind) != http.StatusInternalServerError || strings.Contains(herr.Message, "/var/lib/mwi") {
 		t.Errorf("renew = %v; want an internal error that does not leak the store's", err)
 	}
 	if in, _ := e.store.Instance(context.Background(), creds.Instance); in.Generation != 1 {

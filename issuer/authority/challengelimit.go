@@ -2,13 +2,12 @@ package authority
 
 import (
 	"net"
-	"net/http"
 	"net/netip"
 	"sync"
 	"time"
 
 	"github.com/mwi-project/mwi/api"
-	"github.com/mwi-project/mwi/internal/httpjson"
+	"github.com/mwi-project/mwi/internal/fault"
 )
 
 // Limits on bound key pair challenges. Asking for one costs nothing and
@@ -53,7 +52,7 @@ type challengeLimits struct {
 // allowChallenge counts a challenge for the caller and returns the refusal
 // if it is over its limit: instance is the instance whose identity the
 // caller presented ("" if none or not of the token), remote its address.
-func (a *Authority) allowChallenge(instance, remote string, now time.Time) *httpjson.Error {
+func (a *Authority) allowChallenge(instance, remote string, now time.Time) error {
 	l := &a.challengeLimits
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -82,8 +81,8 @@ func (a *Authority) allowChallenge(instance, remote string, now time.Time) *http
 	return nil
 }
 
-func tooManyChallenges(format string, args ...any) *httpjson.Error {
-	return httpjson.Errorf(http.StatusTooManyRequests, api.CodeJoinDenied, format, args...)
+func tooManyChallenges(format string, args ...any) *fault.Error {
+	return fault.RateLimited(api.CodeJoinDenied, format, args...)
 }
 
 // SourceOf returns the source that remote, a "host:port" address, is

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/mwi-project/mwi/api"
+	"github.com/mwi-project/mwi/internal/fault"
 	"github.com/mwi-project/mwi/internal/httpjson"
 	"github.com/mwi-project/mwi/issuer/audit"
 	"github.com/mwi-project/mwi/issuer/authority"
@@ -20,12 +21,12 @@ import (
 func (e *attestEnv) challengeStatus(t *testing.T, token string, client *ca.Identity, remote string) int {
 	t.Helper()
 	_, err := e.auth.Challenge(context.Background(), api.ChallengeRequest{TokenName: token}, client, remote)
-	var herr *httpjson.Error
+	var herr *fault.Error
 	switch {
 	case err == nil:
 		return http.StatusOK
 	case errors.As(err, &herr):
-		return herr.Status
+		return httpjson.Status(herr.Kind)
 	}
 	t.Fatalf("Challenge: %v", err)
 	return 0

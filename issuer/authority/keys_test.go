@@ -19,7 +19,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/mwi-project/mwi/api"
-	"github.com/mwi-project/mwi/internal/httpjson"
+	"github.com/mwi-project/mwi/internal/fault"
 	"github.com/mwi-project/mwi/issuer/audit"
 )
 
@@ -167,7 +167,7 @@ func TestKeyStrength(t *testing.T) {
 				}
 			} else {
 				e.expectDenied(t, err, offset, audit.EventJoin, api.CodeBadRequest, http.StatusBadRequest)
-				var herr *httpjson.Error
+				var herr *fault.Error
 				if errors.As(err, &herr) && !strings.HasPrefix(herr.Message, tc.field+": ") {
 					t.Errorf("error %q does not start with %s", herr.Message, tc.field)
 				}

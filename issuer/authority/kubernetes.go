@@ -5,13 +5,12 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"log/slog"
-	"net/http"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/mwi-project/mwi/api"
-	"github.com/mwi-project/mwi/internal/httpjson"
+	"github.com/mwi-project/mwi/internal/fault"
 	"github.com/mwi-project/mwi/internal/kubeselect"
 	"github.com/mwi-project/mwi/issuer/audit"
 	"github.com/mwi-project/mwi/issuer/ca"
@@ -50,7 +49,7 @@ type kubeCert struct {
 // and its groups are the union of their kubernetes_groups. Roles giving one
 // cluster several users refuse the request: a certificate has one user, and
 // picking one would be a guess.
-func (a *Authority) kubernetes(bot string, req *api.KubernetesRequest) (*kubePlan, *httpjson.Error) {
+func (a *Authority) kubernetes(bot string, req *api.KubernetesRequest) (*kubePlan, error) {
 	if req == nil {
 		return nil, nil
 	}
@@ -65,8 +64,8 @@ func (a *Authority) kubernetes(bot string, req *api.KubernetesRequest) (*kubePla
 	if err := csr.CheckSignature(); err != nil {
 		return nil, badRequest("kubernetes.csr: signature does not verify: %v", err)
 	}
-	if herr := checkKeyStrength("kubernetes.csr", csr.PublicKey); herr != nil {
-		return nil, herr
+	if err := checkKeyStrength("kubernetes.csr", csr.PublicKey); err != nil {
+		return nil, err
 	}
 	if len(req.Clusters) > maxKubeClusters {
 		return nil, badRequest("kubernetes.clusters: at most %d clusters in one request", maxKubeClusters)
@@ -125,8 +124,8 @@ func (a *Authority) kubernetes(bot string, req *api.KubernetesRequest) (*kubePla
 	return plan, nil
 }
 
-func kubeNotAllowed(format string, args ...any) *httpjson.Error {
-	return httpjson.Errorf(http.StatusForbidden, api.CodeKubernetesClusterNotAllowed, format, args...)
+func kubeNotAllowed(format string, args ...any) *fault.Error {
+	return fault.Denied(api.CodeKubernetesClusterNotAllowed, format, args...)
 }
 
 // signKubernetes signs the certificates of plan, with the validity of the

@@ -13,6 +13,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/mwi-project/mwi/api"
+	"github.com/mwi-project/mwi/internal/fault"
 	"github.com/mwi-project/mwi/internal/httpjson"
 	"github.com/mwi-project/mwi/internal/logging"
 	"github.com/mwi-project/mwi/internal/unixsock"
@@ -36,7 +37,7 @@ func clientIdentity(r *http.Request) (*ca.Identity, error) {
 	}
 	id, err := ca.ParseIdentity(r.TLS.VerifiedChains[0][0])
 	if err != nil {
-		return nil, httpjson.Errorf(http.StatusUnauthorized, api.CodeUnauthenticated, "client certificate: %v", err)
+		return nil, fault.Unauthenticated(api.CodeUnauthenticated, "client certificate: %v", err)
 	}
 	return &id, nil
 }
@@ -46,12 +47,12 @@ func clientIdentity(r *http.Request) (*ca.Identity, error) {
 func publicRoutes(j joiner, al *audit.Log, log *slog.Logger) http.Handler {
 	r := chi.NewRouter()
 	r.NotFound(httpjson.NotFound(log))
-	r.MethodNotAllowed(httpjson.MethodNotAllowed(log, r))
+	r.MethodNotAllowed(httpjson.MethodNotAllowed(r))
 	// Health fails while the audit log cannot be written, because the
 	// issuer then refuses every issuance.
 	r.Get("/healthz", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
 		if err := al.Err(); err != nil {
-			return httpjson.Errorf(http.StatusServiceUnavailable, api.CodeAuditUnavailable,
+			return fault.Unavailable(api.CodeAuditUnavailable,
 				"the audit log cannot be written (%s): nothing is issued until it can", cause(err))
 		}
 		httpjson.Write(w, http.StatusOK, map[string]string{"status": "ok"})
@@ -99,7 +100,7 @@ func publicRoutes(j joiner, al *audit.Log, log *slog.Logger) http.Handler {
 			return refused(r, al, err)
 		}
 		if id == nil {
-			return refused(r, al, httpjson.Errorf(http.StatusUnauthorized, api.CodeUnauthenticated, "renewal needs a bot identity certificate"))
+			return refused(r, al, fault.Unauthenticated(api.CodeUnauthenticated, "renewal needs a bot identity certificate"))
 		}
 		var req api.RenewRequest
 		if err := httpjson.Decode(r, &req, credentialLimits); err != nil {
@@ -120,8 +121,7 @@ func publicRoutes(j joiner, al *audit.Log, log *slog.Logger) http.Handler {
 // audit log, since the caller decides how many there are.
 func refused(r *http.Request, al *audit.Log, err error) error {
 	reason := err.Error()
-	var e *httpjson.Error
-	if errors.As(err, &e) {
+	if e, ok := fault.As(err); ok {
 		reason = e.Message
 	}
 	attrs := []slog.Attr{slog.String("remote", r.RemoteAddr), slog.String("path", r.URL.Path), slog.String("reason", reason)}
@@ -138,7 +138,7 @@ func nameParam(r *http.Request, al *audit.Log, key string) (string, error) {
 	v := chi.URLParam(r, key)
 	what := map[string]string{"bot": "bot name", "id": "instance ID"}[key]
 	if len(v) > maxName {
-		return "", refused(r, al, httpjson.Errorf(http.StatusBadRequest, api.CodeBadRequest, "%s is %d bytes long; at most %d", what, len(v), maxName))
+		return "", refused(r, al, fault.Invalid(api.CodeBadRequest, "%s is %d bytes long; at most %d", what, len(v), maxName))
 	}
 	return v, nil
 }
@@ -174,7 +174,7 @@ type admin interface {
 func adminRoutes(a admin, al *audit.Log, log *slog.Logger) http.Handler {
 	r := chi.NewRouter()
 	r.NotFound(httpjson.NotFound(log))
-	r.MethodNotAllowed(httpjson.MethodNotAllowed(log, r))
+	r.MethodNotAllowed(httpjson.MethodNotAllowed(r))
 	r.Use(sameUserOnly(al, log))
 	r.Post("/admin/v1/tokens", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
 		var req api.CreateTokenRequest
@@ -182,7 +182,7 @@ func adminRoutes(a admin, al *audit.Log, log *slog.Logger) http.Handler {
 			return refused(r, al, err)
 		}
 		if req.TTLSeconds > maxTTLSeconds {
-			return refused(r, al, httpjson.Errorf(http.StatusBadRequest, api.CodeBadRequest, "ttl_seconds: at most %d", maxTTLSeconds))
+			return refused(r, al, fault.Invalid(api.CodeBadRequest, "ttl_seconds: at most %d", maxTTLSeconds))
 		}
 		resp, err := a.CreateToken(r.Context(), req.Bot, time.Duration(req.TTLSeconds)*time.Second)
 		if err != nil {
@@ -284,7 +284,7 @@ func sameUserOnly(al *audit.Log, log *slog.Logger) func(http.Handler) http.Handl
 				}
 				refusals.Warn(log, "admin caller refused: "+err.Error(), "uid", p.UID, "pid", p.PID)
 				al.Record(r.Context(), audit.EventAdmin, audit.Denied, append(attrs, slog.String("reason", err.Error()))...)
-				httpjson.WriteError(w, log, httpjson.Errorf(http.StatusForbidden, api.CodeAccessDenied,
+				httpjson.WriteError(w, log, fault.Denied(api.CodeAccessDenied,
 					"the admin socket serves only uid %d and root", adminSelf))
 				return
 			}

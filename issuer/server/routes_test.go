@@ -29,7 +29,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/mwi-project/mwi/api"
-	"github.com/mwi-project/mwi/internal/httpjson"
+	"github.com/mwi-project/mwi/internal/fault"
 	"github.com/mwi-project/mwi/internal/unixsock"
 	"github.com/mwi-project/mwi/issuer/audit"
 	"github.com/mwi-project/mwi/issuer/authority"
@@ -193,8 +193,8 @@ func TestPublicRoutesAuthorityErrors(t *testing.T) {
 		code   string
 		hidden string // must not reach the caller
 	}{
-		{"refusal", httpjson.Errorf(http.StatusForbidden, api.CodeTokenUsed, "join token was already used"), http.StatusForbidden, api.CodeTokenUsed, ""},
-		{"wrapped refusal", errors.Join(errors.New("ctx"), httpjson.Errorf(http.StatusForbidden, api.CodeBotLocked, "locked")), http.StatusForbidden, api.CodeBotLocked, ""},
+		{"refusal", fault.Denied(api.CodeTokenUsed, "join token was already used"), http.StatusForbidden, api.CodeTokenUsed, ""},
+		{"wrapped refusal", errors.Join(errors.New("ctx"), fault.Denied(api.CodeBotLocked, "locked")), http.StatusForbidden, api.CodeBotLocked, ""},
 		{"internal error", errors.New("store: open /var/lib/mwi/store.db: disk on fire"), http.StatusInternalServerError, api.CodeInternal, "/var/lib/mwi"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
