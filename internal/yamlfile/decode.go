@@ -1,0 +1,142 @@
+package yamlfile
+
+import (
+	"fmt"
+	"reflect"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+var nodeType = reflect.TypeFor[yaml.Node]()
+
+// Decode decodes n into the value v points to, following the yaml tags of
+// its structs as yaml.v3 does, and records every problem on the way at its
+// line, with path, the dotted path of n from the document's root ("" for
+// the root), extended by field names and list indexes ("outputs.0.names"):
+// a field that v's struct does not have, a key given twice, a value of the
+// wrong kind. A field of type yaml.Node keeps its value undecoded, for the
+// caller to read; a pointer stays nil for a null value. What has no
+// problem is decoded, so that one pass reports every problem of the node.
+//
+// Decode supports structs, pointers, slices, maps with string keys,
+// strings, booleans and numbers; another type in v is recorded as an error.
+func (f *File) Decode(n *yaml.Node, path string, v any) {
+	rv := reflect.ValueOf(v)
+	if rv.Kind() != reflect.Pointer || rv.IsNil() {
+		f.Errorf(n.Line, "%s: cannot decode into %T, not a non-nil pointer", name(path), v)
+		return
+	}
+	f.decode(n, path, rv.Elem())
+}
+
+func (f *File) decode(n *yaml.Node, path string, v reflect.Value) {
+	if v.Type() == nodeType {
+		v.Set(reflect.ValueOf(*n))
+		return
+	}
+	n = Resolve(n)
+	switch v.Kind() {
+	case reflect.Pointer:
+		if IsNull(n) {
+			return
+		}
+		if v.IsNil() {
+			v.Set(reflect.New(v.Type().Elem()))
+		}
+		f.decode(n, path, v.Elem())
+	case reflect.Struct:
+		names, index := structFields(v.Type())
+		m, ok := f.Fields(n, path, names...)
+		if !ok {
+			return
+		}
+		for i, field := range names {
+			if c := m[field]; c != nil {
+				f.decode(c, join(path, field), v.Field(index[i]))
+			}
+		}
+	case reflect.Slice:
+		items, ok := f.List(n, path)
+		if !ok || items == nil {
+			return
+		}
+		s := reflect.MakeSlice(v.Type(), len(items), len(items))
+		for i, item := range items {
+			f.decode(item, join(path, fmt.Sprint(i)), s.Index(i))
+		}
+		v.Set(s)
+	case reflect.Map:
+		if v.Type().Key().Kind() != reflect.String {
+			f.Errorf(n.Line, "%s: cannot decode into %s", name(path), v.Type())
+			return
+		}
+		pairs, ok := f.Mapping(n, path)
+		if !ok || IsNull(n) {
+			return
+		}
+		m := reflect.MakeMapWithSize(v.Type(), len(pairs))
+		for _, p := range pairs {
+			e := reflect.New(v.Type().Elem()).Elem()
+			f.decode(p.Value, join(path, p.Key), e)
+			m.SetMapIndex(reflect.ValueOf(p.Key).Convert(v.Type().Key()), e)
+		}
+		v.Set(m)
+	case reflect.String:
+		if s, ok := f.Scalar(n, path); ok {
+			v.SetString(s)
+		}
+	case reflect.Bool, reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64,
+		reflect.Float32, reflect.Float64:
+		f.number(n, path, v)
+	default:
+		f.Errorf(n.Line, "%s: cannot decode into %s", name(path), v.Type())
+	}
+}
+
+// number decodes the scalar n into v, a boolean or a number, by yaml.v3's
+// rules; a quoted "1", or 1.5 for an integer, is a value of the wrong kind.
+func (f *File) number(n *yaml.Node, path string, v reflect.Value) {
+	want := "a number"
+	if v.Kind() == reflect.Bool {
+		want = "true or false"
+	}
+	if n.Kind != yaml.ScalarNode || IsNull(n) {
+		f.Errorf(n.Line, "%s must be %s, not %s", name(path), want, Describe(n))
+		return
+	}
+	p := reflect.New(v.Type())
+	if err := n.Decode(p.Interface()); err != nil {
+		f.Errorf(n.Line, "%s must be %s, not %s", name(path), want, Describe(n))
+		return
+	}
+	v.Set(p.Elem())
+}
+
+// structFields returns the YAML names of the fields of the struct type t,
+// in order, and their indexes in t. A field with the tag "-" or that is
+// not exported is not in the YAML form.
+func structFields(t reflect.Type) (names []string, index []int) {
+	for i := range t.NumField() {
+		sf := t.Field(i)
+		tag, _, _ := strings.Cut(sf.Tag.Get("yaml"), ",")
+		if !sf.IsExported() || tag == "-" {
+			continue
+		}
+		if tag == "" {
+			tag = strings.ToLower(sf.Name)
+		}
+		names = append(names, tag)
+		index = append(index, i)
+	}
+	return names, index
+}
+
+// join extends path by key.
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
