@@ -10,6 +10,15 @@ import (
 
 var nodeType = reflect.TypeFor[yaml.Node]()
 
+// maxDecoded returns how many nodes Decode may visit in the file f. Aliases
+// let a small file name a node many times over, and each time is decoded,
+// as yaml.v3 does; past the bound the file is refused, as yaml.v3 refuses
+// "excessive aliasing". A file without aliases, which has fewer nodes
+// than bytes, never reaches it.
+func (f *File) maxDecoded() int {
+	return 1<<16 + 2*len(f.Data)
+}
+
 // Decode decodes n into the value v points to, following the yaml tags of
 // its structs as yaml.v3 does, and records every problem on the way at its
 // line, with path, the dotted path of n from the document's root ("" for
@@ -31,6 +40,11 @@ func (f *File) Decode(n *yaml.Node, path string, v any) {
 }
 
 func (f *File) decode(n *yaml.Node, path string, v reflect.Value) {
+	f.decoded++
+	if f.decoded > f.maxDecoded() {
+		f.Errorf(0, "the file names too many values through aliases (more than %d)", f.maxDecoded())
+		return
+	}
 	if v.Type() == nodeType {
 		v.Set(reflect.ValueOf(*n))
 		return

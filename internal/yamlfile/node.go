@@ -107,6 +107,13 @@ func (f *File) merge(pairs []Pair, seen map[string]int, m *yaml.Node, path strin
 	}
 	for _, s := range sources {
 		s = Resolve(s)
+		// Merged mappings may merge others in turn: bound the work as
+		// Decode bounds aliases.
+		f.decoded += 1 + len(s.Content)/2
+		if f.decoded > f.maxDecoded() {
+			f.Errorf(0, "the file names too many values through aliases (more than %d)", f.maxDecoded())
+			return pairs
+		}
 		if s.Kind != yaml.MappingNode {
 			f.Errorf(s.Line, "a merge key (<<) in %s must name a mapping or a list of mappings, not %s", name(path), Describe(s))
 			continue

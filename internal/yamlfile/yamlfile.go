@@ -36,6 +36,8 @@ type File struct {
 
 	errs []problem
 	seen map[Error]bool // the errors in errs that Errorf made
+
+	decoded int // the nodes Decode visited, to bound aliasing
 }
 
 // A problem is one recorded error and the line it sorts by.

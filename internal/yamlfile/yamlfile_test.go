@@ -1,6 +1,7 @@
 package yamlfile_test
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -214,4 +215,83 @@ func TestErrors(t *testing.T) {
 	if err := yamlfile.New("g.yaml", nil).Err(); err != nil {
 		t.Errorf("no errors: Err = %v", err)
 	}
+}
+
+// TestDecodeAliasBomb: aliases that name a list many times over are
+// refused, not decoded without end.
+func TestDecodeAliasBomb(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("a: &a [x, x, x, x, x, x, x, x, x, x]\n")
+	prev := "a"
+	for _, name := range []string{"b", "c", "d", "e", "f", "g"} {
+		b.WriteString(name + ": &" + name + " [")
+		for i := range 10 {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString("*" + prev)
+		}
+		b.WriteString("]\n")
+		prev = name
+	}
+	f := yamlfile.New("f.yaml", []byte(b.String()))
+	var v struct {
+		A []string
+		B [][]string
+		C [][][]string
+		D [][][][]string
+		E [][][][][]string
+		F [][][][][][]string
+		G [][][][][][][]string
+	}
+	f.Decode(f.Documents()[0], "", &v)
+	if err := f.Err(); err == nil || !strings.Contains(err.Error(), "f.yaml: the file names too many values through aliases") {
+		t.Errorf("error %v", err)
+	}
+}
+
+// TestMergeBomb: merge keys that merge each other many times over are
+// refused, not resolved without end.
+func TestMergeBomb(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("a: &a {x: 1, y: 2}\n")
+	prev := "a"
+	for i := range 12 {
+		name := fmt.Sprintf("m%d", i)
+		b.WriteString(name + ": &" + name + " {<<: [")
+		for j := range 10 {
+			if j > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString("*" + prev)
+		}
+		b.WriteString("]}\n")
+		prev = name
+	}
+	f := yamlfile.New("f.yaml", []byte(b.String()))
+	f.Merge = true
+	var v map[string]map[string]string
+	f.Decode(f.Documents()[0], "", &v)
+	if err := f.Err(); err == nil || !strings.Contains(err.Error(), "f.yaml: the file names too many values through aliases") {
+		t.Errorf("error %v", err)
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	f.Add([]byte("version: v1\nserver: {address: a:1, pins: [x]}\nhosts:\n  - name: h\n    names: [a, b]\nlabels: {env: prod}\ndebug: true\nport: 80\nextra: [1, {a: b}]\n"))
+	f.Add([]byte("server:\n  <<: &s {address: a}\n  pins: [y]\nhosts: [*s]\n"))
+	f.Add([]byte("a: [\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		yf := yamlfile.New("f.yaml", data)
+		yf.Merge = true
+		for _, doc := range yf.Documents() {
+			var c config
+			yf.Decode(doc, "", &c)
+			for _, err := range yf.Errors() {
+				if !strings.HasPrefix(err.Error(), "f.yaml:") {
+					t.Errorf("error %q does not name the file", err)
+				}
+			}
+		}
+	})
 }
