@@ -19,17 +19,19 @@ func (f *File) maxDecoded() int {
 	return 1<<16 + 2*len(f.Data)
 }
 
-// Decode decodes n into the value v points to, following the yaml tags of
-// its structs as yaml.v3 does, and records every problem on the way at its
-// line, with path, the dotted path of n from the document's root ("" for
-// the root), extended by field names and list indexes ("outputs.0.names"):
-// a field that v's struct does not have, a key given twice, a value of the
-// wrong kind. A field of type yaml.Node keeps its value undecoded, for the
-// caller to read; a pointer stays nil for a null value. What has no
-// problem is decoded, so that one pass reports every problem of the node.
+// Decode decodes n into the value v points to, and records every problem
+// on the way at its line: a field that v's struct does not have, a key
+// given twice, a value of the wrong kind. Messages name the value by its
+// path, which is path, the dotted path of n from the document's root (""
+// for the root), extended by field names and list indexes:
+// "outputs.0.names". What has no problem is decoded, so that one pass
+// reports every problem of the node.
 //
-// Decode supports structs, pointers, slices, maps with string keys,
-// strings, booleans and numbers; another type in v is recorded as an error.
+// A struct field is named by its yaml tag ("-" leaves it out), or by its
+// name in lower case. A field of type yaml.Node keeps its value undecoded,
+// for the caller to read; a pointer stays nil for a null value. Decode
+// supports structs, pointers, slices, maps with string keys, strings,
+// booleans and numbers; another type in v is recorded as an error.
 func (f *File) Decode(n *yaml.Node, path string, v any) {
 	rv := reflect.ValueOf(v)
 	if rv.Kind() != reflect.Pointer || rv.IsNil() {
@@ -100,7 +102,11 @@ func (f *File) decode(n *yaml.Node, path string, v reflect.Value) {
 		if s, ok := f.Scalar(n, path); ok {
 			v.SetString(s)
 		}
-	case reflect.Bool, reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+	case reflect.Bool:
+		if b, ok := f.Bool(n, path); ok {
+			v.SetBool(b)
+		}
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
 		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64,
 		reflect.Float32, reflect.Float64:
 		f.number(n, path, v)
@@ -109,23 +115,65 @@ func (f *File) decode(n *yaml.Node, path string, v reflect.Value) {
 	}
 }
 
-// number decodes the scalar n into v, a boolean or a number, by yaml.v3's
-// rules; a quoted "1", or 1.5 for an integer, is a value of the wrong kind.
+// number decodes the scalar n into v, a number. An integer field takes an
+// integer that fits, not 1.5, which yaml.v3 would cut to 1; a quoted "1"
+// is a string. A null is zero.
 func (f *File) number(n *yaml.Node, path string, v reflect.Value) {
-	want := "a number"
-	if v.Kind() == reflect.Bool {
-		want = "true or false"
-	}
-	if n.Kind != yaml.ScalarNode || IsNull(n) {
-		f.Errorf(n.Line, "%s must be %s, not %s", name(path), want, Describe(n))
+	if IsNull(n) {
 		return
 	}
-	p := reflect.New(v.Type())
-	if err := n.Decode(p.Interface()); err != nil {
-		f.Errorf(n.Line, "%s must be %s, not %s", name(path), want, Describe(n))
-		return
+	var x any
+	if n.Kind == yaml.ScalarNode && (n.ShortTag() == "!!int" || n.ShortTag() == "!!float") {
+		if n.Decode(&x) != nil {
+			x = nil
+		}
 	}
-	v.Set(p.Elem())
+	ok, want := false, "an integer"
+	switch k := v.Kind(); {
+	case k >= reflect.Int && k <= reflect.Int64:
+		var i int64
+		switch x := x.(type) {
+		case int:
+			i, ok = int64(x), true
+		case int64:
+			i, ok = x, true
+		}
+		if ok = ok && !v.OverflowInt(i); ok {
+			v.SetInt(i)
+		}
+	case k >= reflect.Uint && k <= reflect.Uint64:
+		var u uint64
+		switch x := x.(type) {
+		case int:
+			u, ok = uint64(x), x >= 0
+		case int64:
+			u, ok = uint64(x), x >= 0
+		case uint64:
+			u, ok = x, true
+		}
+		if ok = ok && !v.OverflowUint(u); ok {
+			v.SetUint(u)
+		}
+	default: // a float
+		want = "a number"
+		var g float64
+		switch x := x.(type) {
+		case int:
+			g, ok = float64(x), true
+		case int64:
+			g, ok = float64(x), true
+		case uint64:
+			g, ok = float64(x), true
+		case float64:
+			g, ok = x, true
+		}
+		if ok = ok && !v.OverflowFloat(g); ok {
+			v.SetFloat(g)
+		}
+	}
+	if !ok {
+		f.Errorf(n.Line, "%s must be %s, not %s", name(path), want, Describe(n))
+	}
 }
 
 // structFields returns the YAML names of the fields of the struct type t,

@@ -192,6 +192,25 @@ func (f *File) Scalar(n *yaml.Node, path string) (s string, ok bool) {
 	}
 }
 
+// Bool returns the boolean n, true or false, which path names in errors.
+// A null is false. If n is not a boolean, Bool records an error and returns
+// ok == false: "yes" and "on" are strings, as YAML 1.2 reads them.
+func (f *File) Bool(n *yaml.Node, path string) (b, ok bool) {
+	n = Resolve(n)
+	if n.Kind == yaml.ScalarNode {
+		switch n.ShortTag() {
+		case "!!null":
+			return false, true
+		case "!!bool":
+			if b, err := strconv.ParseBool(n.Value); err == nil {
+				return b, true
+			}
+		}
+	}
+	f.Errorf(n.Line, "%s must be true or false, not %s", name(path), Describe(n))
+	return false, false
+}
+
 // KeyLine returns the line of key in the mapping n, or n's line if n has
 // no such key.
 func KeyLine(n *yaml.Node, key string) int {

@@ -69,8 +69,18 @@ func TestDecode(t *testing.T) {
 			[]string{`f.yaml:1: server must be a mapping, not a list`}},
 		{"not a boolean", "debug: maybe\n", false,
 			[]string{`f.yaml:1: debug must be true or false, not the value "maybe"`}},
+		{"yes is not a boolean", "debug: yes\n", false,
+			[]string{`f.yaml:1: debug must be true or false, not the value "yes"`}},
+		{"quoted boolean", "debug: \"true\"\n", false,
+			[]string{`f.yaml:1: debug must be true or false, not the value "true"`}},
+		{"null boolean and number", "debug:\nport: ~\n", false, nil},
+		{"not an integer", "port: 1.5\n", false,
+			[]string{`f.yaml:1: port must be an integer, not the value "1.5"`}},
+		{"integer too large", "port: 99999999999999999999\n", false,
+			[]string{`f.yaml:1: port must be an integer, not the value "99999999999999999999"`}},
+		{"hexadecimal integer", "port: 0x50\n", false, nil},
 		{"not a number", "port: \"80\"\n", false,
-			[]string{`f.yaml:1: port must be a number, not the value "80"`}},
+			[]string{`f.yaml:1: port must be an integer, not the value "80"`}},
 		{"mapping in a map value", "labels:\n  env: {a: b}\n", false,
 			[]string{`f.yaml:2: labels.env must be a string, not a mapping`}},
 		{"root not a mapping", "- a\n", false,
@@ -214,6 +224,27 @@ func TestErrors(t *testing.T) {
 	}
 	if err := yamlfile.New("g.yaml", nil).Err(); err != nil {
 		t.Errorf("no errors: Err = %v", err)
+	}
+}
+
+// TestDecodeUnsupported: a type Decode cannot fill is an error, not a
+// panic.
+func TestDecodeUnsupported(t *testing.T) {
+	f := yamlfile.New("f.yaml", []byte("a: 1\nb: {x: 1}\n"))
+	root := f.Documents()[0]
+	var v struct {
+		A any
+		B map[int]string
+	}
+	f.Decode(root, "", &v)
+	f.Decode(root, "", v)
+	want := []string{
+		"f.yaml:1: a: cannot decode into interface {}",
+		"f.yaml:1: the document: cannot decode into struct { A interface {}; B map[int]string }, not a non-nil pointer",
+		"f.yaml:2: b: cannot decode into map[int]string",
+	}
+	if got := errs(f); !slices.Equal(got, want) {
+		t.Errorf("errors %q, want %q", got, want)
 	}
 }
 
