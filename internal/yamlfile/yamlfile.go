@@ -4,9 +4,9 @@
 // A File holds a file's bytes and the problems found in it. Documents
 // parses the file into nodes and records a syntax error at the line to fix,
 // which go.yaml.in/yaml/v3 does not always name. The checked accessors
-// Mapping, Fields, List and Scalar read one node each, for code that walks
-// a document itself; Decode walks a node into a Go value by the yaml tags
-// of its structs, with the same checks. Either way an unknown field, a key
+// Mapping, Fields, List, Scalar and Bool read one node each, for code that
+// walks a document itself; Decode walks a node into a Go value by the yaml
+// tags of its structs, through the same accessors. Either way an unknown field, a key
 // given twice or a value of the wrong kind is an error that names the
 // value's path and line, never ignored, and reading goes on, so that one
 // pass reports every problem of the file. Line finds the line of a path
