@@ -1,14 +1,14 @@
 // Package config reads mwid's configuration file.
 //
 // The file format (the file struct) is kept apart from the runtime Config:
-// Parse decodes YAML with known fields only, validates it, and builds a
-// Config in which every default is filled in and every value is checked;
-// each block of outputs is parsed by its kind, in package output.
-// Every error names the file and line.
+// Parse decodes YAML strictly (package yamlfile: an unknown field, a key
+// given twice or a value of the wrong kind is an error), validates it, and
+// builds a Config in which every default is filled in and every value is
+// checked; each block of outputs is parsed by its kind, in package output.
+// Every error names the file and line, and Parse reports them all.
 package config
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -27,7 +27,7 @@ import (
 
 	"github.com/mwi-project/mwi/api"
 	"github.com/mwi-project/mwi/daemon/output"
-	"github.com/mwi-project/mwi/internal/yamlline"
+	"github.com/mwi-project/mwi/internal/yamlfile"
 )
 
 // Config is mwid's validated runtime configuration.
@@ -252,22 +252,31 @@ func Load(path string) (*Config, error) {
 // Parse parses a configuration; name is used in error messages. Relative
 // paths in the file are taken relative to name's directory.
 func Parse(name string, data []byte) (*Config, error) {
-	var root yaml.Node
-	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, yamlError(name, data, err)
+	yf := yamlfile.New(name, data)
+	// mwid has always read merge keys (<<), which yaml.v3 resolves, so
+	// that blocks such as outputs can share settings.
+	yf.Merge = true
+	docs := yf.Documents()
+	if err := yf.Err(); err != nil {
+		return nil, err
 	}
-	if len(root.Content) == 0 {
-		return nil, fmt.Errorf("%s: the file is empty; want a mwid configuration with version: v1", name)
+	if len(docs) == 0 {
+		yf.Errorf(0, "the file is empty; want a mwid configuration with version: v1")
+		return nil, yf.Err()
+	}
+	for _, d := range docs[1:] {
+		yf.Errorf(d.Line, "a second YAML document: a mwid configuration is one document")
 	}
 	var f file
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&f); err != nil {
-		return nil, yamlError(name, data, err)
+	yf.Decode(docs[0], "", &f)
+	if err := yf.Err(); err != nil {
+		// Validating what could not be decoded would only add "required"
+		// to the errors that say why.
+		return nil, err
 	}
-	v := validator{name: name, data: data, root: root.Content[0], dir: filepath.Dir(name)}
+	v := validator{f: yf, root: docs[0], dir: filepath.Dir(name)}
 	c := v.build(&f)
-	if err := errors.Join(v.errs...); err != nil {
+	if err := yf.Err(); err != nil {
 		return nil, err
 	}
 	sum := sha256.Sum256(data)
@@ -278,75 +287,18 @@ func Parse(name string, data []byte) (*Config, error) {
 // resourceNameRE matches a name as the issuer's resources allow it.
 var resourceNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
 
-var unknownField = regexp.MustCompile(`field (\S+) not found in type \S+`)
-
-// yamlError rewrites yaml.v3's "yaml: line N: ..." as "NAME:N: ...", with
-// the line corrected where yaml.v3's is off (see package yamlline).
-func yamlError(name string, data []byte, err error) error {
-	var te *yaml.TypeError
-	if errors.As(err, &te) {
-		errs := make([]error, len(te.Errors))
-		for i, e := range te.Errors {
-			// yaml.v3 names Go types; the reader knows only the file.
-			e = unknownField.ReplaceAllString(e, `unknown field "$1"`)
-			errs[i] = errors.New(name + ":" + strings.TrimPrefix(e, "line "))
-		}
-		return errors.Join(errs...)
-	}
-	msg := strings.TrimPrefix(err.Error(), "yaml: ")
-	if rest, ok := strings.CutPrefix(msg, "line "); ok {
-		num, text, _ := strings.Cut(rest, ": ")
-		if line, err := strconv.Atoi(num); err == nil {
-			return fmt.Errorf("%s:%d: %s", name, yamlline.Correct(data, line, text), text)
-		}
-		return errors.New(name + ":" + rest)
-	}
-	return fmt.Errorf("%s: %s", name, msg)
-}
-
+// A validator builds a Config from the file's decoded form, recording
+// each problem at the line of the value it is about.
 type validator struct {
-	name string
-	data []byte
+	f    *yamlfile.File
 	root *yaml.Node
 	dir  string
-	errs []error
 }
 
-// errorf records an error at the line of the node at path (dotted keys).
+// errorf records an error about the value at path (dotted keys from the
+// root), at its line: "FILE:LINE: PATH: message".
 func (v *validator) errorf(path, format string, args ...any) {
-	v.errs = append(v.errs, fmt.Errorf("%s:%d: %s: %s", v.name, v.line(path), path, fmt.Sprintf(format, args...)))
-}
-
-// line returns the line of the value at path, or of its nearest existing
-// parent, so that a missing field is reported where it belongs.
-func (v *validator) line(path string) int {
-	n := v.root
-	line := n.Line
-	for _, key := range strings.Split(path, ".") {
-		if i, err := strconv.Atoi(key); err == nil && n.Kind == yaml.SequenceNode {
-			if i < 0 || i >= len(n.Content) {
-				break
-			}
-			n = n.Content[i]
-			line = n.Line
-			continue
-		}
-		if n.Kind != yaml.MappingNode {
-			break
-		}
-		var next *yaml.Node
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			if n.Content[i].Value == key {
-				next = n.Content[i+1]
-				break
-			}
-		}
-		if next == nil {
-			break
-		}
-		n, line = next, next.Line
-	}
-	return line
+	v.f.Errorf(yamlfile.Line(v.root, path), "%s: %s", path, fmt.Sprintf(format, args...))
 }
 
 func (v *validator) build(f *file) *Config {
@@ -411,12 +363,12 @@ func (v *validator) build(f *file) *Config {
 	c.SSHHosts = f.SSH.Hosts
 	for i := range f.Outputs {
 		o := output.Parse(&output.Block{
-			Path:        fmt.Sprintf("outputs.%d", i),
-			Node:        &f.Outputs[i],
-			Earlier:     c.Outputs,
-			Errorf:      v.errorf,
-			DecodeError: func(err error) { v.errs = append(v.errs, yamlError(v.name, v.data, err)) },
-			Abs:         v.path,
+			Path:    fmt.Sprintf("outputs.%d", i),
+			Node:    &f.Outputs[i],
+			Earlier: c.Outputs,
+			File:    v.f,
+			Errorf:  v.errorf,
+			Abs:     v.path,
 		})
 		if o != nil {
 			c.Outputs = append(c.Outputs, o)

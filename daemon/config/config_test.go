@@ -58,10 +58,15 @@ func TestParseErrors(t *testing.T) {
 		want    string
 	}{
 		{"unknown field", [2]string{"ssh:\n", "ssh:\n  user: x\n"}, `mwid.yaml:18: unknown field "user"`},
+		{"duplicate key", [2]string{"  format: json", "  format: json\n  format: text"}, `mwid.yaml:21: duplicate field "format" in log (first at line 20)`},
+		{"mapping for a string", [2]string{"certificate_ttl: 10m", "certificate_ttl: {m: 10}"}, "mwid.yaml:9: certificate_ttl must be a string, not a mapping"},
+		{"string for a list", [2]string{"logins: [deploy, ops]", "logins: deploy"}, `mwid.yaml:18: ssh.logins must be a list, not the value "deploy"`},
+		{"nested unknown field", [2]string{"    env: MWI_TOKEN", "    env: MWI_TOKEN\n    environment: X"}, `mwid.yaml:9: unknown field "environment" in onboarding.token (want env, file, credential)`},
+		{"second document", [2]string{"  format: json\n", "  format: json\n---\nversion: v1\n"}, "mwid.yaml:22: a second YAML document"},
 		{"bad version", [2]string{"version: v1", "version: v2"}, `mwid.yaml:1: version: got "v2", want v1`},
 		{"syntax", [2]string{"log:\n", "log: [\n"}, "mwid.yaml:"},
-		{"unclosed bracket", [2]string{"logins: [deploy, ops]", "logins: [deploy, ops"}, `mwid.yaml:18: did not find expected ',' or ']'`},
-		{"unclosed brace", [2]string{"  agent:\n", "  agent: {\n"}, `mwid.yaml:12: did not find expected ',' or '}'`},
+		{"unclosed bracket", [2]string{"logins: [deploy, ops]", "logins: [deploy, ops"}, `mwid.yaml:18: invalid YAML: did not find expected ',' or ']'`},
+		{"unclosed brace", [2]string{"  agent:\n", "  agent: {\n"}, `mwid.yaml:12: invalid YAML: did not find expected ',' or '}'`},
 		{"bad duration", [2]string{"certificate_ttl: 10m", "certificate_ttl: ten"}, `mwid.yaml:9: certificate_ttl: "ten" is not a duration`},
 		{"ttl too short", [2]string{"certificate_ttl: 10m", "certificate_ttl: 1s"}, "shorter than the minimum"},
 		{"interval too long", [2]string{"renewal_interval: 2m", "renewal_interval: 20m"}, "mwid.yaml:10: renewal_interval"},
@@ -88,6 +93,41 @@ func TestParseErrors(t *testing.T) {
 				t.Fatalf("Parse error = %v, want it to contain %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestParseEveryError: every problem of the file is reported, each at its
+// line, not only the first.
+func TestParseEveryError(t *testing.T) {
+	data := strings.NewReplacer(
+		"ssh:\n", "ssh:\n  user: x\n",
+		"  format: json", "  format: json\n  format: text",
+		"  api:\n", "  api:\n    mode: [x]\n",
+	).Replace(valid)
+	_, err := Parse("/etc/mwi/mwid.yaml", []byte(data))
+	want := []string{
+		`mwid.yaml:16: sockets.api.mode must be a string, not a list`,
+		`mwid.yaml:19: unknown field "user" in ssh`,
+		`mwid.yaml:23: duplicate field "format" in log (first at line 22)`,
+	}
+	for _, w := range want {
+		if err == nil || !strings.Contains(err.Error(), w) {
+			t.Errorf("Parse error = %v, want it to contain %q", err, w)
+		}
+	}
+}
+
+// TestParseMergeKeys: a merge key shares settings between blocks, as
+// yaml.v3 resolves it; the block's own fields win.
+func TestParseMergeKeys(t *testing.T) {
+	data := strings.Replace(valid, "  agent:\n", "  agent: &socket\n", 1)
+	data = strings.Replace(data, "  api:\n    path: /run/mwi/api.sock\n", "  api:\n    <<: *socket\n    path: /run/mwi/api.sock\n", 1)
+	c, err := Parse("/etc/mwi/mwid.yaml", []byte(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.APISocket.Path != "/run/mwi/api.sock" || c.APISocket.Mode != 0o660 {
+		t.Errorf("api socket = %+v; want its own path and the agent's mode", c.APISocket)
 	}
 }
 

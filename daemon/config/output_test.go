@@ -23,7 +23,7 @@ func TestParseSSHHostOutputs(t *testing.T) {
 		{"  - type: ssh_host\n", "mwid.yaml:22: outputs.0.host_key: required"},
 		{"  - type: ssh_host\n    host_key: /k.pub\n    certificate: /k.pub\n", "mwid.yaml:24: outputs.0.certificate: must differ from host_key"},
 		{"  - type: ssh_host\n    host_key: /k.pub\n    name: [a]\n", `mwid.yaml:24: unknown field "name"`},
-		{"  - type: ssh_host\n    host_key: /k.pub\n    names: a\n", "mwid.yaml:24: cannot unmarshal"},
+		{"  - type: ssh_host\n    host_key: /k.pub\n    names: a\n", `mwid.yaml:24: outputs.0.names must be a list, not the value "a"`},
 		{"  - host_key: /k.pub\n", "mwid.yaml:22: outputs.0.type: required (ssh_host, kubernetes or identity)"},
 		{"  - ssh_host\n", "mwid.yaml:22: outputs.0: want a mapping"},
 	} {

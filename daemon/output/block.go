@@ -1,18 +1,19 @@
 package output
 
 import (
-	"fmt"
 	"reflect"
 	"slices"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/mwi-project/mwi/internal/yamlfile"
 )
 
 // A Block is one entry of the outputs list of mwid's configuration, which
 // the kind its type names parses and validates. The configuration reader
-// supplies the means to report errors at the file's lines, so that every
-// kind's messages read alike: "FILE:LINE: outputs.N.FIELD: ...".
+// supplies the file and the means to report errors at its lines, so that
+// every kind's messages read alike: "FILE:LINE: outputs.N.FIELD: ...".
 type Block struct {
 	// Path is the block's dotted path in the file: outputs.N.
 	Path string
@@ -21,32 +22,34 @@ type Block struct {
 	// Earlier are the outputs of the blocks before this one, so that a
 	// kind can refuse two outputs that write one place.
 	Earlier []Output
+	// File is the configuration file, which records the errors of
+	// decoding the block.
+	File *yamlfile.File
 	// Errorf records an error about the value at path (dotted keys from
 	// the file's root), at its line.
 	Errorf func(path, format string, args ...any)
-	// DecodeError records an error of yaml.v3 about the block, whose
-	// message names its line.
-	DecodeError func(error)
 	// Abs makes a path in the block absolute, relative to the file's
 	// directory.
 	Abs func(string) string
+
+	fields []yamlfile.Pair // the block's fields, as Parse read them
 }
 
 // Parse returns the output of the block b, or nil after recording why
 // there is none.
 func Parse(b *Block) Output {
-	n := b.Node
-	if n.Kind == yaml.AliasNode {
-		n = n.Alias
-	}
+	n := yamlfile.Resolve(b.Node)
 	if n.Kind != yaml.MappingNode {
 		b.Errorf(b.Path, "want a mapping with a type (%s)", typeList())
 		return nil
 	}
 	b.Node = n
+	b.fields, _ = b.File.Mapping(n, b.Path)
 	var typ string
-	if t := mappingValue(n, "type"); t != nil && t.Kind == yaml.ScalarNode {
-		typ = t.Value
+	for _, f := range b.fields {
+		if t := yamlfile.Resolve(f.Value); f.Key == "type" && t.Kind == yaml.ScalarNode {
+			typ = t.Value
+		}
 	}
 	if typ == "" {
 		b.Errorf(b.Path+".type", "required (%s)", typeList())
@@ -69,16 +72,6 @@ func typeList() string {
 	return strings.Join(types[:len(types)-1], ", ") + " or " + types[len(types)-1]
 }
 
-// mappingValue returns the value of key in the mapping n, or nil.
-func mappingValue(n *yaml.Node, key string) *yaml.Node {
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		if n.Content[i].Value == key {
-			return n.Content[i+1]
-		}
-	}
-	return nil
-}
-
 // decode decodes the block of an output of type typ into dst, a pointer
 // to the kind's block struct. A field of other kinds is refused by
 // misplaced(field, their types), or, if misplaced is nil, as "is for
@@ -89,25 +82,26 @@ func (b *Block) decode(typ string, dst any, misplaced func(field string, types [
 			b.Errorf(b.Path+"."+field, "is for outputs of type %s, not %s", strings.Join(types, " or "), typ)
 		}
 	}
+	// The kind decodes the block without its type, which Parse read, and
+	// without the fields of other kinds, which are misplaced rather than
+	// unknown.
 	own := blockFields(dst)
-	for i := 0; i+1 < len(b.Node.Content); i += 2 {
-		key := b.Node.Content[i]
-		if key.Value == "type" || key.Tag == "!!merge" || slices.Contains(own, key.Value) {
-			continue // a merge key (<<) is yaml.v3's to resolve
-		}
-		types := slices.DeleteFunc(slices.Clone(fieldTypes[key.Value]), func(t string) bool { return t == typ })
-		if len(types) == 0 {
-			// As yaml.v3 says it of an unknown field, which the
-			// configuration reader rewrites for people.
-			b.DecodeError(&yaml.TypeError{Errors: []string{
-				fmt.Sprintf("line %d: field %s not found in type %T", key.Line, key.Value, dst)}})
+	n := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map", Line: b.Node.Line, Column: b.Node.Column}
+	for _, f := range b.fields {
+		if f.Key == "type" {
 			continue
 		}
-		misplaced(key.Value, types)
+		if !slices.Contains(own, f.Key) {
+			types := slices.DeleteFunc(slices.Clone(fieldTypes[f.Key]), func(t string) bool { return t == typ })
+			if len(types) > 0 {
+				misplaced(f.Key, types)
+				continue
+			}
+		}
+		key := &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: f.Key, Line: f.Line}
+		n.Content = append(n.Content, key, f.Value)
 	}
-	if err := b.Node.Decode(dst); err != nil {
-		b.DecodeError(err)
-	}
+	b.File.Decode(n, b.Path, dst)
 }
 
 // fieldTypes lists, for each field of an output block, the types of

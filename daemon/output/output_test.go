@@ -11,9 +11,8 @@ import (
 	"strings"
 	"testing"
 
-	"go.yaml.in/yaml/v3"
-
 	"github.com/mwi-project/mwi/daemon/identity"
+	"github.com/mwi-project/mwi/internal/yamlfile"
 )
 
 // request returns the request of outputs, leaving out those that fail as
@@ -52,21 +51,28 @@ func needsRenewal(a, b Output) bool {
 // recorded about it.
 func parse(t *testing.T, block string) (Output, []string) {
 	t.Helper()
-	var n yaml.Node
-	if err := yaml.Unmarshal([]byte(block), &n); err != nil {
+	f := yamlfile.New("f.yaml", []byte(block))
+	docs := f.Documents()
+	if err := f.Err(); err != nil {
 		t.Fatal(err)
 	}
-	var errs []string
+	var semantic []string
 	b := &Block{
 		Path: "outputs.0",
-		Node: n.Content[0],
+		Node: docs[0],
+		File: f,
 		Errorf: func(path, format string, args ...any) {
-			errs = append(errs, path+": "+fmt.Sprintf(format, args...))
+			semantic = append(semantic, path+": "+fmt.Sprintf(format, args...))
 		},
-		DecodeError: func(err error) { errs = append(errs, err.Error()) },
-		Abs:         func(p string) string { return p },
+		Abs: func(p string) string { return p },
 	}
-	return Parse(b), errs
+	o := Parse(b)
+	// Decoding comes first, and its errors with it.
+	var errs []string
+	for _, err := range f.Errors() {
+		errs = append(errs, err.Error())
+	}
+	return o, append(errs, semantic...)
 }
 
 func TestNeedsRenewal(t *testing.T) {
@@ -156,7 +162,7 @@ func TestSSHHostWithoutCertificate(t *testing.T) {
 }
 
 // TestParseFields: each kind takes its own fields, refuses another kind's
-// by name, and reports a field of none as yaml.v3 does an unknown one.
+// by name, and reports a field of none as unknown, with the fields it takes.
 func TestParseFields(t *testing.T) {
 	for _, tc := range []struct{ block, want string }{
 		{"{type: ssh_host, host_key: /k.pub, certificate: /c, names: [a], reload_command: [x]}", ""},
@@ -165,8 +171,8 @@ func TestParseFields(t *testing.T) {
 		{"{type: ssh_host, host_key: /k.pub, directory: /d}", "outputs.0.directory: is for outputs of type kubernetes or identity, not ssh_host"},
 		{"{type: kubernetes, clusters: [a], names: [a]}", "outputs.0.names: is for outputs of type ssh_host, not kubernetes"},
 		{"{type: identity, directory: /d, labels: []}", "outputs.0.labels: is not a field of outputs of type identity"},
-		{"{type: identity, directory: /d, dir: /e}", "line 1: field dir not found in type *output.identityBlock"},
-		{"{type: kubernetes, clusters: a}", "cannot unmarshal"},
+		{"{type: identity, directory: /d, dir: /e}", `f.yaml:1: unknown field "dir" in outputs.0 (want directory)`},
+		{"{type: kubernetes, clusters: a}", `f.yaml:1: outputs.0.clusters must be a list, not the value "a"`},
 		{"{host_key: /k.pub}", "outputs.0.type: required (ssh_host, kubernetes or identity)"},
 		{"[ssh_host]", "outputs.0: want a mapping with a type"},
 	} {

@@ -40,17 +40,17 @@ func (b *BoundKeypairJoin) clone() JoinSpec {
 }
 
 func (*BoundKeypairJoin) parse(p *fileParser, n *yaml.Node, path string, line int) JoinSpec {
-	m, ok := p.fields(n, path, "public_key")
+	m, ok := p.Fields(n, path, "public_key")
 	if !ok {
 		return nil
 	}
 	b := &BoundKeypairJoin{}
 	if v := m["public_key"]; v == nil {
-		p.errorf(line, "missing %s.public_key (the key in authorized_keys form)", path)
-	} else if s, ok := p.scalar(v, path+".public_key"); ok {
+		p.Errorf(line, "missing %s.public_key (the key in authorized_keys form)", path)
+	} else if s, ok := p.Scalar(v, path+".public_key"); ok {
 		key, err := parseBoundKey(s)
 		if err != nil {
-			p.errorf(v.Line, "invalid %s.public_key: %v", path, err)
+			p.Errorf(v.Line, "invalid %s.public_key: %v", path, err)
 		} else {
 			b.PublicKey = strings.TrimSpace(s)
 			b.Key = key

@@ -8,6 +8,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/mwi-project/mwi/api"
+	"github.com/mwi-project/mwi/internal/yamlfile"
 )
 
 var (
@@ -104,7 +105,7 @@ func (g *GitHubJoin) clone() JoinSpec {
 }
 
 func (*GitHubJoin) parse(p *fileParser, n *yaml.Node, path string, line int) JoinSpec {
-	m, ok := p.fields(n, path, "enterprise_server_host", "enterprise_slug", "static_jwks", "allow")
+	m, ok := p.Fields(n, path, "enterprise_server_host", "enterprise_slug", "static_jwks", "allow")
 	if !ok {
 		return nil
 	}
@@ -113,16 +114,16 @@ func (*GitHubJoin) parse(p *fileParser, n *yaml.Node, path string, line int) Joi
 		g.EnterpriseServerHost = p.hostPort(v, path+".enterprise_server_host")
 	}
 	if v := m["enterprise_slug"]; v != nil {
-		if s, ok := p.scalar(v, path+".enterprise_slug"); ok && s != "" {
+		if s, ok := p.Scalar(v, path+".enterprise_slug"); ok && s != "" {
 			if !slugRE.MatchString(s) {
-				p.errorf(v.Line, "invalid %s.enterprise_slug %q: must match %s", path, s, slugRE)
+				p.Errorf(v.Line, "invalid %s.enterprise_slug %q: must match %s", path, s, slugRE)
 			} else {
 				g.EnterpriseSlug = s
 			}
 		}
 	}
 	if g.EnterpriseServerHost != "" && g.EnterpriseSlug != "" {
-		p.errorf(resolve(m["enterprise_slug"]).Line, "set one of %s.enterprise_server_host and %s.enterprise_slug, not both", path, path)
+		p.Errorf(yamlfile.Resolve(m["enterprise_slug"]).Line, "set one of %s.enterprise_server_host and %s.enterprise_slug, not both", path, path)
 	}
 	g.StaticJWKS = p.staticJWKS(m["static_jwks"], path)
 	p.rules(m["allow"], path, line, func(r *yaml.Node, rpath string) {
@@ -134,7 +135,7 @@ func (*GitHubJoin) parse(p *fileParser, n *yaml.Node, path string, line int) Joi
 		}
 		for _, k := range []string{"repository_id", "repository_owner_id"} {
 			if v := f[k]; v != "" && !githubIDRE.MatchString(v) {
-				p.errorf(keyLine(r, k), "invalid %s.%s %q: want GitHub's numeric id, in decimal (such as 74)", rpath, k, v)
+				p.Errorf(yamlfile.KeyLine(r, k), "invalid %s.%s %q: want GitHub's numeric id, in decimal (such as 74)", rpath, k, v)
 				ok = false
 			}
 		}

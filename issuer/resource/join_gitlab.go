@@ -6,6 +6,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/mwi-project/mwi/api"
+	"github.com/mwi-project/mwi/internal/yamlfile"
 )
 
 // GitLabJoin is the gitlab block of a token: GitLab CI ID tokens.
@@ -73,7 +74,7 @@ func (g *GitLabJoin) clone() JoinSpec {
 }
 
 func (*GitLabJoin) parse(p *fileParser, n *yaml.Node, path string, line int) JoinSpec {
-	m, ok := p.fields(n, path, "domain", "static_jwks", "allow")
+	m, ok := p.Fields(n, path, "domain", "static_jwks", "allow")
 	if !ok {
 		return nil
 	}
@@ -91,7 +92,7 @@ func (*GitLabJoin) parse(p *fileParser, n *yaml.Node, path string, line int) Joi
 			return
 		}
 		if v := f["ref_protected"]; v != "" && v != "true" && v != "false" {
-			p.errorf(keyLine(r, "ref_protected"), "invalid %s.ref_protected %q: want true or false", rpath, v)
+			p.Errorf(yamlfile.KeyLine(r, "ref_protected"), "invalid %s.ref_protected %q: want true or false", rpath, v)
 			return
 		}
 		g.Allow = append(g.Allow, GitLabRule{

@@ -7,6 +7,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/mwi-project/mwi/api"
+	"github.com/mwi-project/mwi/internal/yamlfile"
 )
 
 // serviceAccountRE matches "NAMESPACE:NAME" of a Kubernetes service
@@ -83,7 +84,7 @@ func (*KubernetesJoin) parse(p *fileParser, n *yaml.Node, path string, line int)
 			return
 		}
 		if !serviceAccountRE.MatchString(f["service_account"]) {
-			p.errorf(keyLine(r, "service_account"), "invalid %s.service_account %q: want NAMESPACE:NAME", rpath, f["service_account"])
+			p.Errorf(yamlfile.KeyLine(r, "service_account"), "invalid %s.service_account %q: want NAMESPACE:NAME", rpath, f["service_account"])
 			return
 		}
 		k.Allow = append(k.Allow, KubernetesRule{ServiceAccount: f["service_account"]})

@@ -7,6 +7,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/mwi-project/mwi/api"
+	"github.com/mwi-project/mwi/internal/yamlfile"
 )
 
 // claimNameRE matches a claim name in an oidc rule.
@@ -96,38 +97,38 @@ func (*OIDCJoin) parse(p *fileParser, n *yaml.Node, path string, line int) JoinS
 
 // oidcRule decodes a rule of an oidc block: {claims: {NAME: [VALUE...]}}.
 func (p *fileParser) oidcRule(n *yaml.Node, path string) (OIDCRule, bool) {
-	m, ok := p.fields(n, path, "claims")
+	m, ok := p.Fields(n, path, "claims")
 	if !ok {
 		return OIDCRule{}, false
 	}
 	c := m["claims"]
 	if c == nil {
-		p.errorf(resolve(n).Line, "%s must set claims", path)
+		p.Errorf(yamlfile.Resolve(n).Line, "%s must set claims", path)
 		return OIDCRule{}, false
 	}
-	pairs, ok := p.mapping(c, path+".claims")
+	pairs, ok := p.Mapping(c, path+".claims")
 	if !ok {
 		return OIDCRule{}, false
 	}
 	if len(pairs) == 0 {
-		p.errorf(resolve(c).Line, "%s.claims names no claims: a rule needs at least one", path)
+		p.Errorf(yamlfile.Resolve(c).Line, "%s.claims names no claims: a rule needs at least one", path)
 		return OIDCRule{}, false
 	}
 	rule := OIDCRule{Claims: make(map[string][]string, len(pairs))}
 	good := true
 	for _, kv := range pairs {
-		cpath := path + ".claims." + kv.key
-		if !claimNameRE.MatchString(kv.key) {
-			p.errorf(kv.line, "invalid claim name %q in %s.claims: must match %s", kv.key, path, claimNameRE)
+		cpath := path + ".claims." + kv.Key
+		if !claimNameRE.MatchString(kv.Key) {
+			p.Errorf(kv.Line, "invalid claim name %q in %s.claims: must match %s", kv.Key, path, claimNameRE)
 			good = false
 			continue
 		}
 		// A value is a string or a list of strings.
 		var items []*yaml.Node
-		if v := resolve(kv.value); v.Kind == yaml.SequenceNode {
-			items, _ = p.list(v, cpath)
+		if v := yamlfile.Resolve(kv.Value); v.Kind == yaml.SequenceNode {
+			items, _ = p.List(v, cpath)
 			if len(items) == 0 {
-				p.errorf(v.Line, "%s lists no values", cpath)
+				p.Errorf(v.Line, "%s lists no values", cpath)
 				good = false
 				continue
 			}
@@ -135,22 +136,22 @@ func (p *fileParser) oidcRule(n *yaml.Node, path string) (OIDCRule, bool) {
 			items = []*yaml.Node{v}
 		}
 		for _, item := range items {
-			s, ok := p.scalar(item, cpath)
+			s, ok := p.Scalar(item, cpath)
 			if !ok {
 				good = false
 				continue
 			}
 			if s == "" {
-				p.errorf(item.Line, "%s: empty value: a claim must equal a non-empty value", cpath)
+				p.Errorf(item.Line, "%s: empty value: a claim must equal a non-empty value", cpath)
 				good = false
 				continue
 			}
 			if err := checkPlain(s); err != nil {
-				p.errorf(item.Line, "invalid value %q in %s: %v", s, cpath, err)
+				p.Errorf(item.Line, "invalid value %q in %s: %v", s, cpath, err)
 				good = false
 				continue
 			}
-			rule.Claims[kv.key] = append(rule.Claims[kv.key], s)
+			rule.Claims[kv.Key] = append(rule.Claims[kv.Key], s)
 		}
 	}
 	return rule, good

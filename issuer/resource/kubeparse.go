@@ -15,6 +15,8 @@ import (
 	"unicode"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/mwi-project/mwi/internal/yamlfile"
 )
 
 // labelKeyRE matches a label key: letters, digits and "._/:-", starting
@@ -36,25 +38,25 @@ func checkLabelValue(s string) error {
 
 // clusterLabels decodes the metadata.labels of a kube_cluster.
 func (p *fileParser) clusterLabels(n *yaml.Node) map[string]string {
-	pairs, _ := p.mapping(n, "metadata.labels")
+	pairs, _ := p.Mapping(n, "metadata.labels")
 	var labels map[string]string
 	for _, kv := range pairs {
-		if !labelKeyRE.MatchString(kv.key) {
-			p.errorf(kv.line, "invalid label key %q in metadata.labels: must match %s", kv.key, labelKeyRE)
+		if !labelKeyRE.MatchString(kv.Key) {
+			p.Errorf(kv.Line, "invalid label key %q in metadata.labels: must match %s", kv.Key, labelKeyRE)
 			continue
 		}
-		v, ok := p.scalar(kv.value, "metadata.labels."+kv.key)
+		v, ok := p.Scalar(kv.Value, "metadata.labels."+kv.Key)
 		if !ok {
 			continue
 		}
 		if err := checkLabelValue(v); err != nil {
-			p.errorf(resolve(kv.value).Line, "invalid value %q for label %q: %v", v, kv.key, err)
+			p.Errorf(yamlfile.Resolve(kv.Value).Line, "invalid value %q for label %q: %v", v, kv.Key, err)
 			continue
 		}
 		if labels == nil {
 			labels = make(map[string]string)
 		}
-		labels[kv.key] = v
+		labels[kv.Key] = v
 	}
 	return labels
 }
@@ -63,45 +65,45 @@ func (p *fileParser) clusterLabels(n *yaml.Node) map[string]string {
 // given by field name in a.
 func (p *fileParser) roleKubernetes(a map[string]*yaml.Node, r *Role) {
 	if n := a["kubernetes_labels"]; n != nil {
-		pairs, _ := p.mapping(n, "spec.allow.kubernetes_labels")
+		pairs, _ := p.Mapping(n, "spec.allow.kubernetes_labels")
 		for _, kv := range pairs {
-			path := "spec.allow.kubernetes_labels." + kv.key
-			if kv.key != "*" && !labelKeyRE.MatchString(kv.key) {
-				p.errorf(kv.line, "invalid label key %q in spec.allow.kubernetes_labels: must be \"*\" or match %s", kv.key, labelKeyRE)
+			path := "spec.allow.kubernetes_labels." + kv.Key
+			if kv.Key != "*" && !labelKeyRE.MatchString(kv.Key) {
+				p.Errorf(kv.Line, "invalid label key %q in spec.allow.kubernetes_labels: must be \"*\" or match %s", kv.Key, labelKeyRE)
 				continue
 			}
 			// A value is a string or a list of strings.
 			var items []*yaml.Node
-			if v := resolve(kv.value); v.Kind == yaml.SequenceNode {
-				items, _ = p.list(v, path)
+			if v := yamlfile.Resolve(kv.Value); v.Kind == yaml.SequenceNode {
+				items, _ = p.List(v, path)
 				if len(items) == 0 {
-					p.errorf(v.Line, "%s lists no values (use \"*\" for any value)", path)
+					p.Errorf(v.Line, "%s lists no values (use \"*\" for any value)", path)
 				}
 			} else {
 				items = []*yaml.Node{v}
 			}
 			var values []string
 			for _, item := range items {
-				s, ok := p.scalar(item, path)
+				s, ok := p.Scalar(item, path)
 				if !ok {
 					continue
 				}
 				if s != "*" {
 					if err := checkLabelValue(s); err != nil {
-						p.errorf(item.Line, "invalid value %q in %s: %v", s, path, err)
+						p.Errorf(item.Line, "invalid value %q in %s: %v", s, path, err)
 						continue
 					}
 				}
 				values = append(values, s)
 			}
-			if kv.key == "*" && (len(values) != 1 || values[0] != "*") {
-				p.errorf(kv.line, `the key "*" in spec.allow.kubernetes_labels takes only the value "*" (every cluster)`)
+			if kv.Key == "*" && (len(values) != 1 || values[0] != "*") {
+				p.Errorf(kv.Line, `the key "*" in spec.allow.kubernetes_labels takes only the value "*" (every cluster)`)
 				continue
 			}
 			if r.KubernetesLabels == nil {
 				r.KubernetesLabels = make(map[string][]string)
 			}
-			r.KubernetesLabels[kv.key] = values
+			r.KubernetesLabels[kv.Key] = values
 		}
 	}
 	for _, f := range []struct {
@@ -116,14 +118,14 @@ func (p *fileParser) roleKubernetes(a map[string]*yaml.Node, r *Role) {
 			continue
 		}
 		path := "spec.allow." + f.field
-		items, _ := p.list(n, path)
+		items, _ := p.List(n, path)
 		for _, item := range items {
-			s, ok := p.scalar(item, path+" entry")
+			s, ok := p.Scalar(item, path+" entry")
 			if !ok {
 				continue
 			}
 			if err := checkLogin(s, true); err != nil {
-				p.errorf(item.Line, "invalid Kubernetes %s %q in %s: %v", f.what, s, path, err)
+				p.Errorf(item.Line, "invalid Kubernetes %s %q in %s: %v", f.what, s, path, err)
 				continue
 			}
 			*f.dst = append(*f.dst, s)
@@ -138,15 +140,15 @@ func (p *fileParser) kubeClusterSpec(spec *yaml.Node, specLine int) KubeCluster 
 	var m map[string]*yaml.Node
 	if spec != nil {
 		var ok bool
-		if m, ok = p.fields(spec, "spec", "server", "certificate_authority_data", "certificate_authority_file"); !ok {
+		if m, ok = p.Fields(spec, "spec", "server", "certificate_authority_data", "certificate_authority_file"); !ok {
 			return c
 		}
 	}
 	if n := m["server"]; n == nil {
-		p.errorf(specLine, "missing spec.server (the API server's https URL)")
-	} else if s, ok := p.scalar(n, "spec.server"); ok {
+		p.Errorf(specLine, "missing spec.server (the API server's https URL)")
+	} else if s, ok := p.Scalar(n, "spec.server"); ok {
 		if err := checkServer(s); err != nil {
-			p.errorf(n.Line, "invalid spec.server %q: %v", s, err)
+			p.Errorf(n.Line, "invalid spec.server %q: %v", s, err)
 		} else {
 			c.Server = s
 		}
@@ -154,47 +156,47 @@ func (p *fileParser) kubeClusterSpec(spec *yaml.Node, specLine int) KubeCluster 
 	data, file := m["certificate_authority_data"], m["certificate_authority_file"]
 	switch {
 	case data != nil && file != nil:
-		p.errorf(resolve(file).Line, "set one of spec.certificate_authority_data and spec.certificate_authority_file, not both")
+		p.Errorf(yamlfile.Resolve(file).Line, "set one of spec.certificate_authority_data and spec.certificate_authority_file, not both")
 	case data != nil:
-		s, ok := p.scalar(data, "spec.certificate_authority_data")
+		s, ok := p.Scalar(data, "spec.certificate_authority_data")
 		if !ok {
 			break
 		}
 		raw, err := base64.StdEncoding.DecodeString(strings.Join(strings.Fields(s), ""))
 		if err != nil {
-			p.errorf(data.Line, "invalid spec.certificate_authority_data: not base64 (as in a kubeconfig's certificate-authority-data): %v", err)
+			p.Errorf(data.Line, "invalid spec.certificate_authority_data: not base64 (as in a kubeconfig's certificate-authority-data): %v", err)
 			break
 		}
 		if err := checkCAPEM(raw); err != nil {
-			p.errorf(data.Line, "invalid spec.certificate_authority_data: %v", err)
+			p.Errorf(data.Line, "invalid spec.certificate_authority_data: %v", err)
 			break
 		}
 		c.CAData = raw
 	case file != nil:
-		s, ok := p.scalar(file, "spec.certificate_authority_file")
+		s, ok := p.Scalar(file, "spec.certificate_authority_file")
 		if !ok {
 			break
 		}
 		if s == "" {
-			p.errorf(file.Line, "spec.certificate_authority_file is empty")
+			p.Errorf(file.Line, "spec.certificate_authority_file is empty")
 			break
 		}
 		path := s
 		if !filepath.IsAbs(path) {
-			path = filepath.Join(filepath.Dir(p.file), path)
+			path = filepath.Join(filepath.Dir(p.Name), path)
 		}
 		raw, err := readCAFile(path)
 		if err != nil {
-			p.errorf(file.Line, "spec.certificate_authority_file: %v", err)
+			p.Errorf(file.Line, "spec.certificate_authority_file: %v", err)
 			break
 		}
 		if err := checkCAPEM(raw); err != nil {
-			p.errorf(file.Line, "spec.certificate_authority_file %s: %v", path, err)
+			p.Errorf(file.Line, "spec.certificate_authority_file %s: %v", path, err)
 			break
 		}
 		c.CAData = raw
 	default:
-		p.errorf(specLine, "missing spec.certificate_authority_data or spec.certificate_authority_file (the CA of the API server's serving certificate)")
+		p.Errorf(specLine, "missing spec.certificate_authority_data or spec.certificate_authority_file (the CA of the API server's serving certificate)")
 	}
 	return c
 }

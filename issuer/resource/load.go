@@ -2,7 +2,6 @@ package resource
 
 import (
 	"bytes"
-	"cmp"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -11,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/mwi-project/mwi/internal/yamlfile"
 )
 
 // LoadDir loads and validates the resources in directory dir.
@@ -178,21 +179,13 @@ func Parse(file string, data []byte) ([]Resource, error) {
 // A loader accumulates the resources of one or more files, and the problems
 // found in them.
 type loader struct {
-	files     []string
-	problems  []problem
+	files     []*yamlfile.File    // each with the problems found in it
 	roles     map[string]*decoded // by name; the first definition
 	bots      map[string]*decoded // by name; the first definition
 	clusters  map[string]*decoded // kube_cluster by name; the first definition
 	tokens    map[string]*decoded // token by name; the first definition
 	botDocs   []*decoded          // every bot document, for checkRefs
 	tokenDocs []*decoded          // every token document, for checkRefs
-}
-
-// A problem is one error, with the position used to sort errors.
-type problem struct {
-	file int // index in loader.files
-	line int
-	err  error
 }
 
 // A decoded is one resource document, with what the cross-document checks
@@ -212,14 +205,6 @@ type ref struct {
 	line int
 }
 
-// A lineError is an error at a position in a file.
-type lineError struct {
-	loc Location
-	msg string
-}
-
-func (e *lineError) Error() string { return e.loc.String() + ": " + e.msg }
-
 func newLoader() *loader {
 	return &loader{
 		roles:    make(map[string]*decoded),
@@ -231,20 +216,14 @@ func newLoader() *loader {
 
 // ioError records that the named file could not be read.
 func (l *loader) ioError(path string, err error) {
-	l.files = append(l.files, path)
-	l.problems = append(l.problems, problem{file: len(l.files) - 1, err: err})
+	f := yamlfile.New(path, nil)
+	f.Fail(err)
+	l.files = append(l.files, f)
 }
 
 // errorf records an error at line of file number idx.
 func (l *loader) errorf(idx, line int, format string, args ...any) {
-	l.problems = append(l.problems, problem{
-		file: idx,
-		line: line,
-		err: &lineError{
-			loc: Location{File: l.files[idx], Line: line},
-			msg: fmt.Sprintf(format, args...),
-		},
-	})
+	l.files[idx].Errorf(line, format, args...)
 }
 
 // register adds a named document, rejecting a second definition of a name.
@@ -295,17 +274,12 @@ func (l *loader) checkRefs() {
 	}
 }
 
-// err returns the recorded problems, sorted by file and line, as one error.
+// err returns the recorded problems, in the order of files and lines, as
+// one error.
 func (l *loader) err() error {
-	if len(l.problems) == 0 {
-		return nil
-	}
-	slices.SortStableFunc(l.problems, func(a, b problem) int {
-		return cmp.Or(cmp.Compare(a.file, b.file), cmp.Compare(a.line, b.line))
-	})
-	errs := make([]error, len(l.problems))
-	for i, p := range l.problems {
-		errs[i] = p.err
+	var errs []error
+	for _, f := range l.files {
+		errs = append(errs, f.Errors()...)
 	}
 	return errors.Join(errs...)
 }
@@ -315,7 +289,10 @@ func (l *loader) set() *Set {
 	s := &Set{
 		roles: make(map[string]Role, len(l.roles)),
 		bots:  make(map[string]Bot, len(l.bots)),
-		files: slices.Clone(l.files),
+		files: make([]string, len(l.files)),
+	}
+	for i, f := range l.files {
+		s.files[i] = f.Name
 	}
 	for name, d := range l.roles {
 		s.roles[name] = d.res.(Role)

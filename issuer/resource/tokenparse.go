@@ -19,6 +19,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/mwi-project/mwi/api"
+	"github.com/mwi-project/mwi/internal/yamlfile"
 )
 
 // maxRules bounds the allow rules of one token.
@@ -26,13 +27,13 @@ const maxRules = 256
 
 // tokenExpires decodes a token's metadata.expires.
 func (p *fileParser) tokenExpires(n *yaml.Node) time.Time {
-	s, ok := p.scalar(n, "metadata.expires")
+	s, ok := p.Scalar(n, "metadata.expires")
 	if !ok || s == "" {
 		return time.Time{}
 	}
 	t, err := time.Parse(time.RFC3339, s)
 	if err != nil {
-		p.errorf(resolve(n).Line, "invalid metadata.expires %q: want an RFC 3339 time such as 2027-01-01T00:00:00Z", s)
+		p.Errorf(yamlfile.Resolve(n).Line, "invalid metadata.expires %q: want an RFC 3339 time such as 2027-01-01T00:00:00Z", s)
 		return time.Time{}
 	}
 	return t
@@ -49,26 +50,26 @@ func (p *fileParser) tokenSpec(spec *yaml.Node, specLine int, d *decoded) Token 
 		for _, s := range joinSpecs {
 			known = append(known, string(s.Method()))
 		}
-		m, ok = p.fields(spec, "spec", known...)
+		m, ok = p.Fields(spec, "spec", known...)
 		if !ok {
 			return t
 		}
 	}
 	t.JoinMethod = p.tokenJoinMethod(m["join_method"], specLine)
 	if n := m["bot_name"]; n == nil {
-		p.errorf(specLine, "missing spec.bot_name (the bot the token joins as)")
-	} else if s, ok := p.scalar(n, "spec.bot_name"); ok {
+		p.Errorf(specLine, "missing spec.bot_name (the bot the token joins as)")
+	} else if s, ok := p.Scalar(n, "spec.bot_name"); ok {
 		if s == "" {
-			p.errorf(n.Line, "missing spec.bot_name (the bot the token joins as)")
+			p.Errorf(n.Line, "missing spec.bot_name (the bot the token joins as)")
 		} else {
 			t.BotName = s
 			d.refs = append(d.refs, ref{name: s, line: n.Line})
 		}
 	}
 	if n := m["audience"]; n != nil {
-		if s, ok := p.scalar(n, "spec.audience"); ok {
+		if s, ok := p.Scalar(n, "spec.audience"); ok {
 			if err := checkPlain(s); err != nil {
-				p.errorf(n.Line, "invalid spec.audience %q: %v", s, err)
+				p.Errorf(n.Line, "invalid spec.audience %q: %v", s, err)
 			} else {
 				t.Audience = s
 			}
@@ -81,21 +82,21 @@ func (p *fileParser) tokenSpec(spec *yaml.Node, specLine int, d *decoded) Token 
 		n := m[key]
 		switch {
 		case n == nil && method == t.JoinMethod:
-			p.errorf(specLine, "missing spec.%s (join_method is %s)", method, method)
+			p.Errorf(specLine, "missing spec.%s (join_method is %s)", method, method)
 		case n == nil:
 		case t.JoinMethod != "" && method != t.JoinMethod:
-			p.errorf(keyLine(spec, key), "spec.%s is set but spec.join_method is %s: set only the block of the join method", method, t.JoinMethod)
+			p.Errorf(yamlfile.KeyLine(spec, key), "spec.%s is set but spec.join_method is %s: set only the block of the join method", method, t.JoinMethod)
 		case t.JoinMethod == "":
 			// The method is unknown or missing, which is reported; still
 			// check the block for its own errors.
-			js.parse(p, n, "spec."+key, resolve(n).Line)
+			js.parse(p, n, "spec."+key, yamlfile.Resolve(n).Line)
 		default:
-			t.Join = js.parse(p, n, "spec."+key, resolve(n).Line)
+			t.Join = js.parse(p, n, "spec."+key, yamlfile.Resolve(n).Line)
 		}
 	}
 	kind, _ := JoinSpecFor(t.JoinMethod)
 	if _, idToken := kind.(IDTokenJoin); kind != nil && !idToken && t.Audience != "" {
-		p.errorf(keyLine(spec, "audience"), "spec.audience applies to ID tokens, not to join_method %s", t.JoinMethod)
+		p.Errorf(yamlfile.KeyLine(spec, "audience"), "spec.audience applies to ID tokens, not to join_method %s", t.JoinMethod)
 	}
 	return t
 }
@@ -106,10 +107,10 @@ func (p *fileParser) tokenSpec(spec *yaml.Node, specLine int, d *decoded) Token 
 func (p *fileParser) tokenJoinMethod(n *yaml.Node, specLine int) api.JoinMethod {
 	methods := api.JoinMethodList(joinMethodNames()...)
 	if n == nil {
-		p.errorf(specLine, "missing spec.join_method (want %s)", methods)
+		p.Errorf(specLine, "missing spec.join_method (want %s)", methods)
 		return ""
 	}
-	s, ok := p.scalar(n, "spec.join_method")
+	s, ok := p.Scalar(n, "spec.join_method")
 	if !ok {
 		return ""
 	}
@@ -119,40 +120,29 @@ func (p *fileParser) tokenJoinMethod(n *yaml.Node, specLine int) api.JoinMethod 
 	case isMethod:
 		return method
 	case s == "":
-		p.errorf(n.Line, "missing spec.join_method (want %s)", methods)
+		p.Errorf(n.Line, "missing spec.join_method (want %s)", methods)
 	case method == api.JoinMethodToken:
-		p.errorf(n.Line, "spec.join_method token is for one-time secrets made with mwi-issuer token create, not for token resources (want %s)", methods)
+		p.Errorf(n.Line, "spec.join_method token is for one-time secrets made with mwi-issuer token create, not for token resources (want %s)", methods)
 	default:
-		p.errorf(n.Line, "unknown spec.join_method %q (want %s)", s, methods)
+		p.Errorf(n.Line, "unknown spec.join_method %q (want %s)", s, methods)
 	}
 	return ""
-}
-
-// keyLine returns the line of key in the mapping n, or n's line.
-func keyLine(n *yaml.Node, key string) int {
-	n = resolve(n)
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		if k := resolve(n.Content[i]); k.Value == key {
-			return k.Line
-		}
-	}
-	return n.Line
 }
 
 // issuerBlock decodes the fields of a join block whose ID tokens come
 // from an issuer named by URL (kubernetes, oidc): issuer_url, ca_data and
 // static_jwks, and allow, which it returns undecoded with the others.
 func (p *fileParser) issuerBlock(n *yaml.Node, path string, line int) (map[string]*yaml.Node, IDTokenIssuer, bool) {
-	m, ok := p.fields(n, path, "issuer_url", "ca_data", "static_jwks", "allow")
+	m, ok := p.Fields(n, path, "issuer_url", "ca_data", "static_jwks", "allow")
 	if !ok {
 		return nil, IDTokenIssuer{}, false
 	}
 	var iss IDTokenIssuer
 	if v := m["issuer_url"]; v == nil {
-		p.errorf(line, "missing %s.issuer_url (the issuer of the ID tokens, as in their iss claim)", path)
-	} else if s, ok := p.scalar(v, path+".issuer_url"); ok {
+		p.Errorf(line, "missing %s.issuer_url (the issuer of the ID tokens, as in their iss claim)", path)
+	} else if s, ok := p.Scalar(v, path+".issuer_url"); ok {
 		if err := checkIssuerURL(s); err != nil {
-			p.errorf(v.Line, "invalid %s.issuer_url %q: %v", path, s, err)
+			p.Errorf(v.Line, "invalid %s.issuer_url %q: %v", path, s, err)
 		} else {
 			iss.URL = s
 		}
@@ -161,7 +151,7 @@ func (p *fileParser) issuerBlock(n *yaml.Node, path string, line int) (map[strin
 	if v := m["ca_data"]; v != nil {
 		iss.CAData = p.caData(v, path+".ca_data")
 		if iss.CAData != nil && iss.StaticJWKS != nil {
-			p.errorf(v.Line, "%s.ca_data is for the discovery endpoint, which static_jwks replaces: set one of them", path)
+			p.Errorf(v.Line, "%s.ca_data is for the discovery endpoint, which static_jwks replaces: set one of them", path)
 		}
 	}
 	return m, iss, true
@@ -171,19 +161,19 @@ func (p *fileParser) issuerBlock(n *yaml.Node, path string, line int) (map[strin
 // entry, and reports an empty list; blockLine is where the block is.
 func (p *fileParser) rules(n *yaml.Node, path string, blockLine int, rule func(r *yaml.Node, rpath string)) {
 	if n == nil {
-		p.errorf(blockLine, "missing %s.allow: a token needs at least one allow rule", path)
+		p.Errorf(blockLine, "missing %s.allow: a token needs at least one allow rule", path)
 		return
 	}
-	items, ok := p.list(n, path+".allow")
+	items, ok := p.List(n, path+".allow")
 	if !ok {
 		return
 	}
 	if len(items) == 0 {
-		p.errorf(resolve(n).Line, "%s.allow lists no rules: a token needs at least one", path)
+		p.Errorf(yamlfile.Resolve(n).Line, "%s.allow lists no rules: a token needs at least one", path)
 		return
 	}
 	if len(items) > maxRules {
-		p.errorf(resolve(n).Line, "%s.allow lists %d rules, more than %d", path, len(items), maxRules)
+		p.Errorf(yamlfile.Resolve(n).Line, "%s.allow lists %d rules, more than %d", path, len(items), maxRules)
 		return
 	}
 	for i, item := range items {
@@ -198,20 +188,20 @@ func (p *fileParser) rules(n *yaml.Node, path string, blockLine int, rule func(r
 // nor the subject would admit jobs of anyone's repositories, so one of
 // required must be set; what names what it would admit, for the message.
 func (p *fileParser) ruleFields(n *yaml.Node, path string, known []string, what string, required ...string) (map[string]string, bool) {
-	m, ok := p.fields(n, path, known...)
+	m, ok := p.Fields(n, path, known...)
 	if !ok {
 		return nil, false
 	}
 	out := make(map[string]string, len(m))
 	good := true
 	for k, v := range m {
-		s, ok := p.scalar(v, path+"."+k)
+		s, ok := p.Scalar(v, path+"."+k)
 		if !ok {
 			good = false
 			continue
 		}
 		if err := checkPlain(s); err != nil {
-			p.errorf(resolve(v).Line, "invalid %s.%s %q: %v", path, k, s, err)
+			p.Errorf(yamlfile.Resolve(v).Line, "invalid %s.%s %q: %v", path, k, s, err)
 			good = false
 			continue
 		}
@@ -224,9 +214,9 @@ func (p *fileParser) ruleFields(n *yaml.Node, path string, known []string, what 
 	}
 	if !slices.ContainsFunc(required, func(k string) bool { return out[k] != "" }) {
 		if len(required) == 1 {
-			p.errorf(resolve(n).Line, "%s must set %s", path, required[0])
+			p.Errorf(yamlfile.Resolve(n).Line, "%s must set %s", path, required[0])
 		} else {
-			p.errorf(resolve(n).Line, "%s must set at least one of %s: a rule on the other fields alone would admit %s",
+			p.Errorf(yamlfile.Resolve(n).Line, "%s must set at least one of %s: a rule on the other fields alone would admit %s",
 				path, strings.Join(required, ", "), what)
 		}
 		return nil, false
@@ -236,12 +226,12 @@ func (p *fileParser) ruleFields(n *yaml.Node, path string, known []string, what 
 
 // hostPort decodes a host name with an optional port.
 func (p *fileParser) hostPort(n *yaml.Node, path string) string {
-	s, ok := p.scalar(n, path)
+	s, ok := p.Scalar(n, path)
 	if !ok || s == "" {
 		return ""
 	}
 	if err := checkHostPort(s); err != nil {
-		p.errorf(resolve(n).Line, "invalid %s %q: %v", path, s, err)
+		p.Errorf(yamlfile.Resolve(n).Line, "invalid %s %q: %v", path, s, err)
 		return ""
 	}
 	return s
@@ -300,7 +290,7 @@ func checkPlain(s string) error {
 // caData decodes a ca_data field: PEM certificates, as a literal block or
 // base64-encoded.
 func (p *fileParser) caData(n *yaml.Node, path string) []byte {
-	s, ok := p.scalar(n, path)
+	s, ok := p.Scalar(n, path)
 	if !ok || s == "" {
 		return nil
 	}
@@ -309,12 +299,12 @@ func (p *fileParser) caData(n *yaml.Node, path string) []byte {
 		var err error
 		raw, err = base64.StdEncoding.DecodeString(strings.Join(strings.Fields(s), ""))
 		if err != nil {
-			p.errorf(resolve(n).Line, "invalid %s: neither PEM nor base64 of PEM", path)
+			p.Errorf(yamlfile.Resolve(n).Line, "invalid %s: neither PEM nor base64 of PEM", path)
 			return nil
 		}
 	}
 	if err := checkCAPEM(raw); err != nil {
-		p.errorf(resolve(n).Line, "invalid %s: %v", path, err)
+		p.Errorf(yamlfile.Resolve(n).Line, "invalid %s: %v", path, err)
 		return nil
 	}
 	return raw
@@ -328,12 +318,12 @@ func (p *fileParser) staticJWKS(n *yaml.Node, path string) []byte {
 	if n == nil {
 		return nil
 	}
-	s, ok := p.scalar(n, path+".static_jwks")
+	s, ok := p.Scalar(n, path+".static_jwks")
 	if !ok || strings.TrimSpace(s) == "" {
 		return nil
 	}
 	if err := CheckJWKS([]byte(s)); err != nil {
-		p.errorf(resolve(n).Line, "invalid %s.static_jwks: %v", path, err)
+		p.Errorf(yamlfile.Resolve(n).Line, "invalid %s.static_jwks: %v", path, err)
 		return nil
 	}
 	return []byte(s)

@@ -1,4 +1,4 @@
-package yamlline_test
+package yamlfile
 
 import (
 	"regexp"
@@ -6,13 +6,11 @@ import (
 	"testing"
 
 	"go.yaml.in/yaml/v3"
-
-	"github.com/mwi-project/mwi/internal/yamlline"
 )
 
-var lineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+var yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 
-func TestCorrect(t *testing.T) {
+func TestCorrectLine(t *testing.T) {
 	for _, tc := range []struct {
 		name, doc string
 		want      int
@@ -32,12 +30,12 @@ func TestCorrect(t *testing.T) {
 			if err == nil {
 				t.Fatal("no error")
 			}
-			m := lineRE.FindStringSubmatch(err.Error())
+			m := yamlLineRE.FindStringSubmatch(err.Error())
 			if m == nil {
 				t.Fatalf("error %q names no line", err)
 			}
 			reported, _ := strconv.Atoi(m[1])
-			if got := yamlline.Correct([]byte(tc.doc), reported, m[2]); got != tc.want {
+			if got := correctLine([]byte(tc.doc), reported, m[2]); got != tc.want {
 				t.Errorf("%q: line %d (yaml.v3 said %d), want %d", err, got, reported, tc.want)
 			}
 		})
