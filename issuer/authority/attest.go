@@ -123,6 +123,14 @@ func (a *Authority) joinAttested(ctx context.Context, req api.JoinRequest, clien
 		return denied(&join.DeniedError{Check: join.CheckTokenExpired, Detail: "expired at " + tok.Expires.Format(time.RFC3339)})
 	}
 	attrs = append(attrs, slog.String("bot", tok.BotName))
+	// A locked token refuses every instance that joins with it, new or
+	// kept, before its attestation is spent. (Such instances renew only by
+	// joining again: see Renew.)
+	if herr, err := a.tokenLocked(ctx, tok.Name); herr != nil {
+		return deny(herr)
+	} else if err != nil {
+		return api.Credentials{}, err
+	}
 
 	// The attestation.
 	att, err := a.verifyAttestation(ctx, tok, req)

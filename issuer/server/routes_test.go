@@ -632,7 +632,7 @@ func TestAdminRoutesOverUnixSocket(t *testing.T) {
 	if res.StatusCode != http.StatusNoContent {
 		t.Errorf("unlock: status %d, want 204", res.StatusCode)
 	}
-	if _, locked, err := auth.Store.BotLock(ctx, "ci"); err != nil || locked {
+	if _, locked, err := auth.Store.BotLock(ctx, "ci", time.Now()); err != nil || locked {
 		t.Errorf("bot still locked after unlock: %v, %v", locked, err)
 	}
 
