@@ -211,11 +211,14 @@ const (
 	CodeTokenExpired    = "token_expired"
 	// CodeJoinDenied is a refused attestation (ID token, key pair). Its
 	// message names the failed check but not the rules.
-	CodeJoinDenied         = "join_denied"
-	CodeNotRenewable       = "not_renewable"
-	CodeBotUnknown         = "bot_unknown"
-	CodeBotLocked          = "bot_locked"
-	CodeInstanceLocked     = "instance_locked"
+	CodeJoinDenied     = "join_denied"
+	CodeNotRenewable   = "not_renewable"
+	CodeBotUnknown     = "bot_unknown"
+	CodeBotLocked      = "bot_locked"
+	CodeInstanceLocked = "instance_locked"
+	// CodeTokenLocked refuses an instance that joined with a locked token
+	// resource (mwi-issuer lock add --token).
+	CodeTokenLocked        = "token_locked"
 	CodeGenerationMismatch = "generation_mismatch"
 	CodeLoginNotAllowed    = "login_not_allowed"
 	CodeHostNameNotAllowed = "host_name_not_allowed"
@@ -266,10 +269,24 @@ type Lock struct {
 	Expires time.Time `json:"expires,omitzero"`
 }
 
-// LockRequest is the body of POST /admin/v1/bots/{bot}/lock and
-// /admin/v1/instances/{id}/lock on the issuer's admin socket.
+// LockTarget names what a lock applies to: exactly one of a bot, an
+// instance and a token resource. It is the body of POST
+// /admin/v1/locks/remove on the issuer's admin socket.
+type LockTarget struct {
+	Bot      string `json:"bot,omitempty"`
+	Instance string `json:"instance,omitempty"`
+	Token    string `json:"token,omitempty"`
+}
+
+// LockRequest is the body of POST /admin/v1/locks, which names its target,
+// and of POST /admin/v1/bots/{bot}/lock and /admin/v1/instances/{id}/lock,
+// whose path does, on the issuer's admin socket.
 type LockRequest struct {
+	LockTarget
 	Reason string `json:"reason"`
+	// TTLSeconds, if positive, is how long the lock lasts; zero means
+	// until it is removed.
+	TTLSeconds int64 `json:"ttl_seconds,omitempty"`
 }
 
 // LockList is the body of GET /v1/locks on the issuer: the locks in force,

@@ -8,6 +8,9 @@
 //	mwi-issuer ca    --state DIR
 //	mwi-issuer tls rotate --state DIR [--host NAME]...
 //	mwi-issuer token create --bot NAME [--ttl 1h] [--json] [--state DIR | --admin-socket PATH]
+//	mwi-issuer lock add (--bot NAME | --instance ID | --token NAME) [--ttl 1h] [--message TEXT] [--state DIR | --admin-socket PATH]
+//	mwi-issuer lock ls [--format text|json|yaml] [--state DIR | --admin-socket PATH]
+//	mwi-issuer lock rm (--bot NAME | --instance ID | --token NAME) [--state DIR | --admin-socket PATH]
 //	mwi-issuer locks [--json] [--state DIR | --admin-socket PATH]
 //	mwi-issuer instance lock ID --reason TEXT [--state DIR | --admin-socket PATH]
 //	mwi-issuer instance unlock ID [--state DIR | --admin-socket PATH]
@@ -41,6 +44,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"go.yaml.in/yaml/v3"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/mwi-project/mwi/api"
@@ -80,6 +84,8 @@ type env struct {
 	ttl         time.Duration
 	json        bool
 	reason      string
+	target      api.LockTarget
+	format      string
 }
 
 // newRoot returns mwi-issuer's command tree, every command running with e.
@@ -123,7 +129,23 @@ func newRoot(e *env) *cobra.Command {
 				e.adminSocketFlags(fs)
 			}),
 		),
-		command("locks", "", "list every lock, its reason and how to lift it", e.runLocks, func(fs *pflag.FlagSet) {
+		group("lock", "lock bots, instances or tokens out, as tctl lock does",
+			command("add", "", "refuse a bot, an instance or the instances of a token until the lock ends or is removed", e.runLockAdd, func(fs *pflag.FlagSet) {
+				e.lockTargetFlags(fs)
+				fs.DurationVar(&e.ttl, "ttl", 0, "`DURATION` after which the lock lifts by itself (default: until lock rm)")
+				fs.StringVar(&e.reason, "message", "", "`TEXT` saying why, shown to the daemons and hosts refused and in the audit log")
+				e.adminSocketFlags(fs)
+			}),
+			command("ls", "", "list the locks in force, their reasons and how to lift them", e.runLocks, func(fs *pflag.FlagSet) {
+				fs.StringVar(&e.format, "format", "text", "output `FORMAT`: text, json or yaml")
+				e.adminSocketFlags(fs)
+			}),
+			command("rm", "", "remove the lock of a bot, an instance or a token", e.runLockRm, func(fs *pflag.FlagSet) {
+				e.lockTargetFlags(fs)
+				e.adminSocketFlags(fs)
+			}),
+		),
+		command("locks", "", "list every lock, its reason and how to lift it (as lock ls)", e.runLocks, func(fs *pflag.FlagSet) {
 			fs.BoolVar(&e.json, "json", false, "print JSON")
 			e.adminSocketFlags(fs)
 		}),
@@ -181,6 +203,110 @@ func (e *env) lockCommand(kind, verb, arg string) *cobra.Command {
 		}
 		e.adminSocketFlags(fs)
 	})
+}
+
+// lockTargetFlags adds the flags that name a lock's target.
+func (e *env) lockTargetFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&e.target.Bot, "bot", "", "lock the bot `NAME` and every instance of it")
+	fs.StringVar(&e.target.Instance, "instance", "", "lock the bot instance `ID`")
+	fs.StringVar(&e.target.Token, "token", "", "lock the instances that joined with the token resource `NAME`")
+}
+
+// lockTarget returns the target the flags name, or a usage error unless
+// they name exactly one.
+func (e *env) lockTarget() (api.LockTarget, error) {
+	n := 0
+	for _, v := range []string{e.target.Bot, e.target.Instance, e.target.Token} {
+		if v != "" {
+			n++
+		}
+	}
+	if n != 1 {
+		return api.LockTarget{}, cli.Usagef("name exactly one of --bot, --instance and --token")
+	}
+	return e.target, nil
+}
+
+// describe names a lock's target as the commands print it.
+func describe(t api.LockTarget) string {
+	switch {
+	case t.Instance != "":
+		return "instance " + t.Instance
+	case t.Token != "":
+		return "token " + t.Token
+	}
+	return "bot " + t.Bot
+}
+
+// defaultLockMessage is the reason of a lock added without --message: the
+// issuer wants a reason, and the audit log says who added it.
+const defaultLockMessage = "locked by an operator with mwi-issuer lock add"
+
+func (e *env) runLockAdd([]string) error {
+	t, err := e.lockTarget()
+	if err != nil {
+		return err
+	}
+	if e.ttl < 0 {
+		return cli.Usagef("--ttl must be positive")
+	}
+	if e.ttl > 0 && e.ttl < time.Second {
+		// Sent in whole seconds, it would be zero: a lock without an end.
+		return cli.Usagef("--ttl must be at least 1s")
+	}
+	reason := e.reason
+	if reason == "" {
+		reason = defaultLockMessage
+	}
+	return e.addLock(t, reason, e.ttl)
+}
+
+// addLock adds the lock of t, as lock add, bot lock and instance lock do.
+func (e *env) addLock(t api.LockTarget, reason string, ttl time.Duration) error {
+	path, err := e.socket()
+	if err != nil {
+		return err
+	}
+	var l api.Lock
+	req := api.LockRequest{LockTarget: t, Reason: reason, TTLSeconds: int64(ttl / time.Second)}
+	if err := adminCall(path, http.MethodPost, "/admin/v1/locks", req, &l); err != nil {
+		return err
+	}
+	switch {
+	case l.Reason != reason:
+		fmt.Fprintf(e.stdout, "%s was already locked since %s: %s\n", describe(t), l.At.Format(time.RFC3339), l.Reason)
+	case !l.Expires.IsZero():
+		fmt.Fprintf(e.stdout, "%s locked until %s\n", describe(t), l.Expires.Format(time.RFC3339))
+	default:
+		fmt.Fprintf(e.stdout, "%s locked\n", describe(t))
+	}
+	return nil
+}
+
+func (e *env) runLockRm([]string) error {
+	t, err := e.lockTarget()
+	if err != nil {
+		return err
+	}
+	return e.removeLock(t)
+}
+
+// removeLock removes the lock of t, as lock rm and instance unlock do.
+func (e *env) removeLock(t api.LockTarget) error {
+	path, err := e.socket()
+	if err != nil {
+		return err
+	}
+	var l api.Lock
+	if err := adminCall(path, http.MethodPost, "/admin/v1/locks/remove", t, &l); err != nil {
+		return err
+	}
+	what := describe(t)
+	if t.Instance != "" {
+		what += " of bot " + l.Bot
+	}
+	fmt.Fprintf(e.stdout, "%s unlocked; it was locked since %s: %s\n", what, l.At.Format(time.RFC3339), l.Reason)
+	return nil
 }
 
 // required returns a usage error naming the first of the flags (name,
@@ -374,35 +500,21 @@ func (e *env) runLock(kind, verb, target string) error {
 			return err
 		}
 	}
-	reason := e.reason
+	switch t := (api.LockTarget{Bot: target}); {
+	case kind == "instance":
+		t = api.LockTarget{Instance: target}
+		if verb == "unlock" {
+			return e.removeLock(t)
+		}
+		return e.addLock(t, e.reason, 0)
+	case verb == "lock":
+		return e.addLock(t, e.reason, 0)
+	}
 	path, err := e.socket()
 	if err != nil {
 		return err
 	}
-	route := "/admin/v1/bots/" + url.PathEscape(target) + "/" + verb
-	if kind == "instance" {
-		route = "/admin/v1/instances/" + url.PathEscape(target) + "/" + verb
-	}
-	switch {
-	case verb == "lock":
-		var l api.Lock
-		if err := adminCall(path, http.MethodPost, route, api.LockRequest{Reason: reason}, &l); err != nil {
-			return err
-		}
-		if l.Reason != reason {
-			fmt.Fprintf(e.stdout, "%s %s was already locked since %s: %s\n", kind, target, l.At.Format(time.RFC3339), l.Reason)
-		} else {
-			fmt.Fprintf(e.stdout, "%s %s locked\n", kind, target)
-		}
-		return nil
-	case kind == "instance":
-		var l api.Lock
-		if err := adminCall(path, http.MethodPost, route, struct{}{}, &l); err != nil {
-			return err
-		}
-		fmt.Fprintf(e.stdout, "instance %s of bot %s unlocked; it was locked since %s: %s\n", l.Instance, l.Bot, l.At.Format(time.RFC3339), l.Reason)
-		return nil
-	}
+	route := "/admin/v1/bots/" + url.PathEscape(target) + "/unlock"
 	// bot unlock: say whether the bot was locked, and which of its
 	// instances stay locked, since those have their own locks.
 	var before api.Locks
@@ -439,8 +551,17 @@ func (e *env) runLock(kind, verb, target string) error {
 	return nil
 }
 
-// runLocks lists the locks of bots and of instances.
+// runLocks lists the locks in force, as lock ls and locks do.
 func (e *env) runLocks([]string) error {
+	format := e.format
+	if e.json {
+		format = "json"
+	}
+	switch format {
+	case "", "text", "json", "yaml":
+	default:
+		return cli.Usagef("--format: want text, json or yaml, not %q", format)
+	}
 	path, err := e.socket()
 	if err != nil {
 		return err
@@ -449,23 +570,52 @@ func (e *env) runLocks([]string) error {
 	if err := adminCall(path, http.MethodGet, "/admin/v1/locks", nil, &locks); err != nil {
 		return err
 	}
-	if e.json {
+	switch format {
+	case "json":
 		return json.NewEncoder(e.stdout).Encode(locks)
+	case "yaml":
+		return writeYAML(e.stdout, locks)
 	}
 	if len(locks.Locks) == 0 {
 		fmt.Fprintln(e.stdout, "no locks")
 		return nil
 	}
 	w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "BOT\tINSTANCE\tSINCE\tREASON\tLIFT WITH")
+	fmt.Fprintln(w, "BOT\tINSTANCE\tTOKEN\tSINCE\tEXPIRES\tREASON\tLIFT WITH")
 	for _, l := range locks.Locks {
-		inst, lift := "(all)", "mwi-issuer bot unlock "+l.Bot
-		if l.Instance != "" {
+		bot, inst, tok, lift := l.Bot, "(all)", "-", "mwi-issuer bot unlock "+l.Bot
+		switch {
+		case l.Instance != "":
 			inst, lift = l.Instance, "mwi-issuer instance unlock "+l.Instance
+		case l.Token != "":
+			bot, inst, tok, lift = "-", "(all)", l.Token, "mwi-issuer lock rm --token "+l.Token
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", l.Bot, inst, l.At.Format(time.RFC3339), l.Reason, lift)
+		expires := "never"
+		if !l.Expires.IsZero() {
+			expires = l.Expires.Format(time.RFC3339)
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", bot, inst, tok, l.At.Format(time.RFC3339), expires, l.Reason, lift)
 	}
 	return w.Flush()
+}
+
+// writeYAML writes v as YAML with the field names and omissions of its
+// JSON encoding, so that both formats say the same.
+func writeYAML(w io.Writer, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	var generic any
+	if err := json.Unmarshal(data, &generic); err != nil {
+		return err
+	}
+	enc := yaml.NewEncoder(w)
+	enc.SetIndent(2)
+	if err := enc.Encode(generic); err != nil {
+		return err
+	}
+	return enc.Close()
 }
 
 // adminCall sends req (none if nil) to the admin socket with method and

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -101,6 +103,12 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"bot", "unlock", "ci", "web", "--state", dir}, `mwi-issuer: unexpected argument "web"; see mwi-issuer bot unlock --help` + "\n"},
 		{[]string{"instance", "unlock", "--state", dir}, "mwi-issuer: missing ID; see mwi-issuer instance unlock --help\n"},
 		{[]string{"locks", "stray", "--state", dir}, `mwi-issuer: unexpected argument "stray"; see mwi-issuer locks --help` + "\n"},
+		{[]string{"lock", "add", "--state", dir}, "mwi-issuer: name exactly one of --bot, --instance and --token; see mwi-issuer lock add --help\n"},
+		{[]string{"lock", "add", "--bot", "ci", "--token", "gh", "--state", dir}, "mwi-issuer: name exactly one of --bot, --instance and --token; see mwi-issuer lock add --help\n"},
+		{[]string{"lock", "add", "--bot", "ci", "--ttl", "-1h", "--state", dir}, "mwi-issuer: --ttl must be positive; see mwi-issuer lock add --help\n"},
+		{[]string{"lock", "add", "--bot", "ci", "--ttl", "500ms", "--state", dir}, "mwi-issuer: --ttl must be at least 1s; see mwi-issuer lock add --help\n"},
+		{[]string{"lock", "rm", "--state", dir}, "mwi-issuer: name exactly one of --bot, --instance and --token; see mwi-issuer lock rm --help\n"},
+		{[]string{"lock", "ls", "--format", "xml", "--state", dir}, `mwi-issuer: --format: want text, json or yaml, not "xml"; see mwi-issuer lock ls --help` + "\n"},
 	}...)
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
@@ -241,5 +249,102 @@ func TestAdminCallErrors(t *testing.T) {
 	err = adminCall(sock, http.MethodGet, "/admin/v1/proxy", nil, nil)
 	if err == nil || err.Error() != "admin API: 502 Bad Gateway" || httpjson.ErrorCode(err) != "" {
 		t.Errorf("answer without the error shape = %v; want the status", err)
+	}
+}
+
+// TestLockCommands runs lock add, lock ls and lock rm, and the older bot
+// lock, instance lock and instance unlock, against a fake admin API: each
+// sends the request of the one code path, and prints what it did.
+func TestLockCommands(t *testing.T) {
+	state, err := os.MkdirTemp("", "mwi-issuer") // short: a socket path
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(state) })
+	at := time.Date(2026, 11, 30, 9, 0, 0, 0, time.UTC)
+	var mu sync.Mutex
+	var got []string
+	l, err := net.Listen("unix", filepath.Join(state, "admin.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		got = append(got, r.Method+" "+r.URL.Path+" "+strings.TrimSpace(string(body)))
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		switch r.URL.Path {
+		case "/admin/v1/locks":
+			if r.Method == http.MethodGet {
+				json.NewEncoder(w).Encode(api.Locks{Locks: []api.Lock{
+					{Token: "gh", Reason: "leak", At: at, Expires: at.Add(time.Hour)},
+					{Bot: "ci", Instance: "abc", Reason: "stolen", At: at},
+				}})
+				return
+			}
+			var req api.LockRequest
+			json.Unmarshal(body, &req)
+			l := api.Lock{Bot: req.Bot, Instance: req.Instance, Token: req.Token, Reason: req.Reason, At: at}
+			if req.TTLSeconds > 0 {
+				l.Expires = at.Add(time.Duration(req.TTLSeconds) * time.Second)
+			}
+			json.NewEncoder(w).Encode(l)
+		case "/admin/v1/locks/remove":
+			var t api.LockTarget
+			json.Unmarshal(body, &t)
+			json.NewEncoder(w).Encode(api.Lock{Bot: "ci", Instance: t.Instance, Token: t.Token, Reason: "stolen", At: at})
+		}
+	})}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+
+	for _, tc := range []struct {
+		args    []string
+		request string
+		out     string
+	}{
+		{[]string{"lock", "add", "--token", "gh", "--ttl", "1h", "--message", "leak"},
+			`POST /admin/v1/locks {"token":"gh","reason":"leak","ttl_seconds":3600}`, "token gh locked until 2026-11-30T10:00:00Z\n"},
+		{[]string{"lock", "add", "--bot", "ci"},
+			`POST /admin/v1/locks {"bot":"ci","reason":"locked by an operator with mwi-issuer lock add"}`, "bot ci locked\n"},
+		{[]string{"bot", "lock", "ci", "--reason", "r"}, `POST /admin/v1/locks {"bot":"ci","reason":"r"}`, "bot ci locked\n"},
+		{[]string{"instance", "lock", "abc", "--reason", "r"}, `POST /admin/v1/locks {"instance":"abc","reason":"r"}`, "instance abc locked\n"},
+		{[]string{"lock", "rm", "--instance", "abc"}, `POST /admin/v1/locks/remove {"instance":"abc"}`,
+			"instance abc of bot ci unlocked; it was locked since 2026-11-30T09:00:00Z: stolen\n"},
+		{[]string{"instance", "unlock", "abc"}, `POST /admin/v1/locks/remove {"instance":"abc"}`,
+			"instance abc of bot ci unlocked; it was locked since 2026-11-30T09:00:00Z: stolen\n"},
+		{[]string{"lock", "rm", "--token", "gh"}, `POST /admin/v1/locks/remove {"token":"gh"}`,
+			"token gh unlocked; it was locked since 2026-11-30T09:00:00Z: stolen\n"},
+		{[]string{"lock", "ls", "--format", "yaml"}, "GET /admin/v1/locks ",
+			"locks:\n  - at: \"2026-11-30T09:00:00Z\"\n    expires: \"2026-11-30T10:00:00Z\"\n    reason: leak\n    token: gh\n  - at: \"2026-11-30T09:00:00Z\"\n    bot: ci\n    instance: abc\n    reason: stolen\n"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			mu.Lock()
+			got = nil
+			mu.Unlock()
+			code, out, errs := mwiIssuer(append(tc.args, "--state", state)...)
+			if code != 0 || errs != "" || out != tc.out {
+				t.Errorf("exit %d, stderr %q, stdout:\n%s\nwant:\n%s", code, errs, out, tc.out)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if len(got) != 1 || got[0] != tc.request {
+				t.Errorf("requests %q, want %q", got, tc.request)
+			}
+		})
+	}
+	for _, args := range [][]string{{"lock", "ls"}, {"locks"}} {
+		code, out, _ := mwiIssuer(append(args, "--state", state)...)
+		for _, want := range []string{"mwi-issuer lock rm --token gh", "2026-11-30T10:00:00Z", "mwi-issuer instance unlock abc", "never"} {
+			if code != 0 || !strings.Contains(out, want) {
+				t.Errorf("%s: exit %d, output without %q:\n%s", args, code, want, out)
+			}
+		}
+	}
+	code, out, _ := mwiIssuer("lock", "ls", "--format", "json", "--state", state)
+	var locks api.Locks
+	if code != 0 || json.Unmarshal([]byte(out), &locks) != nil || len(locks.Locks) != 2 {
+		t.Errorf("lock ls --format json: exit %d:\n%s", code, out)
 	}
 }

@@ -66,6 +66,7 @@ func RetriedSoon(e *Error) bool { return refusals[e.Code].reread }
 var refusals = map[string]refusal{
 	api.CodeBotLocked:           {true, "an operator must lift the bot's lock on the issuer (mwi-issuer locks lists it; mwi-issuer bot unlock BOT), then run mwictl renew", false},
 	api.CodeInstanceLocked:      {true, "an operator must find out why this instance is locked (a copied identity?) before lifting the lock (mwi-issuer instance unlock INSTANCE), then run mwictl renew", false},
+	api.CodeTokenLocked:         {true, "an operator must lift the lock of the token resource this instance joined with (mwi-issuer lock ls lists it; mwi-issuer lock rm --token NAME), then run mwictl renew", false},
 	api.CodeGenerationMismatch:  {true, "the issuer saw an older copy of this identity and locked the instance: an operator must find the copy, then lift the lock (mwi-issuer instance unlock INSTANCE) and run mwictl renew", false},
 	api.CodeTokenUsed:           {true, "issue a new join token (mwi-issuer token create BOT) and give it to mwid's onboarding token source; mwid reads it again at every join attempt", true},
 	api.CodeTokenUnknown:        {true, "issue a new join token (mwi-issuer token create BOT) and give it to mwid's onboarding token source; mwid reads it again at every join attempt", true},

@@ -30,6 +30,7 @@ func TestPermanent(t *testing.T) {
 	}{
 		{http.StatusForbidden, api.CodeBotLocked, true},
 		{http.StatusForbidden, api.CodeInstanceLocked, true},
+		{http.StatusForbidden, api.CodeTokenLocked, true},
 		{http.StatusForbidden, api.CodeGenerationMismatch, true},
 		{http.StatusUnauthorized, api.CodeTokenUsed, true},
 		{http.StatusForbidden, api.CodeJoinDenied, true},

@@ -254,3 +254,11 @@ func FormatLabels(labels map[string]string) string {
 	}
 	return b.String()
 }
+
+// KeyID returns the key ID of the SSH user certificates of a bot's
+// instance: "bot=NAME instance=ID". It names no generation, so that one
+// entry of the issuer's KRL (which revokes by key ID) covers every
+// certificate the instance is given.
+func KeyID(bot, instance string) string {
+	return "bot=" + bot + " instance=" + instance
+}

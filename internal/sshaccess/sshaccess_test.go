@@ -148,3 +148,9 @@ func TestCertificateRoundTrip(t *testing.T) {
 		t.Fatalf("HostLabels without the extension = %v, %v", labels, err)
 	}
 }
+
+func TestKeyID(t *testing.T) {
+	if got, want := KeyID("ci", "0f3a"), "bot=ci instance=0f3a"; got != want {
+		t.Errorf("KeyID = %q, want %q", got, want)
+	}
+}

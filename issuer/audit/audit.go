@@ -41,6 +41,13 @@ const (
 	// bot) whose lock was set or lifted.
 	EventInstanceLock   = "instance.lock"
 	EventInstanceUnlock = "instance.unlock"
+	// EventTokenLock and EventTokenUnlock name the token resource whose
+	// instances a lock refuses.
+	EventTokenLock   = "token.lock"
+	EventTokenUnlock = "token.unlock"
+	// EventSSHRefused is a login that a host refused to an MWI
+	// certificate, as the host's mwid reports it.
+	EventSSHRefused = "ssh_refused"
 	// EventRequest is a request refused before it reached a decision: a
 	// body that does not decode or is too large, a renewal without an
 	// identity. Its "path" attribute names the route.

@@ -120,6 +120,12 @@ func (a *Authority) joinAttested(ctx context.Context, req api.JoinRequest, clien
 		return denied(&join.DeniedError{Check: join.CheckTokenExpired, Detail: "expired at " + tok.Expires.Format(time.RFC3339)})
 	}
 	attrs = append(attrs, slog.String("bot", tok.BotName))
+	// A locked token refuses every instance that joins with it, new or
+	// kept, before its attestation is spent. (Such instances renew only by
+	// joining again: see Renew.)
+	if err := a.tokenLocked(ctx, tok.Name); err != nil {
+		return deny(err)
+	}
 
 	// The attestation.
 	att, err := a.verifyAttestation(ctx, tok, req)

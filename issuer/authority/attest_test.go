@@ -666,11 +666,11 @@ func TestRejoin(t *testing.T) {
 		offset := e.audit.Len()
 		_, err := e.auth.Join(ctx, gh(), &id1, "r")
 		e.expectDenied(t, err, offset, audit.EventJoin, api.CodeGenerationMismatch, http.StatusForbidden)
-		lock, locked, _ := e.store.InstanceLock(ctx, first.Instance)
+		lock, locked, _ := e.store.InstanceLock(ctx, first.Instance, e.now)
 		if !locked || !strings.Contains(lock.Reason, "generation mismatch") {
 			t.Fatalf("instance lock = %+v, %v", lock, locked)
 		}
-		if _, locked, _ := e.store.BotLock(ctx, "ci"); locked {
+		if _, locked, _ := e.store.BotLock(ctx, "ci", e.now); locked {
 			t.Error("the bot is locked")
 		}
 		var lockLines int
@@ -748,7 +748,7 @@ func TestRejoinWithTheSameToken(t *testing.T) {
 	if _, err := e.auth.Join(ctx, joinReq(t, api.JoinMethodGitHub, "gh", raw), &id, "r"); err == nil {
 		t.Fatal("a stale identity re-joined with the same token")
 	}
-	if _, locked, _ := e.store.InstanceLock(ctx, id.Instance); !locked {
+	if _, locked, _ := e.store.InstanceLock(ctx, id.Instance, e.now); !locked {
 		t.Error("the stale identity did not lock the instance")
 	}
 }

@@ -115,7 +115,7 @@ func TestAuditFailureRefusesIssuance(t *testing.T) {
 		{"bot lock", failAll, func(t *testing.T, e *attestEnv, fail func()) (error, func(*testing.T)) {
 			fail()
 			_, err := e.auth.LockBot(ctx, "ci", "stop")
-			if _, locked, _ := e.store.BotLock(ctx, "ci"); !locked {
+			if _, locked, _ := e.store.BotLock(ctx, "ci", e.now); !locked {
 				t.Error("the bot was not locked")
 			}
 			return err, nil
@@ -124,7 +124,7 @@ func TestAuditFailureRefusesIssuance(t *testing.T) {
 			creds := e.join(t, e.token(t, "ci"))
 			fail()
 			_, err := e.auth.LockInstance(ctx, creds.Instance, "stop")
-			if _, locked, _ := e.store.InstanceLock(ctx, creds.Instance); !locked {
+			if _, locked, _ := e.store.InstanceLock(ctx, creds.Instance, e.now); !locked {
 				t.Error("the instance was not locked")
 			}
 			return err, nil
@@ -135,7 +135,7 @@ func TestAuditFailureRefusesIssuance(t *testing.T) {
 			}
 			fail()
 			err := e.auth.UnlockBot(ctx, "ci")
-			if _, locked, _ := e.store.BotLock(ctx, "ci"); !locked {
+			if _, locked, _ := e.store.BotLock(ctx, "ci", e.now); !locked {
 				t.Error("the lock was lifted without an audit record")
 			}
 			return err, nil

@@ -71,6 +71,8 @@ type Authority struct {
 	defaultIDs      sync.Once
 	idTokens        *join.Verifier
 	challengeLimits challengeLimits
+	krl             krlCache
+	refusalLimits   refusalLimits
 	// unavailable bounds the warnings of joins refused because an ID
 	// token issuer cannot be reached: anyone can send such joins, and a
 	// failed discovery is remembered, so each costs no more than a line.
@@ -241,7 +243,7 @@ func (a *Authority) advance(ctx context.Context, id ca.Identity, key string, now
 	case errors.Is(err, store.ErrInstanceUnknown):
 		return in, fault.Unauthenticated(api.CodeUnauthenticated, "bot instance %s is unknown to this issuer", id.Instance)
 	case errors.Is(err, store.ErrInstanceLocked):
-		lock, locked, lerr := a.Store.InstanceLock(ctx, id.Instance)
+		lock, locked, lerr := a.Store.InstanceLock(ctx, id.Instance, now)
 		if lerr != nil {
 			return in, lerr
 		}
@@ -302,140 +304,12 @@ func (a *Authority) CreateToken(ctx context.Context, bot string, ttl time.Durati
 	return api.CreateTokenResponse{Token: secret, Bot: bot, Expires: t.Expires}, nil
 }
 
-// maxLockReason bounds the reason an operator gives for a lock.
-const maxLockReason = 1024
-
-// LockBot locks the named bot, with every instance of it, for reason: an
-// operator's way to stop a bot everywhere. A bot already locked keeps its
-// first lock, which LockBot returns.
-func (a *Authority) LockBot(ctx context.Context, bot, reason string) (api.Lock, error) {
-	deny := func(err error) (api.Lock, error) {
-		return api.Lock{}, a.refuse(ctx, audit.EventBotLock, err, slog.String("bot", bot))
-	}
-	if _, ok := a.Resources().Bot(bot); !ok {
-		return deny(fault.NotFound(api.CodeBotUnknown, "no bot named %q in the issuer's resources", bot))
-	}
-	if err := checkLockReason(reason); err != nil {
-		return deny(err)
-	}
-	if err := a.Store.LockBot(ctx, store.Lock{Bot: bot, Reason: reason, At: a.now()}); err != nil {
-		return api.Lock{}, err
-	}
-	l, _, err := a.Store.BotLock(ctx, bot)
-	if err != nil {
-		return api.Lock{}, err
-	}
-	if err := a.Audit.Record(ctx, audit.EventBotLock, audit.Allowed, slog.String("bot", bot), slog.String("reason", l.Reason)); err != nil {
-		return apiLock(l), lockUnrecorded("bot " + bot)
-	}
-	return apiLock(l), nil
-}
-
-// lockUnrecorded tells the operator that what was locked stays locked,
-// but that the audit log has no record of it. A lock only stops, so it
-// is not undone for want of a record, unlike what issues or unlocks.
-func lockUnrecorded(what string) *fault.Error {
-	return fault.Internal(api.CodeAuditUnavailable,
-		"%s is locked, but the issuer's audit log cannot be written, so the lock is not recorded", what)
-}
-
-// LockInstance locks the bot instance with the given ID for reason, as a
-// copied identity does. An instance already locked keeps its first lock,
-// which LockInstance returns.
-func (a *Authority) LockInstance(ctx context.Context, id, reason string) (api.Lock, error) {
-	deny := func(err error) (api.Lock, error) {
-		return api.Lock{}, a.refuse(ctx, audit.EventInstanceLock, err, slog.String("instance", id))
-	}
-	if err := checkLockReason(reason); err != nil {
-		return deny(err)
-	}
-	in, err := a.Store.Instance(ctx, id)
-	if errors.Is(err, store.ErrInstanceUnknown) {
-		return deny(fault.NotFound(api.CodeNotFound, "no bot instance %q on this issuer", id))
-	} else if err != nil {
-		return api.Lock{}, err
-	}
-	if err := a.Store.LockInstance(ctx, store.Lock{Bot: in.Bot, Instance: id, Reason: reason, At: a.now()}); err != nil {
-		return api.Lock{}, err
-	}
-	l, _, err := a.Store.InstanceLock(ctx, id)
-	if err != nil {
-		return api.Lock{}, err
-	}
-	if err := a.Audit.Record(ctx, audit.EventInstanceLock, audit.Allowed, slog.String("bot", l.Bot),
-		slog.String("instance", id), slog.String("reason", l.Reason)); err != nil {
-		return apiLock(l), lockUnrecorded("instance " + id)
-	}
-	return apiLock(l), nil
-}
-
-func checkLockReason(reason string) error {
-	switch {
-	case strings.TrimSpace(reason) == "":
-		return badRequest("a lock needs a reason")
-	case len(reason) > maxLockReason:
-		return badRequest("the reason of a lock is longer than %d bytes", maxLockReason)
-	}
-	return nil
-}
-
-// UnlockBot lifts a bot's lock. It leaves the locks of the bot's
-// instances in place; see UnlockInstance. It is audited first, so that no
-// lock is lifted without a record.
-func (a *Authority) UnlockBot(ctx context.Context, bot string) error {
-	if err := a.Audit.Record(ctx, audit.EventBotUnlock, audit.Allowed, slog.String("bot", bot)); err != nil {
-		return auditFailed(err)
-	}
-	return a.Store.UnlockBot(ctx, bot)
-}
-
 // auditFailed refuses a decision whose audit record could not be written:
 // the issuer issues nothing it has not recorded. The audit log has logged
 // the failure, and health shows it.
 func auditFailed(err error) *fault.Error {
 	return fault.Internal(api.CodeAuditUnavailable,
 		"the issuer's audit log cannot be written, so nothing is issued; try again later")
-}
-
-// UnlockInstance lifts the lock of the instance with the given ID and
-// returns the lock it lifted. An instance that is not locked is a
-// not_found error, so that a mistyped ID does not pass for a success. As
-// with UnlockBot, the record comes first: no lock is lifted unrecorded.
-func (a *Authority) UnlockInstance(ctx context.Context, id string) (api.Lock, error) {
-	l, ok, err := a.Store.InstanceLock(ctx, id)
-	if err != nil {
-		return api.Lock{}, err
-	}
-	if !ok {
-		return api.Lock{}, a.refuse(ctx, audit.EventInstanceUnlock,
-			fault.NotFound(api.CodeNotFound, "instance %q is not locked (mwi-issuer locks lists the locks)", id),
-			slog.String("instance", id))
-	}
-	if err := a.Audit.Record(ctx, audit.EventInstanceUnlock, audit.Allowed, slog.String("bot", l.Bot),
-		slog.String("instance", l.Instance), slog.String("lock_reason", l.Reason), slog.Time("locked_at", l.At)); err != nil {
-		return api.Lock{}, auditFailed(err)
-	}
-	if _, _, err := a.Store.UnlockInstance(ctx, id); err != nil {
-		return api.Lock{}, err
-	}
-	return apiLock(l), nil
-}
-
-// Locks returns every lock: of bots, then of instances.
-func (a *Authority) Locks(ctx context.Context) ([]api.Lock, error) {
-	locks, err := a.Store.Locks(ctx)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]api.Lock, len(locks))
-	for i, l := range locks {
-		out[i] = apiLock(l)
-	}
-	return out, nil
-}
-
-func apiLock(l store.Lock) api.Lock {
-	return api.Lock{Bot: l.Bot, Instance: l.Instance, Reason: l.Reason, At: l.At}
 }
 
 // HashToken returns the hex SHA-256 of a token secret, the form the store keeps.
@@ -479,7 +353,7 @@ func (a *Authority) grant(ctx context.Context, bot, instance string, wanted []st
 	if err != nil {
 		return g, nil, fault.Denied(api.CodeBotUnknown, "bot %q is not defined on the issuer", bot)
 	}
-	lock, locked, err := a.Store.BotLock(ctx, bot)
+	lock, locked, err := a.Store.BotLock(ctx, bot, a.now())
 	if err != nil {
 		a.log().Error("bot lock lookup failed", "bot", bot, "err", err)
 		return g, nil, fault.Internal(api.CodeInternal, "internal error")
@@ -489,7 +363,7 @@ func (a *Authority) grant(ctx context.Context, bot, instance string, wanted []st
 			"bot %s is locked: %s; an operator can lift it with mwi-issuer bot unlock %s", bot, lock.Reason, bot)
 	}
 	if instance != "" {
-		lock, locked, err := a.Store.InstanceLock(ctx, instance)
+		lock, locked, err := a.Store.InstanceLock(ctx, instance, a.now())
 		if err != nil {
 			a.log().Error("instance lock lookup failed", "instance", instance, "err", err)
 			return g, nil, fault.Internal(api.CodeInternal, "internal error")

@@ -713,14 +713,14 @@ func TestRenewGenerationMismatchLocksInstance(t *testing.T) {
 	if locks != 1 {
 		t.Errorf("%d instance.lock audit lines, want 1", locks)
 	}
-	lock, locked, err := e.store.InstanceLock(ctx, creds.Instance)
+	lock, locked, err := e.store.InstanceLock(ctx, creds.Instance, e.now)
 	if err != nil || !locked {
 		t.Fatalf("InstanceLock = %v, %v, %v; want locked", lock, locked, err)
 	}
 	if lock.Bot != "ci" || lock.Instance != creds.Instance || !strings.Contains(lock.Reason, creds.Instance) {
 		t.Errorf("lock = %+v; want one of ci's instance %s naming it", lock, creds.Instance)
 	}
-	if _, locked, _ := e.store.BotLock(ctx, "ci"); locked {
+	if _, locked, _ := e.store.BotLock(ctx, "ci", e.now); locked {
 		t.Error("the bot is locked")
 	}
 	// The mismatch did not move the counter.
@@ -758,7 +758,7 @@ func TestRenewGenerationMismatchLocksInstance(t *testing.T) {
 		e.join(t, tok)
 	})
 	// The first lock's reason is kept.
-	if again, _, _ := e.store.InstanceLock(ctx, creds.Instance); again != lock {
+	if again, _, _ := e.store.InstanceLock(ctx, creds.Instance, e.now); again != lock {
 		t.Errorf("lock changed from %+v to %+v", lock, again)
 	}
 
@@ -953,10 +953,10 @@ func TestRenewRefusals(t *testing.T) {
 			if in, err := e.store.Instance(ctx, creds.Instance); err != nil || in.Generation != 1 {
 				t.Errorf("instance = %+v, %v; want generation 1", in, err)
 			}
-			if _, locked, _ := e.store.BotLock(ctx, "ci"); locked {
+			if _, locked, _ := e.store.BotLock(ctx, "ci", e.now); locked {
 				t.Error("bot locked")
 			}
-			if _, locked, _ := e.store.InstanceLock(ctx, creds.Instance); locked {
+			if _, locked, _ := e.store.InstanceLock(ctx, creds.Instance, e.now); locked {
 				t.Error("instance locked")
 			}
 		})
@@ -1040,11 +1040,11 @@ type brokenStore struct {
 	tokenErr, lockErr, instanceLockErr, advanceErr error
 }
 
-func (s brokenStore) InstanceLock(ctx context.Context, id string) (store.Lock, bool, error) {
+func (s brokenStore) InstanceLock(ctx context.Context, id string, now time.Time) (store.Lock, bool, error) {
 	if s.instanceLockErr != nil {
 		return store.Lock{}, false, s.instanceLockErr
 	}
-	return s.Store.InstanceLock(ctx, id)
+	return s.Store.InstanceLock(ctx, id, now)
 }
 
 func (s brokenStore) Token(ctx context.Context, hash string, now time.Time) (store.Token, error) {
@@ -1062,11 +1062,11 @@ func (s brokenStore) AdvanceGeneration(ctx context.Context, id string, presented
 	return s.Store.AdvanceGeneration(ctx, id, presented, key, now)
 }
 
-func (s brokenStore) BotLock(ctx context.Context, bot string) (store.Lock, bool, error) {
+func (s brokenStore) BotLock(ctx context.Context, bot string, now time.Time) (store.Lock, bool, error) {
 	if s.lockErr != nil {
 		return store.Lock{}, false, s.lockErr
 	}
-	return s.Store.BotLock(ctx, bot)
+	return s.Store.BotLock(ctx, bot, now)
 }
 
 func TestStoreFailuresAreInternal(t *testing.T) {
@@ -1194,14 +1194,14 @@ func TestRenewRetryAfterLostAnswer(t *testing.T) {
 	if retry.Generation != first.Generation || retry.Instance != first.Instance {
 		t.Fatalf("retry got generation %d, want %d again", retry.Generation, first.Generation)
 	}
-	if _, locked, _ := e.auth.Store.InstanceLock(ctx, id.Instance); locked {
+	if _, locked, _ := e.auth.Store.InstanceLock(ctx, id.Instance, e.now); locked {
 		t.Fatal("the retry locked the instance")
 	}
 	// A copy of id, proposing its own keys, is caught.
 	if _, err := e.renew(t, id); err == nil {
 		t.Fatal("a stale identity with other keys renewed")
 	}
-	if _, locked, _ := e.auth.Store.InstanceLock(ctx, id.Instance); !locked {
+	if _, locked, _ := e.auth.Store.InstanceLock(ctx, id.Instance, e.now); !locked {
 		t.Fatal("the stale identity did not lock the instance")
 	}
 	// Once locked, even the retry of the renewal that issued the current
@@ -1218,12 +1218,12 @@ type lockRaceStore struct {
 	asked bool
 }
 
-func (s *lockRaceStore) InstanceLock(ctx context.Context, id string) (store.Lock, bool, error) {
+func (s *lockRaceStore) InstanceLock(ctx context.Context, id string, now time.Time) (store.Lock, bool, error) {
 	if !s.asked {
 		s.asked = true
 		return store.Lock{}, false, nil
 	}
-	return s.Store.InstanceLock(ctx, id)
+	return s.Store.InstanceLock(ctx, id, now)
 }
 
 // TestInstanceLockCheckedWithTheCounter locks an instance between the

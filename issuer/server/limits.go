@@ -59,3 +59,8 @@ var smallLimits = httpjson.Limits{Body: 4 << 10, String: maxName, Items: maxItem
 // at the same length.
 var lockLimits = httpjson.Limits{Body: 4 << 10, String: maxName, Items: maxItems,
 	Strings: map[string]int{"reason": 1024}}
+
+// refusalLimits bound an SSH refusal that a host reports: names, its
+// reason, and the key ID of the refused certificate.
+var refusalLimits = httpjson.Limits{Body: 8 << 10, String: maxName, Items: maxItems,
+	Strings: map[string]int{"reason": 1024, "key_id": 1024}}

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -21,11 +23,15 @@ import (
 	"github.com/mwi-project/mwi/issuer/ca"
 )
 
-// joiner is what the public API needs from the authority.
+// joiner is what the public API needs from the authority: joins and
+// renewals, and what hosts need to enforce locks.
 type joiner interface {
 	Join(ctx context.Context, req api.JoinRequest, client *ca.Identity, remote string) (api.Credentials, error)
 	Challenge(ctx context.Context, req api.ChallengeRequest, client *ca.Identity, remote string) (api.ChallengeResponse, error)
 	Renew(ctx context.Context, id ca.Identity, req api.RenewRequest, remote string) (api.Credentials, error)
+	LockList(ctx context.Context) (api.LockList, string, error)
+	KRL(ctx context.Context) ([]byte, string, error)
+	SSHRefusal(ctx context.Context, reporter ca.Identity, r api.SSHRefusal, remote string) error
 }
 
 // clientIdentity returns the bot identity that the caller presented over
@@ -113,7 +119,84 @@ func publicRoutes(j joiner, al *audit.Log, log *slog.Logger) http.Handler {
 		httpjson.Write(w, http.StatusOK, creds)
 		return nil
 	}))
+	// Hosts poll the locks every few seconds; the ETag makes an unchanged
+	// answer a 304 without a body.
+	r.Get("/v1/locks", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
+		if _, err := botIdentity(r, al, "the lock list"); err != nil {
+			return err
+		}
+		list, tag, err := j.LockList(r.Context())
+		if err != nil {
+			return err
+		}
+		if notModified(w, r, tag) {
+			return nil
+		}
+		httpjson.Write(w, http.StatusOK, list)
+		return nil
+	}))
+	// The KRL is public, as the user CA's key is: hosts that run only
+	// sshd fetch it without an identity. Anonymous callers are bounded by
+	// the gate's limits on anonymous connections, and the authority
+	// rebuilds the KRL only when the locks change.
+	r.Get("/v1/ssh/krl", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
+		data, tag, err := j.KRL(r.Context())
+		if err != nil {
+			return err
+		}
+		if notModified(w, r, tag) {
+			return nil
+		}
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+		w.WriteHeader(http.StatusOK)
+		w.Write(data)
+		return nil
+	}))
+	r.Post("/v1/audit/ssh-refusal", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
+		id, err := botIdentity(r, al, "reporting an SSH refusal")
+		if err != nil {
+			return err
+		}
+		var req api.SSHRefusal
+		if err := httpjson.Decode(r, &req, refusalLimits); err != nil {
+			return refused(r, al, err)
+		}
+		if err := j.SSHRefusal(r.Context(), *id, req, r.RemoteAddr); err != nil {
+			return err
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}))
 	return r
+}
+
+// botIdentity returns the caller's bot identity, refusing (and auditing)
+// a caller without one; what names what needs it.
+func botIdentity(r *http.Request, al *audit.Log, what string) (*ca.Identity, error) {
+	id, err := clientIdentity(r)
+	if err != nil {
+		return nil, refused(r, al, err)
+	}
+	if id == nil {
+		return nil, refused(r, al, fault.Unauthenticated(api.CodeUnauthenticated, "%s needs a bot identity certificate", what))
+	}
+	return id, nil
+}
+
+// notModified sets the ETag header to tag and, if the request's
+// If-None-Match names it, answers 304 Not Modified and reports true.
+func notModified(w http.ResponseWriter, r *http.Request, tag string) bool {
+	w.Header().Set("ETag", tag)
+	w.Header().Set("Cache-Control", "no-cache")
+	for _, v := range strings.Split(r.Header.Get("If-None-Match"), ",") {
+		// If-None-Match compares weakly (RFC 9110, 13.1.2).
+		if v = strings.TrimPrefix(strings.TrimSpace(v), "W/"); v == tag || v == "*" {
+			w.WriteHeader(http.StatusNotModified)
+			return true
+		}
+	}
+	return false
 }
 
 // refused audits a request refused before the authority saw it, and
@@ -162,10 +245,8 @@ func cause(err error) string {
 // admin is what the admin API needs from the authority.
 type admin interface {
 	CreateToken(ctx context.Context, bot string, ttl time.Duration) (api.CreateTokenResponse, error)
-	LockBot(ctx context.Context, bot, reason string) (api.Lock, error)
-	UnlockBot(ctx context.Context, bot string) error
-	LockInstance(ctx context.Context, id, reason string) (api.Lock, error)
-	UnlockInstance(ctx context.Context, id string) (api.Lock, error)
+	AddLock(ctx context.Context, t api.LockTarget, reason string, ttl time.Duration) (api.Lock, error)
+	RemoveLock(ctx context.Context, t api.LockTarget) (api.Lock, error)
 	Locks(ctx context.Context) ([]api.Lock, error)
 }
 
@@ -202,62 +283,94 @@ func adminRoutes(a admin, al *audit.Log, log *slog.Logger) http.Handler {
 		httpjson.Write(w, http.StatusOK, api.Locks{Locks: locks})
 		return nil
 	}))
-	r.Post("/admin/v1/bots/{bot}/lock", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
-		bot, err := nameParam(r, al, "bot")
-		if err != nil {
-			return err
-		}
-		var req api.LockRequest
-		if err := httpjson.Decode(r, &req, lockLimits); err != nil {
+	// Locks: one route pair names the target in the body, as mwi-issuer
+	// lock add and lock rm do; the older routes name it in the path. All
+	// go through the same two calls.
+	r.Post("/admin/v1/locks", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
+		return addLock(w, r, a, al, nil)
+	}))
+	r.Post("/admin/v1/locks/remove", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
+		var t api.LockTarget
+		if err := httpjson.Decode(r, &t, smallLimits); err != nil {
 			return refused(r, al, err)
 		}
-		l, err := a.LockBot(r.Context(), bot, req.Reason)
-		if err != nil {
-			return err
-		}
-		httpjson.Write(w, http.StatusOK, l)
-		return nil
+		return removeLock(w, r, a, t)
+	}))
+	r.Post("/admin/v1/bots/{bot}/lock", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
+		return addLock(w, r, a, al, func(v string) api.LockTarget { return api.LockTarget{Bot: v} })
 	}))
 	r.Post("/admin/v1/bots/{bot}/unlock", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
 		bot, err := nameParam(r, al, "bot")
 		if err != nil {
 			return err
 		}
-		if err := a.UnlockBot(r.Context(), bot); err != nil {
+		// Unlocking a bot that is not locked is harmless, as it always was
+		// on this route.
+		_, err = a.RemoveLock(r.Context(), api.LockTarget{Bot: bot})
+		if e, ok := fault.As(err); ok && e.Code == api.CodeNotFound {
+			err = nil
+		}
+		if err != nil {
 			return err
 		}
 		w.WriteHeader(http.StatusNoContent)
 		return nil
 	}))
 	r.Post("/admin/v1/instances/{id}/lock", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
-		id, err := nameParam(r, al, "id")
-		if err != nil {
-			return err
-		}
-		var req api.LockRequest
-		if err := httpjson.Decode(r, &req, lockLimits); err != nil {
-			return refused(r, al, err)
-		}
-		l, err := a.LockInstance(r.Context(), id, req.Reason)
-		if err != nil {
-			return err
-		}
-		httpjson.Write(w, http.StatusOK, l)
-		return nil
+		return addLock(w, r, a, al, func(v string) api.LockTarget { return api.LockTarget{Instance: v} })
 	}))
 	r.Post("/admin/v1/instances/{id}/unlock", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
 		id, err := nameParam(r, al, "id")
 		if err != nil {
 			return err
 		}
-		l, err := a.UnlockInstance(r.Context(), id)
+		return removeLock(w, r, a, api.LockTarget{Instance: id})
+	}))
+	return r
+}
+
+// addLock serves a lock request. pathTarget, if not nil, makes the target
+// from the path's bot or id parameter, and the body must then name none.
+func addLock(w http.ResponseWriter, r *http.Request, a admin, al *audit.Log, pathTarget func(string) api.LockTarget) error {
+	var req api.LockRequest
+	if pathTarget != nil {
+		key := "bot"
+		if chi.URLParam(r, "id") != "" {
+			key = "id"
+		}
+		v, err := nameParam(r, al, key)
 		if err != nil {
 			return err
 		}
-		httpjson.Write(w, http.StatusOK, l)
-		return nil
-	}))
-	return r
+		if err := httpjson.Decode(r, &req, lockLimits); err != nil {
+			return refused(r, al, err)
+		}
+		if req.LockTarget != (api.LockTarget{}) {
+			return refused(r, al, fault.Invalid(api.CodeBadRequest, "this route names the lock's target in its path; the body names none"))
+		}
+		req.LockTarget = pathTarget(v)
+	} else if err := httpjson.Decode(r, &req, lockLimits); err != nil {
+		return refused(r, al, err)
+	}
+	if req.TTLSeconds < 0 || req.TTLSeconds > maxTTLSeconds {
+		return refused(r, al, fault.Invalid(api.CodeBadRequest, "ttl_seconds: from 0 to %d", maxTTLSeconds))
+	}
+	l, err := a.AddLock(r.Context(), req.LockTarget, req.Reason, time.Duration(req.TTLSeconds)*time.Second)
+	if err != nil {
+		return err
+	}
+	httpjson.Write(w, http.StatusOK, l)
+	return nil
+}
+
+// removeLock serves the removal of the lock of t.
+func removeLock(w http.ResponseWriter, r *http.Request, a admin, t api.LockTarget) error {
+	l, err := a.RemoveLock(r.Context(), t)
+	if err != nil {
+		return err
+	}
+	httpjson.Write(w, http.StatusOK, l)
+	return nil
 }
 
 // sameUserOnly admits callers running as the issuer's user or as root. The

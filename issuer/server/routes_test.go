@@ -85,6 +85,18 @@ func (f *fakeJoiner) Challenge(ctx context.Context, req api.ChallengeRequest, cl
 	return api.ChallengeResponse{Challenge: "c-" + req.TokenName, Expires: time.Unix(1700000000, 0).UTC()}, nil
 }
 
+func (f *fakeJoiner) LockList(ctx context.Context) (api.LockList, string, error) {
+	return api.LockList{Locks: []api.Lock{}}, `"tag"`, f.err
+}
+
+func (f *fakeJoiner) KRL(ctx context.Context) ([]byte, string, error) {
+	return []byte("SSHKRL\n\x00"), `"krl"`, f.err
+}
+
+func (f *fakeJoiner) SSHRefusal(ctx context.Context, reporter ca.Identity, r api.SSHRefusal, remote string) error {
+	return f.err
+}
+
 func (f *fakeJoiner) calls() (joins, renews int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -485,32 +497,18 @@ func (f *fakeAdmin) CreateToken(ctx context.Context, bot string, ttl time.Durati
 	return api.CreateTokenResponse{Token: "t", Bot: bot}, nil
 }
 
-func (f *fakeAdmin) UnlockBot(ctx context.Context, bot string) error {
+func (f *fakeAdmin) AddLock(ctx context.Context, t api.LockTarget, reason string, ttl time.Duration) (api.Lock, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls++
-	return nil
+	return api.Lock{Bot: t.Bot, Instance: t.Instance, Token: t.Token, Reason: reason}, nil
 }
 
-func (f *fakeAdmin) LockBot(ctx context.Context, bot, reason string) (api.Lock, error) {
+func (f *fakeAdmin) RemoveLock(ctx context.Context, t api.LockTarget) (api.Lock, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls++
-	return api.Lock{Bot: bot, Reason: reason}, nil
-}
-
-func (f *fakeAdmin) LockInstance(ctx context.Context, id, reason string) (api.Lock, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.calls++
-	return api.Lock{Instance: id, Reason: reason}, nil
-}
-
-func (f *fakeAdmin) UnlockInstance(ctx context.Context, id string) (api.Lock, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.calls++
-	return api.Lock{Instance: id}, nil
+	return api.Lock{Bot: t.Bot, Instance: t.Instance, Token: t.Token}, nil
 }
 
 func (f *fakeAdmin) Locks(ctx context.Context) ([]api.Lock, error) {
@@ -529,6 +527,8 @@ func TestAdminRoutesWithoutPeer(t *testing.T) {
 		{http.MethodPost, "/admin/v1/instances/abc/lock", `{"reason":"r"}`},
 		{http.MethodPost, "/admin/v1/instances/abc/unlock", ""},
 		{http.MethodGet, "/admin/v1/locks", ""},
+		{http.MethodPost, "/admin/v1/locks", `{"token":"gh","reason":"r"}`},
+		{http.MethodPost, "/admin/v1/locks/remove", `{"token":"gh"}`},
 		{http.MethodGet, "/admin/v1/tokens", ""},
 		{http.MethodGet, "/nope", ""},
 	} {
@@ -632,7 +632,7 @@ func TestAdminRoutesOverUnixSocket(t *testing.T) {
 	if res.StatusCode != http.StatusNoContent {
 		t.Errorf("unlock: status %d, want 204", res.StatusCode)
 	}
-	if _, locked, err := auth.Store.BotLock(ctx, "ci"); err != nil || locked {
+	if _, locked, err := auth.Store.BotLock(ctx, "ci", time.Now()); err != nil || locked {
 		t.Errorf("bot still locked after unlock: %v, %v", locked, err)
 	}
 

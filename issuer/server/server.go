@@ -248,7 +248,7 @@ func (s *Server) notifyStatus() {
 func (s *Server) alive() bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_, _, err := s.auth.Store.BotLock(ctx, "")
+	_, _, err := s.auth.Store.BotLock(ctx, "", time.Now())
 	return err == nil
 }
 

@@ -24,6 +24,8 @@ var (
 	// bucketInstanceLocks holds the locks of single instances, by
 	// instance ID.
 	bucketInstanceLocks = []byte("instance_locks")
+	// bucketTokenLocks holds the locks of token resources, by name.
+	bucketTokenLocks = []byte("token_locks")
 )
 
 // boltStore is the embedded Store. bbolt runs one read-write transaction
@@ -54,7 +56,7 @@ func Open(path string) (Store, error) {
 		return nil, fmt.Errorf("store: %w", err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketTokens, bucketInstances, bucketLocks, bucketInstanceLocks,
+		for _, name := range [][]byte{bucketTokens, bucketInstances, bucketLocks, bucketInstanceLocks, bucketTokenLocks,
 			bucketUsed, bucketUsedExpiry, bucketChallenges, bucketChallengesExpiry} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return fmt.Errorf("create bucket %s: %w", name, err)
@@ -212,7 +214,7 @@ func (s *boltStore) AdvanceGeneration(ctx context.Context, id string, presented 
 		var l Lock
 		if locked, err := get(tx.Bucket(bucketInstanceLocks), id, &l); err != nil {
 			return fmt.Errorf("store: lock of instance %q: %w", id, err)
-		} else if locked {
+		} else if locked && l.InForce(now) {
 			return fmt.Errorf("store: advance instance %q: locked since %s: %s: %w",
 				id, l.At.Format(time.RFC3339), l.Reason, ErrInstanceLocked)
 		}
@@ -245,56 +247,82 @@ func (s *boltStore) AdvanceGeneration(ctx context.Context, id string, presented 
 }
 
 func (s *boltStore) LockBot(ctx context.Context, l Lock) error {
-	if err := ctx.Err(); err != nil {
-		return err
+	if l.Bot == "" || l.Instance != "" || l.Token != "" {
+		return fmt.Errorf("store: lock bot: want a bot name only, got bot %q instance %q token %q", l.Bot, l.Instance, l.Token)
 	}
-	if l.Bot == "" || l.Instance != "" {
-		return fmt.Errorf("store: lock bot: want a bot name and no instance, got bot %q instance %q", l.Bot, l.Instance)
-	}
-	return s.db.Update(func(tx *bolt.Tx) error {
-		return putFirst(tx.Bucket(bucketLocks), l.Bot, l)
-	})
+	return s.putLock(ctx, bucketLocks, l.Bot, l)
 }
 
 func (s *boltStore) LockInstance(ctx context.Context, l Lock) error {
+	if l.Bot == "" || l.Instance == "" || l.Token != "" {
+		return fmt.Errorf("store: lock instance: want a bot name and an instance, got bot %q instance %q token %q", l.Bot, l.Instance, l.Token)
+	}
+	return s.putLock(ctx, bucketInstanceLocks, l.Instance, l)
+}
+
+func (s *boltStore) LockToken(ctx context.Context, l Lock) error {
+	if l.Token == "" || l.Bot != "" || l.Instance != "" {
+		return fmt.Errorf("store: lock token: want a token name only, got bot %q instance %q token %q", l.Bot, l.Instance, l.Token)
+	}
+	return s.putLock(ctx, bucketTokenLocks, l.Token, l)
+}
+
+// putLock records the lock l under key in bucket unless a lock in force
+// at l.At is there already. The first lock is kept because its reason and
+// time are the ones an operator needs to investigate; later locks add
+// nothing. An expired lock is replaced.
+func (s *boltStore) putLock(ctx context.Context, bucket []byte, key string, l Lock) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if l.Bot == "" || l.Instance == "" {
-		return fmt.Errorf("store: lock instance: want a bot name and an instance, got bot %q instance %q", l.Bot, l.Instance)
-	}
 	return s.db.Update(func(tx *bolt.Tx) error {
-		return putFirst(tx.Bucket(bucketInstanceLocks), l.Instance, l)
+		b := tx.Bucket(bucket)
+		var old Lock
+		found, err := get(b, key, &old)
+		if err != nil {
+			return fmt.Errorf("store: lock %q: %w", key, err)
+		}
+		if found && old.InForce(l.At) {
+			return nil
+		}
+		if _, err := put(b, key, l); err != nil {
+			return fmt.Errorf("store: lock %q: %w", key, err)
+		}
+		return nil
 	})
 }
 
-// putFirst records the lock l under key unless a lock is there already.
-// The first lock is kept because its reason and time are the ones an
-// operator needs to investigate; later locks add nothing.
-func putFirst(b *bolt.Bucket, key string, l Lock) error {
-	if b.Get([]byte(key)) != nil {
-		return nil
-	}
-	if _, err := put(b, key, l); err != nil {
-		return fmt.Errorf("store: lock %q: %w", key, err)
-	}
-	return nil
+func (s *boltStore) UnlockBot(ctx context.Context, bot string) (Lock, bool, error) {
+	return s.unlock(ctx, bucketLocks, bot)
 }
 
 func (s *boltStore) UnlockInstance(ctx context.Context, id string) (Lock, bool, error) {
+	return s.unlock(ctx, bucketInstanceLocks, id)
+}
+
+func (s *boltStore) UnlockToken(ctx context.Context, name string) (Lock, bool, error) {
+	return s.unlock(ctx, bucketTokenLocks, name)
+}
+
+// unlock removes the lock under key in bucket and returns it, or returns
+// false if there was none.
+func (s *boltStore) unlock(ctx context.Context, bucket []byte, key string) (Lock, bool, error) {
 	if err := ctx.Err(); err != nil {
 		return Lock{}, false, err
 	}
 	var l Lock
 	var found bool
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketInstanceLocks)
+		b := tx.Bucket(bucket)
 		var err error
-		if found, err = get(b, id, &l); err != nil || !found {
-			return err
+		if found, err = get(b, key, &l); err != nil || !found {
+			if err != nil {
+				return fmt.Errorf("store: unlock %q: %w", key, err)
+			}
+			return nil
 		}
-		if err := b.Delete([]byte(id)); err != nil {
-			return fmt.Errorf("store: unlock instance %q: %w", id, err)
+		if err := b.Delete([]byte(key)); err != nil {
+			return fmt.Errorf("store: unlock %q: %w", key, err)
 		}
 		return nil
 	})
@@ -304,23 +332,33 @@ func (s *boltStore) UnlockInstance(ctx context.Context, id string) (Lock, bool, 
 	return l, true, nil
 }
 
-func (s *boltStore) InstanceLock(ctx context.Context, id string) (Lock, bool, error) {
-	return s.lock(ctx, bucketInstanceLocks, id)
+func (s *boltStore) BotLock(ctx context.Context, bot string, now time.Time) (Lock, bool, error) {
+	return s.lock(ctx, bucketLocks, bot, now)
 }
 
-func (s *boltStore) Locks(ctx context.Context) ([]Lock, error) {
+func (s *boltStore) InstanceLock(ctx context.Context, id string, now time.Time) (Lock, bool, error) {
+	return s.lock(ctx, bucketInstanceLocks, id, now)
+}
+
+func (s *boltStore) TokenLock(ctx context.Context, name string, now time.Time) (Lock, bool, error) {
+	return s.lock(ctx, bucketTokenLocks, name, now)
+}
+
+func (s *boltStore) Locks(ctx context.Context, now time.Time) ([]Lock, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	var out []Lock
 	err := s.db.View(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketLocks, bucketInstanceLocks} {
+		for _, name := range [][]byte{bucketLocks, bucketInstanceLocks, bucketTokenLocks} {
 			err := tx.Bucket(name).ForEach(func(k, v []byte) error {
 				var l Lock
 				if err := json.Unmarshal(v, &l); err != nil {
 					return fmt.Errorf("store: lock %q: decode: %w", k, err)
 				}
-				out = append(out, l)
+				if l.InForce(now) {
+					out = append(out, l)
+				}
 				return nil
 			})
 			if err != nil {
@@ -335,24 +373,9 @@ func (s *boltStore) Locks(ctx context.Context) ([]Lock, error) {
 	return out, nil
 }
 
-func (s *boltStore) UnlockBot(ctx context.Context, bot string) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	return s.db.Update(func(tx *bolt.Tx) error {
-		if err := tx.Bucket(bucketLocks).Delete([]byte(bot)); err != nil {
-			return fmt.Errorf("store: unlock bot %q: %w", bot, err)
-		}
-		return nil
-	})
-}
-
-func (s *boltStore) BotLock(ctx context.Context, bot string) (Lock, bool, error) {
-	return s.lock(ctx, bucketLocks, bot)
-}
-
-// lock returns the lock under key in bucket, and whether there is one.
-func (s *boltStore) lock(ctx context.Context, bucket []byte, key string) (Lock, bool, error) {
+// lock returns the lock under key in bucket, and whether there is one in
+// force at now.
+func (s *boltStore) lock(ctx context.Context, bucket []byte, key string, now time.Time) (Lock, bool, error) {
 	if err := ctx.Err(); err != nil {
 		return Lock{}, false, err
 	}
@@ -366,10 +389,47 @@ func (s *boltStore) lock(ctx context.Context, bucket []byte, key string) (Lock, 
 		}
 		return nil
 	})
-	if err != nil || !found {
+	if err != nil || !found || !l.InForce(now) {
 		return Lock{}, false, err
 	}
 	return l, true, nil
+}
+
+func (s *boltStore) InstancesOfBot(ctx context.Context, bot string) ([]Instance, error) {
+	return s.instances(ctx, func(in Instance) bool { return in.Bot == bot })
+}
+
+func (s *boltStore) InstancesOfToken(ctx context.Context, name string) ([]Instance, error) {
+	if name == "" {
+		return nil, nil // one-time token joins have no token name
+	}
+	return s.instances(ctx, func(in Instance) bool { return in.TokenName == name })
+}
+
+// instances returns the instances that keep selects. It reads and decodes
+// every instance record, in one read transaction: a cost in the number of
+// instances ever made, paid only when the KRL is rebuilt.
+func (s *boltStore) instances(ctx context.Context, keep func(Instance) bool) ([]Instance, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var out []Instance
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketInstances).ForEach(func(k, v []byte) error {
+			var in Instance
+			if err := json.Unmarshal(v, &in); err != nil {
+				return fmt.Errorf("store: instance %q: decode: %w", k, err)
+			}
+			if keep(in) {
+				out = append(out, in)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 func (s *boltStore) Close() error {

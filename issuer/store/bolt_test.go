@@ -145,10 +145,10 @@ func TestPersistence(t *testing.T) {
 	if in != want {
 		t.Errorf("Instance after reopen = %+v, want %+v", in, want)
 	}
-	if _, ok, err := s.BotLock(ctx, "bot-a"); err != nil || !ok {
+	if _, ok, err := s.BotLock(ctx, "bot-a", t0); err != nil || !ok {
 		t.Errorf("BotLock after reopen = %v, %v; want locked", ok, err)
 	}
-	if _, ok, err := s.InstanceLock(ctx, "inst-1"); err != nil || !ok {
+	if _, ok, err := s.InstanceLock(ctx, "inst-1", t0); err != nil || !ok {
 		t.Errorf("InstanceLock after reopen = %v, %v; want locked", ok, err)
 	}
 }
@@ -271,7 +271,7 @@ func TestLocks(t *testing.T) {
 	ctx := context.Background()
 	s, _ := openTemp(t)
 
-	if _, ok, err := s.BotLock(ctx, "bot"); err != nil || ok {
+	if _, ok, err := s.BotLock(ctx, "bot", t0); err != nil || ok {
 		t.Fatalf("BotLock before locking = %v, %v; want false, nil", ok, err)
 	}
 	first := Lock{Bot: "bot", Reason: "token replay", At: t0}
@@ -281,17 +281,17 @@ func TestLocks(t *testing.T) {
 	if err := s.LockBot(ctx, Lock{Bot: "bot", Reason: "operator", At: t0.Add(time.Hour)}); err != nil {
 		t.Fatalf("second LockBot: %v", err)
 	}
-	got, ok, err := s.BotLock(ctx, "bot")
+	got, ok, err := s.BotLock(ctx, "bot", t0)
 	if err != nil || !ok || got != first {
 		t.Fatalf("BotLock = %+v, %v, %v; want %+v, true, nil", got, ok, err, first)
 	}
-	if err := s.UnlockBot(ctx, "bot"); err != nil {
-		t.Fatal(err)
+	if got, ok, err := s.UnlockBot(ctx, "bot"); err != nil || !ok || got != first {
+		t.Fatalf("UnlockBot = %+v, %v, %v; want %+v, true, nil", got, ok, err, first)
 	}
-	if err := s.UnlockBot(ctx, "bot"); err != nil {
-		t.Fatalf("UnlockBot of unlocked bot: %v", err)
+	if _, ok, err := s.UnlockBot(ctx, "bot"); err != nil || ok {
+		t.Fatalf("UnlockBot of unlocked bot = %v, %v; want false, nil", ok, err)
 	}
-	if got, ok, err := s.BotLock(ctx, "bot"); err != nil || ok || got != (Lock{}) {
+	if got, ok, err := s.BotLock(ctx, "bot", t0); err != nil || ok || got != (Lock{}) {
 		t.Fatalf("BotLock after unlock = %+v, %v, %v; want zero, false, nil", got, ok, err)
 	}
 }
@@ -311,7 +311,7 @@ func TestInstanceLocks(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	if _, ok, err := s.InstanceLock(ctx, "inst-1"); err != nil || ok {
+	if _, ok, err := s.InstanceLock(ctx, "inst-1", t0); err != nil || ok {
 		t.Fatalf("InstanceLock before locking = %v, %v; want false, nil", ok, err)
 	}
 	first := Lock{Bot: "bot", Instance: "inst-1", Reason: "generation mismatch", At: t0}
@@ -321,7 +321,7 @@ func TestInstanceLocks(t *testing.T) {
 	if err := s.LockInstance(ctx, Lock{Bot: "bot", Instance: "inst-1", Reason: "again", At: t0.Add(time.Hour)}); err != nil {
 		t.Fatalf("second LockInstance: %v", err)
 	}
-	if got, ok, err := s.InstanceLock(ctx, "inst-1"); err != nil || !ok || got != first {
+	if got, ok, err := s.InstanceLock(ctx, "inst-1", t0); err != nil || !ok || got != first {
 		t.Fatalf("InstanceLock = %+v, %v, %v; want %+v, true, nil", got, ok, err, first)
 	}
 
@@ -346,7 +346,7 @@ func TestInstanceLocks(t *testing.T) {
 	if in, err := s.AdvanceGeneration(ctx, "inst-2", 1, "key-b", t0); err != nil || in.Generation != 2 {
 		t.Errorf("AdvanceGeneration of the other instance = %+v, %v", in, err)
 	}
-	if _, ok, err := s.BotLock(ctx, "bot"); err != nil || ok {
+	if _, ok, err := s.BotLock(ctx, "bot", t0); err != nil || ok {
 		t.Errorf("BotLock = %v, %v; want the bot unlocked", ok, err)
 	}
 
@@ -354,7 +354,7 @@ func TestInstanceLocks(t *testing.T) {
 	if err := s.LockBot(ctx, botLock); err != nil {
 		t.Fatal(err)
 	}
-	locks, err := s.Locks(ctx)
+	locks, err := s.Locks(ctx, t0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -372,7 +372,7 @@ func TestInstanceLocks(t *testing.T) {
 	if in, err := s.AdvanceGeneration(ctx, "inst-1", 2, "key-3", t0.Add(time.Minute)); err != nil || in.Generation != 3 {
 		t.Errorf("AdvanceGeneration after unlock = %+v, %v; want generation 3", in, err)
 	}
-	if locks, err := s.Locks(ctx); err != nil || len(locks) != 1 {
+	if locks, err := s.Locks(ctx, t0); err != nil || len(locks) != 1 {
 		t.Errorf("Locks after unlock = %+v, %v; want the bot's lock only", locks, err)
 	}
 }
@@ -388,12 +388,16 @@ func TestLockArguments(t *testing.T) {
 		{"bot lock without a bot", func() error { return s.LockBot(ctx, Lock{Reason: "r"}) }},
 		{"instance lock without an instance", func() error { return s.LockInstance(ctx, Lock{Bot: "bot", Reason: "r"}) }},
 		{"instance lock without a bot", func() error { return s.LockInstance(ctx, Lock{Instance: "inst", Reason: "r"}) }},
+		{"bot lock naming a token", func() error { return s.LockBot(ctx, Lock{Bot: "bot", Token: "tok", Reason: "r"}) }},
+		{"token lock without a token", func() error { return s.LockToken(ctx, Lock{Reason: "r"}) }},
+		{"token lock naming a bot", func() error { return s.LockToken(ctx, Lock{Token: "tok", Bot: "bot", Reason: "r"}) }},
+		{"token lock naming an instance", func() error { return s.LockToken(ctx, Lock{Token: "tok", Instance: "i", Reason: "r"}) }},
 	} {
 		if err := tc.lock(); err == nil {
 			t.Errorf("%s: no error", tc.name)
 		}
 	}
-	if locks, err := s.Locks(ctx); err != nil || len(locks) != 0 {
+	if locks, err := s.Locks(ctx, t0); err != nil || len(locks) != 0 {
 		t.Errorf("Locks = %+v, %v; want none", locks, err)
 	}
 }
@@ -409,7 +413,7 @@ func TestCancelledContext(t *testing.T) {
 	if _, err := s.ConsumeToken(ctx, "a", "inst", t0); !errors.Is(err, context.Canceled) {
 		t.Errorf("ConsumeToken: got %v, want context.Canceled", err)
 	}
-	if _, _, err := s.BotLock(ctx, "bot"); !errors.Is(err, context.Canceled) {
+	if _, _, err := s.BotLock(ctx, "bot", t0); !errors.Is(err, context.Canceled) {
 		t.Errorf("BotLock: got %v, want context.Canceled", err)
 	}
 	if err := s.LockInstance(ctx, Lock{Bot: "bot", Instance: "inst"}); !errors.Is(err, context.Canceled) {
@@ -418,7 +422,7 @@ func TestCancelledContext(t *testing.T) {
 	if _, _, err := s.UnlockInstance(ctx, "inst"); !errors.Is(err, context.Canceled) {
 		t.Errorf("UnlockInstance: got %v, want context.Canceled", err)
 	}
-	if _, err := s.Locks(ctx); !errors.Is(err, context.Canceled) {
+	if _, err := s.Locks(ctx, t0); !errors.Is(err, context.Canceled) {
 		t.Errorf("Locks: got %v, want context.Canceled", err)
 	}
 	if err := s.MarkUsed(ctx, "k", "", t0.Add(time.Hour), t0); !errors.Is(err, context.Canceled) {
@@ -523,5 +527,137 @@ func TestAdvanceGenerationRetry(t *testing.T) {
 	}
 	if _, err := s.AdvanceGeneration(ctx, "inst", 1, "key-2", t0); !errors.Is(err, ErrGenerationMismatch) {
 		t.Error("a retry two generations back was accepted")
+	}
+}
+
+// TestLockExpiry checks that a lock past its expiry neither refuses a
+// renewal nor is listed, and that locking again replaces it, for every
+// kind of lock.
+func TestLockExpiry(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openTemp(t)
+	if err := s.CreateInstance(ctx, Instance{ID: "inst-1", Bot: "bot", Generation: 1, Created: t0}); err != nil {
+		t.Fatal(err)
+	}
+	expires := t0.Add(time.Hour)
+	kinds := []struct {
+		name string
+		lock Lock
+		put  func(context.Context, Lock) error
+		get  func(context.Context, string, time.Time) (Lock, bool, error)
+		key  string
+	}{
+		{"bot", Lock{Bot: "bot", Reason: "r", At: t0, Expires: expires}, s.LockBot, s.BotLock, "bot"},
+		{"instance", Lock{Bot: "bot", Instance: "inst-1", Reason: "r", At: t0, Expires: expires}, s.LockInstance, s.InstanceLock, "inst-1"},
+		{"token", Lock{Token: "gh", Reason: "r", At: t0, Expires: expires}, s.LockToken, s.TokenLock, "gh"},
+	}
+	for _, k := range kinds {
+		if err := k.put(ctx, k.lock); err != nil {
+			t.Fatalf("%s: %v", k.name, err)
+		}
+		if got, ok, err := k.get(ctx, k.key, expires.Add(-time.Second)); err != nil || !ok || got != k.lock {
+			t.Errorf("%s lock before expiry = %+v, %v, %v; want %+v", k.name, got, ok, err, k.lock)
+		}
+		if _, ok, err := k.get(ctx, k.key, expires); err != nil || ok {
+			t.Errorf("%s lock at expiry = %v, %v; want none", k.name, ok, err)
+		}
+	}
+	if locks, err := s.Locks(ctx, expires.Add(-time.Second)); err != nil || len(locks) != 3 {
+		t.Errorf("Locks before expiry = %+v, %v; want 3", locks, err)
+	}
+	if locks, err := s.Locks(ctx, expires); err != nil || len(locks) != 0 {
+		t.Errorf("Locks at expiry = %+v, %v; want none", locks, err)
+	}
+	if _, err := s.AdvanceGeneration(ctx, "inst-1", 1, "k", expires.Add(-time.Second)); !errors.Is(err, ErrInstanceLocked) {
+		t.Errorf("AdvanceGeneration before expiry: %v; want ErrInstanceLocked", err)
+	}
+	if in, err := s.AdvanceGeneration(ctx, "inst-1", 1, "k", expires); err != nil || in.Generation != 2 {
+		t.Errorf("AdvanceGeneration at expiry = %+v, %v; want generation 2", in, err)
+	}
+	// A new lock replaces an expired one, and not one in force.
+	for _, k := range kinds {
+		again := k.lock
+		again.Reason, again.At, again.Expires = "again", expires, time.Time{}
+		if err := k.put(ctx, again); err != nil {
+			t.Fatal(err)
+		}
+		later := again
+		later.Reason, later.At = "later", expires.Add(time.Minute)
+		if err := k.put(ctx, later); err != nil {
+			t.Fatal(err)
+		}
+		if got, ok, err := k.get(ctx, k.key, expires.Add(time.Hour)); err != nil || !ok || got != again {
+			t.Errorf("%s lock after relocking = %+v, %v, %v; want %+v", k.name, got, ok, err, again)
+		}
+	}
+}
+
+func TestTokenLocks(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openTemp(t)
+	if _, ok, err := s.TokenLock(ctx, "gh", t0); err != nil || ok {
+		t.Fatalf("TokenLock before locking = %v, %v; want false, nil", ok, err)
+	}
+	l := Lock{Token: "gh", Reason: "leaked workflow", At: t0}
+	if err := s.LockToken(ctx, l); err != nil {
+		t.Fatal(err)
+	}
+	bot := Lock{Bot: "bot", Reason: "r", At: t0}
+	if err := s.LockBot(ctx, bot); err != nil {
+		t.Fatal(err)
+	}
+	if locks, err := s.Locks(ctx, t0); err != nil || fmt.Sprint(locks) != fmt.Sprint([]Lock{bot, l}) {
+		t.Errorf("Locks = %+v, %v; want the bot's, then the token's", locks, err)
+	}
+	if got, ok, err := s.UnlockToken(ctx, "gh"); err != nil || !ok || got != l {
+		t.Errorf("UnlockToken = %+v, %v, %v; want %+v", got, ok, err, l)
+	}
+	if _, ok, err := s.UnlockToken(ctx, "gh"); err != nil || ok {
+		t.Errorf("UnlockToken again = %v, %v; want false, nil", ok, err)
+	}
+	if _, ok, err := s.TokenLock(ctx, "gh", t0); err != nil || ok {
+		t.Errorf("TokenLock after unlock = %v, %v; want false, nil", ok, err)
+	}
+}
+
+func TestInstancesOf(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openTemp(t)
+	for _, in := range []Instance{
+		{ID: "a", Bot: "ci", JoinMethod: "github", TokenName: "gh"},
+		{ID: "b", Bot: "ci"},
+		{ID: "c", Bot: "web", JoinMethod: "github", TokenName: "gh"},
+		{ID: "d", Bot: "web", JoinMethod: "gitlab", TokenName: "gl"},
+	} {
+		in.Generation, in.Created = 1, t0
+		if err := s.CreateInstance(ctx, in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ids := func(ins []Instance, err error) string {
+		if err != nil {
+			return err.Error()
+		}
+		var out []string
+		for _, in := range ins {
+			out = append(out, in.ID)
+		}
+		return strings.Join(out, ",")
+	}
+	for _, tc := range []struct {
+		name string
+		got  string
+		want string
+	}{
+		{"bot ci", ids(s.InstancesOfBot(ctx, "ci")), "a,b"},
+		{"bot web", ids(s.InstancesOfBot(ctx, "web")), "c,d"},
+		{"bot none", ids(s.InstancesOfBot(ctx, "none")), ""},
+		{"token gh", ids(s.InstancesOfToken(ctx, "gh")), "a,c"},
+		{"token gl", ids(s.InstancesOfToken(ctx, "gl")), "d"},
+		{"token empty", ids(s.InstancesOfToken(ctx, "")), ""},
+	} {
+		if tc.got != tc.want {
+			t.Errorf("%s: got %q, want %q", tc.name, tc.got, tc.want)
+		}
 	}
 }

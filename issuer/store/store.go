@@ -1,6 +1,8 @@
 // Package store keeps the issuer's durable state: join tokens, bot instances
 // with their generation counters, locks of bots and of instances, the ID
 // tokens already used and the pending challenges of bound key pair joins.
+// Locks are of bots, of instances and of token resources; a lock may
+// expire by itself.
 //
 // Store is small on purpose so that a shared database can back several
 // issuers later; Open returns the embedded implementation.
@@ -70,15 +72,29 @@ func (in Instance) Method() api.JoinMethod {
 	return in.JoinMethod
 }
 
-// Lock records why a bot, or one instance of it, may no longer join or
-// renew.
+// Lock records why a bot, one instance of it, or every instance that
+// joined with a token resource may no longer join or renew.
 type Lock struct {
-	Bot string `json:"bot"`
+	// Bot is the locked bot, or the bot of the locked instance; empty in a
+	// lock of a token.
+	Bot string `json:"bot,omitempty"`
 	// Instance is the locked instance's ID; it is empty in a lock of the
-	// whole bot.
-	Instance string    `json:"instance,omitempty"`
-	Reason   string    `json:"reason"`
-	At       time.Time `json:"at"`
+	// whole bot and in a lock of a token.
+	Instance string `json:"instance,omitempty"`
+	// Token is the name of the locked token resource; empty in the other
+	// locks.
+	Token  string    `json:"token,omitempty"`
+	Reason string    `json:"reason"`
+	At     time.Time `json:"at"`
+	// Expires is when the lock lifts by itself; zero for a lock that stays
+	// until it is removed.
+	Expires time.Time `json:"expires,omitzero"`
+}
+
+// InForce reports whether l still applies at now: it has no expiry, or
+// has not reached it.
+func (l Lock) InForce(now time.Time) bool {
+	return l.Expires.IsZero() || now.Before(l.Expires)
 }
 
 // Store is the issuer's durable state. Every method is safe for concurrent
@@ -107,28 +123,50 @@ type Store interface {
 	// AdvanceGeneration changes nothing and returns the stored instance.
 	// Any other generation changes nothing and returns
 	// ErrGenerationMismatch with the stored instance. A locked instance
-	// (see LockInstance) changes nothing and fails with ErrInstanceLocked,
-	// whatever the generation presented.
+	// at now (see LockInstance) changes nothing and fails with
+	// ErrInstanceLocked, whatever the generation presented.
 	AdvanceGeneration(ctx context.Context, id string, presented uint64, key string, now time.Time) (Instance, error)
 	// LockBot locks a bot, l.Bot, with every instance of it; l.Instance
-	// must be empty. Locking a locked bot keeps the first lock.
+	// and l.Token must be empty. Locking a locked bot keeps the first lock
+	// unless it has expired at l.At.
 	LockBot(ctx context.Context, l Lock) error
-	// UnlockBot removes a bot's lock, if any.
-	UnlockBot(ctx context.Context, bot string) error
-	// BotLock returns the bot's lock and true, or false if it is not locked.
-	BotLock(ctx context.Context, bot string) (Lock, bool, error)
+	// UnlockBot removes a bot's lock and returns it, or returns false if
+	// the bot was not locked (an expired lock is removed all the same).
+	UnlockBot(ctx context.Context, bot string) (Lock, bool, error)
+	// BotLock returns the bot's lock and true, or false if it is not locked
+	// at now.
+	BotLock(ctx context.Context, bot string, now time.Time) (Lock, bool, error)
 	// LockInstance locks one instance, l.Instance, of the bot l.Bot; both
-	// must be set. Locking a locked instance keeps the first lock.
+	// must be set, and l.Token empty. Locking a locked instance keeps the
+	// first lock unless it has expired at l.At.
 	LockInstance(ctx context.Context, l Lock) error
 	// UnlockInstance removes an instance's lock and returns it, or returns
 	// false if the instance was not locked.
 	UnlockInstance(ctx context.Context, id string) (Lock, bool, error)
 	// InstanceLock returns the instance's lock and true, or false if it is
-	// not locked.
-	InstanceLock(ctx context.Context, id string) (Lock, bool, error)
-	// Locks returns every lock: those of bots, then those of instances,
-	// each in the order of their keys.
-	Locks(ctx context.Context) ([]Lock, error)
+	// not locked at now.
+	InstanceLock(ctx context.Context, id string, now time.Time) (Lock, bool, error)
+	// LockToken locks the token resource l.Token: every instance whose
+	// TokenName it is. l.Bot and l.Instance must be empty. Locking a locked
+	// token keeps the first lock unless it has expired at l.At.
+	LockToken(ctx context.Context, l Lock) error
+	// UnlockToken removes a token resource's lock and returns it, or
+	// returns false if the token was not locked.
+	UnlockToken(ctx context.Context, name string) (Lock, bool, error)
+	// TokenLock returns the token resource's lock and true, or false if it
+	// is not locked at now.
+	TokenLock(ctx context.Context, name string, now time.Time) (Lock, bool, error)
+	// Locks returns the locks in force at now: those of bots, then of
+	// instances, then of tokens, each in the order of their keys. Expired
+	// locks are left out (and stay stored until they are removed or
+	// replaced).
+	Locks(ctx context.Context, now time.Time) ([]Lock, error)
+	// InstancesOfBot returns the instances of the named bot, and
+	// InstancesOfToken those that joined with the named token resource,
+	// in the order of their IDs. Both read every instance: the KRL, their
+	// one caller, is rebuilt only when the locks change.
+	InstancesOfBot(ctx context.Context, bot string) ([]Instance, error)
+	InstancesOfToken(ctx context.Context, name string) ([]Instance, error)
 	// MarkUsed records that key (such as an ID token's jti) was used, until
 	// expires. If key is already recorded and its record has not expired
 	// at now, MarkUsed changes nothing and returns ErrReplay. Records that
