@@ -1,0 +1,121 @@
+package resource
+
+import (
+	"go.yaml.in/yaml/v3"
+)
+
+// labelSelector decodes a role's label selector, such as
+// spec.allow.node_labels, described by path in error messages: a mapping
+// of label keys to a value or a list of values. The key "*" takes only the
+// value "*", which selects every one of what the selector selects (every
+// is "host" or "cluster", for the message).
+func (p *fileParser) labelSelector(n *yaml.Node, path, every string) map[string][]string {
+	pairs, _ := p.mapping(n, path)
+	var selector map[string][]string
+	for _, kv := range pairs {
+		keyPath := path + "." + kv.key
+		if kv.key != "*" && !labelKeyRE.MatchString(kv.key) {
+			p.errorf(kv.line, "invalid label key %q in %s: must be \"*\" or match %s", kv.key, path, labelKeyRE)
+			continue
+		}
+		// A value is a string or a list of strings.
+		var items []*yaml.Node
+		if v := resolve(kv.value); v.Kind == yaml.SequenceNode {
+			items, _ = p.list(v, keyPath)
+			if len(items) == 0 {
+				p.errorf(v.Line, "%s lists no values (use \"*\" for any value)", keyPath)
+			}
+		} else {
+			items = []*yaml.Node{v}
+		}
+		var values []string
+		for _, item := range items {
+			s, ok := p.scalar(item, keyPath)
+			if !ok {
+				continue
+			}
+			if s != "*" {
+				if err := checkLabelValue(s); err != nil {
+					p.errorf(item.Line, "invalid value %q in %s: %v", s, keyPath, err)
+					continue
+				}
+			}
+			values = append(values, s)
+		}
+		if kv.key == "*" && (len(values) != 1 || values[0] != "*") {
+			p.errorf(kv.line, `the key "*" in %s takes only the value "*" (every %s)`, path, every)
+			continue
+		}
+		if selector == nil {
+			selector = make(map[string][]string)
+		}
+		selector[kv.key] = values
+	}
+	return selector
+}
+
+// roleSSHAllow decodes the node_labels and host_labels of a role's
+// spec.allow, given by field name in a.
+func (p *fileParser) roleSSHAllow(a map[string]*yaml.Node, r *Role) {
+	if n := a["node_labels"]; n != nil {
+		r.NodeLabels = p.labelSelector(n, "spec.allow.node_labels", "host")
+	}
+	if n := a["host_labels"]; n != nil {
+		r.HostLabels = p.labelSelector(n, "spec.allow.host_labels", "label")
+	}
+}
+
+// roleDeny decodes a role's spec.deny. A deny rule applies where its
+// node_labels select the host and to the logins it lists, so one without
+// either would deny nothing: it is refused rather than silently ignored.
+func (p *fileParser) roleDeny(deny *yaml.Node, r *Role) {
+	d, ok := p.fields(deny, "spec.deny", "logins", "node_labels")
+	if !ok {
+		return
+	}
+	if n := d["logins"]; n != nil {
+		r.DenyLogins = p.logins(n, "spec.deny.logins")
+	}
+	if n := d["node_labels"]; n != nil {
+		r.DenyNodeLabels = p.labelSelector(n, "spec.deny.node_labels", "host")
+	}
+	switch line := resolve(deny).Line; {
+	case d["logins"] != nil && d["node_labels"] == nil:
+		p.errorf(line, `spec.deny.logins denies nothing without spec.deny.node_labels ('*': '*' for every host)`)
+	case d["node_labels"] != nil && d["logins"] == nil:
+		p.errorf(line, "spec.deny.node_labels denies nothing without spec.deny.logins")
+	}
+}
+
+// logins decodes a list of logins, which may be trait templates.
+func (p *fileParser) logins(n *yaml.Node, path string) []string {
+	var out []string
+	items, _ := p.list(n, path)
+	for _, item := range items {
+		s, ok := p.scalar(item, path+" entry")
+		if !ok {
+			continue
+		}
+		if err := checkLogin(s, true); err != nil {
+			p.errorf(item.Line, "invalid login %q in %s: %v", s, path, err)
+			continue
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// boolean decodes a YAML boolean, described by path in error messages.
+func (p *fileParser) boolean(n *yaml.Node, path string) (bool, bool) {
+	n = resolve(n)
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" {
+		p.errorf(n.Line, "%s must be true or false, not %s", path, describe(n))
+		return false, false
+	}
+	var b bool
+	if err := n.Decode(&b); err != nil {
+		p.errorf(n.Line, "%s must be true or false, not %s", path, describe(n))
+		return false, false
+	}
+	return b, true
+}
