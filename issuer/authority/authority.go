@@ -33,6 +33,7 @@ import (
 	"github.com/mwi-project/mwi/api"
 	"github.com/mwi-project/mwi/internal/httpjson"
 	"github.com/mwi-project/mwi/internal/logging"
+	"github.com/mwi-project/mwi/internal/sshaccess"
 	"github.com/mwi-project/mwi/issuer/audit"
 	"github.com/mwi-project/mwi/issuer/ca"
 	"github.com/mwi-project/mwi/issuer/join"
@@ -457,6 +458,9 @@ func (a *Authority) entitlements(ctx context.Context, bot, instance string, want
 	if herr := checkHostNames(grant, hosts); herr != nil {
 		return grant, nil, nil, herr
 	}
+	if herr := checkHostLabels(grant, hosts); herr != nil {
+		return grant, nil, nil, herr
+	}
 	kube, herr := a.kubernetes(bot, kreq)
 	if herr != nil {
 		return grant, nil, nil, herr
@@ -540,12 +544,18 @@ func (a *Authority) sign(ctx context.Context, in store.Instance, g resource.Gran
 	}
 	var sshCertText string
 	if len(logins) > 0 {
+		access, err := userAccess(in, g, logins)
+		if err != nil {
+			return api.Credentials{}, err
+		}
 		sshCert, err := a.CA.SignSSHUser(ca.SSHUserRequest{
-			Key:        k.ssh,
-			KeyID:      fmt.Sprintf("bot=%s instance=%s generation=%d", in.Bot, in.ID, in.Generation),
-			Principals: logins,
-			NotBefore:  notBefore,
-			NotAfter:   notAfter,
+			Key:             k.ssh,
+			KeyID:           userKeyID(in),
+			Principals:      logins,
+			NotBefore:       notBefore,
+			NotAfter:        notAfter,
+			AgentForwarding: g.ForwardAgent,
+			Extensions:      map[string]string{sshaccess.AccessExtension: access},
 		})
 		if err != nil {
 			return api.Credentials{}, err
@@ -554,6 +564,7 @@ func (a *Authority) sign(ctx context.Context, in store.Instance, g resource.Gran
 		if err := a.Audit.Record(ctx, audit.EventIssue, audit.Allowed,
 			slog.String("bot", in.Bot), slog.String("instance", in.ID), slog.Uint64("generation", in.Generation),
 			slog.String("kind", "ssh_user"), slog.String("serial", strconv.FormatUint(sshCert.Serial, 10)), slog.Any("principals", logins),
+			slog.String("key_id", sshCert.KeyId), slog.Bool("forward_agent", g.ForwardAgent),
 			slog.Time("expires", notAfter)); err != nil {
 			return api.Credentials{}, auditFailed(err)
 		}
@@ -570,12 +581,17 @@ func (a *Authority) sign(ctx context.Context, in store.Instance, g resource.Gran
 		if len(names) == 0 {
 			names = g.HostNames
 		}
+		labels := h.labels
+		if labels == nil {
+			labels = map[string]string{}
+		}
 		cert, err := a.CA.SignSSHHost(ca.SSHHostRequest{
-			Key:       h.key,
-			KeyID:     fmt.Sprintf("bot=%s instance=%s host=%s", in.Bot, in.ID, names[0]),
-			Names:     names,
-			NotBefore: notBefore,
-			NotAfter:  notAfter,
+			Key:        h.key,
+			KeyID:      fmt.Sprintf("bot=%s instance=%s host=%s", in.Bot, in.ID, names[0]),
+			Names:      names,
+			NotBefore:  notBefore,
+			NotAfter:   notAfter,
+			Extensions: hostExtensions(labels),
 		})
 		if err != nil {
 			return api.Credentials{}, err
@@ -583,7 +599,7 @@ func (a *Authority) sign(ctx context.Context, in store.Instance, g resource.Gran
 		if err := a.Audit.Record(ctx, audit.EventIssue, audit.Allowed,
 			slog.String("bot", in.Bot), slog.String("instance", in.ID), slog.Uint64("generation", in.Generation),
 			slog.String("kind", "ssh_host"), slog.String("serial", strconv.FormatUint(cert.Serial, 10)), slog.Any("names", names),
-			slog.Time("expires", notAfter)); err != nil {
+			slog.Any("labels", labels), slog.Time("expires", notAfter)); err != nil {
 			return api.Credentials{}, auditFailed(err)
 		}
 		hostCerts = append(hostCerts, string(ssh.MarshalAuthorizedKey(cert)))
@@ -620,8 +636,9 @@ type keys struct {
 }
 
 type hostKey struct {
-	key   ssh.PublicKey
-	names []string
+	key    ssh.PublicKey
+	names  []string
+	labels map[string]string
 }
 
 // maxHostKeys bounds the host keys of one request; a host has a handful.
@@ -685,7 +702,10 @@ func parseKeys(pk api.PublicKeys, ttlSeconds int64, hosts []api.HostKeyRequest) 
 		if herr := checkSSHKey(fmt.Sprintf("host_keys[%d].public_key", i), hk); herr != nil {
 			return k, 0, herr
 		}
-		k.hosts = append(k.hosts, hostKey{key: hk, names: h.Names})
+		if herr := checkRequestLabels(i, h.Labels); herr != nil {
+			return k, 0, herr
+		}
+		k.hosts = append(k.hosts, hostKey{key: hk, names: h.Names, labels: h.Labels})
 	}
 	ttl := time.Duration(ttlSeconds) * time.Second
 	if ttlSeconds <= 0 || ttlSeconds > int64(365*24*time.Hour/time.Second) {

@@ -1,6 +1,8 @@
 package resource
 
 import (
+	"fmt"
+
 	"go.yaml.in/yaml/v3"
 )
 
@@ -118,4 +120,16 @@ func (p *fileParser) boolean(n *yaml.Node, path string) (bool, bool) {
 		return false, false
 	}
 	return b, true
+}
+
+// CheckLabel reports why key=value is not a label a host may carry: a key
+// as in node_labels, and a value that is not a wildcard.
+func CheckLabel(key, value string) error {
+	if !labelKeyRE.MatchString(key) {
+		return fmt.Errorf("invalid label key %q: must match %s", key, labelKeyRE)
+	}
+	if err := checkLabelValue(value); err != nil {
+		return fmt.Errorf("invalid value %q for label %q: %v", value, key, err)
+	}
+	return nil
 }

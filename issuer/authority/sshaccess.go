@@ -1,0 +1,84 @@
+package authority
+
+import (
+	"fmt"
+	"maps"
+	"net/http"
+	"slices"
+
+	"github.com/mwi-project/mwi/api"
+	"github.com/mwi-project/mwi/internal/httpjson"
+	"github.com/mwi-project/mwi/internal/sshaccess"
+	"github.com/mwi-project/mwi/issuer/resource"
+	"github.com/mwi-project/mwi/issuer/store"
+)
+
+// maxHostLabels bounds the labels of one host key request.
+const maxHostLabels = 32
+
+// userKeyID is the key ID of an instance's SSH user certificates. It
+// carries no generation, so that one KRL entry revokes every certificate
+// of the instance (the generation is in the audit record, with the serial).
+func userKeyID(in store.Instance) string {
+	return fmt.Sprintf("bot=%s instance=%s", in.Bot, in.ID)
+}
+
+// userAccess returns the access rules of an instance's user certificate,
+// encoded for sshaccess.AccessExtension: one allow rule per role of g,
+// keeping only the logins the certificate is issued for, and g's deny
+// rules whole.
+func userAccess(in store.Instance, g resource.Grant, logins []string) (string, error) {
+	a := sshaccess.Access{
+		Bot:          in.Bot,
+		Instance:     in.ID,
+		Token:        in.TokenName,
+		Allow:        make([]sshaccess.Rule, 0, len(g.Allow)),
+		Deny:         g.Deny,
+		ForwardAgent: g.ForwardAgent,
+	}
+	for _, r := range g.Allow {
+		r.Logins = slices.DeleteFunc(slices.Clone(r.Logins), func(l string) bool { return !slices.Contains(logins, l) })
+		a.Allow = append(a.Allow, r)
+	}
+	return a.Marshal()
+}
+
+// checkRequestLabels checks the form of the labels a host key request
+// asks for.
+func checkRequestLabels(i int, labels map[string]string) *httpjson.Error {
+	if len(labels) > maxHostLabels {
+		return badRequest("host_keys[%d].labels: at most %d labels", i, maxHostLabels)
+	}
+	for _, k := range slices.Sorted(maps.Keys(labels)) {
+		if err := resource.CheckLabel(k, labels[k]); err != nil {
+			return badRequest("host_keys[%d].labels: %v", i, err)
+		}
+	}
+	return nil
+}
+
+// checkHostLabels checks that the bot's roles allow every label asked for
+// (host_labels). One label refused refuses the request.
+func checkHostLabels(g resource.Grant, hosts []hostKey) *httpjson.Error {
+	for _, h := range hosts {
+		for _, k := range slices.Sorted(maps.Keys(h.labels)) {
+			if !g.AllowsHostLabel(k, h.labels[k]) {
+				return hostLabelNotAllowed(g.Bot, k, h.labels[k])
+			}
+		}
+	}
+	return nil
+}
+
+// hostLabelNotAllowed is the refusal of a host label the roles do not allow.
+func hostLabelNotAllowed(bot, key, value string) *httpjson.Error {
+	return httpjson.Errorf(http.StatusForbidden, api.CodeHostLabelNotAllowed,
+		"the roles of bot %s do not allow host label %s=%s (host_labels)", bot, key, value)
+}
+
+// hostExtensions returns the extensions of a host certificate with the
+// given labels: LabelsExtension, always, so that a host without labels
+// says so rather than looks like a certificate of an older issuer.
+func hostExtensions(labels map[string]string) map[string]string {
+	return map[string]string{sshaccess.LabelsExtension: sshaccess.MarshalLabels(labels)}
+}
