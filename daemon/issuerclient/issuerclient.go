@@ -19,6 +19,7 @@ import (
 	"github.com/mwi-project/mwi/daemon/config"
 	"github.com/mwi-project/mwi/internal/httpjson"
 	"github.com/mwi-project/mwi/internal/tlspin"
+	"github.com/mwi-project/mwi/internal/version"
 )
 
 // Error is an error answer from the issuer. The client returns it wrapped,
@@ -64,20 +65,21 @@ func RetriedSoon(e *Error) bool { return refusals[e.Code].reread }
 // retrying the same request can succeed. A code missing here is transient:
 // mwid retries it as it would an outage.
 var refusals = map[string]refusal{
-	api.CodeBotLocked:          {true, "an operator must lift the bot's lock on the issuer (mwi-issuer locks lists it; mwi-issuer bot unlock BOT), then run mwictl renew", false},
-	api.CodeInstanceLocked:     {true, "an operator must find out why this instance is locked (a copied identity?) before lifting the lock (mwi-issuer instance unlock INSTANCE), then run mwictl renew", false},
-	api.CodeGenerationMismatch: {true, "the issuer saw an older copy of this identity and locked the instance: an operator must find the copy, then lift the lock (mwi-issuer instance unlock INSTANCE) and run mwictl renew", false},
-	api.CodeTokenUsed:          {true, "issue a new join token (mwi-issuer token create BOT) and give it to mwid's onboarding token source; mwid reads it again at every join attempt", true},
-	api.CodeTokenUnknown:       {true, "issue a new join token (mwi-issuer token create BOT) and give it to mwid's onboarding token source; mwid reads it again at every join attempt", true},
-	api.CodeTokenExpired:       {true, "issue a new join token (mwi-issuer token create BOT) and give it to mwid's onboarding token source; mwid reads it again at every join attempt", true},
-	api.CodeJoinDenied:         {true, "make the bot's join rules on the issuer and this host's attestation agree (the message names the failed check), then run mwictl renew", false},
-	api.CodeNotRenewable:       {true, "the issuer does not renew this identity: make mwid's join method match the bot's on the issuer, then reload mwid", false},
-	api.CodeBotUnknown:         {true, "the issuer has no such bot: create it in the issuer's resources, or onboard mwid to an existing bot, then run mwictl renew", false},
-	api.CodeLoginNotAllowed:    {true, "make mwid's ssh_logins and the bot's roles on the issuer agree, then reload mwid or run mwictl renew", false},
-	api.CodeHostNameNotAllowed: {true, "make mwid's host names and the bot's roles on the issuer agree, then reload mwid or run mwictl renew", false},
-	api.CodeBadRequest:         {true, "the issuer refused mwid's request as malformed: check mwid's configuration (TTLs, logins, outputs) against the issuer's limits, then reload mwid", false},
-	api.CodeNotFound:           {true, "the issuer does not serve this request: is it older than mwid? Upgrade it, then run mwictl renew", false},
-	api.CodeAccessDenied:       {true, "the issuer refused the caller: check the issuer's access settings, then run mwictl renew", false},
+	api.CodeBotLocked:           {true, "an operator must lift the bot's lock on the issuer (mwi-issuer locks lists it; mwi-issuer bot unlock BOT), then run mwictl renew", false},
+	api.CodeInstanceLocked:      {true, "an operator must find out why this instance is locked (a copied identity?) before lifting the lock (mwi-issuer instance unlock INSTANCE), then run mwictl renew", false},
+	api.CodeGenerationMismatch:  {true, "the issuer saw an older copy of this identity and locked the instance: an operator must find the copy, then lift the lock (mwi-issuer instance unlock INSTANCE) and run mwictl renew", false},
+	api.CodeTokenUsed:           {true, "issue a new join token (mwi-issuer token create BOT) and give it to mwid's onboarding token source; mwid reads it again at every join attempt", true},
+	api.CodeTokenUnknown:        {true, "issue a new join token (mwi-issuer token create BOT) and give it to mwid's onboarding token source; mwid reads it again at every join attempt", true},
+	api.CodeTokenExpired:        {true, "issue a new join token (mwi-issuer token create BOT) and give it to mwid's onboarding token source; mwid reads it again at every join attempt", true},
+	api.CodeJoinDenied:          {true, "make the bot's join rules on the issuer and this host's attestation agree (the message names the failed check), then run mwictl renew", false},
+	api.CodeNotRenewable:        {true, "the issuer does not renew this identity: make mwid's join method match the bot's on the issuer, then reload mwid", false},
+	api.CodeBotUnknown:          {true, "the issuer has no such bot: create it in the issuer's resources, or onboard mwid to an existing bot, then run mwictl renew", false},
+	api.CodeLoginNotAllowed:     {true, "make mwid's ssh_logins and the bot's roles on the issuer agree, then reload mwid or run mwictl renew", false},
+	api.CodeHostNameNotAllowed:  {true, "make mwid's host names and the bot's roles on the issuer agree, then reload mwid or run mwictl renew", false},
+	api.CodeHostLabelNotAllowed: {true, "make the labels of mwid's ssh_host outputs and the host_labels of the bot's roles on the issuer agree, then reload mwid or run mwictl renew", false},
+	api.CodeBadRequest:          {true, "the issuer refused mwid's request as malformed: check mwid's configuration (TTLs, logins, outputs) against the issuer's limits, then reload mwid", false},
+	api.CodeNotFound:            {true, "the issuer does not serve this request: is it older than mwid? Upgrade it, then run mwictl renew", false},
+	api.CodeAccessDenied:        {true, "the issuer refused the caller: check the issuer's access settings, then run mwictl renew", false},
 	// An identity the issuer does not accept may be one the issuer's
 	// clock does not yet find valid; an expired one mwid replaces by
 	// joining again on its own.
@@ -165,6 +167,12 @@ func (c *Client) Renew(ctx context.Context, identity *tls.Certificate, req api.R
 	return out, err
 }
 
+// UserAgent is the User-Agent of mwid's requests to the issuer,
+// "mwid/VERSION": the issuer's node inventory shows the version.
+func UserAgent() string {
+	return "mwid/" + version.Get().Version
+}
+
 func (c *Client) post(ctx context.Context, path string, identity *tls.Certificate, req, resp any) error {
 	cfg := c.tls.Clone()
 	if identity != nil {
@@ -192,6 +200,7 @@ func (c *Client) post(ctx context.Context, path string, identity *tls.Certificat
 		return err
 	}
 	r.Header.Set("Content-Type", "application/json")
+	r.Header.Set("User-Agent", UserAgent())
 	res, err := hc.Do(r)
 	if err != nil {
 		return fmt.Errorf("issuer %s: %w", c.base, err)
