@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"slices"
 	"strconv"
@@ -169,7 +170,7 @@ func (a *Authority) Join(ctx context.Context, req api.JoinRequest, client *ca.Id
 	if err := a.Audit.Record(ctx, audit.EventJoin, audit.Allowed, attrs...); err != nil {
 		return api.Credentials{}, auditFailed(err)
 	}
-	return a.sign(ctx, in, grant, logins, keys, kube, ttl, identityTTL(req.IdentityTTLSeconds), now)
+	return a.sign(ctx, in, grant, logins, keys, kube, ttl, identityTTL(req.IdentityTTLSeconds), now, remote)
 }
 
 // Renew signs fresh credentials for a bot instance that proved its current
@@ -219,7 +220,7 @@ func (a *Authority) Renew(ctx context.Context, id ca.Identity, req api.RenewRequ
 	if err := a.Audit.Record(ctx, audit.EventRenew, audit.Allowed, append(attrs, slog.Uint64("new_generation", in.Generation))...); err != nil {
 		return api.Credentials{}, auditFailed(err)
 	}
-	return a.sign(ctx, in, grant, logins, keys, kube, ttl, identityTTL(req.IdentityTTLSeconds), now)
+	return a.sign(ctx, in, grant, logins, keys, kube, ttl, identityTTL(req.IdentityTTLSeconds), now, remote)
 }
 
 // advance moves the generation of id's instance on, as a renewal or a
@@ -534,7 +535,10 @@ func identityTTL(seconds int64) time.Duration {
 // caught by the generation check; outliving the short certificates it
 // renews lets a daemon recover from an issuer outage longer than they
 // last. Both are capped by the roles' max_ttl.
-func (a *Authority) sign(ctx context.Context, in store.Instance, g resource.Grant, logins []string, k keys, kube *kubePlan, ttl, idTTL time.Duration, now time.Time) (api.Credentials, error) {
+//
+// A host that gets host certificates is recorded in the node inventory,
+// with the address remote its request came from.
+func (a *Authority) sign(ctx context.Context, in store.Instance, g resource.Grant, logins []string, k keys, kube *kubePlan, ttl, idTTL time.Duration, now time.Time, remote string) (api.Credentials, error) {
 	ttl = min(ttl, g.MaxTTL)
 	idTTL = min(max(idTTL, ttl), g.MaxTTL)
 	notBefore, notAfter := now.Add(-backdate), now.Add(ttl)
@@ -575,7 +579,8 @@ func (a *Authority) sign(ctx context.Context, in store.Instance, g resource.Gran
 		slog.Time("expires", idCert.NotAfter)); err != nil {
 		return api.Credentials{}, auditFailed(err)
 	}
-	var hostCerts []string
+	var hostCerts, nodeNames []string
+	nodeLabels := map[string]string{}
 	for _, h := range k.hosts {
 		names := h.names
 		if len(names) == 0 {
@@ -603,6 +608,15 @@ func (a *Authority) sign(ctx context.Context, in store.Instance, g resource.Gran
 			return api.Credentials{}, auditFailed(err)
 		}
 		hostCerts = append(hostCerts, string(ssh.MarshalAuthorizedKey(cert)))
+		for _, n := range names {
+			if !slices.Contains(nodeNames, n) {
+				nodeNames = append(nodeNames, n)
+			}
+		}
+		maps.Copy(nodeLabels, labels)
+	}
+	if len(k.hosts) > 0 {
+		a.recordNode(ctx, in, nodeNames, nodeLabels, remote, now)
 	}
 	kubeCreds, err := a.signKubernetes(ctx, in, kube, notBefore, notAfter)
 	if err != nil {

@@ -1,10 +1,14 @@
 package authority
 
 import (
+	"context"
 	"fmt"
 	"maps"
+	"net"
 	"net/http"
 	"slices"
+	"strings"
+	"time"
 
 	"github.com/mwi-project/mwi/api"
 	"github.com/mwi-project/mwi/internal/httpjson"
@@ -81,4 +85,69 @@ func hostLabelNotAllowed(bot, key, value string) *httpjson.Error {
 // says so rather than looks like a certificate of an older issuer.
 func hostExtensions(labels map[string]string) map[string]string {
 	return map[string]string{sshaccess.LabelsExtension: sshaccess.MarshalLabels(labels)}
+}
+
+// maxVersion bounds the version recorded from a User-Agent.
+const maxVersion = 64
+
+type userAgentKey struct{}
+
+// WithUserAgent returns a copy of ctx that carries the User-Agent of the
+// request being served; the node inventory takes mwid's version from it.
+func WithUserAgent(ctx context.Context, ua string) context.Context {
+	return context.WithValue(ctx, userAgentKey{}, ua)
+}
+
+// daemonVersion returns the version of mwid that ctx's User-Agent names,
+// "mwid/VERSION" optionally followed by more, or "" if it names none.
+func daemonVersion(ctx context.Context) string {
+	ua, _ := ctx.Value(userAgentKey{}).(string)
+	product, _, _ := strings.Cut(ua, " ")
+	v, ok := strings.CutPrefix(product, "mwid/")
+	if !ok || v == "" || len(v) > maxVersion || strings.ContainsFunc(v, func(r rune) bool { return r <= ' ' || r >= 0x7f }) {
+		return ""
+	}
+	return v
+}
+
+// recordNode records in the inventory a host that was issued host
+// certificates. The inventory only informs: a failure to record is
+// logged, and the credentials are issued all the same.
+func (a *Authority) recordNode(ctx context.Context, in store.Instance, names []string, labels map[string]string, remote string, now time.Time) {
+	addr := remote
+	if host, _, err := net.SplitHostPort(remote); err == nil {
+		addr = host
+	}
+	n := store.Node{Instance: in.ID, Bot: in.Bot, Names: names, Labels: labels, Address: addr, Version: daemonVersion(ctx), Renewed: now}
+	if err := a.Store.PutNode(ctx, n); err != nil {
+		a.log().Error("node inventory not updated", "instance", in.ID, "bot", in.Bot, "err", err)
+	}
+}
+
+// Nodes returns the node inventory, ordered by host name.
+func (a *Authority) Nodes(ctx context.Context) ([]api.Node, error) {
+	nodes, err := a.Store.Nodes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.Node, 0, len(nodes))
+	for _, n := range nodes {
+		labels := n.Labels
+		if labels == nil {
+			labels = map[string]string{}
+		}
+		out = append(out, api.Node{Names: n.Names, Instance: n.Instance, Bot: n.Bot, Labels: labels,
+			Address: n.Address, Version: n.Version, Renewed: n.Renewed})
+	}
+	slices.SortStableFunc(out, func(x, y api.Node) int {
+		return strings.Compare(firstName(x.Names), firstName(y.Names))
+	})
+	return out, nil
+}
+
+func firstName(names []string) string {
+	if len(names) == 0 {
+		return ""
+	}
+	return names[0]
 }

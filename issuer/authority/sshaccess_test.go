@@ -17,6 +17,7 @@ import (
 	"github.com/mwi-project/mwi/internal/httpjson"
 	"github.com/mwi-project/mwi/internal/sshaccess"
 	"github.com/mwi-project/mwi/issuer/audit"
+	"github.com/mwi-project/mwi/issuer/authority"
 	"github.com/mwi-project/mwi/issuer/ca"
 )
 
@@ -358,5 +359,50 @@ func TestUserCertificateAccessToken(t *testing.T) {
 	_, _, cert = parseCreds(t, e2, creds)
 	if a, err := sshaccess.FromCertificate(cert); err != nil || a.Token != "" {
 		t.Errorf("one-time token join: access %+v, %v; want no token name", a, err)
+	}
+}
+
+// TestNodesRecorded shows that joins and renewals with host keys keep the
+// node inventory: names, labels, address without port, mwid's version.
+func TestNodesRecorded(t *testing.T) {
+	e := newEnv(t)
+	e.auth.SetResources(loadResources(t, sshAccessYAML))
+	ctx := authority.WithUserAgent(context.Background(), "mwid/v1.4.0 (linux)")
+	creds, err := e.auth.Join(ctx, api.JoinRequest{
+		JoinMethod: api.JoinMethodToken, Token: e.token(t, "labelled"), Keys: newKeys(t).pub, TTLSeconds: 600,
+		HostKeys: []api.HostKeyRequest{hostKeyRequest(t, map[string]string{"env": "prod"}), hostKeyRequest(t, map[string]string{"team": "db"})},
+	}, nil, "192.0.2.7:5555")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An instance without host keys is no node.
+	e.join(t, e.token(t, "dev"))
+	nodes, err := e.auth.Nodes(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []api.Node{{Names: []string{"h1"}, Instance: creds.Instance, Bot: "labelled",
+		Labels: map[string]string{"env": "prod", "team": "db"}, Address: "192.0.2.7", Version: "v1.4.0"}}
+	if len(nodes) == 1 && nodes[0].Renewed.Equal(e.now) {
+		want[0].Renewed = nodes[0].Renewed
+	}
+	if !reflect.DeepEqual(nodes, want) {
+		t.Errorf("nodes = %+v\nwant %+v", nodes, want)
+	}
+
+	for _, ua := range []string{"", "curl/8.0", "mwid/", "mwid/\x01"} {
+		e := newEnv(t)
+		e.auth.SetResources(loadResources(t, sshAccessYAML))
+		_, err := e.auth.Join(authority.WithUserAgent(context.Background(), ua), api.JoinRequest{
+			JoinMethod: api.JoinMethodToken, Token: e.token(t, "plain"), Keys: newKeys(t).pub, TTLSeconds: 600,
+			HostKeys: []api.HostKeyRequest{hostKeyRequest(t, nil)},
+		}, nil, "[2001:db8::1]:22")
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes, err := e.auth.Nodes(context.Background())
+		if err != nil || len(nodes) != 1 || nodes[0].Version != "" || nodes[0].Address != "2001:db8::1" || nodes[0].Labels == nil {
+			t.Errorf("User-Agent %q: nodes = %+v, %v; want no version", ua, nodes, err)
+		}
 	}
 }

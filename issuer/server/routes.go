@@ -17,6 +17,7 @@ import (
 	"github.com/mwi-project/mwi/internal/logging"
 	"github.com/mwi-project/mwi/internal/unixsock"
 	"github.com/mwi-project/mwi/issuer/audit"
+	"github.com/mwi-project/mwi/issuer/authority"
 	"github.com/mwi-project/mwi/issuer/ca"
 )
 
@@ -68,7 +69,7 @@ func publicRoutes(j joiner, al *audit.Log, log *slog.Logger) http.Handler {
 		if err := httpjson.Decode(r, &req, credentialLimits); err != nil {
 			return refused(r, al, err)
 		}
-		creds, err := j.Join(r.Context(), req, client, r.RemoteAddr)
+		creds, err := j.Join(authority.WithUserAgent(r.Context(), r.UserAgent()), req, client, r.RemoteAddr)
 		if err != nil {
 			return err
 		}
@@ -105,7 +106,7 @@ func publicRoutes(j joiner, al *audit.Log, log *slog.Logger) http.Handler {
 		if err := httpjson.Decode(r, &req, credentialLimits); err != nil {
 			return refused(r, al, err)
 		}
-		creds, err := j.Renew(r.Context(), *id, req, r.RemoteAddr)
+		creds, err := j.Renew(authority.WithUserAgent(r.Context(), r.UserAgent()), *id, req, r.RemoteAddr)
 		if err != nil {
 			return err
 		}
@@ -167,6 +168,7 @@ type admin interface {
 	LockInstance(ctx context.Context, id, reason string) (api.Lock, error)
 	UnlockInstance(ctx context.Context, id string) (api.Lock, error)
 	Locks(ctx context.Context) ([]api.Lock, error)
+	Nodes(ctx context.Context) ([]api.Node, error)
 }
 
 // adminRoutes is the route table of the admin API on the Unix socket.
@@ -189,6 +191,14 @@ func adminRoutes(a admin, al *audit.Log, log *slog.Logger) http.Handler {
 			return err
 		}
 		httpjson.Write(w, http.StatusCreated, resp)
+		return nil
+	}))
+	r.Get("/admin/v1/nodes", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
+		nodes, err := a.Nodes(r.Context())
+		if err != nil {
+			return err
+		}
+		httpjson.Write(w, http.StatusOK, api.Nodes{Nodes: nodes})
 		return nil
 	}))
 	r.Get("/admin/v1/locks", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
