@@ -2,8 +2,10 @@
 //
 // It verifies join attestations, applies the bot's roles, keeps generation
 // counters in the store, signs with the certificate authorities and records
-// every decision in the audit log. The HTTP layer above it only decodes
-// requests and renders answers.
+// every decision in the audit log. User certificates carry the bot's access
+// rules and host certificates the host's labels (package sshaccess), and
+// every host issued host certificates is kept in the node inventory. The
+// HTTP layer above it only decodes requests and renders answers.
 package authority
 
 import (
