@@ -319,6 +319,27 @@ type Locks struct {
 	Locks []Lock `json:"locks"`
 }
 
+// Node is a host in the issuer's inventory: a bot instance that was
+// issued SSH host certificates, as of its last join or renewal.
+type Node struct {
+	// Names are the host's names, from its host certificates.
+	Names    []string          `json:"names" yaml:"names"`
+	Instance string            `json:"instance" yaml:"instance"`
+	Bot      string            `json:"bot" yaml:"bot"`
+	Labels   map[string]string `json:"labels" yaml:"labels"`
+	// Address is the address the host's last request came from.
+	Address string `json:"address,omitempty" yaml:"address,omitempty"`
+	// Version is the version of mwid on the host; empty if unknown.
+	Version string `json:"version,omitempty" yaml:"version,omitempty"`
+	// Renewed is when the host was last issued host certificates.
+	Renewed time.Time `json:"renewed" yaml:"renewed"`
+}
+
+// Nodes is the body of GET /admin/v1/nodes on the issuer's admin socket.
+type Nodes struct {
+	Nodes []Node `json:"nodes" yaml:"nodes"`
+}
+
 // Status is the body of GET /v1/status on mwid's local API.
 type Status struct {
 	Joined      bool         `json:"joined"`

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,7 +12,9 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/mwi-project/mwi/api"
 	"github.com/mwi-project/mwi/integration/harness"
+	"github.com/mwi-project/mwi/internal/sshaccess"
 )
 
 // hostTrustResources has two bots: "ci", a client that may log in as
@@ -124,6 +127,26 @@ func TestSSHHostCertificate(t *testing.T) {
 	}
 	if ev := h.iss.FindAudit(t, map[string]any{"event": "issue", "kind": "ssh_host", "bot": "build-01"}); ev == nil {
 		t.Error("no audit line for the host certificate")
+	}
+	// A host without labels says so, under the CA's signature.
+	if labels, ok := cert.Extensions[sshaccess.LabelsExtension]; !ok || labels != "{}" {
+		t.Errorf("host certificate labels extension = %q, %v; want {}", labels, ok)
+	}
+
+	// The host is in the inventory, with the version of its mwid.
+	out, err = harness.Run(context.Background(), 30*time.Second, nil, h.iss.Bins.Issuer, "nodes", "ls", "--format", "json", "--admin-socket", h.iss.AdminSock)
+	var nodes api.Nodes
+	if err != nil || json.Unmarshal([]byte(out), &nodes) != nil || len(nodes.Nodes) != 1 {
+		t.Fatalf("mwi-issuer nodes ls: %v\n%s", err, out)
+	}
+	mwidVersion, err := harness.Run(context.Background(), 30*time.Second, nil, h.iss.Bins.Daemon, "--version")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := nodes.Nodes[0]
+	if n.Bot != "build-01" || strings.Join(n.Names, ",") != "127.0.0.1" || n.Address != "127.0.0.1" || n.Version == "" ||
+		!strings.Contains(mwidVersion, " "+n.Version+" ") || n.Renewed.IsZero() {
+		t.Errorf("node = %+v; want build-01 at 127.0.0.1 running %q", n, mwidVersion)
 	}
 }
 

@@ -28,6 +28,12 @@ import (
 // loadCounts are the outcomes the load test counts, shared by its
 // goroutines.
 type loadCounts struct {
+	// auditLog is the issuer's audit log; generations caches the
+	// generation of each user certificate serial read from it.
+	auditLog    string
+	genMu       sync.Mutex
+	generations map[string]uint64
+
 	signs, lists        atomic.Int64 // successful agent requests of the clients
 	agentFailures       atomic.Int64 // failed agent requests of the clients
 	expiredSignatures   atomic.Int64 // signatures by a certificate expired when asked
@@ -123,7 +129,7 @@ func TestLoadDuringRenewalsAndReloads(t *testing.T) {
 		pause    = 12 * time.Second
 		hardStop = 150 * time.Second // bounds the whole run if mwid hangs
 	)
-	_, d := setup(t, ttl, everyRenewal)
+	iss, d := setup(t, ttl, everyRenewal)
 	ctx, cancel := context.WithTimeout(context.Background(), hardStop)
 	defer cancel()
 
@@ -144,7 +150,7 @@ func TestLoadDuringRenewalsAndReloads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var n loadCounts
+	n := loadCounts{auditLog: iss.AuditLog}
 	stop := make(chan struct{})
 	stopped := func() bool {
 		select {
@@ -303,7 +309,7 @@ func signOnce(ag agent.Agent, cert *ssh.Certificate, n *loadCounts, probe bool) 
 	asked := time.Now()
 	sig, err := ag.Sign(cert, data)
 	if err != nil {
-		if g, ok := certGeneration(cert); !probe && ok && seen >= g+2 {
+		if g, ok := n.certGeneration(cert); !probe && ok && seen >= g+2 {
 			n.superseded.Add(1)
 			return false
 		}
@@ -417,13 +423,35 @@ func pollStatus(hc *http.Client, n *loadCounts) error {
 	return nil
 }
 
-// certGeneration reads the generation from the key ID the issuer gives a
-// user certificate: "bot=NAME instance=ID generation=N".
-func certGeneration(c *ssh.Certificate) (uint64, bool) {
-	_, g, ok := strings.Cut(c.KeyId, " generation=")
-	if !ok {
+// certGeneration reads the generation of a user certificate from the
+// issuer's audit record of its issuance, which names its serial: the key
+// ID ("bot=NAME instance=ID") carries none, so that a KRL entry revokes
+// every certificate of an instance.
+func (n *loadCounts) certGeneration(c *ssh.Certificate) (uint64, bool) {
+	serial := strconv.FormatUint(c.Serial, 10)
+	n.genMu.Lock()
+	defer n.genMu.Unlock()
+	if g, ok := n.generations[serial]; ok {
+		return g, true
+	}
+	data, err := os.ReadFile(n.auditLog)
+	if err != nil {
 		return 0, false
 	}
-	n, err := strconv.ParseUint(g, 10, 64)
-	return n, err == nil
+	if n.generations == nil {
+		n.generations = make(map[string]uint64)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		var rec struct {
+			Event      string `json:"event"`
+			Kind       string `json:"kind"`
+			Serial     string `json:"serial"`
+			Generation uint64 `json:"generation"`
+		}
+		if json.Unmarshal([]byte(line), &rec) == nil && rec.Event == "issue" && rec.Kind == "ssh_user" {
+			n.generations[rec.Serial] = rec.Generation
+		}
+	}
+	g, ok := n.generations[serial]
+	return g, ok
 }

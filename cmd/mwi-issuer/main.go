@@ -16,6 +16,7 @@
 //	mwi-issuer instance unlock ID [--state DIR | --admin-socket PATH]
 //	mwi-issuer bot lock NAME --reason TEXT [--state DIR | --admin-socket PATH]
 //	mwi-issuer bot unlock NAME [--state DIR | --admin-socket PATH]
+//	mwi-issuer nodes ls [--format text|json|yaml] [--state DIR | --admin-socket PATH]
 //	mwi-issuer completion bash|zsh|fish
 //	mwi-issuer --version
 //
@@ -86,6 +87,7 @@ type env struct {
 	reason      string
 	target      api.LockTarget
 	format      string
+	nodesFormat string
 }
 
 // newRoot returns mwi-issuer's command tree, every command running with e.
@@ -157,6 +159,7 @@ func newRoot(e *env) *cobra.Command {
 			e.lockCommand("bot", "lock", "NAME"),
 			e.lockCommand("bot", "unlock", "NAME"),
 		),
+		e.nodesCommand(),
 	)
 	cli.Prepare(root, e.stdout, e.stderr)
 	return root

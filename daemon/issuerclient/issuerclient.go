@@ -19,6 +19,7 @@ import (
 	"github.com/mwi-project/mwi/daemon/config"
 	"github.com/mwi-project/mwi/internal/httpjson"
 	"github.com/mwi-project/mwi/internal/tlspin"
+	"github.com/mwi-project/mwi/internal/version"
 )
 
 // Error is an error answer from the issuer. The client returns it wrapped,
@@ -167,6 +168,12 @@ func (c *Client) Renew(ctx context.Context, identity *tls.Certificate, req api.R
 	return out, err
 }
 
+// UserAgent is the User-Agent of mwid's requests to the issuer,
+// "mwid/VERSION": the issuer's node inventory shows the version.
+func UserAgent() string {
+	return "mwid/" + version.Get().Version
+}
+
 func (c *Client) post(ctx context.Context, path string, identity *tls.Certificate, req, resp any) error {
 	cfg := c.tls.Clone()
 	if identity != nil {
@@ -194,6 +201,7 @@ func (c *Client) post(ctx context.Context, path string, identity *tls.Certificat
 		return err
 	}
 	r.Header.Set("Content-Type", "application/json")
+	r.Header.Set("User-Agent", UserAgent())
 	res, err := hc.Do(r)
 	if err != nil {
 		return fmt.Errorf("issuer %s: %w", c.base, err)

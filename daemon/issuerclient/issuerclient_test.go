@@ -20,6 +20,7 @@ import (
 	"github.com/mwi-project/mwi/api"
 	"github.com/mwi-project/mwi/daemon/config"
 	"github.com/mwi-project/mwi/internal/httpjson"
+	"github.com/mwi-project/mwi/internal/version"
 )
 
 func TestPermanent(t *testing.T) {
@@ -129,5 +130,31 @@ func TestRefusalDecoded(t *testing.T) {
 	_, err = c.Join(context.Background(), nil, api.JoinRequest{})
 	if err == nil || !strings.Contains(err.Error(), "502 Bad Gateway") || httpjson.ErrorCode(err) != "" || IsPermanent(err) {
 		t.Errorf("answer without the error shape = %v", err)
+	}
+}
+
+// TestUserAgent checks that mwid names itself and its version to the
+// issuer, which shows the version in its node inventory.
+func TestUserAgent(t *testing.T) {
+	got := make(chan string, 2)
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- r.UserAgent()
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(api.Credentials{})
+	}))
+	defer srv.Close()
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o644)
+	c, err := New(config.Issuer{Address: strings.TrimPrefix(srv.URL, "https://"), CAFile: caFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Join(context.Background(), nil, api.JoinRequest{})
+	c.Renew(context.Background(), nil, api.RenewRequest{})
+	want := "mwid/" + version.Get().Version
+	for _, what := range []string{"join", "renew"} {
+		if ua := <-got; ua != want || UserAgent() != want {
+			t.Errorf("%s: User-Agent %q, want %q", what, ua, want)
+		}
 	}
 }

@@ -192,7 +192,7 @@ func (a *Authority) joinAttested(ctx context.Context, req api.JoinRequest, clien
 	if err := a.Audit.Record(ctx, audit.EventJoin, audit.Allowed, attrs...); err != nil {
 		return api.Credentials{}, auditFailed(err)
 	}
-	return a.sign(ctx, in, grant, logins, keys, kube, ttl, identityTTL(req.IdentityTTLSeconds), now)
+	return a.sign(ctx, in, grant, logins, keys, kube, ttl, identityTTL(req.IdentityTTLSeconds), now, remote)
 }
 
 // attestation is what a verified attestation adds to a join.

@@ -4,7 +4,10 @@
 // counters in the store, signs with the certificate authorities and records
 // every decision in the audit log. Its refusals are *fault.Error values,
 // with a stable code and a kind; the HTTP layer above it only decodes
-// requests and renders answers, and picks the status from the kind.
+// requests and renders answers, and picks the status from the kind. User
+// certificates carry the bot's access rules and host certificates the
+// host's labels (package sshaccess), and every host issued host
+// certificates is kept in the node inventory.
 package authority
 
 import (
@@ -21,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -33,6 +37,7 @@ import (
 	"github.com/mwi-project/mwi/api"
 	"github.com/mwi-project/mwi/internal/fault"
 	"github.com/mwi-project/mwi/internal/logging"
+	"github.com/mwi-project/mwi/internal/sshaccess"
 	"github.com/mwi-project/mwi/issuer/audit"
 	"github.com/mwi-project/mwi/issuer/ca"
 	"github.com/mwi-project/mwi/issuer/join"
@@ -164,7 +169,7 @@ func (a *Authority) Join(ctx context.Context, req api.JoinRequest, client *ca.Id
 	if err := a.Audit.Record(ctx, audit.EventJoin, audit.Allowed, attrs...); err != nil {
 		return api.Credentials{}, auditFailed(err)
 	}
-	return a.sign(ctx, in, grant, logins, keys, kube, ttl, identityTTL(req.IdentityTTLSeconds), now)
+	return a.sign(ctx, in, grant, logins, keys, kube, ttl, identityTTL(req.IdentityTTLSeconds), now, remote)
 }
 
 // Renew signs fresh credentials for a bot instance that proved its current
@@ -211,7 +216,7 @@ func (a *Authority) Renew(ctx context.Context, id ca.Identity, req api.RenewRequ
 	if err := a.Audit.Record(ctx, audit.EventRenew, audit.Allowed, append(attrs, slog.Uint64("new_generation", in.Generation))...); err != nil {
 		return api.Credentials{}, auditFailed(err)
 	}
-	return a.sign(ctx, in, grant, logins, keys, kube, ttl, identityTTL(req.IdentityTTLSeconds), now)
+	return a.sign(ctx, in, grant, logins, keys, kube, ttl, identityTTL(req.IdentityTTLSeconds), now, remote)
 }
 
 // refuse audits err as the denial of event, with attrs and err's message
@@ -331,6 +336,9 @@ func (a *Authority) entitlements(ctx context.Context, bot, instance string, want
 	if err := checkHostNames(grant, hosts); err != nil {
 		return grant, nil, nil, err
 	}
+	if err := checkHostLabels(grant, hosts); err != nil {
+		return grant, nil, nil, err
+	}
 	kube, err := a.kubernetes(bot, kreq)
 	if err != nil {
 		return grant, nil, nil, err
@@ -407,7 +415,10 @@ func identityTTL(seconds int64) time.Duration {
 // caught by the generation check; outliving the short certificates it
 // renews lets a daemon recover from an issuer outage longer than they
 // last. Both are capped by the roles' max_ttl.
-func (a *Authority) sign(ctx context.Context, in store.Instance, g resource.Grant, logins []string, k keys, kube *kubePlan, ttl, idTTL time.Duration, now time.Time) (api.Credentials, error) {
+//
+// A host that gets host certificates is recorded in the node inventory,
+// with the address remote its request came from.
+func (a *Authority) sign(ctx context.Context, in store.Instance, g resource.Grant, logins []string, k keys, kube *kubePlan, ttl, idTTL time.Duration, now time.Time, remote string) (api.Credentials, error) {
 	ttl = min(ttl, g.MaxTTL)
 	idTTL = min(max(idTTL, ttl), g.MaxTTL)
 	notBefore, notAfter := now.Add(-backdate), now.Add(ttl)
@@ -417,12 +428,18 @@ func (a *Authority) sign(ctx context.Context, in store.Instance, g resource.Gran
 	}
 	var sshCertText string
 	if len(logins) > 0 {
+		access, err := userAccess(in, g, logins)
+		if err != nil {
+			return api.Credentials{}, err
+		}
 		sshCert, err := a.CA.SignSSHUser(ca.SSHUserRequest{
-			Key:        k.ssh,
-			KeyID:      fmt.Sprintf("bot=%s instance=%s generation=%d", in.Bot, in.ID, in.Generation),
-			Principals: logins,
-			NotBefore:  notBefore,
-			NotAfter:   notAfter,
+			Key:             k.ssh,
+			KeyID:           userKeyID(in),
+			Principals:      logins,
+			NotBefore:       notBefore,
+			NotAfter:        notAfter,
+			AgentForwarding: g.ForwardAgent,
+			Extensions:      map[string]string{sshaccess.AccessExtension: access},
 		})
 		if err != nil {
 			return api.Credentials{}, err
@@ -431,6 +448,7 @@ func (a *Authority) sign(ctx context.Context, in store.Instance, g resource.Gran
 		if err := a.Audit.Record(ctx, audit.EventIssue, audit.Allowed,
 			slog.String("bot", in.Bot), slog.String("instance", in.ID), slog.Uint64("generation", in.Generation),
 			slog.String("kind", "ssh_user"), slog.String("serial", strconv.FormatUint(sshCert.Serial, 10)), slog.Any("principals", logins),
+			slog.String("key_id", sshCert.KeyId), slog.Bool("forward_agent", g.ForwardAgent),
 			slog.Time("expires", notAfter)); err != nil {
 			return api.Credentials{}, auditFailed(err)
 		}
@@ -441,18 +459,24 @@ func (a *Authority) sign(ctx context.Context, in store.Instance, g resource.Gran
 		slog.Time("expires", idCert.NotAfter)); err != nil {
 		return api.Credentials{}, auditFailed(err)
 	}
-	var hostCerts []string
+	var hostCerts, nodeNames []string
+	nodeLabels := map[string]string{}
 	for _, h := range k.hosts {
 		names := h.names
 		if len(names) == 0 {
 			names = g.HostNames
 		}
+		labels := h.labels
+		if labels == nil {
+			labels = map[string]string{}
+		}
 		cert, err := a.CA.SignSSHHost(ca.SSHHostRequest{
-			Key:       h.key,
-			KeyID:     fmt.Sprintf("bot=%s instance=%s host=%s", in.Bot, in.ID, names[0]),
-			Names:     names,
-			NotBefore: notBefore,
-			NotAfter:  notAfter,
+			Key:        h.key,
+			KeyID:      fmt.Sprintf("bot=%s instance=%s host=%s", in.Bot, in.ID, names[0]),
+			Names:      names,
+			NotBefore:  notBefore,
+			NotAfter:   notAfter,
+			Extensions: hostExtensions(labels),
 		})
 		if err != nil {
 			return api.Credentials{}, err
@@ -460,10 +484,19 @@ func (a *Authority) sign(ctx context.Context, in store.Instance, g resource.Gran
 		if err := a.Audit.Record(ctx, audit.EventIssue, audit.Allowed,
 			slog.String("bot", in.Bot), slog.String("instance", in.ID), slog.Uint64("generation", in.Generation),
 			slog.String("kind", "ssh_host"), slog.String("serial", strconv.FormatUint(cert.Serial, 10)), slog.Any("names", names),
-			slog.Time("expires", notAfter)); err != nil {
+			slog.Any("labels", labels), slog.Time("expires", notAfter)); err != nil {
 			return api.Credentials{}, auditFailed(err)
 		}
 		hostCerts = append(hostCerts, string(ssh.MarshalAuthorizedKey(cert)))
+		for _, n := range names {
+			if !slices.Contains(nodeNames, n) {
+				nodeNames = append(nodeNames, n)
+			}
+		}
+		maps.Copy(nodeLabels, labels)
+	}
+	if len(k.hosts) > 0 {
+		a.recordNode(ctx, in, nodeNames, nodeLabels, remote, now)
 	}
 	kubeCreds, err := a.signKubernetes(ctx, in, kube, notBefore, notAfter)
 	if err != nil {
@@ -497,8 +530,9 @@ type keys struct {
 }
 
 type hostKey struct {
-	key   ssh.PublicKey
-	names []string
+	key    ssh.PublicKey
+	names  []string
+	labels map[string]string
 }
 
 // maxHostKeys bounds the host keys of one request; a host has a handful.
@@ -562,7 +596,10 @@ func parseKeys(pk api.PublicKeys, ttlSeconds int64, hosts []api.HostKeyRequest) 
 		if err := checkSSHKey(fmt.Sprintf("host_keys[%d].public_key", i), hk); err != nil {
 			return k, 0, err
 		}
-		k.hosts = append(k.hosts, hostKey{key: hk, names: h.Names})
+		if err := checkRequestLabels(i, h.Labels); err != nil {
+			return k, 0, err
+		}
+		k.hosts = append(k.hosts, hostKey{key: hk, names: h.Names, labels: h.Labels})
 	}
 	ttl := time.Duration(ttlSeconds) * time.Second
 	if ttlSeconds <= 0 || ttlSeconds > int64(365*24*time.Hour/time.Second) {

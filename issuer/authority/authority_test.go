@@ -353,7 +353,7 @@ func TestJoin(t *testing.T) {
 			if !slices.Equal(sshCert.ValidPrincipals, tc.wantLogins) {
 				t.Errorf("principals = %q, want %q", sshCert.ValidPrincipals, tc.wantLogins)
 			}
-			if want := fmt.Sprintf("bot=%s instance=%s generation=1", tc.bot, creds.Instance); sshCert.KeyId != want {
+			if want := fmt.Sprintf("bot=%s instance=%s", tc.bot, creds.Instance); sshCert.KeyId != want {
 				t.Errorf("KeyId = %q, want %q", sshCert.KeyId, want)
 			}
 			if !bytes.Equal(sshCert.Key.Marshal(), keys.sshPub.Marshal()) {
@@ -631,7 +631,7 @@ func TestRenew(t *testing.T) {
 		if pub, ok := idCert.PublicKey.(*ecdsa.PublicKey); !ok || !pub.Equal(keys.idKey.Public()) {
 			t.Error("renewed identity is not for the new key")
 		}
-		if want := fmt.Sprintf("bot=ci instance=%s generation=%d", creds.Instance, gen); sshCert.KeyId != want {
+		if want := fmt.Sprintf("bot=ci instance=%s", creds.Instance); sshCert.KeyId != want {
 			t.Errorf("KeyId = %q, want %q", sshCert.KeyId, want)
 		}
 		if !slices.Equal(sshCert.ValidPrincipals, []string{"viewer"}) {

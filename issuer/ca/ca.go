@@ -27,12 +27,14 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"maps"
 	"math/big"
 	"net"
 	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -225,15 +227,31 @@ type SSHUserRequest struct {
 	Principals []string
 	NotBefore  time.Time
 	NotAfter   time.Time
+	// AgentForwarding adds permit-agent-forwarding, for a bot whose roles
+	// allow it (forward_agent).
+	AgentForwarding bool
+	// Extensions are further extensions, such as the access rules of
+	// package sshaccess. They cannot replace the permit-* extensions.
+	Extensions map[string]string
 }
 
 // SignSSHUser signs an SSH user certificate with a random serial number.
 func (a *Authority) SignSSHUser(r SSHUserRequest) (*ssh.Certificate, error) {
 	// Machines need a pty for some tools and port forwarding for tunnels;
-	// agent and X11 forwarding would expose the bot's credentials or
-	// display to the target, so they are left out.
-	perms := ssh.Permissions{Extensions: map[string]string{"permit-pty": "", "permit-port-forwarding": ""}}
-	return signSSH(a.sshUser, ssh.UserCert, r.Key, r.KeyID, r.Principals, perms, r.NotBefore, r.NotAfter)
+	// agent forwarding would expose the bot's credentials to the target,
+	// and X11 forwarding its display, so they are left out unless a role
+	// allows agent forwarding.
+	ext := map[string]string{"permit-pty": "", "permit-port-forwarding": ""}
+	if r.AgentForwarding {
+		ext["permit-agent-forwarding"] = ""
+	}
+	for k, v := range r.Extensions {
+		if strings.HasPrefix(k, "permit-") {
+			return nil, fmt.Errorf("ca: refusing to set extension %s from a request", k)
+		}
+		ext[k] = v
+	}
+	return signSSH(a.sshUser, ssh.UserCert, r.Key, r.KeyID, r.Principals, ssh.Permissions{Extensions: ext}, r.NotBefore, r.NotAfter)
 }
 
 // SSHHostRequest describes an SSH host certificate to sign.
@@ -243,11 +261,19 @@ type SSHHostRequest struct {
 	Names     []string
 	NotBefore time.Time
 	NotAfter  time.Time
+	// Extensions are the certificate's extensions, such as the host's
+	// labels (package sshaccess). OpenSSH defines none for host
+	// certificates and ignores those it does not know.
+	Extensions map[string]string
 }
 
 // SignSSHHost signs an SSH host certificate with a random serial number.
 func (a *Authority) SignSSHHost(r SSHHostRequest) (*ssh.Certificate, error) {
-	return signSSH(a.sshHost, ssh.HostCert, r.Key, r.KeyID, r.Names, ssh.Permissions{}, r.NotBefore, r.NotAfter)
+	var perms ssh.Permissions
+	if len(r.Extensions) > 0 {
+		perms.Extensions = maps.Clone(r.Extensions)
+	}
+	return signSSH(a.sshHost, ssh.HostCert, r.Key, r.KeyID, r.Names, perms, r.NotBefore, r.NotAfter)
 }
 
 // signSSH signs an SSH certificate of either type with a random serial.

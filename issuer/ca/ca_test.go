@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"maps"
 	"math"
 	"math/big"
 	"net"
@@ -717,5 +718,55 @@ func TestServingCertificate(t *testing.T) {
 	// The serving certificate cannot pass as a bot identity.
 	if _, err := chain[0].Verify(x509.VerifyOptions{Roots: a.IdentityPool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err == nil {
 		t.Error("the serving certificate verifies as a bot identity")
+	}
+}
+
+func TestSignSSHExtensions(t *testing.T) {
+	a, _ := newAuthority(t, "127.0.0.1")
+	key := newSSHKey(t)
+	now := time.Now()
+	for _, tc := range []struct {
+		name      string
+		forward   bool
+		extra     map[string]string
+		want      map[string]string
+		wantError string
+	}{
+		{"default", false, nil, map[string]string{"permit-pty": "", "permit-port-forwarding": ""}, ""},
+		{"agent forwarding", true, nil,
+			map[string]string{"permit-pty": "", "permit-port-forwarding": "", "permit-agent-forwarding": ""}, ""},
+		{"access rules", false, map[string]string{"mwi-access@mwi-project.github.io": `{"v":1}`},
+			map[string]string{"permit-pty": "", "permit-port-forwarding": "", "mwi-access@mwi-project.github.io": `{"v":1}`}, ""},
+		{"no permit from a request", false, map[string]string{"permit-X11-forwarding": ""}, nil, "permit-X11-forwarding"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cert, err := a.SignSSHUser(ca.SSHUserRequest{Key: key, KeyID: "x", Principals: []string{"deploy"},
+				NotBefore: now, NotAfter: now.Add(time.Hour), AgentForwarding: tc.forward, Extensions: tc.extra})
+			if tc.wantError != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantError) {
+					t.Fatalf("SignSSHUser error = %v, want one naming %s", err, tc.wantError)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !maps.Equal(cert.Extensions, tc.want) {
+				t.Errorf("Extensions = %v, want %v", cert.Extensions, tc.want)
+			}
+		})
+	}
+
+	host, err := a.SignSSHHost(ca.SSHHostRequest{Key: key, KeyID: "h", Names: []string{"h1"}, NotBefore: now, NotAfter: now.Add(time.Hour),
+		Extensions: map[string]string{"mwi-labels@mwi-project.github.io": `{"env":"prod"}`}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	parsed, _, _, _, err := ssh.ParseAuthorizedKey(ssh.MarshalAuthorizedKey(host))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := parsed.(*ssh.Certificate).Extensions; !maps.Equal(got, map[string]string{"mwi-labels@mwi-project.github.io": `{"env":"prod"}`}) {
+		t.Errorf("host certificate Extensions = %v", got)
 	}
 }

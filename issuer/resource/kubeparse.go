@@ -65,46 +65,7 @@ func (p *fileParser) clusterLabels(n *yaml.Node) map[string]string {
 // given by field name in a.
 func (p *fileParser) roleKubernetes(a map[string]*yaml.Node, r *Role) {
 	if n := a["kubernetes_labels"]; n != nil {
-		pairs, _ := p.Mapping(n, "spec.allow.kubernetes_labels")
-		for _, kv := range pairs {
-			path := "spec.allow.kubernetes_labels." + kv.Key
-			if kv.Key != "*" && !labelKeyRE.MatchString(kv.Key) {
-				p.Errorf(kv.Line, "invalid label key %q in spec.allow.kubernetes_labels: must be \"*\" or match %s", kv.Key, labelKeyRE)
-				continue
-			}
-			// A value is a string or a list of strings.
-			var items []*yaml.Node
-			if v := yamlfile.Resolve(kv.Value); v.Kind == yaml.SequenceNode {
-				items, _ = p.List(v, path)
-				if len(items) == 0 {
-					p.Errorf(v.Line, "%s lists no values (use \"*\" for any value)", path)
-				}
-			} else {
-				items = []*yaml.Node{v}
-			}
-			var values []string
-			for _, item := range items {
-				s, ok := p.Scalar(item, path)
-				if !ok {
-					continue
-				}
-				if s != "*" {
-					if err := checkLabelValue(s); err != nil {
-						p.Errorf(item.Line, "invalid value %q in %s: %v", s, path, err)
-						continue
-					}
-				}
-				values = append(values, s)
-			}
-			if kv.Key == "*" && (len(values) != 1 || values[0] != "*") {
-				p.Errorf(kv.Line, `the key "*" in spec.allow.kubernetes_labels takes only the value "*" (every cluster)`)
-				continue
-			}
-			if r.KubernetesLabels == nil {
-				r.KubernetesLabels = make(map[string][]string)
-			}
-			r.KubernetesLabels[kv.Key] = values
-		}
+		r.KubernetesLabels = p.labelSelector(n, "spec.allow.kubernetes_labels", "cluster")
 	}
 	for _, f := range []struct {
 		field, what string

@@ -222,11 +222,12 @@ func (p *fileParser) roleSpec(spec *yaml.Node) Role {
 	if spec == nil {
 		return r
 	}
-	m, _ := p.Fields(spec, "spec", "allow", "options")
+	m, _ := p.Fields(spec, "spec", "allow", "deny", "options")
 	if allow := m["allow"]; allow != nil {
-		a, _ := p.Fields(allow, "spec.allow", "logins", "host_names",
+		a, _ := p.Fields(allow, "spec.allow", "logins", "host_names", "node_labels", "host_labels",
 			"kubernetes_labels", "kubernetes_groups", "kubernetes_users")
 		p.roleKubernetes(a, &r)
+		p.roleSSHAllow(a, &r)
 		if n := a["host_names"]; n != nil {
 			items, _ := p.List(n, "spec.allow.host_names")
 			for _, item := range items {
@@ -256,8 +257,14 @@ func (p *fileParser) roleSpec(spec *yaml.Node) Role {
 			}
 		}
 	}
+	if deny := m["deny"]; deny != nil {
+		p.roleDeny(deny, &r)
+	}
 	if options := m["options"]; options != nil {
-		o, _ := p.Fields(options, "spec.options", "max_ttl")
+		o, _ := p.Fields(options, "spec.options", "max_ttl", "forward_agent")
+		if n := o["forward_agent"]; n != nil {
+			r.ForwardAgent, _ = p.Bool(n, "spec.options.forward_agent")
+		}
 		if n := o["max_ttl"]; n != nil {
 			if s, ok := p.Scalar(n, "spec.options.max_ttl"); ok {
 				ttl, err := time.ParseDuration(s)

@@ -13,12 +13,18 @@
 //	spec:
 //	  allow:
 //	    logins: [deploy, "{{internal.logins}}"]
+//	    node_labels: {env: [staging, prod]}   # the hosts where the logins apply; '*': '*' for every host
 //	    host_names: [build-01, build-01.example.com]
+//	    host_labels: {env: prod, team: '*'}   # labels a host holding the role may claim
 //	    kubernetes_labels: {env: prod}   # '*': '*' for every cluster
 //	    kubernetes_groups: [deployers]
 //	    kubernetes_users: [deploy-bot]   # at most one per cluster; default bot:NAME
+//	  deny:                              # wins over allow, of any role
+//	    logins: [root]
+//	    node_labels: {env: prod}
 //	  options:
 //	    max_ttl: 1h
+//	    forward_agent: false             # true lets the agent sign through a forwarded connection
 //	---
 //	kind: bot
 //	version: v1
@@ -56,8 +62,11 @@
 // [JoinSpec] type in a file of its own (join_github.go, ...): it decodes
 // its block and judges attestations by its allow rules.
 //
-// A value of kubernetes_labels may also be a list of values, any of which
-// matches, and "*" matches any value of the label.
+// A value of node_labels, host_labels or kubernetes_labels may also be a
+// list of values, any of which matches, and "*" matches any value of the
+// label. A role without node_labels allows its logins on no host that
+// checks labels (see package internal/sshaccess); they stay among the
+// certificate's principals for hosts that only trust the user CA.
 //
 // Decoding is strict: unknown fields, repeated fields and values of the wrong
 // type are errors, because a setting that is silently ignored is worse than
@@ -72,6 +81,8 @@ import (
 	"slices"
 	"strconv"
 	"time"
+
+	"github.com/mwi-project/mwi/internal/sshaccess"
 )
 
 // DefaultMaxTTL is the maximum certificate lifetime of a role that sets no
@@ -117,6 +128,25 @@ type Role struct {
 	// host certificate. The issuer decides them, never the host.
 	HostNames []string
 
+	// NodeLabels select the SSH hosts on which the role allows its Logins,
+	// by the labels of their host certificates, as KubernetesLabels select
+	// clusters. Empty allows the logins on no host that checks labels;
+	// they stay among the certificate's principals, so an sshd that only
+	// trusts the user CA still accepts them.
+	NodeLabels map[string][]string
+	// HostLabels say which labels a host holding the role may claim on its
+	// SSH host certificate: a label k=v is allowed when HostLabels selects
+	// the host {k: v}. Empty allows none.
+	HostLabels map[string][]string
+	// DenyLogins are the logins the role denies on the hosts that
+	// DenyNodeLabels select, whatever other roles allow; templates as in
+	// Logins. A role sets both or neither.
+	DenyLogins     []string
+	DenyNodeLabels map[string][]string
+	// ForwardAgent allows the bot's agent to sign through a forwarded
+	// connection (Teleport's options.forward_agent).
+	ForwardAgent bool
+
 	// KubernetesLabels select the Kubernetes clusters the role allows: a
 	// cluster is allowed when it has each label with one of the values
 	// listed. The value "*" matches any value, and the key "*" with the
@@ -155,6 +185,33 @@ type Grant struct {
 	Logins    []string      // sorted, without duplicates, templates expanded
 	HostNames []string      // sorted, without duplicates
 	MaxTTL    time.Duration // the smallest MaxTTL of the roles
+
+	// Allow holds one rule per role, in the order of Roles: the role's
+	// logins, templates expanded, on the hosts its node_labels select.
+	Allow []sshaccess.Rule
+	// Deny holds one rule per role that denies logins.
+	Deny []sshaccess.Rule
+	// ForwardAgent is whether any role allows agent forwarding.
+	ForwardAgent bool
+	// HostLabels are the host_labels selectors of the roles that set one.
+	HostLabels []map[string][]string
+}
+
+// AllowsHostLabel reports whether a role of the grant allows a host to
+// claim the label key=value on its host certificate: one of its
+// host_labels has an entry for key with value or "*", or is {"*": "*"}.
+// Each label is judged alone: host_labels {env: prod, team: "*"} allows
+// env=prod without any team.
+func (g Grant) AllowsHostLabel(key, value string) bool {
+	for _, sel := range g.HostLabels {
+		if isWildcard(sel) {
+			return true
+		}
+		if values, ok := sel[key]; ok && sshaccess.MatchLabels(map[string][]string{key: values}, map[string]string{key: value}) {
+			return true
+		}
+	}
+	return false
 }
 
 // A Set is a validated collection of roles and bots, as returned by
@@ -214,7 +271,12 @@ func (s *Set) Files() []string {
 // the logins of the bot's roles, sorted and without duplicates; a login of
 // the exact form "{{internal.NAME}}" is replaced by the values of the bot's
 // trait NAME, or by nothing if the bot has no such trait. MaxTTL is the
-// smallest MaxTTL of the bot's roles, so the strictest role wins.
+// smallest MaxTTL of the bot's roles, so the strictest role wins. A login
+// that a role denies on every host ('*': '*') is left out of Logins.
+//
+// Allow, Deny, ForwardAgent and HostLabels are the roles' SSH access
+// rules, for the user certificate's access extension and for the labels
+// of host certificates.
 //
 // If the set has no bot of that name, Grant returns an error wrapping
 // [ErrUnknownBot].
@@ -230,13 +292,16 @@ func (s *Set) Grant(bot string) (Grant, error) {
 			// LoadDir rejects such sets; this guards a zero or hand-made Set.
 			return Grant{}, fmt.Errorf("bot %q: unknown role %q", bot, name)
 		}
-		for _, login := range r.Logins {
-			if trait, ok := traitRef(login); ok {
-				g.Logins = append(g.Logins, b.Traits[trait]...)
-			} else {
-				g.Logins = append(g.Logins, login)
-			}
+		logins := expand(r.Logins, b.Traits)
+		g.Logins = append(g.Logins, logins...)
+		g.Allow = append(g.Allow, sshaccess.Rule{Role: r.Name, Logins: logins, NodeLabels: cloneSelector(r.NodeLabels)})
+		if deny := expand(r.DenyLogins, b.Traits); len(deny) > 0 {
+			g.Deny = append(g.Deny, sshaccess.Rule{Role: r.Name, Logins: deny, NodeLabels: cloneSelector(r.DenyNodeLabels)})
 		}
+		if len(r.HostLabels) > 0 {
+			g.HostLabels = append(g.HostLabels, cloneSelector(r.HostLabels))
+		}
+		g.ForwardAgent = g.ForwardAgent || r.ForwardAgent
 		g.HostNames = append(g.HostNames, r.HostNames...)
 		if g.MaxTTL == 0 || r.MaxTTL < g.MaxTTL {
 			g.MaxTTL = r.MaxTTL
@@ -244,23 +309,64 @@ func (s *Set) Grant(bot string) (Grant, error) {
 	}
 	slices.Sort(g.Logins)
 	g.Logins = slices.Compact(g.Logins)
+	// A login denied on every host is no principal of the certificate
+	// either, so that an sshd which only trusts the user CA refuses it too.
+	g.Logins = slices.DeleteFunc(g.Logins, func(l string) bool {
+		for _, d := range g.Deny {
+			if isWildcard(d.NodeLabels) && slices.Contains(d.Logins, l) {
+				return true
+			}
+		}
+		return false
+	})
 	slices.Sort(g.HostNames)
 	g.HostNames = slices.Compact(g.HostNames)
 	return g, nil
 }
 
+// expand returns logins with each template "{{internal.NAME}}" replaced
+// by the values of the trait NAME, or by nothing if there is no such
+// trait. It never returns nil, so that a rule always lists its logins.
+func expand(logins []string, traits map[string][]string) []string {
+	out := []string{}
+	for _, login := range logins {
+		if trait, ok := traitRef(login); ok {
+			out = append(out, traits[trait]...)
+		} else {
+			out = append(out, login)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// isWildcard reports whether selector is {"*": ["*"]}, which selects everything.
+func isWildcard(selector map[string][]string) bool {
+	v, ok := selector[sshaccess.Wildcard]
+	return ok && len(selector) == 1 && slices.Equal(v, []string{sshaccess.Wildcard})
+}
+
+func cloneSelector(sel map[string][]string) map[string][]string {
+	if sel == nil {
+		return nil
+	}
+	out := make(map[string][]string, len(sel))
+	for k, v := range sel {
+		out[k] = slices.Clone(v)
+	}
+	return out
+}
+
 func (r Role) clone() Role {
 	r.Logins = slices.Clone(r.Logins)
+	r.DenyLogins = slices.Clone(r.DenyLogins)
+	r.NodeLabels = cloneSelector(r.NodeLabels)
+	r.HostLabels = cloneSelector(r.HostLabels)
+	r.DenyNodeLabels = cloneSelector(r.DenyNodeLabels)
 	r.HostNames = slices.Clone(r.HostNames)
 	r.KubernetesGroups = slices.Clone(r.KubernetesGroups)
 	r.KubernetesUsers = slices.Clone(r.KubernetesUsers)
-	if r.KubernetesLabels != nil {
-		l := make(map[string][]string, len(r.KubernetesLabels))
-		for k, v := range r.KubernetesLabels {
-			l[k] = slices.Clone(v)
-		}
-		r.KubernetesLabels = l
-	}
+	r.KubernetesLabels = cloneSelector(r.KubernetesLabels)
 	return r
 }
 

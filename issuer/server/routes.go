@@ -20,6 +20,7 @@ import (
 	"github.com/mwi-project/mwi/internal/logging"
 	"github.com/mwi-project/mwi/internal/unixsock"
 	"github.com/mwi-project/mwi/issuer/audit"
+	"github.com/mwi-project/mwi/issuer/authority"
 	"github.com/mwi-project/mwi/issuer/ca"
 )
 
@@ -75,7 +76,7 @@ func publicRoutes(j joiner, al *audit.Log, log *slog.Logger) http.Handler {
 		if err := httpjson.Decode(r, &req, credentialLimits); err != nil {
 			return refused(r, al, err)
 		}
-		creds, err := j.Join(r.Context(), req, client, r.RemoteAddr)
+		creds, err := j.Join(authority.WithUserAgent(r.Context(), r.UserAgent()), req, client, r.RemoteAddr)
 		if err != nil {
 			return err
 		}
@@ -112,7 +113,7 @@ func publicRoutes(j joiner, al *audit.Log, log *slog.Logger) http.Handler {
 		if err := httpjson.Decode(r, &req, credentialLimits); err != nil {
 			return refused(r, al, err)
 		}
-		creds, err := j.Renew(r.Context(), *id, req, r.RemoteAddr)
+		creds, err := j.Renew(authority.WithUserAgent(r.Context(), r.UserAgent()), *id, req, r.RemoteAddr)
 		if err != nil {
 			return err
 		}
@@ -248,6 +249,7 @@ type admin interface {
 	AddLock(ctx context.Context, t api.LockTarget, reason string, ttl time.Duration) (api.Lock, error)
 	RemoveLock(ctx context.Context, t api.LockTarget) (api.Lock, error)
 	Locks(ctx context.Context) ([]api.Lock, error)
+	Nodes(ctx context.Context) ([]api.Node, error)
 }
 
 // adminRoutes is the route table of the admin API on the Unix socket.
@@ -270,6 +272,14 @@ func adminRoutes(a admin, al *audit.Log, log *slog.Logger) http.Handler {
 			return err
 		}
 		httpjson.Write(w, http.StatusCreated, resp)
+		return nil
+	}))
+	r.Get("/admin/v1/nodes", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
+		nodes, err := a.Nodes(r.Context())
+		if err != nil {
+			return err
+		}
+		httpjson.Write(w, http.StatusOK, api.Nodes{Nodes: nodes})
 		return nil
 	}))
 	r.Get("/admin/v1/locks", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {

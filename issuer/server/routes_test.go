@@ -452,6 +452,17 @@ kind: bot
 version: v1
 metadata: {name: ci}
 spec: {roles: [deploy]}
+---
+kind: role
+version: v1
+metadata: {name: host}
+spec:
+  allow: {host_names: [web-01], host_labels: {env: '*'}}
+---
+kind: bot
+version: v1
+metadata: {name: web}
+spec: {roles: [host]}
 `
 	if err := os.WriteFile(filepath.Join(resDir, "r.yaml"), []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
@@ -511,6 +522,13 @@ func (f *fakeAdmin) RemoveLock(ctx context.Context, t api.LockTarget) (api.Lock,
 	return api.Lock{Bot: t.Bot, Instance: t.Instance, Token: t.Token}, nil
 }
 
+func (f *fakeAdmin) Nodes(ctx context.Context) ([]api.Node, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls++
+	return nil, nil
+}
+
 func (f *fakeAdmin) Locks(ctx context.Context) ([]api.Lock, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -529,6 +547,7 @@ func TestAdminRoutesWithoutPeer(t *testing.T) {
 		{http.MethodGet, "/admin/v1/locks", ""},
 		{http.MethodPost, "/admin/v1/locks", `{"token":"gh","reason":"r"}`},
 		{http.MethodPost, "/admin/v1/locks/remove", `{"token":"gh"}`},
+		{http.MethodGet, "/admin/v1/nodes", ""},
 		{http.MethodGet, "/admin/v1/tokens", ""},
 		{http.MethodGet, "/nope", ""},
 	} {

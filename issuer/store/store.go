@@ -1,8 +1,8 @@
 // Package store keeps the issuer's durable state: join tokens, bot instances
 // with their generation counters, locks of bots and of instances, the ID
-// tokens already used and the pending challenges of bound key pair joins.
-// Locks are of bots, of instances and of token resources; a lock may
-// expire by itself.
+// tokens already used, the pending challenges of bound key pair joins and
+// the inventory of hosts (nodes). Locks are of bots, of instances and of
+// token resources; a lock may expire by itself.
 //
 // Store is small on purpose so that a shared database can back several
 // issuers later; Open returns the embedded implementation.
@@ -97,6 +97,26 @@ func (l Lock) InForce(now time.Time) bool {
 	return l.Expires.IsZero() || now.Before(l.Expires)
 }
 
+// Node is a host in the inventory: a bot instance that was issued SSH host
+// certificates, as of its last join or renewal.
+type Node struct {
+	Instance string            `json:"instance"`
+	Bot      string            `json:"bot"`
+	Names    []string          `json:"names"`
+	Labels   map[string]string `json:"labels,omitempty"`
+	// Address is the address the request came from, without its port.
+	Address string `json:"address,omitempty"`
+	// Version is the version of mwid the host runs, from its User-Agent;
+	// empty if it did not say.
+	Version string `json:"version,omitempty"`
+	// Renewed is when the host was last issued host certificates.
+	Renewed time.Time `json:"renewed"`
+}
+
+// NodeRetention is how long a node stays in the inventory after its last
+// renewal: longer than any certificate the issuer signs lives.
+const NodeRetention = 31 * 24 * time.Hour
+
 // Store is the issuer's durable state. Every method is safe for concurrent
 // use, and each is atomic.
 type Store interface {
@@ -185,6 +205,13 @@ type Store interface {
 	// a challenge that was never issued, was consumed already, or has
 	// expired at now.
 	ConsumeChallenge(ctx context.Context, challenge string, now time.Time) (tokenName string, err error)
+	// PutNode records n, replacing the record of the same instance and
+	// that of an earlier instance of the same bot with the same names (the
+	// host joined anew). Records last renewed more than NodeRetention
+	// before n.Renewed are removed.
+	PutNode(ctx context.Context, n Node) error
+	// Nodes returns every node, ordered by instance ID.
+	Nodes(ctx context.Context) ([]Node, error)
 	// Close releases the store.
 	Close() error
 }
