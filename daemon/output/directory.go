@@ -14,9 +14,11 @@ import (
 // same methods.
 type Directory struct {
 	Path string
-	// Create makes the directory, and those above it, with mode 0700 when
+	// Create makes the directory, and those above it, with mode Perm when
 	// they do not exist; without it the directory must exist.
 	Create bool
+	// Perm is the mode of the directories Create makes; zero is 0700.
+	Perm fs.FileMode
 }
 
 // File is a file to write into a Directory.
@@ -47,7 +49,11 @@ func (d Directory) Write(files ...File) error {
 	var dir *safefs.Dir
 	var err error
 	if d.Create {
-		dir, err = safefs.MkdirAll(d.Path, 0o700)
+		perm := d.Perm
+		if perm == 0 {
+			perm = 0o700
+		}
+		dir, err = safefs.MkdirAll(d.Path, perm)
 	} else {
 		dir, err = safefs.OpenDir(d.Path)
 	}
