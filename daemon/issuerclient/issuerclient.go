@@ -64,20 +64,21 @@ func RetriedSoon(e *Error) bool { return refusals[e.Code].reread }
 // retrying the same request can succeed. A code missing here is transient:
 // mwid retries it as it would an outage.
 var refusals = map[string]refusal{
-	api.CodeBotLocked:          {true, "an operator must lift the bot's lock on the issuer (mwi-issuer locks lists it; mwi-issuer bot unlock BOT), then run mwictl renew", false},
-	api.CodeInstanceLocked:     {true, "an operator must find out why this instance is locked (a copied identity?) before lifting the lock (mwi-issuer instance unlock INSTANCE), then run mwictl renew", false},
-	api.CodeGenerationMismatch: {true, "the issuer saw an older copy of this identity and locked the instance: an operator must find the copy, then lift the lock (mwi-issuer instance unlock INSTANCE) and run mwictl renew", false},
-	api.CodeTokenUsed:          {true, "issue a new join token (mwi-issuer token create BOT) and give it to mwid's onboarding token source; mwid reads it again at every join attempt", true},
-	api.CodeTokenUnknown:       {true, "issue a new join token (mwi-issuer token create BOT) and give it to mwid's onboarding token source; mwid reads it again at every join attempt", true},
-	api.CodeTokenExpired:       {true, "issue a new join token (mwi-issuer token create BOT) and give it to mwid's onboarding token source; mwid reads it again at every join attempt", true},
-	api.CodeJoinDenied:         {true, "make the bot's join rules on the issuer and this host's attestation agree (the message names the failed check), then run mwictl renew", false},
-	api.CodeNotRenewable:       {true, "the issuer does not renew this identity: make mwid's join method match the bot's on the issuer, then reload mwid", false},
-	api.CodeBotUnknown:         {true, "the issuer has no such bot: create it in the issuer's resources, or onboard mwid to an existing bot, then run mwictl renew", false},
-	api.CodeLoginNotAllowed:    {true, "make mwid's ssh_logins and the bot's roles on the issuer agree, then reload mwid or run mwictl renew", false},
-	api.CodeHostNameNotAllowed: {true, "make mwid's host names and the bot's roles on the issuer agree, then reload mwid or run mwictl renew", false},
-	api.CodeBadRequest:         {true, "the issuer refused mwid's request as malformed: check mwid's configuration (TTLs, logins, outputs) against the issuer's limits, then reload mwid", false},
-	api.CodeNotFound:           {true, "the issuer does not serve this request: is it older than mwid? Upgrade it, then run mwictl renew", false},
-	api.CodeAccessDenied:       {true, "the issuer refused the caller: check the issuer's access settings, then run mwictl renew", false},
+	api.CodeBotLocked:           {true, "an operator must lift the bot's lock on the issuer (mwi-issuer locks lists it; mwi-issuer bot unlock BOT), then run mwictl renew", false},
+	api.CodeInstanceLocked:      {true, "an operator must find out why this instance is locked (a copied identity?) before lifting the lock (mwi-issuer instance unlock INSTANCE), then run mwictl renew", false},
+	api.CodeGenerationMismatch:  {true, "the issuer saw an older copy of this identity and locked the instance: an operator must find the copy, then lift the lock (mwi-issuer instance unlock INSTANCE) and run mwictl renew", false},
+	api.CodeTokenUsed:           {true, "issue a new join token (mwi-issuer token create BOT) and give it to mwid's onboarding token source; mwid reads it again at every join attempt", true},
+	api.CodeTokenUnknown:        {true, "issue a new join token (mwi-issuer token create BOT) and give it to mwid's onboarding token source; mwid reads it again at every join attempt", true},
+	api.CodeTokenExpired:        {true, "issue a new join token (mwi-issuer token create BOT) and give it to mwid's onboarding token source; mwid reads it again at every join attempt", true},
+	api.CodeJoinDenied:          {true, "make the bot's join rules on the issuer and this host's attestation agree (the message names the failed check), then run mwictl renew", false},
+	api.CodeNotRenewable:        {true, "the issuer does not renew this identity: make mwid's join method match the bot's on the issuer, then reload mwid", false},
+	api.CodeBotUnknown:          {true, "the issuer has no such bot: create it in the issuer's resources, or onboard mwid to an existing bot, then run mwictl renew", false},
+	api.CodeLoginNotAllowed:     {true, "make mwid's ssh_logins and the bot's roles on the issuer agree, then reload mwid or run mwictl renew", false},
+	api.CodeHostNameNotAllowed:  {true, "make mwid's host names and the bot's roles on the issuer agree, then reload mwid or run mwictl renew", false},
+	api.CodeHostLabelNotAllowed: {true, "make the labels of mwid's ssh_host outputs and the host_labels of the bot's roles on the issuer agree, then reload mwid or run mwictl renew", false},
+	api.CodeBadRequest:          {true, "the issuer refused mwid's request as malformed: check mwid's configuration (TTLs, logins, outputs) against the issuer's limits, then reload mwid", false},
+	api.CodeNotFound:            {true, "the issuer does not serve this request: is it older than mwid? Upgrade it, then run mwictl renew", false},
+	api.CodeAccessDenied:        {true, "the issuer refused the caller: check the issuer's access settings, then run mwictl renew", false},
 	// An identity the issuer does not accept may be one the issuer's
 	// clock does not yet find valid; an expired one mwid replaces by
 	// joining again on its own.
@@ -166,9 +167,36 @@ func (c *Client) Renew(ctx context.Context, identity *tls.Certificate, req api.R
 }
 
 func (c *Client) post(ctx context.Context, path string, identity *tls.Certificate, req, resp any) error {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	_, err = c.do(ctx, call{method: http.MethodPost, path: path, identity: identity, body: body}, func(data []byte) error {
+		if resp == nil {
+			return nil
+		}
+		return json.Unmarshal(data, resp)
+	})
+	return err
+}
+
+// call is one request to the issuer.
+type call struct {
+	method, path string
+	identity     *tls.Certificate // presented over mutual TLS if not nil
+	body         []byte           // JSON, for POST
+	etag         string           // sent as If-None-Match if not empty
+}
+
+// errNotModified is do's answer to a call whose ETag is still current.
+var errNotModified = errors.New("not modified")
+
+// do makes the call c and hands a 2xx answer's body to decode. It returns
+// the answer's ETag, and errNotModified for a 304.
+func (c *Client) do(ctx context.Context, cl call, decode func([]byte) error) (etag string, err error) {
 	cfg := c.tls.Clone()
-	if identity != nil {
-		cfg.Certificates = []tls.Certificate{*identity}
+	if cl.identity != nil {
+		cfg.Certificates = []tls.Certificate{*cl.identity}
 	}
 	// A connection per request: a kept-alive connection would go on
 	// presenting the identity it was opened with, and after a renewal that
@@ -183,38 +211,83 @@ func (c *Client) post(ctx context.Context, path string, identity *tls.Certificat
 			Proxy:               http.ProxyFromEnvironment,
 		},
 	}
-	body, err := json.Marshal(req)
-	if err != nil {
-		return err
+	var body io.Reader
+	if cl.body != nil {
+		body = bytes.NewReader(cl.body)
 	}
-	r, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+path, bytes.NewReader(body))
+	r, err := http.NewRequestWithContext(ctx, cl.method, c.base+cl.path, body)
 	if err != nil {
-		return err
+		return "", err
 	}
-	r.Header.Set("Content-Type", "application/json")
+	if cl.body != nil {
+		r.Header.Set("Content-Type", "application/json")
+	}
+	if cl.etag != "" {
+		r.Header.Set("If-None-Match", cl.etag)
+	}
 	res, err := hc.Do(r)
 	if err != nil {
-		return fmt.Errorf("issuer %s: %w", c.base, err)
+		return "", fmt.Errorf("issuer %s: %w", c.base, err)
 	}
 	defer res.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(res.Body, maxAnswer+1))
 	if err != nil {
-		return fmt.Errorf("issuer %s: %w", c.base, err)
+		return "", fmt.Errorf("issuer %s: %w", c.base, err)
 	}
 	if len(data) > maxAnswer {
-		return fmt.Errorf("issuer %s: answer larger than %d bytes; too many clusters or CA bundles for one renewal?", c.base, maxAnswer)
+		return "", fmt.Errorf("issuer %s: answer larger than %d bytes; too many clusters or CA bundles for one renewal?", c.base, maxAnswer)
 	}
-	if res.StatusCode != http.StatusOK {
+	switch {
+	case res.StatusCode == http.StatusNotModified && cl.etag != "":
+		return cl.etag, errNotModified
+	case res.StatusCode/100 != 2:
 		e := httpjson.DecodeError(res.StatusCode, data)
 		if e == nil {
-			return fmt.Errorf("issuer %s: %s", c.base, res.Status)
+			return "", fmt.Errorf("issuer %s: %s", c.base, res.Status)
 		}
-		return fmt.Errorf("issuer refused: %w (%s)", e, e.Code)
+		return "", fmt.Errorf("issuer refused: %w (%s)", e, e.Code)
 	}
-	if err := json.Unmarshal(data, resp); err != nil {
-		return fmt.Errorf("issuer %s: answer: %w", c.base, err)
+	if err := decode(data); err != nil {
+		return "", fmt.Errorf("issuer %s: answer to %s %s: %w", c.base, cl.method, cl.path, err)
 	}
-	return nil
+	return res.Header.Get("ETag"), nil
+}
+
+// Locks returns the locks in force, from GET /v1/locks, asked for with
+// the bot identity. etag is the ETag of the list the caller holds, or "":
+// if the issuer's list is the same, Locks returns modified false and no
+// list. The answer's ETag is returned for the next call.
+func (c *Client) Locks(ctx context.Context, identity *tls.Certificate, etag string) (list api.LockList, newETag string, modified bool, err error) {
+	newETag, err = c.do(ctx, call{method: http.MethodGet, path: "/v1/locks", identity: identity, etag: etag}, func(data []byte) error {
+		return json.Unmarshal(data, &list)
+	})
+	if errors.Is(err, errNotModified) {
+		return api.LockList{}, newETag, false, nil
+	}
+	return list, newETag, err == nil, err
+}
+
+// KRL returns the issuer's OpenSSH KRL of locked certificates, from GET
+// /v1/ssh/krl, with its ETag as Locks does. It needs no identity.
+func (c *Client) KRL(ctx context.Context, etag string) (krl []byte, newETag string, modified bool, err error) {
+	newETag, err = c.do(ctx, call{method: http.MethodGet, path: "/v1/ssh/krl", etag: etag}, func(data []byte) error {
+		krl = data
+		if krl == nil {
+			krl = []byte{}
+		}
+		return nil
+	})
+	if errors.Is(err, errNotModified) {
+		return nil, newETag, false, nil
+	}
+	return krl, newETag, err == nil, err
+}
+
+// ReportSSHRefusal tells the issuer's audit log of a login that this host
+// refused (POST /v1/audit/ssh-refusal), proving the host with its bot
+// identity.
+func (c *Client) ReportSSHRefusal(ctx context.Context, identity *tls.Certificate, r api.SSHRefusal) error {
+	return c.post(ctx, "/v1/audit/ssh-refusal", identity, r, nil)
 }
 
 // IsPermanent reports whether err is an issuer refusal that retrying the
