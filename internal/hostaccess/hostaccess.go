@@ -23,7 +23,9 @@ import (
 	"io/fs"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
+	"unicode"
 
 	"golang.org/x/crypto/ssh"
 
@@ -131,6 +133,12 @@ func Authorize(dir string, maxStale time.Duration, r Request, now time.Time) *ap
 	fail := func(format string, args ...any) *api.SSHRefusal {
 		refuse.Reason = fmt.Sprintf(format, args...)
 		return refuse
+	}
+	// What the command prints is read by sshd one principal a line: a
+	// login with a newline in it would name another.
+	if r.Login == "" || strings.ContainsFunc(r.Login, func(c rune) bool { return unicode.IsSpace(c) || unicode.IsControl(c) }) {
+		refuse.Login = strconv.Quote(r.Login)
+		return fail("login %q is empty or has spaces or control characters", r.Login)
 	}
 	path := filepath.Join(dir, AccessFile)
 	f, err := Read(dir)

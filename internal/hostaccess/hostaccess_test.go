@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -146,6 +147,7 @@ func TestAuthorize(t *testing.T) {
 		{name: "host certificate used as user certificate", file: &base, req: request("ubuntu", cert(t, userCA, ssh.HostCert, func(c *ssh.Certificate) {
 			c.ValidPrincipals = []string{"ubuntu"}
 		})), reason: "not a user certificate"},
+		{name: "login with a newline", file: &base, req: request("ubuntu\nroot", good), reason: `login "ubuntu\nroot" is empty or has spaces`},
 		{name: "plain key", file: &base, req: request("ubuntu", plain), reason: "is not a certificate"},
 		{name: "garbage key", file: &base, req: Request{Login: "ubuntu", KeyType: "ssh-ed25519", Key: "!!!"}, reason: "not base64"},
 		{name: "truncated key", file: &base, req: Request{Login: "ubuntu", KeyType: "ssh-ed25519", Key: base64.StdEncoding.EncodeToString(good.Marshal()[:40])}, reason: "cannot be parsed"},
@@ -173,7 +175,7 @@ func TestAuthorize(t *testing.T) {
 			if !strings.Contains(r.Reason, want) {
 				t.Errorf("reason %q, want it to contain %q", r.Reason, want)
 			}
-			if r.Login != tc.req.Login {
+			if r.Login != tc.req.Login && r.Login != strconv.Quote(tc.req.Login) {
 				t.Errorf("refusal names login %q, want %q", r.Login, tc.req.Login)
 			}
 		})
