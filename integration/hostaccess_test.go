@@ -148,3 +148,44 @@ func agentWith(t *testing.T, userCA ssh.Signer, bot, login string, nodeLabels ma
 	}()
 	return sock
 }
+
+// TestSSHAccessDirWritten runs a host's mwid with an ssh_host output whose
+// access_dir is set, against the real issuer: the directory gets the
+// issuer's user CA and a fresh access.json with the host certificate, and
+// mwictl ssh sshd-config names them.
+func TestSSHAccessDirWritten(t *testing.T) {
+	t.Parallel()
+	iss := harness.StartIssuer(t, hostTrustResources(harness.CurrentUser(t)))
+	hostKey := harness.NewHostKey(t)
+	dir := filepath.Join(t.TempDir(), "access")
+	d := harness.StartDaemon(t, iss, harness.DaemonOptions{
+		Token: iss.CreateToken(t, "build-01", time.Hour),
+		Extra: fmt.Sprintf("outputs:\n  - type: ssh_host\n    host_key: %s.pub\n    access_dir: %s\n", hostKey, dir),
+	})
+	d.WaitState(t, "ready", 20*time.Second)
+	f, err := hostaccess.Read(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if time.Since(f.Written) > time.Minute || len(f.UserCAs) == 0 || !strings.HasPrefix(f.HostCertificate, "ssh-ed25519-cert-v01@openssh.com ") {
+		t.Errorf("access.json = %+v", f)
+	}
+	ca, err := os.ReadFile(filepath.Join(dir, hostaccess.UserCAFile))
+	if err != nil || strings.TrimSpace(string(ca)) != strings.TrimSpace(f.UserCAs[0]) {
+		t.Errorf("user_ca.pub = %q, %v; want access.json's user CA", ca, err)
+	}
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o755 {
+		t.Errorf("access directory: %v, %v", fi, err)
+	}
+	out, err := d.Ctl("ssh", "sshd-config")
+	for _, want := range []string{"HostCertificate " + hostKey + "-cert.pub", "TrustedUserCAKeys " + dir + "/user_ca.pub",
+		"RevokedKeys " + dir + "/revoked_keys.krl", "ssh authorized-principals --dir " + dir + " %u %t %k"} {
+		if err != nil || !strings.Contains(out, want) {
+			t.Errorf("mwictl ssh sshd-config: %v; want %q in\n%s", err, want, out)
+		}
+	}
+	st, err := d.Status(t)
+	if err != nil || len(st.Outputs) != 1 || st.Outputs[0].AccessDir == nil || st.Outputs[0].AccessDir.Path != dir {
+		t.Errorf("status: %+v, %v", st.Outputs, err)
+	}
+}
