@@ -2,7 +2,9 @@
 // memory, renews them, and serves them on the agent and API sockets.
 //
 // Server's lifecycle is in daemon.go; renewal in renew.go, with the writing
-// of outputs (whose kinds are in package output) in outputs.go; reloading
+// of outputs (whose kinds are in package output) in outputs.go; the
+// access directories of ssh_host outputs, and the loop that polls the
+// issuer's locks for them, in access.go; reloading
 // the configuration in reload.go and watch.go; the local API's Backend in
 // status.go, ssh.go and kube.go; the check of callers in peer.go; and
 // mwid --oneshot in oneshot.go.

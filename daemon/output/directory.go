@@ -17,7 +17,9 @@ type Directory struct {
 	// Create makes the directory, and those above it, with mode Perm when
 	// they do not exist; without it the directory must exist.
 	Create bool
-	// Perm is the mode of the directories Create makes; zero is 0700.
+	// Perm is the mode of the directories Create makes, whatever the
+	// umask, for a directory that other users read; zero is 0700 less
+	// the umask.
 	Perm fs.FileMode
 }
 
@@ -49,11 +51,11 @@ func (d Directory) Write(files ...File) error {
 	var dir *safefs.Dir
 	var err error
 	if d.Create {
-		perm := d.Perm
-		if perm == 0 {
-			perm = 0o700
+		if d.Perm != 0 {
+			dir, err = safefs.MkdirAllExact(d.Path, d.Perm)
+		} else {
+			dir, err = safefs.MkdirAll(d.Path, 0o700)
 		}
-		dir, err = safefs.MkdirAll(d.Path, perm)
 	} else {
 		dir, err = safefs.OpenDir(d.Path)
 	}
