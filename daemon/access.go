@@ -115,6 +115,18 @@ func (k *accessKeeper) seed(dir string) {
 	k.locks, k.locksUpdated = f.Locks, f.LocksUpdated
 }
 
+// resume takes up the access directory dir from the files an earlier mwid
+// wrote there, if any. k.mu is held.
+func (k *accessKeeper) resume(dir string) {
+	f, err := hostaccess.Read(dir)
+	if err != nil || f.HostCertificate == "" {
+		return // the first renewal certifies it
+	}
+	k.seed(dir)
+	k.dirs[dir] = &accessDir{hostCert: f.HostCertificate, userCAs: f.UserCAs}
+	k.log.Info("access directory taken up from the files an earlier mwid wrote, until a renewal", "access_dir", dir)
+}
+
 // write writes the files of dir if they changed, or if force is set or
 // the last write is RefreshInterval old: the file's Written is mwid's
 // heartbeat, by which mwictl tells a running mwid from a stopped one.
@@ -169,7 +181,10 @@ func sameAccess(a, b hostaccess.File) bool {
 // identity of c, and brings the access directories dirs up to date; the
 // directories no longer configured are forgotten. Whether or not the
 // issuer answers, each directory's file is rewritten at least every
-// RefreshInterval, with the last locks known.
+// RefreshInterval, with the last locks known. A directory not certified
+// since mwid started is taken up from the files an earlier mwid left
+// there, so that a restart while the issuer is unreachable does not leave
+// them to go stale, which would refuse every login.
 func (k *accessKeeper) poll(ctx context.Context, ic *issuerclient.Client, c *identity.Credentials, dirs []string) {
 	k.mu.Lock()
 	for dir := range k.dirs {
@@ -177,11 +192,26 @@ func (k *accessKeeper) poll(ctx context.Context, ic *issuerclient.Client, c *ide
 			delete(k.dirs, dir)
 		}
 	}
+	for _, dir := range dirs {
+		if k.dirs[dir] == nil {
+			k.resume(dir)
+		}
+	}
 	known := len(k.dirs) > 0
 	locksETag, krlETag := k.locksETag, k.krlETag
 	k.mu.Unlock()
-	if !known || c == nil {
-		return // nothing certified yet: Certified comes first
+	if !known {
+		return
+	}
+	if c == nil {
+		// Not joined yet: nothing to ask the issuer with, but the
+		// heartbeat goes on.
+		k.mu.Lock()
+		for dir, d := range k.dirs {
+			k.write(dir, d, false)
+		}
+		k.mu.Unlock()
+		return
 	}
 
 	ctx, cancel := context.WithTimeout(ctx, accessPollTimeout)

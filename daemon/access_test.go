@@ -172,6 +172,16 @@ func TestAccessDir(t *testing.T) {
 		t.Errorf("poll error still shown after a good poll: %q", st.PollError)
 	}
 
+	// A new mwid that has not joined yet keeps the directory as it finds
+	// it, and its heartbeat going.
+	s3, clock3 := accessServer(t, f, dir)
+	clock3.advance(time.Hour)
+	before := readAccess(t, dir)
+	s3.pollOnce(ctx)
+	if a := readAccess(t, dir); !a.Written.Equal(clock3.now()) || a.HostCertificate != before.HostCertificate || len(a.Locks) != 2 {
+		t.Errorf("access.json from an mwid not joined yet = %+v", a)
+	}
+
 	// A new mwid, with the issuer's locks unreachable, keeps the locks of
 	// the file it finds.
 	f.mu.Lock()
