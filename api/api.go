@@ -406,6 +406,34 @@ type Output struct {
 	LastWrite   *time.Time `json:"last_write,omitempty"`
 	LastError   string     `json:"last_error,omitempty"`
 	LastErrorAt *time.Time `json:"last_error_at,omitempty"`
+	// AccessDir is the state of an ssh_host output's access_dir, once
+	// mwid has written it.
+	AccessDir *AccessDirStatus `json:"access_dir,omitempty"`
+}
+
+// AccessDirStatus is the state of the access directory of an ssh_host
+// output, which mwictl ssh authorized-principals reads.
+type AccessDirStatus struct {
+	Path      string     `json:"path"`
+	LastWrite *time.Time `json:"last_write,omitempty"`
+	// LocksUpdated is when the issuer last answered mwid's poll of its
+	// locks; absent if it has not since mwid started, and the directory
+	// held none from before.
+	LocksUpdated *time.Time `json:"locks_updated,omitempty"`
+	// Locks is how many locks are in force.
+	Locks     int    `json:"locks"`
+	LastError string `json:"last_error,omitempty"`
+	// PollError is why the last poll of the issuer failed, if it did.
+	PollError string `json:"poll_error,omitempty"`
+}
+
+// SSHHostOutput is an ssh_host output of mwid's configuration, as GET
+// /v1/ssh/host_outputs lists it for mwictl ssh sshd-config.
+type SSHHostOutput struct {
+	HostKey     string            `json:"host_key"`
+	Certificate string            `json:"certificate"`
+	AccessDir   string            `json:"access_dir,omitempty"`
+	Labels      map[string]string `json:"labels,omitempty"`
 }
 
 // ConfigStatus describes the configuration in use.

@@ -6,6 +6,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -175,11 +176,29 @@ func (c *Client) Ready(ctx context.Context) (api.Readiness, error) {
 	return r, err
 }
 
+// SSHHostOutputs lists the ssh_host outputs of mwid's configuration.
+func (c *Client) SSHHostOutputs(ctx context.Context) ([]api.SSHHostOutput, error) {
+	var out []api.SSHHostOutput
+	err := c.do(ctx, request{method: http.MethodGet, path: "/v1/ssh/host_outputs", out: &out})
+	return out, err
+}
+
+// ReportSSHRefusal tells mwid of a login that this host's sshd refused, for
+// its log and the issuer's audit log.
+func (c *Client) ReportSSHRefusal(ctx context.Context, r api.SSHRefusal) error {
+	body, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	return c.do(ctx, request{method: http.MethodPost, path: "/v1/ssh/refusals", in: body})
+}
+
 // request is one call of the API.
 type request struct {
 	method string
 	path   string
 	query  url.Values
+	in     []byte // a JSON body, if not nil
 	// out receives the answer: a *string takes a text body as it is, any
 	// other pointer is decoded from JSON; nil discards the body.
 	out any
@@ -190,9 +209,16 @@ type request struct {
 
 func (c *Client) do(ctx context.Context, r request) error {
 	u := url.URL{Scheme: "http", Host: "mwid", Path: r.path, RawQuery: r.query.Encode()}
-	req, err := http.NewRequestWithContext(ctx, r.method, u.String(), nil)
+	var body io.Reader
+	if r.in != nil {
+		body = bytes.NewReader(r.in)
+	}
+	req, err := http.NewRequestWithContext(ctx, r.method, u.String(), body)
 	if err != nil {
 		return err
+	}
+	if r.in != nil {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	if _, text := r.out.(*string); text {
 		req.Header.Set("Accept", "text/plain")

@@ -397,7 +397,15 @@ func TestContextCanceled(t *testing.T) {
 }
 
 // fakeBackend is a localapi.Backend with canned answers.
-type fakeBackend struct{ mwictl string }
+type fakeBackend struct {
+	mwictl   string
+	refusals []api.SSHRefusal
+}
+
+var cannedHostOutputs = []api.SSHHostOutput{{HostKey: "/etc/ssh/k.pub", Certificate: "/etc/ssh/k-cert.pub", AccessDir: "/var/lib/mwi/ssh", Labels: map[string]string{"env": "prod"}}}
+
+func (b *fakeBackend) SSHHostOutputs() []api.SSHHostOutput { return cannedHostOutputs }
+func (b *fakeBackend) ReportSSHRefusal(r api.SSHRefusal)   { b.refusals = append(b.refusals, r) }
 
 func (b *fakeBackend) Status() api.Status                { return cannedStatus }
 func (b *fakeBackend) Readiness() api.Readiness          { return cannedReady }
@@ -436,6 +444,13 @@ func TestLocalAPIRoutes(t *testing.T) {
 	}
 	if kh, err := c.KnownHosts(ctx); err != nil || kh != cannedKnownHosts {
 		t.Errorf("KnownHosts: %q, %v", kh, err)
+	}
+	if outs, err := c.SSHHostOutputs(ctx); err != nil || !equalJSONish(outs, cannedHostOutputs) {
+		t.Errorf("SSHHostOutputs: %+v, %v", outs, err)
+	}
+	ref := api.SSHRefusal{Login: "root", Bot: "ci", Reason: "locked", Host: "forged"}
+	if err := c.ReportSSHRefusal(ctx, ref); err != nil || len(b.refusals) != 1 || b.refusals[0].Login != "root" || b.refusals[0].Host != "" {
+		t.Errorf("ReportSSHRefusal: %v; mwid got %+v (a host named by the caller is dropped)", err, b.refusals)
 	}
 	if _, err := c.SSHConfig(ctx, "/usr/bin/mwi ctl"); err != nil || b.mwictl != "/usr/bin/mwi ctl" {
 		t.Errorf("SSHConfig: mwid saw mwictl=%q, err %v", b.mwictl, err)

@@ -2,7 +2,9 @@
 // memory, renews them, and serves them on the agent and API sockets.
 //
 // Server's lifecycle is in daemon.go; renewal in renew.go, with the writing
-// of outputs (whose kinds are in package output) in outputs.go; reloading
+// of outputs (whose kinds are in package output) in outputs.go; the
+// access directories of ssh_host outputs, and the loop that polls the
+// issuer's locks for them, in access.go; reloading
 // the configuration in reload.go and watch.go; the local API's Backend in
 // status.go, ssh.go and kube.go; the check of callers in peer.go; and
 // mwid --oneshot in oneshot.go.
@@ -46,8 +48,11 @@ type Server struct {
 	notified atomic.Bool
 	creds    identity.Holder
 	loop     *renewal.Loop
-	metrics  *metrics.Metrics
-	now      func() time.Time
+	access   *accessKeeper // the access directories of ssh_host outputs
+	// reports bounds the refusal reports forwarded to the issuer at once.
+	reports chan struct{}
+	metrics *metrics.Metrics
+	now     func() time.Time
 
 	conf     atomic.Pointer[config.Config]
 	reloadMu sync.Mutex // serialises Reload
@@ -103,6 +108,8 @@ func New(cfg *config.Config, log *logging.Logger) (*Server, error) {
 		apiLimits:   new(connlimit.Limits),
 		agentLimits: new(connlimit.Limits),
 	}
+	s.access = newAccessKeeper(s.log, func() time.Time { return s.now() })
+	s.reports = make(chan struct{}, maxReports)
 	s.conf.Store(cfg)
 	// The watcher starts later, and must not take what it first sees for
 	// what was loaded.
@@ -182,7 +189,7 @@ func (s *Server) Run(ctx context.Context) error {
 	locked = false
 	s.log.Info("mwid listening", "agent_socket", cfg.AgentSocket.Path, "api_socket", cfg.APISocket.Path,
 		"issuer", cfg.Issuer.Address, "config", cfg.Path, "revision", cfg.Revision)
-	s.tasks.Add(2)
+	s.tasks.Add(3)
 	go func() {
 		defer s.tasks.Done()
 		if err := s.loop.Run(ctx); err != nil {
@@ -192,6 +199,10 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() {
 		defer s.tasks.Done()
 		s.watchConfig(ctx)
+	}()
+	go func() {
+		defer s.tasks.Done()
+		s.pollAccess(ctx)
 	}()
 	sdnotify.Ready()
 	s.notified.Store(true)

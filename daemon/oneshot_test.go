@@ -7,6 +7,7 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -32,6 +33,7 @@ import (
 	"github.com/mwi-project/mwi/daemon/attest"
 	"github.com/mwi-project/mwi/daemon/config"
 	"github.com/mwi-project/mwi/internal/logging"
+	"github.com/mwi-project/mwi/internal/sshaccess"
 )
 
 // fakeIssuer plays mwi-issuer's join protocol over HTTPS: it signs what it
@@ -59,6 +61,14 @@ type fakeIssuer struct {
 	challengeCerts []*x509.Certificate
 	// refuse, if set, is what joins and renewals are answered with.
 	refuse *refusal
+	// locks and krl are what GET /v1/locks and GET /v1/ssh/krl answer,
+	// with ETags that change with them; down makes both answer 503.
+	locks       []api.Lock
+	krl         []byte
+	down        bool
+	lockPolls   int // GET /v1/locks answered, 304s included
+	notModified int // of which 304
+	sshRefusals []api.SSHRefusal
 }
 
 // refusal is an error answer of the fake issuer.
@@ -90,6 +100,9 @@ func newFakeIssuer(t *testing.T) *fakeIssuer {
 	mux.HandleFunc("POST /v1/join", f.join)
 	mux.HandleFunc("POST /v1/join/challenge", f.challengeHandler)
 	mux.HandleFunc("POST /v1/renew", f.renew)
+	mux.HandleFunc("GET /v1/locks", f.locksHandler)
+	mux.HandleFunc("GET /v1/ssh/krl", f.krlHandler)
+	mux.HandleFunc("POST /v1/audit/ssh-refusal", f.refusalHandler)
 	f.srv = httptest.NewUnstartedServer(mux)
 	f.srv.TLS = &tls.Config{ClientAuth: tls.RequestClientCert}
 	f.srv.StartTLS()
@@ -105,6 +118,63 @@ func fail(w http.ResponseWriter, status int, code, msg string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	json.NewEncoder(w).Encode(api.ErrorBody{Error: api.Error{Code: code, Message: msg}})
+}
+
+// etag is a strong ETag of v's JSON encoding.
+func etag(v any) string {
+	b, _ := json.Marshal(v)
+	return fmt.Sprintf(`"%x"`, sha256.Sum256(b))
+}
+
+func (f *fakeIssuer) locksHandler(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.down {
+		fail(w, 503, api.CodeInternal, "down")
+		return
+	}
+	if len(r.TLS.PeerCertificates) == 0 {
+		fail(w, 401, api.CodeUnauthenticated, "no identity")
+		return
+	}
+	f.lockPolls++
+	tag := etag(f.locks)
+	if r.Header.Get("If-None-Match") == tag {
+		f.notModified++
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	w.Header().Set("ETag", tag)
+	json.NewEncoder(w).Encode(api.LockList{Locks: f.locks, Now: time.Now()})
+}
+
+func (f *fakeIssuer) krlHandler(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.down {
+		fail(w, 503, api.CodeInternal, "down")
+		return
+	}
+	tag := etag(f.krl)
+	if r.Header.Get("If-None-Match") == tag {
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	w.Header().Set("ETag", tag)
+	w.Write(f.krl)
+}
+
+func (f *fakeIssuer) refusalHandler(w http.ResponseWriter, r *http.Request) {
+	var ref api.SSHRefusal
+	json.NewDecoder(r.Body).Decode(&ref)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(r.TLS.PeerCertificates) == 0 {
+		fail(w, 401, api.CodeUnauthenticated, "no identity")
+		return
+	}
+	f.sshRefusals = append(f.sshRefusals, ref)
+	w.WriteHeader(http.StatusNoContent)
 }
 
 func (f *fakeIssuer) challengeHandler(w http.ResponseWriter, r *http.Request) {
@@ -167,7 +237,7 @@ func (f *fakeIssuer) join(w http.ResponseWriter, r *http.Request) {
 		seen.instance = fmt.Sprintf("i%d", f.instances)
 	}
 	f.joins = append(f.joins, seen)
-	f.answer(w, seen.instance, req.Keys, req.Kubernetes, time.Duration(req.TTLSeconds)*time.Second)
+	f.answer(w, seen.instance, req.Keys, req.HostKeys, req.Kubernetes, time.Duration(req.TTLSeconds)*time.Second)
 }
 
 func (f *fakeIssuer) renew(w http.ResponseWriter, r *http.Request) {
@@ -188,11 +258,11 @@ func (f *fakeIssuer) renew(w http.ResponseWriter, r *http.Request) {
 		fail(w, 409, api.CodeNotRenewable, "join again with a fresh attestation")
 		return
 	}
-	f.answer(w, r.TLS.PeerCertificates[0].Subject.SerialNumber, req.Keys, req.Kubernetes, time.Duration(req.TTLSeconds)*time.Second)
+	f.answer(w, r.TLS.PeerCertificates[0].Subject.SerialNumber, req.Keys, req.HostKeys, req.Kubernetes, time.Duration(req.TTLSeconds)*time.Second)
 }
 
 // answer signs the keys for instance; f.mu is held.
-func (f *fakeIssuer) answer(w http.ResponseWriter, instance string, keys api.PublicKeys, kube *api.KubernetesRequest, ttl time.Duration) {
+func (f *fakeIssuer) answer(w http.ResponseWriter, instance string, keys api.PublicKeys, hostKeys []api.HostKeyRequest, kube *api.KubernetesRequest, ttl time.Duration) {
 	f.generation++
 	now := time.Now()
 	sign := func(csrPEM string, subject pkix.Name) string {
@@ -213,7 +283,16 @@ func (f *fakeIssuer) answer(w http.ResponseWriter, instance string, keys api.Pub
 		Bot: "ci", Instance: instance, Generation: f.generation,
 		IdentityCertificate: sign(keys.IdentityCSR, pkix.Name{CommonName: "ci", SerialNumber: instance}),
 		SSHHostCAs:          []string{string(ssh.MarshalAuthorizedKey(f.hostCA.PublicKey()))},
+		SSHUserCAs:          []string{string(ssh.MarshalAuthorizedKey(f.sshCA.PublicKey()))},
 		Expires:             now.Add(ttl),
+	}
+	for _, hk := range hostKeys {
+		pub, _, _, _, _ := ssh.ParseAuthorizedKey([]byte(hk.PublicKey))
+		cert := &ssh.Certificate{Key: pub, CertType: ssh.HostCert, KeyId: "host:" + instance, ValidPrincipals: []string{"web-1.example.com"},
+			ValidAfter: uint64(now.Add(-time.Minute).Unix()), ValidBefore: uint64(now.Add(ttl).Unix()),
+			Permissions: ssh.Permissions{Extensions: map[string]string{sshaccess.LabelsExtension: sshaccess.MarshalLabels(hk.Labels)}}}
+		cert.SignCert(rand.Reader, f.hostCA)
+		resp.HostCertificates = append(resp.HostCertificates, string(ssh.MarshalAuthorizedKey(cert)))
 	}
 	if len(f.logins) > 0 {
 		pub, _, _, _, _ := ssh.ParseAuthorizedKey([]byte(keys.SSH))

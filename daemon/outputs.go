@@ -60,7 +60,7 @@ func (s *Server) writeOutputs(ctx context.Context, writes []pendingWrite, c *ide
 
 // outputEnv is what the outputs take from cfg as a whole.
 func (s *Server) outputEnv(cfg *config.Config) output.Env {
-	return output.Env{Log: s.log, Patterns: sshconfig.Patterns(cfg.SSHHosts), Revision: cfg.Revision}
+	return output.Env{Log: s.log, Patterns: sshconfig.Patterns(cfg.SSHHosts), Revision: cfg.Revision, Access: s.access}
 }
 
 // recordOutput records the outcome of writing the output at path, for

@@ -1,12 +1,15 @@
 package daemon
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/mwi-project/mwi/api"
 	"github.com/mwi-project/mwi/daemon/localapi"
+	"github.com/mwi-project/mwi/daemon/output"
 	"github.com/mwi-project/mwi/daemon/sshconfig"
 	"github.com/mwi-project/mwi/internal/fault"
 )
@@ -75,4 +78,63 @@ func defaultMwictl() string {
 		}
 	}
 	return "mwictl"
+}
+
+// SSHHostOutputs lists the ssh_host outputs of the configuration, for
+// mwictl ssh sshd-config.
+func (s *Server) SSHHostOutputs() []api.SSHHostOutput {
+	out := []api.SSHHostOutput{}
+	for _, o := range s.config().Outputs {
+		if h, ok := o.(output.SSHHost); ok {
+			out = append(out, api.SSHHostOutput{HostKey: h.HostKey, Certificate: h.Certificate, AccessDir: h.AccessDir, Labels: h.Labels})
+		}
+	}
+	return out
+}
+
+// maxReports bounds the refusal reports on their way to the issuer at
+// once; more are logged here only.
+const maxReports = 4
+
+// reportTimeout bounds one refusal report to the issuer.
+const reportTimeout = 10 * time.Second
+
+// ReportSSHRefusal logs a login that this host's sshd refused, as mwictl
+// ssh authorized-principals reports it, and forwards it to the issuer's
+// audit log, in the background and best effort: the login is refused
+// whether or not the issuer hears of it.
+func (s *Server) ReportSSHRefusal(r api.SSHRefusal) {
+	c := s.creds.Current()
+	if c != nil {
+		for _, hc := range c.HostCerts {
+			if len(hc.ValidPrincipals) > 0 {
+				r.Host = hc.ValidPrincipals[0]
+				break
+			}
+		}
+	}
+	s.log.Warn("ssh login refused", "login", r.Login, "bot", r.Bot, "instance", r.Instance,
+		"key_id", r.KeyID, "serial", r.Serial, "reason", r.Reason, "host", r.Host)
+	if c == nil {
+		return
+	}
+	select {
+	case s.reports <- struct{}{}:
+	default:
+		s.log.Warn("ssh refusal not reported to the issuer: too many reports under way", "login", r.Login, "bot", r.Bot)
+		return
+	}
+	ctx := s.runCtx
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	ic := s.issuer.Load()
+	go func() {
+		defer func() { <-s.reports }()
+		ctx, cancel := context.WithTimeout(ctx, reportTimeout)
+		defer cancel()
+		if err := ic.ReportSSHRefusal(ctx, c.TLS, r); err != nil {
+			s.log.Warn("cannot report an ssh refusal to the issuer", "login", r.Login, "bot", r.Bot, "err", err)
+		}
+	}()
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/mwi-project/mwi/api"
 	"github.com/mwi-project/mwi/daemon/identity"
+	"github.com/mwi-project/mwi/daemon/output"
 	"github.com/mwi-project/mwi/daemon/renewal"
 )
 
@@ -25,6 +26,9 @@ func (s *Server) Status() api.Status {
 		out := api.Output{Type: o.Type(), Path: path}
 		if os := s.outputs[path]; os != nil {
 			out.LastWrite, out.LastError, out.LastErrorAt = os.lastWrite, os.lastError, os.lastErrorAt
+		}
+		if h, ok := o.(output.SSHHost); ok && h.AccessDir != "" {
+			out.AccessDir = s.access.status(h.AccessDir)
 		}
 		outputs = append(outputs, out)
 	}

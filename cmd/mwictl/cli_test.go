@@ -25,6 +25,7 @@ func commandPaths() [][]string {
 	for _, shell := range []string{"bash", "zsh", "fish"} {
 		paths = append(paths, []string{"completion", shell})
 	}
+	paths = append(paths, []string{"ssh"}, []string{"ssh", "authorized-principals"}, []string{"ssh", "sshd-config"})
 	return append(paths, []string{"completion"}, []string{"help"})
 }
 
@@ -67,12 +68,15 @@ func TestUsageErrors(t *testing.T) {
 		}
 		see := "; see " + strings.TrimSpace("mwictl "+strings.Join(path, " ")) + " --help\n"
 		tests = append(tests, usageCase{append(append([]string(nil), path...), "--foo"), "mwictl: unknown flag: --foo" + see})
-		if len(path) == 1 && path[0] != "completion" {
+		if len(path) == 1 && path[0] != "completion" && path[0] != "ssh" || len(path) > 1 && path[1] == "sshd-config" {
 			tests = append(tests, usageCase{append(append([]string(nil), path...), "stray"), `mwictl: unexpected argument "stray"` + see})
 		}
 	}
 	tests = append(tests,
 		usageCase{[]string{"completion"}, "mwictl: missing command; see mwictl completion --help\n"},
+		usageCase{[]string{"ssh"}, "mwictl: missing command; see mwictl ssh --help\n"},
+		usageCase{[]string{"ssh", "authorized-principals", "root", "ssh-ed25519"}, "mwictl: missing BASE64KEY; see mwictl ssh authorized-principals --help\n"},
+		usageCase{[]string{"ssh", "authorized-principals", "--max-stale", "10", "root", "t", "k"}, `mwictl: invalid argument "10" for "--max-stale" flag: time: missing unit in duration "10"; see mwictl ssh authorized-principals --help` + "\n"},
 		usageCase{[]string{"completion", "nushell"}, `mwictl: unknown command "nushell"; see mwictl completion --help` + "\n"},
 		usageCase{[]string{"stauts"}, `mwictl: unknown command "stauts" (did you mean status?); see mwictl --help` + "\n"},
 		usageCase{[]string{"help", "nope"}, `mwictl: no help for "nope": unknown command; see mwictl help --help` + "\n"},

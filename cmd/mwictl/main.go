@@ -13,6 +13,8 @@
 //	mwictl [--socket PATH] kube-credential --cluster NAME
 //	mwictl [--socket PATH] kube-clusters [--json]
 //	mwictl [--socket PATH] version
+//	mwictl [--socket PATH] ssh authorized-principals [--dir DIR] [--max-stale DURATION] USER KEYTYPE BASE64KEY
+//	mwictl [--socket PATH] ssh sshd-config [--check FILE] [--user USER]
 //	mwictl completion bash|zsh|fish
 //	mwictl --version
 //
@@ -132,6 +134,7 @@ func newRoot(e *env) *cobra.Command {
 		}
 		root.AddCommand(cmd)
 	}
+	root.AddCommand(newSSHCommand(e))
 	cli.Prepare(root, e.stdout, e.stderr)
 	return root
 }
@@ -213,6 +216,9 @@ func printStatus(out io.Writer, s api.Status, now time.Time) {
 		if o.LastError != "" {
 			fmt.Fprintf(w, "\terror %s\n", failure(o.LastError, o.LastErrorAt, now))
 		}
+		if a := o.AccessDir; a != nil {
+			printAccessDir(w, a, now)
+		}
 	}
 	if c := s.Config; c.Path != "" || c.Revision != "" {
 		fmt.Fprintf(w, "config:\t%s, revision %s, loaded %s\n", c.Path, c.Revision, when(c.LoadedAt, now))
@@ -221,6 +227,27 @@ func printStatus(out io.Writer, s api.Status, now time.Time) {
 		}
 	}
 	w.Flush()
+}
+
+// printAccessDir prints the state of an ssh_host output's access
+// directory: when mwid last wrote it, and last heard the issuer's locks.
+func printAccessDir(w io.Writer, a *api.AccessDirStatus, now time.Time) {
+	line := a.Path + ", not written yet"
+	if a.LastWrite != nil {
+		line = a.Path + ", written " + when(*a.LastWrite, now)
+	}
+	fmt.Fprintf(w, "\taccess dir %s\n", line)
+	locks := "never heard from the issuer"
+	if a.LocksUpdated != nil {
+		locks = "updated " + when(*a.LocksUpdated, now)
+	}
+	fmt.Fprintf(w, "\tlocks %d, %s\n", a.Locks, locks)
+	if a.PollError != "" {
+		fmt.Fprintf(w, "\tpoll error %s\n", oneLine(a.PollError))
+	}
+	if a.LastError != "" {
+		fmt.Fprintf(w, "\taccess dir error %s\n", oneLine(a.LastError))
+	}
 }
 
 func printCredentials(w io.Writer, creds []api.Credential, now time.Time) {

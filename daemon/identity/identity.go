@@ -87,6 +87,9 @@ type Credentials struct {
 	HostCerts []*ssh.Certificate
 	// HostCAs are the issuer's SSH host authorities.
 	HostCAs []ssh.PublicKey
+	// UserCAs are the issuer's SSH user authorities, for a host's
+	// TrustedUserCAKeys.
+	UserCAs []ssh.PublicKey
 
 	// Kubernetes are the Kubernetes client certificates, one per cluster,
 	// sorted by cluster, all for one key.
@@ -201,9 +204,18 @@ func Assemble(k *Keys, resp api.Credentials, received time.Time, hostKeys ...ssh
 		}
 		hostCAs = append(hostCAs, pub)
 	}
+	var userCAs []ssh.PublicKey
+	for _, text := range resp.SSHUserCAs {
+		pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(text))
+		if err != nil {
+			return nil, fmt.Errorf("issuer answer: SSH user CA: %w", err)
+		}
+		userCAs = append(userCAs, pub)
+	}
 	return &Credentials{
 		HostCerts:   hostCerts,
 		HostCAs:     hostCAs,
+		UserCAs:     userCAs,
 		Bot:         resp.Bot,
 		Instance:    resp.Instance,
 		Generation:  resp.Generation,

@@ -175,9 +175,36 @@ func UserAgent() string {
 }
 
 func (c *Client) post(ctx context.Context, path string, identity *tls.Certificate, req, resp any) error {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	_, err = c.do(ctx, call{method: http.MethodPost, path: path, identity: identity, body: body}, func(data []byte) error {
+		if resp == nil {
+			return nil
+		}
+		return json.Unmarshal(data, resp)
+	})
+	return err
+}
+
+// call is one request to the issuer.
+type call struct {
+	method, path string
+	identity     *tls.Certificate // presented over mutual TLS if not nil
+	body         []byte           // JSON, for POST
+	etag         string           // sent as If-None-Match if not empty
+}
+
+// errNotModified is do's answer to a call whose ETag is still current.
+var errNotModified = errors.New("not modified")
+
+// do makes the call c and hands a 2xx answer's body to decode. It returns
+// the answer's ETag, and errNotModified for a 304.
+func (c *Client) do(ctx context.Context, cl call, decode func([]byte) error) (etag string, err error) {
 	cfg := c.tls.Clone()
-	if identity != nil {
-		cfg.Certificates = []tls.Certificate{*identity}
+	if cl.identity != nil {
+		cfg.Certificates = []tls.Certificate{*cl.identity}
 	}
 	// A connection per request: a kept-alive connection would go on
 	// presenting the identity it was opened with, and after a renewal that
@@ -192,39 +219,84 @@ func (c *Client) post(ctx context.Context, path string, identity *tls.Certificat
 			Proxy:               http.ProxyFromEnvironment,
 		},
 	}
-	body, err := json.Marshal(req)
-	if err != nil {
-		return err
+	var body io.Reader
+	if cl.body != nil {
+		body = bytes.NewReader(cl.body)
 	}
-	r, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+path, bytes.NewReader(body))
+	r, err := http.NewRequestWithContext(ctx, cl.method, c.base+cl.path, body)
 	if err != nil {
-		return err
+		return "", err
 	}
-	r.Header.Set("Content-Type", "application/json")
+	if cl.body != nil {
+		r.Header.Set("Content-Type", "application/json")
+	}
+	if cl.etag != "" {
+		r.Header.Set("If-None-Match", cl.etag)
+	}
 	r.Header.Set("User-Agent", UserAgent())
 	res, err := hc.Do(r)
 	if err != nil {
-		return fmt.Errorf("issuer %s: %w", c.base, err)
+		return "", fmt.Errorf("issuer %s: %w", c.base, err)
 	}
 	defer res.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(res.Body, maxAnswer+1))
 	if err != nil {
-		return fmt.Errorf("issuer %s: %w", c.base, err)
+		return "", fmt.Errorf("issuer %s: %w", c.base, err)
 	}
 	if len(data) > maxAnswer {
-		return fmt.Errorf("issuer %s: answer larger than %d bytes; too many clusters or CA bundles for one renewal?", c.base, maxAnswer)
+		return "", fmt.Errorf("issuer %s: answer larger than %d bytes; too many clusters or CA bundles for one renewal?", c.base, maxAnswer)
 	}
-	if res.StatusCode != http.StatusOK {
+	switch {
+	case res.StatusCode == http.StatusNotModified && cl.etag != "":
+		return cl.etag, errNotModified
+	case res.StatusCode/100 != 2:
 		e := httpjson.DecodeError(res.StatusCode, data)
 		if e == nil {
-			return fmt.Errorf("issuer %s: %s", c.base, res.Status)
+			return "", fmt.Errorf("issuer %s: %s", c.base, res.Status)
 		}
-		return fmt.Errorf("issuer refused: %w (%s)", e, e.Code)
+		return "", fmt.Errorf("issuer refused: %w (%s)", e, e.Code)
 	}
-	if err := json.Unmarshal(data, resp); err != nil {
-		return fmt.Errorf("issuer %s: answer: %w", c.base, err)
+	if err := decode(data); err != nil {
+		return "", fmt.Errorf("issuer %s: answer to %s %s: %w", c.base, cl.method, cl.path, err)
 	}
-	return nil
+	return res.Header.Get("ETag"), nil
+}
+
+// Locks returns the locks in force, from GET /v1/locks, asked for with
+// the bot identity. etag is the ETag of the list the caller holds, or "":
+// if the issuer's list is the same, Locks returns modified false and no
+// list. The answer's ETag is returned for the next call.
+func (c *Client) Locks(ctx context.Context, identity *tls.Certificate, etag string) (list api.LockList, newETag string, modified bool, err error) {
+	newETag, err = c.do(ctx, call{method: http.MethodGet, path: "/v1/locks", identity: identity, etag: etag}, func(data []byte) error {
+		return json.Unmarshal(data, &list)
+	})
+	if errors.Is(err, errNotModified) {
+		return api.LockList{}, newETag, false, nil
+	}
+	return list, newETag, err == nil, err
+}
+
+// KRL returns the issuer's OpenSSH KRL of locked certificates, from GET
+// /v1/ssh/krl, with its ETag as Locks does. It needs no identity.
+func (c *Client) KRL(ctx context.Context, etag string) (krl []byte, newETag string, modified bool, err error) {
+	newETag, err = c.do(ctx, call{method: http.MethodGet, path: "/v1/ssh/krl", etag: etag}, func(data []byte) error {
+		krl = data
+		if krl == nil {
+			krl = []byte{}
+		}
+		return nil
+	})
+	if errors.Is(err, errNotModified) {
+		return nil, newETag, false, nil
+	}
+	return krl, newETag, err == nil, err
+}
+
+// ReportSSHRefusal tells the issuer's audit log of a login that this host
+// refused (POST /v1/audit/ssh-refusal), proving the host with its bot
+// identity.
+func (c *Client) ReportSSHRefusal(ctx context.Context, identity *tls.Certificate, r api.SSHRefusal) error {
+	return c.post(ctx, "/v1/audit/ssh-refusal", identity, r, nil)
 }
 
 // IsPermanent reports whether err is an issuer refusal that retrying the

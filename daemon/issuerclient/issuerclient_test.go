@@ -133,26 +133,102 @@ func TestRefusalDecoded(t *testing.T) {
 	}
 }
 
-// TestUserAgent checks that mwid names itself and its version to the
-// issuer, which shows the version in its node inventory.
-func TestUserAgent(t *testing.T) {
-	got := make(chan string, 2)
-	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got <- r.UserAgent()
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(api.Credentials{})
-	}))
-	defer srv.Close()
+// newTestClient returns a client of srv, trusting its certificate.
+func newTestClient(t *testing.T, srv *httptest.Server) *Client {
+	t.Helper()
 	caFile := filepath.Join(t.TempDir(), "ca.pem")
 	os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o644)
 	c, err := New(config.Issuer{Address: strings.TrimPrefix(srv.URL, "https://"), CAFile: caFile})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return c
+}
+
+// TestLocksAndKRL checks the ETag exchange of GET /v1/locks and GET
+// /v1/ssh/krl: a list the caller holds is not sent again.
+func TestLocksAndKRL(t *testing.T) {
+	var reported []api.SSHRefusal
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.Method + " " + r.URL.Path {
+		case "GET /v1/locks":
+			if r.Header.Get("If-None-Match") == `"l1"` {
+				w.WriteHeader(http.StatusNotModified)
+				return
+			}
+			w.Header().Set("ETag", `"l1"`)
+			json.NewEncoder(w).Encode(api.LockList{Locks: []api.Lock{{Bot: "ci", Reason: "r"}}})
+		case "GET /v1/ssh/krl":
+			if r.Header.Get("If-None-Match") == `"k1"` {
+				w.WriteHeader(http.StatusNotModified)
+				return
+			}
+			w.Header().Set("ETag", `"k1"`)
+			w.Write([]byte("SSHKRL\n\x00"))
+		case "POST /v1/audit/ssh-refusal":
+			var ref api.SSHRefusal
+			json.NewDecoder(r.Body).Decode(&ref)
+			reported = append(reported, ref)
+			w.WriteHeader(http.StatusNoContent)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer srv.Close()
+	c := newTestClient(t, srv)
+	ctx := context.Background()
+	list, etag, modified, err := c.Locks(ctx, nil, "")
+	if err != nil || !modified || etag != `"l1"` || len(list.Locks) != 1 || list.Locks[0].Bot != "ci" {
+		t.Errorf("Locks = %+v, %q, %v, %v", list, etag, modified, err)
+	}
+	list, etag, modified, err = c.Locks(ctx, nil, `"l1"`)
+	if err != nil || modified || etag != `"l1"` || list.Locks != nil {
+		t.Errorf("Locks with the current ETag = %+v, %q, %v, %v", list, etag, modified, err)
+	}
+	krl, etag, modified, err := c.KRL(ctx, `"old"`)
+	if err != nil || !modified || etag != `"k1"` || string(krl) != "SSHKRL\n\x00" {
+		t.Errorf("KRL = %q, %q, %v, %v", krl, etag, modified, err)
+	}
+	krl, _, modified, err = c.KRL(ctx, `"k1"`)
+	if err != nil || modified || krl != nil {
+		t.Errorf("KRL with the current ETag = %q, %v, %v", krl, modified, err)
+	}
+	ref := api.SSHRefusal{Login: "root", Bot: "ci", Reason: "locked", Host: "web-1"}
+	if err := c.ReportSSHRefusal(ctx, nil, ref); err != nil || len(reported) != 1 || reported[0] != ref {
+		t.Errorf("ReportSSHRefusal = %v; issuer got %+v", err, reported)
+	}
+}
+
+// TestLocksNotServed: an issuer older than the locks API answers 404,
+// which is an error, not an empty list of locks.
+func TestLocksNotServed(t *testing.T) {
+	srv := httptest.NewTLSServer(http.NotFoundHandler())
+	defer srv.Close()
+	c := newTestClient(t, srv)
+	if _, _, modified, err := c.Locks(context.Background(), nil, ""); err == nil || modified {
+		t.Errorf("Locks from an issuer without them = %v, %v", modified, err)
+	}
+	if _, _, _, err := c.KRL(context.Background(), ""); err == nil {
+		t.Error("KRL from an issuer without one: no error")
+	}
+}
+
+// TestUserAgent checks that mwid names itself and its version to the
+// issuer, which shows the version in its node inventory.
+func TestUserAgent(t *testing.T) {
+	got := make(chan string, 3)
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- r.UserAgent()
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(api.Credentials{})
+	}))
+	defer srv.Close()
+	c := newTestClient(t, srv)
 	c.Join(context.Background(), nil, api.JoinRequest{})
 	c.Renew(context.Background(), nil, api.RenewRequest{})
+	c.Locks(context.Background(), nil, "")
 	want := "mwid/" + version.Get().Version
-	for _, what := range []string{"join", "renew"} {
+	for _, what := range []string{"join", "renew", "locks"} {
 		if ua := <-got; ua != want || UserAgent() != want {
 			t.Errorf("%s: User-Agent %q, want %q", what, ua, want)
 		}

@@ -24,6 +24,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
@@ -168,19 +169,22 @@ func refersTo(s *openapi3.SchemaRef, ref string) bool {
 // describe. Every object schema that forbids additional properties must be
 // here or in schemasWithoutType.
 var goTypes = map[string]reflect.Type{
-	"Error":          reflect.TypeFor[api.ErrorBody](),
-	"ErrorDetail":    reflect.TypeFor[api.Error](),
-	"Status":         reflect.TypeFor[api.Status](),
-	"RenewOutcome":   reflect.TypeFor[api.RenewOutcome](),
-	"Refusal":        reflect.TypeFor[api.Refusal](),
-	"Credential":     reflect.TypeFor[api.Credential](),
-	"Output":         reflect.TypeFor[api.Output](),
-	"ConfigStatus":   reflect.TypeFor[api.ConfigStatus](),
-	"Identity":       reflect.TypeFor[api.Identity](),
-	"ReloadResult":   reflect.TypeFor[api.ReloadResult](),
-	"Readiness":      reflect.TypeFor[api.Readiness](),
-	"CredentialRead": reflect.TypeFor[api.CredentialRead](),
-	"Version":        reflect.TypeFor[api.Version](),
+	"Error":           reflect.TypeFor[api.ErrorBody](),
+	"ErrorDetail":     reflect.TypeFor[api.Error](),
+	"Status":          reflect.TypeFor[api.Status](),
+	"RenewOutcome":    reflect.TypeFor[api.RenewOutcome](),
+	"Refusal":         reflect.TypeFor[api.Refusal](),
+	"Credential":      reflect.TypeFor[api.Credential](),
+	"Output":          reflect.TypeFor[api.Output](),
+	"AccessDirStatus": reflect.TypeFor[api.AccessDirStatus](),
+	"SSHHostOutput":   reflect.TypeFor[api.SSHHostOutput](),
+	"SSHRefusal":      reflect.TypeFor[api.SSHRefusal](),
+	"ConfigStatus":    reflect.TypeFor[api.ConfigStatus](),
+	"Identity":        reflect.TypeFor[api.Identity](),
+	"ReloadResult":    reflect.TypeFor[api.ReloadResult](),
+	"Readiness":       reflect.TypeFor[api.Readiness](),
+	"CredentialRead":  reflect.TypeFor[api.CredentialRead](),
+	"Version":         reflect.TypeFor[api.Version](),
 
 	"KubernetesCluster":    reflect.TypeFor[api.KubernetesCluster](),
 	"ExecCredential":       reflect.TypeFor[api.ExecCredential](),
@@ -370,6 +374,7 @@ type exchange struct {
 	deny    bool // put a refusing peer-credential check in front
 	method  string
 	target  string
+	body    string // a JSON request body, if not empty
 	status  int
 	code    string // the error code wanted, for errors
 	// outside is the routers error wanted for requests the document does
@@ -422,8 +427,22 @@ func contractExchanges() []exchange {
 		{name: "kubernetes credential unknown cluster", backend: &fakeBackend{state: ready}, method: "GET", target: "/v1/kubernetes/credential?cluster=nope", status: 404, code: api.CodeNotFound},
 		{name: "kubernetes credential without cluster", backend: &fakeBackend{state: ready}, method: "GET", target: "/v1/kubernetes/credential", status: 400, code: api.CodeBadRequest, invalid: true},
 		{name: "kubeconfig embed not a boolean", backend: &fakeBackend{state: ready}, method: "GET", target: "/v1/kubernetes/kubeconfig?embed=maybe", status: 400, code: api.CodeBadRequest, invalid: true},
+		{name: "ssh host outputs", backend: &fakeBackend{state: ready}, method: "GET", target: "/v1/ssh/host_outputs", status: 200},
+		{name: "ssh host outputs none", backend: &fakeBackend{state: notJoined}, method: "GET", target: "/v1/ssh/host_outputs", status: 200},
+		{name: "ssh refusal", backend: &fakeBackend{state: ready}, method: "POST", target: "/v1/ssh/refusals", status: 204,
+			body: `{"login":"root","bot":"deploy","instance":"7f3c9a12","key_id":"bot=deploy instance=7f3c9a12","serial":"42","reason":"bot deploy is locked: stolen"}`},
+		{name: "ssh refusal without reason", backend: &fakeBackend{state: ready}, method: "POST", target: "/v1/ssh/refusals", status: 400, code: api.CodeBadRequest,
+			body: `{"login":"root"}`, invalid: true},
+		{name: "ssh refusal not JSON", backend: &fakeBackend{state: ready}, method: "POST", target: "/v1/ssh/refusals", status: 400, code: api.CodeBadRequest,
+			body: `login=root`, invalid: true},
 		{name: "kubernetes credential not joined", backend: &fakeBackend{state: notJoined}, method: "GET", target: "/v1/kubernetes/credential?cluster=prod", status: 503, code: api.CodeNotJoined},
 	}
+}
+
+// requestBodies are valid bodies of the operations that take one, for the
+// requests made to every operation.
+var requestBodies = map[string]string{
+	"POST /v1/ssh/refusals": `{"login":"root","reason":"no role allows it"}`,
 }
 
 // TestContractResponses sends requests to every route of the real handler,
@@ -450,6 +469,7 @@ func TestContractResponses(t *testing.T) {
 		exchanges = append(exchanges, exchange{
 			name: "access denied " + op, backend: &fakeBackend{state: ready}, deny: true,
 			method: method, target: path, status: 403, code: api.CodeAccessDenied,
+			body: requestBodies[op],
 		})
 	}
 
@@ -464,9 +484,18 @@ func TestContractResponses(t *testing.T) {
 				mws = append(mws, denyAll(log))
 			}
 			h := localapi.Routes(ex.backend, m.Handler(), log, mws...)
-			req := httptest.NewRequest(ex.method, "http://mwid"+ex.target, nil)
+			var body io.Reader
+			if ex.body != "" {
+				body = strings.NewReader(ex.body)
+			}
+			req := httptest.NewRequest(ex.method, "http://mwid"+ex.target, body)
+			if ex.body != "" {
+				req.Header.Set("Content-Type", "application/json")
+			}
 			rec := httptest.NewRecorder()
 			h.ServeHTTP(rec, req)
+			// The handler read the body; the validation reads it again.
+			req.Body = io.NopCloser(strings.NewReader(ex.body))
 			if rec.Code != ex.status {
 				t.Fatalf("%s %s: status %d, want %d; body: %s", ex.method, ex.target, rec.Code, ex.status, rec.Body)
 			}

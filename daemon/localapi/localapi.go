@@ -8,6 +8,7 @@ package localapi
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"net/http"
 
@@ -60,6 +61,11 @@ type Backend interface {
 	// KubeClusters' refusals; an unknown cluster is refused with code
 	// not_found (fault.KindNotFound).
 	KubeCredential(cluster string) (api.ExecCredential, error)
+	// SSHHostOutputs lists the configured ssh_host outputs.
+	SSHHostOutputs() []api.SSHHostOutput
+	// ReportSSHRefusal logs a login this host's sshd refused and passes
+	// it on to the issuer's audit log, best effort.
+	ReportSSHRefusal(r api.SSHRefusal)
 }
 
 // Routes returns the route table of the local API. Middlewares run first,
@@ -114,6 +120,18 @@ func Routes(b Backend, metrics http.Handler, log *slog.Logger, middlewares ...fu
 		writeText(w, cfg)
 		return nil
 	}))
+	r.Get("/v1/ssh/host_outputs", func(w http.ResponseWriter, r *http.Request) {
+		httpjson.Write(w, http.StatusOK, b.SSHHostOutputs())
+	})
+	r.Post("/v1/ssh/refusals", h(func(w http.ResponseWriter, r *http.Request) error {
+		ref, err := sshRefusal(r)
+		if err != nil {
+			return err
+		}
+		b.ReportSSHRefusal(ref)
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}))
 	r.Post("/v1/renew", h(func(w http.ResponseWriter, r *http.Request) error {
 		st, err := b.Renew(r.Context())
 		if err != nil {
@@ -163,6 +181,25 @@ func Routes(b Backend, metrics http.Handler, log *slog.Logger, middlewares ...fu
 		return nil
 	}))
 	return r
+}
+
+// maxRefusal bounds the body of POST /v1/ssh/refusals.
+const maxRefusal = 16 << 10
+
+// sshRefusal decodes the body of POST /v1/ssh/refusals.
+func sshRefusal(r *http.Request) (api.SSHRefusal, error) {
+	var ref api.SSHRefusal
+	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, maxRefusal))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&ref); err != nil {
+		return ref, fault.Invalid(api.CodeBadRequest, "the body is not an SSH refusal: %v", err)
+	}
+	if ref.Login == "" || ref.Reason == "" {
+		return ref, fault.Invalid(api.CodeBadRequest, "an SSH refusal needs a login and a reason")
+	}
+	// The host is mwid's to name, from its own certificate.
+	ref.Host = ""
+	return ref, nil
 }
 
 func writeText(w http.ResponseWriter, s string) {

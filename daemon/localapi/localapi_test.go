@@ -59,6 +59,7 @@ type fakeBackend struct {
 
 	mu       sync.Mutex
 	mwictl   []string                     // the arguments SSHConfig was called with
+	refusals []api.SSHRefusal             // the refusals reported
 	kubeReqs []localapi.KubeconfigRequest // the arguments Kubeconfig was called with
 	calls    int                          // calls of any method
 }
@@ -106,7 +107,8 @@ func (f *fakeBackend) Status() api.Status {
 			{Kind: "ssh_host", Principals: []string{"web1.example.com"}, ValidAfter: t0.Add(-time.Hour), Expires: t0.Add(7 * time.Hour)},
 		},
 		Outputs: []api.Output{
-			{Type: "ssh_host", Path: "/etc/ssh/ssh_host_ed25519_key-cert.pub", LastWrite: at(-time.Hour)},
+			{Type: "ssh_host", Path: "/etc/ssh/ssh_host_ed25519_key-cert.pub", LastWrite: at(-time.Hour),
+				AccessDir: &api.AccessDirStatus{Path: "/var/lib/mwi/ssh", LastWrite: at(-10 * time.Second), LocksUpdated: at(-2 * time.Second), Locks: 1}},
 		},
 		LastRenewal: at(-time.Hour),
 		NextRenewal: at(3 * time.Hour),
@@ -119,6 +121,8 @@ func (f *fakeBackend) Status() api.Status {
 		st.LastErrorAt = at(-time.Minute)
 		st.Outputs[0].LastError = "write /etc/ssh/ssh_host_ed25519_key-cert.pub: read-only file system"
 		st.Outputs[0].LastErrorAt = at(-time.Minute)
+		st.Outputs[0].AccessDir.LastError = "write /var/lib/mwi/ssh/access.json: read-only file system"
+		st.Outputs[0].AccessDir.PollError = "issuer.example.com:8443: connection refused"
 	}
 	if f.state == refused {
 		st.State = "refused"
@@ -192,6 +196,22 @@ func (f *fakeBackend) SSHConfig(mwictl string) (string, error) {
 	return "Host *.example.com\n" +
 		"    IdentityAgent /run/mwi/agent.sock\n" +
 		"    KnownHostsCommand " + mwictl + " --socket /run/mwi/api.sock known-hosts\n", nil
+}
+
+func (f *fakeBackend) SSHHostOutputs() []api.SSHHostOutput {
+	f.called()
+	if f.state == notJoined {
+		return []api.SSHHostOutput{}
+	}
+	return []api.SSHHostOutput{{HostKey: "/etc/ssh/ssh_host_ed25519_key.pub", Certificate: "/etc/ssh/ssh_host_ed25519_key-cert.pub",
+		AccessDir: "/var/lib/mwi/ssh", Labels: map[string]string{"env": "prod"}}}
+}
+
+func (f *fakeBackend) ReportSSHRefusal(r api.SSHRefusal) {
+	f.called()
+	f.mu.Lock()
+	f.refusals = append(f.refusals, r)
+	f.mu.Unlock()
 }
 
 func (f *fakeBackend) Renew(ctx context.Context) (api.Status, error) {

@@ -14,9 +14,13 @@ import (
 // same methods.
 type Directory struct {
 	Path string
-	// Create makes the directory, and those above it, with mode 0700 when
+	// Create makes the directory, and those above it, with mode Perm when
 	// they do not exist; without it the directory must exist.
 	Create bool
+	// Perm is the mode of the directories Create makes, whatever the
+	// umask, for a directory that other users read; zero is 0700 less
+	// the umask.
+	Perm fs.FileMode
 }
 
 // File is a file to write into a Directory.
@@ -47,7 +51,11 @@ func (d Directory) Write(files ...File) error {
 	var dir *safefs.Dir
 	var err error
 	if d.Create {
-		dir, err = safefs.MkdirAll(d.Path, 0o700)
+		if d.Perm != 0 {
+			dir, err = safefs.MkdirAllExact(d.Path, d.Perm)
+		} else {
+			dir, err = safefs.MkdirAll(d.Path, 0o700)
+		}
 	} else {
 		dir, err = safefs.OpenDir(d.Path)
 	}

@@ -77,6 +77,17 @@ type Env struct {
 	Log      *slog.Logger
 	Patterns []string // ssh_config Host patterns: sshconfig.Patterns of ssh.hosts
 	Revision string   // the configuration's revision, which ssh_config names
+	// Access keeps the access directories of ssh_host outputs; nil where
+	// none is kept.
+	Access AccessKeeper
+}
+
+// AccessKeeper keeps the access directory of ssh_host outputs (access_dir)
+// current: the daemon's, with the locks it polls from the issuer.
+type AccessKeeper interface {
+	// Certified writes the files of the access directory dir for a new
+	// host certificate and the issuer's SSH user CAs.
+	Certified(dir string, hostCert *ssh.Certificate, userCAs []ssh.PublicKey) error
 }
 
 // NeedsRenewal reports whether the outputs next differ from old in any way:
@@ -98,10 +109,10 @@ type Request struct {
 	kubernetes *api.KubernetesRequest
 }
 
-// addHostKey asks for a host certificate for key with names, and returns
+// addHostKey asks for a host certificate for key with names and labels, and returns
 // its index in the credentials' HostCerts.
-func (r *Request) addHostKey(key ssh.PublicKey, names []string) int {
-	r.hostKeys = append(r.hostKeys, api.HostKeyRequest{PublicKey: string(ssh.MarshalAuthorizedKey(key)), Names: names})
+func (r *Request) addHostKey(key ssh.PublicKey, names []string, labels map[string]string) int {
+	r.hostKeys = append(r.hostKeys, api.HostKeyRequest{PublicKey: string(ssh.MarshalAuthorizedKey(key)), Names: names, Labels: labels})
 	r.hostPubs = append(r.hostPubs, key)
 	return len(r.hostKeys) - 1
 }

@@ -117,6 +117,10 @@ func TestEveryFieldRenews(t *testing.T) {
 				changed.Field(i).SetString("/changed")
 			case reflect.Slice:
 				changed.Field(i).Set(reflect.MakeSlice(f.Type, 1, 1))
+			case reflect.Map:
+				m := reflect.MakeMap(f.Type)
+				m.SetMapIndex(reflect.New(f.Type.Key()).Elem(), reflect.New(f.Type.Elem()).Elem())
+				changed.Field(i).Set(m)
 			default:
 				t.Fatalf("%s.%s: a field of kind %s; teach this test to change it", v.Type(), f.Name, f.Type.Kind())
 			}
@@ -166,6 +170,11 @@ func TestSSHHostWithoutCertificate(t *testing.T) {
 func TestParseFields(t *testing.T) {
 	for _, tc := range []struct{ block, want string }{
 		{"{type: ssh_host, host_key: /k.pub, certificate: /c, names: [a], reload_command: [x]}", ""},
+		{"{type: ssh_host, host_key: /k.pub, labels: {env: prod, team: db}, access_dir: /var/lib/mwi/ssh}", ""},
+		{"{type: ssh_host, host_key: /k.pub, labels: [env]}", "labels must be a mapping"},
+		{"{type: ssh_host, host_key: /k.pub, labels: {env: '*'}}", `outputs.0.labels: label "env"="*": a host's label needs a key and a value`},
+		{"{type: ssh_host, host_key: /k.pub, labels: {env: ''}}", `outputs.0.labels: label "env"="": a host's label`},
+		{"{type: kubernetes, clusters: [a], access_dir: /d}", "outputs.0.access_dir: is for outputs of type ssh_host, not kubernetes"},
 		{"{type: kubernetes, clusters: [a], labels: [{env: prod}], directory: /d}", ""},
 		{"{type: identity, directory: /d}", ""},
 		{"{type: ssh_host, host_key: /k.pub, directory: /d}", "outputs.0.directory: is for outputs of type kubernetes or identity, not ssh_host"},

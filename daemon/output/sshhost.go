@@ -13,7 +13,9 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/mwi-project/mwi/daemon/identity"
+	"github.com/mwi-project/mwi/internal/hostaccess"
 	"github.com/mwi-project/mwi/internal/safefs"
+	"github.com/mwi-project/mwi/internal/sshaccess"
 )
 
 // SSHHost is an output of type ssh_host: a certificate for the host's SSH
@@ -23,16 +25,25 @@ type SSHHost struct {
 	Certificate string // where the certificate is written
 	// Names are the host names wanted; none means all the issuer allows.
 	Names []string
+	// Labels are the labels wanted on the certificate, which the issuer
+	// grants only as the host bot's roles allow (host_labels).
+	Labels map[string]string
+	// AccessDir, if set, is where mwid keeps the files with which sshd
+	// and mwictl ssh authorized-principals decide logins: see
+	// package hostaccess and access.go.
+	AccessDir string
 	// ReloadCommand, if set, runs after each write (argv, no shell).
 	ReloadCommand []string
 }
 
 // sshHostBlock is the configuration block of an ssh_host output.
 type sshHostBlock struct {
-	HostKey       string   `yaml:"host_key"`
-	Certificate   string   `yaml:"certificate"`
-	Names         []string `yaml:"names"`
-	ReloadCommand []string `yaml:"reload_command"`
+	HostKey       string            `yaml:"host_key"`
+	Certificate   string            `yaml:"certificate"`
+	Names         []string          `yaml:"names"`
+	Labels        map[string]string `yaml:"labels"`
+	AccessDir     string            `yaml:"access_dir"`
+	ReloadCommand []string          `yaml:"reload_command"`
 }
 
 // parseSSHHost parses and validates the block of an ssh_host output. The
@@ -42,7 +53,15 @@ func parseSSHHost(b *Block) Output {
 	var f sshHostBlock
 	b.decode("ssh_host", &f, nil)
 	o := SSHHost{HostKey: b.Abs(f.HostKey), Certificate: b.Abs(f.Certificate),
-		Names: nilIfEmpty(f.Names), ReloadCommand: nilIfEmpty(f.ReloadCommand)}
+		Names: nilIfEmpty(f.Names), ReloadCommand: nilIfEmpty(f.ReloadCommand), AccessDir: b.Abs(f.AccessDir)}
+	if len(f.Labels) > 0 {
+		o.Labels = f.Labels
+	}
+	for k, v := range f.Labels {
+		if k == "" || k == sshaccess.Wildcard || v == "" || v == sshaccess.Wildcard {
+			b.Errorf(b.Path+".labels", "label %q=%q: a host's label needs a key and a value, neither empty nor %q", k, v, sshaccess.Wildcard)
+		}
+	}
 	if f.HostKey == "" {
 		b.Errorf(b.Path+".host_key", "required: the host's public key file, such as /etc/ssh/ssh_host_ed25519_key.pub")
 	} else if o.Certificate == "" {
@@ -50,6 +69,11 @@ func parseSSHHost(b *Block) Output {
 	}
 	if o.Certificate == o.HostKey && o.HostKey != "" {
 		b.Errorf(b.Path+".certificate", "must differ from host_key")
+	}
+	for _, e := range b.Earlier {
+		if h, ok := e.(SSHHost); ok && h.AccessDir != "" && h.AccessDir == o.AccessDir {
+			b.Errorf(b.Path+".access_dir", "%s is also the access_dir of an earlier ssh_host output: each host certificate needs its own", o.AccessDir)
+		}
 	}
 	return o
 }
@@ -68,12 +92,16 @@ func (SSHHost) Type() string { return "ssh_host" }
 // Path returns the certificate's path.
 func (o SSHHost) Path() string { return o.Certificate }
 
-// Check checks the certificate's directory and reads the host key: an
-// output whose key cannot be read is left out of a renewal, and a one-shot
-// would otherwise succeed without writing it.
+// Check checks the certificate's directory and the access directory, and
+// reads the host key: an output whose key cannot be read is left out of a
+// renewal, and a one-shot would otherwise succeed without writing it.
 func (o SSHHost) Check() error {
 	_, err := o.readHostKey()
-	return errors.Join(verify(o, o.destination()), err)
+	var access error
+	if o.AccessDir != "" {
+		access = verify(o, o.accessDir())
+	}
+	return errors.Join(verify(o, o.destination()), access, err)
 }
 
 // Request asks for a certificate for the host key. The key is read at
@@ -83,12 +111,12 @@ func (o SSHHost) Request(r *Request) (Write, error) {
 	if err != nil {
 		return nil, err
 	}
-	i := r.addHostKey(key, o.Names)
+	i := r.addHostKey(key, o.Names, o.Labels)
 	return func(ctx context.Context, c *identity.Credentials, env Env) error {
 		if i >= len(c.HostCerts) {
 			return outputError(o, errors.New("the credentials hold no certificate for the host key"))
 		}
-		return o.write(ctx, c.HostCerts[i], env)
+		return o.write(ctx, c, c.HostCerts[i], env)
 	}, nil
 }
 
@@ -115,16 +143,24 @@ func (o SSHHost) destination() Directory { return Directory{Path: filepath.Dir(o
 // under 3 KiB.
 const maxHostKeyFile = 16 << 10
 
-// write writes cert atomically and runs the reload command.
-func (o SSHHost) write(ctx context.Context, cert *ssh.Certificate, env Env) error {
+// write writes cert atomically, then the access directory, and runs the
+// reload command: sshd reloaded finds the files of both in place.
+func (o SSHHost) write(ctx context.Context, c *identity.Credentials, cert *ssh.Certificate, env Env) error {
 	err := o.destination().Write(File{filepath.Base(o.Certificate), ssh.MarshalAuthorizedKey(cert), 0o644})
+	if err == nil && o.AccessDir != "" {
+		if env.Access == nil {
+			err = errors.New("access_dir: mwid keeps no access directory here") // a caller's mistake
+		} else {
+			err = env.Access.Certified(o.AccessDir, cert, c.UserCAs)
+		}
+	}
 	if err == nil && len(o.ReloadCommand) > 0 {
 		err = runReload(ctx, o.ReloadCommand)
 	}
 	if err != nil {
 		return outputError(o, err)
 	}
-	env.Log.Info("host certificate written", "path", o.Certificate, "names", cert.ValidPrincipals)
+	env.Log.Info("host certificate written", "path", o.Certificate, "names", cert.ValidPrincipals, "labels", o.Labels)
 	return nil
 }
 
@@ -144,4 +180,36 @@ func runReload(ctx context.Context, argv []string) error {
 		return fmt.Errorf("reload command %q: %v: %s", argv, err, out)
 	}
 	return nil
+}
+
+// accessDir is the access directory, made if missing: its files are for
+// sshd and for the unprivileged user that runs mwictl ssh
+// authorized-principals, who must read but not change them.
+func (o SSHHost) accessDir() Directory { return AccessDirectory(o.AccessDir) }
+
+// AccessDirectory is the destination of an access directory at path.
+func AccessDirectory(path string) Directory { return Directory{Path: path, Create: true, Perm: 0o755} }
+
+// WriteAccess writes the files of the access directory d (see package
+// hostaccess): the KRL if krl is not nil, the user CAs for
+// TrustedUserCAKeys, then f as AccessFile, each atomically. They are
+// readable by all (0644), as sshd's own public files are: none holds a
+// secret.
+func WriteAccess(d Directory, f hostaccess.File, krl []byte) error {
+	data, err := f.Marshal()
+	if err != nil {
+		return err
+	}
+	var cas strings.Builder
+	for _, ca := range f.UserCAs {
+		cas.WriteString(strings.TrimSpace(ca) + "\n")
+	}
+	var files []File
+	if krl != nil {
+		files = append(files, File{hostaccess.KRLFile, krl, 0o644})
+	}
+	files = append(files,
+		File{hostaccess.UserCAFile, []byte(cas.String()), 0o644},
+		File{hostaccess.AccessFile, data, 0o644})
+	return d.Write(files...)
 }

@@ -35,6 +35,9 @@ type SSHDOptions struct {
 	HostKey  string // private host key file
 	HostCert string // optional host certificate file
 	Port     int    // optional; a free port by default
+	// Extra are more lines of sshd_config, such as an
+	// AuthorizedPrincipalsCommand.
+	Extra string
 }
 
 // NewHostKey makes an ed25519 host key in a new temporary directory and
@@ -87,7 +90,7 @@ UsePAM no
 StrictModes no
 PermitRootLogin prohibit-password
 LogLevel VERBOSE
-%s`, s.Port, hostKey, filepath.Join(dir, "sshd.pid"), ca, hostCert))
+%s%s`, s.Port, hostKey, filepath.Join(dir, "sshd.pid"), ca, hostCert, o.Extra))
 	s.Proc = Start(t, dir, "sshd", nil, sshd, "-D", "-e", "-f", conf)
 	Eventually(t, 10*time.Second, "sshd listening", func() error {
 		if s.Proc.Exited() {

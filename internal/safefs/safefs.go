@@ -54,15 +54,23 @@ type Dir struct {
 // OpenDir opens the existing directory at path, refusing a symbolic link in
 // any of its components and a directory that another user controls, as
 // the package documentation describes.
-func OpenDir(path string) (*Dir, error) { return openDir(path, false, 0) }
+func OpenDir(path string) (*Dir, error) { return openDir(path, false, 0, false) }
 
 // MkdirAll is OpenDir that first creates, with mode perm (before the
 // umask), the directories of path that do not exist, as os.MkdirAll does.
 // Each is made relative to its parent and opened again without following
 // a link, so a link planted meanwhile is refused like any other.
-func MkdirAll(path string, perm os.FileMode) (*Dir, error) { return openDir(path, true, perm) }
+func MkdirAll(path string, perm os.FileMode) (*Dir, error) { return openDir(path, true, perm, false) }
 
-func openDir(path string, create bool, perm os.FileMode) (*Dir, error) {
+// MkdirAllExact is MkdirAll for directories that other users must enter,
+// such as one whose files sshd's AuthorizedPrincipalsCommand reads as an
+// unprivileged user: the directories it makes get mode perm whatever the
+// umask, which a hardened service often sets to 0077.
+func MkdirAllExact(path string, perm os.FileMode) (*Dir, error) {
+	return openDir(path, true, perm, true)
+}
+
+func openDir(path string, create bool, perm os.FileMode, exact bool) (*Dir, error) {
 	abs, err := absolute(path)
 	if err != nil {
 		return nil, err
@@ -96,7 +104,7 @@ func openDir(path string, create bool, perm os.FileMode) (*Dir, error) {
 			flags = unix.O_RDONLY
 		}
 		next := filepath.Join(dir, names[i])
-		child, created, err := openChild(fd, names[i], next, flags, create, perm)
+		child, created, err := openChild(fd, names[i], next, flags, create, perm, exact)
 		unix.Close(fd)
 		if err != nil {
 			return nil, err
@@ -106,13 +114,20 @@ func openDir(path string, create bool, perm os.FileMode) (*Dir, error) {
 }
 
 // openChild opens the directory name in the directory dirfd, not following
-// a link, and creates it first if create is set and it does not exist.
-func openChild(dirfd int, name, path string, flags int, create bool, perm os.FileMode) (fd int, created bool, err error) {
+// a link, and creates it first if create is set and it does not exist,
+// with mode perm exactly if exact is set.
+func openChild(dirfd int, name, path string, flags int, create bool, perm os.FileMode, exact bool) (fd int, created bool, err error) {
 	flags |= unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC
 	fd, err = unix.Openat(dirfd, name, flags, 0)
 	if err == unix.ENOENT && create {
 		err = unix.Mkdirat(dirfd, name, uint32(perm.Perm()))
 		created = err == nil
+		if created && exact {
+			// dirfd was checked: no one else can have replaced name
+			// since mkdirat made it, and fchmodat cannot take
+			// AT_SYMLINK_NOFOLLOW on Linux.
+			err = unix.Fchmodat(dirfd, name, uint32(perm.Perm()), 0)
+		}
 		// EEXIST: someone made it meanwhile; it is checked like any other.
 		if err == nil || err == unix.EEXIST {
 			fd, err = unix.Openat(dirfd, name, flags, 0)

@@ -250,6 +250,37 @@ func TestMkdirAllUmask(t *testing.T) {
 	}
 }
 
+// TestMkdirAllExact: directories for other users to enter get their mode
+// whatever the umask, and are checked as MkdirAll's are.
+func TestMkdirAllExact(t *testing.T) {
+	base := t.TempDir()
+	old := syscall.Umask(0o077)
+	defer syscall.Umask(old)
+	d, err := MkdirAllExact(filepath.Join(base, "var", "ssh"), 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	for _, p := range []string{filepath.Join(base, "var"), filepath.Join(base, "var", "ssh")} {
+		if fi, err := os.Stat(p); err != nil || fi.Mode().Perm() != 0o755 {
+			t.Errorf("%s: %v, %v; want mode 0755 under umask 0077", p, fi, err)
+		}
+	}
+	d, err = MkdirAll(filepath.Join(base, "private"), 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	if fi, _ := os.Stat(filepath.Join(base, "private")); fi.Mode().Perm() != 0o700 {
+		t.Errorf("MkdirAll under umask 0077 made mode %v; want the umask applied", fi.Mode().Perm())
+	}
+	_, err = MkdirAllExact(filepath.Join(base, "wide"), 0o777)
+	var ue *UnsafeError
+	if !errors.As(err, &ue) {
+		t.Errorf("MkdirAllExact with mode 0777: %v", err)
+	}
+}
+
 func chown(t *testing.T, path string, uid int) {
 	t.Helper()
 	if err := os.Chown(path, uid, uid); err != nil {
