@@ -96,7 +96,7 @@ func FuzzSessionBind(f *testing.F) {
 	f.Add([]byte{})
 	f.Add([]byte("\x00\x00\x00\x05hello"))
 	f.Fuzz(func(t *testing.T, contents []byte) {
-		if err := checkSessionBind(contents); err != nil {
+		if _, err := checkSessionBind(contents); err != nil {
 			return
 		}
 		var req sessionBind
@@ -136,7 +136,7 @@ func FuzzServeAgent(f *testing.F) {
 	ca := newCA(f)
 	valid := newIdentity(f, ca, "valid", t0-60, t0+3600)
 	expired := newIdentity(f, ca, "expired", t0-3600, t0-1)
-	a := New(newSource(valid, expired), newClock(t0).now)
+	a := newUnbound(newSource(valid, expired), newClock(t0).now)
 	validBlob, expiredBlob := valid.Cert.Marshal(), expired.Cert.Marshal()
 
 	sign := func(blob, data []byte, flags uint32) []byte {
