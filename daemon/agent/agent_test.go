@@ -517,7 +517,7 @@ func TestReadOnly(t *testing.T) {
 
 // sessionBindPayload builds a session-bind@openssh.com request as ssh
 // sends it: the host key signs the session identifier.
-func sessionBindPayload(t *testing.T, host ssh.Signer, sid []byte, forwarding bool) []byte {
+func sessionBindPayload(t testing.TB, host ssh.Signer, sid []byte, forwarding bool) []byte {
 	t.Helper()
 	sig, err := host.Sign(rand.Reader, sid)
 	if err != nil {

@@ -121,7 +121,7 @@ func (s *session) SignWithFlags(key ssh.PublicKey, data []byte, flags sshagent.S
 	if err != nil {
 		return nil, err
 	}
-	if err := s.permit(e, key, data); err != nil {
+	if err := s.permit(e, data); err != nil {
 		return nil, err
 	}
 	return sign(id, data, flags)
@@ -129,7 +129,7 @@ func (s *session) SignWithFlags(key ssh.PublicKey, data []byte, flags sshagent.S
 
 // permit decides whether the session may sign data with the identity of
 // e, and logs a refusal.
-func (s *session) permit(e *entry, key ssh.PublicKey, data []byte) error {
+func (s *session) permit(e *entry, data []byte) error {
 	s.mu.Lock()
 	binds := s.binds // append-only: the prefix seen here does not change
 	s.mu.Unlock()
@@ -141,47 +141,52 @@ func (s *session) permit(e *entry, key ssh.PublicKey, data []byte) error {
 		return nil
 	}
 	last := binds[len(binds)-1]
-	host := describeHost(last.hostKey)
 	req, err := parseUserauth(data)
 	if err != nil {
 		err = fmt.Errorf("agent: the connection is bound to a host and the data to sign is not an SSH userauth request: %v", err)
-		s.refuse(host, "", err.Error())
+		s.refuse(describeHost(last.hostKey), "", err.Error())
 		return err
 	}
-	refuse := func(format string, args ...any) error {
-		err := fmt.Errorf("agent: "+format, args...)
-		s.refuse(host, req.user, err.Error())
+	if err := s.check(e, req, binds); err != nil {
+		s.refuse(describeHost(last.hostKey), req.user, err.Error())
 		return err
 	}
+	return nil
+}
+
+// check applies the destination checks of a bound connection to the
+// userauth request req, to be signed with the identity of e.
+func (s *session) check(e *entry, req userauth, binds []bind) error {
+	last := binds[len(binds)-1]
 	if !bytes.Equal(req.sessionID, last.sessionID) {
-		return refuse("the userauth request is for another session than the one last bound")
+		return errors.New("agent: the userauth request is for another session than the one last bound")
 	}
 	if req.hostKey != nil && !sameHostKey(req.hostKey, last) {
-		return refuse("the userauth request names another host key than the one bound")
+		return errors.New("agent: the userauth request names another host key than the one bound")
 	}
 	if !bytes.Equal(req.key, e.blob) {
-		return refuse("the userauth request is for another key than the one asked to sign")
+		return errors.New("agent: the userauth request is for another key than the one asked to sign")
 	}
 	if e.accessErr != nil {
 		if errors.Is(e.accessErr, sshaccess.ErrNoAccess) {
-			return refuse("certificate %q carries no access rules: its issuer is too old for destination checks; upgrade mwi-issuer", e.cert.KeyId)
+			return fmt.Errorf("agent: certificate %q carries no access rules: its issuer is too old for destination checks; upgrade mwi-issuer", e.cert.KeyId)
 		}
-		return refuse("certificate %q: %v", e.cert.KeyId, e.accessErr)
+		return fmt.Errorf("agent: certificate %q: %v", e.cert.KeyId, e.accessErr)
 	}
 	access := e.access
 	if !access.ForwardAgent {
 		for _, b := range binds {
 			if b.forwarding {
-				return refuse("the agent was forwarded (to %s) and no role of bot %s allows forward_agent", describeHost(b.hostKey), access.Bot)
+				return fmt.Errorf("agent: the agent was forwarded (to %s) and no role of bot %s allows forward_agent", describeHost(b.hostKey), access.Bot)
 			}
 		}
 	}
 	labels, err := s.checkHost(last)
 	if err != nil {
-		return refuse("%v", err)
+		return fmt.Errorf("agent: %w", err)
 	}
 	if err := access.Decide(req.user, labels); err != nil {
-		return refuse("%v", err)
+		return fmt.Errorf("agent: %w", err)
 	}
 	return nil
 }
@@ -193,15 +198,15 @@ func (s *session) checkHost(b bind) (map[string]string, error) {
 	if !ok || cert.CertType != ssh.HostCert {
 		return nil, errors.New("the host key is not a host certificate, so the issuer does not vouch for the host")
 	}
-	ca := cert.SignatureKey.Marshal()
-	if !slices.ContainsFunc(s.src.HostCAs(), func(k ssh.PublicKey) bool { return bytes.Equal(k.Marshal(), ca) }) {
+	info := s.hostCerts.get(cert, b.hostBlob)
+	if !slices.ContainsFunc(s.src.HostCAs(), func(k ssh.PublicKey) bool { return bytes.Equal(k.Marshal(), info.ca) }) {
 		return nil, fmt.Errorf("the host certificate is signed by %s, not by the issuer's host CA", ssh.FingerprintSHA256(cert.SignatureKey))
 	}
 	if now := s.now(); !validAt(cert, now) {
 		return nil, fmt.Errorf("the host certificate is valid from %s to %s, not now",
 			certTime(cert.ValidAfter), certTime(cert.ValidBefore))
 	}
-	return s.hostCerts.labels(cert, b.hostBlob)
+	return info.labels, info.err
 }
 
 // refuse logs a refused request of the session.
@@ -321,29 +326,31 @@ func parseString(in []byte) (s, rest []byte, ok bool) {
 const maxHostCerts = 64
 
 // hostCertCache remembers, for the host certificates bound recently,
-// whether the CA's signature verifies and what labels they carry:
-// verifying costs more than signing, and ssh binds the same host on
-// every login.
+// their CA, whether the CA's signature verifies and what labels they
+// carry: verifying costs more than signing, and ssh binds the same host
+// on every login.
 type hostCertCache struct {
 	mu sync.Mutex
 	m  map[string]hostCertInfo
 }
 
 type hostCertInfo struct {
+	ca     []byte // the wire form of the CA's key
 	labels map[string]string
-	err    error
+	err    error // why the certificate is unusable, if it is
 }
 
-// labels verifies cert's signature by its CA and returns its labels;
-// blob is cert's wire form. Neither depends on the time or on which CAs
-// are trusted, so both are cached by blob.
-func (c *hostCertCache) labels(cert *ssh.Certificate, blob []byte) (map[string]string, error) {
+// get returns what cert says, its signature by its CA verified; blob is
+// cert's wire form. None of it depends on the time or on which CAs are
+// trusted, so it is cached by blob.
+func (c *hostCertCache) get(cert *ssh.Certificate, blob []byte) hostCertInfo {
 	c.mu.Lock()
 	info, ok := c.m[string(blob)]
 	c.mu.Unlock()
 	if ok {
-		return info.labels, info.err
+		return info
 	}
+	info.ca = cert.SignatureKey.Marshal()
 	info.labels, info.err = checkHostCert(cert)
 	c.mu.Lock()
 	if c.m == nil || len(c.m) >= maxHostCerts {
@@ -351,7 +358,7 @@ func (c *hostCertCache) labels(cert *ssh.Certificate, blob []byte) (map[string]s
 	}
 	c.m[string(blob)] = info
 	c.mu.Unlock()
-	return info.labels, info.err
+	return info
 }
 
 func checkHostCert(cert *ssh.Certificate) (map[string]string, error) {
