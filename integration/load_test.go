@@ -123,7 +123,7 @@ func TestLoadDuringRenewalsAndReloads(t *testing.T) {
 		pause    = 12 * time.Second
 		hardStop = 150 * time.Second // bounds the whole run if mwid hangs
 	)
-	_, d := setup(t, ttl, everyRenewal)
+	_, d := setup(t, ttl, everyRenewal, allowUnbound)
 	ctx, cancel := context.WithTimeout(context.Background(), hardStop)
 	defer cancel()
 
