@@ -3,6 +3,9 @@ package agent
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
 	"fmt"
 	"log/slog"
 	"net"
@@ -234,5 +237,75 @@ func TestOpenSSHAdd(t *testing.T) {
 	// Still there.
 	if keys, err := dial(t, sock).List(); err != nil || len(keys) != 1 {
 		t.Errorf("after ssh-add -D: List = %v, %v", keys, err)
+	}
+}
+
+// TestOpenSSHServer logs in with the real ssh client through the agent to
+// a real sshd, which uses OpenSSH's publickey-hostbound userauth: the
+// agent signs for an sshd whose host certificate comes from the host CA
+// with labels the bot's roles select, and for no other.
+func TestOpenSSHServer(t *testing.T) {
+	harness.Require(t, "sshd", "apt-get install -y --no-install-recommends openssh-server")
+	login := harness.CurrentUser(t)
+	userCA := newCA(t)
+	_, hostCAKey, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostCA, err := ssh.NewSignerFromKey(hostCAKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := ssh.MarshalPrivateKey(hostCAKey, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostCAFile := filepath.Join(t.TempDir(), "host_ca")
+	if err := os.WriteFile(hostCAFile, pem.EncodeToMemory(block), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	access := stagingAccess(false)
+	access.Allow[0].Logins = []string{login}
+	now := uint64(time.Now().Unix())
+	id := newIdentity(t, userCA, "bot=ci instance=i-1", now-60, now+3600)
+	id.Cert.ValidPrincipals = []string{login}
+	id = withAccess(t, userCA, id, access)
+	userCAText := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(userCA.PublicKey())))
+
+	tests := []struct {
+		name   string
+		opts   harness.SSHDOptions
+		reason string // in the agent's log; "" for a login
+	}{
+		{"certified staging host", harness.SSHDOptions{HostCAKey: hostCAFile, Labels: map[string]string{"env": "staging"}}, ""},
+		{"host without certificate", harness.SSHDOptions{}, "not a host certificate"},
+		{"certified prod host", harness.SSHDOptions{HostCAKey: hostCAFile, Labels: map[string]string{"env": "prod"}}, "selects a host labelled env=prod"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			src := newSource(id)
+			src.setHostCAs(hostCA.PublicKey())
+			a := New(src, nil)
+			var log logtest.Buffer
+			a.Log = slog.New(slog.NewTextHandler(&log, nil))
+			sock := serveAgent(t, a)
+			tt.opts.UserCA, tt.opts.HostKey = userCAText, harness.NewHostKey(t)
+			sshd := harness.StartSSHDWith(t, tt.opts)
+
+			out, err := sshd.SSH(t, sock, login, "echo", "in")
+			if tt.reason == "" {
+				if err != nil || out != "in" {
+					t.Fatalf("ssh: %v\n%s\nagent log:\n%s", err, out, log.String())
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("ssh succeeded, want a refusal; agent log:\n%s", log.String())
+			}
+			if !strings.Contains(log.String(), tt.reason) || !strings.Contains(log.String(), "login="+login) {
+				t.Errorf("agent log does not say %q for login %s:\n%s", tt.reason, login, log.String())
+			}
+		})
 	}
 }
