@@ -5,6 +5,12 @@
 // Ansible) use them through SSH_AUTH_SOCK without the keys ever touching
 // disk. The agent is read-only: clients can list and sign, but they cannot
 // add, remove or lock keys, because the set of keys is mwid's to manage.
+//
+// The agent signs only for destinations the issuer allows: on a connection
+// that ssh bound to a host with session-bind@openssh.com, only the userauth
+// request of that session, for a host certificate from the issuer's host
+// CA whose labels the certificate's access rules (package sshaccess)
+// select with that login. See Agent and ForConn.
 package agent
 
 import (

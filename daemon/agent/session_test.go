@@ -5,14 +5,18 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 	sshagent "golang.org/x/crypto/ssh/agent"
 
+	"github.com/mwi-project/mwi/internal/agentload"
 	"github.com/mwi-project/mwi/internal/logtest"
 	"github.com/mwi-project/mwi/internal/sshaccess"
+	"github.com/mwi-project/mwi/internal/unixsock"
 )
 
 // stagingAccess lets bot ci log in as deploy on hosts labelled
@@ -338,3 +342,135 @@ func BenchmarkSignChecked(b *testing.B) {
 }
 
 var _ sshagent.ExtendedAgent = (*session)(nil)
+
+// BenchmarkDestinationChecks compares the agent's signing throughput with
+// destination checks against the same agent without them, under the same
+// load generator (agentload), at 1, 8 and 64 clients, and prints a table
+// with the ratio. make bench runs it once, next to the comparison with
+// OpenSSH's ssh-agent:
+//
+//	go test -run '^$' -bench BenchmarkDestinationChecks -benchtime 1x ./daemon/agent/
+//
+// With checks, each client binds its connection to a certified host once
+// (session-bind@openssh.com) and signs that session's userauth request;
+// without, the agent allows unbound connections and the client signs the
+// same request unbound, as every agent did before destination checks.
+// Both agents serve in this process, which also runs the load generator.
+// Each cell lasts MWI_BENCH_SECONDS (default 3s) after agentload's
+// warm-up; the two take turns at each client count. The target is
+// printed, never asserted.
+func BenchmarkDestinationChecks(b *testing.B) {
+	const targetRatio, targetClients = 0.9, 8
+	d := 3 * time.Second
+	if v := os.Getenv("MWI_BENCH_SECONDS"); v != "" {
+		s, err := strconv.ParseFloat(v, 64)
+		if err != nil || s <= 0 {
+			b.Fatalf("MWI_BENCH_SECONDS=%q: want a positive number of seconds", v)
+		}
+		d = time.Duration(s * float64(time.Second))
+	}
+	userCA, hostCA := newCA(b), newCA(b)
+	id := withAccess(b, userCA, newIdentity(b, userCA, "bot=ci instance=i-1", t0-60, t0+3600), stagingAccess(false))
+	host := newHost(b, hostCA, map[string]string{"env": "staging"}, t0-60, t0+3600)
+	newAgent := func(checked bool) string {
+		src := newSource(id)
+		src.setHostCAs(hostCA.PublicKey())
+		a := New(src, newClock(t0).now)
+		a.SetAllowUnbound(!checked)
+		a.Log = quietLog()
+		return serve(b, &Server{Agent: a, Log: quietLog()})
+	}
+	checkedSock, referenceSock := newAgent(true), newAgent(false)
+	prepare := func(bind bool) agentload.Options {
+		return agentload.Options{Prepare: func(c sshagent.ExtendedAgent, key *sshagent.Key) ([]byte, error) {
+			sid := newSID()
+			if bind {
+				if _, err := c.Extension(SessionBindExtension, sessionBindPayload(b, host, sid, false)); err != nil {
+					return nil, err
+				}
+			}
+			return userauthData(sid, "deploy", id.Cert, nil), nil
+		}}
+	}
+
+	type row struct {
+		clients            int
+		checked, reference agentload.Result
+	}
+	var rows []row
+	b.ResetTimer()
+	for _, n := range []int{1, targetClients, 64} {
+		r := row{clients: n}
+		var err error
+		if r.checked, err = agentload.RunWith(b.Context(), checkedSock, n, d, prepare(true)); err != nil {
+			b.Fatalf("with checks, %d clients: %v", n, err)
+		}
+		if r.reference, err = agentload.RunWith(b.Context(), referenceSock, n, d, prepare(false)); err != nil {
+			b.Fatalf("without checks, %d clients: %v", n, err)
+		}
+		if r.checked.Errors+r.reference.Errors != 0 {
+			b.Errorf("%d clients: %d failed requests with checks, %d without", n, r.checked.Errors, r.reference.Errors)
+		}
+		rows = append(rows, r)
+	}
+	b.StopTimer()
+
+	ratio := func(r row) float64 {
+		if r.reference.OpsPerSec == 0 {
+			return 0
+		}
+		return r.checked.OpsPerSec / r.reference.OpsPerSec
+	}
+	us := func(d time.Duration) string { return d.Round(time.Microsecond).String() }
+	fmt.Printf("\nSSH agent sign (ed25519) with destination checks against without, %v per cell after %v warm-up, same load generator, one process\n", d, agentload.Warmup)
+	fmt.Printf("clients | checks ops/s  p50      p99      | no checks ops/s  p50      p99      | ratio\n")
+	var target row
+	for _, r := range rows {
+		fmt.Printf("%7d | %12.0f  %-7s  %-7s  | %15.0f  %-7s  %-7s  | %5.2fx\n", r.clients,
+			r.checked.OpsPerSec, us(r.checked.P50), us(r.checked.P99),
+			r.reference.OpsPerSec, us(r.reference.P50), us(r.reference.P99), ratio(r))
+		if r.clients == targetClients {
+			target = r
+		}
+	}
+	met := "NOT met"
+	if ratio(target) >= targetRatio {
+		met = "met"
+	}
+	fmt.Printf("target: >= %gx the agent without checks at %d clients: %s (ratio %.2fx)\n\n", targetRatio, targetClients, met, ratio(target))
+	b.ReportMetric(0, "ns/op")
+	b.ReportMetric(target.checked.OpsPerSec, "checked-ops/s")
+	b.ReportMetric(target.reference.OpsPerSec, "unchecked-ops/s")
+	b.ReportMetric(ratio(target), "ratio@8")
+}
+
+// BenchmarkSignInProcess measures what destination checks add to one
+// signature, without the socket: a session's SignWithFlags for a bound
+// userauth request against the same request unbound.
+func BenchmarkSignInProcess(b *testing.B) {
+	userCA, hostCA := newCA(b), newCA(b)
+	id := withAccess(b, userCA, newIdentity(b, userCA, "bot=ci instance=i-1", t0-60, t0+3600), stagingAccess(false))
+	host := newHost(b, hostCA, map[string]string{"env": "staging"}, t0-60, t0+3600)
+	for _, checked := range []bool{false, true} {
+		b.Run(fmt.Sprintf("checks=%v", checked), func(b *testing.B) {
+			src := newSource(id)
+			src.setHostCAs(hostCA.PublicKey())
+			a := New(src, newClock(t0).now)
+			a.SetAllowUnbound(!checked)
+			s := a.ForConn(unixsock.Peer{}).(sshagent.ExtendedAgent)
+			sid := newSID()
+			if checked {
+				if _, err := s.Extension(SessionBindExtension, sessionBindPayload(b, host, sid, false)); err != nil {
+					b.Fatal(err)
+				}
+			}
+			data := userauthData(sid, "deploy", id.Cert, nil)
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := s.SignWithFlags(id.Cert, data, 0); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
