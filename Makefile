@@ -103,6 +103,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./internal/httpjson/
 	$(GO) test -run '^$$' -fuzz '^FuzzSessionBind$$' -fuzztime $(FUZZTIME) ./daemon/agent/
 	$(GO) test -run '^$$' -fuzz '^FuzzServeAgent$$' -fuzztime $(FUZZTIME) ./daemon/agent/
+	$(GO) test -run '^$$' -fuzz '^FuzzSessionSign$$' -fuzztime $(FUZZTIME) ./daemon/agent/
 
 fuzz-ci:
 	$(MAKE) fuzz FUZZTIME=$(FUZZTIME_CI)
