@@ -50,7 +50,7 @@ help:
 	@echo '  dev     build, then run an issuer and mwid on development defaults'
 	@echo '          (state in .mwi-dev/; Ctrl-C stops them; DEV_FLAGS=... for mwi-dev)'
 	@echo '  test    build, then run every test, unit and integration, with -race'
-	@echo '  bench   build, then run the integration benchmarks once'
+	@echo '  bench   build, then run the integration benchmarks and the agent destination checks benchmark once'
 	@echo '  lint    check formatting (gofmt -l) and run go vet'
 	@echo '  fuzz    run each fuzz target for FUZZTIME ($(FUZZTIME))'
 	@echo '  fuzz-ci run each fuzz target for FUZZTIME_CI ($(FUZZTIME_CI)), as CI does'
@@ -80,6 +80,7 @@ test: build kube-apiserver kubectl
 
 bench: build kube-apiserver kubectl
 	MWI_BIN_DIR=$(BIN) $(KUBE_ENV) $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 20m ./integration/
+	$(GO) test -run '^$$' -bench BenchmarkDestinationChecks -benchtime 1x -timeout 5m ./daemon/agent/
 
 # The tests use this kubectl rather than one on PATH: a kubectl of a known
 # version that reads its kubeconfig once, so that
@@ -102,6 +103,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./internal/httpjson/
 	$(GO) test -run '^$$' -fuzz '^FuzzSessionBind$$' -fuzztime $(FUZZTIME) ./daemon/agent/
 	$(GO) test -run '^$$' -fuzz '^FuzzServeAgent$$' -fuzztime $(FUZZTIME) ./daemon/agent/
+	$(GO) test -run '^$$' -fuzz '^FuzzSessionSign$$' -fuzztime $(FUZZTIME) ./daemon/agent/
 
 fuzz-ci:
 	$(MAKE) fuzz FUZZTIME=$(FUZZTIME_CI)

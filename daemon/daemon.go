@@ -69,6 +69,8 @@ type Server struct {
 	sockets  map[string]*served // "agent", "api"
 	apiSrv   *http.Server
 	agentSrv *agent.Server
+	// sshAgent is the agent agentSrv serves, for reloads to reach.
+	sshAgent atomic.Pointer[agent.Agent]
 	// apiLimits and agentLimits bound the connections across the api
 	// and agent sockets, old and new.
 	apiLimits, agentLimits *connlimit.Limits

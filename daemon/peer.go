@@ -139,8 +139,12 @@ const refusalsAnswered = 16
 // newAgentServer returns the agent's server, checking callers against the
 // agent socket's allow rules in the configuration in use.
 func (s *Server) newAgentServer() *agent.Server {
+	a := agent.New(&s.creds, s.now)
+	a.Log = s.log
+	a.SetAllowUnbound(s.config().Agent.AllowUnbound)
+	s.sshAgent.Store(a)
 	return &agent.Server{
-		Agent:  s.metrics.InstrumentAgent(agent.New(&s.creds, s.now)),
+		Agent:  s.metrics.InstrumentAgent(a),
 		Check:  s.checkPeer("agent", func(c *config.Config) config.Socket { return c.AgentSocket }),
 		Limits: s.agentLimits,
 		Log:    s.log,

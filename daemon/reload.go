@@ -94,6 +94,9 @@ func (s *Server) apply(old *config.Config) (api.ReloadResult, error) {
 	s.logger.SetLevel(next.Log.Level)
 	s.logger.SetFormat(next.Log.Format)
 	s.conf.Store(next)
+	if a := s.sshAgent.Load(); a != nil {
+		a.SetAllowUnbound(next.Agent.AllowUnbound)
+	}
 	if moved || rejoin {
 		// Make before break: the held credentials keep serving until the
 		// renewal or join with the new issuer or onboarding succeeds.

@@ -11,19 +11,22 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
+
+	"github.com/mwi-project/mwi/integration/harness"
 )
 
 // TestAgentProtocol drives mwid's agent socket with the x/crypto agent
 // client, as a Go program using SSH_AUTH_SOCK would.
 func TestAgentProtocol(t *testing.T) {
 	t.Parallel()
-	iss, d := setup(t, time.Hour)
+	iss, d := setup(t, time.Hour, allowUnbound)
 	conn, err := net.Dial("unix", d.AgentSock)
 	if err != nil {
 		t.Fatal(err)
@@ -85,6 +88,60 @@ func TestAgentProtocol(t *testing.T) {
 	other, _ := ssh.NewPublicKey(priv.Public())
 	if _, err := ag.Sign(other, data); err == nil {
 		t.Error("Sign with a key the agent does not hold succeeded")
+	}
+}
+
+// TestAgentUnbound checks mwid's agent.unbound switch: by default the
+// agent refuses to sign on a connection that bound no session, and says
+// why in mwid's log with the caller's pid; after a reload that sets
+// unbound: allow, the same connection gets its signature.
+func TestAgentUnbound(t *testing.T) {
+	t.Parallel()
+	_, d := setup(t, time.Hour)
+	conn, err := net.Dial("unix", d.AgentSock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ag := agent.NewClient(conn)
+	keys, err := ag.List()
+	if err != nil || len(keys) != 1 {
+		t.Fatalf("List = %d keys, %v; want one certificate", len(keys), err)
+	}
+	data := []byte("not a userauth request")
+	if _, err := ag.Sign(keys[0], data); err == nil {
+		t.Fatal("Sign on an unbound connection succeeded with the default agent.unbound")
+	}
+	harness.Eventually(t, 10*time.Second, "the refusal in mwid's log", func() error {
+		out := d.Proc.Output()
+		for _, want := range []string{"agent: request refused", "no session-bind", fmt.Sprintf("pid=%d", os.Getpid())} {
+			if !strings.Contains(out, want) {
+				return fmt.Errorf("no %q in mwid's log", want)
+			}
+		}
+		return nil
+	})
+
+	cfg, err := os.ReadFile(d.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(d.Config, append(cfg, allowUnbound...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := d.Ctl("reload"); err != nil {
+		t.Fatalf("mwictl reload: %v\n%s", err, out)
+	}
+	sig, err := ag.Sign(keys[0], data)
+	if err != nil {
+		t.Fatalf("Sign after unbound: allow: %v", err)
+	}
+	pub, err := ssh.ParsePublicKey(keys[0].Blob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.(*ssh.Certificate).Key.Verify(data, sig); err != nil {
+		t.Errorf("signature does not verify: %v", err)
 	}
 }
 

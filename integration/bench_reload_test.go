@@ -36,7 +36,7 @@ func BenchmarkReload(b *testing.B) {
 		}
 	}
 	iss := harness.StartIssuer(b, resources(harness.CurrentUser(b)))
-	mwid := harness.StartDaemon(b, iss, harness.DaemonOptions{Token: iss.CreateToken(b, "ci", time.Hour)})
+	mwid := harness.StartDaemon(b, iss, harness.DaemonOptions{Token: iss.CreateToken(b, "ci", time.Hour), AllowUnbound: true})
 	mwid.WaitState(b, "ready", 30*time.Second)
 	if runtime.NumCPU() >= 2 {
 		if err := pin(mwid.Proc.Cmd.Process.Pid, 1); err != nil {

@@ -123,7 +123,7 @@ func expiredAt(c *ssh.Certificate, t time.Time) bool {
 func TestIssuerOutageLongerThanTTL(t *testing.T) {
 	t.Parallel()
 	iss := harness.StartIssuer(t, resources(harness.CurrentUser(t)))
-	d := harness.StartDaemon(t, iss, harness.DaemonOptions{Token: iss.CreateToken(t, "ci", time.Hour), TTL: 10 * time.Second, Extra: everyRenewal})
+	d := harness.StartDaemon(t, iss, harness.DaemonOptions{Token: iss.CreateToken(t, "ci", time.Hour), TTL: 10 * time.Second, Extra: everyRenewal, AllowUnbound: true})
 	d.WaitState(t, "ready", 20*time.Second)
 	ctx := context.Background()
 	// Renew now, so the credentials have their whole lifetime left when
@@ -307,9 +307,10 @@ func TestIssuerOutageShorterThanTTL(t *testing.T) {
 	)
 	iss := harness.StartIssuer(t, resources(harness.CurrentUser(t)))
 	d := harness.StartDaemon(t, iss, harness.DaemonOptions{
-		Token: iss.CreateToken(t, "ci", time.Hour),
-		TTL:   ttl,
-		Extra: fmt.Sprintf("renewal_interval: %s\n", interval) + everyRenewal,
+		Token:        iss.CreateToken(t, "ci", time.Hour),
+		TTL:          ttl,
+		Extra:        fmt.Sprintf("renewal_interval: %s\n", interval) + everyRenewal,
+		AllowUnbound: true,
 	})
 	d.WaitState(t, "ready", 20*time.Second)
 	ctx := context.Background()

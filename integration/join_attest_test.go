@@ -94,7 +94,7 @@ func TestKubernetesServiceAccountJoin(t *testing.T) {
 	}
 	// The certificate works against a real sshd: the join gave a real
 	// identity, not only a status line.
-	sshd := harness.StartSSHD(t, iss.UserCA)
+	sshd := iss.StartSSHD(t, nil)
 	if out, err := sshd.SSH(t, d.AgentSock, harness.CurrentUser(t), "true"); err != nil {
 		t.Fatalf("ssh with the certificate of the service-account join: %v\n%s", err, out)
 	}
@@ -264,7 +264,7 @@ func TestBoundKeypairJoin(t *testing.T) {
 	user := harness.CurrentUser(t)
 	credDir, pub := newCredentialKey(t)
 	iss := harness.StartIssuer(t, boundKeyResources(user, pub))
-	sshd := harness.StartSSHD(t, iss.UserCA)
+	sshd := iss.StartSSHD(t, nil)
 
 	d := boundKeyDaemon(t, iss, credDir)
 	d.Start(t)

@@ -335,7 +335,7 @@ func TestGitHubRejoinKeepsInstance(t *testing.T) {
 	t.Parallel()
 	user := harness.CurrentUser(t)
 	p, iss := startGitHubIssuer(t, "")
-	sshd := harness.StartSSHD(t, iss.UserCA)
+	sshd := iss.StartSSHD(t, nil)
 	d := harness.StartDaemon(t, iss, harness.DaemonOptions{
 		TTL:        10 * time.Second,
 		Onboarding: githubOnboarding,

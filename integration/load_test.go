@@ -129,7 +129,7 @@ func TestLoadDuringRenewalsAndReloads(t *testing.T) {
 		pause    = 12 * time.Second
 		hardStop = 150 * time.Second // bounds the whole run if mwid hangs
 	)
-	iss, d := setup(t, ttl, everyRenewal)
+	iss, d := setup(t, ttl, everyRenewal, allowUnbound)
 	ctx, cancel := context.WithTimeout(context.Background(), hardStop)
 	defer cancel()
 

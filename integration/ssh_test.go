@@ -55,6 +55,11 @@ func setup(t *testing.T, ttl time.Duration, extra ...string) (*harness.Issuer, *
 // reach the issuer.
 const everyRenewal = "renew_min_interval: 0s\n"
 
+// allowUnbound is mwid's configuration for tests that sign raw data with
+// an agent client that binds no session (session-bind@openssh.com), as
+// the agent refuses by default.
+const allowUnbound = "agent:\n  unbound: allow\n"
+
 // listed returns the certificates the agent at sock lists, read with
 // OpenSSH's ssh-add.
 func listed(t *testing.T, sock string) []*ssh.Certificate {
@@ -94,7 +99,7 @@ func TestSSHLoginThroughAgent(t *testing.T) {
 	t.Parallel()
 	user := harness.CurrentUser(t)
 	iss, d := setup(t, time.Hour)
-	sshd := harness.StartSSHD(t, iss.UserCA)
+	sshd := iss.StartSSHD(t, nil)
 
 	certs := listed(t, d.AgentSock)
 	if len(certs) != 1 {
@@ -129,7 +134,7 @@ func TestRenewalKeepsSSHWorking(t *testing.T) {
 	harness.Require(t, "sshd", "apt-get install -y --no-install-recommends openssh-server")
 	user := harness.CurrentUser(t)
 	iss, d := setup(t, 10*time.Second)
-	sshd := harness.StartSSHD(t, iss.UserCA)
+	sshd := iss.StartSSHD(t, nil)
 	first, err := d.Status(t)
 	if err != nil {
 		t.Fatal(err)

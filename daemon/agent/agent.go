@@ -5,6 +5,12 @@
 // Ansible) use them through SSH_AUTH_SOCK without the keys ever touching
 // disk. The agent is read-only: clients can list and sign, but they cannot
 // add, remove or lock keys, because the set of keys is mwid's to manage.
+//
+// The agent signs only for destinations the issuer allows: on a connection
+// that ssh bound to a host with session-bind@openssh.com, only the userauth
+// request of that session, for a host certificate from the issuer's host
+// CA whose labels the certificate's access rules (package sshaccess)
+// select with that login. See Agent and ForConn.
 package agent
 
 import (
@@ -12,12 +18,16 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 	sshagent "golang.org/x/crypto/ssh/agent"
+
+	"github.com/mwi-project/mwi/internal/logging"
+	"github.com/mwi-project/mwi/internal/sshaccess"
 )
 
 // ErrReadOnly is returned for requests that would change the agent's keys
@@ -57,16 +67,39 @@ type Identity struct {
 // once, so it should be cheap (mwid's is an atomic pointer load). The
 // returned slice and the Identity values in it must not be modified
 // afterwards: the agent caches work derived from each certificate.
+//
+// HostCAs returns the SSH host authorities of the issuer: the agent signs
+// for a session bound to a host only if one of them certified the host's
+// key. Like Identities, it is called on every request and its result must
+// not be modified.
 type Source interface {
 	Identities() []Identity
+	HostCAs() []ssh.PublicKey
 }
 
 // Agent is a read-only SSH agent backed by a Source. It implements
 // golang.org/x/crypto/ssh/agent.ExtendedAgent and is safe for concurrent
 // use; no lock is held while signing.
+//
+// An Agent signs only for destinations the issuer allows. Each connection
+// is served by a session of its own (see ForConn), which records the
+// hosts that ssh binds it to with session-bind@openssh.com and signs only
+// userauth requests for those hosts; see Session.SignWithFlags. Requests
+// on a connection that no bind reached are refused unless
+// SetAllowUnbound(true); so are those made on the Agent itself, which has
+// no connection.
 type Agent struct {
 	src Source
 	now func() time.Time
+
+	// Log receives the refusals of sessions, at warning level and at
+	// most a few lines a second. If nil, slog.Default() is used. Set it
+	// before the Agent serves.
+	Log *slog.Logger
+
+	allowUnbound atomic.Bool
+	warnings     logging.Limit
+	hostCerts    hostCertCache
 
 	// cache holds the marshaled certificates of the identities last seen
 	// from src. Sign requests name a key by its wire blob, and marshaling
@@ -87,6 +120,14 @@ func New(src Source, now func() time.Time) *Agent {
 	return &Agent{src: src, now: now}
 }
 
+// SetAllowUnbound sets whether the agent signs on a connection that no
+// session-bind@openssh.com reached, for any destination, as agents
+// without destination checks do. Clients that do not bind sessions
+// (OpenSSH before 8.9, paramiko and so Ansible's paramiko connection)
+// need it; it is off by default. It may be changed at any time, as a
+// configuration reload does.
+func (a *Agent) SetAllowUnbound(allow bool) { a.allowUnbound.Store(allow) }
+
 // snapshot is derived from one slice returned by Source.Identities.
 type snapshot struct {
 	entries []entry
@@ -100,6 +141,10 @@ type entry struct {
 	// An identity whose signer does not hold the certified key would
 	// only produce signatures that servers reject, so it is never offered.
 	usable bool
+	// access is the certificate's sshaccess.Access, or accessErr why it
+	// has none: decoded once, since every bound sign request needs it.
+	access    *sshaccess.Access
+	accessErr error
 }
 
 // matches reports whether s was derived from ids. Certificates are
@@ -125,6 +170,7 @@ func newSnapshot(ids []Identity) *snapshot {
 			e.blob = id.Cert.Marshal()
 			e.usable = id.Signer != nil &&
 				bytes.Equal(id.Cert.Key.Marshal(), id.Signer.PublicKey().Marshal())
+			e.access, e.accessErr = sshaccess.FromCertificate(id.Cert)
 		}
 		s.entries[i] = e
 	}
@@ -198,6 +244,21 @@ func (a *Agent) Sign(key ssh.PublicKey, data []byte) (*ssh.Signature, error) {
 // keys the flags select rsa-sha2-256 or rsa-sha2-512 as in OpenSSH's agent;
 // other key types have a single signature algorithm and ignore them.
 func (a *Agent) SignWithFlags(key ssh.PublicKey, data []byte, flags sshagent.SignatureFlags) (*ssh.Signature, error) {
+	id, _, err := a.find(key)
+	if err != nil {
+		return nil, err
+	}
+	if !a.allowUnbound.Load() {
+		// A caller in this process has no connection to bind; over the
+		// socket, each connection is served by a session (see ForConn).
+		return nil, errUnbound
+	}
+	return sign(id, data, flags)
+}
+
+// find returns the identity whose certificate is key and is valid now,
+// with its cache entry.
+func (a *Agent) find(key ssh.PublicKey) (Identity, *entry, error) {
 	ids, entries := a.current()
 	now := a.now()
 	want := key.Marshal()
@@ -213,12 +274,12 @@ func (a *Agent) SignWithFlags(key ssh.PublicKey, data []byte, flags sshagent.Sig
 			refused = invalidCertError(id.Cert, now)
 			continue
 		}
-		return sign(id, data, flags)
+		return id, e, nil
 	}
 	if refused != nil {
-		return nil, refused
+		return Identity{}, nil, refused
 	}
-	return nil, fmt.Errorf("agent: no certificate held for key %s", ssh.FingerprintSHA256(key))
+	return Identity{}, nil, fmt.Errorf("agent: no certificate held for key %s", ssh.FingerprintSHA256(key))
 }
 
 func invalidCertError(c *ssh.Certificate, now time.Time) error {
@@ -301,16 +362,16 @@ type sessionBind struct {
 // Extension handles the session-bind@openssh.com extension and reports
 // every other extension as unsupported.
 //
-// ssh sends session-bind after key exchange on every connection. The agent
-// does not implement destination constraints, so it only checks that the
-// request is well formed and that the host key really signed the session
+// ssh sends session-bind after key exchange on every connection. The
+// Agent itself serves no connection, so it only checks that the request
+// is well formed and that the host key really signed the session
 // identifier, then answers SSH_AGENT_SUCCESS; a malformed request gets
-// SSH_AGENT_EXTENSION_FAILURE.
+// SSH_AGENT_EXTENSION_FAILURE. A session also records the bind.
 func (a *Agent) Extension(extensionType string, contents []byte) ([]byte, error) {
 	if extensionType != SessionBindExtension {
 		return nil, sshagent.ErrExtensionUnsupported
 	}
-	if err := checkSessionBind(contents); err != nil {
+	if _, err := checkSessionBind(contents); err != nil {
 		return nil, err
 	}
 	// x/crypto's server answers SSH_AGENT_SUCCESS for an empty result; a
@@ -318,25 +379,33 @@ func (a *Agent) Extension(extensionType string, contents []byte) ([]byte, error)
 	return nil, nil
 }
 
-func checkSessionBind(contents []byte) error {
+// A bind is a session-bind@openssh.com request that checked out.
+type bind struct {
+	hostKey    ssh.PublicKey
+	hostBlob   []byte
+	sessionID  []byte
+	forwarding bool
+}
+
+func checkSessionBind(contents []byte) (bind, error) {
 	var req sessionBind
 	// ssh.Unmarshal also rejects trailing bytes.
 	if err := ssh.Unmarshal(contents, &req); err != nil {
-		return fmt.Errorf("agent: malformed %s request: %v", SessionBindExtension, err)
+		return bind{}, fmt.Errorf("agent: malformed %s request: %v", SessionBindExtension, err)
 	}
 	if len(req.SessionID) == 0 || len(req.SessionID) > maxSessionIDLen {
-		return fmt.Errorf("agent: %s: bad session identifier length %d", SessionBindExtension, len(req.SessionID))
+		return bind{}, fmt.Errorf("agent: %s: bad session identifier length %d", SessionBindExtension, len(req.SessionID))
 	}
 	hostKey, err := ssh.ParsePublicKey(req.HostKey)
 	if err != nil {
-		return fmt.Errorf("agent: %s: bad host key: %v", SessionBindExtension, err)
+		return bind{}, fmt.Errorf("agent: %s: bad host key: %v", SessionBindExtension, err)
 	}
 	var sig ssh.Signature
 	if err := ssh.Unmarshal(req.Signature, &sig); err != nil {
-		return fmt.Errorf("agent: %s: malformed signature: %v", SessionBindExtension, err)
+		return bind{}, fmt.Errorf("agent: %s: malformed signature: %v", SessionBindExtension, err)
 	}
 	if err := hostKey.Verify(req.SessionID, &sig); err != nil {
-		return fmt.Errorf("agent: %s: host key signature does not verify: %v", SessionBindExtension, err)
+		return bind{}, fmt.Errorf("agent: %s: host key signature does not verify: %v", SessionBindExtension, err)
 	}
-	return nil
+	return bind{hostKey: hostKey, hostBlob: req.HostKey, sessionID: req.SessionID, forwarding: req.IsForwarding}, nil
 }

@@ -35,7 +35,8 @@ const t0 = 1_700_000_000
 // staticSource is a Source whose identities the test can swap, the way
 // the daemon does on renewal.
 type staticSource struct {
-	ids atomic.Pointer[[]Identity]
+	ids     atomic.Pointer[[]Identity]
+	hostCAs atomic.Pointer[[]ssh.PublicKey]
 }
 
 func newSource(ids ...Identity) *staticSource {
@@ -47,6 +48,24 @@ func newSource(ids ...Identity) *staticSource {
 func (s *staticSource) set(ids ...Identity) { s.ids.Store(&ids) }
 
 func (s *staticSource) Identities() []Identity { return *s.ids.Load() }
+
+func (s *staticSource) setHostCAs(cas ...ssh.PublicKey) { s.hostCAs.Store(&cas) }
+
+func (s *staticSource) HostCAs() []ssh.PublicKey {
+	if p := s.hostCAs.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// newUnbound returns an Agent that signs on connections without a
+// session bind, as agents without destination checks do: for the tests
+// of signing itself, whose clients bind no session.
+func newUnbound(src Source, now func() time.Time) *Agent {
+	a := New(src, now)
+	a.SetAllowUnbound(true)
+	return a
+}
 
 // clock is a settable time source, so expiry is tested without sleeping.
 type clock struct{ unix atomic.Int64 }
@@ -273,7 +292,7 @@ func TestSign(t *testing.T) {
 	ca := newCA(t)
 	newest := newIdentity(t, ca, "newest", t0-60, t0+3600)
 	previous := newIdentity(t, ca, "previous", t0-3600, t0+60)
-	client := dial(t, serveAgent(t, New(newSource(newest, previous), newClock(t0).now)))
+	client := dial(t, serveAgent(t, newUnbound(newSource(newest, previous), newClock(t0).now)))
 
 	keys, err := client.List()
 	if err != nil || len(keys) != 1 {
@@ -330,7 +349,7 @@ func TestExpiry(t *testing.T) {
 	ca := newCA(t)
 	id := newIdentity(t, ca, "short", t0, t0+300)
 	clk := newClock(t0 - 1)
-	client := dial(t, serveAgent(t, New(newSource(id), clk.now)))
+	client := dial(t, serveAgent(t, newUnbound(newSource(id), clk.now)))
 	data := []byte("challenge")
 
 	steps := []struct {
@@ -364,7 +383,7 @@ func TestRenewal(t *testing.T) {
 	first := newIdentity(t, ca, "first", t0-60, t0+3600)
 	second := newIdentity(t, ca, "second", t0-60, t0+7200)
 	src := newSource(first)
-	client := dial(t, serveAgent(t, New(src, newClock(t0).now)))
+	client := dial(t, serveAgent(t, newUnbound(src, newClock(t0).now)))
 
 	if got := listedIDs(t, client); len(got) != 1 || got[0] != "first" {
 		t.Fatalf("before renewal listed %v, want [first]", got)
@@ -394,7 +413,7 @@ func TestSignWithFlags(t *testing.T) {
 	}
 	rsaID := certify(t, ca, rsaSigner, "rsa", t0-60, t0+3600)
 	edID := newIdentity(t, ca, "ed25519", t0-60, t0+3600)
-	client := dial(t, serveAgent(t, New(newSource(rsaID, edID), newClock(t0).now)))
+	client := dial(t, serveAgent(t, newUnbound(newSource(rsaID, edID), newClock(t0).now)))
 
 	tests := []struct {
 		id    Identity
@@ -458,7 +477,7 @@ func TestSigners(t *testing.T) {
 func TestReadOnly(t *testing.T) {
 	ca := newCA(t)
 	id := newIdentity(t, ca, "held", t0-60, t0+3600)
-	a := New(newSource(id), newClock(t0).now)
+	a := newUnbound(newSource(id), newClock(t0).now)
 	client := dial(t, serveAgent(t, a))
 
 	_, extra, err := ed25519.GenerateKey(rand.Reader)
@@ -498,7 +517,7 @@ func TestReadOnly(t *testing.T) {
 
 // sessionBindPayload builds a session-bind@openssh.com request as ssh
 // sends it: the host key signs the session identifier.
-func sessionBindPayload(t *testing.T, host ssh.Signer, sid []byte, forwarding bool) []byte {
+func sessionBindPayload(t testing.TB, host ssh.Signer, sid []byte, forwarding bool) []byte {
 	t.Helper()
 	sig, err := host.Sign(rand.Reader, sid)
 	if err != nil {
@@ -515,7 +534,7 @@ func sessionBindPayload(t *testing.T, host ssh.Signer, sid []byte, forwarding bo
 func TestExtension(t *testing.T) {
 	ca := newCA(t)
 	a := New(newSource(newIdentity(t, ca, "held", t0-60, t0+3600)), newClock(t0).now)
-	client := dial(t, serveAgent(t, a))
+	path := serveAgent(t, a)
 
 	host := newCA(t) // any ed25519 signer will do as a host key
 	sid := make([]byte, 32)
@@ -563,7 +582,9 @@ func TestExtension(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			res, err := client.Extension(tt.ext, tt.contents)
+			// A connection of its own: a connection bound for
+			// authentication takes no further bind.
+			res, err := dial(t, path).Extension(tt.ext, tt.contents)
 			switch tt.want {
 			case ok:
 				if err != nil {
@@ -669,7 +690,7 @@ func (panicAgent) List() ([]*sshagent.Key, error) { panic("boom") }
 func TestPanicEndsOnlyConnection(t *testing.T) {
 	var logBuf logtest.Buffer
 	ca := newCA(t)
-	a := New(newSource(newIdentity(t, ca, "held", t0-60, t0+3600)), newClock(t0).now)
+	a := newUnbound(newSource(newIdentity(t, ca, "held", t0-60, t0+3600)), newClock(t0).now)
 	panicky := serve(t, &Server{Agent: panicAgent{a}, Log: slog.New(slog.NewTextHandler(&logBuf, nil))})
 
 	if _, err := dial(t, panicky).List(); err == nil {
@@ -831,7 +852,7 @@ func TestConcurrentSign(t *testing.T) {
 		newIdentity(t, ca, "b", t0-60, t0+3600),
 	}
 	src := newSource(ids...)
-	path := serveAgent(t, New(src, newClock(t0).now))
+	path := serveAgent(t, newUnbound(src, newClock(t0).now))
 
 	var wg sync.WaitGroup
 	errs := make(chan error, 16)
@@ -874,7 +895,7 @@ func BenchmarkSign(b *testing.B) {
 				newIdentity(b, ca, "newest", now-60, now+3600),
 				newIdentity(b, ca, "previous", now-3600, now+60),
 			)
-			path := serve(b, &Server{Agent: New(src, nil), Log: quietLog()})
+			path := serve(b, &Server{Agent: newUnbound(src, nil), Log: quietLog()})
 			data := make([]byte, 32)
 			rand.Read(data)
 

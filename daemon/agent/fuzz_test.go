@@ -14,6 +14,8 @@ import (
 
 	"golang.org/x/crypto/ssh"
 	sshagent "golang.org/x/crypto/ssh/agent"
+
+	"github.com/mwi-project/mwi/internal/unixsock"
 )
 
 // Agent protocol message numbers (PROTOCOL.agent) used by the fuzz tests.
@@ -96,7 +98,7 @@ func FuzzSessionBind(f *testing.F) {
 	f.Add([]byte{})
 	f.Add([]byte("\x00\x00\x00\x05hello"))
 	f.Fuzz(func(t *testing.T, contents []byte) {
-		if err := checkSessionBind(contents); err != nil {
+		if _, err := checkSessionBind(contents); err != nil {
 			return
 		}
 		var req sessionBind
@@ -136,7 +138,7 @@ func FuzzServeAgent(f *testing.F) {
 	ca := newCA(f)
 	valid := newIdentity(f, ca, "valid", t0-60, t0+3600)
 	expired := newIdentity(f, ca, "expired", t0-3600, t0-1)
-	a := New(newSource(valid, expired), newClock(t0).now)
+	a := newUnbound(newSource(valid, expired), newClock(t0).now)
 	validBlob, expiredBlob := valid.Cert.Marshal(), expired.Cert.Marshal()
 
 	sign := func(blob, data []byte, flags uint32) []byte {
@@ -287,4 +289,42 @@ func parseIdentities(t *testing.T, reply []byte) [][]byte {
 		t.Fatalf("identities answer has %d trailing bytes", len(rest))
 	}
 	return keys
+}
+
+// FuzzSessionSign feeds arbitrary data to sign to a session bound to a
+// certified host the access rules allow. The parser must not panic, and
+// the session must sign only a well-formed userauth request of the bound
+// session for the login deploy.
+func FuzzSessionSign(f *testing.F) {
+	userCA, hostCA := newCA(f), newCA(f)
+	id := withAccess(f, userCA, newIdentity(f, userCA, "bot=ci instance=i-1", t0-60, t0+3600), stagingAccess(false))
+	host := newHost(f, hostCA, map[string]string{"env": "staging"}, t0-60, t0+3600)
+	sid := make([]byte, 32)
+	good := userauthData(sid, "deploy", id.Cert, nil)
+	f.Add(good)
+	f.Add(userauthData(sid, "deploy", id.Cert, host.PublicKey()))
+	f.Add(userauthData(sid, "root", id.Cert, nil))
+	f.Add(good[:len(good)-3])
+	f.Add([]byte{})
+	src := newSource(id)
+	src.setHostCAs(hostCA.PublicKey())
+	a := New(src, newClock(t0).now)
+	a.Log = quietLog()
+	s := a.ForConn(unixsock.Peer{}).(sshagent.ExtendedAgent)
+	if _, err := s.Extension(SessionBindExtension, bindPayload(f, host, sid, false)); err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		_, err := s.Sign(id.Cert, data)
+		if err != nil {
+			return
+		}
+		u, perr := parseUserauth(data)
+		if perr != nil {
+			t.Fatalf("signed data that does not parse as userauth: %v", perr)
+		}
+		if !bytes.Equal(u.sessionID, sid) || u.user != "deploy" || !bytes.Equal(u.key, id.Cert.Marshal()) {
+			t.Fatalf("signed userauth for session %x, user %q", u.sessionID, u.user)
+		}
+	})
 }

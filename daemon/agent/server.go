@@ -49,6 +49,8 @@ const (
 // accepted from a Unix socket, typically the one named by SSH_AUTH_SOCK.
 type Server struct {
 	// Agent answers the requests. It must be set; it is usually an *Agent.
+	// If it is a ConnAgent, each connection is served by the agent its
+	// ForConn returns for the connection's peer.
 	Agent sshagent.Agent
 
 	// Check, if non-nil, decides whether the process at the other end of
@@ -237,7 +239,11 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn, p unixsock.Peer, rec
 	}
 	defer fc.release()
 
-	err := sshagent.ServeAgent(s.Agent, fc)
+	a := s.Agent
+	if ca, ok := a.(ConnAgent); ok {
+		a = ca.ForConn(p)
+	}
+	err := sshagent.ServeAgent(a, fc)
 	if err == nil || ctx.Err() != nil || hangup(err) {
 		return
 	}

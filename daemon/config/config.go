@@ -61,6 +61,16 @@ type Config struct {
 	// the file: each kind of output parses its own block (package output).
 	Outputs []output.Output
 	Log     Log
+	Agent   Agent
+}
+
+// Agent configures the SSH agent.
+type Agent struct {
+	// AllowUnbound is whether the agent signs on a connection that no
+	// session-bind@openssh.com reached, for any destination (unbound:
+	// allow). OpenSSH before 8.9 and paramiko need it; the default
+	// (unbound: refuse) signs only for destinations the issuer allows.
+	AllowUnbound bool
 }
 
 // Issuer says where the issuer is and how to trust it.
@@ -186,6 +196,7 @@ type file struct {
 	SSH              fileSSH     `yaml:"ssh"`
 	Outputs          []yaml.Node `yaml:"outputs"`
 	Log              fileLog     `yaml:"log"`
+	Agent            fileAgent   `yaml:"agent"`
 }
 
 type fileIssuer struct {
@@ -228,6 +239,10 @@ type fileAllow struct {
 type fileSSH struct {
 	Logins []string `yaml:"logins"`
 	Hosts  []string `yaml:"hosts"`
+}
+
+type fileAgent struct {
+	Unbound string `yaml:"unbound"`
 }
 
 type fileLog struct {
@@ -391,6 +406,13 @@ func (v *validator) build(f *file) *Config {
 	case "text", "json":
 	default:
 		v.errorf("log.format", "%q: want text or json", c.Log.Format)
+	}
+	switch f.Agent.Unbound {
+	case "", "refuse":
+	case "allow":
+		c.Agent.AllowUnbound = true
+	default:
+		v.errorf("agent.unbound", "%q: want refuse or allow", f.Agent.Unbound)
 	}
 	return c
 }

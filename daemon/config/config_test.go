@@ -80,6 +80,7 @@ func TestParseErrors(t *testing.T) {
 		{"bad mode", [2]string{`mode: "0660"`, `mode: "rw"`}, "not an octal permission mode"},
 		{"bad login", [2]string{"[deploy, ops]", `["a b"]`}, `ssh.logins: "a b" is not a valid login`},
 		{"bad log level", [2]string{"format: json", "level: loud"}, `log.level: "loud"`},
+		{"bad agent unbound", [2]string{"log:\n", "agent:\n  unbound: sometimes\nlog:\n"}, `mwid.yaml:20: agent.unbound: "sometimes": want refuse or allow`},
 		{"same socket", [2]string{"/run/mwi/api.sock", "/etc/mwi/run/agent.sock"}, "agent and api use the same path"},
 	}
 	for _, tt := range tests {
@@ -113,6 +114,27 @@ func TestParseEveryError(t *testing.T) {
 	for _, w := range want {
 		if err == nil || !strings.Contains(err.Error(), w) {
 			t.Errorf("Parse error = %v, want it to contain %q", err, w)
+		}
+	}
+}
+
+// TestAgentUnbound checks agent.unbound: refuse unless set to allow.
+func TestAgentUnbound(t *testing.T) {
+	for _, tt := range []struct {
+		yaml string
+		want bool
+	}{
+		{"", false},
+		{"agent:\n  unbound: refuse\n", false},
+		{"agent:\n  unbound: allow\n", true},
+		{"agent: {}\n", false},
+	} {
+		c, err := Parse("/etc/mwi/mwid.yaml", []byte(valid+tt.yaml))
+		if err != nil {
+			t.Fatalf("%q: %v", tt.yaml, err)
+		}
+		if c.Agent.AllowUnbound != tt.want {
+			t.Errorf("%q: AllowUnbound = %v, want %v", tt.yaml, c.Agent.AllowUnbound, tt.want)
 		}
 	}
 }

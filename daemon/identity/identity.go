@@ -304,3 +304,12 @@ func (h *Holder) Identities() []agent.Identity {
 	}
 	return ids
 }
+
+// HostCAs returns the issuer's SSH host authorities, as the current
+// credentials name them, for the agent's destination checks.
+func (h *Holder) HostCAs() []ssh.PublicKey {
+	if c := h.Current(); c != nil {
+		return c.HostCAs
+	}
+	return nil
+}

@@ -27,6 +27,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
+
+	"github.com/mwi-project/mwi/internal/unixsock"
 )
 
 // RouteUnmatched is the route label of API requests that matched no route.
@@ -313,6 +315,23 @@ func (i *instrumentedAgent) Signers() ([]ssh.Signer, error) {
 	s, err := i.a.Signers()
 	i.ops[opSigners].done(err)
 	return s, err
+}
+
+// ForConn returns the agent for one connection, counted like i, if i wraps
+// an agent that serves each connection with one of its own (see
+// mwid's agent.ConnAgent), and i itself otherwise.
+func (i *instrumentedAgent) ForConn(p unixsock.Peer) agent.Agent {
+	c, ok := i.a.(interface {
+		ForConn(unixsock.Peer) agent.Agent
+	})
+	if !ok {
+		return i
+	}
+	ea, ok := c.ForConn(p).(agent.ExtendedAgent)
+	if !ok {
+		return i
+	}
+	return &instrumentedAgent{a: ea, ops: i.ops}
 }
 
 func (i *instrumentedAgent) Extension(extensionType string, contents []byte) ([]byte, error) {

@@ -193,6 +193,11 @@ type DaemonOptions struct {
 	Hosts  []string      // ssh.hosts
 	Extra  string        // more top-level YAML
 
+	// AllowUnbound sets agent.unbound to allow: the agent then signs on
+	// connections that bound no session, as clients that sign raw data
+	// (the x/crypto agent client, agentload) need.
+	AllowUnbound bool
+
 	// Env is added to mwid's environment.
 	Env []string
 	// TokenConfig is the YAML under onboarding.token, such as
@@ -257,6 +262,9 @@ func NewDaemon(t testing.TB, iss *Issuer, o DaemonOptions) *Daemon {
 		onboarding = o.Onboarding
 	}
 	logins := "ssh:\n  logins: " + yamlList(o.Logins) + "\n  hosts: " + yamlList(o.Hosts) + "\n"
+	if o.AllowUnbound {
+		logins += "agent:\n  unbound: allow\n"
+	}
 	cfg := fmt.Sprintf(`version: v1
 issuer:
   address: %s

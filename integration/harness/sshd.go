@@ -2,6 +2,7 @@ package harness
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"net"
 	"os"
@@ -9,6 +10,10 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/mwi-project/mwi/internal/sshaccess"
 )
 
 const installOpenSSHServer = "apt-get install -y --no-install-recommends openssh-server"
@@ -38,6 +43,63 @@ type SSHDOptions struct {
 	// Extra are more lines of sshd_config, such as an
 	// AuthorizedPrincipalsCommand.
 	Extra string
+
+	// HostCAKey, if set and HostCert is not, is a host CA's private key
+	// file: the server gets a host certificate for 127.0.0.1 from it,
+	// with Labels in sshaccess.LabelsExtension, as a host's mwid
+	// ssh_host output would write.
+	HostCAKey string
+	Labels    map[string]string
+}
+
+// StartSSHD starts sshd as the package's StartSSHD does, trusting iss's
+// user CA, with a host certificate from iss's host CA carrying labels:
+// a host that mwid's agent signs for when the bot's roles select it.
+func (iss *Issuer) StartSSHD(t testing.TB, labels map[string]string) *SSHD {
+	t.Helper()
+	return StartSSHDWith(t, SSHDOptions{UserCA: iss.UserCA, HostKey: NewHostKey(t),
+		HostCAKey: filepath.Join(iss.State, "ssh_host_ca"), Labels: labels})
+}
+
+// certifyHost writes a host certificate for hostKey (a private key file,
+// its public key beside it) signed by the CA in caKey, valid for an hour,
+// and returns its path.
+func certifyHost(t testing.TB, hostKey, caKey string, labels map[string]string) string {
+	t.Helper()
+	caPEM, err := os.ReadFile(caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := ssh.ParsePrivateKey(caPEM)
+	if err != nil {
+		t.Fatalf("%s: %v", caKey, err)
+	}
+	pubText, err := os.ReadFile(hostKey + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _, _, _, err := ssh.ParseAuthorizedKey(pubText)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	cert := &ssh.Certificate{
+		Key:             pub,
+		CertType:        ssh.HostCert,
+		KeyId:           "harness host " + sshaccess.FormatLabels(labels),
+		ValidPrincipals: []string{"127.0.0.1"},
+		ValidAfter:      uint64(now.Add(-time.Minute).Unix()),
+		ValidBefore:     uint64(now.Add(time.Hour).Unix()),
+		Permissions: ssh.Permissions{Extensions: map[string]string{
+			sshaccess.LabelsExtension: sshaccess.MarshalLabels(labels),
+		}},
+	}
+	if err := cert.SignCert(rand.Reader, ca); err != nil {
+		t.Fatal(err)
+	}
+	path := hostKey + "-cert.pub"
+	write(t, path, string(ssh.MarshalAuthorizedKey(cert)))
+	return path
 }
 
 // NewHostKey makes an ed25519 host key in a new temporary directory and
@@ -65,6 +127,9 @@ func StartSSHDWith(t testing.TB, o SSHDOptions) *SSHD {
 		s.Port = FreePort(t)
 	}
 	userCA, hostKey := o.UserCA, o.HostKey
+	if o.HostCert == "" && o.HostCAKey != "" {
+		o.HostCert = certifyHost(t, hostKey, o.HostCAKey, o.Labels)
+	}
 	var hostCert string
 	if o.HostCert != "" {
 		hostCert = "HostCertificate " + o.HostCert + "\n"

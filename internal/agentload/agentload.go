@@ -63,6 +63,22 @@ func (r Result) String() string {
 // If ctx is cancelled, Run stops early and returns what it measured along
 // with ctx's error.
 func Run(ctx context.Context, socket string, clients int, d time.Duration) (Result, error) {
+	return RunWith(ctx, socket, clients, d, Options{})
+}
+
+// Options change what Run's clients sign.
+type Options struct {
+	// Prepare, if set, is called once for each client, on its own
+	// connection, after it listed the agent's keys, with the key it signs
+	// with. The client then signs the payload Prepare returns on every
+	// request, instead of fresh random bytes: this is how a client binds
+	// its connection to a session and signs that session's userauth
+	// request, as ssh does with session-bind@openssh.com.
+	Prepare func(client sshagent.ExtendedAgent, key *sshagent.Key) ([]byte, error)
+}
+
+// RunWith loads the agent as Run does, with clients that sign as o says.
+func RunWith(ctx context.Context, socket string, clients int, d time.Duration, o Options) (Result, error) {
 	if clients < 1 {
 		return Result{}, fmt.Errorf("agentload: need at least one client, got %d", clients)
 	}
@@ -74,7 +90,7 @@ func Run(ctx context.Context, socket string, clients int, d time.Duration) (Resu
 	errs := make([]error, clients)
 	var wg sync.WaitGroup
 	for i := range workers {
-		wg.Go(func() { workers[i], errs[i] = connect(ctx, socket) })
+		wg.Go(func() { workers[i], errs[i] = connect(ctx, socket, o.Prepare) })
 	}
 	wg.Wait()
 	defer func() {
@@ -133,12 +149,13 @@ type worker struct {
 	conn   net.Conn
 	client sshagent.ExtendedAgent
 	key    *sshagent.Key
+	fixed  []byte // the payload to sign, if Options.Prepare set one
 
 	latencies []time.Duration
 	errors    int64
 }
 
-func connect(ctx context.Context, socket string) (*worker, error) {
+func connect(ctx context.Context, socket string, prepare func(sshagent.ExtendedAgent, *sshagent.Key) ([]byte, error)) (*worker, error) {
 	var dialer net.Dialer
 	conn, err := dialer.DialContext(ctx, "unix", socket)
 	if err != nil {
@@ -155,6 +172,12 @@ func connect(ctx context.Context, socket string) (*worker, error) {
 		return nil, fmt.Errorf("agentload: agent at %s holds no keys", socket)
 	}
 	w.key = keys[0]
+	if prepare != nil {
+		if w.fixed, err = prepare(w.client, w.key); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("agentload: preparing a client of agent at %s: %w", socket, err)
+		}
+	}
 	return w, nil
 }
 
@@ -171,10 +194,14 @@ func (w *worker) run(ctx context.Context, seed uint64, from, end time.Time) {
 		if !t.Before(end) {
 			return
 		}
-		for i := 0; i < len(payload); i += 8 {
-			binary.LittleEndian.PutUint64(payload[i:], rng.Uint64())
+		data := w.fixed
+		if data == nil {
+			for i := 0; i < len(payload); i += 8 {
+				binary.LittleEndian.PutUint64(payload[i:], rng.Uint64())
+			}
+			data = payload
 		}
-		_, err := w.client.Sign(w.key, payload)
+		_, err := w.client.Sign(w.key, data)
 		elapsed := time.Since(t)
 		switch {
 		case ctx.Err() != nil:

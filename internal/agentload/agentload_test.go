@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"log"
 	"net"
@@ -14,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -217,6 +219,53 @@ func TestRun(t *testing.T) {
 			t.Error("Errors = 0, want failures counted")
 		}
 	})
+}
+
+// recordingAgent records the payloads it signs.
+type recordingAgent struct {
+	sshagent.Agent
+	mu   sync.Mutex
+	seen map[string]int
+}
+
+func (r *recordingAgent) Sign(key ssh.PublicKey, data []byte) (*ssh.Signature, error) {
+	r.mu.Lock()
+	r.seen[string(data)]++
+	r.mu.Unlock()
+	return r.Agent.Sign(key, data)
+}
+
+// TestRunWithPrepare checks that each client signs the payload its
+// Prepare returned, and that a failing Prepare fails the run.
+func TestRunWithPrepare(t *testing.T) {
+	const clients, d = 3, 100 * time.Millisecond
+	rec := &recordingAgent{Agent: keyring(t), seen: map[string]int{}}
+	sock := serve(t, rec)
+	var n atomic.Int32
+	res, err := RunWith(context.Background(), sock, clients, d, Options{
+		Prepare: func(c sshagent.ExtendedAgent, key *sshagent.Key) ([]byte, error) {
+			if key == nil {
+				return nil, errors.New("no key")
+			}
+			return []byte(fmt.Sprintf("payload %d", n.Add(1))), nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkResult(t, res, clients, d)
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.seen) != clients {
+		t.Errorf("signed %d distinct payloads, want one per client (%d): %v", len(rec.seen), clients, rec.seen)
+	}
+
+	_, err = RunWith(context.Background(), sock, 1, d, Options{
+		Prepare: func(sshagent.ExtendedAgent, *sshagent.Key) ([]byte, error) { return nil, errors.New("no bind") },
+	})
+	if err == nil || !strings.Contains(err.Error(), "no bind") {
+		t.Errorf("RunWith with a failing Prepare = %v, want its error", err)
+	}
 }
 
 func TestRunCancel(t *testing.T) {
