@@ -101,17 +101,18 @@ spec:
 // managedHost is an sshd whose host certificate, labels, user CA, KRL and
 // access decisions come from its own mwid.
 type managedHost struct {
-	sshd   *harness.SSHD
-	mwid   *harness.Daemon
-	access string // the ssh_host output's access_dir
+	sshd    *harness.SSHD
+	mwid    *harness.Daemon
+	access  string // the ssh_host output's access_dir
+	hostKey string // the host's private key file
 }
 
 // startManagedHost starts a host mwid for bot with the label env, and an
 // sshd configured with the lines mwictl ssh sshd-config prints.
-func startManagedHost(t *testing.T, iss *harness.Issuer, bot, env, ctl string) *managedHost {
+func startManagedHost(t testing.TB, iss *harness.Issuer, bot, env, ctl string) *managedHost {
 	t.Helper()
 	hostKey := harness.NewHostKey(t)
-	h := &managedHost{access: harness.SharedDir(t)}
+	h := &managedHost{access: harness.SharedDir(t), hostKey: hostKey}
 	h.mwid = harness.StartDaemon(t, iss, harness.DaemonOptions{
 		Token: iss.CreateToken(t, bot, time.Hour),
 		// The principals command runs as nobody and reports refusals to
@@ -143,7 +144,7 @@ func startManagedHost(t *testing.T, iss *harness.Issuer, bot, env, ctl string) *
 // sshTo runs ssh to 127.0.0.1:port as login with no configuration from the
 // machine: through the agent at agentSock, or, if it is "", with the key
 // and certificate of an identity output (identityDir/key).
-func sshTo(t *testing.T, knownHosts, agentSock, identityDir string, port int, login string, command ...string) (string, error) {
+func sshTo(t testing.TB, knownHosts, agentSock, identityDir string, port int, login string, command ...string) (string, error) {
 	t.Helper()
 	ssh := harness.Require(t, "ssh", "apt-get install -y openssh-client")
 	args := []string{ssh, "-F", "/dev/null",
