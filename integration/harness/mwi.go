@@ -211,6 +211,11 @@ type DaemonOptions struct {
 	// "join_method: github\ntoken_name: ci\nid_token:\n  file: PATH";
 	// it replaces the token join (and TokenConfig).
 	Onboarding string
+	// APISocket is more YAML under sockets.api, such as
+	// "group: nogroup\nallow: {users: [nobody]}". With it, the daemon's
+	// directory is one other users can enter, so that the callers it
+	// allows can reach the socket.
+	APISocket string
 }
 
 // Daemon is a running mwid.
@@ -242,6 +247,9 @@ func StartDaemon(t testing.TB, iss *Issuer, o DaemonOptions) *Daemon {
 func NewDaemon(t testing.TB, iss *Issuer, o DaemonOptions) *Daemon {
 	t.Helper()
 	dir := daemonDir(t, o.Credential)
+	if o.APISocket != "" && o.Credential == nil {
+		dir = SharedDir(t)
+	}
 	d := &Daemon{
 		Dir:       dir,
 		Config:    filepath.Join(dir, "mwid.yaml"),
@@ -258,6 +266,10 @@ func NewDaemon(t testing.TB, iss *Issuer, o DaemonOptions) *Daemon {
 		o.TokenConfig = "env: MWI_TOKEN"
 	}
 	onboarding := "join_method: token\ntoken:\n" + indent(o.TokenConfig, "  ")
+	apiExtra := ""
+	if o.APISocket != "" {
+		apiExtra = indent(o.APISocket, "    ") + "\n"
+	}
 	if o.Onboarding != "" {
 		onboarding = o.Onboarding
 	}
@@ -277,9 +289,9 @@ sockets:
     path: %s
   api:
     path: %s
-log:
+%slog:
   level: debug
-%s%s`, iss.Addr, iss.Pin, indent(onboarding, "  "), o.TTL, d.AgentSock, d.APISock, logins, o.Extra)
+%s%s`, iss.Addr, iss.Pin, indent(onboarding, "  "), o.TTL, d.AgentSock, d.APISock, apiExtra, logins, o.Extra)
 	if err := os.WriteFile(d.Config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}

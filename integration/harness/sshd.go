@@ -36,10 +36,13 @@ func StartSSHD(t testing.TB, userCA string) *SSHD {
 
 // SSHDOptions configure StartSSHDWith.
 type SSHDOptions struct {
-	UserCA   string
-	HostKey  string // private host key file
-	HostCert string // optional host certificate file
-	Port     int    // optional; a free port by default
+	UserCA string
+	// UserCAFile, if set, is the TrustedUserCAKeys file, such as the one
+	// an mwid ssh_host output keeps; UserCA is then unused.
+	UserCAFile string
+	HostKey    string // private host key file
+	HostCert   string // optional host certificate file
+	Port       int    // optional; a free port by default
 	// Extra are more lines of sshd_config, such as an
 	// AuthorizedPrincipalsCommand.
 	Extra string
@@ -134,8 +137,11 @@ func StartSSHDWith(t testing.TB, o SSHDOptions) *SSHD {
 	if o.HostCert != "" {
 		hostCert = "HostCertificate " + o.HostCert + "\n"
 	}
-	ca := filepath.Join(dir, "user_ca.pub")
-	write(t, ca, userCA+"\n")
+	ca := o.UserCAFile
+	if ca == "" {
+		ca = filepath.Join(dir, "user_ca.pub")
+		write(t, ca, userCA+"\n")
+	}
 	pub, err := os.ReadFile(hostKey + ".pub")
 	if err != nil {
 		t.Fatal(err)
@@ -187,6 +193,47 @@ func (s *SSHD) SSH(t testing.TB, agentSock, login string, command ...string) (st
 		"-p", fmt.Sprint(s.Port),
 		"-l", login, "127.0.0.1"}
 	return Run(context.Background(), 30*time.Second, []string{"SSH_AUTH_SOCK=" + agentSock}, append(args, command...)...)
+}
+
+// SafeExecutable copies the executable at src into a new directory that
+// sshd accepts a command in, and returns the copy's path. sshd runs an
+// AuthorizedPrincipalsCommand only if the file and every directory above
+// it are owned by root and writable by no one else; the system's
+// temporary directory is world-writable, so the copy goes under /run.
+func SafeExecutable(t testing.TB, src string) string {
+	t.Helper()
+	data, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp("/run", "mwi-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(dir, filepath.Base(src))
+	if err := os.WriteFile(dst, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dst
+}
+
+// SharedDir returns a new directory that every user can enter and list,
+// owned by root, for files that a command sshd runs as another user reads.
+func SharedDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "mwi-shared-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
 
 // CurrentUser returns the login name the tests run as, the one sshd lets a
