@@ -117,7 +117,7 @@ func startManagedHost(t testing.TB, iss *harness.Issuer, bot, env, ctl string) *
 		Token: iss.CreateToken(t, bot, time.Hour),
 		// The principals command runs as nobody and reports refusals to
 		// mwid's API socket.
-		APISocket: "group: nogroup\nallow:\n  users: [nobody]",
+		APISocket: "mode: \"0660\"\ngroup: nogroup\nallow:\n  users: [nobody]",
 		Extra: fmt.Sprintf(`outputs:
   - type: ssh_host
     host_key: %s.pub
@@ -127,9 +127,13 @@ func startManagedHost(t testing.TB, iss *harness.Issuer, bot, env, ctl string) *
 `, hostKey, env, h.access),
 	})
 	h.mwid.WaitState(t, "ready", 20*time.Second)
-	harness.Eventually(t, 20*time.Second, "access.json written", func() error {
-		_, err := os.Stat(filepath.Join(h.access, "access.json"))
-		return err
+	harness.Eventually(t, 20*time.Second, "access.json and the KRL written", func() error {
+		for _, f := range []string{"access.json", "revoked_keys.krl", "user_ca.pub"} {
+			if _, err := os.Stat(filepath.Join(h.access, f)); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	h.sshd = harness.StartSSHDWith(t, harness.SSHDOptions{
 		UserCAFile: filepath.Join(h.access, "user_ca.pub"),
@@ -221,6 +225,12 @@ func TestHostAccessControl(t *testing.T) {
 	unmanaged := harness.StartSSHDWith(t, harness.SSHDOptions{UserCA: iss.UserCA, HostKey: harness.NewHostKey(t),
 		Extra: "RevokedKeys " + krl + "\n"})
 
+	prodUnchecked := harness.StartSSHDWith(t, harness.SSHDOptions{
+		UserCAFile: filepath.Join(prod.access, "user_ca.pub"),
+		HostKey:    prod.hostKey,
+		HostCert:   prod.hostKey + "-cert.pub",
+	})
+
 	client := func(bot string) (*harness.Daemon, string) {
 		out := t.TempDir()
 		d := harness.StartDaemon(t, iss, harness.DaemonOptions{
@@ -261,7 +271,13 @@ func TestHostAccessControl(t *testing.T) {
 		{"ci on staging through its agent", ci, "", staging.sshd.Port, login, true, nil, ""},
 		{"ci on staging with files", nil, ciFiles, staging.sshd.Port, login, true, nil, ""},
 		{"ci on prod with files: prod's labels are not selected for this login", nil, ciFiles, prod.sshd.Port, login, false, prod.mwid, "no role of bot ci allows login " + login},
-		{"ci on prod through its agent: the agent refuses", ci, "", prod.sshd.Port, login, false, ci, "env=prod"},
+		// sshd asks the principals command before the client asks the
+		// agent for a signature, so the agent's own check shows against
+		// hosts that would admit the certificate: prod's key and
+		// certificate on an sshd that checks nothing, and the unmanaged
+		// host, whose key the issuer never certified.
+		{"ci through its agent on an unchecking sshd with prod's certificate", ci, "", prodUnchecked.Port, login, false, ci, "env=prod"},
+		{"ci through its agent on the unmanaged host", ci, "", unmanaged.Port, login, false, ci, "not a host certificate"},
 		{"ci as nobody on staging with files: a login of another role", nil, ciFiles, staging.sshd.Port, "nobody", false, staging.mwid, "no role of bot ci allows login nobody"},
 		{"admin on staging", admin, "", staging.sshd.Port, login, true, nil, ""},
 		{"admin on prod", admin, "", prod.sshd.Port, login, true, nil, ""},
@@ -310,9 +326,11 @@ func TestHostAccessControl(t *testing.T) {
 			return nil
 		})
 		t.Logf("lock to refusal on port %d: %v", h.sshd.Port, time.Since(locked).Round(time.Millisecond))
-		harness.Eventually(t, 10*time.Second, "the lock named in the host's log", func() error {
-			if log := h.mwid.Proc.Output(); !strings.Contains(log, "credentials leaked") {
-				return fmt.Errorf("no lock reason in the host's log")
+		// The host's KRL (RevokedKeys) or its principals command refuses,
+		// whichever the lock reached first, and the host's log says which.
+		harness.Eventually(t, 10*time.Second, "the refusal in the host's log", func() error {
+			if !strings.Contains(h.sshd.Proc.Output(), "revoked by file") && !strings.Contains(h.mwid.Proc.Output(), "credentials leaked") {
+				return fmt.Errorf("neither sshd's nor mwid's log names the lock")
 			}
 			return nil
 		})
@@ -350,7 +368,7 @@ func TestHostAccessControl(t *testing.T) {
 	if out, err := sshTo(t, knownHosts, "", adminFiles, unmanaged.Port, login, "true"); err != nil {
 		t.Errorf("the unmanaged host refused the unlocked bot after its KRL refresh: %v\n%s", err, out)
 	}
-	for _, ev := range []string{"lock", "unlock"} {
+	for _, ev := range []string{"bot.lock", "bot.unlock"} {
 		if iss.FindAudit(t, map[string]any{"event": ev, "bot": "admin"}) == nil {
 			t.Errorf("no %s audit record for admin", ev)
 		}
@@ -372,8 +390,9 @@ func TestHostLabelNotAllowed(t *testing.T) {
 	if _, err := os.Stat(hostKey + "-cert.pub"); err == nil {
 		t.Error("a host certificate was written for a refused label")
 	}
-	if ev := iss.FindAudit(t, map[string]any{"code": "host_label_not_allowed"}); ev == nil {
-		t.Error("the refusal is not audited")
+	ev := iss.FindAudit(t, map[string]any{"event": "join", "outcome": "denied", "bot": "staging-01"})
+	if reason, _ := ev["reason"].(string); !strings.Contains(reason, "host label env=prod") {
+		t.Errorf("audited refusal %v; want one naming the label", ev)
 	}
 }
 
@@ -419,7 +438,7 @@ func TestAnsibleHostScope(t *testing.T) {
 	if !slices.ContainsFunc(lines, func(l string) bool { return strings.HasPrefix(l, "prod | UNREACHABLE") }) || !strings.Contains(out, "Permission denied") {
 		t.Errorf("prod did not fail with the refusal:\n%s", out)
 	}
-	if log := ci.Proc.Output(); !strings.Contains(log, "env=prod") {
-		t.Errorf("the client's mwid does not say why it refused prod:\n%s", log)
+	if log := prod.mwid.Proc.Output(); !strings.Contains(log, "no role of bot ci allows login "+login+" on a host labelled env=prod") {
+		t.Errorf("prod's mwid does not say why prod refused:\n%s", log)
 	}
 }

@@ -45,6 +45,7 @@ metadata: {name: ci-access}
 spec:
   allow:
     logins: [%q]
+    node_labels: {'*': '*'}
     kubernetes_labels: {env: ci}
     kubernetes_groups: [system:masters]
     kubernetes_users: [github-ci]

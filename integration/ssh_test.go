@@ -25,6 +25,7 @@ metadata:
 spec:
   allow:
     logins: [%q, deploy]
+    node_labels: {'*': '*'}
   options:
     max_ttl: 1h
 ---

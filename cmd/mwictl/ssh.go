@@ -90,7 +90,10 @@ func authorizedPrincipals(e *env, o sshOptions, r hostaccess.Request) error {
 	fmt.Fprintf(e.stderr, "mwictl: %s\n", line)
 	ctx, cancel := context.WithTimeout(e.ctx, reportTimeout)
 	defer cancel()
-	e.client.ReportSSHRefusal(ctx, *ref) // best effort: the log has it
+	// Best effort: the host's log has the refusal already.
+	if err := e.client.ReportSSHRefusal(ctx, *ref); err != nil {
+		fmt.Fprintf(e.stderr, "mwictl: the refusal was not reported to mwid: %v\n", err)
+	}
 	return nil
 }
 
