@@ -104,6 +104,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzSessionBind$$' -fuzztime $(FUZZTIME) ./daemon/agent/
 	$(GO) test -run '^$$' -fuzz '^FuzzServeAgent$$' -fuzztime $(FUZZTIME) ./daemon/agent/
 	$(GO) test -run '^$$' -fuzz '^FuzzSessionSign$$' -fuzztime $(FUZZTIME) ./daemon/agent/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./internal/yamlfile/
 
 fuzz-ci:
 	$(MAKE) fuzz FUZZTIME=$(FUZZTIME_CI)
