@@ -82,7 +82,8 @@ type env struct {
 	logFormat   string
 	logLevel    string
 	bot         string
-	ttl         time.Duration
+	ttl         time.Duration // token create --ttl
+	lockTTL     time.Duration // lock add --ttl: another default
 	json        bool
 	reason      string
 	target      api.LockTarget
@@ -134,7 +135,7 @@ func newRoot(e *env) *cobra.Command {
 		group("lock", "lock bots, instances or tokens out, as tctl lock does",
 			command("add", "", "refuse a bot, an instance or the instances of a token until the lock ends or is removed", e.runLockAdd, func(fs *pflag.FlagSet) {
 				e.lockTargetFlags(fs)
-				fs.DurationVar(&e.ttl, "ttl", 0, "`DURATION` after which the lock lifts by itself (default: until lock rm)")
+				fs.DurationVar(&e.lockTTL, "ttl", 0, "`DURATION` after which the lock lifts by itself (default: until lock rm)")
 				fs.StringVar(&e.reason, "message", "", "`TEXT` saying why, shown to the daemons and hosts refused and in the audit log")
 				e.adminSocketFlags(fs)
 			}),
@@ -250,10 +251,10 @@ func (e *env) runLockAdd([]string) error {
 	if err != nil {
 		return err
 	}
-	if e.ttl < 0 {
+	if e.lockTTL < 0 {
 		return cli.Usagef("--ttl must be positive")
 	}
-	if e.ttl > 0 && e.ttl < time.Second {
+	if e.lockTTL > 0 && e.lockTTL < time.Second {
 		// Sent in whole seconds, it would be zero: a lock without an end.
 		return cli.Usagef("--ttl must be at least 1s")
 	}
@@ -261,7 +262,7 @@ func (e *env) runLockAdd([]string) error {
 	if reason == "" {
 		reason = defaultLockMessage
 	}
-	return e.addLock(t, reason, e.ttl)
+	return e.addLock(t, reason, e.lockTTL)
 }
 
 // addLock adds the lock of t, as lock add, bot lock and instance lock do.

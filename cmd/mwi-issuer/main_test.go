@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mwi-project/mwi/api"
+	"github.com/mwi-project/mwi/internal/cli"
 	"github.com/mwi-project/mwi/internal/cli/man"
 	"github.com/mwi-project/mwi/internal/httpjson"
 	"github.com/mwi-project/mwi/internal/version"
@@ -346,5 +347,14 @@ func TestLockCommands(t *testing.T) {
 	var locks api.Locks
 	if code != 0 || json.Unmarshal([]byte(out), &locks) != nil || len(locks.Locks) != 2 {
 		t.Errorf("lock ls --format json: exit %d:\n%s", code, out)
+	}
+}
+
+// TestFlagDefaults: no two commands share a flag variable with different
+// defaults (lock add's --ttl once zeroed token create's).
+func TestFlagDefaults(t *testing.T) {
+	var o, e bytes.Buffer
+	if err := cli.CheckDefaults(newRoot(&env{stdout: &o, stderr: &e})); err != nil {
+		t.Error(err)
 	}
 }

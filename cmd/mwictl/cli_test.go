@@ -10,6 +10,7 @@ import (
 
 	"github.com/mwi-project/mwi/api"
 	"github.com/mwi-project/mwi/client"
+	"github.com/mwi-project/mwi/internal/cli"
 	"github.com/mwi-project/mwi/internal/cli/man"
 	"github.com/mwi-project/mwi/internal/version"
 )
@@ -160,5 +161,14 @@ func TestMan(t *testing.T) {
 		} else if !bytes.Contains(data, []byte(".TH ")) {
 			t.Errorf("%s is not a manual page", name)
 		}
+	}
+}
+
+// TestFlagDefaults: no two commands share a flag variable with different
+// defaults.
+func TestFlagDefaults(t *testing.T) {
+	var o, e bytes.Buffer
+	if err := cli.CheckDefaults(newRoot(&env{client: &client.Client{}, stdout: &o, stderr: &e})); err != nil {
+		t.Error(err)
 	}
 }

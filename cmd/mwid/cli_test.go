@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mwi-project/mwi/internal/cli"
 	"github.com/mwi-project/mwi/internal/cli/man"
 	"github.com/mwi-project/mwi/internal/version"
 )
@@ -61,5 +62,14 @@ func TestMan(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "mwid-completion.1")); err == nil {
 		t.Error("a page for a completion command mwid does not have")
+	}
+}
+
+// TestFlagDefaults: no two commands share a flag variable with different
+// defaults.
+func TestFlagDefaults(t *testing.T) {
+	var o, e bytes.Buffer
+	if err := cli.CheckDefaults(newRoot(&o, &e)); err != nil {
+		t.Error(err)
 	}
 }

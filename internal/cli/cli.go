@@ -23,6 +23,7 @@ import (
 	"unicode"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/mwi-project/mwi/internal/version"
 )
@@ -204,4 +205,25 @@ func oneLine(s string) string {
 		}
 	}
 	return strings.Join(lines, "; ")
+}
+
+// CheckDefaults returns an error naming every flag of root's commands
+// whose value, before any parsing, is not its default. That happens when
+// two commands bind flags with different defaults to one variable: the
+// flag registered last sets the variable, and the other command then runs
+// with a default its help does not show. Each program's tests call it.
+func CheckDefaults(root *cobra.Command) error {
+	var bad []string
+	walk(root, func(c *cobra.Command) {
+		c.LocalFlags().VisitAll(func(f *pflag.Flag) {
+			if f.Value.String() != f.DefValue {
+				bad = append(bad, fmt.Sprintf("%s --%s is %q before parsing, but its default is %q (is its variable shared with another command's flag?)",
+					c.CommandPath(), f.Name, f.Value.String(), f.DefValue))
+			}
+		})
+	})
+	if len(bad) > 0 {
+		return errors.New(strings.Join(bad, "\n"))
+	}
+	return nil
 }
