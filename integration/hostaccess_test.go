@@ -26,6 +26,7 @@ import (
 // certificate whose role selects env=prod logs in, one whose role selects
 // only env=staging is refused, and so is the first once its bot is locked.
 func TestSSHAuthorizedPrincipals(t *testing.T) {
+	t.Parallel()
 	bins := harness.Build(t)
 	login := harness.CurrentUser(t)
 	// sshd runs the command only if it and every directory above it are
