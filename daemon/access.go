@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"slices"
@@ -19,6 +20,7 @@ import (
 	"github.com/mwi-project/mwi/daemon/issuerclient"
 	"github.com/mwi-project/mwi/daemon/output"
 	"github.com/mwi-project/mwi/internal/hostaccess"
+	"github.com/mwi-project/mwi/internal/krl"
 )
 
 // accessPollInterval is how often mwid asks the issuer for its locks and
@@ -217,17 +219,25 @@ func (k *accessKeeper) poll(ctx context.Context, ic *issuerclient.Client, c *ide
 	ctx, cancel := context.WithTimeout(ctx, accessPollTimeout)
 	defer cancel()
 	list, locksETag, locksChanged, lerr := ic.Locks(ctx, c.TLS, locksETag)
-	krl, krlETag, krlChanged, kerr := ic.KRL(ctx, krlETag)
+	data, krlETag, krlChanged, kerr := ic.KRL(ctx, krlETag)
 
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	now := k.now()
+	if kerr == nil && krlChanged {
+		// sshd reads a RevokedKeys file that is not a KRL as a list of
+		// keys: an empty answer or an error page would revoke no one.
+		if err := krl.Check(data); err != nil {
+			kerr = fmt.Errorf("GET /v1/ssh/krl: %w; keeping the last KRL", err)
+		}
+	}
 	if lerr == nil {
 		k.locksETag, k.locksUpdated = locksETag, now
 		if locksChanged {
 			if list.Locks == nil {
 				list.Locks = []api.Lock{}
 			}
+			toLocalClock(list, now)
 			if !sameAccess(hostaccess.File{Locks: list.Locks}, hostaccess.File{Locks: k.locks}) {
 				k.log.Info("locks changed", "locks", len(list.Locks))
 			}
@@ -236,8 +246,8 @@ func (k *accessKeeper) poll(ctx context.Context, ic *issuerclient.Client, c *ide
 	}
 	if kerr == nil {
 		k.krlETag = krlETag
-		if krlChanged && (k.krl == nil || !bytes.Equal(krl, k.krl)) {
-			k.krl = krl
+		if krlChanged && (k.krl == nil || !bytes.Equal(data, k.krl)) {
+			k.krl = data
 			k.krlSerial++
 		}
 	}
@@ -252,6 +262,22 @@ func (k *accessKeeper) poll(ctx context.Context, ic *issuerclient.Client, c *ide
 	}
 	for dir, d := range k.dirs {
 		k.write(dir, d, false)
+	}
+}
+
+// toLocalClock moves the expiry of list's locks from the issuer's clock,
+// whose time list.Now gives, to this host's, at now: mwictl compares them
+// with the host's clock, and a host clock ahead of the issuer's would
+// otherwise lift a lock early by as much.
+func toLocalClock(list api.LockList, now time.Time) {
+	if list.Now.IsZero() {
+		return
+	}
+	skew := now.Sub(list.Now)
+	for i := range list.Locks {
+		if !list.Locks[i].Expires.IsZero() {
+			list.Locks[i].Expires = list.Locks[i].Expires.Add(skew).Round(0)
+		}
 	}
 }
 

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/mwi-project/mwi/api"
 	"github.com/mwi-project/mwi/internal/hostaccess"
+	"github.com/mwi-project/mwi/internal/krl"
 	"github.com/mwi-project/mwi/internal/sshaccess"
 )
 
@@ -77,7 +79,7 @@ func (s *Server) pollOnce(ctx context.Context) {
 func TestAccessDir(t *testing.T) {
 	f := newFakeIssuer(t)
 	f.locks = []api.Lock{{Bot: "other", Reason: "r"}}
-	f.krl = []byte("SSHKRL 1")
+	f.krl = testKRL(t, 1)
 	dir := t.TempDir()
 	access := filepath.Join(dir, "access")
 	s, clock := accessServer(t, f, dir)
@@ -112,7 +114,7 @@ func TestAccessDir(t *testing.T) {
 	if len(a.Locks) != 1 || a.Locks[0].Bot != "other" || !a.LocksUpdated.Equal(clock.now()) {
 		t.Errorf("access.json after a poll = %+v", a)
 	}
-	if data, _ := os.ReadFile(filepath.Join(access, hostaccess.KRLFile)); string(data) != "SSHKRL 1" {
+	if data, _ := os.ReadFile(filepath.Join(access, hostaccess.KRLFile)); !bytes.Equal(data, testKRL(t, 1)) {
 		t.Errorf("revoked_keys.krl = %q", data)
 	}
 	written := a.Written
@@ -145,7 +147,7 @@ func TestAccessDir(t *testing.T) {
 	if len(a.Locks) != 1 || !a.Written.Equal(clock.now()) || !a.LocksUpdated.Equal(lastHeard) {
 		t.Errorf("access.json with the issuer down = %+v; want the last locks, written now, locks_updated %s", a, lastHeard)
 	}
-	if data, _ := os.ReadFile(filepath.Join(access, hostaccess.KRLFile)); string(data) != "SSHKRL 1" {
+	if data, _ := os.ReadFile(filepath.Join(access, hostaccess.KRLFile)); !bytes.Equal(data, testKRL(t, 1)) {
 		t.Errorf("revoked_keys.krl with the issuer down = %q", data)
 	}
 	st := s.Status().Outputs[0].AccessDir
@@ -158,14 +160,14 @@ func TestAccessDir(t *testing.T) {
 	f.mu.Lock()
 	f.down = false
 	f.locks = append(f.locks, api.Lock{Bot: "ci", Reason: "stolen"})
-	f.krl = []byte("SSHKRL 2")
+	f.krl = testKRL(t, 2)
 	f.mu.Unlock()
 	clock.advance(time.Second)
 	s.pollOnce(ctx)
 	if a := readAccess(t, dir); len(a.Locks) != 2 || a.Locks[1].Bot != "ci" {
 		t.Errorf("locks after a lock was added = %+v", a.Locks)
 	}
-	if data, _ := os.ReadFile(filepath.Join(access, hostaccess.KRLFile)); string(data) != "SSHKRL 2" {
+	if data, _ := os.ReadFile(filepath.Join(access, hostaccess.KRLFile)); !bytes.Equal(data, testKRL(t, 2)) {
 		t.Errorf("revoked_keys.krl after a lock = %q", data)
 	}
 	if st := s.Status().Outputs[0].AccessDir; st.PollError != "" {
@@ -201,6 +203,7 @@ func TestAccessDir(t *testing.T) {
 // repeatedly and stops with its context.
 func TestAccessPollLoop(t *testing.T) {
 	f := newFakeIssuer(t)
+	f.krl = testKRL(t, 1)
 	dir := t.TempDir()
 	s, _ := accessServer(t, f, dir)
 	s.now = time.Now
@@ -258,5 +261,67 @@ func TestReportSSHRefusal(t *testing.T) {
 			t.Fatal("the refusal did not reach the issuer in a minute")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// testKRL returns an empty KRL of the given version.
+func testKRL(t *testing.T, version uint64) []byte {
+	t.Helper()
+	b, err := (&krl.KRL{Version: version}).Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestAccessRefusesNotAKRL: an answer of the issuer's KRL route that is
+// not a KRL (empty, an error page, a key list) is not written as
+// RevokedKeys, which sshd would read as a list of keys that revokes no
+// one; the last good KRL stays, and the poll error says why.
+func TestAccessRefusesNotAKRL(t *testing.T) {
+	for _, bad := range [][]byte{{}, []byte("<html>502 Bad Gateway</html>"), []byte("SSHKRL\n\x00"), testKRL(t, 2)[:40]} {
+		f := newFakeIssuer(t)
+		f.krl = testKRL(t, 1)
+		dir := t.TempDir()
+		s, clock := accessServer(t, f, dir)
+		ctx := context.Background()
+		if _, err := s.renew(ctx); err != nil {
+			t.Fatal(err)
+		}
+		s.pollOnce(ctx)
+		f.mu.Lock()
+		f.krl = bad
+		f.mu.Unlock()
+		clock.advance(time.Second)
+		s.pollOnce(ctx)
+		if data, _ := os.ReadFile(filepath.Join(dir, "access", hostaccess.KRLFile)); !bytes.Equal(data, testKRL(t, 1)) {
+			t.Errorf("answer %q: revoked_keys.krl = %q, want the last good KRL", bad, data)
+		}
+		if st := s.Status().Outputs[0].AccessDir; !strings.Contains(st.PollError, "not an OpenSSH KRL") && !strings.Contains(st.PollError, "truncated") {
+			t.Errorf("answer %q: poll error %q", bad, st.PollError)
+		}
+	}
+}
+
+// TestAccessLockExpiryOnHostClock: a lock's expiry is moved to the host's
+// clock, so that a host clock ahead of the issuer's does not lift the
+// lock early.
+func TestAccessLockExpiryOnHostClock(t *testing.T) {
+	f := newFakeIssuer(t)
+	f.locks = []api.Lock{{Bot: "deploy", Reason: "r", Expires: time.Now().Add(30 * time.Minute)}}
+	dir := t.TempDir()
+	s, clock := accessServer(t, f, dir)
+	clock.advance(time.Hour) // the host's clock is an hour ahead
+	ctx := context.Background()
+	if _, err := s.renew(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s.pollOnce(ctx)
+	a := readAccess(t, dir)
+	if len(a.Locks) != 1 {
+		t.Fatalf("locks %+v", a.Locks)
+	}
+	if exp := a.Locks[0].Expires; !exp.After(clock.now().Add(29 * time.Minute)) {
+		t.Errorf("lock expires at %s on a host clock at %s; want about 30 minutes after it", exp, clock.now())
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"io/fs"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -122,23 +123,34 @@ type Request struct {
 // otherwise the refusal, whose Reason says why for the host's log and
 // whose other fields name the certificate as far as it could be read.
 //
-// It allows only if AccessFile was written less than maxStale ago; the key
+// It allows only if AccessFile was written less than maxStale ago and not
+// more than RefreshInterval ahead of now (a time ahead would otherwise
+// keep the file fresh after mwid stops); the login has no space, control
+// character or '#', which sshd would read as another principal; the key
 // is a user certificate of one of the file's user CAs, valid now, with
 // r.Login among its principals; it carries MWI's access rules
-// (sshaccess.AccessExtension); no lock in the file refuses it; and its
-// rules allow r.Login on a host with the labels of the file's host
+// (sshaccess.AccessExtension) for the bot and instance its key ID names,
+// which the issuer's KRL revokes by; no lock in the file refuses it; and
+// its rules allow r.Login on a host with the labels of the file's host
 // certificate.
+//
+// The file and the directories above it must be owned by root or by the
+// user the command runs as, and writable by no one else, as sshd's
+// StrictModes asks of an AuthorizedPrincipalsFile (see Read). mwid, as
+// root, refuses to keep an access directory another user owns.
 func Authorize(dir string, maxStale time.Duration, r Request, now time.Time) *api.SSHRefusal {
 	refuse := &api.SSHRefusal{Login: r.Login}
 	fail := func(format string, args ...any) *api.SSHRefusal {
 		refuse.Reason = fmt.Sprintf(format, args...)
 		return refuse
 	}
-	// What the command prints is read by sshd one principal a line: a
-	// login with a newline in it would name another.
-	if r.Login == "" || strings.ContainsFunc(r.Login, func(c rune) bool { return unicode.IsSpace(c) || unicode.IsControl(c) }) {
+	// What the command prints is read by sshd one principal a line, and
+	// sshd takes text after a space as the principal with options before
+	// it and drops text from a '#' as a comment: a login with any of them
+	// would be read as another principal.
+	if r.Login == "" || strings.ContainsFunc(r.Login, func(c rune) bool { return unicode.IsSpace(c) || unicode.IsControl(c) || c == '#' }) {
 		refuse.Login = strconv.Quote(r.Login)
-		return fail("login %q is empty or has spaces or control characters", r.Login)
+		return fail("login %q is empty or has spaces or control characters or #", r.Login)
 	}
 	path := filepath.Join(dir, AccessFile)
 	f, err := Read(dir)
@@ -150,6 +162,13 @@ func Authorize(dir string, maxStale time.Duration, r Request, now time.Time) *ap
 	}
 	if age := now.Sub(f.Written); age > maxStale {
 		return fail("mwid has not refreshed %s for %s; is mwid running? (bound: --max-stale %s)", path, age.Round(time.Second), maxStale)
+	} else if -age > RefreshInterval {
+		// mwid and this command read the same clock. A time ahead of it
+		// means the clock went back or the file was not written by mwid;
+		// trusted, it would keep the file fresh until then whether or
+		// not mwid still runs. mwid writes the file again within
+		// RefreshInterval of a change of the clock.
+		return fail("%s was written %s in the future; did the clock go back? (mwid writes it again within %s)", path, (-age).Round(time.Second), RefreshInterval)
 	}
 	cert, err := parseCertificate(r)
 	if err != nil {
@@ -167,6 +186,12 @@ func Authorize(dir string, maxStale time.Duration, r Request, now time.Time) *ap
 		return fail("certificate %q: %v", cert.KeyId, err)
 	}
 	refuse.Bot, refuse.Instance = access.Bot, access.Instance
+	// Unmanaged hosts revoke by key ID (the issuer's KRL) and this
+	// command by the access rules' bot and instance: a certificate on
+	// which they disagree could escape one of the two.
+	if want := sshaccess.KeyID(access.Bot, access.Instance); cert.KeyId != want {
+		return fail("certificate %q: its key ID is not %q, as its access rules name it; the KRL would not revoke it", cert.KeyId, want)
+	}
 	if l, locked := access.LockedBy(f.Locks, now); locked {
 		return fail("%s is locked: %s", lockTarget(l), l.Reason)
 	}
@@ -229,6 +254,11 @@ func checkCertificate(cert *ssh.Certificate, login string, userCAs []string, now
 	}
 	if !checker.IsUserAuthority(cert.SignatureKey) {
 		return fmt.Errorf("certificate %q is not signed by the issuer's user CA (%s)", cert.KeyId, ssh.FingerprintSHA256(cert.SignatureKey))
+	}
+	// CheckCert, unlike sshd, takes a certificate without principals as
+	// valid for every one.
+	if !slices.Contains(cert.ValidPrincipals, login) {
+		return fmt.Errorf("certificate %q: principal %q not in the set of valid principals", cert.KeyId, login)
 	}
 	if err := checker.CheckCert(login, cert); err != nil {
 		return fmt.Errorf("certificate %q: %v", cert.KeyId, err)

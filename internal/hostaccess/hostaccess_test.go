@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/sys/unix"
 
 	"github.com/mwi-project/mwi/api"
 	"github.com/mwi-project/mwi/internal/sshaccess"
@@ -213,3 +214,159 @@ func TestReadRefusesUnsafeFile(t *testing.T) {
 		t.Errorf("Authorize = %+v", r)
 	}
 }
+
+// TestAuthorizeAttacks tries what someone who can choose sshd's %u, %t
+// and %k (any client) or a certificate's fields (a careless or old
+// issuer) might, and checks that each is refused.
+func TestAuthorizeAttacks(t *testing.T) {
+	userCA, hostCA := newSigner(t), newSigner(t)
+	good := userCert(t, userCA, nil)
+	base := File{
+		Written:         now.Add(-5 * time.Second),
+		HostCertificate: hostCert(t, hostCA, map[string]string{"env": "staging"}),
+		UserCAs:         []string{string(ssh.MarshalAuthorizedKey(userCA.PublicKey()))},
+	}
+	written := func(d time.Duration) *File { f := base; f.Written = now.Add(d); return &f }
+	// hashLogin's rules allow the login "ubuntu#x", which sshd would read
+	// from the command's output as the principal "ubuntu".
+	hashAccess := access
+	hashAccess.Allow = []sshaccess.Rule{{Role: "r", Logins: []string{"ubuntu#x"}, NodeLabels: map[string][]string{"env": {"staging"}}}}
+	hashExt, _ := hashAccess.Marshal()
+	for _, tc := range []struct {
+		name   string
+		file   *File
+		req    Request
+		reason string
+	}{
+		{name: "written slightly ahead", file: written(5 * time.Second), req: request("ubuntu", good)},
+		{name: "written an hour ahead", file: written(time.Hour), req: request("ubuntu", good), reason: "in the future"},
+		{name: "written far ahead", file: written(100 * 365 * 24 * time.Hour), req: request("ubuntu", good), reason: "in the future"},
+		{name: "login with a comment mark", file: &base, req: request("ubuntu#x", userCert(t, userCA, func(c *ssh.Certificate) {
+			c.ValidPrincipals = []string{"ubuntu#x", "ubuntu"}
+			c.Extensions[sshaccess.AccessExtension] = hashExt
+		})), reason: "has spaces or control characters or #"},
+		{name: "login with a tab", file: &base, req: request("ubuntu\troot", good), reason: "empty or has spaces"},
+		{name: "login with a carriage return", file: &base, req: request("ubuntu\r", good), reason: "empty or has spaces"},
+		{name: "empty login", file: &base, req: request("", good), reason: "empty or has spaces"},
+		{name: "very long login", file: &base, req: request(strings.Repeat("u", 300), good), reason: "not in the set of valid principals"},
+		{name: "certificate without principals", file: &base, req: request("ubuntu", userCert(t, userCA, func(c *ssh.Certificate) {
+			c.ValidPrincipals = nil
+		})), reason: "not in the set of valid principals"},
+		{name: "not yet valid", file: &base, req: request("ubuntu", userCert(t, userCA, func(c *ssh.Certificate) {
+			c.ValidAfter = uint64(now.Add(time.Minute).Unix())
+		})), reason: "not yet valid"},
+		{name: "signed by the host CA", file: &base, req: request("ubuntu", userCert(t, hostCA, nil)), reason: "not signed by the issuer's user CA"},
+		{name: "plain key type for a certificate", file: &base, req: Request{Login: "ubuntu", KeyType: "ssh-ed25519", Key: request("ubuntu", good).Key},
+			reason: "but sshd said ssh-ed25519"},
+		{name: "key ID names another bot", file: &base, req: request("ubuntu", userCert(t, userCA, func(c *ssh.Certificate) {
+			c.KeyId = "bot=other instance=i-9"
+		})), reason: "key ID"},
+		{name: "huge access extension", file: &base, req: request("ubuntu", userCert(t, userCA, func(c *ssh.Certificate) {
+			c.Extensions[sshaccess.AccessExtension] = strings.Repeat(" ", 1<<17) + c.Extensions[sshaccess.AccessExtension]
+		})), reason: "bytes long"},
+		{name: "malformed access extension", file: &base, req: request("ubuntu", userCert(t, userCA, func(c *ssh.Certificate) {
+			c.Extensions[sshaccess.AccessExtension] = "{"
+		})), reason: "malformed"},
+		{name: "lock until later", file: func() *File {
+			f := base
+			f.Locks = []api.Lock{{Bot: "deploy", Expires: now.Add(time.Minute)}}
+			return &f
+		}(), req: request("ubuntu", good), reason: "bot deploy is locked"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			writeFile(t, dir, *tc.file)
+			r := Authorize(dir, DefaultMaxStale, tc.req, now)
+			switch {
+			case tc.reason == "" && r != nil:
+				t.Fatalf("refused: %s", r.Reason)
+			case tc.reason != "" && r == nil:
+				t.Fatalf("allowed; want refused with %q", tc.reason)
+			case r != nil && !strings.Contains(r.Reason, tc.reason):
+				t.Errorf("reason %q, want it to contain %q", r.Reason, tc.reason)
+			}
+		})
+	}
+}
+
+// TestAuthorizeRefusesUnsafeFiles checks the classes of access files
+// whose content someone other than mwid could have chosen, and of files
+// that are not what mwid writes.
+func TestAuthorizeRefusesUnsafeFiles(t *testing.T) {
+	userCA, hostCA := newSigner(t), newSigner(t)
+	good := userCert(t, userCA, nil)
+	f := File{Written: now, HostCertificate: hostCert(t, hostCA, map[string]string{"env": "staging"}),
+		UserCAs: []string{string(ssh.MarshalAuthorizedKey(userCA.PublicKey()))}}
+	data, err := f.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		setup  func(t *testing.T, dir string) string // returns the dir to read
+		reason string
+	}{
+		{name: "symlinked file", setup: func(t *testing.T, dir string) string {
+			other := t.TempDir()
+			os.WriteFile(filepath.Join(other, AccessFile), data, 0o644)
+			os.Symlink(filepath.Join(other, AccessFile), filepath.Join(dir, AccessFile))
+			return dir
+		}, reason: "symbolic link"},
+		{name: "symlinked directory", setup: func(t *testing.T, dir string) string {
+			os.WriteFile(filepath.Join(dir, AccessFile), data, 0o644)
+			link := filepath.Join(t.TempDir(), "link")
+			os.Symlink(dir, link)
+			return link
+		}, reason: "symbolic link"},
+		{name: "group-writable file", setup: func(t *testing.T, dir string) string {
+			os.WriteFile(filepath.Join(dir, AccessFile), data, 0o644)
+			os.Chmod(filepath.Join(dir, AccessFile), 0o664)
+			return dir
+		}, reason: "writable by users other than its owner"},
+		{name: "world-writable directory", setup: func(t *testing.T, dir string) string {
+			os.WriteFile(filepath.Join(dir, AccessFile), data, 0o644)
+			os.Chmod(dir, 0o777)
+			return dir
+		}, reason: "writable by users other than its owner"},
+		{name: "file of another user", setup: func(t *testing.T, dir string) string {
+			if os.Geteuid() != 0 {
+				t.Skip("needs root to give a file away")
+			}
+			os.WriteFile(filepath.Join(dir, AccessFile), data, 0o644)
+			os.Chown(filepath.Join(dir, AccessFile), 65534, 65534)
+			return dir
+		}, reason: "owned by uid 65534"},
+		{name: "fifo", setup: func(t *testing.T, dir string) string {
+			if err := syscallMkfifo(filepath.Join(dir, AccessFile)); err != nil {
+				t.Skip(err)
+			}
+			return dir
+		}, reason: "not a regular file"},
+		{name: "garbage", setup: func(t *testing.T, dir string) string {
+			os.WriteFile(filepath.Join(dir, AccessFile), []byte("\x00garbage"), 0o644)
+			return dir
+		}, reason: "cannot read the host's access rules"},
+		{name: "too large", setup: func(t *testing.T, dir string) string {
+			os.WriteFile(filepath.Join(dir, AccessFile), append(data, make([]byte, MaxFileSize)...), 0o644)
+			return dir
+		}, reason: "larger than"},
+		{name: "other version", setup: func(t *testing.T, dir string) string {
+			os.WriteFile(filepath.Join(dir, AccessFile), []byte(strings.Replace(string(data), `"version": 1`, `"version": 2`, 1)), 0o644)
+			return dir
+		}, reason: "version 2"},
+		{name: "no written time", setup: func(t *testing.T, dir string) string {
+			os.WriteFile(filepath.Join(dir, AccessFile), []byte(`{"version":1}`), 0o644)
+			return dir
+		}, reason: "mwid has not refreshed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := tc.setup(t, t.TempDir())
+			r := Authorize(dir, DefaultMaxStale, request("ubuntu", good), now)
+			if r == nil || !strings.Contains(r.Reason, tc.reason) {
+				t.Errorf("Authorize = %+v, want a refusal with %q", r, tc.reason)
+			}
+		})
+	}
+}
+
+func syscallMkfifo(path string) error { return unix.Mkfifo(path, 0o644) }

@@ -127,3 +127,45 @@ func sortedUnique[T cmp.Ordered](in []T) []T {
 	slices.Sort(out)
 	return slices.Compact(out)
 }
+
+// Check reports whether data is a KRL as sshd reads one: the header of
+// format version 1 and sections that each fill their stated length. sshd
+// reads a RevokedKeys file without the KRL header as a list of public
+// keys, so an empty file or an error page would revoke nothing; a writer
+// of RevokedKeys checks what it was sent before it replaces a good list.
+func Check(data []byte) error {
+	const header = 8 + 4 + 8 + 8 + 8 // magic, format version, version, date, flags
+	if len(data) < header || binary.BigEndian.Uint64(data) != magic {
+		return errors.New("krl: not an OpenSSH KRL (no SSHKRL header)")
+	}
+	if v := binary.BigEndian.Uint32(data[8:]); v != formatVersion {
+		return fmt.Errorf("krl: format version %d, want %d", v, formatVersion)
+	}
+	rest := data[header:]
+	for _, field := range []string{"reserved", "comment"} {
+		var ok bool
+		if _, rest, ok = cutString(rest); !ok {
+			return fmt.Errorf("krl: truncated %s field", field)
+		}
+	}
+	for len(rest) > 0 {
+		typ := rest[0]
+		var ok bool
+		if _, rest, ok = cutString(rest[1:]); !ok {
+			return fmt.Errorf("krl: truncated section of type %d", typ)
+		}
+	}
+	return nil
+}
+
+// cutString cuts an SSH string off the front of b.
+func cutString(b []byte) (s, rest []byte, ok bool) {
+	if len(b) < 4 {
+		return nil, nil, false
+	}
+	n := binary.BigEndian.Uint32(b)
+	if uint64(len(b)-4) < uint64(n) {
+		return nil, nil, false
+	}
+	return b[4 : 4+n], b[4+n:], true
+}

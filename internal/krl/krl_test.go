@@ -177,3 +177,46 @@ func TestMarshal(t *testing.T) {
 		t.Errorf("KRL starts %q, want the magic SSHKRL\\n\\0", a[:8])
 	}
 }
+
+// TestCheck: what Marshal writes checks out; what is not a KRL, which
+// sshd would read as a list of keys that revokes nothing, does not.
+func TestCheck(t *testing.T) {
+	ca := newTestCA(t)
+	full, err := (&KRL{Version: 7, Comment: "c", Certs: []CertRevocation{{CA: ca, KeyIDs: []string{"bot=a instance=b"}, Serials: []uint64{1}}}}).Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	empty, _ := (&KRL{}).Marshal()
+	for _, tc := range []struct {
+		name string
+		data []byte
+		ok   bool
+	}{
+		{"full", full, true},
+		{"no sections", empty, true},
+		{"empty", nil, false},
+		{"text", []byte("SSHKRL 1"), false},
+		{"html", []byte("<html>502 Bad Gateway</html>"), false},
+		{"public key", []byte("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n"), false},
+		{"header only", full[:36], false},
+		{"truncated section", full[:len(full)-1], false},
+		{"trailing byte", append(bytes.Clone(full), 1), false},
+		{"format version 2", append(append(bytes.Clone(full[:8]), 0, 0, 0, 2), full[12:]...), false},
+	} {
+		if err := Check(tc.data); (err == nil) != tc.ok {
+			t.Errorf("%s: Check = %v, want ok %v", tc.name, err, tc.ok)
+		}
+	}
+}
+
+func newTestCA(t *testing.T) ssh.PublicKey {
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
