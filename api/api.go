@@ -230,7 +230,10 @@ const (
 	CodeNotJoined           = "not_joined"
 	CodeRenewFailed         = "renew_failed"
 	CodeReloadFailed        = "reload_failed"
-	CodeInternal            = "internal"
+	// CodeIssuerFailed is a request of mwid's local API that mwid passed
+	// on to the issuer, and that failed there or on the way.
+	CodeIssuerFailed = "issuer_failed"
+	CodeInternal     = "internal"
 	// CodeAuditUnavailable refuses an issuance whose audit record could
 	// not be written; the issuer's health fails with it too.
 	CodeAuditUnavailable = "audit_unavailable"
@@ -365,12 +368,13 @@ type ReachableNodes struct {
 
 // SSHNodes is the body of GET /v1/ssh/nodes on mwid's local API: the
 // issuer's ReachableNodes, keeping only the logins that mwid's SSH user
-// certificate holds, with what an ssh_config needs to reach them.
+// certificate holds, and what an ssh_config needs to reach them.
 type SSHNodes struct {
 	Bot string `json:"bot"`
 	// Agent is the path of mwid's agent socket.
-	Agent string `json:"agent"`
-	ReachableNodes
+	Agent     string          `json:"agent"`
+	Nodes     []ReachableNode `json:"nodes"`
+	Truncated bool            `json:"truncated,omitempty"`
 }
 
 // Status is the body of GET /v1/status on mwid's local API.
