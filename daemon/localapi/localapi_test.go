@@ -275,7 +275,7 @@ var (
 		"issuer %s: bot_locked: bot web is locked", testIssuer)
 	errNodes = fault.Upstream(api.CodeIssuerFailed,
 		"the issuer did not list the nodes: issuer %s: connection refused", testIssuer)
-	errNoSSH = fault.NotFound(api.CodeNotFound, "bot web has no SSH user certificate: its roles allow no logins")
+	errNoSSH  = fault.NotFound(api.CodeNotFound, "bot web has no SSH user certificate: its roles allow no logins")
 	errReload = fault.FailedPrecondition(api.CodeReloadFailed,
 		`/etc/mwi/mwid.yaml: line 4: unknown field "isuer"`)
 	// errSecret is an error that is not a *fault.Error: its text must
