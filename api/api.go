@@ -230,7 +230,10 @@ const (
 	CodeNotJoined           = "not_joined"
 	CodeRenewFailed         = "renew_failed"
 	CodeReloadFailed        = "reload_failed"
-	CodeInternal            = "internal"
+	// CodeIssuerFailed is a request of mwid's local API that mwid passed
+	// on to the issuer, and that failed there or on the way.
+	CodeIssuerFailed = "issuer_failed"
+	CodeInternal     = "internal"
 	// CodeAuditUnavailable refuses an issuance whose audit record could
 	// not be written; the issuer's health fails with it too.
 	CodeAuditUnavailable = "audit_unavailable"
@@ -338,6 +341,40 @@ type Node struct {
 // Nodes is the body of GET /admin/v1/nodes on the issuer's admin socket.
 type Nodes struct {
 	Nodes []Node `json:"nodes" yaml:"nodes"`
+}
+
+// MaxReachableNodes bounds the nodes of one ReachableNodes answer.
+const MaxReachableNodes = 1000
+
+// ReachableNode is a host of the issuer's inventory on which a bot's roles
+// allow at least one login.
+type ReachableNode struct {
+	// Name is the host's first name, from its host certificate.
+	Name string `json:"name"`
+	// Names are all the host's names, Name first.
+	Names  []string          `json:"names"`
+	Labels map[string]string `json:"labels"`
+	// Logins are the logins the bot's roles allow on the host, sorted.
+	Logins []string `json:"logins"`
+}
+
+// ReachableNodes is the body of GET /v1/nodes on the issuer: the hosts
+// the calling bot may log in to, ordered by name. At most
+// MaxReachableNodes are listed; Truncated says that more were left out.
+type ReachableNodes struct {
+	Nodes     []ReachableNode `json:"nodes"`
+	Truncated bool            `json:"truncated,omitempty"`
+}
+
+// SSHNodes is the body of GET /v1/ssh/nodes on mwid's local API: the
+// issuer's ReachableNodes, keeping only the logins that mwid's SSH user
+// certificate holds, and what an ssh_config needs to reach them.
+type SSHNodes struct {
+	Bot string `json:"bot"`
+	// Agent is the path of mwid's agent socket.
+	Agent     string          `json:"agent"`
+	Nodes     []ReachableNode `json:"nodes"`
+	Truncated bool            `json:"truncated,omitempty"`
 }
 
 // Status is the body of GET /v1/status on mwid's local API.

@@ -127,12 +127,28 @@ func (c *Client) Identity(ctx context.Context) (api.Identity, error) {
 }
 
 // KnownHosts returns known_hosts lines that trust the issuer's SSH host
-// certificate authorities.
-func (c *Client) KnownHosts(ctx context.Context) (string, error) {
+// certificate authorities for hosts, or, if there are none, for the host
+// patterns of mwid's configuration.
+func (c *Client) KnownHosts(ctx context.Context, hosts ...string) (string, error) {
+	var q url.Values
+	if len(hosts) > 0 {
+		q = url.Values{"host": hosts}
+	}
 	var s string
-	err := c.do(ctx, request{method: http.MethodGet, path: "/v1/ssh/known_hosts", out: &s})
+	err := c.do(ctx, request{method: http.MethodGet, path: "/v1/ssh/known_hosts", query: q, out: &s})
 	return s, err
 }
+
+// SSHNodes returns the hosts that the bot's roles let it log in to, as the
+// issuer lists them, with the logins of mwid's certificate allowed there.
+func (c *Client) SSHNodes(ctx context.Context) (api.SSHNodes, error) {
+	var n api.SSHNodes
+	err := c.do(ctx, request{method: http.MethodGet, path: "/v1/ssh/nodes", out: &n})
+	return n, err
+}
+
+// SocketPath returns the path of the API socket the client dials.
+func (c *Client) SocketPath() string { return c.socket() }
 
 // SSHConfig returns an ssh_config block for the hosts mwid's certificates
 // reach. mwictlPath is the mwictl that the block's KnownHostsCommand runs;

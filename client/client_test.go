@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -399,19 +400,27 @@ func TestContextCanceled(t *testing.T) {
 // fakeBackend is a localapi.Backend with canned answers.
 type fakeBackend struct {
 	mwictl   string
+	hosts    []string
 	refusals []api.SSHRefusal
 }
+
+var cannedNodes = api.SSHNodes{Bot: "web", Agent: "/run/mwi/agent.sock", Nodes: []api.ReachableNode{
+	{Name: "web-01", Names: []string{"web-01"}, Labels: map[string]string{"env": "prod"}, Logins: []string{"deploy"}}}}
 
 var cannedHostOutputs = []api.SSHHostOutput{{HostKey: "/etc/ssh/k.pub", Certificate: "/etc/ssh/k-cert.pub", AccessDir: "/var/lib/mwi/ssh", Labels: map[string]string{"env": "prod"}}}
 
 func (b *fakeBackend) SSHHostOutputs() []api.SSHHostOutput { return cannedHostOutputs }
 func (b *fakeBackend) ReportSSHRefusal(r api.SSHRefusal)   { b.refusals = append(b.refusals, r) }
 
-func (b *fakeBackend) Status() api.Status                { return cannedStatus }
-func (b *fakeBackend) Readiness() api.Readiness          { return cannedReady }
-func (b *fakeBackend) Identity() (api.Identity, error)   { return cannedIdentity, nil }
-func (b *fakeBackend) KnownHosts() (string, error)       { return cannedKnownHosts, nil }
-func (b *fakeBackend) Reload() (api.ReloadResult, error) { return cannedReload, nil }
+func (b *fakeBackend) Status() api.Status              { return cannedStatus }
+func (b *fakeBackend) Readiness() api.Readiness        { return cannedReady }
+func (b *fakeBackend) Identity() (api.Identity, error) { return cannedIdentity, nil }
+func (b *fakeBackend) KnownHosts(hosts []string) (string, error) {
+	b.hosts = hosts
+	return cannedKnownHosts, nil
+}
+func (b *fakeBackend) SSHNodes(ctx context.Context) (api.SSHNodes, error) { return cannedNodes, nil }
+func (b *fakeBackend) Reload() (api.ReloadResult, error)                  { return cannedReload, nil }
 func (b *fakeBackend) SSHConfig(mwictl string) (string, error) {
 	b.mwictl = mwictl
 	return "Host *\n", nil
@@ -442,8 +451,17 @@ func TestLocalAPIRoutes(t *testing.T) {
 	if id, err := c.Identity(ctx); err != nil || !equalJSONish(id, cannedIdentity) {
 		t.Errorf("Identity: %+v, %v", id, err)
 	}
-	if kh, err := c.KnownHosts(ctx); err != nil || kh != cannedKnownHosts {
-		t.Errorf("KnownHosts: %q, %v", kh, err)
+	if kh, err := c.KnownHosts(ctx); err != nil || kh != cannedKnownHosts || b.hosts != nil {
+		t.Errorf("KnownHosts: %q, %v; mwid saw hosts %q", kh, err, b.hosts)
+	}
+	if _, err := c.KnownHosts(ctx, "web-01", "web-01.example.com"); err != nil || !slices.Equal(b.hosts, []string{"web-01", "web-01.example.com"}) {
+		t.Errorf("KnownHosts for hosts: %v; mwid saw hosts %q", err, b.hosts)
+	}
+	if _, err := c.KnownHosts(ctx, "*"); !hasCode(err, api.CodeBadRequest) {
+		t.Errorf("KnownHosts for a pattern: %v, want bad_request", err)
+	}
+	if n, err := c.SSHNodes(ctx); err != nil || !equalJSONish(n, cannedNodes) {
+		t.Errorf("SSHNodes: %+v, %v", n, err)
 	}
 	if outs, err := c.SSHHostOutputs(ctx); err != nil || !equalJSONish(outs, cannedHostOutputs) {
 		t.Errorf("SSHHostOutputs: %+v, %v", outs, err)

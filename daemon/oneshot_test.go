@@ -69,6 +69,8 @@ type fakeIssuer struct {
 	lockPolls   int // GET /v1/locks answered, 304s included
 	notModified int // of which 304
 	sshRefusals []api.SSHRefusal
+	// nodes is what GET /v1/nodes answers, to a caller with an identity.
+	nodes api.ReachableNodes
 }
 
 // refusal is an error answer of the fake issuer.
@@ -103,6 +105,7 @@ func newFakeIssuer(t *testing.T) *fakeIssuer {
 	mux.HandleFunc("GET /v1/locks", f.locksHandler)
 	mux.HandleFunc("GET /v1/ssh/krl", f.krlHandler)
 	mux.HandleFunc("POST /v1/audit/ssh-refusal", f.refusalHandler)
+	mux.HandleFunc("GET /v1/nodes", f.nodesHandler)
 	f.srv = httptest.NewUnstartedServer(mux)
 	f.srv.TLS = &tls.Config{ClientAuth: tls.RequestClientCert}
 	f.srv.StartTLS()
@@ -175,6 +178,20 @@ func (f *fakeIssuer) refusalHandler(w http.ResponseWriter, r *http.Request) {
 	}
 	f.sshRefusals = append(f.sshRefusals, ref)
 	w.WriteHeader(http.StatusNoContent)
+}
+
+func (f *fakeIssuer) nodesHandler(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch {
+	case len(r.TLS.PeerCertificates) == 0:
+		fail(w, 401, api.CodeUnauthenticated, "no identity")
+	case f.down:
+		fail(w, 503, api.CodeInternal, "down")
+	default:
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(f.nodes)
+	}
 }
 
 func (f *fakeIssuer) challengeHandler(w http.ResponseWriter, r *http.Request) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -36,13 +37,48 @@ func (s *Server) Identity() (api.Identity, error) {
 }
 
 // KnownHosts returns @cert-authority lines that trust the issuer's host CAs
-// for the configured host patterns and nothing else.
-func (s *Server) KnownHosts() (string, error) {
+// for hosts, or, if there are none, for the configured host patterns, and
+// nothing else. The local API has checked hosts with sshconfig.CheckName.
+func (s *Server) KnownHosts(hosts []string) (string, error) {
 	c := s.creds.Current()
 	if c == nil {
 		return "", localapi.NotJoined()
 	}
-	return sshconfig.KnownHosts(sshconfig.Patterns(s.config().SSHHosts), c.HostCAs), nil
+	if len(hosts) == 0 {
+		hosts = sshconfig.Patterns(s.config().SSHHosts)
+	}
+	return sshconfig.KnownHosts(hosts, c.HostCAs), nil
+}
+
+// nodesTimeout bounds the issuer's answer to GET /v1/nodes.
+const nodesTimeout = 30 * time.Second
+
+// SSHNodes asks the issuer for the hosts the bot's roles let it log in to,
+// and keeps, of each host's logins, those that the SSH user certificate on
+// the agent holds: the agent can sign for no other. A host left with none
+// is left out.
+func (s *Server) SSHNodes(ctx context.Context) (api.SSHNodes, error) {
+	c := s.creds.Current()
+	if c == nil {
+		return api.SSHNodes{}, localapi.NotJoined()
+	}
+	if c.SSHCert == nil {
+		return api.SSHNodes{}, fault.NotFound(api.CodeNotFound, "bot %s has no SSH user certificate: its roles allow no logins", c.Bot)
+	}
+	ctx, cancel := context.WithTimeout(ctx, nodesTimeout)
+	defer cancel()
+	list, err := s.issuer.Load().Nodes(ctx, c.TLS)
+	if err != nil {
+		return api.SSHNodes{}, fault.Upstream(api.CodeIssuerFailed, "the issuer did not list the nodes: %v", err)
+	}
+	out := api.SSHNodes{Bot: c.Bot, Agent: s.config().AgentSocket.Path, Nodes: []api.ReachableNode{}, Truncated: list.Truncated}
+	for _, n := range list.Nodes {
+		n.Logins = slices.DeleteFunc(n.Logins, func(l string) bool { return !slices.Contains(c.SSHCert.ValidPrincipals, l) })
+		if len(n.Logins) > 0 {
+			out.Nodes = append(out.Nodes, n)
+		}
+	}
+	return out, nil
 }
 
 // SSHConfig returns an ssh_config block for the configured host patterns:

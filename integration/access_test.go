@@ -111,6 +111,13 @@ type managedHost struct {
 // sshd configured with the lines mwictl ssh sshd-config prints.
 func startManagedHost(t testing.TB, iss *harness.Issuer, bot, env, ctl string) *managedHost {
 	t.Helper()
+	return startNamedHost(t, iss, bot, env, ctl, "127.0.0.1")
+}
+
+// startNamedHost is startManagedHost for a host certificate with the
+// given names.
+func startNamedHost(t testing.TB, iss *harness.Issuer, bot, env, ctl string, names ...string) *managedHost {
+	t.Helper()
 	hostKey := harness.NewHostKey(t)
 	h := &managedHost{access: harness.SharedDir(t), hostKey: hostKey}
 	h.mwid = harness.StartDaemon(t, iss, harness.DaemonOptions{
@@ -121,10 +128,10 @@ func startManagedHost(t testing.TB, iss *harness.Issuer, bot, env, ctl string) *
 		Extra: fmt.Sprintf(`outputs:
   - type: ssh_host
     host_key: %s.pub
-    names: [127.0.0.1]
+    names: [%s]
     labels: {env: %s}
     access_dir: %s
-`, hostKey, env, h.access),
+`, hostKey, strings.Join(names, ", "), env, h.access),
 	})
 	h.mwid.WaitState(t, "ready", 20*time.Second)
 	harness.Eventually(t, 20*time.Second, "access.json and the KRL written", func() error {

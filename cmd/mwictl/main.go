@@ -4,8 +4,8 @@
 //
 //	mwictl [--socket PATH] status [--json]
 //	mwictl [--socket PATH] identity [--json | --text]
-//	mwictl [--socket PATH] known-hosts
-//	mwictl [--socket PATH] ssh-config [-o FILE]
+//	mwictl [--socket PATH] known-hosts [--host NAME]...
+//	mwictl [--socket PATH] ssh-config [--nodes] [-o FILE]
 //	mwictl [--socket PATH] renew [--json]
 //	mwictl [--socket PATH] reload [--json]
 //	mwictl [--socket PATH] ready [--json]
@@ -31,6 +31,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/user"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
@@ -41,6 +42,7 @@ import (
 
 	"github.com/mwi-project/mwi/api"
 	"github.com/mwi-project/mwi/client"
+	"github.com/mwi-project/mwi/daemon/sshconfig"
 	"github.com/mwi-project/mwi/internal/cli"
 	"github.com/mwi-project/mwi/internal/safefs"
 	"github.com/mwi-project/mwi/internal/version"
@@ -56,8 +58,9 @@ type command struct {
 
 // options holds the flags of every command; each binds those it takes.
 type options struct {
-	json, text, embed                bool
+	json, text, embed, nodes         bool
 	output, cluster, contextTemplate string
+	hosts                            []string
 }
 
 // commands lists every command, in the order the help shows them.
@@ -68,9 +71,12 @@ var commands = []command{
 		fs.BoolVar(&o.json, "json", false, "print the identity as JSON")
 		fs.BoolVar(&o.text, "text", false, "print a readable summary of the certificate")
 	}, identity},
-	{"known-hosts", "print known_hosts lines trusting the issuer's host CAs (for KnownHostsCommand)", nil, knownHosts},
+	{"known-hosts", "print known_hosts lines trusting the issuer's host CAs (for KnownHostsCommand)", func(fs *pflag.FlagSet, o *options) {
+		fs.StringArrayVar(&o.hosts, "host", nil, "trust the host CAs for host `NAME` (repeatable) instead of mwid's ssh.hosts patterns")
+	}, knownHosts},
 	{"ssh-config", "print, or write to FILE, an ssh_config block that uses mwid", func(fs *pflag.FlagSet, o *options) {
 		fs.StringVarP(&o.output, "output", "o", "", "write the block to `FILE`, replacing it atomically, instead of printing it")
+		fs.BoolVar(&o.nodes, "nodes", false, "add a Host block for each host the issuer lists as one the bot's roles let it log in to")
 	}, sshConfig},
 	{"renew", "renew the credentials now", jsonFlag("print mwid's status after the renewal as JSON"), renew},
 	{"reload", "reload mwid's configuration file", jsonFlag("print the result as JSON"), reload},
@@ -297,7 +303,7 @@ func printIdentity(out io.Writer, id api.Identity, now time.Time) {
 // knownHosts prints only the known_hosts lines, since ssh reads them from
 // the standard output of KnownHostsCommand.
 func knownHosts(e *env) error {
-	kh, err := e.client.KnownHosts(e.ctx)
+	kh, err := e.client.KnownHosts(e.ctx, e.opts.hosts...)
 	if err != nil {
 		return err
 	}
@@ -305,6 +311,10 @@ func knownHosts(e *env) error {
 	return err
 }
 
+// sshConfig prints or writes mwid's ssh_config block, and with --nodes a
+// Host block after it for each host the issuer lists as reachable. With
+// --nodes, a failure to list them fails the command, and nothing is
+// written: a file that silently lost its hosts would be worse.
 func sshConfig(e *env) error {
 	self, err := executable()
 	if err != nil {
@@ -315,11 +325,53 @@ func sshConfig(e *env) error {
 		return err
 	}
 	cfg = withNewline(cfg)
+	if e.opts.nodes {
+		blocks, err := e.nodeBlocks(self)
+		if err != nil {
+			return err
+		}
+		cfg += blocks
+	}
 	if e.opts.output == "" {
 		_, err = io.WriteString(e.stdout, cfg)
 		return err
 	}
 	return e.writeOutput(e.opts.output, []byte(cfg), 0o644)
+}
+
+// nodeBlocks returns the Host blocks of the hosts mwid's bot may reach,
+// whose KnownHostsCommand runs mwictl at self. Names and logins that
+// ssh_config could not carry as they are are skipped, with a warning.
+func (e *env) nodeBlocks(self string) (string, error) {
+	nodes, err := e.client.SSHNodes(e.ctx)
+	if err != nil {
+		return "", err
+	}
+	sock, err := filepath.Abs(e.client.SocketPath())
+	if err != nil {
+		return "", err
+	}
+	hosts, warnings := sshconfig.Hosts(nodes.Nodes, localUser())
+	for _, w := range warnings {
+		fmt.Fprintf(e.stderr, "mwictl: warning: %s\n", w)
+	}
+	if nodes.Truncated {
+		fmt.Fprintf(e.stderr, "mwictl: warning: the bot may reach more hosts than the %d the issuer lists at most; the others have no Host block\n", api.MaxReachableNodes)
+	}
+	if len(hosts) == 0 {
+		fmt.Fprintf(e.stderr, "mwictl: warning: the issuer lists no host that the roles of bot %s let it log in to\n", nodes.Bot)
+	}
+	return sshconfig.Config{Bot: nodes.Bot, Agent: nodes.Agent, Mwictl: self, APISocket: sock}.HostBlocks(hosts), nil
+}
+
+// localUser returns the login ssh uses when a Host block names none: that
+// of the user running mwictl, or "" if it cannot be told.
+var localUser = func() string {
+	u, err := user.Current()
+	if err != nil {
+		return ""
+	}
+	return u.Username
 }
 
 // writeOutput writes data to the file named by --output, atomically, and

@@ -374,6 +374,92 @@ func TestSSHConfig(t *testing.T) {
 	})
 }
 
+func TestKnownHostsForHosts(t *testing.T) {
+	f := serve(t, map[string]http.Handler{"GET /v1/ssh/known_hosts": text("@cert-authority web-01,[web-01]:* ssh-ed25519 AAAAhostca1")})
+	code, out, errs := mwictl(f.sock, "known-hosts", "--host", "web-01", "--host", "web-01.example.com")
+	want(t, code, out, errs, 0, "")
+	if got := f.lastRequest().URL.Query()["host"]; len(got) != 2 || got[0] != "web-01" || got[1] != "web-01.example.com" {
+		t.Errorf("host parameters %q, want both names in order", got)
+	}
+}
+
+// TestSSHConfigNodes adds a Host block per reachable node after mwid's
+// block, with the settings mwid reports, skipping with a warning the names
+// and logins that ssh_config could not carry as they are.
+func TestSSHConfigNodes(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if self, err = filepath.EvalSymlinks(self); err != nil {
+		t.Fatal(err)
+	}
+	defer func(f func() string) { localUser = f }(localUser)
+	localUser = func() string { return "alice" }
+	nodes := api.SSHNodes{Bot: "ci", Agent: "/run/mwi/agent.sock", Nodes: []api.ReachableNode{
+		{Name: "web-01", Names: []string{"web-01", "web-01.example.com"}, Labels: map[string]string{"env": "staging"}, Logins: []string{"deploy"}},
+		{Name: "web-02", Names: []string{"web-02"}, Labels: map[string]string{}, Logins: []string{"alice", "deploy"}},
+		{Name: "evil\n    ProxyCommand sh -c 'id'", Names: []string{"evil\n    ProxyCommand sh -c 'id'"}, Logins: []string{"deploy"}},
+		{Name: "-oProxyCommand=sh", Names: []string{"-oProxyCommand=sh", "db-01"}, Logins: []string{"x\x1b[31m", "deploy"}},
+	}}
+	routes := map[string]http.Handler{
+		"GET /v1/ssh/config": text("Host *.example.com\n    IdentityAgent /run/mwi/agent.sock\n"),
+		"GET /v1/ssh/nodes":  answer(200, nodes),
+	}
+	f := serve(t, routes)
+	code, out, errs := mwictl(f.sock, "ssh-config", "--nodes")
+	if code != 0 {
+		t.Fatalf("exit %d; stderr:\n%s", code, errs)
+	}
+	wantOut := "Host *.example.com\n    IdentityAgent /run/mwi/agent.sock\n" +
+		"\n# Hosts the roles of bot ci let it log in to, from the issuer's node inventory.\n" +
+		"Host web-01 web-01.example.com\n    User deploy\n    IdentityAgent /run/mwi/agent.sock\n" +
+		"    KnownHostsCommand " + self + " --socket " + f.sock + " known-hosts --host web-01 --host web-01.example.com\n" +
+		"    UserKnownHostsFile /dev/null\n    GlobalKnownHostsFile /dev/null\n    StrictHostKeyChecking yes\n    UpdateHostKeys no\n" +
+		"Host web-02\n    IdentityAgent /run/mwi/agent.sock\n" +
+		"    KnownHostsCommand " + self + " --socket " + f.sock + " known-hosts --host web-02\n" +
+		"    UserKnownHostsFile /dev/null\n    GlobalKnownHostsFile /dev/null\n    StrictHostKeyChecking yes\n    UpdateHostKeys no\n" +
+		"Host db-01\n    User deploy\n    IdentityAgent /run/mwi/agent.sock\n" +
+		"    KnownHostsCommand " + self + " --socket " + f.sock + " known-hosts --host db-01\n" +
+		"    UserKnownHostsFile /dev/null\n    GlobalKnownHostsFile /dev/null\n    StrictHostKeyChecking yes\n    UpdateHostKeys no\n"
+	if out != wantOut {
+		t.Errorf("stdout:\n%s\nwant\n%s", out, wantOut)
+	}
+	lines := strings.Split(strings.TrimSuffix(errs, "\n"), "\n")
+	if len(lines) != 4 {
+		t.Errorf("stderr has %d lines, want 4 warnings:\n%s", len(lines), errs)
+	}
+	for _, l := range lines {
+		if !strings.HasPrefix(l, "mwictl: warning: node ") || strings.ContainsRune(l, 0x1b) {
+			t.Errorf("stderr line %q, want a warning naming a node, with no control character", l)
+		}
+	}
+
+	t.Run("IssuerFailed", func(t *testing.T) {
+		routes := map[string]http.Handler{
+			"GET /v1/ssh/config": text("Host *\n"),
+			"GET /v1/ssh/nodes":  apiError(502, api.CodeIssuerFailed, "the issuer did not list the nodes: connection refused"),
+		}
+		f := serve(t, routes)
+		name := filepath.Join(t.TempDir(), "mwi.conf")
+		code, out, errs := mwictl(f.sock, "ssh-config", "--nodes", "-o", name)
+		want(t, code, out, errs, 1, "the issuer did not list the nodes: connection refused")
+		if _, err := os.Stat(name); err == nil {
+			t.Error("a file was written although the nodes could not be listed")
+		}
+	})
+	t.Run("None", func(t *testing.T) {
+		f := serve(t, map[string]http.Handler{
+			"GET /v1/ssh/config": text("Host *\n"),
+			"GET /v1/ssh/nodes":  answer(200, api.SSHNodes{Bot: "ci", Agent: "/a", Nodes: []api.ReachableNode{}, Truncated: true}),
+		})
+		code, out, errs := mwictl(f.sock, "ssh-config", "--nodes")
+		if code != 0 || out != "Host *\n" || !strings.Contains(errs, "no host") || !strings.Contains(errs, "at most") {
+			t.Errorf("exit %d, stdout %q, stderr %q", code, out, errs)
+		}
+	})
+}
+
 func TestRenew(t *testing.T) {
 	renewed := readyStatus
 	renewed.Generation = 4

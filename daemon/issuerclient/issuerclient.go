@@ -92,6 +92,7 @@ var refusals = map[string]refusal{
 	api.CodeNotJoined:    {false, "", false},
 	api.CodeRenewFailed:  {false, "", false},
 	api.CodeReloadFailed: {false, "", false},
+	api.CodeIssuerFailed: {false, "", false},
 }
 
 // maxAnswer bounds an issuer's answer: certificates and CA bundles for
@@ -297,6 +298,16 @@ func (c *Client) KRL(ctx context.Context, etag string) (krl []byte, newETag stri
 // identity.
 func (c *Client) ReportSSHRefusal(ctx context.Context, identity *tls.Certificate, r api.SSHRefusal) error {
 	return c.post(ctx, "/v1/audit/ssh-refusal", identity, r, nil)
+}
+
+// Nodes returns the hosts that the bot's roles let it log in to, from GET
+// /v1/nodes, asked for with the bot identity.
+func (c *Client) Nodes(ctx context.Context, identity *tls.Certificate) (api.ReachableNodes, error) {
+	var out api.ReachableNodes
+	_, err := c.do(ctx, call{method: http.MethodGet, path: "/v1/nodes", identity: identity}, func(data []byte) error {
+		return json.Unmarshal(data, &out)
+	})
+	return out, err
 }
 
 // IsPermanent reports whether err is an issuer refusal that retrying the

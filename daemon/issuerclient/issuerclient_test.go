@@ -165,6 +165,8 @@ func TestLocksAndKRL(t *testing.T) {
 			}
 			w.Header().Set("ETag", `"k1"`)
 			w.Write([]byte("SSHKRL\n\x00"))
+		case "GET /v1/nodes":
+			json.NewEncoder(w).Encode(api.ReachableNodes{Nodes: []api.ReachableNode{{Name: "web-1", Names: []string{"web-1"}, Logins: []string{"deploy"}}}})
 		case "POST /v1/audit/ssh-refusal":
 			var ref api.SSHRefusal
 			json.NewDecoder(r.Body).Decode(&ref)
@@ -193,6 +195,10 @@ func TestLocksAndKRL(t *testing.T) {
 	if err != nil || modified || krl != nil {
 		t.Errorf("KRL with the current ETag = %q, %v, %v", krl, modified, err)
 	}
+	nodes, err := c.Nodes(ctx, nil)
+	if err != nil || len(nodes.Nodes) != 1 || nodes.Nodes[0].Name != "web-1" || nodes.Nodes[0].Logins[0] != "deploy" {
+		t.Errorf("Nodes = %+v, %v", nodes, err)
+	}
 	ref := api.SSHRefusal{Login: "root", Bot: "ci", Reason: "locked", Host: "web-1"}
 	if err := c.ReportSSHRefusal(ctx, nil, ref); err != nil || len(reported) != 1 || reported[0] != ref {
 		t.Errorf("ReportSSHRefusal = %v; issuer got %+v", err, reported)
@@ -211,12 +217,15 @@ func TestLocksNotServed(t *testing.T) {
 	if _, _, _, err := c.KRL(context.Background(), ""); err == nil {
 		t.Error("KRL from an issuer without one: no error")
 	}
+	if _, err := c.Nodes(context.Background(), nil); err == nil {
+		t.Error("Nodes from an issuer without them: no error")
+	}
 }
 
 // TestUserAgent checks that mwid names itself and its version to the
 // issuer, which shows the version in its node inventory.
 func TestUserAgent(t *testing.T) {
-	got := make(chan string, 3)
+	got := make(chan string, 4)
 	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got <- r.UserAgent()
 		w.Header().Set("Content-Type", "application/json")
@@ -227,8 +236,9 @@ func TestUserAgent(t *testing.T) {
 	c.Join(context.Background(), nil, api.JoinRequest{})
 	c.Renew(context.Background(), nil, api.RenewRequest{})
 	c.Locks(context.Background(), nil, "")
+	c.Nodes(context.Background(), nil)
 	want := "mwid/" + version.Get().Version
-	for _, what := range []string{"join", "renew", "locks"} {
+	for _, what := range []string{"join", "renew", "locks", "nodes"} {
 		if ua := <-got; ua != want || UserAgent() != want {
 			t.Errorf("%s: User-Agent %q, want %q", what, ua, want)
 		}

@@ -15,6 +15,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/mwi-project/mwi/api"
+	"github.com/mwi-project/mwi/daemon/sshconfig"
 	"github.com/mwi-project/mwi/internal/fault"
 	"github.com/mwi-project/mwi/internal/httpjson"
 	"github.com/mwi-project/mwi/internal/version"
@@ -36,8 +37,10 @@ type Backend interface {
 	// no logins has none, and is refused with code not_found
 	// (fault.KindNotFound).
 	Identity() (api.Identity, error)
-	// KnownHosts returns known_hosts lines trusting the issuer's host CAs.
-	KnownHosts() (string, error)
+	// KnownHosts returns known_hosts lines trusting the issuer's host CAs
+	// for hosts, names that sshconfig.CheckName accepts, or for the
+	// configured host patterns if there are none.
+	KnownHosts(hosts []string) (string, error)
 	// SSHConfig returns an ssh_config block; mwictl is the path of the
 	// mwictl that its KnownHostsCommand runs.
 	SSHConfig(mwictl string) (string, error)
@@ -61,6 +64,11 @@ type Backend interface {
 	// KubeClusters' refusals; an unknown cluster is refused with code
 	// not_found (fault.KindNotFound).
 	KubeCredential(cluster string) (api.ExecCredential, error)
+	// SSHNodes asks the issuer for the hosts the bot's roles let it log in
+	// to, keeping the logins its SSH user certificate holds. A bot without
+	// one is refused with code not_found (fault.KindNotFound), and a
+	// failure to ask with code issuer_failed (fault.KindUpstream).
+	SSHNodes(ctx context.Context) (api.SSHNodes, error)
 	// SSHHostOutputs lists the configured ssh_host outputs.
 	SSHHostOutputs() []api.SSHHostOutput
 	// ReportSSHRefusal logs a login this host's sshd refused and passes
@@ -105,7 +113,11 @@ func Routes(b Backend, metrics http.Handler, log *slog.Logger, middlewares ...fu
 		return nil
 	}))
 	r.Get("/v1/ssh/known_hosts", h(func(w http.ResponseWriter, r *http.Request) error {
-		kh, err := b.KnownHosts()
+		hosts, err := hostParams(r)
+		if err != nil {
+			return err
+		}
+		kh, err := b.KnownHosts(hosts)
 		if err != nil {
 			return err
 		}
@@ -118,6 +130,14 @@ func Routes(b Backend, metrics http.Handler, log *slog.Logger, middlewares ...fu
 			return err
 		}
 		writeText(w, cfg)
+		return nil
+	}))
+	r.Get("/v1/ssh/nodes", h(func(w http.ResponseWriter, r *http.Request) error {
+		nodes, err := b.SSHNodes(r.Context())
+		if err != nil {
+			return err
+		}
+		httpjson.Write(w, http.StatusOK, nodes)
 		return nil
 	}))
 	r.Get("/v1/ssh/host_outputs", func(w http.ResponseWriter, r *http.Request) {
@@ -181,6 +201,26 @@ func Routes(b Backend, metrics http.Handler, log *slog.Logger, middlewares ...fu
 		return nil
 	}))
 	return r
+}
+
+// maxHosts bounds the host parameters of GET /v1/ssh/known_hosts: the
+// names of one node.
+const maxHosts = 64
+
+// hostParams returns the host parameters of GET /v1/ssh/known_hosts,
+// refusing more than maxHosts and any that sshconfig.CheckName refuses:
+// each becomes a known_hosts pattern.
+func hostParams(r *http.Request) ([]string, error) {
+	hosts := r.URL.Query()["host"]
+	if len(hosts) > maxHosts {
+		return nil, fault.Invalid(api.CodeBadRequest, "%d host parameters; at most %d", len(hosts), maxHosts)
+	}
+	for _, h := range hosts {
+		if err := sshconfig.CheckName(h); err != nil {
+			return nil, fault.Invalid(api.CodeBadRequest, "host: %v", err)
+		}
+	}
+	return hosts, nil
 }
 
 // maxRefusal bounds the body of POST /v1/ssh/refusals.

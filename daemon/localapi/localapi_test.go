@@ -56,6 +56,7 @@ type fakeBackend struct {
 	// renewErr and reloadErr, when set, are what Renew and Reload fail with.
 	renewErr  error
 	reloadErr error
+	nodesErr  error // what SSHNodes fails with
 
 	mu       sync.Mutex
 	mwictl   []string                     // the arguments SSHConfig was called with
@@ -174,12 +175,33 @@ func (f *fakeBackend) Identity() (api.Identity, error) {
 	}, nil
 }
 
-func (f *fakeBackend) KnownHosts() (string, error) {
+func (f *fakeBackend) KnownHosts(hosts []string) (string, error) {
 	f.called()
 	if f.state == notJoined {
 		return "", localapi.NotJoined()
 	}
-	return "@cert-authority *.example.com,[*.example.com]:* " + testCAKey + "\n", nil
+	patterns := "*.example.com,[*.example.com]:*"
+	if len(hosts) > 0 {
+		var p []string
+		for _, h := range hosts {
+			p = append(p, h, "["+h+"]:*")
+		}
+		patterns = strings.Join(p, ",")
+	}
+	return "@cert-authority " + patterns + " " + testCAKey + "\n", nil
+}
+
+func (f *fakeBackend) SSHNodes(ctx context.Context) (api.SSHNodes, error) {
+	f.called()
+	switch {
+	case f.state == notJoined:
+		return api.SSHNodes{}, localapi.NotJoined()
+	case f.nodesErr != nil:
+		return api.SSHNodes{}, f.nodesErr
+	}
+	return api.SSHNodes{Bot: "web", Agent: "/run/mwi/agent.sock", Nodes: []api.ReachableNode{
+		{Name: "web-01", Names: []string{"web-01", "web-01.example.com"}, Labels: map[string]string{"env": "prod"}, Logins: []string{"deploy"}},
+	}}, nil
 }
 
 func (f *fakeBackend) SSHConfig(mwictl string) (string, error) {
@@ -251,6 +273,9 @@ func (f *fakeBackend) callCount() int {
 var (
 	errRenew = fault.Upstream(api.CodeRenewFailed,
 		"issuer %s: bot_locked: bot web is locked", testIssuer)
+	errNodes = fault.Upstream(api.CodeIssuerFailed,
+		"the issuer did not list the nodes: issuer %s: connection refused", testIssuer)
+	errNoSSH  = fault.NotFound(api.CodeNotFound, "bot web has no SSH user certificate: its roles allow no logins")
 	errReload = fault.FailedPrecondition(api.CodeReloadFailed,
 		`/etc/mwi/mwid.yaml: line 4: unknown field "isuer"`)
 	// errSecret is an error that is not a *fault.Error: its text must

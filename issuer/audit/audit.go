@@ -48,6 +48,9 @@ const (
 	// EventSSHRefused is a login that a host refused to an MWI
 	// certificate, as the host's mwid reports it.
 	EventSSHRefused = "ssh_refused"
+	// EventNodes is a bot's request for the hosts it may reach (GET
+	// /v1/nodes); only refusals are recorded.
+	EventNodes = "nodes"
 	// EventRequest is a request refused before it reached a decision: a
 	// body that does not decode or is too large, a renewal without an
 	// identity. Its "path" attribute names the route.

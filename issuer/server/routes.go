@@ -33,6 +33,7 @@ type joiner interface {
 	LockList(ctx context.Context) (api.LockList, string, error)
 	KRL(ctx context.Context) ([]byte, string, error)
 	SSHRefusal(ctx context.Context, reporter ca.Identity, r api.SSHRefusal, remote string) error
+	ReachableNodes(ctx context.Context, id ca.Identity, remote string) (api.ReachableNodes, error)
 }
 
 // clientIdentity returns the bot identity that the caller presented over
@@ -134,6 +135,20 @@ func publicRoutes(j joiner, al *audit.Log, log *slog.Logger) http.Handler {
 			return nil
 		}
 		httpjson.Write(w, http.StatusOK, list)
+		return nil
+	}))
+	// A bot lists the hosts its roles let it log in to, for mwictl
+	// ssh-config --nodes.
+	r.Get("/v1/nodes", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
+		id, err := botIdentity(r, al, "the node list")
+		if err != nil {
+			return err
+		}
+		nodes, err := j.ReachableNodes(r.Context(), *id, r.RemoteAddr)
+		if err != nil {
+			return err
+		}
+		httpjson.Write(w, http.StatusOK, nodes)
 		return nil
 	}))
 	// The KRL is public, as the user CA's key is: hosts that run only

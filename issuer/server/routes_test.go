@@ -97,6 +97,10 @@ func (f *fakeJoiner) SSHRefusal(ctx context.Context, reporter ca.Identity, r api
 	return f.err
 }
 
+func (f *fakeJoiner) ReachableNodes(ctx context.Context, id ca.Identity, remote string) (api.ReachableNodes, error) {
+	return api.ReachableNodes{Nodes: []api.ReachableNode{}}, f.err
+}
+
 func (f *fakeJoiner) calls() (joins, renews int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
