@@ -202,6 +202,15 @@ func (d *Dir) Path() string { return d.path }
 // It is valid until Close.
 func (d *Dir) Fd() int { return d.fd }
 
+// Chmod changes the mode of the directory to mode, which MkdirAll does not
+// do for a directory that exists.
+func (d *Dir) Chmod(mode os.FileMode) error {
+	if err := unix.Fchmod(d.fd, uint32(mode.Perm())); err != nil {
+		return &os.PathError{Op: "chmod", Path: d.path, Err: err}
+	}
+	return nil
+}
+
 // Close closes the directory.
 func (d *Dir) Close() error {
 	if d.fd < 0 {

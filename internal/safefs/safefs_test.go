@@ -227,12 +227,22 @@ func TestMkdirAll(t *testing.T) {
 	if got, _ := os.ReadFile(filepath.Join(path, "key")); string(got) != "k" {
 		t.Errorf("key holds %q", got)
 	}
-	// Opening it again finds it.
+	// Opening it again finds it, and keeps its mode until Chmod.
+	os.Chmod(path, 0o755)
 	d, err = MkdirAll(path, 0o700)
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.Close()
+	defer d.Close()
+	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o755 {
+		t.Errorf("MkdirAll of an existing directory changed its mode to %v", fi.Mode().Perm())
+	}
+	if err := d.Chmod(0o700); err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o700 {
+		t.Errorf("after Chmod(0700): mode %v", fi.Mode().Perm())
+	}
 }
 
 func TestOpenDirMissing(t *testing.T) {

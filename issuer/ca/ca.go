@@ -44,7 +44,6 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
-	"golang.org/x/sys/unix"
 
 	"github.com/mwi-project/mwi/internal/safefs"
 	"github.com/mwi-project/mwi/internal/tlspin"
@@ -95,8 +94,8 @@ func Init(dir string, hosts []string) error {
 	defer d.Close()
 	// An existing directory keeps its mode in MkdirAll; this one is to
 	// hold private keys.
-	if err := unix.Fchmod(d.Fd(), 0o700); err != nil {
-		return &os.PathError{Op: "chmod", Path: d.Path(), Err: err}
+	if err := d.Chmod(0o700); err != nil {
+		return err
 	}
 	if len(hosts) == 0 {
 		return errors.New("ca: the serving certificate needs at least one host name or address")
