@@ -14,11 +14,14 @@
 // authority so that a bot certificate can never pass as the issuer to a daemon
 // that pins the TLS authority.
 //
-// The files are written through package safefs: the state directory is
-// reached without following a symbolic link, and each file is written to a
+// The files are written through package safefs: each is written to a
 // temporary file that is synced and then linked into place, for a new
 // authority, which never replaces an existing file, or renamed into place,
-// for a new serving certificate.
+// for a new serving certificate. Init and RotateServing reach the state
+// directory without following a symbolic link. Load, which runs in
+// mwi-issuer serve and may create the Kubernetes client CA, first resolves
+// a link in the state directory's path, as systemd's DynamicUser= makes
+// one, and from there follows none.
 package ca
 
 import (

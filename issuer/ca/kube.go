@@ -90,7 +90,16 @@ func createKubeCA(dir string) error {
 	if err != nil {
 		return err
 	}
-	d, err := safefs.OpenDir(dir)
+	// Load runs in mwi-issuer serve, whose state directory systemd makes,
+	// under DynamicUser=, a link into /var/lib/private: as for serve's
+	// admin socket, the link the administrator named is resolved once,
+	// and the directory it leads to is opened through no other link and
+	// checked as safefs checks every directory.
+	real, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return err
+	}
+	d, err := safefs.OpenDir(real)
 	if err != nil {
 		return err
 	}
