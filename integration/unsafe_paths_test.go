@@ -165,9 +165,21 @@ func TestIssuerStateDirectoryLink(t *testing.T) {
 	if err := os.Symlink(filepath.Join(private, "state"), iss.State); err != nil {
 		t.Fatal(err)
 	}
+	// A state directory from before the Kubernetes client CA gets one at
+	// serve, written where the link leads.
+	for _, f := range []string{"kube_ca.key", "kube_ca.crt"} {
+		if err := os.Remove(filepath.Join(private, "state", f)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	iss.Start(t)
 	if fi, err := os.Lstat(filepath.Join(private, "state", "admin.sock")); err != nil || fi.Mode().Type() != os.ModeSocket {
 		t.Fatalf("admin socket in the linked directory: %v, %v", fi, err)
+	}
+	for _, f := range []string{"kube_ca.key", "kube_ca.crt"} {
+		if fi, err := os.Lstat(filepath.Join(private, "state", f)); err != nil || !fi.Mode().IsRegular() {
+			t.Errorf("%s in the linked directory: %v, %v", f, fi, err)
+		}
 	}
 	if tok := iss.CreateToken(t, "ci", time.Hour); tok == "" {
 		t.Fatal("no token")

@@ -35,6 +35,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -46,6 +47,7 @@ import (
 	"time"
 
 	"github.com/mwi-project/mwi/api"
+	"github.com/mwi-project/mwi/internal/safefs"
 	"github.com/mwi-project/mwi/issuer/ca"
 )
 
@@ -165,10 +167,15 @@ func newDev(state, bin, issuerAddr string) (*dev, error) {
 			return nil, err
 		}
 	}
-	if err := os.MkdirAll(state, 0o700); err != nil {
+	// The state directory holds the issuer's keys: it is made through
+	// safefs, which follows no symbolic link and refuses a directory that
+	// another user controls.
+	sd, err := safefs.MkdirAll(state, 0o700)
+	if err != nil {
 		return nil, err
 	}
-	if err := os.Chmod(state, 0o700); err != nil {
+	defer sd.Close()
+	if err := sd.Chmod(0o700); err != nil {
 		return nil, err
 	}
 	return d, nil
@@ -255,16 +262,7 @@ func (d *dev) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := render("mwid.yaml", daemonTemplate, daemonData{
-		IssuerAddr:  d.issuerAddr,
-		CAPin:       authority.Pin,
-		AgentSocket: d.agentSock,
-		APISocket:   d.apiSock,
-	})
-	if err != nil {
-		return err
-	}
-	if err := writeFile(d.daemonConfig, cfg); err != nil {
+	if err := d.writeDaemonConfig(authority.Pin); err != nil {
 		return err
 	}
 	daemon, err := startProc("mwid", d.mwidLog, []string{"MWI_TOKEN=" + token}, d.daemonBin, "-c", d.daemonConfig)
@@ -308,9 +306,11 @@ func (d *dev) prepareIssuer(ctx context.Context) error {
 		fmt.Printf("mwi-dev: initialised a new issuer in %s\n", d.issuerState)
 	}
 	resDir := filepath.Join(d.issuerState, "resources")
-	if err := os.MkdirAll(resDir, 0o700); err != nil {
+	rd, err := safefs.MkdirAll(resDir, 0o700)
+	if err != nil {
 		return err
 	}
+	defer rd.Close()
 	path := filepath.Join(resDir, "dev.yaml")
 	if _, err := os.Lstat(path); err == nil {
 		return nil
@@ -328,7 +328,10 @@ func (d *dev) prepareIssuer(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFile(path, data); err != nil {
+	// A dev.yaml that appeared meanwhile is kept, as one found above is.
+	if err := rd.WriteNewFile("dev.yaml", data, 0o600); errors.Is(err, fs.ErrExist) {
+		return nil
+	} else if err != nil {
 		return err
 	}
 	fmt.Printf("mwi-dev: wrote %s: bot dev may log in as %s\n", path, u.Username)
@@ -449,18 +452,30 @@ func (d *dev) output(ctx context.Context, argv ...string) ([]byte, error) {
 	return out, nil
 }
 
-// writeFile writes data to path with mode 0600, replacing the file
-// atomically.
-func writeFile(path string, data []byte) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+// writeDaemonConfig writes mwid's configuration, for an issuer with the
+// CA pin pin, to d.daemonConfig, replacing it atomically and never writing
+// through a symbolic link.
+func (d *dev) writeDaemonConfig(pin string) error {
+	cfg, err := render("mwid.yaml", daemonTemplate, daemonData{
+		IssuerAddr:  d.issuerAddr,
+		CAPin:       pin,
+		AgentSocket: d.agentSock,
+		APISocket:   d.apiSock,
+	})
+	if err != nil {
 		return err
 	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return err
+	return safefs.WriteFile(d.daemonConfig, cfg, 0o600)
+}
+
+// openNoFollow opens the file at path as os.OpenFile does, but refuses a
+// symbolic link at path rather than write through it.
+func openNoFollow(path string, flag int, perm os.FileMode) (*os.File, error) {
+	f, err := os.OpenFile(path, flag|syscall.O_NOFOLLOW, perm)
+	if errors.Is(err, syscall.ELOOP) {
+		return nil, &safefs.UnsafeError{Path: path, Reason: "it is a symbolic link, and files are never written through one"}
 	}
-	return nil
+	return f, err
 }
 
 // dialClose connects to address and closes the connection.

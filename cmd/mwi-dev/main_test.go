@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -9,6 +11,8 @@ import (
 	"time"
 
 	"github.com/mwi-project/mwi/daemon/config"
+	"github.com/mwi-project/mwi/internal/safefs"
+	"github.com/mwi-project/mwi/issuer/ca"
 	"github.com/mwi-project/mwi/issuer/resource"
 )
 
@@ -128,5 +132,111 @@ func TestCheckSocketPath(t *testing.T) {
 	}
 	if err := checkSocketPath("/" + strings.Repeat("x", maxSocketPath)); err == nil {
 		t.Error("checkSocketPath accepted a path longer than a Unix socket allows")
+	}
+}
+
+// newTestDev returns the dev that newDev makes for state, with empty
+// files for programs.
+func newTestDev(t *testing.T, state string) (*dev, error) {
+	t.Helper()
+	bin := t.TempDir()
+	for _, p := range []string{"mwi-issuer", "mwid", "mwictl"} {
+		if err := os.WriteFile(filepath.Join(bin, p), nil, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return newDev(state, bin, "127.0.0.1:7443")
+}
+
+// TestWritesRefuseSymlinks plants a symbolic link at each file and
+// directory that mwi-dev writes: each write is refused, and nothing is
+// written where the link points.
+func TestWritesRefuseSymlinks(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		link  string // relative to the state directory
+		isDir bool
+		write func(d *dev) error
+	}{
+		{"mwid.yaml", "mwid.yaml", false, func(d *dev) error {
+			return d.writeDaemonConfig("sha256:" + strings.Repeat("A", 43) + "=")
+		}},
+		{"issuer log", "issuer.log", false, func(d *dev) error {
+			p, err := startProc("true", d.issuerLog, nil, "/bin/true")
+			if err == nil {
+				<-p.done
+			}
+			return err
+		}},
+		{"lock", "lock", false, func(d *dev) error {
+			f, err := lockState(d.state)
+			if err == nil {
+				f.Close()
+			}
+			return err
+		}},
+		{"resources directory", "issuer/resources", true, func(d *dev) error {
+			if err := ca.Init(d.issuerState, []string{"127.0.0.1"}); err != nil {
+				t.Fatal(err)
+			}
+			return d.prepareIssuer(context.Background())
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d, err := newTestDev(t, filepath.Join(t.TempDir(), "state"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			target := filepath.Join(t.TempDir(), "target")
+			if tc.isDir {
+				err = os.Mkdir(target, 0o700)
+			} else {
+				err = os.WriteFile(target, []byte("keep"), 0o600)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			link := filepath.Join(d.state, tc.link)
+			os.MkdirAll(filepath.Dir(link), 0o700)
+			if err := os.Symlink(target, link); err != nil {
+				t.Fatal(err)
+			}
+			err = tc.write(d)
+			var ue *safefs.UnsafeError
+			if !errors.As(err, &ue) || ue.Path != link {
+				t.Fatalf("write with a link at %s = %v; want a refusal naming it", link, err)
+			}
+			if tc.isDir {
+				if entries, _ := os.ReadDir(target); len(entries) != 0 {
+					t.Errorf("%d entries written through the link", len(entries))
+				}
+			} else if data, _ := os.ReadFile(target); string(data) != "keep" {
+				t.Errorf("written through the link: %q", data)
+			}
+		})
+	}
+}
+
+// TestNewDevRefusesLinkedState reaches the state directory through a
+// symbolic link: newDev refuses to make or use it.
+func TestNewDevRefusesLinkedState(t *testing.T) {
+	base := t.TempDir()
+	real := filepath.Join(base, "real")
+	if err := os.Mkdir(real, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(base, "link")
+	if err := os.Symlink(real, link); err != nil {
+		t.Fatal(err)
+	}
+	for _, state := range []string{link, filepath.Join(link, "state")} {
+		_, err := newTestDev(t, state)
+		var ue *safefs.UnsafeError
+		if !errors.As(err, &ue) || ue.Path != link {
+			t.Errorf("newDev(%s) = %v; want a refusal naming %s", state, err, link)
+		}
+	}
+	if entries, _ := os.ReadDir(real); len(entries) != 0 {
+		t.Errorf("newDev made %d entries through the link", len(entries))
 	}
 }

@@ -32,7 +32,7 @@ type proc struct {
 // terminal reaches only mwi-dev, which then stops the children in order; and
 // it receives SIGTERM if mwi-dev dies without stopping it.
 func startProc(name, logPath string, env []string, argv ...string) (*proc, error) {
-	f, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	f, err := openNoFollow(logPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, err
 	}
@@ -134,7 +134,7 @@ func tailLines(b []byte, n int) string {
 // processes do not share a state directory. The lock is released when the
 // process exits.
 func lockState(dir string) (*os.File, error) {
-	f, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := openNoFollow(filepath.Join(dir, "lock"), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, err
 	}

@@ -53,6 +53,7 @@ import (
 	"github.com/mwi-project/mwi/internal/httpjson"
 	"github.com/mwi-project/mwi/internal/hygiene"
 	"github.com/mwi-project/mwi/internal/logging"
+	"github.com/mwi-project/mwi/internal/safefs"
 	"github.com/mwi-project/mwi/internal/watch"
 	"github.com/mwi-project/mwi/issuer/ca"
 	"github.com/mwi-project/mwi/issuer/server"
@@ -338,9 +339,11 @@ func (e *env) runInit([]string) error {
 	if err := ca.Init(e.state, hosts); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Join(e.state, "resources"), 0o700); err != nil {
+	res, err := safefs.MkdirAll(filepath.Join(e.state, "resources"), 0o700)
+	if err != nil {
 		return err
 	}
+	res.Close()
 	a, err := ca.Load(e.state)
 	if err != nil {
 		return err

@@ -358,3 +358,33 @@ func TestFlagDefaults(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestInitRefusesLinks checks that mwi-issuer init writes nothing through a
+// symbolic link at the state directory or at its resources directory.
+func TestInitRefusesLinks(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		link func(state string) string // plants a link, returns its path
+	}{
+		{"state directory", func(state string) string { return state }},
+		{"resources directory", func(state string) string {
+			os.Mkdir(state, 0o700)
+			return filepath.Join(state, "resources")
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			state, target := filepath.Join(t.TempDir(), "state"), t.TempDir()
+			link := tc.link(state)
+			if err := os.Symlink(target, link); err != nil {
+				t.Fatal(err)
+			}
+			code, _, stderr := mwiIssuer("init", "--state", state, "--host", "127.0.0.1")
+			if code == 0 || !strings.Contains(stderr, "refusing "+link+": it is a symbolic link") {
+				t.Errorf("init with a link at %s: exit %d, %s; want a refusal naming it", link, code, stderr)
+			}
+			if entries, _ := os.ReadDir(target); len(entries) != 0 {
+				t.Errorf("init wrote %d entries through the link", len(entries))
+			}
+		})
+	}
+}

@@ -310,13 +310,6 @@ func (c *Client) Nodes(ctx context.Context, identity *tls.Certificate) (api.Reac
 	return out, err
 }
 
-// IsPermanent reports whether err is an issuer refusal that retrying the
-// same request cannot overcome.
-func IsPermanent(err error) bool {
-	_, ok := Refused(err)
-	return ok
-}
-
 // Refused returns the issuer refusal in err's chain if it is permanent.
 func Refused(err error) (*Error, bool) {
 	var e *Error

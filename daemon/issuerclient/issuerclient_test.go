@@ -51,11 +51,11 @@ func TestPermanent(t *testing.T) {
 		if (Action(e) != "") != tt.permanent {
 			t.Errorf("%d %s: Action = %q", tt.status, tt.code, Action(e))
 		}
-		if got := IsPermanent(fmt.Errorf("renew: %w", e)); got != tt.permanent {
-			t.Errorf("%d %s: IsPermanent of a wrapped error = %v", tt.status, tt.code, got)
+		if got, ok := Refused(fmt.Errorf("renew: %w", e)); ok != tt.permanent || ok && got != e {
+			t.Errorf("%d %s: Refused of a wrapped error = %v, %v", tt.status, tt.code, got, ok)
 		}
 	}
-	if IsPermanent(fmt.Errorf("issuer: connection refused")) {
+	if _, ok := Refused(fmt.Errorf("issuer: connection refused")); ok {
 		t.Error("a network error is permanent")
 	}
 }
@@ -124,13 +124,19 @@ func TestRefusalDecoded(t *testing.T) {
 	_, err = c.Renew(context.Background(), nil, api.RenewRequest{})
 	var e *httpjson.APIError
 	if err == nil || err.Error() != "issuer refused: bot ci is locked (bot_locked)" || !errors.As(err, &e) ||
-		e.Status != http.StatusForbidden || e.Code != api.CodeBotLocked || !IsPermanent(err) {
+		e.Status != http.StatusForbidden || e.Code != api.CodeBotLocked || !isRefused(err) {
 		t.Errorf("refusal = %v; want the issuer's words, a permanent bot_locked", err)
 	}
 	_, err = c.Join(context.Background(), nil, api.JoinRequest{})
-	if err == nil || !strings.Contains(err.Error(), "502 Bad Gateway") || httpjson.ErrorCode(err) != "" || IsPermanent(err) {
+	if err == nil || !strings.Contains(err.Error(), "502 Bad Gateway") || httpjson.ErrorCode(err) != "" || isRefused(err) {
 		t.Errorf("answer without the error shape = %v", err)
 	}
+}
+
+// isRefused reports whether Refused finds a permanent refusal in err.
+func isRefused(err error) bool {
+	_, ok := Refused(err)
+	return ok
 }
 
 // newTestClient returns a client of srv, trusting its certificate.

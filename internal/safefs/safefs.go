@@ -18,6 +18,9 @@
 // file, never an existing one, which is synced and renamed over the final
 // name, so that readers see the old content or the new, never a part of
 // either, and a symbolic link at the final name is never written through.
+// WriteNewFile links the temporary file to the final name instead, which
+// fails if anything exists there: it is for files that must never be
+// replaced, such as the private key of an authority.
 //
 // Paths are cleaned lexically, as filepath.Clean does; a relative path is
 // taken from the working directory as the kernel reports it.
@@ -199,6 +202,15 @@ func (d *Dir) Path() string { return d.path }
 // It is valid until Close.
 func (d *Dir) Fd() int { return d.fd }
 
+// Chmod changes the mode of the directory to mode, which MkdirAll does not
+// do for a directory that exists.
+func (d *Dir) Chmod(mode os.FileMode) error {
+	if err := unix.Fchmod(d.fd, uint32(mode.Perm())); err != nil {
+		return &os.PathError{Op: "chmod", Path: d.path, Err: err}
+	}
+	return nil
+}
+
 // Close closes the directory.
 func (d *Dir) Close() error {
 	if d.fd < 0 {
@@ -214,17 +226,98 @@ func (d *Dir) Close() error {
 // over name and syncs d. It refuses to replace a symbolic link, which
 // would mean that something is not as mwi left it.
 func (d *Dir) WriteFile(name string, data []byte, mode os.FileMode) error {
+	return d.WriteFiles(File{Name: name, Data: data, Mode: mode})
+}
+
+// A File is a file for WriteFiles to write: its name in the directory,
+// its content and its mode.
+type File struct {
+	Name string
+	Data []byte
+	Mode os.FileMode
+}
+
+// WriteFiles is WriteFile for files that belong together, such as a key
+// and its certificate: every file is written to a temporary file and
+// synced before the first is renamed over its name, so that if any write
+// fails, no file is replaced. The renames, in the order of files, are not
+// one step: a reader between two of them sees some files new and others
+// old. If any name is a symbolic link, nothing is written.
+func (d *Dir) WriteFiles(files ...File) error {
+	for _, f := range files {
+		path, err := d.checkName("write", f.Name)
+		if err != nil {
+			return err
+		}
+		var st unix.Stat_t
+		if err := unix.Fstatat(d.fd, f.Name, &st, unix.AT_SYMLINK_NOFOLLOW); err == nil && st.Mode&unix.S_IFMT == unix.S_IFLNK {
+			return &UnsafeError{Path: path, Reason: "it is a symbolic link, and files are never written through one"}
+		}
+	}
+	tmps := make([]string, 0, len(files))
+	defer func() {
+		for _, tmp := range tmps {
+			unix.Unlinkat(d.fd, tmp, 0) // fails harmlessly once renamed
+		}
+	}()
+	for _, f := range files {
+		tmp, err := d.writeTemp(f.Name, f.Data, f.Mode)
+		if err != nil {
+			return err
+		}
+		tmps = append(tmps, tmp)
+	}
+	for i, f := range files {
+		if err := unix.Renameat(d.fd, tmps[i], d.fd, f.Name); err != nil {
+			return &os.LinkError{Op: "rename", Old: filepath.Join(d.path, tmps[i]), New: filepath.Join(d.path, f.Name), Err: err}
+		}
+	}
+	return d.sync()
+}
+
+// WriteNewFile writes data to the file name in d, with the given mode, if
+// name does not exist yet: it writes a new temporary file in d, syncs it,
+// links it to name and syncs d. The link fails if anything exists at name,
+// even a symbolic link to nowhere, so an existing file, such as the key of
+// an authority that others already trust, is never replaced and nothing is
+// written through a link; the error then wraps fs.ErrExist. As with
+// WriteFile, name never holds part of data.
+func (d *Dir) WriteNewFile(name string, data []byte, mode os.FileMode) error {
+	path, err := d.checkName("create", name)
+	if err != nil {
+		return err
+	}
+	tmp, err := d.writeTemp(name, data, mode)
+	if err != nil {
+		return err
+	}
+	err = unix.Linkat(d.fd, tmp, d.fd, name, 0)
+	unix.Unlinkat(d.fd, tmp, 0)
+	switch {
+	case err == unix.EEXIST:
+		return &os.PathError{Op: "create", Path: path, Err: err}
+	case err != nil:
+		return &os.LinkError{Op: "link", Old: filepath.Join(d.path, tmp), New: path, Err: err}
+	}
+	return d.sync()
+}
+
+// checkName returns the path of the file name in d, or an error for op if
+// name is not the name of a file in a directory.
+func (d *Dir) checkName(op, name string) (string, error) {
 	path := filepath.Join(d.path, name)
 	if name == "" || name == "." || name == ".." || strings.Contains(name, "/") {
-		return &os.PathError{Op: "write", Path: path, Err: errors.New("not the name of a file in the directory")}
+		return "", &os.PathError{Op: op, Path: path, Err: errors.New("not the name of a file in the directory")}
 	}
-	var st unix.Stat_t
-	if err := unix.Fstatat(d.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err == nil && st.Mode&unix.S_IFMT == unix.S_IFLNK {
-		return &UnsafeError{Path: path, Reason: "it is a symbolic link, and files are never written through one"}
-	}
+	return path, nil
+}
+
+// writeTemp writes data, synced and with the given mode, to a new
+// temporary file in d named after name, and returns its name.
+func (d *Dir) writeTemp(name string, data []byte, mode os.FileMode) (string, error) {
 	tmp, fd, err := d.createTemp(name)
 	if err != nil {
-		return &os.PathError{Op: "create", Path: path, Err: err}
+		return "", &os.PathError{Op: "create", Path: filepath.Join(d.path, name), Err: err}
 	}
 	f := os.NewFile(uintptr(fd), filepath.Join(d.path, tmp))
 	err = f.Chmod(mode)
@@ -237,17 +330,16 @@ func (d *Dir) WriteFile(name string, data []byte, mode os.FileMode) error {
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
-	if err == nil {
-		if rerr := unix.Renameat(d.fd, tmp, d.fd, name); rerr != nil {
-			err = &os.LinkError{Op: "rename", Old: f.Name(), New: path, Err: rerr}
-		}
-	}
 	if err != nil {
 		unix.Unlinkat(d.fd, tmp, 0)
-		return err
+		return "", err
 	}
-	// The rename is durable once the directory is synced. Some file
-	// systems cannot sync a directory (EINVAL); the file is in place.
+	return tmp, nil
+}
+
+// sync makes the names changed in d durable. Some file systems cannot
+// sync a directory (EINVAL); the files are in place.
+func (d *Dir) sync() error {
 	if err := unix.Fsync(d.fd); err != nil && err != unix.EINVAL {
 		return &os.PathError{Op: "sync", Path: d.path, Err: err}
 	}
@@ -275,9 +367,9 @@ func (d *Dir) createTemp(name string) (string, int, error) {
 // key that the issuer certifies: someone who could change such a file
 // would choose what is certified.
 func (d *Dir) ReadFile(name string, max int64) ([]byte, error) {
-	path := filepath.Join(d.path, name)
-	if name == "" || name == "." || name == ".." || strings.Contains(name, "/") {
-		return nil, &os.PathError{Op: "read", Path: path, Err: errors.New("not the name of a file in the directory")}
+	path, err := d.checkName("read", name)
+	if err != nil {
+		return nil, err
 	}
 	// O_NONBLOCK, so that a fifo planted at name cannot block the open.
 	fd, err := unix.Openat(d.fd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)

@@ -80,6 +80,130 @@ func TestWriteFileBadName(t *testing.T) {
 	}
 }
 
+// TestWriteNewFile checks that WriteNewFile creates a file and never
+// replaces or writes through what is already at its name.
+func TestWriteNewFile(t *testing.T) {
+	dir := t.TempDir()
+	d, err := OpenDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if err := d.WriteNewFile("ca.key", []byte("key"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(dir, "ca.key")); string(got) != "key" {
+		t.Errorf("ca.key holds %q", got)
+	}
+	if fi, _ := os.Lstat(filepath.Join(dir, "ca.key")); fi == nil || !fi.Mode().IsRegular() || fi.Mode().Perm() != 0o600 {
+		t.Errorf("ca.key: %v; want a regular file with mode 0600", fi)
+	}
+
+	target := filepath.Join(dir, "target")
+	for _, tc := range []struct {
+		name    string
+		prepare func(path string)
+	}{
+		{"existing file", func(path string) {}}, // ca.key from above
+		{"link to a file", func(path string) {
+			os.WriteFile(target, []byte("keep"), 0o600)
+			os.Symlink(target, path)
+		}},
+		{"link to nowhere", func(path string) { os.Symlink(filepath.Join(dir, "nowhere"), path) }},
+		{"directory", func(path string) { os.Mkdir(path, 0o700) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			name := "ca.key"
+			if tc.name != "existing file" {
+				name = strings.ReplaceAll(tc.name, " ", "-")
+			}
+			path := filepath.Join(dir, name)
+			tc.prepare(path)
+			before, _ := os.Lstat(path)
+			err := d.WriteNewFile(name, []byte("evil"), 0o644)
+			if !errors.Is(err, os.ErrExist) || !strings.Contains(err.Error(), path) {
+				t.Fatalf("WriteNewFile over %s = %v; want an error naming it that wraps fs.ErrExist", tc.name, err)
+			}
+			if after, _ := os.Lstat(path); after == nil || !os.SameFile(before, after) || after.Mode() != before.Mode() {
+				t.Errorf("%s was replaced or changed", path)
+			}
+		})
+	}
+	if got, _ := os.ReadFile(filepath.Join(dir, "ca.key")); string(got) != "key" {
+		t.Errorf("ca.key changed to %q", got)
+	}
+	if got, _ := os.ReadFile(target); string(got) != "keep" {
+		t.Errorf("a link's target changed to %q", got)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "nowhere")); err == nil {
+		t.Error("a link to nowhere was written through")
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".") {
+			t.Errorf("temporary file %s left behind", e.Name())
+		}
+	}
+	if err := d.WriteNewFile("a/b", nil, 0o600); err == nil {
+		t.Error("WriteNewFile(a/b) succeeded")
+	}
+}
+
+// TestWriteFiles checks that WriteFiles replaces every file, and none if
+// one of them cannot be written or is a symbolic link.
+func TestWriteFiles(t *testing.T) {
+	dir := t.TempDir()
+	d, err := OpenDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	read := func(name string) string {
+		data, _ := os.ReadFile(filepath.Join(dir, name))
+		return string(data)
+	}
+	if err := d.WriteFiles(File{"tls.key", []byte("key 1"), 0o600}, File{"tls.crt", []byte("crt 1"), 0o644}); err != nil {
+		t.Fatal(err)
+	}
+	old, _ := os.Lstat(filepath.Join(dir, "tls.key"))
+	if err := d.WriteFiles(File{"tls.key", []byte("key 2"), 0o600}, File{"tls.crt", []byte("crt 2"), 0o644}); err != nil {
+		t.Fatal(err)
+	}
+	if read("tls.key") != "key 2" || read("tls.crt") != "crt 2" {
+		t.Errorf("after the second write: %q, %q", read("tls.key"), read("tls.crt"))
+	}
+	// Replaced by a rename, not written in place: a reader holding the
+	// old file still reads it whole.
+	if now, _ := os.Lstat(filepath.Join(dir, "tls.key")); os.SameFile(old, now) {
+		t.Error("tls.key was written in place")
+	}
+	if fi, _ := os.Stat(filepath.Join(dir, "tls.crt")); fi.Mode().Perm() != 0o644 {
+		t.Errorf("tls.crt mode = %v, want 0644", fi.Mode().Perm())
+	}
+
+	// The temporary file of a name this long cannot be created.
+	long := strings.Repeat("x", 250)
+	if err := d.WriteFiles(File{"tls.key", []byte("key 3"), 0o600}, File{long, nil, 0o600}); err == nil {
+		t.Fatal("WriteFiles with an unwritable file succeeded")
+	}
+	os.Symlink(filepath.Join(dir, "elsewhere"), filepath.Join(dir, "tls.crt.link"))
+	err = d.WriteFiles(File{"tls.key", []byte("key 3"), 0o600}, File{"tls.crt.link", []byte("crt 3"), 0o644})
+	var ue *UnsafeError
+	if !errors.As(err, &ue) {
+		t.Fatalf("WriteFiles with a link = %v; want an UnsafeError", err)
+	}
+	if read("tls.key") != "key 2" {
+		t.Errorf("a failed WriteFiles replaced tls.key with %q", read("tls.key"))
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "elsewhere")); err == nil {
+		t.Error("WriteFiles wrote through a link")
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 3 {
+		t.Errorf("directory holds %d entries, want tls.key, tls.crt and the link, no temporary file", len(entries))
+	}
+}
+
 func TestMkdirAll(t *testing.T) {
 	base := t.TempDir()
 	path := filepath.Join(base, "a", "b", "c")
@@ -103,12 +227,22 @@ func TestMkdirAll(t *testing.T) {
 	if got, _ := os.ReadFile(filepath.Join(path, "key")); string(got) != "k" {
 		t.Errorf("key holds %q", got)
 	}
-	// Opening it again finds it.
+	// Opening it again finds it, and keeps its mode until Chmod.
+	os.Chmod(path, 0o755)
 	d, err = MkdirAll(path, 0o700)
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.Close()
+	defer d.Close()
+	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o755 {
+		t.Errorf("MkdirAll of an existing directory changed its mode to %v", fi.Mode().Perm())
+	}
+	if err := d.Chmod(0o700); err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o700 {
+		t.Errorf("after Chmod(0700): mode %v", fi.Mode().Perm())
+	}
 }
 
 func TestOpenDirMissing(t *testing.T) {

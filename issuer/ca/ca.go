@@ -13,6 +13,15 @@
 // and the serving certificate tls.key, tls.crt. Bot identities have their own
 // authority so that a bot certificate can never pass as the issuer to a daemon
 // that pins the TLS authority.
+//
+// The files are written through package safefs: each is written to a
+// temporary file that is synced and then linked into place, for a new
+// authority, which never replaces an existing file, or renamed into place,
+// for a new serving certificate. Init and RotateServing reach the state
+// directory without following a symbolic link. Load, which runs in
+// mwi-issuer serve and may create the Kubernetes client CA, first resolves
+// a link in the state directory's path, as systemd's DynamicUser= makes
+// one, and from there follows none.
 package ca
 
 import (
@@ -39,6 +48,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/mwi-project/mwi/internal/safefs"
 	"github.com/mwi-project/mwi/internal/tlspin"
 )
 
@@ -77,12 +87,17 @@ type Authority struct {
 
 // Init creates the authorities and a serving certificate for hosts in dir.
 // It creates dir with mode 0700 and each file with mode 0600, and refuses to
-// overwrite an existing authority.
+// overwrite an existing authority, or to use a path with a symbolic link or
+// a directory that another user controls (see package safefs).
 func Init(dir string, hosts []string) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	d, err := safefs.MkdirAll(dir, 0o700)
+	if err != nil {
 		return err
 	}
-	if err := os.Chmod(dir, 0o700); err != nil {
+	defer d.Close()
+	// An existing directory keeps its mode in MkdirAll; this one is to
+	// hold private keys.
+	if err := d.Chmod(0o700); err != nil {
 		return err
 	}
 	if len(hosts) == 0 {
@@ -137,7 +152,7 @@ func Init(dir string, hosts []string) error {
 	files[servingCertFile] = append(certPEM(serving), certPEM(tlsCA)...)
 	names := make([]string, 0, len(files))
 	for name := range files {
-		if _, err := os.Lstat(filepath.Join(dir, name)); err == nil {
+		if existsIn(d, name) {
 			return fmt.Errorf("%s already holds an issuer (found %s); refusing to overwrite it", dir, name)
 		}
 		if name != sshUserCAFile {
@@ -150,9 +165,9 @@ func Init(dir string, hosts []string) error {
 	slices.Sort(names)
 	names = append(names, sshUserCAFile)
 	for i, name := range names {
-		if err := linkNew(filepath.Join(dir, name), files[name]); err != nil {
+		if err := d.WriteNewFile(name, files[name], keyMode); err != nil {
 			for _, done := range names[:i] {
-				os.Remove(filepath.Join(dir, done))
+				removeIn(d, done)
 			}
 			return err
 		}

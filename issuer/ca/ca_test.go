@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"maps"
 	"math"
 	"math/big"
@@ -207,8 +208,9 @@ func TestInitRefusesOverwrite(t *testing.T) {
 			if err := os.WriteFile(path, []byte("precious"), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			if err := ca.Init(dir, nil); err == nil {
-				t.Fatal("Init succeeded over an existing key")
+			err := ca.Init(dir, []string{"127.0.0.1"})
+			if err == nil || !strings.Contains(err.Error(), "refusing to overwrite") {
+				t.Fatalf("Init over an existing key = %v, want a refusal to overwrite", err)
 			}
 			data, err := os.ReadFile(path)
 			if err != nil || string(data) != "precious" {
@@ -219,6 +221,80 @@ func TestInitRefusesOverwrite(t *testing.T) {
 				t.Errorf("Init wrote files before refusing: %d entries", len(entries))
 			}
 		})
+	}
+}
+
+// TestInitRefusesSymlink plants a symbolic link at a file that Init
+// writes and at a directory on the way to the state directory: Init
+// refuses, and writes nothing where the link points.
+func TestInitRefusesSymlink(t *testing.T) {
+	for _, name := range []string{"ssh_user_ca", "tls_ca.key", "tls.crt", "kube_ca.key"} {
+		for _, dangling := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s dangling=%v", name, dangling), func(t *testing.T) {
+				dir, elsewhere := t.TempDir(), t.TempDir()
+				target := filepath.Join(elsewhere, "target")
+				if !dangling {
+					if err := os.WriteFile(target, []byte("precious"), 0o600); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if err := os.Symlink(target, filepath.Join(dir, name)); err != nil {
+					t.Fatal(err)
+				}
+				err := ca.Init(dir, []string{"127.0.0.1"})
+				if err == nil || !strings.Contains(err.Error(), "refusing to overwrite") {
+					t.Fatalf("Init with a link at %s = %v, want a refusal to overwrite", name, err)
+				}
+				if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+					t.Errorf("Init wrote files before refusing: %d entries", len(entries))
+				}
+				data, err := os.ReadFile(target)
+				switch {
+				case dangling && err == nil:
+					t.Errorf("Init wrote through the link: %q", data)
+				case !dangling && string(data) != "precious":
+					t.Errorf("Init wrote through the link: %q, %v", data, err)
+				}
+			})
+		}
+	}
+	t.Run("directory", func(t *testing.T) {
+		base := t.TempDir()
+		real := filepath.Join(base, "real")
+		if err := os.Mkdir(real, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(real, filepath.Join(base, "link")); err != nil {
+			t.Fatal(err)
+		}
+		for _, dir := range []string{filepath.Join(base, "link"), filepath.Join(base, "link", "state")} {
+			err := ca.Init(dir, []string{"127.0.0.1"})
+			if err == nil || !strings.Contains(err.Error(), "symbolic link") || !strings.Contains(err.Error(), filepath.Join(base, "link")) {
+				t.Errorf("Init(%s) = %v, want a refusal naming the link", dir, err)
+			}
+		}
+		if entries, _ := os.ReadDir(real); len(entries) != 0 {
+			t.Errorf("Init wrote %d entries through the link", len(entries))
+		}
+	})
+}
+
+// TestInitRefusesSharedDirectory checks that Init refuses a state
+// directory that other users may write to, who could replace a key.
+func TestInitRefusesSharedDirectory(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	if err := os.Mkdir(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	err := ca.Init(dir, []string{"127.0.0.1"})
+	if err == nil || !strings.Contains(err.Error(), "writable by users other than its owner") {
+		t.Fatalf("Init of a directory with mode 0777 = %v, want a refusal", err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("Init wrote %d entries", len(entries))
 	}
 }
 

@@ -1,43 +1,53 @@
 package ca
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/mwi-project/mwi/internal/safefs"
 )
 
-// writeTemp writes data, synced, to a new temporary file with mode 0600 in
-// dir, named after name, and returns its path. Renaming or linking it into
-// place then makes the whole content appear at once.
-func writeTemp(dir, name string, data []byte) (string, error) {
-	f, err := os.CreateTemp(dir, "."+name+".tmp-*")
-	if err != nil {
-		return "", err
-	}
-	err = f.Chmod(0o600)
-	if err == nil {
-		_, err = f.Write(data)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(f.Name())
-		return "", err
-	}
-	return f.Name(), nil
+// keyMode is the mode of every file in a state directory.
+const keyMode = 0o600
+
+// existsIn reports whether anything, even a symbolic link, is at name in d.
+func existsIn(d *safefs.Dir, name string) bool {
+	var st unix.Stat_t
+	return unix.Fstatat(d.Fd(), name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil
 }
 
-// linkNew writes data to a file at path that must not exist yet: a
-// temporary file linked into place, so that path never holds part of data
-// and an existing file is never replaced.
-func linkNew(path string, data []byte) error {
-	tmp, err := writeTemp(filepath.Dir(path), filepath.Base(path), data)
+// removeIn removes the file name from d.
+func removeIn(d *safefs.Dir, name string) error {
+	if err := unix.Unlinkat(d.Fd(), name, 0); err != nil {
+		return &os.PathError{Op: "remove", Path: filepath.Join(d.Path(), name), Err: err}
+	}
+	return nil
+}
+
+type replacement struct {
+	name string
+	data []byte
+}
+
+// replaceFiles writes every file of files to a temporary file in dir and
+// syncs it, and only then renames each over its name and syncs dir. If any
+// write fails, nothing is replaced.
+func replaceFiles(dir string, files []replacement) error {
+	d, err := safefs.OpenDir(dir)
 	if err != nil {
 		return err
 	}
-	defer os.Remove(tmp)
-	return os.Link(tmp, path)
+	defer d.Close()
+	out := make([]safefs.File, 0, len(files))
+	for _, f := range files {
+		var st unix.Stat_t
+		if err := unix.Fstatat(d.Fd(), f.name, &st, unix.AT_SYMLINK_NOFOLLOW); err == nil && st.Mode&unix.S_IFMT != unix.S_IFREG {
+			return fmt.Errorf("%s is not a regular file; refusing to replace it", filepath.Join(dir, f.name))
+		}
+		out = append(out, safefs.File{Name: f.name, Data: f.data, Mode: keyMode})
+	}
+	return d.WriteFiles(out...)
 }

@@ -13,6 +13,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/mwi-project/mwi/internal/safefs"
 )
 
 // kubeCAName is the subject of the Kubernetes client CA.
@@ -44,7 +46,7 @@ func loadKubeCA(dir string) (kubeCA, error) {
 	}
 	keyExists, certExists := exists(keyPath), exists(certPath)
 	if !keyExists && !certExists {
-		switch err := createKubeCA(keyPath, certPath); {
+		switch err := createKubeCA(dir); {
 		case err == nil:
 			k.created = true
 		case errors.Is(err, fs.ErrExist):
@@ -79,7 +81,7 @@ func loadKubeCA(dir string) (kubeCA, error) {
 // createKubeCA makes a new Kubernetes client CA and writes its key, then
 // its certificate. Each file appears whole or not at all, and an existing
 // file is never replaced: the error then wraps fs.ErrExist.
-func createKubeCA(keyPath, certPath string) error {
+func createKubeCA(dir string) error {
 	cert, key, err := newCA(kubeCAName, time.Now())
 	if err != nil {
 		return err
@@ -88,10 +90,24 @@ func createKubeCA(keyPath, certPath string) error {
 	if err != nil {
 		return err
 	}
-	if err := linkNew(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})); err != nil {
+	// Load runs in mwi-issuer serve, whose state directory systemd makes,
+	// under DynamicUser=, a link into /var/lib/private: as for serve's
+	// admin socket, the link the administrator named is resolved once,
+	// and the directory it leads to is opened through no other link and
+	// checked as safefs checks every directory.
+	real, err := filepath.EvalSymlinks(dir)
+	if err != nil {
 		return err
 	}
-	return linkNew(certPath, certPEM(cert))
+	d, err := safefs.OpenDir(real)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.WriteNewFile(kubeKeyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), keyMode); err != nil {
+		return err
+	}
+	return d.WriteNewFile(kubeCertFile, certPEM(cert), keyMode)
 }
 
 func exists(path string) bool {

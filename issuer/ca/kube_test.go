@@ -123,6 +123,33 @@ func TestLoadCreatesKubeCA(t *testing.T) {
 		t.Errorf("second Load: Created %v, same CA %v", b.Created(), b.KubeCA().Equal(a.KubeCA()))
 	}
 
+	// Under systemd's DynamicUser=, the state directory is a link: the CA
+	// is made where it leads.
+	t.Run("linked state directory", func(t *testing.T) {
+		_, dir := newAuthority(t, "127.0.0.1")
+		for _, f := range []string{"kube_ca.key", "kube_ca.crt"} {
+			if err := os.Remove(filepath.Join(dir, f)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		link := filepath.Join(t.TempDir(), "link")
+		if err := os.Symlink(dir, link); err != nil {
+			t.Fatal(err)
+		}
+		a, err := ca.Load(link)
+		if err != nil {
+			t.Fatalf("Load through a link: %v", err)
+		}
+		if len(a.Created()) != 2 {
+			t.Errorf("Created = %v, want the two files", a.Created())
+		}
+		for _, f := range []string{"kube_ca.key", "kube_ca.crt"} {
+			if fi, err := os.Lstat(filepath.Join(dir, f)); err != nil || !fi.Mode().IsRegular() {
+				t.Errorf("%s in the linked directory: %v, %v", f, fi, err)
+			}
+		}
+	})
+
 	// Half a CA is refused, and left as it is.
 	for _, keep := range []string{"kube_ca.key", "kube_ca.crt"} {
 		t.Run("only "+keep, func(t *testing.T) {

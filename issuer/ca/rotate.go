@@ -6,7 +6,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"time"
 )
@@ -82,46 +81,6 @@ func servingHosts(path string) ([]string, error) {
 		return nil, fmt.Errorf("current serving certificate %s names no host", path)
 	}
 	return hosts, nil
-}
-
-type replacement struct {
-	name string
-	data []byte
-}
-
-// replaceFiles writes every file of files to a temporary file in dir with
-// mode 0600 and syncs it, and only then renames each over its name and
-// syncs dir. If any write fails, nothing is replaced.
-func replaceFiles(dir string, files []replacement) error {
-	for _, f := range files {
-		if fi, err := os.Lstat(filepath.Join(dir, f.name)); err == nil && !fi.Mode().IsRegular() {
-			return fmt.Errorf("%s is not a regular file; refusing to replace it", filepath.Join(dir, f.name))
-		}
-	}
-	tmps := make([]string, 0, len(files))
-	defer func() {
-		for _, tmp := range tmps {
-			os.Remove(tmp) // fails harmlessly once renamed
-		}
-	}()
-	for _, f := range files {
-		tmp, err := writeTemp(dir, f.name, f.data)
-		if err != nil {
-			return err
-		}
-		tmps = append(tmps, tmp)
-	}
-	for i, f := range files {
-		if err := os.Rename(tmps[i], filepath.Join(dir, f.name)); err != nil {
-			return err
-		}
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 func publicKeyEqual(a, b crypto.PublicKey) bool {

@@ -45,6 +45,10 @@ func TestRotateServing(t *testing.T) {
 	before, dir := newAuthority(t, "127.0.0.1", "issuer.example")
 	oldFiles := readDir(t, dir)
 	oldChain := servingChain(t, before)
+	oldKey, err := os.Lstat(filepath.Join(dir, "tls.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	if err := ca.RotateServing(dir, nil); err != nil {
 		t.Fatalf("RotateServing: %v", err)
@@ -68,6 +72,11 @@ func TestRotateServing(t *testing.T) {
 		if fi.Mode().Perm() != 0o600 {
 			t.Errorf("%s mode = %v, want 0600", name, fi.Mode().Perm())
 		}
+	}
+	// The key was replaced by a new file renamed over it, not written in
+	// place, so a reader never sees part of it.
+	if newKey, err := os.Lstat(filepath.Join(dir, "tls.key")); err != nil || os.SameFile(oldKey, newKey) {
+		t.Errorf("tls.key was written in place (%v)", err)
 	}
 
 	after, err := ca.Load(dir)
@@ -140,6 +149,14 @@ func TestRotateServingRefuses(t *testing.T) {
 				t.Fatal(err)
 			}
 		}, nil, "not a regular file"},
+		{"serving certificate is a link", func(t *testing.T, dir string) {
+			elsewhere := filepath.Join(t.TempDir(), "elsewhere")
+			overwrite(t, filepath.Dir(elsewhere), "elsewhere", "keep")
+			os.Remove(filepath.Join(dir, "tls.crt"))
+			if err := os.Symlink(elsewhere, filepath.Join(dir, "tls.crt")); err != nil {
+				t.Fatal(err)
+			}
+		}, []string{"127.0.0.1"}, "not a regular file"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -168,5 +185,29 @@ func TestRotateServingRefuses(t *testing.T) {
 func TestRotateServingMissingDir(t *testing.T) {
 	if err := ca.RotateServing(filepath.Join(t.TempDir(), "none"), []string{"localhost"}); err == nil {
 		t.Fatal("RotateServing of a missing directory succeeded")
+	}
+}
+
+// TestRotateServingRefusesLinkedDir reaches the state directory through a
+// symbolic link: RotateServing refuses to write there.
+func TestRotateServingRefusesLinkedDir(t *testing.T) {
+	_, dir := newAuthority(t, "127.0.0.1")
+	link := filepath.Join(t.TempDir(), "link")
+	if err := os.Symlink(dir, link); err != nil {
+		t.Fatal(err)
+	}
+	before := readDir(t, dir)
+	err := ca.RotateServing(link, nil)
+	if err == nil || !strings.Contains(err.Error(), "symbolic link") {
+		t.Fatalf("RotateServing through a link = %v, want a refusal naming it", err)
+	}
+	after := readDir(t, dir)
+	if len(after) != len(before) {
+		t.Errorf("a refused rotation left %d files, had %d", len(after), len(before))
+	}
+	for name, data := range before {
+		if !bytes.Equal(after[name], data) {
+			t.Errorf("a refused rotation changed %s", name)
+		}
 	}
 }
