@@ -157,6 +157,13 @@ type Role struct {
 	// of the form "{{internal.NAME}}" stands for the bot's trait NAME.
 	KubernetesGroups []string
 	KubernetesUsers  []string
+	// KubernetesResources are the Kubernetes objects the role's
+	// certificates may act on (Teleport's kubernetes_resources). With no
+	// proxy in the way, Kubernetes enforces them itself: mwi-issuer kube
+	// rbac turns them into RBAC objects bound to the group
+	// RoleGroup(role), which the role's certificates carry. Empty means
+	// the role adds no such restriction.
+	KubernetesResources []KubernetesResource
 
 	// MaxTTL is the longest certificate lifetime the role allows.
 	// It is DefaultMaxTTL if the resource sets none.
@@ -166,6 +173,23 @@ type Role struct {
 }
 
 func (Role) isResource() {}
+
+// A KubernetesResource is one entry of a role's kubernetes_resources:
+// objects of Kind (singular and lower case, as Teleport writes it: "pod",
+// "deployment", "namespace", or "*") named Name in Namespace, on which the
+// role allows Verbs ("get", "list", ... or "*"). Name and Namespace may be
+// "*"; Namespace is empty for kinds that have none.
+type KubernetesResource struct {
+	Kind      string
+	Namespace string
+	Name      string
+	Verbs     []string
+}
+
+// RoleGroup is the Kubernetes group that certificates carry for a role
+// with kubernetes_resources, and that the RBAC objects of mwi-issuer kube
+// rbac are bound to.
+func RoleGroup(role string) string { return "mwi:role:" + role }
 
 // A Bot is a machine identity. It holds the roles named in Roles and the
 // traits that their login templates expand to.
@@ -367,6 +391,10 @@ func (r Role) clone() Role {
 	r.KubernetesGroups = slices.Clone(r.KubernetesGroups)
 	r.KubernetesUsers = slices.Clone(r.KubernetesUsers)
 	r.KubernetesLabels = cloneSelector(r.KubernetesLabels)
+	r.KubernetesResources = slices.Clone(r.KubernetesResources)
+	for i := range r.KubernetesResources {
+		r.KubernetesResources[i].Verbs = slices.Clone(r.KubernetesResources[i].Verbs)
+	}
 	return r
 }
 
