@@ -2,16 +2,16 @@
 // memory, renews them, and serves them on the agent and API sockets.
 //
 // Server's lifecycle is in daemon.go; renewal in renew.go, with the writing
-// of outputs (whose kinds are in package output) in outputs.go; the
-// access directories of ssh_host outputs, and the loop that polls the
-// issuer's locks for them, in access.go; reloading
-// the configuration in reload.go and watch.go; the local API's Backend in
+// of outputs (whose kinds are in package output) in outputs.go, with the
+// access directories of ssh_host outputs kept by package accessdir;
+// reloading the configuration in reload.go and watch.go; the local API's Backend in
 // status.go, ssh.go and kube.go; the check of callers in peer.go; and
 // mwid --oneshot in oneshot.go.
 package daemon
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/mwi-project/mwi/api"
+	"github.com/mwi-project/mwi/daemon/accessdir"
 	"github.com/mwi-project/mwi/daemon/agent"
 	"github.com/mwi-project/mwi/daemon/config"
 	"github.com/mwi-project/mwi/daemon/identity"
@@ -48,7 +49,7 @@ type Server struct {
 	notified atomic.Bool
 	creds    identity.Holder
 	loop     *renewal.Loop
-	access   *accessKeeper // the access directories of ssh_host outputs
+	access   *accessdir.Keeper // the access directories of ssh_host outputs
 	// reports bounds the refusal reports forwarded to the issuer at once.
 	reports chan struct{}
 	metrics *metrics.Metrics
@@ -110,7 +111,18 @@ func New(cfg *config.Config, log *logging.Logger) (*Server, error) {
 		apiLimits:   new(connlimit.Limits),
 		agentLimits: new(connlimit.Limits),
 	}
-	s.access = newAccessKeeper(s.log, func() time.Time { return s.now() })
+	s.access = accessdir.New(accessdir.Config{
+		Log:    s.log,
+		Now:    func() time.Time { return s.now() },
+		Dirs:   func() []string { return accessdir.Dirs(s.config().Outputs) },
+		Issuer: func() accessdir.Issuer { return s.issuer.Load() },
+		Identity: func() *tls.Certificate {
+			if c := s.creds.Current(); c != nil {
+				return c.TLS
+			}
+			return nil
+		},
+	})
 	s.reports = make(chan struct{}, maxReports)
 	s.conf.Store(cfg)
 	// The watcher starts later, and must not take what it first sees for
@@ -204,7 +216,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}()
 	go func() {
 		defer s.tasks.Done()
-		s.pollAccess(ctx)
+		s.access.Run(ctx)
 	}()
 	sdnotify.Ready()
 	s.notified.Store(true)
