@@ -151,34 +151,6 @@ func TestAccessDir(t *testing.T) {
 	}
 }
 
-// TestReportSSHRefusal: a refusal reported to mwid reaches the issuer,
-// with the host named by mwid's host certificate.
-func TestReportSSHRefusal(t *testing.T) {
-	f := newFakeIssuer(t)
-	s, _ := accessServer(t, f, t.TempDir())
-	s.now = time.Now
-	if _, err := s.renew(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	s.ReportSSHRefusal(api.SSHRefusal{Login: "root", Bot: "ci", Reason: "bot ci is locked: stolen", Host: "forged"})
-	deadline := time.Now().Add(time.Minute)
-	for {
-		f.mu.Lock()
-		got := append([]api.SSHRefusal(nil), f.sshRefusals...)
-		f.mu.Unlock()
-		if len(got) > 0 {
-			if got[0].Login != "root" || got[0].Host != "web-1.example.com" {
-				t.Errorf("the issuer got %+v", got[0])
-			}
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the refusal did not reach the issuer in a minute")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // testKRL returns an empty KRL of the given version.
 func testKRL(t *testing.T, version uint64) []byte {
 	t.Helper()
