@@ -160,3 +160,25 @@ func testKRL(t *testing.T, version uint64) []byte {
 	}
 	return b
 }
+
+// TestOneshotPollsAccessDir: mwid --oneshot polls the issuer once for the
+// locks and the KRL of an access directory, after writing its certificate.
+func TestOneshotPollsAccessDir(t *testing.T) {
+	f := newFakeIssuer(t)
+	f.locks = []api.Lock{{Bot: "other", Reason: "r"}}
+	f.krl = testKRL(t, 1)
+	dir := t.TempDir()
+	s, _ := accessServer(t, f, dir)
+	if err := s.Oneshot(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if a := readAccess(t, dir); a.HostCertificate == "" || len(a.Locks) != 1 || a.LocksUpdated.IsZero() {
+		t.Errorf("access.json after a one-shot = %+v", a)
+	}
+	if data, _ := os.ReadFile(filepath.Join(dir, "access", hostaccess.KRLFile)); !bytes.Equal(data, testKRL(t, 1)) {
+		t.Errorf("revoked_keys.krl after a one-shot = %q", data)
+	}
+	if f.lockPolls != 1 {
+		t.Errorf("%d polls of the locks, want one", f.lockPolls)
+	}
+}
