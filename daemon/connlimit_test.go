@@ -138,7 +138,7 @@ func TestConnectionsOfOthers(t *testing.T) {
 		return ln
 	}
 	apiSrv := &http.Server{
-		Handler: localapi.Routes(s, s.metrics.Handler(), s.log,
+		Handler: localapi.Routes(backend{s, s.ssh}, s.metrics.Handler(), s.log,
 			s.requirePeer(func(c *config.Config) config.Socket { return c.APISocket })),
 		ConnContext: apiConnContext,
 	}
@@ -252,7 +252,7 @@ func TestAnsweredConnectionRefused(t *testing.T) {
 	limited := &connlimit.Listener{Listener: ln, Limits: s.apiLimits, Answer: 1,
 		Check: func(p unixsock.Peer) error { return fmt.Errorf("uid %d is not allowed", p.UID) }}
 	apiSrv := &http.Server{
-		Handler: localapi.Routes(s, s.metrics.Handler(), s.log,
+		Handler: localapi.Routes(backend{s, s.ssh}, s.metrics.Handler(), s.log,
 			s.requirePeer(func(c *config.Config) config.Socket { return c.APISocket })),
 		ConnContext: apiConnContext,
 	}

@@ -2,16 +2,16 @@
 // memory, renews them, and serves them on the agent and API sockets.
 //
 // Server's lifecycle is in daemon.go; renewal in renew.go, with the writing
-// of outputs (whose kinds are in package output) in outputs.go; the
-// access directories of ssh_host outputs, and the loop that polls the
-// issuer's locks for them, in access.go; reloading
-// the configuration in reload.go and watch.go; the local API's Backend in
-// status.go, ssh.go and kube.go; the check of callers in peer.go; and
-// mwid --oneshot in oneshot.go.
+// of outputs (whose kinds are in package output) in outputs.go, and the
+// access directories of ssh_host outputs kept by package accessdir;
+// reloading the configuration in reload.go and watch.go; the local API's
+// Backend in status.go and kube.go, with its SSH routes in package sshapi;
+// the check of callers in peer.go; and mwid --oneshot in oneshot.go.
 package daemon
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/mwi-project/mwi/api"
+	"github.com/mwi-project/mwi/daemon/accessdir"
 	"github.com/mwi-project/mwi/daemon/agent"
 	"github.com/mwi-project/mwi/daemon/config"
 	"github.com/mwi-project/mwi/daemon/identity"
@@ -29,6 +30,7 @@ import (
 	"github.com/mwi-project/mwi/daemon/localapi"
 	"github.com/mwi-project/mwi/daemon/metrics"
 	"github.com/mwi-project/mwi/daemon/renewal"
+	"github.com/mwi-project/mwi/daemon/sshapi"
 	"github.com/mwi-project/mwi/internal/connlimit"
 	"github.com/mwi-project/mwi/internal/logging"
 	"github.com/mwi-project/mwi/internal/sdnotify"
@@ -48,11 +50,10 @@ type Server struct {
 	notified atomic.Bool
 	creds    identity.Holder
 	loop     *renewal.Loop
-	access   *accessKeeper // the access directories of ssh_host outputs
-	// reports bounds the refusal reports forwarded to the issuer at once.
-	reports chan struct{}
-	metrics *metrics.Metrics
-	now     func() time.Time
+	access   *accessdir.Keeper // the access directories of ssh_host outputs
+	ssh      *sshapi.Service   // the local API's SSH routes
+	metrics  *metrics.Metrics
+	now      func() time.Time
 
 	conf     atomic.Pointer[config.Config]
 	reloadMu sync.Mutex // serialises Reload
@@ -110,8 +111,26 @@ func New(cfg *config.Config, log *logging.Logger) (*Server, error) {
 		apiLimits:   new(connlimit.Limits),
 		agentLimits: new(connlimit.Limits),
 	}
-	s.access = newAccessKeeper(s.log, func() time.Time { return s.now() })
-	s.reports = make(chan struct{}, maxReports)
+	s.access = accessdir.New(accessdir.Config{
+		Log:    s.log,
+		Now:    func() time.Time { return s.now() },
+		Dirs:   func() []string { return accessdir.Dirs(s.config().Outputs) },
+		Issuer: func() accessdir.Issuer { return s.issuer.Load() },
+		Identity: func() *tls.Certificate {
+			if c := s.creds.Current(); c != nil {
+				return c.TLS
+			}
+			return nil
+		},
+	})
+	s.ssh = sshapi.New(sshapi.Deps{
+		Log:         s.log,
+		Credentials: s.creds.Current,
+		Config:      s.config,
+		Issuer:      func() sshapi.Issuer { return s.issuer.Load() },
+		Mwictl:      defaultMwictl,
+		Context:     func() context.Context { return s.runCtx },
+	})
 	s.conf.Store(cfg)
 	// The watcher starts later, and must not take what it first sees for
 	// what was loaded.
@@ -130,6 +149,13 @@ func New(cfg *config.Config, log *logging.Logger) (*Server, error) {
 
 // config returns the configuration in use.
 func (s *Server) config() *config.Config { return s.conf.Load() }
+
+// backend is the local API's Backend: the SSH routes are answered by
+// package sshapi, the others by the Server.
+type backend struct {
+	*Server
+	*sshapi.Service
+}
 
 // served is a socket being served, with what stops serving it.
 type served struct {
@@ -158,7 +184,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.sockets = map[string]*served{}
 	s.agentSrv = s.newAgentServer()
 	s.apiSrv = &http.Server{
-		Handler: localapi.Routes(s, s.metrics.Handler(), s.log,
+		Handler: localapi.Routes(backend{s, s.ssh}, s.metrics.Handler(), s.log,
 			s.metrics.Middleware,
 			s.requirePeer(func(c *config.Config) config.Socket { return c.APISocket })),
 		ConnContext: apiConnContext,
@@ -204,7 +230,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}()
 	go func() {
 		defer s.tasks.Done()
-		s.pollAccess(ctx)
+		s.access.Run(ctx)
 	}()
 	sdnotify.Ready()
 	s.notified.Store(true)

@@ -1,6 +1,8 @@
 package daemon
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -140,4 +142,16 @@ func (s *Server) KubeCredential(cluster string) (api.ExecCredential, error) {
 			ClientKeyData:         string(kc.KeyPEM()),
 		},
 	}, nil
+}
+
+// defaultMwictl is the mwictl installed beside mwid, or "mwictl" from PATH.
+func defaultMwictl() string {
+	exe, err := os.Executable()
+	if err == nil {
+		p := filepath.Join(filepath.Dir(exe), "mwictl")
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return "mwictl"
 }

@@ -24,11 +24,9 @@ func (s *Server) Oneshot(ctx context.Context) error {
 	if _, err := s.renew(ctx); err != nil {
 		return err
 	}
-	if dirs := accessDirs(cfg); len(dirs) > 0 {
-		// Once, for the locks and the KRL; the files go stale once this
-		// mwid exits, as mwictl ssh authorized-principals then says.
-		s.access.poll(ctx, s.issuer.Load(), s.creds.Current(), dirs)
-	}
+	// Once, for the locks and the KRL; the files go stale once this mwid
+	// exits, as mwictl ssh authorized-principals then says.
+	s.access.Poll(ctx)
 	if c := s.creds.Current(); c != nil {
 		s.log.Info("one-shot done", "bot", c.Bot, "expires", c.Expires())
 	}

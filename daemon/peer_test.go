@@ -192,7 +192,7 @@ func TestCallersRecheckedOnOpenConnections(t *testing.T) {
 	agentLn := listen(cfg.AgentSocket.Path)
 	go s.newAgentServer().Serve(ctx, agentLn)
 	apiSrv := &http.Server{
-		Handler: localapi.Routes(s, s.metrics.Handler(), s.log,
+		Handler: localapi.Routes(backend{s, s.ssh}, s.metrics.Handler(), s.log,
 			s.requirePeer(func(c *config.Config) config.Socket { return c.APISocket })),
 		ConnContext: apiConnContext,
 	}

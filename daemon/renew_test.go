@@ -40,7 +40,7 @@ func TestRenewRequestsShared(t *testing.T) {
 		defer f.mu.Unlock()
 		return len(f.joins) + f.renewals
 	}
-	h := localapi.Routes(s, s.metrics.Handler(), s.log)
+	h := localapi.Routes(backend{s, s.ssh}, s.metrics.Handler(), s.log)
 	renew := func() (int, api.Status, string) {
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "http://mwid/v1/renew", nil))

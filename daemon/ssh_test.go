@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mwi-project/mwi/api"
 	"github.com/mwi-project/mwi/internal/fault"
@@ -19,7 +20,7 @@ func TestSSHNodes(t *testing.T) {
 	t.Setenv("MWI_TEST_JOIN", "s3cret")
 	s, _ := newTestServer(t, f, "  join_method: token\n  token: {env: MWI_TEST_JOIN}", "  []\n")
 	ctx := context.Background()
-	if _, err := s.SSHNodes(ctx); !isCode(err, api.CodeNotJoined) {
+	if _, err := s.ssh.SSHNodes(ctx); !isCode(err, api.CodeNotJoined) {
 		t.Errorf("SSHNodes before joining = %v, want not_joined", err)
 	}
 	if _, err := s.renew(ctx); err != nil {
@@ -31,7 +32,7 @@ func TestSSHNodes(t *testing.T) {
 		{Name: "web-2", Names: []string{"web-2"}, Labels: map[string]string{}, Logins: []string{"root"}},
 	}}
 	f.mu.Unlock()
-	got, err := s.SSHNodes(ctx)
+	got, err := s.ssh.SSHNodes(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +46,7 @@ func TestSSHNodes(t *testing.T) {
 	f.mu.Lock()
 	f.down = true
 	f.mu.Unlock()
-	_, err = s.SSHNodes(ctx)
+	_, err = s.ssh.SSHNodes(ctx)
 	if e, ok := fault.As(err); !ok || e.Code != api.CodeIssuerFailed || e.Kind != fault.KindUpstream || !strings.Contains(e.Message, "down") {
 		t.Errorf("SSHNodes with the issuer down = %v, want issuer_failed with its reason", err)
 	}
@@ -61,8 +62,36 @@ func TestSSHNodesWithoutCertificate(t *testing.T) {
 	if _, err := s.renew(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.SSHNodes(context.Background()); !isCode(err, api.CodeNotFound) {
+	if _, err := s.ssh.SSHNodes(context.Background()); !isCode(err, api.CodeNotFound) {
 		t.Errorf("SSHNodes without a user certificate = %v, want not_found", err)
+	}
+}
+
+// TestReportSSHRefusal: a refusal reported to mwid reaches the issuer,
+// with the host named by mwid's host certificate.
+func TestReportSSHRefusal(t *testing.T) {
+	f := newFakeIssuer(t)
+	s, _ := accessServer(t, f, t.TempDir())
+	s.now = time.Now
+	if _, err := s.renew(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	s.ssh.ReportSSHRefusal(api.SSHRefusal{Login: "root", Bot: "ci", Reason: "bot ci is locked: stolen", Host: "forged"})
+	deadline := time.Now().Add(time.Minute)
+	for {
+		f.mu.Lock()
+		got := append([]api.SSHRefusal(nil), f.sshRefusals...)
+		f.mu.Unlock()
+		if len(got) > 0 {
+			if got[0].Login != "root" || got[0].Host != "web-1.example.com" {
+				t.Errorf("the issuer got %+v", got[0])
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the refusal did not reach the issuer in a minute")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 

@@ -28,7 +28,7 @@ func (s *Server) Status() api.Status {
 			out.LastWrite, out.LastError, out.LastErrorAt = os.lastWrite, os.lastError, os.lastErrorAt
 		}
 		if h, ok := o.(output.SSHHost); ok && h.AccessDir != "" {
-			out.AccessDir = s.access.status(h.AccessDir)
+			out.AccessDir = s.access.Status(h.AccessDir)
 		}
 		outputs = append(outputs, out)
 	}

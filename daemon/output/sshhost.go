@@ -30,7 +30,7 @@ type SSHHost struct {
 	Labels map[string]string
 	// AccessDir, if set, is where mwid keeps the files with which sshd
 	// and mwictl ssh authorized-principals decide logins: see
-	// package hostaccess and access.go.
+	// package hostaccess and package accessdir.
 	AccessDir string
 	// ReloadCommand, if set, runs after each write (argv, no shell).
 	ReloadCommand []string

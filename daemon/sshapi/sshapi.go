@@ -1,23 +1,69 @@
-package daemon
+// Package sshapi answers the local API's SSH routes: for a client, its SSH
+// user certificate, known_hosts lines, an ssh_config block and the hosts it
+// may log in to; for a host, its ssh_host outputs and the refusals that
+// mwictl ssh authorized-principals reports, which it forwards to the
+// issuer. The daemon assembles its localapi.Backend from a Service and its
+// own methods.
+package sshapi
 
 import (
 	"context"
-	"os"
-	"path/filepath"
+	"crypto/tls"
+	"log/slog"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/mwi-project/mwi/api"
+	"github.com/mwi-project/mwi/daemon/config"
+	"github.com/mwi-project/mwi/daemon/identity"
 	"github.com/mwi-project/mwi/daemon/localapi"
 	"github.com/mwi-project/mwi/daemon/output"
 	"github.com/mwi-project/mwi/daemon/sshconfig"
 	"github.com/mwi-project/mwi/internal/fault"
 )
 
+// Issuer is what a Service asks of the issuer; *issuerclient.Client
+// implements it.
+type Issuer interface {
+	Nodes(ctx context.Context, identity *tls.Certificate) (api.ReachableNodes, error)
+	ReportSSHRefusal(ctx context.Context, identity *tls.Certificate, r api.SSHRefusal) error
+}
+
+// Deps is what a Service reads from the daemon. The functions are called
+// at each request, so that a renewal or a reload applies at the next.
+type Deps struct {
+	Log *slog.Logger
+	// Credentials returns the credentials in use, or nil until mwid has
+	// joined.
+	Credentials func() *identity.Credentials
+	// Config returns the configuration in use.
+	Config func() *config.Config
+	// Issuer returns the issuer to ask.
+	Issuer func() Issuer
+	// Mwictl returns the path of the mwictl that an ssh_config block runs
+	// when the caller names none.
+	Mwictl func() string
+	// Context, if set, returns the context that refusal reports are sent
+	// in, which ends when mwid stops; it may return nil.
+	Context func() context.Context
+}
+
+// Service answers the SSH routes of the local API.
+type Service struct {
+	d Deps
+	// reports bounds the refusal reports forwarded to the issuer at once.
+	reports chan struct{}
+}
+
+// New returns a Service that reads from the daemon what d says.
+func New(d Deps) *Service {
+	return &Service{d: d, reports: make(chan struct{}, maxReports)}
+}
+
 // Identity returns the SSH user certificate the agent serves.
-func (s *Server) Identity() (api.Identity, error) {
-	c := s.creds.Current()
+func (s *Service) Identity() (api.Identity, error) {
+	c := s.d.Credentials()
 	if c == nil {
 		return api.Identity{}, localapi.NotJoined()
 	}
@@ -39,13 +85,13 @@ func (s *Server) Identity() (api.Identity, error) {
 // KnownHosts returns @cert-authority lines that trust the issuer's host CAs
 // for hosts, or, if there are none, for the configured host patterns, and
 // nothing else. The local API has checked hosts with sshconfig.CheckName.
-func (s *Server) KnownHosts(hosts []string) (string, error) {
-	c := s.creds.Current()
+func (s *Service) KnownHosts(hosts []string) (string, error) {
+	c := s.d.Credentials()
 	if c == nil {
 		return "", localapi.NotJoined()
 	}
 	if len(hosts) == 0 {
-		hosts = sshconfig.Patterns(s.config().SSHHosts)
+		hosts = sshconfig.Patterns(s.d.Config().SSHHosts)
 	}
 	return sshconfig.KnownHosts(hosts, c.HostCAs), nil
 }
@@ -57,8 +103,8 @@ const nodesTimeout = 30 * time.Second
 // and keeps, of each host's logins, those that the SSH user certificate on
 // the agent holds: the agent can sign for no other. A host left with none
 // is left out.
-func (s *Server) SSHNodes(ctx context.Context) (api.SSHNodes, error) {
-	c := s.creds.Current()
+func (s *Service) SSHNodes(ctx context.Context) (api.SSHNodes, error) {
+	c := s.d.Credentials()
 	if c == nil {
 		return api.SSHNodes{}, localapi.NotJoined()
 	}
@@ -67,11 +113,11 @@ func (s *Server) SSHNodes(ctx context.Context) (api.SSHNodes, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, nodesTimeout)
 	defer cancel()
-	list, err := s.issuer.Load().Nodes(ctx, c.TLS)
+	list, err := s.d.Issuer().Nodes(ctx, c.TLS)
 	if err != nil {
 		return api.SSHNodes{}, fault.Upstream(api.CodeIssuerFailed, "the issuer did not list the nodes: %v", err)
 	}
-	out := api.SSHNodes{Bot: c.Bot, Agent: s.config().AgentSocket.Path, Nodes: []api.ReachableNode{}, Truncated: list.Truncated}
+	out := api.SSHNodes{Bot: c.Bot, Agent: s.d.Config().AgentSocket.Path, Nodes: []api.ReachableNode{}, Truncated: list.Truncated}
 	for _, n := range list.Nodes {
 		n.Logins = slices.DeleteFunc(n.Logins, func(l string) bool { return !slices.Contains(c.SSHCert.ValidPrincipals, l) })
 		if len(n.Logins) > 0 {
@@ -85,15 +131,15 @@ func (s *Server) SSHNodes(ctx context.Context) (api.SSHNodes, error) {
 // the agent socket for authentication, and host keys checked strictly
 // against the issuer's host CAs through mwictl, with no known_hosts file
 // that trust-on-first-use could add to.
-func (s *Server) SSHConfig(mwictl string) (string, error) {
-	c := s.creds.Current()
+func (s *Service) SSHConfig(mwictl string) (string, error) {
+	c := s.d.Credentials()
 	if c == nil {
 		return "", localapi.NotJoined()
 	}
 	if mwictl == "" {
-		mwictl = defaultMwictl()
+		mwictl = s.d.Mwictl()
 	}
-	cfg := s.config()
+	cfg := s.d.Config()
 	return sshconfig.Config{
 		Bot:       c.Bot,
 		Revision:  cfg.Revision,
@@ -104,23 +150,11 @@ func (s *Server) SSHConfig(mwictl string) (string, error) {
 	}.String(), nil
 }
 
-// defaultMwictl is the mwictl installed beside mwid, or "mwictl" from PATH.
-func defaultMwictl() string {
-	exe, err := os.Executable()
-	if err == nil {
-		p := filepath.Join(filepath.Dir(exe), "mwictl")
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	return "mwictl"
-}
-
 // SSHHostOutputs lists the ssh_host outputs of the configuration, for
 // mwictl ssh sshd-config.
-func (s *Server) SSHHostOutputs() []api.SSHHostOutput {
+func (s *Service) SSHHostOutputs() []api.SSHHostOutput {
 	out := []api.SSHHostOutput{}
-	for _, o := range s.config().Outputs {
+	for _, o := range s.d.Config().Outputs {
 		if h, ok := o.(output.SSHHost); ok {
 			out = append(out, api.SSHHostOutput{HostKey: h.HostKey, Certificate: h.Certificate, AccessDir: h.AccessDir, Labels: h.Labels})
 		}
@@ -139,8 +173,8 @@ const reportTimeout = 10 * time.Second
 // ssh authorized-principals reports it, and forwards it to the issuer's
 // audit log, in the background and best effort: the login is refused
 // whether or not the issuer hears of it.
-func (s *Server) ReportSSHRefusal(r api.SSHRefusal) {
-	c := s.creds.Current()
+func (s *Service) ReportSSHRefusal(r api.SSHRefusal) {
+	c := s.d.Credentials()
 	if c != nil {
 		for _, hc := range c.HostCerts {
 			if len(hc.ValidPrincipals) > 0 {
@@ -149,7 +183,7 @@ func (s *Server) ReportSSHRefusal(r api.SSHRefusal) {
 			}
 		}
 	}
-	s.log.Warn("ssh login refused", "login", r.Login, "bot", r.Bot, "instance", r.Instance,
+	s.d.Log.Warn("ssh login refused", "login", r.Login, "bot", r.Bot, "instance", r.Instance,
 		"key_id", r.KeyID, "serial", r.Serial, "reason", r.Reason, "host", r.Host)
 	if c == nil {
 		return
@@ -157,20 +191,25 @@ func (s *Server) ReportSSHRefusal(r api.SSHRefusal) {
 	select {
 	case s.reports <- struct{}{}:
 	default:
-		s.log.Warn("ssh refusal not reported to the issuer: too many reports under way", "login", r.Login, "bot", r.Bot)
+		s.d.Log.Warn("ssh refusal not reported to the issuer: too many reports under way", "login", r.Login, "bot", r.Bot)
 		return
 	}
-	ctx := s.runCtx
+	var ctx context.Context
+	if s.d.Context != nil {
+		ctx = s.d.Context()
+	}
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	ic := s.issuer.Load()
+	ic := s.d.Issuer()
 	go func() {
 		defer func() { <-s.reports }()
 		ctx, cancel := context.WithTimeout(ctx, reportTimeout)
 		defer cancel()
 		if err := ic.ReportSSHRefusal(ctx, c.TLS, r); err != nil {
-			s.log.Warn("cannot report an ssh refusal to the issuer", "login", r.Login, "bot", r.Bot, "err", err)
+			s.d.Log.Warn("cannot report an ssh refusal to the issuer", "login", r.Login, "bot", r.Bot, "err", err)
 		}
 	}()
 }
+
+func certTime(t uint64) time.Time { return time.Unix(int64(t), 0).UTC() }

@@ -1,8 +1,18 @@
-package daemon
+// Package accessdir keeps the access directories of mwid's ssh_host
+// outputs current (see package hostaccess): the host certificate and user
+// CAs that each renewal brings, through Keeper.Certified, and the locks and
+// KRL that Keeper.Run polls from the issuer every PollInterval. Each file is
+// rewritten at least every hostaccess.RefreshInterval, which is mwid's
+// heartbeat.
+//
+// The Keeper asks the daemon only for what a poll needs, through the
+// functions of Config: the directories, the issuer and the bot's identity.
+package accessdir
 
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -15,31 +25,50 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/mwi-project/mwi/api"
-	"github.com/mwi-project/mwi/daemon/config"
-	"github.com/mwi-project/mwi/daemon/identity"
-	"github.com/mwi-project/mwi/daemon/issuerclient"
 	"github.com/mwi-project/mwi/daemon/output"
 	"github.com/mwi-project/mwi/internal/hostaccess"
 	"github.com/mwi-project/mwi/internal/krl"
 )
 
-// accessPollInterval is how often mwid asks the issuer for its locks and
-// KRL while an ssh_host output has an access_dir: a lock reaches the
-// host's sshd within it, plus the time of one request.
-const accessPollInterval = 3 * time.Second
+// PollInterval is how often mwid asks the issuer for its locks and KRL
+// while an ssh_host output has an access_dir: a lock reaches the host's
+// sshd within it, plus the time of one request.
+const PollInterval = 3 * time.Second
 
-// accessPollTimeout bounds one request of a poll.
-const accessPollTimeout = 10 * time.Second
+// pollTimeout bounds one request of a poll.
+const pollTimeout = 10 * time.Second
 
-// accessKeeper keeps the access directories of ssh_host outputs current
-// (see package hostaccess): the host certificate and user CAs that each
-// renewal brings, through Certified, and the locks and KRL that the poll
-// loop fetches from the issuer. One mutex covers the state and the
-// writes, so that the renewal and the poll never write a directory at
-// once, nor an older state over a newer.
-type accessKeeper struct {
+// Issuer is what a Keeper asks of the issuer; *issuerclient.Client
+// implements it. Each call returns the ETag of its answer and whether the
+// answer changed since etag, which is then empty.
+type Issuer interface {
+	Locks(ctx context.Context, identity *tls.Certificate, etag string) (list api.LockList, newETag string, modified bool, err error)
+	KRL(ctx context.Context, etag string) (krl []byte, newETag string, modified bool, err error)
+}
+
+// Config is what a Keeper reads from the daemon. The functions are called
+// at each poll, so that a reload that changes what they return applies at
+// the next.
+type Config struct {
+	Log *slog.Logger
+	// Now, if set, replaces time.Now.
+	Now func() time.Time
+	// Dirs returns the access directories to keep (see Dirs).
+	Dirs func() []string
+	// Issuer returns the issuer to poll.
+	Issuer func() Issuer
+	// Identity returns the bot's identity to poll the locks with, or nil
+	// until mwid has joined.
+	Identity func() *tls.Certificate
+}
+
+// Keeper keeps the access directories current. One mutex covers the state
+// and the writes, so that the renewal and the poll never write a directory
+// at once, nor an older state over a newer.
+type Keeper struct {
 	log *slog.Logger
 	now func() time.Time
+	cfg Config
 	// kick asks the poll loop to poll now: a directory was certified.
 	kick chan struct{}
 
@@ -55,11 +84,11 @@ type accessKeeper struct {
 	krlETag   string
 	krlSerial int
 	pollErr   string // the last poll's failure, or ""
-	dirs      map[string]*accessDir
+	dirs      map[string]*dirState
 }
 
-// accessDir is what the keeper knows of one access directory.
-type accessDir struct {
+// dirState is what the keeper knows of one access directory.
+type dirState struct {
 	hostCert string // authorized_keys form
 	userCAs  []string
 	// written is the content last written, with Written as it was then,
@@ -70,20 +99,28 @@ type accessDir struct {
 	lastError string
 }
 
-func newAccessKeeper(log *slog.Logger, now func() time.Time) *accessKeeper {
-	return &accessKeeper{log: log, now: now, kick: make(chan struct{}, 1), dirs: map[string]*accessDir{}}
+// New returns a Keeper that reads from the daemon what cfg says.
+func New(cfg Config) *Keeper {
+	k := &Keeper{log: cfg.Log, now: cfg.Now, cfg: cfg, kick: make(chan struct{}, 1), dirs: map[string]*dirState{}}
+	if k.log == nil {
+		k.log = slog.Default()
+	}
+	if k.now == nil {
+		k.now = time.Now
+	}
+	return k
 }
 
 // Certified records the host certificate and user CAs for the access
 // directory dir and writes its files at once, so that when a renewal
 // reports the output written, the files agree with the certificate. It
 // implements output.AccessKeeper.
-func (k *accessKeeper) Certified(dir string, hostCert *ssh.Certificate, userCAs []ssh.PublicKey) error {
+func (k *Keeper) Certified(dir string, hostCert *ssh.Certificate, userCAs []ssh.PublicKey) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	d := k.dirs[dir]
 	if d == nil {
-		d = &accessDir{}
+		d = &dirState{}
 		k.dirs[dir] = d
 		k.seed(dir)
 	}
@@ -103,7 +140,7 @@ func (k *accessKeeper) Certified(dir string, hostCert *ssh.Certificate, userCAs 
 // seed takes the locks from the file an earlier mwid left in dir, while
 // this one has not heard from the issuer: a restart must not lift a lock,
 // even while the issuer is unreachable. k.mu is held.
-func (k *accessKeeper) seed(dir string) {
+func (k *Keeper) seed(dir string) {
 	if !k.locksUpdated.IsZero() || k.locks != nil {
 		return
 	}
@@ -119,13 +156,13 @@ func (k *accessKeeper) seed(dir string) {
 
 // resume takes up the access directory dir from the files an earlier mwid
 // wrote there, if any. k.mu is held.
-func (k *accessKeeper) resume(dir string) {
+func (k *Keeper) resume(dir string) {
 	f, err := hostaccess.Read(dir)
 	if err != nil || f.HostCertificate == "" {
 		return // the first renewal certifies it
 	}
 	k.seed(dir)
-	k.dirs[dir] = &accessDir{hostCert: f.HostCertificate, userCAs: f.UserCAs}
+	k.dirs[dir] = &dirState{hostCert: f.HostCertificate, userCAs: f.UserCAs}
 	k.log.Info("access directory taken up from the files an earlier mwid wrote, until a renewal", "access_dir", dir)
 }
 
@@ -133,7 +170,7 @@ func (k *accessKeeper) resume(dir string) {
 // the last write is RefreshInterval old: the file's Written is mwid's
 // heartbeat, by which mwictl tells a running mwid from a stopped one.
 // k.mu is held.
-func (k *accessKeeper) write(dir string, d *accessDir, force bool) error {
+func (k *Keeper) write(dir string, d *dirState, force bool) error {
 	now := k.now()
 	f := hostaccess.File{
 		Version:         hostaccess.Version,
@@ -179,15 +216,39 @@ func sameAccess(a, b hostaccess.File) bool {
 		})
 }
 
-// poll fetches the locks and the KRL from the issuer with the bot
-// identity of c, and brings the access directories dirs up to date; the
+// Poll polls the issuer once, as Run does, if any access directory is
+// configured: mwid --oneshot's single poll.
+func (k *Keeper) Poll(ctx context.Context) {
+	if dirs := k.cfg.Dirs(); len(dirs) > 0 {
+		k.poll(ctx, k.cfg.Issuer(), k.cfg.Identity(), dirs)
+	}
+}
+
+// Run runs Poll every PollInterval, and at once when a directory was
+// certified, until ctx is done.
+func (k *Keeper) Run(ctx context.Context) {
+	t := time.NewTicker(PollInterval)
+	defer t.Stop()
+	for {
+		k.Poll(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-k.kick:
+		}
+	}
+}
+
+// poll fetches the locks and the KRL from ic with the bot identity id
+// (nil before mwid joined), and brings the access directories dirs up to date; the
 // directories no longer configured are forgotten. Whether or not the
 // issuer answers, each directory's file is rewritten at least every
 // RefreshInterval, with the last locks known. A directory not certified
 // since mwid started is taken up from the files an earlier mwid left
 // there, so that a restart while the issuer is unreachable does not leave
 // them to go stale, which would refuse every login.
-func (k *accessKeeper) poll(ctx context.Context, ic *issuerclient.Client, c *identity.Credentials, dirs []string) {
+func (k *Keeper) poll(ctx context.Context, ic Issuer, id *tls.Certificate, dirs []string) {
 	k.mu.Lock()
 	for dir := range k.dirs {
 		if !slices.Contains(dirs, dir) {
@@ -205,7 +266,7 @@ func (k *accessKeeper) poll(ctx context.Context, ic *issuerclient.Client, c *ide
 	if !known {
 		return
 	}
-	if c == nil {
+	if id == nil {
 		// Not joined yet: nothing to ask the issuer with, but the
 		// heartbeat goes on.
 		k.mu.Lock()
@@ -216,9 +277,9 @@ func (k *accessKeeper) poll(ctx context.Context, ic *issuerclient.Client, c *ide
 		return
 	}
 
-	ctx, cancel := context.WithTimeout(ctx, accessPollTimeout)
+	ctx, cancel := context.WithTimeout(ctx, pollTimeout)
 	defer cancel()
-	list, locksETag, locksChanged, lerr := ic.Locks(ctx, c.TLS, locksETag)
+	list, locksETag, locksChanged, lerr := ic.Locks(ctx, id, locksETag)
 	data, krlETag, krlChanged, kerr := ic.KRL(ctx, krlETag)
 
 	k.mu.Lock()
@@ -281,9 +342,9 @@ func toLocalClock(list api.LockList, now time.Time) {
 	}
 }
 
-// status returns what status shows of the access directory dir: nil for
-// one not known yet.
-func (k *accessKeeper) status(dir string) *api.AccessDirStatus {
+// Status returns what mwid's status shows of the access directory dir:
+// nil for one not known yet.
+func (k *Keeper) Status(dir string) *api.AccessDirStatus {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	d := k.dirs[dir]
@@ -302,33 +363,13 @@ func (k *accessKeeper) status(dir string) *api.AccessDirStatus {
 	return st
 }
 
-// accessDirs returns the access directories of cfg's ssh_host outputs.
-func accessDirs(cfg *config.Config) []string {
+// Dirs returns the access directories of the ssh_host outputs among outs.
+func Dirs(outs []output.Output) []string {
 	var dirs []string
-	for _, o := range cfg.Outputs {
+	for _, o := range outs {
 		if h, ok := o.(output.SSHHost); ok && h.AccessDir != "" {
 			dirs = append(dirs, h.AccessDir)
 		}
 	}
 	return dirs
-}
-
-// pollAccess runs the access keeper's poll every accessPollInterval, and
-// at once when a directory was certified, until ctx is done. It reads the
-// configuration at each poll, so that a reload that adds or removes an
-// access_dir applies at the next.
-func (s *Server) pollAccess(ctx context.Context) {
-	t := time.NewTicker(accessPollInterval)
-	defer t.Stop()
-	for {
-		if dirs := accessDirs(s.config()); len(dirs) > 0 {
-			s.access.poll(ctx, s.issuer.Load(), s.creds.Current(), dirs)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		case <-s.access.kick:
-		}
-	}
 }
