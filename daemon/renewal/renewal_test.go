@@ -221,6 +221,7 @@ func TestRenewNowWaitsForNext(t *testing.T) {
 	clock := newFakeClock()
 	started := make(chan int, 10)
 	release := make(chan struct{})
+	attempts := make(chan Attempt, 10)
 	var calls int
 	l := NewLoop(Loop{
 		Clock: clock,
@@ -233,11 +234,15 @@ func TestRenewNowWaitsForNext(t *testing.T) {
 			now := clock.Now()
 			return Result{Received: now, Expires: now.Add(time.Hour)}, nil
 		},
+		Report: func(a Attempt) { attempts <- a },
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go l.Run(ctx)
 	<-started // the initial join
+	// A request while the join is still under way would share it; wait
+	// until it has ended, so that the request below starts attempt 2.
+	<-attempts
 	shared := make(chan error, 1)
 	go func() {
 		_, _, err := l.Request(ctx) // starts attempt 2
