@@ -143,6 +143,10 @@ type Role struct {
 	// Logins. A role sets both or neither.
 	DenyLogins     []string
 	DenyNodeLabels map[string][]string
+	// DenyHosts select the SSH hosts on which the role denies every login,
+	// whatever other roles allow: Teleport's deny.node_labels, which
+	// denies access to the hosts it selects, whatever the login.
+	DenyHosts map[string][]string
 	// ForwardAgent allows the bot's agent to sign through a forwarded
 	// connection (Teleport's options.forward_agent).
 	ForwardAgent bool
@@ -152,6 +156,9 @@ type Role struct {
 	// listed. The value "*" matches any value, and the key "*" with the
 	// value "*" matches every cluster. Empty allows none.
 	KubernetesLabels map[string][]string
+	// DenyKubernetesLabels select the Kubernetes clusters the role denies,
+	// whatever other roles allow (Teleport's deny.kubernetes_labels).
+	DenyKubernetesLabels map[string][]string
 	// KubernetesGroups and KubernetesUsers are the Kubernetes groups and
 	// users of the certificates for the clusters the role allows; an entry
 	// of the form "{{internal.NAME}}" stands for the bot's trait NAME.
@@ -310,6 +317,7 @@ func (s *Set) Grant(bot string) (Grant, error) {
 		return Grant{}, fmt.Errorf("%w %q", ErrUnknownBot, bot)
 	}
 	g := Grant{Bot: b.Name, Roles: slices.Clone(b.Roles)}
+	var denyHosts []Role // the roles that deny every login on some hosts
 	for _, name := range b.Roles {
 		r, ok := s.roles[name]
 		if !ok {
@@ -321,6 +329,9 @@ func (s *Set) Grant(bot string) (Grant, error) {
 		g.Allow = append(g.Allow, sshaccess.Rule{Role: r.Name, Logins: logins, NodeLabels: cloneSelector(r.NodeLabels)})
 		if deny := expand(r.DenyLogins, b.Traits); len(deny) > 0 {
 			g.Deny = append(g.Deny, sshaccess.Rule{Role: r.Name, Logins: deny, NodeLabels: cloneSelector(r.DenyNodeLabels)})
+		}
+		if len(r.DenyHosts) > 0 {
+			denyHosts = append(denyHosts, r)
 		}
 		if len(r.HostLabels) > 0 {
 			g.HostLabels = append(g.HostLabels, cloneSelector(r.HostLabels))
@@ -343,6 +354,19 @@ func (s *Set) Grant(bot string) (Grant, error) {
 		}
 		return false
 	})
+	// A role that denies every login on some hosts denies each login of
+	// the certificate there: a login that is not among its principals is
+	// refused by sshd anyway. On every host, it leaves no principal.
+	for _, r := range denyHosts {
+		if isWildcard(r.DenyHosts) {
+			g.Logins = nil
+		}
+	}
+	for _, r := range denyHosts {
+		if len(g.Logins) > 0 {
+			g.Deny = append(g.Deny, sshaccess.Rule{Role: r.Name, Logins: slices.Clone(g.Logins), NodeLabels: cloneSelector(r.DenyHosts)})
+		}
+	}
 	slices.Sort(g.HostNames)
 	g.HostNames = slices.Compact(g.HostNames)
 	return g, nil
@@ -387,6 +411,8 @@ func (r Role) clone() Role {
 	r.NodeLabels = cloneSelector(r.NodeLabels)
 	r.HostLabels = cloneSelector(r.HostLabels)
 	r.DenyNodeLabels = cloneSelector(r.DenyNodeLabels)
+	r.DenyHosts = cloneSelector(r.DenyHosts)
+	r.DenyKubernetesLabels = cloneSelector(r.DenyKubernetesLabels)
 	r.HostNames = slices.Clone(r.HostNames)
 	r.KubernetesGroups = slices.Clone(r.KubernetesGroups)
 	r.KubernetesUsers = slices.Clone(r.KubernetesUsers)
