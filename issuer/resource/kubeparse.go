@@ -246,6 +246,12 @@ var kubeResourceKinds = []string{
 	"job", "certificatesigningrequest", "ingress",
 }
 
+// kubeClusterWideKinds are the kinds of kubeResourceKinds that have no
+// namespace.
+var kubeClusterWideKinds = []string{
+	"namespace", "kube_node", "persistentvolume", "clusterrole", "clusterrolebinding", "certificatesigningrequest",
+}
+
 // kubeResourceVerbs are the verbs of kubernetes_resources entries.
 var kubeResourceVerbs = []string{
 	"*", "get", "list", "watch", "create", "update", "patch", "delete", "deletecollection", "exec", "portforward",
@@ -253,8 +259,9 @@ var kubeResourceVerbs = []string{
 
 // kubernetesResources decodes a role's kubernetes_resources at path, for
 // a role of the given version: v1 (MWI's) and v7 take kind, namespace,
-// name and verbs; Teleport's v6 takes pods only, without verbs, which
-// allows every verb; Teleport's v5 has none.
+// name and verbs, as Teleport's v7 does (no verbs is every verb; a kind
+// with namespaces needs one); Teleport's v6 takes pods only, with every
+// verb; Teleport's v5 has none (MWI refuses them).
 //
 // Kubernetes enforces them itself, through RBAC objects that name objects
 // exactly, so a name or namespace is a plain name or "*", never one of the
@@ -269,9 +276,6 @@ func (p *fileParser) kubernetesResources(n *yaml.Node, path, version string) []K
 	for i, item := range items {
 		ipath := fmt.Sprintf("%s[%d]", path, i)
 		known := []string{"kind", "namespace", "name", "verbs"}
-		if version == "v6" {
-			known = known[:3]
-		}
 		pairs, ok := p.Mapping(item, ipath)
 		if !ok {
 			continue
@@ -282,9 +286,6 @@ func (p *fileParser) kubernetesResources(n *yaml.Node, path, version string) []K
 			switch {
 			case slices.Contains(known, kv.Key):
 				m[kv.Key] = kv.Value
-			case kv.Key == "verbs":
-				p.Errorf(kv.Line, "%s.verbs: Teleport's roles of version v6 have no verbs (they allow every verb); write the role as version v7 to list them", ipath)
-				good = false
 			case kv.Key == "api_group":
 				p.Errorf(kv.Line, "%s.api_group: a field of Teleport's roles of version v8, which MWI does not read; name one of the kinds of version v7", ipath)
 				good = false
@@ -317,6 +318,10 @@ func (p *fileParser) kubernetesResources(n *yaml.Node, path, version string) []K
 			p.Errorf(yamlfile.KeyLine(item, "kind"), "invalid %s.kind %q (want one of %s)", ipath, kr.Kind, strings.Join(kubeResourceKinds, ", "))
 			good = false
 		}
+		if kr.Namespace == "" && good && !slices.Contains(kubeClusterWideKinds, kr.Kind) {
+			p.Errorf(item.Line, `missing %s.namespace: objects of kind %s are in namespaces ("*" for all)`, ipath, kr.Kind)
+			good = false
+		}
 		if m["name"] == nil || kr.Name == "" {
 			p.Errorf(item.Line, `missing %s.name ("*" for any name)`, ipath)
 			good = false
@@ -330,11 +335,8 @@ func (p *fileParser) kubernetesResources(n *yaml.Node, path, version string) []K
 				good = false
 			}
 		}
-		if version == "v6" {
+		if v := m["verbs"]; v == nil {
 			kr.Verbs = []string{"*"}
-		} else if v := m["verbs"]; v == nil {
-			p.Errorf(item.Line, `missing %s.verbs ("*" for every verb)`, ipath)
-			good = false
 		} else {
 			verbs, _ := p.List(v, ipath+".verbs")
 			for _, vn := range verbs {
@@ -352,7 +354,10 @@ func (p *fileParser) kubernetesResources(n *yaml.Node, path, version string) []K
 			}
 			switch {
 			case len(verbs) == 0:
-				p.Errorf(yamlfile.Resolve(v).Line, `%s.verbs lists no verbs ("*" for every verb)`, ipath)
+				p.Errorf(yamlfile.Resolve(v).Line, `%s.verbs lists no verbs (leave verbs out, or list "*", for every verb)`, ipath)
+				good = false
+			case version == "v6" && !slices.Equal(kr.Verbs, []string{"*"}):
+				p.Errorf(yamlfile.Resolve(v).Line, `%s.verbs: Teleport's roles of version v6 allow every verb ("*") only; write the role as version v7 to list verbs`, ipath)
 				good = false
 			case slices.Contains(kr.Verbs, "*") && len(kr.Verbs) > 1:
 				p.Errorf(yamlfile.Resolve(v).Line, `%s.verbs: "*" is every verb; list it alone`, ipath)
@@ -362,6 +367,26 @@ func (p *fileParser) kubernetesResources(n *yaml.Node, path, version string) []K
 		if good {
 			out = append(out, kr)
 		}
+	}
+	return out
+}
+
+// teleportV6Resources returns the kubernetes_resources of a Teleport role
+// of version v6, whose listed pods are all it restricts: Teleport allows
+// objects of every other kind, so they are added, every verb on every one.
+// Namespaces are left out, since Teleport's kind namespace allows every
+// object in them, pods too.
+func teleportV6Resources(pods []KubernetesResource) []KubernetesResource {
+	out := slices.Clone(pods)
+	for _, kind := range kubeResourceKinds {
+		if kind == "*" || kind == "pod" || kind == "namespace" {
+			continue
+		}
+		ns := "*"
+		if slices.Contains(kubeClusterWideKinds, kind) {
+			ns = ""
+		}
+		out = append(out, KubernetesResource{Kind: kind, Namespace: ns, Name: "*", Verbs: []string{"*"}})
 	}
 	return out
 }

@@ -260,6 +260,9 @@ func (p *fileParser) teleportRoleSpec(spec *yaml.Node, version string) Role {
 		if n := a["kubernetes_resources"]; n != nil {
 			r.KubernetesResources = p.kubernetesResources(n, "spec.allow.kubernetes_resources", version)
 		}
+		if version == "v6" && len(r.KubernetesLabels) > 0 {
+			r.KubernetesResources = teleportV6Resources(r.KubernetesResources)
+		}
 	}
 	if deny := m["deny"]; deny != nil {
 		p.teleportRoleDeny(deny, &r)
