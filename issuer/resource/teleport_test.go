@@ -2,6 +2,7 @@ package resource
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -593,6 +594,42 @@ func TestTeleportMaxSessionTTL(t *testing.T) {
 	}
 	_, err := Parse("t.yaml", []byte(teleportRole("v7", "  options:", "    max_session_ttl: 3 hours")))
 	if want := `t.yaml:7: invalid spec.options.max_session_ttl "3 hours"`; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("error %v, want %q", err, want)
+	}
+}
+
+// TestTeleportGitLabRules checks the claims of Teleport's gitlab rules,
+// which MWI compares too, and that patterns are refused.
+func TestTeleportGitLabRules(t *testing.T) {
+	tok := parseOne(t, "t.yaml", teleportToken("roles: [Bot]", "join_method: gitlab", "bot_name: b", "gitlab:", "    allow:",
+		"    - {project_path: grp/proj, user_id: '7', user_email: a@example.com, environment_protected: 'true',",
+		"       ci_config_sha: abc, ci_config_ref_uri: 'gitlab.com/grp/proj//.gitlab-ci.yml@refs/heads/main',",
+		"       deployment_tier: production, project_visibility: private}")).(Token)
+	g := tok.GitLab()
+	if g == nil || len(g.Allow) != 1 {
+		t.Fatalf("token = %+v", tok)
+	}
+	claims := map[string]any{
+		"project_path": "grp/proj", "user_id": "7", "user_email": "a@example.com", "environment_protected": "true",
+		"ci_config_sha": "abc", "ci_config_ref_uri": "gitlab.com/grp/proj//.gitlab-ci.yml@refs/heads/main",
+		"deployment_tier": "production", "project_visibility": "private",
+	}
+	if _, ok := g.Match(claims); !ok {
+		t.Errorf("rule does not match its own claims")
+	}
+	for k := range claims {
+		if k == "project_path" {
+			continue
+		}
+		c := maps.Clone(claims)
+		c[k] = "other"
+		if _, ok := g.Match(c); ok {
+			t.Errorf("rule matches with %s = other", k)
+		}
+	}
+	_, err := Parse("t.yaml", []byte(teleportToken("roles: [Bot]", "join_method: gitlab", "bot_name: b",
+		"gitlab: {allow: [{project_path: 'grp/*'}]}")))
+	if want := `t.yaml:9: invalid spec.gitlab.allow[0].project_path "grp/*": MWI compares claims exactly`; err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("error %v, want %q", err, want)
 	}
 }
