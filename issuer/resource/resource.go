@@ -19,6 +19,8 @@
 //	    kubernetes_labels: {env: prod}   # '*': '*' for every cluster
 //	    kubernetes_groups: [deployers]
 //	    kubernetes_users: [deploy-bot]   # at most one per cluster; default bot:NAME
+//	    kubernetes_resources:            # as in Teleport's v7; enforced by Kubernetes RBAC
+//	      - {kind: pod, namespace: default, name: '*', verbs: [get, list]}   # no verbs: every verb
 //	  deny:                              # wins over allow, of any role
 //	    logins: [root]
 //	    node_labels: {env: prod}
@@ -67,6 +69,16 @@
 // label. A role without node_labels allows its logins on no host that
 // checks labels (see package internal/sshaccess); they stay among the
 // certificate's principals for hosts that only trust the user CA.
+//
+// Teleport's own resources are read too, as written, into the same
+// [Role], [Bot] and [Token]: roles of version v5, v6 and v7, bots of
+// version v1 (traits as a list of {name, values}) and tokens of version v2
+// with roles [Bot]. Their meaning is Teleport's: a role's
+// options.max_session_ttl is its MaxTTL (TeleportDefaultMaxTTL if unset),
+// and deny rules are greedy (deny.logins denies those logins on every
+// host, deny.node_labels every login on the hosts it selects). A field
+// that Teleport defines and MWI cannot honour is refused with what MWI
+// does instead; see teleport.go.
 //
 // Decoding is strict: unknown fields, repeated fields and values of the wrong
 // type are errors, because a setting that is silently ignored is worse than

@@ -70,6 +70,18 @@ var teleportIgnored = []teleportField{
 	{Kind: kindToken, Path: "metadata.labels", Why: "labels of a token select nothing"},
 	{Kind: "role", Path: "spec.options.cert_format", Value: "standard", Why: "MWI issues standard OpenSSH certificates only"},
 	{Kind: "role", Path: "spec.options.pin_source_ip", Value: "false", Why: "MWI certificates are not pinned to a source address"},
+	// What tctl get writes for a role's options that it leaves unset,
+	// where MWI does the same.
+	{Kind: "role", Path: "spec.options.port_forwarding", Value: "true", Why: "MWI certificates permit port forwarding too"},
+	{Kind: "role", Path: "spec.options.permit_x11_forwarding", Value: "false", Why: "MWI certificates do not permit X11 forwarding either"},
+	{Kind: "role", Path: "spec.options.ssh_file_copy", Value: "true", Why: "MWI certificates do not restrict file copying either"},
+	{Kind: "role", Path: "spec.options.disconnect_expired_cert", Value: "false", Why: "MWI does not end sessions when certificates expire either"},
+	{Kind: "role", Path: "spec.options.require_session_mfa", Value: "false", Why: "MWI asks bots for no second factor either"},
+	{Kind: "role", Path: "spec.options.create_host_user", Value: "false", Why: "MWI does not create users on hosts either"},
+	{Kind: "role", Path: "spec.options.create_db_user", Value: "false", Why: "MWI does not create database users either"},
+	{Kind: "role", Path: "spec.options.create_desktop_user", Value: "false", Why: "MWI does not create desktop users either"},
+	{Kind: "role", Path: "spec.options.desktop_clipboard", Value: "true", Why: "MWI issues no desktop access for it to apply to"},
+	{Kind: "role", Path: "spec.options.desktop_directory_sharing", Value: "true", Why: "MWI issues no desktop access for it to apply to"},
 }
 
 // Why MWI refuses some of Teleport's role conditions, in allow and deny.
@@ -143,10 +155,10 @@ var teleportRefused = func() []teleportField {
 		{Kind: "role", Path: "spec.allow.host_labels", Why: "an MWI field: write the role in MWI's version v1 to use it"},
 
 		{Kind: "role", Path: "spec.options.max_ttl", Why: "the MWI name of the option: Teleport roles set spec.options.max_session_ttl"},
-		{Kind: "role", Path: "spec.options.port_forwarding", Why: "MWI certificates do not restrict port forwarding; remove it"},
-		{Kind: "role", Path: "spec.options.ssh_port_forwarding", Why: "MWI certificates do not restrict port forwarding; remove it"},
-		{Kind: "role", Path: "spec.options.permit_x11_forwarding", Why: "MWI certificates do not grant X11 forwarding; remove it"},
-		{Kind: "role", Path: "spec.options.ssh_file_copy", Why: "MWI certificates do not restrict file copying; remove it"},
+		{Kind: "role", Path: "spec.options.port_forwarding", Why: "MWI certificates always permit port forwarding (true, or leave it out)"},
+		{Kind: "role", Path: "spec.options.ssh_port_forwarding", Why: "MWI certificates always permit port forwarding; remove it"},
+		{Kind: "role", Path: "spec.options.permit_x11_forwarding", Why: "MWI certificates never permit X11 forwarding (false, or leave it out)"},
+		{Kind: "role", Path: "spec.options.ssh_file_copy", Why: "MWI certificates do not restrict file copying (true, or leave it out)"},
 		{Kind: "role", Path: "spec.options.client_idle_timeout", Why: "MWI has no proxy to end idle sessions; remove it"},
 		{Kind: "role", Path: "spec.options.disconnect_expired_cert", Why: "MWI has no proxy to end sessions when certificates expire; remove it"},
 		{Kind: "role", Path: "spec.options.max_connections", Why: "MWI has no proxy to count connections; remove it"},
@@ -209,34 +221,42 @@ func (p *fileParser) teleportFields(kind string, n *yaml.Node, path string, know
 		return nil, false
 	}
 	m := make(map[string]*yaml.Node, len(pairs))
-pairs:
 	for _, kv := range pairs {
 		full := path + "." + kv.Key
 		if slices.Contains(known, kv.Key) {
 			m[kv.Key] = kv.Value
 			continue
 		}
-		for _, f := range teleportRefused {
-			if f.Path == full && (f.Kind == "" || f.Kind == kind) {
-				p.Errorf(kv.Line, "%s: %s", full, f.Why)
-				continue pairs
+		refused, isRefused := lookupField(teleportRefused, kind, full)
+		if f, ok := lookupField(teleportIgnored, kind, full); ok {
+			v := yamlfile.Resolve(kv.Value)
+			switch {
+			case f.Value == "" || v.Kind == yaml.ScalarNode && v.Value == f.Value:
+			case isRefused:
+				p.Errorf(kv.Line, "%s: %s", full, refused.Why)
+			default:
+				p.Errorf(kv.Line, "%s: %s (want %s, or leave it out)", full, f.Why, f.Value)
 			}
+			continue
 		}
-		for _, f := range teleportIgnored {
-			if f.Path != full || (f.Kind != "" && f.Kind != kind) {
-				continue
-			}
-			if f.Value != "" {
-				s, ok := p.Scalar(kv.Value, full)
-				if ok && s != f.Value {
-					p.Errorf(kv.Line, "%s: %s (want %s, or leave it out)", full, f.Why, f.Value)
-				}
-			}
-			continue pairs
+		if isRefused {
+			p.Errorf(kv.Line, "%s: %s", full, refused.Why)
+			continue
 		}
 		p.Errorf(kv.Line, "unknown field %q in %s (want %s)", kv.Key, path, strings.Join(known, ", "))
 	}
 	return m, true
+}
+
+// lookupField returns the entry of table for the field at path in a
+// document of kind.
+func lookupField(table []teleportField, kind, path string) (teleportField, bool) {
+	for _, f := range table {
+		if f.Path == path && (f.Kind == "" || f.Kind == kind) {
+			return f, true
+		}
+	}
+	return teleportField{}, false
 }
 
 // teleportRoleSpec decodes the spec of a Teleport role of the given

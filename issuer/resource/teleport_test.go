@@ -201,8 +201,10 @@ func TestTeleportRefusedFields(t *testing.T) {
 			"7: spec.allow.host_names: an MWI field: write the role in MWI's version v1"},
 		{"MWI's max_ttl", teleportRole("v7", "  options:", "    max_ttl: 1h"),
 			"7: spec.options.max_ttl: the MWI name of the option"},
-		{"port forwarding", teleportRole("v7", "  options:", "    port_forwarding: true"),
-			"7: spec.options.port_forwarding: MWI certificates do not restrict port forwarding"},
+		{"port forwarding", teleportRole("v7", "  options:", "    port_forwarding: false"),
+			"7: spec.options.port_forwarding: MWI certificates always permit port forwarding"},
+		{"x11", teleportRole("v7", "  options:", "    permit_x11_forwarding: true"),
+			"7: spec.options.permit_x11_forwarding: MWI certificates never permit X11 forwarding"},
 		{"record session", teleportRole("v7", "  options:", "    record_session: {default: best_effort}"),
 			"7: spec.options.record_session: MWI has no proxy and records no sessions"},
 		{"session mfa", teleportRole("v7", "  options:", "    require_session_mfa: true"),
@@ -353,9 +355,19 @@ spec:
     logins: [a]
   options:
     cert_format: standard
-    pin_source_ip: false
+    create_db_user: false
+    create_desktop_user: false
+    create_host_user: false
+    desktop_clipboard: true
+    desktop_directory_sharing: true
+    disconnect_expired_cert: false
     forward_agent: true
-    max_session_ttl: 8h
+    max_session_ttl: 8h0m0s
+    permit_x11_forwarding: false
+    pin_source_ip: false
+    port_forwarding: true
+    require_session_mfa: false
+    ssh_file_copy: true
 `
 	r := parseOne(t, "t.yaml", doc).(Role)
 	if !r.ForwardAgent || r.MaxTTL != 8*time.Hour || !slices.Equal(r.Logins, []string{"a"}) {
