@@ -17,10 +17,11 @@ import (
 // version v2 with roles [Bot].
 //
 // A field that Teleport defines and MWI cannot honour is refused, with
-// what MWI does instead (teleportRefused); a field whose absence changes
-// nothing, by Teleport's own semantics, is accepted and ignored only if
-// teleportIgnored lists it with the reason. Any other field is unknown,
-// as in MWI's format.
+// what MWI does instead (teleportRefused); a field that changes nothing
+// in MWI, by Teleport's own semantics (with the value Teleport writes by
+// default, for some), is accepted and ignored only if teleportIgnored
+// lists it with the reason. Any other field is unknown, as in MWI's
+// format.
 
 // TeleportDefaultMaxTTL is the MaxTTL of a Teleport role that sets no
 // spec.options.max_session_ttl: Teleport's own default.
