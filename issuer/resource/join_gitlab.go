@@ -2,6 +2,7 @@ package resource
 
 import (
 	"slices"
+	"strings"
 
 	"go.yaml.in/yaml/v3"
 
@@ -30,6 +31,14 @@ type GitLabRule struct {
 	RefType        string
 	UserLogin      string
 	RefProtected   string // "true" or "false", as GitLab's claim
+	// The claims that Teleport's gitlab rules also compare.
+	UserID               string
+	UserEmail            string
+	EnvironmentProtected string // "true" or "false", as GitLab's claim
+	CIConfigSHA          string
+	CIConfigRefURI       string
+	DeploymentTier       string
+	ProjectVisibility    string
 }
 
 // GitLab returns t's gitlab block, or nil if t has another join method.
@@ -58,6 +67,9 @@ func (g *GitLabJoin) Match(claims map[string]any) (int, bool) {
 			{"sub", r.Sub}, {"project_path", r.ProjectPath}, {"namespace_path", r.NamespacePath},
 			{"pipeline_source", r.PipelineSource}, {"environment", r.Environment}, {"ref", r.Ref},
 			{"ref_type", r.RefType}, {"user_login", r.UserLogin}, {"ref_protected", r.RefProtected},
+			{"user_id", r.UserID}, {"user_email", r.UserEmail}, {"environment_protected", r.EnvironmentProtected},
+			{"ci_config_sha", r.CIConfigSHA}, {"ci_config_ref_uri", r.CIConfigRefURI},
+			{"deployment_tier", r.DeploymentTier}, {"project_visibility", r.ProjectVisibility},
 		}
 		if matchFields(claims, fields, "sub", "project_path", "namespace_path") {
 			return i, true
@@ -86,19 +98,38 @@ func (*GitLabJoin) parse(p *fileParser, n *yaml.Node, path string, line int) Joi
 	}
 	g.StaticJWKS = p.staticJWKS(m["static_jwks"], path)
 	p.rules(m["allow"], path, line, func(r *yaml.Node, rpath string) {
-		f, ok := p.ruleFields(r, rpath, []string{"sub", "project_path", "namespace_path", "pipeline_source", "environment", "ref", "ref_type", "user_login", "ref_protected"},
+		f, ok := p.ruleFields(r, rpath, []string{"sub", "project_path", "namespace_path", "pipeline_source", "environment", "ref", "ref_type", "user_login", "ref_protected",
+			"user_id", "user_email", "environment_protected", "ci_config_sha", "ci_config_ref_uri", "deployment_tier", "project_visibility"},
 			"the pipelines of any project on the GitLab instance", "project_path", "namespace_path", "sub")
 		if !ok {
 			return
 		}
-		if v := f["ref_protected"]; v != "" && v != "true" && v != "false" {
-			p.Errorf(yamlfile.KeyLine(r, "ref_protected"), "invalid %s.ref_protected %q: want true or false", rpath, v)
+		for _, k := range []string{"ref_protected", "environment_protected"} {
+			if v := f[k]; v != "" && v != "true" && v != "false" {
+				p.Errorf(yamlfile.KeyLine(r, k), "invalid %s.%s %q: want true or false", rpath, k, v)
+				ok = false
+			}
+		}
+		if p.teleport {
+			// Teleport matches some of these fields as glob patterns;
+			// MWI compares every claim exactly.
+			for k, v := range f {
+				if strings.ContainsAny(v, "*?") {
+					p.Errorf(yamlfile.KeyLine(r, k), "invalid %s.%s %q: MWI compares claims exactly, without patterns; list a rule for each value", rpath, k, v)
+					ok = false
+				}
+			}
+		}
+		if !ok {
 			return
 		}
 		g.Allow = append(g.Allow, GitLabRule{
 			Sub: f["sub"], ProjectPath: f["project_path"], NamespacePath: f["namespace_path"],
 			PipelineSource: f["pipeline_source"], Environment: f["environment"], Ref: f["ref"],
 			RefType: f["ref_type"], UserLogin: f["user_login"], RefProtected: f["ref_protected"],
+			UserID: f["user_id"], UserEmail: f["user_email"], EnvironmentProtected: f["environment_protected"],
+			CIConfigSHA: f["ci_config_sha"], CIConfigRefURI: f["ci_config_ref_uri"],
+			DeploymentTier: f["deployment_tier"], ProjectVisibility: f["project_visibility"],
 		})
 	})
 	return g

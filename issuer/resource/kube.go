@@ -77,6 +77,12 @@ func (s *Set) KubeAccess(bot string, c KubeCluster) (KubeAccess, bool, error) {
 	if !ok {
 		return KubeAccess{}, false, fmt.Errorf("%w %q", ErrUnknownBot, bot)
 	}
+	// A role that denies the cluster denies it whatever the others allow.
+	for _, name := range b.Roles {
+		if r, ok := s.roles[name]; ok && selects(r.DenyKubernetesLabels, c.Labels) {
+			return KubeAccess{}, false, nil
+		}
+	}
 	var acc KubeAccess
 	expand := func(dst *[]string, values []string) {
 		for _, v := range values {
@@ -114,10 +120,17 @@ func (s *Set) KubeAccess(bot string, c KubeCluster) (KubeAccess, bool, error) {
 // with one of the values listed, or with any value if "*" is listed; the
 // key "*" (with the value "*") matches every cluster.
 func (r Role) AllowsKubeCluster(labels map[string]string) bool {
-	if len(r.KubernetesLabels) == 0 {
+	return selects(r.KubernetesLabels, labels)
+}
+
+// selects reports whether the label selector sel matches a cluster with
+// the given labels, as AllowsKubeCluster describes. An empty selector
+// matches nothing.
+func selects(sel map[string][]string, labels map[string]string) bool {
+	if len(sel) == 0 {
 		return false
 	}
-	for k, values := range r.KubernetesLabels {
+	for k, values := range sel {
 		if k == "*" {
 			continue
 		}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"unicode"
 
@@ -232,6 +233,175 @@ func checkCAPEM(data []byte) error {
 	}
 	if n == 0 {
 		return errors.New("holds no PEM certificate")
+	}
+	return nil
+}
+
+// kubeResourceKinds are the kinds of kubernetes_resources entries, as
+// Teleport's roles of version v7 name them.
+var kubeResourceKinds = []string{
+	"*", "pod", "secret", "configmap", "namespace", "service", "serviceaccount", "kube_node",
+	"persistentvolume", "persistentvolumeclaim", "deployment", "replicaset", "statefulset",
+	"daemonset", "clusterrole", "kube_role", "clusterrolebinding", "rolebinding", "cronjob",
+	"job", "certificatesigningrequest", "ingress",
+}
+
+// kubeClusterWideKinds are the kinds of kubeResourceKinds that have no
+// namespace.
+var kubeClusterWideKinds = []string{
+	"namespace", "kube_node", "persistentvolume", "clusterrole", "clusterrolebinding", "certificatesigningrequest",
+}
+
+// kubeResourceVerbs are the verbs of kubernetes_resources entries.
+var kubeResourceVerbs = []string{
+	"*", "get", "list", "watch", "create", "update", "patch", "delete", "deletecollection", "exec", "portforward",
+}
+
+// kubernetesResources decodes a role's kubernetes_resources at path, for
+// a role of the given version: v1 (MWI's) and v7 take kind, namespace,
+// name and verbs, as Teleport's v7 does (no verbs is every verb; a kind
+// with namespaces needs one); Teleport's v6 takes pods only, with every
+// verb; Teleport's v5 has none (MWI refuses them).
+//
+// Kubernetes enforces them itself, through RBAC objects that name objects
+// exactly, so a name or namespace is a plain name or "*", never one of the
+// patterns Teleport's proxy matches.
+func (p *fileParser) kubernetesResources(n *yaml.Node, path, version string) []KubernetesResource {
+	if version == "v5" {
+		p.Errorf(yamlfile.Resolve(n).Line, "%s: Teleport's roles of version v5 have none; write the role as version v7", path)
+		return nil
+	}
+	items, _ := p.List(n, path)
+	var out []KubernetesResource
+	for i, item := range items {
+		ipath := fmt.Sprintf("%s[%d]", path, i)
+		known := []string{"kind", "namespace", "name", "verbs"}
+		pairs, ok := p.Mapping(item, ipath)
+		if !ok {
+			continue
+		}
+		m := make(map[string]*yaml.Node, len(pairs))
+		good := true
+		for _, kv := range pairs {
+			switch {
+			case slices.Contains(known, kv.Key):
+				m[kv.Key] = kv.Value
+			case kv.Key == "api_group":
+				p.Errorf(kv.Line, "%s.api_group: a field of Teleport's roles of version v8, which MWI does not read; name one of the kinds of version v7", ipath)
+				good = false
+			default:
+				p.Errorf(kv.Line, "unknown field %q in %s (want %s)", kv.Key, ipath, strings.Join(known, ", "))
+				good = false
+			}
+		}
+		var kr KubernetesResource
+		str := func(key string) string {
+			v := m[key]
+			if v == nil {
+				return ""
+			}
+			s, ok := p.Scalar(v, ipath+"."+key)
+			if !ok {
+				good = false
+			}
+			return s
+		}
+		kr.Kind, kr.Namespace, kr.Name = str("kind"), str("namespace"), str("name")
+		switch {
+		case m["kind"] == nil || kr.Kind == "":
+			p.Errorf(item.Line, "missing %s.kind (want one of %s)", ipath, strings.Join(kubeResourceKinds, ", "))
+			good = false
+		case version == "v6" && kr.Kind != "pod":
+			p.Errorf(yamlfile.KeyLine(item, "kind"), "invalid %s.kind %q: Teleport's roles of version v6 take pods only; write the role as version v7", ipath, kr.Kind)
+			good = false
+		case !slices.Contains(kubeResourceKinds, kr.Kind):
+			p.Errorf(yamlfile.KeyLine(item, "kind"), "invalid %s.kind %q (want one of %s)", ipath, kr.Kind, strings.Join(kubeResourceKinds, ", "))
+			good = false
+		}
+		if kr.Namespace == "" && good && !slices.Contains(kubeClusterWideKinds, kr.Kind) {
+			p.Errorf(item.Line, `missing %s.namespace: objects of kind %s are in namespaces ("*" for all)`, ipath, kr.Kind)
+			good = false
+		}
+		if m["name"] == nil || kr.Name == "" {
+			p.Errorf(item.Line, `missing %s.name ("*" for any name)`, ipath)
+			good = false
+		}
+		for _, f := range []struct{ key, v string }{{"name", kr.Name}, {"namespace", kr.Namespace}} {
+			if f.v == "" || f.v == "*" {
+				continue
+			}
+			if err := checkKubeName(f.v); err != nil {
+				p.Errorf(yamlfile.KeyLine(item, f.key), "invalid %s.%s %q: %v", ipath, f.key, f.v, err)
+				good = false
+			}
+		}
+		if v := m["verbs"]; v == nil {
+			kr.Verbs = []string{"*"}
+		} else {
+			verbs, _ := p.List(v, ipath+".verbs")
+			for _, vn := range verbs {
+				s, ok := p.Scalar(vn, ipath+".verbs entry")
+				if !ok {
+					good = false
+					continue
+				}
+				if !slices.Contains(kubeResourceVerbs, s) {
+					p.Errorf(vn.Line, "invalid verb %q in %s.verbs (want %s)", s, ipath, strings.Join(kubeResourceVerbs, ", "))
+					good = false
+					continue
+				}
+				kr.Verbs = append(kr.Verbs, s)
+			}
+			switch {
+			case len(verbs) == 0:
+				p.Errorf(yamlfile.Resolve(v).Line, `%s.verbs lists no verbs (leave verbs out, or list "*", for every verb)`, ipath)
+				good = false
+			case version == "v6" && !slices.Equal(kr.Verbs, []string{"*"}):
+				p.Errorf(yamlfile.Resolve(v).Line, `%s.verbs: Teleport's roles of version v6 allow every verb ("*") only; write the role as version v7 to list verbs`, ipath)
+				good = false
+			case slices.Contains(kr.Verbs, "*") && len(kr.Verbs) > 1:
+				p.Errorf(yamlfile.Resolve(v).Line, `%s.verbs: "*" is every verb; list it alone`, ipath)
+				good = false
+			}
+		}
+		if good {
+			out = append(out, kr)
+		}
+	}
+	return out
+}
+
+// teleportV6Resources returns the kubernetes_resources of a Teleport role
+// of version v6, whose listed pods are all it restricts: Teleport allows
+// objects of every other kind, so they are added, every verb on every one.
+// Namespaces are left out, since Teleport's kind namespace allows every
+// object in them, pods too.
+func teleportV6Resources(pods []KubernetesResource) []KubernetesResource {
+	out := slices.Clone(pods)
+	for _, kind := range kubeResourceKinds {
+		if kind == "*" || kind == "pod" || kind == "namespace" {
+			continue
+		}
+		ns := "*"
+		if slices.Contains(kubeClusterWideKinds, kind) {
+			ns = ""
+		}
+		out = append(out, KubernetesResource{Kind: kind, Namespace: ns, Name: "*", Verbs: []string{"*"}})
+	}
+	return out
+}
+
+// checkKubeName reports why s cannot name Kubernetes objects in an RBAC
+// rule: Teleport's proxy matches globs ("web-*") and regular expressions
+// ("^web-.*$"), but RBAC names objects exactly.
+func checkKubeName(s string) error {
+	switch {
+	case strings.ContainsAny(s, "*?") || strings.HasPrefix(s, "^") && strings.HasSuffix(s, "$"):
+		return errors.New(`MWI turns kubernetes_resources into Kubernetes RBAC, which names objects exactly: write a name, or "*" for any`)
+	case len(s) > 253:
+		return errors.New("longer than 253 bytes")
+	case strings.ContainsFunc(s, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) || unicode.Is(unicode.Cf, r) }):
+		return errors.New("must not contain whitespace or control characters")
 	}
 	return nil
 }

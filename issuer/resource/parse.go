@@ -78,6 +78,9 @@ type fileParser struct {
 	*yamlfile.File
 	l   *loader
 	idx int // index of the file in l.files
+	// teleport is set while a document in one of Teleport's formats is
+	// decoded, whose label values may be patterns that MWI refuses.
+	teleport bool
 }
 
 // parseFile decodes the documents in data, records the problems found in
@@ -119,15 +122,17 @@ func (p *fileParser) document(root *yaml.Node) *decoded {
 		}
 	}
 
+	version := ""
 	if n := top["version"]; n == nil {
 		p.Errorf(root.Line, "missing version (want v1)")
 	} else if s, ok := p.Scalar(n, "version"); ok {
-		switch s {
-		case "":
+		switch {
+		case s == "":
 			p.Errorf(n.Line, "missing version (want v1)")
-		case "v1":
+		case s == "v1" || isTeleportVersion(kind, s):
+			version = s
 		default:
-			p.Errorf(n.Line, "unsupported version %q (want v1)", s)
+			p.Errorf(n.Line, "unsupported version %q (want v1)%s", s, teleportVersions(kind))
 		}
 	}
 
@@ -137,6 +142,10 @@ func (p *fileParser) document(root *yaml.Node) *decoded {
 	}
 
 	d := &decoded{kind: kind, file: p.idx}
+	// A Teleport bot is MWI's bot of version v1 and more: bots take both.
+	teleport := isTeleportVersion(kind, version) || kind == "bot"
+	p.teleport = isTeleportVersion(kind, version)
+	defer func() { p.teleport = false }()
 	source := Location{File: p.Name, Line: root.Line}
 	var description string
 	var labels map[string]string
@@ -153,7 +162,14 @@ func (p *fileParser) document(root *yaml.Node) *decoded {
 		case kindToken:
 			known = append(known, "description", "expires")
 		}
-		if m, ok := p.Fields(meta, "metadata", known...); ok {
+		var m map[string]*yaml.Node
+		var ok bool
+		if teleport {
+			m, ok = p.teleportFields(kind, meta, "metadata", known...)
+		} else {
+			m, ok = p.Fields(meta, "metadata", known...)
+		}
+		if ok {
 			if n := m["name"]; n == nil {
 				p.Errorf(yamlfile.Resolve(meta).Line, "missing metadata.name")
 			} else if s, ok := p.Scalar(n, "metadata.name"); ok {
@@ -186,7 +202,12 @@ func (p *fileParser) document(root *yaml.Node) *decoded {
 	}
 	switch kind {
 	case "role":
-		r := p.roleSpec(spec)
+		var r Role
+		if p.teleport {
+			r = p.teleportRoleSpec(spec, version)
+		} else {
+			r = p.roleSpec(spec)
+		}
 		r.Name = d.name
 		r.Description = description
 		r.Source = source
@@ -205,7 +226,12 @@ func (p *fileParser) document(root *yaml.Node) *decoded {
 		c.Source = source
 		d.res = c
 	case kindToken:
-		t := p.tokenSpec(spec, specLine, d)
+		var t Token
+		if p.teleport {
+			t = p.teleportTokenSpec(spec, specLine, d)
+		} else {
+			t = p.tokenSpec(spec, specLine, d)
+		}
 		t.Name = d.name
 		t.Description = description
 		t.Expires = expires
@@ -225,8 +251,11 @@ func (p *fileParser) roleSpec(spec *yaml.Node) Role {
 	m, _ := p.Fields(spec, "spec", "allow", "deny", "options")
 	if allow := m["allow"]; allow != nil {
 		a, _ := p.Fields(allow, "spec.allow", "logins", "host_names", "node_labels", "host_labels",
-			"kubernetes_labels", "kubernetes_groups", "kubernetes_users")
+			"kubernetes_labels", "kubernetes_groups", "kubernetes_users", "kubernetes_resources")
 		p.roleKubernetes(a, &r)
+		if n := a["kubernetes_resources"]; n != nil {
+			r.KubernetesResources = p.kubernetesResources(n, "spec.allow.kubernetes_resources", "v1")
+		}
 		p.roleSSHAllow(a, &r)
 		if n := a["host_names"]; n != nil {
 			items, _ := p.List(n, "spec.allow.host_names")
@@ -291,7 +320,7 @@ func (p *fileParser) botSpec(spec *yaml.Node, specLine int, d *decoded) Bot {
 	var m map[string]*yaml.Node
 	specOK := true
 	if spec != nil {
-		m, specOK = p.Fields(spec, "spec", "roles", "traits")
+		m, specOK = p.teleportFields("bot", spec, "spec", "roles", "traits")
 	}
 
 	n := m["roles"]
@@ -324,7 +353,10 @@ func (p *fileParser) botSpec(spec *yaml.Node, specLine int, d *decoded) Bot {
 		}
 	}
 
-	if n := m["traits"]; n != nil {
+	if n := m["traits"]; n != nil && yamlfile.Resolve(n).Kind == yaml.SequenceNode {
+		// Teleport's form: a list of {name, values}.
+		p.teleportBotTraits(n, &b)
+	} else if n != nil {
 		pairs, _ := p.Mapping(n, "spec.traits")
 		for _, kv := range pairs {
 			if !traitNameRE.MatchString(kv.Key) {

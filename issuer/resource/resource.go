@@ -19,6 +19,8 @@
 //	    kubernetes_labels: {env: prod}   # '*': '*' for every cluster
 //	    kubernetes_groups: [deployers]
 //	    kubernetes_users: [deploy-bot]   # at most one per cluster; default bot:NAME
+//	    kubernetes_resources:            # as in Teleport's v7; enforced by Kubernetes RBAC
+//	      - {kind: pod, namespace: default, name: '*', verbs: [get, list]}   # no verbs: every verb
 //	  deny:                              # wins over allow, of any role
 //	    logins: [root]
 //	    node_labels: {env: prod}
@@ -67,6 +69,16 @@
 // label. A role without node_labels allows its logins on no host that
 // checks labels (see package internal/sshaccess); they stay among the
 // certificate's principals for hosts that only trust the user CA.
+//
+// Teleport's own resources are read too, as written, into the same
+// [Role], [Bot] and [Token]: roles of version v5, v6 and v7, bots of
+// version v1 (traits as a list of {name, values}) and tokens of version v2
+// with roles [Bot]. Their meaning is Teleport's: a role's
+// options.max_session_ttl is its MaxTTL (TeleportDefaultMaxTTL if unset),
+// and deny rules are greedy (deny.logins denies those logins on every
+// host, deny.node_labels every login on the hosts it selects). A field
+// that Teleport defines and MWI cannot honour is refused with what MWI
+// does instead; see teleport.go.
 //
 // Decoding is strict: unknown fields, repeated fields and values of the wrong
 // type are errors, because a setting that is silently ignored is worse than
@@ -143,6 +155,10 @@ type Role struct {
 	// Logins. A role sets both or neither.
 	DenyLogins     []string
 	DenyNodeLabels map[string][]string
+	// DenyHosts select the SSH hosts on which the role denies every login,
+	// whatever other roles allow: Teleport's deny.node_labels, which
+	// denies access to the hosts it selects, whatever the login.
+	DenyHosts map[string][]string
 	// ForwardAgent allows the bot's agent to sign through a forwarded
 	// connection (Teleport's options.forward_agent).
 	ForwardAgent bool
@@ -152,6 +168,9 @@ type Role struct {
 	// listed. The value "*" matches any value, and the key "*" with the
 	// value "*" matches every cluster. Empty allows none.
 	KubernetesLabels map[string][]string
+	// DenyKubernetesLabels select the Kubernetes clusters the role denies,
+	// whatever other roles allow (Teleport's deny.kubernetes_labels).
+	DenyKubernetesLabels map[string][]string
 	// KubernetesGroups and KubernetesUsers are the Kubernetes groups and
 	// users of the certificates for the clusters the role allows; an entry
 	// of the form "{{internal.NAME}}" stands for the bot's trait NAME.
@@ -310,6 +329,7 @@ func (s *Set) Grant(bot string) (Grant, error) {
 		return Grant{}, fmt.Errorf("%w %q", ErrUnknownBot, bot)
 	}
 	g := Grant{Bot: b.Name, Roles: slices.Clone(b.Roles)}
+	var denyHosts []Role // the roles that deny every login on some hosts
 	for _, name := range b.Roles {
 		r, ok := s.roles[name]
 		if !ok {
@@ -321,6 +341,9 @@ func (s *Set) Grant(bot string) (Grant, error) {
 		g.Allow = append(g.Allow, sshaccess.Rule{Role: r.Name, Logins: logins, NodeLabels: cloneSelector(r.NodeLabels)})
 		if deny := expand(r.DenyLogins, b.Traits); len(deny) > 0 {
 			g.Deny = append(g.Deny, sshaccess.Rule{Role: r.Name, Logins: deny, NodeLabels: cloneSelector(r.DenyNodeLabels)})
+		}
+		if len(r.DenyHosts) > 0 {
+			denyHosts = append(denyHosts, r)
 		}
 		if len(r.HostLabels) > 0 {
 			g.HostLabels = append(g.HostLabels, cloneSelector(r.HostLabels))
@@ -343,6 +366,19 @@ func (s *Set) Grant(bot string) (Grant, error) {
 		}
 		return false
 	})
+	// A role that denies every login on some hosts denies each login of
+	// the certificate there: a login that is not among its principals is
+	// refused by sshd anyway. On every host, it leaves no principal.
+	for _, r := range denyHosts {
+		if isWildcard(r.DenyHosts) {
+			g.Logins = nil
+		}
+	}
+	for _, r := range denyHosts {
+		if len(g.Logins) > 0 {
+			g.Deny = append(g.Deny, sshaccess.Rule{Role: r.Name, Logins: slices.Clone(g.Logins), NodeLabels: cloneSelector(r.DenyHosts)})
+		}
+	}
 	slices.Sort(g.HostNames)
 	g.HostNames = slices.Compact(g.HostNames)
 	return g, nil
@@ -387,6 +423,8 @@ func (r Role) clone() Role {
 	r.NodeLabels = cloneSelector(r.NodeLabels)
 	r.HostLabels = cloneSelector(r.HostLabels)
 	r.DenyNodeLabels = cloneSelector(r.DenyNodeLabels)
+	r.DenyHosts = cloneSelector(r.DenyHosts)
+	r.DenyKubernetesLabels = cloneSelector(r.DenyKubernetesLabels)
 	r.HostNames = slices.Clone(r.HostNames)
 	r.KubernetesGroups = slices.Clone(r.KubernetesGroups)
 	r.KubernetesUsers = slices.Clone(r.KubernetesUsers)

@@ -726,6 +726,17 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("kind: role\nspec: {options: {max_ttl: 1h}, allow: {logins: [\"{{internal.a}}\", 'x']}}\n"))
 	f.Add([]byte(kubeYAML))
 	f.Add([]byte(tokensYAML()))
+	// Teleport's formats: the guides' files, and greedy deny rules.
+	if files, err := filepath.Glob(filepath.Join("testdata", "teleport", "*.yaml")); err == nil {
+		for _, name := range files {
+			if data, err := os.ReadFile(name); err == nil {
+				f.Add(data)
+			}
+		}
+	}
+	f.Add([]byte("kind: role\nversion: v6\nmetadata: {name: r}\nspec:\n  allow: {kubernetes_labels: {a: b}, kubernetes_resources: [{kind: pod, namespace: a, name: b}]}\n" +
+		"  deny: {logins: [root], node_labels: {a: ['b', c]}, kubernetes_labels: {'*': '*'}}\n  options: {max_session_ttl: 2h, forward_agent: true}\n"))
+	f.Add([]byte("kind: bot\nversion: v1\nmetadata: {name: b, revision: x}\nspec: {roles: [r], traits: [{name: logins, values: [a]}]}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		res, err := Parse("fuzz.yaml", data)
 		if err != nil {
@@ -744,6 +755,14 @@ func FuzzParse(f *testing.F) {
 			case Role:
 				if !nameRE.MatchString(r.Name) || r.MaxTTL <= 0 || r.MaxTTL > MaxTTLLimit {
 					t.Errorf("invalid role accepted: %#v", r)
+				}
+				if (len(r.DenyLogins) == 0) != (len(r.DenyNodeLabels) == 0) {
+					t.Errorf("role with deny logins and deny node labels apart accepted: %#v", r)
+				}
+				for _, k := range r.KubernetesResources {
+					if len(k.Verbs) == 0 || k.Name == "" || !slices.Contains(kubeResourceKinds, k.Kind) {
+						t.Errorf("invalid kubernetes_resources entry accepted: %#v", k)
+					}
 				}
 				for _, l := range r.Logins {
 					if checkLogin(l, true) != nil {

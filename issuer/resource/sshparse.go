@@ -2,6 +2,7 @@ package resource
 
 import (
 	"fmt"
+	"strings"
 
 	"go.yaml.in/yaml/v3"
 
@@ -41,6 +42,10 @@ func (p *fileParser) labelSelector(n *yaml.Node, path, every string) map[string]
 			if s != "*" {
 				if err := checkLabelValue(s); err != nil {
 					p.Errorf(item.Line, "invalid value %q in %s: %v", s, keyPath, err)
+					continue
+				}
+				if p.teleport && (strings.Contains(s, "*") || strings.HasPrefix(s, "^") && strings.HasSuffix(s, "$")) {
+					p.Errorf(item.Line, `invalid value %q in %s: Teleport reads it as a pattern, but MWI matches label values exactly, or any value with "*" alone: list the values`, s, keyPath)
 					continue
 				}
 			}

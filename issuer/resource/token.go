@@ -36,7 +36,9 @@ const kindToken = "token"
 //	    domain: gitlab.com            # issuer https://DOMAIN
 //	    static_jwks: ""
 //	    allow:                        # sub project_path namespace_path pipeline_source environment
-//	      - project_path: grp/proj    #   ref ref_type user_login ref_protected; at least one of
+//	      - project_path: grp/proj    #   ref ref_type user_login ref_protected user_id user_email
+//	                                  #   environment_protected ci_config_sha ci_config_ref_uri
+//	                                  #   deployment_tier project_visibility; at least one of
 //	                                  #   project_path, namespace_path, sub
 //	  kubernetes:
 //	    issuer_url: https://kubernetes.default.svc   # the service account issuer
