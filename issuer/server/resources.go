@@ -218,6 +218,15 @@ func (s *Server) parsePuts(file string, data []byte) ([]put, error) {
 		// Blank lines in front keep the document's line numbers those of
 		// the file.
 		padded := []byte(strings.Repeat("\n", d.Line-1) + d.Text)
+		if namesFile(d.Text) {
+			// A file named by a stored document would be read on the
+			// issuer's machine, relative to nothing, at every load: if it
+			// went away, the issuer would not start. It is refused before
+			// Parse reads it.
+			errs = append(errs, fmt.Errorf("%s:%d: kube_cluster: spec.certificate_authority_file cannot be stored; "+
+				"put the PEM in spec.certificate_authority_data, or keep this cluster in the resource directory", file, d.Line))
+			continue
+		}
 		res, err := resource.Parse(file, padded)
 		if err != nil {
 			errs = append(errs, err)
@@ -237,6 +246,20 @@ func (s *Server) parsePuts(file string, data []byte) ([]put, error) {
 		return nil, fault.Invalid(api.CodeBadRequest, "%v\nnothing was changed", errors.Join(errs...))
 	}
 	return puts, nil
+}
+
+// namesFile reports whether text is a kube_cluster document that sets
+// spec.certificate_authority_file.
+func namesFile(text string) bool {
+	var doc struct {
+		Kind any            `yaml:"kind"`
+		Spec map[string]any `yaml:"spec"`
+	}
+	if yaml.Unmarshal([]byte(text), &doc) != nil {
+		return false // Parse will say what is wrong
+	}
+	_, ok := doc.Spec["certificate_authority_file"]
+	return ok && doc.Kind == "kube_cluster"
 }
 
 // DeleteResource removes the stored document KIND/NAME if the running set
@@ -344,6 +367,10 @@ func (s *Server) putBot(ctx context.Context, event, name string, roles []string,
 
 // AddBot stores a new bot with roles, and logins as its logins trait.
 func (s *Server) AddBot(ctx context.Context, req api.AddBotRequest) error {
+	if b, ok := s.auth.Resources().Bot(req.Name); ok {
+		err := fault.Conflict(api.CodeBadRequest, "bot %q exists already (defined in %s); change it with bots update", req.Name, origin(b.Source))
+		return s.refuse(ctx, audit.EventResourceCreate, err, slog.String("kind", "bot"), slog.String("name", req.Name))
+	}
 	var traits map[string][]string
 	if len(req.Logins) > 0 {
 		traits = map[string][]string{"logins": req.Logins}
@@ -362,6 +389,10 @@ func (s *Server) UpdateBot(ctx context.Context, name string, req api.UpdateBotRe
 	b, ok := s.auth.Resources().Bot(name)
 	if !ok {
 		return s.refuse(ctx, audit.EventResourceCreate, fault.NotFound(api.CodeBotUnknown, "no bot named %q", name), attrs...)
+	}
+	if o := origin(b.Source); o != api.OriginStore {
+		return s.refuse(ctx, audit.EventResourceCreate, fault.FailedPrecondition(api.CodeBadRequest,
+			"bot %q is defined in %s, in the resource directory; edit that file instead", name, o), attrs...)
 	}
 	roles := b.Roles
 	if len(req.SetRoles) > 0 {

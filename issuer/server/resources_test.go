@@ -125,6 +125,9 @@ func TestResourceRoutes(t *testing.T) {
 		{"a name twice", "d.yaml", "kind: role\nversion: v1\nmetadata: {name: n}\nspec: {}\n---\nkind: role\nversion: v1\nmetadata: {name: n}\nspec: {}\n", false,
 			[]string{"d.yaml:8: duplicate role \"n\""}},
 		{"nothing", "e.yaml", "# empty\n", false, []string{"no resource documents"}},
+		{"a CA file", "k.yaml", "kind: kube_cluster\nversion: v1\nmetadata: {name: k}\nspec:\n  server: https://127.0.0.1:6443\n" +
+			"  certificate_authority_file: " + filepath.Join(s.cfg.ResourcesDir, "base.yaml") + "\n", false,
+			[]string{"k.yaml:1: kube_cluster: spec.certificate_authority_file cannot be stored"}},
 	}
 	for _, tc := range refusals {
 		t.Run(tc.name, func(t *testing.T) {
@@ -154,6 +157,16 @@ func TestResourceRoutes(t *testing.T) {
 	call(t, c, http.MethodGet, "/admin/v1/resources?kind=role&name=ops", nil, &got)
 	if got.Resources[0].Source != changed {
 		t.Fatalf("after --force, get = %q; want %q", got.Resources[0].Source, changed)
+	}
+
+	// bots add and update refuse the directory's bot and an existing name.
+	if status, body := call(t, c, http.MethodPost, "/admin/v1/bots/ci/update", api.UpdateBotRequest{AddRoles: []string{"ops"}}, nil); status/100 != 4 ||
+		!strings.Contains(body, "base.yaml:7, in the resource directory; edit that file") {
+		t.Errorf("bots update of the directory's bot: %d %s", status, body)
+	}
+	if status, body := call(t, c, http.MethodPost, "/admin/v1/bots", api.AddBotRequest{Name: "opsbot", Roles: []string{"ops"}}, nil); status != http.StatusConflict ||
+		!strings.Contains(body, "exists already") {
+		t.Errorf("bots add of an existing bot: %d %s", status, body)
 	}
 
 	// Removal: refused while a bot names the role, or for the directory's.
