@@ -17,6 +17,19 @@
 //	mwi-issuer bot lock NAME --reason TEXT [--state DIR | --admin-socket PATH]
 //	mwi-issuer bot unlock NAME [--state DIR | --admin-socket PATH]
 //	mwi-issuer nodes ls [--format text|json|yaml] [--state DIR | --admin-socket PATH]
+//	mwi-issuer create -f FILE [--force] [--state DIR | --admin-socket PATH]
+//	mwi-issuer get KIND[/NAME] [--format yaml|json] [--state DIR | --admin-socket PATH]
+//	mwi-issuer rm KIND/NAME [--state DIR | --admin-socket PATH]
+//	mwi-issuer bots ls [--format text|json|yaml] [--state DIR | --admin-socket PATH]
+//	mwi-issuer bots add NAME --roles A,B [--logins X,Y] [--state DIR | --admin-socket PATH]
+//	mwi-issuer bots update NAME (--add-roles A,B | --set-roles A,B) [--add-logins X,Y] [--state DIR | --admin-socket PATH]
+//	mwi-issuer bots rm NAME [--state DIR | --admin-socket PATH]
+//	mwi-issuer bots instances ls [BOT] [--format text|json|yaml] [--state DIR | --admin-socket PATH]
+//	mwi-issuer bots instances show ID [--format yaml|json] [--state DIR | --admin-socket PATH]
+//	mwi-issuer tokens ls [--format text|json|yaml] [--state DIR | --admin-socket PATH]
+//	mwi-issuer tokens add --bot NAME [--ttl 1h] [--format text|json|yaml] [--state DIR | --admin-socket PATH]
+//	mwi-issuer tokens rm NAME|ID|SECRET [--state DIR | --admin-socket PATH]
+//	mwi-issuer kube ls [--format text|json|yaml] [--state DIR | --admin-socket PATH]
 //	mwi-issuer completion bash|zsh|fish
 //	mwi-issuer --version
 //
@@ -90,6 +103,7 @@ type env struct {
 	target      api.LockTarget
 	format      string
 	nodesFormat string
+	res         resourceFlags
 }
 
 // newRoot returns mwi-issuer's command tree, every command running with e.
@@ -163,6 +177,7 @@ func newRoot(e *env) *cobra.Command {
 		),
 		e.nodesCommand(),
 	)
+	root.AddCommand(e.resourceCommands()...)
 	cli.Prepare(root, e.stdout, e.stderr)
 	return root
 }

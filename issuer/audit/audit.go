@@ -60,6 +60,13 @@ const (
 	EventTLS = "tls"
 	// EventAdmin is a caller refused by the admin socket.
 	EventAdmin = "admin"
+	// EventResourceCreate and EventResourceDelete are resource documents
+	// created, replaced or removed through the admin socket, with their
+	// kind and name and the caller's uid.
+	EventResourceCreate = "resource.create"
+	EventResourceDelete = "resource.delete"
+	// EventTokenDelete is a one-time join token removed.
+	EventTokenDelete = "token.delete"
 )
 
 // Outcomes.

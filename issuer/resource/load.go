@@ -57,19 +57,11 @@ func LoadDirStable(dir string, recheck time.Duration) (*Set, error) {
 
 // loadDirStable is LoadDirStable with wait run between the two reads.
 func loadDirStable(dir string, wait func()) (*Set, error) {
-	first, err := readDir(dir)
+	d, err := readDirStable(dir, wait)
 	if err != nil {
 		return nil, err
 	}
-	wait()
-	second, err := readDir(dir)
-	if err != nil {
-		return nil, err
-	}
-	if changed := changedFiles(first, second); len(changed) > 0 {
-		return nil, fmt.Errorf("%s: %w", strings.Join(changed, ", "), ErrChanging)
-	}
-	return load(first)
+	return load(d.files)
 }
 
 // A file is one resource file as read: its content, or why it could not be

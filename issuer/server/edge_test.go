@@ -200,7 +200,7 @@ func TestEdgeDenialsAudited(t *testing.T) {
 
 	t.Run("admin caller without a peer", func(t *testing.T) {
 		al, buf := newAuditBuffer()
-		res, body := serve(t, adminRoutes(&fakeAdmin{}, al, discardLog()), httptest.NewRequest(http.MethodPost, "/admin/v1/tokens", strings.NewReader(`{"bot":"ci","ttl_seconds":60}`)))
+		res, body := serve(t, adminRoutes(&fakeAdmin{}, nil, al, discardLog()), httptest.NewRequest(http.MethodPost, "/admin/v1/tokens", strings.NewReader(`{"bot":"ci","ttl_seconds":60}`)))
 		errorBody(t, res, body, http.StatusForbidden, api.CodeAccessDenied)
 		recs := buf.records(t)
 		if len(recs) != 1 || recs[0]["event"] != audit.EventAdmin || recs[0]["outcome"] != audit.Denied || recs[0]["reason"] == "" || recs[0]["path"] != "/admin/v1/tokens" {
@@ -227,7 +227,7 @@ func TestEdgeDenialsAudited(t *testing.T) {
 			t.Fatal(err)
 		}
 		f := &fakeAdmin{}
-		srv := newAdminServer(adminRoutes(f, al, discardLog()), Limits{})
+		srv := newAdminServer(adminRoutes(f, nil, al, discardLog()), Limits{})
 		capped := adminListener(ln, Limits{MaxAdminConns: 4}, al, discardLog())
 		go srv.Serve(capped)
 		t.Cleanup(func() { srv.Close() })
@@ -258,7 +258,7 @@ func TestEdgeDenialsAudited(t *testing.T) {
 	t.Run("admin request past its bounds", func(t *testing.T) {
 		al, buf := newAuditBuffer()
 		f := &fakeAdmin{}
-		c := unixServer(t, adminRoutes(f, al, discardLog()))
+		c := unixServer(t, adminRoutes(f, nil, al, discardLog()))
 		for _, tc := range []struct{ path, body, want string }{
 			{"/admin/v1/tokens", jsonBody(t, api.CreateTokenRequest{Bot: strings.Repeat("b", 254), TTLSeconds: 60}), "bot is 254 bytes long; at most 253"},
 			{"/admin/v1/bots/" + strings.Repeat("b", 254) + "/unlock", "", "bot name is 254 bytes long; at most 253"},
@@ -316,7 +316,7 @@ func TestHealthzShowsAuditFailure(t *testing.T) {
 // one each.
 func TestAdminRefusalsLogBounded(t *testing.T) {
 	var buf bytes.Buffer
-	h := adminRoutes(&fakeAdmin{}, discardAudit(), slog.New(slog.NewTextHandler(&buf, nil)))
+	h := adminRoutes(&fakeAdmin{}, nil, discardAudit(), slog.New(slog.NewTextHandler(&buf, nil)))
 	for range 1000 {
 		res, body := serve(t, h, httptest.NewRequest(http.MethodPost, "/admin/v1/tokens", strings.NewReader(`{"bot":"ci","ttl_seconds":60}`)))
 		errorBody(t, res, body, http.StatusForbidden, api.CodeAccessDenied)

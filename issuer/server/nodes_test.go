@@ -32,7 +32,7 @@ import (
 // and the version its User-Agent names.
 func TestNodesInventory(t *testing.T) {
 	auth, _ := testAuthority(t)
-	admin := unixServer(t, adminRoutes(auth, auth.Audit, discardLog()))
+	admin := unixServer(t, adminRoutes(auth, nil, auth.Audit, discardLog()))
 	srv := tlsServer(t, auth.CA, publicRoutes(auth, auth.Audit, discardLog()))
 
 	nodes := func() []api.Node {

@@ -267,13 +267,37 @@ type admin interface {
 	Nodes(ctx context.Context) ([]api.Node, error)
 }
 
+// resources is what the admin API needs to administer the resources: the
+// server, which owns the running resource set.
+type resources interface {
+	CreateResources(ctx context.Context, req api.CreateResourcesRequest) (api.CreateResourcesResponse, error)
+	GetResources(ctx context.Context, kind, name string) (api.Resources, error)
+	DeleteResource(ctx context.Context, kind, name string) error
+	Bots(ctx context.Context) (api.Bots, error)
+	AddBot(ctx context.Context, req api.AddBotRequest) error
+	UpdateBot(ctx context.Context, name string, req api.UpdateBotRequest) error
+	Instances(ctx context.Context, bot string) (api.Instances, error)
+	Instance(ctx context.Context, id string) (api.InstanceInfo, error)
+	Tokens(ctx context.Context) (api.Tokens, error)
+	DeleteToken(ctx context.Context, id string) error
+	KubeClusters(ctx context.Context) (api.KubeClusters, error)
+}
+
+// createLimits bound a create: a file of resource documents.
+var createLimits = httpjson.Limits{Body: 2 << 20, String: maxName, Items: maxItems,
+	Strings: map[string]int{"data": 1 << 20, "file": 4096}}
+
 // adminRoutes is the route table of the admin API on the Unix socket.
-// Refusals are audited in al.
-func adminRoutes(a admin, al *audit.Log, log *slog.Logger) http.Handler {
+// Refusals are audited in al. The resource routes are served only if res
+// is not nil.
+func adminRoutes(a admin, res resources, al *audit.Log, log *slog.Logger) http.Handler {
 	r := chi.NewRouter()
 	r.NotFound(httpjson.NotFound(log))
 	r.MethodNotAllowed(httpjson.MethodNotAllowed(r))
 	r.Use(sameUserOnly(al, log))
+	if res != nil {
+		resourceRoutes(r, res, al, log)
+	}
 	r.Post("/admin/v1/tokens", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
 		var req api.CreateTokenRequest
 		if err := httpjson.Decode(r, &req, smallLimits); err != nil {
@@ -352,6 +376,103 @@ func adminRoutes(a admin, al *audit.Log, log *slog.Logger) http.Handler {
 		return removeLock(w, r, a, api.LockTarget{Instance: id})
 	}))
 	return r
+}
+
+// resourceRoutes adds the routes of the resources to the admin API's r.
+func resourceRoutes(r chi.Router, res resources, al *audit.Log, log *slog.Logger) {
+	get := func(path string, f func(r *http.Request) (any, error)) {
+		r.Get(path, httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
+			v, err := f(r)
+			if err != nil {
+				return err
+			}
+			httpjson.Write(w, http.StatusOK, v)
+			return nil
+		}))
+	}
+	r.Post("/admin/v1/resources", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
+		var req api.CreateResourcesRequest
+		if err := httpjson.Decode(r, &req, createLimits); err != nil {
+			return refused(r, al, err)
+		}
+		resp, err := res.CreateResources(r.Context(), req)
+		if err != nil {
+			return err
+		}
+		httpjson.Write(w, http.StatusOK, resp)
+		return nil
+	}))
+	get("/admin/v1/resources", func(r *http.Request) (any, error) {
+		return res.GetResources(r.Context(), r.URL.Query().Get("kind"), r.URL.Query().Get("name"))
+	})
+	r.Delete("/admin/v1/resources/{kind}/{name}", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
+		if err := res.DeleteResource(r.Context(), chi.URLParam(r, "kind"), chi.URLParam(r, "name")); err != nil {
+			return err
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}))
+	get("/admin/v1/bots", func(r *http.Request) (any, error) { return res.Bots(r.Context()) })
+	r.Post("/admin/v1/bots", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
+		var req api.AddBotRequest
+		if err := httpjson.Decode(r, &req, smallLimits); err != nil {
+			return refused(r, al, err)
+		}
+		if err := res.AddBot(r.Context(), req); err != nil {
+			return err
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}))
+	r.Post("/admin/v1/bots/{bot}/update", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
+		bot, err := nameParam(r, al, "bot")
+		if err != nil {
+			return err
+		}
+		var req api.UpdateBotRequest
+		if err := httpjson.Decode(r, &req, smallLimits); err != nil {
+			return refused(r, al, err)
+		}
+		if err := res.UpdateBot(r.Context(), bot, req); err != nil {
+			return err
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}))
+	r.Delete("/admin/v1/bots/{bot}", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
+		bot, err := nameParam(r, al, "bot")
+		if err != nil {
+			return err
+		}
+		if err := res.DeleteResource(r.Context(), "bot", bot); err != nil {
+			return err
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}))
+	get("/admin/v1/instances", func(r *http.Request) (any, error) {
+		return res.Instances(r.Context(), r.URL.Query().Get("bot"))
+	})
+	get("/admin/v1/instances/{id}", func(r *http.Request) (any, error) {
+		id, err := nameParam(r, al, "id")
+		if err != nil {
+			return nil, err
+		}
+		return res.Instance(r.Context(), id)
+	})
+	get("/admin/v1/tokens", func(r *http.Request) (any, error) { return res.Tokens(r.Context()) })
+	r.Delete("/admin/v1/tokens/{id}", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
+		id, err := nameParam(r, al, "id")
+		if err != nil {
+			return err
+		}
+		if err := res.DeleteToken(r.Context(), id); err != nil {
+			return err
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}))
+	get("/admin/v1/kube", func(r *http.Request) (any, error) { return res.KubeClusters(r.Context()) })
 }
 
 // addLock serves a lock request. pathTarget, if not nil, makes the target

@@ -54,7 +54,7 @@ func TestLockRoutes(t *testing.T) {
 	auth, _ := testAuthority(t)
 	ctx := context.Background()
 	srv := tlsServer(t, auth.CA, publicRoutes(auth, auth.Audit, discardLog()))
-	admin := unixServer(t, adminRoutes(auth, auth.Audit, discardLog()))
+	admin := unixServer(t, adminRoutes(auth, nil, auth.Audit, discardLog()))
 	host := tlsClient(t, auth.CA, identityCert(t, auth.CA, ca.Identity{Bot: "ci", Instance: "host-1", Generation: 1}))
 	anonymous := tlsClient(t, auth.CA)
 	if err := auth.Store.CreateInstance(ctx, store.Instance{ID: "abc", Bot: "ci", Generation: 1, Created: time.Now()}); err != nil {

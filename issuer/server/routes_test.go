@@ -557,7 +557,7 @@ func TestAdminRoutesWithoutPeer(t *testing.T) {
 	} {
 		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
 			f := &fakeAdmin{}
-			res, body := serve(t, adminRoutes(f, discardAudit(), discardLog()), httptest.NewRequest(tc.method, tc.path, strings.NewReader(tc.body)))
+			res, body := serve(t, adminRoutes(f, nil, discardAudit(), discardLog()), httptest.NewRequest(tc.method, tc.path, strings.NewReader(tc.body)))
 			errorBody(t, res, body, http.StatusForbidden, api.CodeAccessDenied)
 			if f.calls != 0 {
 				t.Error("the authority was called for a caller without a peer")
@@ -600,7 +600,7 @@ func unixServer(t *testing.T, h http.Handler) *http.Client {
 
 func TestAdminRoutesOverUnixSocket(t *testing.T) {
 	auth, auditLog := testAuthority(t)
-	c := unixServer(t, adminRoutes(auth, auth.Audit, discardLog()))
+	c := unixServer(t, adminRoutes(auth, nil, auth.Audit, discardLog()))
 	ctx := context.Background()
 
 	// Create a token.
@@ -712,7 +712,7 @@ func TestAdminRoutesOverUnixSocket(t *testing.T) {
 // join and renewals on the HTTPS API, with the real authority.
 func TestJoinAndRenewOverHTTPS(t *testing.T) {
 	auth, _ := testAuthority(t)
-	admin := unixServer(t, adminRoutes(auth, auth.Audit, discardLog()))
+	admin := unixServer(t, adminRoutes(auth, nil, auth.Audit, discardLog()))
 	srv := tlsServer(t, auth.CA, publicRoutes(auth, auth.Audit, discardLog()))
 
 	res, body, err := post(t, admin, "http://mwi/admin/v1/tokens", api.CreateTokenRequest{Bot: "ci", TTLSeconds: 600})

@@ -82,7 +82,11 @@ type Server struct {
 	auth  *authority.Authority
 	audit io.Closer // the audit log file, if it is one
 
+	// reloadMu serializes the changes of the running resource set; see
+	// swap.
 	reloadMu sync.Mutex
+	// dir is the resource directory as the running set was loaded from it.
+	dir *resource.Dir
 	// recheck tells the resource watcher that the resources were loaded
 	// without it: at start, or on SIGHUP. See watch.Watcher.Recheck.
 	recheck chan struct{}
@@ -100,10 +104,6 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	for _, f := range authorities.Created() {
 		log.Info("created the Kubernetes client CA, which this state directory predates", "file", f)
-	}
-	set, err := loadResources(cfg, log)
-	if err != nil {
-		return nil, fmt.Errorf("load resources: %w", err)
 	}
 	var auditW io.Writer = os.Stdout
 	var auditC io.Closer = io.NopCloser(nil)
@@ -132,7 +132,19 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		},
 	}
 	s.auth.Audit.Logger = log
-	s.auth.SetResources(set)
+	dir, err := loadResources(cfg, log)
+	if err == nil {
+		var set *resource.Set
+		if set, err = s.loadAll(context.Background(), dir); err == nil {
+			s.reloadMu.Lock()
+			s.swap(dir, set, "start")
+			s.reloadMu.Unlock()
+		}
+	}
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("load resources: %w", err)
+	}
 	// The watcher starts after this load, and must not take what it
 	// first sees for what was loaded.
 	s.recheck = make(chan struct{}, 1)
@@ -146,13 +158,14 @@ func (s *Server) Close() error {
 	return errors.Join(s.auth.Audit.Flush(context.Background()), s.auth.Store.Close(), s.audit.Close())
 }
 
-// loadResources loads the resources at start. Files that change while
-// they are read (see Reload) are read again, settle apart, a few times.
-func loadResources(cfg Config, log *slog.Logger) (*resource.Set, error) {
+// loadResources reads the resource directory at start. Files that change
+// while they are read (see Reload) are read again, settle apart, a few
+// times.
+func loadResources(cfg Config, log *slog.Logger) (*resource.Dir, error) {
 	for i := 1; ; i++ {
-		set, err := resource.LoadDirStable(cfg.ResourcesDir, resourceRecheck)
+		dir, err := resource.ReadDirStable(cfg.ResourcesDir, resourceRecheck)
 		if !errors.Is(err, resource.ErrChanging) || i == startupLoads {
-			return set, err
+			return dir, err
 		}
 		log.Warn("resource files are being written; waiting for them to settle", "dir", cfg.ResourcesDir, "err", err)
 		time.Sleep(cmp.Or(cfg.ResourceSettle, watch.DefaultSettle))
@@ -195,7 +208,11 @@ func (s *Server) reload(recheck time.Duration) error {
 	defer s.reloadMu.Unlock()
 	sdnotify.Reloading()
 	defer sdnotify.Ready()
-	set, err := resource.LoadDirStable(s.cfg.ResourcesDir, recheck)
+	dir, err := resource.ReadDirStable(s.cfg.ResourcesDir, recheck)
+	var set *resource.Set
+	if err == nil {
+		set, err = s.loadAll(context.Background(), dir)
+	}
 	if errors.Is(err, resource.ErrChanging) {
 		s.log.Warn("resource files changed while they were read; keeping the previous set until they settle", "dir", s.cfg.ResourcesDir, "err", err)
 		return err
@@ -205,12 +222,7 @@ func (s *Server) reload(recheck time.Duration) error {
 		sdnotify.Status("serving the previous resources; the new set was rejected: " + err.Error())
 		return err
 	}
-	s.auth.SetResources(set)
-	if s.loaded != nil {
-		s.loaded(set)
-	}
-	s.log.Info("resources loaded", "dir", s.cfg.ResourcesDir, "roles", len(set.Roles()), "bots", len(set.Bots()), "tokens", len(set.Tokens()))
-	s.notifyStatus()
+	s.swap(dir, set, "directory")
 	return nil
 }
 
@@ -266,7 +278,7 @@ func (s *Server) Run(ctx context.Context) error {
 	lim := s.cfg.Limits.withDefaults()
 	publicLn := newGate(ln, tlsConfig(s.auth.CA), lim, auditRefused(s.auth.Audit), s.log)
 	public := newPublicServer(publicRoutes(s.auth, s.auth.Audit, s.log), publicLn, lim, s.log)
-	admin := newAdminServer(adminRoutes(s.auth, s.auth.Audit, s.log), lim)
+	admin := newAdminServer(adminRoutes(s.auth, s, s.auth.Audit, s.log), lim)
 	adminCapped := adminListener(adminLn, lim, s.auth.Audit, s.log)
 	s.log.Info("issuer serving", "listen", ln.Addr().String(), "admin_socket", s.cfg.AdminSocket,
 		"pin", s.auth.CA.Pin(), "resources", s.cfg.ResourcesDir, "cluster_name", s.auth.ClusterName,

@@ -11,6 +11,7 @@ import (
 
 	"github.com/mwi-project/mwi/issuer/authority"
 	"github.com/mwi-project/mwi/issuer/resource"
+	"github.com/mwi-project/mwi/issuer/store"
 )
 
 const botsYAML = `kind: role
@@ -24,6 +25,28 @@ version: v1
 metadata: {name: ci}
 spec: {roles: [deploy]}
 `
+
+// loadedServer returns a server, not running, with an empty store and
+// the resources of cfg.ResourcesDir loaded.
+func loadedServer(t *testing.T, cfg Config) *Server {
+	t.Helper()
+	st, err := store.Open(filepath.Join(t.TempDir(), "store.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	s := &Server{cfg: cfg, log: discardLog(), auth: &authority.Authority{Store: st, Audit: discardAudit()}}
+	dir, err := loadResources(cfg, discardLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := s.loadAll(context.Background(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.swap(dir, set, "start")
+	return s
+}
 
 // tokenYAML is a github token whose one rule admits repo's main branch.
 // Its last line is the ref.
@@ -52,12 +75,7 @@ func TestResourceRewriteInPlace(t *testing.T) {
 		}
 	}
 	cfg := Config{ResourcesDir: dir, ResourceSettle: 2 * time.Second}
-	set, err := loadResources(cfg, discardLog())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &Server{cfg: cfg, log: discardLog(), auth: &authority.Authority{}}
-	s.auth.SetResources(set)
+	s := loadedServer(t, cfg)
 	applied := make(chan *resource.Set, 10)
 	s.loaded = func(set *resource.Set) { applied <- set }
 	ctx, cancel := context.WithCancel(context.Background())
@@ -132,12 +150,8 @@ func TestSIGHUPDuringRewrite(t *testing.T) {
 				}
 			}
 			cfg := Config{ResourcesDir: dir, ResourceSettle: tc.settle}
-			set, err := loadResources(cfg, discardLog())
-			if err != nil {
-				t.Fatal(err)
-			}
-			s := &Server{cfg: cfg, log: discardLog(), auth: &authority.Authority{}, recheck: make(chan struct{}, 1)}
-			s.auth.SetResources(set)
+			s := loadedServer(t, cfg)
+			s.recheck = make(chan struct{}, 1)
 			var mu sync.Mutex
 			var refs []string // of the rule each load applied
 			s.loaded = func(set *resource.Set) {

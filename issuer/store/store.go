@@ -1,7 +1,8 @@
 // Package store keeps the issuer's durable state: join tokens, bot instances
 // with their generation counters, locks of bots and of instances, the ID
-// tokens already used, the pending challenges of bound key pair joins and
-// the inventory of hosts (nodes). Locks are of bots, of instances and of
+// tokens already used, the pending challenges of bound key pair joins, the
+// inventory of hosts (nodes) and the resource documents created through
+// the admin API, kept as written. Locks are of bots, of instances and of
 // token resources; a lock may expire by itself.
 //
 // Store is small on purpose so that a shared database can back several
@@ -212,6 +213,21 @@ type Store interface {
 	PutNode(ctx context.Context, n Node) error
 	// Nodes returns every node, ordered by instance ID.
 	Nodes(ctx context.Context) ([]Node, error)
+	// Tokens returns every one-time token, used or not, ordered by hash.
+	Tokens(ctx context.Context) ([]Token, error)
+	// DeleteToken removes the one-time token with the given hash, or
+	// returns ErrTokenUnknown.
+	DeleteToken(ctx context.Context, hash string) error
+	// Instances returns every instance, ordered by ID.
+	Instances(ctx context.Context) ([]Instance, error)
+	// PutResources writes the resource documents rs, all or none. Without
+	// replace, a key already held fails with ErrExists and writes none.
+	PutResources(ctx context.Context, rs []Resource, replace bool) error
+	// DeleteResource removes the document KIND/NAME, or returns
+	// ErrResourceUnknown.
+	DeleteResource(ctx context.Context, kind, name string) error
+	// Resources returns every resource document, ordered by key.
+	Resources(ctx context.Context) ([]Resource, error)
 	// Close releases the store.
 	Close() error
 }
