@@ -25,6 +25,7 @@ import (
 	"github.com/mwi-project/mwi/issuer/audit"
 	"github.com/mwi-project/mwi/issuer/authority"
 	"github.com/mwi-project/mwi/issuer/ca"
+	"github.com/mwi-project/mwi/issuer/kuberbac"
 	"github.com/mwi-project/mwi/issuer/resource"
 	"github.com/mwi-project/mwi/issuer/store"
 )
@@ -133,6 +134,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	s.auth.Audit.Logger = log
 	s.auth.SetResources(set)
+	warnKubeRBAC(log, set)
 	// The watcher starts after this load, and must not take what it
 	// first sees for what was loaded.
 	s.recheck = make(chan struct{}, 1)
@@ -144,6 +146,14 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 // denials the audit log left out.
 func (s *Server) Close() error {
 	return errors.Join(s.auth.Audit.Flush(context.Background()), s.auth.Store.Close(), s.audit.Close())
+}
+
+// warnKubeRBAC logs what kuberbac.Warnings says of set: the
+// kubernetes_resources that restrict nothing, or cannot be enforced.
+func warnKubeRBAC(log *slog.Logger, set *resource.Set) {
+	for _, w := range kuberbac.Warnings(set) {
+		log.Warn(w)
+	}
 }
 
 // loadResources loads the resources at start. Files that change while
@@ -210,6 +220,7 @@ func (s *Server) reload(recheck time.Duration) error {
 		s.loaded(set)
 	}
 	s.log.Info("resources loaded", "dir", s.cfg.ResourcesDir, "roles", len(set.Roles()), "bots", len(set.Bots()), "tokens", len(set.Tokens()))
+	warnKubeRBAC(s.log, set)
 	s.notifyStatus()
 	return nil
 }
