@@ -17,6 +17,7 @@
 //	mwi-issuer bot lock NAME --reason TEXT [--state DIR | --admin-socket PATH]
 //	mwi-issuer bot unlock NAME [--state DIR | --admin-socket PATH]
 //	mwi-issuer nodes ls [--format text|json|yaml] [--state DIR | --admin-socket PATH]
+//	mwi-issuer kube rbac --cluster NAME [--apply --kubeconfig FILE] [--state DIR | --admin-socket PATH]
 //	mwi-issuer completion bash|zsh|fish
 //	mwi-issuer --version
 //
@@ -162,6 +163,7 @@ func newRoot(e *env) *cobra.Command {
 			e.lockCommand("bot", "unlock", "NAME"),
 		),
 		e.nodesCommand(),
+		group("kube", "Kubernetes clusters", e.kubeRBACCommand()),
 	)
 	cli.Prepare(root, e.stdout, e.stderr)
 	return root
