@@ -134,7 +134,7 @@ func (p Plan) YAML() []byte {
 // Render returns the RBAC objects of the cluster named cluster: those of
 // every role of src with kubernetes_resources whose kubernetes_labels
 // select the cluster, whether a bot holds it yet or not, and the warnings
-// of [ClusterWarnings]. It fails if the cluster is not defined or a rule
+// of [ClusterWarnings] and about those roles' rules, sorted. It fails if the cluster is not defined or a rule
 // cannot be expressed in RBAC, naming the role and the rule.
 func Render(src Source, cluster string) (Plan, error) {
 	c, ok := src.KubeCluster(cluster)
@@ -153,7 +153,9 @@ func Render(src Source, cluster string) (Plan, error) {
 			continue
 		}
 		p.Objects = append(p.Objects, objs...)
+		p.Warnings = append(p.Warnings, roleWarnings(r)...)
 	}
+	slices.Sort(p.Warnings)
 	if len(errs) > 0 {
 		return Plan{}, fmt.Errorf("cluster %s: %s", c.Name, strings.Join(errs, "; "))
 	}

@@ -245,6 +245,8 @@ func TestWarnings(t *testing.T) {
 		{"masters on another cluster only", []resource.Role{prodRole("r", pods),
 			{Name: "devadmin", KubernetesLabels: map[string][]string{"env": {"dev"}}, KubernetesGroups: []string{"system:masters"}}}, nil},
 		{"masters without kubernetes_resources", []resource.Role{masters("admin")}, nil},
+		{"create by name", []resource.Role{prodRole("r", kr("pod", "default", "web", "get", "create"))},
+			[]string{`kubernetes_resources[0] of role r allows create on pod "web", which Kubernetes RBAC never allows by name (the request names no object): give name '*' to allow it`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -257,8 +259,8 @@ func TestWarnings(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if strings.Join(p.Warnings, "\n") != strings.Join(tt.want, "\n") {
-				t.Errorf("Plan.Warnings:\n%q\nwant\n%q", p.Warnings, tt.want)
+			if want := tt.want; strings.Join(p.Warnings, "\n") != strings.Join(want, "\n") {
+				t.Errorf("Plan.Warnings:\n%q\nwant\n%q", p.Warnings, want)
 			}
 		})
 	}

@@ -10,17 +10,14 @@ import (
 
 // Warnings returns what the loader and mwi-issuer get should say about
 // the kubernetes_resources of src's roles: every rule that restricts
-// nothing on some cluster (see [ClusterWarnings]) and every rule that
-// mwi-issuer kube rbac cannot turn into RBAC. It returns nil if there is
-// nothing to say.
+// nothing on some cluster (see [ClusterWarnings]), every rule that
+// mwi-issuer kube rbac cannot turn into RBAC, and every verb that RBAC
+// cannot allow on one object by name. It returns nil if there is nothing
+// to say.
 func Warnings(src Source) []string {
 	var out []string
 	for _, r := range src.Roles() {
-		for i, kr := range r.KubernetesResources {
-			if err := Check(kr); err != nil {
-				out = append(out, fmt.Sprintf("kubernetes_resources[%d] of role %s cannot be enforced: %v; mwi-issuer kube rbac refuses it", i, r.Name, err))
-			}
-		}
+		out = append(out, roleWarnings(r)...)
 	}
 	for _, c := range src.KubeClusters() {
 		out = append(out, ClusterWarnings(src, c)...)
@@ -73,4 +70,25 @@ func ClusterWarnings(src Source, c resource.KubeCluster) []string {
 	}
 	slices.Sort(out)
 	return slices.Compact(out)
+}
+
+// roleWarnings returns the warnings about the rules of role r themselves:
+// those RBAC cannot express, and verbs RBAC cannot allow by name.
+func roleWarnings(r resource.Role) []string {
+	var out []string
+	for i, kr := range r.KubernetesResources {
+		if err := Check(kr); err != nil {
+			out = append(out, fmt.Sprintf("kubernetes_resources[%d] of role %s cannot be enforced: %v; mwi-issuer kube rbac refuses it", i, r.Name, err))
+			continue
+		}
+		if kr.Name == "" || kr.Name == "*" {
+			continue
+		}
+		for _, v := range kr.Verbs {
+			if v == "create" || v == "deletecollection" {
+				out = append(out, fmt.Sprintf("kubernetes_resources[%d] of role %s allows %s on %s %q, which Kubernetes RBAC never allows by name (the request names no object): give name '*' to allow it", i, r.Name, v, kr.Kind, kr.Name))
+			}
+		}
+	}
+	return out
 }
