@@ -30,6 +30,7 @@
 //	mwi-issuer tokens add --bot NAME [--ttl 1h] [--format text|json|yaml] [--state DIR | --admin-socket PATH]
 //	mwi-issuer tokens rm NAME|ID|SECRET [--state DIR | --admin-socket PATH]
 //	mwi-issuer kube ls [--format text|json|yaml] [--state DIR | --admin-socket PATH]
+//	mwi-issuer kube rbac --cluster NAME [--apply --kubeconfig FILE] [--state DIR | --admin-socket PATH]
 //	mwi-issuer completion bash|zsh|fish
 //	mwi-issuer --version
 //

@@ -98,8 +98,9 @@ func (e *env) resourceCommands() []*cobra.Command {
 			}),
 			command("rm", "ID", "remove a token resource by name, or a one-time token by its ID or secret", e.runTokensRm, e.adminSocketFlags),
 		),
-		group("kube", "list Kubernetes clusters",
+		group("kube", "list Kubernetes clusters and render their RBAC",
 			command("ls", "", "list the clusters: name, labels, server and where each is defined", e.runKubeLs, lsFlags),
+			e.kubeRBACCommand(),
 		),
 	}
 }

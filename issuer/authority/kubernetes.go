@@ -46,7 +46,9 @@ type kubeCert struct {
 // the bot's roles; label selectors only pick among the allowed clusters. For
 // each cluster picked, the certificate's user is the one kubernetes_users of
 // the roles that allow the cluster name, or "bot:NAME" if they name none,
-// and its groups are the union of their kubernetes_groups. Roles giving one
+// and its groups are the union of their kubernetes_groups, with
+// resource.RoleGroup(role) for each of them that has kubernetes_resources
+// (see withRoleGroups). Roles giving one
 // cluster several users refuse the request: a certificate has one user, and
 // picking one would be a guess.
 func (a *Authority) kubernetes(bot string, req *api.KubernetesRequest) (*kubePlan, error) {
@@ -112,7 +114,7 @@ func (a *Authority) kubernetes(bot string, req *api.KubernetesRequest) (*kubePla
 			return nil, kubeNotAllowed("the roles of bot %s (%s) give Kubernetes cluster %s several users (%s), and a certificate has one: set kubernetes_users for it in one role only",
 				bot, strings.Join(acc.Roles, ", "), c.Name, strings.Join(acc.Users, ", "))
 		}
-		plan.certs = append(plan.certs, kubeCert{cluster: c, user: user, groups: acc.Groups})
+		plan.certs = append(plan.certs, kubeCert{cluster: c, user: user, groups: withRoleGroups(set, acc)})
 	}
 	// Selectors can match any number of clusters; the answer carries a
 	// certificate and a CA bundle for each, and must stay small enough for
@@ -122,6 +124,21 @@ func (a *Authority) kubernetes(bot string, req *api.KubernetesRequest) (*kubePla
 		return nil, badRequest("kubernetes: the selectors match %d allowed clusters; at most %d per renewal: narrow them", len(plan.certs), maxKubeClusters)
 	}
 	return plan, nil
+}
+
+// withRoleGroups returns the groups of acc and, for each of its roles that
+// has kubernetes_resources, the group resource.RoleGroup(role): the RBAC
+// objects of mwi-issuer kube rbac are bound to it, so that Kubernetes
+// itself enforces the role's kubernetes_resources.
+func withRoleGroups(set *resource.Set, acc resource.KubeAccess) []string {
+	groups := slices.Clone(acc.Groups)
+	for _, name := range acc.Roles {
+		if r, ok := set.Role(name); ok && len(r.KubernetesResources) > 0 {
+			groups = append(groups, resource.RoleGroup(name))
+		}
+	}
+	slices.Sort(groups)
+	return slices.Compact(groups)
 }
 
 func kubeNotAllowed(format string, args ...any) *fault.Error {

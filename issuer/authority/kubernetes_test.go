@@ -19,6 +19,7 @@ import (
 	"github.com/mwi-project/mwi/api"
 	"github.com/mwi-project/mwi/issuer/audit"
 	"github.com/mwi-project/mwi/issuer/ca"
+	"github.com/mwi-project/mwi/issuer/resource"
 )
 
 // clusterCA is the PEM of a CA that the test clusters' API servers use.
@@ -344,5 +345,61 @@ func TestRenewKubernetes(t *testing.T) {
 	e.expectDenied(t, err, offset, audit.EventRenew, api.CodeKubernetesClusterNotAllowed, http.StatusForbidden)
 	if in, err := e.store.Instance(ctx, creds.Instance); err != nil || in.Generation != 2 {
 		t.Errorf("instance after a refused renewal = %+v, %v; want generation 2", in, err)
+	}
+}
+
+// withKubeResources returns set with role's kubernetes_resources set to res.
+func withKubeResources(t *testing.T, set *resource.Set, role string, res ...resource.KubernetesResource) *resource.Set {
+	t.Helper()
+	var all []resource.Resource
+	for _, r := range set.Roles() {
+		if r.Name == role {
+			r.KubernetesResources = res
+		}
+		all = append(all, r)
+	}
+	for _, b := range set.Bots() {
+		all = append(all, b)
+	}
+	for _, c := range set.KubeClusters() {
+		all = append(all, c)
+	}
+	for _, tok := range set.Tokens() {
+		all = append(all, tok)
+	}
+	out, err := resource.NewSet(all...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestKubernetesRoleGroups checks that a certificate carries the group of
+// each role with kubernetes_resources that allows its cluster, which the
+// RBAC objects of mwi-issuer kube rbac are bound to, and no other role's.
+func TestKubernetesRoleGroups(t *testing.T) {
+	e := newEnv(t)
+	pods := resource.KubernetesResource{Kind: "pod", Namespace: "default", Name: "*", Verbs: []string{"get", "list"}}
+	e.auth.SetResources(withKubeResources(t, loadResources(t, kubeResourcesYAML("")), "kread", pods))
+	creds, _, err := e.kubeJoin(t, "kdev", []string{"prod", "staging"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		cluster string
+		groups  []string
+	}{
+		// kread, with kubernetes_resources, allows prod only; kdev has none.
+		{"prod", []string{"dev", "mwi:role:kread", "readers"}},
+		{"staging", []string{"dev"}},
+	} {
+		i := slices.IndexFunc(creds.Kubernetes, func(kc api.KubernetesCredential) bool { return kc.Cluster == tc.cluster })
+		if i < 0 {
+			t.Fatalf("no credential for %s", tc.cluster)
+		}
+		c := e.kubeCert(t, creds.Kubernetes[i])
+		if got := slices.Sorted(slices.Values(c.Subject.Organization)); !slices.Equal(got, tc.groups) {
+			t.Errorf("%s: groups %v, want %v", tc.cluster, got, tc.groups)
+		}
 	}
 }

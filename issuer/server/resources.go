@@ -71,6 +71,7 @@ func (s *Server) swap(dir *resource.Dir, set *resource.Set, why string) {
 	}
 	s.log.Info("resources loaded", "why", why, "dir", s.cfg.ResourcesDir, "roles", len(set.Roles()), "bots", len(set.Bots()),
 		"clusters", len(set.KubeClusters()), "tokens", len(set.Tokens()))
+	warnKubeRBAC(s.log, set)
 	s.notifyStatus()
 }
 

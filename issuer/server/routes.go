@@ -265,6 +265,7 @@ type admin interface {
 	RemoveLock(ctx context.Context, t api.LockTarget) (api.Lock, error)
 	Locks(ctx context.Context) ([]api.Lock, error)
 	Nodes(ctx context.Context) ([]api.Node, error)
+	KubeRBAC(ctx context.Context, cluster string) (api.KubeRBAC, error)
 }
 
 // resources is what the admin API needs to administer the resources: the
@@ -319,6 +320,19 @@ func adminRoutes(a admin, res resources, al *audit.Log, log *slog.Logger) http.H
 			return err
 		}
 		httpjson.Write(w, http.StatusOK, api.Nodes{Nodes: nodes})
+		return nil
+	}))
+	// The RBAC objects of a cluster, for mwi-issuer kube rbac.
+	r.Get("/admin/v1/kube/rbac", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
+		cluster := r.URL.Query().Get("cluster")
+		if cluster == "" || len(cluster) > maxName {
+			return refused(r, al, fault.Invalid(api.CodeBadRequest, "name a cluster, of at most %d bytes, with ?cluster=NAME", maxName))
+		}
+		rbac, err := a.KubeRBAC(r.Context(), cluster)
+		if err != nil {
+			return err
+		}
+		httpjson.Write(w, http.StatusOK, rbac)
 		return nil
 	}))
 	r.Get("/admin/v1/locks", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {

@@ -533,6 +533,13 @@ func (f *fakeAdmin) Nodes(ctx context.Context) ([]api.Node, error) {
 	return nil, nil
 }
 
+func (f *fakeAdmin) KubeRBAC(ctx context.Context, cluster string) (api.KubeRBAC, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls++
+	return api.KubeRBAC{Cluster: cluster}, nil
+}
+
 func (f *fakeAdmin) Locks(ctx context.Context) ([]api.Lock, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -552,6 +559,7 @@ func TestAdminRoutesWithoutPeer(t *testing.T) {
 		{http.MethodPost, "/admin/v1/locks", `{"token":"gh","reason":"r"}`},
 		{http.MethodPost, "/admin/v1/locks/remove", `{"token":"gh"}`},
 		{http.MethodGet, "/admin/v1/nodes", ""},
+		{http.MethodGet, "/admin/v1/kube/rbac?cluster=prod", ""},
 		{http.MethodGet, "/admin/v1/tokens", ""},
 		{http.MethodGet, "/nope", ""},
 	} {

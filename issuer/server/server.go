@@ -25,6 +25,7 @@ import (
 	"github.com/mwi-project/mwi/issuer/audit"
 	"github.com/mwi-project/mwi/issuer/authority"
 	"github.com/mwi-project/mwi/issuer/ca"
+	"github.com/mwi-project/mwi/issuer/kuberbac"
 	"github.com/mwi-project/mwi/issuer/resource"
 	"github.com/mwi-project/mwi/issuer/store"
 )
@@ -156,6 +157,14 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 // denials the audit log left out.
 func (s *Server) Close() error {
 	return errors.Join(s.auth.Audit.Flush(context.Background()), s.auth.Store.Close(), s.audit.Close())
+}
+
+// warnKubeRBAC logs what kuberbac.Warnings says of set: the
+// kubernetes_resources that restrict nothing, or cannot be enforced.
+func warnKubeRBAC(log *slog.Logger, set *resource.Set) {
+	for _, w := range kuberbac.Warnings(set) {
+		log.Warn(w)
+	}
 }
 
 // loadResources reads the resource directory at start. Files that change

@@ -1,0 +1,94 @@
+package kuberbac
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/mwi-project/mwi/issuer/resource"
+)
+
+// Warnings returns what the loader and mwi-issuer get should say about
+// the kubernetes_resources of src's roles: every rule that restricts
+// nothing on some cluster (see [ClusterWarnings]), every rule that
+// mwi-issuer kube rbac cannot turn into RBAC, and every verb that RBAC
+// cannot allow on one object by name. It returns nil if there is nothing
+// to say.
+func Warnings(src Source) []string {
+	var out []string
+	for _, r := range src.Roles() {
+		out = append(out, roleWarnings(r)...)
+	}
+	for _, c := range src.KubeClusters() {
+		out = append(out, ClusterWarnings(src, c)...)
+	}
+	return out
+}
+
+// ClusterWarnings returns a warning for each role with
+// kubernetes_resources whose certificates for cluster c are also in
+// system:masters, given by that role or another role of the same bot:
+// Kubernetes grants system:masters everything before RBAC is asked, so
+// the role's kubernetes_resources restrict nothing there. The warnings
+// are sorted.
+func ClusterWarnings(src Source, c resource.KubeCluster) []string {
+	byName := map[string]resource.Role{}
+	for _, r := range src.Roles() {
+		byName[r.Name] = r
+	}
+	var out []string
+	for _, b := range src.Bots() {
+		acc, ok, err := src.KubeAccess(b.Name, c)
+		if err != nil || !ok || !slices.Contains(acc.Groups, Masters) {
+			continue
+		}
+		// The roles that give the bot system:masters on c: those that
+		// name it, or else those whose groups come from the bot's traits.
+		var givers, templated []string
+		for _, name := range acc.Roles {
+			r := byName[name]
+			if slices.Contains(r.KubernetesGroups, Masters) {
+				givers = append(givers, name)
+			}
+			if slices.ContainsFunc(r.KubernetesGroups, func(g string) bool { return strings.Contains(g, "{{") }) {
+				templated = append(templated, name)
+			}
+		}
+		if len(givers) == 0 {
+			givers = templated
+		}
+		for _, name := range acc.Roles {
+			if len(byName[name].KubernetesResources) == 0 {
+				continue
+			}
+			why := "its certificates are in " + Masters
+			if !slices.Contains(givers, name) {
+				why = fmt.Sprintf("bot %s also holds role %s, which puts its certificates in %s", b.Name, strings.Join(givers, ", "), Masters)
+			}
+			out = append(out, fmt.Sprintf("kubernetes_resources of role %s restrict nothing on cluster %s: %s, which Kubernetes never restricts", name, c.Name, why))
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// roleWarnings returns the warnings about the rules of role r themselves:
+// those RBAC cannot express, and verbs RBAC cannot allow by name.
+func roleWarnings(r resource.Role) []string {
+	var out []string
+	for i, kr := range r.KubernetesResources {
+		if err := Check(kr); err != nil {
+			out = append(out, fmt.Sprintf("kubernetes_resources[%d] of role %s cannot be enforced: %v; mwi-issuer kube rbac refuses it", i, r.Name, err))
+			continue
+		}
+		if kr.Name == "" || kr.Name == "*" {
+			continue
+		}
+		for _, v := range kr.Verbs {
+			if v == "create" || v == "deletecollection" {
+				out = append(out, fmt.Sprintf("kubernetes_resources[%d] of role %s allows %s on %s %q, which Kubernetes RBAC never allows by name (the request names no object): give name '*' to allow it", i, r.Name, v, kr.Kind, kr.Name))
+			}
+		}
+	}
+	return out
+}
