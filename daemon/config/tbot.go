@@ -471,6 +471,8 @@ func (v *validator) tbotDestination(path string, n *yaml.Node, typ string) (dir 
 		v.errorf(path, "required: {type: directory, path: PATH} or {type: memory}")
 		return "", false
 	}
+	const modes = "mwid writes each file with a fixed mode (0600 for keys and kubeconfigs, 0644 for public files) owned by its user; remove it"
+	n = v.refuseFields(n, path, map[string]string{path + ".acls": modes, path + ".readers": modes})
 	var d tbotDestination
 	v.f.Decode(n, path, &d)
 	switch d.Type {

@@ -240,7 +240,7 @@ func TestTBotRefused(t *testing.T) {
 		{"no destination path", out("type: identity\n    destination: {type: directory}"), "outputs.0.destination.path: required"},
 		{"kubernetes_secret", out("type: identity\n    destination: {type: kubernetes_secret}"), "tbot.yaml:8: outputs.0.destination.type: kubernetes_secret: mwid writes no Kubernetes secrets"},
 		{"insecure symlinks", out("type: identity\n    destination: {type: directory, path: /o, symlinks: insecure}"), `outputs.0.destination.symlinks: "insecure": mwid never writes through a symbolic link`},
-		{"destination acls", out("type: identity\n    destination: {type: directory, path: /o, acls: required}"), `tbot.yaml:8: unknown field "acls"`},
+		{"destination acls", out("type: identity\n    destination: {type: directory, path: /o, acls: required}"), "tbot.yaml:8: outputs.0.destination.acls: mwid writes each file with a fixed mode"},
 		{"allow_reissue", out("type: identity\n    allow_reissue: true\n    " + dir), "tbot.yaml:8: outputs.0.allow_reissue: MWI certificates are not reissued"},
 		{"ssh_config value", out("type: identity\n    ssh_config: maybe\n    " + dir), `tbot.yaml:8: outputs.0.ssh_config: "maybe": want on or off`},
 		{"same directory", out("type: identity\n    "+dir) + "  - type: identity\n    " + dir + "\n", "tbot.yaml:10: outputs.1.destination.path: another identity output writes to /o already"},
