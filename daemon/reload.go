@@ -65,7 +65,7 @@ func (s *Server) reload() (api.ReloadResult, error) {
 // issuer client) comes first; moving a socket is the only step that can
 // fail after another has taken effect.
 func (s *Server) apply(old *config.Config) (api.ReloadResult, error) {
-	next, err := config.Load(old.Path)
+	next, err := config.LoadFlags(old.Path, old.Flags)
 	if err != nil {
 		return api.ReloadResult{}, err
 	}

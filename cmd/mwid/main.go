@@ -5,12 +5,16 @@
 // Usage:
 //
 //	mwid [-c /etc/mwi/mwid.yaml]
-//	mwid --oneshot -c FILE
+//	mwid --oneshot -c FILE [--ca-pin PIN]...
 //	mwid --version
 //
-// With --oneshot, mwid joins once, writes the configured outputs and exits:
-// 0 when every output was written, 1 with the reason on standard error
-// otherwise. It opens no socket. A wrong command line exits 2.
+// With --oneshot, or oneshot: true in a tbot (version: v2) configuration,
+// mwid joins once, writes the configured outputs and exits: 0 when every
+// output was written, 1 with the reason on standard error otherwise. It
+// opens no socket. A wrong command line exits 2.
+//
+// --ca-pin adds a pin of the issuer's CA to those of the file, for a file
+// that names none, such as one copied from Teleport's guides.
 package main
 
 import (
@@ -46,6 +50,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	var path string
 	var oneshot bool
+	var flags config.Flags
 	root := &cobra.Command{
 		Use:   "mwid",
 		Short: "MWI's machine daemon",
@@ -53,11 +58,12 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 			"in memory, renews them, and serves them on an SSH agent socket and a local HTTP API\n" +
 			"socket, which mwictl talks to.",
 		Args: cli.NoArgs,
-		RunE: func(*cobra.Command, []string) error { return daemonMain(path, oneshot, stderr) },
+		RunE: func(*cobra.Command, []string) error { return daemonMain(path, oneshot, flags, stderr) },
 	}
 	fs := root.Flags()
 	fs.StringVarP(&path, "config", "c", "/etc/mwi/mwid.yaml", "configuration `FILE`")
 	fs.BoolVar(&oneshot, "oneshot", false, "join once, write the outputs and exit, serving no socket (for CI jobs)")
+	fs.StringArrayVar(&flags.CAPins, "ca-pin", nil, "trust the issuer's CA with this `PIN` (sha256:..., as mwi-issuer ca prints it), besides the file's ca_pins; repeatable")
 	// A daemon started by systemd or a CI step: no shell completes it.
 	root.CompletionOptions.DisableDefaultCmd = true
 	cli.Prepare(root, stdout, stderr)
@@ -66,8 +72,8 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 
 // daemonMain runs mwid with the configuration file at path, logging to
 // stderr.
-func daemonMain(path string, oneshot bool, stderr io.Writer) error {
-	cfg, err := config.Load(path)
+func daemonMain(path string, oneshot bool, flags config.Flags, stderr io.Writer) error {
+	cfg, err := config.LoadFlags(path, flags)
 	if err != nil {
 		return err
 	}
@@ -87,7 +93,7 @@ func daemonMain(path string, oneshot bool, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if oneshot {
+	if oneshot || cfg.Oneshot {
 		return srv.Oneshot(ctx)
 	}
 	hup := make(chan os.Signal, 1)

@@ -66,6 +66,11 @@ func TestOneshotFailureExitCode(t *testing.T) {
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "mwid.yaml")
 	os.WriteFile(cfg, []byte(githubConfig), 0o600)
+	// A tbot file with oneshot: true runs as mwid --oneshot does, with the
+	// pin of mwid --ca-pin.
+	tbot := filepath.Join(dir, "tbot.yaml")
+	os.WriteFile(tbot, []byte("version: v2\nproxy_server: 127.0.0.1:1\noneshot: true\nonboarding: {join_method: github, token: github-ci}\n"+
+		"outputs:\n  - type: identity\n    destination: {type: directory, path: "+filepath.Join(dir, "out")+"}\n"), 0o600)
 	bad := filepath.Join(dir, "bad.yaml")
 	os.WriteFile(bad, []byte("version: v1\nonboarding: {join_method: magic}\n"), 0o600)
 	for _, tc := range []struct {
@@ -75,6 +80,9 @@ func TestOneshotFailureExitCode(t *testing.T) {
 	}{
 		{"not in GitHub Actions", []string{"--oneshot", "-c", cfg},
 			"mwid: join: ID token from GitHub Actions: $ACTIONS_ID_TOKEN_REQUEST_URL and $ACTIONS_ID_TOKEN_REQUEST_TOKEN not set: not running in GitHub Actions with id-token: write permission?"},
+		{"oneshot: true", []string{"-c", tbot, "--ca-pin", "sha256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="},
+			"mwid: join: ID token from GitHub Actions: $ACTIONS_ID_TOKEN_REQUEST_URL and $ACTIONS_ID_TOKEN_REQUEST_TOKEN not set"},
+		{"bad --ca-pin", []string{"-c", tbot, "--ca-pin", "sha256:x"}, `--ca-pin "sha256:x" is not a pin`},
 		{"bad configuration", []string{"--oneshot", "-c", bad}, `bad.yaml:2: onboarding.join_method: unknown join method "magic"`},
 		{"no configuration", []string{"--oneshot", "-c", filepath.Join(dir, "none.yaml")}, "no such file"},
 	} {

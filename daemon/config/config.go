@@ -19,6 +19,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -62,6 +63,20 @@ type Config struct {
 	Outputs []output.Output
 	Log     Log
 	Agent   Agent
+	// Oneshot is set by tbot's oneshot: true: mwid behaves as with
+	// --oneshot, joining once, writing the outputs and exiting.
+	Oneshot bool
+	// Flags are what mwid's command line added to the file, kept so that
+	// a reload, which reads the file again, adds them again.
+	Flags Flags
+}
+
+// Flags are the settings that mwid's command line adds to those of the
+// configuration file.
+type Flags struct {
+	// CAPins are more pins of the issuer's CA (mwid --ca-pin), for a file
+	// that names none, such as one of Teleport's guides.
+	CAPins []string
 }
 
 // Agent configures the SSH agent.
@@ -102,12 +117,17 @@ type SecretSource struct {
 	Env        string // an environment variable
 	File       string // a file
 	Credential string // a systemd credential in $CREDENTIALS_DIRECTORY
+	// Value is the secret itself, written in the configuration file, as
+	// tbot's onboarding.token allows.
+	Value string
 }
 
 // Read returns the secret, without surrounding white space.
 func (s SecretSource) Read() (string, error) {
 	var v string
 	switch {
+	case s.Value != "":
+		v = s.Value
 	case s.Env != "":
 		var ok bool
 		if v, ok = os.LookupEnv(s.Env); !ok {
@@ -147,6 +167,8 @@ func (s SecretSource) String() string {
 		return "file " + s.File
 	case s.Credential != "":
 		return "credential " + s.Credential
+	case s.Value != "":
+		return "the token in the configuration file"
 	}
 	return "the secret"
 }
@@ -254,6 +276,11 @@ type fileLog struct {
 // error says how to name another, since the path is often mwid's default
 // rather than one the user gave.
 func Load(path string) (*Config, error) {
+	return LoadFlags(path, Flags{})
+}
+
+// LoadFlags is Load with the settings of mwid's command line added.
+func LoadFlags(path string, fl Flags) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%w (name the configuration file with mwid -c FILE; the README's \"mwid configuration\" describes it, and examples/github holds some)", err)
@@ -261,12 +288,19 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	return Parse(path, data)
+	return ParseFlags(path, data, fl)
 }
 
 // Parse parses a configuration; name is used in error messages. Relative
 // paths in the file are taken relative to name's directory.
 func Parse(name string, data []byte) (*Config, error) {
+	return ParseFlags(name, data, Flags{})
+}
+
+// ParseFlags is Parse with the settings of mwid's command line added. A
+// file whose version is v2 is tbot's format (see tbot.go), read into the
+// same Config.
+func ParseFlags(name string, data []byte, fl Flags) (*Config, error) {
 	yf := yamlfile.New(name, data)
 	// mwid has always read merge keys (<<), which yaml.v3 resolves, so
 	// that blocks such as outputs can share settings.
@@ -282,18 +316,31 @@ func Parse(name string, data []byte) (*Config, error) {
 	for _, d := range docs[1:] {
 		yf.Errorf(d.Line, "a second YAML document: a mwid configuration is one document")
 	}
-	var f file
-	yf.Decode(docs[0], "", &f)
+	for _, p := range fl.CAPins {
+		if !isPin(p) {
+			return nil, fmt.Errorf("--ca-pin %q is not a pin of the form sha256:<base64 SPKI hash> (mwi-issuer ca prints it)", p)
+		}
+	}
+	v := validator{f: yf, root: docs[0], dir: filepath.Dir(name), flags: fl}
+	var c *Config
+	if version(docs[0]) == "v2" {
+		if c = v.buildTBot(); c == nil {
+			return nil, yf.Err()
+		}
+	} else {
+		var f file
+		yf.Decode(docs[0], "", &f)
+		if err := yf.Err(); err != nil {
+			// Validating what could not be decoded would only add "required"
+			// to the errors that say why.
+			return nil, err
+		}
+		c = v.build(&f)
+	}
 	if err := yf.Err(); err != nil {
-		// Validating what could not be decoded would only add "required"
-		// to the errors that say why.
 		return nil, err
 	}
-	v := validator{f: yf, root: docs[0], dir: filepath.Dir(name)}
-	c := v.build(&f)
-	if err := yf.Err(); err != nil {
-		return nil, err
-	}
+	c.Flags = fl
 	sum := sha256.Sum256(data)
 	c.Path, c.Revision = name, hex.EncodeToString(sum[:6])
 	return c, nil
@@ -305,9 +352,10 @@ var resourceNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
 // A validator builds a Config from the file's decoded form, recording
 // each problem at the line of the value it is about.
 type validator struct {
-	f    *yamlfile.File
-	root *yaml.Node
-	dir  string
+	f     *yamlfile.File
+	root  *yaml.Node
+	dir   string
+	flags Flags
 }
 
 // errorf records an error about the value at path (dotted keys from the
@@ -319,7 +367,7 @@ func (v *validator) errorf(path, format string, args ...any) {
 func (v *validator) build(f *file) *Config {
 	c := &Config{}
 	if f.Version != "v1" {
-		v.errorf("version", "got %q, want v1", f.Version)
+		v.errorf("version", "got %q, want v1 (mwid's format) or v2 (tbot's)", f.Version)
 	}
 
 	c.Issuer.Address = f.Issuer.Address
@@ -328,15 +376,10 @@ func (v *validator) build(f *file) *Config {
 	} else if _, port, err := net.SplitHostPort(f.Issuer.Address); err != nil || port == "" {
 		v.errorf("issuer.address", "%q is not host:port", f.Issuer.Address)
 	}
-	for _, p := range f.Issuer.CAPins {
-		if !strings.HasPrefix(p, "sha256:") || len(p) != len("sha256:")+44 {
-			v.errorf("issuer.ca_pins", "%q is not a pin of the form sha256:<base64 SPKI hash> (mwi-issuer ca prints it)", p)
-		}
-	}
-	c.Issuer.CAPins = f.Issuer.CAPins
+	c.Issuer.CAPins = v.pins("issuer.ca_pins", f.Issuer.CAPins)
 	c.Issuer.CAFile = v.path(f.Issuer.CAFile)
-	if len(f.Issuer.CAPins) == 0 && f.Issuer.CAFile == "" {
-		v.errorf("issuer", "set ca_pins or ca_file: mwid never trusts the issuer blindly")
+	if len(c.Issuer.CAPins) == 0 && f.Issuer.CAFile == "" {
+		v.errorf("issuer", "set ca_pins or ca_file, or run mwid --ca-pin PIN: mwid never trusts the issuer blindly")
 	}
 
 	c.Onboarding = v.onboarding(f.Onboarding)
@@ -415,6 +458,43 @@ func (v *validator) build(f *file) *Config {
 		v.errorf("agent.unbound", "%q: want refuse or allow", f.Agent.Unbound)
 	}
 	return c
+}
+
+// pins checks the pins of the file at path and returns them with those of
+// mwid --ca-pin.
+func (v *validator) pins(path string, pins []string) []string {
+	for _, p := range pins {
+		if !isPin(p) {
+			v.errorf(path, "%q is not a pin of the form sha256:<base64 SPKI hash> (mwi-issuer ca prints it)", p)
+		}
+	}
+	var all []string
+	for _, p := range append(slices.Clone(pins), v.flags.CAPins...) {
+		if !slices.Contains(all, p) {
+			all = append(all, p)
+		}
+	}
+	return all
+}
+
+// isPin reports whether p has the form of a pin: sha256: and a base64
+// SHA-256 hash.
+func isPin(p string) bool {
+	return strings.HasPrefix(p, "sha256:") && len(p) == len("sha256:")+44
+}
+
+// version returns the version field of the document root, or "".
+func version(root *yaml.Node) string {
+	root = yamlfile.Resolve(root)
+	if root.Kind != yaml.MappingNode {
+		return ""
+	}
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		if k, val := yamlfile.Resolve(root.Content[i]), yamlfile.Resolve(root.Content[i+1]); k.Value == "version" && val.Kind == yaml.ScalarNode {
+			return val.Value
+		}
+	}
+	return ""
 }
 
 func (v *validator) duration(path, s string, def time.Duration) time.Duration {

@@ -63,7 +63,9 @@ func TestParseErrors(t *testing.T) {
 		{"string for a list", [2]string{"logins: [deploy, ops]", "logins: deploy"}, `mwid.yaml:18: ssh.logins must be a list, not the value "deploy"`},
 		{"nested unknown field", [2]string{"    env: MWI_TOKEN", "    env: MWI_TOKEN\n    environment: X"}, `mwid.yaml:9: unknown field "environment" in onboarding.token (want env, file, credential)`},
 		{"second document", [2]string{"  format: json\n", "  format: json\n---\nversion: v1\n"}, "mwid.yaml:22: a second YAML document"},
-		{"bad version", [2]string{"version: v1", "version: v2"}, `mwid.yaml:1: version: got "v2", want v1`},
+		// v2 is tbot's format now (tbot_test.go): another version is refused.
+		{"bad version", [2]string{"version: v1", "version: v3"}, `mwid.yaml:1: version: got "v3", want v1 (mwid's format) or v2 (tbot's)`},
+		{"v1 fields in v2", [2]string{"version: v1", "version: v2"}, `mwid.yaml:2: issuer: is a field of mwid's own format (version: v1); tbot's format (version: v2) names the issuer in proxy_server`},
 		{"syntax", [2]string{"log:\n", "log: [\n"}, "mwid.yaml:"},
 		{"unclosed bracket", [2]string{"logins: [deploy, ops]", "logins: [deploy, ops"}, `mwid.yaml:18: invalid YAML: did not find expected ',' or ']'`},
 		{"unclosed brace", [2]string{"  agent:\n", "  agent: {\n"}, `mwid.yaml:12: invalid YAML: did not find expected ',' or '}'`},

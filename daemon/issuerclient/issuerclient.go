@@ -106,8 +106,8 @@ type Client struct {
 }
 
 // New returns a client for the issuer cfg describes. It verifies the
-// issuer's certificate with cfg's CA file or pins; there is no way to turn
-// verification off.
+// issuer's certificate with cfg's CA file or pins, or, with neither, with
+// the system's trust store; there is no way to turn verification off.
 func New(cfg config.Issuer) (*Client, error) {
 	host, _, err := net.SplitHostPort(cfg.Address)
 	if err != nil {
@@ -125,6 +125,23 @@ func New(cfg config.Issuer) (*Client, error) {
 		}
 	}
 	pins := cfg.CAPins
+	verify := func(cs tls.ConnectionState) error {
+		return tlspin.Verify(cs.PeerCertificates, host, roots, pins)
+	}
+	if roots == nil && len(pins) == 0 {
+		// Neither pins nor a CA file (a tbot configuration copied from a
+		// guide): the system's trust store, as tbot trusts a proxy.
+		system, err := x509.SystemCertPool()
+		if err != nil {
+			return nil, fmt.Errorf("the system trust store: %w", err)
+		}
+		verify = func(cs tls.ConnectionState) error {
+			if err := tlspin.Verify(cs.PeerCertificates, host, system, nil); err != nil {
+				return fmt.Errorf("%w: the system trust store does not vouch for the issuer; set ca_pins in the configuration, run mwid --ca-pin PIN (mwi-issuer ca prints the pin), or add the issuer's CA to the system trust store", err)
+			}
+			return nil
+		}
+	}
 	return &Client{
 		base: "https://" + cfg.Address,
 		tls: &tls.Config{
@@ -133,9 +150,7 @@ func New(cfg config.Issuer) (*Client, error) {
 			// The standard verification cannot use pins; VerifyConnection
 			// does all of it, and refuses anything it cannot verify.
 			InsecureSkipVerify: true,
-			VerifyConnection: func(cs tls.ConnectionState) error {
-				return tlspin.Verify(cs.PeerCertificates, host, roots, pins)
-			},
+			VerifyConnection:   verify,
 		},
 	}, nil
 }

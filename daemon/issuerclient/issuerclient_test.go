@@ -20,6 +20,7 @@ import (
 	"github.com/mwi-project/mwi/api"
 	"github.com/mwi-project/mwi/daemon/config"
 	"github.com/mwi-project/mwi/internal/httpjson"
+	"github.com/mwi-project/mwi/internal/tlspin"
 	"github.com/mwi-project/mwi/internal/version"
 )
 
@@ -248,5 +249,35 @@ func TestUserAgent(t *testing.T) {
 		if ua := <-got; ua != want || UserAgent() != want {
 			t.Errorf("%s: User-Agent %q, want %q", what, ua, want)
 		}
+	}
+}
+
+// TestSystemTrust: without pins or a CA file (a tbot configuration from a
+// guide), the issuer is verified with the system's trust store, which does
+// not know a test server's certificate: the error says which trust to set.
+// With the pin of that certificate the same server is trusted.
+func TestSystemTrust(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte("{}"))
+	}))
+	defer srv.Close()
+	addr := strings.TrimPrefix(srv.URL, "https://")
+	c, err := New(config.Issuer{Address: addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Join(context.Background(), nil, api.JoinRequest{})
+	for _, s := range []string{"system trust store does not vouch for the issuer", "ca_pins", "--ca-pin"} {
+		if err == nil || !strings.Contains(err.Error(), s) {
+			t.Errorf("join with the system trust store = %v; want it to name %q", err, s)
+		}
+	}
+	c, err = New(config.Issuer{Address: addr, CAPins: []string{tlspin.Of(srv.Certificate())}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Join(context.Background(), nil, api.JoinRequest{}); err != nil {
+		t.Errorf("join with the pin of the server's certificate: %v", err)
 	}
 }

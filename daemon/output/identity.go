@@ -16,6 +16,9 @@ import (
 // none).
 type Identity struct {
 	Directory string
+	// NoSSHConfig leaves out the ssh_config file, as tbot's identity
+	// output does with ssh_config: off.
+	NoSSHConfig bool
 }
 
 // The files an identity output writes in its directory, and their modes.
@@ -94,13 +97,16 @@ func (o Identity) writeFiles(c *identity.Credentials, env Env) error {
 		CertificateFile: o.file(IdentityCertFile),
 		KnownHostsFile:  o.file(IdentityKnownHostsFile),
 	}
-	return o.destination().Write(
-		File{IdentityKeyFile, key, 0o600},
-		File{IdentityPublicKeyFile, ssh.MarshalAuthorizedKey(c.SSHSigner.PublicKey()), 0o644},
-		File{IdentityCertFile, ssh.MarshalAuthorizedKey(c.SSHCert), 0o644},
-		File{IdentityKnownHostsFile, []byte(sshconfig.KnownHosts(env.Patterns, c.HostCAs)), 0o644},
-		File{IdentitySSHConfigFile, []byte(sshConfig.String()), 0o644},
-	)
+	files := []File{
+		{IdentityKeyFile, key, 0o600},
+		{IdentityPublicKeyFile, ssh.MarshalAuthorizedKey(c.SSHSigner.PublicKey()), 0o644},
+		{IdentityCertFile, ssh.MarshalAuthorizedKey(c.SSHCert), 0o644},
+		{IdentityKnownHostsFile, []byte(sshconfig.KnownHosts(env.Patterns, c.HostCAs)), 0o644},
+	}
+	if !o.NoSSHConfig {
+		files = append(files, File{IdentitySSHConfigFile, []byte(sshConfig.String()), 0o644})
+	}
+	return o.destination().Write(files...)
 }
 
 // file returns the path of one of the output's files.

@@ -115,6 +115,8 @@ func TestEveryFieldRenews(t *testing.T) {
 			switch f.Type.Kind() {
 			case reflect.String:
 				changed.Field(i).SetString("/changed")
+			case reflect.Bool:
+				changed.Field(i).SetBool(!changed.Field(i).Bool())
 			case reflect.Slice:
 				changed.Field(i).Set(reflect.MakeSlice(f.Type, 1, 1))
 			case reflect.Map:
