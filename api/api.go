@@ -254,6 +254,26 @@ type CreateTokenResponse struct {
 	Expires time.Time `json:"expires"`
 }
 
+// IssueAdminRequest is the body of POST /admin/v1/admins on the issuer's
+// admin socket: a certificate request for an admin identity, which lets
+// its holder use the admin API over the issuer's HTTPS listener. The key
+// stays with the caller.
+type IssueAdminRequest struct {
+	Name       string `json:"name"`
+	CSR        string `json:"csr"` // PEM
+	TTLSeconds int64  `json:"ttl_seconds"`
+}
+
+// IssueAdminResponse carries an admin identity's certificate and the
+// authority that the issuer's HTTPS certificate chains to, which the
+// holder verifies the issuer by.
+type IssueAdminResponse struct {
+	Name        string    `json:"name"`
+	Certificate string    `json:"certificate"` // PEM
+	IssuerCA    string    `json:"issuer_ca"`   // PEM
+	Expires     time.Time `json:"expires"`
+}
+
 // Lock is a lock on the issuer: of a whole bot, or of one instance of it
 // (Instance set), such as the instance whose identity a renewal showed
 // was copied.

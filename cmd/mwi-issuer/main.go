@@ -417,7 +417,7 @@ func (e *env) printCA(a *ca.Authority) {
 	// The file for kube-apiserver's --client-ca-file.
 	fmt.Fprintf(e.stdout, "kube_client_ca_file: %s\n", a.KubeCAFile())
 	for _, f := range a.Created() {
-		fmt.Fprintf(e.stderr, "mwi-issuer: created %s: this state directory predates the Kubernetes client CA\n", f)
+		fmt.Fprintf(e.stderr, "mwi-issuer: created %s: this state directory predates it\n", f)
 	}
 }
 

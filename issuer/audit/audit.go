@@ -67,6 +67,9 @@ const (
 	EventResourceDelete = "resource.delete"
 	// EventTokenDelete is a one-time join token removed.
 	EventTokenDelete = "token.delete"
+	// EventAdminIssue is an admin identity issued: its name, serial and
+	// expiry, and the uid that asked for it.
+	EventAdminIssue = "admin.issue"
 )
 
 // Outcomes.

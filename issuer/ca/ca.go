@@ -9,17 +9,20 @@
 //	tls_ca.key, tls_ca.crt           signs the issuer's HTTPS serving certificate
 //	identity_ca.key, identity_ca.crt signs bot identities (mTLS client certificates)
 //	kube_ca.key, kube_ca.crt         signs Kubernetes client certificates
+//	admin_ca.key, admin_ca.crt       signs admin identities (mTLS client certificates)
 //
 // and the serving certificate tls.key, tls.crt. Bot identities have their own
 // authority so that a bot certificate can never pass as the issuer to a daemon
-// that pins the TLS authority.
+// that pins the TLS authority, and admin identities have theirs so that no
+// bot certificate can ever pass as an admin.
 //
 // The files are written through package safefs: each is written to a
 // temporary file that is synced and then linked into place, for a new
 // authority, which never replaces an existing file, or renamed into place,
 // for a new serving certificate. Init and RotateServing reach the state
 // directory without following a symbolic link. Load, which runs in
-// mwi-issuer serve and may create the Kubernetes client CA, first resolves
+// mwi-issuer serve and may create the Kubernetes client CA and the admin
+// CA, first resolves
 // a link in the state directory's path, as systemd's DynamicUser= makes
 // one, and from there follows none.
 package ca
@@ -83,6 +86,7 @@ type Authority struct {
 	identityKey crypto.Signer
 	serving     tls.Certificate
 	kube        kubeCA
+	admin       kubeCA
 }
 
 // Init creates the authorities and a serving certificate for hosts in dir.
@@ -133,11 +137,15 @@ func Init(dir string, hosts []string) error {
 	if err != nil {
 		return err
 	}
+	adminCA, adminCAKey, err := newCA(adminCAName, now)
+	if err != nil {
+		return err
+	}
 	serving, servingKey, err := newServing(tlsCA, tlsCAKey, hosts, now)
 	if err != nil {
 		return err
 	}
-	for name, v := range map[string]any{tlsCAKeyFile: tlsCAKey, identityKeyFile: idCAKey, servingKeyFile: servingKey, kubeKeyFile: kubeCAKey} {
+	for name, v := range map[string]any{tlsCAKeyFile: tlsCAKey, identityKeyFile: idCAKey, servingKeyFile: servingKey, kubeKeyFile: kubeCAKey, adminKeyFile: adminCAKey} {
 		der, err := x509.MarshalPKCS8PrivateKey(v)
 		if err != nil {
 			return err
@@ -147,6 +155,7 @@ func Init(dir string, hosts []string) error {
 	files[tlsCACertFile] = certPEM(tlsCA)
 	files[identityCertFile] = certPEM(idCA)
 	files[kubeCertFile] = certPEM(kubeCA)
+	files[adminCertFile] = certPEM(adminCA)
 	// The serving chain includes the authority so that a daemon pinning the
 	// authority's key can verify the chain without a CA file.
 	files[servingCertFile] = append(certPEM(serving), certPEM(tlsCA)...)
@@ -197,9 +206,12 @@ func Load(dir string) (*Authority, error) {
 	if a.serving, err = tls.LoadX509KeyPair(filepath.Join(dir, servingCertFile), filepath.Join(dir, servingKeyFile)); err != nil {
 		return nil, fmt.Errorf("serving certificate: %w", err)
 	}
-	// A state directory made before the Kubernetes client CA existed gets
-	// one now; see loadKubeCA.
+	// A state directory made before the Kubernetes client CA or the admin
+	// CA existed gets them now; see loadLazyCA.
 	if a.kube, err = loadKubeCA(dir); err != nil {
+		return nil, err
+	}
+	if a.admin, err = loadAdminCA(dir); err != nil {
 		return nil, err
 	}
 	return a, nil

@@ -37,6 +37,7 @@ var stateFiles = []string{
 	"identity_ca.key", "identity_ca.crt",
 	"tls.key", "tls.crt",
 	"kube_ca.key", "kube_ca.crt",
+	"admin_ca.key", "admin_ca.crt",
 }
 
 // newAuthority initialises a state directory for hosts and loads it.

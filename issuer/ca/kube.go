@@ -24,35 +24,54 @@ const kubeCAName = "MWI Kubernetes client CA"
 // the Kubernetes client CA to finish.
 const kubeCAWait = 2 * time.Second
 
-// kubeCA is the authority that signs Kubernetes client certificates. API
-// servers trust it through their --client-ca-file, and it trusts nothing
-// else, so a Kubernetes certificate can never pass as a bot identity.
+// kubeCA is an authority that Load creates when the state directory
+// predates it: the one that signs Kubernetes client certificates, or the
+// admin CA. API servers trust the first through their --client-ca-file,
+// and it trusts nothing else, so a Kubernetes certificate can never pass
+// as a bot identity.
 type kubeCA struct {
 	cert    *x509.Certificate
 	key     crypto.Signer
-	file    string // absolute path of kube_ca.crt
+	file    string // absolute path of its certificate
 	created bool   // Load made it
 }
 
-// loadKubeCA reads the Kubernetes client CA from dir. If neither of its
-// files exists, as in a state directory made by an mwi-issuer init from
-// before the Kubernetes CA, it creates them first; it never replaces a
-// file, and refuses a directory holding only one of the two.
-func loadKubeCA(dir string) (kubeCA, error) {
-	keyPath, certPath := filepath.Join(dir, kubeKeyFile), filepath.Join(dir, kubeCertFile)
+// loadKubeCA reads the Kubernetes client CA from dir, creating it first
+// in a state directory made by an mwi-issuer init from before it existed
+// (see loadLazyCA).
+func loadKubeCA(dir string) (kubeCA, error) { return loadLazyCA(dir, kubeAuthority) }
+
+// kubeAuthority is the Kubernetes client CA.
+var kubeAuthority = lazyCA{key: kubeKeyFile, cert: kubeCertFile, name: kubeCAName,
+	what: "Kubernetes client CA", after: " (API servers must then trust the new one)"}
+
+// lazyCA names an authority that Load creates in a state directory that
+// predates it.
+type lazyCA struct {
+	key, cert string // file names
+	name      string // the certificate's subject
+	what      string // for messages
+	after     string // what a new one means, for messages
+}
+
+// loadLazyCA reads the authority l from dir. If neither of its files
+// exists, it creates them first; it never replaces a file, and refuses a
+// directory holding only one of the two.
+func loadLazyCA(dir string, l lazyCA) (kubeCA, error) {
+	keyPath, certPath := filepath.Join(dir, l.key), filepath.Join(dir, l.cert)
 	k := kubeCA{file: certPath}
 	if abs, err := filepath.Abs(certPath); err == nil {
 		k.file = abs
 	}
 	keyExists, certExists := exists(keyPath), exists(certPath)
 	if !keyExists && !certExists {
-		switch err := createKubeCA(dir); {
+		switch err := createLazyCA(dir, l); {
 		case err == nil:
 			k.created = true
 		case errors.Is(err, fs.ErrExist):
 			// Another process is creating it: wait for it below.
 		default:
-			return kubeCA{}, fmt.Errorf("create the Kubernetes client CA in %s: %w", dir, err)
+			return kubeCA{}, fmt.Errorf("create the %s in %s: %w", l.what, dir, err)
 		}
 	}
 	// A process creating the CA writes the key first, then the certificate.
@@ -61,9 +80,9 @@ func loadKubeCA(dir string) (kubeCA, error) {
 	}
 	switch keyExists, certExists = exists(keyPath), exists(certPath); {
 	case keyExists && !certExists:
-		return kubeCA{}, fmt.Errorf("%s exists without %s: restore %s, or remove %s to have a new Kubernetes client CA made (API servers must then trust the new one)", keyPath, kubeCertFile, kubeCertFile, kubeKeyFile)
+		return kubeCA{}, fmt.Errorf("%s exists without %s: restore %s, or remove %s to have a new %s made%s", keyPath, l.cert, l.cert, l.key, l.what, l.after)
 	case certExists && !keyExists:
-		return kubeCA{}, fmt.Errorf("%s exists without %s: restore %s, or remove %s to have a new Kubernetes client CA made (API servers must then trust the new one)", certPath, kubeKeyFile, kubeKeyFile, kubeCertFile)
+		return kubeCA{}, fmt.Errorf("%s exists without %s: restore %s, or remove %s to have a new %s made%s", certPath, l.key, l.key, l.cert, l.what, l.after)
 	}
 	var err error
 	if k.cert, err = loadCert(certPath); err != nil {
@@ -78,11 +97,11 @@ func loadKubeCA(dir string) (kubeCA, error) {
 	return k, nil
 }
 
-// createKubeCA makes a new Kubernetes client CA and writes its key, then
-// its certificate. Each file appears whole or not at all, and an existing
+// createLazyCA makes the new authority l and writes its key, then its
+// certificate. Each file appears whole or not at all, and an existing
 // file is never replaced: the error then wraps fs.ErrExist.
-func createKubeCA(dir string) error {
-	cert, key, err := newCA(kubeCAName, time.Now())
+func createLazyCA(dir string, l lazyCA) error {
+	cert, key, err := newCA(l.name, time.Now())
 	if err != nil {
 		return err
 	}
@@ -104,10 +123,10 @@ func createKubeCA(dir string) error {
 		return err
 	}
 	defer d.Close()
-	if err := d.WriteNewFile(kubeKeyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), keyMode); err != nil {
+	if err := d.WriteNewFile(l.key, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), keyMode); err != nil {
 		return err
 	}
-	return d.WriteNewFile(kubeCertFile, certPEM(cert), keyMode)
+	return d.WriteNewFile(l.cert, certPEM(cert), keyMode)
 }
 
 func exists(path string) bool {
@@ -124,13 +143,16 @@ func (a *Authority) KubeCAFile() string { return a.kube.file }
 
 // Created names the files that Load created because the state directory
 // lacked them: the Kubernetes client CA of a directory made by an older
-// mwi-issuer init. It is empty otherwise.
+// mwi-issuer init, and its admin CA. It is empty otherwise.
 func (a *Authority) Created() []string {
-	if !a.kube.created {
-		return nil
+	var files []string
+	if a.kube.created {
+		files = append(files, filepath.Join(filepath.Dir(a.kube.file), kubeKeyFile), a.kube.file)
 	}
-	dir := filepath.Dir(a.kube.file)
-	return []string{filepath.Join(dir, kubeKeyFile), a.kube.file}
+	if a.admin.created {
+		files = append(files, filepath.Join(filepath.Dir(a.admin.file), adminKeyFile), a.admin.file)
+	}
+	return files
 }
 
 // KubernetesRequest describes a Kubernetes client certificate to sign.

@@ -82,9 +82,15 @@ func TestSignKubernetes(t *testing.T) {
 // TestLoadCreatesKubeCA covers a state directory made before the
 // Kubernetes client CA existed: Load creates it once, and never replaces
 // a file.
-func TestLoadCreatesKubeCA(t *testing.T) {
+func TestLoadCreatesKubeCA(t *testing.T) { testLoadCreates(t, "kube_ca") }
+
+// TestLoadCreatesAdminCA covers a state directory made before the admin
+// CA existed, as TestLoadCreatesKubeCA does for the Kubernetes client CA.
+func TestLoadCreatesAdminCA(t *testing.T) { testLoadCreates(t, "admin_ca") }
+
+func testLoadCreates(t *testing.T, base string) {
 	_, dir := newAuthority(t, "127.0.0.1")
-	for _, f := range []string{"kube_ca.key", "kube_ca.crt"} {
+	for _, f := range []string{base + ".key", base + ".crt"} {
 		if err := os.Remove(filepath.Join(dir, f)); err != nil {
 			t.Fatal(err)
 		}
@@ -94,7 +100,7 @@ func TestLoadCreatesKubeCA(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Load of an older state directory: %v", err)
 	}
-	if got, want := a.Created(), []string{filepath.Join(dir, "kube_ca.key"), filepath.Join(dir, "kube_ca.crt")}; !slices.Equal(got, want) {
+	if got, want := a.Created(), []string{filepath.Join(dir, base+".key"), filepath.Join(dir, base+".crt")}; !slices.Equal(got, want) {
 		t.Errorf("Created = %v, want %v", got, want)
 	}
 	after := readDir(t, dir)
@@ -103,7 +109,7 @@ func TestLoadCreatesKubeCA(t *testing.T) {
 			t.Errorf("Load changed %s", name)
 		}
 	}
-	for _, f := range []string{"kube_ca.key", "kube_ca.crt"} {
+	for _, f := range []string{base + ".key", base + ".crt"} {
 		fi, err := os.Stat(filepath.Join(dir, f))
 		if err != nil {
 			t.Fatal(err)
@@ -119,15 +125,15 @@ func TestLoadCreatesKubeCA(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b.Created() != nil || !b.KubeCA().Equal(a.KubeCA()) {
-		t.Errorf("second Load: Created %v, same CA %v", b.Created(), b.KubeCA().Equal(a.KubeCA()))
+	if b.Created() != nil || !b.KubeCA().Equal(a.KubeCA()) || !b.AdminCA().Equal(a.AdminCA()) {
+		t.Errorf("second Load: Created %v, same CAs %v %v", b.Created(), b.KubeCA().Equal(a.KubeCA()), b.AdminCA().Equal(a.AdminCA()))
 	}
 
 	// Under systemd's DynamicUser=, the state directory is a link: the CA
 	// is made where it leads.
 	t.Run("linked state directory", func(t *testing.T) {
 		_, dir := newAuthority(t, "127.0.0.1")
-		for _, f := range []string{"kube_ca.key", "kube_ca.crt"} {
+		for _, f := range []string{base + ".key", base + ".crt"} {
 			if err := os.Remove(filepath.Join(dir, f)); err != nil {
 				t.Fatal(err)
 			}
@@ -143,7 +149,7 @@ func TestLoadCreatesKubeCA(t *testing.T) {
 		if len(a.Created()) != 2 {
 			t.Errorf("Created = %v, want the two files", a.Created())
 		}
-		for _, f := range []string{"kube_ca.key", "kube_ca.crt"} {
+		for _, f := range []string{base + ".key", base + ".crt"} {
 			if fi, err := os.Lstat(filepath.Join(dir, f)); err != nil || !fi.Mode().IsRegular() {
 				t.Errorf("%s in the linked directory: %v, %v", f, fi, err)
 			}
@@ -151,12 +157,12 @@ func TestLoadCreatesKubeCA(t *testing.T) {
 	})
 
 	// Half a CA is refused, and left as it is.
-	for _, keep := range []string{"kube_ca.key", "kube_ca.crt"} {
+	for _, keep := range []string{base + ".key", base + ".crt"} {
 		t.Run("only "+keep, func(t *testing.T) {
 			_, dir := newAuthority(t, "127.0.0.1")
-			other := "kube_ca.crt"
+			other := base + ".crt"
 			if keep == other {
-				other = "kube_ca.key"
+				other = base + ".key"
 			}
 			os.Remove(filepath.Join(dir, other))
 			kept, _ := os.ReadFile(filepath.Join(dir, keep))

@@ -135,7 +135,7 @@ func TestPublicRoutesBounds(t *testing.T) {
 			req := httptest.NewRequest(http.MethodPost, tc.path, strings.NewReader(jsonBody(t, tc.body)))
 			req.RemoteAddr = "192.0.2.9:4444"
 			req.TLS = identity
-			res, body := serve(t, publicRoutes(f, al, discardLog()), req)
+			res, body := serve(t, publicRoutes(f, nil, al, discardLog()), req)
 			e := errorBody(t, res, body, http.StatusBadRequest, api.CodeBadRequest)
 			if !strings.Contains(e.Message, tc.want) {
 				t.Errorf("message %q does not contain %q", e.Message, tc.want)
@@ -186,7 +186,7 @@ func TestEdgeDenialsAudited(t *testing.T) {
 			al, buf := newAuditBuffer()
 			req := httptest.NewRequest(http.MethodPost, tc.path, strings.NewReader(tc.body))
 			req.TLS = tc.state
-			res, body := serve(t, publicRoutes(&fakeJoiner{}, al, discardLog()), req)
+			res, body := serve(t, publicRoutes(&fakeJoiner{}, nil, al, discardLog()), req)
 			errorBody(t, res, body, tc.status, "")
 			recs := buf.records(t)
 			if len(recs) != 1 || recs[0]["event"] != audit.EventRequest || recs[0]["outcome"] != audit.Denied || recs[0]["path"] != tc.path {
@@ -285,7 +285,7 @@ func TestEdgeDenialsAudited(t *testing.T) {
 
 func TestHealthzShowsAuditFailure(t *testing.T) {
 	al, buf := newAuditBuffer()
-	h := publicRoutes(&fakeJoiner{}, al, discardLog())
+	h := publicRoutes(&fakeJoiner{}, nil, al, discardLog())
 	get := func() (*http.Response, []byte) {
 		return serve(t, h, httptest.NewRequest(http.MethodGet, "/healthz", nil))
 	}

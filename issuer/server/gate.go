@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"log/slog"
 	"net"
@@ -149,6 +150,8 @@ type gate struct {
 	lim Limits
 	// refused is told of each client certificate the handshake refused.
 	refused func(remote string, err error)
+	// admin tells an admin identity from a bot identity.
+	admin adminNamer
 	log     *slog.Logger
 	warn    logging.Limit
 
@@ -193,13 +196,16 @@ func (c *gatedConn) Close() error {
 	return c.Conn.Close()
 }
 
-// newGate gates the connections of ln. refused may be nil.
-func newGate(ln net.Listener, cfg *tls.Config, lim Limits, refused func(string, error), log *slog.Logger) *gate {
+// newGate gates the connections of ln. refused may be nil. admin tells
+// admin identities, whose connections are counted as those of one bot
+// per admin name, from bot identities.
+func newGate(ln net.Listener, cfg *tls.Config, lim Limits, refused func(string, error), admin adminNamer, log *slog.Logger) *gate {
 	g := &gate{
 		ln:        ln,
 		tls:       cfg,
 		lim:       lim.withDefaults(),
 		refused:   refused,
+		admin:     admin,
 		log:       log,
 		ready:     make(chan net.Conn),
 		errs:      make(chan error),
@@ -401,14 +407,21 @@ func (g *gate) handshake(c *gatedConn) {
 		return
 	}
 	// The handshake verified any certificate against the identity
-	// authority, so a verified chain is a bot identity.
+	// authority or the admin CA, so a verified chain is a bot identity or
+	// an admin's. An admin is counted as a bot of its own, under a name
+	// that no bot has (bot names hold no space), and held to the same
+	// limits.
 	who := anonymous
 	var id ca.Identity
 	if chains := tc.ConnectionState().VerifiedChains; len(chains) > 0 {
 		who = identified
-		// One that does not parse is refused by the handlers; it is
-		// counted under the empty name meanwhile.
-		id, _ = ca.ParseIdentity(chains[0][0])
+		if name, err := g.adminName(chains[0]); err == nil {
+			id = ca.Identity{Bot: "admin " + name, Instance: "admin " + name}
+		} else {
+			// One that does not parse is refused by the handlers; it is
+			// counted under the empty name meanwhile.
+			id, _ = ca.ParseIdentity(chains[0][0])
+		}
 	}
 	source := authority.SourceOf(remote)
 	g.mu.Lock()
@@ -477,6 +490,15 @@ func (g *gate) handshake(c *gatedConn) {
 	case <-g.done:
 		tc.Close()
 	}
+}
+
+// adminName returns the admin name of chain, or an error if it is not an
+// admin identity.
+func (g *gate) adminName(chain []*x509.Certificate) (string, error) {
+	if g.admin == nil {
+		return "", ca.ErrNotAdmin
+	}
+	return g.admin(chain)
 }
 
 func (g *gate) release(c *gatedConn) {

@@ -29,7 +29,7 @@ func gated(t *testing.T, a *ca.Authority, h http.Handler, lim Limits, refused fu
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := newGate(ln, tlsConfig(a), lim, refused, log)
+	g := newGate(ln, tlsConfig(a), lim, refused, a.AdminName, log)
 	srv := newPublicServer(h, g, lim, log)
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(g) }()
@@ -84,7 +84,7 @@ func TestServerTimeouts(t *testing.T) {
 	short := 150 * time.Millisecond
 	lim := Limits{HandshakeTimeout: short, ReadHeaderTimeout: short, ReadTimeout: short, IdleTimeout: short, WriteTimeout: 5 * time.Second}
 	var logged logtest.Buffer
-	addr, g := gated(t, a, publicRoutes(&fakeJoiner{}, discardAudit(), discardLog()), lim, nil, slog.New(slog.NewTextHandler(&logged, nil)))
+	addr, g := gated(t, a, publicRoutes(&fakeJoiner{}, nil, discardAudit(), discardLog()), lim, nil, slog.New(slog.NewTextHandler(&logged, nil)))
 
 	for _, tc := range []struct {
 		name string
@@ -155,7 +155,7 @@ func TestRenewalWhileAnonymousConnectionsAreFull(t *testing.T) {
 	// Connections in their handshake can be closed to make room at once.
 	lim := Limits{MaxConns: 16, MaxHandshakes: 3, MaxAnonymous: 2, HandshakeGrace: time.Nanosecond}
 	var logged logtest.Buffer
-	addr, g := gated(t, a, publicRoutes(f, discardAudit(), discardLog()), lim, nil, slog.New(slog.NewTextHandler(&logged, nil)))
+	addr, g := gated(t, a, publicRoutes(f, nil, discardAudit(), discardLog()), lim, nil, slog.New(slog.NewTextHandler(&logged, nil)))
 
 	// Connections that never start their handshake fill that room.
 	var raw []net.Conn
@@ -228,7 +228,7 @@ func TestRenewalWhileAnonymousConnectionsAreFull(t *testing.T) {
 func TestHandshakeGrace(t *testing.T) {
 	a := testCA(t)
 	lim := Limits{MaxConns: 6, MaxHandshakes: 2, MaxAnonymous: 2, HandshakeGrace: time.Hour}
-	addr, g := gated(t, a, publicRoutes(&fakeJoiner{}, discardAudit(), discardLog()), lim, nil, discardLog())
+	addr, g := gated(t, a, publicRoutes(&fakeJoiner{}, nil, discardAudit(), discardLog()), lim, nil, discardLog())
 	var conns []net.Conn
 	for i := range lim.MaxConns + 1 {
 		c, err := net.Dial("tcp", addr)
@@ -252,7 +252,7 @@ func TestHandshakeGrace(t *testing.T) {
 func TestConnectionCap(t *testing.T) {
 	a := testCA(t)
 	lim := Limits{MaxConns: 2, MaxHandshakes: 2, MaxAnonymous: 2}
-	addr, g := gated(t, a, publicRoutes(&fakeJoiner{}, discardAudit(), discardLog()), lim, nil, discardLog())
+	addr, g := gated(t, a, publicRoutes(&fakeJoiner{}, nil, discardAudit(), discardLog()), lim, nil, discardLog())
 	for range lim.MaxConns {
 		c := dialTLS(t, a, addr)
 		io.WriteString(c, "POST /v1/join HTTP/1.1\r\n")
@@ -277,7 +277,7 @@ func TestConnectionCap(t *testing.T) {
 func TestClientCertificateRefusalAudited(t *testing.T) {
 	a, other := testCA(t), testCA(t)
 	al, buf := newAuditBuffer()
-	addr, _ := gated(t, a, publicRoutes(&fakeJoiner{}, al, discardLog()), Limits{}, auditRefused(al), discardLog())
+	addr, _ := gated(t, a, publicRoutes(&fakeJoiner{}, nil, al, discardLog()), Limits{}, auditRefused(al), discardLog())
 	_, _, err := post(t, tlsClient(t, a, identityCert(t, other, ca.Identity{Bot: "ci", Instance: "i1", Generation: 1})), "https://"+addr+"/v1/renew", api.RenewRequest{TTLSeconds: 600})
 	if err == nil {
 		t.Fatal("a client certificate of another issuer was accepted")
@@ -307,7 +307,7 @@ func TestShutdownClosesStuckRequests(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := newGate(ln, tlsConfig(a), Limits{}, nil, discardLog())
+	g := newGate(ln, tlsConfig(a), Limits{}, nil, a.AdminName, discardLog())
 	srv := newPublicServer(h, g, Limits{}, discardLog())
 	go srv.Serve(g)
 	c := dialTLS(t, a, ln.Addr().String())
@@ -332,7 +332,7 @@ func TestShutdownClosesStuckRequests(t *testing.T) {
 // its body in memory, and the caps on connections would not bound them.
 func TestHTTP1Only(t *testing.T) {
 	a := testCA(t)
-	addr, _ := gated(t, a, publicRoutes(&fakeJoiner{}, discardAudit(), discardLog()), Limits{}, nil, discardLog())
+	addr, _ := gated(t, a, publicRoutes(&fakeJoiner{}, nil, discardAudit(), discardLog()), Limits{}, nil, discardLog())
 	roots := x509.NewCertPool()
 	roots.AddCert(a.TLSCA())
 	c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots, NextProtos: []string{"h2", "http/1.1"}})
@@ -362,7 +362,7 @@ func TestIdentityConnectionCaps(t *testing.T) {
 	a := testCA(t)
 	lim := Limits{MaxConns: 16, MaxAnonymous: 4, MaxPerInstance: 2, MaxPerBot: 3}
 	var logged logtest.Buffer
-	addr, g := gated(t, a, publicRoutes(&fakeJoiner{}, discardAudit(), discardLog()), lim, nil, slog.New(slog.NewTextHandler(&logged, nil)))
+	addr, g := gated(t, a, publicRoutes(&fakeJoiner{}, nil, discardAudit(), discardLog()), lim, nil, slog.New(slog.NewTextHandler(&logged, nil)))
 	cert := func(bot, instance string) tls.Certificate {
 		return identityCert(t, a, ca.Identity{Bot: bot, Instance: instance, Generation: 1})
 	}
@@ -397,7 +397,7 @@ func TestAnonymousPerSource(t *testing.T) {
 	a := testCA(t)
 	lim := Limits{MaxConns: 16, MaxAnonymous: 8, MaxAnonymousPerSource: 2}
 	var logged logtest.Buffer
-	addr, g := gated(t, a, publicRoutes(&fakeJoiner{}, discardAudit(), discardLog()), lim, nil, slog.New(slog.NewTextHandler(&logged, nil)))
+	addr, g := gated(t, a, publicRoutes(&fakeJoiner{}, nil, discardAudit(), discardLog()), lim, nil, slog.New(slog.NewTextHandler(&logged, nil)))
 	roots := x509.NewCertPool()
 	roots.AddCert(a.TLSCA())
 	from := func(src string) *tls.Conn {
@@ -507,7 +507,7 @@ func TestCapsCloseIdleConnections(t *testing.T) {
 			}
 			t.Run(name, func(t *testing.T) {
 				var logged logtest.Buffer
-				addr, g := gated(t, a, publicRoutes(&fakeJoiner{}, discardAudit(), discardLog()), tc.lim, nil, slog.New(slog.NewTextHandler(&logged, nil)))
+				addr, g := gated(t, a, publicRoutes(&fakeJoiner{}, nil, discardAudit(), discardLog()), tc.lim, nil, slog.New(slog.NewTextHandler(&logged, nil)))
 				var held []*tls.Conn
 				for i, h := range tc.held {
 					c, err := request(t, a, addr, h.src, active, h.certs...)
@@ -578,7 +578,7 @@ func TestIdleConnectionsOfOneBotDoNotStopItsRenewals(t *testing.T) {
 	f := &fakeJoiner{}
 	lim := Limits{MaxConns: 1024, MaxAnonymous: 256, MaxPerInstance: 8, MaxPerBot: 256}
 	var logged logtest.Buffer
-	addr, g := gated(t, a, publicRoutes(f, discardAudit(), discardLog()), lim, nil, slog.New(slog.NewTextHandler(&logged, nil)))
+	addr, g := gated(t, a, publicRoutes(f, nil, discardAudit(), discardLog()), lim, nil, slog.New(slog.NewTextHandler(&logged, nil)))
 	var first *tls.Conn
 	for i := range lim.MaxPerBot / lim.MaxPerInstance {
 		cert := identityCert(t, a, ca.Identity{Bot: "ci", Instance: "held" + strconv.Itoa(i), Generation: 1})
@@ -626,7 +626,7 @@ func TestIdleAnonymousConnectionsDoNotStopJoins(t *testing.T) {
 	f := &fakeJoiner{}
 	lim := Limits{MaxConns: 1024, MaxAnonymous: 256, MaxAnonymousPerSource: 32}
 	var logged logtest.Buffer
-	addr, g := gated(t, a, publicRoutes(f, discardAudit(), discardLog()), lim, nil, slog.New(slog.NewTextHandler(&logged, nil)))
+	addr, g := gated(t, a, publicRoutes(f, nil, discardAudit(), discardLog()), lim, nil, slog.New(slog.NewTextHandler(&logged, nil)))
 	var first *tls.Conn
 	for i := range lim.MaxAnonymous / lim.MaxAnonymousPerSource {
 		for range lim.MaxAnonymousPerSource {

@@ -33,7 +33,7 @@ import (
 func TestNodesInventory(t *testing.T) {
 	auth, _ := testAuthority(t)
 	admin := unixServer(t, adminRoutes(auth, nil, auth.Audit, discardLog()))
-	srv := tlsServer(t, auth.CA, publicRoutes(auth, auth.Audit, discardLog()))
+	srv := tlsServer(t, auth.CA, publicRoutes(auth, nil, auth.Audit, discardLog()))
 
 	nodes := func() []api.Node {
 		t.Helper()
@@ -161,7 +161,7 @@ spec: {roles: [host]}
 			t.Fatal(err)
 		}
 	}
-	srv := tlsServer(t, auth.CA, publicRoutes(auth, auth.Audit, discardLog()))
+	srv := tlsServer(t, auth.CA, publicRoutes(auth, nil, auth.Audit, discardLog()))
 	bot := tlsClient(t, auth.CA, identityCert(t, auth.CA, ca.Identity{Bot: "ci", Instance: "abc", Generation: 1}))
 
 	before := strings.Count(auditLog.String(), `"outcome":"denied"`)

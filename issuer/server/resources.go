@@ -15,7 +15,6 @@ import (
 	"github.com/mwi-project/mwi/api"
 	"github.com/mwi-project/mwi/internal/fault"
 	"github.com/mwi-project/mwi/internal/sdnotify"
-	"github.com/mwi-project/mwi/internal/unixsock"
 	"github.com/mwi-project/mwi/issuer/audit"
 	"github.com/mwi-project/mwi/issuer/authority"
 	"github.com/mwi-project/mwi/issuer/resource"
@@ -574,11 +573,9 @@ func (s *Server) refuse(ctx context.Context, event string, err error, attrs ...s
 	return err
 }
 
-// record writes an audit record naming the admin caller, whose peer
-// credentials the admin socket took.
+// record writes an audit record naming the admin caller: by the peer
+// credentials the admin socket took, or by its admin identity.
 func (s *Server) record(ctx context.Context, event, outcome string, attrs ...slog.Attr) error {
-	if p, ok := unixsock.PeerFromContext(ctx); ok {
-		attrs = append(attrs, slog.Uint64("uid", uint64(p.UID)), slog.Int("pid", int(p.PID)))
-	}
+	attrs = append(attrs, callerAttrs(ctx)...)
 	return s.auth.Audit.Record(ctx, event, outcome, attrs...)
 }

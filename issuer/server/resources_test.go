@@ -228,7 +228,7 @@ func TestResourceRoutes(t *testing.T) {
 // API; the bot's next renewal, with no restart, carries the new login.
 func TestBotUpdateTakesEffectOnRenewal(t *testing.T) {
 	s, c, _ := resourceServer(t)
-	srv := tlsServer(t, s.auth.CA, publicRoutes(s.auth, s.auth.Audit, discardLog()))
+	srv := tlsServer(t, s.auth.CA, publicRoutes(s.auth, nil, s.auth.Audit, discardLog()))
 	role := "kind: role\nversion: v1\nmetadata: {name: backup}\nspec:\n  allow: {logins: [backup]}\n"
 	if status, body := call(t, c, http.MethodPost, "/admin/v1/resources", api.CreateResourcesRequest{File: "r.yaml", Data: role}, nil); status != http.StatusOK {
 		t.Fatalf("create: %d %s", status, body)

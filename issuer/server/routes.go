@@ -51,11 +51,15 @@ func clientIdentity(r *http.Request) (*ca.Identity, error) {
 }
 
 // publicRoutes is the route table of the issuer's HTTPS API. Requests
-// refused here, before the authority decides, are audited in al.
-func publicRoutes(j joiner, al *audit.Log, log *slog.Logger) http.Handler {
+// refused here, before the authority decides, are audited in al. If ra is
+// not nil, the admin API is served under /admin/ to admin identities.
+func publicRoutes(j joiner, ra *remoteAdmin, al *audit.Log, log *slog.Logger) http.Handler {
 	r := chi.NewRouter()
 	r.NotFound(httpjson.NotFound(log))
 	r.MethodNotAllowed(httpjson.MethodNotAllowed(r))
+	if ra != nil {
+		r.Handle("/admin/*", adminCertOnly(ra.name, al, log)(detached(ra.routes)))
+	}
 	// Health fails while the audit log cannot be written, because the
 	// issuer then refuses every issuance.
 	r.Get("/healthz", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
@@ -224,9 +228,7 @@ func refused(r *http.Request, al *audit.Log, err error) error {
 		reason = e.Message
 	}
 	attrs := []slog.Attr{slog.String("remote", r.RemoteAddr), slog.String("path", r.URL.Path), slog.String("reason", reason)}
-	if p, ok := unixsock.PeerFromContext(r.Context()); ok {
-		attrs = append(attrs, slog.Uint64("uid", uint64(p.UID)), slog.Int("pid", int(p.PID)))
-	}
+	attrs = append(attrs, callerAttrs(r.Context())...)
 	al.Record(r.Context(), audit.EventRequest, audit.Denied, attrs...)
 	return err
 }
@@ -282,20 +284,30 @@ type resources interface {
 	Tokens(ctx context.Context) (api.Tokens, error)
 	DeleteToken(ctx context.Context, id string) error
 	KubeClusters(ctx context.Context) (api.KubeClusters, error)
+	IssueAdmin(ctx context.Context, req api.IssueAdminRequest) (api.IssueAdminResponse, error)
 }
+
+// adminIssueLimits bound a request for an admin identity.
+var adminIssueLimits = httpjson.Limits{Body: 16 << 10, String: maxName, Items: maxItems,
+	Strings: map[string]int{"csr": 8 << 10}}
 
 // createLimits bound a create: a file of resource documents.
 var createLimits = httpjson.Limits{Body: 2 << 20, String: maxName, Items: maxItems,
 	Strings: map[string]int{"data": 1 << 20, "file": 4096}}
 
-// adminRoutes is the route table of the admin API on the Unix socket.
-// Refusals are audited in al. The resource routes are served only if res
-// is not nil.
+// adminRoutes is the admin API on the Unix socket: adminAPI, for root and
+// the issuer's own user only.
 func adminRoutes(a admin, res resources, al *audit.Log, log *slog.Logger) http.Handler {
+	return sameUserOnly(al, log)(adminAPI(a, res, al, log))
+}
+
+// adminAPI is the route table of the admin API, which the admin socket
+// and, to admin identities, the HTTPS API serve. Refusals are audited in
+// al. The resource routes are served only if res is not nil.
+func adminAPI(a admin, res resources, al *audit.Log, log *slog.Logger) http.Handler {
 	r := chi.NewRouter()
 	r.NotFound(httpjson.NotFound(log))
 	r.MethodNotAllowed(httpjson.MethodNotAllowed(r))
-	r.Use(sameUserOnly(al, log))
 	if res != nil {
 		resourceRoutes(r, res, al, log)
 	}
@@ -487,6 +499,20 @@ func resourceRoutes(r chi.Router, res resources, al *audit.Log, log *slog.Logger
 		return nil
 	}))
 	get("/admin/v1/kube", func(r *http.Request) (any, error) { return res.KubeClusters(r.Context()) })
+	// Admin identities, for mwi-issuer admin issue: served to the admin
+	// socket's callers only (see Server.IssueAdmin).
+	r.Post("/admin/v1/admins", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
+		var req api.IssueAdminRequest
+		if err := httpjson.Decode(r, &req, adminIssueLimits); err != nil {
+			return refused(r, al, err)
+		}
+		resp, err := res.IssueAdmin(r.Context(), req)
+		if err != nil {
+			return err
+		}
+		httpjson.Write(w, http.StatusCreated, resp)
+		return nil
+	}))
 }
 
 // addLock serves a lock request. pathTarget, if not nil, makes the target

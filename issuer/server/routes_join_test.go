@@ -27,7 +27,7 @@ import (
 
 func TestPublicRoutesChallenge(t *testing.T) {
 	f := &fakeJoiner{}
-	h := publicRoutes(f, discardAudit(), discardLog())
+	h := publicRoutes(f, nil, discardAudit(), discardLog())
 	req := httptest.NewRequest(http.MethodPost, "/v1/join/challenge", strings.NewReader(`{"token_name":"build-01"}`))
 	req.RemoteAddr = "192.0.2.9:1"
 	res, body := serve(t, h, req)
@@ -53,7 +53,7 @@ func TestPublicRoutesChallenge(t *testing.T) {
 func TestPublicRoutesJoinIdentity(t *testing.T) {
 	a := testCA(t)
 	f := &fakeJoiner{}
-	srv := tlsServer(t, a, publicRoutes(f, discardAudit(), discardLog()))
+	srv := tlsServer(t, a, publicRoutes(f, nil, discardAudit(), discardLog()))
 	id := ca.Identity{Bot: "ci", Instance: "i1", Generation: 3}
 	req := api.JoinRequest{JoinMethod: api.JoinMethodGitHub, TokenName: "gh", IDToken: "x.y.z"}
 	for _, c := range []*http.Client{tlsClient(t, a, identityCert(t, a, id)), tlsClient(t, a)} {
@@ -79,7 +79,7 @@ func TestPublicRoutesJoinIdentity(t *testing.T) {
 	}
 	r := httptest.NewRequest(http.MethodPost, "/v1/join", strings.NewReader(`{"join_method":"github"}`))
 	r.TLS = &tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{serving, a.TLSCA()}}}
-	res, body := serve(t, publicRoutes(f, discardAudit(), discardLog()), r)
+	res, body := serve(t, publicRoutes(f, nil, discardAudit(), discardLog()), r)
 	errorBody(t, res, body, http.StatusUnauthorized, api.CodeUnauthenticated)
 }
 
@@ -88,7 +88,7 @@ func TestPublicRoutesJoinIdentity(t *testing.T) {
 func TestPublicRoutesChallengeIdentity(t *testing.T) {
 	a := testCA(t)
 	f := &fakeJoiner{}
-	srv := tlsServer(t, a, publicRoutes(f, discardAudit(), discardLog()))
+	srv := tlsServer(t, a, publicRoutes(f, nil, discardAudit(), discardLog()))
 	id := ca.Identity{Bot: "ci", Instance: "i1", Generation: 3}
 	for _, c := range []*http.Client{tlsClient(t, a, identityCert(t, a, id)), tlsClient(t, a)} {
 		res, body, err := post(t, c, srv.URL+"/v1/join/challenge", api.ChallengeRequest{TokenName: "build-01"})
@@ -110,7 +110,7 @@ func TestPublicRoutesChallengeIdentity(t *testing.T) {
 	}
 	r := httptest.NewRequest(http.MethodPost, "/v1/join/challenge", strings.NewReader(`{"token_name":"build-01"}`))
 	r.TLS = &tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{serving, a.TLSCA()}}}
-	res, body := serve(t, publicRoutes(&fakeJoiner{}, discardAudit(), discardLog()), r)
+	res, body := serve(t, publicRoutes(&fakeJoiner{}, nil, discardAudit(), discardLog()), r)
 	errorBody(t, res, body, http.StatusUnauthorized, api.CodeUnauthenticated)
 }
 
@@ -155,7 +155,7 @@ spec:
 		t.Fatal(err)
 	}
 	auth.SetResources(set)
-	srv := tlsServer(t, auth.CA, publicRoutes(auth, auth.Audit, discardLog()))
+	srv := tlsServer(t, auth.CA, publicRoutes(auth, nil, auth.Audit, discardLog()))
 
 	keys := func() (api.PublicKeys, crypto.Signer) {
 		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)

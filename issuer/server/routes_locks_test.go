@@ -53,7 +53,7 @@ func get(t *testing.T, c *http.Client, url, etag string) (*http.Response, []byte
 func TestLockRoutes(t *testing.T) {
 	auth, _ := testAuthority(t)
 	ctx := context.Background()
-	srv := tlsServer(t, auth.CA, publicRoutes(auth, auth.Audit, discardLog()))
+	srv := tlsServer(t, auth.CA, publicRoutes(auth, nil, auth.Audit, discardLog()))
 	admin := unixServer(t, adminRoutes(auth, nil, auth.Audit, discardLog()))
 	host := tlsClient(t, auth.CA, identityCert(t, auth.CA, ca.Identity{Bot: "ci", Instance: "host-1", Generation: 1}))
 	anonymous := tlsClient(t, auth.CA)
@@ -149,7 +149,7 @@ func checkKRL(t *testing.T, caKey ssh.PublicKey, data []byte, revoked string) {
 // is bounded like other bodies, and reaches the audit log.
 func TestSSHRefusalRoute(t *testing.T) {
 	auth, auditLog := testAuthority(t)
-	srv := tlsServer(t, auth.CA, publicRoutes(auth, auth.Audit, discardLog()))
+	srv := tlsServer(t, auth.CA, publicRoutes(auth, nil, auth.Audit, discardLog()))
 	host := tlsClient(t, auth.CA, identityCert(t, auth.CA, ca.Identity{Bot: "ci", Instance: "host-1", Generation: 1}))
 	r := api.SSHRefusal{Login: "root", Bot: "ci", Instance: "abc", Serial: "7", Reason: "bot ci is locked", Host: "db-1"}
 
@@ -179,7 +179,7 @@ func TestSSHRefusalRoute(t *testing.T) {
 func TestAnonymousKRLFetchesLimited(t *testing.T) {
 	a := testCA(t)
 	lim := Limits{MaxConns: 16, MaxAnonymous: 8, MaxAnonymousPerSource: 2}
-	addr, g := gated(t, a, publicRoutes(&fakeJoiner{}, discardAudit(), discardLog()), lim, nil, discardLog())
+	addr, g := gated(t, a, publicRoutes(&fakeJoiner{}, nil, discardAudit(), discardLog()), lim, nil, discardLog())
 	roots := x509.NewCertPool()
 	roots.AddCert(a.TLSCA())
 	fetch := func() {

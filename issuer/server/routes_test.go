@@ -166,7 +166,7 @@ func TestPublicRoutesJoinDecoding(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := &fakeJoiner{}
-			h := publicRoutes(f, discardAudit(), discardLog())
+			h := publicRoutes(f, nil, discardAudit(), discardLog())
 			res, body := serve(t, h, httptest.NewRequest(http.MethodPost, "/v1/join", strings.NewReader(tc.body)))
 			e := errorBody(t, res, body, http.StatusBadRequest, api.CodeBadRequest)
 			if !strings.Contains(e.Message, tc.message) {
@@ -181,7 +181,7 @@ func TestPublicRoutesJoinDecoding(t *testing.T) {
 
 func TestPublicRoutesJoin(t *testing.T) {
 	f := &fakeJoiner{}
-	h := publicRoutes(f, discardAudit(), discardLog())
+	h := publicRoutes(f, nil, discardAudit(), discardLog())
 	req := httptest.NewRequest(http.MethodPost, "/v1/join", strings.NewReader(`{"join_method":"token","token":"s3cret","keys":{"identity_csr":"c","ssh":"k"},"ssh_logins":["deploy"],"ttl_seconds":600}`+"\n"))
 	req.RemoteAddr = "192.0.2.7:5555"
 	res, body := serve(t, h, req)
@@ -214,7 +214,7 @@ func TestPublicRoutesAuthorityErrors(t *testing.T) {
 		{"internal error", errors.New("store: open /var/lib/mwi/store.db: disk on fire"), http.StatusInternalServerError, api.CodeInternal, "/var/lib/mwi"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			h := publicRoutes(&fakeJoiner{err: tc.err}, discardAudit(), discardLog())
+			h := publicRoutes(&fakeJoiner{err: tc.err}, nil, discardAudit(), discardLog())
 			res, body := serve(t, h, httptest.NewRequest(http.MethodPost, "/v1/join", strings.NewReader(`{"join_method":"token"}`)))
 			errorBody(t, res, body, tc.status, tc.code)
 			if tc.hidden != "" && bytes.Contains(body, []byte(tc.hidden)) {
@@ -240,7 +240,7 @@ func TestPublicRoutesNotFoundAndMethod(t *testing.T) {
 	} {
 		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
 			f := &fakeJoiner{}
-			res, body := serve(t, publicRoutes(f, discardAudit(), discardLog()), httptest.NewRequest(tc.method, tc.path, nil))
+			res, body := serve(t, publicRoutes(f, nil, discardAudit(), discardLog()), httptest.NewRequest(tc.method, tc.path, nil))
 			errorBody(t, res, body, tc.status, tc.code)
 			if got := res.Header.Values("Allow"); !slices.Equal(got, tc.allow) {
 				t.Errorf("Allow %q, want %q", got, tc.allow)
@@ -253,7 +253,7 @@ func TestPublicRoutesNotFoundAndMethod(t *testing.T) {
 }
 
 func TestPublicRoutesHealthz(t *testing.T) {
-	res, body := serve(t, publicRoutes(&fakeJoiner{}, discardAudit(), discardLog()), httptest.NewRequest(http.MethodGet, "/healthz", nil))
+	res, body := serve(t, publicRoutes(&fakeJoiner{}, nil, discardAudit(), discardLog()), httptest.NewRequest(http.MethodGet, "/healthz", nil))
 	if res.StatusCode != http.StatusOK || res.Header.Get("Content-Type") != "application/json" {
 		t.Errorf("healthz = %d %q", res.StatusCode, res.Header.Get("Content-Type"))
 	}
@@ -320,7 +320,7 @@ func TestPublicRoutesRenewNeedsIdentity(t *testing.T) {
 			f := &fakeJoiner{}
 			req := httptest.NewRequest(http.MethodPost, "/v1/renew", strings.NewReader(`{"ttl_seconds":600}`))
 			req.TLS = tc.state
-			res, body := serve(t, publicRoutes(f, discardAudit(), discardLog()), req)
+			res, body := serve(t, publicRoutes(f, nil, discardAudit(), discardLog()), req)
 			errorBody(t, res, body, http.StatusUnauthorized, api.CodeUnauthenticated)
 			if _, renews := f.calls(); renews != 0 {
 				t.Error("the authority was called without an identity")
@@ -332,7 +332,7 @@ func TestPublicRoutesRenewNeedsIdentity(t *testing.T) {
 		f := &fakeJoiner{}
 		req := httptest.NewRequest(http.MethodPost, "/v1/renew", strings.NewReader(`{"ttl_seconds":600}`))
 		req.TLS = &tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{idCert.Leaf}}}
-		res, body := serve(t, publicRoutes(f, discardAudit(), discardLog()), req)
+		res, body := serve(t, publicRoutes(f, nil, discardAudit(), discardLog()), req)
 		if res.StatusCode != http.StatusOK {
 			t.Fatalf("status = %d, body %s", res.StatusCode, body)
 		}
@@ -345,7 +345,7 @@ func TestPublicRoutesRenewNeedsIdentity(t *testing.T) {
 		f := &fakeJoiner{}
 		req := httptest.NewRequest(http.MethodPost, "/v1/renew", strings.NewReader(`{"ttl_seconds":600,"generation":9}`))
 		req.TLS = &tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{idCert.Leaf}}}
-		res, body := serve(t, publicRoutes(f, discardAudit(), discardLog()), req)
+		res, body := serve(t, publicRoutes(f, nil, discardAudit(), discardLog()), req)
 		errorBody(t, res, body, http.StatusBadRequest, api.CodeBadRequest)
 		if _, renews := f.calls(); renews != 0 {
 			t.Error("the authority was called with an invalid request")
@@ -397,7 +397,7 @@ func TestPublicRoutesRenewOverMutualTLS(t *testing.T) {
 	a := testCA(t)
 	other := testCA(t)
 	f := &fakeJoiner{}
-	srv := tlsServer(t, a, publicRoutes(f, discardAudit(), discardLog()))
+	srv := tlsServer(t, a, publicRoutes(f, nil, discardAudit(), discardLog()))
 	id := ca.Identity{Bot: "ci", Instance: "i1", Generation: 2}
 
 	t.Run("identity certificate", func(t *testing.T) {
@@ -721,7 +721,7 @@ func TestAdminRoutesOverUnixSocket(t *testing.T) {
 func TestJoinAndRenewOverHTTPS(t *testing.T) {
 	auth, _ := testAuthority(t)
 	admin := unixServer(t, adminRoutes(auth, nil, auth.Audit, discardLog()))
-	srv := tlsServer(t, auth.CA, publicRoutes(auth, auth.Audit, discardLog()))
+	srv := tlsServer(t, auth.CA, publicRoutes(auth, nil, auth.Audit, discardLog()))
 
 	res, body, err := post(t, admin, "http://mwi/admin/v1/tokens", api.CreateTokenRequest{Bot: "ci", TTLSeconds: 600})
 	if err != nil || res.StatusCode != http.StatusCreated {

@@ -1,5 +1,6 @@
 // Package server runs mwi-issuer: the HTTPS API that daemons join and renew
-// through, and the admin API on a local Unix socket.
+// through, and the admin API on a local Unix socket and, to admin
+// identities, on the HTTPS API.
 package server
 
 import (
@@ -104,7 +105,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("load authorities from %s (run mwi-issuer init first?): %w", cfg.StateDir, err)
 	}
 	for _, f := range authorities.Created() {
-		log.Info("created the Kubernetes client CA, which this state directory predates", "file", f)
+		log.Info("created an authority that this state directory predates", "file", f)
 	}
 	var auditW io.Writer = os.Stdout
 	var auditC io.Closer = io.NopCloser(nil)
@@ -285,8 +286,11 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("admin socket: %w", err)
 	}
 	lim := s.cfg.Limits.withDefaults()
-	publicLn := newGate(ln, tlsConfig(s.auth.CA), lim, auditRefused(s.auth.Audit), s.log)
-	public := newPublicServer(publicRoutes(s.auth, s.auth.Audit, s.log), publicLn, lim, s.log)
+	publicLn := newGate(ln, tlsConfig(s.auth.CA), lim, auditRefused(s.auth.Audit), s.auth.CA.AdminName, s.log)
+	// The HTTPS API serves the admin socket's route table to admin
+	// identities; see remoteAdmin.
+	remote := &remoteAdmin{routes: adminAPI(s.auth, s, s.auth.Audit, s.log), name: s.auth.CA.AdminName}
+	public := newPublicServer(publicRoutes(s.auth, remote, s.auth.Audit, s.log), publicLn, lim, s.log)
 	admin := newAdminServer(adminRoutes(s.auth, s, s.auth.Audit, s.log), lim)
 	adminCapped := adminListener(adminLn, lim, s.auth.Audit, s.log)
 	s.log.Info("issuer serving", "listen", ln.Addr().String(), "admin_socket", s.cfg.AdminSocket,
@@ -327,10 +331,11 @@ func tlsConfig(a *ca.Authority) *tls.Config {
 		Certificates: []tls.Certificate{*a.ServingCertificate()},
 		// A first join has no client certificate; renewal, and a re-join
 		// that keeps its instance, check for a verified one in their
-		// handlers. One that does not verify fails the handshake, and
-		// the gate reports it to be audited.
+		// handlers, as the admin API checks for an admin identity. One
+		// that does not verify, such as an expired one, fails the
+		// handshake, and the gate reports it to be audited.
 		ClientAuth: tls.VerifyClientCertIfGiven,
-		ClientCAs:  a.IdentityPool(),
+		ClientCAs:  a.ClientPool(),
 		// HTTP/1.1 only: over HTTP/2 one connection carries many requests
 		// at once, each holding its body in memory, and the gate's caps,
 		// which count connections, would not bound them. mwid makes one
