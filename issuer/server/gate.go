@@ -152,8 +152,8 @@ type gate struct {
 	refused func(remote string, err error)
 	// admin tells an admin identity from a bot identity.
 	admin adminNamer
-	log     *slog.Logger
-	warn    logging.Limit
+	log   *slog.Logger
+	warn  logging.Limit
 
 	ready   chan net.Conn
 	errs    chan error
