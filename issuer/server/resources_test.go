@@ -48,7 +48,8 @@ func resourceServer(t *testing.T) (*Server, *http.Client, *lockedWriter) {
 }
 
 // call sends v (none if nil) with method to the admin client c and
-// decodes the answer into out, if not nil.
+// decodes the answer into out, if not nil. path is a URL if it begins with
+// https://, and a path on the admin socket otherwise.
 func call(t *testing.T, c *http.Client, method, path string, v, out any) (int, string) {
 	t.Helper()
 	var body io.Reader
@@ -59,7 +60,11 @@ func call(t *testing.T, c *http.Client, method, path string, v, out any) (int, s
 		}
 		body = strings.NewReader(string(data))
 	}
-	req, err := http.NewRequest(method, "http://mwi"+path, body)
+	u := path
+	if !strings.HasPrefix(u, "https://") {
+		u = "http://mwi" + path
+	}
+	req, err := http.NewRequest(method, u, body)
 	if err != nil {
 		t.Fatal(err)
 	}
