@@ -7,32 +7,38 @@
 //	mwi-issuer serve --state DIR [--listen ADDR] [--resources DIR] [--admin-socket PATH] [--audit-log FILE] [--cluster-name NAME] [--resource-settle 2s]
 //	mwi-issuer ca    --state DIR
 //	mwi-issuer tls rotate --state DIR [--host NAME]...
-//	mwi-issuer token create --bot NAME [--ttl 1h] [--json] [--state DIR | --admin-socket PATH]
-//	mwi-issuer lock add (--bot NAME | --instance ID | --token NAME) [--ttl 1h] [--message TEXT] [--state DIR | --admin-socket PATH]
-//	mwi-issuer lock ls [--format text|json|yaml] [--state DIR | --admin-socket PATH]
-//	mwi-issuer lock rm (--bot NAME | --instance ID | --token NAME) [--state DIR | --admin-socket PATH]
-//	mwi-issuer locks [--json] [--state DIR | --admin-socket PATH]
-//	mwi-issuer instance lock ID --reason TEXT [--state DIR | --admin-socket PATH]
-//	mwi-issuer instance unlock ID [--state DIR | --admin-socket PATH]
-//	mwi-issuer bot lock NAME --reason TEXT [--state DIR | --admin-socket PATH]
-//	mwi-issuer bot unlock NAME [--state DIR | --admin-socket PATH]
-//	mwi-issuer nodes ls [--format text|json|yaml] [--state DIR | --admin-socket PATH]
-//	mwi-issuer create -f FILE [--force] [--state DIR | --admin-socket PATH]
-//	mwi-issuer get KIND[/NAME] [--format yaml|json] [--state DIR | --admin-socket PATH]
-//	mwi-issuer rm KIND/NAME [--state DIR | --admin-socket PATH]
-//	mwi-issuer bots ls [--format text|json|yaml] [--state DIR | --admin-socket PATH]
-//	mwi-issuer bots add NAME --roles A,B [--logins X,Y] [--state DIR | --admin-socket PATH]
-//	mwi-issuer bots update NAME (--add-roles A,B | --set-roles A,B) [--add-logins X,Y] [--state DIR | --admin-socket PATH]
-//	mwi-issuer bots rm NAME [--state DIR | --admin-socket PATH]
-//	mwi-issuer bots instances ls [BOT] [--format text|json|yaml] [--state DIR | --admin-socket PATH]
-//	mwi-issuer bots instances show ID [--format yaml|json] [--state DIR | --admin-socket PATH]
-//	mwi-issuer tokens ls [--format text|json|yaml] [--state DIR | --admin-socket PATH]
-//	mwi-issuer tokens add --bot NAME [--ttl 1h] [--format text|json|yaml] [--state DIR | --admin-socket PATH]
-//	mwi-issuer tokens rm NAME|ID|SECRET [--state DIR | --admin-socket PATH]
-//	mwi-issuer kube ls [--format text|json|yaml] [--state DIR | --admin-socket PATH]
-//	mwi-issuer kube rbac --cluster NAME [--apply --kubeconfig FILE] [--state DIR | --admin-socket PATH]
+//	mwi-issuer token create --bot NAME [--ttl 1h] [--json] [ADMIN]
+//	mwi-issuer lock add (--bot NAME | --instance ID | --token NAME) [--ttl 1h] [--message TEXT] [ADMIN]
+//	mwi-issuer lock ls [--format text|json|yaml] [ADMIN]
+//	mwi-issuer lock rm (--bot NAME | --instance ID | --token NAME) [ADMIN]
+//	mwi-issuer locks [--json] [ADMIN]
+//	mwi-issuer instance lock ID --reason TEXT [ADMIN]
+//	mwi-issuer instance unlock ID [ADMIN]
+//	mwi-issuer bot lock NAME --reason TEXT [ADMIN]
+//	mwi-issuer bot unlock NAME [ADMIN]
+//	mwi-issuer nodes ls [--format text|json|yaml] [ADMIN]
+//	mwi-issuer create -f FILE [--force] [ADMIN]
+//	mwi-issuer get KIND[/NAME] [--format yaml|json] [ADMIN]
+//	mwi-issuer rm KIND/NAME [ADMIN]
+//	mwi-issuer bots ls [--format text|json|yaml] [ADMIN]
+//	mwi-issuer bots add NAME --roles A,B [--logins X,Y] [ADMIN]
+//	mwi-issuer bots update NAME (--add-roles A,B | --set-roles A,B) [--add-logins X,Y] [ADMIN]
+//	mwi-issuer bots rm NAME [ADMIN]
+//	mwi-issuer bots instances ls [BOT] [--format text|json|yaml] [ADMIN]
+//	mwi-issuer bots instances show ID [--format yaml|json] [ADMIN]
+//	mwi-issuer tokens ls [--format text|json|yaml] [ADMIN]
+//	mwi-issuer tokens add --bot NAME [--ttl 1h] [--format text|json|yaml] [ADMIN]
+//	mwi-issuer tokens rm NAME|ID|SECRET [ADMIN]
+//	mwi-issuer kube ls [--format text|json|yaml] [ADMIN]
+//	mwi-issuer kube rbac --cluster NAME [--apply --kubeconfig FILE] [ADMIN]
+//	mwi-issuer admin issue --out DIR [--name NAME] [--ttl 8h] [--state DIR | --admin-socket PATH]
 //	mwi-issuer completion bash|zsh|fish
 //	mwi-issuer --version
+//
+// ADMIN says where the issuer's admin API is: on the issuer's machine,
+// --state DIR or --admin-socket PATH (default $MWI_ADMIN_SOCKET); from
+// anywhere, --issuer HOST:PORT --identity DIR (default $MWI_ISSUER and
+// $MWI_IDENTITY), with an admin identity that admin issue wrote to DIR.
 //
 // Flags may come before or after a command's arguments. It exits 0 on
 // success, 1 when the command failed, with the reason on standard error, and
@@ -91,6 +97,8 @@ type env struct {
 	listen      string
 	resources   string
 	adminSocket string
+	issuer      string // host:port of the HTTPS API, for remote administration
+	identity    string // admin identity directory, for remote administration
 	auditLog    string
 	clusterName string
 	settle      time.Duration
@@ -177,6 +185,7 @@ func newRoot(e *env) *cobra.Command {
 			e.lockCommand("bot", "unlock", "NAME"),
 		),
 		e.nodesCommand(),
+		e.adminCommand(),
 	)
 	root.AddCommand(e.resourceCommands()...)
 	cli.Prepare(root, e.stdout, e.stderr)
@@ -474,24 +483,6 @@ func (e *env) runServe([]string) error {
 	return srv.Run(ctx)
 }
 
-// adminSocketFlags adds the flags that locate the admin socket.
-func (e *env) adminSocketFlags(fs *pflag.FlagSet) {
-	fs.StringVar(&e.state, "state", "", "issuer state `DIR`; the socket is STATE/admin.sock")
-	fs.StringVar(&e.adminSocket, "admin-socket", os.Getenv("MWI_ADMIN_SOCKET"), "admin socket `PATH` (default $MWI_ADMIN_SOCKET)")
-}
-
-// socket returns the admin socket that the flags of adminSocketFlags name.
-func (e *env) socket() (string, error) {
-	switch {
-	case e.adminSocket != "":
-		return e.adminSocket, nil
-	case e.state != "":
-		return filepath.Join(e.state, "admin.sock"), nil
-	default:
-		return "", cli.Usagef("name the admin socket with --admin-socket or --state")
-	}
-}
-
 func (e *env) runTokenCreate([]string) error {
 	if err := required("bot", e.bot); err != nil {
 		return err
@@ -641,14 +632,22 @@ func writeYAML(w io.Writer, v any) error {
 	return enc.Close()
 }
 
-// adminCall sends req (none if nil) to the admin socket with method and
-// decodes the answer into resp.
-func adminCall(socket, method, path string, req, resp any) error {
+// adminCall sends req (none if nil) with method to the admin API that
+// conn names and decodes the answer into resp.
+func adminCall(conn adminConn, method, path string, req, resp any) error {
 	c := &http.Client{
 		Timeout: 30 * time.Second,
 		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", socket)
+			return (&net.Dialer{}).DialContext(ctx, "unix", conn.socket)
 		}},
+	}
+	base := "http://issuer"
+	if conn.issuer != "" {
+		var err error
+		if c, err = remoteClient(conn.identity, conn.issuer); err != nil {
+			return err
+		}
+		base = "https://" + conn.issuer
 	}
 	var body io.Reader
 	if req != nil {
@@ -658,7 +657,7 @@ func adminCall(socket, method, path string, req, resp any) error {
 		}
 		body = bytes.NewReader(data)
 	}
-	hr, err := http.NewRequest(method, "http://issuer"+path, body)
+	hr, err := http.NewRequest(method, base+path, body)
 	if err != nil {
 		return err
 	}
@@ -666,8 +665,11 @@ func adminCall(socket, method, path string, req, resp any) error {
 		hr.Header.Set("Content-Type", "application/json")
 	}
 	r, err := c.Do(hr)
+	if err != nil && conn.issuer != "" {
+		return fmt.Errorf("cannot reach the issuer at %s with the admin identity in %s (is it the issuer the identity was issued by, and still valid?): %w", conn.issuer, conn.identity, err)
+	}
 	if err != nil {
-		return fmt.Errorf("is mwi-issuer serve running? (admin socket %s): %w", socket, err)
+		return fmt.Errorf("is mwi-issuer serve running? (admin socket %s): %w", conn.socket, err)
 	}
 	defer r.Body.Close()
 	data, err := io.ReadAll(r.Body)

@@ -25,6 +25,8 @@ import (
 
 func TestMain(m *testing.M) {
 	os.Unsetenv("MWI_ADMIN_SOCKET")
+	os.Unsetenv("MWI_ISSUER")
+	os.Unsetenv("MWI_IDENTITY")
 	os.Exit(m.Run())
 }
 
@@ -98,7 +100,13 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"serve", "--state", dir, "--resource-settle", "0s"}, "mwi-issuer: --resource-settle must be positive; see mwi-issuer serve --help\n"},
 		{[]string{"serve", "--state", dir, "--resource-settle", "soon"}, `mwi-issuer: invalid argument "soon" for "--resource-settle" flag: time: invalid duration "soon"; see mwi-issuer serve --help` + "\n"},
 		{[]string{"token", "create", "--state", dir}, "mwi-issuer: --bot is required; see mwi-issuer token create --help\n"},
-		{[]string{"token", "create", "--bot", "ci"}, "mwi-issuer: name the admin socket with --admin-socket or --state; see mwi-issuer token create --help\n"},
+		{[]string{"token", "create", "--bot", "ci"}, "mwi-issuer: name the issuer: --state DIR or --admin-socket PATH on its machine, or --issuer ADDR --identity DIR remotely; see mwi-issuer token create --help\n"},
+		{[]string{"get", "role", "--state", dir, "--issuer", "127.0.0.1:1", "--identity", dir}, "mwi-issuer: name the issuer one way: --state or --admin-socket on its machine, or --issuer and --identity remotely, not both; see mwi-issuer get --help\n"},
+		{[]string{"nodes", "ls", "--issuer", "127.0.0.1:1"}, "mwi-issuer: --issuer needs --identity DIR, an admin identity made on the issuer's machine by mwi-issuer admin issue --out DIR; see mwi-issuer nodes ls --help\n"},
+		{[]string{"bots", "ls", "--identity", dir}, "mwi-issuer: --identity needs --issuer ADDR, the issuer's host:port; see mwi-issuer bots ls --help\n"},
+		{[]string{"admin", "issue", "--state", dir}, "mwi-issuer: --out is required; see mwi-issuer admin issue --help\n"},
+		{[]string{"admin", "issue", "--out", dir, "--issuer", "127.0.0.1:1"}, "mwi-issuer: unknown flag: --issuer; see mwi-issuer admin issue --help\n"},
+		{[]string{"admin", "issue", "--out", dir, "--ttl", "0s", "--state", dir}, "mwi-issuer: --ttl: want a positive duration, not 0s; see mwi-issuer admin issue --help\n"},
 		{[]string{"bot", "lock", "ci", "--state", dir}, "mwi-issuer: --reason is required; see mwi-issuer bot lock --help\n"},
 		{[]string{"bot", "unlock", "--state", dir}, "mwi-issuer: missing NAME; see mwi-issuer bot unlock --help\n"},
 		{[]string{"bot", "unlock", "ci", "web", "--state", dir}, `mwi-issuer: unexpected argument "web"; see mwi-issuer bot unlock --help` + "\n"},
@@ -242,12 +250,12 @@ func TestAdminCallErrors(t *testing.T) {
 	go srv.Serve(l)
 	t.Cleanup(func() { srv.Close() })
 
-	err = adminCall(sock, http.MethodPost, "/admin/v1/instances/x/unlock", struct{}{}, nil)
+	err = adminCall(adminConn{socket: sock}, http.MethodPost, "/admin/v1/instances/x/unlock", struct{}{}, nil)
 	var e *httpjson.APIError
 	if err == nil || err.Error() != `instance "x" is not locked` || !errors.As(err, &e) || e.Status != http.StatusNotFound || !httpjson.IsCode(err, api.CodeNotFound) {
 		t.Errorf("refusal = %v (%#v); want the message, with status 404 and code %s", err, e, api.CodeNotFound)
 	}
-	err = adminCall(sock, http.MethodGet, "/admin/v1/proxy", nil, nil)
+	err = adminCall(adminConn{socket: sock}, http.MethodGet, "/admin/v1/proxy", nil, nil)
 	if err == nil || err.Error() != "admin API: 502 Bad Gateway" || httpjson.ErrorCode(err) != "" {
 		t.Errorf("answer without the error shape = %v; want the status", err)
 	}

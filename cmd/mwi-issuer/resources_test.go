@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,7 +19,20 @@ import (
 // directory, and serves the issuer in this process until the test ends.
 func runIssuer(t *testing.T, dirYAML string) string {
 	t.Helper()
-	state, err := os.MkdirTemp("", "mwi-issuer") // short: a socket path
+	state, _ := runIssuerAt(t, dirYAML)
+	return state
+}
+
+// runIssuerAt is runIssuer, and returns the HTTPS API's address too.
+func runIssuerAt(t *testing.T, dirYAML string) (state, addr string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr = ln.Addr().String()
+	ln.Close()
+	state, err = os.MkdirTemp("", "mwi-issuer") // short: a socket path
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,7 +44,7 @@ func runIssuer(t *testing.T, dirYAML string) string {
 		t.Fatal(err)
 	}
 	cfg := server.DefaultConfig(state)
-	cfg.Listen = "127.0.0.1:0"
+	cfg.Listen = addr
 	srv, err := server.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -47,7 +61,7 @@ func runIssuer(t *testing.T, dirYAML string) string {
 	})
 	for i := 0; ; i++ {
 		if code, _, _ := mwiIssuer("bots", "ls", "--state", state); code == 0 {
-			return state
+			return state, addr
 		}
 		if i == 200 {
 			t.Fatal("the admin socket never answered")
