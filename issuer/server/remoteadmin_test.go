@@ -8,12 +8,14 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/mwi-project/mwi/api"
+	"github.com/mwi-project/mwi/internal/logtest"
 	"github.com/mwi-project/mwi/issuer/ca"
 )
 
@@ -178,5 +180,37 @@ func TestBotIdentityIsNeverAdmin(t *testing.T) {
 	}
 	if id, err := ca.ParseIdentity(admin.Leaf); err == nil {
 		t.Errorf("ParseIdentity(admin) = %+v, want an error", id)
+	}
+}
+
+// TestAdminConnectionCaps holds connections with admin identities: they
+// are held to the per-identity limits as a bot is, under their own name,
+// so that an admin neither takes every connection nor counts against a
+// bot, nor against the other admins.
+func TestAdminConnectionCaps(t *testing.T) {
+	a := testCA(t)
+	lim := Limits{MaxConns: 16, MaxAnonymous: 4, MaxPerInstance: 2, MaxPerBot: 3}
+	var logged logtest.Buffer
+	addr, g := gated(t, a, publicRoutes(&fakeJoiner{}, nil, discardAudit(), discardLog()), lim, nil, slog.New(slog.NewTextHandler(&logged, nil)))
+	now := time.Now()
+	alice, bob := adminCert(t, a, "alice", now.Add(-time.Minute), now.Add(time.Hour)), adminCert(t, a, "bob", now.Add(-time.Minute), now.Add(time.Hour))
+	bot := identityCert(t, a, ca.Identity{Bot: "ci", Instance: "i1", Generation: 1})
+	held := func(n int, c tls.Certificate) {
+		t.Helper()
+		total, _, _ := g.counts()
+		for range n {
+			dialTLS(t, a, addr, c)
+		}
+		eventually(t, "the connections counted", func() bool {
+			now, hs, _ := g.counts()
+			return now == total+n && hs == 0
+		})
+	}
+	held(2, alice)
+	closedByServer(t, dialTLS(t, a, addr, alice)) // a third of alice's
+	held(2, bob)                                  // another admin is not held back
+	held(2, bot)                                  // nor is a bot
+	if !strings.Contains(logged.String(), `bot="admin alice"`) {
+		t.Errorf("the log does not name the admin:\n%s", logged.String())
 	}
 }
