@@ -165,9 +165,9 @@ func TestIssuerStateDirectoryLink(t *testing.T) {
 	if err := os.Symlink(filepath.Join(private, "state"), iss.State); err != nil {
 		t.Fatal(err)
 	}
-	// A state directory from before the Kubernetes client CA gets one at
-	// serve, written where the link leads.
-	for _, f := range []string{"kube_ca.key", "kube_ca.crt"} {
+	// A state directory from before the Kubernetes client CA and the admin
+	// CA gets them at serve, written where the link leads.
+	for _, f := range []string{"kube_ca.key", "kube_ca.crt", "admin_ca.key", "admin_ca.crt"} {
 		if err := os.Remove(filepath.Join(private, "state", f)); err != nil {
 			t.Fatal(err)
 		}
@@ -176,7 +176,7 @@ func TestIssuerStateDirectoryLink(t *testing.T) {
 	if fi, err := os.Lstat(filepath.Join(private, "state", "admin.sock")); err != nil || fi.Mode().Type() != os.ModeSocket {
 		t.Fatalf("admin socket in the linked directory: %v, %v", fi, err)
 	}
-	for _, f := range []string{"kube_ca.key", "kube_ca.crt"} {
+	for _, f := range []string{"kube_ca.key", "kube_ca.crt", "admin_ca.key", "admin_ca.crt"} {
 		if fi, err := os.Lstat(filepath.Join(private, "state", f)); err != nil || !fi.Mode().IsRegular() {
 			t.Errorf("%s in the linked directory: %v, %v", f, fi, err)
 		}
