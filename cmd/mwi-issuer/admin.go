@@ -109,8 +109,8 @@ func (e *env) runAdminIssue(out, name string, ttl time.Duration) error {
 	if err := required("out", out); err != nil {
 		return err
 	}
-	if ttl <= 0 {
-		return cli.Usagef("--ttl: want a positive duration, not %s", ttl)
+	if ttl < time.Second {
+		return cli.Usagef("--ttl: want at least 1s, not %s", ttl)
 	}
 	if name == "" {
 		u, err := user.Current()

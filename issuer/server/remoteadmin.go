@@ -121,13 +121,15 @@ func (s *Server) IssueAdmin(ctx context.Context, req api.IssueAdminRequest) (api
 	if err := ca.ValidAdminName(req.Name); err != nil {
 		return api.IssueAdminResponse{}, s.refuse(ctx, audit.EventAdminIssue, fault.Invalid(api.CodeBadRequest, "%v", err), attrs...)
 	}
+	// The bound is checked in seconds, before a product that could
+	// overflow.
+	if maxSeconds := int64(ca.MaxAdminLifetime / time.Second); req.TTLSeconds < 0 || req.TTLSeconds > maxSeconds {
+		return api.IssueAdminResponse{}, s.refuse(ctx, audit.EventAdminIssue, fault.Invalid(api.CodeBadRequest,
+			"ttl_seconds: from 1 to %d (%s), or 0 for %s", maxSeconds, ca.MaxAdminLifetime, DefaultAdminTTL), attrs...)
+	}
 	ttl := DefaultAdminTTL
 	if req.TTLSeconds != 0 {
 		ttl = time.Duration(req.TTLSeconds) * time.Second
-	}
-	if req.TTLSeconds < 0 || ttl > ca.MaxAdminLifetime {
-		return api.IssueAdminResponse{}, s.refuse(ctx, audit.EventAdminIssue, fault.Invalid(api.CodeBadRequest,
-			"ttl_seconds: from 1 to %d (%s)", int64(ca.MaxAdminLifetime/time.Second), ca.MaxAdminLifetime), attrs...)
 	}
 	block, _ := pem.Decode([]byte(req.CSR))
 	if block == nil || block.Type != "CERTIFICATE REQUEST" {

@@ -84,6 +84,8 @@ func TestRemoteAdmin(t *testing.T) {
 		{Name: "bob smith", CSR: csrPEM},
 		{Name: "bob", CSR: "nonsense"},
 		{Name: "bob", CSR: csrPEM, TTLSeconds: int64(ca.MaxAdminLifetime/time.Second) + 1},
+		{Name: "bob", CSR: csrPEM, TTLSeconds: 1 << 62}, // overflows as a time.Duration
+		{Name: "bob", CSR: csrPEM, TTLSeconds: -1},
 	} {
 		if status, body := call(t, sock, http.MethodPost, "/admin/v1/admins", bad, nil); status != http.StatusBadRequest {
 			t.Errorf("issue %+v: %d %s, want 400", bad, status, body)
