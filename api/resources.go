@@ -39,7 +39,17 @@ type ResourceDoc struct {
 	Origin string `json:"origin"`
 	// Source is the document's text.
 	Source string `json:"source"`
+	// Warnings say what of the resource cannot take effect, such as
+	// kubernetes_resources that restrict nothing because the certificates
+	// are in system:masters.
+	Warnings []string `json:"warnings,omitempty"`
 }
+
+// WarningComment starts each line that mwi-issuer get writes before a
+// document to show one of its Warnings. The issuer drops such lines at the
+// start of a document it is given to store, so that get's output given
+// back to create -f --force stores the document as it was.
+const WarningComment = "# mwi-issuer warning: "
 
 // Resources is the body of GET /admin/v1/resources.
 type Resources struct {

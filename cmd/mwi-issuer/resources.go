@@ -185,6 +185,9 @@ func (e *env) runGet(args []string) error {
 				return fmt.Errorf("%s/%s: %w", r.Kind, r.Name, err)
 			}
 			docs = append(docs, v)
+			for _, w := range r.Warnings {
+				fmt.Fprintf(e.stderr, "warning: %s/%s: %s\n", r.Kind, r.Name, w)
+			}
 		}
 		enc := json.NewEncoder(e.stdout)
 		enc.SetIndent("", "  ")
@@ -192,10 +195,14 @@ func (e *env) runGet(args []string) error {
 	}
 	// Stored documents come out as written, so that this output given to
 	// create -f --force changes nothing. Those of the resource directory
-	// say where they are defined, as a comment.
+	// say where they are defined, as a comment. Warnings come first, as
+	// comments the issuer drops when it is given them back.
 	for i, r := range res.Resources {
 		if i > 0 {
 			fmt.Fprint(e.stdout, "---\n")
+		}
+		for _, w := range r.Warnings {
+			fmt.Fprintf(e.stdout, "%s%s\n", api.WarningComment, strings.ReplaceAll(w, "\n", " "))
 		}
 		if r.Origin != api.OriginStore {
 			fmt.Fprintf(e.stdout, "# defined in %s, in the resource directory: edit that file to change it\n", r.Origin)

@@ -48,6 +48,10 @@ type IssuerOptions struct {
 	// "SSL_CERT_FILE=" + a test OIDC provider's CA, so that it trusts the
 	// provider's HTTPS.
 	Env []string
+	// Files are more files for the resource directory, by name, written
+	// before the issuer starts: a directory of resource files as a user
+	// keeps it.
+	Files map[string]string
 }
 
 // StartIssuer initialises an issuer in a new temporary directory, writes
@@ -94,6 +98,9 @@ func StartIssuerWith(t testing.TB, resources string, o IssuerOptions) *Issuer {
 		t.Fatalf("mwi-issuer init printed no pin or CA:\n%s", out)
 	}
 	iss.WriteResources(t, "test.yaml", resources)
+	for name, data := range o.Files {
+		iss.WriteResources(t, name, data)
+	}
 	iss.Start(t)
 	return iss
 }

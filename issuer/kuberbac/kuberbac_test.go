@@ -265,3 +265,35 @@ func TestWarnings(t *testing.T) {
 		})
 	}
 }
+
+func TestWarningsFor(t *testing.T) {
+	r := prodRole("r", kr("pod", "default", "web", "create"))
+	admin := prodRole("admin")
+	admin.KubernetesGroups = []string{"system:masters"}
+	s := set(t, r, admin, prodRole("quiet", kr("pod", "default", "*", "get")))
+	byName := `kubernetes_resources[0] of role r allows create on pod "web", which Kubernetes RBAC never allows by name (the request names no object): give name '*' to allow it`
+	masters := func(role string) string {
+		return "kubernetes_resources of role " + role + " restrict nothing on cluster prod: bot b also holds role admin, which puts its certificates in system:masters, which Kubernetes never restricts"
+	}
+	tests := []struct {
+		kind, name string
+		want       []string
+	}{
+		{"role", "r", []string{byName, masters("r")}},
+		{"role", "quiet", []string{masters("quiet")}},
+		{"role", "admin", nil},
+		{"bot", "b", []string{masters("quiet"), masters("r")}},
+		{"kube_cluster", "prod", []string{masters("quiet"), masters("r")}},
+		{"kube_cluster", "dev", nil},
+		{"token", "r", nil},
+	}
+	for _, tt := range tests {
+		if got := WarningsFor(s, tt.kind, tt.name); strings.Join(got, "\n") != strings.Join(tt.want, "\n") {
+			t.Errorf("WarningsFor(%s/%s):\n%q\nwant\n%q", tt.kind, tt.name, got, tt.want)
+		}
+	}
+	// Every warning concerns some resource, so get shows each one.
+	if n := len(Warnings(s)); n != 3 {
+		t.Errorf("Warnings gives %d, want 3", n)
+	}
+}

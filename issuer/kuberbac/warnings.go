@@ -16,11 +16,58 @@ import (
 // to say.
 func Warnings(src Source) []string {
 	var out []string
+	seen := map[string]bool{}
+	for _, w := range warnings(src) {
+		if !seen[w.text] {
+			seen[w.text] = true
+			out = append(out, w.text)
+		}
+	}
+	return out
+}
+
+// WarningsFor returns the warnings of [Warnings] that concern the resource
+// kind/name: a role's are about its own rules; a bot's and a
+// kube_cluster's are those of rules that restrict nothing for that bot or
+// on that cluster. mwi-issuer get prints them with the documents.
+func WarningsFor(src Source, kind, name string) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, w := range warnings(src) {
+		var about string
+		switch kind {
+		case "role":
+			about = w.role
+		case "bot":
+			about = w.bot
+		case "kube_cluster":
+			about = w.cluster
+		}
+		if about == name && !seen[w.text] {
+			seen[w.text] = true
+			out = append(out, w.text)
+		}
+	}
+	return out
+}
+
+// A warning is the text of one warning and the resources it concerns.
+type warning struct {
+	text, role, bot, cluster string
+}
+
+// warnings returns the warnings of [Warnings] with what each concerns.
+func warnings(src Source) []warning {
+	var out []warning
 	for _, r := range src.Roles() {
-		out = append(out, roleWarnings(r)...)
+		for _, text := range roleWarnings(r) {
+			out = append(out, warning{text: text, role: r.Name})
+		}
 	}
 	for _, c := range src.KubeClusters() {
-		out = append(out, ClusterWarnings(src, c)...)
+		cw := clusterWarnings(src, c)
+		slices.SortFunc(cw, func(a, b warning) int { return strings.Compare(a.text, b.text) })
+		out = append(out, cw...)
 	}
 	return out
 }
@@ -32,11 +79,22 @@ func Warnings(src Source) []string {
 // the role's kubernetes_resources restrict nothing there. The warnings
 // are sorted.
 func ClusterWarnings(src Source, c resource.KubeCluster) []string {
+	var out []string
+	for _, w := range clusterWarnings(src, c) {
+		out = append(out, w.text)
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// clusterWarnings returns the warnings of [ClusterWarnings], unsorted,
+// with the role, bot and cluster each concerns.
+func clusterWarnings(src Source, c resource.KubeCluster) []warning {
 	byName := map[string]resource.Role{}
 	for _, r := range src.Roles() {
 		byName[r.Name] = r
 	}
-	var out []string
+	var out []warning
 	for _, b := range src.Bots() {
 		acc, ok, err := src.KubeAccess(b.Name, c)
 		if err != nil || !ok || !slices.Contains(acc.Groups, Masters) {
@@ -65,11 +123,13 @@ func ClusterWarnings(src Source, c resource.KubeCluster) []string {
 			if !slices.Contains(givers, name) {
 				why = fmt.Sprintf("bot %s also holds role %s, which puts its certificates in %s", b.Name, strings.Join(givers, ", "), Masters)
 			}
-			out = append(out, fmt.Sprintf("kubernetes_resources of role %s restrict nothing on cluster %s: %s, which Kubernetes never restricts", name, c.Name, why))
+			out = append(out, warning{
+				text: fmt.Sprintf("kubernetes_resources of role %s restrict nothing on cluster %s: %s, which Kubernetes never restricts", name, c.Name, why),
+				role: name, bot: b.Name, cluster: c.Name,
+			})
 		}
 	}
-	slices.Sort(out)
-	return slices.Compact(out)
+	return out
 }
 
 // roleWarnings returns the warnings about the rules of role r themselves:

@@ -17,6 +17,7 @@ import (
 	"github.com/mwi-project/mwi/internal/sdnotify"
 	"github.com/mwi-project/mwi/issuer/audit"
 	"github.com/mwi-project/mwi/issuer/authority"
+	"github.com/mwi-project/mwi/issuer/kuberbac"
 	"github.com/mwi-project/mwi/issuer/resource"
 	"github.com/mwi-project/mwi/issuer/store"
 )
@@ -215,6 +216,10 @@ func (s *Server) parsePuts(file string, data []byte) ([]put, error) {
 	var puts []put
 	var errs []error
 	for _, d := range docs {
+		d = dropWarnings(d)
+		if d.Text == "" {
+			continue
+		}
 		// Blank lines in front keep the document's line numbers those of
 		// the file.
 		padded := []byte(strings.Repeat("\n", d.Line-1) + d.Text)
@@ -246,6 +251,17 @@ func (s *Server) parsePuts(file string, data []byte) ([]put, error) {
 		return nil, fault.Invalid(api.CodeBadRequest, "%v\nnothing was changed", errors.Join(errs...))
 	}
 	return puts, nil
+}
+
+// dropWarnings returns d without the lines of api.WarningComment at its
+// start, which mwi-issuer get wrote: they are not part of the document.
+func dropWarnings(d resource.Document) resource.Document {
+	for strings.HasPrefix(d.Text, api.WarningComment) {
+		_, rest, _ := strings.Cut(d.Text, "\n")
+		d.Text = rest
+		d.Line++
+	}
+	return d
 }
 
 // namesFile reports whether text is a kube_cluster document that sets
@@ -301,7 +317,7 @@ func (s *Server) GetResources(ctx context.Context, kind, name string) (api.Resou
 			continue
 		}
 		loc, _ := s.auth.Resources().Source(k, n)
-		doc := api.ResourceDoc{Kind: k, Name: n, Origin: origin(loc)}
+		doc := api.ResourceDoc{Kind: k, Name: n, Origin: origin(loc), Warnings: kuberbac.WarningsFor(s.auth.Resources(), k, n)}
 		if doc.Origin == api.OriginStore {
 			doc.Source = byKey[k+"/"+n].Source
 		} else if text, ok := dir.Document(loc); ok {
