@@ -277,7 +277,10 @@ func (v *validator) tbotOnboarding(f tbotOnboarding) Onboarding {
 	case m == api.JoinMethodToken:
 		o.Token = SecretSource{Value: f.Token}
 	case f.Token != "" && !resourceNameRE.MatchString(f.Token):
-		v.errorf("onboarding.token", "%q is not the name of a token resource (lower case letters, digits, '.', '_' and '-')", f.Token)
+		// The value is not shown: it may be a secret meant for join
+		// method token, under another join method.
+		v.errorf("onboarding.token", "not the name of a token resource (up to 63 lower case letters, digits, '.', '_' and '-'); "+
+			"only join method token takes a secret here")
 	default:
 		o.TokenName = f.Token
 	}
