@@ -243,10 +243,14 @@ func (v *validator) tbotAddress(f *tbotFile) string {
 		return ""
 	}
 	if _, _, err := net.SplitHostPort(s); err != nil {
-		s = net.JoinHostPort(strings.Trim(s, "[]"), "443")
+		h := s
+		if strings.HasPrefix(h, "[") && strings.HasSuffix(h, "]") {
+			h = h[1 : len(h)-1]
+		}
+		s = net.JoinHostPort(h, "443")
 	}
 	host, port, err := net.SplitHostPort(s)
-	if err != nil || host == "" || port == "" || strings.ContainsAny(s, "/?#@ ") {
+	if err != nil || host == "" || !validPort(port) || strings.ContainsAny(s, "/?#@ ") {
 		v.errorf(path, "%q is not host:port", addr)
 		return ""
 	}
