@@ -157,3 +157,38 @@ func TestResourceNamesAttack(t *testing.T) {
 func yamlQuote(s string) string {
 	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\x00", `\0`).Replace(s) + `"`
 }
+
+// TestTokenRemoveAuditsNoSecret removes one-time tokens by their secret,
+// and by secrets and IDs that match none or several: the audit log never
+// holds any part of a secret.
+func TestTokenRemoveAuditsNoSecret(t *testing.T) {
+	s, sock, auditLog := resourceServer(t)
+	bot := s.auth.Resources().Bots()[0].Name
+	var secrets []string
+	for range 2 {
+		var tok api.CreateTokenResponse
+		if status, body := call(t, sock, http.MethodPost, "/admin/v1/tokens", api.CreateTokenRequest{Bot: bot, TTLSeconds: 600}, &tok); status >= 300 {
+			t.Fatalf("create token: %d %s", status, body)
+		}
+		secrets = append(secrets, tok.Token)
+	}
+	gone := strings.Repeat("0123456789abcdef", 4)
+	for _, tc := range []struct {
+		id     string
+		status int
+	}{
+		{secrets[0], http.StatusNoContent},
+		{secrets[0], http.StatusNotFound}, // already removed
+		{gone, http.StatusNotFound},
+		{secrets[1][:20], http.StatusNotFound}, // the start of a secret is not an ID
+	} {
+		if status, body := call(t, sock, http.MethodDelete, "/admin/v1/tokens/"+tc.id, nil, nil); status != tc.status {
+			t.Errorf("rm %.8s…: %d %s, want %d", tc.id, status, body, tc.status)
+		}
+	}
+	for _, secret := range append(secrets, gone) {
+		if log := auditLog.String(); strings.Contains(log, secret[:8]) {
+			t.Errorf("the audit log holds the start of secret %.4s…:\n%s", secret, log)
+		}
+	}
+}
