@@ -10,6 +10,8 @@ import (
 	"math/big"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -190,5 +192,35 @@ func TestTokenRemoveAuditsNoSecret(t *testing.T) {
 		if log := auditLog.String(); strings.Contains(log, secret[:8]) {
 			t.Errorf("the audit log holds the start of secret %.4s…:\n%s", secret, log)
 		}
+	}
+}
+
+// TestStoredDocumentBrokenByDirectory stores a bot that needs a role of
+// the resource directory, then removes that role from the directory: the
+// change is refused and the running set kept; a start with the two is
+// refused with a message that says how to recover.
+func TestStoredDocumentBrokenByDirectory(t *testing.T) {
+	s, sock, _ := resourceServer(t)
+	bot := "kind: bot\nversion: v1\nmetadata: {name: stored}\nspec: {roles: [deploy]}\n"
+	if status, body := call(t, sock, http.MethodPost, "/admin/v1/resources", api.CreateResourcesRequest{File: "b.yaml", Data: bot}, nil); status != http.StatusOK {
+		t.Fatalf("create: %d %s", status, body)
+	}
+	if err := os.WriteFile(filepath.Join(s.cfg.ResourcesDir, "base.yaml"), []byte("kind: role\nversion: v1\nmetadata: {name: other}\nspec: {}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.reload(0); err == nil {
+		t.Fatal("the directory change was taken")
+	}
+	if _, ok := s.auth.Resources().Role("deploy"); !ok {
+		t.Error("the running set lost role deploy")
+	}
+	dir, err := loadResources(s.cfg, discardLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.loadAll(t.Context(), dir)
+	t.Logf("start: %v", err)
+	if err == nil || !strings.Contains(err.Error(), "store:bot/stored") {
+		t.Errorf("start: %v, want the stored document named", err)
 	}
 }
