@@ -18,6 +18,7 @@ import (
 
 	"github.com/mwi-project/mwi/api"
 	"github.com/mwi-project/mwi/issuer/ca"
+	"github.com/mwi-project/mwi/issuer/resource"
 )
 
 // TestAdminPathTricks asks for the admin API over HTTPS by paths that a
@@ -222,5 +223,47 @@ func TestStoredDocumentBrokenByDirectory(t *testing.T) {
 	t.Logf("start: %v", err)
 	if err == nil || !strings.Contains(err.Error(), "store:bot/stored") {
 		t.Errorf("start: %v, want the stored document named", err)
+	}
+}
+
+// TestBotEditInjection gives bots add and bots update values that would
+// add a document or a field if the bot's document were written by hand:
+// each is refused or stored as one value of one document.
+func TestBotEditInjection(t *testing.T) {
+	s, sock, _ := resourceServer(t)
+	inject := []string{"a\n---\nkind: role\nversion: v1\nmetadata: {name: evil}\nspec: {allow: {logins: [root]}}", "x\nspec: {roles: [deploy]}", "{{external.logins}}", "a: b", "- root", "*", "root\x00"}
+	for _, v := range inject {
+		call(t, sock, http.MethodPost, "/admin/v1/bots", api.AddBotRequest{Name: "b1", Roles: []string{"deploy"}, Logins: []string{v}}, nil)
+		call(t, sock, http.MethodPost, "/admin/v1/bots", api.AddBotRequest{Name: "b2", Roles: []string{v}}, nil)
+		call(t, sock, http.MethodPost, "/admin/v1/bots", api.AddBotRequest{Name: v, Roles: []string{"deploy"}}, nil)
+	}
+	if status, body := call(t, sock, http.MethodPost, "/admin/v1/bots", api.AddBotRequest{Name: "b3", Roles: []string{"deploy"}}, nil); status >= 300 {
+		t.Fatalf("add b3: %d %s", status, body)
+	}
+	for _, v := range inject {
+		call(t, sock, http.MethodPost, "/admin/v1/bots/b3/update", api.UpdateBotRequest{AddLogins: []string{v}}, nil)
+		call(t, sock, http.MethodPost, "/admin/v1/bots/b3/update", api.UpdateBotRequest{AddRoles: []string{v}}, nil)
+	}
+	set := s.auth.Resources()
+	if _, ok := set.Role("evil"); ok {
+		t.Fatal("a role was injected")
+	}
+	stored, err := s.auth.Store.Resources(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range stored {
+		docs, err := resource.SplitDocuments([]byte(r.Source))
+		if err != nil || len(docs) != 1 {
+			t.Errorf("stored %s is %d documents (%v):\n%s", r.Key(), len(docs), err, r.Source)
+		}
+
+	}
+	for _, b := range set.Bots() {
+		for _, l := range b.Traits["logins"] {
+			if l != "" && strings.ContainsAny(l, "\n\x00{") {
+				t.Errorf("bot %s has login %q", b.Name, l)
+			}
+		}
 	}
 }
