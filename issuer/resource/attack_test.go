@@ -64,3 +64,29 @@ func TestTeleportVariants(t *testing.T) {
 }
 
 func yq(s string) string { return `"` + strings.ReplaceAll(s, `"`, `\"`) + `"` }
+
+// TestDocumentNameTwice gives a document two names, or a name hidden by
+// YAML's own means: each is refused, so that the name a store keys it by
+// is the one it loads as.
+func TestDocumentNameTwice(t *testing.T) {
+	for _, doc := range []string{
+		"kind: role\nversion: v1\nmetadata:\n  name: a\n  name: b\nspec: {}\n",
+		"kind: role\nversion: v1\nmetadata: {name: a}\nmetadata: {name: b}\nspec: {}\n",
+		"kind: role\nkind: bot\nversion: v1\nmetadata: {name: a}\nspec: {}\n",
+		"kind: role\nversion: v1\nmetadata: {name: a}\nname: b\nspec: {}\n",
+		"kind: role\nversion: v1\nmetadata: &m {name: a}\nspec: {}\n<<: {metadata: {name: b}}\n",
+		"kind: role\nversion: v1\nmetadata: {<<: {name: b}, name: a}\nspec: {}\n",
+		"kind: role\nversion: v1\nmetadata: {name: !!binary YQ==}\nspec: {}\n",
+		"- kind: role\n  version: v1\n  metadata: {name: a}\n  spec: {}\n- kind: role\n  version: v1\n  metadata: {name: b}\n  spec: {}\n",
+	} {
+		res, err := Parse("r.yaml", []byte(doc))
+		if err == nil {
+			var names []string
+			for _, r := range res {
+				_, n := KindName(r)
+				names = append(names, n)
+			}
+			t.Errorf("read %v from:\n%s", names, doc)
+		}
+	}
+}

@@ -257,7 +257,6 @@ func TestBotEditInjection(t *testing.T) {
 		if err != nil || len(docs) != 1 {
 			t.Errorf("stored %s is %d documents (%v):\n%s", r.Key(), len(docs), err, r.Source)
 		}
-
 	}
 	for _, b := range set.Bots() {
 		for _, l := range b.Traits["logins"] {
