@@ -17,6 +17,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"golang.org/x/sys/unix"
 
 	"github.com/mwi-project/mwi/api"
 	"github.com/mwi-project/mwi/internal/cli"
@@ -168,9 +169,16 @@ func (e *env) runAdminIssue(out, name string, ttl time.Duration) error {
 }
 
 // remoteClient returns an HTTPS client that presents the admin identity
-// in dir and trusts only the issuer CA found there.
+// in dir and trusts only the issuer CA found there. Its files are read as
+// trusted files are (see safefs.ReadFile: no link, and no other user can
+// have changed them), and its key must be readable by its owner only, as
+// OpenSSH asks of a private key.
 func remoteClient(dir, issuer string) (*http.Client, error) {
-	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, identityCertFile), filepath.Join(dir, identityKeyFile))
+	files, err := readIdentityDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("admin identity %s (made by mwi-issuer admin issue --out DIR): %w", dir, err)
+	}
+	cert, err := tls.X509KeyPair(files[identityCertFile], files[identityKeyFile])
 	if err != nil {
 		return nil, fmt.Errorf("admin identity %s (made by mwi-issuer admin issue --out DIR): %w", dir, err)
 	}
@@ -178,10 +186,7 @@ func remoteClient(dir, issuer string) (*http.Client, error) {
 		return nil, fmt.Errorf("the admin identity in %s expired at %s; issue a new one on the issuer's machine with mwi-issuer admin issue --out DIR",
 			dir, cert.Leaf.NotAfter.Format(time.RFC3339))
 	}
-	caPEM, err := safefs.ReadFile(filepath.Join(dir, identityCAFile), 1<<20)
-	if err != nil {
-		return nil, fmt.Errorf("admin identity %s: %w", dir, err)
-	}
+	caPEM := files[identityCAFile]
 	roots := x509.NewCertPool()
 	if !roots.AppendCertsFromPEM(caPEM) {
 		return nil, fmt.Errorf("%s holds no certificate", filepath.Join(dir, identityCAFile))
@@ -197,4 +202,30 @@ func remoteClient(dir, issuer string) (*http.Client, error) {
 			Certificates: []tls.Certificate{cert},
 		}},
 	}, nil
+}
+
+// readIdentityDir reads the files of the admin identity directory dir.
+func readIdentityDir(dir string) (map[string][]byte, error) {
+	d, err := safefs.OpenDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	files := map[string][]byte{}
+	for _, name := range []string{identityCertFile, identityKeyFile, identityCAFile} {
+		data, err := d.ReadFile(name, 1<<20)
+		if err != nil {
+			return nil, err
+		}
+		files[name] = data
+	}
+	var st unix.Stat_t
+	if err := unix.Fstatat(d.Fd(), identityKeyFile, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return nil, &os.PathError{Op: "stat", Path: filepath.Join(d.Path(), identityKeyFile), Err: err}
+	}
+	if perm := st.Mode & 0o777; perm&0o077 != 0 {
+		return nil, fmt.Errorf("%s: its group or others can read it (mode %04o); chmod 600 it, or issue a new identity, as this key may have been read",
+			filepath.Join(d.Path(), identityKeyFile), perm)
+	}
+	return files, nil
 }

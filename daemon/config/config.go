@@ -373,7 +373,7 @@ func (v *validator) build(f *file) *Config {
 	c.Issuer.Address = f.Issuer.Address
 	if f.Issuer.Address == "" {
 		v.errorf("issuer.address", "required (host:port of mwi-issuer)")
-	} else if _, port, err := net.SplitHostPort(f.Issuer.Address); err != nil || port == "" {
+	} else if _, port, err := net.SplitHostPort(f.Issuer.Address); err != nil || !validPort(port) {
 		v.errorf("issuer.address", "%q is not host:port", f.Issuer.Address)
 	}
 	c.Issuer.CAPins = v.pins("issuer.ca_pins", f.Issuer.CAPins)
@@ -588,4 +588,12 @@ func lookupGroup(name string) (uint32, error) {
 	}
 	id, err := strconv.ParseUint(g.Gid, 10, 32)
 	return uint32(id), err
+}
+
+// validPort reports whether port is a port number, 1 to 65535, as
+// written: a service name or a port out of range would fail only when
+// mwid dials.
+func validPort(port string) bool {
+	n, err := strconv.Atoi(port)
+	return err == nil && n >= 1 && n <= 65535 && strconv.Itoa(n) == port
 }

@@ -243,10 +243,14 @@ func (v *validator) tbotAddress(f *tbotFile) string {
 		return ""
 	}
 	if _, _, err := net.SplitHostPort(s); err != nil {
-		s = net.JoinHostPort(strings.Trim(s, "[]"), "443")
+		h := s
+		if strings.HasPrefix(h, "[") && strings.HasSuffix(h, "]") {
+			h = h[1 : len(h)-1]
+		}
+		s = net.JoinHostPort(h, "443")
 	}
 	host, port, err := net.SplitHostPort(s)
-	if err != nil || host == "" || port == "" || strings.ContainsAny(s, "/?#@ ") {
+	if err != nil || host == "" || !validPort(port) || strings.ContainsAny(s, "/?#@ ") {
 		v.errorf(path, "%q is not host:port", addr)
 		return ""
 	}
@@ -277,7 +281,10 @@ func (v *validator) tbotOnboarding(f tbotOnboarding) Onboarding {
 	case m == api.JoinMethodToken:
 		o.Token = SecretSource{Value: f.Token}
 	case f.Token != "" && !resourceNameRE.MatchString(f.Token):
-		v.errorf("onboarding.token", "%q is not the name of a token resource (lower case letters, digits, '.', '_' and '-')", f.Token)
+		// The value is not shown: it may be a secret meant for join
+		// method token, under another join method.
+		v.errorf("onboarding.token", "not the name of a token resource (up to 63 lower case letters, digits, '.', '_' and '-'); "+
+			"only join method token takes a secret here")
 	default:
 		o.TokenName = f.Token
 	}

@@ -222,7 +222,7 @@ func TestTBotRefused(t *testing.T) {
 		{"azure join", strings.Replace(tbotBase, "join_method: github", "join_method: azure", 1), `tbot.yaml:4: onboarding.join_method: "azure": MWI joins with token, github, gitlab, kubernetes, oidc or bound_keypair`},
 		{"azure block", tbotBase + "  azure: {client_id: x}\n", "tbot.yaml:6: onboarding.azure: MWI joins with"},
 		{"no token", strings.Replace(tbotBase, "  token: github-bot\n", "", 1), "tbot.yaml:4: onboarding.token: required"},
-		{"token name", strings.Replace(tbotBase, "github-bot", "Not A Name", 1), `tbot.yaml:5: onboarding.token: "Not A Name" is not the name of a token resource`},
+		{"token name", strings.Replace(tbotBase, "github-bot", "Not A Name", 1), `tbot.yaml:5: onboarding.token: not the name of a token resource`},
 		{"oidc", strings.Replace(tbotBase, "join_method: github", "join_method: oidc", 1), "tbot.yaml:4: onboarding.join_method: oidc: tbot's format cannot say where the ID token comes from"},
 		{"bound_keypair without key", strings.Replace(tbotBase, "join_method: github", "join_method: bound_keypair", 1), "onboarding.bound_keypair.static_key_path: required"},
 		{"registration_secret", strings.Replace(tbotBase, "join_method: github", "join_method: bound_keypair", 1) + "  bound_keypair: {registration_secret: s}\n",

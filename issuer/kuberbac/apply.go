@@ -48,6 +48,7 @@ type kubeconfig struct {
 			Server                   string `yaml:"server"`
 			CertificateAuthority     string `yaml:"certificate-authority"`
 			CertificateAuthorityData string `yaml:"certificate-authority-data"`
+			InsecureSkipTLSVerify    bool   `yaml:"insecure-skip-tls-verify"`
 		} `yaml:"cluster"`
 	} `yaml:"clusters"`
 	Users []struct {
@@ -68,7 +69,8 @@ type kubeconfig struct {
 // authority, and its user's client certificate and key or token, each
 // given inline (-data) or as a file relative to the kubeconfig. Other ways
 // of authenticating (exec plugins, auth providers) are refused: the
-// credentials must be usable without running anything.
+// credentials must be usable without running anything. So is
+// insecure-skip-tls-verify: the server is always verified.
 func LoadKubeconfig(path string) (*Client, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -123,6 +125,10 @@ func LoadKubeconfig(path string) (*Client, error) {
 		u, err := url.Parse(cl.Cluster.Server)
 		if err != nil || u.Scheme != "https" || u.Host == "" {
 			return fail("cluster %s: server %q is not an https URL", clusterName, cl.Cluster.Server)
+		}
+		if cl.Cluster.InsecureSkipTLSVerify {
+			return fail("cluster %s: insecure-skip-tls-verify: mwi-issuer writes RBAC over this connection and always verifies the API server; "+
+				"set certificate-authority-data to its CA instead", clusterName)
 		}
 		c.Server = strings.TrimSuffix(cl.Cluster.Server, "/")
 		ca, err := read("certificate-authority", cl.Cluster.CertificateAuthorityData, cl.Cluster.CertificateAuthority)
@@ -239,7 +245,10 @@ func (c *Client) Apply(ctx context.Context, objs []Object) ([]Applied, error) {
 			return strings.Compare(a.Metadata.Namespace+"/"+a.Metadata.Name, b.Metadata.Namespace+"/"+b.Metadata.Name)
 		})
 		for _, o := range list.Items {
-			if want[key(kind, o.Metadata.Namespace, o.Metadata.Name)] {
+			// The selector is the API server's to apply; an object
+			// answered without the label, by a server or proxy that
+			// ignores it, is not ours to delete.
+			if want[key(kind, o.Metadata.Namespace, o.Metadata.Name)] || o.Metadata.Labels[LabelManagedBy] != ManagedBy {
 				continue
 			}
 			a := Applied{Kind: kind, Namespace: o.Metadata.Namespace, Name: o.Metadata.Name, Action: "deleted"}

@@ -23,6 +23,9 @@ type fakeAPI struct {
 	mu      sync.Mutex
 	objects map[string]Object // by URL path
 	log     []string          // "METHOD path?query content-type"
+	// ignoreSelector makes lists answer every object of the resource,
+	// labelled or not, as a server that ignores labelSelector would.
+	ignoreSelector bool
 }
 
 func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -56,7 +59,7 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		var items []Object
 		for _, p := range slices.Sorted(maps.Keys(f.objects)) {
 			o := f.objects[p]
-			if resourceOf[o.Kind] == res && o.Metadata.Labels[LabelManagedBy] == ManagedBy {
+			if resourceOf[o.Kind] == res && (f.ignoreSelector || o.Metadata.Labels[LabelManagedBy] == ManagedBy) {
 				items = append(items, o)
 			}
 		}

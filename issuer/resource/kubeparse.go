@@ -333,6 +333,15 @@ func (p *fileParser) kubernetesResources(n *yaml.Node, path, version string) []K
 			if err := checkKubeName(f.v); err != nil {
 				p.Errorf(yamlfile.KeyLine(item, f.key), "invalid %s.%s %q: %v", ipath, f.key, f.v, err)
 				good = false
+				continue
+			}
+			// A namespace, and the name of an entry of kind namespace,
+			// become the namespace of a Role and a part of its API path:
+			// what is not a namespace's name would make an object the API
+			// server refuses, or a path that is not the object's.
+			if (f.key == "namespace" || kr.Kind == "namespace") && !namespaceRE.MatchString(f.v) {
+				p.Errorf(yamlfile.KeyLine(item, f.key), "invalid %s.%s %q: not a Kubernetes namespace name (up to 63 lower-case letters, digits and '-', starting and ending with a letter or digit)", ipath, f.key, f.v)
+				good = false
 			}
 		}
 		if v := m["verbs"]; v == nil {
@@ -390,6 +399,9 @@ func teleportV6Resources(pods []KubernetesResource) []KubernetesResource {
 	}
 	return out
 }
+
+// namespaceRE matches a Kubernetes namespace name: a DNS label.
+var namespaceRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
 
 // checkKubeName reports why s cannot name Kubernetes objects in an RBAC
 // rule: Teleport's proxy matches globs ("web-*") and regular expressions

@@ -535,7 +535,14 @@ func (s *Server) DeleteToken(ctx context.Context, id string) error {
 	if _, ok := s.auth.Resources().Token(id); ok {
 		return s.DeleteResource(ctx, "token", id)
 	}
-	attrs := []slog.Attr{slog.String("token", id[:min(tokenIDLen, len(id))])}
+	// id may be a secret, and the refusals below are audited: longer than
+	// an ID as Tokens lists it, it is shown as the ID it has if it is a
+	// secret, never as itself.
+	shown := id
+	if len(id) > tokenIDLen {
+		shown = authority.HashToken(id)[:tokenIDLen]
+	}
+	attrs := []slog.Attr{slog.String("token", shown)}
 	tokens, err := s.auth.Store.Tokens(ctx)
 	if err != nil {
 		return err
@@ -549,6 +556,10 @@ func (s *Server) DeleteToken(ctx context.Context, id string) error {
 	}
 	switch len(match) {
 	case 0:
+		if shown != id {
+			return s.refuse(ctx, audit.EventTokenDelete, fault.NotFound(api.CodeNotFound,
+				"no one-time token has that secret (its ID would be %s), and no token resource has that name", shown), attrs...)
+		}
 		return s.refuse(ctx, audit.EventTokenDelete, fault.NotFound(api.CodeNotFound, "no token resource or one-time token %q", id), attrs...)
 	case 1:
 	default:
