@@ -186,7 +186,9 @@ func startPostgres() {
 	pg.cmd = exec.Command(filepath.Join(bin, "postgres"), "-D", data, "-k", pg.dir, "-p", strconv.Itoa(pg.port),
 		"-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
 		"-c", "full_page_writes=off", "-c", "max_connections=300")
-	pg.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	// If the test binary dies without TestMain's stop (a panic, a
+	// timeout), the kernel tells postgres to shut down at once.
+	pg.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGQUIT}
 	logf, err := os.Create(filepath.Join(pg.dir, "postgres.log"))
 	if err != nil {
 		pg.err = err
