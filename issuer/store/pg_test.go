@@ -102,17 +102,10 @@ func newDatabase(t *testing.T) string {
 	defer pg.mu.Unlock()
 	pg.n++
 	name := fmt.Sprintf("test_%d", pg.n)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, pg.admin)
-	if err != nil {
+	if err := createDatabase(name, "mwi_template"); err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		t.Fatalf("CREATE DATABASE %s: %v", name, err)
-	}
-	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", pg.port, name)
+	return databaseURL(name)
 }
 
 // postgresBin returns the directory of PostgreSQL's server programs:
@@ -210,7 +203,7 @@ func startPostgres() {
 		cancel()
 		if err == nil {
 			conn.Close(context.Background())
-			return
+			break
 		}
 		if time.Now().After(deadline) {
 			log, _ := os.ReadFile(filepath.Join(pg.dir, "postgres.log"))
@@ -219,6 +212,42 @@ func startPostgres() {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	// The tests' databases are copies of one migrated at the start, which
+	// is faster than migrating each; Open still checks each one's version.
+	pg.err = createDatabase("mwi_template", "")
+	if pg.err != nil {
+		return
+	}
+	s, err := Open(databaseURL("mwi_template"))
+	if err != nil {
+		pg.err = fmt.Errorf("migrate the template database: %w", err)
+		return
+	}
+	s.Close()
+}
+
+func databaseURL(name string) string {
+	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", pg.port, name)
+}
+
+// createDatabase makes the database name, a copy of template if one is
+// named.
+func createDatabase(name, template string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, pg.admin)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	q := "CREATE DATABASE " + name
+	if template != "" {
+		q += " TEMPLATE " + template
+	}
+	if _, err := conn.Exec(ctx, q); err != nil {
+		return fmt.Errorf("%s: %w", q, err)
+	}
+	return nil
 }
 
 // stopPostgres stops the server by its PID (a fast shutdown) and removes
