@@ -45,6 +45,9 @@ type Server struct {
 // the directory of initdb on PATH.
 func Bin() (string, error) {
 	if dir := os.Getenv("MWI_POSTGRES_BIN"); dir != "" {
+		if _, err := os.Stat(filepath.Join(dir, "postgres")); err != nil {
+			return "", fmt.Errorf("MWI_POSTGRES_BIN: %w: %w", err, ErrNotInstalled)
+		}
 		return dir, nil
 	}
 	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
