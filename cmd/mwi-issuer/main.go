@@ -4,7 +4,8 @@
 // Usage:
 //
 //	mwi-issuer init  --state DIR [--host NAME]...
-//	mwi-issuer serve --state DIR [--listen ADDR] [--resources DIR] [--admin-socket PATH] [--audit-log FILE] [--cluster-name NAME] [--resource-settle 2s]
+//	mwi-issuer serve --state DIR [--store URL] [--listen ADDR] [--resources DIR] [--admin-socket PATH] [--audit-log FILE] [--cluster-name NAME] [--resource-settle 2s]
+//	mwi-issuer store migrate (--store URL | --state DIR)
 //	mwi-issuer ca    --state DIR
 //	mwi-issuer tls rotate --state DIR [--host NAME]...
 //	mwi-issuer token create --bot NAME [--ttl 1h] [--json] [ADMIN]
@@ -77,6 +78,7 @@ import (
 	"github.com/mwi-project/mwi/internal/watch"
 	"github.com/mwi-project/mwi/issuer/ca"
 	"github.com/mwi-project/mwi/issuer/server"
+	"github.com/mwi-project/mwi/issuer/store"
 )
 
 func main() {
@@ -100,6 +102,7 @@ type env struct {
 	issuer      string // host:port of the HTTPS API, for remote administration
 	identity    string // admin identity directory, for remote administration
 	auditLog    string
+	store       string // the store's location, as store.Open takes it
 	clusterName string
 	settle      time.Duration
 	logFormat   string
@@ -134,6 +137,7 @@ func newRoot(e *env) *cobra.Command {
 			fs.StringVar(&e.resources, "resources", "", "resource `DIR` (default STATE/resources)")
 			fs.StringVar(&e.adminSocket, "admin-socket", "", "admin socket `PATH` (default STATE/admin.sock)")
 			fs.StringVar(&e.auditLog, "audit-log", "", "audit log `FILE` (default STATE/audit.log; - for standard output)")
+			fs.StringVar(&e.store, "store", "", "store `URL`: bolt://PATH or postgres://USER:PASSWORD@HOST/DB (default bolt://STATE/store.db)")
 			fs.StringVar(&e.clusterName, "cluster-name", "mwi", "cluster `NAME`: the audience ID tokens must have when their token resource sets none")
 			fs.DurationVar(&e.settle, "resource-settle", watch.DefaultSettle, "`DURATION` the resource directory must stay unchanged after an edit before it is loaded")
 			fs.StringVar(&e.logFormat, "log-format", "text", "log `FORMAT`: text or json")
@@ -186,6 +190,12 @@ func newRoot(e *env) *cobra.Command {
 		),
 		e.nodesCommand(),
 		e.adminCommand(),
+		group("store", "manage the issuer's store",
+			command("migrate", "", "bring the store's schema up to date, as serve does at start", e.runStoreMigrate, func(fs *pflag.FlagSet) {
+				fs.StringVar(&e.store, "store", "", "store `URL`: bolt://PATH or postgres://USER:PASSWORD@HOST/DB")
+				fs.StringVar(&e.state, "state", "", "issuer state `DIR`, for its bbolt store (used without --store)")
+			}),
+		),
 	)
 	root.AddCommand(e.resourceCommands()...)
 	cli.Prepare(root, e.stdout, e.stderr)
@@ -465,6 +475,7 @@ func (e *env) runServe([]string) error {
 	}
 	cfg.ClusterName = e.clusterName
 	cfg.ResourceSettle = e.settle
+	cfg.Store = e.store
 	srv, err := server.New(cfg, log.Logger)
 	if err != nil {
 		return err
@@ -481,6 +492,27 @@ func (e *env) runServe([]string) error {
 		}
 	}()
 	return srv.Run(ctx)
+}
+
+// runStoreMigrate opens the store, which applies the migrations it has
+// not had yet, and closes it.
+func (e *env) runStoreMigrate([]string) error {
+	location := e.store
+	switch {
+	case location == "" && e.state == "":
+		return cli.Usagef("name the store with --store URL, or the state directory with --state DIR")
+	case location == "":
+		location = filepath.Join(e.state, "store.db")
+	}
+	st, err := store.Open(location)
+	if err != nil {
+		return err
+	}
+	if err := st.Close(); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "store %s is up to date\n", store.Redact(location))
+	return nil
 }
 
 func (e *env) runTokenCreate([]string) error {

@@ -91,7 +91,7 @@ func TestUsageErrors(t *testing.T) {
 	dir := t.TempDir()
 	tests = append(tests, []usageCase{
 		{nil, "mwi-issuer: missing command; see mwi-issuer --help\n"},
-		{[]string{"sevre"}, `mwi-issuer: unknown command "sevre" (did you mean serve?); see mwi-issuer --help` + "\n"},
+		{[]string{"sevre"}, `mwi-issuer: unknown command "sevre" (did you mean serve or store?); see mwi-issuer --help` + "\n"},
 		{[]string{"tls"}, "mwi-issuer: missing command; see mwi-issuer tls --help\n"},
 		{[]string{"tls", "renew"}, `mwi-issuer: unknown command "renew"; see mwi-issuer tls --help` + "\n"},
 		{[]string{"init"}, "mwi-issuer: --state is required; see mwi-issuer init --help\n"},
@@ -119,6 +119,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"lock", "add", "--bot", "ci", "--ttl", "500ms", "--state", dir}, "mwi-issuer: --ttl must be at least 1s; see mwi-issuer lock add --help\n"},
 		{[]string{"lock", "rm", "--state", dir}, "mwi-issuer: name exactly one of --bot, --instance and --token; see mwi-issuer lock rm --help\n"},
 		{[]string{"lock", "ls", "--format", "xml", "--state", dir}, `mwi-issuer: --format: want text, json or yaml, not "xml"; see mwi-issuer lock ls --help` + "\n"},
+		{[]string{"store", "migrate"}, "mwi-issuer: name the store with --store URL, or the state directory with --state DIR; see mwi-issuer store migrate --help\n"},
 	}...)
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
@@ -395,5 +396,35 @@ func TestInitRefusesLinks(t *testing.T) {
 				t.Errorf("init wrote %d entries through the link", len(entries))
 			}
 		})
+	}
+}
+
+// TestStoreMigrate: store migrate makes or updates the store it is given,
+// says which without the password, and refuses a location it cannot open.
+func TestStoreMigrate(t *testing.T) {
+	dir := t.TempDir()
+	code, out, errs := mwiIssuer("store", "migrate", "--state", dir)
+	if want := "store " + filepath.Join(dir, "store.db") + " is up to date\n"; code != 0 || out != want || errs != "" {
+		t.Errorf("store migrate --state: exit %d, stdout %q, stderr %q; want 0 and %q", code, out, errs, want)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "store.db")); err != nil {
+		t.Errorf("store migrate --state made no store: %v", err)
+	}
+	path := filepath.Join(dir, "other.db")
+	if code, out, errs := mwiIssuer("store", "migrate", "--store", "bolt://"+path); code != 0 || !strings.Contains(out, path) {
+		t.Errorf("store migrate --store bolt://: exit %d, stdout %q, stderr %q", code, out, errs)
+	}
+	for _, tc := range []struct{ store, want string }{
+		{"ftp://example.com/x", "unknown kind of store"},
+		// Nothing listens on port 1: the error names the database
+		// without the password.
+		{"postgres://mwi:s3cret@127.0.0.1:1/mwi?connect_timeout=5", "postgres://mwi:xxxxx@127.0.0.1:1/mwi"},
+		{"postgres://mwi@127.0.0.1:1/mwi?password=s3cret&connect_timeout=5", "password=xxxxx"},
+	} {
+		code, out, errs := mwiIssuer("store", "migrate", "--store", tc.store)
+		if code != 1 || out != "" || !strings.Contains(errs, tc.want) || strings.Contains(errs, "s3cret") {
+			t.Errorf("store migrate --store %s: exit %d, stdout %q, stderr %q; want 1 and an error with %q, without the password",
+				tc.store, code, out, errs, tc.want)
+		}
 	}
 }

@@ -33,8 +33,13 @@ import (
 
 // Config is the issuer's runtime configuration.
 type Config struct {
-	// StateDir holds the authorities (made by ca.Init) and the store.
+	// StateDir holds the authorities (made by ca.Init) and, unless Store
+	// names another, the store.
 	StateDir string
+	// Store is where the store is, as store.Open takes it: a bbolt file
+	// (bolt://PATH or a path) or a PostgreSQL URL. Empty means the bbolt
+	// file STATE/store.db.
+	Store string
 	// Listen is the HTTPS address, such as "127.0.0.1:7443".
 	Listen string
 	// ResourcesDir holds the role and bot resource files.
@@ -116,11 +121,16 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		}
 		auditW, auditC = f, f
 	}
-	st, err := store.Open(filepath.Join(cfg.StateDir, "store.db"))
+	location := cfg.Store
+	if location == "" {
+		location = filepath.Join(cfg.StateDir, "store.db")
+	}
+	st, err := store.Open(location)
 	if err != nil {
 		auditC.Close()
 		return nil, err
 	}
+	log.Info("store opened", "store", store.Redact(location))
 	s := &Server{
 		cfg:   cfg,
 		log:   log,

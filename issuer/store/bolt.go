@@ -37,11 +37,11 @@ type boltStore struct {
 	path string
 }
 
-// Open opens the store in the bbolt file at path, creating the file with
-// mode 0600 if it does not exist. Only one process may have the file open;
-// if another holds it, Open gives up after about a second and returns an
-// error naming the path.
-func Open(path string) (Store, error) {
+// openBolt opens the store in the bbolt file at path, creating the file
+// with mode 0600 if it does not exist. Only one process may have the file
+// open; if another holds it, openBolt gives up after about a second and
+// returns an error naming the path.
+func openBolt(path string) (Store, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout})
 	if err != nil {
 		if errors.Is(err, bolterrors.ErrTimeout) {

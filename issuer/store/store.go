@@ -5,8 +5,8 @@
 // the admin API, kept as written. Locks are of bots, of instances and of
 // token resources; a lock may expire by itself.
 //
-// Store is small on purpose so that a shared database can back several
-// issuers later; Open returns the embedded implementation.
+// Open returns one of two implementations: the embedded one, a bbolt file
+// for a single issuer, or PostgreSQL, which several issuers can share.
 package store
 
 import (
