@@ -46,12 +46,8 @@ func (e *env) runKubeRBAC(cluster, kubeconfig string, apply bool) error {
 	if !apply && kubeconfig != "" {
 		return cli.Usagef("--kubeconfig is for --apply")
 	}
-	path, err := e.socket()
-	if err != nil {
-		return err
-	}
 	var rbac api.KubeRBAC
-	if err := adminCall(path, http.MethodGet, "/admin/v1/kube/rbac?"+url.Values{"cluster": {cluster}}.Encode(), nil, &rbac); err != nil {
+	if err := e.admin(http.MethodGet, "/admin/v1/kube/rbac?"+url.Values{"cluster": {cluster}}.Encode(), nil, &rbac); err != nil {
 		return err
 	}
 	for _, w := range rbac.Warnings {

@@ -303,13 +303,9 @@ func (e *env) runLockAdd([]string) error {
 
 // addLock adds the lock of t, as lock add, bot lock and instance lock do.
 func (e *env) addLock(t api.LockTarget, reason string, ttl time.Duration) error {
-	path, err := e.socket()
-	if err != nil {
-		return err
-	}
 	var l api.Lock
 	req := api.LockRequest{LockTarget: t, Reason: reason, TTLSeconds: int64(ttl / time.Second)}
-	if err := adminCall(path, http.MethodPost, "/admin/v1/locks", req, &l); err != nil {
+	if err := e.admin(http.MethodPost, "/admin/v1/locks", req, &l); err != nil {
 		return err
 	}
 	switch {
@@ -333,12 +329,8 @@ func (e *env) runLockRm([]string) error {
 
 // removeLock removes the lock of t, as lock rm and instance unlock do.
 func (e *env) removeLock(t api.LockTarget) error {
-	path, err := e.socket()
-	if err != nil {
-		return err
-	}
 	var l api.Lock
-	if err := adminCall(path, http.MethodPost, "/admin/v1/locks/remove", t, &l); err != nil {
+	if err := e.admin(http.MethodPost, "/admin/v1/locks/remove", t, &l); err != nil {
 		return err
 	}
 	what := describe(t)
@@ -519,13 +511,9 @@ func (e *env) runTokenCreate([]string) error {
 	if err := required("bot", e.bot); err != nil {
 		return err
 	}
-	path, err := e.socket()
-	if err != nil {
-		return err
-	}
 	var resp api.CreateTokenResponse
 	req := api.CreateTokenRequest{Bot: e.bot, TTLSeconds: int64(e.ttl.Seconds())}
-	if err := adminCall(path, http.MethodPost, "/admin/v1/tokens", req, &resp); err != nil {
+	if err := e.admin(http.MethodPost, "/admin/v1/tokens", req, &resp); err != nil {
 		return err
 	}
 	if e.json {
@@ -608,12 +596,8 @@ func (e *env) runLocks([]string) error {
 	default:
 		return cli.Usagef("--format: want text, json or yaml, not %q", format)
 	}
-	path, err := e.socket()
-	if err != nil {
-		return err
-	}
 	var locks api.Locks
-	if err := adminCall(path, http.MethodGet, "/admin/v1/locks", nil, &locks); err != nil {
+	if err := e.admin(http.MethodGet, "/admin/v1/locks", nil, &locks); err != nil {
 		return err
 	}
 	switch format {
@@ -662,6 +646,16 @@ func writeYAML(w io.Writer, v any) error {
 		return err
 	}
 	return enc.Close()
+}
+
+// admin sends req to the admin API that the flags name (see socket) and
+// decodes the answer into resp, as adminCall does.
+func (e *env) admin(method, path string, req, resp any) error {
+	conn, err := e.socket()
+	if err != nil {
+		return err
+	}
+	return adminCall(conn, method, path, req, resp)
 }
 
 // adminCall sends req (none if nil) with method to the admin API that

@@ -35,12 +35,8 @@ func (e *env) runNodesLs([]string) error {
 	default:
 		return cli.Usagef("--format must be text, json or yaml, not %q", e.nodesFormat)
 	}
-	path, err := e.socket()
-	if err != nil {
-		return err
-	}
 	var nodes api.Nodes
-	if err := adminCall(path, http.MethodGet, "/admin/v1/nodes", nil, &nodes); err != nil {
+	if err := e.admin(http.MethodGet, "/admin/v1/nodes", nil, &nodes); err != nil {
 		return err
 	}
 	if nodes.Nodes == nil {

@@ -168,13 +168,9 @@ func (e *env) runGet(args []string) error {
 	if kind == "all" && name == "" {
 		kind = ""
 	}
-	path, err := e.socket()
-	if err != nil {
-		return err
-	}
 	var res api.Resources
 	q := url.Values{"kind": {kind}, "name": {name}}
-	if err := adminCall(path, http.MethodGet, "/admin/v1/resources?"+q.Encode(), nil, &res); err != nil {
+	if err := e.admin(http.MethodGet, "/admin/v1/resources?"+q.Encode(), nil, &res); err != nil {
 		return err
 	}
 	if e.res.getFormat == "json" {
@@ -226,11 +222,7 @@ func (e *env) runRm(args []string) error {
 	if err != nil {
 		return err
 	}
-	path, err := e.socket()
-	if err != nil {
-		return err
-	}
-	if err := adminCall(path, http.MethodDelete, "/admin/v1/resources/"+url.PathEscape(kind)+"/"+url.PathEscape(name), nil, nil); err != nil {
+	if err := e.admin(http.MethodDelete, "/admin/v1/resources/"+url.PathEscape(kind)+"/"+url.PathEscape(name), nil, nil); err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "%s %q removed\n", kind, name)
@@ -241,12 +233,8 @@ func (e *env) runBotsLs([]string) error {
 	if err := checkFormat(e.res.lsFormat, "text", "json", "yaml"); err != nil {
 		return err
 	}
-	path, err := e.socket()
-	if err != nil {
-		return err
-	}
 	var bots api.Bots
-	if err := adminCall(path, http.MethodGet, "/admin/v1/bots", nil, &bots); err != nil {
+	if err := e.admin(http.MethodGet, "/admin/v1/bots", nil, &bots); err != nil {
 		return err
 	}
 	return e.emit(e.res.lsFormat, bots, func(w io.Writer) {
@@ -272,12 +260,8 @@ func (e *env) runBotsAdd(args []string) error {
 	if len(e.res.roles) == 0 {
 		return cli.Usagef("--roles is required")
 	}
-	path, err := e.socket()
-	if err != nil {
-		return err
-	}
 	req := api.AddBotRequest{Name: args[0], Roles: e.res.roles, Logins: e.res.logins}
-	if err := adminCall(path, http.MethodPost, "/admin/v1/bots", req, nil); err != nil {
+	if err := e.admin(http.MethodPost, "/admin/v1/bots", req, nil); err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "bot %q added with roles %s; make a join token with: mwi-issuer tokens add --bot %s\n",
@@ -293,12 +277,8 @@ func (e *env) runBotsUpdate(args []string) error {
 	if len(f.addRoles) > 0 && len(f.setRoles) > 0 {
 		return cli.Usagef("--add-roles and --set-roles do not go together")
 	}
-	path, err := e.socket()
-	if err != nil {
-		return err
-	}
 	req := api.UpdateBotRequest{AddRoles: f.addRoles, SetRoles: f.setRoles, AddLogins: f.addLogins}
-	if err := adminCall(path, http.MethodPost, "/admin/v1/bots/"+url.PathEscape(args[0])+"/update", req, nil); err != nil {
+	if err := e.admin(http.MethodPost, "/admin/v1/bots/"+url.PathEscape(args[0])+"/update", req, nil); err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "bot %q updated; its instances get the change at their next renewal\n", args[0])
@@ -306,11 +286,7 @@ func (e *env) runBotsUpdate(args []string) error {
 }
 
 func (e *env) runBotsRm(args []string) error {
-	path, err := e.socket()
-	if err != nil {
-		return err
-	}
-	if err := adminCall(path, http.MethodDelete, "/admin/v1/bots/"+url.PathEscape(args[0]), nil, nil); err != nil {
+	if err := e.admin(http.MethodDelete, "/admin/v1/bots/"+url.PathEscape(args[0]), nil, nil); err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "bot %q removed\n", args[0])
@@ -329,16 +305,12 @@ func (e *env) runInstancesLs(args []string) error {
 	if err := checkFormat(e.res.lsFormat, "text", "json", "yaml"); err != nil {
 		return err
 	}
-	path, err := e.socket()
-	if err != nil {
-		return err
-	}
 	q := ""
 	if len(args) == 1 {
 		q = "?" + url.Values{"bot": {args[0]}}.Encode()
 	}
 	var ins api.Instances
-	if err := adminCall(path, http.MethodGet, "/admin/v1/instances"+q, nil, &ins); err != nil {
+	if err := e.admin(http.MethodGet, "/admin/v1/instances"+q, nil, &ins); err != nil {
 		return err
 	}
 	return e.emit(e.res.lsFormat, ins, func(w io.Writer) {
@@ -362,12 +334,8 @@ func (e *env) runInstancesShow(args []string) error {
 	if err := checkFormat(e.res.getFormat, "yaml", "json"); err != nil {
 		return err
 	}
-	path, err := e.socket()
-	if err != nil {
-		return err
-	}
 	var in api.InstanceInfo
-	if err := adminCall(path, http.MethodGet, "/admin/v1/instances/"+url.PathEscape(args[0]), nil, &in); err != nil {
+	if err := e.admin(http.MethodGet, "/admin/v1/instances/"+url.PathEscape(args[0]), nil, &in); err != nil {
 		return err
 	}
 	return e.emit(e.res.getFormat, in, nil)
@@ -377,12 +345,8 @@ func (e *env) runTokensLs([]string) error {
 	if err := checkFormat(e.res.lsFormat, "text", "json", "yaml"); err != nil {
 		return err
 	}
-	path, err := e.socket()
-	if err != nil {
-		return err
-	}
 	var toks api.Tokens
-	if err := adminCall(path, http.MethodGet, "/admin/v1/tokens", nil, &toks); err != nil {
+	if err := e.admin(http.MethodGet, "/admin/v1/tokens", nil, &toks); err != nil {
 		return err
 	}
 	return e.emit(e.res.lsFormat, toks, func(w io.Writer) {
@@ -408,13 +372,9 @@ func (e *env) runTokensAdd([]string) error {
 	if err := checkFormat(e.res.lsFormat, "text", "json", "yaml"); err != nil {
 		return err
 	}
-	path, err := e.socket()
-	if err != nil {
-		return err
-	}
 	var resp api.CreateTokenResponse
 	req := api.CreateTokenRequest{Bot: e.res.tokenBot, TTLSeconds: int64(e.res.tokenTTL / time.Second)}
-	if err := adminCall(path, http.MethodPost, "/admin/v1/tokens", req, &resp); err != nil {
+	if err := e.admin(http.MethodPost, "/admin/v1/tokens", req, &resp); err != nil {
 		return err
 	}
 	return e.emit(e.res.lsFormat, resp, func(w io.Writer) {
@@ -423,11 +383,7 @@ func (e *env) runTokensAdd([]string) error {
 }
 
 func (e *env) runTokensRm(args []string) error {
-	path, err := e.socket()
-	if err != nil {
-		return err
-	}
-	if err := adminCall(path, http.MethodDelete, "/admin/v1/tokens/"+url.PathEscape(args[0]), nil, nil); err != nil {
+	if err := e.admin(http.MethodDelete, "/admin/v1/tokens/"+url.PathEscape(args[0]), nil, nil); err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "token %q removed\n", args[0])
@@ -438,12 +394,8 @@ func (e *env) runKubeLs([]string) error {
 	if err := checkFormat(e.res.lsFormat, "text", "json", "yaml"); err != nil {
 		return err
 	}
-	path, err := e.socket()
-	if err != nil {
-		return err
-	}
 	var kc api.KubeClusters
-	if err := adminCall(path, http.MethodGet, "/admin/v1/kube", nil, &kc); err != nil {
+	if err := e.admin(http.MethodGet, "/admin/v1/kube", nil, &kc); err != nil {
 		return err
 	}
 	return e.emit(e.res.lsFormat, kc, func(w io.Writer) {
