@@ -576,7 +576,7 @@ func (e *env) runLock(kind, verb, target string) error {
 	}
 	if len(instances) > 0 {
 		fmt.Fprintf(e.stdout, "these instances of bot %s stay locked; lift each with mwi-issuer instance unlock ID:\n", target)
-		w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+		w := newTable(e.stdout)
 		for _, l := range instances {
 			fmt.Fprintf(w, "  %s\t%s\t%s\n", l.Instance, l.At.Format(time.RFC3339), l.Reason)
 		}
@@ -610,7 +610,7 @@ func (e *env) runLocks([]string) error {
 		fmt.Fprintln(e.stdout, "no locks")
 		return nil
 	}
-	w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	w := newTable(e.stdout)
 	fmt.Fprintln(w, "BOT\tINSTANCE\tTOKEN\tSINCE\tEXPIRES\tREASON\tLIFT WITH")
 	for _, l := range locks.Locks {
 		bot, inst, tok, lift := l.Bot, "(all)", "-", "mwi-issuer bot unlock "+l.Bot
@@ -627,6 +627,21 @@ func (e *env) runLocks([]string) error {
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", bot, inst, tok, l.At.Format(time.RFC3339), expires, l.Reason, lift)
 	}
 	return w.Flush()
+}
+
+// writeJSON writes v as JSON indented by two spaces, as the --format json
+// of the listings and of get writes it.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// newTable returns the writer of a command's table: columns two spaces
+// apart, so that every listing of mwi-issuer lines up the same way.
+// Its Flush writes the table.
+func newTable(w io.Writer) *tabwriter.Writer {
+	return tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 }
 
 // writeYAML writes v as YAML with the field names and omissions of its

@@ -1,11 +1,9 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -44,9 +42,7 @@ func (e *env) runNodesLs([]string) error {
 	}
 	switch e.nodesFormat {
 	case "json":
-		enc := json.NewEncoder(e.stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(nodes)
+		return writeJSON(e.stdout, nodes)
 	case "yaml":
 		enc := yaml.NewEncoder(e.stdout)
 		enc.SetIndent(2)
@@ -59,7 +55,7 @@ func (e *env) runNodesLs([]string) error {
 		fmt.Fprintln(e.stdout, "no nodes")
 		return nil
 	}
-	w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	w := newTable(e.stdout)
 	fmt.Fprintln(w, "Host\tInstance\tBot\tAddress\tLabels\tVersion\tLast renewal")
 	fmt.Fprintln(w, "----\t--------\t---\t-------\t------\t-------\t------------")
 	for _, n := range nodes.Nodes {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"maps"
@@ -10,7 +9,6 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -117,13 +115,11 @@ func checkFormat(format string, want ...string) error {
 func (e *env) emit(format string, v any, text func(w io.Writer)) error {
 	switch format {
 	case "json":
-		enc := json.NewEncoder(e.stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(v)
+		return writeJSON(e.stdout, v)
 	case "yaml":
 		return writeYAML(e.stdout, v)
 	}
-	w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	w := newTable(e.stdout)
 	text(w)
 	return w.Flush()
 }
@@ -185,9 +181,7 @@ func (e *env) runGet(args []string) error {
 				fmt.Fprintf(e.stderr, "warning: %s/%s: %s\n", r.Kind, r.Name, w)
 			}
 		}
-		enc := json.NewEncoder(e.stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(docs)
+		return writeJSON(e.stdout, docs)
 	}
 	// Stored documents come out as written, so that this output given to
 	// create -f --force changes nothing. Those of the resource directory
