@@ -418,16 +418,7 @@ func (p *fileParser) teleportTokenSpec(spec *yaml.Node, specLine int, d *decoded
 		}
 	}
 	t.JoinMethod = p.tokenJoinMethod(m["join_method"], specLine)
-	if n := m["bot_name"]; n == nil {
-		p.Errorf(specLine, "missing spec.bot_name (the bot the token joins as)")
-	} else if s, ok := p.Scalar(n, "spec.bot_name"); ok {
-		if s == "" {
-			p.Errorf(n.Line, "missing spec.bot_name (the bot the token joins as)")
-		} else {
-			t.BotName = s
-			d.refs = append(d.refs, ref{name: s, line: n.Line})
-		}
-	}
+	t.BotName = p.tokenBotName(m["bot_name"], specLine, d)
 	parsers := map[string]func(n *yaml.Node, path string, line int) JoinSpec{
 		"github":        func(n *yaml.Node, path string, line int) JoinSpec { return (*GitHubJoin)(nil).parse(p, n, path, line) },
 		"gitlab":        func(n *yaml.Node, path string, line int) JoinSpec { return (*GitLabJoin)(nil).parse(p, n, path, line) },

@@ -56,16 +56,7 @@ func (p *fileParser) tokenSpec(spec *yaml.Node, specLine int, d *decoded) Token 
 		}
 	}
 	t.JoinMethod = p.tokenJoinMethod(m["join_method"], specLine)
-	if n := m["bot_name"]; n == nil {
-		p.Errorf(specLine, "missing spec.bot_name (the bot the token joins as)")
-	} else if s, ok := p.Scalar(n, "spec.bot_name"); ok {
-		if s == "" {
-			p.Errorf(n.Line, "missing spec.bot_name (the bot the token joins as)")
-		} else {
-			t.BotName = s
-			d.refs = append(d.refs, ref{name: s, line: n.Line})
-		}
-	}
+	t.BotName = p.tokenBotName(m["bot_name"], specLine, d)
 	if n := m["audience"]; n != nil {
 		if s, ok := p.Scalar(n, "spec.audience"); ok {
 			if err := checkPlain(s); err != nil {
@@ -99,6 +90,26 @@ func (p *fileParser) tokenSpec(spec *yaml.Node, specLine int, d *decoded) Token 
 		p.Errorf(yamlfile.KeyLine(spec, "audience"), "spec.audience applies to ID tokens, not to join_method %s", t.JoinMethod)
 	}
 	return t
+}
+
+// tokenBotName decodes spec.bot_name, n, which may be nil, recording it
+// in d; specLine is where the spec is. It returns "" for a name that is
+// missing, which is reported.
+func (p *fileParser) tokenBotName(n *yaml.Node, specLine int, d *decoded) string {
+	if n == nil {
+		p.Errorf(specLine, "missing spec.bot_name (the bot the token joins as)")
+		return ""
+	}
+	s, ok := p.Scalar(n, "spec.bot_name")
+	if !ok {
+		return ""
+	}
+	if s == "" {
+		p.Errorf(n.Line, "missing spec.bot_name (the bot the token joins as)")
+		return ""
+	}
+	d.refs = append(d.refs, ref{name: s, line: n.Line})
+	return s
 }
 
 // tokenJoinMethod decodes spec.join_method, n, which may be nil; specLine
