@@ -78,7 +78,16 @@ func (*KubernetesJoin) parse(p *fileParser, n *yaml.Node, path string, line int)
 		return nil
 	}
 	k := &KubernetesJoin{IssuerURL: iss.URL, CAData: iss.CAData, StaticJWKS: iss.StaticJWKS}
-	p.rules(m["allow"], path, line, func(r *yaml.Node, rpath string) {
+	k.Allow = p.kubernetesAllow(m["allow"], path, line)
+	return k
+}
+
+// kubernetesAllow decodes the allow rules of a kubernetes block at path,
+// n, which may be nil; line is where the block is. MWI's block and
+// Teleport's write them alike: a list of {service_account: NAMESPACE:NAME}.
+func (p *fileParser) kubernetesAllow(n *yaml.Node, path string, line int) []KubernetesRule {
+	var allow []KubernetesRule
+	p.rules(n, path, line, func(r *yaml.Node, rpath string) {
 		f, ok := p.ruleFields(r, rpath, []string{"service_account"}, "", "service_account")
 		if !ok {
 			return
@@ -87,7 +96,7 @@ func (*KubernetesJoin) parse(p *fileParser, n *yaml.Node, path string, line int)
 			p.Errorf(yamlfile.KeyLine(r, "service_account"), "invalid %s.service_account %q: want NAMESPACE:NAME", rpath, f["service_account"])
 			return
 		}
-		k.Allow = append(k.Allow, KubernetesRule{ServiceAccount: f["service_account"]})
+		allow = append(allow, KubernetesRule{ServiceAccount: f["service_account"]})
 	})
-	return k
+	return allow
 }

@@ -485,17 +485,7 @@ func (p *fileParser) teleportKubernetesJoin(n *yaml.Node, path string, line int)
 	} else if typ == "oidc" {
 		p.Errorf(line, "missing %s.oidc.issuer (type is oidc)", path)
 	}
-	p.rules(m["allow"], path, line, func(r *yaml.Node, rpath string) {
-		f, ok := p.ruleFields(r, rpath, []string{"service_account"}, "", "service_account")
-		if !ok {
-			return
-		}
-		if !serviceAccountRE.MatchString(f["service_account"]) {
-			p.Errorf(yamlfile.KeyLine(r, "service_account"), "invalid %s.service_account %q: want NAMESPACE:NAME", rpath, f["service_account"])
-			return
-		}
-		k.Allow = append(k.Allow, KubernetesRule{ServiceAccount: f["service_account"]})
-	})
+	k.Allow = p.kubernetesAllow(m["allow"], path, line)
 	return k
 }
 
