@@ -363,19 +363,7 @@ func (p *fileParser) botSpec(spec *yaml.Node, specLine int, d *decoded) Bot {
 				p.Errorf(kv.Line, "invalid trait name %q: must match %s", kv.Key, traitNameRE)
 				continue
 			}
-			values, _ := p.List(kv.Value, "spec.traits."+kv.Key)
-			var vals []string
-			for _, item := range values {
-				s, ok := p.Scalar(item, "spec.traits."+kv.Key+" entry")
-				if !ok {
-					continue
-				}
-				if err := checkLogin(s, false); err != nil {
-					p.Errorf(item.Line, "invalid value %q for trait %q: %v", s, kv.Key, err)
-					continue
-				}
-				vals = append(vals, s)
-			}
+			vals := p.traitValues(kv.Value, "spec.traits."+kv.Key, kv.Key)
 			if b.Traits == nil {
 				b.Traits = make(map[string][]string)
 			}
@@ -383,4 +371,25 @@ func (p *fileParser) botSpec(spec *yaml.Node, specLine int, d *decoded) Bot {
 		}
 	}
 	return b
+}
+
+// traitValues decodes the values of the trait name, a list at path. MWI's
+// bots write them under the trait's key, Teleport's under values; both
+// hold logins and the like, so each is checked as a login is, without
+// templates.
+func (p *fileParser) traitValues(n *yaml.Node, path, name string) []string {
+	items, _ := p.List(n, path)
+	var vals []string
+	for _, item := range items {
+		s, ok := p.Scalar(item, path+" entry")
+		if !ok {
+			continue
+		}
+		if err := checkLogin(s, false); err != nil {
+			p.Errorf(item.Line, "invalid value %q for trait %q: %v", s, name, err)
+			continue
+		}
+		vals = append(vals, s)
+	}
+	return vals
 }

@@ -369,18 +369,7 @@ func (p *fileParser) teleportBotTraits(n *yaml.Node, b *Bot) {
 		}
 		var vals []string
 		if v := t["values"]; v != nil {
-			values, _ := p.List(v, path+".values")
-			for _, item := range values {
-				s, ok := p.Scalar(item, path+".values entry")
-				if !ok {
-					continue
-				}
-				if err := checkLogin(s, false); err != nil {
-					p.Errorf(item.Line, "invalid value %q for trait %q: %v", s, name, err)
-					continue
-				}
-				vals = append(vals, s)
-			}
+			vals = p.traitValues(v, path+".values", name)
 		}
 		if b.Traits == nil {
 			b.Traits = make(map[string][]string)
