@@ -415,18 +415,8 @@ func (p *fileParser) teleportTokenSpec(spec *yaml.Node, specLine int, d *decoded
 		"bound_keypair": p.teleportBoundKeypairJoin,
 	}
 	for _, key := range []string{"github", "gitlab", "kubernetes", "bound_keypair"} {
-		n := m[key]
-		method := string(t.JoinMethod)
-		switch {
-		case n == nil && key == method:
-			p.Errorf(specLine, "missing spec.%s (join_method is %s)", key, key)
-		case n == nil:
-		case method != "" && key != method:
-			p.Errorf(yamlfile.KeyLine(spec, key), "spec.%s is set but spec.join_method is %s: set only the block of the join method", key, method)
-		case method == "":
-			parsers[key](n, "spec."+key, yamlfile.Resolve(n).Line)
-		default:
-			t.Join = parsers[key](n, "spec."+key, yamlfile.Resolve(n).Line)
+		if j := p.joinBlock(spec, m, specLine, t.JoinMethod, key, parsers[key]); j != nil {
+			t.Join = j
 		}
 	}
 	return t

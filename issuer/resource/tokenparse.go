@@ -66,23 +66,10 @@ func (p *fileParser) tokenSpec(spec *yaml.Node, specLine int, d *decoded) Token 
 			}
 		}
 	}
-	// The block of the join method, and no other.
 	for _, js := range joinSpecs {
-		method := js.Method()
-		key := string(method)
-		n := m[key]
-		switch {
-		case n == nil && method == t.JoinMethod:
-			p.Errorf(specLine, "missing spec.%s (join_method is %s)", method, method)
-		case n == nil:
-		case t.JoinMethod != "" && method != t.JoinMethod:
-			p.Errorf(yamlfile.KeyLine(spec, key), "spec.%s is set but spec.join_method is %s: set only the block of the join method", method, t.JoinMethod)
-		case t.JoinMethod == "":
-			// The method is unknown or missing, which is reported; still
-			// check the block for its own errors.
-			js.parse(p, n, "spec."+key, yamlfile.Resolve(n).Line)
-		default:
-			t.Join = js.parse(p, n, "spec."+key, yamlfile.Resolve(n).Line)
+		parse := func(n *yaml.Node, path string, line int) JoinSpec { return js.parse(p, n, path, line) }
+		if j := p.joinBlock(spec, m, specLine, t.JoinMethod, string(js.Method()), parse); j != nil {
+			t.Join = j
 		}
 	}
 	kind, _ := JoinSpecFor(t.JoinMethod)
@@ -90,6 +77,28 @@ func (p *fileParser) tokenSpec(spec *yaml.Node, specLine int, d *decoded) Token 
 		p.Errorf(yamlfile.KeyLine(spec, "audience"), "spec.audience applies to ID tokens, not to join_method %s", t.JoinMethod)
 	}
 	return t
+}
+
+// joinBlock decodes with parse the block key of a token's spec, whose
+// fields are m: the block of the join method, method, must be there, and
+// no other may be. It returns the decoded block if it is the method's.
+// Both token forms call it for each block they know.
+func (p *fileParser) joinBlock(spec *yaml.Node, m map[string]*yaml.Node, specLine int, method api.JoinMethod, key string, parse func(n *yaml.Node, path string, line int) JoinSpec) JoinSpec {
+	n := m[key]
+	switch {
+	case n == nil && key == string(method):
+		p.Errorf(specLine, "missing spec.%s (join_method is %s)", key, method)
+	case n == nil:
+	case method != "" && key != string(method):
+		p.Errorf(yamlfile.KeyLine(spec, key), "spec.%s is set but spec.join_method is %s: set only the block of the join method", key, method)
+	case method == "":
+		// The method is unknown or missing, which is reported; still
+		// check the block for its own errors.
+		parse(n, "spec."+key, yamlfile.Resolve(n).Line)
+	default:
+		return parse(n, "spec."+key, yamlfile.Resolve(n).Line)
+	}
+	return nil
 }
 
 // tokenBotName decodes spec.bot_name, n, which may be nil, recording it
