@@ -47,16 +47,27 @@ func (*BoundKeypairJoin) parse(p *fileParser, n *yaml.Node, path string, line in
 	b := &BoundKeypairJoin{}
 	if v := m["public_key"]; v == nil {
 		p.Errorf(line, "missing %s.public_key (the key in authorized_keys form)", path)
-	} else if s, ok := p.Scalar(v, path+".public_key"); ok {
-		key, err := parseBoundKey(s)
-		if err != nil {
-			p.Errorf(v.Line, "invalid %s.public_key: %v", path, err)
-		} else {
-			b.PublicKey = strings.TrimSpace(s)
-			b.Key = key
-		}
+	} else {
+		p.boundKey(v, path+".public_key", b)
 	}
 	return b
+}
+
+// boundKey decodes the public key at path, n, into b. MWI's block names it
+// public_key and Teleport's onboarding.initial_public_key; the key is the
+// same, in authorized_keys form, and is checked the same way.
+func (p *fileParser) boundKey(n *yaml.Node, path string, b *BoundKeypairJoin) {
+	s, ok := p.Scalar(n, path)
+	if !ok {
+		return
+	}
+	key, err := parseBoundKey(s)
+	if err != nil {
+		p.Errorf(n.Line, "invalid %s: %v", path, err)
+		return
+	}
+	b.PublicKey = strings.TrimSpace(s)
+	b.Key = key
 }
 
 // parseBoundKey parses the public key of a bound_keypair token.

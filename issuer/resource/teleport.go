@@ -491,14 +491,8 @@ func (p *fileParser) teleportBoundKeypairJoin(n *yaml.Node, path string, line in
 	o, _ := p.teleportFields(kindToken, on, path+".onboarding", "initial_public_key")
 	if v := o["initial_public_key"]; v == nil {
 		p.Errorf(yamlfile.Resolve(on).Line, "missing %s.onboarding.initial_public_key (the key in authorized_keys form)", path)
-	} else if s, ok := p.Scalar(v, path+".onboarding.initial_public_key"); ok {
-		key, err := parseBoundKey(s)
-		if err != nil {
-			p.Errorf(v.Line, "invalid %s.onboarding.initial_public_key: %v", path, err)
-		} else {
-			b.PublicKey = strings.TrimSpace(s)
-			b.Key = key
-		}
+	} else {
+		p.boundKey(v, path+".onboarding.initial_public_key", b)
 	}
 	return b
 }
