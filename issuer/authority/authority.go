@@ -195,13 +195,9 @@ func (a *Authority) Renew(ctx context.Context, id ca.Identity, req api.RenewRequ
 	// The instance must belong to the bot the identity names before its
 	// counter moves; otherwise a mismatched identity could advance another
 	// bot's counter and get that bot locked.
-	switch in, err := a.Store.Instance(ctx, id.Instance); {
-	case errors.Is(err, store.ErrInstanceUnknown):
-		return deny(fault.Unauthenticated(api.CodeUnauthenticated, "bot instance %s is unknown to this issuer", id.Instance))
+	switch in, err := a.identityInstance(ctx, id); {
 	case err != nil:
-		return api.Credentials{}, err
-	case in.Bot != id.Bot:
-		return deny(fault.Unauthenticated(api.CodeUnauthenticated, "instance %s does not belong to bot %s", id.Instance, id.Bot))
+		return deny(err)
 	case in.Method() != api.JoinMethodToken:
 		// An ID token or a key pair proves the machine only when it is
 		// presented; the identity alone must not outlive it.
@@ -228,6 +224,23 @@ func (a *Authority) refuse(ctx context.Context, event string, err error, attrs .
 		a.Audit.Record(ctx, event, audit.Denied, append(attrs, slog.String("reason", e.Message))...)
 	}
 	return err
+}
+
+// identityInstance returns the instance that id names, which must be known
+// to the store and belong to id's bot, as an identity's instance must be
+// before the issuer acts on it. Its refusals are *fault.Error; any other
+// error is the store's.
+func (a *Authority) identityInstance(ctx context.Context, id ca.Identity) (store.Instance, error) {
+	in, err := a.Store.Instance(ctx, id.Instance)
+	switch {
+	case errors.Is(err, store.ErrInstanceUnknown):
+		return in, fault.Unauthenticated(api.CodeUnauthenticated, "bot instance %s is unknown to this issuer", id.Instance)
+	case err != nil:
+		return in, err
+	case in.Bot != id.Bot:
+		return in, fault.Unauthenticated(api.CodeUnauthenticated, "instance %s does not belong to bot %s", id.Instance, id.Bot)
+	}
+	return in, nil
 }
 
 // advance moves the generation of id's instance on, as a renewal or a

@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	"github.com/mwi-project/mwi/api"
-	"github.com/mwi-project/mwi/internal/fault"
 	"github.com/mwi-project/mwi/internal/sshaccess"
 	"github.com/mwi-project/mwi/issuer/audit"
 	"github.com/mwi-project/mwi/issuer/ca"
@@ -42,17 +41,12 @@ func (a *Authority) ReachableNodes(ctx context.Context, id ca.Identity, remote s
 	if err != nil {
 		return deny(err)
 	}
-	switch in, err := a.Store.Instance(ctx, id.Instance); {
-	case errors.Is(err, store.ErrInstanceUnknown):
-		return deny(fault.Unauthenticated(api.CodeUnauthenticated, "bot instance %s is unknown to this issuer", id.Instance))
-	case err != nil:
-		return api.ReachableNodes{}, err
-	case in.Bot != id.Bot:
-		return deny(fault.Unauthenticated(api.CodeUnauthenticated, "instance %s does not belong to bot %s", id.Instance, id.Bot))
-	default:
-		if err := a.tokenLocked(ctx, in.TokenName); err != nil {
-			return deny(err)
-		}
+	in, err := a.identityInstance(ctx, id)
+	if err != nil {
+		return deny(err)
+	}
+	if err := a.tokenLocked(ctx, in.TokenName); err != nil {
+		return deny(err)
 	}
 
 	now := a.now()
