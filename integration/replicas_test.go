@@ -36,13 +36,16 @@ func startReplicas(t *testing.T, resources string) (a, b *harness.Issuer) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a = harness.StartIssuerWith(t, resources, harness.IssuerOptions{Args: []string{"--store", url}})
+	// The resource directory does not change; a long settle keeps its
+	// watcher from loading it again (and the store with it) during the
+	// test, so that what B serves comes from its polls of the store.
+	a = harness.StartIssuerWith(t, resources, harness.IssuerOptions{Args: []string{"--store", url, "--resource-settle", "1h"}})
 	b = &harness.Issuer{}
 	*b = *a
 	b.Addr = fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
 	b.AdminSock = filepath.Join(a.Dir, "b-admin.sock")
 	b.AuditLog = filepath.Join(a.Dir, "b-audit.log")
-	b.Args = []string{"--store", url, "--admin-socket", b.AdminSock, "--audit-log", b.AuditLog}
+	b.Args = []string{"--store", url, "--resource-settle", "1h", "--admin-socket", b.AdminSock, "--audit-log", b.AuditLog}
 	b.Start(t)
 	return a, b
 }
