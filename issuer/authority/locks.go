@@ -357,6 +357,18 @@ func (a *Authority) KRL(ctx context.Context) ([]byte, string, error) {
 	return c.data, c.etag, nil
 }
 
+// LocksChanged tells the authority that the locks or the instances they
+// cover may have changed through another issuer on the same store. The
+// KRL and the lock list read the locks from the store each time, so they
+// see such changes anyway; LocksChanged makes the next KRL list the
+// instances of locked bots and tokens again too, rather than krlRecheck
+// after it last did.
+func (a *Authority) LocksChanged() {
+	a.krl.mu.Lock()
+	defer a.krl.mu.Unlock()
+	a.krl.checked = time.Time{}
+}
+
 // revokedKeyIDs returns, sorted, the key IDs of the user certificates that
 // locks refuse.
 func (a *Authority) revokedKeyIDs(ctx context.Context, locks []store.Lock) ([]string, error) {

@@ -100,6 +100,13 @@ type Server struct {
 	// loaded, if set, is called with each resource set that Reload
 	// applies; tests observe reloads with it.
 	loaded func(*resource.Set)
+	// changes is the store's count of changes (store.Store.Changes) that
+	// the running set and the authority's caches reflect. reloadMu
+	// guards it.
+	changes uint64
+	// pollFailed is whether the last poll of the store failed, so that a
+	// store that is down is logged once, not each second.
+	pollFailed bool
 }
 
 // New loads the authorities, the store and the resources named by cfg.
@@ -145,6 +152,11 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	s.auth.Audit.Logger = log
 	dir, err := loadResources(cfg, log)
+	if err == nil {
+		// The count is read before the documents, so that a change made
+		// between the two reads is loaded again by the first poll.
+		s.changes, err = st.Changes(context.Background())
+	}
 	if err == nil {
 		var set *resource.Set
 		if set, err = s.loadAll(context.Background(), dir); err == nil {
@@ -270,6 +282,69 @@ func (s *Server) watchResources(ctx context.Context) {
 	}
 }
 
+// storePoll is how often an issuer asks the store whether the resources
+// or the locks changed, through another issuer on the same database: a
+// change made on one replica is live on all within about storePoll. A
+// poll is one read of one row. (PostgreSQL's LISTEN/NOTIFY could tell
+// the replicas sooner; the poll is simpler and also serves bbolt.)
+const storePoll = time.Second
+
+// watchStore applies the changes of the store made by other issuers, as
+// syncStore does, every storePoll until ctx is done.
+func (s *Server) watchStore(ctx context.Context) {
+	t := time.NewTicker(storePoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		s.syncStore(ctx)
+	}
+}
+
+// syncStore loads the running set again, through swap, if the store
+// counts changes of resources or locks since it was loaded, and tells the
+// authority that the locks may have changed. A set that does not load is
+// refused and logged, and the running set keeps serving, as with a bad
+// edit of the directory; it is tried again at the next change. Changes
+// made by this issuer are loaded again too, which is harmless.
+func (s *Server) syncStore(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 10*storePoll)
+	defer cancel()
+	n, err := s.auth.Store.Changes(ctx)
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	if err != nil {
+		if ctx.Err() == nil && !s.pollFailed {
+			s.log.Warn("cannot ask the store for changes made by other issuers; will retry", "err", err)
+			s.pollFailed = true
+		}
+		return
+	}
+	if s.pollFailed {
+		s.log.Info("the store answers again")
+		s.pollFailed = false
+	}
+	if n == s.changes {
+		return
+	}
+	s.auth.LocksChanged()
+	set, err := s.loadAll(ctx, s.dir)
+	if err != nil {
+		if ctx.Err() != nil {
+			return // stopping, or the store is slow: the next poll tries again
+		}
+		s.changes = n
+		s.log.Error("resources changed in the store were rejected; keeping the previous set", "err", err)
+		sdnotify.Status("serving the previous resources; the stored set was rejected: " + err.Error())
+		return
+	}
+	s.changes = n
+	s.swap(s.dir, set, "store")
+}
+
 // notifyStatus tells systemd what the issuer serves, in one line.
 func (s *Server) notifyStatus() {
 	set := s.auth.Resources()
@@ -314,6 +389,7 @@ func (s *Server) Run(ctx context.Context) error {
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	go s.watchResources(watchCtx)
+	go s.watchStore(watchCtx)
 	sdnotify.Ready()
 	s.notifyStatus()
 	go sdnotify.Watchdog(watchCtx, s.alive)

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -288,7 +289,7 @@ func (s *boltStore) putLock(ctx context.Context, bucket []byte, key string, l Lo
 		if _, err := put(b, key, l); err != nil {
 			return fmt.Errorf("store: lock %q: %w", key, err)
 		}
-		return nil
+		return boltBump(tx)
 	})
 }
 
@@ -324,7 +325,7 @@ func (s *boltStore) unlock(ctx context.Context, bucket []byte, key string) (Lock
 		if err := b.Delete([]byte(key)); err != nil {
 			return fmt.Errorf("store: unlock %q: %w", key, err)
 		}
-		return nil
+		return boltBump(tx)
 	})
 	if err != nil || !found {
 		return Lock{}, false, err
@@ -430,6 +431,43 @@ func (s *boltStore) instances(ctx context.Context, keep func(Instance) bool) ([]
 		return nil, err
 	}
 	return out, nil
+}
+
+// bucketChanges holds the count of Store.Changes under changeKey. Like
+// bucketResources, it is made by the first write it counts.
+var (
+	bucketChanges = []byte("changes")
+	changeKey     = []byte("count")
+)
+
+// boltBump counts a write of resources or locks in the transaction tx
+// that makes it; see Store.Changes.
+func boltBump(tx *bolt.Tx) error {
+	b, err := tx.CreateBucketIfNotExists(bucketChanges)
+	if err != nil {
+		return fmt.Errorf("store: count a change: %w", err)
+	}
+	var n uint64
+	if v := b.Get(changeKey); len(v) == 8 {
+		n = binary.BigEndian.Uint64(v)
+	}
+	return b.Put(changeKey, binary.BigEndian.AppendUint64(nil, n+1))
+}
+
+func (s *boltStore) Changes(ctx context.Context) (uint64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	var n uint64
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if b := tx.Bucket(bucketChanges); b != nil {
+			if v := b.Get(changeKey); len(v) == 8 {
+				n = binary.BigEndian.Uint64(v)
+			}
+		}
+		return nil
+	})
+	return n, err
 }
 
 func (s *boltStore) Close() error {

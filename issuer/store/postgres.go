@@ -313,7 +313,7 @@ func (s *pgStore) putLock(ctx context.Context, kind int, key string, l Lock) err
 			return fmt.Errorf("store: lock %q: %w", key, err)
 		}
 		if tag.RowsAffected() == 1 {
-			return nil
+			return pgBump(ctx, tx)
 		}
 		var old Lock
 		found, err := getDoc(ctx, tx, &old, `SELECT doc FROM locks WHERE kind = $1 AND key = $2 FOR UPDATE`, kind, key)
@@ -328,7 +328,7 @@ func (s *pgStore) putLock(ctx context.Context, kind int, key string, l Lock) err
 		if err != nil {
 			return fmt.Errorf("store: lock %q: %w", key, err)
 		}
-		return nil
+		return pgBump(ctx, tx)
 	})
 }
 
@@ -353,7 +353,10 @@ func (s *pgStore) unlock(ctx context.Context, kind int, key string) (Lock, bool,
 		if err != nil {
 			return fmt.Errorf("store: unlock %q: %w", key, err)
 		}
-		return nil
+		if !found {
+			return nil
+		}
+		return pgBump(ctx, tx)
 	})
 	if err != nil || !found {
 		return Lock{}, false, err
@@ -619,7 +622,7 @@ func (s *pgStore) PutResources(ctx context.Context, rs []Resource, replace bool)
 				return fmt.Errorf("store: put resource %s: %w", r.Key(), ErrExists)
 			}
 		}
-		return nil
+		return pgBump(ctx, tx)
 	})
 }
 
@@ -639,7 +642,7 @@ func (s *pgStore) DeleteResource(ctx context.Context, kind, name string) error {
 		if tag.RowsAffected() == 0 {
 			return fmt.Errorf("store: delete resource %s: %w", key, ErrResourceUnknown)
 		}
-		return nil
+		return pgBump(ctx, tx)
 	})
 }
 
@@ -649,6 +652,22 @@ func (s *pgStore) Resources(ctx context.Context) ([]Resource, error) {
 		out = []Resource{}
 	}
 	return out, err
+}
+
+// pgBump counts a write of resources or locks in the transaction tx that
+// makes it; see Store.Changes. Its row is the last one a writer locks, so
+// writers that lock other rows first do so in one order.
+func pgBump(ctx context.Context, tx pgx.Tx) error {
+	_, err := tx.Exec(ctx, `UPDATE changes SET count = count + 1 WHERE id = 0`)
+	return err
+}
+
+func (s *pgStore) Changes(ctx context.Context) (uint64, error) {
+	var n int64
+	if err := s.pool.QueryRow(ctx, `SELECT count FROM changes WHERE id = 0`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("store: changes: %w", err)
+	}
+	return uint64(n), nil
 }
 
 func (s *pgStore) Close() error {

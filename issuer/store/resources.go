@@ -65,7 +65,7 @@ func (s *boltStore) PutResources(ctx context.Context, rs []Resource, replace boo
 				return fmt.Errorf("store: put resource %s: %w", r.Key(), err)
 			}
 		}
-		return nil
+		return boltBump(tx)
 	})
 }
 
@@ -82,7 +82,10 @@ func (s *boltStore) DeleteResource(ctx context.Context, kind, name string) error
 		if b == nil || b.Get(key) == nil {
 			return fmt.Errorf("store: delete resource %s: %w", key, ErrResourceUnknown)
 		}
-		return b.Delete(key)
+		if err := b.Delete(key); err != nil {
+			return err
+		}
+		return boltBump(tx)
 	})
 }
 

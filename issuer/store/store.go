@@ -228,6 +228,12 @@ type Store interface {
 	DeleteResource(ctx context.Context, kind, name string) error
 	// Resources returns every resource document, ordered by key.
 	Resources(ctx context.Context) ([]Resource, error)
+	// Changes returns a count that grows with every write of the resource
+	// documents or the locks, made through any Store on the same data, in
+	// the transaction of the write. Several issuers on one database poll
+	// it to notice each other's changes. A write that changes nothing may
+	// count too.
+	Changes(ctx context.Context) (uint64, error)
 	// Close releases the store.
 	Close() error
 }
