@@ -35,7 +35,7 @@ func (s *Server) Status() api.Status {
 	s.mu.Unlock()
 	out := api.Status{
 		State:       "joining",
-		Issuer:      cfg.Issuer.Address,
+		Issuer:      s.issuer.Load().Current(),
 		Credentials: []api.Credential{},
 		Outputs:     outputs,
 		LastRenewal: st.lastRenewal,
