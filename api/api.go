@@ -404,7 +404,7 @@ type Status struct {
 	Bot         string       `json:"bot,omitempty"`
 	Instance    string       `json:"instance,omitempty"`
 	Generation  uint64       `json:"generation,omitempty"`
-	Issuer      string       `json:"issuer"`
+	Issuer      string       `json:"issuer"` // the issuer address in use: the last to answer
 	Credentials []Credential `json:"credentials"`
 	Outputs     []Output     `json:"outputs"`
 	LastRenewal *time.Time   `json:"last_renewal,omitempty"`

@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -96,7 +97,7 @@ type status struct {
 // New returns a Server for cfg, logging to log, whose level and format a
 // reload changes.
 func New(cfg *config.Config, log *logging.Logger) (*Server, error) {
-	ic, err := issuerclient.New(cfg.Issuer)
+	ic, err := issuerclient.New(cfg.Issuer, log.Logger)
 	if err != nil {
 		return nil, err
 	}
@@ -216,7 +217,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.reloadMu.Unlock()
 	locked = false
 	s.log.Info("mwid listening", "agent_socket", cfg.AgentSocket.Path, "api_socket", cfg.APISocket.Path,
-		"issuer", cfg.Issuer.Address, "config", cfg.Path, "revision", cfg.Revision)
+		"issuer", strings.Join(cfg.Issuer.AddressList(), ","), "config", cfg.Path, "revision", cfg.Revision)
 	s.tasks.Add(3)
 	go func() {
 		defer s.tasks.Done()

@@ -84,7 +84,7 @@ func (s *Server) apply(old *config.Config) (api.ReloadResult, error) {
 	moved, rejoin := issuerChanged(old, next)
 	var ic *issuerclient.Client
 	if moved || rejoin {
-		if ic, err = issuerclient.New(next.Issuer); err != nil {
+		if ic, err = issuerclient.New(next.Issuer, s.log); err != nil {
 			return api.ReloadResult{}, err
 		}
 	}
@@ -150,7 +150,7 @@ func liveChange(old, next *config.Config) error {
 func issuerChanged(old, next *config.Config) (moved, rejoin bool) {
 	rejoin = !slices.Equal(old.Issuer.CAPins, next.Issuer.CAPins) || old.Issuer.CAFile != next.Issuer.CAFile ||
 		old.Onboarding != next.Onboarding
-	return old.Issuer.Address != next.Issuer.Address && !rejoin, rejoin
+	return !slices.Equal(old.Issuer.AddressList(), next.Issuer.AddressList()) && !rejoin, rejoin
 }
 
 // needsRenewal reports whether next asks for different certificates, or

@@ -35,7 +35,7 @@ func (s *Server) Status() api.Status {
 	s.mu.Unlock()
 	out := api.Status{
 		State:       "joining",
-		Issuer:      cfg.Issuer.Address,
+		Issuer:      cfg.Issuer.AddressList()[0],
 		Credentials: []api.Credential{},
 		Outputs:     outputs,
 		LastRenewal: st.lastRenewal,
@@ -50,6 +50,9 @@ func (s *Server) Status() api.Status {
 			LastReloadError: st.lastReloadError,
 			LastReloadAt:    st.lastReloadAt,
 		},
+	}
+	if ic := s.issuer.Load(); ic != nil {
+		out.Issuer = ic.Current() // the replica in use
 	}
 	c := s.creds.Current()
 	if st.refusal != nil {

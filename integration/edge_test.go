@@ -56,7 +56,7 @@ func auditSize(t *testing.T, iss *harness.Issuer) int64 {
 func TestOversizedRequestsRefused(t *testing.T) {
 	t.Parallel()
 	iss := harness.StartIssuer(t, resources(harness.CurrentUser(t)))
-	ic, err := issuerclient.New(config.Issuer{Address: iss.Addr, CAPins: []string{iss.Pin}})
+	ic, err := issuerclient.New(config.Issuer{Address: iss.Addr, CAPins: []string{iss.Pin}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,7 +196,7 @@ func TestAuditLogFullFailsClosed(t *testing.T) {
 	iss.Start(t)
 
 	// A join is refused.
-	ic, err := issuerclient.New(config.Issuer{Address: iss.Addr, CAPins: []string{iss.Pin}})
+	ic, err := issuerclient.New(config.Issuer{Address: iss.Addr, CAPins: []string{iss.Pin}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

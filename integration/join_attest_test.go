@@ -333,7 +333,7 @@ func TestBoundKeypairChallengeFlood(t *testing.T) {
 	})
 	first := d.WaitState(t, "ready", 30*time.Second)
 
-	ic, err := issuerclient.New(config.Issuer{Address: iss.Addr, CAPins: []string{iss.Pin}})
+	ic, err := issuerclient.New(config.Issuer{Address: iss.Addr, CAPins: []string{iss.Pin}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -69,7 +69,7 @@ func TestJoinRefusals(t *testing.T) {
 // who copied it would.
 func joinDirect(t *testing.T, iss *harness.Issuer, token string) (*issuerclient.Client, *identity.Credentials) {
 	t.Helper()
-	ic, err := issuerclient.New(config.Issuer{Address: iss.Addr, CAPins: []string{iss.Pin}})
+	ic, err := issuerclient.New(config.Issuer{Address: iss.Addr, CAPins: []string{iss.Pin}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -90,9 +90,24 @@ type Agent struct {
 
 // Issuer says where the issuer is and how to trust it.
 type Issuer struct {
-	Address string   // host:port
-	CAPins  []string // "sha256:" base64 SPKI hashes
-	CAFile  string
+	// Address is the issuer's host:port, or empty when Addresses names
+	// several replicas of it.
+	Address string
+	// Addresses are the host:port of issuer replicas that share one store
+	// and one set of CAs, tried in order; see AddressList.
+	Addresses []string
+	CAPins    []string // "sha256:" base64 SPKI hashes
+	CAFile    string
+}
+
+// AddressList returns the issuer addresses to try, in order: Address alone
+// or Addresses. A host name among them stands for every address it
+// resolves to.
+func (i Issuer) AddressList() []string {
+	if len(i.Addresses) > 0 {
+		return i.Addresses
+	}
+	return []string{i.Address}
 }
 
 // Onboarding says how mwid joins. It holds only comparable values, so
@@ -222,9 +237,10 @@ type file struct {
 }
 
 type fileIssuer struct {
-	Address string   `yaml:"address"`
-	CAPins  []string `yaml:"ca_pins"`
-	CAFile  string   `yaml:"ca_file"`
+	Address   string   `yaml:"address"`
+	Addresses []string `yaml:"addresses"`
+	CAPins    []string `yaml:"ca_pins"`
+	CAFile    string   `yaml:"ca_file"`
 }
 
 type fileOnboard struct {
@@ -371,10 +387,15 @@ func (v *validator) build(f *file) *Config {
 	}
 
 	c.Issuer.Address = f.Issuer.Address
-	if f.Issuer.Address == "" {
-		v.errorf("issuer.address", "required (host:port of mwi-issuer)")
-	} else if _, port, err := net.SplitHostPort(f.Issuer.Address); err != nil || !validPort(port) {
-		v.errorf("issuer.address", "%q is not host:port", f.Issuer.Address)
+	switch {
+	case f.Issuer.Address != "" && f.Issuer.Addresses != nil:
+		v.errorf("issuer.addresses", "set address or addresses, not both")
+	case f.Issuer.Address != "":
+		v.address("issuer.address", f.Issuer.Address)
+	case f.Issuer.Addresses != nil:
+		c.Issuer.Addresses = v.addresses("issuer.addresses", f.Issuer.Addresses)
+	default:
+		v.errorf("issuer.address", "required (host:port of mwi-issuer, or addresses: a list of its replicas)")
 	}
 	c.Issuer.CAPins = v.pins("issuer.ca_pins", f.Issuer.CAPins)
 	c.Issuer.CAFile = v.path(f.Issuer.CAFile)
@@ -593,6 +614,32 @@ func lookupGroup(name string) (uint32, error) {
 // validPort reports whether port is a port number, 1 to 65535, as
 // written: a service name or a port out of range would fail only when
 // mwid dials.
+// address checks that a is host:port.
+func (v *validator) address(path, a string) {
+	if _, port, err := net.SplitHostPort(a); err != nil || !validPort(port) {
+		v.errorf(path, "%q is not host:port", a)
+	}
+}
+
+// addresses checks a list of issuer replicas: host:port each, at least one,
+// none twice.
+func (v *validator) addresses(path string, list []string) []string {
+	if len(list) == 0 {
+		v.errorf(path, "empty; name at least one host:port of mwi-issuer")
+		return nil
+	}
+	seen := map[string]bool{}
+	for i, a := range list {
+		p := fmt.Sprintf("%s.%d", path, i)
+		v.address(p, a)
+		if seen[a] {
+			v.errorf(p, "%q is listed twice", a)
+		}
+		seen[a] = true
+	}
+	return slices.Clone(list)
+}
+
 func validPort(port string) bool {
 	n, err := strconv.Atoi(port)
 	return err == nil && n >= 1 && n <= 65535 && strconv.Itoa(n) == port

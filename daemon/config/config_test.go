@@ -51,6 +51,23 @@ func TestParseValid(t *testing.T) {
 	}
 }
 
+func TestParseAddresses(t *testing.T) {
+	c, err := Parse("/etc/mwi/mwid.yaml", []byte(strings.Replace(valid, "  address: 127.0.0.1:7443", "  addresses: [a.example:7443, 127.0.0.1:7443]", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Issuer.AddressList(); len(got) != 2 || got[0] != "a.example:7443" || got[1] != "127.0.0.1:7443" || c.Issuer.Address != "" {
+		t.Errorf("issuer = %+v, AddressList = %v", c.Issuer, got)
+	}
+	c, err = Parse("/etc/mwi/mwid.yaml", []byte(valid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Issuer.AddressList(); len(got) != 1 || got[0] != "127.0.0.1:7443" {
+		t.Errorf("AddressList = %v", got)
+	}
+}
+
 func TestParseErrors(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -76,6 +93,11 @@ func TestParseErrors(t *testing.T) {
 		{"no trust", [2]string{`  ca_pins: ["sha256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="]`, ""}, "set ca_pins or ca_file"},
 		{"bad pin", [2]string{"sha256:AAAA", "md5:AAAA"}, "mwid.yaml:4: issuer.ca_pins"},
 		{"no port", [2]string{"127.0.0.1:7443", "127.0.0.1"}, `mwid.yaml:3: issuer.address: "127.0.0.1" is not host:port`},
+		{"address and addresses", [2]string{"  address: 127.0.0.1:7443", "  address: 127.0.0.1:7443\n  addresses: [127.0.0.1:7444]"}, "mwid.yaml:4: issuer.addresses: set address or addresses, not both"},
+		{"no address", [2]string{"  address: 127.0.0.1:7443\n", ""}, "issuer.address: required"},
+		{"empty addresses", [2]string{"  address: 127.0.0.1:7443", "  addresses: []"}, "mwid.yaml:3: issuer.addresses: empty"},
+		{"addresses no port", [2]string{"  address: 127.0.0.1:7443", "  addresses:\n  - 127.0.0.1:7443\n  - b.example"}, `mwid.yaml:5: issuer.addresses.1: "b.example" is not host:port`},
+		{"addresses twice", [2]string{"  address: 127.0.0.1:7443", "  addresses: [a:1, b:2, a:1]"}, `issuer.addresses.2: "a:1" is listed twice`},
 		{"two secrets", [2]string{"    env: MWI_TOKEN", "    env: MWI_TOKEN\n    file: /x"}, "set exactly one of env, file or credential"},
 		{"unknown method", [2]string{"join_method: token", "join_method: magic"}, `unknown join method "magic"`},
 		{"world mode", [2]string{`mode: "0660"`, `mode: "0666"`}, "mwid.yaml:14: sockets.agent.mode: 0666 gives access to every user"},

@@ -10,9 +10,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/mwi-project/mwi/api"
@@ -99,19 +101,35 @@ var refusals = map[string]refusal{
 // every output of one renewal.
 const maxAnswer = 8 << 20
 
-// Client talks to one issuer. It is safe for concurrent use.
+// Client talks to an issuer, or to the replicas of one. It is safe for
+// concurrent use.
 type Client struct {
-	base string
-	tls  *tls.Config
+	addrs  []string     // host:port as configured, tried in order
+	verify verifyFunc   // checks the issuer's chain for a server name
+	lookup lookupFunc   // resolves a host name at each attempt
+	log    *slog.Logger // failovers; nil logs nothing
+
+	mu      sync.Mutex
+	current string    // the target that last answered, by label
+	logged  time.Time // the last failover logged
+	quiet   int       // failovers not logged since
 }
+
+type verifyFunc func(certs []*x509.Certificate, host string) error
+
+type lookupFunc func(ctx context.Context, host string) ([]string, error)
 
 // New returns a client for the issuer cfg describes. It verifies the
 // issuer's certificate with cfg's CA file or pins, or, with neither, with
 // the system's trust store; there is no way to turn verification off.
-func New(cfg config.Issuer) (*Client, error) {
-	host, _, err := net.SplitHostPort(cfg.Address)
-	if err != nil {
-		return nil, err
+// log, if not nil, receives a line each time requests move to another
+// issuer address.
+func New(cfg config.Issuer, log *slog.Logger) (*Client, error) {
+	addrs := cfg.AddressList()
+	for _, a := range addrs {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return nil, err
+		}
 	}
 	var roots *x509.CertPool
 	if cfg.CAFile != "" {
@@ -125,8 +143,8 @@ func New(cfg config.Issuer) (*Client, error) {
 		}
 	}
 	pins := cfg.CAPins
-	verify := func(cs tls.ConnectionState) error {
-		return tlspin.Verify(cs.PeerCertificates, host, roots, pins)
+	verify := func(certs []*x509.Certificate, host string) error {
+		return tlspin.Verify(certs, host, roots, pins)
 	}
 	if roots == nil && len(pins) == 0 {
 		// Neither pins nor a CA file (a tbot configuration copied from a
@@ -135,24 +153,103 @@ func New(cfg config.Issuer) (*Client, error) {
 		if err != nil {
 			return nil, fmt.Errorf("the system trust store: %w", err)
 		}
-		verify = func(cs tls.ConnectionState) error {
-			if err := tlspin.Verify(cs.PeerCertificates, host, system, nil); err != nil {
+		verify = func(certs []*x509.Certificate, host string) error {
+			if err := tlspin.Verify(certs, host, system, nil); err != nil {
 				return fmt.Errorf("%w: the system trust store does not vouch for the issuer; set ca_pins in the configuration, run mwid --ca-pin PIN (mwi-issuer ca prints the pin), or add the issuer's CA to the system trust store", err)
 			}
 			return nil
 		}
 	}
-	return &Client{
-		base: "https://" + cfg.Address,
-		tls: &tls.Config{
-			MinVersion: tls.VersionTLS12,
-			ServerName: host,
-			// The standard verification cannot use pins; VerifyConnection
-			// does all of it, and refuses anything it cannot verify.
-			InsecureSkipVerify: true,
-			VerifyConnection:   verify,
-		},
-	}, nil
+	return &Client{addrs: addrs, verify: verify, lookup: net.DefaultResolver.LookupHost, log: log}, nil
+}
+
+// target is one address a request can go to: a configured host:port, and
+// for a host name, one of the addresses it resolves to.
+type target struct {
+	addr  string // host:port as configured: the URL's host and the TLS server name
+	dial  string // ip:port to connect to, or addr itself
+	label string // for logs and status
+}
+
+// targets resolves the configured addresses, in order. A host name that
+// resolves to several addresses stands for each of them, so that a replica
+// behind a round-robin name that answers 503 is passed over like any
+// other; the TLS server name stays the configured name. A name that does
+// not resolve is kept as it is, for the dial to report.
+func (c *Client) targets(ctx context.Context) []target {
+	var out []target
+	for _, a := range c.addrs {
+		host, port, _ := net.SplitHostPort(a)
+		if net.ParseIP(host) != nil {
+			out = append(out, target{addr: a, dial: a, label: a})
+			continue
+		}
+		ips, err := c.lookup(ctx, host)
+		if err != nil || len(ips) < 2 {
+			// One address: dial the name, as a single issuer always was.
+			out = append(out, target{addr: a, dial: a, label: a})
+			continue
+		}
+		for _, ip := range ips {
+			d := net.JoinHostPort(ip, port)
+			out = append(out, target{addr: a, dial: d, label: a + " (" + d + ")"})
+		}
+	}
+	return out
+}
+
+// Current returns the issuer address that answered last, or the first one
+// configured before any has answered.
+func (c *Client) Current() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.current == "" {
+		return c.addrs[0]
+	}
+	return c.current
+}
+
+// order returns ts starting from the one that answered last, so that
+// requests stay on one replica until it fails.
+func (c *Client) order(ts []target) []target {
+	c.mu.Lock()
+	cur := c.current
+	c.mu.Unlock()
+	for i, t := range ts {
+		if t.label == cur {
+			return append(ts[i:len(ts):len(ts)], ts[:i]...)
+		}
+	}
+	return ts
+}
+
+// failoverLogEvery bounds the failover lines: replicas that flap would
+// otherwise fill the log.
+const failoverLogEvery = time.Minute
+
+// answered records that t answered, logging the move if requests went
+// elsewhere before. cause is why the targets before t were passed over.
+func (c *Client) answered(t target, cause error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	prev := c.current
+	c.current = t.label
+	if prev == "" || prev == t.label || c.log == nil {
+		return
+	}
+	if now := time.Now(); now.Sub(c.logged) >= failoverLogEvery {
+		attrs := []any{"from", prev, "to", t.label}
+		if cause != nil {
+			attrs = append(attrs, "cause", cause.Error())
+		}
+		if c.quiet > 0 {
+			attrs = append(attrs, "unlogged_failovers", c.quiet)
+		}
+		c.log.Warn("issuer failover", attrs...)
+		c.logged, c.quiet = now, 0
+	} else {
+		c.quiet++
+	}
 }
 
 // Join asks the issuer to admit this daemon. identity, if not nil, is the
@@ -215,33 +312,86 @@ type call struct {
 // errNotModified is do's answer to a call whose ETag is still current.
 var errNotModified = errors.New("not modified")
 
+// requestTimeout bounds one call, over every address it tries.
+const requestTimeout = 30 * time.Second
+
 // do makes the call c and hands a 2xx answer's body to decode. It returns
 // the answer's ETag, and errNotModified for a 304.
+//
+// It tries the issuer's addresses in turn, from the one that answered
+// last, until one answers or the call's deadline passes. An address that
+// cannot be reached, or that answers with a server error, is passed over:
+// another replica on the same store may serve the call. A refusal is the
+// issuer's answer and is returned as it is. Trying the same call again
+// elsewhere is safe even when the first replica acted on it before
+// failing: a renewal retried with the same key gets the same generation.
 func (c *Client) do(ctx context.Context, cl call, decode func([]byte) error) (etag string, err error) {
-	cfg := c.tls.Clone()
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	ts := c.order(c.targets(ctx))
+	var failed error // the last address passed over, and why
+	for _, t := range ts {
+		etag, next, err := c.try(ctx, t, cl, decode)
+		if !next {
+			c.answered(t, failed)
+			return etag, err
+		}
+		failed = err
+		if c.log != nil {
+			c.log.Debug("issuer address passed over", "address", t.label, "error", err.Error())
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return "", failed
+}
+
+// try makes the call c to the target t. next reports whether t failed in a
+// way another address may not: it could not be reached, or it answered
+// with a server error.
+func (c *Client) try(ctx context.Context, t target, cl call, decode func([]byte) error) (etag string, next bool, err error) {
+	host, _, _ := net.SplitHostPort(t.addr)
+	cfg := &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		ServerName: host,
+		// The standard verification cannot use pins; VerifyConnection
+		// does all of it, and refuses anything it cannot verify.
+		InsecureSkipVerify: true,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			return c.verify(cs.PeerCertificates, host)
+		},
+	}
 	if cl.identity != nil {
 		cfg.Certificates = []tls.Certificate{*cl.identity}
 	}
+	dialer := &net.Dialer{Timeout: 10 * time.Second}
 	// A connection per request: a kept-alive connection would go on
 	// presenting the identity it was opened with, and after a renewal that
 	// identity carries a stale generation, which the issuer treats as a
 	// copied identity. Requests are rare enough for this to cost nothing.
 	hc := &http.Client{
-		Timeout: 30 * time.Second,
 		Transport: &http.Transport{
 			TLSClientConfig:     cfg,
 			DisableKeepAlives:   true,
 			TLSHandshakeTimeout: 10 * time.Second,
 			Proxy:               http.ProxyFromEnvironment,
+			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				if addr == t.addr {
+					addr = t.dial // the address resolved, not the name again
+				}
+				return dialer.DialContext(ctx, network, addr)
+			},
 		},
 	}
 	var body io.Reader
 	if cl.body != nil {
 		body = bytes.NewReader(cl.body)
 	}
-	r, err := http.NewRequestWithContext(ctx, cl.method, c.base+cl.path, body)
+	base := "https://" + t.label
+	r, err := http.NewRequestWithContext(ctx, cl.method, "https://"+t.addr+cl.path, body)
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
 	if cl.body != nil {
 		r.Header.Set("Content-Type", "application/json")
@@ -252,30 +402,31 @@ func (c *Client) do(ctx context.Context, cl call, decode func([]byte) error) (et
 	r.Header.Set("User-Agent", UserAgent())
 	res, err := hc.Do(r)
 	if err != nil {
-		return "", fmt.Errorf("issuer %s: %w", c.base, err)
+		return "", true, fmt.Errorf("issuer %s: %w", base, err)
 	}
 	defer res.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(res.Body, maxAnswer+1))
 	if err != nil {
-		return "", fmt.Errorf("issuer %s: %w", c.base, err)
+		return "", true, fmt.Errorf("issuer %s: %w", base, err)
 	}
 	if len(data) > maxAnswer {
-		return "", fmt.Errorf("issuer %s: answer larger than %d bytes; too many clusters or CA bundles for one renewal?", c.base, maxAnswer)
+		return "", false, fmt.Errorf("issuer %s: answer larger than %d bytes; too many clusters or CA bundles for one renewal?", base, maxAnswer)
 	}
 	switch {
 	case res.StatusCode == http.StatusNotModified && cl.etag != "":
-		return cl.etag, errNotModified
+		return cl.etag, false, errNotModified
 	case res.StatusCode/100 != 2:
+		server := res.StatusCode >= 500
 		e := httpjson.DecodeError(res.StatusCode, data)
 		if e == nil {
-			return "", fmt.Errorf("issuer %s: %s", c.base, res.Status)
+			return "", server, fmt.Errorf("issuer %s: %s", base, res.Status)
 		}
-		return "", fmt.Errorf("issuer refused: %w (%s)", e, e.Code)
+		return "", server, fmt.Errorf("issuer refused: %w (%s)", e, e.Code)
 	}
 	if err := decode(data); err != nil {
-		return "", fmt.Errorf("issuer %s: answer to %s %s: %w", c.base, cl.method, cl.path, err)
+		return "", false, fmt.Errorf("issuer %s: answer to %s %s: %w", base, cl.method, cl.path, err)
 	}
-	return res.Header.Get("ETag"), nil
+	return res.Header.Get("ETag"), false, nil
 }
 
 // Locks returns the locks in force, from GET /v1/locks, asked for with

@@ -118,7 +118,7 @@ func TestRefusalDecoded(t *testing.T) {
 	defer srv.Close()
 	caFile := filepath.Join(t.TempDir(), "ca.pem")
 	os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o644)
-	c, err := New(config.Issuer{Address: strings.TrimPrefix(srv.URL, "https://"), CAFile: caFile})
+	c, err := New(config.Issuer{Address: strings.TrimPrefix(srv.URL, "https://"), CAFile: caFile}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +145,7 @@ func newTestClient(t *testing.T, srv *httptest.Server) *Client {
 	t.Helper()
 	caFile := filepath.Join(t.TempDir(), "ca.pem")
 	os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o644)
-	c, err := New(config.Issuer{Address: strings.TrimPrefix(srv.URL, "https://"), CAFile: caFile})
+	c, err := New(config.Issuer{Address: strings.TrimPrefix(srv.URL, "https://"), CAFile: caFile}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -263,7 +263,7 @@ func TestSystemTrust(t *testing.T) {
 	}))
 	defer srv.Close()
 	addr := strings.TrimPrefix(srv.URL, "https://")
-	c, err := New(config.Issuer{Address: addr})
+	c, err := New(config.Issuer{Address: addr}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -273,7 +273,7 @@ func TestSystemTrust(t *testing.T) {
 			t.Errorf("join with the system trust store = %v; want it to name %q", err, s)
 		}
 	}
-	c, err = New(config.Issuer{Address: addr, CAPins: []string{tlspin.Of(srv.Certificate())}})
+	c, err = New(config.Issuer{Address: addr, CAPins: []string{tlspin.Of(srv.Certificate())}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

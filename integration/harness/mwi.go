@@ -218,6 +218,9 @@ type DaemonOptions struct {
 	// "join_method: github\ntoken_name: ci\nid_token:\n  file: PATH";
 	// it replaces the token join (and TokenConfig).
 	Onboarding string
+	// IssuerAddrs, if set, are the issuer replicas mwid is given in
+	// issuer.addresses, in order, instead of the issuer's one address.
+	IssuerAddrs []string
 	// APISocket is more YAML under sockets.api, such as
 	// "group: nogroup\nallow: {users: [nobody]}". With it, the daemon's
 	// directory is one other users can enter, so that the callers it
@@ -284,9 +287,13 @@ func NewDaemon(t testing.TB, iss *Issuer, o DaemonOptions) *Daemon {
 	if o.AllowUnbound {
 		logins += "agent:\n  unbound: allow\n"
 	}
+	address := "address: " + iss.Addr
+	if o.IssuerAddrs != nil {
+		address = "addresses: " + yamlList(o.IssuerAddrs)
+	}
 	cfg := fmt.Sprintf(`version: v1
 issuer:
-  address: %s
+  %s
   ca_pins: [%q]
 onboarding:
 %s
@@ -298,7 +305,7 @@ sockets:
     path: %s
 %slog:
   level: debug
-%s%s`, iss.Addr, iss.Pin, indent(onboarding, "  "), o.TTL, d.AgentSock, d.APISock, apiExtra, logins, o.Extra)
+%s%s`, address, iss.Pin, indent(onboarding, "  "), o.TTL, d.AgentSock, d.APISock, apiExtra, logins, o.Extra)
 	if err := os.WriteFile(d.Config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
