@@ -53,7 +53,7 @@ func startReplicas(t *testing.T, resources string) (a, b *harness.Issuer) {
 // issuerAt returns a client of the issuer iss.
 func issuerAt(t *testing.T, iss *harness.Issuer) *issuerclient.Client {
 	t.Helper()
-	ic, err := issuerclient.New(config.Issuer{Address: iss.Addr, CAPins: []string{iss.Pin}})
+	ic, err := issuerclient.New(config.Issuer{Address: iss.Addr, CAPins: []string{iss.Pin}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
