@@ -3,14 +3,12 @@ package integration
 import (
 	"context"
 	"errors"
-	"os"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/mwi-project/mwi/integration/harness"
-	"github.com/mwi-project/mwi/issuer/resource"
 )
 
 // kubeRBACResources is what a user writes to let a bot read and manage the
@@ -41,14 +39,6 @@ spec: {roles: [pods-default]}
 // bot holding the role may then list the pods of default, and only those.
 func TestKubeRBAC(t *testing.T) {
 	t.Parallel()
-	// The resource parser learns kubernetes_resources on another branch;
-	// until then the issuer would refuse this file.
-	if _, err := resource.Parse("test.yaml", []byte(kubeRBACResources)); err != nil && strings.Contains(err.Error(), `unknown field "kubernetes_resources"`) {
-		if os.Getenv("MWI_REQUIRE_INTEGRATION") == "1" {
-			t.Fatalf("the resource parser does not read kubernetes_resources: %v", err)
-		}
-		t.Skipf("the resource parser does not read kubernetes_resources yet: %v", err)
-	}
 	kube := harness.NewKube(t)
 	e := &kubeEnv{kube: kube, work: t.TempDir()}
 	resources := kubeRBACResources + "---\n" + kube.ClusterYAML("dev", map[string]string{"env": "dev"})
