@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -345,6 +346,52 @@ func (s *Server) syncStore(ctx context.Context) {
 	s.swap(s.dir, set, "store")
 }
 
+// pruneEvery is about how often an issuer removes from the store the
+// records of no further use (see store.Store.Prune). Each wait is drawn
+// between half and one and a half times it, so that replicas started
+// together do not prune together; if they do, no harm is done, since
+// removing is idempotent.
+const pruneEvery = 10 * time.Minute
+
+// pruneTimeout bounds one round of pruning; what it leaves, the next
+// round removes.
+const pruneTimeout = 5 * time.Minute
+
+// pruneStore prunes the store about every period until ctx is done.
+func (s *Server) pruneStore(ctx context.Context, every time.Duration) {
+	for {
+		t := time.NewTimer(every/2 + rand.N(every))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		s.prune(ctx)
+	}
+}
+
+// prune removes the records of no further use from the store, for at most
+// pruneTimeout, and logs what it removed if anything. What one round
+// leaves, being stopped or failing, the next removes.
+func (s *Server) prune(ctx context.Context) {
+	now := time.Now
+	if s.auth.Now != nil {
+		now = s.auth.Now
+	}
+	pctx, cancel := context.WithTimeout(ctx, pruneTimeout)
+	defer cancel()
+	st, err := s.auth.Store.Prune(pctx, now())
+	attrs := []any{"tokens", st.Tokens, "challenges", st.Challenges, "replay_records", st.Used,
+		"locks", st.Locks, "nodes", st.Nodes}
+	switch {
+	case err != nil && ctx.Err() == nil:
+		s.log.Warn("cannot prune the store; will retry", append(attrs, "err", err)...)
+	case st.Total() > 0:
+		s.log.Info("pruned the store", attrs...)
+	}
+}
+
 // notifyStatus tells systemd what the issuer serves, in one line.
 func (s *Server) notifyStatus() {
 	set := s.auth.Resources()
@@ -390,6 +437,7 @@ func (s *Server) Run(ctx context.Context) error {
 	defer stopWatch()
 	go s.watchResources(watchCtx)
 	go s.watchStore(watchCtx)
+	go s.pruneStore(watchCtx, pruneEvery)
 	sdnotify.Ready()
 	s.notifyStatus()
 	go sdnotify.Watchdog(watchCtx, s.alive)

@@ -474,18 +474,19 @@ func (s *pgStore) DeleteToken(ctx context.Context, hash string) error {
 }
 
 // pgPrune removes up to maxPrune rows of table (used or challenges) whose
-// expiry is at or before now. Rows another transaction is removing are
-// skipped rather than waited for: that transaction removes them.
-func pgPrune(ctx context.Context, tx pgx.Tx, table string, now time.Time) error {
-	_, err := tx.Exec(ctx, `DELETE FROM `+table+` WHERE key IN (
+// expiry is at or before now, and returns how many it removed. Rows
+// another transaction is removing are skipped rather than waited for:
+// that transaction removes them.
+func pgPrune(ctx context.Context, tx pgx.Tx, table string, now time.Time) (int, error) {
+	tag, err := tx.Exec(ctx, `DELETE FROM `+table+` WHERE key IN (
 		SELECT key FROM `+table+` WHERE expires <= $1 ORDER BY expires LIMIT $2 FOR UPDATE SKIP LOCKED)`,
 		unixNanos(now), maxPrune)
-	return err
+	return int(tag.RowsAffected()), err
 }
 
 func (s *pgStore) MarkUsed(ctx context.Context, key, owner string, expires, now time.Time) error {
 	return s.tx(ctx, func(tx pgx.Tx) error {
-		if err := pgPrune(ctx, tx, "used", now); err != nil {
+		if _, err := pgPrune(ctx, tx, "used", now); err != nil {
 			return fmt.Errorf("store: prune used keys: %w", err)
 		}
 		tag, err := tx.Exec(ctx, `INSERT INTO used (key, owner, expires) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`,
@@ -517,7 +518,7 @@ func (s *pgStore) MarkUsed(ctx context.Context, key, owner string, expires, now 
 
 func (s *pgStore) PutChallenge(ctx context.Context, challenge, tokenName string, expires, now time.Time) error {
 	return s.tx(ctx, func(tx pgx.Tx) error {
-		if err := pgPrune(ctx, tx, "challenges", now); err != nil {
+		if _, err := pgPrune(ctx, tx, "challenges", now); err != nil {
 			return fmt.Errorf("store: prune challenges: %w", err)
 		}
 		tag, err := tx.Exec(ctx, `INSERT INTO challenges (key, token_name, expires) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`,

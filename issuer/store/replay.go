@@ -42,8 +42,8 @@ func decodeExpiry(b []byte) time.Time {
 }
 
 // prune removes up to maxPrune records of main whose expiry in index is at
-// or before now.
-func prune(main, index *bolt.Bucket, now time.Time) error {
+// or before now, and returns how many it removed.
+func prune(main, index *bolt.Bucket, now time.Time) (int, error) {
 	limit := expiryBytes(now)
 	var dead [][]byte
 	c := index.Cursor()
@@ -55,13 +55,13 @@ func prune(main, index *bolt.Bucket, now time.Time) error {
 	}
 	for _, k := range dead {
 		if err := index.Delete(k); err != nil {
-			return err
+			return 0, err
 		}
 		if err := main.Delete(k[8:]); err != nil {
-			return err
+			return 0, err
 		}
 	}
-	return nil
+	return len(dead), nil
 }
 
 // putExpiring records key in main until expires, replacing any older record and
@@ -85,7 +85,7 @@ func (s *boltStore) MarkUsed(ctx context.Context, key, owner string, expires, no
 	}
 	return s.db.Update(func(tx *bolt.Tx) error {
 		main, index := tx.Bucket(bucketUsed), tx.Bucket(bucketUsedExpiry)
-		if err := prune(main, index, now); err != nil {
+		if _, err := prune(main, index, now); err != nil {
 			return fmt.Errorf("store: prune used keys: %w", err)
 		}
 		k := []byte(key)
@@ -115,7 +115,7 @@ func (s *boltStore) PutChallenge(ctx context.Context, challenge, tokenName strin
 	}
 	return s.db.Update(func(tx *bolt.Tx) error {
 		main, index := tx.Bucket(bucketChallenges), tx.Bucket(bucketChallengesExpiry)
-		if err := prune(main, index, now); err != nil {
+		if _, err := prune(main, index, now); err != nil {
 			return fmt.Errorf("store: prune challenges: %w", err)
 		}
 		k := challengeKey(challenge)

@@ -228,6 +228,15 @@ type Store interface {
 	DeleteResource(ctx context.Context, kind, name string) error
 	// Resources returns every resource document, ordered by key.
 	Resources(ctx context.Context) ([]Resource, error)
+	// Prune removes the records of no further use at now: one-time
+	// tokens consumed or expired TokenGrace or longer before now,
+	// challenges and replay records expired at now, locks expired at now,
+	// and nodes last renewed more than NodeRetention before now. It works
+	// in batches, each its own short transaction, so that a large store
+	// is never held by one; what was removed before an error stays
+	// removed and is counted. Removing is idempotent: issuers sharing a
+	// store may prune it at the same time.
+	Prune(ctx context.Context, now time.Time) (PruneStats, error)
 	// Changes returns a count that grows with every write of the resource
 	// documents or the locks, made through any Store on the same data, in
 	// the transaction of the write. Several issuers on one database poll
