@@ -696,3 +696,10 @@ func newInstanceID() (string, error) {
 	}
 	return hex.EncodeToString(b[:]), nil
 }
+
+// StoreHealth asks the store one cheap question, for the issuer's health:
+// its error says why the store does not answer.
+func (a *Authority) StoreHealth(ctx context.Context) error {
+	_, err := a.Store.Changes(ctx)
+	return err
+}
