@@ -237,6 +237,10 @@ const (
 	// CodeAuditUnavailable refuses an issuance whose audit record could
 	// not be written; the issuer's health fails with it too.
 	CodeAuditUnavailable = "audit_unavailable"
+	// CodeStoreUnavailable refuses a request that needs the issuer's
+	// database while the issuer cannot reach it; the issuer's health fails
+	// with it too. It clears by itself when the database is back.
+	CodeStoreUnavailable = "store_unavailable"
 )
 
 // CreateTokenRequest is the body of POST /admin/v1/tokens on the issuer's

@@ -90,6 +90,7 @@ var refusals = map[string]refusal{
 	// The issuer's own trouble: it clears without anyone acting on mwid.
 	api.CodeInternal:         {false, "", false},
 	api.CodeAuditUnavailable: {false, "", false},
+	api.CodeStoreUnavailable: {false, "", false},
 	// mwid's local API codes; the issuer does not answer with them.
 	api.CodeNotJoined:    {false, "", false},
 	api.CodeRenewFailed:  {false, "", false},

@@ -39,6 +39,7 @@ func TestPermanent(t *testing.T) {
 		// A rate limit clears by itself, whatever its code.
 		{http.StatusTooManyRequests, api.CodeJoinDenied, false},
 		{http.StatusServiceUnavailable, api.CodeAuditUnavailable, false},
+		{http.StatusServiceUnavailable, api.CodeStoreUnavailable, false},
 		{http.StatusServiceUnavailable, api.CodeInternal, false},
 		{http.StatusUnauthorized, api.CodeUnauthenticated, false},
 		// A code this mwid does not know is retried as an outage.

@@ -36,6 +36,7 @@ type Server struct {
 	Port int
 	cmd  *exec.Cmd
 	dir  string
+	bin  string // the directory of postgres
 
 	mu sync.Mutex // serialises CREATE DATABASE
 }
@@ -115,16 +116,12 @@ func Start() (*Server, error) {
 }
 
 func (s *Server) start(bin string) error {
-	var cred *syscall.Credential
-	if os.Geteuid() == 0 {
-		u, err := user.Lookup("postgres")
-		if err != nil {
-			return fmt.Errorf("running as root, and no postgres user to run PostgreSQL as: %w", err)
-		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
-		if err := os.Chown(s.dir, uid, gid); err != nil {
+	cred, err := credential()
+	if err != nil {
+		return err
+	}
+	if cred != nil {
+		if err := os.Chown(s.dir, int(cred.Uid), int(cred.Gid)); err != nil {
 			return err
 		}
 	}
@@ -140,8 +137,31 @@ func (s *Server) start(bin string) error {
 	}
 	s.Port = l.Addr().(*net.TCPAddr).Port
 	l.Close()
+	s.bin = bin
+	return s.run(cred)
+}
+
+// credential is the user to run PostgreSQL's programs as: nil as
+// anyone but root, the postgres user as root.
+func credential() (*syscall.Credential, error) {
+	if os.Geteuid() != 0 {
+		return nil, nil
+	}
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		return nil, fmt.Errorf("running as root, and no postgres user to run PostgreSQL as: %w", err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
+}
+
+// run starts postgres on the cluster in s.dir and s.Port, returning once
+// it accepts connections.
+func (s *Server) run(cred *syscall.Credential) error {
+	data := filepath.Join(s.dir, "data")
 	logPath := filepath.Join(s.dir, "postgres.log")
-	logf, err := os.Create(logPath)
+	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
 	}
@@ -151,7 +171,7 @@ func (s *Server) start(bin string) error {
 			return err
 		}
 	}
-	s.cmd = exec.Command(filepath.Join(bin, "postgres"), "-D", data, "-k", s.dir, "-p", strconv.Itoa(s.Port),
+	s.cmd = exec.Command(filepath.Join(s.bin, "postgres"), "-D", data, "-k", s.dir, "-p", strconv.Itoa(s.Port),
 		"-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
 		"-c", "full_page_writes=off", "-c", "max_connections=300")
 	// If the test binary dies without stopping it (a panic, a timeout),
@@ -177,6 +197,44 @@ func (s *Server) start(bin string) error {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// Halt stops the server by its PID (a fast shutdown) and keeps its data
+// and its port, so that Resume starts it again as it was: an outage of the
+// database, for tests of its clients.
+//
+// A fast shutdown ends the clients' sessions; postgres is killed if it is
+// still running 30 seconds later.
+func (s *Server) Halt() {
+	if s.cmd == nil {
+		return
+	}
+	s.cmd.Process.Signal(syscall.SIGINT)
+	done := make(chan struct{})
+	go func() { s.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		s.cmd.Process.Kill()
+		<-done
+	}
+	s.cmd = nil
+}
+
+// Resume starts the server that Halt stopped again, on the same data and
+// the same port, returning once it accepts connections.
+func (s *Server) Resume() error {
+	if s.cmd != nil {
+		return errors.New("pgtest: Resume of a server that is running")
+	}
+	if s.dir == "" {
+		return errors.New("pgtest: Resume of a stopped server")
+	}
+	cred, err := credential()
+	if err != nil {
+		return err
+	}
+	return s.run(cred)
 }
 
 // URL returns the URL of the database name, without a password.
@@ -209,18 +267,7 @@ func (s *Server) CreateDatabase(name, template string) (string, error) {
 // Stop stops the server by its PID (a fast shutdown) and removes its
 // directory.
 func (s *Server) Stop() {
-	if s.cmd != nil {
-		s.cmd.Process.Signal(syscall.SIGINT)
-		done := make(chan struct{})
-		go func() { s.cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			s.cmd.Process.Kill()
-			<-done
-		}
-		s.cmd = nil
-	}
+	s.Halt()
 	if s.dir != "" {
 		os.RemoveAll(s.dir)
 		s.dir = ""

@@ -376,8 +376,7 @@ func (a *Authority) grant(ctx context.Context, bot, instance string, wanted []st
 	}
 	lock, locked, err := a.Store.BotLock(ctx, bot, a.now())
 	if err != nil {
-		a.log().Error("bot lock lookup failed", "bot", bot, "err", err)
-		return g, nil, fault.Internal(api.CodeInternal, "internal error")
+		return g, nil, a.lockLookupFailed("bot", bot, err)
 	}
 	if locked {
 		return g, nil, fault.Denied(api.CodeBotLocked,
@@ -386,8 +385,7 @@ func (a *Authority) grant(ctx context.Context, bot, instance string, wanted []st
 	if instance != "" {
 		lock, locked, err := a.Store.InstanceLock(ctx, instance, a.now())
 		if err != nil {
-			a.log().Error("instance lock lookup failed", "instance", instance, "err", err)
-			return g, nil, fault.Internal(api.CodeInternal, "internal error")
+			return g, nil, a.lockLookupFailed("instance", instance, err)
 		}
 		if locked {
 			return g, nil, instanceLocked(lock)
@@ -695,4 +693,23 @@ func newInstanceID() (string, error) {
 		return "", err
 	}
 	return hex.EncodeToString(b[:]), nil
+}
+
+// StoreHealth asks the store one cheap question, for the issuer's health:
+// its error says why the store does not answer.
+func (a *Authority) StoreHealth(ctx context.Context) error {
+	_, err := a.Store.Changes(ctx)
+	return err
+}
+
+// lockLookupFailed returns the refusal for a lock of what (a bot or an
+// instance) named name that the store could not look up: err itself if
+// the store cannot be reached, which the server answers as such, and
+// otherwise an internal error, after logging err.
+func (a *Authority) lockLookupFailed(what, name string, err error) error {
+	if errors.Is(err, store.ErrUnavailable) {
+		return fmt.Errorf("%s %s: lock lookup: %w", what, name, err)
+	}
+	a.log().Error(what+" lock lookup failed", what, name, "err", err)
+	return fault.Internal(api.CodeInternal, "internal error")
 }

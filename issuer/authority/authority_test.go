@@ -1247,3 +1247,44 @@ func TestInstanceLockCheckedWithTheCounter(t *testing.T) {
 		t.Errorf("the locked instance moved to generation %d", in.Generation)
 	}
 }
+
+// TestStoreUnavailableReachesTheEdge checks that a store that cannot be
+// reached, wherever the authority meets it in a join or a renewal, comes
+// out as store.ErrUnavailable, which the server answers as 503
+// store_unavailable, and not as an internal error that hides it.
+func TestStoreUnavailableReachesTheEdge(t *testing.T) {
+	down := fmt.Errorf("store: %w: dial tcp 127.0.0.1:5432: connect: connection refused", store.ErrUnavailable)
+	for _, tc := range []struct {
+		name  string
+		store brokenStore
+		renew bool
+	}{
+		{"join: token lookup", brokenStore{tokenErr: down}, false},
+		{"join: bot lock lookup", brokenStore{lockErr: down}, false},
+		{"renew: bot lock lookup", brokenStore{lockErr: down}, true},
+		{"renew: instance lock lookup", brokenStore{instanceLockErr: down}, true},
+		{"renew: advance", brokenStore{advanceErr: down}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			creds := e.join(t, e.token(t, "ci"))
+			tok := e.token(t, "ci")
+			tc.store.Store = e.store
+			e.auth.Store = tc.store
+			var err error
+			if tc.renew {
+				_, err = e.renew(t, ca.Identity{Bot: "ci", Instance: creds.Instance, Generation: 1})
+			} else {
+				_, err = e.auth.Join(context.Background(), api.JoinRequest{
+					JoinMethod: api.JoinMethodToken, Token: tok, Keys: newKeys(t).pub, TTLSeconds: 600,
+				}, nil, "192.0.2.1:1234")
+			}
+			if !errors.Is(err, store.ErrUnavailable) {
+				t.Errorf("err = %v; want store.ErrUnavailable", err)
+			}
+			if _, ok := fault.As(err); ok {
+				t.Errorf("err = %v is a refusal of its own; want the store's, for the server to answer", err)
+			}
+		})
+	}
+}

@@ -22,6 +22,7 @@ import (
 	"github.com/mwi-project/mwi/issuer/audit"
 	"github.com/mwi-project/mwi/issuer/authority"
 	"github.com/mwi-project/mwi/issuer/ca"
+	"github.com/mwi-project/mwi/issuer/store"
 )
 
 // joiner is what the public API needs from the authority: joins and
@@ -34,6 +35,7 @@ type joiner interface {
 	KRL(ctx context.Context) ([]byte, string, error)
 	SSHRefusal(ctx context.Context, reporter ca.Identity, r api.SSHRefusal, remote string) error
 	ReachableNodes(ctx context.Context, id ca.Identity, remote string) (api.ReachableNodes, error)
+	StoreHealth(ctx context.Context) error
 }
 
 // clientIdentity returns the bot identity that the caller presented over
@@ -60,19 +62,24 @@ func publicRoutes(j joiner, ra *remoteAdmin, al *audit.Log, log *slog.Logger) ht
 	if ra != nil {
 		r.Handle("/admin/*", adminCertOnly(ra.name, al, log)(detached(ra.routes)))
 	}
-	// Health fails while the audit log cannot be written, because the
-	// issuer then refuses every issuance.
-	r.Get("/healthz", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
+	// Health fails while the audit log cannot be written or the store
+	// cannot be reached, because the issuer then refuses every issuance.
+	r.Get("/healthz", handler(log, func(w http.ResponseWriter, r *http.Request) error {
 		if err := al.Err(); err != nil {
 			return fault.Unavailable(api.CodeAuditUnavailable,
 				"the audit log cannot be written (%s): nothing is issued until it can", cause(err))
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), healthTimeout)
+		defer cancel()
+		if err := j.StoreHealth(ctx); err != nil {
+			return err
 		}
 		httpjson.Write(w, http.StatusOK, map[string]string{"status": "ok"})
 		return nil
 	}))
 	// A join may come with the caller's current identity over mutual TLS:
 	// a re-join with a fresh attestation then keeps the instance.
-	r.Post("/v1/join", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
+	r.Post("/v1/join", handler(log, func(w http.ResponseWriter, r *http.Request) error {
 		client, err := clientIdentity(r)
 		if err != nil {
 			return refused(r, al, err)
@@ -90,7 +97,7 @@ func publicRoutes(j joiner, ra *remoteAdmin, al *audit.Log, log *slog.Logger) ht
 	}))
 	// A challenge may come with the caller's identity too: a host renewing
 	// with a bound key pair is then served apart from anonymous callers.
-	r.Post("/v1/join/challenge", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
+	r.Post("/v1/join/challenge", handler(log, func(w http.ResponseWriter, r *http.Request) error {
 		client, err := clientIdentity(r)
 		if err != nil {
 			return refused(r, al, err)
@@ -106,7 +113,7 @@ func publicRoutes(j joiner, ra *remoteAdmin, al *audit.Log, log *slog.Logger) ht
 		httpjson.Write(w, http.StatusOK, resp)
 		return nil
 	}))
-	r.Post("/v1/renew", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
+	r.Post("/v1/renew", handler(log, func(w http.ResponseWriter, r *http.Request) error {
 		id, err := clientIdentity(r)
 		if err != nil {
 			return refused(r, al, err)
@@ -127,7 +134,7 @@ func publicRoutes(j joiner, ra *remoteAdmin, al *audit.Log, log *slog.Logger) ht
 	}))
 	// Hosts poll the locks every few seconds; the ETag makes an unchanged
 	// answer a 304 without a body.
-	r.Get("/v1/locks", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
+	r.Get("/v1/locks", handler(log, func(w http.ResponseWriter, r *http.Request) error {
 		if _, err := botIdentity(r, al, "the lock list"); err != nil {
 			return err
 		}
@@ -143,7 +150,7 @@ func publicRoutes(j joiner, ra *remoteAdmin, al *audit.Log, log *slog.Logger) ht
 	}))
 	// A bot lists the hosts its roles let it log in to, for mwictl
 	// ssh-config --nodes.
-	r.Get("/v1/nodes", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
+	r.Get("/v1/nodes", handler(log, func(w http.ResponseWriter, r *http.Request) error {
 		id, err := botIdentity(r, al, "the node list")
 		if err != nil {
 			return err
@@ -159,7 +166,7 @@ func publicRoutes(j joiner, ra *remoteAdmin, al *audit.Log, log *slog.Logger) ht
 	// sshd fetch it without an identity. Anonymous callers are bounded by
 	// the gate's limits on anonymous connections, and the authority
 	// rebuilds the KRL only when the locks change.
-	r.Get("/v1/ssh/krl", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
+	r.Get("/v1/ssh/krl", handler(log, func(w http.ResponseWriter, r *http.Request) error {
 		data, tag, err := j.KRL(r.Context())
 		if err != nil {
 			return err
@@ -173,7 +180,7 @@ func publicRoutes(j joiner, ra *remoteAdmin, al *audit.Log, log *slog.Logger) ht
 		w.Write(data)
 		return nil
 	}))
-	r.Post("/v1/audit/ssh-refusal", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
+	r.Post("/v1/audit/ssh-refusal", handler(log, func(w http.ResponseWriter, r *http.Request) error {
 		id, err := botIdentity(r, al, "reporting an SSH refusal")
 		if err != nil {
 			return err
@@ -244,6 +251,43 @@ func nameParam(r *http.Request, al *audit.Log, key string) (string, error) {
 	return v, nil
 }
 
+// healthTimeout bounds the question /healthz asks the store.
+const healthTimeout = 3 * time.Second
+
+// handler adapts h as httpjson.Handler does, and is where a store that
+// cannot be reached (store.ErrUnavailable, in any route) becomes a
+// refusal: 503 store_unavailable with the reason, which the caller may
+// retry, rather than an internal error. It is not audited, as no decision
+// was made; syncStore logs the outage once.
+func handler(log *slog.Logger, h httpjson.HandlerFunc) http.HandlerFunc {
+	return httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
+		return storeFault(h(w, r))
+	})
+}
+
+// storeFault returns err, or the refusal that says the store cannot be
+// reached if err is store.ErrUnavailable.
+func storeFault(err error) error {
+	if !errors.Is(err, store.ErrUnavailable) {
+		return err
+	}
+	return fault.Unavailable(api.CodeStoreUnavailable,
+		"the issuer cannot reach its database (%s): nothing is issued until it can; try again later", storeCause(err))
+}
+
+// storeCause is what a refusal shows of a store that cannot be reached:
+// the system's reason, without addresses or names.
+func storeCause(err error) string {
+	var errno syscall.Errno
+	switch {
+	case errors.As(err, &errno):
+		return errno.Error()
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded):
+		return "no answer in time"
+	}
+	return "connection failed or lost"
+}
+
 // cause is what health shows of an audit write failure: the system's
 // reason, without the file's path.
 func cause(err error) string {
@@ -311,7 +355,7 @@ func adminAPI(a admin, res resources, al *audit.Log, log *slog.Logger) http.Hand
 	if res != nil {
 		resourceRoutes(r, res, al, log)
 	}
-	r.Post("/admin/v1/tokens", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
+	r.Post("/admin/v1/tokens", handler(log, func(w http.ResponseWriter, r *http.Request) error {
 		var req api.CreateTokenRequest
 		if err := httpjson.Decode(r, &req, smallLimits); err != nil {
 			return refused(r, al, err)
@@ -326,7 +370,7 @@ func adminAPI(a admin, res resources, al *audit.Log, log *slog.Logger) http.Hand
 		httpjson.Write(w, http.StatusCreated, resp)
 		return nil
 	}))
-	r.Get("/admin/v1/nodes", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
+	r.Get("/admin/v1/nodes", handler(log, func(w http.ResponseWriter, r *http.Request) error {
 		nodes, err := a.Nodes(r.Context())
 		if err != nil {
 			return err
@@ -335,7 +379,7 @@ func adminAPI(a admin, res resources, al *audit.Log, log *slog.Logger) http.Hand
 		return nil
 	}))
 	// The RBAC objects of a cluster, for mwi-issuer kube rbac.
-	r.Get("/admin/v1/kube/rbac", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
+	r.Get("/admin/v1/kube/rbac", handler(log, func(w http.ResponseWriter, r *http.Request) error {
 		cluster := r.URL.Query().Get("cluster")
 		if cluster == "" || len(cluster) > maxName {
 			return refused(r, al, fault.Invalid(api.CodeBadRequest, "name a cluster, of at most %d bytes, with ?cluster=NAME", maxName))
@@ -347,7 +391,7 @@ func adminAPI(a admin, res resources, al *audit.Log, log *slog.Logger) http.Hand
 		httpjson.Write(w, http.StatusOK, rbac)
 		return nil
 	}))
-	r.Get("/admin/v1/locks", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
+	r.Get("/admin/v1/locks", handler(log, func(w http.ResponseWriter, r *http.Request) error {
 		locks, err := a.Locks(r.Context())
 		if err != nil {
 			return err
@@ -361,20 +405,20 @@ func adminAPI(a admin, res resources, al *audit.Log, log *slog.Logger) http.Hand
 	// Locks: one route pair names the target in the body, as mwi-issuer
 	// lock add and lock rm do; the older routes name it in the path. All
 	// go through the same two calls.
-	r.Post("/admin/v1/locks", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
+	r.Post("/admin/v1/locks", handler(log, func(w http.ResponseWriter, r *http.Request) error {
 		return addLock(w, r, a, al, nil)
 	}))
-	r.Post("/admin/v1/locks/remove", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
+	r.Post("/admin/v1/locks/remove", handler(log, func(w http.ResponseWriter, r *http.Request) error {
 		var t api.LockTarget
 		if err := httpjson.Decode(r, &t, smallLimits); err != nil {
 			return refused(r, al, err)
 		}
 		return removeLock(w, r, a, t)
 	}))
-	r.Post("/admin/v1/bots/{bot}/lock", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
+	r.Post("/admin/v1/bots/{bot}/lock", handler(log, func(w http.ResponseWriter, r *http.Request) error {
 		return addLock(w, r, a, al, func(v string) api.LockTarget { return api.LockTarget{Bot: v} })
 	}))
-	r.Post("/admin/v1/bots/{bot}/unlock", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
+	r.Post("/admin/v1/bots/{bot}/unlock", handler(log, func(w http.ResponseWriter, r *http.Request) error {
 		bot, err := nameParam(r, al, "bot")
 		if err != nil {
 			return err
@@ -391,10 +435,10 @@ func adminAPI(a admin, res resources, al *audit.Log, log *slog.Logger) http.Hand
 		w.WriteHeader(http.StatusNoContent)
 		return nil
 	}))
-	r.Post("/admin/v1/instances/{id}/lock", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
+	r.Post("/admin/v1/instances/{id}/lock", handler(log, func(w http.ResponseWriter, r *http.Request) error {
 		return addLock(w, r, a, al, func(v string) api.LockTarget { return api.LockTarget{Instance: v} })
 	}))
-	r.Post("/admin/v1/instances/{id}/unlock", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
+	r.Post("/admin/v1/instances/{id}/unlock", handler(log, func(w http.ResponseWriter, r *http.Request) error {
 		id, err := nameParam(r, al, "id")
 		if err != nil {
 			return err
@@ -407,7 +451,7 @@ func adminAPI(a admin, res resources, al *audit.Log, log *slog.Logger) http.Hand
 // resourceRoutes adds the routes of the resources to the admin API's r.
 func resourceRoutes(r chi.Router, res resources, al *audit.Log, log *slog.Logger) {
 	get := func(path string, f func(r *http.Request) (any, error)) {
-		r.Get(path, httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
+		r.Get(path, handler(log, func(w http.ResponseWriter, r *http.Request) error {
 			v, err := f(r)
 			if err != nil {
 				return err
@@ -416,7 +460,7 @@ func resourceRoutes(r chi.Router, res resources, al *audit.Log, log *slog.Logger
 			return nil
 		}))
 	}
-	r.Post("/admin/v1/resources", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
+	r.Post("/admin/v1/resources", handler(log, func(w http.ResponseWriter, r *http.Request) error {
 		var req api.CreateResourcesRequest
 		if err := httpjson.Decode(r, &req, createLimits); err != nil {
 			return refused(r, al, err)
@@ -431,7 +475,7 @@ func resourceRoutes(r chi.Router, res resources, al *audit.Log, log *slog.Logger
 	get("/admin/v1/resources", func(r *http.Request) (any, error) {
 		return res.GetResources(r.Context(), r.URL.Query().Get("kind"), r.URL.Query().Get("name"))
 	})
-	r.Delete("/admin/v1/resources/{kind}/{name}", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
+	r.Delete("/admin/v1/resources/{kind}/{name}", handler(log, func(w http.ResponseWriter, r *http.Request) error {
 		if err := res.DeleteResource(r.Context(), chi.URLParam(r, "kind"), chi.URLParam(r, "name")); err != nil {
 			return err
 		}
@@ -439,7 +483,7 @@ func resourceRoutes(r chi.Router, res resources, al *audit.Log, log *slog.Logger
 		return nil
 	}))
 	get("/admin/v1/bots", func(r *http.Request) (any, error) { return res.Bots(r.Context()) })
-	r.Post("/admin/v1/bots", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
+	r.Post("/admin/v1/bots", handler(log, func(w http.ResponseWriter, r *http.Request) error {
 		var req api.AddBotRequest
 		if err := httpjson.Decode(r, &req, smallLimits); err != nil {
 			return refused(r, al, err)
@@ -450,7 +494,7 @@ func resourceRoutes(r chi.Router, res resources, al *audit.Log, log *slog.Logger
 		w.WriteHeader(http.StatusNoContent)
 		return nil
 	}))
-	r.Post("/admin/v1/bots/{bot}/update", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
+	r.Post("/admin/v1/bots/{bot}/update", handler(log, func(w http.ResponseWriter, r *http.Request) error {
 		bot, err := nameParam(r, al, "bot")
 		if err != nil {
 			return err
@@ -465,7 +509,7 @@ func resourceRoutes(r chi.Router, res resources, al *audit.Log, log *slog.Logger
 		w.WriteHeader(http.StatusNoContent)
 		return nil
 	}))
-	r.Delete("/admin/v1/bots/{bot}", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
+	r.Delete("/admin/v1/bots/{bot}", handler(log, func(w http.ResponseWriter, r *http.Request) error {
 		bot, err := nameParam(r, al, "bot")
 		if err != nil {
 			return err
@@ -487,7 +531,7 @@ func resourceRoutes(r chi.Router, res resources, al *audit.Log, log *slog.Logger
 		return res.Instance(r.Context(), id)
 	})
 	get("/admin/v1/tokens", func(r *http.Request) (any, error) { return res.Tokens(r.Context()) })
-	r.Delete("/admin/v1/tokens/{id}", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
+	r.Delete("/admin/v1/tokens/{id}", handler(log, func(w http.ResponseWriter, r *http.Request) error {
 		id, err := nameParam(r, al, "id")
 		if err != nil {
 			return err
@@ -501,7 +545,7 @@ func resourceRoutes(r chi.Router, res resources, al *audit.Log, log *slog.Logger
 	get("/admin/v1/kube", func(r *http.Request) (any, error) { return res.KubeClusters(r.Context()) })
 	// Admin identities, for mwi-issuer admin issue: served to the admin
 	// socket's callers only (see Server.IssueAdmin).
-	r.Post("/admin/v1/admins", httpjson.Handler(log, func(w http.ResponseWriter, r *http.Request) error {
+	r.Post("/admin/v1/admins", handler(log, func(w http.ResponseWriter, r *http.Request) error {
 		var req api.IssueAdminRequest
 		if err := httpjson.Decode(r, &req, adminIssueLimits); err != nil {
 			return refused(r, al, err)

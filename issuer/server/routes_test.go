@@ -48,7 +48,10 @@ type fakeJoiner struct {
 	chClients  []*ca.Identity // the identity passed with each challenge
 	remote     string
 	err        error
+	storeErr   error // StoreHealth's answer
 }
+
+func (f *fakeJoiner) StoreHealth(ctx context.Context) error { return f.storeErr }
 
 func (f *fakeJoiner) Join(ctx context.Context, req api.JoinRequest, client *ca.Identity, remote string) (api.Credentials, error) {
 	f.mu.Lock()

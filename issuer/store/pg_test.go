@@ -1,11 +1,14 @@
 package store
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/mwi-project/mwi/internal/pgtest"
 )
@@ -104,4 +107,48 @@ func newDatabase(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return url
+}
+
+// TestPostgresUnavailable checks that a store whose database stops
+// answering fails with ErrUnavailable, that refusals which are not an
+// outage are not marked so, and that the store answers again by itself
+// once the database is back.
+func TestPostgresUnavailable(t *testing.T) {
+	srv := pgtest.StartT(t) // its own server: the shared one stays up
+	url, err := srv.CreateDatabase("outage", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	_, err = s.Instance(ctx, "nobody")
+	if !errors.Is(err, ErrInstanceUnknown) || errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Instance of an unknown ID = %v, want ErrInstanceUnknown only", err)
+	}
+	srv.Halt()
+	calls := map[string]func() error{
+		"Instance": func() error { _, err := s.Instance(ctx, "nobody"); return err },
+		"Changes":  func() error { _, err := s.Changes(ctx); return err },
+		"Locks":    func() error { _, err := s.Locks(ctx, time.Now()); return err },
+		"PutToken": func() error {
+			return s.PutToken(ctx, Token{Hash: "h", Bot: "b", Created: time.Now(), Expires: time.Now().Add(time.Hour)})
+		},
+	}
+	for name, call := range calls {
+		if err := call(); !errors.Is(err, ErrUnavailable) {
+			t.Errorf("%s with the database down = %v, want ErrUnavailable", name, err)
+		}
+	}
+	if err := srv.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	for name, call := range calls {
+		if err := call(); errors.Is(err, ErrUnavailable) {
+			t.Errorf("%s with the database back = %v", name, err)
+		}
+	}
 }

@@ -6,11 +6,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"math"
+	"net"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
@@ -96,7 +101,44 @@ func (s *pgStore) tx(ctx context.Context, fn func(pgx.Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return pgx.BeginFunc(ctx, s.pool, fn)
+	return unreachable(ctx, pgx.BeginFunc(ctx, s.pool, fn))
+}
+
+// unavailableError is a failure to reach the database: it matches
+// ErrUnavailable, and its text and chain are those of the failure.
+type unavailableError struct{ err error }
+
+func (e *unavailableError) Error() string   { return e.err.Error() }
+func (e *unavailableError) Unwrap() []error { return []error{ErrUnavailable, e.err} }
+
+// unreachable marks err with ErrUnavailable if it says that the database
+// could not be reached or stopped answering: a connection that could not
+// be made, or was lost, a server shutting down or starting up, or no
+// connection in time, unless the caller gave up (ctx canceled). Every other
+// error, such as a constraint violated, is returned as it is: it is not
+// the database's absence, and retrying does not help.
+func unreachable(ctx context.Context, err error) error {
+	if err == nil || errors.Is(err, ErrUnavailable) {
+		return err
+	}
+	var connErr *pgconn.ConnectError
+	var pgErr *pgconn.PgError
+	var netErr net.Error
+	switch {
+	case errors.As(err, &connErr), errors.As(err, &netErr),
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET):
+	case errors.As(err, &pgErr):
+		// Class 08 is a connection exception; 57P01 to 57P03 are an
+		// administrator's shutdown, a crash shutdown and a server that
+		// cannot yet accept connections.
+		if !strings.HasPrefix(pgErr.Code, "08") && pgErr.Code != "57P01" && pgErr.Code != "57P02" && pgErr.Code != "57P03" {
+			return err
+		}
+	case pgconn.Timeout(err) && !errors.Is(ctx.Err(), context.Canceled):
+	default:
+		return err
+	}
+	return &unavailableError{err}
 }
 
 // unixNanos encodes t for the bigint columns compared in SQL, as
@@ -666,7 +708,7 @@ func pgBump(ctx context.Context, tx pgx.Tx) error {
 func (s *pgStore) Changes(ctx context.Context) (uint64, error) {
 	var n int64
 	if err := s.pool.QueryRow(ctx, `SELECT count FROM changes WHERE id = 0`).Scan(&n); err != nil {
-		return 0, fmt.Errorf("store: changes: %w", err)
+		return 0, fmt.Errorf("store: changes: %w", unreachable(ctx, err))
 	}
 	return uint64(n), nil
 }

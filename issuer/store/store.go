@@ -33,6 +33,10 @@ var (
 	// ErrChallengeUnknown is a challenge that was never issued, was used
 	// already, or has expired.
 	ErrChallengeUnknown = errors.New("challenge unknown, used or expired")
+	// ErrUnavailable is a store that cannot be reached now, such as a
+	// database that refuses connections or does not answer in time. The
+	// same request may succeed once it is back.
+	ErrUnavailable = errors.New("store unavailable")
 )
 
 // Token is a one-time join token. Only the SHA-256 hash of its secret is kept.
