@@ -248,22 +248,22 @@ func (s *boltStore) AdvanceGeneration(ctx context.Context, id string, presented 
 }
 
 func (s *boltStore) LockBot(ctx context.Context, l Lock) error {
-	if l.Bot == "" || l.Instance != "" || l.Token != "" {
-		return fmt.Errorf("store: lock bot: want a bot name only, got bot %q instance %q token %q", l.Bot, l.Instance, l.Token)
+	if err := checkBotLock(l); err != nil {
+		return err
 	}
 	return s.putLock(ctx, bucketLocks, l.Bot, l)
 }
 
 func (s *boltStore) LockInstance(ctx context.Context, l Lock) error {
-	if l.Bot == "" || l.Instance == "" || l.Token != "" {
-		return fmt.Errorf("store: lock instance: want a bot name and an instance, got bot %q instance %q token %q", l.Bot, l.Instance, l.Token)
+	if err := checkInstanceLock(l); err != nil {
+		return err
 	}
 	return s.putLock(ctx, bucketInstanceLocks, l.Instance, l)
 }
 
 func (s *boltStore) LockToken(ctx context.Context, l Lock) error {
-	if l.Token == "" || l.Bot != "" || l.Instance != "" {
-		return fmt.Errorf("store: lock token: want a token name only, got bot %q instance %q token %q", l.Bot, l.Instance, l.Token)
+	if err := checkTokenLock(l); err != nil {
+		return err
 	}
 	return s.putLock(ctx, bucketTokenLocks, l.Token, l)
 }

@@ -321,22 +321,22 @@ func (s *pgStore) AdvanceGeneration(ctx context.Context, id string, presented ui
 }
 
 func (s *pgStore) LockBot(ctx context.Context, l Lock) error {
-	if l.Bot == "" || l.Instance != "" || l.Token != "" {
-		return fmt.Errorf("store: lock bot: want a bot name only, got bot %q instance %q token %q", l.Bot, l.Instance, l.Token)
+	if err := checkBotLock(l); err != nil {
+		return err
 	}
 	return s.putLock(ctx, lockOfBot, l.Bot, l)
 }
 
 func (s *pgStore) LockInstance(ctx context.Context, l Lock) error {
-	if l.Bot == "" || l.Instance == "" || l.Token != "" {
-		return fmt.Errorf("store: lock instance: want a bot name and an instance, got bot %q instance %q token %q", l.Bot, l.Instance, l.Token)
+	if err := checkInstanceLock(l); err != nil {
+		return err
 	}
 	return s.putLock(ctx, lockOfInstance, l.Instance, l)
 }
 
 func (s *pgStore) LockToken(ctx context.Context, l Lock) error {
-	if l.Token == "" || l.Bot != "" || l.Instance != "" {
-		return fmt.Errorf("store: lock token: want a token name only, got bot %q instance %q token %q", l.Bot, l.Instance, l.Token)
+	if err := checkTokenLock(l); err != nil {
+		return err
 	}
 	return s.putLock(ctx, lockOfToken, l.Token, l)
 }

@@ -90,28 +90,39 @@ func (s *boltStore) Prune(ctx context.Context, now time.Time) (PruneStats, error
 	return st, nil
 }
 
-// pruneExpiring removes the records of main expired at now, through its
-// expiry index, maxPrune at most per transaction, and returns how many.
-func (s *boltStore) pruneExpiring(ctx context.Context, main, index []byte, now time.Time) (int, error) {
+// inBatches runs batch, one transaction of a prune, until it reports that
+// there is nothing more (a batch short of full), and returns how many
+// records the batches removed. An error, or ctx ending, stops it; the
+// failed batch counts nothing, since its transaction was rolled back.
+func inBatches(ctx context.Context, batch func() (removed int, more bool, err error)) (int, error) {
 	total := 0
 	for {
 		if err := ctx.Err(); err != nil {
 			return total, err
 		}
+		removed, more, err := batch()
+		if err != nil {
+			return total, err
+		}
+		total += removed
+		if !more {
+			return total, nil
+		}
+	}
+}
+
+// pruneExpiring removes the records of main expired at now, through its
+// expiry index, maxPrune at most per transaction, and returns how many.
+func (s *boltStore) pruneExpiring(ctx context.Context, main, index []byte, now time.Time) (int, error) {
+	return inBatches(ctx, func() (int, bool, error) {
 		var n int
 		err := s.db.Update(func(tx *bolt.Tx) error {
 			var err error
 			n, err = prune(tx.Bucket(main), tx.Bucket(index), now)
 			return err
 		})
-		if err != nil {
-			return total, err
-		}
-		total += n
-		if n < maxPrune {
-			return total, nil
-		}
-	}
+		return n, n >= maxPrune, err
+	})
 }
 
 // sweep removes the records of bucket whose value dead reports, reading
@@ -120,12 +131,8 @@ func (s *boltStore) pruneExpiring(ctx context.Context, main, index []byte, now t
 // answer must not change once true, since a record is judged in one
 // transaction and the sweep goes on in the next.
 func (s *boltStore) sweep(ctx context.Context, bucket []byte, dead func(v []byte) (bool, error)) (int, error) {
-	total := 0
 	var after []byte // the last key of the previous batch
-	for {
-		if err := ctx.Err(); err != nil {
-			return total, err
-		}
+	return inBatches(ctx, func() (int, bool, error) {
 		var removed int
 		var last []byte
 		err := s.db.Update(func(tx *bolt.Tx) error {
@@ -166,15 +173,9 @@ func (s *boltStore) sweep(ctx context.Context, bucket []byte, dead func(v []byte
 			removed = len(doomed)
 			return nil
 		})
-		if err != nil {
-			return total, err
-		}
-		total += removed
-		if last == nil {
-			return total, nil
-		}
 		after = last
-	}
+		return removed, last != nil, err
+	})
 }
 
 func (s *pgStore) Prune(ctx context.Context, now time.Time) (PruneStats, error) {
@@ -201,22 +202,15 @@ func (s *pgStore) Prune(ctx context.Context, now time.Time) (PruneStats, error) 
 // pruneExpiring removes the rows of table (used or challenges) expired at
 // now, maxPrune at most per transaction, and returns how many.
 func (s *pgStore) pruneExpiring(ctx context.Context, table string, now time.Time) (int, error) {
-	total := 0
-	for {
+	return inBatches(ctx, func() (int, bool, error) {
 		var n int
 		err := s.tx(ctx, func(tx pgx.Tx) error {
 			var err error
 			n, err = pgPrune(ctx, tx, table, now)
 			return err
 		})
-		if err != nil {
-			return total, err
-		}
-		total += n
-		if n < maxPrune {
-			return total, nil
-		}
-	}
+		return n, n >= maxPrune, err
+	})
 }
 
 // pruneTokens removes the tokens tokenPrunable reports, reading
@@ -224,8 +218,8 @@ func (s *pgStore) pruneExpiring(ctx context.Context, table string, now time.Time
 // tokens are judged by their documents, which only Go decodes: each
 // round reads every token once.
 func (s *pgStore) pruneTokens(ctx context.Context, now time.Time) (int, error) {
-	total, after := 0, ""
-	for {
+	after := ""
+	return inBatches(ctx, func() (int, bool, error) {
 		var removed, seen int
 		err := s.tx(ctx, func(tx pgx.Tx) error {
 			rows, err := tx.Query(ctx, `SELECT hash, doc FROM tokens WHERE hash > $1 ORDER BY hash LIMIT $2`, after, pruneBatch)
@@ -254,14 +248,8 @@ func (s *pgStore) pruneTokens(ctx context.Context, now time.Time) (int, error) {
 			removed = int(tag.RowsAffected())
 			return err
 		})
-		if err != nil {
-			return total, err
-		}
-		total += removed
-		if seen < pruneBatch {
-			return total, nil
-		}
-	}
+		return removed, seen >= pruneBatch, err
+	})
 }
 
 // pruneLocks removes the locks that are no longer in force at now,
@@ -269,8 +257,8 @@ func (s *pgStore) pruneTokens(ctx context.Context, now time.Time) (int, error) {
 // locked until they are removed, so that a lock put in place of an
 // expired one in between is not removed in its stead.
 func (s *pgStore) pruneLocks(ctx context.Context, now time.Time) (int, error) {
-	total, afterKind, afterKey := 0, -1, ""
-	for {
+	afterKind, afterKey := -1, ""
+	return inBatches(ctx, func() (int, bool, error) {
 		var removed, seen int
 		err := s.tx(ctx, func(tx pgx.Tx) error {
 			rows, err := tx.Query(ctx, `SELECT kind, key, doc FROM locks WHERE (kind, key) > ($1, $2)
@@ -310,21 +298,14 @@ func (s *pgStore) pruneLocks(ctx context.Context, now time.Time) (int, error) {
 			}
 			return nil
 		})
-		if err != nil {
-			return total, err
-		}
-		total += removed
-		if seen < pruneBatch {
-			return total, nil
-		}
-	}
+		return removed, seen >= pruneBatch, err
+	})
 }
 
 // pruneNodes removes the nodes nodePrunable reports, pruneBatch at most
 // per transaction.
 func (s *pgStore) pruneNodes(ctx context.Context, now time.Time) (int, error) {
-	total := 0
-	for {
+	return inBatches(ctx, func() (int, bool, error) {
 		var n int
 		err := s.tx(ctx, func(tx pgx.Tx) error {
 			tag, err := tx.Exec(ctx, `DELETE FROM nodes WHERE instance IN (
@@ -333,12 +314,6 @@ func (s *pgStore) pruneNodes(ctx context.Context, now time.Time) (int, error) {
 			n = int(tag.RowsAffected())
 			return err
 		})
-		if err != nil {
-			return total, err
-		}
-		total += n
-		if n < pruneBatch {
-			return total, nil
-		}
-	}
+		return n, n >= pruneBatch, err
+	})
 }

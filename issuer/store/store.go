@@ -12,6 +12,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/mwi-project/mwi/api"
@@ -249,4 +250,32 @@ type Store interface {
 	Changes(ctx context.Context) (uint64, error)
 	// Close releases the store.
 	Close() error
+}
+
+// checkBotLock, checkInstanceLock and checkTokenLock refuse a lock given
+// to LockBot, LockInstance or LockToken that does not name exactly what
+// that method locks.
+func checkBotLock(l Lock) error {
+	if l.Bot == "" || l.Instance != "" || l.Token != "" {
+		return lockArgsError("bot", "want a bot name only", l)
+	}
+	return nil
+}
+
+func checkInstanceLock(l Lock) error {
+	if l.Bot == "" || l.Instance == "" || l.Token != "" {
+		return lockArgsError("instance", "want a bot name and an instance", l)
+	}
+	return nil
+}
+
+func checkTokenLock(l Lock) error {
+	if l.Token == "" || l.Bot != "" || l.Instance != "" {
+		return lockArgsError("token", "want a token name only", l)
+	}
+	return nil
+}
+
+func lockArgsError(kind, want string, l Lock) error {
+	return fmt.Errorf("store: lock %s: %s, got bot %q instance %q token %q", kind, want, l.Bot, l.Instance, l.Token)
 }
