@@ -305,6 +305,23 @@ type LockTarget struct {
 	Token    string `json:"token,omitempty"`
 }
 
+// String names the target as people read it: "bot NAME", "instance ID" or
+// "token NAME".
+func (t LockTarget) String() string {
+	switch {
+	case t.Instance != "":
+		return "instance " + t.Instance
+	case t.Token != "":
+		return "token " + t.Token
+	}
+	return "bot " + t.Bot
+}
+
+// Target returns what l locks.
+func (l Lock) Target() LockTarget {
+	return LockTarget{Bot: l.Bot, Instance: l.Instance, Token: l.Token}
+}
+
 // LockRequest is the body of POST /admin/v1/locks, which names its target,
 // and of POST /admin/v1/bots/{bot}/lock and /admin/v1/instances/{id}/lock,
 // whose path does, on the issuer's admin socket.

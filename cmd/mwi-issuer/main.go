@@ -267,17 +267,6 @@ func (e *env) lockTarget() (api.LockTarget, error) {
 	return e.target, nil
 }
 
-// describe names a lock's target as the commands print it.
-func describe(t api.LockTarget) string {
-	switch {
-	case t.Instance != "":
-		return "instance " + t.Instance
-	case t.Token != "":
-		return "token " + t.Token
-	}
-	return "bot " + t.Bot
-}
-
 // defaultLockMessage is the reason of a lock added without --message: the
 // issuer wants a reason, and the audit log says who added it.
 const defaultLockMessage = "locked by an operator with mwi-issuer lock add"
@@ -310,11 +299,11 @@ func (e *env) addLock(t api.LockTarget, reason string, ttl time.Duration) error 
 	}
 	switch {
 	case l.Reason != reason:
-		fmt.Fprintf(e.stdout, "%s was already locked since %s: %s\n", describe(t), l.At.Format(time.RFC3339), l.Reason)
+		fmt.Fprintf(e.stdout, "%s was already locked since %s: %s\n", t.String(), l.At.Format(time.RFC3339), l.Reason)
 	case !l.Expires.IsZero():
-		fmt.Fprintf(e.stdout, "%s locked until %s\n", describe(t), l.Expires.Format(time.RFC3339))
+		fmt.Fprintf(e.stdout, "%s locked until %s\n", t.String(), l.Expires.Format(time.RFC3339))
 	default:
-		fmt.Fprintf(e.stdout, "%s locked\n", describe(t))
+		fmt.Fprintf(e.stdout, "%s locked\n", t.String())
 	}
 	return nil
 }
@@ -333,7 +322,7 @@ func (e *env) removeLock(t api.LockTarget) error {
 	if err := e.admin(http.MethodPost, "/admin/v1/locks/remove", t, &l); err != nil {
 		return err
 	}
-	what := describe(t)
+	what := t.String()
 	if t.Instance != "" {
 		what += " of bot " + l.Bot
 	}

@@ -193,7 +193,7 @@ func Authorize(dir string, maxStale time.Duration, r Request, now time.Time) *ap
 		return fail("certificate %q: its key ID is not %q, as its access rules name it; the KRL would not revoke it", cert.KeyId, want)
 	}
 	if l, locked := access.LockedBy(f.Locks, now); locked {
-		return fail("%s is locked: %s", lockTarget(l), l.Reason)
+		return fail("%s is locked: %s", l.Target(), l.Reason)
 	}
 	labels, err := hostLabels(f.HostCertificate)
 	if err != nil {
@@ -281,16 +281,4 @@ func hostLabels(text string) (map[string]string, error) {
 		return nil, errors.New("host_certificate is not a certificate")
 	}
 	return sshaccess.HostLabels(cert)
-}
-
-// lockTarget names what a lock locks: "bot NAME", "instance ID" or "token
-// NAME".
-func lockTarget(l api.Lock) string {
-	switch {
-	case l.Instance != "":
-		return "instance " + l.Instance
-	case l.Token != "":
-		return "token " + l.Token
-	}
-	return "bot " + l.Bot
 }
