@@ -113,7 +113,7 @@ func TestRecordOneWritePerLine(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := range each {
-				if err := a.Record(context.Background(), EventIssue, Allowed,
+				if err := a.Record(context.Background(), EventRenew, Allowed,
 					slog.Int("g", g), slog.Int("i", i), slog.String("pad", strings.Repeat("p", 100*i))); err != nil {
 					t.Error(err)
 				}
@@ -276,11 +276,11 @@ func TestRecordRateLimitsDenials(t *testing.T) {
 		t.Errorf("%d join denials written, want 3", got)
 	}
 	for range DenialBurst + 10 {
-		if err := a.Record(ctx, EventIssue, Allowed); err != nil {
+		if err := a.Record(ctx, EventRenew, Allowed); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if got := count(EventIssue, Allowed); got != DenialBurst+10 {
+	if got := count(EventRenew, Allowed); got != DenialBurst+10 {
 		t.Errorf("%d allowed records written, want all %d", got, DenialBurst+10)
 	}
 
