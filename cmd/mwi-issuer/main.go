@@ -138,7 +138,7 @@ func newRoot(e *env) *cobra.Command {
 			fs.StringVar(&e.adminSocket, "admin-socket", "", "admin socket `PATH` (default STATE/admin.sock)")
 			fs.StringVar(&e.auditLog, "audit-log", "", "audit log `FILE` (default STATE/audit.log; - for standard output)")
 			fs.StringVar(&e.store, "store", "", "store `URL`: bolt://PATH or postgres://USER:PASSWORD@HOST/DB (default bolt://STATE/store.db)")
-			fs.StringVar(&e.clusterName, "cluster-name", "mwi", "cluster `NAME`: the audience ID tokens must have when their token resource sets none")
+			fs.StringVar(&e.clusterName, "cluster-name", "mwi", "cluster `NAME`: in every audit record, and the audience ID tokens must have when their token resource sets none")
 			fs.DurationVar(&e.settle, "resource-settle", watch.DefaultSettle, "`DURATION` the resource directory must stay unchanged after an edit before it is loaded")
 			fs.StringVar(&e.logFormat, "log-format", "text", "log `FORMAT`: text or json")
 			fs.StringVar(&e.logLevel, "log-level", "info", "log `LEVEL`: debug, info, warn, error")
@@ -469,6 +469,8 @@ func (e *env) runServe([]string) error {
 	signal.Notify(hup, syscall.SIGHUP)
 	go func() {
 		for range hup {
+			// The audit log first: logrotate waits for nothing else.
+			srv.ReopenAuditLog()
 			srv.Reload()
 		}
 	}()

@@ -59,6 +59,15 @@ func adminFromContext(ctx context.Context) (string, bool) {
 	return name, ok
 }
 
+// auditActor names the admin caller (callerAttrs) in every audit record
+// made for the request, whichever package writes it: the authority's
+// token and lock records as well as the server's.
+func auditActor(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		next.ServeHTTP(w, r.WithContext(audit.WithActor(r.Context(), callerAttrs(r.Context())...)))
+	})
+}
+
 // callerAttrs returns the audit attributes naming the admin caller: the
 // admin identity's name over HTTPS, the peer's uid and pid over the
 // admin socket.
