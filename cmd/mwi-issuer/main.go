@@ -33,6 +33,7 @@
 //	mwi-issuer kube ls [--format text|json|yaml] [ADMIN]
 //	mwi-issuer kube rbac --cluster NAME [--apply --kubeconfig FILE] [ADMIN]
 //	mwi-issuer admin issue --out DIR [--name NAME] [--ttl 8h] [--state DIR | --admin-socket PATH]
+//	mwi-issuer audit search (--state DIR | --audit-log FILE) [--since 1h] [--event NAME] [--outcome denied] [--code CODE] [--bot NAME] [--instance ID] [--format text|json]
 //	mwi-issuer completion bash|zsh|fish
 //	mwi-issuer --version
 //
@@ -190,6 +191,7 @@ func newRoot(e *env) *cobra.Command {
 		),
 		e.nodesCommand(),
 		e.adminCommand(),
+		e.auditCommand(),
 		group("store", "manage the issuer's store",
 			command("migrate", "", "bring the store's schema up to date, as serve does at start", e.runStoreMigrate, func(fs *pflag.FlagSet) {
 				fs.StringVar(&e.store, "store", "", "store `URL`: bolt://PATH or postgres://USER:PASSWORD@HOST/DB")
