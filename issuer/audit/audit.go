@@ -38,6 +38,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"reflect"
 	"slices"
 	"sync"
 	"time"
@@ -233,7 +234,9 @@ func (a *Log) Err() error {
 	return a.err
 }
 
-// Record writes one event. A denial must carry a "reason" attribute.
+// Record writes one event. A denial must carry a "reason" attribute. The
+// keys of the fields every record starts with (see the package
+// documentation), and "level" and "msg", are not for attrs.
 //
 // Record returns an error if the record could not be written whole. A
 // caller about to issue anything must then refuse; Record has already
@@ -402,7 +405,9 @@ func replace(groups []string, a slog.Attr) slog.Attr {
 	if len(groups) == 0 {
 		switch a.Key {
 		case slog.TimeKey:
-			return slog.String(a.Key, a.Value.Time().UTC().Format(TimeFormat))
+			if a.Value.Kind() == slog.KindTime {
+				return slog.String(a.Key, a.Value.Time().UTC().Format(TimeFormat))
+			}
 		case slog.LevelKey, slog.MessageKey:
 			return slog.Attr{}
 		}
@@ -426,10 +431,16 @@ func bound(_ []string, a slog.Attr) slog.Attr {
 		case error:
 			a.Value = slog.StringValue(truncate(v.Error()))
 		default:
-			// As the JSON handler would write it, if that is short.
+			// As the JSON handler would write it, if that is short. A
+			// list may take MaxValue for each item, so that a record
+			// naming several certificates keeps them as a list.
+			limit := MaxValue
+			if rv := reflect.ValueOf(v); rv.Kind() == reflect.Slice {
+				limit *= max(1, rv.Len())
+			}
 			if b, err := json.Marshal(v); err != nil {
 				a.Value = slog.StringValue(truncate(fmt.Sprintf("%+v", v)))
-			} else if len(b) > MaxValue {
+			} else if len(b) > limit {
 				a.Value = slog.StringValue(truncate(string(b)))
 			}
 		}

@@ -504,9 +504,6 @@ func (a *Authority) sign(ctx context.Context, d decision, in store.Instance, g r
 		}
 		maps.Copy(nodeLabels, labels)
 	}
-	if len(k.hosts) > 0 {
-		a.recordNode(ctx, in, nodeNames, nodeLabels, remote, now)
-	}
 	kubeCreds, kubeRecords, err := a.signKubernetes(in, kube, notBefore, notAfter)
 	if err != nil {
 		return api.Credentials{}, err
@@ -523,6 +520,9 @@ func (a *Authority) sign(ctx context.Context, d decision, in store.Instance, g r
 	}
 	if err := a.Audit.Record(ctx, d.event, audit.Allowed, append(d.attrs, issued...)...); err != nil {
 		return api.Credentials{}, auditFailed(err)
+	}
+	if len(k.hosts) > 0 {
+		a.recordNode(ctx, in, nodeNames, nodeLabels, remote, now)
 	}
 	return api.Credentials{
 		Bot:                 in.Bot,
