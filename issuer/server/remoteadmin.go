@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/pem"
 	"log/slog"
 	"net/http"
@@ -155,7 +154,7 @@ func (s *Server) IssueAdmin(ctx context.Context, req api.IssueAdminRequest) (api
 	}
 	// Nothing is handed out that the audit log does not hold.
 	if err := s.record(ctx, audit.EventAdminIssue, audit.Allowed, append(attrs,
-		slog.String("serial", hex.EncodeToString(cert.SerialNumber.Bytes())), slog.Time("expires", cert.NotAfter))...); err != nil {
+		slog.String("serial", cert.SerialNumber.Text(16)), slog.Time("expires", cert.NotAfter))...); err != nil {
 		return api.IssueAdminResponse{}, fault.Unavailable(api.CodeAuditUnavailable, "the audit log cannot be written: no admin identity is issued until it can")
 	}
 	return api.IssueAdminResponse{
