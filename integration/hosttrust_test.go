@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -125,7 +126,14 @@ func TestSSHHostCertificate(t *testing.T) {
 	if err == nil || !strings.Contains(out, "Host key verification failed") {
 		t.Fatalf("ssh to the sshd with an unsigned host key: err %v, output %q; want a host key verification failure", err, out)
 	}
-	if ev := h.iss.FindAudit(t, map[string]any{"event": "issue", "kind": "ssh_host", "bot": "build-01"}); ev == nil {
+	// The join or renewal record names the host certificate.
+	var audited bool
+	for _, ev := range h.iss.Audit(t) {
+		if hosts, _ := ev["host_certs"].([]any); ev["outcome"] == "allowed" && ev["bot"] == "build-01" && len(hosts) > 0 {
+			audited = audited || hosts[0].(map[string]any)["serial"] == strconv.FormatUint(cert.Serial, 10)
+		}
+	}
+	if !audited {
 		t.Error("no audit line for the host certificate")
 	}
 	// A host without labels says so, under the CA's signature.

@@ -443,12 +443,10 @@ func (n *loadCounts) certGeneration(c *ssh.Certificate) (uint64, bool) {
 	}
 	for _, line := range strings.Split(string(data), "\n") {
 		var rec struct {
-			Event      string `json:"event"`
-			Kind       string `json:"kind"`
-			Serial     string `json:"serial"`
+			Serial     string `json:"ssh_serial"`
 			Generation uint64 `json:"generation"`
 		}
-		if json.Unmarshal([]byte(line), &rec) == nil && rec.Event == "issue" && rec.Kind == "ssh_user" {
+		if json.Unmarshal([]byte(line), &rec) == nil && rec.Serial != "" {
 			n.generations[rec.Serial] = rec.Generation
 		}
 	}

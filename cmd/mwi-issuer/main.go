@@ -33,6 +33,7 @@
 //	mwi-issuer kube ls [--format text|json|yaml] [ADMIN]
 //	mwi-issuer kube rbac --cluster NAME [--apply --kubeconfig FILE] [ADMIN]
 //	mwi-issuer admin issue --out DIR [--name NAME] [--ttl 8h] [--state DIR | --admin-socket PATH]
+//	mwi-issuer audit search (--state DIR | --audit-log FILE) [--since 1h] [--event NAME] [--outcome denied] [--code CODE] [--bot NAME] [--instance ID] [--format text|json]
 //	mwi-issuer completion bash|zsh|fish
 //	mwi-issuer --version
 //
@@ -138,7 +139,7 @@ func newRoot(e *env) *cobra.Command {
 			fs.StringVar(&e.adminSocket, "admin-socket", "", "admin socket `PATH` (default STATE/admin.sock)")
 			fs.StringVar(&e.auditLog, "audit-log", "", "audit log `FILE` (default STATE/audit.log; - for standard output)")
 			fs.StringVar(&e.store, "store", "", "store `URL`: bolt://PATH or postgres://USER:PASSWORD@HOST/DB (default bolt://STATE/store.db)")
-			fs.StringVar(&e.clusterName, "cluster-name", "mwi", "cluster `NAME`: the audience ID tokens must have when their token resource sets none")
+			fs.StringVar(&e.clusterName, "cluster-name", "mwi", "cluster `NAME`: in every audit record, and the audience ID tokens must have when their token resource sets none")
 			fs.DurationVar(&e.settle, "resource-settle", watch.DefaultSettle, "`DURATION` the resource directory must stay unchanged after an edit before it is loaded")
 			fs.StringVar(&e.logFormat, "log-format", "text", "log `FORMAT`: text or json")
 			fs.StringVar(&e.logLevel, "log-level", "info", "log `LEVEL`: debug, info, warn, error")
@@ -190,6 +191,7 @@ func newRoot(e *env) *cobra.Command {
 		),
 		e.nodesCommand(),
 		e.adminCommand(),
+		e.auditCommand(),
 		group("store", "manage the issuer's store",
 			command("migrate", "", "bring the store's schema up to date, as serve does at start", e.runStoreMigrate, func(fs *pflag.FlagSet) {
 				fs.StringVar(&e.store, "store", "", "store `URL`: bolt://PATH or postgres://USER:PASSWORD@HOST/DB")
@@ -469,6 +471,8 @@ func (e *env) runServe([]string) error {
 	signal.Notify(hup, syscall.SIGHUP)
 	go func() {
 		for range hup {
+			// The audit log first: logrotate waits for nothing else.
+			srv.ReopenAuditLog()
 			srv.Reload()
 		}
 	}()

@@ -1,6 +1,18 @@
 // Package audit writes the issuer's audit log: one structured line for each
 // decision the issuer makes.
 //
+// Every record is a JSON object that starts with the same fields: "time"
+// (UTC), "code" (the event's stable code, see Code), "event", "outcome",
+// "id" (unique to the record), "cluster" (the issuer's cluster name), then
+// the event's own attributes, then the actor that WithActor put in the
+// request's context, such as the uid of an admin socket's caller. Serial
+// numbers are strings. A decision is one record: a join or a renewal names
+// the certificates it issued.
+//
+// A Log opened on a file with Open can Reopen it, so that logrotate can
+// rename the file and signal the issuer instead of copying and truncating
+// it.
+//
 // The log is bounded and fails closed. Every value is cut to MaxValue bytes,
 // so a request cannot put more than that in any attribute. Each record is
 // one JSON line written with a single Write, so concurrent records never
@@ -16,13 +28,18 @@ package audit
 
 import (
 	"bytes"
+	"cmp"
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"reflect"
+	"slices"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -33,7 +50,6 @@ const (
 	EventJoin          = "join"
 	EventJoinChallenge = "join.challenge"
 	EventRenew         = "renew"
-	EventIssue         = "issue"
 	EventTokenCreate   = "token.create"
 	EventBotLock       = "bot.lock"
 	EventBotUnlock     = "bot.unlock"
@@ -81,6 +97,9 @@ const (
 	Suppressed = "suppressed"
 )
 
+// DefaultCluster is the cluster name of a Log that names none.
+const DefaultCluster = "mwi"
+
 // MaxValue bounds each attribute value of a record, in bytes. A longer
 // string is cut, and says so and how long it was.
 const MaxValue = 1024
@@ -100,11 +119,15 @@ type Log struct {
 	// Logger receives write failures and recoveries; nil means
 	// slog.Default().
 	Logger *slog.Logger
+	// Cluster is the name of the issuer's cluster, written in every
+	// record; empty means DefaultCluster. Set it before the first record.
+	Cluster string
 
 	mu      sync.Mutex
 	w       io.Writer
-	err     error // of the last write
-	torn    bool  // the last write stopped in the middle of a line
+	path    string // of the file w, if Open opened it
+	err     error  // of the last write
+	torn    bool   // the last write stopped in the middle of a line
 	now     func() time.Time
 	rate    float64 // denials per second for each event
 	burst   float64
@@ -125,6 +148,77 @@ func New(w io.Writer) *Log {
 	return &Log{w: w, now: time.Now, rate: DenialsPerSecond, burst: DenialBurst}
 }
 
+// Open returns a Log that appends to the file at path, which it creates
+// with mode 0600 if it does not exist. Close it when done.
+func Open(path string) (*Log, error) {
+	f, err := openFile(path)
+	if err != nil {
+		return nil, err
+	}
+	a := New(f)
+	a.path = path
+	return a, nil
+}
+
+func openFile(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("audit log: %w", err)
+	}
+	return f, nil
+}
+
+// Reopen opens the log's file again by its name and writes the records
+// that follow to it, then closes the file it wrote to until then. After
+// logrotate renames the file, Reopen makes a new one, and every record is
+// in one of the two. If the file cannot be opened, the log keeps writing
+// to the file it had, and Reopen returns the error. Reopen does nothing
+// to a Log that Open did not make.
+func (a *Log) Reopen() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.path == "" {
+		return nil
+	}
+	f, err := openFile(a.path)
+	if err != nil {
+		return err
+	}
+	old := a.w.(*os.File)
+	a.w = f
+	// A write torn in the old file stays there; the new one starts clean.
+	a.torn = false
+	return old.Close()
+}
+
+// Close closes the file that Open opened. It does not write the denials
+// left out; call Flush first.
+func (a *Log) Close() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.path == "" {
+		return nil
+	}
+	return a.w.(*os.File).Close()
+}
+
+// actorKey is the context key of WithActor's attributes.
+type actorKey struct{}
+
+// WithActor returns a copy of ctx whose records name the actor by attrs,
+// such as the uid of an admin socket's caller or the name of a remote
+// admin: every record written with the context carries them, whichever
+// package writes it.
+func WithActor(ctx context.Context, attrs ...slog.Attr) context.Context {
+	return context.WithValue(ctx, actorKey{}, append(Actor(ctx), attrs...))
+}
+
+// Actor returns the attributes that WithActor put in ctx.
+func Actor(ctx context.Context) []slog.Attr {
+	attrs, _ := ctx.Value(actorKey{}).([]slog.Attr)
+	return slices.Clip(attrs)
+}
+
 func (a *Log) logger() *slog.Logger {
 	if a.Logger != nil {
 		return a.Logger
@@ -140,7 +234,9 @@ func (a *Log) Err() error {
 	return a.err
 }
 
-// Record writes one event. A denial must carry a "reason" attribute.
+// Record writes one event. A denial must carry a "reason" attribute. The
+// keys of the fields every record starts with (see the package
+// documentation), and "level" and "msg", are not for attrs.
 //
 // Record returns an error if the record could not be written whole. A
 // caller about to issue anything must then refuse; Record has already
@@ -169,8 +265,34 @@ func (a *Log) Record(ctx context.Context, event, outcome string, attrs ...slog.A
 		}
 		b.tokens--
 	}
-	all := append([]slog.Attr{slog.String("event", event), slog.String("outcome", outcome)}, attrs...)
-	return errors.Join(append(errs, a.writeLocked(ctx, now, event, outcome, all))...)
+	return errors.Join(append(errs, a.writeLocked(ctx, now, event, outcome, a.attrs(ctx, event, outcome, attrs)))...)
+}
+
+// attrs returns the attributes of a record: those every record starts
+// with, then attrs, then the actor's from ctx unless attrs has their keys.
+func (a *Log) attrs(ctx context.Context, event, outcome string, attrs []slog.Attr) []slog.Attr {
+	all := make([]slog.Attr, 0, 6+len(attrs))
+	all = append(all,
+		slog.String("code", Code(event, outcome)),
+		slog.String("event", event),
+		slog.String("outcome", outcome),
+		slog.String("id", newID()),
+		slog.String("cluster", cmp.Or(a.Cluster, DefaultCluster)))
+	all = append(all, attrs...)
+	for _, act := range Actor(ctx) {
+		if !slices.ContainsFunc(attrs, func(b slog.Attr) bool { return b.Key == act.Key }) {
+			all = append(all, act)
+		}
+	}
+	return all
+}
+
+// newID returns a record's id: 96 random bits, so that ids are unique
+// across every issuer and every restart without coordination.
+func newID() string {
+	var b [12]byte
+	rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
 // Flush writes the count of every event's denials that were left out and
@@ -214,11 +336,10 @@ func (a *Log) summaryLocked(ctx context.Context, event string, b *bucket, now ti
 	n, since := b.dropped, b.since
 	b.dropped = 0
 	return a.writeLocked(ctx, now, event, Suppressed,
-		[]slog.Attr{
-			slog.String("event", event), slog.String("outcome", Suppressed),
+		a.attrs(context.Background(), event, Suppressed, []slog.Attr{
 			slog.Int("count", n), slog.Time("since", since),
 			slog.String("reason", fmt.Sprintf("%d denials were not recorded: more than %g a second", n, a.rate)),
-		})
+		}))
 }
 
 // writeLocked writes one record as one line with one Write.
@@ -229,7 +350,7 @@ func (a *Log) writeLocked(ctx context.Context, now time.Time, event, outcome str
 		// swallow this record.
 		buf.WriteByte('\n')
 	}
-	h := slog.NewJSONHandler(&buf, &slog.HandlerOptions{ReplaceAttr: bound})
+	h := slog.NewJSONHandler(&buf, &slog.HandlerOptions{ReplaceAttr: replace})
 	r := slog.NewRecord(now, slog.LevelInfo, "audit", 0)
 	r.AddAttrs(attrs...)
 	if err := h.Handle(ctx, r); err != nil {
@@ -274,6 +395,29 @@ func (a *Log) failed(event, outcome string, err error) error {
 	return fmt.Errorf("audit: %s %s: %w", event, outcome, err)
 }
 
+// TimeFormat is the format of a record's time: UTC, to the microsecond.
+const TimeFormat = "2006-01-02T15:04:05.000000Z07:00"
+
+// replace writes a record's time in UTC, leaves out the level and message,
+// which say nothing in an audit log, writes other times in UTC, and cuts
+// values to MaxValue bytes.
+func replace(groups []string, a slog.Attr) slog.Attr {
+	if len(groups) == 0 {
+		switch a.Key {
+		case slog.TimeKey:
+			if a.Value.Kind() == slog.KindTime {
+				return slog.String(a.Key, a.Value.Time().UTC().Format(TimeFormat))
+			}
+		case slog.LevelKey, slog.MessageKey:
+			return slog.Attr{}
+		}
+	}
+	if a.Value.Kind() == slog.KindTime {
+		return slog.String(a.Key, a.Value.Time().UTC().Format(time.RFC3339Nano))
+	}
+	return bound(groups, a)
+}
+
 // bound cuts a record's values to MaxValue bytes.
 func bound(_ []string, a slog.Attr) slog.Attr {
 	a.Key = truncate(a.Key)
@@ -287,10 +431,16 @@ func bound(_ []string, a slog.Attr) slog.Attr {
 		case error:
 			a.Value = slog.StringValue(truncate(v.Error()))
 		default:
-			// As the JSON handler would write it, if that is short.
+			// As the JSON handler would write it, if that is short. A
+			// list may take MaxValue for each item, so that a record
+			// naming several certificates keeps them as a list.
+			limit := MaxValue
+			if rv := reflect.ValueOf(v); rv.Kind() == reflect.Slice {
+				limit *= max(1, rv.Len())
+			}
 			if b, err := json.Marshal(v); err != nil {
 				a.Value = slog.StringValue(truncate(fmt.Sprintf("%+v", v)))
-			} else if len(b) > MaxValue {
+			} else if len(b) > limit {
 				a.Value = slog.StringValue(truncate(string(b)))
 			}
 		}

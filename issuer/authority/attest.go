@@ -189,10 +189,7 @@ func (a *Authority) joinAttested(ctx context.Context, req api.JoinRequest, clien
 		return deny(err)
 	}
 	attrs = append(attrs, slog.String("instance", in.ID), slog.Uint64("generation", in.Generation), slog.Bool("rejoin", keep))
-	if err := a.Audit.Record(ctx, audit.EventJoin, audit.Allowed, attrs...); err != nil {
-		return api.Credentials{}, auditFailed(err)
-	}
-	return a.sign(ctx, in, grant, logins, keys, kube, ttl, identityTTL(req.IdentityTTLSeconds), now, remote)
+	return a.sign(ctx, decision{audit.EventJoin, attrs}, in, grant, logins, keys, kube, ttl, identityTTL(req.IdentityTTLSeconds), now, remote)
 }
 
 // attestation is what a verified attestation adds to a join.

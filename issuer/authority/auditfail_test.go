@@ -65,7 +65,9 @@ func TestAuditFailureRefusesIssuance(t *testing.T) {
 			_, err := e.auth.Join(ctx, api.JoinRequest{JoinMethod: api.JoinMethodToken, Token: tok, Keys: newKeys(t).pub, TTLSeconds: 600}, nil, "r")
 			return err, nil
 		}},
-		{"certificate records only", func(l string) bool { return strings.Contains(l, `"event":"issue"`) }, func(t *testing.T, e *attestEnv, fail func()) (error, func(*testing.T)) {
+		// The record that names the certificates is the one that must be
+		// written.
+		{"record naming the certificates", func(l string) bool { return strings.Contains(l, `"identity_serial"`) }, func(t *testing.T, e *attestEnv, fail func()) (error, func(*testing.T)) {
 			tok := e.token(t, "ci")
 			fail()
 			_, err := e.auth.Join(ctx, api.JoinRequest{JoinMethod: api.JoinMethodToken, Token: tok, Keys: newKeys(t).pub, TTLSeconds: 600}, nil, "r")

@@ -166,10 +166,8 @@ func (a *Authority) Join(ctx context.Context, req api.JoinRequest, client *ca.Id
 	if err := a.Store.CreateInstance(ctx, in); err != nil {
 		return api.Credentials{}, err
 	}
-	if err := a.Audit.Record(ctx, audit.EventJoin, audit.Allowed, attrs...); err != nil {
-		return api.Credentials{}, auditFailed(err)
-	}
-	return a.sign(ctx, in, grant, logins, keys, kube, ttl, identityTTL(req.IdentityTTLSeconds), now, remote)
+	return a.sign(ctx, decision{audit.EventJoin, append(attrs, slog.Uint64("generation", in.Generation))},
+		in, grant, logins, keys, kube, ttl, identityTTL(req.IdentityTTLSeconds), now, remote)
 }
 
 // Renew signs fresh credentials for a bot instance that proved its current
@@ -209,10 +207,10 @@ func (a *Authority) Renew(ctx context.Context, id ca.Identity, req api.RenewRequ
 	if err != nil {
 		return deny(err)
 	}
-	if err := a.Audit.Record(ctx, audit.EventRenew, audit.Allowed, append(attrs, slog.Uint64("new_generation", in.Generation))...); err != nil {
-		return api.Credentials{}, auditFailed(err)
-	}
-	return a.sign(ctx, in, grant, logins, keys, kube, ttl, identityTTL(req.IdentityTTLSeconds), now, remote)
+	// The record names the generation the new certificates carry; the
+	// one presented is one less, or the same for a retried renewal.
+	rec := []slog.Attr{attrs[0], attrs[1], attrs[2], slog.Uint64("generation", in.Generation)}
+	return a.sign(ctx, decision{audit.EventRenew, rec}, in, grant, logins, keys, kube, ttl, identityTTL(req.IdentityTTLSeconds), now, remote)
 }
 
 // refuse audits err as the denial of event, with attrs and err's message
@@ -419,7 +417,16 @@ func identityTTL(seconds int64) time.Duration {
 	return time.Duration(seconds) * time.Second
 }
 
-// sign signs the identity, SSH and Kubernetes certificates of an instance.
+// decision is the allowed decision that sign records, with the
+// certificates it signed: a join or a renewal is one audit record.
+type decision struct {
+	event string
+	attrs []slog.Attr
+}
+
+// sign signs the identity, SSH and Kubernetes certificates of an instance
+// and records d with them: the record is written before anything is
+// returned, so nothing is issued unrecorded.
 //
 // The identity may live longer than the rest (idTTL): it only ever proves
 // the instance to this issuer, from the daemon's memory, and a copy is
@@ -429,7 +436,7 @@ func identityTTL(seconds int64) time.Duration {
 //
 // A host that gets host certificates is recorded in the node inventory,
 // with the address remote its request came from.
-func (a *Authority) sign(ctx context.Context, in store.Instance, g resource.Grant, logins []string, k keys, kube *kubePlan, ttl, idTTL time.Duration, now time.Time, remote string) (api.Credentials, error) {
+func (a *Authority) sign(ctx context.Context, d decision, in store.Instance, g resource.Grant, logins []string, k keys, kube *kubePlan, ttl, idTTL time.Duration, now time.Time, remote string) (api.Credentials, error) {
 	ttl = min(ttl, g.MaxTTL)
 	idTTL = min(max(idTTL, ttl), g.MaxTTL)
 	notBefore, notAfter := now.Add(-backdate), now.Add(ttl)
@@ -437,6 +444,9 @@ func (a *Authority) sign(ctx context.Context, in store.Instance, g resource.Gran
 	if err != nil {
 		return api.Credentials{}, err
 	}
+	// Certificates carry whole seconds; so does the record.
+	expires := notAfter.Truncate(time.Second)
+	issued := []slog.Attr{slog.String("identity_serial", idCert.SerialNumber.Text(16))}
 	var sshCertText string
 	if len(logins) > 0 {
 		access, err := userAccess(in, g, logins)
@@ -456,21 +466,14 @@ func (a *Authority) sign(ctx context.Context, in store.Instance, g resource.Gran
 			return api.Credentials{}, err
 		}
 		sshCertText = string(ssh.MarshalAuthorizedKey(sshCert))
-		if err := a.Audit.Record(ctx, audit.EventIssue, audit.Allowed,
-			slog.String("bot", in.Bot), slog.String("instance", in.ID), slog.Uint64("generation", in.Generation),
-			slog.String("kind", "ssh_user"), slog.String("serial", strconv.FormatUint(sshCert.Serial, 10)), slog.Any("principals", logins),
-			slog.String("key_id", sshCert.KeyId), slog.Bool("forward_agent", g.ForwardAgent),
-			slog.Time("expires", notAfter)); err != nil {
-			return api.Credentials{}, auditFailed(err)
+		// The key ID is "bot=NAME instance=ID", which the record has.
+		issued = append(issued, slog.String("ssh_serial", strconv.FormatUint(sshCert.Serial, 10)), slog.Any("principals", logins))
+		if g.ForwardAgent {
+			issued = append(issued, slog.Bool("forward_agent", true))
 		}
 	}
-	if err := a.Audit.Record(ctx, audit.EventIssue, audit.Allowed,
-		slog.String("bot", in.Bot), slog.String("instance", in.ID), slog.Uint64("generation", in.Generation),
-		slog.String("kind", "identity"), slog.String("serial", idCert.SerialNumber.Text(16)),
-		slog.Time("expires", idCert.NotAfter)); err != nil {
-		return api.Credentials{}, auditFailed(err)
-	}
 	var hostCerts, nodeNames []string
+	var hostRecords []hostRecord
 	nodeLabels := map[string]string{}
 	for _, h := range k.hosts {
 		names := h.names
@@ -492,12 +495,7 @@ func (a *Authority) sign(ctx context.Context, in store.Instance, g resource.Gran
 		if err != nil {
 			return api.Credentials{}, err
 		}
-		if err := a.Audit.Record(ctx, audit.EventIssue, audit.Allowed,
-			slog.String("bot", in.Bot), slog.String("instance", in.ID), slog.Uint64("generation", in.Generation),
-			slog.String("kind", "ssh_host"), slog.String("serial", strconv.FormatUint(cert.Serial, 10)), slog.Any("names", names),
-			slog.Any("labels", labels), slog.Time("expires", notAfter)); err != nil {
-			return api.Credentials{}, auditFailed(err)
-		}
+		hostRecords = append(hostRecords, hostRecord{Serial: strconv.FormatUint(cert.Serial, 10), Names: names, Labels: labels})
 		hostCerts = append(hostCerts, string(ssh.MarshalAuthorizedKey(cert)))
 		for _, n := range names {
 			if !slices.Contains(nodeNames, n) {
@@ -506,12 +504,25 @@ func (a *Authority) sign(ctx context.Context, in store.Instance, g resource.Gran
 		}
 		maps.Copy(nodeLabels, labels)
 	}
-	if len(k.hosts) > 0 {
-		a.recordNode(ctx, in, nodeNames, nodeLabels, remote, now)
-	}
-	kubeCreds, err := a.signKubernetes(ctx, in, kube, notBefore, notAfter)
+	kubeCreds, kubeRecords, err := a.signKubernetes(in, kube, notBefore, notAfter)
 	if err != nil {
 		return api.Credentials{}, err
+	}
+	if len(hostRecords) > 0 {
+		issued = append(issued, slog.Any("host_certs", hostRecords))
+	}
+	if len(kubeRecords) > 0 {
+		issued = append(issued, slog.Any("kube_certs", kubeRecords))
+	}
+	issued = append(issued, slog.Time("expires", expires))
+	if !idCert.NotAfter.Equal(expires) {
+		issued = append(issued, slog.Time("identity_expires", idCert.NotAfter))
+	}
+	if err := a.Audit.Record(ctx, d.event, audit.Allowed, append(d.attrs, issued...)...); err != nil {
+		return api.Credentials{}, auditFailed(err)
+	}
+	if len(k.hosts) > 0 {
+		a.recordNode(ctx, in, nodeNames, nodeLabels, remote, now)
 	}
 	return api.Credentials{
 		Bot:                 in.Bot,
@@ -525,6 +536,14 @@ func (a *Authority) sign(ctx context.Context, in store.Instance, g resource.Gran
 		Expires:             notAfter,
 		Kubernetes:          kubeCreds,
 	}, nil
+}
+
+// hostRecord is an SSH host certificate as a join or renewal record names
+// it.
+type hostRecord struct {
+	Serial string            `json:"serial"`
+	Names  []string          `json:"names"`
+	Labels map[string]string `json:"labels"`
 }
 
 // identityKey identifies the proposed identity key: the hash of its

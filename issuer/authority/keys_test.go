@@ -229,13 +229,16 @@ func TestIssueAuditSerials(t *testing.T) {
 	}
 	got := map[string]any{}
 	for _, l := range e.auditLines(t, offset) {
-		if l["event"] == audit.EventIssue {
-			got[l["kind"].(string)] = l["serial"]
+		if l["outcome"] == audit.Allowed && l["identity_serial"] != nil {
+			got["identity"], got["ssh_user"] = l["identity_serial"], l["ssh_serial"]
+			if hosts, ok := l["host_certs"].([]any); ok && len(hosts) == 1 {
+				got["ssh_host"] = hosts[0].(map[string]any)["serial"]
+			}
 		}
 	}
 	for kind, serial := range want {
 		if s, ok := got[kind].(string); !ok || s != serial {
-			t.Errorf("%s issue line: serial %#v, want the string %q", kind, got[kind], serial)
+			t.Errorf("%s certificate in the audit record: serial %#v, want the string %q", kind, got[kind], serial)
 		}
 	}
 }

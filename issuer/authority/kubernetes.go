@@ -1,10 +1,8 @@
 package authority
 
 import (
-	"context"
 	"crypto/x509"
 	"encoding/pem"
-	"log/slog"
 	"slices"
 	"strings"
 	"time"
@@ -12,7 +10,6 @@ import (
 	"github.com/mwi-project/mwi/api"
 	"github.com/mwi-project/mwi/internal/fault"
 	"github.com/mwi-project/mwi/internal/kubeselect"
-	"github.com/mwi-project/mwi/issuer/audit"
 	"github.com/mwi-project/mwi/issuer/ca"
 	"github.com/mwi-project/mwi/issuer/resource"
 	"github.com/mwi-project/mwi/issuer/store"
@@ -145,13 +142,24 @@ func kubeNotAllowed(format string, args ...any) *fault.Error {
 	return fault.Denied(api.CodeKubernetesClusterNotAllowed, format, args...)
 }
 
+// kubeRecord is a Kubernetes certificate as a join or renewal record names
+// it.
+type kubeRecord struct {
+	Cluster string   `json:"kube_cluster"`
+	Serial  string   `json:"serial"`
+	User    string   `json:"user"`
+	Groups  []string `json:"groups"`
+}
+
 // signKubernetes signs the certificates of plan, with the validity of the
-// other certificates, and audits each.
-func (a *Authority) signKubernetes(ctx context.Context, in store.Instance, plan *kubePlan, notBefore, notAfter time.Time) ([]api.KubernetesCredential, error) {
+// other certificates, and returns them and what the audit record says of
+// them.
+func (a *Authority) signKubernetes(in store.Instance, plan *kubePlan, notBefore, notAfter time.Time) ([]api.KubernetesCredential, []kubeRecord, error) {
 	if plan == nil {
-		return nil, nil
+		return nil, nil, nil
 	}
 	out := make([]api.KubernetesCredential, 0, len(plan.certs))
+	var records []kubeRecord
 	for _, kc := range plan.certs {
 		cert, err := a.CA.SignKubernetes(ca.KubernetesRequest{
 			CSR:       plan.csr,
@@ -161,15 +169,9 @@ func (a *Authority) signKubernetes(ctx context.Context, in store.Instance, plan 
 			NotAfter:  notAfter,
 		})
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		if err := a.Audit.Record(ctx, audit.EventIssue, audit.Allowed,
-			slog.String("bot", in.Bot), slog.String("instance", in.ID), slog.Uint64("generation", in.Generation),
-			slog.String("kind", "kubernetes"), slog.String("cluster", kc.cluster.Name),
-			slog.String("user", kc.user), slog.Any("groups", nonNil(kc.groups)),
-			slog.String("serial", cert.SerialNumber.Text(16)), slog.Time("expires", notAfter)); err != nil {
-			return nil, auditFailed(err)
-		}
+		records = append(records, kubeRecord{Cluster: kc.cluster.Name, Serial: cert.SerialNumber.Text(16), User: kc.user, Groups: nonNil(kc.groups)})
 		out = append(out, api.KubernetesCredential{
 			Cluster:                  kc.cluster.Name,
 			Labels:                   kc.cluster.Labels,
@@ -179,7 +181,7 @@ func (a *Authority) signKubernetes(ctx context.Context, in store.Instance, plan 
 			Expires:                  notAfter,
 		})
 	}
-	return out, nil
+	return out, records, nil
 }
 
 // nonNil returns s, or an empty slice for nil, so that the audit log shows

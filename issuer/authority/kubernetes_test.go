@@ -181,18 +181,25 @@ func TestJoinKubernetes(t *testing.T) {
 		t.Errorf("validity %v to %v (expires %v), identity %v to %v", c.NotBefore, c.NotAfter, kc.Expires, idCert.NotBefore, idCert.NotAfter)
 	}
 	var issued []map[string]any
-	for _, l := range e.auditLines(t, offset) {
-		if l["event"] == audit.EventIssue && l["kind"] == "kubernetes" {
-			issued = append(issued, l)
+	for _, rec := range e.auditLines(t, offset) {
+		if rec["outcome"] != audit.Allowed {
+			continue
+		}
+		if rec["bot"] != "kadmin" || rec["expires"] == nil {
+			t.Errorf("audit line = %v", rec)
+		}
+		certs, _ := rec["kube_certs"].([]any)
+		for _, kc := range certs {
+			issued = append(issued, kc.(map[string]any))
 		}
 	}
 	if len(issued) != 1 {
-		t.Fatalf("%d kubernetes issue lines, want 1: %s", len(issued), e.audit.String()[offset:])
+		t.Fatalf("%d kubernetes certificates in the audit log, want 1: %s", len(issued), e.audit.String()[offset:])
 	}
 	l := issued[0]
-	if l["outcome"] != audit.Allowed || l["cluster"] != "prod" || l["user"] != "alice" || l["bot"] != "kadmin" ||
-		l["serial"] != c.SerialNumber.Text(16) || l["expires"] == nil || !slices.Equal(anyStrings(l["groups"]), []string{"system:masters"}) {
-		t.Errorf("audit line = %v", l)
+	if l["kube_cluster"] != "prod" || l["user"] != "alice" ||
+		l["serial"] != c.SerialNumber.Text(16) || !slices.Equal(anyStrings(l["groups"]), []string{"system:masters"}) {
+		t.Errorf("audited certificate = %v", l)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"encoding/pem"
 	"net/http"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -190,14 +191,16 @@ func TestHostLabels(t *testing.T) {
 			}
 			var audited bool
 			for _, l := range e.auditLines(t, offset) {
-				if l["event"] == audit.EventIssue && l["kind"] == "ssh_host" {
+				hosts, _ := l["host_certs"].([]any)
+				if l["outcome"] == audit.Allowed && len(hosts) == 1 {
 					audited = true
+					h := hosts[0].(map[string]any)
 					gotLabels := map[string]string{}
-					for k, v := range l["labels"].(map[string]any) {
+					for k, v := range h["labels"].(map[string]any) {
 						gotLabels[k] = v.(string)
 					}
 					if !reflect.DeepEqual(gotLabels, want) {
-						t.Errorf("audited labels = %v, want %v", l["labels"], want)
+						t.Errorf("audited labels = %v, want %v", h["labels"], want)
 					}
 				}
 			}
@@ -319,10 +322,12 @@ func TestUserCertificateAccess(t *testing.T) {
 			}
 			var audited bool
 			for _, l := range e.auditLines(t, offset) {
-				if l["event"] == audit.EventIssue && l["kind"] == "ssh_user" {
+				if l["outcome"] == audit.Allowed && l["ssh_serial"] == strconv.FormatUint(cert.Serial, 10) {
 					audited = true
-					if l["key_id"] != cert.KeyId || l["forward_agent"] != tc.forward || l["generation"] != float64(1) {
-						t.Errorf("issue record = %v", l)
+					// forward_agent is written only when it is allowed.
+					if want := "bot=" + l["bot"].(string) + " instance=" + l["instance"].(string); cert.KeyId != want ||
+						(l["forward_agent"] == true) != tc.forward || l["generation"] != float64(1) {
+						t.Errorf("record = %v for key ID %q", l, cert.KeyId)
 					}
 				}
 			}

@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/pem"
 	"log/slog"
 	"net/http"
@@ -57,6 +56,15 @@ func withAdmin(ctx context.Context, name string) context.Context {
 func adminFromContext(ctx context.Context) (string, bool) {
 	name, ok := ctx.Value(adminKey{}).(string)
 	return name, ok
+}
+
+// auditActor names the admin caller (callerAttrs) in every audit record
+// made for the request, whichever package writes it: the authority's
+// token and lock records as well as the server's.
+func auditActor(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		next.ServeHTTP(w, r.WithContext(audit.WithActor(r.Context(), callerAttrs(r.Context())...)))
+	})
 }
 
 // callerAttrs returns the audit attributes naming the admin caller: the
@@ -146,7 +154,7 @@ func (s *Server) IssueAdmin(ctx context.Context, req api.IssueAdminRequest) (api
 	}
 	// Nothing is handed out that the audit log does not hold.
 	if err := s.record(ctx, audit.EventAdminIssue, audit.Allowed, append(attrs,
-		slog.String("serial", hex.EncodeToString(cert.SerialNumber.Bytes())), slog.Time("expires", cert.NotAfter))...); err != nil {
+		slog.String("serial", cert.SerialNumber.Text(16)), slog.Time("expires", cert.NotAfter))...); err != nil {
 		return api.IssueAdminResponse{}, fault.Unavailable(api.CodeAuditUnavailable, "the audit log cannot be written: no admin identity is issued until it can")
 	}
 	return api.IssueAdminResponse{

@@ -600,9 +600,8 @@ func (s *Server) refuse(ctx context.Context, event string, err error, attrs ...s
 	return err
 }
 
-// record writes an audit record naming the admin caller: by the peer
-// credentials the admin socket took, or by its admin identity.
+// record writes an audit record, which names the admin caller that
+// auditActor put in ctx.
 func (s *Server) record(ctx context.Context, event, outcome string, attrs ...slog.Attr) error {
-	attrs = append(attrs, callerAttrs(ctx)...)
 	return s.auth.Audit.Record(ctx, event, outcome, attrs...)
 }

@@ -235,7 +235,6 @@ func refused(r *http.Request, al *audit.Log, err error) error {
 		reason = e.Message
 	}
 	attrs := []slog.Attr{slog.String("remote", r.RemoteAddr), slog.String("path", r.URL.Path), slog.String("reason", reason)}
-	attrs = append(attrs, callerAttrs(r.Context())...)
 	al.Record(r.Context(), audit.EventRequest, audit.Denied, attrs...)
 	return err
 }
@@ -350,6 +349,7 @@ func adminRoutes(a admin, res resources, al *audit.Log, log *slog.Logger) http.H
 // al. The resource routes are served only if res is not nil.
 func adminAPI(a admin, res resources, al *audit.Log, log *slog.Logger) http.Handler {
 	r := chi.NewRouter()
+	r.Use(auditActor)
 	r.NotFound(httpjson.NotFound(log))
 	r.MethodNotAllowed(httpjson.MethodNotAllowed(r))
 	if res != nil {

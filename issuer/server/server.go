@@ -9,7 +9,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -48,10 +47,12 @@ type Config struct {
 	// AdminSocket is the path of the admin Unix socket.
 	AdminSocket string
 	// AuditLog is the audit log file; empty means standard output.
+	// ReopenAuditLog opens it again, as after logrotate renamed it.
 	AuditLog string
-	// ClusterName is the audience that ID tokens must be issued for when
-	// their token resource sets none; empty means
-	// authority.DefaultClusterName ("mwi").
+	// ClusterName names the issuer's cluster in every audit record, and is
+	// the audience that ID tokens must be issued for when their token
+	// resource sets none; empty means authority.DefaultClusterName
+	// ("mwi").
 	ClusterName string
 	// ResourceSettle is how long the resource directory must stay the
 	// same after a change before the change is loaded; zero means
@@ -85,10 +86,9 @@ func DefaultConfig(stateDir string) Config {
 
 // Server is a running issuer.
 type Server struct {
-	cfg   Config
-	log   *slog.Logger
-	auth  *authority.Authority
-	audit io.Closer // the audit log file, if it is one
+	cfg  Config
+	log  *slog.Logger
+	auth *authority.Authority
 
 	// reloadMu serializes the changes of the running resource set; see
 	// swap.
@@ -120,38 +120,35 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	for _, f := range authorities.Created() {
 		log.Info("created an authority that this state directory predates", "file", f)
 	}
-	var auditW io.Writer = os.Stdout
-	var auditC io.Closer = io.NopCloser(nil)
+	al := audit.New(os.Stdout)
 	if cfg.AuditLog != "" {
-		f, err := os.OpenFile(cfg.AuditLog, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
-		if err != nil {
-			return nil, fmt.Errorf("audit log: %w", err)
+		if al, err = audit.Open(cfg.AuditLog); err != nil {
+			return nil, err
 		}
-		auditW, auditC = f, f
 	}
+	al.Logger = log
+	al.Cluster = cmp.Or(cfg.ClusterName, authority.DefaultClusterName)
 	location := cfg.Store
 	if location == "" {
 		location = filepath.Join(cfg.StateDir, "store.db")
 	}
 	st, err := store.Open(location)
 	if err != nil {
-		auditC.Close()
+		al.Close()
 		return nil, err
 	}
 	log.Info("store opened", "store", store.Redact(location))
 	s := &Server{
-		cfg:   cfg,
-		log:   log,
-		audit: auditC,
+		cfg: cfg,
+		log: log,
 		auth: &authority.Authority{
 			CA:          authorities,
 			Store:       st,
-			Audit:       audit.New(auditW),
+			Audit:       al,
 			ClusterName: cfg.ClusterName,
 			Log:         log,
 		},
 	}
-	s.auth.Audit.Logger = log
 	dir, err := loadResources(cfg, log)
 	if err == nil {
 		// The count is read before the documents, so that a change made
@@ -180,7 +177,19 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 // Close releases the store and the audit log, after writing the counts of
 // denials the audit log left out.
 func (s *Server) Close() error {
-	return errors.Join(s.auth.Audit.Flush(context.Background()), s.auth.Store.Close(), s.audit.Close())
+	return errors.Join(s.auth.Audit.Flush(context.Background()), s.auth.Store.Close(), s.auth.Audit.Close())
+}
+
+// ReopenAuditLog opens the audit log file again by its name, as SIGHUP
+// asks: after logrotate renames the file, the records that follow go to a
+// new one, and none is lost. If the file cannot be opened, the issuer
+// keeps writing to the one it has, and logs why.
+func (s *Server) ReopenAuditLog() error {
+	if err := s.auth.Audit.Reopen(); err != nil {
+		s.log.Error("cannot reopen the audit log; still writing to the file it had", "file", s.cfg.AuditLog, "err", err)
+		return err
+	}
+	return nil
 }
 
 // warnKubeRBAC logs what kuberbac.Warnings says of set: the

@@ -1,0 +1,119 @@
+package audit
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestRecordFields checks what every record starts with: time in UTC,
+// code, event, outcome, a unique id and the cluster, then the record's
+// own attributes and the actor from the context.
+func TestRecordFields(t *testing.T) {
+	w := &callWriter{}
+	a := New(w)
+	a.now = func() time.Time { return time.Date(2026, 1, 2, 3, 4, 5, 6000, time.FixedZone("X", 3600)) }
+	ctx := WithActor(context.Background(), slog.Uint64("uid", 0), slog.Int("pid", 42))
+	if err := a.Record(ctx, EventTokenCreate, Allowed, slog.String("bot", "ci"),
+		slog.Time("expires", time.Date(2026, 1, 2, 4, 0, 0, 0, time.FixedZone("X", 3600)))); err != nil {
+		t.Fatal(err)
+	}
+	// An attribute of the record itself is not repeated from the actor.
+	if err := a.Record(ctx, EventAdmin, Denied, slog.Uint64("uid", 65534), slog.String("reason", "not admin")); err != nil {
+		t.Fatal(err)
+	}
+	a.Cluster = "prod"
+	if err := a.Record(context.Background(), EventRenew, Allowed); err != nil {
+		t.Fatal(err)
+	}
+	got := string(w.written())
+	l := strings.Split(strings.TrimSuffix(got, "\n"), "\n")
+	if len(l) != 3 {
+		t.Fatalf("wrote %d lines, want 3:\n%s", len(l), got)
+	}
+	recs := lines(t, w.written())
+	const head = `{"time":"2026-01-02T02:04:05.000006Z","code":"MWI2001I","event":"token.create","outcome":"allowed","id":"`
+	if !strings.HasPrefix(l[0], head) {
+		t.Errorf("first line\n%s\ndoes not start with\n%s", l[0], head)
+	}
+	if !strings.HasSuffix(l[0], `,"cluster":"mwi","bot":"ci","expires":"2026-01-02T03:00:00Z","uid":0,"pid":42}`) {
+		t.Errorf("first line ends wrong: %s", l[0])
+	}
+	if strings.Contains(got, `"level"`) || strings.Contains(got, `"msg"`) {
+		t.Errorf("records hold slog's level or message: %s", got)
+	}
+	if recs[1]["uid"] != float64(65534) || strings.Count(l[1], `"uid"`) != 1 || recs[1]["pid"] != float64(42) || recs[1]["code"] != "MWI3003W" {
+		t.Errorf("denial = %s, want the record's own uid once, the actor's pid, code MWI3003W", l[1])
+	}
+	if recs[2]["cluster"] != "prod" || recs[2]["uid"] != nil {
+		t.Errorf("third record = %s, want cluster prod and no actor", l[2])
+	}
+	ids := map[any]bool{}
+	for _, r := range recs {
+		if id, _ := r["id"].(string); len(id) != 16 || ids[id] {
+			t.Errorf("id %q: want 16 characters, unique", id)
+		}
+		ids[r["id"]] = true
+	}
+}
+
+// TestReopen renames the log's file as logrotate does and reopens it: every
+// record is in one of the two files, and the ones after Reopen in the new.
+func TestReopen(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "audit.log")
+	a, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	ctx := context.Background()
+	a.Record(ctx, EventRenew, Allowed, slog.String("n", "1"))
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	// Until it is reopened, the log writes to the renamed file.
+	a.Record(ctx, EventRenew, Allowed, slog.String("n", "2"))
+	if err := a.Reopen(); err != nil {
+		t.Fatal(err)
+	}
+	a.Record(ctx, EventRenew, Allowed, slog.String("n", "3"))
+	old, err := os.ReadFile(path + ".1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := lines(t, old); len(l) != 2 || l[0]["n"] != "1" || l[1]["n"] != "2" {
+		t.Errorf("rotated file = %s", old)
+	}
+	if l := lines(t, cur); len(l) != 1 || l[0]["n"] != "3" {
+		t.Errorf("new file = %s", cur)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("new file: %v, mode %v; want 0600", err, fi.Mode())
+	}
+
+	// A file that cannot be made keeps the log on its file.
+	if err := os.Rename(path, path+".2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(path, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Reopen(); err == nil {
+		t.Error("Reopen onto a directory succeeded")
+	}
+	if err := a.Record(ctx, EventRenew, Allowed, slog.String("n", "4")); err != nil {
+		t.Fatalf("record after a failed Reopen: %v", err)
+	}
+	if data, _ := os.ReadFile(path + ".2"); !strings.Contains(string(data), `"n":"4"`) {
+		t.Errorf("record after a failed Reopen is not in the file the log had: %s", data)
+	}
+}
