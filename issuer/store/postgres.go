@@ -176,7 +176,8 @@ func (s *pgStore) PutToken(ctx context.Context, t Token) error {
 		return fmt.Errorf("store: put token for bot %q: %w", t.Bot, err)
 	}
 	return s.tx(ctx, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `INSERT INTO tokens (hash, doc) VALUES ($1, $2) ON CONFLICT DO NOTHING`, t.Hash, doc)
+		tag, err := tx.Exec(ctx, `INSERT INTO tokens (hash, doc, done) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`,
+			t.Hash, doc, unixNanos(t.Expires))
 		if err != nil {
 			return fmt.Errorf("store: put token for bot %q: %w", t.Bot, err)
 		}
@@ -229,7 +230,7 @@ func pgConsume(ctx context.Context, tx pgx.Tx, t Token, instance string, now tim
 	if err != nil {
 		return Token{}, fmt.Errorf("store: consume token for bot %q: %w", t.Bot, err)
 	}
-	if _, err := tx.Exec(ctx, `UPDATE tokens SET doc = $2 WHERE hash = $1`, t.Hash, doc); err != nil {
+	if _, err := tx.Exec(ctx, `UPDATE tokens SET doc = $2, done = $3 WHERE hash = $1`, t.Hash, doc, unixNanos(now)); err != nil {
 		return Token{}, fmt.Errorf("store: consume token for bot %q: %w", t.Bot, err)
 	}
 	var out Token
