@@ -5,6 +5,10 @@
 // the admin API, kept as written. Locks are of bots, of instances and of
 // token resources; a lock may expire by itself.
 //
+// A join and a renewal are each written by one call, Join or Renew, in one
+// transaction; the single-purpose methods serve the admin paths. Now is
+// the clock that decides validity, the database's where there is one.
+//
 // Open returns one of two implementations: the embedded one, a bbolt file
 // for a single issuer, or PostgreSQL, which several issuers can share.
 package store
