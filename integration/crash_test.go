@@ -15,6 +15,7 @@ import (
 	"github.com/mwi-project/mwi/daemon/issuerclient"
 	"github.com/mwi-project/mwi/integration/harness"
 	"github.com/mwi-project/mwi/internal/pgtest"
+	"github.com/mwi-project/mwi/issuer/authority"
 	"github.com/mwi-project/mwi/issuer/store"
 )
 
@@ -161,6 +162,20 @@ func killMidRequest(t *testing.T, iss *harness.Issuer, location string) {
 	}
 	t.Logf("killed after %d answers; lost the answers of %d joins and %d renewals in flight", ok.Load(), lostJoins, lostRenewals)
 
+	// The store as the kill left it: whole joins only, and which of the
+	// lost requests had committed.
+	byID, used := readStore(t, location)
+	committed := make([]bool, len(lost))
+	for i, p := range lost {
+		switch {
+		case p == nil:
+		case p.token != "":
+			committed[i] = used[authority.HashToken(p.token)] != ""
+		default:
+			committed[i] = byID[p.cur.Instance].Generation == p.cur.Generation+1
+		}
+	}
+
 	iss.Start(t)
 	ic = issuerAt(t, iss) // no connection of the dead process
 	outcomes := map[string]int{}
@@ -175,17 +190,19 @@ func killMidRequest(t *testing.T, iss *harness.Issuer, location string) {
 		if p.token != "" {
 			resp, err := ic.Join(context.Background(), nil, api.JoinRequest{JoinMethod: "token", Token: p.token, Keys: pub, TTLSeconds: 600})
 			switch {
-			case err == nil:
+			case err == nil && !committed[i]:
 				outcomes["join ok"]++
 				creds, err := identity.Assemble(p.keys, resp, time.Now())
 				if err != nil {
 					t.Fatal(err)
 				}
 				joined[i-renewers] = append(joined[i-renewers], creds)
-			case errCode(err) == api.CodeTokenUsed:
-				outcomes["join token_used"]++ // it had committed
+			case err != nil && committed[i] && errCode(err) == api.CodeTokenUsed:
+				outcomes["join committed, then token_used"]++
+			case committed[i]:
+				t.Errorf("join that had committed, sent again after the restart: %v; want %s", err, api.CodeTokenUsed)
 			default:
-				t.Errorf("join sent again after the restart: %v; want success or %s", err, api.CodeTokenUsed)
+				t.Errorf("join that had not committed, sent again after the restart: %v; want success", err)
 			}
 			continue
 		}
@@ -201,7 +218,11 @@ func killMidRequest(t *testing.T, iss *harness.Issuer, location string) {
 		if creds.Generation != p.cur.Generation+1 {
 			t.Errorf("renewal of generation %d sent again: generation %d, want %d", p.cur.Generation, creds.Generation, p.cur.Generation+1)
 		}
-		outcomes["renewal ok"]++
+		if committed[i] {
+			outcomes["renewal committed, then ok at the same generation"]++
+		} else {
+			outcomes["renewal ok"]++
+		}
 		held[i] = creds
 	}
 	t.Logf("sent again after the restart: %v", outcomes)
@@ -217,6 +238,28 @@ func killMidRequest(t *testing.T, iss *harness.Issuer, location string) {
 	iss.Stop(t)
 
 	// The store, read with the issuer stopped.
+	byID, used = readStore(t, location)
+	for _, creds := range held {
+		if in := byID[creds.Instance]; in.Generation != creds.Generation {
+			t.Errorf("instance %s: generation %d in the store, %d held", creds.Instance, in.Generation, creds.Generation)
+		}
+	}
+	for _, list := range joined {
+		for _, creds := range list {
+			if in, ok := byID[creds.Instance]; !ok || in.Generation != 1 {
+				t.Errorf("joined instance %s: in the store %v at generation %d, want generation 1", creds.Instance, ok, in.Generation)
+			}
+		}
+	}
+	t.Logf("%d instances, %d used tokens", len(byID), len(used))
+}
+
+// readStore opens the store at location, which no issuer holds, checks
+// that it holds whole joins only (each used token names an instance that
+// exists, and each instance has the token that made it) and returns its
+// instances by ID and the instance each used token made, by token hash.
+func readStore(t *testing.T, location string) (map[string]store.Instance, map[string]string) {
+	t.Helper()
 	s, err := store.Open(location)
 	if err != nil {
 		t.Fatal(err)
@@ -235,7 +278,8 @@ func killMidRequest(t *testing.T, iss *harness.Issuer, location string) {
 	for _, in := range instances {
 		byID[in.ID] = in
 	}
-	madeBy := map[string]string{}
+	used := map[string]string{}
+	madeBy := map[string]bool{}
 	for _, tok := range toks {
 		if tok.ConsumedBy == "" {
 			continue
@@ -243,24 +287,13 @@ func killMidRequest(t *testing.T, iss *harness.Issuer, location string) {
 		if _, ok := byID[tok.ConsumedBy]; !ok {
 			t.Errorf("token %s… was used by instance %s, which the store does not have: a half-written join", tok.Hash[:12], tok.ConsumedBy)
 		}
-		madeBy[tok.ConsumedBy] = tok.Hash
+		used[tok.Hash] = tok.ConsumedBy
+		madeBy[tok.ConsumedBy] = true
 	}
 	for _, in := range instances {
-		if _, ok := madeBy[in.ID]; !ok {
+		if !madeBy[in.ID] {
 			t.Errorf("instance %s has no used token: a half-written join", in.ID)
 		}
 	}
-	for _, creds := range held {
-		if in := byID[creds.Instance]; in.Generation != creds.Generation {
-			t.Errorf("instance %s: generation %d in the store, %d held", creds.Instance, in.Generation, creds.Generation)
-		}
-	}
-	for _, list := range joined {
-		for _, creds := range list {
-			if in, ok := byID[creds.Instance]; !ok || in.Generation != 1 {
-				t.Errorf("joined instance %s: in the store %v at generation %d, want generation 1", creds.Instance, ok, in.Generation)
-			}
-		}
-	}
-	t.Logf("%d instances, %d used tokens, all paired", len(instances), len(madeBy))
+	return byID, used
 }
