@@ -117,6 +117,20 @@ var tbotRefused = map[string]string{
 	"onboarding.bound_keypair.registration_secret_path": "MWI's bound_keypair token registers the public key on the issuer; give the private key with static_key_path",
 }
 
+// refuseOneAddress is the reason a list of addresses is refused where
+// tbot's format has one. tbot's v2 configuration (BotConfig in Teleport's
+// lib/tbot/config) names its cluster with the single string auth_server
+// or proxy_server and has no field for several; mwid does not invent one.
+const refuseOneAddress = "tbot's format (version: v2) takes one address here, as tbot does; for several issuer replicas give one host name " +
+	"that resolves to each of them (mwid tries every address of a name), or write mwid's own format (version: v1) with issuer.addresses"
+
+// tbotOneValue are tbot's fields that hold one value where a list might be
+// written, by dotted path, with the reason a list is refused.
+var tbotOneValue = map[string]string{
+	"proxy_server": refuseOneAddress,
+	"auth_server":  refuseOneAddress,
+}
+
 // tbotOutputRefused are the fields of tbot's outputs and services that
 // mwid does not take, by field, for every type.
 var tbotOutputRefused = map[string]string{
@@ -211,6 +225,16 @@ func (v *validator) refuseFields(n *yaml.Node, path string, refused map[string]s
 		if reason, ok := refused[full]; ok {
 			v.f.Errorf(key.Line, "%s: %s", full, reason)
 			continue
+		}
+		if reason, ok := tbotOneValue[full]; ok && yamlfile.Resolve(val).Kind == yaml.SequenceNode {
+			v.f.Errorf(key.Line, "%s: %s", full, reason)
+			// Its first item stands in, so that decoding reports nothing
+			// more of it.
+			seq := yamlfile.Resolve(val)
+			val = &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Line: seq.Line}
+			if len(seq.Content) > 0 {
+				val.Value = yamlfile.Resolve(seq.Content[0]).Value
+			}
 		}
 		if yamlfile.Resolve(val).Kind == yaml.MappingNode {
 			val = v.refuseFields(val, full, refused)

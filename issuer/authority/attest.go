@@ -116,7 +116,7 @@ func (a *Authority) joinAttested(ctx context.Context, req api.JoinRequest, clien
 		return denied(&join.DeniedError{Check: join.CheckTokenUnknown})
 	case tok.JoinMethod != req.JoinMethod:
 		return denied(&join.DeniedError{Check: join.CheckMethodMismatch, Detail: "the token's join method is " + string(tok.JoinMethod)})
-	case tok.Expired(a.now()):
+	case tok.Expired(a.now(ctx)):
 		return denied(&join.DeniedError{Check: join.CheckTokenExpired, Detail: "expired at " + tok.Expires.Format(time.RFC3339)})
 	}
 	attrs = append(attrs, slog.String("bot", tok.BotName))
@@ -134,7 +134,7 @@ func (a *Authority) joinAttested(ctx context.Context, req api.JoinRequest, clien
 	case errors.As(err, &d):
 		return denied(d)
 	case errors.Is(err, join.ErrUnavailable):
-		a.unavailable.WarnAt(a.now(), a.log(), "ID token issuer unavailable", "token_name", tok.Name, "err", err)
+		a.unavailable.WarnAt(a.now(ctx), a.log(), "ID token issuer unavailable", "token_name", tok.Name, "err", err)
 		return deny(fault.Unavailable(api.CodeInternal,
 			"the keys of the ID token's issuer could not be fetched; try again later"), slog.String("detail", err.Error()))
 	case err != nil:
@@ -160,7 +160,7 @@ func (a *Authority) joinAttested(ctx context.Context, req api.JoinRequest, clien
 		return deny(err)
 	}
 
-	now := a.now()
+	now := a.now(ctx)
 	// The instance the token admits is named before the replay check, so
 	// that the check can tell a re-join by the same instance (whose platform
 	// has not yet rotated the token, as kubelet does only at 80% of a
@@ -175,21 +175,33 @@ func (a *Authority) joinAttested(ctx context.Context, req api.JoinRequest, clien
 	if keep {
 		owner = client.Instance
 	}
+	// One transaction records the ID token, makes the instance or moves
+	// the kept one on, and records the host: all of it or none, but for a
+	// stale generation, which keeps the token spent and the instance
+	// locked.
+	w := store.JoinWrite{Now: now}
 	if att.replayKey != "" {
-		switch err := a.Store.MarkUsed(ctx, att.replayKey, owner, att.replayUntil, now); {
-		case errors.Is(err, store.ErrReplay):
-			return denied(&join.DeniedError{Check: join.CheckReplay})
-		case err != nil:
-			return api.Credentials{}, fmt.Errorf("authority: replay check: %w", err)
-		}
+		w.Replay = store.Replay{Key: att.replayKey, Owner: owner, Expires: att.replayUntil}
 	}
-
-	in, err := a.attestedInstance(ctx, tok, client, keep, newID, keys.identityKey(), now)
-	if err != nil {
-		return deny(err)
+	in := store.Instance{ID: newID, Bot: tok.BotName, Generation: 1, Created: now, JoinMethod: tok.JoinMethod, TokenName: tok.Name, IssuedKey: keys.identityKey()}
+	if keep {
+		in = store.Instance{ID: client.Instance, Bot: client.Bot}
+		w.Keep = &store.RenewWrite{ID: client.Instance, Presented: client.Generation, Key: keys.identityKey(), OnMismatch: mismatchLock(*client, now)}
+	} else {
+		w.Instance = in
+	}
+	w.Node = a.node(ctx, in, grant, keys.hosts, remote, now)
+	in, err = a.Store.Join(ctx, w)
+	switch {
+	case errors.Is(err, store.ErrReplay):
+		return denied(&join.DeniedError{Check: join.CheckReplay})
+	case keep && err != nil:
+		return deny(a.advanceRefusal(ctx, *client, in, err, now))
+	case err != nil:
+		return api.Credentials{}, fmt.Errorf("authority: join: %w", err)
 	}
 	attrs = append(attrs, slog.String("instance", in.ID), slog.Uint64("generation", in.Generation), slog.Bool("rejoin", keep))
-	return a.sign(ctx, decision{audit.EventJoin, attrs}, in, grant, logins, keys, kube, ttl, identityTTL(req.IdentityTTLSeconds), now, remote)
+	return a.sign(ctx, decision{audit.EventJoin, attrs}, in, grant, logins, keys, kube, ttl, identityTTL(req.IdentityTTLSeconds), now)
 }
 
 // attestation is what a verified attestation adds to a join.
@@ -209,7 +221,7 @@ type attestation struct {
 func (a *Authority) verifyAttestation(ctx context.Context, tok resource.Token, req api.JoinRequest) (attestation, error) {
 	switch spec := tok.Join.(type) {
 	case resource.ChallengeJoin:
-		name, err := a.Store.ConsumeChallenge(ctx, req.Challenge, a.now())
+		name, err := a.Store.ConsumeChallenge(ctx, req.Challenge, a.now(ctx))
 		switch {
 		case errors.Is(err, store.ErrChallengeUnknown):
 			return attestation{}, &join.DeniedError{Check: join.CheckChallenge, Detail: err.Error()}
@@ -265,21 +277,6 @@ func (a *Authority) keepInstance(ctx context.Context, tok resource.Token, client
 	return in.Method() == tok.JoinMethod && in.TokenName == tok.Name, nil
 }
 
-// attestedInstance returns the instance an admitted attestation joins as:
-// the caller's, its generation advanced, if keepInstance said to keep it
-// (its generation must still be the one stored), or a new one named
-// newID. Its refusals are advance's.
-func (a *Authority) attestedInstance(ctx context.Context, tok resource.Token, client *ca.Identity, keep bool, newID, key string, now time.Time) (store.Instance, error) {
-	if keep {
-		return a.advance(ctx, *client, key, now)
-	}
-	in := store.Instance{ID: newID, Bot: tok.BotName, Generation: 1, Created: now, JoinMethod: tok.JoinMethod, TokenName: tok.Name, IssuedKey: key}
-	if err := a.Store.CreateInstance(ctx, in); err != nil {
-		return store.Instance{}, err
-	}
-	return in, nil
-}
-
 // Challenge makes a challenge for a bound key pair join with the named
 // token resource: base64 of 32 random bytes, usable once within
 // ChallengeTTL by any issuer sharing the store.
@@ -300,7 +297,7 @@ func (a *Authority) Challenge(ctx context.Context, req api.ChallengeRequest, cli
 	if req.TokenName == "" {
 		return deny(badRequest("token_name is empty: name the token resource to join with"))
 	}
-	now := a.now()
+	now := a.now(ctx)
 	tok, ok := a.Resources().Token(req.TokenName)
 	switch {
 	case !ok:

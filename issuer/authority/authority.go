@@ -24,7 +24,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -67,7 +66,8 @@ type Authority struct {
 	// IDTokens verifies ID tokens; nil means a join.Verifier with its
 	// defaults (github.com's issuer, the system's authorities).
 	IDTokens *join.Verifier
-	// Now returns the current time; nil means time.Now.
+	// Now returns the current time; nil means the store's clock
+	// (Store.Now).
 	Now func() time.Time
 	// Log receives internal errors; nil means slog.Default().
 	Log *slog.Logger
@@ -97,9 +97,21 @@ func (a *Authority) log() *slog.Logger {
 	return slog.Default()
 }
 
-func (a *Authority) now() time.Time {
+// Clock returns the time that decides validity, as the authority's own
+// decisions take it: for the server's pruning and the certificates it
+// signs itself.
+func (a *Authority) Clock(ctx context.Context) time.Time { return a.now(ctx) }
+
+// now returns the time that decides validity: a.Now's, or the store's
+// clock (Store.Now), which several issuers on one database share. A store
+// that cannot tell its time cannot be written either, and the request
+// fails there; meanwhile the local clock stands in.
+func (a *Authority) now(ctx context.Context) time.Time {
 	if a.Now != nil {
 		return a.Now()
+	}
+	if t, err := a.Store.Now(ctx); err == nil {
+		return t
 	}
 	return time.Now()
 }
@@ -142,7 +154,7 @@ func (a *Authority) Join(ctx context.Context, req api.JoinRequest, client *ca.Id
 	// The prefix is enough to match the line with the token's creation and
 	// too short to help anyone guess the secret.
 	attrs = append(attrs, slog.String("token", hash[:12]))
-	tok, err := a.Store.Token(ctx, hash, a.now())
+	tok, err := a.Store.Token(ctx, hash, a.now(ctx))
 	if err != nil {
 		return deny(tokenError(err, "token lookup"))
 	}
@@ -156,18 +168,18 @@ func (a *Authority) Join(ctx context.Context, req api.JoinRequest, client *ca.Id
 		return api.Credentials{}, err
 	}
 	attrs = append(attrs, slog.String("instance", instance))
-	now := a.now()
-	// Consuming re-checks the token atomically: of two joins racing with the
-	// same token, one wins and the other is told it was used.
-	if _, err := a.Store.ConsumeToken(ctx, hash, instance, now); err != nil {
-		return deny(tokenError(err, "consume token"))
-	}
+	now := a.now(ctx)
 	in := store.Instance{ID: instance, Bot: tok.Bot, Generation: 1, Created: now, JoinMethod: api.JoinMethodToken}
-	if err := a.Store.CreateInstance(ctx, in); err != nil {
-		return api.Credentials{}, err
+	// One transaction consumes the token, makes the instance and records
+	// the host: a crash or a failure leaves all of it or none. Consuming
+	// re-checks the token: of two joins racing with the same token, one
+	// wins and the other is told it was used.
+	in, err = a.Store.Join(ctx, store.JoinWrite{Now: now, TokenHash: hash, Instance: in, Node: a.node(ctx, in, grant, keys.hosts, remote, now)})
+	if err != nil {
+		return deny(tokenError(err, "join"))
 	}
 	return a.sign(ctx, decision{audit.EventJoin, append(attrs, slog.Uint64("generation", in.Generation))},
-		in, grant, logins, keys, kube, ttl, identityTTL(req.IdentityTTLSeconds), now, remote)
+		in, grant, logins, keys, kube, ttl, identityTTL(req.IdentityTTLSeconds), now)
 }
 
 // Renew signs fresh credentials for a bot instance that proved its current
@@ -202,15 +214,21 @@ func (a *Authority) Renew(ctx context.Context, id ca.Identity, req api.RenewRequ
 		return deny(fault.Denied(api.CodeNotRenewable,
 			"instance %s joined with method %s, whose identities do not renew: re-join with a fresh attestation", id.Instance, in.Method()))
 	}
-	now := a.now()
-	in, err := a.advance(ctx, id, keys.identityKey(), now)
+	now := a.now(ctx)
+	// One transaction moves the generation on and records the host; a
+	// stale generation locks the instance in it.
+	in, err := a.Store.Renew(ctx, store.RenewWrite{
+		ID: id.Instance, Presented: id.Generation, Key: keys.identityKey(), Now: now,
+		OnMismatch: mismatchLock(id, now),
+		Node:       a.node(ctx, store.Instance{ID: id.Instance, Bot: id.Bot}, grant, keys.hosts, remote, now),
+	})
 	if err != nil {
-		return deny(err)
+		return deny(a.advanceRefusal(ctx, id, in, err, now))
 	}
 	// The record names the generation the new certificates carry; the
 	// one presented is one less, or the same for a retried renewal.
 	rec := []slog.Attr{attrs[0], attrs[1], attrs[2], slog.Uint64("generation", in.Generation)}
-	return a.sign(ctx, decision{audit.EventRenew, rec}, in, grant, logins, keys, kube, ttl, identityTTL(req.IdentityTTLSeconds), now, remote)
+	return a.sign(ctx, decision{audit.EventRenew, rec}, in, grant, logins, keys, kube, ttl, identityTTL(req.IdentityTTLSeconds), now)
 }
 
 // refuse audits err as the denial of event, with attrs and err's message
@@ -241,47 +259,56 @@ func (a *Authority) identityInstance(ctx context.Context, id ca.Identity) (store
 	return in, nil
 }
 
-// advance moves the generation of id's instance on, as a renewal or a
-// re-join does; key identifies the identity key proposed, so that a retry
-// of a renewal whose answer was lost gets the same generation again. A
-// stale generation otherwise means a copy of the identity is in use:
-// advance locks that instance, audits the lock and returns the refusal, a
-// *fault.Error; any other error is the store's.
+// mismatchLock returns the store.RenewWrite.OnMismatch of a renewal or a
+// re-join presenting id at now: the lock of id's instance, a copy of
+// whose identity is in use.
 //
 // The lock is the instance's, not the bot's: whoever holds a stale copy of
 // one identity must not be able to stop every other instance of the bot,
 // and a fresh join, which proves the machine anew, still makes a new
 // instance. A locked instance gets no new generation until an operator
-// lifts the lock; the store checks it in the same transaction.
-func (a *Authority) advance(ctx context.Context, id ca.Identity, key string, now time.Time) (store.Instance, error) {
-	in, err := a.Store.AdvanceGeneration(ctx, id.Instance, id.Generation, key, now)
+// lifts the lock; the store checks it in the transaction that moves the
+// generation.
+func mismatchLock(id ca.Identity, now time.Time) func(store.Instance) store.Lock {
+	return func(stored store.Instance) store.Lock {
+		return store.Lock{Bot: id.Bot, Instance: id.Instance, Reason: mismatchReason(id, stored), At: now}
+	}
+}
+
+func mismatchReason(id ca.Identity, stored store.Instance) string {
+	return fmt.Sprintf("generation mismatch on instance %s: presented %d, expected %d; the identity was probably copied",
+		id.Instance, id.Generation, stored.Generation)
+}
+
+// advanceRefusal returns the refusal, a *fault.Error, of a renewal or a
+// re-join of id's instance that the store refused with err, in is the
+// stored instance it returned: unknown, locked, or a stale generation,
+// which means a copy of the identity is in use and which locked the
+// instance (audited here). Any other error is the store's, returned as it
+// is.
+func (a *Authority) advanceRefusal(ctx context.Context, id ca.Identity, in store.Instance, err error, now time.Time) error {
 	switch {
 	case errors.Is(err, store.ErrInstanceUnknown):
-		return in, fault.Unauthenticated(api.CodeUnauthenticated, "bot instance %s is unknown to this issuer", id.Instance)
+		return fault.Unauthenticated(api.CodeUnauthenticated, "bot instance %s is unknown to this issuer", id.Instance)
 	case errors.Is(err, store.ErrInstanceLocked):
 		lock, locked, lerr := a.Store.InstanceLock(ctx, id.Instance, now)
 		if lerr != nil {
-			return in, lerr
+			return lerr
 		}
 		if !locked {
-			return in, fault.Conflict(api.CodeInstanceLocked,
+			return fault.Conflict(api.CodeInstanceLocked,
 				"instance %s was locked when this request was checked and has been unlocked since; try again", id.Instance)
 		}
-		return in, instanceLocked(lock)
+		return instanceLocked(lock)
 	case errors.Is(err, store.ErrGenerationMismatch):
-		reason := fmt.Sprintf("generation mismatch on instance %s: presented %d, expected %d; the identity was probably copied", id.Instance, id.Generation, in.Generation)
-		if err := a.Store.LockInstance(ctx, store.Lock{Bot: id.Bot, Instance: id.Instance, Reason: reason, At: now}); err != nil {
-			return in, err
-		}
+		reason := mismatchReason(id, in)
 		a.Audit.Record(ctx, audit.EventInstanceLock, audit.Allowed, slog.String("bot", id.Bot),
 			slog.String("instance", id.Instance), slog.String("reason", reason))
-		return in, fault.Denied(api.CodeGenerationMismatch,
+		return fault.Denied(api.CodeGenerationMismatch,
 			"%s; instance %s is now locked (the bot's other instances are not); an operator can lift it with mwi-issuer instance unlock %s",
 			reason, id.Instance, id.Instance)
-	case err != nil:
-		return in, err
 	}
-	return in, nil
+	return err
 }
 
 // instanceLocked is the refusal of a locked instance.
@@ -307,7 +334,7 @@ func (a *Authority) CreateToken(ctx context.Context, bot string, ttl time.Durati
 		return api.CreateTokenResponse{}, err
 	}
 	secret := hex.EncodeToString(b[:])
-	now := a.now()
+	now := a.now(ctx)
 	t := store.Token{Hash: HashToken(secret), Bot: bot, Created: now, Expires: now.Add(ttl)}
 	if err := a.Store.PutToken(ctx, t); err != nil {
 		return api.CreateTokenResponse{}, err
@@ -372,7 +399,7 @@ func (a *Authority) grant(ctx context.Context, bot, instance string, wanted []st
 	if err != nil {
 		return g, nil, fault.Denied(api.CodeBotUnknown, "bot %q is not defined on the issuer", bot)
 	}
-	lock, locked, err := a.Store.BotLock(ctx, bot, a.now())
+	lock, locked, err := a.Store.BotLock(ctx, bot, a.now(ctx))
 	if err != nil {
 		return g, nil, a.lockLookupFailed("bot", bot, err)
 	}
@@ -381,7 +408,7 @@ func (a *Authority) grant(ctx context.Context, bot, instance string, wanted []st
 			"bot %s is locked: %s; an operator can lift it with mwi-issuer bot unlock %s", bot, lock.Reason, bot)
 	}
 	if instance != "" {
-		lock, locked, err := a.Store.InstanceLock(ctx, instance, a.now())
+		lock, locked, err := a.Store.InstanceLock(ctx, instance, a.now(ctx))
 		if err != nil {
 			return g, nil, a.lockLookupFailed("instance", instance, err)
 		}
@@ -434,9 +461,9 @@ type decision struct {
 // renews lets a daemon recover from an issuer outage longer than they
 // last. Both are capped by the roles' max_ttl.
 //
-// A host that gets host certificates is recorded in the node inventory,
-// with the address remote its request came from.
-func (a *Authority) sign(ctx context.Context, d decision, in store.Instance, g resource.Grant, logins []string, k keys, kube *kubePlan, ttl, idTTL time.Duration, now time.Time, remote string) (api.Credentials, error) {
+// The host's record in the node inventory was written with the instance
+// (see node).
+func (a *Authority) sign(ctx context.Context, d decision, in store.Instance, g resource.Grant, logins []string, k keys, kube *kubePlan, ttl, idTTL time.Duration, now time.Time) (api.Credentials, error) {
 	ttl = min(ttl, g.MaxTTL)
 	idTTL = min(max(idTTL, ttl), g.MaxTTL)
 	notBefore, notAfter := now.Add(-backdate), now.Add(ttl)
@@ -472,9 +499,8 @@ func (a *Authority) sign(ctx context.Context, d decision, in store.Instance, g r
 			issued = append(issued, slog.Bool("forward_agent", true))
 		}
 	}
-	var hostCerts, nodeNames []string
+	var hostCerts []string
 	var hostRecords []hostRecord
-	nodeLabels := map[string]string{}
 	for _, h := range k.hosts {
 		names := h.names
 		if len(names) == 0 {
@@ -497,12 +523,6 @@ func (a *Authority) sign(ctx context.Context, d decision, in store.Instance, g r
 		}
 		hostRecords = append(hostRecords, hostRecord{Serial: strconv.FormatUint(cert.Serial, 10), Names: names, Labels: labels})
 		hostCerts = append(hostCerts, string(ssh.MarshalAuthorizedKey(cert)))
-		for _, n := range names {
-			if !slices.Contains(nodeNames, n) {
-				nodeNames = append(nodeNames, n)
-			}
-		}
-		maps.Copy(nodeLabels, labels)
 	}
 	kubeCreds, kubeRecords, err := a.signKubernetes(in, kube, notBefore, notAfter)
 	if err != nil {
@@ -520,9 +540,6 @@ func (a *Authority) sign(ctx context.Context, d decision, in store.Instance, g r
 	}
 	if err := a.Audit.Record(ctx, d.event, audit.Allowed, append(d.attrs, issued...)...); err != nil {
 		return api.Credentials{}, auditFailed(err)
-	}
-	if len(k.hosts) > 0 {
-		a.recordNode(ctx, in, nodeNames, nodeLabels, remote, now)
 	}
 	return api.Credentials{
 		Bot:                 in.Bot,

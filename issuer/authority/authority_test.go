@@ -1064,6 +1064,16 @@ func (s brokenStore) AdvanceGeneration(ctx context.Context, id string, presented
 	return s.Store.AdvanceGeneration(ctx, id, presented, key, now)
 }
 
+// Renew fails as AdvanceGeneration does: a renewal moves the generation
+// through it.
+func (s brokenStore) Renew(ctx context.Context, w store.RenewWrite) (store.Instance, error) {
+	if s.advanceErr != nil {
+		in, _ := s.Store.Instance(ctx, w.ID)
+		return in, s.advanceErr
+	}
+	return s.Store.Renew(ctx, w)
+}
+
 func (s brokenStore) BotLock(ctx context.Context, bot string, now time.Time) (store.Lock, bool, error) {
 	if s.lockErr != nil {
 		return store.Lock{}, false, s.lockErr

@@ -96,7 +96,7 @@ func (a *Authority) AddLock(ctx context.Context, t api.LockTarget, reason string
 	if ttl < 0 {
 		return deny(badRequest("the lifetime of a lock must be positive"))
 	}
-	now := a.now()
+	now := a.now(ctx)
 	l := store.Lock{Reason: reason, At: now}
 	if ttl > 0 {
 		l.Expires = now.Add(ttl)
@@ -198,7 +198,7 @@ func (a *Authority) RemoveLock(ctx context.Context, t api.LockTarget) (api.Lock,
 		a.Audit.Record(ctx, audit.EventRequest, audit.Denied, append(lockAttrs(t), slog.String("reason", herr.Message))...)
 		return api.Lock{}, herr
 	}
-	l, ok, err := kind.get(a.Store, ctx, key, a.now())
+	l, ok, err := kind.get(a.Store, ctx, key, a.now(ctx))
 	if err != nil {
 		return api.Lock{}, err
 	}
@@ -248,7 +248,7 @@ func (a *Authority) UnlockInstance(ctx context.Context, id string) (api.Lock, er
 // Locks returns the locks in force: of bots, then of instances, then of
 // tokens.
 func (a *Authority) Locks(ctx context.Context) ([]api.Lock, error) {
-	locks, err := a.Store.Locks(ctx, a.now())
+	locks, err := a.Store.Locks(ctx, a.now(ctx))
 	if err != nil {
 		return nil, err
 	}
@@ -269,7 +269,7 @@ func (a *Authority) tokenLocked(ctx context.Context, name string) error {
 	if name == "" {
 		return nil
 	}
-	l, locked, err := a.Store.TokenLock(ctx, name, a.now())
+	l, locked, err := a.Store.TokenLock(ctx, name, a.now(ctx))
 	if err != nil || !locked {
 		return err
 	}
@@ -284,7 +284,7 @@ func (a *Authority) LockList(ctx context.Context) (api.LockList, string, error) 
 	if err != nil {
 		return api.LockList{}, "", err
 	}
-	return api.LockList{Locks: locks, Now: a.now()}, etag(locks), nil
+	return api.LockList{Locks: locks, Now: a.now(ctx)}, etag(locks), nil
 }
 
 // etag returns a strong entity tag of v: a hash of its JSON encoding.
@@ -321,7 +321,7 @@ type krlCache struct {
 // it was last built, so that anonymous callers, who may fetch it, cost a
 // read of the locks and no more.
 func (a *Authority) KRL(ctx context.Context) ([]byte, string, error) {
-	now := a.now()
+	now := a.now(ctx)
 	locks, err := a.Store.Locks(ctx, now)
 	if err != nil {
 		return nil, "", err
@@ -440,7 +440,7 @@ func (a *Authority) SSHRefusal(ctx context.Context, reporter ca.Identity, r api.
 	if strings.TrimSpace(r.Login) == "" || strings.TrimSpace(r.Reason) == "" {
 		return badRequest("an SSH refusal names the login and the reason")
 	}
-	ok, dropped := a.refusalLimits.take(reporter.Instance, a.now())
+	ok, dropped := a.refusalLimits.take(reporter.Instance, a.now(ctx))
 	if !ok {
 		return fault.RateLimited(api.CodeAccessDenied,
 			"too many SSH refusals reported by instance %s; they are counted, and the count is recorded with the next report", reporter.Instance)

@@ -49,7 +49,7 @@ func (a *Authority) ReachableNodes(ctx context.Context, id ca.Identity, remote s
 		return deny(err)
 	}
 
-	now := a.now()
+	now := a.now(ctx)
 	locks, err := a.Locks(ctx)
 	if err != nil {
 		return api.ReachableNodes{}, err

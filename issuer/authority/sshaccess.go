@@ -109,18 +109,34 @@ func daemonVersion(ctx context.Context) string {
 	return v
 }
 
-// recordNode records in the inventory a host that was issued host
-// certificates. The inventory only informs: a failure to record is
-// logged, and the credentials are issued all the same.
-func (a *Authority) recordNode(ctx context.Context, in store.Instance, names []string, labels map[string]string, remote string, now time.Time) {
+// node returns the inventory record of a host whose request asks host
+// certificates for hosts, with the address remote its request came from,
+// or nil if it asks none. The join or renewal writes it in the
+// transaction that makes or moves its instance in, so that the inventory
+// never names an instance the store does not have.
+func (a *Authority) node(ctx context.Context, in store.Instance, g resource.Grant, hosts []hostKey, remote string, now time.Time) *store.Node {
+	if len(hosts) == 0 {
+		return nil
+	}
+	var names []string
+	labels := map[string]string{}
+	for _, h := range hosts {
+		hn := h.names
+		if len(hn) == 0 {
+			hn = g.HostNames
+		}
+		for _, n := range hn {
+			if !slices.Contains(names, n) {
+				names = append(names, n)
+			}
+		}
+		maps.Copy(labels, h.labels)
+	}
 	addr := remote
 	if host, _, err := net.SplitHostPort(remote); err == nil {
 		addr = host
 	}
-	n := store.Node{Instance: in.ID, Bot: in.Bot, Names: names, Labels: labels, Address: addr, Version: daemonVersion(ctx), Renewed: now}
-	if err := a.Store.PutNode(ctx, n); err != nil {
-		a.log().Error("node inventory not updated", "instance", in.ID, "bot", in.Bot, "err", err)
-	}
+	return &store.Node{Instance: in.ID, Bot: in.Bot, Names: names, Labels: labels, Address: addr, Version: daemonVersion(ctx), Renewed: now}
 }
 
 // Nodes returns the node inventory, ordered by host name.

@@ -384,13 +384,9 @@ func (s *Server) pruneStore(ctx context.Context, every time.Duration) {
 // pruneTimeout, and logs what it removed if anything. What one round
 // leaves, being stopped or failing, the next removes.
 func (s *Server) prune(ctx context.Context) {
-	now := time.Now
-	if s.auth.Now != nil {
-		now = s.auth.Now
-	}
 	pctx, cancel := context.WithTimeout(ctx, pruneTimeout)
 	defer cancel()
-	st, err := s.auth.Store.Prune(pctx, now())
+	st, err := s.auth.Store.Prune(pctx, s.auth.Clock(pctx))
 	attrs := []any{"tokens", st.Tokens, "challenges", st.Challenges, "replay_records", st.Used,
 		"locks", st.Locks, "nodes", st.Nodes}
 	switch {

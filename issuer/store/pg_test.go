@@ -76,7 +76,7 @@ func openPostgresTemp(t *testing.T) (Store, string) {
 // newDatabase returns the URL of a new, empty database in the test server,
 // starting the server first if need be. See pgtest.Skip for when
 // PostgreSQL is not installed.
-func newDatabase(t *testing.T) string {
+func newDatabase(t testing.TB) string {
 	t.Helper()
 	pg.once.Do(func() {
 		if pg.srv, pg.err = pgtest.Start(); pg.err != nil {

@@ -46,11 +46,12 @@ const (
 // CONFLICT that finds it), so that concurrent callers, in this process or
 // another, take turns on the same row as they do on bbolt's single writer.
 //
-// The times that decide validity are the callers' now, as with bbolt; the
-// database's clock is not consulted.
+// The times that decide validity are the callers' now, as with bbolt;
+// callers take it from Now, the database's clock.
 type pgStore struct {
-	pool *pgxpool.Pool
-	name string // the URL without its password, for messages
+	pool  *pgxpool.Pool
+	name  string // the URL without its password, for messages
+	clock pgClock
 }
 
 // openPostgres connects to the database at url and brings its schema up
@@ -175,7 +176,8 @@ func (s *pgStore) PutToken(ctx context.Context, t Token) error {
 		return fmt.Errorf("store: put token for bot %q: %w", t.Bot, err)
 	}
 	return s.tx(ctx, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `INSERT INTO tokens (hash, doc) VALUES ($1, $2) ON CONFLICT DO NOTHING`, t.Hash, doc)
+		tag, err := tx.Exec(ctx, `INSERT INTO tokens (hash, doc, done) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`,
+			t.Hash, doc, unixNanos(t.Expires))
 		if err != nil {
 			return fmt.Errorf("store: put token for bot %q: %w", t.Bot, err)
 		}
@@ -189,32 +191,50 @@ func (s *pgStore) PutToken(ctx context.Context, t Token) error {
 func (s *pgStore) ConsumeToken(ctx context.Context, hash, instance string, now time.Time) (Token, error) {
 	var out Token
 	err := s.tx(ctx, func(tx pgx.Tx) error {
-		var t Token
-		found, err := getDoc(ctx, tx, &t, `SELECT doc FROM tokens WHERE hash = $1 FOR UPDATE`, hash)
+		t, err := pgUsableToken(ctx, tx, hash, now)
 		if err != nil {
-			return fmt.Errorf("store: consume token: %w", err)
-		}
-		if !found {
-			return fmt.Errorf("store: consume token: %w", ErrTokenUnknown)
-		}
-		if err := usable(t, now); err != nil {
 			return err
 		}
-		t.ConsumedAt = now
-		t.ConsumedBy = instance
-		doc, err := json.Marshal(t)
-		if err != nil {
-			return fmt.Errorf("store: consume token for bot %q: %w", t.Bot, err)
-		}
-		if _, err := tx.Exec(ctx, `UPDATE tokens SET doc = $2 WHERE hash = $1`, hash, doc); err != nil {
-			return fmt.Errorf("store: consume token for bot %q: %w", t.Bot, err)
-		}
-		return json.Unmarshal(doc, &out)
+		out, err = pgConsume(ctx, tx, t, instance, now)
+		return err
 	})
 	if err != nil {
 		return Token{}, err
 	}
 	return out, nil
+}
+
+// pgUsableToken returns the token with the given hash, its row locked in
+// tx, or the error ConsumeToken returns for it.
+func pgUsableToken(ctx context.Context, tx pgx.Tx, hash string, now time.Time) (Token, error) {
+	var t Token
+	found, err := getDoc(ctx, tx, &t, `SELECT doc FROM tokens WHERE hash = $1 FOR UPDATE`, hash)
+	if err != nil {
+		return Token{}, fmt.Errorf("store: consume token: %w", err)
+	}
+	if !found {
+		return Token{}, fmt.Errorf("store: consume token: %w", ErrTokenUnknown)
+	}
+	if err := usable(t, now); err != nil {
+		return Token{}, err
+	}
+	return t, nil
+}
+
+// pgConsume marks t used by instance at now, in tx, and returns it as
+// stored.
+func pgConsume(ctx context.Context, tx pgx.Tx, t Token, instance string, now time.Time) (Token, error) {
+	t.ConsumedAt = now
+	t.ConsumedBy = instance
+	doc, err := json.Marshal(t)
+	if err != nil {
+		return Token{}, fmt.Errorf("store: consume token for bot %q: %w", t.Bot, err)
+	}
+	if _, err := tx.Exec(ctx, `UPDATE tokens SET doc = $2, done = $3 WHERE hash = $1`, t.Hash, doc, unixNanos(now)); err != nil {
+		return Token{}, fmt.Errorf("store: consume token for bot %q: %w", t.Bot, err)
+	}
+	var out Token
+	return out, json.Unmarshal(doc, &out)
 }
 
 func (s *pgStore) Token(ctx context.Context, hash string, now time.Time) (Token, error) {
@@ -236,20 +256,9 @@ func (s *pgStore) Token(ctx context.Context, hash string, now time.Time) (Token,
 }
 
 func (s *pgStore) CreateInstance(ctx context.Context, in Instance) error {
-	doc, err := json.Marshal(in)
-	if err != nil {
-		return fmt.Errorf("store: create instance %q: %w", in.ID, err)
-	}
 	return s.tx(ctx, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `INSERT INTO instances (id, bot, token_name, doc) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`,
-			in.ID, in.Bot, in.TokenName, doc)
-		if err != nil {
-			return fmt.Errorf("store: create instance %q: %w", in.ID, err)
-		}
-		if tag.RowsAffected() == 0 {
-			return fmt.Errorf("store: create instance %q: %w", in.ID, ErrExists)
-		}
-		return nil
+		_, err := pgCreateInstance(ctx, tx, in)
+		return err
 	})
 }
 
@@ -272,52 +281,56 @@ func (s *pgStore) Instance(ctx context.Context, id string) (Instance, error) {
 }
 
 func (s *pgStore) AdvanceGeneration(ctx context.Context, id string, presented uint64, key string, now time.Time) (Instance, error) {
-	var out Instance
-	var mismatch error
-	err := s.tx(ctx, func(tx pgx.Tx) error {
-		var in Instance
-		found, err := getDoc(ctx, tx, &in, `SELECT doc FROM instances WHERE id = $1 FOR UPDATE`, id)
-		if err != nil {
-			return fmt.Errorf("store: advance instance %q: %w", id, err)
-		}
-		if !found {
-			return fmt.Errorf("store: advance instance %q: %w", id, ErrInstanceUnknown)
-		}
-		// The lock is read with the instance's row held, as bbolt reads
-		// it in the transaction that moves the counter.
-		var l Lock
-		if locked, err := getDoc(ctx, tx, &l, `SELECT doc FROM locks WHERE kind = $1 AND key = $2`, lockOfInstance, id); err != nil {
-			return fmt.Errorf("store: lock of instance %q: %w", id, err)
-		} else if locked && l.InForce(now) {
-			return fmt.Errorf("store: advance instance %q: locked since %s: %s: %w",
-				id, l.At.Format(time.RFC3339), l.Reason, ErrInstanceLocked)
-		}
-		if in.Generation == presented+1 && key != "" && in.IssuedKey == key {
-			out = in // the same request again: issue the same generation
-			return nil
-		}
-		if in.Generation != presented {
-			out = in
-			mismatch = fmt.Errorf("store: instance %q: presented generation %d, stored generation %d: %w",
-				id, presented, in.Generation, ErrGenerationMismatch)
-			return nil
-		}
-		in.Generation++
-		in.IssuedKey = key
-		in.Renewed = now
-		doc, err := json.Marshal(in)
-		if err != nil {
-			return fmt.Errorf("store: advance instance %q: %w", id, err)
-		}
-		if _, err := tx.Exec(ctx, `UPDATE instances SET doc = $2 WHERE id = $1`, id, doc); err != nil {
-			return fmt.Errorf("store: advance instance %q: %w", id, err)
-		}
-		return json.Unmarshal(doc, &out)
-	})
+	return s.Renew(ctx, RenewWrite{ID: id, Presented: presented, Key: key, Now: now})
+}
+
+// pgAdvance is boltAdvance in the PostgreSQL transaction tx: it locks
+// the instance's row, then reads its lock.
+func pgAdvance(ctx context.Context, tx pgx.Tx, w RenewWrite) (out Instance, refused, err error) {
+	var in Instance
+	found, err := getDoc(ctx, tx, &in, `SELECT doc FROM instances WHERE id = $1 FOR UPDATE`, w.ID)
 	if err != nil {
-		return Instance{}, err
+		return Instance{}, nil, fmt.Errorf("store: advance instance %q: %w", w.ID, err)
 	}
-	return out, mismatch
+	if !found {
+		return Instance{}, fmt.Errorf("store: advance instance %q: %w", w.ID, ErrInstanceUnknown), nil
+	}
+	// The lock is read with the instance's row held, as bbolt reads
+	// it in the transaction that moves the counter.
+	var l Lock
+	if locked, err := getDoc(ctx, tx, &l, `SELECT doc FROM locks WHERE kind = $1 AND key = $2`, lockOfInstance, w.ID); err != nil {
+		return Instance{}, nil, fmt.Errorf("store: lock of instance %q: %w", w.ID, err)
+	} else if locked && l.InForce(w.Now) {
+		return Instance{}, fmt.Errorf("store: advance instance %q: locked since %s: %s: %w",
+			w.ID, l.At.Format(time.RFC3339), l.Reason, ErrInstanceLocked), nil
+	}
+	if in.Generation == w.Presented+1 && w.Key != "" && in.IssuedKey == w.Key {
+		return in, nil, nil // the same request again: issue the same generation
+	}
+	if in.Generation != w.Presented {
+		if w.OnMismatch != nil {
+			l := w.OnMismatch(in)
+			if err := checkInstanceLock(l); err != nil {
+				return Instance{}, nil, err
+			}
+			if err := pgPutLock(ctx, tx, lockOfInstance, l.Instance, l); err != nil {
+				return Instance{}, nil, err
+			}
+		}
+		return in, fmt.Errorf("store: instance %q: presented generation %d, stored generation %d: %w",
+			w.ID, w.Presented, in.Generation, ErrGenerationMismatch), nil
+	}
+	in.Generation++
+	in.IssuedKey = w.Key
+	in.Renewed = w.Now
+	doc, err := json.Marshal(in)
+	if err != nil {
+		return Instance{}, nil, fmt.Errorf("store: advance instance %q: %w", w.ID, err)
+	}
+	if _, err := tx.Exec(ctx, `UPDATE instances SET doc = $2 WHERE id = $1`, w.ID, doc); err != nil {
+		return Instance{}, nil, fmt.Errorf("store: advance instance %q: %w", w.ID, err)
+	}
+	return out, nil, json.Unmarshal(doc, &out)
 }
 
 func (s *pgStore) LockBot(ctx context.Context, l Lock) error {
@@ -345,33 +358,36 @@ func (s *pgStore) LockToken(ctx context.Context, l Lock) error {
 // there already (see boltStore.putLock). The INSERT either adds the lock
 // or, finding one, holds its row while it is checked.
 func (s *pgStore) putLock(ctx context.Context, kind int, key string, l Lock) error {
+	return s.tx(ctx, func(tx pgx.Tx) error { return pgPutLock(ctx, tx, kind, key, l) })
+}
+
+// pgPutLock is putLock in the transaction tx.
+func pgPutLock(ctx context.Context, tx pgx.Tx, kind int, key string, l Lock) error {
 	doc, err := json.Marshal(l)
 	if err != nil {
 		return fmt.Errorf("store: lock %q: %w", key, err)
 	}
-	return s.tx(ctx, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `INSERT INTO locks (kind, key, doc) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`, kind, key, doc)
-		if err != nil {
-			return fmt.Errorf("store: lock %q: %w", key, err)
-		}
-		if tag.RowsAffected() == 1 {
-			return pgBump(ctx, tx)
-		}
-		var old Lock
-		found, err := getDoc(ctx, tx, &old, `SELECT doc FROM locks WHERE kind = $1 AND key = $2 FOR UPDATE`, kind, key)
-		if err != nil {
-			return fmt.Errorf("store: lock %q: %w", key, err)
-		}
-		if found && old.InForce(l.At) {
-			return nil
-		}
-		_, err = tx.Exec(ctx, `INSERT INTO locks (kind, key, doc) VALUES ($1, $2, $3)
-			ON CONFLICT (kind, key) DO UPDATE SET doc = EXCLUDED.doc`, kind, key, doc)
-		if err != nil {
-			return fmt.Errorf("store: lock %q: %w", key, err)
-		}
+	tag, err := tx.Exec(ctx, `INSERT INTO locks (kind, key, doc) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`, kind, key, doc)
+	if err != nil {
+		return fmt.Errorf("store: lock %q: %w", key, err)
+	}
+	if tag.RowsAffected() == 1 {
 		return pgBump(ctx, tx)
-	})
+	}
+	var old Lock
+	found, err := getDoc(ctx, tx, &old, `SELECT doc FROM locks WHERE kind = $1 AND key = $2 FOR UPDATE`, kind, key)
+	if err != nil {
+		return fmt.Errorf("store: lock %q: %w", key, err)
+	}
+	if found && old.InForce(l.At) {
+		return nil
+	}
+	_, err = tx.Exec(ctx, `INSERT INTO locks (kind, key, doc) VALUES ($1, $2, $3)
+		ON CONFLICT (kind, key) DO UPDATE SET doc = EXCLUDED.doc`, kind, key, doc)
+	if err != nil {
+		return fmt.Errorf("store: lock %q: %w", key, err)
+	}
+	return pgBump(ctx, tx)
 }
 
 func (s *pgStore) UnlockBot(ctx context.Context, bot string) (Lock, bool, error) {
@@ -527,35 +543,40 @@ func pgPrune(ctx context.Context, tx pgx.Tx, table string, now time.Time) (int, 
 }
 
 func (s *pgStore) MarkUsed(ctx context.Context, key, owner string, expires, now time.Time) error {
-	return s.tx(ctx, func(tx pgx.Tx) error {
-		if _, err := pgPrune(ctx, tx, "used", now); err != nil {
-			return fmt.Errorf("store: prune used keys: %w", err)
-		}
-		tag, err := tx.Exec(ctx, `INSERT INTO used (key, owner, expires) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`,
-			key, owner, unixNanos(expires))
-		if err != nil {
-			return fmt.Errorf("store: mark used: %w", err)
-		}
-		if tag.RowsAffected() == 1 {
-			return nil
-		}
-		var oldOwner string
-		var oldExpires int64
-		err = tx.QueryRow(ctx, `SELECT owner, expires FROM used WHERE key = $1 FOR UPDATE`, key).Scan(&oldOwner, &oldExpires)
-		if err != nil {
-			return fmt.Errorf("store: mark used: %w", err)
-		}
-		if until := time.Unix(0, oldExpires).UTC(); now.Before(until) {
-			if owner != "" && oldOwner == owner {
-				return nil // the same instance again; the record stands
-			}
-			return fmt.Errorf("store: key used before, recorded until %s: %w", until.Format(time.RFC3339), ErrReplay)
-		}
-		if _, err := tx.Exec(ctx, `UPDATE used SET owner = $2, expires = $3 WHERE key = $1`, key, owner, unixNanos(expires)); err != nil {
-			return fmt.Errorf("store: mark used: %w", err)
-		}
+	return s.tx(ctx, func(tx pgx.Tx) error { return pgMarkUsed(ctx, tx, key, owner, expires, now) })
+}
+
+// pgMarkUsed is MarkUsed in the transaction tx. The INSERT comes first:
+// of two transactions recording the same new key, it makes the second
+// wait for the first and then find its row.
+func pgMarkUsed(ctx context.Context, tx pgx.Tx, key, owner string, expires, now time.Time) error {
+	if _, err := pgPrune(ctx, tx, "used", now); err != nil {
+		return fmt.Errorf("store: prune used keys: %w", err)
+	}
+	tag, err := tx.Exec(ctx, `INSERT INTO used (key, owner, expires) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`,
+		key, owner, unixNanos(expires))
+	if err != nil {
+		return fmt.Errorf("store: mark used: %w", err)
+	}
+	if tag.RowsAffected() == 1 {
 		return nil
-	})
+	}
+	var oldOwner string
+	var oldExpires int64
+	err = tx.QueryRow(ctx, `SELECT owner, expires FROM used WHERE key = $1 FOR UPDATE`, key).Scan(&oldOwner, &oldExpires)
+	if err != nil {
+		return fmt.Errorf("store: mark used: %w", err)
+	}
+	if until := time.Unix(0, oldExpires).UTC(); now.Before(until) {
+		if owner != "" && oldOwner == owner {
+			return nil // the same instance again; the record stands
+		}
+		return fmt.Errorf("store: key used before, recorded until %s: %w", until.Format(time.RFC3339), ErrReplay)
+	}
+	if _, err := tx.Exec(ctx, `UPDATE used SET owner = $2, expires = $3 WHERE key = $1`, key, owner, unixNanos(expires)); err != nil {
+		return fmt.Errorf("store: mark used: %w", err)
+	}
+	return nil
 }
 
 func (s *pgStore) PutChallenge(ctx context.Context, challenge, tokenName string, expires, now time.Time) error {
@@ -600,6 +621,11 @@ func (s *pgStore) ConsumeChallenge(ctx context.Context, challenge string, now ti
 }
 
 func (s *pgStore) PutNode(ctx context.Context, n Node) error {
+	return s.tx(ctx, func(tx pgx.Tx) error { return pgPutNode(ctx, tx, n) })
+}
+
+// pgPutNode is PutNode in the transaction tx.
+func pgPutNode(ctx context.Context, tx pgx.Tx, n Node) error {
 	doc, err := json.Marshal(n)
 	if err != nil {
 		return fmt.Errorf("store: put node %s: %w", n.Instance, err)
@@ -612,20 +638,18 @@ func (s *pgStore) PutNode(ctx context.Context, n Node) error {
 			return fmt.Errorf("store: put node %s: %w", n.Instance, err)
 		}
 	}
-	return s.tx(ctx, func(tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, `DELETE FROM nodes WHERE renewed < $1 OR (instance <> $2 AND bot = $3 AND names = $4)`,
-			unixNanos(n.Renewed.Add(-NodeRetention)), n.Instance, n.Bot, string(names))
-		if err != nil {
-			return fmt.Errorf("store: put node %s: %w", n.Instance, err)
-		}
-		_, err = tx.Exec(ctx, `INSERT INTO nodes (instance, bot, names, renewed, doc) VALUES ($1, $2, $3, $4, $5)
-			ON CONFLICT (instance) DO UPDATE SET bot = EXCLUDED.bot, names = EXCLUDED.names, renewed = EXCLUDED.renewed, doc = EXCLUDED.doc`,
-			n.Instance, n.Bot, string(names), unixNanos(n.Renewed), doc)
-		if err != nil {
-			return fmt.Errorf("store: put node %s: %w", n.Instance, err)
-		}
-		return nil
-	})
+	_, err = tx.Exec(ctx, `DELETE FROM nodes WHERE renewed < $1 OR (instance <> $2 AND bot = $3 AND names = $4)`,
+		unixNanos(n.Renewed.Add(-NodeRetention)), n.Instance, n.Bot, string(names))
+	if err != nil {
+		return fmt.Errorf("store: put node %s: %w", n.Instance, err)
+	}
+	_, err = tx.Exec(ctx, `INSERT INTO nodes (instance, bot, names, renewed, doc) VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (instance) DO UPDATE SET bot = EXCLUDED.bot, names = EXCLUDED.names, renewed = EXCLUDED.renewed, doc = EXCLUDED.doc`,
+		n.Instance, n.Bot, string(names), unixNanos(n.Renewed), doc)
+	if err != nil {
+		return fmt.Errorf("store: put node %s: %w", n.Instance, err)
+	}
+	return nil
 }
 
 func (s *pgStore) Nodes(ctx context.Context) ([]Node, error) {
@@ -705,11 +729,16 @@ func pgBump(ctx context.Context, tx pgx.Tx) error {
 	return err
 }
 
+// Changes also measures the database's clock (see pgClock): issuers poll
+// it every second.
 func (s *pgStore) Changes(ctx context.Context) (uint64, error) {
 	var n int64
-	if err := s.pool.QueryRow(ctx, `SELECT count FROM changes WHERE id = 0`).Scan(&n); err != nil {
+	var db time.Time
+	sent := time.Now()
+	if err := s.pool.QueryRow(ctx, `SELECT count, clock_timestamp() FROM changes WHERE id = 0`).Scan(&n, &db); err != nil {
 		return 0, fmt.Errorf("store: changes: %w", unreachable(ctx, err))
 	}
+	s.clock.record(db, sent, time.Now())
 	return uint64(n), nil
 }
 

@@ -213,42 +213,20 @@ func (s *pgStore) pruneExpiring(ctx context.Context, table string, now time.Time
 	})
 }
 
-// pruneTokens removes the tokens tokenPrunable reports, reading
-// pruneBatch rows per transaction in the order of their hashes. The
-// tokens are judged by their documents, which only Go decodes: each
-// round reads every token once.
+// pruneTokens removes the tokens tokenPrunable reports, by the column
+// done (when each was used, or expires unused), pruneBatch at most per
+// transaction: through its index, it reads only the tokens it removes.
 func (s *pgStore) pruneTokens(ctx context.Context, now time.Time) (int, error) {
-	after := ""
 	return inBatches(ctx, func() (int, bool, error) {
-		var removed, seen int
+		var n int
 		err := s.tx(ctx, func(tx pgx.Tx) error {
-			rows, err := tx.Query(ctx, `SELECT hash, doc FROM tokens WHERE hash > $1 ORDER BY hash LIMIT $2`, after, pruneBatch)
-			if err != nil {
-				return err
-			}
-			var doomed []string
-			var hash string
-			var doc []byte
-			_, err = pgx.ForEachRow(rows, []any{&hash, &doc}, func() error {
-				seen++
-				after = hash
-				var t Token
-				if err := json.Unmarshal(doc, &t); err != nil {
-					return fmt.Errorf("token %q: decode: %w", hash, err)
-				}
-				if tokenPrunable(t, now) {
-					doomed = append(doomed, hash)
-				}
-				return nil
-			})
-			if err != nil || len(doomed) == 0 {
-				return err
-			}
-			tag, err := tx.Exec(ctx, `DELETE FROM tokens WHERE hash = ANY($1)`, doomed)
-			removed = int(tag.RowsAffected())
+			tag, err := tx.Exec(ctx, `DELETE FROM tokens WHERE hash IN (
+				SELECT hash FROM tokens WHERE done <= $1 ORDER BY done LIMIT $2 FOR UPDATE SKIP LOCKED)`,
+				unixNanos(now.Add(-TokenGrace)), pruneBatch)
+			n = int(tag.RowsAffected())
 			return err
 		})
-		return removed, seen >= pruneBatch, err
+		return n, n >= pruneBatch, err
 	})
 }
 

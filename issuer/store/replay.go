@@ -84,22 +84,42 @@ func (s *boltStore) MarkUsed(ctx context.Context, key, owner string, expires, no
 		return err
 	}
 	return s.db.Update(func(tx *bolt.Tx) error {
-		main, index := tx.Bucket(bucketUsed), tx.Bucket(bucketUsedExpiry)
-		if _, err := prune(main, index, now); err != nil {
-			return fmt.Errorf("store: prune used keys: %w", err)
+		if err := boltReplayCheck(tx, key, owner, now); err != nil {
+			return err
 		}
-		k := []byte(key)
-		if v := main.Get(k); len(v) >= 8 && now.Before(decodeExpiry(v)) {
-			if owner != "" && string(v[8:]) == owner {
-				return nil // the same instance again; the record stands
-			}
-			return fmt.Errorf("store: key used before, recorded until %s: %w", decodeExpiry(v).Format(time.RFC3339), ErrReplay)
-		}
-		if err := putExpiring(main, index, k, expires, []byte(owner)); err != nil {
-			return fmt.Errorf("store: mark used: %w", err)
-		}
-		return nil
+		return boltMarkUsed(tx, key, owner, expires, now)
 	})
+}
+
+// boltReplayCheck prunes the expired replay records in tx and returns
+// ErrReplay if MarkUsed would refuse key for owner at now.
+func boltReplayCheck(tx *bolt.Tx, key, owner string, now time.Time) error {
+	main, index := tx.Bucket(bucketUsed), tx.Bucket(bucketUsedExpiry)
+	if _, err := prune(main, index, now); err != nil {
+		return fmt.Errorf("store: prune used keys: %w", err)
+	}
+	if v := main.Get([]byte(key)); len(v) >= 8 && now.Before(decodeExpiry(v)) {
+		if owner != "" && string(v[8:]) == owner {
+			return nil // the same instance again; the record stands
+		}
+		return fmt.Errorf("store: key used before, recorded until %s: %w", decodeExpiry(v).Format(time.RFC3339), ErrReplay)
+	}
+	return nil
+}
+
+// boltMarkUsed records key as used by owner until expires, in tx, once
+// boltReplayCheck has passed at now. The record of the same owner in
+// force at now is kept as it stands.
+func boltMarkUsed(tx *bolt.Tx, key, owner string, expires, now time.Time) error {
+	main, index := tx.Bucket(bucketUsed), tx.Bucket(bucketUsedExpiry)
+	k := []byte(key)
+	if v := main.Get(k); len(v) >= 8 && now.Before(decodeExpiry(v)) {
+		return nil // boltReplayCheck found it the same owner's
+	}
+	if err := putExpiring(main, index, k, expires, []byte(owner)); err != nil {
+		return fmt.Errorf("store: mark used: %w", err)
+	}
+	return nil
 }
 
 // challengeKey is what a challenge is stored under: its hash, so that the

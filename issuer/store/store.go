@@ -5,6 +5,10 @@
 // the admin API, kept as written. Locks are of bots, of instances and of
 // token resources; a lock may expire by itself.
 //
+// A join and a renewal are each written by one call, Join or Renew, in one
+// transaction; the single-purpose methods serve the admin paths. Now is
+// the clock that decides validity, the database's where there is one.
+//
 // Open returns one of two implementations: the embedded one, a bbolt file
 // for a single issuer, or PostgreSQL, which several issuers can share.
 package store
@@ -152,6 +156,29 @@ type Store interface {
 	// at now (see LockInstance) changes nothing and fails with
 	// ErrInstanceLocked, whatever the generation presented.
 	AdvanceGeneration(ctx context.Context, id string, presented uint64, key string, now time.Time) (Instance, error)
+	// Join writes what a join writes, w, in one transaction, and returns
+	// the instance joined: w.Instance as stored, or the kept instance
+	// w.Keep as Renew returns it. It checks everything before it writes:
+	// the token (ConsumeToken's errors), the replay record (ErrReplay),
+	// then the kept instance (Renew's errors) or that the new one's ID is
+	// free (ErrExists). A refusal writes nothing, except a stale
+	// generation of a kept instance with w.Keep.OnMismatch set, which
+	// writes the lock and the replay record (the token of a copied
+	// identity stays spent) and returns ErrGenerationMismatch with the
+	// stored instance.
+	Join(ctx context.Context, w JoinWrite) (Instance, error)
+	// Renew moves the generation of instance w.ID on as AdvanceGeneration
+	// does, with the same errors, and puts w.Node in the inventory, in
+	// one transaction. With a stale generation and w.OnMismatch set, it
+	// locks the instance in the same transaction, as LockInstance would,
+	// before it returns ErrGenerationMismatch.
+	Renew(ctx context.Context, w RenewWrite) (Instance, error)
+	// Now returns the time that decides validity: the times certificates,
+	// tokens, locks and records are checked against and made with. Several
+	// issuers sharing a store take it from the same clock, the store's own
+	// where it has one. It fails only when the store cannot tell it, such
+	// as a database that cannot be reached.
+	Now(ctx context.Context) (time.Time, error)
 	// LockBot locks a bot, l.Bot, with every instance of it; l.Instance
 	// and l.Token must be empty. Locking a locked bot keeps the first lock
 	// unless it has expired at l.At.

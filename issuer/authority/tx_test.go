@@ -1,0 +1,163 @@
+package authority_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/mwi-project/mwi/api"
+	"github.com/mwi-project/mwi/issuer/ca"
+	"github.com/mwi-project/mwi/issuer/store"
+)
+
+// writeCounter is the real store counting the calls that write, so that a
+// test can tell how many transactions a request made.
+type writeCounter struct {
+	store.Store
+	mu     sync.Mutex
+	writes []string
+}
+
+func (s *writeCounter) count(name string) {
+	s.mu.Lock()
+	s.writes = append(s.writes, name)
+	s.mu.Unlock()
+}
+
+func (s *writeCounter) take() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	w := s.writes
+	s.writes = nil
+	return w
+}
+
+func (s *writeCounter) ConsumeToken(ctx context.Context, hash, instance string, now time.Time) (store.Token, error) {
+	s.count("ConsumeToken")
+	return s.Store.ConsumeToken(ctx, hash, instance, now)
+}
+
+func (s *writeCounter) CreateInstance(ctx context.Context, in store.Instance) error {
+	s.count("CreateInstance")
+	return s.Store.CreateInstance(ctx, in)
+}
+
+func (s *writeCounter) AdvanceGeneration(ctx context.Context, id string, presented uint64, key string, now time.Time) (store.Instance, error) {
+	s.count("AdvanceGeneration")
+	return s.Store.AdvanceGeneration(ctx, id, presented, key, now)
+}
+
+func (s *writeCounter) MarkUsed(ctx context.Context, key, owner string, expires, now time.Time) error {
+	s.count("MarkUsed")
+	return s.Store.MarkUsed(ctx, key, owner, expires, now)
+}
+
+func (s *writeCounter) PutNode(ctx context.Context, n store.Node) error {
+	s.count("PutNode")
+	return s.Store.PutNode(ctx, n)
+}
+
+func (s *writeCounter) LockInstance(ctx context.Context, l store.Lock) error {
+	s.count("LockInstance")
+	return s.Store.LockInstance(ctx, l)
+}
+
+func (s *writeCounter) Join(ctx context.Context, w store.JoinWrite) (store.Instance, error) {
+	s.count("Join")
+	return s.Store.Join(ctx, w)
+}
+
+func (s *writeCounter) Renew(ctx context.Context, w store.RenewWrite) (store.Instance, error) {
+	s.count("Renew")
+	return s.Store.Renew(ctx, w)
+}
+
+// TestJoinAndRenewAreOneWrite checks that a host's join, its renewal and a
+// stale renewal each write through exactly one store transaction, which
+// is all or nothing: the token, the instance and the node of a join; the
+// generation and the node of a renewal; the lock of a copy.
+func TestJoinAndRenewAreOneWrite(t *testing.T) {
+	e := newEnv(t)
+	e.auth.SetResources(loadResources(t, kubeResourcesYAML(keyHostYAML)))
+	counter := &writeCounter{Store: e.store}
+	e.auth.Store = counter
+	hostPub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostKey, err := ssh.NewPublicKey(hostPub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hosts := []api.HostKeyRequest{{PublicKey: string(ssh.MarshalAuthorizedKey(hostKey)), Names: []string{"build-01.example.com"}}}
+	ctx := context.Background()
+	tok := e.token(t, "keyhost")
+	counter.take()
+
+	creds, err := e.auth.Join(ctx, api.JoinRequest{
+		JoinMethod: api.JoinMethodToken, Token: tok, Keys: newKeys(t).pub, TTLSeconds: 600, HostKeys: hosts,
+	}, nil, "192.0.2.1:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := counter.take(); len(w) != 1 || w[0] != "Join" {
+		t.Errorf("a host's join wrote through %v; want one Join", w)
+	}
+	nodes, err := e.store.Nodes(ctx)
+	if err != nil || len(nodes) != 1 || nodes[0].Instance != creds.Instance {
+		t.Fatalf("nodes after the join = %+v, %v; want the host", nodes, err)
+	}
+
+	id := ca.Identity{Bot: "keyhost", Instance: creds.Instance, Generation: 1}
+	if _, err := e.auth.Renew(ctx, id, api.RenewRequest{Keys: newKeys(t).pub, TTLSeconds: 600, HostKeys: hosts}, "192.0.2.1:1"); err != nil {
+		t.Fatal(err)
+	}
+	if w := counter.take(); len(w) != 1 || w[0] != "Renew" {
+		t.Errorf("a host's renewal wrote through %v; want one Renew", w)
+	}
+
+	// The stale copy: its lock is written in the same transaction.
+	if _, err := e.auth.Renew(ctx, id, api.RenewRequest{Keys: newKeys(t).pub, TTLSeconds: 600, HostKeys: hosts}, "192.0.2.1:1"); err == nil {
+		t.Fatal("a stale renewal succeeded")
+	}
+	if w := counter.take(); len(w) != 1 || w[0] != "Renew" {
+		t.Errorf("a stale renewal wrote through %v; want one Renew", w)
+	}
+	if _, locked, err := e.store.InstanceLock(ctx, creds.Instance, e.now); err != nil || !locked {
+		t.Errorf("the stale renewal did not lock the instance: %v, %v", locked, err)
+	}
+}
+
+// clockStore is the real store with a clock of its own, as a database's.
+type clockStore struct {
+	store.Store
+	now time.Time
+}
+
+func (s clockStore) Now(context.Context) (time.Time, error) { return s.now, nil }
+
+// TestValidityFromTheStoresClock checks that, without a clock of its own,
+// the authority takes the times it signs with from the store.
+func TestValidityFromTheStoresClock(t *testing.T) {
+	e := newEnv(t)
+	tok := e.token(t, "ci")
+	dbNow := e.now.Add(30 * time.Minute).Truncate(time.Second)
+	e.auth.Now = nil
+	e.auth.Store = clockStore{Store: e.store, now: dbNow}
+	creds := e.join(t, tok)
+	if want := dbNow.Add(600 * time.Second); !creds.Expires.Equal(want) {
+		t.Errorf("credentials expire at %v, want %v: 600 s after the store's now", creds.Expires, want)
+	}
+	in, err := e.store.Instance(context.Background(), creds.Instance)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !in.Created.Equal(dbNow) {
+		t.Errorf("instance created at %v, want the store's now %v", in.Created, dbNow)
+	}
+}

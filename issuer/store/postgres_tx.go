@@ -1,0 +1,167 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Join on PostgreSQL is one transaction. Its refusals roll it back, so
+// its writes need no particular order, save that the rows it checks are
+// locked first (the token's, the replay record's, the kept instance's),
+// as ConsumeToken, MarkUsed and AdvanceGeneration lock them.
+func (s *pgStore) Join(ctx context.Context, w JoinWrite) (Instance, error) {
+	var out Instance
+	var mismatch error
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		out, mismatch = Instance{}, nil
+		var tok Token
+		if w.TokenHash != "" {
+			var err error
+			if tok, err = pgUsableToken(ctx, tx, w.TokenHash, w.Now); err != nil {
+				return err
+			}
+		}
+		if w.Replay.Key != "" {
+			if err := pgMarkUsed(ctx, tx, w.Replay.Key, w.Replay.Owner, w.Replay.Expires, w.Now); err != nil {
+				return err
+			}
+		}
+		if w.Keep != nil {
+			keep := *w.Keep
+			keep.Now, keep.Node = w.Now, nil
+			in, refused, err := pgAdvance(ctx, tx, keep)
+			switch {
+			case err != nil:
+				return err
+			case errors.Is(refused, ErrGenerationMismatch):
+				// The lock and the replay record stay: commit them.
+				out, mismatch = in, refused
+				return nil
+			case refused != nil:
+				return refused
+			}
+			out = in
+		} else {
+			var err error
+			if out, err = pgCreateInstance(ctx, tx, w.Instance); err != nil {
+				return err
+			}
+		}
+		if w.TokenHash != "" {
+			if _, err := pgConsume(ctx, tx, tok, out.ID, w.Now); err != nil {
+				return err
+			}
+		}
+		if w.Node != nil {
+			return pgPutNode(ctx, tx, *w.Node)
+		}
+		return nil
+	})
+	if err != nil {
+		return Instance{}, err
+	}
+	return out, mismatch
+}
+
+func (s *pgStore) Renew(ctx context.Context, w RenewWrite) (Instance, error) {
+	var out Instance
+	var refused error
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		var err error
+		if out, refused, err = pgAdvance(ctx, tx, w); err != nil {
+			return err
+		}
+		if refused != nil {
+			// Nothing else to write. A mismatch commits its lock; the
+			// other refusals wrote nothing.
+			return nil
+		}
+		if w.Node != nil {
+			return pgPutNode(ctx, tx, *w.Node)
+		}
+		return nil
+	})
+	if err != nil {
+		return Instance{}, err
+	}
+	return out, refused
+}
+
+// pgCreateInstance inserts in, in tx, and returns it as stored, or
+// ErrExists if its ID is taken.
+func pgCreateInstance(ctx context.Context, tx pgx.Tx, in Instance) (Instance, error) {
+	doc, err := json.Marshal(in)
+	if err != nil {
+		return Instance{}, fmt.Errorf("store: create instance %q: %w", in.ID, err)
+	}
+	tag, err := tx.Exec(ctx, `INSERT INTO instances (id, bot, token_name, doc) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`,
+		in.ID, in.Bot, in.TokenName, doc)
+	if err != nil {
+		return Instance{}, fmt.Errorf("store: create instance %q: %w", in.ID, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return Instance{}, fmt.Errorf("store: create instance %q: %w", in.ID, ErrExists)
+	}
+	var out Instance
+	return out, json.Unmarshal(doc, &out)
+}
+
+// clockMaxAge is how old the measure of the database's clock may be
+// before Now measures it again itself.
+const clockMaxAge = 10 * time.Second
+
+// pgClock is the database's clock as this process sees it: the offset of
+// the database's clock from the local one, measured with a query, and
+// applied to the local clock. The measure rides on Changes, which issuers
+// poll every second, so that Now costs no query on the way of a request;
+// Now measures it itself only when it is older than clockMaxAge. Its error
+// is half the query's round trip, well under a millisecond on a local
+// network, and the same for every issuer on the database: one clock
+// decides validity however far apart their own clocks drift.
+type pgClock struct {
+	mu       sync.Mutex
+	offset   time.Duration
+	measured time.Time // the local time of the measure; zero before the first
+}
+
+// record sets the offset from the database's time db, read by a query
+// sent at sent and answered at answered, both local.
+func (c *pgClock) record(db, sent, answered time.Time) {
+	mid := sent.Add(answered.Sub(sent) / 2)
+	c.mu.Lock()
+	c.offset = db.Sub(mid.Round(0))
+	c.measured = answered
+	c.mu.Unlock()
+}
+
+// now returns the database's time and whether the measure is recent.
+func (c *pgClock) now() (time.Time, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	fresh := !c.measured.IsZero() && time.Since(c.measured) < clockMaxAge
+	return time.Now().Round(0).Add(c.offset), fresh
+}
+
+// Now returns the database's clock; see pgClock.
+func (s *pgStore) Now(ctx context.Context) (time.Time, error) {
+	if err := ctx.Err(); err != nil {
+		return time.Time{}, err
+	}
+	if t, fresh := s.clock.now(); fresh {
+		return t, nil
+	}
+	sent := time.Now()
+	var db time.Time
+	if err := s.pool.QueryRow(ctx, `SELECT clock_timestamp()`).Scan(&db); err != nil {
+		return time.Time{}, fmt.Errorf("store: the database's clock: %w", unreachable(ctx, err))
+	}
+	s.clock.record(db, sent, time.Now())
+	t, _ := s.clock.now()
+	return t, nil
+}
