@@ -174,6 +174,26 @@ func TestPackageFiles(t *testing.T) {
 			if got := strings.Fields(string(conf)); !slices.Equal(got, p.conffiles) {
 				t.Errorf("conffiles: %q; want %q", got, p.conffiles)
 			}
+			// Debian's conventions, as debhelper writes them: systemctl
+			// only to reload systemd's configuration, deb-systemd-helper
+			// for enabling, deb-systemd-invoke for the rest, and nothing
+			// started on install.
+			for _, script := range []string{"postinst", "prerm", "postrm"} {
+				cmd := exec.Command("sh", "-c", `"$0" --ctrl-tarfile "$1" | tar -xO ./"$2"`, dpkgDeb, deb, script)
+				data, err := cmd.Output()
+				if err != nil {
+					t.Fatalf("%s of %s: %v", script, deb, err)
+				}
+				for i, line := range strings.Split(string(data), "\n") {
+					code, _, _ := strings.Cut(line, "#")
+					if m := regexp.MustCompile(`\bsystemctl\b(.*)`).FindStringSubmatch(code); m != nil && !strings.Contains(m[1], "daemon-reload") {
+						t.Errorf("%s:%d: %q: systemctl where deb-systemd-helper or deb-systemd-invoke belongs", script, i+1, line)
+					}
+					if regexp.MustCompile(`\b(start|restart|reload-or-restart)\b`).MatchString(code) && !strings.Contains(code, "try-restart") {
+						t.Errorf("%s:%d: %q: the package starts nothing", script, i+1, line)
+					}
+				}
+			}
 			// Every file in /etc is a conffile: dpkg would otherwise
 			// replace an administrator's edits on upgrade.
 			for _, f := range files {
