@@ -399,3 +399,39 @@ func TestPackageInstall(t *testing.T) {
 		}
 	}
 }
+
+// TestPackageVersion: packaging/version.sh turns make's version (git
+// describe) into a package version that starts with a digit and that dpkg
+// orders as the builds were made.
+func TestPackageVersion(t *testing.T) {
+	t.Parallel()
+	dpkg := harness.Require(t, "dpkg", "apt-get install -y dpkg")
+	// In the order of the builds.
+	cases := []struct{ version, want string }{
+		{"dev", "0.0.0~dev"},
+		{"3f2a9c1", "0.0.0~git.3f2a9c1"},
+		{"3f2a9c1-dirty", "0.0.0~git.3f2a9c1.dirty"},
+		{"v1.2.0-rc.1", "1.2.0~rc.1"},
+		{"v1.2.0-rc.1-2-gabcdef0", "1.2.0~rc.1+2.gabcdef0"},
+		{"v1.2.0", "1.2.0"},
+		{"v1.2.0-dirty", "1.2.0+0.dirty"},
+		{"v1.2.0-3-g3f2a9c1", "1.2.0+3.g3f2a9c1"},
+		{"v1.2.0-3-g3f2a9c1-dirty", "1.2.0+3.g3f2a9c1.dirty"},
+		{"v1.2.0-12-g0a1b2c3", "1.2.0+12.g0a1b2c3"},
+		{"v1.2.1", "1.2.1"},
+	}
+	prev := ""
+	for _, c := range cases {
+		got, err := harness.Run(context.Background(), time.Minute, nil, filepath.Join("..", "packaging", "version.sh"), c.version)
+		if err != nil || got != c.want {
+			t.Errorf("version.sh %s: %q (%v); want %s", c.version, got, err, c.want)
+			continue
+		}
+		if prev != "" {
+			if out, err := harness.Run(context.Background(), time.Minute, nil, dpkg, "--compare-versions", prev, "lt", got); err != nil {
+				t.Errorf("dpkg orders %s before %s: %v %s", got, prev, err, out)
+			}
+		}
+		prev = got
+	}
+}
