@@ -40,7 +40,7 @@ LDFLAGS := -X github.com/mwi-project/mwi/internal/version.Version=$(VERSION) \
 # testdata (such as .cache, .git and .mwi-dev).
 GO_FILES = $(shell find . -type d \( -name '.?*' -o -name '_*' -o -name testdata \) -prune -o -type f -name '*.go' -print)
 
-.PHONY: help build man dev test bench lint fuzz fuzz-ci clean kube-apiserver kubectl
+.PHONY: help build man dev test bench lint fuzz fuzz-ci clean kube-apiserver kubectl package
 
 help:
 	@echo 'Targets:'
@@ -50,6 +50,7 @@ help:
 	@echo '  dev     build, then run an issuer and mwid on development defaults'
 	@echo '          (state in .mwi-dev/; Ctrl-C stops them; DEV_FLAGS=... for mwi-dev)'
 	@echo '  test    build, then run every test, unit and integration, with -race'
+	@echo '  package build the mwid and mwi-issuer packages (.deb and .rpm) into PKG_DIR ($(PKG_DIR))'
 	@echo '  bench   build, then run the integration benchmarks and the agent destination checks benchmark once'
 	@echo '  lint    check formatting (gofmt -l) and run go vet'
 	@echo '  fuzz    run each fuzz target for FUZZTIME ($(FUZZTIME))'
@@ -71,6 +72,50 @@ build:
 man:
 	rm -rf $(MAN_DIR)
 	MWI_MAN_DIR=$(abspath $(MAN_DIR)) $(GO) test -count=1 -ldflags '$(LDFLAGS)' -run '^TestMan$$' ./cmd/mwi-issuer ./cmd/mwid ./cmd/mwictl
+
+# make package: the .deb and .rpm of mwid (with mwictl) and mwi-issuer,
+# made by nfpm at a pinned version (NFPM_VERSION), which go install builds
+# from the module proxy once into CACHE_DIR: a fixed version makes the same
+# package from the same tree on every machine, and nothing is added to
+# go.mod.
+# The programs are built for packages: -trimpath (no build paths),
+# position-independent (-buildmode=pie, as Debian's hardening asks),
+# stripped (-s -w), every symbol bound at start so that the relocations
+# are read-only after it (-bindnow), with the version and commit linked in
+# as make build does. mwid and mwi-issuer use cgo, as make build's do (user and group
+# names through NSS), so their libc6 dependency is the newest C library
+# symbol version they need; mwictl is static, as in make build.
+NFPM_VERSION := v2.45.2
+NFPM := $(CACHE_DIR)/nfpm-$(NFPM_VERSION)/nfpm
+PKG_DIR ?= $(BIN)/package
+PKG_STAGE := $(BIN)/package/stage
+PKG_VERSION = $(shell packaging/version.sh '$(VERSION)')
+PKG_GOARCH = $(shell $(GO) env GOARCH)
+PKG_BUILD := $(GO) build -trimpath -buildmode=pie -ldflags '-s -w -bindnow $(LDFLAGS)'
+# The package tests (integration/package_test.go) look for the packages
+# here; make test builds them first.
+export MWI_PACKAGE_DIR := $(PKG_DIR)
+test: package
+
+$(NFPM):
+	GOBIN=$(dir $(NFPM)) $(GO) install github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
+
+package: $(NFPM)
+	rm -rf $(PKG_DIR) && mkdir -p $(PKG_STAGE)/completion
+	$(PKG_BUILD) -o $(PKG_STAGE)/ ./cmd/mwid ./cmd/mwi-issuer
+	CGO_ENABLED=0 $(PKG_BUILD) -o $(PKG_STAGE)/ ./cmd/mwictl
+	$(MAKE) --no-print-directory man MAN_DIR=$(PKG_STAGE)/man
+	gzip -9n $(PKG_STAGE)/man/*.1
+	for p in mwictl mwi-issuer; do for sh in bash zsh fish; do \
+		$(PKG_STAGE)/$$p completion $$sh > $(PKG_STAGE)/completion/$$p.$$sh || exit 1; \
+	done; done
+	libc=$$(packaging/libc-version.sh $(PKG_STAGE)/mwid $(PKG_STAGE)/mwi-issuer) && \
+	for p in mwid mwi-issuer; do for f in deb rpm; do \
+		GOARCH=$(PKG_GOARCH) MWI_PKG_VERSION='$(PKG_VERSION)' MWI_LIBC_VERSION=$$libc \
+			$(NFPM) package --config packaging/nfpm-$$p.yaml --packager $$f --target $(PKG_DIR)/ || exit 1; \
+	done; done
+	$(PKG_STAGE)/mwid --version > $(PKG_DIR)/VERSION
+	@ls -l $(PKG_DIR)/*.deb $(PKG_DIR)/*.rpm
 
 dev: build
 	$(BIN)/mwi-dev $(DEV_FLAGS)

@@ -3,7 +3,7 @@
 //
 // Usage:
 //
-//	mwi-issuer init  --state DIR [--host NAME]...
+//	mwi-issuer init  --state DIR [--host NAME]... [--if-missing]
 //	mwi-issuer serve --state DIR [--store URL] [--listen ADDR] [--resources DIR] [--admin-socket PATH] [--audit-log FILE] [--cluster-name NAME] [--resource-settle 2s]
 //	mwi-issuer store migrate (--store URL | --state DIR)
 //	mwi-issuer ca    --state DIR
@@ -52,8 +52,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"net/url"
@@ -97,6 +99,7 @@ type env struct {
 
 	state       string
 	hosts       []string
+	ifMissing   bool // init --if-missing
 	listen      string
 	resources   string
 	adminSocket string
@@ -131,6 +134,7 @@ func newRoot(e *env) *cobra.Command {
 		command("init", "", "create the authorities and a serving certificate in a new state directory", e.runInit, func(fs *pflag.FlagSet) {
 			fs.StringVar(&e.state, "state", "", "state `DIR` to create (required)")
 			fs.StringArrayVar(&e.hosts, "host", nil, "`NAME` or IP address for the serving certificate (repeatable; default: localhost, 127.0.0.1, ::1 and the hostname)")
+			fs.BoolVar(&e.ifMissing, "if-missing", false, "do nothing, successfully, if the directory already holds an issuer (as mwi-issuer.service runs it before each start)")
 		}),
 		command("serve", "", "serve the issuer's API and its admin socket", e.runServe, func(fs *pflag.FlagSet) {
 			fs.StringVar(&e.state, "state", "", "issuer state `DIR`, made by init (required)")
@@ -346,6 +350,19 @@ func required(flags ...string) error {
 func (e *env) runInit([]string) error {
 	if err := required("state", e.state); err != nil {
 		return err
+	}
+	if e.ifMissing {
+		// An issuer that loads is left alone. Any other error than a
+		// missing file is reported, not papered over with new
+		// authorities; a part of an issuer is refused by Init below.
+		a, err := ca.Load(e.state)
+		if err == nil {
+			fmt.Fprintf(e.stdout, "%s already holds an issuer (ca_pin: %s); nothing to do\n", e.state, a.Pin())
+			return nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
 	}
 	hosts := e.hosts
 	if len(hosts) == 0 {

@@ -428,3 +428,46 @@ func TestStoreMigrate(t *testing.T) {
 		}
 	}
 }
+
+// TestInitIfMissing: init --if-missing, which mwi-issuer.service runs before
+// each start, makes an issuer in an empty (or absent) directory, leaves an
+// existing one as it is, and refuses a part of one rather than completing
+// it with new authorities.
+func TestInitIfMissing(t *testing.T) {
+	state := filepath.Join(t.TempDir(), "state")
+	if err := os.Mkdir(state, 0o700); err != nil { // as StateDirectory= leaves it
+		t.Fatal(err)
+	}
+	code, out, errs := mwiIssuer("init", "--if-missing", "--state", state, "--host", "127.0.0.1")
+	if code != 0 || !strings.Contains(out, "initialised issuer in "+state) {
+		t.Fatalf("first init --if-missing: exit %d, stdout %q, stderr %q", code, out, errs)
+	}
+	key := filepath.Join(state, "identity_ca.key")
+	before, err := os.ReadFile(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs = mwiIssuer("init", "--if-missing", "--state", state, "--host", "127.0.0.1")
+	if code != 0 || !strings.Contains(out, state+" already holds an issuer (ca_pin: sha256:") || errs != "" {
+		t.Errorf("second init --if-missing: exit %d, stdout %q, stderr %q; want 0 and nothing done", code, out, errs)
+	}
+	if after, _ := os.ReadFile(key); !bytes.Equal(before, after) {
+		t.Error("second init --if-missing replaced the identity CA's key")
+	}
+	// Without --if-missing, init still refuses an existing issuer.
+	if code, _, errs := mwiIssuer("init", "--state", state, "--host", "127.0.0.1"); code != 1 || !strings.Contains(errs, "already holds an issuer") {
+		t.Errorf("init on an existing issuer: exit %d, stderr %q; want 1 and a refusal", code, errs)
+	}
+
+	// A part of an issuer: new authorities would not match the rest.
+	if err := os.Remove(filepath.Join(state, "ssh_user_ca")); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errs = mwiIssuer("init", "--if-missing", "--state", state, "--host", "127.0.0.1")
+	if code != 1 || !strings.Contains(errs, "already holds an issuer") {
+		t.Errorf("init --if-missing on a part of an issuer: exit %d, stderr %q; want 1 and a refusal", code, errs)
+	}
+	if after, _ := os.ReadFile(key); !bytes.Equal(before, after) {
+		t.Error("init --if-missing on a part of an issuer replaced the identity CA's key")
+	}
+}

@@ -189,7 +189,10 @@ func (l *Listener) place(pfd int, mode os.FileMode, gid int, replace bool) error
 	if l.made.Mode&unix.S_IFMT != unix.S_IFSOCK {
 		return fmt.Errorf("%s: the private directory holds something other than the socket bound", l.path)
 	}
-	if gid >= 0 {
+	// A socket already of its group is left alone: chown needs no
+	// privilege then, but a system call filter may still refuse it, as
+	// mwid.service's does (it runs as the group its sockets are for).
+	if gid >= 0 && uint32(gid) != l.made.Gid {
 		if err := unix.Fchownat(pfd, sockName, -1, gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			return &os.PathError{Op: "chown", Path: l.path, Err: err}
 		}
