@@ -23,11 +23,13 @@ import (
 	"github.com/mwi-project/mwi/internal/logging"
 	"github.com/mwi-project/mwi/internal/sdnotify"
 	"github.com/mwi-project/mwi/internal/unixsock"
+	"github.com/mwi-project/mwi/internal/version"
 	"github.com/mwi-project/mwi/internal/watch"
 	"github.com/mwi-project/mwi/issuer/audit"
 	"github.com/mwi-project/mwi/issuer/authority"
 	"github.com/mwi-project/mwi/issuer/ca"
 	"github.com/mwi-project/mwi/issuer/kuberbac"
+	"github.com/mwi-project/mwi/issuer/metrics"
 	"github.com/mwi-project/mwi/issuer/resource"
 	"github.com/mwi-project/mwi/issuer/store"
 )
@@ -60,6 +62,11 @@ type Config struct {
 	// Limits bound connections and their time; zero fields mean the
 	// defaults (DefaultLimits).
 	Limits Limits
+	// DiagAddr, if set, is the TCP address of the diagnostics listener:
+	// /livez, /readyz and /metrics, without TLS or authentication. It
+	// must be a loopback address unless DiagAllowRemote (CheckDiagAddr).
+	DiagAddr        string
+	DiagAllowRemote bool
 }
 
 // resourceRecheck is how far apart the two reads of the resource
@@ -90,6 +97,9 @@ type Server struct {
 	auth  *authority.Authority
 	audit io.Closer // the audit log file, if it is one
 
+	// metrics are served on the diagnostics listener, if there is one.
+	metrics *metrics.Metrics
+
 	// reloadMu serializes the changes of the running resource set; see
 	// swap.
 	reloadMu sync.Mutex
@@ -113,6 +123,11 @@ type Server struct {
 // New loads the authorities, the store and the resources named by cfg.
 // Call Close when done, even if Run was never called.
 func New(cfg Config, log *slog.Logger) (*Server, error) {
+	if cfg.DiagAddr != "" {
+		if err := CheckDiagAddr(cfg.DiagAddr, cfg.DiagAllowRemote); err != nil {
+			return nil, err
+		}
+	}
 	authorities, err := ca.Load(cfg.StateDir)
 	if err != nil {
 		return nil, fmt.Errorf("load authorities from %s (run mwi-issuer init first?): %w", cfg.StateDir, err)
@@ -139,6 +154,8 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	log.Info("store opened", "store", store.Redact(location))
+	m := metrics.New(version.Get())
+	st = m.InstrumentStore(st)
 	s := &Server{
 		cfg:   cfg,
 		log:   log,
@@ -149,8 +166,11 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 			Audit:       audit.New(auditW),
 			ClusterName: cfg.ClusterName,
 			Log:         log,
+			Observer:    m,
 		},
 	}
+	s.metrics = m
+	m.Watch(func() *ca.Authority { return s.auth.CA }, st, time.Now)
 	s.auth.Audit.Logger = log
 	dir, err := loadResources(cfg, log)
 	if err == nil {
@@ -430,7 +450,20 @@ func (s *Server) Run(ctx context.Context) error {
 		"max_connections", lim.MaxConns, "max_anonymous", lim.MaxAnonymous, "max_handshakes", lim.MaxHandshakes,
 		"max_per_bot", lim.MaxPerBot, "max_per_instance", lim.MaxPerInstance)
 
-	errc := make(chan error, 2)
+	servers := []*http.Server{public, admin}
+	errc := make(chan error, 3)
+	if s.cfg.DiagAddr != "" {
+		diagLn, err := net.Listen("tcp", s.cfg.DiagAddr)
+		if err != nil {
+			ln.Close()
+			adminLn.Close()
+			return fmt.Errorf("diagnostics listener: %w", err)
+		}
+		diag := newDiagServer(s.diagRoutes(), s.log)
+		servers = append(servers, diag)
+		s.log.Info("diagnostics listener serving /livez, /readyz and /metrics", "diag_addr", diagLn.Addr().String())
+		go func() { errc <- diag.Serve(diagLn) }()
+	}
 	go func() { errc <- public.Serve(publicLn) }()
 	go func() { errc <- admin.Serve(adminCapped) }()
 	watchCtx, stopWatch := context.WithCancel(ctx)
@@ -447,7 +480,7 @@ func (s *Server) Run(ctx context.Context) error {
 	case err = <-errc:
 	}
 	sdnotify.Stopping()
-	shutdown(lim.ShutdownTimeout, s.log, public, admin)
+	shutdown(lim.ShutdownTimeout, s.log, servers...)
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}
