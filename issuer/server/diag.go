@@ -4,37 +4,23 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"time"
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/mwi-project/mwi/internal/diag"
 	"github.com/mwi-project/mwi/internal/httpjson"
 	"github.com/mwi-project/mwi/issuer/store"
 )
 
 // CheckDiagAddr refuses a diagnostics address that is not a loopback
-// address (an IP literal or "localhost") unless allowRemote: the
-// listener has no authentication, and what it tells (versions, counts of
-// bots' refusals, store latency) is for the machine's own Prometheus or
-// an operator on it.
+// address unless allowRemote (see diag.CheckAddr).
 func CheckDiagAddr(addr string, allowRemote bool) error {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return fmt.Errorf("diagnostics address %q: want HOST:PORT, such as 127.0.0.1:9090: %v", addr, err)
+	if err := diag.CheckAddr(addr, allowRemote, "--diag-allow-remote"); err != nil {
+		return fmt.Errorf("diagnostics address %w", err)
 	}
-	if allowRemote {
-		return nil
-	}
-	if host == "localhost" {
-		return nil
-	}
-	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
-		return nil
-	}
-	return fmt.Errorf("diagnostics address %q is not a loopback address: its metrics and health have no authentication; "+
-		"use 127.0.0.1:PORT, or allow other addresses explicitly (--diag-allow-remote)", addr)
+	return nil
 }
 
 // readyTimeout bounds each question /readyz asks.
