@@ -139,6 +139,7 @@ func New(cfg *config.Config, log *logging.Logger) (*Server, error) {
 	s.issuer.Store(ic)
 	s.status.loadedAt = s.now()
 	s.metrics.Loaded(s.status.loadedAt)
+	s.metrics.Outputs(outputTypes(cfg))
 	s.loop = renewal.NewLoop(renewal.Loop{
 		Renew:           s.renewForLoop,
 		Report:          s.report,

@@ -63,6 +63,15 @@ func (s *Server) outputEnv(cfg *config.Config) output.Env {
 	return output.Env{Log: s.log, Patterns: sshconfig.Patterns(cfg.SSHHosts), Revision: cfg.Revision, Access: s.access}
 }
 
+// outputTypes returns the types of cfg's outputs, for metrics.
+func outputTypes(cfg *config.Config) []string {
+	var types []string
+	for _, o := range cfg.Outputs {
+		types = append(types, o.Type())
+	}
+	return types
+}
+
 // recordOutput records the outcome of writing the output o, for Status
 // and metrics, and logs a failure. Every kind of output reports here.
 func (s *Server) recordOutput(o output.Output, err error) {

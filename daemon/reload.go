@@ -53,6 +53,7 @@ func (s *Server) reload() (api.ReloadResult, error) {
 	s.metrics.Reload(err)
 	if err == nil && res.Changed {
 		s.metrics.Loaded(now)
+		s.metrics.Outputs(outputTypes(s.config()))
 	}
 	if err != nil {
 		s.log.Error("configuration reload refused; the running configuration stays", "config", old.Path, "err", err)

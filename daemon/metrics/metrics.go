@@ -455,6 +455,16 @@ func (m *Metrics) Reload(err error) {
 	}
 }
 
+// Outputs makes the series of mwid_output_write_failures_total for each
+// output type in types, at zero, so that the first failure of one is an
+// increase that rate() and alerts see. Series of types no longer
+// configured stay: they are counters.
+func (m *Metrics) Outputs(types []string) {
+	for _, t := range types {
+		m.outputFailures.WithLabelValues(t)
+	}
+}
+
 // OutputFailed counts an output of the given type that could not be
 // written: mwid_output_write_failures_total{type}.
 func (m *Metrics) OutputFailed(outputType string) {

@@ -113,8 +113,12 @@ mwi_issuer_locks{kind="token"} 0
 			t.Errorf("%s = %v, want %v", tc.name, got, tc.want)
 		}
 	}
-	if n, err := testutil.GatherAndCount(m.Registry(), "mwi_issuer_store_errors_total"); err != nil || n != 0 {
-		t.Errorf("store errors: %d series, %v; want none: an unknown token is an answer", n, err)
+	if got := counterValue(t, m, `mwi_issuer_store_errors_total{operation="token"}`); got != 0 {
+		t.Errorf("store errors of token = %v, want 0: an unknown token is an answer", got)
+	}
+	// Every operation's error counter exists from the start.
+	if n, err := testutil.GatherAndCount(m.Registry(), "mwi_issuer_store_errors_total"); err != nil || n < 30 {
+		t.Errorf("store errors: %d series, %v; want one per operation", n, err)
 	}
 	if n, err := testutil.GatherAndCount(m.Registry(), "mwi_issuer_ca_expiry_timestamp_seconds"); err != nil || n != 4 {
 		t.Errorf("CA expiry: %d series, %v; want tls, identity, kube and admin", n, err)

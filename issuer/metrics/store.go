@@ -16,7 +16,48 @@ import (
 // want of the store. Methods added to store.Store after this file pass
 // through st untimed until they are listed here.
 func (m *Metrics) InstrumentStore(st store.Store) store.Store {
+	// The error counters exist from the start, at zero, so that the
+	// first failure is an increase that rate() and alerts see.
+	for _, op := range storeOperations {
+		m.storeErrors.WithLabelValues(op)
+	}
 	return &timedStore{Store: st, m: m}
+}
+
+// storeOperations are the operation label values of the timed methods.
+var storeOperations = []string{
+	"probe",
+	"put_token",
+	"consume_token",
+	"token",
+	"create_instance",
+	"instance",
+	"advance_generation",
+	"lock_bot",
+	"unlock_bot",
+	"bot_lock",
+	"lock_instance",
+	"unlock_instance",
+	"instance_lock",
+	"lock_token",
+	"unlock_token",
+	"token_lock",
+	"locks",
+	"instances_of_bot",
+	"instances_of_token",
+	"mark_used",
+	"put_challenge",
+	"consume_challenge",
+	"put_node",
+	"nodes",
+	"tokens",
+	"delete_token",
+	"instances",
+	"put_resources",
+	"delete_resource",
+	"resources",
+	"prune",
+	"changes",
 }
 
 type timedStore struct {
