@@ -17,6 +17,8 @@
 //	mwi_issuer_store_errors_total{operation}                  store calls that failed
 //	mwi_issuer_ca_expiry_timestamp_seconds{ca}                when each X.509 authority expires
 //	mwi_issuer_serving_certificate_expiry_timestamp_seconds  when the HTTPS certificate expires
+//	mwi_issuer_resources_last_load_successful                 0 while a rejected set left the previous one serving
+//	mwi_issuer_resources_last_load_success_timestamp_seconds  when the set in use was loaded
 //
 // outcome is allowed, denied or error, as in the audit log; method is a
 // join method or "unknown"; reason is an api.Code* value. Each label has
@@ -59,6 +61,9 @@ type Metrics struct {
 
 	storeDuration *prometheus.HistogramVec
 	storeErrors   *prometheus.CounterVec
+
+	resourcesOK   prometheus.Gauge
+	resourcesLoad prometheus.Gauge
 }
 
 // New returns Metrics registered on a fresh registry, with
@@ -94,6 +99,15 @@ func New(info version.Info) *Metrics {
 			Help: "Calls to the issuer's store that failed for want of the store (not refusals such as an unknown token), by operation.",
 		}, []string{"operation"}),
 	}
+	m.resourcesOK = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "mwi_issuer_resources_last_load_successful",
+		Help: "1 if the last load of the resources (directory or store) was applied, 0 if it was rejected and the previous set serves.",
+	})
+	m.resourcesOK.Set(1)
+	m.resourcesLoad = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "mwi_issuer_resources_last_load_success_timestamp_seconds",
+		Help: "When the resource set in use was loaded, in seconds since the Unix epoch.",
+	})
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "mwi_issuer_build_info",
 		Help: "Always 1, with the version and commit mwi-issuer was built from and its Go version.",
@@ -113,6 +127,7 @@ func New(info version.Info) *Metrics {
 		buildInfo,
 		m.joins, m.renewals, m.duration, m.denials,
 		m.storeDuration, m.storeErrors,
+		m.resourcesOK, m.resourcesLoad,
 	)
 	return m
 }
@@ -143,6 +158,22 @@ func (m *Metrics) Decision(d authority.Decision) {
 	if d.Outcome != authority.OutcomeAllowed {
 		m.denials.WithLabelValues(d.Event, d.Reason).Inc()
 	}
+}
+
+// ResourcesLoaded records that a resource set was loaded and serves
+// (err nil), or that one was rejected and the previous set serves:
+// mwi_issuer_resources_last_load_successful and its timestamp. A nil
+// *Metrics records nothing.
+func (m *Metrics) ResourcesLoaded(err error, at time.Time) {
+	if m == nil {
+		return
+	}
+	if err != nil {
+		m.resourcesOK.Set(0)
+		return
+	}
+	m.resourcesOK.Set(1)
+	m.resourcesLoad.Set(unixSeconds(at))
 }
 
 // scrapeTimeout bounds what a scrape asks the store.

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mwi-project/mwi/internal/pgtest"
 	"github.com/mwi-project/mwi/issuer/ca"
@@ -106,6 +107,49 @@ func TestDiagRoutes(t *testing.T) {
 	res, _ = serve(t, h, httptest.NewRequest(http.MethodPost, "/readyz", nil))
 	if res.StatusCode != http.StatusMethodNotAllowed {
 		t.Errorf("POST /readyz = %d", res.StatusCode)
+	}
+}
+
+// TestResourcesLoadMetric checks that a rejected resource set shows in
+// mwi_issuer_resources_last_load_successful while the previous set
+// serves, and that the next good load clears it.
+func TestResourcesLoadMetric(t *testing.T) {
+	s, h := newDiagIssuer(t, "")
+	metric := func() string {
+		t.Helper()
+		_, body := serve(t, h, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+		for _, line := range strings.Split(string(body), "\n") {
+			if strings.HasPrefix(line, "mwi_issuer_resources_last_load_successful ") {
+				return line
+			}
+		}
+		t.Fatal("no mwi_issuer_resources_last_load_successful")
+		return ""
+	}
+	if got := metric(); got != "mwi_issuer_resources_last_load_successful 1" {
+		t.Errorf("at start: %s", got)
+	}
+	bad := filepath.Join(s.cfg.ResourcesDir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte("kind: bot\nversion: v1\nmetadata: {name: b}\nspec: {roles: [missing]}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.reload(time.Millisecond); err == nil {
+		t.Fatal("a bot with an unknown role loaded")
+	}
+	if got := metric(); got != "mwi_issuer_resources_last_load_successful 0" {
+		t.Errorf("after a rejected set: %s", got)
+	}
+	if code, r := getReadiness(t, h, "/readyz"); code != http.StatusOK {
+		t.Errorf("readyz = %d %+v: the previous set still serves", code, r)
+	}
+	if err := os.Remove(bad); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.reload(time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if got := metric(); got != "mwi_issuer_resources_last_load_successful 1" {
+		t.Errorf("after a good set: %s", got)
 	}
 }
 

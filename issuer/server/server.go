@@ -272,6 +272,7 @@ func (s *Server) reload(recheck time.Duration) error {
 	}
 	if err != nil {
 		s.log.Error("resources rejected; keeping the previous set", "dir", s.cfg.ResourcesDir, "err", err)
+		s.metrics.ResourcesLoaded(err, time.Now())
 		sdnotify.Status("serving the previous resources; the new set was rejected: " + err.Error())
 		return err
 	}
@@ -359,6 +360,7 @@ func (s *Server) syncStore(ctx context.Context) {
 		}
 		s.changes = n
 		s.log.Error("resources changed in the store were rejected; keeping the previous set", "err", err)
+		s.metrics.ResourcesLoaded(err, time.Now())
 		sdnotify.Status("serving the previous resources; the stored set was rejected: " + err.Error())
 		return
 	}
