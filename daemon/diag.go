@@ -2,12 +2,12 @@ package daemon
 
 import (
 	"log/slog"
-	"net"
 	"net/http"
 	"time"
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/mwi-project/mwi/internal/diag"
 	"github.com/mwi-project/mwi/internal/httpjson"
 )
 
@@ -38,10 +38,11 @@ func (s *Server) diagRoutes() http.Handler {
 	return r
 }
 
-// listenDiag opens the diagnostics listener at addr and serves it until
-// the returned server is shut down.
+// listenDiag opens the diagnostics listener at addr and serves it, at
+// most diag.MaxConns connections at once, until the returned server is
+// shut down.
 func (s *Server) listenDiag(addr string) (*http.Server, error) {
-	ln, err := net.Listen("tcp", addr)
+	ln, err := diag.Listen(addr, diag.MaxConns)
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -72,7 +73,8 @@ func (s *Server) ready(ctx context.Context) readiness {
 }
 
 // authoritiesReady says why the authorities cannot serve at now: none
-// loaded, or the serving certificate or an X.509 authority expired.
+// loaded, or the serving certificate, the identity authority (which
+// renewals present) or the TLS authority (which mwid pins) expired.
 func (s *Server) authoritiesReady(now time.Time) error {
 	a := s.auth.CA
 	if a == nil {
@@ -83,8 +85,13 @@ func (s *Server) authoritiesReady(now time.Time) error {
 	} else if now.After(leaf.NotAfter) {
 		return fmt.Errorf("the serving certificate expired at %s (mwi-issuer tls rotate)", leaf.NotAfter.UTC().Format(time.RFC3339))
 	}
-	if ca := a.IdentityCA(); ca != nil && now.After(ca.NotAfter) {
-		return fmt.Errorf("the identity authority expired at %s", ca.NotAfter.UTC().Format(time.RFC3339))
+	for _, x := range []struct {
+		name string
+		cert *x509.Certificate
+	}{{"identity", a.IdentityCA()}, {"tls", a.TLSCA()}} {
+		if x.cert != nil && now.After(x.cert.NotAfter) {
+			return fmt.Errorf("the %s authority expired at %s", x.name, x.cert.NotAfter.UTC().Format(time.RFC3339))
+		}
 	}
 	return nil
 }

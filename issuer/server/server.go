@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/mwi-project/mwi/internal/connlimit"
+	"github.com/mwi-project/mwi/internal/diag"
 	"github.com/mwi-project/mwi/internal/logging"
 	"github.com/mwi-project/mwi/internal/sdnotify"
 	"github.com/mwi-project/mwi/internal/unixsock"
@@ -455,7 +456,7 @@ func (s *Server) Run(ctx context.Context) error {
 	servers := []*http.Server{public, admin}
 	errc := make(chan error, 3)
 	if s.cfg.DiagAddr != "" {
-		diagLn, err := net.Listen("tcp", s.cfg.DiagAddr)
+		diagLn, err := diag.Listen(s.cfg.DiagAddr, diag.MaxConns)
 		if err != nil {
 			ln.Close()
 			adminLn.Close()
