@@ -6,7 +6,8 @@
 // access directories of ssh_host outputs kept by package accessdir;
 // reloading the configuration in reload.go and watch.go; the local API's
 // Backend in status.go and kube.go, with its SSH routes in package sshapi;
-// the check of callers in peer.go; and mwid --oneshot in oneshot.go.
+// the check of callers in peer.go; the diagnostics listener (diag_addr)
+// in diag.go; and mwid --oneshot in oneshot.go.
 package daemon
 
 import (

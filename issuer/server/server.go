@@ -1,6 +1,7 @@
 // Package server runs mwi-issuer: the HTTPS API that daemons join and renew
 // through, and the admin API on a local Unix socket and, to admin
-// identities, on the HTTPS API.
+// identities, on the HTTPS API; and, if Config.DiagAddr asks for it, the
+// diagnostics listener with health and metrics (diag.go).
 package server
 
 import (
