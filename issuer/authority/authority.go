@@ -175,7 +175,7 @@ func (a *Authority) join(ctx context.Context, req api.JoinRequest, client *ca.Id
 }
 
 // renew signs fresh credentials for a bot instance that proved its current
-// identity over mutual TLS, for Renew. The identity's generation must be the one the
+// identity over mutual TLS. The identity's generation must be the one the
 // store holds: an older one means a copy of the identity is in use, and the
 // instance is locked.
 func (a *Authority) renew(ctx context.Context, id ca.Identity, req api.RenewRequest, remote string) (api.Credentials, error) {
