@@ -434,6 +434,11 @@ func (e *env) runServe([]string) error {
 	if e.settle <= 0 {
 		return cli.Usagef("--resource-settle must be positive")
 	}
+	if e.diagAddr != "" {
+		if err := server.CheckDiagAddr(e.diagAddr, e.diagAllowRemote); err != nil {
+			return cli.Usagef("--diag-addr: %v", err)
+		}
+	}
 	log, err := logging.New(e.stderr, e.logFormat, e.logLevel)
 	if err != nil {
 		return err
@@ -463,11 +468,6 @@ func (e *env) runServe([]string) error {
 	cfg.ClusterName = e.clusterName
 	cfg.ResourceSettle = e.settle
 	cfg.Store = e.store
-	if e.diagAddr != "" {
-		if err := server.CheckDiagAddr(e.diagAddr, e.diagAllowRemote); err != nil {
-			return cli.Usagef("--diag-addr: %v", err)
-		}
-	}
 	cfg.DiagAddr, cfg.DiagAllowRemote = e.diagAddr, e.diagAllowRemote
 	srv, err := server.New(cfg, log.Logger)
 	if err != nil {
