@@ -6,7 +6,8 @@
 // access directories of ssh_host outputs kept by package accessdir;
 // reloading the configuration in reload.go and watch.go; the local API's
 // Backend in status.go and kube.go, with its SSH routes in package sshapi;
-// the check of callers in peer.go; and mwid --oneshot in oneshot.go.
+// the check of callers in peer.go; the diagnostics listener (diag_addr)
+// in diag.go; and mwid --oneshot in oneshot.go.
 package daemon
 
 import (
@@ -138,6 +139,8 @@ func New(cfg *config.Config, log *logging.Logger) (*Server, error) {
 	s.recheckConfig()
 	s.issuer.Store(ic)
 	s.status.loadedAt = s.now()
+	s.metrics.Loaded(s.status.loadedAt)
+	s.metrics.Outputs(outputTypes(cfg))
 	s.loop = renewal.NewLoop(renewal.Loop{
 		Renew:           s.renewForLoop,
 		Report:          s.report,
@@ -214,6 +217,17 @@ func (s *Server) Run(ctx context.Context) error {
 		s.tasks.Wait()
 		return fmt.Errorf("api socket: %w", err)
 	}
+	var diag *http.Server
+	if cfg.Diag.Addr != "" {
+		var err error
+		if diag, err = s.listenDiag(cfg.Diag.Addr); err != nil {
+			for _, sv := range s.sockets {
+				sv.stop()
+			}
+			s.tasks.Wait()
+			return fmt.Errorf("diagnostics listener (diag_addr): %w", err)
+		}
+	}
 	s.reloadMu.Unlock()
 	locked = false
 	s.log.Info("mwid listening", "agent_socket", cfg.AgentSocket.Path, "api_socket", cfg.APISocket.Path,
@@ -244,6 +258,9 @@ func (s *Server) Run(ctx context.Context) error {
 	shutdownCtx, stop := context.WithTimeout(context.Background(), 5*time.Second)
 	defer stop()
 	s.apiSrv.Shutdown(shutdownCtx)
+	if diag != nil {
+		diag.Shutdown(shutdownCtx)
+	}
 	for _, sv := range s.sockets {
 		sv.stop()
 	}
@@ -321,6 +338,9 @@ func (s *Server) alive() bool {
 // report records a renewal attempt for Status and metrics.
 func (s *Server) report(a renewal.Attempt) {
 	s.metrics.Renewal(a.Err, a.Failures)
+	if a.Err == nil {
+		s.metrics.RenewalSucceeded(a.At)
+	}
 	if c := s.creds.Current(); c != nil {
 		var held []metrics.Expiry
 		for _, cred := range credentials(c) {

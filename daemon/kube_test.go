@@ -26,6 +26,7 @@ import (
 	"github.com/mwi-project/mwi/daemon/identity"
 	"github.com/mwi-project/mwi/daemon/kubeconfig"
 	"github.com/mwi-project/mwi/daemon/localapi"
+	"github.com/mwi-project/mwi/daemon/metrics"
 	"github.com/mwi-project/mwi/daemon/output"
 	"github.com/mwi-project/mwi/internal/fault"
 	"github.com/mwi-project/mwi/internal/kubeselect"
@@ -52,7 +53,7 @@ func signFor(t *testing.T, csrPEM string, subject pkix.Name, notAfter time.Time)
 // outputs that the "issuer" allows: prod (env=prod) and dev (env=dev).
 func kubeServer(t *testing.T, outputs []output.Output, ttl time.Duration) *Server {
 	t.Helper()
-	s := &Server{log: slog.New(slog.DiscardHandler), now: time.Now, outputs: map[string]*outputState{}}
+	s := &Server{log: slog.New(slog.DiscardHandler), now: time.Now, outputs: map[string]*outputState{}, metrics: metrics.New()}
 	s.conf.Store(&config.Config{Outputs: outputs, APISocket: config.Socket{Path: "/run/mwi/api.sock"}})
 	keys, err := identity.NewKeys()
 	if err != nil {
@@ -174,7 +175,7 @@ func TestKubeBackend(t *testing.T) {
 }
 
 func TestKubeBackendRefusals(t *testing.T) {
-	s := &Server{log: slog.New(slog.DiscardHandler), now: time.Now}
+	s := &Server{log: slog.New(slog.DiscardHandler), now: time.Now, metrics: metrics.New()}
 	s.conf.Store(&config.Config{})
 	_, err := s.KubeClusters()
 	wantCode(t, err, api.CodeNotJoined)

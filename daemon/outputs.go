@@ -34,7 +34,7 @@ func (s *Server) requestOutputs(outs []output.Output, req *output.Request) []pen
 	for _, o := range outs {
 		w, err := o.Request(req)
 		if err != nil {
-			s.recordOutput(o.Path(), err)
+			s.recordOutput(o, err)
 			continue
 		}
 		if w != nil {
@@ -50,7 +50,7 @@ func (s *Server) writeOutputs(ctx context.Context, writes []pendingWrite, c *ide
 	var first error
 	for _, w := range writes {
 		err := w.write(ctx, c, env)
-		s.recordOutput(w.out.Path(), err)
+		s.recordOutput(w.out, err)
 		if err != nil && first == nil {
 			first = err
 		}
@@ -63,9 +63,22 @@ func (s *Server) outputEnv(cfg *config.Config) output.Env {
 	return output.Env{Log: s.log, Patterns: sshconfig.Patterns(cfg.SSHHosts), Revision: cfg.Revision, Access: s.access}
 }
 
-// recordOutput records the outcome of writing the output at path, for
-// Status, and logs a failure. Every kind of output reports here.
-func (s *Server) recordOutput(path string, err error) {
+// outputTypes returns the types of cfg's outputs, for metrics.
+func outputTypes(cfg *config.Config) []string {
+	var types []string
+	for _, o := range cfg.Outputs {
+		types = append(types, o.Type())
+	}
+	return types
+}
+
+// recordOutput records the outcome of writing the output o, for Status
+// and metrics, and logs a failure. Every kind of output reports here.
+func (s *Server) recordOutput(o output.Output, err error) {
+	path := o.Path()
+	if err != nil {
+		s.metrics.OutputFailed(o.Type())
+	}
 	now := s.now()
 	s.mu.Lock()
 	st := s.outputs[path]

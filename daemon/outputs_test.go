@@ -13,6 +13,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/mwi-project/mwi/daemon/identity"
+	"github.com/mwi-project/mwi/daemon/metrics"
 	"github.com/mwi-project/mwi/daemon/output"
 )
 
@@ -69,7 +70,7 @@ func TestOutputWritesRefuseUnsafeDirectories(t *testing.T) {
 			hostKey := filepath.Join(t.TempDir(), "ssh_host_ed25519_key.pub")
 			os.WriteFile(hostKey, ssh.MarshalAuthorizedKey(cert.Key), 0o644)
 			host := []output.Output{output.SSHHost{HostKey: hostKey, Certificate: filepath.Join(out, "ssh_host_ed25519_key-cert.pub")}}
-			s = &Server{log: slog.New(slog.DiscardHandler), now: time.Now, outputs: map[string]*outputState{}}
+			s = &Server{log: slog.New(slog.DiscardHandler), now: time.Now, outputs: map[string]*outputState{}, metrics: metrics.New()}
 			check("ssh_host", s.writeConfigOutputs(t, host, &identity.Credentials{HostCerts: []*ssh.Certificate{cert}}))
 
 			filepath.Walk(base, func(p string, fi os.FileInfo, err error) error {
@@ -133,7 +134,7 @@ func TestHostKeyReadSafely(t *testing.T) {
 			}
 			tt.setup(t, dir, file)
 			cert := filepath.Join(t.TempDir(), "ssh_host_ed25519_key-cert.pub")
-			s := &Server{log: slog.New(slog.DiscardHandler), now: time.Now, outputs: map[string]*outputState{}}
+			s := &Server{log: slog.New(slog.DiscardHandler), now: time.Now, outputs: map[string]*outputState{}, metrics: metrics.New()}
 			var req output.Request
 			outs := s.requestOutputs([]output.Output{output.SSHHost{HostKey: file, Certificate: cert}}, &req)
 			reqs := req.HostKeys()

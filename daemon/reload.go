@@ -50,6 +50,11 @@ func (s *Server) reload() (api.ReloadResult, error) {
 		s.status.loadedAt = now
 	}
 	s.mu.Unlock()
+	s.metrics.Reload(err)
+	if err == nil && res.Changed {
+		s.metrics.Loaded(now)
+		s.metrics.Outputs(outputTypes(s.config()))
+	}
 	if err != nil {
 		s.log.Error("configuration reload refused; the running configuration stays", "config", old.Path, "err", err)
 		return api.ReloadResult{}, fault.FailedPrecondition(api.CodeReloadFailed, "%v", err)
@@ -139,6 +144,9 @@ func (s *Server) renewSoon() {
 func liveChange(old, next *config.Config) error {
 	if next.AgentSocket.Path == old.APISocket.Path || next.APISocket.Path == old.AgentSocket.Path {
 		return fmt.Errorf("%s: sockets: the agent and api sockets cannot swap paths while mwid runs; move one at a time", next.Path)
+	}
+	if next.Diag != old.Diag {
+		return fmt.Errorf("%s: diag_addr: the diagnostics listener changes only when mwid restarts; restart it, or put back %q", next.Path, old.Diag.Addr)
 	}
 	return nil
 }

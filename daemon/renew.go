@@ -143,11 +143,13 @@ func (e *outputError) Unwrap() error { return e.error }
 // is not a failed renewal: renewing again sooner would not fix a broken
 // reload command or path, and each renewal moves the generation on.
 func (s *Server) renewForLoop(ctx context.Context) (renewal.Result, error) {
+	start := time.Now()
 	res, err := s.renew(ctx)
 	var oe *outputError
 	if errors.As(err, &oe) {
-		return res, nil
+		err = nil
 	}
+	s.metrics.RenewalDuration(time.Since(start), err)
 	return res, err
 }
 

@@ -119,7 +119,7 @@ func TestLocalAPIThroughMwictl(t *testing.T) {
 	}
 	code, body := get(t, d, "/metrics")
 	for _, want := range []string{
-		`mwid_agent_requests_total{result="ok",type="list"}`,
+		`mwid_agent_requests_total{result="success",type="list"}`,
 		`mwid_renewals_total{result="success"}`,
 		`mwid_credential_expiry_timestamp_seconds{kind="ssh",name=""}`,
 		`mwid_api_requests_total{code="200",route="/v1/status"}`,

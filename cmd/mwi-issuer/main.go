@@ -4,7 +4,7 @@
 // Usage:
 //
 //	mwi-issuer init  --state DIR [--host NAME]... [--if-missing]
-//	mwi-issuer serve --state DIR [--store URL] [--listen ADDR] [--resources DIR] [--admin-socket PATH] [--audit-log FILE] [--cluster-name NAME] [--resource-settle 2s]
+//	mwi-issuer serve --state DIR [--store URL] [--listen ADDR] [--resources DIR] [--admin-socket PATH] [--audit-log FILE] [--cluster-name NAME] [--resource-settle 2s] [--diag-addr 127.0.0.1:PORT]
 //	mwi-issuer store migrate (--store URL | --state DIR)
 //	mwi-issuer ca    --state DIR
 //	mwi-issuer tls rotate --state DIR [--host NAME]...
@@ -120,6 +120,10 @@ type env struct {
 	format      string
 	nodesFormat string
 	res         resourceFlags
+
+	// diagAddr and diagAllowRemote are serve's diagnostics listener.
+	diagAddr        string
+	diagAllowRemote bool
 }
 
 // newRoot returns mwi-issuer's command tree, every command running with e.
@@ -145,6 +149,8 @@ func newRoot(e *env) *cobra.Command {
 			fs.StringVar(&e.store, "store", "", "store `URL`: bolt://PATH or postgres://USER:PASSWORD@HOST/DB (default bolt://STATE/store.db)")
 			fs.StringVar(&e.clusterName, "cluster-name", "mwi", "cluster `NAME`: in every audit record, and the audience ID tokens must have when their token resource sets none")
 			fs.DurationVar(&e.settle, "resource-settle", watch.DefaultSettle, "`DURATION` the resource directory must stay unchanged after an edit before it is loaded")
+			fs.StringVar(&e.diagAddr, "diag-addr", "", "diagnostics listen `ADDR` for /livez, /readyz and /metrics, such as 127.0.0.1:9443 (default off; loopback only)")
+			fs.BoolVar(&e.diagAllowRemote, "diag-allow-remote", false, "allow --diag-addr on an address other than loopback (it has no authentication)")
 			fs.StringVar(&e.logFormat, "log-format", "text", "log `FORMAT`: text or json")
 			fs.StringVar(&e.logLevel, "log-level", "info", "log `LEVEL`: debug, info, warn, error")
 		}),
@@ -447,6 +453,11 @@ func (e *env) runServe([]string) error {
 	if e.settle <= 0 {
 		return cli.Usagef("--resource-settle must be positive")
 	}
+	if e.diagAddr != "" {
+		if err := server.CheckDiagAddr(e.diagAddr, e.diagAllowRemote); err != nil {
+			return cli.Usagef("--diag-addr: %v", err)
+		}
+	}
 	log, err := logging.New(e.stderr, e.logFormat, e.logLevel)
 	if err != nil {
 		return err
@@ -476,6 +487,7 @@ func (e *env) runServe([]string) error {
 	cfg.ClusterName = e.clusterName
 	cfg.ResourceSettle = e.settle
 	cfg.Store = e.store
+	cfg.DiagAddr, cfg.DiagAllowRemote = e.diagAddr, e.diagAllowRemote
 	srv, err := server.New(cfg, log.Logger)
 	if err != nil {
 		return err

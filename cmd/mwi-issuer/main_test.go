@@ -99,6 +99,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"serve", "--state", dir, "--cluster-name", ""}, "mwi-issuer: --cluster-name is required; see mwi-issuer serve --help\n"},
 		{[]string{"serve", "--state", dir, "--resource-settle", "0s"}, "mwi-issuer: --resource-settle must be positive; see mwi-issuer serve --help\n"},
 		{[]string{"serve", "--state", dir, "--resource-settle", "soon"}, `mwi-issuer: invalid argument "soon" for "--resource-settle" flag: time: invalid duration "soon"; see mwi-issuer serve --help` + "\n"},
+		{[]string{"serve", "--state", dir, "--diag-addr", "0.0.0.0:9443"}, `mwi-issuer: --diag-addr: diagnostics address "0.0.0.0:9443" is not a loopback address: its metrics and health have no authentication; use 127.0.0.1:PORT, or allow other addresses explicitly (--diag-allow-remote); see mwi-issuer serve --help` + "\n"},
+		{[]string{"serve", "--state", dir, "--diag-addr", "9443"}, `mwi-issuer: --diag-addr: diagnostics address "9443": want HOST:PORT, such as 127.0.0.1:9090: address 9443: missing port in address; see mwi-issuer serve --help` + "\n"},
 		{[]string{"token", "create", "--state", dir}, "mwi-issuer: --bot is required; see mwi-issuer token create --help\n"},
 		{[]string{"token", "create", "--bot", "ci"}, "mwi-issuer: name the issuer: --state DIR or --admin-socket PATH on its machine, or --issuer ADDR --identity DIR remotely; see mwi-issuer token create --help\n"},
 		{[]string{"get", "role", "--state", dir, "--issuer", "127.0.0.1:1", "--identity", dir}, "mwi-issuer: name the issuer one way: --state or --admin-socket on its machine, or --issuer and --identity remotely, not both; see mwi-issuer get --help\n"},

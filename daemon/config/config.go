@@ -28,6 +28,7 @@ import (
 
 	"github.com/mwi-project/mwi/api"
 	"github.com/mwi-project/mwi/daemon/output"
+	"github.com/mwi-project/mwi/internal/diag"
 	"github.com/mwi-project/mwi/internal/yamlfile"
 )
 
@@ -69,6 +70,19 @@ type Config struct {
 	// Flags are what mwid's command line added to the file, kept so that
 	// a reload, which reads the file again, adds them again.
 	Flags Flags
+
+	// Diag is the diagnostics listener, off when its address is empty.
+	Diag Diag
+}
+
+// Diag configures mwid's diagnostics listener: /livez, /readyz and
+// /metrics over plain HTTP on a TCP address, besides the API socket, for
+// the machine's Prometheus and probes (tbot's diag_addr).
+type Diag struct {
+	// Addr is the listen address, HOST:PORT; a loopback address unless
+	// AllowRemote.
+	Addr        string
+	AllowRemote bool
 }
 
 // Flags are the settings that mwid's command line adds to those of the
@@ -234,6 +248,8 @@ type file struct {
 	Outputs          []yaml.Node `yaml:"outputs"`
 	Log              fileLog     `yaml:"log"`
 	Agent            fileAgent   `yaml:"agent"`
+	DiagAddr         string      `yaml:"diag_addr"`
+	DiagAllowRemote  bool        `yaml:"diag_allow_remote"`
 }
 
 type fileIssuer struct {
@@ -478,7 +494,23 @@ func (v *validator) build(f *file) *Config {
 	default:
 		v.errorf("agent.unbound", "%q: want refuse or allow", f.Agent.Unbound)
 	}
+	c.Diag = v.diag("diag_addr", f.DiagAddr, f.DiagAllowRemote, "diag_allow_remote: true")
 	return c
+}
+
+// diag checks the diagnostics listener's address (at path), which may be
+// empty: no listener.
+func (v *validator) diag(path, addr string, allowRemote bool, allowFlag string) Diag {
+	if addr == "" {
+		if allowRemote {
+			v.errorf("diag_allow_remote", "set without diag_addr")
+		}
+		return Diag{}
+	}
+	if err := diag.CheckAddr(addr, allowRemote, allowFlag); err != nil {
+		v.errorf(path, "%v", err)
+	}
+	return Diag{Addr: addr, AllowRemote: allowRemote}
 }
 
 // pins checks the pins of the file at path and returns them with those of

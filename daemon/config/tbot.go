@@ -43,6 +43,7 @@ const DefaultGitLabTokenEnv = "TBOT_GITLAB_JWT"
 type tbotFile struct {
 	Version         string           `yaml:"version"`
 	Debug           bool             `yaml:"debug"`
+	DiagAddr        string           `yaml:"diag_addr"`
 	ProxyServer     string           `yaml:"proxy_server"`
 	AuthServer      string           `yaml:"auth_server"`
 	CAPins          []string         `yaml:"ca_pins"`
@@ -92,10 +93,9 @@ const (
 // tbotRefused are tbot's fields that mwid does not take, by dotted path
 // from the root, with the reason and what MWI does instead.
 var tbotRefused = map[string]string{
-	"fips":      "mwid has no FIPS mode; remove it",
-	"diag_addr": "mwid serves no diagnostics listener; its health and metrics are on its API socket (mwictl status); remove it",
-	"join_uri":  "MWI's address is proxy_server or auth_server and its onboarding join_method and token; remove it",
-	"insecure":  "mwid never trusts the issuer blindly: set ca_pins or run mwid --ca-pin PIN",
+	"fips":     "mwid has no FIPS mode; remove it",
+	"join_uri": "MWI's address is proxy_server or auth_server and its onboarding join_method and token; remove it",
+	"insecure": "mwid never trusts the issuer blindly: set ca_pins or run mwid --ca-pin PIN",
 	// mwid's own (v1) fields, in a file that says v2.
 	"issuer":                  "is a field of mwid's own format (version: v1); tbot's format (version: v2) names the issuer in proxy_server",
 	"sockets":                 refuseV1,
@@ -197,6 +197,10 @@ func (v *validator) buildTBot() *Config {
 	for i := range f.Services {
 		c.Outputs = v.tbotOutput(fmt.Sprintf("services.%d", i), &f.Services[i], c.Outputs)
 	}
+
+	// tbot listens wherever diag_addr says; mwid, only on loopback from
+	// a tbot file, which has no field to allow more.
+	c.Diag = v.diag("diag_addr", f.DiagAddr, false, "diag_allow_remote: true in mwid's own format, version: v1")
 
 	c.Log = Log{Level: "info", Format: "text"}
 	if f.Debug {

@@ -153,6 +153,8 @@ func TestTBotFields(t *testing.T) {
 		{"oneshot", tbotBase + "oneshot: true\n", func(c *Config) bool { return c.Oneshot }},
 		{"no oneshot", tbotBase + "oneshot: false\n", func(c *Config) bool { return !c.Oneshot }},
 		{"debug", tbotBase + "debug: true\n", func(c *Config) bool { return c.Log.Level == "debug" }},
+		{"diag_addr", tbotBase + "diag_addr: 127.0.0.1:3001\n", func(c *Config) bool { return c.Diag == Diag{Addr: "127.0.0.1:3001"} }},
+		{"no diag_addr", tbotBase, func(c *Config) bool { return c.Diag == Diag{} }},
 		{"storage memory", tbotBase + "storage: {type: memory}\n", func(c *Config) bool { return true }},
 		{"identity in a directory", tbotBase + "services:\n  - type: identity\n    destination: {type: directory, path: out, symlinks: secure}\n",
 			func(c *Config) bool {
@@ -210,7 +212,8 @@ func TestTBotRefused(t *testing.T) {
 		{"storage directory", tbotBase + "storage:\n  type: directory\n  path: /var/lib/teleport/bot\n",
 			`tbot.yaml:7: storage.type: "directory": mwid keeps its identity only in memory; set storage: {type: memory}`},
 		{"storage kubernetes_secret", tbotBase + "storage: {type: kubernetes_secret, name: x}\n", `tbot.yaml:6: unknown field "name"`},
-		{"diag_addr", tbotBase + "diag_addr: 127.0.0.1:3001\n", "tbot.yaml:6: diag_addr: mwid serves no diagnostics listener; its health and metrics are on its API socket"},
+		{"diag_addr not loopback", tbotBase + "diag_addr: 0.0.0.0:3001\n", `tbot.yaml:6: diag_addr: "0.0.0.0:3001" is not a loopback address`},
+		{"diag_addr no port", tbotBase + "diag_addr: 127.0.0.1\n", `tbot.yaml:6: diag_addr: "127.0.0.1": want HOST:PORT`},
 		{"fips", tbotBase + "fips: true\n", "tbot.yaml:6: fips: mwid has no FIPS mode"},
 		{"unknown", tbotBase + "colour: blue\n", `tbot.yaml:6: unknown field "colour"`},
 		{"v1 field", tbotBase + "ssh: {logins: [x]}\n", "tbot.yaml:6: ssh: is a field of mwid's own format (version: v1), not of tbot's (version: v2)"},

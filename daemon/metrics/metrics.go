@@ -11,12 +11,23 @@
 //	mwid_renewals_total{result}                   renewal attempts
 //	mwid_renewal_failures_consecutive             failed renewals since the last success
 //	mwid_credential_expiry_timestamp_seconds{kind,name} when each held credential expires
+//	mwid_build_info{version,commit,goversion}     1
+//	mwid_renewal_duration_seconds{result}         how long renewal attempts took (histogram)
+//	mwid_renewal_last_success_timestamp_seconds   when a renewal (or the join) last succeeded
+//	mwid_config_reloads_total{result}             configuration reloads
+//	mwid_config_last_reload_successful            1 if the last reload was applied, 0 if refused
+//	mwid_config_last_reload_success_timestamp_seconds when the configuration was last loaded
+//	mwid_output_write_failures_total{type}        outputs that could not be written, by output type
 //
-// plus the Go runtime (go_*) and process (process_*) collectors.
+// result is success or failure in every metric that has it; an output's
+// type is the one the configuration names (identity, ssh_host,
+// kubernetes, ...). Plus the Go runtime (go_*) and process (process_*)
+// collectors.
 package metrics
 
 import (
 	"net/http"
+	"runtime"
 	"strconv"
 	"sync"
 	"time"
@@ -29,6 +40,7 @@ import (
 	"golang.org/x/crypto/ssh/agent"
 
 	"github.com/mwi-project/mwi/internal/unixsock"
+	"github.com/mwi-project/mwi/internal/version"
 )
 
 // RouteUnmatched is the route label of API requests that matched no route.
@@ -80,6 +92,26 @@ type Metrics struct {
 	// SetExpiries set last.
 	expiryMu   sync.Mutex
 	expiryHeld map[[2]string]bool
+
+	renewalDuration    *prometheus.HistogramVec
+	renewalLastSuccess prometheus.Gauge
+	reloads            *prometheus.CounterVec
+	reloadOK           prometheus.Gauge
+	reloadLastSuccess  prometheus.Gauge
+	outputFailures     *prometheus.CounterVec
+}
+
+// Values of the result label, the same in every metric that has one.
+const (
+	resultSuccess = "success"
+	resultFailure = "failure"
+)
+
+func result(err error) string {
+	if err != nil {
+		return resultFailure
+	}
+	return resultSuccess
 }
 
 type opCounters struct {
@@ -118,18 +150,59 @@ func New() *Metrics {
 	}, []string{"type", "result"})
 	for op, name := range opNames {
 		m.agentOps[op] = opCounters{
-			ok:  agentRequests.WithLabelValues(name, "ok"),
-			err: agentRequests.WithLabelValues(name, "error"),
+			ok:  agentRequests.WithLabelValues(name, resultSuccess),
+			err: agentRequests.WithLabelValues(name, resultFailure),
 		}
 	}
 	renewals := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "mwid_renewals_total",
 		Help: "Renewal attempts, by result.",
 	}, []string{"result"})
-	m.renewalSuccess = renewals.WithLabelValues("success")
-	m.renewalFailure = renewals.WithLabelValues("failure")
+	m.renewalSuccess = renewals.WithLabelValues(resultSuccess)
+	m.renewalFailure = renewals.WithLabelValues(resultFailure)
+
+	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "mwid_build_info",
+		Help: "Always 1, with the version and commit mwid was built from and its Go version.",
+	}, []string{"version", "commit", "goversion"})
+	v := version.Get()
+	buildInfo.WithLabelValues(v.Version, v.Commit, runtime.Version()).Set(1)
+	m.renewalDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "mwid_renewal_duration_seconds",
+		Help: "How long renewal attempts (the join too) took, writing the outputs included, by result.",
+		// From a renewal next to the issuer to one that waited on a slow
+		// issuer, a platform's token endpoint or a reload command.
+		Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+	}, []string{"result"})
+	m.renewalDuration.WithLabelValues(resultSuccess)
+	m.renewalDuration.WithLabelValues(resultFailure)
+	m.renewalLastSuccess = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "mwid_renewal_last_success_timestamp_seconds",
+		Help: "When a renewal, or the join, last succeeded, in seconds since the Unix epoch; 0 before the first.",
+	})
+	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "mwid_config_reloads_total",
+		Help: "Configuration reloads (SIGHUP, file change, mwictl reload), by result.",
+	}, []string{"result"})
+	m.reloads.WithLabelValues(resultSuccess)
+	m.reloads.WithLabelValues(resultFailure)
+	m.reloadOK = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "mwid_config_last_reload_successful",
+		Help: "1 if the last configuration reload was applied (or none was tried), 0 if it was refused and the previous configuration runs.",
+	})
+	m.reloadOK.Set(1)
+	m.reloadLastSuccess = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "mwid_config_last_reload_success_timestamp_seconds",
+		Help: "When the configuration in use was loaded (at start or by a reload), in seconds since the Unix epoch.",
+	})
+	m.outputFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "mwid_output_write_failures_total",
+		Help: "Outputs that could not be written, by output type.",
+	}, []string{"type"})
 
 	reg.MustRegister(
+		buildInfo, m.renewalDuration, m.renewalLastSuccess,
+		m.reloads, m.reloadOK, m.reloadLastSuccess, m.outputFailures,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.apiRequests,
@@ -249,8 +322,8 @@ func (s *statusRecorder) status() int {
 
 // InstrumentAgent wraps a so that each request is counted:
 // mwid_agent_requests_total{type,result}, with type one of list, sign,
-// add, remove, remove_all, lock, unlock, signers, extension and result ok
-// or error. Sign and SignWithFlags both count as sign. An extension the
+// add, remove, remove_all, lock, unlock, signers, extension and result
+// success or failure. Sign and SignWithFlags both count as sign. An extension the
 // agent does not support counts as an error.
 //
 // Counting costs one atomic add and no allocation per request.
@@ -352,6 +425,54 @@ func (m *Metrics) Renewal(err error, consecutiveFailures int) {
 	m.consecutiveFailures.Set(float64(consecutiveFailures))
 }
 
+// RenewalSucceeded sets mwid_renewal_last_success_timestamp_seconds to
+// at, when a renewal, or the join, succeeded.
+func (m *Metrics) RenewalSucceeded(at time.Time) {
+	m.renewalLastSuccess.Set(unixSeconds(at))
+}
+
+// RenewalDuration records how long one renewal attempt took:
+// mwid_renewal_duration_seconds{result}.
+func (m *Metrics) RenewalDuration(d time.Duration, err error) {
+	m.renewalDuration.WithLabelValues(result(err)).Observe(d.Seconds())
+}
+
+// Loaded records that the configuration in use was loaded at at, at start
+// or by a reload that changed it.
+func (m *Metrics) Loaded(at time.Time) {
+	m.reloadLastSuccess.Set(unixSeconds(at))
+}
+
+// Reload records one reload, refused if err is not nil:
+// mwid_config_reloads_total{result} and
+// mwid_config_last_reload_successful.
+func (m *Metrics) Reload(err error) {
+	m.reloads.WithLabelValues(result(err)).Inc()
+	if err != nil {
+		m.reloadOK.Set(0)
+	} else {
+		m.reloadOK.Set(1)
+	}
+}
+
+// Outputs makes the series of mwid_output_write_failures_total for each
+// output type in types, at zero, so that the first failure of one is an
+// increase that rate() and alerts see. Series of types no longer
+// configured stay: they are counters.
+func (m *Metrics) Outputs(types []string) {
+	for _, t := range types {
+		m.outputFailures.WithLabelValues(t)
+	}
+}
+
+// OutputFailed counts an output of the given type that could not be
+// written: mwid_output_write_failures_total{type}.
+func (m *Metrics) OutputFailed(outputType string) {
+	m.outputFailures.WithLabelValues(outputType).Inc()
+}
+
+func unixSeconds(t time.Time) float64 { return float64(t.UnixMilli()) / 1e3 }
+
 // Expiry is when one held credential expires. Name tells credentials of
 // one kind apart: the cluster of a "kubernetes" credential, the principals
 // (comma-separated) of an "ssh_host" certificate, empty for the one
@@ -372,7 +493,7 @@ func (m *Metrics) SetExpiries(held []Expiry) {
 	now := make(map[[2]string]bool, len(held))
 	for _, e := range held {
 		now[[2]string{e.Kind, e.Name}] = true
-		m.expiry.WithLabelValues(e.Kind, e.Name).Set(float64(e.At.UnixMilli()) / 1e3)
+		m.expiry.WithLabelValues(e.Kind, e.Name).Set(unixSeconds(e.At))
 	}
 	for k := range m.expiryHeld {
 		if !now[k] {

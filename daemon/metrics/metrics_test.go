@@ -152,20 +152,20 @@ func TestAgentRequests(t *testing.T) {
 	}
 
 	wantSamples(t, scrape(t, m),
-		`mwid_agent_requests_total{result="ok",type="list"} 1`,
-		`mwid_agent_requests_total{result="ok",type="sign"} 4`,
-		`mwid_agent_requests_total{result="error",type="sign"} 1`,
-		`mwid_agent_requests_total{result="ok",type="signers"} 1`,
-		`mwid_agent_requests_total{result="error",type="add"} 1`,
-		`mwid_agent_requests_total{result="error",type="remove"} 1`,
-		`mwid_agent_requests_total{result="error",type="remove_all"} 1`,
-		`mwid_agent_requests_total{result="error",type="lock"} 1`,
-		`mwid_agent_requests_total{result="error",type="unlock"} 1`,
-		`mwid_agent_requests_total{result="error",type="extension"} 1`,
+		`mwid_agent_requests_total{result="success",type="list"} 1`,
+		`mwid_agent_requests_total{result="success",type="sign"} 4`,
+		`mwid_agent_requests_total{result="failure",type="sign"} 1`,
+		`mwid_agent_requests_total{result="success",type="signers"} 1`,
+		`mwid_agent_requests_total{result="failure",type="add"} 1`,
+		`mwid_agent_requests_total{result="failure",type="remove"} 1`,
+		`mwid_agent_requests_total{result="failure",type="remove_all"} 1`,
+		`mwid_agent_requests_total{result="failure",type="lock"} 1`,
+		`mwid_agent_requests_total{result="failure",type="unlock"} 1`,
+		`mwid_agent_requests_total{result="failure",type="extension"} 1`,
 		// Every series exists from the start, so rate() works from the
 		// first scrape.
-		`mwid_agent_requests_total{result="ok",type="extension"} 0`,
-		`mwid_agent_requests_total{result="error",type="list"} 0`,
+		`mwid_agent_requests_total{result="success",type="extension"} 0`,
+		`mwid_agent_requests_total{result="failure",type="list"} 0`,
 	)
 }
 
@@ -190,9 +190,9 @@ func TestAgentOverSocket(t *testing.T) {
 		t.Fatal("RemoveAll succeeded")
 	}
 	wantSamples(t, scrape(t, m),
-		`mwid_agent_requests_total{result="ok",type="list"} 1`,
-		`mwid_agent_requests_total{result="ok",type="sign"} 1`,
-		`mwid_agent_requests_total{result="error",type="remove_all"} 1`,
+		`mwid_agent_requests_total{result="success",type="list"} 1`,
+		`mwid_agent_requests_total{result="success",type="sign"} 1`,
+		`mwid_agent_requests_total{result="failure",type="remove_all"} 1`,
 	)
 }
 

@@ -273,3 +273,35 @@ func (s *Server) Stop() {
 		s.dir = ""
 	}
 }
+
+// SetReadOnly makes the database at url refuse writes (on) or take them
+// again, as a standby or default_transaction_read_only does, and ends
+// every other session on it so that none keeps the setting it started
+// with: a pool's next connections get the new one.
+func SetReadOnly(url string, on bool) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	// This session may have started read-only itself.
+	if _, err := conn.Exec(ctx, `SET default_transaction_read_only = off`); err != nil {
+		return err
+	}
+	var name string
+	if err := conn.QueryRow(ctx, `SELECT current_database()`).Scan(&name); err != nil {
+		return err
+	}
+	q := "ALTER DATABASE " + pgx.Identifier{name}.Sanitize() + " RESET default_transaction_read_only"
+	if on {
+		q = "ALTER DATABASE " + pgx.Identifier{name}.Sanitize() + " SET default_transaction_read_only = on"
+	}
+	if _, err := conn.Exec(ctx, q); err != nil {
+		return fmt.Errorf("%s: %w", q, err)
+	}
+	_, err = conn.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+		WHERE datname = current_database() AND pid <> pg_backend_pid()`)
+	return err
+}

@@ -71,6 +71,8 @@ type Authority struct {
 	Now func() time.Time
 	// Log receives internal errors; nil means slog.Default().
 	Log *slog.Logger
+	// Observer, if set, is told of every join and renewal decided.
+	Observer Observer
 
 	resources       atomic.Pointer[resource.Set]
 	defaultIDs      sync.Once
@@ -116,14 +118,14 @@ func (a *Authority) now(ctx context.Context) time.Time {
 	return time.Now()
 }
 
-// Join admits a bot instance and signs its credentials.
+// join admits a bot instance and signs its credentials, for Join.
 //
 // With join method "token", the request's one-time token admits a new
 // instance. With the other methods, the token resource named by the
 // request decides, from an ID token or a bound key pair's signature; see
 // joinAttested. client is the bot identity that the caller presented over
 // mutual TLS, or nil.
-func (a *Authority) Join(ctx context.Context, req api.JoinRequest, client *ca.Identity, remote string) (api.Credentials, error) {
+func (a *Authority) join(ctx context.Context, req api.JoinRequest, client *ca.Identity, remote string) (api.Credentials, error) {
 	attrs := []slog.Attr{slog.String("remote", remote), slog.String("join_method", string(req.JoinMethod))}
 	// A token join always makes a new instance, but one that presents a
 	// locked instance's identity comes from a holder of a copy, and is
@@ -182,11 +184,11 @@ func (a *Authority) Join(ctx context.Context, req api.JoinRequest, client *ca.Id
 		in, grant, logins, keys, kube, ttl, identityTTL(req.IdentityTTLSeconds), now)
 }
 
-// Renew signs fresh credentials for a bot instance that proved its current
+// renew signs fresh credentials for a bot instance that proved its current
 // identity over mutual TLS. The identity's generation must be the one the
 // store holds: an older one means a copy of the identity is in use, and the
 // instance is locked.
-func (a *Authority) Renew(ctx context.Context, id ca.Identity, req api.RenewRequest, remote string) (api.Credentials, error) {
+func (a *Authority) renew(ctx context.Context, id ca.Identity, req api.RenewRequest, remote string) (api.Credentials, error) {
 	attrs := []slog.Attr{
 		slog.String("remote", remote), slog.String("bot", id.Bot),
 		slog.String("instance", id.Instance), slog.Uint64("generation", id.Generation),

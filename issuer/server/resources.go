@@ -66,6 +66,7 @@ func (s *Server) loadAll(ctx context.Context, dir *resource.Dir) (*resource.Set,
 func (s *Server) swap(dir *resource.Dir, set *resource.Set, why string) {
 	s.dir = dir
 	s.auth.SetResources(set)
+	s.metrics.ResourcesLoaded(nil, time.Now())
 	if s.loaded != nil {
 		s.loaded(set)
 	}

@@ -1,6 +1,7 @@
 // Package server runs mwi-issuer: the HTTPS API that daemons join and renew
 // through, and the admin API on a local Unix socket and, to admin
-// identities, on the HTTPS API.
+// identities, on the HTTPS API; and, if Config.DiagAddr asks for it, the
+// diagnostics listener with health and metrics (diag.go).
 package server
 
 import (
@@ -19,14 +20,17 @@ import (
 	"time"
 
 	"github.com/mwi-project/mwi/internal/connlimit"
+	"github.com/mwi-project/mwi/internal/diag"
 	"github.com/mwi-project/mwi/internal/logging"
 	"github.com/mwi-project/mwi/internal/sdnotify"
 	"github.com/mwi-project/mwi/internal/unixsock"
+	"github.com/mwi-project/mwi/internal/version"
 	"github.com/mwi-project/mwi/internal/watch"
 	"github.com/mwi-project/mwi/issuer/audit"
 	"github.com/mwi-project/mwi/issuer/authority"
 	"github.com/mwi-project/mwi/issuer/ca"
 	"github.com/mwi-project/mwi/issuer/kuberbac"
+	"github.com/mwi-project/mwi/issuer/metrics"
 	"github.com/mwi-project/mwi/issuer/resource"
 	"github.com/mwi-project/mwi/issuer/store"
 )
@@ -61,6 +65,11 @@ type Config struct {
 	// Limits bound connections and their time; zero fields mean the
 	// defaults (DefaultLimits).
 	Limits Limits
+	// DiagAddr, if set, is the TCP address of the diagnostics listener:
+	// /livez, /readyz and /metrics, without TLS or authentication. It
+	// must be a loopback address unless DiagAllowRemote (CheckDiagAddr).
+	DiagAddr        string
+	DiagAllowRemote bool
 }
 
 // resourceRecheck is how far apart the two reads of the resource
@@ -90,6 +99,9 @@ type Server struct {
 	log  *slog.Logger
 	auth *authority.Authority
 
+	// metrics are served on the diagnostics listener, if there is one.
+	metrics *metrics.Metrics
+
 	// reloadMu serializes the changes of the running resource set; see
 	// swap.
 	reloadMu sync.Mutex
@@ -113,6 +125,11 @@ type Server struct {
 // New loads the authorities, the store and the resources named by cfg.
 // Call Close when done, even if Run was never called.
 func New(cfg Config, log *slog.Logger) (*Server, error) {
+	if cfg.DiagAddr != "" {
+		if err := CheckDiagAddr(cfg.DiagAddr, cfg.DiagAllowRemote); err != nil {
+			return nil, err
+		}
+	}
 	authorities, err := ca.Load(cfg.StateDir)
 	if err != nil {
 		return nil, fmt.Errorf("load authorities from %s (run mwi-issuer init first?): %w", cfg.StateDir, err)
@@ -138,6 +155,8 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	log.Info("store opened", "store", store.Redact(location))
+	m := metrics.New(version.Get())
+	st = m.InstrumentStore(st)
 	s := &Server{
 		cfg: cfg,
 		log: log,
@@ -147,8 +166,11 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 			Audit:       al,
 			ClusterName: cfg.ClusterName,
 			Log:         log,
+			Observer:    m,
 		},
 	}
+	s.metrics = m
+	m.Watch(func() *ca.Authority { return s.auth.CA }, st, time.Now)
 	dir, err := loadResources(cfg, log)
 	if err == nil {
 		// The count is read before the documents, so that a change made
@@ -261,6 +283,7 @@ func (s *Server) reload(recheck time.Duration) error {
 	}
 	if err != nil {
 		s.log.Error("resources rejected; keeping the previous set", "dir", s.cfg.ResourcesDir, "err", err)
+		s.metrics.ResourcesLoaded(err, time.Now())
 		sdnotify.Status("serving the previous resources; the new set was rejected: " + err.Error())
 		return err
 	}
@@ -348,6 +371,7 @@ func (s *Server) syncStore(ctx context.Context) {
 		}
 		s.changes = n
 		s.log.Error("resources changed in the store were rejected; keeping the previous set", "err", err)
+		s.metrics.ResourcesLoaded(err, time.Now())
 		sdnotify.Status("serving the previous resources; the stored set was rejected: " + err.Error())
 		return
 	}
@@ -435,7 +459,20 @@ func (s *Server) Run(ctx context.Context) error {
 		"max_connections", lim.MaxConns, "max_anonymous", lim.MaxAnonymous, "max_handshakes", lim.MaxHandshakes,
 		"max_per_bot", lim.MaxPerBot, "max_per_instance", lim.MaxPerInstance)
 
-	errc := make(chan error, 2)
+	servers := []*http.Server{public, admin}
+	errc := make(chan error, 3)
+	if s.cfg.DiagAddr != "" {
+		diagLn, err := diag.Listen(s.cfg.DiagAddr, diag.MaxConns)
+		if err != nil {
+			ln.Close()
+			adminLn.Close()
+			return fmt.Errorf("diagnostics listener: %w", err)
+		}
+		diag := newDiagServer(s.diagRoutes(), s.log)
+		servers = append(servers, diag)
+		s.log.Info("diagnostics listener serving /livez, /readyz and /metrics", "diag_addr", diagLn.Addr().String())
+		go func() { errc <- diag.Serve(diagLn) }()
+	}
 	go func() { errc <- public.Serve(publicLn) }()
 	go func() { errc <- admin.Serve(adminCapped) }()
 	watchCtx, stopWatch := context.WithCancel(ctx)
@@ -452,7 +489,7 @@ func (s *Server) Run(ctx context.Context) error {
 	case err = <-errc:
 	}
 	sdnotify.Stopping()
-	shutdown(lim.ShutdownTimeout, s.log, public, admin)
+	shutdown(lim.ShutdownTimeout, s.log, servers...)
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}

@@ -1,0 +1,135 @@
+package server
+
+import (
+	"context"
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/mwi-project/mwi/internal/diag"
+	"github.com/mwi-project/mwi/internal/httpjson"
+	"github.com/mwi-project/mwi/issuer/store"
+)
+
+// CheckDiagAddr refuses a diagnostics address that is not a loopback
+// address unless allowRemote (see diag.CheckAddr).
+func CheckDiagAddr(addr string, allowRemote bool) error {
+	if err := diag.CheckAddr(addr, allowRemote, "--diag-allow-remote"); err != nil {
+		return fmt.Errorf("diagnostics address %w", err)
+	}
+	return nil
+}
+
+// readyTimeout bounds each question /readyz asks.
+const readyTimeout = 3 * time.Second
+
+// check is one of the questions /readyz asks, with its answer.
+type check struct {
+	Name   string `json:"name"`
+	OK     bool   `json:"ok"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// readiness is the body of /readyz.
+type readiness struct {
+	Status string  `json:"status"` // ok or unavailable
+	Checks []check `json:"checks"`
+}
+
+// ready asks whether the issuer can issue now: its store answers and
+// takes writes, its authorities are loaded and its serving certificate is
+// valid, it has a resource set, and its audit log can be written.
+func (s *Server) ready(ctx context.Context) readiness {
+	var checks []check
+	add := func(name string, err error) {
+		c := check{Name: name, OK: err == nil}
+		if err != nil {
+			c.Reason = err.Error()
+		}
+		checks = append(checks, c)
+	}
+	pctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	err := store.Probe(pctx, s.auth.Store)
+	cancel()
+	add("store", err)
+	add("authorities", s.authoritiesReady(time.Now()))
+	if s.auth.Resources() == nil {
+		add("resources", fmt.Errorf("no resource set loaded"))
+	} else {
+		add("resources", nil)
+	}
+	add("audit", s.auth.Audit.Err())
+	r := readiness{Status: "ok", Checks: checks}
+	for _, c := range checks {
+		if !c.OK {
+			r.Status = "unavailable"
+		}
+	}
+	return r
+}
+
+// authoritiesReady says why the authorities cannot serve at now: none
+// loaded, or the serving certificate, the identity authority (which
+// renewals present) or the TLS authority (which mwid pins) expired.
+func (s *Server) authoritiesReady(now time.Time) error {
+	a := s.auth.CA
+	if a == nil {
+		return fmt.Errorf("no authorities loaded")
+	}
+	if leaf := a.ServingLeaf(); leaf == nil {
+		return fmt.Errorf("no serving certificate")
+	} else if now.After(leaf.NotAfter) {
+		return fmt.Errorf("the serving certificate expired at %s (mwi-issuer tls rotate)", leaf.NotAfter.UTC().Format(time.RFC3339))
+	}
+	for _, x := range []struct {
+		name string
+		cert *x509.Certificate
+	}{{"identity", a.IdentityCA()}, {"tls", a.TLSCA()}} {
+		if x.cert != nil && now.After(x.cert.NotAfter) {
+			return fmt.Errorf("the %s authority expired at %s", x.name, x.cert.NotAfter.UTC().Format(time.RFC3339))
+		}
+	}
+	return nil
+}
+
+// diagRoutes is the route table of the diagnostics listener:
+//
+//	GET /livez    200 while the process serves requests
+//	GET /readyz   200 when the issuer can issue, 503 otherwise, with each check
+//	GET /metrics  the Prometheus metrics
+func (s *Server) diagRoutes() http.Handler {
+	r := chi.NewRouter()
+	r.NotFound(httpjson.NotFound(s.log))
+	r.MethodNotAllowed(httpjson.MethodNotAllowed(r))
+	r.Get("/livez", func(w http.ResponseWriter, r *http.Request) {
+		httpjson.Write(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	r.Get("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		rd := s.ready(r.Context())
+		status := http.StatusOK
+		if rd.Status != "ok" {
+			status = http.StatusServiceUnavailable
+		}
+		httpjson.Write(w, status, rd)
+	})
+	r.Method(http.MethodGet, "/metrics", s.metrics.Handler())
+	return r
+}
+
+// newDiagServer returns the diagnostics listener's server. It serves
+// short requests from the machine's own Prometheus and probes.
+func newDiagServer(h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+}
