@@ -58,6 +58,9 @@ var storeOperations = []string{
 	"resources",
 	"prune",
 	"changes",
+	"join",
+	"renew",
+	"now",
 }
 
 type timedStore struct {
@@ -128,6 +131,21 @@ func (s *timedStore) Instance(ctx context.Context, id string) (r0 store.Instance
 func (s *timedStore) AdvanceGeneration(ctx context.Context, id string, presented uint64, key string, now time.Time) (r0 store.Instance, err error) {
 	defer s.done("advance_generation", time.Now(), &err)
 	return s.Store.AdvanceGeneration(ctx, id, presented, key, now)
+}
+
+func (s *timedStore) Join(ctx context.Context, w store.JoinWrite) (r0 store.Instance, err error) {
+	defer s.done("join", time.Now(), &err)
+	return s.Store.Join(ctx, w)
+}
+
+func (s *timedStore) Renew(ctx context.Context, w store.RenewWrite) (r0 store.Instance, err error) {
+	defer s.done("renew", time.Now(), &err)
+	return s.Store.Renew(ctx, w)
+}
+
+func (s *timedStore) Now(ctx context.Context) (r0 time.Time, err error) {
+	defer s.done("now", time.Now(), &err)
+	return s.Store.Now(ctx)
 }
 
 func (s *timedStore) LockBot(ctx context.Context, l store.Lock) (err error) {
