@@ -30,6 +30,7 @@ import (
 // and a fresh SSH key. The generator makes them before it measures, so
 // that its own key generation does not compete with the issuer.
 type keySet struct {
+	cn     string // the CSR's subject
 	key    *ecdsa.PrivateKey
 	csrDER []byte
 	csrPEM string
@@ -56,6 +57,7 @@ func newKeySet(cn string) (keySet, error) {
 		return keySet{}, err
 	}
 	return keySet{
+		cn:     cn,
 		key:    key,
 		csrDER: der,
 		csrPEM: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})),

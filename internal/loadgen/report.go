@@ -72,7 +72,7 @@ func (r *Report) Print(w io.Writer) {
 			ab := perOpF(float64(p.AuditBytes), p.OK)
 			row("audit bytes/renewal", fmt.Sprintf("%.0f", ab), fmt.Sprintf("<= %.0f", targetAuditBytes), ab/targetAuditBytes, ab <= targetAuditBytes)
 		}
-		if s := r.StepCA; s != nil {
+		if s := r.StepCA; s != nil && s.OK > 0 {
 			ratio := p.Rate() / s.Rate()
 			row("step-ca ssh+x509 signs/s", fmt.Sprintf("%.0f", s.Rate()), "", 0, true)
 			row("step-ca p50 / p99 (ms)", ms(s.P50)+" / "+ms(s.P99), "", 0, true)
@@ -95,6 +95,9 @@ func (r *Report) Print(w io.Writer) {
 		}
 		row(fmt.Sprintf("store bytes/instance at %d (seeded in %s)", s.Instances, s.Seed.Round(time.Millisecond)), fmt.Sprintf("%.0f", per),
 			fmt.Sprintf("flat: <= 1.25x the %d figure", r.Sizes[0].Instances), per/first, per <= 1.25*first)
+	}
+	if s := r.StepCA; s != nil && s.OK == 0 {
+		row("step-ca ok / failed", fmt.Sprintf("%d / %d", s.OK, s.Failed), "", 0, true)
 	}
 	tw.Flush()
 	for _, p := range []*Phase{&r.Join, &r.Renew, r.StepCA} {

@@ -16,7 +16,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"syscall"
 	"time"
 )
@@ -111,7 +110,7 @@ func runStepCA(ctx context.Context, c Config, keys []keySet) (*Phase, error) {
 	bodies := make([]stepSSHSign, len(keys))
 	now := time.Now()
 	for i, ks := range keys {
-		sub := "load-" + strconv.Itoa(i%1000)
+		sub := ks.cn
 		ott, err := jwkToken(key, kid, provisioner, sub, aud, now)
 		if err != nil {
 			return nil, err
