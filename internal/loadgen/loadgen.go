@@ -734,12 +734,25 @@ func (e *env) seededSize(ctx context.Context, location string, n int) (Size, err
 	return s, err
 }
 
-// pinTree binds process pid and its children to cpu, with taskset.
+// pinTree binds process pid, its threads and its child processes to cpu,
+// with taskset. Children forked later inherit the binding.
 func pinTree(pid, cpu int) error {
-	out, err := exec.Command("taskset", "-a", "-p", "-c", strconv.Itoa(cpu), strconv.Itoa(pid)).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("taskset: %v: %s", err, out)
+	pids := []int{pid}
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, d := range dirs {
+		child, err := strconv.Atoi(filepath.Base(d))
+		if err != nil {
+			continue
+		}
+		if _, ppid, err := procStat(child); err == nil && ppid == pid {
+			pids = append(pids, child)
+		}
 	}
-	// Backends forked later inherit the postmaster's binding.
+	for _, p := range pids {
+		out, err := exec.Command("taskset", "-a", "-p", "-c", strconv.Itoa(cpu), strconv.Itoa(p)).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("taskset: %v: %s", err, out)
+		}
+	}
 	return nil
 }
