@@ -42,6 +42,9 @@ func TestLoadgen(t *testing.T) {
 			if r.Join.OK != 12 || r.Join.Failed != 0 {
 				t.Errorf("joins: %d ok, %d failed (%s); want 12 ok", r.Join.OK, r.Join.Failed, r.Join.FirstError)
 			}
+			if r.Renew == nil {
+				t.Fatal("no renewals measured")
+			}
 			if r.Renew.OK != 40 || r.Renew.Failed != 0 {
 				t.Errorf("renewals: %d ok, %d failed (%s); want 40 ok", r.Renew.OK, r.Renew.Failed, r.Renew.FirstError)
 			}

@@ -157,6 +157,8 @@ type Phase struct {
 	AuditBytes int64
 	// FirstError is the first failure, if any.
 	FirstError string
+
+	latencies []time.Duration
 }
 
 // Rate returns the successful operations per second.
@@ -200,7 +202,7 @@ type Report struct {
 	StoreKind string
 	Load      string // the load average when the run started
 	Join      Phase
-	Renew     Phase
+	Renew     *Phase
 	Fleet     Size
 	Sizes     []Size
 	StepCA    *Phase
@@ -236,24 +238,43 @@ func Run(ctx context.Context, c Config) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
+	// step-ca, when compared, runs beside the issuers, idle while they
+	// work and the reverse: the renewals alternate between the two in
+	// rounds, so that a change in the machine's other load during the run
+	// falls on both alike.
+	var sca *stepCA
+	switch {
+	case c.StepCA == "":
+		r.StepCAMsg = "no step-ca directory given (--stepca DIR with step-ca and step v0.30.2): comparison skipped"
+	case c.Renewals > 0:
+		if sca, err = startStepCA(ctx, c, keys[c.Joins:]); err != nil {
+			r.StepCAMsg = err.Error()
+		} else {
+			defer sca.close()
+		}
+	}
 	if c.Renewals > 0 {
-		if err := e.renewPhase(ctx, r, bots, keys[c.Joins:]); err != nil {
-			return nil, err
+		rounds := 1
+		if sca != nil {
+			rounds = compareRounds
+		}
+		idle := make(chan bot, len(bots))
+		for _, b := range bots {
+			idle <- b
+		}
+		e.log.Info("renewing", "renewals", c.Renewals, "bots", len(bots), "concurrency", c.Concurrency, "rounds", rounds)
+		renewKeys := keys[c.Joins:]
+		for i := range rounds {
+			from, to := i*len(renewKeys)/rounds, (i+1)*len(renewKeys)/rounds
+			r.Renew = r.Renew.merge(e.renewPhase(ctx, idle, renewKeys[from:to]))
+			if sca != nil {
+				p := sca.run(ctx, e, from, to)
+				r.StepCA = r.StepCA.merge(p)
+			}
 		}
 	}
 	if r.Fleet.Bytes, err = e.storeSize(ctx, e.location); err != nil {
 		c.Log.Warn("store size", "err", err)
-	}
-	if c.StepCA != "" && c.Renewals > 0 {
-		e.stopIssuers() // step-ca gets the core to itself, as the issuer had
-		p, err := runStepCA(ctx, c, keys[c.Joins:])
-		if err != nil {
-			r.StepCAMsg = err.Error()
-		} else {
-			r.StepCA = p
-		}
-	} else if c.StepCA == "" {
-		r.StepCAMsg = "no step-ca directory given (--stepca DIR with step-ca and step v0.30.2): comparison skipped"
 	}
 	if len(c.Sizes) > 0 {
 		e.stopIssuers()
@@ -601,8 +622,31 @@ func (e *env) phase(ctx context.Context, name string, n int, do func(ctx context
 	afterIssuer, afterDB := e.measure()
 	p.Issuer, p.Database = afterIssuer.sub(beforeIssuer), afterDB.sub(beforeDB)
 	p.AuditBytes = e.auditSize() - beforeAudit
+	p.latencies = latencies
 	p.P50, p.P99 = percentiles(latencies)
 	return p
+}
+
+// compareRounds is how many rounds the renewals alternate between the
+// issuers and step-ca in.
+const compareRounds = 5
+
+// merge returns the sum of two rounds of one kind of phase; a nil p is
+// none.
+func (p *Phase) merge(q Phase) *Phase {
+	if p == nil {
+		return &q
+	}
+	m := *p
+	m.OK += q.OK
+	m.Failed += q.Failed
+	m.Elapsed += q.Elapsed
+	m.Issuer, m.Database = m.Issuer.add(q.Issuer), m.Database.add(q.Database)
+	m.AuditBytes += q.AuditBytes
+	m.FirstError = cmp.Or(m.FirstError, q.FirstError)
+	m.latencies = append(slices.Clip(m.latencies), q.latencies...)
+	m.P50, m.P99 = percentiles(m.latencies)
+	return &m
 }
 
 func percentiles(ds []time.Duration) (p50, p99 time.Duration) {
@@ -633,15 +677,11 @@ func (e *env) joinPhase(ctx context.Context, r *Report, keys []keySet) ([]bot, e
 	return joined, nil
 }
 
-func (e *env) renewPhase(ctx context.Context, r *Report, bots []bot, keys []keySet) error {
-	// Each bot renews one request at a time, as mwid does: two renewals of
-	// one identity at once would be a copied identity, and locked.
-	idle := make(chan bot, len(bots))
-	for _, b := range bots {
-		idle <- b
-	}
-	e.log.Info("renewing", "renewals", len(keys), "bots", len(bots), "concurrency", e.c.Concurrency)
-	r.Renew = e.phase(ctx, "renew", len(keys), func(ctx context.Context, i int) error {
+// renewPhase makes a renewal with each of keys, by the bots in idle. Each
+// bot renews one request at a time, as mwid does: two renewals of one
+// identity at once would be a copied identity, and locked.
+func (e *env) renewPhase(ctx context.Context, idle chan bot, keys []keySet) Phase {
+	return e.phase(ctx, "renew", len(keys), func(ctx context.Context, i int) error {
 		var b bot
 		select {
 		case b = <-idle:
@@ -658,7 +698,6 @@ func (e *env) renewPhase(ctx context.Context, r *Report, bots []bot, keys []keyS
 		idle <- nb
 		return nil
 	})
-	return nil
 }
 
 // storeSize returns the size of the store at location: the bbolt file's,

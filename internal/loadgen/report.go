@@ -30,7 +30,11 @@ func (r *Report) Print(w io.Writer) {
 	issuers := fmt.Sprintf("%d issuer(s)", max(c.Replicas, len(c.Addrs)))
 	fmt.Fprintf(w, "store %s, %s, %d instances in the store (%d joined, the rest seeded in %s), %d concurrent clients,\n",
 		r.StoreKind, issuers, c.Instances, c.Joins, r.Fleet.Seed.Round(time.Millisecond), c.Concurrency)
-	fmt.Fprintf(w, "each request on a new TLS connection with a fresh P-256 key and CSR (made beforehand) and an SSH key; CPU from /proc/PID/stat\n\n")
+	fmt.Fprintf(w, "each request on a new TLS connection with a fresh P-256 key and CSR (made beforehand) and an SSH key; CPU from /proc/PID/stat\n")
+	if r.StepCA != nil {
+		fmt.Fprintf(w, "step-ca runs beside the issuers; the renewals alternate between the two in %d rounds\n", compareRounds)
+	}
+	fmt.Fprintln(w)
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "\tmeasured\ttarget\tratio\t")
@@ -63,11 +67,11 @@ func (r *Report) Print(w io.Writer) {
 	j := r.Join
 	row("joins/s", fmt.Sprintf("%.0f", j.Rate()), "", 0, true)
 	phase(j, true)
-	if p := r.Renew; p.OK+p.Failed > 0 {
+	if p := r.Renew; p != nil && p.OK+p.Failed > 0 {
 		row("renewals/s", fmt.Sprintf("%.0f", p.Rate()), fmt.Sprintf(">= %.0f", targetRenewRate), p.Rate()/targetRenewRate, p.Rate() >= targetRenewRate)
 		row("renew p99 (ms)", ms(p.P99), "< "+ms(targetRenewP99), float64(p.P99)/float64(targetRenewP99), p.P99 < targetRenewP99)
 		row("renew issuer CPU/op (ms)", ms(p.CPUPerOp()), "<= "+ms(targetRenewCPU), float64(p.CPUPerOp())/float64(targetRenewCPU), p.CPUPerOp() <= targetRenewCPU)
-		phase(p, false)
+		phase(*p, false)
 		if len(c.Addrs) == 0 {
 			ab := perOpF(float64(p.AuditBytes), p.OK)
 			row("audit bytes/renewal", fmt.Sprintf("%.0f", ab), fmt.Sprintf("<= %.0f", targetAuditBytes), ab/targetAuditBytes, ab <= targetAuditBytes)
@@ -100,7 +104,7 @@ func (r *Report) Print(w io.Writer) {
 		row("step-ca ok / failed", fmt.Sprintf("%d / %d", s.OK, s.Failed), "", 0, true)
 	}
 	tw.Flush()
-	for _, p := range []*Phase{&r.Join, &r.Renew, r.StepCA} {
+	for _, p := range []*Phase{&r.Join, r.Renew, r.StepCA} {
 		if p != nil && p.FirstError != "" {
 			fmt.Fprintf(w, "first %s failure: %s\n", p.Name, p.FirstError)
 		}

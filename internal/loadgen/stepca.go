@@ -20,38 +20,51 @@ import (
 	"time"
 )
 
-// runStepCA runs the renewal load against step-ca, Smallstep's CA, for
-// comparison: each request, on a new TLS connection, asks POST
-// /1.0/ssh/sign for an SSH user certificate and, in the same request, an
-// X.509 identity certificate for a CSR (identityCSR), authorised by a
-// one-time token of a JWK provisioner. That is what a renewal gets from
-// the issuer: an SSH certificate and an identity certificate. The tokens,
-// like the keys, are made before the measurement.
+// stepCA is step-ca, Smallstep's CA, running for comparison, with the
+// bodies of the requests to send it.
 //
-// dir holds the step-ca and step programs (v0.30.2). step ca init makes
-// the CA in a temporary directory, with its defaults (P-256 keys, a
-// badger database, request logs on standard error).
-func runStepCA(ctx context.Context, c Config, keys []keySet) (*Phase, error) {
+// Each request, on a new TLS connection, asks POST /1.0/ssh/sign for an
+// SSH user certificate and, in the same request, an X.509 identity
+// certificate for a CSR (identityCSR), authorised by a one-time token of a
+// JWK provisioner. That is what a renewal gets from the issuer: an SSH
+// certificate and an identity certificate. The tokens, like the keys, are
+// made before the measurement.
+type stepCA struct {
+	cmd    *exec.Cmd
+	tmp    string
+	t      target
+	bodies []stepSSHSign
+}
+
+// startStepCA starts step-ca from the directory c.StepCA (step-ca and step
+// v0.30.2), with a request for each of keys. step ca init makes the CA in
+// a temporary directory, with its defaults (P-256 keys, a badger database,
+// request logs on standard error, kept in a file).
+func startStepCA(ctx context.Context, c Config, keys []keySet) (_ *stepCA, err error) {
 	stepca, step := filepath.Join(c.StepCA, "step-ca"), filepath.Join(c.StepCA, "step")
 	for _, p := range []string{stepca, step} {
 		if _, err := os.Stat(p); err != nil {
 			return nil, fmt.Errorf("%s not found: comparison skipped", p)
 		}
 	}
-	tmp, err := os.MkdirTemp("", "mwi-loadgen-stepca-")
-	if err != nil {
+	s := &stepCA{}
+	if s.tmp, err = os.MkdirTemp("", "mwi-loadgen-stepca-"); err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(tmp)
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
 	addr, err := freePort()
 	if err != nil {
 		return nil, err
 	}
-	pw := filepath.Join(tmp, "password")
+	pw := filepath.Join(s.tmp, "password")
 	if err := os.WriteFile(pw, []byte("load-test-password\n"), 0o600); err != nil {
 		return nil, err
 	}
-	stepPath := filepath.Join(tmp, "step")
+	stepPath := filepath.Join(s.tmp, "step")
 	init := exec.CommandContext(ctx, step, "ca", "init", "--name", "mwi-load", "--dns", "127.0.0.1", "--address", addr,
 		"--provisioner", "admin", "--password-file", pw, "--provisioner-password-file", pw, "--ssh", "--deployment-type", "standalone")
 	init.Env = append(os.Environ(), "STEPPATH="+stepPath)
@@ -71,63 +84,64 @@ func runStepCA(ctx context.Context, c Config, keys []keySet) (*Phase, error) {
 	if c.Pin {
 		args = append([]string{"taskset", "-c", "0"}, args...)
 	}
-	cmd := exec.Command(args[0], args[1:]...)
-	cmd.Env = append(os.Environ(), "STEPPATH="+stepPath)
-	logf, err := os.Create(filepath.Join(tmp, "step-ca.log"))
+	s.cmd = exec.Command(args[0], args[1:]...)
+	s.cmd.Env = append(os.Environ(), "STEPPATH="+stepPath)
+	logPath := filepath.Join(s.tmp, "step-ca.log")
+	logf, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}
 	defer logf.Close()
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
-	if err := cmd.Start(); err != nil {
+	s.cmd.Stdout, s.cmd.Stderr = logf, logf
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	if err := s.cmd.Start(); err != nil {
+		s.cmd = nil
 		return nil, err
 	}
-	defer func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
-	}()
 	rootPEM, err := os.ReadFile(filepath.Join(stepPath, "certs", "root_ca.crt"))
 	if err != nil {
 		return nil, err
 	}
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(rootPEM)
-	t := target{addr: addr, serverName: "127.0.0.1", roots: roots}
+	s.t = target{addr: addr, serverName: "127.0.0.1", roots: roots}
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		err := post(ctx, t, nil, "/health", nil, nil)
+		err := post(ctx, s.t, nil, "/health", nil, nil)
 		if err == nil || isHTTPError(err) {
 			break
 		}
 		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(filepath.Join(tmp, "step-ca.log"))
+			log, _ := os.ReadFile(logPath)
 			return nil, fmt.Errorf("step-ca did not answer within 60s: %v\n%s", err, log)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	aud := "https://" + addr + "/1.0/ssh/sign"
-	bodies := make([]stepSSHSign, len(keys))
+	s.bodies = make([]stepSSHSign, len(keys))
 	now := time.Now()
 	for i, ks := range keys {
-		sub := ks.cn
-		ott, err := jwkToken(key, kid, provisioner, sub, aud, now)
+		ott, err := jwkToken(key, kid, provisioner, ks.cn, aud, now)
 		if err != nil {
 			return nil, err
 		}
-		bodies[i] = stepSSHSign{
-			PublicKey: ks.sshPub.Marshal(), OTT: ott, CertType: "user", KeyID: sub,
+		s.bodies[i] = stepSSHSign{
+			PublicKey: ks.sshPub.Marshal(), OTT: ott, CertType: "user", KeyID: ks.cn,
 			Principals: []string{"load"}, ValidBefore: c.TTL.String(), IdentityCSR: ks.csrPEM,
 		}
 	}
-	e := &env{c: c, log: c.Log, pids: []int{cmd.Process.Pid}}
-	c.Log.Info("renewing against step-ca", "requests", len(keys))
-	p := e.phase(ctx, "step-ca", len(keys), func(ctx context.Context, i int) error {
+	return s, nil
+}
+
+// run sends requests [from, to) and measures step-ca's CPU time.
+func (s *stepCA) run(ctx context.Context, e *env, from, to int) Phase {
+	se := &env{c: e.c, log: e.log, pids: []int{s.cmd.Process.Pid}}
+	return se.phase(ctx, "step-ca", to-from, func(ctx context.Context, i int) error {
 		var resp struct {
 			Crt         string   `json:"crt"`
 			IdentityCrt []string `json:"identityCrt"`
 		}
-		if err := post(ctx, t, nil, "/1.0/ssh/sign", bodies[i], &resp); err != nil {
+		if err := post(ctx, s.t, nil, "/1.0/ssh/sign", s.bodies[from+i], &resp); err != nil {
 			return err
 		}
 		if resp.Crt == "" || len(resp.IdentityCrt) == 0 {
@@ -135,8 +149,14 @@ func runStepCA(ctx context.Context, c Config, keys []keySet) (*Phase, error) {
 		}
 		return nil
 	})
-	p.AuditBytes = 0
-	return &p, nil
+}
+
+func (s *stepCA) close() {
+	if s.cmd != nil {
+		s.cmd.Process.Signal(syscall.SIGTERM)
+		s.cmd.Wait()
+	}
+	os.RemoveAll(s.tmp)
 }
 
 // isHTTPError reports whether err is an answer with an error status,
