@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"strings"
 	"text/tabwriter"
 	"time"
 )
@@ -27,9 +28,13 @@ func (r *Report) Print(w io.Writer) {
 		pin = "issuers on CPU 0, generator on CPU 1"
 	}
 	fmt.Fprintf(w, "mwi-loadgen: %d cores, load average %s at the start; %s\n", runtime.NumCPU(), r.Load, pin)
-	issuers := fmt.Sprintf("%d issuer(s)", max(c.Replicas, len(c.Addrs)))
-	fmt.Fprintf(w, "store %s, %s, %d instances in the store (%d joined, the rest seeded in %s), %d concurrent clients,\n",
-		r.StoreKind, issuers, c.Instances, c.Joins, r.Fleet.Seed.Round(time.Millisecond), c.Concurrency)
+	if len(c.Addrs) > 0 {
+		fmt.Fprintf(w, "issuers at %s, running already (their store not seeded here), %d bots joined, %d concurrent clients,\n",
+			strings.Join(c.Addrs, ", "), c.Joins, c.Concurrency)
+	} else {
+		fmt.Fprintf(w, "store %s, %d issuer(s), %d instances in the store (%d joined, the rest seeded in %s), %d concurrent clients,\n",
+			r.StoreKind, c.Replicas, c.Instances, c.Joins, r.Fleet.Seed.Round(time.Millisecond), c.Concurrency)
+	}
 	fmt.Fprintf(w, "each request on a new TLS connection with a fresh P-256 key and CSR (made beforehand) and an SSH key; CPU from /proc/PID/stat\n")
 	if r.StepCA != nil {
 		fmt.Fprintf(w, "step-ca runs beside the issuers; the renewals alternate between the two in %d rounds\n", compareRounds)
