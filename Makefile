@@ -40,7 +40,7 @@ LDFLAGS := -X github.com/mwi-project/mwi/internal/version.Version=$(VERSION) \
 # testdata (such as .cache, .git and .mwi-dev).
 GO_FILES = $(shell find . -type d \( -name '.?*' -o -name '_*' -o -name testdata \) -prune -o -type f -name '*.go' -print)
 
-.PHONY: help build man dev test bench lint fuzz fuzz-ci clean kube-apiserver kubectl package
+.PHONY: help build man dev test bench lint fuzz fuzz-ci clean kube-apiserver kubectl package loadtest
 
 help:
 	@echo 'Targets:'
@@ -52,6 +52,8 @@ help:
 	@echo '  test    build, then run every test, unit and integration, with -race'
 	@echo '  package build the mwid and mwi-issuer packages (.deb and .rpm) into PKG_DIR ($(PKG_DIR))'
 	@echo '  bench   build, then run the integration benchmarks and the agent destination checks benchmark once'
+	@echo '  loadtest build, then measure joins and renewals with mwi-loadgen beside the targets'
+	@echo '          (LOADTEST_FLAGS=...; STEPCA_DIR=DIR with step-ca and step v0.30.2 adds the comparison)'
 	@echo '  lint    check formatting (gofmt -l) and run go vet'
 	@echo '  fuzz    run each fuzz target for FUZZTIME ($(FUZZTIME))'
 	@echo '  fuzz-ci run each fuzz target for FUZZTIME_CI ($(FUZZTIME_CI)), as CI does'
@@ -126,6 +128,18 @@ test: build kube-apiserver kubectl
 bench: build kube-apiserver kubectl
 	MWI_BIN_DIR=$(BIN) $(KUBE_ENV) $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 20m ./integration/
 	$(GO) test -run '^$$' -bench BenchmarkDestinationChecks -benchtime 1x -timeout 5m ./daemon/agent/
+
+# LOADTEST_FLAGS are mwi-loadgen's flags for make loadtest: by default a
+# million instances in a bbolt store (seeded in bulk), 1,000 bots joined
+# through tokens, the issuer on CPU 0 and the generator on CPU 1, and the
+# store's size at three fleet sizes. -store postgres measures PostgreSQL.
+LOADTEST_FLAGS ?= -pin -instances 1000000 -joins 1000 -renewals 20000 -sizes 1000,100000,1000000
+# STEPCA_DIR, if set, holds step-ca and step v0.30.2, built outside the
+# repository; make loadtest then runs the same load against step-ca.
+STEPCA_DIR ?=
+
+loadtest: build
+	$(BIN)/mwi-loadgen $(if $(STEPCA_DIR),-stepca $(STEPCA_DIR)) $(LOADTEST_FLAGS)
 
 # The tests use this kubectl rather than one on PATH: a kubectl of a known
 # version that reads its kubeconfig once, so that

@@ -146,7 +146,11 @@ func TestDenialsAtTheEdgeAudited(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	csr, err := x509.ParseCertificateRequest(der)
+	req, err := x509.ParseCertificateRequest(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := ca.CheckCSR(req)
 	if err != nil {
 		t.Fatal(err)
 	}

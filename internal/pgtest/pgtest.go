@@ -37,6 +37,8 @@ type Server struct {
 	cmd  *exec.Cmd
 	dir  string
 	bin  string // the directory of postgres
+	// durable keeps PostgreSQL's fsync and synchronous commits on.
+	durable bool
 
 	mu sync.Mutex // serialises CREATE DATABASE
 }
@@ -98,7 +100,14 @@ func StartT(t testing.TB) *Server {
 // Start makes a cluster in a temporary directory and starts postgres on
 // it, returning once it accepts connections. Durability is not what tests
 // are about: fsync is off.
-func Start() (*Server, error) {
+func Start() (*Server, error) { return start(false) }
+
+// StartDurable is Start with PostgreSQL's defaults for durability: fsync
+// and synchronous commits on, as a production server runs, for
+// measurements such as a load test's.
+func StartDurable() (*Server, error) { return start(true) }
+
+func start(durable bool) (*Server, error) {
 	bin, err := Bin()
 	if err != nil {
 		return nil, err
@@ -107,7 +116,7 @@ func Start() (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{dir: dir}
+	s := &Server{dir: dir, durable: durable}
 	if err := s.start(bin); err != nil {
 		s.Stop()
 		return nil, err
@@ -171,9 +180,12 @@ func (s *Server) run(cred *syscall.Credential) error {
 			return err
 		}
 	}
-	s.cmd = exec.Command(filepath.Join(s.bin, "postgres"), "-D", data, "-k", s.dir, "-p", strconv.Itoa(s.Port),
-		"-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
-		"-c", "full_page_writes=off", "-c", "max_connections=300")
+	args := []string{"-D", data, "-k", s.dir, "-p", strconv.Itoa(s.Port),
+		"-c", "listen_addresses=127.0.0.1", "-c", "max_connections=300"}
+	if !s.durable {
+		args = append(args, "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off")
+	}
+	s.cmd = exec.Command(filepath.Join(s.bin, "postgres"), args...)
 	// If the test binary dies without stopping it (a panic, a timeout),
 	// the kernel tells postgres to shut down at once.
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGQUIT}
@@ -304,4 +316,12 @@ func SetReadOnly(url string, on bool) error {
 	_, err = conn.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
 		WHERE datname = current_database() AND pid <> pg_backend_pid()`)
 	return err
+}
+
+// PID returns the process ID of the running postmaster, or 0 if none runs.
+func (s *Server) PID() int {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return 0
+	}
+	return s.cmd.Process.Pid
 }

@@ -568,12 +568,12 @@ type hostRecord struct {
 // identityKey identifies the proposed identity key: the hash of its
 // public key.
 func (k keys) identityKey() string {
-	sum := sha256.Sum256(k.csr.RawSubjectPublicKeyInfo)
+	sum := sha256.Sum256(k.csr.RawSubjectPublicKeyInfo())
 	return hex.EncodeToString(sum[:])
 }
 
 type keys struct {
-	csr   *x509.CertificateRequest
+	csr   *ca.CSR
 	ssh   ssh.PublicKey
 	hosts []hostKey
 }
@@ -609,14 +609,16 @@ func parseKeys(pk api.PublicKeys, ttlSeconds int64, hosts []api.HostKeyRequest) 
 	if block == nil || block.Type != "CERTIFICATE REQUEST" {
 		return k, 0, badRequest("keys.identity_csr: want a PEM CERTIFICATE REQUEST")
 	}
-	csr, err := x509.ParseCertificateRequest(block.Bytes)
+	req, err := x509.ParseCertificateRequest(block.Bytes)
 	if err != nil {
 		return k, 0, badRequest("keys.identity_csr: %v", err)
 	}
-	if err := csr.CheckSignature(); err != nil {
+	// Checked here, once: the signing below takes the checked request.
+	csr, err := ca.CheckCSR(req)
+	if err != nil {
 		return k, 0, badRequest("keys.identity_csr: signature does not verify: %v", err)
 	}
-	if err := checkKeyStrength("keys.identity_csr", csr.PublicKey); err != nil {
+	if err := checkKeyStrength("keys.identity_csr", csr.PublicKey()); err != nil {
 		return k, 0, err
 	}
 	k.csr = csr

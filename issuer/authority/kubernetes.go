@@ -25,7 +25,7 @@ const (
 // worked out, and any refusal made, before a token is consumed or a
 // generation moves, so that a refused request changes nothing.
 type kubePlan struct {
-	csr   *x509.CertificateRequest
+	csr   *ca.CSR
 	certs []kubeCert
 }
 
@@ -56,14 +56,15 @@ func (a *Authority) kubernetes(bot string, req *api.KubernetesRequest) (*kubePla
 	if block == nil || block.Type != "CERTIFICATE REQUEST" {
 		return nil, badRequest("kubernetes.csr: want a PEM CERTIFICATE REQUEST")
 	}
-	csr, err := x509.ParseCertificateRequest(block.Bytes)
+	req509, err := x509.ParseCertificateRequest(block.Bytes)
 	if err != nil {
 		return nil, badRequest("kubernetes.csr: %v", err)
 	}
-	if err := csr.CheckSignature(); err != nil {
+	csr, err := ca.CheckCSR(req509)
+	if err != nil {
 		return nil, badRequest("kubernetes.csr: signature does not verify: %v", err)
 	}
-	if err := checkKeyStrength("kubernetes.csr", csr.PublicKey); err != nil {
+	if err := checkKeyStrength("kubernetes.csr", csr.PublicKey()); err != nil {
 		return nil, err
 	}
 	if len(req.Clusters) > maxKubeClusters {

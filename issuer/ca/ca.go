@@ -338,9 +338,10 @@ type Identity struct {
 }
 
 // SignIdentity signs a bot identity certificate for the key of csr.
-func (a *Authority) SignIdentity(csr *x509.CertificateRequest, id Identity, notBefore, notAfter time.Time) (*x509.Certificate, error) {
-	if err := csr.CheckSignature(); err != nil {
-		return nil, fmt.Errorf("ca: identity request signature: %w", err)
+func (a *Authority) SignIdentity(csr *CSR, id Identity, notBefore, notAfter time.Time) (*x509.Certificate, error) {
+	req, err := csr.checked()
+	if err != nil {
+		return nil, err
 	}
 	serial, err := randSerial()
 	if err != nil {
@@ -355,7 +356,7 @@ func (a *Authority) SignIdentity(csr *x509.CertificateRequest, id Identity, notB
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 		URIs:         []*url.URL{identityURI(id)},
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, a.identityCA, csr.PublicKey, a.identityKey)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, a.identityCA, req.PublicKey, a.identityKey)
 	if err != nil {
 		return nil, fmt.Errorf("ca: sign identity: %w", err)
 	}

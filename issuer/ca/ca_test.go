@@ -71,6 +71,17 @@ func newCSR(t *testing.T) (*x509.CertificateRequest, crypto.Signer) {
 	return csr, key
 }
 
+// checked returns csr checked, as the authority hands requests to the
+// signing methods.
+func checked(t *testing.T, csr *x509.CertificateRequest) *ca.CSR {
+	t.Helper()
+	c, err := ca.CheckCSR(csr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 func newSSHKey(t *testing.T) ssh.PublicKey {
 	t.Helper()
 	pub, _, err := ed25519.GenerateKey(rand.Reader)
@@ -354,7 +365,7 @@ func TestLoadRoundTrip(t *testing.T) {
 	// A certificate signed after one Load verifies against the pool of another.
 	csr, _ := newCSR(t)
 	now := time.Now()
-	c, err := a.SignIdentity(csr, ca.Identity{Bot: "ci", Instance: "i1", Generation: 1}, now.Add(-time.Minute), now.Add(time.Hour))
+	c, err := a.SignIdentity(checked(t, csr), ca.Identity{Bot: "ci", Instance: "i1", Generation: 1}, now.Add(-time.Minute), now.Add(time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -574,7 +585,7 @@ func TestSignIdentityRoundTrip(t *testing.T) {
 	} {
 		t.Run(id.Bot, func(t *testing.T) {
 			csr, key := newCSR(t)
-			c, err := a.SignIdentity(csr, id, now.Add(-time.Minute), now.Add(time.Hour))
+			c, err := a.SignIdentity(checked(t, csr), id, now.Add(-time.Minute), now.Add(time.Hour))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -607,7 +618,7 @@ func TestSignIdentityVerification(t *testing.T) {
 	other, _ := newAuthority(t, "127.0.0.1")
 	now := time.Now()
 	csr, _ := newCSR(t)
-	c, err := a.SignIdentity(csr, ca.Identity{Bot: "ci", Instance: "abc", Generation: 3}, now.Add(-time.Minute), now.Add(time.Hour))
+	c, err := a.SignIdentity(checked(t, csr), ca.Identity{Bot: "ci", Instance: "abc", Generation: 3}, now.Add(-time.Minute), now.Add(time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -652,8 +663,15 @@ func TestSignIdentityRefusesBadRequest(t *testing.T) {
 	bad.Signature = slices.Clone(csr.Signature)
 	bad.Signature[len(bad.Signature)-1] ^= 0xff
 	now := time.Now()
-	if c, err := a.SignIdentity(&bad, ca.Identity{Bot: "ci", Instance: "i", Generation: 1}, now, now.Add(time.Hour)); err == nil {
-		t.Fatalf("signed a request whose signature does not verify: %v", c.Subject)
+	// A request is signed only once checked, and one whose signature does
+	// not verify is not passed as checked.
+	if _, err := ca.CheckCSR(&bad); err == nil {
+		t.Fatal("CheckCSR passed a request whose signature does not verify")
+	}
+	for _, unchecked := range []*ca.CSR{nil, {}} {
+		if c, err := a.SignIdentity(unchecked, ca.Identity{Bot: "ci", Instance: "i", Generation: 1}, now, now.Add(time.Hour)); err == nil {
+			t.Fatalf("signed a request that was not checked: %v", c.Subject)
+		}
 	}
 }
 

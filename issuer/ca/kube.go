@@ -157,7 +157,7 @@ func (a *Authority) Created() []string {
 
 // KubernetesRequest describes a Kubernetes client certificate to sign.
 type KubernetesRequest struct {
-	CSR       *x509.CertificateRequest
+	CSR       *CSR
 	User      string   // the certificate's CN
 	Groups    []string // its Os
 	NotBefore time.Time
@@ -171,15 +171,16 @@ func (a *Authority) SignKubernetes(r KubernetesRequest) (*x509.Certificate, erro
 	if r.User == "" {
 		return nil, errors.New("ca: refusing to sign a Kubernetes certificate with no user")
 	}
-	if err := r.CSR.CheckSignature(); err != nil {
-		return nil, fmt.Errorf("ca: Kubernetes request signature: %w", err)
+	csr, err := r.CSR.checked()
+	if err != nil {
+		return nil, err
 	}
 	serial, err := randSerial()
 	if err != nil {
 		return nil, err
 	}
 	usage := x509.KeyUsageDigitalSignature
-	if _, isRSA := r.CSR.PublicKey.(*rsa.PublicKey); isRSA {
+	if _, isRSA := csr.PublicKey.(*rsa.PublicKey); isRSA {
 		usage |= x509.KeyUsageKeyEncipherment
 	}
 	tmpl := &x509.Certificate{
@@ -190,7 +191,7 @@ func (a *Authority) SignKubernetes(r KubernetesRequest) (*x509.Certificate, erro
 		KeyUsage:     usage,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, a.kube.cert, r.CSR.PublicKey, a.kube.key)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, a.kube.cert, csr.PublicKey, a.kube.key)
 	if err != nil {
 		return nil, fmt.Errorf("ca: sign Kubernetes certificate: %w", err)
 	}

@@ -37,7 +37,7 @@ func TestSignKubernetes(t *testing.T) {
 	csr, key := newCSR(t)
 	now := time.Now().Truncate(time.Second)
 	c, err := a.SignKubernetes(ca.KubernetesRequest{
-		CSR: csr, User: "alice", Groups: []string{"system:masters", "team-a"},
+		CSR: checked(t, csr), User: "alice", Groups: []string{"system:masters", "team-a"},
 		NotBefore: now.Add(-time.Minute), NotAfter: now.Add(10 * time.Minute),
 	})
 	if err != nil {
@@ -68,14 +68,17 @@ func TestSignKubernetes(t *testing.T) {
 		t.Error("a Kubernetes certificate verifies as a bot identity")
 	}
 
-	if _, err := a.SignKubernetes(ca.KubernetesRequest{CSR: csr, NotBefore: now, NotAfter: now.Add(time.Minute)}); err == nil {
+	if _, err := a.SignKubernetes(ca.KubernetesRequest{CSR: checked(t, csr), NotBefore: now, NotAfter: now.Add(time.Minute)}); err == nil {
 		t.Error("signed a Kubernetes certificate with no user")
 	}
 	bad := *csr
 	bad.Signature = slices.Clone(csr.Signature)
 	bad.Signature[len(bad.Signature)-1] ^= 1
-	if _, err := a.SignKubernetes(ca.KubernetesRequest{CSR: &bad, User: "x", NotBefore: now, NotAfter: now.Add(time.Minute)}); err == nil {
-		t.Error("signed a CSR whose signature does not verify")
+	if _, err := ca.CheckCSR(&bad); err == nil {
+		t.Error("CheckCSR passed a CSR whose signature does not verify")
+	}
+	if _, err := a.SignKubernetes(ca.KubernetesRequest{CSR: &ca.CSR{}, User: "x", NotBefore: now, NotAfter: now.Add(time.Minute)}); err == nil {
+		t.Error("signed a CSR that was not checked")
 	}
 }
 

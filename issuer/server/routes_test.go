@@ -292,7 +292,11 @@ func identityCert(t *testing.T, a *ca.Authority, id ca.Identity) tls.Certificate
 	if err != nil {
 		t.Fatal(err)
 	}
-	csr, err := x509.ParseCertificateRequest(der)
+	req, err := x509.ParseCertificateRequest(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := ca.CheckCSR(req)
 	if err != nil {
 		t.Fatal(err)
 	}
