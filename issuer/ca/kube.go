@@ -141,7 +141,9 @@ func (a *Authority) KubeCA() *x509.Certificate { return a.kube.cert }
 // client CAs (KubeBundleFile, beside the CA's files): the file to name in
 // kube-apiserver's --client-ca-file. It holds both authorities during a
 // rotation.
-func (a *Authority) KubeCAFile() string { return filepath.Join(filepath.Dir(a.kube.file), KubeBundleFile) }
+func (a *Authority) KubeCAFile() string {
+	return filepath.Join(filepath.Dir(a.kube.file), KubeBundleFile)
+}
 
 // Created names the files that Load created because the state directory
 // lacked them: the Kubernetes client CA of a directory made by an older

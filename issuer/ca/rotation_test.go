@@ -214,7 +214,6 @@ func TestNextPhases(t *testing.T) {
 	}
 }
 
-
 func parseCert(t *testing.T, der []byte) *x509.Certificate {
 	t.Helper()
 	c, err := x509.ParseCertificate(der)
