@@ -58,6 +58,8 @@ const DefaultClusterName = "mwi"
 
 // Authority makes the issuer's decisions. Set CA, Store and Audit before use.
 type Authority struct {
+	// CA holds the authorities it starts with; SetCAs replaces them, as a
+	// rotation moves, and CAs returns those in use.
 	CA    *ca.Authority
 	Store store.Store
 	Audit *audit.Log
@@ -73,6 +75,7 @@ type Authority struct {
 	Log *slog.Logger
 
 	resources       atomic.Pointer[resource.Set]
+	cas             atomic.Pointer[ca.Authority]
 	defaultIDs      sync.Once
 	idTokens        *join.Verifier
 	challengeLimits challengeLimits
@@ -433,7 +436,10 @@ func (a *Authority) sign(ctx context.Context, in store.Instance, g resource.Gran
 	ttl = min(ttl, g.MaxTTL)
 	idTTL = min(max(idTTL, ttl), g.MaxTTL)
 	notBefore, notAfter := now.Add(-backdate), now.Add(ttl)
-	idCert, err := a.CA.SignIdentity(k.csr, ca.Identity{Bot: in.Bot, Instance: in.ID, Generation: in.Generation}, notBefore, now.Add(idTTL))
+	// One set of authorities signs the whole answer, even if a rotation
+	// moves meanwhile.
+	cas := a.CAs()
+	idCert, err := cas.SignIdentity(k.csr, ca.Identity{Bot: in.Bot, Instance: in.ID, Generation: in.Generation}, notBefore, now.Add(idTTL))
 	if err != nil {
 		return api.Credentials{}, err
 	}
@@ -443,7 +449,7 @@ func (a *Authority) sign(ctx context.Context, in store.Instance, g resource.Gran
 		if err != nil {
 			return api.Credentials{}, err
 		}
-		sshCert, err := a.CA.SignSSHUser(ca.SSHUserRequest{
+		sshCert, err := cas.SignSSHUser(ca.SSHUserRequest{
 			Key:             k.ssh,
 			KeyID:           userKeyID(in),
 			Principals:      logins,
@@ -481,7 +487,7 @@ func (a *Authority) sign(ctx context.Context, in store.Instance, g resource.Gran
 		if labels == nil {
 			labels = map[string]string{}
 		}
-		cert, err := a.CA.SignSSHHost(ca.SSHHostRequest{
+		cert, err := cas.SignSSHHost(ca.SSHHostRequest{
 			Key:        h.key,
 			KeyID:      fmt.Sprintf("bot=%s instance=%s host=%s", in.Bot, in.ID, names[0]),
 			Names:      names,
@@ -509,7 +515,7 @@ func (a *Authority) sign(ctx context.Context, in store.Instance, g resource.Gran
 	if len(k.hosts) > 0 {
 		a.recordNode(ctx, in, nodeNames, nodeLabels, remote, now)
 	}
-	kubeCreds, err := a.signKubernetes(ctx, in, kube, notBefore, notAfter)
+	kubeCreds, err := a.signKubernetes(ctx, cas, in, kube, notBefore, notAfter)
 	if err != nil {
 		return api.Credentials{}, err
 	}
@@ -520,8 +526,9 @@ func (a *Authority) sign(ctx context.Context, in store.Instance, g resource.Gran
 		IdentityCertificate: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: idCert.Raw})),
 		SSHCertificate:      sshCertText,
 		HostCertificates:    hostCerts,
-		SSHHostCAs:          []string{string(ssh.MarshalAuthorizedKey(a.CA.SSHHostCA()))},
-		SSHUserCAs:          []string{string(ssh.MarshalAuthorizedKey(a.CA.SSHUserCA()))},
+		SSHHostCAs:          authorizedKeys(cas.SSHHostCAs()),
+		SSHUserCAs:          authorizedKeys(cas.SSHUserCAs()),
+		IssuerCAPins:        cas.Pins(),
 		Expires:             notAfter,
 		Kubernetes:          kubeCreds,
 	}, nil

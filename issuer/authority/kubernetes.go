@@ -147,13 +147,13 @@ func kubeNotAllowed(format string, args ...any) *fault.Error {
 
 // signKubernetes signs the certificates of plan, with the validity of the
 // other certificates, and audits each.
-func (a *Authority) signKubernetes(ctx context.Context, in store.Instance, plan *kubePlan, notBefore, notAfter time.Time) ([]api.KubernetesCredential, error) {
+func (a *Authority) signKubernetes(ctx context.Context, cas *ca.Authority, in store.Instance, plan *kubePlan, notBefore, notAfter time.Time) ([]api.KubernetesCredential, error) {
 	if plan == nil {
 		return nil, nil
 	}
 	out := make([]api.KubernetesCredential, 0, len(plan.certs))
 	for _, kc := range plan.certs {
-		cert, err := a.CA.SignKubernetes(ca.KubernetesRequest{
+		cert, err := cas.SignKubernetes(ca.KubernetesRequest{
 			CSR:       plan.csr,
 			User:      kc.user,
 			Groups:    kc.groups,

@@ -551,3 +551,15 @@ func (a *Authority) Phase(t Type) string {
 	}
 	return PhaseStandby
 }
+
+// NextHolds reports whether the next files of type t in dir hold the
+// authority fp: a rotation that reached standby but whose files Tidy has
+// not yet moved.
+func NextHolds(dir string, t Type, fp string) bool {
+	f, ok := rotationFiles[t]
+	if !ok {
+		return false
+	}
+	s, err := readSlot(dir, t, f[1])
+	return err == nil && s.exists && s.fp == fp
+}
