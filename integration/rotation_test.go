@@ -36,6 +36,7 @@ import (
 // calls a real kube-apiserver that trusts the issuer's CA bundle.
 type rotationEnv struct {
 	iss       *harness.Issuer
+	replica   *harness.Issuer // a second issuer on the same store, or nil
 	host      *harness.Daemon
 	client    *harness.Daemon
 	kclient   *harness.Daemon // nil without Kubernetes
@@ -52,7 +53,7 @@ type rotationEnv struct {
 // catch up with each phase within seconds.
 const rotationTTL = 10 * time.Second
 
-func setupRotation(t *testing.T, withKube bool) *rotationEnv {
+func setupRotation(t *testing.T, withKube, replicas bool) *rotationEnv {
 	t.Helper()
 	harness.Require(t, "sshd", "apt-get install -y --no-install-recommends openssh-server")
 	e := &rotationEnv{login: harness.CurrentUser(t), work: t.TempDir()}
@@ -61,7 +62,15 @@ func setupRotation(t *testing.T, withKube bool) *rotationEnv {
 		e.kube = harness.NewKube(t)
 		res += "---\n" + kubeResources + "---\n" + e.kube.ClusterYAML("dev", map[string]string{"env": "dev", "team": "a"})
 	}
-	e.iss = harness.StartIssuer(t, res)
+	// With replicas, the host renews through the second issuer and the
+	// client through the first, each failing over to the other.
+	var hostAddrs, clientAddrs []string
+	if replicas {
+		e.iss, e.replica = startReplicas(t, res)
+		hostAddrs, clientAddrs = []string{e.replica.Addr, e.iss.Addr}, []string{e.iss.Addr, e.replica.Addr}
+	} else {
+		e.iss = harness.StartIssuer(t, res)
+	}
 	if withKube {
 		e.kube.Start(t, e.iss.KubeCAFile)
 	}
@@ -70,18 +79,20 @@ func setupRotation(t *testing.T, withKube bool) *rotationEnv {
 	e.hostCert = hostKey + "-cert.pub"
 	e.accessDir = filepath.Join(t.TempDir(), "access")
 	e.host = harness.StartDaemon(t, e.iss, harness.DaemonOptions{
-		Token: e.iss.CreateToken(t, "build-01", time.Hour),
-		TTL:   rotationTTL,
-		Extra: fmt.Sprintf("outputs:\n  - type: ssh_host\n    host_key: %s.pub\n    names: [127.0.0.1]\n    access_dir: %s\n", hostKey, e.accessDir),
+		Token:       e.iss.CreateToken(t, "build-01", time.Hour),
+		TTL:         rotationTTL,
+		IssuerAddrs: hostAddrs,
+		Extra:       fmt.Sprintf("outputs:\n  - type: ssh_host\n    host_key: %s.pub\n    names: [127.0.0.1]\n    access_dir: %s\n", hostKey, e.accessDir),
 	})
 	e.host.WaitState(t, "ready", 30*time.Second)
 	e.sshd = harness.StartSSHDWith(t, harness.SSHDOptions{
 		UserCAFile: filepath.Join(e.accessDir, "user_ca.pub"), HostKey: hostKey, HostCert: e.hostCert,
 	})
 	e.client = harness.StartDaemon(t, e.iss, harness.DaemonOptions{
-		Token: e.iss.CreateToken(t, "ci", time.Hour),
-		TTL:   rotationTTL,
-		Hosts: []string{"127.0.0.1", "localhost"},
+		Token:       e.iss.CreateToken(t, "ci", time.Hour),
+		TTL:         rotationTTL,
+		Hosts:       []string{"127.0.0.1", "localhost"},
+		IssuerAddrs: clientAddrs,
 	})
 	e.client.WaitState(t, "ready", 30*time.Second)
 	if withKube {
@@ -133,8 +144,14 @@ func (e *rotationEnv) sshLogin(t *testing.T, extra ...string) (string, error) {
 // status returns mwi-issuer ca rotate status.
 func (e *rotationEnv) status(t *testing.T) api.CARotations {
 	t.Helper()
-	out, err := harness.Run(context.Background(), 30*time.Second, nil, e.iss.Bins.Issuer, "ca", "rotate", "status",
-		"--format", "json", "--admin-socket", e.iss.AdminSock)
+	return rotationStatus(t, e.iss)
+}
+
+// rotationStatus returns mwi-issuer ca rotate status of iss.
+func rotationStatus(t *testing.T, iss *harness.Issuer) api.CARotations {
+	t.Helper()
+	out, err := harness.Run(context.Background(), 30*time.Second, nil, iss.Bins.Issuer, "ca", "rotate", "status",
+		"--format", "json", "--admin-socket", iss.AdminSock)
 	var st api.CARotations
 	if err != nil || json.Unmarshal([]byte(out), &st) != nil {
 		t.Fatalf("mwi-issuer ca rotate status: %v\n%s", err, out)
@@ -154,10 +171,16 @@ func (e *rotationEnv) rotate(t *testing.T, phase string) {
 	if e.kube != nil {
 		e.kube.UpdateClientCA(t, e.iss.KubeCAFile)
 	}
-	harness.Eventually(t, 60*time.Second, "every instance caught up with "+phase, func() error {
-		for _, r := range e.status(t).Rotations {
-			if r.Phase != phase || r.Loaded != phase || r.NotCaughtUpTotal > 0 || r.LoadError != "" {
-				return fmt.Errorf("%s: phase %s, loaded %s, %d not caught up %s", r.Type, r.Phase, r.Loaded, r.NotCaughtUpTotal, r.LoadError)
+	issuers := []*harness.Issuer{e.iss}
+	if e.replica != nil {
+		issuers = append(issuers, e.replica)
+	}
+	harness.Eventually(t, 60*time.Second, "every issuer and instance caught up with "+phase, func() error {
+		for _, iss := range issuers {
+			for _, r := range rotationStatus(t, iss).Rotations {
+				if r.Phase != phase || r.Loaded != phase || r.NotCaughtUpTotal > 0 || r.LoadError != "" {
+					return fmt.Errorf("issuer %s: %s: phase %s, loaded %s, %d not caught up %s", iss.Addr, r.Type, r.Phase, r.Loaded, r.NotCaughtUpTotal, r.LoadError)
+				}
 			}
 		}
 		return nil
@@ -385,7 +408,7 @@ func authorizedKeyBlob(t *testing.T, line []byte) string {
 // the API server.
 func TestCARotation(t *testing.T) {
 	t.Parallel()
-	e := setupRotation(t, true)
+	e := setupRotation(t, true, false)
 	old := readOld(t, e.iss.State)
 	oldUserPub, err := ssh.ParsePrivateKey(old.userKey)
 	if err != nil {
@@ -505,7 +528,7 @@ func TestCARotation(t *testing.T) {
 // authorities sign and are trusted alone, and the next ones are gone.
 func TestCARotationRollback(t *testing.T) {
 	t.Parallel()
-	e := setupRotation(t, false)
+	e := setupRotation(t, false, false)
 	before := e.status(t)
 	old := readOld(t, e.iss.State)
 	l := e.startLoad(t)
@@ -540,5 +563,35 @@ func TestCARotationRollback(t *testing.T) {
 	}
 	if out, err := e.loginWithCertFrom(t, old.userKey); err != nil {
 		t.Errorf("sshd refused a certificate from the original user CA: %v\n%s", err, out)
+	}
+}
+
+// TestCARotationReplicas rotates every authority through every phase with
+// two issuers on one PostgreSQL store, the phases moved through one of
+// them, while the host renews through the other: the other loads each
+// phase by itself, and no renewal or login fails.
+func TestCARotationReplicas(t *testing.T) {
+	t.Parallel()
+	e := setupRotation(t, false, true)
+	l := e.startLoad(t)
+	phases := []string{"init", "update_clients", "update_servers", "standby"}
+	for _, p := range phases {
+		l.setPhase(p)
+		e.rotate(t, p)
+		time.Sleep(2 * rotationTTL / 3)
+	}
+	l.setPhase("after")
+	time.Sleep(2 * rotationTTL / 3)
+	l.finish(t, append(phases, "after"), "renewal", "host renewal", "ssh login")
+	a, b := rotationStatus(t, e.iss), rotationStatus(t, e.replica)
+	for i := range a.Rotations {
+		if a.Rotations[i].Current != b.Rotations[i].Current || b.Rotations[i].Loaded != "standby" {
+			t.Errorf("the replicas disagree on %s: %+v and %+v", a.Rotations[i].Type, a.Rotations[i], b.Rotations[i])
+		}
+	}
+	// The host renewed through the replica, which signed with what the
+	// first issuer's phases named.
+	if ev := e.replica.FindAudit(t, map[string]any{"event": "issue", "kind": "ssh_host", "bot": "build-01"}); ev == nil {
+		t.Error("no host certificate was issued by the replica")
 	}
 }
