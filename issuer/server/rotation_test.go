@@ -156,3 +156,57 @@ func TestRotateCARollback(t *testing.T) {
 		t.Errorf("next files left: %v", names)
 	}
 }
+
+// TestRotationUnknownKey checks that an issuer told by the store of an
+// authority it cannot find in its state directory, as a replica whose
+// directory lacks the key another made, keeps signing with the
+// authorities it has, says why in status, and loads the phase once the
+// key arrives.
+func TestRotationUnknownKey(t *testing.T) {
+	ctx := context.Background()
+	s, dir := rotationServer(t)
+	before := s.auth.CAs()
+	fp := before.Fingerprint(ca.TypeSSHUser)
+	// Another issuer moved the rotation, with a key made elsewhere.
+	other := filepath.Join(t.TempDir(), "other")
+	if err := ca.Init(other, []string{"127.0.0.1"}); err != nil {
+		t.Fatal(err)
+	}
+	next, err := ca.CreateNext(other, ca.TypeSSHUser)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := store.Rotation{Type: "ssh_user", Phase: ca.PhaseInit, Started: time.Now(), Current: fp, Next: next}
+	if err := s.auth.Store.SetRotation(ctx, r, ca.PhaseStandby); err != nil {
+		t.Fatal(err)
+	}
+	s.syncStore(ctx)
+	if s.auth.CAs() != before {
+		t.Fatal("the issuer changed its authorities for a rotation whose key it lacks")
+	}
+	st, err := s.CARotations(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u := st.Rotations[0]; u.Phase != ca.PhaseInit || u.Loaded != ca.PhaseStandby || !strings.Contains(u.LoadError, next) {
+		t.Errorf("status = %+v; want init, loaded standby, and an error naming %s", u, next)
+	}
+	// The key arrives (the shared directory catches up): the next poll
+	// loads it, though the store did not change.
+	for _, name := range []string{"ssh_user_ca.next", "ssh_user_ca.next.pub"} {
+		data, err := os.ReadFile(filepath.Join(other, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.syncStore(ctx)
+	if got := s.auth.CAs().SSHUserCAs(); len(got) != 2 {
+		t.Errorf("after the key arrived: %d user CAs trusted, want 2", len(got))
+	}
+	if st, _ := s.CARotations(ctx); st.Rotations[0].LoadError != "" || st.Rotations[0].Loaded != ca.PhaseInit {
+		t.Errorf("after the key arrived: status %+v", st.Rotations[0])
+	}
+}
