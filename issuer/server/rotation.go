@@ -190,15 +190,23 @@ func (s *Server) RotateCA(ctx context.Context, req api.RotateCARequest) (api.CAR
 		from = append(from, r.Phase)
 		plan = append(plan, r)
 	}
+	// The next authorities of init are all made before any phase is
+	// stored, so that a failure leaves no rotation naming a key that
+	// was removed again.
 	admin := callerName(ctx)
-	var created []ca.Type
-	undo := func() {
-		for _, t := range created {
-			if err := ca.Tidy(s.cfg.StateDir, t, rotationOf(rs, t, cur).Current); err != nil {
+	created := map[ca.Type]bool{}
+	undo := func(from int) {
+		for _, r := range plan[from:] {
+			t := ca.Type(r.Type)
+			if !created[t] {
+				continue
+			}
+			if err := ca.Tidy(s.cfg.StateDir, t, r.Current); err != nil {
 				s.log.Warn("cannot remove the next authority of a refused rotation", "type", t, "err", err)
 			}
 		}
 	}
+	moves := make([]store.Rotation, len(plan))
 	for i, r := range plan {
 		t := ca.Type(r.Type)
 		next := r
@@ -207,10 +215,10 @@ func (s *Server) RotateCA(ctx context.Context, req api.RotateCARequest) (api.CAR
 		case ca.PhaseInit:
 			fp, err := ca.CreateNext(s.cfg.StateDir, t)
 			if err != nil {
-				undo()
+				undo(0)
 				return deny(fault.FailedPrecondition(api.CodeRotationPhase, "%v", err))
 			}
-			created = append(created, t)
+			created[t] = true
 			next.Next, next.Switched = fp, time.Time{}
 		case ca.PhaseUpdateClients:
 			next.Switched = now
@@ -222,9 +230,16 @@ func (s *Server) RotateCA(ctx context.Context, req api.RotateCARequest) (api.CAR
 			}
 			next.Next, next.Switched = "", time.Time{}
 		}
-		if err := s.auth.Store.SetRotation(ctx, next, r.Phase); err != nil {
-			if i == 0 {
-				undo()
+		moves[i] = next
+	}
+	for i, next := range moves {
+		t := ca.Type(next.Type)
+		if err := s.auth.Store.SetRotation(ctx, next, plan[i].Phase); err != nil {
+			// The types before i moved; the others did not, and their
+			// new keys go.
+			undo(i)
+			if i > 0 {
+				s.loadCAs(ctx)
 			}
 			if errors.Is(err, store.ErrRotationConflict) {
 				return deny(fault.Conflict(api.CodeRotationConflict, "%v; see mwi-issuer ca rotate status", err))
@@ -234,8 +249,10 @@ func (s *Server) RotateCA(ctx context.Context, req api.RotateCARequest) (api.CAR
 		if req.Phase == ca.PhaseStandby {
 			if err := ca.Tidy(s.cfg.StateDir, t, next.Current); err != nil {
 				// The store says standby already, and every issuer
-				// finds the authority by fingerprint: the files are
-				// put in order again at the next start.
+				// finds the authority by fingerprint: a retired
+				// authority's files are moved at the next start, and
+				// a rolled back one's are refused by the next init,
+				// which names them.
 				s.log.Error("cannot tidy the authority files after a rotation", "type", t, "err", err)
 			}
 		}

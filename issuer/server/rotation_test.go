@@ -210,3 +210,25 @@ func TestRotationUnknownKey(t *testing.T) {
 		t.Errorf("after the key arrived: status %+v", st.Rotations[0])
 	}
 }
+
+// TestRotateCAInitAllOrNone checks that an init of every type that cannot
+// make one next authority (a file left in the way) moves none and leaves
+// no next authority behind but the file that was in the way.
+func TestRotateCAInitAllOrNone(t *testing.T) {
+	s, dir := rotationServer(t)
+	if err := os.WriteFile(filepath.Join(dir, "tls_ca.next.key"), []byte("left over"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err := rotate(s, "all", "init", false)
+	if code(err) != api.CodeRotationPhase || !strings.Contains(err.Error(), "tls_ca.next.key") {
+		t.Fatalf("init with a next file in the way: %v; want a refusal naming it", err)
+	}
+	rs, err := s.auth.Store.Rotations(context.Background())
+	if err != nil || len(rs) != 0 {
+		t.Errorf("rotations stored after a refused init: %v, %v", rs, err)
+	}
+	names, _ := filepath.Glob(filepath.Join(dir, "*.next*"))
+	if len(names) != 1 {
+		t.Errorf("next files after a refused init: %v; want only the one in the way", names)
+	}
+}
