@@ -42,6 +42,7 @@ type rotationEnv struct {
 	kclient   *harness.Daemon // nil without Kubernetes
 	kube      *harness.Kube
 	sshd      *harness.SSHD
+	plainSSHD *harness.SSHD
 	accessDir string
 	hostCert  string
 	login     string
@@ -57,7 +58,7 @@ func setupRotation(t *testing.T, withKube, replicas bool) *rotationEnv {
 	t.Helper()
 	harness.Require(t, "sshd", "apt-get install -y --no-install-recommends openssh-server")
 	e := &rotationEnv{login: harness.CurrentUser(t), work: t.TempDir()}
-	res := hostTrustResources(e.login)
+	res := accessResources(e.login)
 	if withKube {
 		e.kube = harness.NewKube(t)
 		res += "---\n" + kubeResources + "---\n" + e.kube.ClusterYAML("dev", map[string]string{"env": "dev", "team": "a"})
@@ -75,23 +76,45 @@ func setupRotation(t *testing.T, withKube, replicas bool) *rotationEnv {
 		e.kube.Start(t, e.iss.KubeCAFile)
 	}
 
+	// The host is managed as mwictl ssh sshd-config says: its mwid keeps
+	// the host certificate, TrustedUserCAKeys, the KRL and access.json,
+	// and sshd asks mwictl ssh authorized-principals, running as nobody.
 	hostKey := harness.NewHostKey(t)
 	e.hostCert = hostKey + "-cert.pub"
-	e.accessDir = filepath.Join(t.TempDir(), "access")
+	e.accessDir = harness.SharedDir(t)
 	e.host = harness.StartDaemon(t, e.iss, harness.DaemonOptions{
-		Token:       e.iss.CreateToken(t, "build-01", time.Hour),
+		Token:       e.iss.CreateToken(t, "staging-01", time.Hour),
 		TTL:         rotationTTL,
 		IssuerAddrs: hostAddrs,
-		Extra:       fmt.Sprintf("outputs:\n  - type: ssh_host\n    host_key: %s.pub\n    names: [127.0.0.1]\n    access_dir: %s\n", hostKey, e.accessDir),
+		APISocket:   "mode: \"0660\"\ngroup: nogroup\nallow:\n  users: [nobody]",
+		Extra: fmt.Sprintf("outputs:\n  - type: ssh_host\n    host_key: %s.pub\n    names: [127.0.0.1]\n    labels: {env: staging}\n    access_dir: %s\n",
+			hostKey, e.accessDir),
 	})
 	e.host.WaitState(t, "ready", 30*time.Second)
+	harness.Eventually(t, 20*time.Second, "access.json and the KRL written", func() error {
+		for _, f := range []string{"access.json", "revoked_keys.krl", "user_ca.pub"} {
+			if _, err := os.Stat(filepath.Join(e.accessDir, f)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	ctl := harness.SafeExecutable(t, e.iss.Bins.Ctl)
 	e.sshd = harness.StartSSHDWith(t, harness.SSHDOptions{
+		UserCAFile: filepath.Join(e.accessDir, "user_ca.pub"), HostKey: hostKey, HostCert: e.hostCert,
+		Extra: fmt.Sprintf("RevokedKeys %s\nAuthorizedPrincipalsCommand %s ssh authorized-principals --dir %s --socket %s %%u %%t %%k\nAuthorizedPrincipalsCommandUser nobody\n",
+			filepath.Join(e.accessDir, "revoked_keys.krl"), ctl, e.accessDir, e.host.APISock),
+	})
+	// The same host key and files on an sshd that trusts the user CAs
+	// and nothing more: certificates made by the test, without the
+	// access rules the issuer signs in, are tried there.
+	e.plainSSHD = harness.StartSSHDWith(t, harness.SSHDOptions{
 		UserCAFile: filepath.Join(e.accessDir, "user_ca.pub"), HostKey: hostKey, HostCert: e.hostCert,
 	})
 	e.client = harness.StartDaemon(t, e.iss, harness.DaemonOptions{
 		Token:       e.iss.CreateToken(t, "ci", time.Hour),
 		TTL:         rotationTTL,
-		Hosts:       []string{"127.0.0.1", "localhost"},
+		Hosts:       []string{"127.0.0.1"},
 		IssuerAddrs: clientAddrs,
 	})
 	e.client.WaitState(t, "ready", 30*time.Second)
@@ -115,6 +138,11 @@ func setupRotation(t *testing.T, withKube, replicas bool) *rotationEnv {
 // sshLogin logs in through the client's agent, checking the host against
 // the known_hosts lines mwictl known-hosts prints now.
 func (e *rotationEnv) sshLogin(t *testing.T, extra ...string) (string, error) {
+	return e.sshLoginTo(t, e.sshd, extra...)
+}
+
+// sshLoginTo logs in to sshd as sshLogin does.
+func (e *rotationEnv) sshLoginTo(t *testing.T, sshd *harness.SSHD, extra ...string) (string, error) {
 	known, err := e.client.Ctl("known-hosts")
 	if err != nil {
 		return known, fmt.Errorf("mwictl known-hosts: %w", err)
@@ -133,7 +161,7 @@ func (e *rotationEnv) sshLogin(t *testing.T, extra ...string) (string, error) {
 	if len(extra) == 0 {
 		args = append(args, "-o", "IdentityFile=none", "-o", "IdentityAgent="+e.client.AgentSock)
 	}
-	args = append(append(args, extra...), "-p", fmt.Sprint(e.sshd.Port), "-l", e.login, "127.0.0.1", "echo", "logged-in")
+	args = append(append(args, extra...), "-p", fmt.Sprint(sshd.Port), "-l", e.login, "127.0.0.1", "echo", "logged-in")
 	out, err := harness.Run(context.Background(), 30*time.Second, []string{"SSH_AUTH_SOCK=" + e.client.AgentSock}, args...)
 	if err == nil && !strings.Contains(out, "logged-in") {
 		err = fmt.Errorf("no output from the login")
@@ -313,7 +341,7 @@ func (e *rotationEnv) loginWithCertFrom(t *testing.T, caKey []byte) (string, err
 		t.Fatal(err)
 	}
 	write(t, keyFile+"-cert.pub", string(ssh.MarshalAuthorizedKey(cert)))
-	return e.sshLogin(t, "-o", "IdentityAgent=none", "-o", "IdentitiesOnly=yes", "-i", keyFile, "-o", "CertificateFile="+keyFile+"-cert.pub")
+	return e.sshLoginTo(t, e.plainSSHD, "-o", "IdentityAgent=none", "-o", "IdentitiesOnly=yes", "-i", keyFile, "-o", "CertificateFile="+keyFile+"-cert.pub")
 }
 
 // signX509 signs tmpl for a new P-256 key with the authority in certPEM
@@ -591,7 +619,7 @@ func TestCARotationReplicas(t *testing.T) {
 	}
 	// The host renewed through the replica, which signed with what the
 	// first issuer's phases named.
-	if ev := e.replica.FindAudit(t, map[string]any{"event": "issue", "kind": "ssh_host", "bot": "build-01"}); ev == nil {
+	if ev := e.replica.FindAudit(t, map[string]any{"event": "issue", "kind": "ssh_host", "bot": "staging-01"}); ev == nil {
 		t.Error("no host certificate was issued by the replica")
 	}
 }
