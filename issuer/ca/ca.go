@@ -26,6 +26,14 @@
 // CA, first resolves
 // a link in the state directory's path, as systemd's DynamicUser= makes
 // one, and from there follows none.
+//
+// Every authority but the admin CA rotates in phases (see LoadRotating and
+// the Phase constants): the next one is made beside the current one in
+// files named with ".next" (CreateNext), both are trusted while clients
+// and hosts catch up, the next one signs from update_clients, and when
+// the rotation ends Tidy moves its files over the current ones. The store
+// names each authority by its fingerprint, so the files are found
+// whichever name they have at the time.
 package ca
 
 import (
