@@ -182,9 +182,15 @@ type Credentials struct {
 	// form, for known_hosts @cert-authority lines.
 	SSHHostCAs []string `json:"ssh_host_cas"`
 	// SSHUserCAs are the issuer's SSH user authorities in authorized_keys
-	// form, for a host's TrustedUserCAKeys.
-	SSHUserCAs []string  `json:"ssh_user_cas,omitempty"`
-	Expires    time.Time `json:"expires"`
+	// form, for a host's TrustedUserCAKeys. Both lists hold two
+	// authorities while one is rotated.
+	SSHUserCAs []string `json:"ssh_user_cas,omitempty"`
+	// IssuerCAPins are the pins (sha256:…) of every TLS authority the
+	// issuer's serving certificate may come from: two while it is
+	// rotated, so that a daemon that pins the issuer keeps trusting it
+	// once the serving certificate changes authority.
+	IssuerCAPins []string  `json:"issuer_ca_pins,omitempty"`
+	Expires      time.Time `json:"expires"`
 	// Kubernetes answers the request's Kubernetes selectors: one
 	// certificate for each cluster that they select and the roles allow.
 	Kubernetes []KubernetesCredential `json:"kubernetes,omitempty"`

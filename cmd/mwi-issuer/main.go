@@ -7,6 +7,8 @@
 //	mwi-issuer serve --state DIR [--store URL] [--listen ADDR] [--resources DIR] [--admin-socket PATH] [--audit-log FILE] [--cluster-name NAME] [--resource-settle 2s] [--diag-addr 127.0.0.1:PORT]
 //	mwi-issuer store migrate (--store URL | --state DIR)
 //	mwi-issuer ca    --state DIR
+//	mwi-issuer ca rotate --type TYPE --phase PHASE [--force] [--format text|json|yaml] [ADMIN]
+//	mwi-issuer ca rotate status [--format text|json|yaml] [ADMIN]
 //	mwi-issuer tls rotate --state DIR [--host NAME]...
 //	mwi-issuer token create --bot NAME [--ttl 1h] [--json] [ADMIN]
 //	mwi-issuer lock add (--bot NAME | --instance ID | --token NAME) [--ttl 1h] [--message TEXT] [ADMIN]
@@ -154,9 +156,7 @@ func newRoot(e *env) *cobra.Command {
 			fs.StringVar(&e.logFormat, "log-format", "text", "log `FORMAT`: text or json")
 			fs.StringVar(&e.logLevel, "log-level", "info", "log `LEVEL`: debug, info, warn, error")
 		}),
-		command("ca", "", "print ca_pin, ssh_user_ca, ssh_host_ca and kube_client_ca_file", e.runCA, func(fs *pflag.FlagSet) {
-			fs.StringVar(&e.state, "state", "", "issuer state `DIR` (required)")
-		}),
+		e.caCommand(),
 		group("tls", "manage the issuer's serving certificate",
 			command("rotate", "", "replace the serving certificate with one from the same authority (pins stay valid)", e.runTLSRotate, func(fs *pflag.FlagSet) {
 				fs.StringVar(&e.state, "state", "", "issuer state `DIR` (required)")

@@ -121,6 +121,10 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"lock", "add", "--bot", "ci", "--ttl", "500ms", "--state", dir}, "mwi-issuer: --ttl must be at least 1s; see mwi-issuer lock add --help\n"},
 		{[]string{"lock", "rm", "--state", dir}, "mwi-issuer: name exactly one of --bot, --instance and --token; see mwi-issuer lock rm --help\n"},
 		{[]string{"lock", "ls", "--format", "xml", "--state", dir}, `mwi-issuer: --format: want text, json or yaml, not "xml"; see mwi-issuer lock ls --help` + "\n"},
+		{[]string{"ca", "rotate", "--phase", "init", "--state", dir}, "mwi-issuer: --type is required; see mwi-issuer ca rotate --help\n"},
+		{[]string{"ca", "rotate", "--type", "all", "--state", dir}, "mwi-issuer: --phase is required; see mwi-issuer ca rotate --help\n"},
+		{[]string{"ca", "rotate", "--type", "admin", "--phase", "init", "--state", dir}, `mwi-issuer: --type: unknown authority type "admin" (want one of ssh_user, ssh_host, identity, kube, tls, or all); see mwi-issuer ca rotate --help` + "\n"},
+		{[]string{"ca", "rotate", "status", "--format", "xml", "--state", dir}, `mwi-issuer: --format must be text, json, yaml, not "xml"; see mwi-issuer ca rotate status --help` + "\n"},
 		{[]string{"store", "migrate"}, "mwi-issuer: name the store with --store URL, or the state directory with --state DIR; see mwi-issuer store migrate --help\n"},
 	}...)
 	for _, tt := range tests {

@@ -99,6 +99,7 @@ func (e *env) resourceCommands() []*cobra.Command {
 		group("kube", "list Kubernetes clusters and render their RBAC",
 			command("ls", "", "list the clusters: name, labels, server and where each is defined", e.runKubeLs, lsFlags),
 			e.kubeRBACCommand(),
+			e.kubeCACommand(),
 		),
 	}
 }

@@ -14,6 +14,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -91,6 +93,9 @@ var refusals = map[string]refusal{
 	api.CodeInternal:         {false, "", false},
 	api.CodeAuditUnavailable: {false, "", false},
 	api.CodeStoreUnavailable: {false, "", false},
+	// The admin API's; mwid is never answered with them.
+	api.CodeRotationPhase:    {false, "", false},
+	api.CodeRotationConflict: {false, "", false},
 	// mwid's local API codes; the issuer does not answer with them.
 	api.CodeNotJoined:    {false, "", false},
 	api.CodeRenewFailed:  {false, "", false},
@@ -110,7 +115,12 @@ type Client struct {
 	lookup lookupFunc   // resolves a host name at each attempt
 	log    *slog.Logger // failovers; nil logs nothing
 
+	// learns is whether the client adopts the pins the issuer sends
+	// (IssuerCAPins): only when it pins the issuer itself.
+	learns bool
+
 	mu      sync.Mutex
+	learned []string  // the pins the issuer last sent, if learns
 	current string    // the target that last answered, by label
 	logged  time.Time // the last failover logged
 	quiet   int       // failovers not logged since
@@ -143,9 +153,11 @@ func New(cfg config.Issuer, log *slog.Logger) (*Client, error) {
 			return nil, fmt.Errorf("issuer CA file %s holds no PEM certificate", cfg.CAFile)
 		}
 	}
+	c := &Client{addrs: addrs, lookup: net.DefaultResolver.LookupHost, log: log}
 	pins := cfg.CAPins
-	verify := func(certs []*x509.Certificate, host string) error {
-		return tlspin.Verify(certs, host, roots, pins)
+	c.learns = len(pins) > 0 && roots == nil
+	c.verify = func(certs []*x509.Certificate, host string) error {
+		return tlspin.Verify(certs, host, roots, c.pins(pins))
 	}
 	if roots == nil && len(pins) == 0 {
 		// Neither pins nor a CA file (a tbot configuration copied from a
@@ -154,14 +166,56 @@ func New(cfg config.Issuer, log *slog.Logger) (*Client, error) {
 		if err != nil {
 			return nil, fmt.Errorf("the system trust store: %w", err)
 		}
-		verify = func(certs []*x509.Certificate, host string) error {
+		c.verify = func(certs []*x509.Certificate, host string) error {
 			if err := tlspin.Verify(certs, host, system, nil); err != nil {
 				return fmt.Errorf("%w: the system trust store does not vouch for the issuer; set ca_pins in the configuration, run mwid --ca-pin PIN (mwi-issuer ca prints the pin), or add the issuer's CA to the system trust store", err)
 			}
 			return nil
 		}
 	}
-	return &Client{addrs: addrs, verify: verify, lookup: net.DefaultResolver.LookupHost, log: log}, nil
+	return c, nil
+}
+
+// pins returns the pins the issuer is checked with: those it last sent,
+// once it has sent any, and configured until then.
+//
+// The issuer sends the pins of every TLS authority it trusts
+// (api.Credentials.IssuerCAPins), two while it rotates the authority of
+// its serving certificate, so that the daemon goes on trusting it when
+// the serving certificate changes authority, and stops trusting the old
+// one once it is retired. They are taken only from answers that came
+// over a connection verified with the pins already held, so a first join
+// trusts only what is configured; a client that checks the issuer with a
+// CA file or the system's trust store learns nothing.
+func (c *Client) pins(configured []string) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.learned) > 0 {
+		return c.learned
+	}
+	return configured
+}
+
+// learn adopts the pins of an answer, if the client learns pins.
+func (c *Client) learn(pins []string) {
+	if !c.learns || len(pins) == 0 {
+		return
+	}
+	var valid []string
+	for _, p := range pins {
+		if strings.HasPrefix(p, "sha256:") {
+			valid = append(valid, p)
+		}
+	}
+	if len(valid) == 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !slices.Equal(c.learned, valid) && c.log != nil {
+		c.log.Info("issuer CA pins from the issuer", "pins", strings.Join(valid, ","))
+	}
+	c.learned = valid
 }
 
 // target is one address a request can go to: a configured host:port, and
@@ -260,6 +314,9 @@ func (c *Client) answered(t target, cause error) {
 func (c *Client) Join(ctx context.Context, identity *tls.Certificate, req api.JoinRequest) (api.Credentials, error) {
 	var out api.Credentials
 	err := c.post(ctx, "/v1/join", identity, req, &out)
+	if err == nil {
+		c.learn(out.IssuerCAPins)
+	}
 	return out, err
 }
 
@@ -279,6 +336,9 @@ func (c *Client) Challenge(ctx context.Context, identity *tls.Certificate, token
 func (c *Client) Renew(ctx context.Context, identity *tls.Certificate, req api.RenewRequest) (api.Credentials, error) {
 	var out api.Credentials
 	err := c.post(ctx, "/v1/renew", identity, req, &out)
+	if err == nil {
+		c.learn(out.IssuerCAPins)
+	}
 	return out, err
 }
 

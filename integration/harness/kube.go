@@ -146,12 +146,8 @@ spec:
 // stopped, through their own processes, when the test ends.
 func (k *Kube) Start(t testing.TB, issuerCAFile string) {
 	t.Helper()
-	issuerCA, err := os.ReadFile(issuerCAFile)
-	if err != nil {
-		t.Fatalf("the issuer's Kubernetes CA: %v", err)
-	}
-	clientCA := filepath.Join(k.Dir, "client-ca.pem")
-	write(t, clientCA, string(issuerCA)+string(k.CAPEM))
+	k.UpdateClientCA(t, issuerCAFile)
+	clientCA := k.ClientCAFile()
 
 	serving, servingKey, err := k.sign(&x509.Certificate{
 		Subject:     pkix.Name{CommonName: "kube-apiserver"},
@@ -246,6 +242,27 @@ func (k *Kube) Start(t testing.TB, issuerCAFile string) {
 		_, err := k.Run(context.Background(), k.AdminKubeconfig, "get", "namespace", "default")
 		return err
 	})
+}
+
+// ClientCAFile is the API server's --client-ca-file: the issuer's
+// Kubernetes CA bundle and the harness CA.
+func (k *Kube) ClientCAFile() string { return filepath.Join(k.Dir, "client-ca.pem") }
+
+// UpdateClientCA writes ClientCAFile again from the issuer's bundle in
+// issuerCAFile, replacing it whole by a rename, as an operator's
+// deployment follows the issuer's bundle; the API server reloads it by
+// itself.
+func (k *Kube) UpdateClientCA(t testing.TB, issuerCAFile string) {
+	t.Helper()
+	issuerCA, err := os.ReadFile(issuerCAFile)
+	if err != nil {
+		t.Fatalf("the issuer's Kubernetes CA: %v", err)
+	}
+	tmp := k.ClientCAFile() + ".tmp"
+	write(t, tmp, string(issuerCA)+string(k.CAPEM))
+	if err := os.Rename(tmp, k.ClientCAFile()); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // Run runs kubectl with the given kubeconfig and HOME=k.Home, and returns

@@ -61,6 +61,9 @@ const (
 	// instances a lock refuses.
 	EventTokenLock   = "token.lock"
 	EventTokenUnlock = "token.unlock"
+	// EventCARotate is a move of a certificate authority's rotation
+	// to another phase (mwi-issuer ca rotate).
+	EventCARotate = "ca.rotate"
 	// EventSSHRefused is a login that a host refused to an MWI
 	// certificate, as the host's mwid reports it.
 	EventSSHRefused = "ssh_refused"

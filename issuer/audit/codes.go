@@ -46,7 +46,7 @@ var events = []EventInfo{
 	{EventInstanceUnlock, 2009, true, true, "a bot instance's lock is lifted"},
 	{EventTokenLock, 2010, true, true, "the instances of a token resource are locked"},
 	{EventTokenUnlock, 2011, true, true, "the lock of a token resource is lifted"},
-	{"ca.rotate", 2012, true, true, "an administrator moves a certificate authority's rotation to another phase"},
+	{EventCARotate, 2012, true, true, "an administrator moves a certificate authority's rotation to another phase"},
 	{EventRequest, 3001, false, true, "a request refused before it reached a decision (a body that does not decode, a renewal without an identity)"},
 	{EventTLS, 3002, false, true, "a TLS handshake refused, such as for a client certificate the issuer did not sign"},
 	{EventAdmin, 3003, false, true, "a caller refused by the admin socket or the remote admin API"},

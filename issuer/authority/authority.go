@@ -57,6 +57,8 @@ const DefaultClusterName = "mwi"
 
 // Authority makes the issuer's decisions. Set CA, Store and Audit before use.
 type Authority struct {
+	// CA holds the authorities it starts with; SetCAs replaces them, as a
+	// rotation moves, and CAs returns those in use.
 	CA    *ca.Authority
 	Store store.Store
 	Audit *audit.Log
@@ -75,6 +77,7 @@ type Authority struct {
 	Observer Observer
 
 	resources       atomic.Pointer[resource.Set]
+	cas             atomic.Pointer[ca.Authority]
 	defaultIDs      sync.Once
 	idTokens        *join.Verifier
 	challengeLimits challengeLimits
@@ -469,7 +472,10 @@ func (a *Authority) sign(ctx context.Context, d decision, in store.Instance, g r
 	ttl = min(ttl, g.MaxTTL)
 	idTTL = min(max(idTTL, ttl), g.MaxTTL)
 	notBefore, notAfter := now.Add(-backdate), now.Add(ttl)
-	idCert, err := a.CA.SignIdentity(k.csr, ca.Identity{Bot: in.Bot, Instance: in.ID, Generation: in.Generation}, notBefore, now.Add(idTTL))
+	// One set of authorities signs the whole answer, even if a rotation
+	// moves meanwhile.
+	cas := a.CAs()
+	idCert, err := cas.SignIdentity(k.csr, ca.Identity{Bot: in.Bot, Instance: in.ID, Generation: in.Generation}, notBefore, now.Add(idTTL))
 	if err != nil {
 		return api.Credentials{}, err
 	}
@@ -482,7 +488,7 @@ func (a *Authority) sign(ctx context.Context, d decision, in store.Instance, g r
 		if err != nil {
 			return api.Credentials{}, err
 		}
-		sshCert, err := a.CA.SignSSHUser(ca.SSHUserRequest{
+		sshCert, err := cas.SignSSHUser(ca.SSHUserRequest{
 			Key:             k.ssh,
 			KeyID:           userKeyID(in),
 			Principals:      logins,
@@ -512,7 +518,7 @@ func (a *Authority) sign(ctx context.Context, d decision, in store.Instance, g r
 		if labels == nil {
 			labels = map[string]string{}
 		}
-		cert, err := a.CA.SignSSHHost(ca.SSHHostRequest{
+		cert, err := cas.SignSSHHost(ca.SSHHostRequest{
 			Key:        h.key,
 			KeyID:      fmt.Sprintf("bot=%s instance=%s host=%s", in.Bot, in.ID, names[0]),
 			Names:      names,
@@ -526,7 +532,7 @@ func (a *Authority) sign(ctx context.Context, d decision, in store.Instance, g r
 		hostRecords = append(hostRecords, hostRecord{Serial: strconv.FormatUint(cert.Serial, 10), Names: names, Labels: labels})
 		hostCerts = append(hostCerts, string(ssh.MarshalAuthorizedKey(cert)))
 	}
-	kubeCreds, kubeRecords, err := a.signKubernetes(in, kube, notBefore, notAfter)
+	kubeCreds, kubeRecords, err := a.signKubernetes(cas, in, kube, notBefore, notAfter)
 	if err != nil {
 		return api.Credentials{}, err
 	}
@@ -550,8 +556,9 @@ func (a *Authority) sign(ctx context.Context, d decision, in store.Instance, g r
 		IdentityCertificate: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: idCert.Raw})),
 		SSHCertificate:      sshCertText,
 		HostCertificates:    hostCerts,
-		SSHHostCAs:          []string{string(ssh.MarshalAuthorizedKey(a.CA.SSHHostCA()))},
-		SSHUserCAs:          []string{string(ssh.MarshalAuthorizedKey(a.CA.SSHUserCA()))},
+		SSHHostCAs:          authorizedKeys(cas.SSHHostCAs()),
+		SSHUserCAs:          authorizedKeys(cas.SSHUserCAs()),
+		IssuerCAPins:        cas.Pins(),
 		Expires:             notAfter,
 		Kubernetes:          kubeCreds,
 	}, nil

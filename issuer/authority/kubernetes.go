@@ -155,14 +155,14 @@ type kubeRecord struct {
 // signKubernetes signs the certificates of plan, with the validity of the
 // other certificates, and returns them and what the audit record says of
 // them.
-func (a *Authority) signKubernetes(in store.Instance, plan *kubePlan, notBefore, notAfter time.Time) ([]api.KubernetesCredential, []kubeRecord, error) {
+func (a *Authority) signKubernetes(cas *ca.Authority, in store.Instance, plan *kubePlan, notBefore, notAfter time.Time) ([]api.KubernetesCredential, []kubeRecord, error) {
 	if plan == nil {
 		return nil, nil, nil
 	}
 	out := make([]api.KubernetesCredential, 0, len(plan.certs))
 	var records []kubeRecord
 	for _, kc := range plan.certs {
-		cert, err := a.CA.SignKubernetes(ca.KubernetesRequest{
+		cert, err := cas.SignKubernetes(ca.KubernetesRequest{
 			CSR:       plan.csr,
 			User:      kc.user,
 			Groups:    kc.groups,

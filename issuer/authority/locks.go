@@ -313,7 +313,7 @@ type krlCache struct {
 
 // KRL returns the OpenSSH key revocation list of the user certificates
 // that the locks in force refuse, with a strong entity tag. It revokes,
-// under the SSH user CA, the key ID (sshaccess.KeyID) of every instance of
+// under every trusted SSH user CA (two during a rotation), the key ID (sshaccess.KeyID) of every instance of
 // a locked bot, of every instance that joined with a locked token, and of
 // every locked instance. Its version grows each time its content changes.
 //
@@ -329,7 +329,11 @@ func (a *Authority) KRL(ctx context.Context) ([]byte, string, error) {
 	c := &a.krl
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	locksTag := etag(locks)
+	// A rotation changes the authorities the KRL revokes under: it is
+	// built again then, as when the locks change.
+	userCAs := a.CAs().SSHUserCAs()
+	caTag := etag(authorizedKeys(userCAs))
+	locksTag := etag(locks) + caTag
 	if c.data != nil && c.locks == locksTag && now.Sub(c.checked) < krlRecheck && !now.Before(c.checked) {
 		return c.data, c.etag, nil
 	}
@@ -337,7 +341,7 @@ func (a *Authority) KRL(ctx context.Context) ([]byte, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	idsTag := etag(ids)
+	idsTag := etag(ids) + caTag
 	c.locks, c.checked = locksTag, now
 	if c.data != nil && c.ids == idsTag {
 		return c.data, c.etag, nil
@@ -347,7 +351,7 @@ func (a *Authority) KRL(ctx context.Context) ([]byte, string, error) {
 		Version:   version,
 		Generated: now,
 		Comment:   "mwi-issuer: user certificates of locked bots, instances and tokens",
-		Certs:     []krl.CertRevocation{{CA: a.CA.SSHUserCA(), KeyIDs: ids}},
+		Certs:     revocations(userCAs, ids),
 	}
 	data, err := list.Marshal()
 	if err != nil {

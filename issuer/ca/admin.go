@@ -51,13 +51,12 @@ var adminAuthority = lazyCA{key: adminKeyFile, cert: adminCertFile, name: adminC
 // AdminCA returns the admin identity CA's certificate.
 func (a *Authority) AdminCA() *x509.Certificate { return a.admin.cert }
 
-// ClientPool returns a pool holding the two authorities whose client
-// certificates the HTTPS API accepts: the bot identity CA and the admin
-// CA. Which one signed a verified chain says what the caller is; see
-// AdminName.
+// ClientPool returns a pool holding the authorities whose client
+// certificates the HTTPS API accepts: the bot identity CAs (two during a
+// rotation) and the admin CA. Which one signed a verified chain says what
+// the caller is; see AdminName.
 func (a *Authority) ClientPool() *x509.CertPool {
-	p := x509.NewCertPool()
-	p.AddCert(a.identityCA)
+	p := a.IdentityPool()
 	p.AddCert(a.admin.cert)
 	return p
 }

@@ -1,7 +1,7 @@
 // Package ca holds the issuer's certificate authorities and signs
 // certificates with them.
 //
-// An issuer state directory holds four authorities, each a private key and its
+// An issuer state directory holds six authorities, each a private key and its
 // public half:
 //
 //	ssh_user_ca, ssh_user_ca.pub     signs SSH user certificates
@@ -10,6 +10,7 @@
 //	identity_ca.key, identity_ca.crt signs bot identities (mTLS client certificates)
 //	kube_ca.key, kube_ca.crt         signs Kubernetes client certificates
 //	admin_ca.key, admin_ca.crt       signs admin identities (mTLS client certificates)
+//	kube_ca_bundle.crt               the Kubernetes client CAs API servers trust
 //
 // and the serving certificate tls.key, tls.crt. Bot identities have their own
 // authority so that a bot certificate can never pass as the issuer to a daemon
@@ -25,6 +26,14 @@
 // CA, first resolves
 // a link in the state directory's path, as systemd's DynamicUser= makes
 // one, and from there follows none.
+//
+// Every authority but the admin CA rotates in phases (see LoadRotating and
+// the Phase constants): the next one is made beside the current one in
+// files named with ".next" (CreateNext), both are trusted while clients
+// and hosts catch up, the next one signs from update_clients, and when
+// the rotation ends Tidy moves its files over the current ones. The store
+// names each authority by its fingerprint, so the files are found
+// whichever name they have at the time.
 package ca
 
 import (
@@ -78,15 +87,28 @@ const servingLifetime = 365 * 24 * time.Hour
 
 // Authority signs SSH and X.509 certificates. It is safe for concurrent use:
 // it is never modified after Load.
+//
+// During a rotation (see LoadRotating) it holds, for each type, the
+// authority that signs in the phase and the ones that are trusted.
 type Authority struct {
 	sshUser     ssh.Signer
 	sshHost     ssh.Signer
-	tlsCA       *x509.Certificate
+	tlsCA       *x509.Certificate // the one that signed serving
 	identityCA  *x509.Certificate
 	identityKey crypto.Signer
 	serving     tls.Certificate
 	kube        kubeCA
 	admin       kubeCA
+
+	// The trusted authorities of each type during a rotation; nil means
+	// the signing one alone.
+	sshUserTrusted  []ssh.PublicKey
+	sshHostTrusted  []ssh.PublicKey
+	identityTrusted []*x509.Certificate
+	kubeTrusted     []*x509.Certificate
+	tlsTrusted      []*x509.Certificate
+	// states are the rotation states the authority was loaded with.
+	states map[Type]State
 }
 
 // Init creates the authorities and a serving certificate for hosts in dir.
@@ -214,6 +236,13 @@ func Load(dir string) (*Authority, error) {
 	if a.admin, err = loadAdminCA(dir); err != nil {
 		return nil, err
 	}
+	// The bundle API servers trust is made once; the issuer rewrites it
+	// when a rotation changes what it holds (WriteKubeBundle).
+	if !exists(filepath.Join(dir, KubeBundleFile)) {
+		if err := a.WriteKubeBundle(dir); err != nil {
+			return nil, fmt.Errorf("Kubernetes client CA bundle: %w", err)
+		}
+	}
 	return a, nil
 }
 
@@ -236,11 +265,13 @@ func (a *Authority) TLSCA() *x509.Certificate { return a.tlsCA }
 // ServingCertificate returns the issuer's HTTPS certificate chain and key.
 func (a *Authority) ServingCertificate() *tls.Certificate { return &a.serving }
 
-// IdentityPool returns a pool holding the bot identity authority, for
-// verifying client certificates.
+// IdentityPool returns a pool holding the bot identity authorities
+// (IdentityCAs), for verifying client certificates.
 func (a *Authority) IdentityPool() *x509.CertPool {
 	p := x509.NewCertPool()
-	p.AddCert(a.identityCA)
+	for _, c := range a.IdentityCAs() {
+		p.AddCert(c)
+	}
 	return p
 }
 

@@ -137,9 +137,13 @@ func exists(path string) bool {
 // KubeCA returns the Kubernetes client CA's certificate.
 func (a *Authority) KubeCA() *x509.Certificate { return a.kube.cert }
 
-// KubeCAFile returns the absolute path of the Kubernetes client CA's
-// certificate: the file to name in kube-apiserver's --client-ca-file.
-func (a *Authority) KubeCAFile() string { return a.kube.file }
+// KubeCAFile returns the absolute path of the bundle of Kubernetes
+// client CAs (KubeBundleFile, beside the CA's files): the file to name in
+// kube-apiserver's --client-ca-file. It holds both authorities during a
+// rotation.
+func (a *Authority) KubeCAFile() string {
+	return filepath.Join(filepath.Dir(a.kube.file), KubeBundleFile)
+}
 
 // Created names the files that Load created because the state directory
 // lacked them: the Kubernetes client CA of a directory made by an older

@@ -17,7 +17,7 @@ import (
 
 func TestSignKubernetes(t *testing.T) {
 	a, dir := newAuthority(t, "127.0.0.1")
-	if got := a.KubeCAFile(); got != filepath.Join(dir, "kube_ca.crt") || !filepath.IsAbs(got) {
+	if got := a.KubeCAFile(); got != filepath.Join(dir, "kube_ca_bundle.crt") || !filepath.IsAbs(got) {
 		t.Errorf("KubeCAFile = %q", got)
 	}
 	if a.Created() != nil {
@@ -28,7 +28,7 @@ func TestSignKubernetes(t *testing.T) {
 		t.Fatal(err)
 	}
 	if block, _ := pem.Decode(data); block == nil || !bytes.Equal(block.Bytes, a.KubeCA().Raw) {
-		t.Error("KubeCA differs from kube_ca.crt")
+		t.Error("KubeCA differs from the bundle")
 	}
 	if !a.KubeCA().IsCA || a.KubeCA().Equal(a.TLSCA()) {
 		t.Error("KubeCA is not a CA of its own")

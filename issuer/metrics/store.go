@@ -61,6 +61,8 @@ var storeOperations = []string{
 	"join",
 	"renew",
 	"now",
+	"rotations",
+	"set_rotation",
 }
 
 type timedStore struct {
@@ -146,6 +148,16 @@ func (s *timedStore) Renew(ctx context.Context, w store.RenewWrite) (r0 store.In
 func (s *timedStore) Now(ctx context.Context) (r0 time.Time, err error) {
 	defer s.done("now", time.Now(), &err)
 	return s.Store.Now(ctx)
+}
+
+func (s *timedStore) Rotations(ctx context.Context) (r0 []store.Rotation, err error) {
+	defer s.done("rotations", time.Now(), &err)
+	return s.Store.Rotations(ctx)
+}
+
+func (s *timedStore) SetRotation(ctx context.Context, r store.Rotation, fromPhase string) (err error) {
+	defer s.done("set_rotation", time.Now(), &err)
+	return s.Store.SetRotation(ctx, r, fromPhase)
 }
 
 func (s *timedStore) LockBot(ctx context.Context, l store.Lock) (err error) {

@@ -148,7 +148,7 @@ func (s *Server) IssueAdmin(ctx context.Context, req api.IssueAdminRequest) (api
 		return api.IssueAdminResponse{}, s.refuse(ctx, audit.EventAdminIssue, fault.Invalid(api.CodeBadRequest, "csr: %v", err), attrs...)
 	}
 	now := s.auth.Clock(ctx)
-	cert, err := s.auth.CA.SignAdmin(csr, req.Name, now.Add(-time.Minute), now.Add(ttl))
+	cert, err := s.auth.CAs().SignAdmin(csr, req.Name, now.Add(-time.Minute), now.Add(ttl))
 	if err != nil {
 		return api.IssueAdminResponse{}, s.refuse(ctx, audit.EventAdminIssue, fault.Invalid(api.CodeBadRequest, "%v", err), attrs...)
 	}
@@ -160,7 +160,17 @@ func (s *Server) IssueAdmin(ctx context.Context, req api.IssueAdminRequest) (api
 	return api.IssueAdminResponse{
 		Name:        req.Name,
 		Certificate: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw})),
-		IssuerCA:    string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.auth.CA.TLSCA().Raw})),
+		IssuerCA:    issuerCAs(s.auth.CAs()),
 		Expires:     cert.NotAfter,
 	}, nil
+}
+
+// issuerCAs returns the TLS authorities the issuer's serving certificate
+// may come from, in PEM: two during a rotation.
+func issuerCAs(a *ca.Authority) string {
+	var out []byte
+	for _, c := range a.TLSCAs() {
+		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+	}
+	return string(out)
 }

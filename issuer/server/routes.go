@@ -355,6 +355,9 @@ func adminAPI(a admin, res resources, al *audit.Log, log *slog.Logger) http.Hand
 	if res != nil {
 		resourceRoutes(r, res, al, log)
 	}
+	if ro, ok := res.(rotator); ok {
+		rotationRoutes(r, ro, al, log)
+	}
 	r.Post("/admin/v1/tokens", handler(log, func(w http.ResponseWriter, r *http.Request) error {
 		var req api.CreateTokenRequest
 		if err := httpjson.Decode(r, &req, smallLimits); err != nil {

@@ -120,6 +120,9 @@ type Server struct {
 	// pollFailed is whether the last poll of the store failed, so that a
 	// store that is down is logged once, not each second.
 	pollFailed bool
+	// ca is what the authorities in use were loaded from: the store's
+	// rotation records. reloadMu guards it.
+	ca caState
 }
 
 // New loads the authorities, the store and the resources named by cfg.
@@ -170,7 +173,18 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		},
 	}
 	s.metrics = m
-	m.Watch(func() *ca.Authority { return s.auth.CA }, st, time.Now)
+	m.Watch(s.auth.CAs, st, time.Now)
+	// The authorities follow the rotations in the store; an issuer that
+	// cannot find one a rotation names does not start rather than sign
+	// with another.
+	s.reloadMu.Lock()
+	s.tidyAtStart(context.Background())
+	err = s.loadCAs(context.Background())
+	s.reloadMu.Unlock()
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("load the authorities of the store's CA rotations: %w", err)
+	}
 	dir, err := loadResources(cfg, log)
 	if err == nil {
 		// The count is read before the documents, so that a change made
@@ -361,9 +375,14 @@ func (s *Server) syncStore(ctx context.Context) {
 		s.pollFailed = false
 	}
 	if n == s.changes {
+		if s.ca.loadErr != nil {
+			s.loadCAs(ctx) // a key another issuer made may have arrived
+		}
 		return
 	}
 	s.auth.LocksChanged()
+	// A CA rotation that moved counts as a change too.
+	s.loadCAs(ctx)
 	set, err := s.loadAll(ctx, s.dir)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -447,7 +466,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("admin socket: %w", err)
 	}
 	lim := s.cfg.Limits.withDefaults()
-	publicLn := newGate(ln, tlsConfig(s.auth.CA), lim, auditRefused(s.auth.Audit), s.auth.CA.AdminName, s.log)
+	publicLn := newGate(ln, s.servingConfig(), lim, auditRefused(s.auth.Audit), s.auth.CA.AdminName, s.log)
 	// The HTTPS API serves the admin socket's route table to admin
 	// identities; see remoteAdmin.
 	remote := &remoteAdmin{routes: adminAPI(s.auth, s, s.auth.Audit, s.log), name: s.auth.CA.AdminName}
@@ -455,7 +474,7 @@ func (s *Server) Run(ctx context.Context) error {
 	admin := newAdminServer(adminRoutes(s.auth, s, s.auth.Audit, s.log), lim)
 	adminCapped := adminListener(adminLn, lim, s.auth.Audit, s.log)
 	s.log.Info("issuer serving", "listen", ln.Addr().String(), "admin_socket", s.cfg.AdminSocket,
-		"pin", s.auth.CA.Pin(), "resources", s.cfg.ResourcesDir, "cluster_name", s.auth.ClusterName,
+		"pin", s.auth.CAs().Pin(), "resources", s.cfg.ResourcesDir, "cluster_name", s.auth.ClusterName,
 		"max_connections", lim.MaxConns, "max_anonymous", lim.MaxAnonymous, "max_handshakes", lim.MaxHandshakes,
 		"max_per_bot", lim.MaxPerBot, "max_per_instance", lim.MaxPerInstance)
 

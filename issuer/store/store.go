@@ -1,8 +1,9 @@
 // Package store keeps the issuer's durable state: join tokens, bot instances
 // with their generation counters, locks of bots and of instances, the ID
 // tokens already used, the pending challenges of bound key pair joins, the
-// inventory of hosts (nodes) and the resource documents created through
-// the admin API, kept as written. Locks are of bots, of instances and of
+// inventory of hosts (nodes), the resource documents created through the
+// admin API, kept as written, and the phases of the certificate
+// authorities' rotations. Locks are of bots, of instances and of
 // token resources; a lock may expire by itself.
 //
 // A join and a renewal are each written by one call, Join or Renew, in one
@@ -275,6 +276,16 @@ type Store interface {
 	// it to notice each other's changes. A write that changes nothing may
 	// count too.
 	Changes(ctx context.Context) (uint64, error)
+	// Rotations returns the stored state of every certificate authority
+	// rotation, ordered by type. A type without a record is in
+	// RotationStandby with its authority as loaded.
+	Rotations(ctx context.Context) ([]Rotation, error)
+	// SetRotation stores r as the state of the rotation of r.Type if the
+	// stored phase is fromPhase (RotationStandby for a type without a
+	// record), and fails with ErrRotationConflict otherwise: two admins,
+	// on two issuers, cannot both move one rotation. A write counts in
+	// Changes, so that every issuer loads the new authorities.
+	SetRotation(ctx context.Context, r Rotation, fromPhase string) error
 	// Close releases the store.
 	Close() error
 }

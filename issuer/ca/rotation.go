@@ -1,0 +1,565 @@
+package ca
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/mwi-project/mwi/internal/safefs"
+	"github.com/mwi-project/mwi/internal/tlspin"
+)
+
+// Type names an authority that rotates. The admin identity CA does not:
+// replace its files and restart to change it.
+type Type string
+
+// The authorities that rotate.
+const (
+	TypeSSHUser  Type = "ssh_user" // SSH user certificates: hosts trust it (TrustedUserCAKeys)
+	TypeSSHHost  Type = "ssh_host" // SSH host certificates: clients trust it (@cert-authority)
+	TypeIdentity Type = "identity" // bot identities: the issuer trusts it
+	TypeKube     Type = "kube"     // Kubernetes client certificates: API servers trust it
+	TypeTLS      Type = "tls"      // the serving certificate: daemons pin it
+)
+
+// Types are the authorities that rotate, in the order status shows them.
+var Types = []Type{TypeSSHUser, TypeSSHHost, TypeIdentity, TypeKube, TypeTLS}
+
+// ParseType returns the Type named s.
+func ParseType(s string) (Type, error) {
+	for _, t := range Types {
+		if string(t) == s {
+			return t, nil
+		}
+	}
+	return "", fmt.Errorf("unknown authority type %q (want one of %s, or all)", s, typeList())
+}
+
+func typeList() string {
+	names := make([]string, len(Types))
+	for i, t := range Types {
+		names[i] = string(t)
+	}
+	return strings.Join(names, ", ")
+}
+
+// The phases of a rotation, as Teleport names them. A rotation goes from
+// standby through init, update_clients and update_servers back to
+// standby, or from any phase but standby to rollback and then standby.
+const (
+	// PhaseStandby: no rotation; the current authority signs and is the
+	// only one trusted. Reached from update_servers, the next authority
+	// replaces the current one; from rollback, it is dropped.
+	PhaseStandby = "standby"
+	// PhaseInit: the next authority exists and is published beside the
+	// current one, which still signs.
+	PhaseInit = "init"
+	// PhaseUpdateClients: the next authority signs; both are trusted.
+	PhaseUpdateClients = "update_clients"
+	// PhaseUpdateServers: as update_clients, and the issuer's serving
+	// certificate is signed by the next TLS authority.
+	PhaseUpdateServers = "update_servers"
+	// PhaseRollback: the current authority signs again; both are still
+	// trusted until standby drops the next one.
+	PhaseRollback = "rollback"
+)
+
+// Phases are every phase, in their order.
+var Phases = []string{PhaseStandby, PhaseInit, PhaseUpdateClients, PhaseUpdateServers, PhaseRollback}
+
+// NextPhases returns the phases a rotation in phase from may go to.
+func NextPhases(from string) []string {
+	switch from {
+	case PhaseStandby:
+		return []string{PhaseInit}
+	case PhaseInit:
+		return []string{PhaseUpdateClients, PhaseRollback}
+	case PhaseUpdateClients:
+		return []string{PhaseUpdateServers, PhaseRollback}
+	case PhaseUpdateServers:
+		return []string{PhaseStandby, PhaseRollback}
+	case PhaseRollback:
+		return []string{PhaseStandby}
+	}
+	return nil
+}
+
+// signsNext reports whether the next authority signs in phase.
+func signsNext(phase string) bool {
+	return phase == PhaseUpdateClients || phase == PhaseUpdateServers
+}
+
+// State is the rotation state of one type, as the store keeps it:
+// authorities are named by their fingerprints (see Fingerprints).
+type State struct {
+	Type    Type
+	Phase   string
+	Current string
+	Next    string
+}
+
+// slotFiles names the files of one authority: its private key and its
+// public half (an authorized_keys line for SSH, a certificate for X.509).
+type slotFiles struct{ key, pub string }
+
+// rotationFiles are, per type, the files of the current authority and of
+// the next one during a rotation.
+var rotationFiles = map[Type][2]slotFiles{
+	TypeSSHUser:  {{sshUserCAFile, sshUserCAFile + ".pub"}, {sshUserCAFile + ".next", sshUserCAFile + ".next.pub"}},
+	TypeSSHHost:  {{sshHostCAFile, sshHostCAFile + ".pub"}, {sshHostCAFile + ".next", sshHostCAFile + ".next.pub"}},
+	TypeIdentity: {{identityKeyFile, identityCertFile}, {"identity_ca.next.key", "identity_ca.next.crt"}},
+	TypeKube:     {{kubeKeyFile, kubeCertFile}, {"kube_ca.next.key", "kube_ca.next.crt"}},
+	TypeTLS:      {{tlsCAKeyFile, tlsCACertFile}, {"tls_ca.next.key", "tls_ca.next.crt"}},
+}
+
+// KubeBundleFile is the file, in the state directory, holding every
+// Kubernetes client CA that API servers must trust: the one to name in
+// kube-apiserver's --client-ca-file. The issuer rewrites it at each phase
+// of a rotation, and the API server reloads it when it changes.
+const KubeBundleFile = "kube_ca_bundle.crt"
+
+// slot is one authority read from its files.
+type slot struct {
+	fp     string
+	ssh    ssh.Signer
+	cert   *x509.Certificate
+	key    crypto.Signer
+	exists bool
+}
+
+func isSSH(t Type) bool { return t == TypeSSHUser || t == TypeSSHHost }
+
+// readSlot reads the authority in files f of type t. A slot whose files
+// are missing is returned with exists false and no error.
+func readSlot(dir string, t Type, f slotFiles) (slot, error) {
+	keyPath := filepath.Join(dir, f.key)
+	if _, err := os.Lstat(keyPath); errors.Is(err, fs.ErrNotExist) {
+		return slot{}, nil
+	}
+	s := slot{exists: true}
+	var err error
+	if isSSH(t) {
+		if s.ssh, err = loadSSHSigner(keyPath); err != nil {
+			return s, err
+		}
+		s.fp = ssh.FingerprintSHA256(s.ssh.PublicKey())
+		return s, nil
+	}
+	if s.cert, err = loadCert(filepath.Join(dir, f.pub)); err != nil {
+		return s, err
+	}
+	if s.key, err = loadKey(keyPath); err != nil {
+		return s, err
+	}
+	if !publicKeyEqual(s.key.Public(), s.cert.PublicKey) {
+		// A promotion (see Tidy) caught between its two renames: the
+		// other slot still holds the pair whole.
+		return s, fmt.Errorf("%s does not hold the key of %s", keyPath, f.pub)
+	}
+	s.fp = tlspin.Of(s.cert)
+	return s, nil
+}
+
+// findSlot returns the slot of dir, current or next, whose fingerprint
+// is fp.
+func findSlot(dir string, t Type, fp string) (slot, error) {
+	var errs []error
+	for _, f := range rotationFiles[t] {
+		s, err := readSlot(dir, t, f)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if s.exists && s.fp == fp {
+			return s, nil
+		}
+	}
+	return slot{}, fmt.Errorf("%s authority %s is in neither %s nor %s of %s%s", t, fp,
+		rotationFiles[t][0].key, rotationFiles[t][1].key, dir, joinErrs(errs))
+}
+
+func joinErrs(errs []error) string {
+	if len(errs) == 0 {
+		return ""
+	}
+	return " (" + errors.Join(errs...).Error() + ")"
+}
+
+// LoadRotating reads the authorities from dir as the rotation states
+// say: for each type, the authorities named by the state's fingerprints
+// are found in the current or the next files, whichever holds them, so
+// that a directory caught between a state's change and the renames that
+// follow it loads the same. A type without a state is in standby with the
+// authority of its current files. It fails, naming the fingerprint, if an
+// authority that a state names is in neither: the caller keeps the
+// authorities it has and never signs with an unknown key.
+func LoadRotating(dir string, states []State) (*Authority, error) {
+	a, err := Load(dir)
+	if err != nil {
+		return nil, err
+	}
+	if len(states) == 0 {
+		return a, nil
+	}
+	return a.withStates(dir, states, time.Now())
+}
+
+// withStates returns a copy of a, loaded from dir, with the authorities
+// that states name.
+func (a *Authority) withStates(dir string, states []State, now time.Time) (*Authority, error) {
+	b := *a
+	b.states = map[Type]State{}
+	for _, st := range states {
+		if _, ok := rotationFiles[st.Type]; !ok {
+			return nil, fmt.Errorf("rotation of unknown authority type %q", st.Type)
+		}
+		cur, err := findSlot(dir, st.Type, st.Current)
+		if err != nil {
+			return nil, err
+		}
+		var next slot
+		if st.Next != "" && st.Phase != PhaseStandby {
+			if next, err = findSlot(dir, st.Type, st.Next); err != nil {
+				return nil, err
+			}
+		}
+		sign := cur
+		if signsNext(st.Phase) && next.exists {
+			sign = next
+		}
+		trusted := []slot{cur}
+		if next.exists {
+			trusted = append(trusted, next)
+		}
+		b.states[st.Type] = st
+		switch st.Type {
+		case TypeSSHUser:
+			b.sshUser, b.sshUserTrusted = sign.ssh, sshKeys(trusted)
+		case TypeSSHHost:
+			b.sshHost, b.sshHostTrusted = sign.ssh, sshKeys(trusted)
+		case TypeIdentity:
+			b.identityCA, b.identityKey, b.identityTrusted = sign.cert, sign.key, certs(trusted)
+		case TypeKube:
+			b.kube.cert, b.kube.key, b.kube.created = sign.cert, sign.key, false
+			b.kubeTrusted = certs(trusted)
+		case TypeTLS:
+			b.tlsTrusted = certs(trusted)
+			// The serving certificate changes authority only in
+			// update_servers; before, clients may not trust the next.
+			serve := cur
+			if st.Phase == PhaseUpdateServers && next.exists {
+				serve = next
+			}
+			if !bytes.Equal(b.tlsCA.Raw, serve.cert.Raw) || !servedBy(b.serving, serve.cert) {
+				s, err := reissueServing(b.serving, serve.cert, serve.key, now)
+				if err != nil {
+					return nil, err
+				}
+				b.serving = s
+			}
+			b.tlsCA = serve.cert
+		}
+	}
+	return &b, nil
+}
+
+func sshKeys(ss []slot) []ssh.PublicKey {
+	out := make([]ssh.PublicKey, len(ss))
+	for i, s := range ss {
+		out[i] = s.ssh.PublicKey()
+	}
+	return out
+}
+
+func certs(ss []slot) []*x509.Certificate {
+	out := make([]*x509.Certificate, len(ss))
+	for i, s := range ss {
+		out[i] = s.cert
+	}
+	return out
+}
+
+// servedBy reports whether ca signed the serving certificate s.
+func servedBy(s tls.Certificate, ca *x509.Certificate) bool {
+	return s.Leaf != nil && s.Leaf.CheckSignatureFrom(ca) == nil
+}
+
+// reissueServing returns a serving certificate for the hosts of old,
+// signed by ca, held only in memory: Tidy writes the one of the new
+// authority when a rotation ends.
+func reissueServing(old tls.Certificate, ca *x509.Certificate, caKey crypto.Signer, now time.Time) (tls.Certificate, error) {
+	if old.Leaf == nil {
+		return tls.Certificate{}, errors.New("serving certificate not parsed")
+	}
+	hosts := append([]string(nil), old.Leaf.DNSNames...)
+	for _, ip := range old.Leaf.IPAddresses {
+		hosts = append(hosts, ip.String())
+	}
+	leaf, key, err := newServing(ca, caKey, hosts, now)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("serving certificate from the %s authority: %w", TypeTLS, err)
+	}
+	return tls.Certificate{Certificate: [][]byte{leaf.Raw, ca.Raw}, PrivateKey: key, Leaf: leaf}, nil
+}
+
+// Fingerprint returns the fingerprint of the current authority of type t
+// (the one that signs outside a rotation): SHA256:… for SSH, the pin
+// (sha256:…) for X.509.
+func (a *Authority) Fingerprint(t Type) string {
+	if st, ok := a.states[t]; ok {
+		return st.Current
+	}
+	switch t {
+	case TypeSSHUser:
+		return ssh.FingerprintSHA256(a.sshUser.PublicKey())
+	case TypeSSHHost:
+		return ssh.FingerprintSHA256(a.sshHost.PublicKey())
+	case TypeIdentity:
+		return tlspin.Of(a.identityCA)
+	case TypeKube:
+		return tlspin.Of(a.kube.cert)
+	case TypeTLS:
+		return tlspin.Of(a.tlsCA)
+	}
+	return ""
+}
+
+// SSHUserCAs returns the SSH user authorities that hosts must trust: the
+// current one and, during a rotation, the next.
+func (a *Authority) SSHUserCAs() []ssh.PublicKey {
+	if a.sshUserTrusted != nil {
+		return a.sshUserTrusted
+	}
+	return []ssh.PublicKey{a.sshUser.PublicKey()}
+}
+
+// SSHHostCAs returns the SSH host authorities that clients must trust.
+func (a *Authority) SSHHostCAs() []ssh.PublicKey {
+	if a.sshHostTrusted != nil {
+		return a.sshHostTrusted
+	}
+	return []ssh.PublicKey{a.sshHost.PublicKey()}
+}
+
+// IdentityCAs returns the bot identity authorities the issuer accepts.
+func (a *Authority) IdentityCAs() []*x509.Certificate {
+	if a.identityTrusted != nil {
+		return a.identityTrusted
+	}
+	return []*x509.Certificate{a.identityCA}
+}
+
+// KubeCAs returns the Kubernetes client authorities API servers must
+// trust.
+func (a *Authority) KubeCAs() []*x509.Certificate {
+	if a.kubeTrusted != nil {
+		return a.kubeTrusted
+	}
+	return []*x509.Certificate{a.kube.cert}
+}
+
+// TLSCAs returns the TLS authorities daemons must trust for the issuer's
+// serving certificate.
+func (a *Authority) TLSCAs() []*x509.Certificate {
+	if a.tlsTrusted != nil {
+		return a.tlsTrusted
+	}
+	return []*x509.Certificate{a.tlsCA}
+}
+
+// Pins returns the pins of TLSCAs, as daemons configure them.
+func (a *Authority) Pins() []string {
+	var out []string
+	for _, c := range a.TLSCAs() {
+		out = append(out, tlspin.Of(c))
+	}
+	return out
+}
+
+// KubeBundle returns the PEM certificates of KubeCAs.
+func (a *Authority) KubeBundle() []byte {
+	var out []byte
+	for _, c := range a.KubeCAs() {
+		out = append(out, certPEM(c)...)
+	}
+	return out
+}
+
+// WriteKubeBundle writes KubeBundle to KubeBundleFile in dir, replacing
+// it whole by a rename, unless it holds the same already.
+func (a *Authority) WriteKubeBundle(dir string) error {
+	data := a.KubeBundle()
+	if old, err := os.ReadFile(filepath.Join(dir, KubeBundleFile)); err == nil && bytes.Equal(old, data) {
+		return nil
+	}
+	real, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return err
+	}
+	d, err := safefs.OpenDir(real)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	// API servers read it: it holds only certificates.
+	return d.WriteFile(KubeBundleFile, data, 0o644)
+}
+
+// CreateNext makes a new authority of type t in dir, in its next files,
+// and returns its fingerprint. It never replaces a file: next files left
+// by a rotation that did not finish must be removed by Tidy, or by hand.
+func CreateNext(dir string, t Type) (string, error) {
+	f, ok := rotationFiles[t]
+	if !ok {
+		return "", fmt.Errorf("unknown authority type %q", t)
+	}
+	next := f[1]
+	var keyData, pubData []byte
+	var fp string
+	if isSSH(t) {
+		_, priv, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			return "", err
+		}
+		block, err := ssh.MarshalPrivateKey(priv, "mwi "+string(t)+" ca")
+		if err != nil {
+			return "", err
+		}
+		pub, err := ssh.NewPublicKey(priv.Public())
+		if err != nil {
+			return "", err
+		}
+		keyData, pubData, fp = pem.EncodeToMemory(block), ssh.MarshalAuthorizedKey(pub), ssh.FingerprintSHA256(pub)
+	} else {
+		cert, key, err := newCA(caNames[t], time.Now())
+		if err != nil {
+			return "", err
+		}
+		der, err := x509.MarshalPKCS8PrivateKey(key)
+		if err != nil {
+			return "", err
+		}
+		keyData, pubData, fp = pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), certPEM(cert), tlspin.Of(cert)
+	}
+	real, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return "", err
+	}
+	d, err := safefs.OpenDir(real)
+	if err != nil {
+		return "", err
+	}
+	defer d.Close()
+	for _, name := range []string{next.key, next.pub} {
+		if existsIn(d, name) {
+			return "", fmt.Errorf("%s exists: another rotation of %s is starting, or one did not finish; remove it if no rotation is in progress", filepath.Join(dir, name), t)
+		}
+	}
+	if err := d.WriteNewFile(next.key, keyData, keyMode); err != nil {
+		return "", err
+	}
+	if err := d.WriteNewFile(next.pub, pubData, keyMode); err != nil {
+		removeIn(d, next.key)
+		return "", err
+	}
+	return fp, nil
+}
+
+// caNames are the subjects of the X.509 authorities.
+var caNames = map[Type]string{
+	TypeIdentity: "MWI bot identity CA",
+	TypeKube:     kubeCAName,
+	TypeTLS:      "MWI issuer TLS CA",
+}
+
+// Tidy brings the files of type t in dir in line with a rotation that is
+// in standby with the authority current: if the next files hold current,
+// they replace the current files (the rotation finished); otherwise they
+// are removed (it was rolled back). For the TLS authority, a serving
+// certificate from current is written too, if tls.crt is not from it.
+// Running it again after a crash finishes what it started.
+func Tidy(dir string, t Type, current string) error {
+	f, ok := rotationFiles[t]
+	if !ok {
+		return fmt.Errorf("unknown authority type %q", t)
+	}
+	next, err := readSlot(dir, t, f[1])
+	if err != nil && next.exists {
+		// A half-written pair is of no use to anyone.
+		next = slot{exists: true}
+	}
+	if next.exists {
+		if next.fp == current {
+			keyData, err := os.ReadFile(filepath.Join(dir, f[1].key))
+			if err != nil {
+				return err
+			}
+			pubData, err := os.ReadFile(filepath.Join(dir, f[1].pub))
+			if err != nil {
+				return err
+			}
+			if err := replaceFiles(dir, []replacement{{f[0].key, keyData}, {f[0].pub, pubData}}); err != nil {
+				return err
+			}
+		}
+		for _, name := range []string{f[1].key, f[1].pub} {
+			if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return err
+			}
+		}
+	}
+	if t == TypeTLS {
+		caCert, err := loadCert(filepath.Join(dir, tlsCACertFile))
+		if err != nil {
+			return err
+		}
+		serving, err := loadCert(filepath.Join(dir, servingCertFile))
+		if err != nil || serving.CheckSignatureFrom(caCert) != nil {
+			return RotateServing(dir, nil)
+		}
+	}
+	return nil
+}
+
+// Rotating reports whether any type is in a phase other than standby.
+func (a *Authority) Rotating() bool {
+	for _, st := range a.states {
+		if st.Phase != PhaseStandby {
+			return true
+		}
+	}
+	return false
+}
+
+// Phase returns the phase of type t as loaded.
+func (a *Authority) Phase(t Type) string {
+	if st, ok := a.states[t]; ok {
+		return st.Phase
+	}
+	return PhaseStandby
+}
+
+// NextHolds reports whether the next files of type t in dir hold the
+// authority fp: a rotation that reached standby but whose files Tidy has
+// not yet moved.
+func NextHolds(dir string, t Type, fp string) bool {
+	f, ok := rotationFiles[t]
+	if !ok {
+		return false
+	}
+	s, err := readSlot(dir, t, f[1])
+	return err == nil && s.exists && s.fp == fp
+}

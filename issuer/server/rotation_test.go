@@ -1,0 +1,234 @@
+package server
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/mwi-project/mwi/api"
+	"github.com/mwi-project/mwi/internal/fault"
+	"github.com/mwi-project/mwi/issuer/ca"
+	"github.com/mwi-project/mwi/issuer/store"
+)
+
+// rotationServer returns a server, not running, on a new state directory.
+func rotationServer(t *testing.T) (*Server, string) {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "state")
+	if err := ca.Init(dir, []string{"127.0.0.1"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "resources"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "resources", "bots.yaml"), []byte(botsYAML), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(DefaultConfig(dir), discardLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, dir
+}
+
+func rotate(s *Server, typ, phase string, force bool) error {
+	_, err := s.RotateCA(context.Background(), api.RotateCARequest{Type: typ, Phase: phase, Force: force})
+	return err
+}
+
+func code(err error) string {
+	if e, ok := fault.As(err); ok {
+		return e.Code
+	}
+	return ""
+}
+
+// TestRotateCA takes the SSH user authority through a rotation on a
+// server: what it signs with and trusts in each phase, the refusals of a
+// phase out of order and of a retirement that would cut off an instance
+// not caught up, and the files and bundle once it is over.
+func TestRotateCA(t *testing.T) {
+	ctx := context.Background()
+	s, dir := rotationServer(t)
+	old := s.auth.CAs().SSHUserCAs()[0]
+	if err := rotate(s, "ssh_user", "update_clients", false); code(err) != api.CodeRotationPhase || !strings.Contains(err.Error(), "init") {
+		t.Fatalf("update_clients from standby: %v; want %s naming init", err, api.CodeRotationPhase)
+	}
+	if err := rotate(s, "bogus", "init", false); code(err) != api.CodeBadRequest {
+		t.Fatalf("unknown type: %v", err)
+	}
+	// An instance that renewed long ago, whose certificates may live on.
+	if err := s.auth.Store.CreateInstance(ctx, store.Instance{ID: "old", Bot: "ci", Created: time.Now().Add(-time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	for _, ph := range []string{"init", "update_clients", "update_servers"} {
+		if err := rotate(s, "ssh_user", ph, false); err != nil {
+			t.Fatalf("%s: %v", ph, err)
+		}
+		cas := s.auth.CAs().SSHUserCAs()
+		if len(cas) != 2 || string(cas[0].Marshal()) != string(old.Marshal()) {
+			t.Fatalf("%s: trusted %d user CAs; want the old and the next", ph, len(cas))
+		}
+	}
+	st, err := s.CARotations(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := st.Rotations[0]; r.Type != "ssh_user" || r.Phase != "update_servers" || r.Loaded != "update_servers" || r.NotCaughtUpTotal != 1 || r.NotCaughtUp[0].Instance != "old" {
+		t.Errorf("status = %+v; want ssh_user in update_servers with instance old not caught up", r)
+	}
+	if err := rotate(s, "ssh_user", "standby", false); code(err) != api.CodeRotationPhase || !strings.Contains(err.Error(), "instance old") {
+		t.Fatalf("standby with an instance behind: %v; want a refusal naming it", err)
+	}
+	if err := rotate(s, "ssh_user", "standby", true); err != nil {
+		t.Fatal(err)
+	}
+	cas := s.auth.CAs().SSHUserCAs()
+	if len(cas) != 1 || string(cas[0].Marshal()) == string(old.Marshal()) {
+		t.Fatalf("after standby: trusted %d user CAs, the old among them: %v", len(cas), len(cas) == 1)
+	}
+	pub, err := os.ReadFile(filepath.Join(dir, "ssh_user_ca.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k, _, _, _, err := ssh.ParseAuthorizedKey(pub); err != nil || string(k.Marshal()) != string(cas[0].Marshal()) {
+		t.Errorf("ssh_user_ca.pub does not hold the new authority: %v", err)
+	}
+	if names, _ := filepath.Glob(filepath.Join(dir, "*.next*")); len(names) > 0 {
+		t.Errorf("next files left: %v", names)
+	}
+	// A new server on the same directory and store loads the same.
+	s.Close()
+	s2, err := New(DefaultConfig(dir), discardLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if got := s2.auth.CAs().SSHUserCAs(); len(got) != 1 || string(got[0].Marshal()) != string(cas[0].Marshal()) {
+		t.Error("a restarted issuer does not trust the new authority alone")
+	}
+}
+
+// TestRotateCARollback checks that a rollback signs with the current
+// authority again and that standby then drops the next one; and that
+// --type all moves every type.
+func TestRotateCARollback(t *testing.T) {
+	s, dir := rotationServer(t)
+	before := map[ca.Type]string{}
+	for _, typ := range ca.Types {
+		before[typ] = s.auth.CAs().Fingerprint(typ)
+	}
+	bundle, _ := os.ReadFile(filepath.Join(dir, ca.KubeBundleFile))
+	for _, ph := range []string{"init", "update_clients", "rollback"} {
+		if err := rotate(s, "all", ph, false); err != nil {
+			t.Fatalf("%s: %v", ph, err)
+		}
+		if ph == "init" {
+			if b, _ := os.ReadFile(filepath.Join(dir, ca.KubeBundleFile)); strings.Count(string(b), "BEGIN CERTIFICATE") != 2 {
+				t.Errorf("bundle in init holds %d certificates, want 2", strings.Count(string(b), "BEGIN CERTIFICATE"))
+			}
+		}
+	}
+	if len(s.auth.CAs().TLSCAs()) != 2 {
+		t.Error("rollback: the next TLS authority is no longer trusted")
+	}
+	if err := rotate(s, "all", "standby", false); err != nil {
+		t.Fatal(err)
+	}
+	for _, typ := range ca.Types {
+		if got := s.auth.CAs().Fingerprint(typ); got != before[typ] {
+			t.Errorf("%s after rollback: %s, want %s", typ, got, before[typ])
+		}
+	}
+	if len(s.auth.CAs().TLSCAs()) != 1 || len(s.auth.CAs().KubeCAs()) != 1 {
+		t.Error("standby after rollback still trusts the next authorities")
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, ca.KubeBundleFile)); string(b) != string(bundle) {
+		t.Error("the bundle after rollback differs from the one before")
+	}
+	if names, _ := filepath.Glob(filepath.Join(dir, "*.next*")); len(names) > 0 {
+		t.Errorf("next files left: %v", names)
+	}
+}
+
+// TestRotationUnknownKey checks that an issuer told by the store of an
+// authority it cannot find in its state directory, as a replica whose
+// directory lacks the key another made, keeps signing with the
+// authorities it has, says why in status, and loads the phase once the
+// key arrives.
+func TestRotationUnknownKey(t *testing.T) {
+	ctx := context.Background()
+	s, dir := rotationServer(t)
+	before := s.auth.CAs()
+	fp := before.Fingerprint(ca.TypeSSHUser)
+	// Another issuer moved the rotation, with a key made elsewhere.
+	other := filepath.Join(t.TempDir(), "other")
+	if err := ca.Init(other, []string{"127.0.0.1"}); err != nil {
+		t.Fatal(err)
+	}
+	next, err := ca.CreateNext(other, ca.TypeSSHUser)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := store.Rotation{Type: "ssh_user", Phase: ca.PhaseInit, Started: time.Now(), Current: fp, Next: next}
+	if err := s.auth.Store.SetRotation(ctx, r, ca.PhaseStandby); err != nil {
+		t.Fatal(err)
+	}
+	s.syncStore(ctx)
+	if s.auth.CAs() != before {
+		t.Fatal("the issuer changed its authorities for a rotation whose key it lacks")
+	}
+	st, err := s.CARotations(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u := st.Rotations[0]; u.Phase != ca.PhaseInit || u.Loaded != ca.PhaseStandby || !strings.Contains(u.LoadError, next) {
+		t.Errorf("status = %+v; want init, loaded standby, and an error naming %s", u, next)
+	}
+	// The key arrives (the shared directory catches up): the next poll
+	// loads it, though the store did not change.
+	for _, name := range []string{"ssh_user_ca.next", "ssh_user_ca.next.pub"} {
+		data, err := os.ReadFile(filepath.Join(other, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.syncStore(ctx)
+	if got := s.auth.CAs().SSHUserCAs(); len(got) != 2 {
+		t.Errorf("after the key arrived: %d user CAs trusted, want 2", len(got))
+	}
+	if st, _ := s.CARotations(ctx); st.Rotations[0].LoadError != "" || st.Rotations[0].Loaded != ca.PhaseInit {
+		t.Errorf("after the key arrived: status %+v", st.Rotations[0])
+	}
+}
+
+// TestRotateCAInitAllOrNone checks that an init of every type that cannot
+// make one next authority (a file left in the way) moves none and leaves
+// no next authority behind but the file that was in the way.
+func TestRotateCAInitAllOrNone(t *testing.T) {
+	s, dir := rotationServer(t)
+	if err := os.WriteFile(filepath.Join(dir, "tls_ca.next.key"), []byte("left over"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err := rotate(s, "all", "init", false)
+	if code(err) != api.CodeRotationPhase || !strings.Contains(err.Error(), "tls_ca.next.key") {
+		t.Fatalf("init with a next file in the way: %v; want a refusal naming it", err)
+	}
+	rs, err := s.auth.Store.Rotations(context.Background())
+	if err != nil || len(rs) != 0 {
+		t.Errorf("rotations stored after a refused init: %v, %v", rs, err)
+	}
+	names, _ := filepath.Glob(filepath.Join(dir, "*.next*"))
+	if len(names) != 1 {
+		t.Errorf("next files after a refused init: %v; want only the one in the way", names)
+	}
+}
