@@ -24,7 +24,6 @@ import (
 	"github.com/mwi-project/mwi/issuer/store"
 )
 
-
 // maxNotCaughtUp bounds the instances a rotation's status lists.
 const maxNotCaughtUp = 100
 
