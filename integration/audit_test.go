@@ -2,8 +2,10 @@ package integration
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
+	"net/http"
 	"os"
 	"strings"
 	"sync"
@@ -144,6 +146,46 @@ func TestAuditLogrotate(t *testing.T) {
 		"--event", "join", "--outcome", "denied")
 	if err != nil || !strings.Contains(out, "no audit records match") {
 		t.Errorf("audit search for denied joins: %v\n%s", err, out)
+	}
+}
+
+// TestAuditSearchForgedLines sends joins whose join_method, which anyone
+// can set and which the refusal records, holds a newline, a carriage
+// return and a terminal's control sequence followed by text that reads as
+// an allowed join: audit search's text prints one line for each record
+// with the value quoted, and no control character reaches the terminal.
+func TestAuditSearchForgedLines(t *testing.T) {
+	t.Parallel()
+	iss := harness.StartIssuer(t, resources(harness.CurrentUser(t)))
+	forged := "2026-01-01T00:00:00.000000Z MWI1001I join allowed bot=admin"
+	methods := []string{"x\n" + forged, "x\r" + forged, "x\x1b[2K\x1b[1G" + forged, "x\u2028" + forged}
+	c := issuerHTTP(t, iss)
+	for _, m := range methods {
+		body, _ := json.Marshal(map[string]any{"join_method": m, "ttl_seconds": 600})
+		res, err := c.Post("https://"+iss.Addr+"/v1/join", "application/json", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusBadRequest {
+			t.Errorf("join with method %q: %s, want 400", m, res.Status)
+		}
+	}
+	out, err := harness.Run(t.Context(), 30*time.Second, nil, iss.Bins.Issuer, "audit", "search", "--state", iss.State, "--event", "join")
+	if err != nil {
+		t.Fatalf("audit search: %v\n%s", err, out)
+	}
+	lines := strings.Split(out, "\n")
+	if len(lines) != len(methods) {
+		t.Fatalf("audit search printed %d lines for %d refused joins:\n%s", len(lines), len(methods), out)
+	}
+	for i, l := range lines {
+		if strings.Contains(l, "MWI1001I") && !strings.Contains(l, `join_method="x`) {
+			t.Errorf("line %d passes for an allowed join: %q", i, l)
+		}
+		if strings.ContainsFunc(l, func(r rune) bool { return r < ' ' || r == 0x7f || r == '\u2028' }) {
+			t.Errorf("line %d holds a control character: %q", i, l)
+		}
 	}
 }
 
