@@ -7,7 +7,9 @@
 // the event's own attributes, then the actor that WithActor put in the
 // request's context, such as the uid of an admin socket's caller. Serial
 // numbers are strings. A decision is one record: a join or a renewal names
-// the certificates it issued.
+// the certificates it issued. A key is on a line once, so that no
+// attribute can pass for one of the fields every record starts with: an
+// attribute whose key is taken is written under the key followed by "_".
 //
 // A Log opened on a file with Open can Reopen it, so that logrotate can
 // rename the file and signal the issuer instead of copying and truncating
@@ -270,6 +272,13 @@ func (a *Log) Record(ctx context.Context, event, outcome string, attrs ...slog.A
 
 // attrs returns the attributes of a record: those every record starts
 // with, then attrs, then the actor's from ctx unless attrs has their keys.
+//
+// Each key is written once, so that a reader of the line, which keeps the
+// last of two equal keys, reads the record as it was meant: an attribute
+// whose key is taken, such as one named "outcome" or "time", is written
+// under its key followed by "_" (as many as it takes). A group without a
+// key is taken apart, since the handler writes its attributes at the top
+// level.
 func (a *Log) attrs(ctx context.Context, event, outcome string, attrs []slog.Attr) []slog.Attr {
 	all := make([]slog.Attr, 0, 6+len(attrs))
 	all = append(all,
@@ -278,10 +287,38 @@ func (a *Log) attrs(ctx context.Context, event, outcome string, attrs []slog.Att
 		slog.String("outcome", outcome),
 		slog.String("id", newID()),
 		slog.String("cluster", cmp.Or(a.Cluster, DefaultCluster)))
-	all = append(all, attrs...)
+	// The handler's own keys: "time" is written first, and "level" and
+	// "msg" would be left out by replace.
+	taken := map[string]bool{slog.TimeKey: true, slog.LevelKey: true, slog.MessageKey: true}
+	for _, at := range all {
+		taken[at.Key] = true
+	}
+	own := make(map[string]bool, len(attrs))
+	var add func(at slog.Attr, isOwn bool)
+	add = func(at slog.Attr, isOwn bool) {
+		at.Value = at.Value.Resolve()
+		if at.Key == "" && at.Value.Kind() == slog.KindGroup {
+			for _, g := range at.Value.Group() {
+				add(g, isOwn)
+			}
+			return
+		}
+		at.Key = truncate(at.Key)
+		if isOwn {
+			own[at.Key] = true
+		}
+		for taken[at.Key] {
+			at.Key += "_"
+		}
+		taken[at.Key] = true
+		all = append(all, at)
+	}
+	for _, at := range attrs {
+		add(at, true)
+	}
 	for _, act := range Actor(ctx) {
-		if !slices.ContainsFunc(attrs, func(b slog.Attr) bool { return b.Key == act.Key }) {
-			all = append(all, act)
+		if !own[truncate(act.Key)] {
+			add(act, false)
 		}
 	}
 	return all

@@ -2,6 +2,7 @@ package audit
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -115,5 +116,56 @@ func TestReopen(t *testing.T) {
 	}
 	if data, _ := os.ReadFile(path + ".2"); !strings.Contains(string(data), `"n":"4"`) {
 		t.Errorf("record after a failed Reopen is not in the file the log had: %s", data)
+	}
+}
+
+// TestRecordKeysWrittenOnce gives a record attributes, and an actor, whose
+// keys are those every record starts with, or each other's, or come
+// through a group without a key: each key is on the line once, the
+// record's own fields keep their values, and the others are kept under
+// another key.
+func TestRecordKeysWrittenOnce(t *testing.T) {
+	w := &callWriter{}
+	a := New(w)
+	a.now = func() time.Time { return time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC) }
+	var attrs []slog.Attr
+	for _, k := range []string{"time", "code", "event", "outcome", "id", "cluster", "level", "msg", "reason", "reason"} {
+		attrs = append(attrs, slog.String(k, "forged"))
+	}
+	attrs = append(attrs, slog.String("outcome_", "taken too"),
+		slog.Group("", slog.String("outcome", "grouped"), slog.Group("", slog.String("code", "deeper"))),
+		slog.Any("event", slog.GroupValue(slog.String("x", "y"))))
+	ctx := WithActor(context.Background(), slog.String("outcome", "actor"), slog.String("admin", "a"), slog.String("admin", "b"))
+	if err := a.Record(ctx, EventJoin, Denied, attrs...); err != nil {
+		t.Fatal(err)
+	}
+	line := strings.TrimSpace(string(w.written()))
+	seen := map[string]bool{}
+	dec := json.NewDecoder(strings.NewReader(line))
+	dec.Token() // {
+	for dec.More() {
+		k, _ := dec.Token()
+		var v any
+		dec.Decode(&v)
+		if seen[k.(string)] {
+			t.Errorf("key %q twice in %s", k, line)
+		}
+		seen[k.(string)] = true
+	}
+	rec := lines(t, w.written())[0]
+	want := map[string]any{"time": "2026-01-02T03:04:05.000000Z", "code": "MWI1001W", "event": "join", "outcome": "denied",
+		"cluster": "mwi", "reason": "forged", "time_": "forged", "level_": "forged", "msg_": "forged", "outcome_": "forged",
+		"outcome__": "taken too", "outcome___": "grouped", "code__": "deeper", "admin": "a", "admin_": "b"}
+	for k, v := range want {
+		if rec[k] != v {
+			t.Errorf("%s = %v, want %v; line %s", k, rec[k], v, line)
+		}
+	}
+	// The actor's outcome is left out, as any actor key the record has.
+	if strings.Contains(line, `"actor"`) {
+		t.Errorf("the actor's outcome is on the line: %s", line)
+	}
+	if id, _ := rec["id"].(string); len(id) != 16 || rec["id_"] != "forged" {
+		t.Errorf("id %v, id_ %v", rec["id"], rec["id_"])
 	}
 }
