@@ -38,11 +38,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"reflect"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 	"unicode/utf8"
 )
@@ -127,9 +129,10 @@ type Log struct {
 
 	mu      sync.Mutex
 	w       io.Writer
-	path    string // of the file w, if Open opened it
-	err     error  // of the last write
-	torn    bool   // the last write stopped in the middle of a line
+	path    string   // of the file w, if Open opened it
+	kind    fileKind // of the file Open opened
+	err     error    // of the last write
+	torn    bool     // the last write stopped in the middle of a line
 	now     func() time.Time
 	rate    float64 // denials per second for each event
 	burst   float64
@@ -153,21 +156,40 @@ func New(w io.Writer) *Log {
 // Open returns a Log that appends to the file at path, which it creates
 // with mode 0600 if it does not exist. Close it when done.
 func Open(path string) (*Log, error) {
-	f, err := openFile(path)
-	if err != nil {
-		return nil, err
-	}
-	a := New(f)
-	a.path = path
-	return a, nil
-}
-
-func openFile(path string) (*os.File, error) {
+	fi, err := os.Lstat(path)
+	link := err == nil && fi.Mode()&fs.ModeSymlink != 0
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("audit log: %w", err)
 	}
-	return f, nil
+	k, err := kindOf(f, link)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	a := New(f)
+	a.path, a.kind = path, k
+	return a, nil
+}
+
+// fileKind is what Open found at the log's path, which Reopen holds the
+// file it opens to.
+type fileKind struct {
+	link bool        // the path was a symbolic link
+	typ  fs.FileMode // the file's type: regular, a device, a FIFO
+	uid  int         // its owner
+}
+
+func kindOf(f *os.File, link bool) (fileKind, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return fileKind{}, fmt.Errorf("audit log: %w", err)
+	}
+	k := fileKind{link: link, typ: fi.Mode().Type(), uid: -1}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		k.uid = int(st.Uid)
+	}
+	return k, nil
 }
 
 // Reopen opens the log's file again by its name and writes the records
@@ -176,14 +198,42 @@ func openFile(path string) (*os.File, error) {
 // in one of the two. If the file cannot be opened, the log keeps writing
 // to the file it had, and Reopen returns the error. Reopen does nothing
 // to a Log that Open did not make.
+//
+// Whoever can write to the file's directory could put something else at
+// the path once logrotate renamed the file. Reopen takes only what Open
+// found there: the same type of file (a regular file, or the device or
+// FIFO the log was opened on), with the same owner, and a symbolic link
+// only if the path was one. It does not wait for a FIFO's reader, which
+// would hold every record back.
 func (a *Log) Reopen() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.path == "" {
 		return nil
 	}
-	f, err := openFile(a.path)
+	flags := os.O_WRONLY | os.O_APPEND | os.O_CREATE | syscall.O_NONBLOCK | syscall.O_CLOEXEC
+	if !a.kind.link {
+		flags |= syscall.O_NOFOLLOW
+	}
+	f, err := os.OpenFile(a.path, flags, 0o600)
+	switch {
+	case errors.Is(err, syscall.ELOOP):
+		return fmt.Errorf("audit log %s: is a symbolic link now, and was not when the log was opened", a.path)
+	case errors.Is(err, syscall.ENXIO):
+		return fmt.Errorf("audit log %s: is a FIFO without a reader, or a socket", a.path)
+	case err != nil:
+		return fmt.Errorf("audit log: %w", err)
+	}
+	k, err := kindOf(f, a.kind.link)
+	switch {
+	case err != nil:
+	case k.typ != a.kind.typ:
+		err = fmt.Errorf("audit log %s: is a %s now, not a %s as when the log was opened", a.path, typeName(k.typ), typeName(a.kind.typ))
+	case k.uid != a.kind.uid:
+		err = fmt.Errorf("audit log %s: is owned by uid %d now, not by uid %d as when the log was opened", a.path, k.uid, a.kind.uid)
+	}
 	if err != nil {
+		f.Close()
 		return err
 	}
 	old := a.w.(*os.File)
@@ -191,6 +241,25 @@ func (a *Log) Reopen() error {
 	// A write torn in the old file stays there; the new one starts clean.
 	a.torn = false
 	return old.Close()
+}
+
+// typeName names a file's type for a message.
+func typeName(t fs.FileMode) string {
+	switch {
+	case t.IsRegular():
+		return "regular file"
+	case t&fs.ModeDir != 0:
+		return "directory"
+	case t&fs.ModeNamedPipe != 0:
+		return "FIFO"
+	case t&fs.ModeSocket != 0:
+		return "socket"
+	case t&fs.ModeCharDevice != 0:
+		return "character device"
+	case t&fs.ModeDevice != 0:
+		return "device"
+	}
+	return "file of type " + t.String()
 }
 
 // Close closes the file that Open opened. It does not write the denials
