@@ -56,6 +56,9 @@ type pgStore struct {
 // openPostgres connects to the database at url and brings its schema up
 // to date.
 func openPostgres(url string) (Store, error) {
+	if err := unparsable(url); err != nil {
+		return nil, err
+	}
 	name := redact(url)
 	ctx, cancel := context.WithTimeout(context.Background(), openTimeout)
 	defer cancel()
