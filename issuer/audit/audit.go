@@ -462,7 +462,7 @@ func (a *Log) writeLocked(ctx context.Context, now time.Time, event, outcome str
 	if err := h.Handle(ctx, r); err != nil {
 		return a.failed(event, outcome, fmt.Errorf("audit: encode: %w", err))
 	}
-	line := buf.Bytes()
+	line := escapeControls(buf.Bytes())
 	n, err := a.w.Write(line)
 	if err == nil && n < len(line) {
 		err = ErrShortWrite
@@ -479,6 +479,30 @@ func (a *Log) writeLocked(ctx context.Context, now time.Time, event, outcome str
 		a.err = nil
 	}
 	return nil
+}
+
+// escapeControls writes DEL and the C1 control characters (U+0080 to
+// U+009F) of an encoded line as \u escapes, which the JSON encoder leaves
+// as they are: the values read back are the same, and whoever shows the
+// file on a terminal (tail -f) is not sent a control sequence that a
+// request put in a value, such as U+009B, the terminal's CSI. The line's
+// other bytes are JSON's own, so that these can only be in its strings.
+func escapeControls(line []byte) []byte {
+	isControl := func(r rune) bool { return r == 0x7f || r >= 0x80 && r <= 0x9f }
+	if !bytes.ContainsFunc(line, isControl) {
+		return line
+	}
+	out := make([]byte, 0, len(line)+32)
+	for len(line) > 0 {
+		r, size := utf8.DecodeRune(line)
+		if isControl(r) {
+			out = fmt.Appendf(out, `\u%04x`, r)
+		} else {
+			out = append(out, line[:size]...)
+		}
+		line = line[size:]
+	}
+	return out
 }
 
 // undo removes the n bytes a short write left at the end of the file, if
