@@ -77,15 +77,16 @@ type Entry struct {
 
 // Search reads the files in order and calls fn with each record that f
 // selects, in the order they were written. A file that does not exist is
-// skipped, unless it is the last (the log itself). Each must be a regular
-// file, and only the last is read through a symbolic link. Lines that are
-// not JSON objects, such as one a full disk cut short, or longer than
+// skipped, unless it is the last (the log itself). Each but the last must
+// be a regular file, not read through a symbolic link; the last, which
+// the caller named, may also be a pipe (/dev/stdin) or a link. Lines that
+// are not JSON objects, such as one a full disk cut short, or longer than
 // MaxLine, are skipped and counted. An error from fn stops the search and
 // is returned.
 func Search(files []string, f Filter, fn func(Entry) error) (skipped int, err error) {
 	for i, name := range files {
 		last := i == len(files)-1
-		file, err := openRegular(name, last)
+		file, err := openLog(name, last)
 		if errors.Is(err, fs.ErrNotExist) && !last {
 			continue
 		}
@@ -102,12 +103,12 @@ func Search(files []string, f Filter, fn func(Entry) error) (skipped int, err er
 	return skipped, nil
 }
 
-// openRegular opens the file name for reading, without waiting on a FIFO,
-// and without following a symbolic link unless follow is set, and checks
-// that it is a regular file.
-func openRegular(name string, follow bool) (*os.File, error) {
+// openLog opens the file name for reading. It does not wait for a FIFO's
+// writer: one without is read as empty. Unless named is set it neither
+// follows a symbolic link nor takes anything but a regular file.
+func openLog(name string, named bool) (*os.File, error) {
 	flags := os.O_RDONLY | syscall.O_NONBLOCK
-	if !follow {
+	if !named {
 		flags |= syscall.O_NOFOLLOW
 	}
 	file, err := os.OpenFile(name, flags, 0)
@@ -118,7 +119,7 @@ func openRegular(name string, follow bool) (*os.File, error) {
 		return nil, fmt.Errorf("audit log: %w", err)
 	}
 	fi, err := file.Stat()
-	if err == nil && !fi.Mode().IsRegular() {
+	if err == nil && (fi.IsDir() || !named && !fi.Mode().IsRegular()) {
 		err = fmt.Errorf("audit log %s: is a %s, not a regular file", name, typeName(fi.Mode().Type()))
 	}
 	if err != nil {

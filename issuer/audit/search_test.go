@@ -116,10 +116,16 @@ func TestSearchHostileFiles(t *testing.T) {
 	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{fifo, dir} {
-		if _, err := Search([]string{name}, Filter{}, func(Entry) error { return nil }); err == nil || !strings.Contains(err.Error(), "not a regular file") {
-			t.Errorf("Search of %s = %v, want an error saying it is not a regular file", name, err)
-		}
+	if _, err := Search([]string{dir}, Filter{}, func(Entry) error { return nil }); err == nil || !strings.Contains(err.Error(), "is a directory, not a regular file") {
+		t.Errorf("Search of a directory = %v, want an error saying it is not a regular file", err)
+	}
+	// A FIFO named as the log is read, as /dev/stdin is; without a
+	// writer, as empty. In place of the rotated file it is refused.
+	if n, err := Search([]string{fifo}, Filter{}, func(Entry) error { return nil }); err != nil || n != 0 {
+		t.Errorf("Search of a FIFO without a writer = %d, %v; want nothing", n, err)
+	}
+	if _, err := Search([]string{fifo, path}, Filter{}, func(Entry) error { return nil }); err == nil || !strings.Contains(err.Error(), "is a FIFO, not a regular file") {
+		t.Errorf("Search of a FIFO as the rotated file = %v, want an error saying it is not a regular file", err)
 	}
 	if got := Files(fifo); len(got) != 1 {
 		t.Errorf("Files = %v", got)
