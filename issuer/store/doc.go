@@ -14,7 +14,7 @@ import (
 // the caller would act on: an instance whose document named another would
 // have its renewal issue that other's identity.
 func decodeDoc(key string, data []byte, v any) error {
-	if t := bytes.TrimLeft(data, " \t\r\n"); len(t) == 0 || t[0] != '{' {
+	if !isObject(data) {
 		return fmt.Errorf("decode: not a JSON object: %.32q", data)
 	}
 	if err := json.Unmarshal(data, v); err != nil {
@@ -41,4 +41,10 @@ func decodeDoc(key string, data []byte, v any) error {
 		}
 	}
 	return fmt.Errorf("decode: the record kept under %q is that of %q", key, named[0])
+}
+
+// isObject reports whether data, JSON, is an object.
+func isObject(data []byte) bool {
+	t := bytes.TrimLeft(data, " \t\r\n")
+	return len(t) > 0 && t[0] == '{'
 }

@@ -157,13 +157,11 @@ func unixNanos(t time.Time) int64 {
 	return t.UnixNano()
 }
 
-// getDoc decodes the doc of the row that q selects into v and reports
-// whether there was one. q selects the row's key and its doc; see
-// decodeDoc.
-func getDoc(ctx context.Context, tx pgx.Tx, v any, q string, args ...any) (bool, error) {
-	var key string
+// getDoc decodes the doc of the row that q selects, the record kept under
+// key, into v and reports whether there was one; see decodeDoc.
+func getDoc(ctx context.Context, tx pgx.Tx, v any, key, q string, args ...any) (bool, error) {
 	var doc []byte
-	if err := tx.QueryRow(ctx, q, args...).Scan(&key, &doc); errors.Is(err, pgx.ErrNoRows) {
+	if err := tx.QueryRow(ctx, q, args...).Scan(&doc); errors.Is(err, pgx.ErrNoRows) {
 		return false, nil
 	} else if err != nil {
 		return false, err
@@ -195,7 +193,7 @@ func (s *pgStore) ConsumeToken(ctx context.Context, hash, instance string, now t
 	var out Token
 	err := s.tx(ctx, func(tx pgx.Tx) error {
 		var t Token
-		found, err := getDoc(ctx, tx, &t, `SELECT hash, doc FROM tokens WHERE hash = $1 FOR UPDATE`, hash)
+		found, err := getDoc(ctx, tx, &t, hash, `SELECT doc FROM tokens WHERE hash = $1 FOR UPDATE`, hash)
 		if err != nil {
 			return fmt.Errorf("store: consume token: %w", err)
 		}
@@ -225,7 +223,7 @@ func (s *pgStore) ConsumeToken(ctx context.Context, hash, instance string, now t
 func (s *pgStore) Token(ctx context.Context, hash string, now time.Time) (Token, error) {
 	var t Token
 	err := s.tx(ctx, func(tx pgx.Tx) error {
-		found, err := getDoc(ctx, tx, &t, `SELECT hash, doc FROM tokens WHERE hash = $1`, hash)
+		found, err := getDoc(ctx, tx, &t, hash, `SELECT doc FROM tokens WHERE hash = $1`, hash)
 		if err != nil {
 			return fmt.Errorf("store: token: %w", err)
 		}
@@ -261,7 +259,7 @@ func (s *pgStore) CreateInstance(ctx context.Context, in Instance) error {
 func (s *pgStore) Instance(ctx context.Context, id string) (Instance, error) {
 	var in Instance
 	err := s.tx(ctx, func(tx pgx.Tx) error {
-		found, err := getDoc(ctx, tx, &in, `SELECT id, doc FROM instances WHERE id = $1`, id)
+		found, err := getDoc(ctx, tx, &in, id, `SELECT doc FROM instances WHERE id = $1`, id)
 		if err != nil {
 			return fmt.Errorf("store: instance %q: %w", id, err)
 		}
@@ -281,7 +279,7 @@ func (s *pgStore) AdvanceGeneration(ctx context.Context, id string, presented ui
 	var mismatch error
 	err := s.tx(ctx, func(tx pgx.Tx) error {
 		var in Instance
-		found, err := getDoc(ctx, tx, &in, `SELECT id, doc FROM instances WHERE id = $1 FOR UPDATE`, id)
+		found, err := getDoc(ctx, tx, &in, id, `SELECT doc FROM instances WHERE id = $1 FOR UPDATE`, id)
 		if err != nil {
 			return fmt.Errorf("store: advance instance %q: %w", id, err)
 		}
@@ -291,7 +289,7 @@ func (s *pgStore) AdvanceGeneration(ctx context.Context, id string, presented ui
 		// The lock is read with the instance's row held, as bbolt reads
 		// it in the transaction that moves the counter.
 		var l Lock
-		if locked, err := getDoc(ctx, tx, &l, `SELECT key, doc FROM locks WHERE kind = $1 AND key = $2`, lockOfInstance, id); err != nil {
+		if locked, err := getDoc(ctx, tx, &l, id, `SELECT doc FROM locks WHERE kind = $1 AND key = $2`, lockOfInstance, id); err != nil {
 			return fmt.Errorf("store: lock of instance %q: %w", id, err)
 		} else if locked && l.InForce(now) {
 			return fmt.Errorf("store: advance instance %q: locked since %s: %s: %w",
@@ -363,7 +361,7 @@ func (s *pgStore) putLock(ctx context.Context, kind int, key string, l Lock) err
 			return pgBump(ctx, tx)
 		}
 		var old Lock
-		found, err := getDoc(ctx, tx, &old, `SELECT key, doc FROM locks WHERE kind = $1 AND key = $2 FOR UPDATE`, kind, key)
+		found, err := getDoc(ctx, tx, &old, key, `SELECT doc FROM locks WHERE kind = $1 AND key = $2 FOR UPDATE`, kind, key)
 		if err != nil {
 			return fmt.Errorf("store: lock %q: %w", key, err)
 		}
@@ -396,7 +394,7 @@ func (s *pgStore) unlock(ctx context.Context, kind int, key string) (Lock, bool,
 	var found bool
 	err := s.tx(ctx, func(tx pgx.Tx) error {
 		var err error
-		found, err = getDoc(ctx, tx, &l, `DELETE FROM locks WHERE kind = $1 AND key = $2 RETURNING key, doc`, kind, key)
+		found, err = getDoc(ctx, tx, &l, key, `DELETE FROM locks WHERE kind = $1 AND key = $2 RETURNING doc`, kind, key)
 		if err != nil {
 			return fmt.Errorf("store: unlock %q: %w", key, err)
 		}
@@ -428,7 +426,7 @@ func (s *pgStore) lock(ctx context.Context, kind int, key string, now time.Time)
 	var found bool
 	err := s.tx(ctx, func(tx pgx.Tx) error {
 		var err error
-		found, err = getDoc(ctx, tx, &l, `SELECT key, doc FROM locks WHERE kind = $1 AND key = $2`, kind, key)
+		found, err = getDoc(ctx, tx, &l, key, `SELECT doc FROM locks WHERE kind = $1 AND key = $2`, kind, key)
 		if err != nil {
 			return fmt.Errorf("store: lock %q: %w", key, err)
 		}
@@ -455,8 +453,9 @@ func (s *pgStore) Locks(ctx context.Context, now time.Time) ([]Lock, error) {
 }
 
 // queryDocs decodes the doc of every row that q selects, in their order.
-// q selects each row's key and its doc; a row that does not decode (see
-// decodeDoc) is an error naming it. It returns nil when there are none.
+// q selects each row's key and its doc, or its doc alone; a row that does
+// not decode (see decodeDoc) is an error naming it, by its key if q
+// selects it. It returns nil when there are none.
 func queryDocs[T any](ctx context.Context, s *pgStore, what, q string, args ...any) ([]T, error) {
 	var out []T
 	err := s.tx(ctx, func(tx pgx.Tx) error {
@@ -466,9 +465,19 @@ func queryDocs[T any](ctx context.Context, s *pgStore, what, q string, args ...a
 		}
 		var key string
 		var doc []byte
-		_, err = pgx.ForEachRow(rows, []any{&key, &doc}, func() error {
+		dest, keyed := []any{&doc}, len(rows.FieldDescriptions()) == 2
+		if keyed {
+			dest = []any{&key, &doc}
+		}
+		_, err = pgx.ForEachRow(rows, dest, func() error {
 			var v T
-			if err := decodeDoc(key, doc, &v); err != nil {
+			var err error
+			if keyed {
+				err = decodeDoc(key, doc, &v)
+			} else if err = json.Unmarshal(doc, &v); err == nil && !isObject(doc) {
+				err = errors.New("not a JSON object")
+			}
+			if err != nil {
 				if what == "token" {
 					key = key[:min(len(key), 12)] // as the audit log names a token
 				}
