@@ -31,13 +31,13 @@ func TestCorruptRecords(t *testing.T) {
 	}
 	defer conn.Close(ctx)
 	now := time.Now()
+	corrupt(t, s, "tokens", "0123456789abcdef", "[]")
 	other := `{"id":"other","bot":"b","generation":1,"created":"2026-01-01T00:00:00Z","renewed":"2026-01-01T00:00:00Z"}`
 	for _, q := range []string{
 		`INSERT INTO instances (id, bot, token_name, doc) VALUES ('i-null', 'b', '', 'null')`,
 		`INSERT INTO instances (id, bot, token_name, doc) VALUES ('i-other', 'c', '', '` + other + `')`,
 		`INSERT INTO instances (id, bot, token_name, doc) VALUES ('i-type', 'd', '', '{"id":"i-type","generation":"x"}')`,
 		`INSERT INTO resources (key, doc) VALUES ('bot/a', 'not json')`,
-		`INSERT INTO tokens (hash, doc) VALUES ('0123456789abcdef', '[]')`,
 		`INSERT INTO locks (kind, key, doc) VALUES (0, 'b', '{"bot":"someone-else","reason":"r","at":"2026-01-01T00:00:00Z"}')`,
 		`INSERT INTO nodes (instance, bot, names, renewed, doc) VALUES ('i-node', 'b', '[]', 0, '{')`,
 	} {

@@ -193,11 +193,16 @@ func TestPrunePastCorruptRecords(t *testing.T) {
 		if err := s.PutChallenge(ctx, "c", "tok", t0.Add(time.Hour), t0); err != nil {
 			t.Fatal(err)
 		}
-		corrupt(t, s, "tokens", "55bad0123456789", "[]")
 		corrupt(t, s, "locks", "aa-bad", "{")
+		// PostgreSQL's Prune judges tokens by their columns, not their
+		// documents; bbolt's decodes them.
+		_, isBolt := s.(*boltStore)
+		if isBolt {
+			corrupt(t, s, "tokens", "55bad0123456789", "[]")
+		}
 		st, err := s.Prune(ctx, now)
-		if err == nil || !strings.Contains(err.Error(), `"55bad0123456`) || !strings.Contains(err.Error(), `"aa-bad"`) {
-			t.Errorf("Prune error = %v, want one naming the token and the lock that do not decode", err)
+		if err == nil || !strings.Contains(err.Error(), `"aa-bad"`) || isBolt && !strings.Contains(err.Error(), `"55bad0123456`) {
+			t.Errorf("Prune error = %v, want one naming the records that do not decode", err)
 		}
 		if st.Tokens != 2 || st.Locks != 1 || st.Challenges != 1 {
 			t.Errorf("Prune = %+v, want the 2 good tokens, the lock and the challenge removed", st)
@@ -206,7 +211,8 @@ func TestPrunePastCorruptRecords(t *testing.T) {
 }
 
 // corrupt writes data as the record key of table (tokens or locks of
-// bots) as no issuer would.
+// bots) as no issuer would. A token is put first, then its document
+// replaced, so that its other columns are what the schema wants.
 func corrupt(t *testing.T, s Store, table, key, data string) {
 	t.Helper()
 	var err error
@@ -215,10 +221,13 @@ func corrupt(t *testing.T, s Store, table, key, data string) {
 		bucket := map[string][]byte{"tokens": bucketTokens, "locks": bucketLocks}[table]
 		err = s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucket).Put([]byte(key), []byte(data)) })
 	case *pgStore:
-		q := map[string]string{
-			"tokens": `INSERT INTO tokens (hash, doc) VALUES ($1, $2)`,
-			"locks":  `INSERT INTO locks (kind, key, doc) VALUES (0, $1, $2)`,
-		}[table]
+		q := `INSERT INTO locks (kind, key, doc) VALUES (0, $1, $2)`
+		if table == "tokens" {
+			if err := s.PutToken(context.Background(), token(key, t0)); err != nil {
+				t.Fatal(err)
+			}
+			q = `UPDATE tokens SET doc = $2 WHERE hash = $1`
+		}
 		_, err = s.pool.Exec(context.Background(), q, key, []byte(data))
 	}
 	if err != nil {
