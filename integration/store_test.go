@@ -60,3 +60,39 @@ func TestIssuerRestartOnPostgres(t *testing.T) {
 		t.Errorf("the issuer's output holds the store's password:\n%s", out)
 	}
 }
+
+// TestStoreURLNeverShowsThePassword runs store migrate, through the real
+// program, on URLs of a real PostgreSQL whose passwords are written in
+// the ways a user gets wrong (an @ or a / not percent-encoded) or given as
+// sslpassword: no piece of a password is in the output, whether the URL
+// is refused or the store opened.
+func TestStoreURLNeverShowsThePassword(t *testing.T) {
+	t.Parallel()
+	pg := pgtest.StartT(t)
+	url, err := pg.CreateDatabase("mwi", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := harness.Build(t)
+	withPassword := func(pw string) string { return strings.Replace(url, "postgres@", "postgres:"+pw+"@", 1) }
+	for _, tc := range []struct {
+		url string
+		ok  bool
+	}{
+		{withPassword("Qx7k@Wv3m"), false},
+		{withPassword("Qx7k/Wv3m"), false},
+		{withPassword("Qx7k%ZZWv3m"), false},
+		{withPassword("Qx7kWv3m") + "&sslpassword=Jp9zHy4t", true},
+		{withPassword("Qx7kWv3m") + "&sslmode=bogus&sslpassword=Jp9zHy4t", false},
+	} {
+		out, err := harness.Run(t.Context(), 60*time.Second, nil, b.Issuer, "store", "migrate", "--store", tc.url)
+		if (err == nil) != tc.ok {
+			t.Errorf("store migrate --store %s: %v, want success %v\n%s", tc.url, err, tc.ok, out)
+		}
+		for _, p := range []string{"Qx7k", "Wv3m", "Jp9z", "Hy4t"} {
+			if strings.Contains(out, p) {
+				t.Errorf("store migrate --store %s printed %q of a password:\n%s", tc.url, p, out)
+			}
+		}
+	}
+}

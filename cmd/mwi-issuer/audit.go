@@ -2,10 +2,13 @@ package main
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -111,22 +114,46 @@ func parseSince(s string, now time.Time) (time.Time, error) {
 var auditActorKeys = []string{"bot", "instance", "token", "token_name", "join_method", "uid", "admin", "remote"}
 
 // auditText is a record as one line of text: time, code, event, outcome,
-// the actor and the reason.
+// the actor and the reason. Each value is written as auditTextValue
+// writes it, so that the line is one line whatever the record holds.
 func auditText(rec map[string]any) string {
 	str := func(key string) string {
 		if v, ok := rec[key]; ok && v != nil {
-			return fmt.Sprint(v)
+			return auditTextValue(v)
 		}
 		return "-"
 	}
 	parts := []string{str("time"), str("code"), str("event"), str("outcome")}
 	for _, k := range auditActorKeys {
 		if v, ok := rec[k]; ok && v != nil && v != "" {
-			parts = append(parts, fmt.Sprintf("%s=%v", k, v))
+			parts = append(parts, k+"="+auditTextValue(v))
 		}
 	}
 	if r, ok := rec["reason"].(string); ok {
-		parts = append(parts, fmt.Sprintf("reason=%q", r))
+		parts = append(parts, "reason="+strconv.Quote(r))
 	}
 	return strings.Join(parts, " ")
+}
+
+// auditTextValue returns v for a line of text: a string as it is if it is
+// a single word of printable characters, and quoted as a Go string
+// otherwise; any other value as its JSON. Values come from requests, such
+// as the join_method of a refused join, and a newline, a terminal's
+// control sequence or a space in one must not let it pass for another
+// field or another record.
+func auditTextValue(v any) string {
+	s, ok := v.(string)
+	if !ok {
+		b, err := json.Marshal(v)
+		if err != nil {
+			return strconv.Quote(fmt.Sprint(v))
+		}
+		s = string(b)
+	}
+	if s == "" || strings.ContainsFunc(s, func(r rune) bool {
+		return r == ' ' || r == '"' || r == '\\' || r == utf8.RuneError || !strconv.IsPrint(r)
+	}) {
+		return strconv.Quote(s)
+	}
+	return s
 }

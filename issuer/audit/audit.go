@@ -7,7 +7,9 @@
 // the event's own attributes, then the actor that WithActor put in the
 // request's context, such as the uid of an admin socket's caller. Serial
 // numbers are strings. A decision is one record: a join or a renewal names
-// the certificates it issued.
+// the certificates it issued. A key is on a line once, so that no
+// attribute can pass for one of the fields every record starts with: an
+// attribute whose key is taken is written under the key followed by "_".
 //
 // A Log opened on a file with Open can Reopen it, so that logrotate can
 // rename the file and signal the issuer instead of copying and truncating
@@ -36,11 +38,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"reflect"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 	"unicode/utf8"
 )
@@ -128,9 +132,10 @@ type Log struct {
 
 	mu      sync.Mutex
 	w       io.Writer
-	path    string // of the file w, if Open opened it
-	err     error  // of the last write
-	torn    bool   // the last write stopped in the middle of a line
+	path    string   // of the file w, if Open opened it
+	kind    fileKind // of the file Open opened
+	err     error    // of the last write
+	torn    bool     // the last write stopped in the middle of a line
 	now     func() time.Time
 	rate    float64 // denials per second for each event
 	burst   float64
@@ -154,21 +159,40 @@ func New(w io.Writer) *Log {
 // Open returns a Log that appends to the file at path, which it creates
 // with mode 0600 if it does not exist. Close it when done.
 func Open(path string) (*Log, error) {
-	f, err := openFile(path)
-	if err != nil {
-		return nil, err
-	}
-	a := New(f)
-	a.path = path
-	return a, nil
-}
-
-func openFile(path string) (*os.File, error) {
+	fi, err := os.Lstat(path)
+	link := err == nil && fi.Mode()&fs.ModeSymlink != 0
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("audit log: %w", err)
 	}
-	return f, nil
+	k, err := kindOf(f, link)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	a := New(f)
+	a.path, a.kind = path, k
+	return a, nil
+}
+
+// fileKind is what Open found at the log's path, which Reopen holds the
+// file it opens to.
+type fileKind struct {
+	link bool        // the path was a symbolic link
+	typ  fs.FileMode // the file's type: regular, a device, a FIFO
+	uid  int         // its owner
+}
+
+func kindOf(f *os.File, link bool) (fileKind, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return fileKind{}, fmt.Errorf("audit log: %w", err)
+	}
+	k := fileKind{link: link, typ: fi.Mode().Type(), uid: -1}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		k.uid = int(st.Uid)
+	}
+	return k, nil
 }
 
 // Reopen opens the log's file again by its name and writes the records
@@ -177,14 +201,42 @@ func openFile(path string) (*os.File, error) {
 // in one of the two. If the file cannot be opened, the log keeps writing
 // to the file it had, and Reopen returns the error. Reopen does nothing
 // to a Log that Open did not make.
+//
+// Whoever can write to the file's directory could put something else at
+// the path once logrotate renamed the file. Reopen takes only what Open
+// found there: the same type of file (a regular file, or the device or
+// FIFO the log was opened on), with the same owner, and a symbolic link
+// only if the path was one. It does not wait for a FIFO's reader, which
+// would hold every record back.
 func (a *Log) Reopen() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.path == "" {
 		return nil
 	}
-	f, err := openFile(a.path)
+	flags := os.O_WRONLY | os.O_APPEND | os.O_CREATE | syscall.O_NONBLOCK | syscall.O_CLOEXEC
+	if !a.kind.link {
+		flags |= syscall.O_NOFOLLOW
+	}
+	f, err := os.OpenFile(a.path, flags, 0o600)
+	switch {
+	case errors.Is(err, syscall.ELOOP):
+		return fmt.Errorf("audit log %s: is a symbolic link now, and was not when the log was opened", a.path)
+	case errors.Is(err, syscall.ENXIO):
+		return fmt.Errorf("audit log %s: is a FIFO without a reader, or a socket", a.path)
+	case err != nil:
+		return fmt.Errorf("audit log: %w", err)
+	}
+	k, err := kindOf(f, a.kind.link)
+	switch {
+	case err != nil:
+	case k.typ != a.kind.typ:
+		err = fmt.Errorf("audit log %s: is a %s now, not a %s as when the log was opened", a.path, typeName(k.typ), typeName(a.kind.typ))
+	case k.uid != a.kind.uid:
+		err = fmt.Errorf("audit log %s: is owned by uid %d now, not by uid %d as when the log was opened", a.path, k.uid, a.kind.uid)
+	}
 	if err != nil {
+		f.Close()
 		return err
 	}
 	old := a.w.(*os.File)
@@ -192,6 +244,25 @@ func (a *Log) Reopen() error {
 	// A write torn in the old file stays there; the new one starts clean.
 	a.torn = false
 	return old.Close()
+}
+
+// typeName names a file's type for a message.
+func typeName(t fs.FileMode) string {
+	switch {
+	case t.IsRegular():
+		return "regular file"
+	case t&fs.ModeDir != 0:
+		return "directory"
+	case t&fs.ModeNamedPipe != 0:
+		return "FIFO"
+	case t&fs.ModeSocket != 0:
+		return "socket"
+	case t&fs.ModeCharDevice != 0:
+		return "character device"
+	case t&fs.ModeDevice != 0:
+		return "device"
+	}
+	return "file of type " + t.String()
 }
 
 // Close closes the file that Open opened. It does not write the denials
@@ -273,6 +344,13 @@ func (a *Log) Record(ctx context.Context, event, outcome string, attrs ...slog.A
 
 // attrs returns the attributes of a record: those every record starts
 // with, then attrs, then the actor's from ctx unless attrs has their keys.
+//
+// Each key is written once, so that a reader of the line, which keeps the
+// last of two equal keys, reads the record as it was meant: an attribute
+// whose key is taken, such as one named "outcome" or "time", is written
+// under its key followed by "_" (as many as it takes). A group without a
+// key is taken apart, since the handler writes its attributes at the top
+// level.
 func (a *Log) attrs(ctx context.Context, event, outcome string, attrs []slog.Attr) []slog.Attr {
 	all := make([]slog.Attr, 0, 6+len(attrs))
 	all = append(all,
@@ -281,10 +359,38 @@ func (a *Log) attrs(ctx context.Context, event, outcome string, attrs []slog.Att
 		slog.String("outcome", outcome),
 		slog.String("id", newID()),
 		slog.String("cluster", cmp.Or(a.Cluster, DefaultCluster)))
-	all = append(all, attrs...)
+	// The handler's own keys: "time" is written first, and "level" and
+	// "msg" would be left out by replace.
+	taken := map[string]bool{slog.TimeKey: true, slog.LevelKey: true, slog.MessageKey: true}
+	for _, at := range all {
+		taken[at.Key] = true
+	}
+	own := make(map[string]bool, len(attrs))
+	var add func(at slog.Attr, isOwn bool)
+	add = func(at slog.Attr, isOwn bool) {
+		at.Value = at.Value.Resolve()
+		if at.Key == "" && at.Value.Kind() == slog.KindGroup {
+			for _, g := range at.Value.Group() {
+				add(g, isOwn)
+			}
+			return
+		}
+		at.Key = truncate(at.Key)
+		if isOwn {
+			own[at.Key] = true
+		}
+		for taken[at.Key] {
+			at.Key += "_"
+		}
+		taken[at.Key] = true
+		all = append(all, at)
+	}
+	for _, at := range attrs {
+		add(at, true)
+	}
 	for _, act := range Actor(ctx) {
-		if !slices.ContainsFunc(attrs, func(b slog.Attr) bool { return b.Key == act.Key }) {
-			all = append(all, act)
+		if !own[truncate(act.Key)] {
+			add(act, false)
 		}
 	}
 	return all
@@ -359,7 +465,7 @@ func (a *Log) writeLocked(ctx context.Context, now time.Time, event, outcome str
 	if err := h.Handle(ctx, r); err != nil {
 		return a.failed(event, outcome, fmt.Errorf("audit: encode: %w", err))
 	}
-	line := buf.Bytes()
+	line := escapeControls(buf.Bytes())
 	n, err := a.w.Write(line)
 	if err == nil && n < len(line) {
 		err = ErrShortWrite
@@ -376,6 +482,30 @@ func (a *Log) writeLocked(ctx context.Context, now time.Time, event, outcome str
 		a.err = nil
 	}
 	return nil
+}
+
+// escapeControls writes DEL and the C1 control characters (U+0080 to
+// U+009F) of an encoded line as \u escapes, which the JSON encoder leaves
+// as they are: the values read back are the same, and whoever shows the
+// file on a terminal (tail -f) is not sent a control sequence that a
+// request put in a value, such as U+009B, the terminal's CSI. The line's
+// other bytes are JSON's own, so that these can only be in its strings.
+func escapeControls(line []byte) []byte {
+	isControl := func(r rune) bool { return r == 0x7f || r >= 0x80 && r <= 0x9f }
+	if !bytes.ContainsFunc(line, isControl) {
+		return line
+	}
+	out := make([]byte, 0, len(line)+32)
+	for len(line) > 0 {
+		r, size := utf8.DecodeRune(line)
+		if isControl(r) {
+			out = fmt.Appendf(out, `\u%04x`, r)
+		} else {
+			out = append(out, line[:size]...)
+		}
+		line = line[size:]
+	}
+	return out
 }
 
 // undo removes the n bytes a short write left at the end of the file, if

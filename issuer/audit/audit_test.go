@@ -316,3 +316,33 @@ func TestRecordRateLimitsDenials(t *testing.T) {
 		t.Errorf("%d summaries after Flush, want 2", got)
 	}
 }
+
+// TestRecordEscapesControls records values holding DEL and C1 control
+// characters, which the JSON encoder writes as they are, such as U+009B,
+// a terminal's CSI: the line holds none of them raw, and reads back the
+// same values.
+func TestRecordEscapesControls(t *testing.T) {
+	w := &callWriter{}
+	a := New(w)
+	values := []string{"a\u009b31mb", "\x7f", "\u0080\u0085\u009f", "é\u00a0ok", "\u009b" + strings.Repeat("x", MaxValue)}
+	for _, v := range values {
+		if err := a.Record(context.Background(), EventJoin, Denied, slog.String("reason", v)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	data := w.written()
+	for _, r := range string(data) {
+		if r == 0x7f || r >= 0x80 && r <= 0x9f {
+			t.Fatalf("the log holds %U raw: %q", r, data)
+		}
+	}
+	for i, rec := range lines(t, data) {
+		want := values[i]
+		if len(want) > MaxValue {
+			want = truncate(want)
+		}
+		if rec["reason"] != want {
+			t.Errorf("record %d reads back %q, want %q", i, rec["reason"], want)
+		}
+	}
+}

@@ -516,8 +516,8 @@ func get(b *bolt.Bucket, key string, v any) (bool, error) {
 	if data == nil {
 		return false, nil
 	}
-	if err := json.Unmarshal(data, v); err != nil {
-		return true, fmt.Errorf("decode: %w", err)
+	if err := decodeDoc(key, data, v); err != nil {
+		return true, err
 	}
 	return true, nil
 }

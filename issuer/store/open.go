@@ -1,6 +1,7 @@
 package store
 
 import (
+	"errors"
 	"fmt"
 	"net/url"
 	"strings"
@@ -35,11 +36,16 @@ func Open(location string) (Store, error) {
 }
 
 // Redact returns location fit for logs and messages: a URL with its
-// password replaced by "xxxxx". A location that is not a URL is returned
-// as it is, unless it has a scheme, in which case only the scheme is kept.
+// passwords (the user's, and the password or sslpassword parameter)
+// replaced by "xxxxx". A location that is not a URL is returned as it is,
+// unless it has a scheme, in which case only the scheme is kept.
 func Redact(location string) string {
 	return redact(location)
 }
+
+// secretParams are the URL parameters that libpq and pgx read as
+// passwords.
+var secretParams = []string{"password", "sslpassword"}
 
 func redact(location string) string {
 	if !strings.Contains(location, "://") {
@@ -52,10 +58,57 @@ func redact(location string) string {
 		scheme, _, _ := strings.Cut(location, "://")
 		return scheme + "://(unparsable)"
 	}
-	if u.Query().Has("password") {
-		q := u.Query()
-		q.Set("password", "xxxxx")
-		u.RawQuery = q.Encode()
+	q := u.Query()
+	for _, k := range secretParams {
+		if q.Has(k) {
+			q.Set(k, "xxxxx")
+			u.RawQuery = q.Encode()
+		}
 	}
 	return u.Redacted()
+}
+
+// unparsable returns why net/url cannot take location apart, or nil if it
+// can, in words that quote none of it: where a password holds a character
+// that should have been percent-encoded, such as "/" or "@", the parts
+// net/url would name (a host, a port) are pieces of the password, and pgx
+// would quote the whole URL with only what it takes for the password
+// hidden.
+//
+// It also refuses a URL whose user and password libpq, and so pgx, read
+// otherwise than net/url, which Redact uses: libpq takes them up to the
+// first "@" before the path, net/url to the last "@" of the host part, so
+// that with an "@" in the password pgx would connect to a host made of the
+// rest of it, and a message would show that.
+func unparsable(location string) error {
+	u, err := url.Parse(location)
+	if err == nil {
+		_, rest, _ := strings.Cut(location, "://")
+		end := strings.IndexByte(rest, '/')
+		if end < 0 {
+			end = len(rest)
+		}
+		i := strings.IndexByte(rest[:end], '@')
+		if i < 0 || u.User != nil && !strings.ContainsAny(rest[:i], "?#") && !strings.Contains(rest[i+1:end], "@") {
+			return nil
+		}
+		err = errors.New("userinfo")
+	}
+	var esc url.EscapeError
+	var host url.InvalidHostError
+	why := "it is not a URL"
+	switch msg := err.Error(); {
+	case errors.As(err, &esc):
+		why = "a % is not followed by two hexadecimal digits"
+	case errors.As(err, &host):
+		why = "the host is not valid"
+	case strings.Contains(msg, "invalid port"):
+		why = "the port is not a number"
+	case strings.Contains(msg, "userinfo"):
+		why = "the user or password holds a character that must be percent-encoded"
+	case strings.Contains(msg, "control character"):
+		why = "it holds a control character"
+	}
+	return fmt.Errorf("store: %s: not a URL that can be read: %s (percent-encode @ / : ? # %% and spaces in the user and password)",
+		redact(location), why)
 }

@@ -44,3 +44,62 @@ func TestRedact(t *testing.T) {
 		}
 	}
 }
+
+// TestOpenNeverShowsThePassword opens PostgreSQL URLs whose passwords are
+// written in every way a user might get wrong, in the user part or as a
+// parameter: neither Open's error nor Redact holds any piece of them.
+func TestOpenNeverShowsThePassword(t *testing.T) {
+	// Pieces of the secrets, each unlikely to be in a message by chance.
+	pieces := []string{"Qx7k", "Wv3m", "Jp9z", "Hy4t"}
+	const down = "127.0.0.1:1" // refused at once
+	for _, loc := range []string{
+		"postgres://mwi:Qx7kWv3m@" + down + "/mwi?sslmode=disable&connect_timeout=1",
+		"postgres://mwi:Qx7k/Wv3m@" + down + "/mwi",
+		"postgres://mwi:Qx7k@Wv3m@" + down + "/mwi",
+		"postgres://mwi:Qx7k:Wv3m@" + down + "/mwi",
+		"postgres://mwi:Qx7k#Wv3m@" + down + "/mwi",
+		"postgres://mwi:Qx7k?Wv3m@" + down + "/mwi",
+		"postgres://mwi:Qx7k%Wv3m@" + down + "/mwi",
+		"postgres://mwi:Qx7k%ZZWv3m@" + down + "/mwi",
+		"postgres://mwi:Qx7k Wv3m@" + down + "/mwi",
+		"postgres://mwi:Qx7k\x01Wv3m@" + down + "/mwi",
+		"postgres://mwi:Qx7kWv3m@[::1/mwi",
+		"postgres://mwi:Qx7kWv3m@" + down + "/mwi?sslmode=bogus",
+		"postgres://mwi@" + down + "/mwi?password=Qx7kWv3m&sslmode=bogus",
+		"postgres://mwi@" + down + "/mwi?password=Qx7kWv3m&sslmode=disable&connect_timeout=1",
+		"postgres://mwi@" + down + "/mwi?sslpassword=Jp9zHy4t&sslmode=disable&connect_timeout=1",
+		"postgres://mwi:Qx7kWv3m@" + down + "/mwi?sslpassword=Jp9zHy4t&sslmode=bogus",
+		"postgres://mwi:Qx7kWv3m@" + down + "/mwi?sslmode=verify-full&sslrootcert=/nonexistent",
+		"postgresql://mwi:Qx7k/Wv3m@" + down + "/mwi",
+	} {
+		_, err := Open(loc)
+		if err == nil {
+			t.Errorf("Open(%q) succeeded", loc)
+			continue
+		}
+		for _, p := range pieces {
+			if strings.Contains(err.Error(), p) || strings.Contains(Redact(loc), p) {
+				t.Errorf("Open(%q): %v\nRedact: %s\nshows %q of the password", loc, err, Redact(loc), p)
+			}
+		}
+	}
+}
+
+// TestOpenRefusesAmbiguousURLs opens URLs whose user and password libpq
+// (and pgx) would read otherwise than net/url: refused before any
+// connection, saying what to encode.
+func TestOpenRefusesAmbiguousURLs(t *testing.T) {
+	for _, loc := range []string{
+		"postgres://mwi:Qx7k@Wv3m@127.0.0.1:1/mwi",
+		"postgres://127.0.0.1:1?password=Qx7k@Wv3m",
+	} {
+		_, err := Open(loc)
+		if err == nil || !strings.Contains(err.Error(), "must be percent-encoded") {
+			t.Errorf("Open(%q) = %v, want a refusal to read the user and password", loc, err)
+		}
+	}
+	// An "@" in the query, after the path, is the query's.
+	if err := unparsable("postgres://mwi:pw@127.0.0.1:1/mwi?application_name=a@b"); err != nil {
+		t.Errorf("an @ in the query: %v", err)
+	}
+}

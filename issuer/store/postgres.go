@@ -57,6 +57,9 @@ type pgStore struct {
 // openPostgres connects to the database at url and brings its schema up
 // to date.
 func openPostgres(url string) (Store, error) {
+	if err := unparsable(url); err != nil {
+		return nil, err
+	}
 	name := redact(url)
 	ctx, cancel := context.WithTimeout(context.Background(), openTimeout)
 	defer cancel()
@@ -155,17 +158,17 @@ func unixNanos(t time.Time) int64 {
 	return t.UnixNano()
 }
 
-// getDoc decodes the doc of the row that q selects into v and reports
-// whether there was one.
-func getDoc(ctx context.Context, tx pgx.Tx, v any, q string, args ...any) (bool, error) {
+// getDoc decodes the doc of the row that q selects, the record kept under
+// key, into v and reports whether there was one; see decodeDoc.
+func getDoc(ctx context.Context, tx pgx.Tx, v any, key, q string, args ...any) (bool, error) {
 	var doc []byte
 	if err := tx.QueryRow(ctx, q, args...).Scan(&doc); errors.Is(err, pgx.ErrNoRows) {
 		return false, nil
 	} else if err != nil {
 		return false, err
 	}
-	if err := json.Unmarshal(doc, v); err != nil {
-		return true, fmt.Errorf("decode: %w", err)
+	if err := decodeDoc(key, doc, v); err != nil {
+		return true, err
 	}
 	return true, nil
 }
@@ -208,7 +211,7 @@ func (s *pgStore) ConsumeToken(ctx context.Context, hash, instance string, now t
 // tx, or the error ConsumeToken returns for it.
 func pgUsableToken(ctx context.Context, tx pgx.Tx, hash string, now time.Time) (Token, error) {
 	var t Token
-	found, err := getDoc(ctx, tx, &t, `SELECT doc FROM tokens WHERE hash = $1 FOR UPDATE`, hash)
+	found, err := getDoc(ctx, tx, &t, hash, `SELECT doc FROM tokens WHERE hash = $1 FOR UPDATE`, hash)
 	if err != nil {
 		return Token{}, fmt.Errorf("store: consume token: %w", err)
 	}
@@ -240,7 +243,7 @@ func pgConsume(ctx context.Context, tx pgx.Tx, t Token, instance string, now tim
 func (s *pgStore) Token(ctx context.Context, hash string, now time.Time) (Token, error) {
 	var t Token
 	err := s.tx(ctx, func(tx pgx.Tx) error {
-		found, err := getDoc(ctx, tx, &t, `SELECT doc FROM tokens WHERE hash = $1`, hash)
+		found, err := getDoc(ctx, tx, &t, hash, `SELECT doc FROM tokens WHERE hash = $1`, hash)
 		if err != nil {
 			return fmt.Errorf("store: token: %w", err)
 		}
@@ -265,7 +268,7 @@ func (s *pgStore) CreateInstance(ctx context.Context, in Instance) error {
 func (s *pgStore) Instance(ctx context.Context, id string) (Instance, error) {
 	var in Instance
 	err := s.tx(ctx, func(tx pgx.Tx) error {
-		found, err := getDoc(ctx, tx, &in, `SELECT doc FROM instances WHERE id = $1`, id)
+		found, err := getDoc(ctx, tx, &in, id, `SELECT doc FROM instances WHERE id = $1`, id)
 		if err != nil {
 			return fmt.Errorf("store: instance %q: %w", id, err)
 		}
@@ -288,7 +291,7 @@ func (s *pgStore) AdvanceGeneration(ctx context.Context, id string, presented ui
 // the instance's row, then reads its lock.
 func pgAdvance(ctx context.Context, tx pgx.Tx, w RenewWrite) (out Instance, refused, err error) {
 	var in Instance
-	found, err := getDoc(ctx, tx, &in, `SELECT doc FROM instances WHERE id = $1 FOR UPDATE`, w.ID)
+	found, err := getDoc(ctx, tx, &in, w.ID, `SELECT doc FROM instances WHERE id = $1 FOR UPDATE`, w.ID)
 	if err != nil {
 		return Instance{}, nil, fmt.Errorf("store: advance instance %q: %w", w.ID, err)
 	}
@@ -298,7 +301,7 @@ func pgAdvance(ctx context.Context, tx pgx.Tx, w RenewWrite) (out Instance, refu
 	// The lock is read with the instance's row held, as bbolt reads
 	// it in the transaction that moves the counter.
 	var l Lock
-	if locked, err := getDoc(ctx, tx, &l, `SELECT doc FROM locks WHERE kind = $1 AND key = $2`, lockOfInstance, w.ID); err != nil {
+	if locked, err := getDoc(ctx, tx, &l, w.ID, `SELECT doc FROM locks WHERE kind = $1 AND key = $2`, lockOfInstance, w.ID); err != nil {
 		return Instance{}, nil, fmt.Errorf("store: lock of instance %q: %w", w.ID, err)
 	} else if locked && l.InForce(w.Now) {
 		return Instance{}, fmt.Errorf("store: advance instance %q: locked since %s: %s: %w",
@@ -375,7 +378,7 @@ func pgPutLock(ctx context.Context, tx pgx.Tx, kind int, key string, l Lock) err
 		return pgBump(ctx, tx)
 	}
 	var old Lock
-	found, err := getDoc(ctx, tx, &old, `SELECT doc FROM locks WHERE kind = $1 AND key = $2 FOR UPDATE`, kind, key)
+	found, err := getDoc(ctx, tx, &old, key, `SELECT doc FROM locks WHERE kind = $1 AND key = $2 FOR UPDATE`, kind, key)
 	if err != nil {
 		return fmt.Errorf("store: lock %q: %w", key, err)
 	}
@@ -407,7 +410,7 @@ func (s *pgStore) unlock(ctx context.Context, kind int, key string) (Lock, bool,
 	var found bool
 	err := s.tx(ctx, func(tx pgx.Tx) error {
 		var err error
-		found, err = getDoc(ctx, tx, &l, `DELETE FROM locks WHERE kind = $1 AND key = $2 RETURNING doc`, kind, key)
+		found, err = getDoc(ctx, tx, &l, key, `DELETE FROM locks WHERE kind = $1 AND key = $2 RETURNING doc`, kind, key)
 		if err != nil {
 			return fmt.Errorf("store: unlock %q: %w", key, err)
 		}
@@ -439,7 +442,7 @@ func (s *pgStore) lock(ctx context.Context, kind int, key string, now time.Time)
 	var found bool
 	err := s.tx(ctx, func(tx pgx.Tx) error {
 		var err error
-		found, err = getDoc(ctx, tx, &l, `SELECT doc FROM locks WHERE kind = $1 AND key = $2`, kind, key)
+		found, err = getDoc(ctx, tx, &l, key, `SELECT doc FROM locks WHERE kind = $1 AND key = $2`, kind, key)
 		if err != nil {
 			return fmt.Errorf("store: lock %q: %w", key, err)
 		}
@@ -452,7 +455,7 @@ func (s *pgStore) lock(ctx context.Context, kind int, key string, now time.Time)
 }
 
 func (s *pgStore) Locks(ctx context.Context, now time.Time) ([]Lock, error) {
-	all, err := queryDocs[Lock](ctx, s, "lock", `SELECT doc FROM locks ORDER BY kind, key`)
+	all, err := queryDocs[Lock](ctx, s, "lock", `SELECT key, doc FROM locks ORDER BY kind, key`)
 	if err != nil {
 		return nil, err
 	}
@@ -466,7 +469,9 @@ func (s *pgStore) Locks(ctx context.Context, now time.Time) ([]Lock, error) {
 }
 
 // queryDocs decodes the doc of every row that q selects, in their order.
-// It returns nil when there are none.
+// q selects each row's key and its doc, or its doc alone; a row that does
+// not decode (see decodeDoc) is an error naming it, by its key if q
+// selects it. It returns nil when there are none.
 func queryDocs[T any](ctx context.Context, s *pgStore, what, q string, args ...any) ([]T, error) {
 	var out []T
 	err := s.tx(ctx, func(tx pgx.Tx) error {
@@ -474,11 +479,25 @@ func queryDocs[T any](ctx context.Context, s *pgStore, what, q string, args ...a
 		if err != nil {
 			return fmt.Errorf("store: %ss: %w", what, err)
 		}
+		var key string
 		var doc []byte
-		_, err = pgx.ForEachRow(rows, []any{&doc}, func() error {
+		dest, keyed := []any{&doc}, len(rows.FieldDescriptions()) == 2
+		if keyed {
+			dest = []any{&key, &doc}
+		}
+		_, err = pgx.ForEachRow(rows, dest, func() error {
 			var v T
-			if err := json.Unmarshal(doc, &v); err != nil {
-				return fmt.Errorf("store: %s: decode: %w", what, err)
+			var err error
+			if keyed {
+				err = decodeDoc(key, doc, &v)
+			} else if err = json.Unmarshal(doc, &v); err == nil && !isObject(doc) {
+				err = errors.New("not a JSON object")
+			}
+			if err != nil {
+				if what == "token" {
+					key = key[:min(len(key), 12)] // as the audit log names a token
+				}
+				return fmt.Errorf("store: %s %q: %w", what, key, err)
 			}
 			out = append(out, v)
 			return nil
@@ -492,18 +511,18 @@ func queryDocs[T any](ctx context.Context, s *pgStore, what, q string, args ...a
 }
 
 func (s *pgStore) InstancesOfBot(ctx context.Context, bot string) ([]Instance, error) {
-	return queryDocs[Instance](ctx, s, "instance", `SELECT doc FROM instances WHERE bot = $1 ORDER BY id`, bot)
+	return queryDocs[Instance](ctx, s, "instance", `SELECT id, doc FROM instances WHERE bot = $1 ORDER BY id`, bot)
 }
 
 func (s *pgStore) InstancesOfToken(ctx context.Context, name string) ([]Instance, error) {
 	if name == "" {
 		return nil, nil // one-time token joins have no token name
 	}
-	return queryDocs[Instance](ctx, s, "instance", `SELECT doc FROM instances WHERE token_name = $1 ORDER BY id`, name)
+	return queryDocs[Instance](ctx, s, "instance", `SELECT id, doc FROM instances WHERE token_name = $1 ORDER BY id`, name)
 }
 
 func (s *pgStore) Instances(ctx context.Context) ([]Instance, error) {
-	out, err := queryDocs[Instance](ctx, s, "instance", `SELECT doc FROM instances ORDER BY id`)
+	out, err := queryDocs[Instance](ctx, s, "instance", `SELECT id, doc FROM instances ORDER BY id`)
 	if out == nil && err == nil {
 		out = []Instance{}
 	}
@@ -511,7 +530,7 @@ func (s *pgStore) Instances(ctx context.Context) ([]Instance, error) {
 }
 
 func (s *pgStore) Tokens(ctx context.Context) ([]Token, error) {
-	out, err := queryDocs[Token](ctx, s, "token", `SELECT doc FROM tokens ORDER BY hash`)
+	out, err := queryDocs[Token](ctx, s, "token", `SELECT hash, doc FROM tokens ORDER BY hash`)
 	if out == nil && err == nil {
 		out = []Token{}
 	}
@@ -653,7 +672,7 @@ func pgPutNode(ctx context.Context, tx pgx.Tx, n Node) error {
 }
 
 func (s *pgStore) Nodes(ctx context.Context) ([]Node, error) {
-	out, err := queryDocs[Node](ctx, s, "node", `SELECT doc FROM nodes ORDER BY instance`)
+	out, err := queryDocs[Node](ctx, s, "node", `SELECT instance, doc FROM nodes ORDER BY instance`)
 	if out == nil && err == nil {
 		out = []Node{}
 	}
@@ -714,7 +733,7 @@ func (s *pgStore) DeleteResource(ctx context.Context, kind, name string) error {
 }
 
 func (s *pgStore) Resources(ctx context.Context) ([]Resource, error) {
-	out, err := queryDocs[Resource](ctx, s, "resource", `SELECT doc FROM resources ORDER BY key`)
+	out, err := queryDocs[Resource](ctx, s, "resource", `SELECT key, doc FROM resources ORDER BY key`)
 	if out == nil && err == nil {
 		out = []Resource{}
 	}

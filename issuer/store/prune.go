@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -54,19 +55,20 @@ func nodePrunable(n Node, now time.Time) bool {
 
 func (s *boltStore) Prune(ctx context.Context, now time.Time) (PruneStats, error) {
 	var st PruneStats
+	var errs []error
 	var err error
 	if st.Tokens, err = s.sweep(ctx, bucketTokens, func(v []byte) (bool, error) {
 		var t Token
 		err := json.Unmarshal(v, &t)
 		return err == nil && tokenPrunable(t, now), err
 	}); err != nil {
-		return st, fmt.Errorf("store: prune tokens: %w", err)
+		errs = append(errs, fmt.Errorf("store: prune tokens: %w", err))
 	}
 	if st.Challenges, err = s.pruneExpiring(ctx, bucketChallenges, bucketChallengesExpiry, now); err != nil {
-		return st, fmt.Errorf("store: prune challenges: %w", err)
+		errs = append(errs, fmt.Errorf("store: prune challenges: %w", err))
 	}
 	if st.Used, err = s.pruneExpiring(ctx, bucketUsed, bucketUsedExpiry, now); err != nil {
-		return st, fmt.Errorf("store: prune used keys: %w", err)
+		errs = append(errs, fmt.Errorf("store: prune used keys: %w", err))
 	}
 	lockDead := func(v []byte) (bool, error) {
 		var l Lock
@@ -77,7 +79,7 @@ func (s *boltStore) Prune(ctx context.Context, now time.Time) (PruneStats, error
 		n, err := s.sweep(ctx, b, lockDead)
 		st.Locks += n
 		if err != nil {
-			return st, fmt.Errorf("store: prune locks: %w", err)
+			errs = append(errs, fmt.Errorf("store: prune locks: %w", err))
 		}
 	}
 	if st.Nodes, err = s.sweep(ctx, bucketNodes, func(v []byte) (bool, error) {
@@ -85,9 +87,32 @@ func (s *boltStore) Prune(ctx context.Context, now time.Time) (PruneStats, error
 		err := json.Unmarshal(v, &n)
 		return err == nil && nodePrunable(n, now), err
 	}); err != nil {
-		return st, fmt.Errorf("store: prune nodes: %w", err)
+		errs = append(errs, fmt.Errorf("store: prune nodes: %w", err))
 	}
-	return st, nil
+	return st, errors.Join(errs...)
+}
+
+// undecodable counts the records a prune kept because they did not
+// decode, and keeps the first one's error: such a record is left for an
+// operator to look at, and the records after it are pruned all the same,
+// so that one bad record does not stop every prune to come.
+type undecodable struct {
+	n     int
+	first error
+}
+
+func (u *undecodable) add(err error) {
+	if u.n == 0 {
+		u.first = err
+	}
+	u.n++
+}
+
+func (u *undecodable) err() error {
+	if u.n == 0 {
+		return nil
+	}
+	return fmt.Errorf("%d records that do not decode are kept; the first: %w", u.n, u.first)
 }
 
 // inBatches runs batch, one transaction of a prune, until it reports that
@@ -132,7 +157,8 @@ func (s *boltStore) pruneExpiring(ctx context.Context, main, index []byte, now t
 // transaction and the sweep goes on in the next.
 func (s *boltStore) sweep(ctx context.Context, bucket []byte, dead func(v []byte) (bool, error)) (int, error) {
 	var after []byte // the last key of the previous batch
-	return inBatches(ctx, func() (int, bool, error) {
+	var bad undecodable
+	n, err := inBatches(ctx, func() (int, bool, error) {
 		var removed int
 		var last []byte
 		err := s.db.Update(func(tx *bolt.Tx) error {
@@ -154,7 +180,7 @@ func (s *boltStore) sweep(ctx context.Context, bucket []byte, dead func(v []byte
 				last = k
 				d, err := dead(v)
 				if err != nil {
-					return fmt.Errorf("%q: decode: %w", k, err)
+					bad.add(fmt.Errorf("%q: decode: %w", k, err))
 				}
 				if d {
 					doomed = append(doomed, k)
@@ -176,27 +202,29 @@ func (s *boltStore) sweep(ctx context.Context, bucket []byte, dead func(v []byte
 		after = last
 		return removed, last != nil, err
 	})
+	return n, errors.Join(err, bad.err())
 }
 
 func (s *pgStore) Prune(ctx context.Context, now time.Time) (PruneStats, error) {
 	var st PruneStats
+	var errs []error
 	var err error
 	if st.Tokens, err = s.pruneTokens(ctx, now); err != nil {
-		return st, fmt.Errorf("store: prune tokens: %w", err)
+		errs = append(errs, fmt.Errorf("store: prune tokens: %w", err))
 	}
 	if st.Challenges, err = s.pruneExpiring(ctx, "challenges", now); err != nil {
-		return st, fmt.Errorf("store: prune challenges: %w", err)
+		errs = append(errs, fmt.Errorf("store: prune challenges: %w", err))
 	}
 	if st.Used, err = s.pruneExpiring(ctx, "used", now); err != nil {
-		return st, fmt.Errorf("store: prune used keys: %w", err)
+		errs = append(errs, fmt.Errorf("store: prune used keys: %w", err))
 	}
 	if st.Locks, err = s.pruneLocks(ctx, now); err != nil {
-		return st, fmt.Errorf("store: prune locks: %w", err)
+		errs = append(errs, fmt.Errorf("store: prune locks: %w", err))
 	}
 	if st.Nodes, err = s.pruneNodes(ctx, now); err != nil {
-		return st, fmt.Errorf("store: prune nodes: %w", err)
+		errs = append(errs, fmt.Errorf("store: prune nodes: %w", err))
 	}
-	return st, nil
+	return st, errors.Join(errs...)
 }
 
 // pruneExpiring removes the rows of table (used or challenges) expired at
@@ -236,7 +264,8 @@ func (s *pgStore) pruneTokens(ctx context.Context, now time.Time) (int, error) {
 // expired one in between is not removed in its stead.
 func (s *pgStore) pruneLocks(ctx context.Context, now time.Time) (int, error) {
 	afterKind, afterKey := -1, ""
-	return inBatches(ctx, func() (int, bool, error) {
+	var bad undecodable
+	n, err := inBatches(ctx, func() (int, bool, error) {
 		var removed, seen int
 		err := s.tx(ctx, func(tx pgx.Tx) error {
 			rows, err := tx.Query(ctx, `SELECT kind, key, doc FROM locks WHERE (kind, key) > ($1, $2)
@@ -257,7 +286,8 @@ func (s *pgStore) pruneLocks(ctx context.Context, now time.Time) (int, error) {
 				afterKind, afterKey = kind, key
 				var l Lock
 				if err := json.Unmarshal(doc, &l); err != nil {
-					return fmt.Errorf("lock %q: decode: %w", key, err)
+					bad.add(fmt.Errorf("lock %q: decode: %w", key, err))
+					return nil
 				}
 				if !l.InForce(now) {
 					doomed = append(doomed, ref{kind, key})
@@ -278,6 +308,7 @@ func (s *pgStore) pruneLocks(ctx context.Context, now time.Time) (int, error) {
 		})
 		return removed, seen >= pruneBatch, err
 	})
+	return n, errors.Join(err, bad.err())
 }
 
 // pruneNodes removes the nodes nodePrunable reports, pruneBatch at most

@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // TestPrune checks what Prune keeps and removes of each kind of record,
@@ -169,4 +172,65 @@ func TestPruneBatches(t *testing.T) {
 			t.Fatalf("Tokens after Prune: %d, %v; want %d", len(toks), err, n/2)
 		}
 	})
+}
+
+// TestPrunePastCorruptRecords puts a token and a lock that do not decode
+// among ones to prune: Prune keeps the bad ones, names the first, and
+// prunes the records after them and every other kind all the same, where
+// one bad record used to stop every prune to come.
+func TestPrunePastCorruptRecords(t *testing.T) {
+	ctx := context.Background()
+	forEachStore(t, func(t *testing.T, s Store, _ string) {
+		now := t0.Add(60 * 24 * time.Hour)
+		for _, h := range []string{"00aa", "ffaa"} {
+			if err := s.PutToken(ctx, token(h, t0)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.LockBot(ctx, Lock{Bot: "zz-expired", Reason: "r", At: t0, Expires: t0.Add(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.PutChallenge(ctx, "c", "tok", t0.Add(time.Hour), t0); err != nil {
+			t.Fatal(err)
+		}
+		corrupt(t, s, "locks", "aa-bad", "{")
+		// PostgreSQL's Prune judges tokens by their columns, not their
+		// documents; bbolt's decodes them.
+		_, isBolt := s.(*boltStore)
+		if isBolt {
+			corrupt(t, s, "tokens", "55bad0123456789", "[]")
+		}
+		st, err := s.Prune(ctx, now)
+		if err == nil || !strings.Contains(err.Error(), `"aa-bad"`) || isBolt && !strings.Contains(err.Error(), `"55bad0123456`) {
+			t.Errorf("Prune error = %v, want one naming the records that do not decode", err)
+		}
+		if st.Tokens != 2 || st.Locks != 1 || st.Challenges != 1 {
+			t.Errorf("Prune = %+v, want the 2 good tokens, the lock and the challenge removed", st)
+		}
+	})
+}
+
+// corrupt writes data as the record key of table (tokens or locks of
+// bots) as no issuer would. A token is put first, then its document
+// replaced, so that its other columns are what the schema wants.
+func corrupt(t *testing.T, s Store, table, key, data string) {
+	t.Helper()
+	var err error
+	switch s := s.(type) {
+	case *boltStore:
+		bucket := map[string][]byte{"tokens": bucketTokens, "locks": bucketLocks}[table]
+		err = s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucket).Put([]byte(key), []byte(data)) })
+	case *pgStore:
+		q := `INSERT INTO locks (kind, key, doc) VALUES (0, $1, $2)`
+		if table == "tokens" {
+			if err := s.PutToken(context.Background(), token(key, t0)); err != nil {
+				t.Fatal(err)
+			}
+			q = `UPDATE tokens SET doc = $2 WHERE hash = $1`
+		}
+		_, err = s.pool.Exec(context.Background(), q, key, []byte(data))
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
 }

@@ -267,8 +267,10 @@ type Store interface {
 	// and nodes last renewed more than NodeRetention before now. It works
 	// in batches, each its own short transaction, so that a large store
 	// is never held by one; what was removed before an error stays
-	// removed and is counted. Removing is idempotent: issuers sharing a
-	// store may prune it at the same time.
+	// removed and is counted. A record that does not decode is kept and
+	// named in the error, and the prune goes on past it, and to the
+	// other kinds after an error in one. Removing is idempotent: issuers
+	// sharing a store may prune it at the same time.
 	Prune(ctx context.Context, now time.Time) (PruneStats, error)
 	// Changes returns a count that grows with every write of the resource
 	// documents or the locks, made through any Store on the same data, in
