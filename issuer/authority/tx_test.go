@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -11,6 +13,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/mwi-project/mwi/api"
+	"github.com/mwi-project/mwi/issuer/authority"
 	"github.com/mwi-project/mwi/issuer/ca"
 	"github.com/mwi-project/mwi/issuer/store"
 )
@@ -159,5 +162,70 @@ func TestValidityFromTheStoresClock(t *testing.T) {
 	}
 	if !in.Created.Equal(dbNow) {
 		t.Errorf("instance created at %v, want the store's now %v", in.Created, dbNow)
+	}
+}
+
+// brokenClock is the real store, but for its clock, which fails as a
+// database's does when the query that reads it gets no answer.
+type brokenClock struct{ store.Store }
+
+func (brokenClock) Now(context.Context) (time.Time, error) {
+	return time.Time{}, fmt.Errorf("the database's clock: %w", store.ErrUnavailable)
+}
+
+// TestNoClockNoDecision checks that when the store cannot tell its time,
+// nothing that depends on the time is decided with another clock: the
+// local clock of a replica may be far from the database's, and a store
+// that answers the next query would take its writes. Each call is
+// refused as the store being unavailable (503, which the caller may
+// retry), and nothing is written.
+func TestNoClockNoDecision(t *testing.T) {
+	e := newEnv(t)
+	tok := e.token(t, "ci")
+	creds := e.join(t, e.token(t, "ci"))
+	id := ca.Identity{Bot: "ci", Instance: creds.Instance, Generation: 1}
+	e.auth.Now = nil
+	e.auth.Store = brokenClock{e.store}
+	ctx := context.Background()
+
+	for _, tc := range []struct {
+		name string
+		call func() error
+	}{
+		{"join", func() error {
+			_, err := e.auth.Join(ctx, api.JoinRequest{JoinMethod: api.JoinMethodToken, Token: tok, Keys: newKeys(t).pub, TTLSeconds: 600}, nil, "192.0.2.1:1234")
+			return err
+		}},
+		{"renew", func() error { _, err := e.renew(t, id); return err }},
+		{"create token", func() error { _, err := e.auth.CreateToken(ctx, "ci", time.Hour); return err }},
+		{"lock", func() error {
+			_, err := e.auth.AddLock(ctx, api.LockTarget{Bot: "ci"}, "test", time.Hour)
+			return err
+		}},
+		{"locks", func() error { _, err := e.auth.Locks(ctx); return err }},
+		{"lock list", func() error { _, _, err := e.auth.LockList(ctx); return err }},
+		{"krl", func() error { _, _, err := e.auth.KRL(ctx); return err }},
+		{"clock", func() error { _, err := e.auth.Clock(ctx); return err }},
+		{"challenge", func() error {
+			_, err := e.auth.Challenge(ctx, api.ChallengeRequest{TokenName: "any"}, nil, "192.0.2.1:1234")
+			return err
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := tc.call(); !errors.Is(err, store.ErrUnavailable) {
+				t.Fatalf("err = %v, want one wrapping store.ErrUnavailable (503 store_unavailable)", err)
+			}
+		})
+	}
+	// Nothing was written: the token is unused, the generation has not
+	// moved, no lock was put.
+	if _, err := e.store.Token(ctx, authority.HashToken(tok), e.now); err != nil {
+		t.Errorf("the token of the refused join: %v, want it unused", err)
+	}
+	if in, err := e.store.Instance(ctx, creds.Instance); err != nil || in.Generation != 1 {
+		t.Errorf("instance after the refused renewal: generation %d, %v; want 1", in.Generation, err)
+	}
+	if locks, err := e.store.Locks(ctx, e.now); err != nil || len(locks) != 0 {
+		t.Errorf("locks after the refused lock: %v, %v; want none", locks, err)
 	}
 }

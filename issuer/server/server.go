@@ -410,7 +410,16 @@ func (s *Server) pruneStore(ctx context.Context, every time.Duration) {
 func (s *Server) prune(ctx context.Context) {
 	pctx, cancel := context.WithTimeout(ctx, pruneTimeout)
 	defer cancel()
-	st, err := s.auth.Store.Prune(pctx, s.auth.Clock(pctx))
+	// What has expired is decided by the store's clock only: a round
+	// when the store cannot tell its time prunes nothing.
+	now, err := s.auth.Clock(pctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.Warn("cannot prune the store; will retry", "err", err)
+		}
+		return
+	}
+	st, err := s.auth.Store.Prune(pctx, now)
 	attrs := []any{"tokens", st.Tokens, "challenges", st.Challenges, "replay_records", st.Used,
 		"locks", st.Locks, "nodes", st.Nodes}
 	switch {
