@@ -200,6 +200,9 @@ func (a *Authority) joinAttested(ctx context.Context, req api.JoinRequest, clien
 	}
 	w.Node = a.node(ctx, in, grant, keys.hosts, remote, now)
 	in, err = a.Store.Join(ctx, w)
+	if lerr := lockedMeanwhile(err, tok.BotName, tok.Name); lerr != nil {
+		return deny(lerr)
+	}
 	switch {
 	case errors.Is(err, store.ErrReplay):
 		return denied(&join.DeniedError{Check: join.CheckReplay})

@@ -200,6 +200,9 @@ func (a *Authority) join(ctx context.Context, req api.JoinRequest, client *ca.Id
 	// re-checks the token: of two joins racing with the same token, one
 	// wins and the other is told it was used.
 	in, err = a.Store.Join(ctx, store.JoinWrite{Now: now, TokenHash: hash, Instance: in, Node: a.node(ctx, in, grant, keys.hosts, remote, now)})
+	if lerr := lockedMeanwhile(err, tok.Bot, ""); lerr != nil {
+		return deny(lerr)
+	}
 	if err != nil {
 		return deny(tokenError(err, "join"))
 	}
@@ -315,6 +318,9 @@ func mismatchReason(id ca.Identity, stored store.Instance) string {
 // instance (audited here). Any other error is the store's, returned as it
 // is.
 func (a *Authority) advanceRefusal(ctx context.Context, id ca.Identity, in store.Instance, err error, now time.Time) error {
+	if lerr := lockedMeanwhile(err, id.Bot, in.TokenName); lerr != nil {
+		return lerr
+	}
 	switch {
 	case errors.Is(err, store.ErrInstanceUnknown):
 		return fault.Unauthenticated(api.CodeUnauthenticated, "bot instance %s is unknown to this issuer", id.Instance)
@@ -337,6 +343,22 @@ func (a *Authority) advanceRefusal(ctx context.Context, id ca.Identity, in store
 			reason, id.Instance, id.Instance)
 	}
 	return err
+}
+
+// lockedMeanwhile returns the refusal of a join or renewal of bot, with
+// the token resource token, that the store refused because a lock of the
+// bot or the token was recorded after the authority looked for locks and
+// before the store committed; or nil if err is not such a refusal.
+func lockedMeanwhile(err error, bot, token string) error {
+	switch {
+	case errors.Is(err, store.ErrBotLocked):
+		return fault.Denied(api.CodeBotLocked,
+			"bot %s was locked while this request was decided; an operator can lift it with mwi-issuer bot unlock %s", bot, bot)
+	case errors.Is(err, store.ErrTokenLocked):
+		return fault.Denied(api.CodeTokenLocked,
+			"token %s was locked while this request was decided; an operator can lift it with mwi-issuer lock rm --token %s", token, token)
+	}
+	return nil
 }
 
 // instanceLocked is the refusal of a locked instance.

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/mwi-project/mwi/api"
+	"github.com/mwi-project/mwi/internal/fault"
 	"github.com/mwi-project/mwi/issuer/authority"
 	"github.com/mwi-project/mwi/issuer/ca"
 	"github.com/mwi-project/mwi/issuer/store"
@@ -227,5 +228,85 @@ func TestNoClockNoDecision(t *testing.T) {
 	}
 	if locks, err := e.store.Locks(ctx, e.now); err != nil || len(locks) != 0 {
 		t.Errorf("locks after the refused lock: %v, %v; want none", locks, err)
+	}
+}
+
+// lockRacer is the real store, with a lock put just before each Join and
+// Renew reaches it: after the authority checked the locks, before the
+// store commits.
+type lockRacer struct {
+	store.Store
+	lock func()
+}
+
+func (s lockRacer) Join(ctx context.Context, w store.JoinWrite) (store.Instance, error) {
+	s.lock()
+	return s.Store.Join(ctx, w)
+}
+
+func (s lockRacer) Renew(ctx context.Context, w store.RenewWrite) (store.Instance, error) {
+	s.lock()
+	return s.Store.Renew(ctx, w)
+}
+
+// TestLockBetweenCheckAndCommit checks that a lock recorded after the
+// authority looked for locks, but before the join or renewal commits,
+// still refuses it: the store checks the bot's and the token's locks in
+// the transaction that writes, as it checks the instance's, and nothing
+// is written.
+func TestLockBetweenCheckAndCommit(t *testing.T) {
+	ctx := context.Background()
+	botLock := func(e *env) func() {
+		return func() {
+			if err := e.store.LockBot(ctx, store.Lock{Bot: "ci", Reason: "compromised", At: e.now}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	t.Run("renew, bot lock", func(t *testing.T) {
+		e := newEnv(t)
+		creds := e.join(t, e.token(t, "ci"))
+		e.auth.Store = lockRacer{e.store, botLock(e)}
+		_, err := e.renew(t, ca.Identity{Bot: "ci", Instance: creds.Instance, Generation: 1})
+		expectCode(t, err, api.CodeBotLocked)
+		if in, err := e.store.Instance(ctx, creds.Instance); err != nil || in.Generation != 1 {
+			t.Errorf("instance after the refused renewal: generation %d, %v; want 1", in.Generation, err)
+		}
+	})
+	t.Run("token join, bot lock", func(t *testing.T) {
+		e := newEnv(t)
+		tok := e.token(t, "ci")
+		e.auth.Store = lockRacer{e.store, botLock(e)}
+		_, err := e.auth.Join(ctx, api.JoinRequest{JoinMethod: api.JoinMethodToken, Token: tok, Keys: newKeys(t).pub, TTLSeconds: 600}, nil, "192.0.2.1:1234")
+		expectCode(t, err, api.CodeBotLocked)
+		if _, err := e.store.Token(ctx, authority.HashToken(tok), e.now); err != nil {
+			t.Errorf("the token of the refused join: %v, want it unused", err)
+		}
+	})
+	t.Run("bound key pair join, token lock", func(t *testing.T) {
+		e := newAttestEnv(t)
+		req := e.keypairReq(t, "build-01", e.signer)
+		e.auth.Store = lockRacer{e.store, func() {
+			if err := e.store.LockToken(ctx, store.Lock{Token: "build-01", Reason: "compromised", At: e.now}); err != nil {
+				t.Fatal(err)
+			}
+		}}
+		_, err := e.auth.Join(ctx, req, nil, "192.0.2.1:1234")
+		expectCode(t, err, api.CodeTokenLocked)
+	})
+	t.Run("bound key pair join, bot lock", func(t *testing.T) {
+		e := newAttestEnv(t)
+		req := e.keypairReq(t, "build-01", e.signer)
+		e.auth.Store = lockRacer{e.store, botLock(e.env)}
+		_, err := e.auth.Join(ctx, req, nil, "192.0.2.1:1234")
+		expectCode(t, err, api.CodeBotLocked)
+	})
+}
+
+func expectCode(t *testing.T, err error, code string) {
+	t.Helper()
+	fe, ok := fault.As(err)
+	if !ok || fe.Code != code {
+		t.Fatalf("err = %v, want a refusal %s", err, code)
 	}
 }

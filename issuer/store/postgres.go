@@ -304,6 +304,12 @@ func pgAdvance(ctx context.Context, tx pgx.Tx, w RenewWrite) (out Instance, refu
 		return Instance{}, fmt.Errorf("store: advance instance %q: locked since %s: %s: %w",
 			w.ID, l.At.Format(time.RFC3339), l.Reason, ErrInstanceLocked), nil
 	}
+	if err := pgLocksOf(ctx, tx, in.Bot, in.TokenName, w.Now); err != nil {
+		if refusal(err) {
+			return Instance{}, err, nil
+		}
+		return Instance{}, nil, err
+	}
 	if in.Generation == w.Presented+1 && w.Key != "" && in.IssuedKey == w.Key {
 		return in, nil, nil // the same request again: issue the same generation
 	}

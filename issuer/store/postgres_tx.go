@@ -48,6 +48,9 @@ func (s *pgStore) Join(ctx context.Context, w JoinWrite) (Instance, error) {
 			}
 			out = in
 		} else {
+			if err := pgLocksOf(ctx, tx, w.Instance.Bot, w.Instance.TokenName, w.Now); err != nil {
+				return err
+			}
 			var err error
 			if out, err = pgCreateInstance(ctx, tx, w.Instance); err != nil {
 				return err
@@ -91,6 +94,28 @@ func (s *pgStore) Renew(ctx context.Context, w RenewWrite) (Instance, error) {
 		return Instance{}, err
 	}
 	return out, refused
+}
+
+// pgLocksOf returns ErrBotLocked or ErrTokenLocked if a lock of bot or
+// of the token resource token (if not empty) is in force at now, as read
+// in tx.
+func pgLocksOf(ctx context.Context, tx pgx.Tx, bot, token string, now time.Time) error {
+	for _, c := range []struct {
+		kind int
+		key  string
+		err  error
+	}{{lockOfBot, bot, ErrBotLocked}, {lockOfToken, token, ErrTokenLocked}} {
+		if c.key == "" {
+			continue
+		}
+		var l Lock
+		if locked, err := getDoc(ctx, tx, &l, `SELECT doc FROM locks WHERE kind = $1 AND key = $2`, c.kind, c.key); err != nil {
+			return fmt.Errorf("store: lock %q: %w", c.key, err)
+		} else if locked && l.InForce(now) {
+			return fmt.Errorf("store: %q locked since %s: %s: %w", c.key, l.At.Format(time.RFC3339), l.Reason, c.err)
+		}
+	}
+	return nil
 }
 
 // pgCreateInstance inserts in, in tx, and returns it as stored, or

@@ -33,6 +33,11 @@ var (
 	// ErrInstanceLocked is an instance whose lock refuses it a new
 	// generation.
 	ErrInstanceLocked = errors.New("bot instance locked")
+	// ErrBotLocked and ErrTokenLocked are a join or a renewal refused,
+	// in the transaction that would write it, by a lock of its bot or of
+	// the token resource its instance joins with.
+	ErrBotLocked   = errors.New("bot locked")
+	ErrTokenLocked = errors.New("token locked")
 	// ErrReplay is a key given to MarkUsed that was already used.
 	ErrReplay = errors.New("already used")
 	// ErrChallengeUnknown is a challenge that was never issued, was used

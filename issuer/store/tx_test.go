@@ -347,3 +347,81 @@ func TestPostgresNowIsTheDatabases(t *testing.T) {
 		t.Fatalf("Now with a stale measure = %v, %v; want it measured again", now, err)
 	}
 }
+
+// TestJoinRenewCheckLocks checks that Join and Renew refuse, in the
+// transaction that would write, an instance whose bot or token resource
+// is locked at their Now, writing nothing; an expired lock refuses
+// nothing. The authority looks for these locks before, but one recorded
+// in between must still refuse.
+func TestJoinRenewCheckLocks(t *testing.T) {
+	ctx := context.Background()
+	forEachStore(t, func(t *testing.T, s Store, _ string) {
+		if err := s.PutToken(ctx, token("tok", t0.Add(time.Hour))); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.CreateInstance(ctx, newInstance("h")); err != nil {
+			t.Fatal(err)
+		}
+		attested := Instance{ID: "a", Bot: "bot-att", Generation: 1, Created: t0, JoinMethod: "bound_keypair", TokenName: "tn"}
+		if err := s.CreateInstance(ctx, attested); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.LockBot(ctx, Lock{Bot: "bot-tok", Reason: "r", At: t0, Expires: t0.Add(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.LockToken(ctx, Lock{Token: "tn", Reason: "r", At: t0, Expires: t0.Add(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+		now := t0.Add(time.Minute)
+		node := &Node{Instance: "new", Bot: "bot-tok", Names: []string{"h1"}, Renewed: now}
+		replay := Replay{Key: "jti", Owner: "new-a", Expires: t0.Add(time.Hour)}
+		for _, tc := range []struct {
+			name string
+			call func() error
+			want error
+		}{
+			{"token join", func() error {
+				_, err := s.Join(ctx, JoinWrite{Now: now, TokenHash: "tok", Instance: newInstance("new"), Node: node})
+				return err
+			}, ErrBotLocked},
+			{"renewal", func() error {
+				_, err := s.Renew(ctx, RenewWrite{ID: "h", Presented: 1, Key: "k", Now: now, Node: node})
+				return err
+			}, ErrBotLocked},
+			{"attested join", func() error {
+				in := attested
+				in.ID = "new-a"
+				_, err := s.Join(ctx, JoinWrite{Now: now, Replay: replay, Instance: in})
+				return err
+			}, ErrTokenLocked},
+			{"attested re-join", func() error {
+				_, err := s.Join(ctx, JoinWrite{Now: now, Replay: replay, Keep: &RenewWrite{ID: "a", Presented: 1, Key: "k"}})
+				return err
+			}, ErrTokenLocked},
+		} {
+			if err := tc.call(); !errors.Is(err, tc.want) {
+				t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
+			}
+		}
+		if got := readState(t, s, "tok"); got != (state{instances: 2}) {
+			t.Errorf("after refused writes: %+v, want the token unspent and nothing written", got)
+		}
+		for _, id := range []string{"h", "a"} {
+			if in, err := s.Instance(ctx, id); err != nil || in.Generation != 1 {
+				t.Errorf("instance %s: generation %d, %v; want 1", id, in.Generation, err)
+			}
+		}
+		if err := s.MarkUsed(ctx, replay.Key, "other", replay.Expires, now); err != nil {
+			t.Errorf("the replay record of a refused join was written: %v", err)
+		}
+
+		// Once the locks expire, the same writes go through.
+		later := t0.Add(2 * time.Hour)
+		if _, err := s.Renew(ctx, RenewWrite{ID: "h", Presented: 1, Key: "k", Now: later}); err != nil {
+			t.Errorf("renewal after the bot lock expired: %v", err)
+		}
+		if _, err := s.Join(ctx, JoinWrite{Now: later, Keep: &RenewWrite{ID: "a", Presented: 1, Key: "k"}}); err != nil {
+			t.Errorf("re-join after the token lock expired: %v", err)
+		}
+	})
+}
