@@ -52,6 +52,9 @@ type pgStore struct {
 	pool  *pgxpool.Pool
 	name  string // the URL without its password, for messages
 	clock pgClock
+	// beforeCommit, if set, is called by Join and Renew when they have
+	// written and before they commit, for the tests.
+	beforeCommit func()
 }
 
 // openPostgres connects to the database at url and brings its schema up
@@ -296,7 +299,11 @@ func pgAdvance(ctx context.Context, tx pgx.Tx, w RenewWrite) (out Instance, refu
 		return Instance{}, fmt.Errorf("store: advance instance %q: %w", w.ID, ErrInstanceUnknown), nil
 	}
 	// The lock is read with the instance's row held, as bbolt reads
-	// it in the transaction that moves the counter.
+	// it in the transaction that moves the counter, and with its key held
+	// (see pgHoldLock).
+	if err := pgHoldLock(ctx, tx, lockOfInstance, w.ID, false); err != nil {
+		return Instance{}, nil, err
+	}
 	var l Lock
 	if locked, err := getDoc(ctx, tx, &l, `SELECT doc FROM locks WHERE kind = $1 AND key = $2`, lockOfInstance, w.ID); err != nil {
 		return Instance{}, nil, fmt.Errorf("store: lock of instance %q: %w", w.ID, err)
@@ -364,7 +371,33 @@ func (s *pgStore) LockToken(ctx context.Context, l Lock) error {
 // there already (see boltStore.putLock). The INSERT either adds the lock
 // or, finding one, holds its row while it is checked.
 func (s *pgStore) putLock(ctx context.Context, kind int, key string, l Lock) error {
-	return s.tx(ctx, func(tx pgx.Tx) error { return pgPutLock(ctx, tx, kind, key, l) })
+	return s.tx(ctx, func(tx pgx.Tx) error {
+		if err := pgHoldLock(ctx, tx, kind, key, true); err != nil {
+			return err
+		}
+		return pgPutLock(ctx, tx, kind, key, l)
+	})
+}
+
+// pgHoldLock takes, until tx ends, the advisory lock of the lock of kind
+// named key: shared for a join or a renewal that checks the lock, before
+// it reads it; exclusive for putLock, which records it. At READ COMMITTED
+// each statement sees what committed before it began, so without it a
+// lock committed after a join or renewal read the locks, and before that
+// commits, would be ignored by it: the operator told the lock is in force
+// would see credentials issued after. With it, such a lock waits for the
+// join or renewal to commit, and one that begins after the lock reads it.
+// Joins and renewals take only shared ones, and putLock takes only the
+// one, so they cannot deadlock.
+func pgHoldLock(ctx context.Context, tx pgx.Tx, kind int, key string, exclusive bool) error {
+	q := `SELECT pg_advisory_xact_lock_shared($1, hashtext($2))`
+	if exclusive {
+		q = `SELECT pg_advisory_xact_lock($1, hashtext($2))`
+	}
+	if _, err := tx.Exec(ctx, q, int32(kind), key); err != nil {
+		return fmt.Errorf("store: hold lock %q: %w", key, err)
+	}
+	return nil
 }
 
 // pgPutLock is putLock in the transaction tx.

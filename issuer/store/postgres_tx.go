@@ -62,7 +62,12 @@ func (s *pgStore) Join(ctx context.Context, w JoinWrite) (Instance, error) {
 			}
 		}
 		if w.Node != nil {
-			return pgPutNode(ctx, tx, *w.Node)
+			if err := pgPutNode(ctx, tx, *w.Node); err != nil {
+				return err
+			}
+		}
+		if s.beforeCommit != nil {
+			s.beforeCommit()
 		}
 		return nil
 	})
@@ -86,7 +91,12 @@ func (s *pgStore) Renew(ctx context.Context, w RenewWrite) (Instance, error) {
 			return nil
 		}
 		if w.Node != nil {
-			return pgPutNode(ctx, tx, *w.Node)
+			if err := pgPutNode(ctx, tx, *w.Node); err != nil {
+				return err
+			}
+		}
+		if s.beforeCommit != nil {
+			s.beforeCommit()
 		}
 		return nil
 	})
@@ -98,7 +108,7 @@ func (s *pgStore) Renew(ctx context.Context, w RenewWrite) (Instance, error) {
 
 // pgLocksOf returns ErrBotLocked or ErrTokenLocked if a lock of bot or
 // of the token resource token (if not empty) is in force at now, as read
-// in tx.
+// in tx, with their keys held (see pgHoldLock).
 func pgLocksOf(ctx context.Context, tx pgx.Tx, bot, token string, now time.Time) error {
 	for _, c := range []struct {
 		kind int
@@ -107,6 +117,9 @@ func pgLocksOf(ctx context.Context, tx pgx.Tx, bot, token string, now time.Time)
 	}{{lockOfBot, bot, ErrBotLocked}, {lockOfToken, token, ErrTokenLocked}} {
 		if c.key == "" {
 			continue
+		}
+		if err := pgHoldLock(ctx, tx, c.kind, c.key, false); err != nil {
+			return err
 		}
 		var l Lock
 		if locked, err := getDoc(ctx, tx, &l, `SELECT doc FROM locks WHERE kind = $1 AND key = $2`, c.kind, c.key); err != nil {

@@ -425,3 +425,90 @@ func TestJoinRenewCheckLocks(t *testing.T) {
 		}
 	})
 }
+
+// TestPostgresLockWaitsForJoinOrRenewal checks, on PostgreSQL, that a lock
+// recorded while a join or renewal that has checked the locks is still
+// uncommitted waits for that transaction: it is then recorded after it,
+// as the operator who locked expects, and not before a commit that
+// ignored it (bbolt runs one writer at a time, so it cannot happen there).
+func TestPostgresLockWaitsForJoinOrRenewal(t *testing.T) {
+	ctx := context.Background()
+	at := t0.Add(time.Minute)
+	for _, tc := range []struct {
+		name  string
+		lock  func(s Store) error
+		write func(s Store) error
+	}{
+		{"bot lock, renewal",
+			func(s Store) error { return s.LockBot(ctx, Lock{Bot: "bot-tok", Reason: "r", At: at}) },
+			func(s Store) error {
+				_, err := s.Renew(ctx, RenewWrite{ID: "h", Presented: 1, Key: "k", Now: at})
+				return err
+			}},
+		{"instance lock, renewal",
+			func(s Store) error {
+				return s.LockInstance(ctx, Lock{Bot: "bot-tok", Instance: "h", Reason: "r", At: at})
+			},
+			func(s Store) error {
+				_, err := s.Renew(ctx, RenewWrite{ID: "h", Presented: 1, Key: "k", Now: at})
+				return err
+			}},
+		{"bot lock, token join",
+			func(s Store) error { return s.LockBot(ctx, Lock{Bot: "bot-tok", Reason: "r", At: at}) },
+			func(s Store) error {
+				_, err := s.Join(ctx, JoinWrite{Now: at, TokenHash: "tok", Instance: newInstance("new")})
+				return err
+			}},
+		{"token lock, attested join",
+			func(s Store) error { return s.LockToken(ctx, Lock{Token: "tn", Reason: "r", At: at}) },
+			func(s Store) error {
+				in := Instance{ID: "new-a", Bot: "bot-att", Generation: 1, Created: t0, JoinMethod: "bound_keypair", TokenName: "tn"}
+				_, err := s.Join(ctx, JoinWrite{Now: at, Instance: in})
+				return err
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, _ := openPostgresTemp(t)
+			ps := s.(*pgStore)
+			if err := s.PutToken(ctx, token("tok", t0.Add(time.Hour))); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.CreateInstance(ctx, newInstance("h")); err != nil {
+				t.Fatal(err)
+			}
+			locked := make(chan error, 1)
+			ps.beforeCommit = func() {
+				ps.beforeCommit = nil
+				go func() { locked <- tc.lock(s) }()
+				// The lock either commits, which is the flaw, or waits for
+				// this transaction on an advisory lock.
+				for {
+					select {
+					case err := <-locked:
+						locked <- err
+						t.Errorf("the lock was recorded (%v) while the write (%s), which had checked the locks, was uncommitted", err, tc.name)
+						return
+					default:
+					}
+					var waiting int
+					if err := ps.pool.QueryRow(ctx, `SELECT count(*) FROM pg_locks
+						WHERE locktype = 'advisory' AND NOT granted
+						AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&waiting); err != nil {
+						t.Error(err)
+						return
+					}
+					if waiting > 0 {
+						return
+					}
+					time.Sleep(time.Millisecond)
+				}
+			}
+			if err := tc.write(s); err != nil {
+				t.Fatalf("the write begun before the lock: %v", err)
+			}
+			if err := <-locked; err != nil {
+				t.Fatalf("the lock: %v", err)
+			}
+		})
+	}
+}
