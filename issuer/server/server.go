@@ -471,7 +471,7 @@ func (s *Server) Run(ctx context.Context) error {
 	servers := []*http.Server{public, admin}
 	errc := make(chan error, 3)
 	if s.cfg.DiagAddr != "" {
-		diagLn, err := diag.Listen(s.cfg.DiagAddr, diag.MaxConns)
+		diagLn, err := diag.Listen(s.cfg.DiagAddr, diag.MaxConns, s.cfg.DiagAllowRemote)
 		if err != nil {
 			ln.Close()
 			adminLn.Close()
