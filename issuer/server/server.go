@@ -456,7 +456,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("admin socket: %w", err)
 	}
 	lim := s.cfg.Limits.withDefaults()
-	publicLn := newGate(ln, tlsConfig(s.auth.CA), lim, auditRefused(s.auth.Audit), s.auth.CA.AdminName, s.log)
+	publicLn := newGate(ln, tlsConfig(s.auth.CA, s.tlsNow), lim, auditRefused(s.auth.Audit), s.auth.CA.AdminName, s.log)
 	// The HTTPS API serves the admin socket's route table to admin
 	// identities; see remoteAdmin.
 	remote := &remoteAdmin{routes: adminAPI(s.auth, s, s.auth.Audit, s.log), name: s.auth.CA.AdminName}
@@ -505,13 +505,32 @@ func (s *Server) Run(ctx context.Context) error {
 	return err
 }
 
+// tlsNow is the time at which the HTTPS API verifies client
+// certificates: the store's clock, or, when the store cannot tell it, the
+// local clock. The request is refused then anyway, as the authority
+// decides nothing without the store's clock.
+func (s *Server) tlsNow() time.Time {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if t, err := s.auth.Clock(ctx); err == nil {
+		return t
+	}
+	return time.Now()
+}
+
 // maxHeaderBytes bounds a request's headers, and so its path: requests
 // to the issuer carry a few short ones.
 const maxHeaderBytes = 64 << 10
 
-// tlsConfig is the TLS configuration of the HTTPS API of a.
-func tlsConfig(a *ca.Authority) *tls.Config {
+// tlsConfig is the TLS configuration of the HTTPS API of a, which
+// verifies client certificates at now.
+func tlsConfig(a *ca.Authority, now func() time.Time) *tls.Config {
 	return &tls.Config{
+		// Client certificates are verified at the time that decides
+		// validity, the store's (see Authority.Clock), which signed them:
+		// on a replica whose clock is an hour behind the database's, an
+		// identity expired an hour ago would otherwise be taken.
+		Time:         now,
 		MinVersion:   tls.VersionTLS12,
 		Certificates: []tls.Certificate{*a.ServingCertificate()},
 		// A first join has no client certificate; renewal, and a re-join
