@@ -466,8 +466,8 @@ func TestInitIfMissing(t *testing.T) {
 		t.Fatal(err)
 	}
 	code, _, errs = mwiIssuer("init", "--if-missing", "--state", state, "--host", "127.0.0.1")
-	if code != 1 || !strings.Contains(errs, "already holds an issuer") {
-		t.Errorf("init --if-missing on a part of an issuer: exit %d, stderr %q; want 1 and a refusal", code, errs)
+	if code != 1 || !strings.Contains(errs, "already holds an issuer") || !strings.Contains(errs, "ssh_user_ca: no such file") {
+		t.Errorf("init --if-missing on a part of an issuer: exit %d, stderr %q; want 1 and a refusal naming the missing file", code, errs)
 	}
 	if after, _ := os.ReadFile(key); !bytes.Equal(before, after) {
 		t.Error("init --if-missing on a part of an issuer replaced the identity CA's key")
