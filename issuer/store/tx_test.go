@@ -512,3 +512,65 @@ func TestPostgresLockWaitsForJoinOrRenewal(t *testing.T) {
 		})
 	}
 }
+
+// TestRenewConcurrentOneIdentity renews one identity from many callers at
+// once, as copies of it would, on each store: exactly one moves the
+// generation on; each other is refused as a stale generation (and locks
+// the instance) or, once it is locked, as locked. The same request sent
+// many times at once (the same key) is a retry: each gets the one
+// generation, and nothing is locked.
+func TestRenewConcurrentOneIdentity(t *testing.T) {
+	ctx := context.Background()
+	forEachStore(t, func(t *testing.T, s Store, _ string) {
+		for _, sameKey := range []bool{false, true} {
+			id := fmt.Sprintf("h-%v", sameKey)
+			if err := s.CreateInstance(ctx, newInstance(id)); err != nil {
+				t.Fatal(err)
+			}
+			const n = 16
+			errs := make([]error, n)
+			gens := make([]uint64, n)
+			var wg sync.WaitGroup
+			for i := range n {
+				key := fmt.Sprintf("k%d", i)
+				if sameKey {
+					key = "k"
+				}
+				wg.Go(func() {
+					var in Instance
+					in, errs[i] = s.Renew(ctx, RenewWrite{ID: id, Presented: 1, Key: key, Now: t0,
+						OnMismatch: func(stored Instance) Lock {
+							return Lock{Bot: stored.Bot, Instance: stored.ID, Reason: "copied", At: t0}
+						}})
+					gens[i] = in.Generation
+				})
+			}
+			wg.Wait()
+			won := 0
+			for i, err := range errs {
+				switch {
+				case err == nil:
+					won++
+					if gens[i] != 2 {
+						t.Errorf("same key %v: renewal %d got generation %d, want 2", sameKey, i, gens[i])
+					}
+				case sameKey || !errors.Is(err, ErrGenerationMismatch) && !errors.Is(err, ErrInstanceLocked):
+					t.Errorf("same key %v: renewal %d: %v", sameKey, i, err)
+				}
+			}
+			in, err := s.Instance(ctx, id)
+			if err != nil || in.Generation != 2 {
+				t.Errorf("same key %v: instance %+v, %v; want generation 2", sameKey, in, err)
+			}
+			_, locked, err := s.InstanceLock(ctx, id, t0)
+			switch {
+			case err != nil:
+				t.Fatal(err)
+			case sameKey && (won != n || locked):
+				t.Errorf("the same request %d times: %d won, locked %v; want all, and no lock", n, won, locked)
+			case !sameKey && (won != 1 || !locked):
+				t.Errorf("%d copies: %d won, locked %v; want one, and the instance locked", n, won, locked)
+			}
+		}
+	})
+}
