@@ -574,3 +574,82 @@ func TestRenewConcurrentOneIdentity(t *testing.T) {
 		}
 	})
 }
+
+// TestJoinBatchRerun is TestRenewBatchRerun for joins: token joins and
+// attested joins (with replay records) run concurrently with joins that
+// fail in the same transactions (a kept instance at a stale generation
+// whose OnMismatch gives an invalid lock), so that bbolt's Batch rolls
+// batches back and runs their functions again. Each join that succeeded
+// has its token used by its instance, its instance once, its replay
+// record; the failed ones wrote nothing, and refused ones (a token used
+// twice) nothing either.
+func TestJoinBatchRerun(t *testing.T) {
+	ctx := context.Background()
+	forEachStore(t, func(t *testing.T, s Store, _ string) {
+		const n = 8
+		for i := range n {
+			if err := s.PutToken(ctx, token(fmt.Sprintf("tok-%d", i), t0.Add(time.Hour))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.CreateInstance(ctx, Instance{ID: "bad", Bot: "b", Generation: 5, Created: t0}); err != nil {
+			t.Fatal(err)
+		}
+		invalid := func(Instance) Lock { return Lock{Reason: "names nothing"} }
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() {
+				// Twice: the second is refused, the token being used.
+				for try := range 2 {
+					_, err := s.Join(ctx, JoinWrite{Now: t0, TokenHash: fmt.Sprintf("tok-%d", i), Instance: newInstance(fmt.Sprintf("t-%d-%d", i, try))})
+					if want := error(nil); try == 1 {
+						want = ErrTokenUsed
+						if !errors.Is(err, want) {
+							t.Errorf("second token join %d: %v, want %v", i, err, want)
+						}
+					} else if err != nil {
+						t.Errorf("token join %d: %v", i, err)
+					}
+				}
+			})
+			wg.Go(func() {
+				in := Instance{ID: fmt.Sprintf("a-%d", i), Bot: "bot-att", Generation: 1, Created: t0, JoinMethod: "bound_keypair", TokenName: "tn"}
+				if _, err := s.Join(ctx, JoinWrite{Now: t0, Replay: Replay{Key: fmt.Sprintf("jti-%d", i), Owner: in.ID, Expires: t0.Add(time.Hour)}, Instance: in}); err != nil {
+					t.Errorf("attested join %d: %v", i, err)
+				}
+			})
+			wg.Go(func() {
+				_, err := s.Join(ctx, JoinWrite{Now: t0, Replay: Replay{Key: fmt.Sprintf("bad-jti-%d", i), Owner: "bad", Expires: t0.Add(time.Hour)},
+					Keep: &RenewWrite{ID: "bad", Presented: 1, OnMismatch: invalid}})
+				if err == nil || refusal(err) {
+					t.Errorf("join with an invalid lock: %v, want a failure", err)
+				}
+			})
+		}
+		wg.Wait()
+		for i := range n {
+			tok := fmt.Sprintf("tok-%d", i)
+			if got := readState(t, s, tok); got.tokenUsed != fmt.Sprintf("t-%d-0", i) {
+				t.Errorf("token %s used by %q, want t-%d-0", tok, got.tokenUsed, i)
+			}
+			if _, err := s.Instance(ctx, fmt.Sprintf("t-%d-1", i)); !errors.Is(err, ErrInstanceUnknown) {
+				t.Errorf("the refused join's instance: %v, want ErrInstanceUnknown", err)
+			}
+			if err := s.MarkUsed(ctx, fmt.Sprintf("jti-%d", i), "other", t0.Add(time.Hour), t0); !errors.Is(err, ErrReplay) {
+				t.Errorf("replay record of attested join %d: %v, want it recorded (ErrReplay)", i, err)
+			}
+			if err := s.MarkUsed(ctx, fmt.Sprintf("bad-jti-%d", i), "other", t0.Add(time.Hour), t0); err != nil {
+				t.Errorf("replay record of failed join %d: %v, want none written", i, err)
+			}
+		}
+		if got := readState(t, s, "tok-0"); got.instances != 2*n+1 {
+			t.Errorf("%d instances, want %d: one per successful join and bad", got.instances, 2*n+1)
+		}
+		if in, err := s.Instance(ctx, "bad"); err != nil || in.Generation != 5 {
+			t.Errorf("bad: %+v, %v; want generation 5", in, err)
+		}
+		if _, locked, _ := s.InstanceLock(ctx, "bad", t0); locked {
+			t.Error("the failed joins left a lock")
+		}
+	})
+}
