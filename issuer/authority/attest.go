@@ -250,7 +250,14 @@ func (a *Authority) verifyAttestation(ctx context.Context, tok resource.Token, r
 		}
 		return attestation{}, nil
 	case resource.IDTokenJoin:
-		att, err := a.verifier().VerifyIDToken(ctx, tok, a.audience(tok), req.IDToken)
+		// The token is judged at the clock that keeps and prunes its
+		// replay record: on a replica whose clock is behind the store's,
+		// one expired (its record perhaps pruned) would otherwise pass.
+		now, err := a.now(ctx)
+		if err != nil {
+			return attestation{}, err
+		}
+		att, err := a.verifier().VerifyIDTokenAt(ctx, tok, a.audience(tok), req.IDToken, now)
 		if err != nil {
 			return attestation{}, err
 		}

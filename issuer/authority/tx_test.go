@@ -16,6 +16,7 @@ import (
 	"github.com/mwi-project/mwi/internal/fault"
 	"github.com/mwi-project/mwi/issuer/authority"
 	"github.com/mwi-project/mwi/issuer/ca"
+	"github.com/mwi-project/mwi/issuer/join"
 	"github.com/mwi-project/mwi/issuer/store"
 )
 
@@ -309,4 +310,21 @@ func expectCode(t *testing.T, err error, code string) {
 	if !ok || fe.Code != code {
 		t.Fatalf("err = %v, want a refusal %s", err, code)
 	}
+}
+
+// TestIDTokenAtTheStoresClock checks that an ID token is judged at the
+// store's clock, as the replay record that keeps it from being used twice
+// is kept and pruned by it: on a replica whose clock is behind the
+// database's, an ID token expired (its replay record perhaps pruned
+// already) must not be taken.
+func TestIDTokenAtTheStoresClock(t *testing.T) {
+	e := newAttestEnv(t)
+	e.auth.IDTokens.Now = nil // the verifier's own clock is the local one
+	e.auth.Now = nil
+	e.auth.Store = clockStore{Store: e.store, now: time.Now().Add(time.Hour)}
+	// Issued now, for five minutes, by the local clock.
+	idToken := e.p.Mint(e.p.GitHubClaims("mwi", "org/repo"))
+	offset := e.audit.Len()
+	_, err := e.auth.Join(context.Background(), joinReq(t, api.JoinMethodGitHub, "gh", idToken), nil, "r")
+	e.expectJoinDenied(t, err, offset, "gh", join.CheckExpired)
 }
