@@ -48,7 +48,7 @@ func (s *pgStore) Join(ctx context.Context, w JoinWrite) (Instance, error) {
 			}
 			out = in
 		} else {
-			if err := pgLocksOf(ctx, tx, w.Instance.Bot, w.Instance.TokenName, w.Now); err != nil {
+			if err := pgCheckLocks(ctx, tx, w.Now, "", w.Instance.Bot, w.Instance.TokenName); err != nil {
 				return err
 			}
 			var err error
@@ -106,25 +106,62 @@ func (s *pgStore) Renew(ctx context.Context, w RenewWrite) (Instance, error) {
 	return out, refused
 }
 
-// pgLocksOf returns ErrBotLocked or ErrTokenLocked if a lock of bot or
-// of the token resource token (if not empty) is in force at now, as read
-// in tx, with their keys held (see pgHoldLock).
-func pgLocksOf(ctx context.Context, tx pgx.Tx, bot, token string, now time.Time) error {
+// pgCheckLocks returns ErrInstanceLocked, ErrBotLocked or ErrTokenLocked
+// if a lock of instance, bot or the token resource token (those not
+// empty) is in force at now, as read in tx with their keys held (see
+// pgHoldLock): the keys in one statement, then the locks in another, which
+// sees what committed while the first waited.
+func pgCheckLocks(ctx context.Context, tx pgx.Tx, now time.Time, instance, bot, token string) error {
+	var kinds []int32
+	var keys []string
+	for _, k := range []struct {
+		kind int
+		key  string
+	}{{lockOfInstance, instance}, {lockOfBot, bot}, {lockOfToken, token}} {
+		if k.key != "" {
+			kinds, keys = append(kinds, int32(k.kind)), append(keys, k.key)
+		}
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock_shared(k, hashtext(key)) FROM unnest($1::int4[], $2::text[]) AS t(k, key)`,
+		kinds, keys); err != nil {
+		return fmt.Errorf("store: hold locks: %w", err)
+	}
+	rows, err := tx.Query(ctx, `SELECT kind, doc FROM locks WHERE (kind::int4, key) IN (SELECT * FROM unnest($1::int4[], $2::text[]))`,
+		kinds, keys)
+	if err != nil {
+		return fmt.Errorf("store: read locks: %w", err)
+	}
+	found := map[int]Lock{}
+	for rows.Next() {
+		var kind int
+		var doc []byte
+		var l Lock
+		if err := rows.Scan(&kind, &doc); err != nil {
+			rows.Close()
+			return fmt.Errorf("store: read locks: %w", err)
+		}
+		if err := json.Unmarshal(doc, &l); err != nil {
+			rows.Close()
+			return fmt.Errorf("store: read locks: %w", err)
+		}
+		found[kind] = l
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("store: read locks: %w", err)
+	}
+	if l, ok := found[lockOfInstance]; ok && l.InForce(now) {
+		return fmt.Errorf("store: advance instance %q: locked since %s: %s: %w",
+			instance, l.At.Format(time.RFC3339), l.Reason, ErrInstanceLocked)
+	}
 	for _, c := range []struct {
 		kind int
 		key  string
 		err  error
 	}{{lockOfBot, bot, ErrBotLocked}, {lockOfToken, token, ErrTokenLocked}} {
-		if c.key == "" {
-			continue
-		}
-		if err := pgHoldLock(ctx, tx, c.kind, c.key, false); err != nil {
-			return err
-		}
-		var l Lock
-		if locked, err := getDoc(ctx, tx, &l, `SELECT doc FROM locks WHERE kind = $1 AND key = $2`, c.kind, c.key); err != nil {
-			return fmt.Errorf("store: lock %q: %w", c.key, err)
-		} else if locked && l.InForce(now) {
+		if l, ok := found[c.kind]; ok && l.InForce(now) {
 			return fmt.Errorf("store: %q locked since %s: %s: %w", c.key, l.At.Format(time.RFC3339), l.Reason, c.err)
 		}
 	}
