@@ -159,7 +159,9 @@ type Store interface {
 	// Any other generation changes nothing and returns
 	// ErrGenerationMismatch with the stored instance. A locked instance
 	// at now (see LockInstance) changes nothing and fails with
-	// ErrInstanceLocked, whatever the generation presented.
+	// ErrInstanceLocked, whatever the generation presented; so does one
+	// whose bot or token resource is locked, with ErrBotLocked or
+	// ErrTokenLocked.
 	AdvanceGeneration(ctx context.Context, id string, presented uint64, key string, now time.Time) (Instance, error)
 	// Join writes what a join writes, w, in one transaction, and returns
 	// the instance joined: w.Instance as stored, or the kept instance
