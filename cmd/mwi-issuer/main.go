@@ -380,7 +380,8 @@ func (e *env) runInit([]string) error {
 		}
 	}
 	if err := ca.Init(e.state, hosts); err != nil {
-		if missing != nil {
+		var exists *ca.ExistsError
+		if missing != nil && errors.As(err, &exists) {
 			// Say which file is missing, not only which one is there:
 			// the administrator restores that one from a backup.
 			return fmt.Errorf("%w; but it is only part of one, which init does not complete (new authorities would not match the rest): %v", err, missing)

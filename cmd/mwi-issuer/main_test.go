@@ -472,4 +472,18 @@ func TestInitIfMissing(t *testing.T) {
 	if after, _ := os.ReadFile(key); !bytes.Equal(before, after) {
 		t.Error("init --if-missing on a part of an issuer replaced the identity CA's key")
 	}
+
+	// A directory refused for another reason is not called a part of an
+	// issuer.
+	open := filepath.Join(t.TempDir(), "open")
+	if err := os.Mkdir(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errs = mwiIssuer("init", "--if-missing", "--state", open, "--host", "127.0.0.1")
+	if code != 1 || !strings.Contains(errs, "writable by users other than its owner") || strings.Contains(errs, "part of") {
+		t.Errorf("init --if-missing on a world-writable directory: exit %d, stderr %q; want 1 and that reason alone", code, errs)
+	}
 }
