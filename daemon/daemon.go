@@ -220,7 +220,7 @@ func (s *Server) Run(ctx context.Context) error {
 	var diag *http.Server
 	if cfg.Diag.Addr != "" {
 		var err error
-		if diag, err = s.listenDiag(cfg.Diag.Addr); err != nil {
+		if diag, err = s.listenDiag(cfg.Diag.Addr, cfg.Diag.AllowRemote); err != nil {
 			for _, sv := range s.sockets {
 				sv.stop()
 			}

@@ -41,8 +41,8 @@ func (s *Server) diagRoutes() http.Handler {
 // listenDiag opens the diagnostics listener at addr and serves it, at
 // most diag.MaxConns connections at once, until the returned server is
 // shut down.
-func (s *Server) listenDiag(addr string) (*http.Server, error) {
-	ln, err := diag.Listen(addr, diag.MaxConns)
+func (s *Server) listenDiag(addr string, allowRemote bool) (*http.Server, error) {
+	ln, err := diag.Listen(addr, diag.MaxConns, allowRemote)
 	if err != nil {
 		return nil, err
 	}

@@ -357,6 +357,7 @@ func (e *env) runInit([]string) error {
 	if err := required("state", e.state); err != nil {
 		return err
 	}
+	var missing error // with --if-missing, what Load found missing
 	if e.ifMissing {
 		// An issuer that loads is left alone. Any other error than a
 		// missing file is reported, not papered over with new
@@ -369,6 +370,7 @@ func (e *env) runInit([]string) error {
 		if !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
+		missing = err
 	}
 	hosts := e.hosts
 	if len(hosts) == 0 {
@@ -378,6 +380,12 @@ func (e *env) runInit([]string) error {
 		}
 	}
 	if err := ca.Init(e.state, hosts); err != nil {
+		var exists *ca.ExistsError
+		if missing != nil && errors.As(err, &exists) {
+			// Say which file is missing, not only which one is there:
+			// the administrator restores that one from a backup.
+			return fmt.Errorf("%w; but it is only part of one, which init does not complete (new authorities would not match the rest): %v", err, missing)
+		}
 		return err
 	}
 	res, err := safefs.MkdirAll(filepath.Join(e.state, "resources"), 0o700)

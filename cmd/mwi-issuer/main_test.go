@@ -470,10 +470,24 @@ func TestInitIfMissing(t *testing.T) {
 		t.Fatal(err)
 	}
 	code, _, errs = mwiIssuer("init", "--if-missing", "--state", state, "--host", "127.0.0.1")
-	if code != 1 || !strings.Contains(errs, "already holds an issuer") {
-		t.Errorf("init --if-missing on a part of an issuer: exit %d, stderr %q; want 1 and a refusal", code, errs)
+	if code != 1 || !strings.Contains(errs, "already holds an issuer") || !strings.Contains(errs, "ssh_user_ca: no such file") {
+		t.Errorf("init --if-missing on a part of an issuer: exit %d, stderr %q; want 1 and a refusal naming the missing file", code, errs)
 	}
 	if after, _ := os.ReadFile(key); !bytes.Equal(before, after) {
 		t.Error("init --if-missing on a part of an issuer replaced the identity CA's key")
+	}
+
+	// A directory refused for another reason is not called a part of an
+	// issuer.
+	open := filepath.Join(t.TempDir(), "open")
+	if err := os.Mkdir(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errs = mwiIssuer("init", "--if-missing", "--state", open, "--host", "127.0.0.1")
+	if code != 1 || !strings.Contains(errs, "writable by users other than its owner") || strings.Contains(errs, "part of") {
+		t.Errorf("init --if-missing on a world-writable directory: exit %d, stderr %q; want 1 and that reason alone", code, errs)
 	}
 }

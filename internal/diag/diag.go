@@ -39,12 +39,31 @@ const MaxConns = 32
 
 // Listen listens on the TCP address addr and serves at most max
 // connections at once: Accept waits while max are open.
-func Listen(addr string, max int) (net.Listener, error) {
+//
+// Unless allowRemote, the address the listener is bound to must be a
+// loopback address, whatever addr's host resolved to: CheckAddr lets
+// "localhost" through, which the system resolves, through /etc/hosts or,
+// where the hosts file is not consulted, through DNS and its search
+// domains, possibly to an address other machines reach.
+func Listen(addr string, max int, allowRemote bool) (net.Listener, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
+	if err := checkBound(addr, ln.Addr(), allowRemote); err != nil {
+		ln.Close()
+		return nil, err
+	}
 	return &limitListener{Listener: ln, sem: make(chan struct{}, max), done: make(chan struct{})}, nil
+}
+
+// checkBound refuses the address bound, for the address addr given, if
+// it is not a loopback address, unless allowRemote.
+func checkBound(addr string, bound net.Addr, allowRemote bool) error {
+	if a, ok := bound.(*net.TCPAddr); allowRemote || ok && a.IP.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("%q: the listener is bound to %s, not a loopback address: its metrics and health have no authentication", addr, bound)
 }
 
 type limitListener struct {

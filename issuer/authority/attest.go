@@ -110,13 +110,17 @@ func (a *Authority) joinAttested(ctx context.Context, req api.JoinRequest, clien
 		return deny(err)
 	}
 
+	now, err := a.now(ctx)
+	if err != nil {
+		return deny(err)
+	}
 	tok, ok := a.Resources().Token(req.TokenName)
 	switch {
 	case !ok:
 		return denied(&join.DeniedError{Check: join.CheckTokenUnknown})
 	case tok.JoinMethod != req.JoinMethod:
 		return denied(&join.DeniedError{Check: join.CheckMethodMismatch, Detail: "the token's join method is " + string(tok.JoinMethod)})
-	case tok.Expired(a.now(ctx)):
+	case tok.Expired(now):
 		return denied(&join.DeniedError{Check: join.CheckTokenExpired, Detail: "expired at " + tok.Expires.Format(time.RFC3339)})
 	}
 	attrs = append(attrs, slog.String("bot", tok.BotName))
@@ -134,7 +138,7 @@ func (a *Authority) joinAttested(ctx context.Context, req api.JoinRequest, clien
 	case errors.As(err, &d):
 		return denied(d)
 	case errors.Is(err, join.ErrUnavailable):
-		a.unavailable.WarnAt(a.now(ctx), a.log(), "ID token issuer unavailable", "token_name", tok.Name, "err", err)
+		a.unavailable.WarnAt(a.localNow(), a.log(), "ID token issuer unavailable", "token_name", tok.Name, "err", err)
 		return deny(fault.Unavailable(api.CodeInternal,
 			"the keys of the ID token's issuer could not be fetched; try again later"), slog.String("detail", err.Error()))
 	case err != nil:
@@ -160,7 +164,11 @@ func (a *Authority) joinAttested(ctx context.Context, req api.JoinRequest, clien
 		return deny(err)
 	}
 
-	now := a.now(ctx)
+	// The time of the join is taken again: the attestation may have
+	// taken a while to check.
+	if now, err = a.now(ctx); err != nil {
+		return deny(err)
+	}
 	// The instance the token admits is named before the replay check, so
 	// that the check can tell a re-join by the same instance (whose platform
 	// has not yet rotated the token, as kubelet does only at 80% of a
@@ -192,6 +200,9 @@ func (a *Authority) joinAttested(ctx context.Context, req api.JoinRequest, clien
 	}
 	w.Node = a.node(ctx, in, grant, keys.hosts, remote, now)
 	in, err = a.Store.Join(ctx, w)
+	if lerr := lockedMeanwhile(err, tok.BotName, tok.Name); lerr != nil {
+		return deny(lerr)
+	}
 	switch {
 	case errors.Is(err, store.ErrReplay):
 		return denied(&join.DeniedError{Check: join.CheckReplay})
@@ -221,7 +232,11 @@ type attestation struct {
 func (a *Authority) verifyAttestation(ctx context.Context, tok resource.Token, req api.JoinRequest) (attestation, error) {
 	switch spec := tok.Join.(type) {
 	case resource.ChallengeJoin:
-		name, err := a.Store.ConsumeChallenge(ctx, req.Challenge, a.now(ctx))
+		now, err := a.now(ctx)
+		if err != nil {
+			return attestation{}, err
+		}
+		name, err := a.Store.ConsumeChallenge(ctx, req.Challenge, now)
 		switch {
 		case errors.Is(err, store.ErrChallengeUnknown):
 			return attestation{}, &join.DeniedError{Check: join.CheckChallenge, Detail: err.Error()}
@@ -235,7 +250,14 @@ func (a *Authority) verifyAttestation(ctx context.Context, tok resource.Token, r
 		}
 		return attestation{}, nil
 	case resource.IDTokenJoin:
-		att, err := a.verifier().VerifyIDToken(ctx, tok, a.audience(tok), req.IDToken)
+		// The token is judged at the clock that keeps and prunes its
+		// replay record: on a replica whose clock is behind the store's,
+		// one expired (its record perhaps pruned) would otherwise pass.
+		now, err := a.now(ctx)
+		if err != nil {
+			return attestation{}, err
+		}
+		att, err := a.verifier().VerifyIDTokenAt(ctx, tok, a.audience(tok), req.IDToken, now)
 		if err != nil {
 			return attestation{}, err
 		}
@@ -297,7 +319,10 @@ func (a *Authority) Challenge(ctx context.Context, req api.ChallengeRequest, cli
 	if req.TokenName == "" {
 		return deny(badRequest("token_name is empty: name the token resource to join with"))
 	}
-	now := a.now(ctx)
+	now, err := a.now(ctx)
+	if err != nil {
+		return deny(err)
+	}
 	tok, ok := a.Resources().Token(req.TokenName)
 	switch {
 	case !ok:

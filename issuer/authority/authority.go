@@ -104,19 +104,36 @@ func (a *Authority) log() *slog.Logger {
 
 // Clock returns the time that decides validity, as the authority's own
 // decisions take it: for the server's pruning and the certificates it
-// signs itself.
-func (a *Authority) Clock(ctx context.Context) time.Time { return a.now(ctx) }
+// signs itself. Its error, when the store cannot tell its time, wraps
+// store.ErrUnavailable.
+func (a *Authority) Clock(ctx context.Context) (time.Time, error) { return a.now(ctx) }
 
 // now returns the time that decides validity: a.Now's, or the store's
-// clock (Store.Now), which several issuers on one database share. A store
-// that cannot tell its time cannot be written either, and the request
-// fails there; meanwhile the local clock stands in.
-func (a *Authority) now(ctx context.Context) time.Time {
+// clock (Store.Now), which several issuers on one database share. When
+// the store cannot tell its time, now fails, wrapping
+// store.ErrUnavailable, rather than taking the local clock: a replica's
+// clock may be far from the database's, and a store that answers the next
+// query would take what was decided with it (a lock that has not expired
+// taken as expired, certificates dated an hour off).
+func (a *Authority) now(ctx context.Context) (time.Time, error) {
+	if a.Now != nil {
+		return a.Now(), nil
+	}
+	t, err := a.Store.Now(ctx)
+	if err != nil {
+		if !errors.Is(err, store.ErrUnavailable) {
+			err = fmt.Errorf("%w: %w", store.ErrUnavailable, err)
+		}
+		return time.Time{}, err
+	}
+	return t, nil
+}
+
+// localNow is the clock of what only measures intervals in this process,
+// such as the rate limits, and needs no store: a.Now's, or the local one.
+func (a *Authority) localNow() time.Time {
 	if a.Now != nil {
 		return a.Now()
-	}
-	if t, err := a.Store.Now(ctx); err == nil {
-		return t
 	}
 	return time.Now()
 }
@@ -159,7 +176,11 @@ func (a *Authority) join(ctx context.Context, req api.JoinRequest, client *ca.Id
 	// The prefix is enough to match the line with the token's creation and
 	// too short to help anyone guess the secret.
 	attrs = append(attrs, slog.String("token", hash[:12]))
-	tok, err := a.Store.Token(ctx, hash, a.now(ctx))
+	now, err := a.now(ctx)
+	if err != nil {
+		return deny(err)
+	}
+	tok, err := a.Store.Token(ctx, hash, now)
 	if err != nil {
 		return deny(tokenError(err, "token lookup"))
 	}
@@ -173,13 +194,18 @@ func (a *Authority) join(ctx context.Context, req api.JoinRequest, client *ca.Id
 		return api.Credentials{}, err
 	}
 	attrs = append(attrs, slog.String("instance", instance))
-	now := a.now(ctx)
+	if now, err = a.now(ctx); err != nil {
+		return deny(err)
+	}
 	in := store.Instance{ID: instance, Bot: tok.Bot, Generation: 1, Created: now, JoinMethod: api.JoinMethodToken}
 	// One transaction consumes the token, makes the instance and records
 	// the host: a crash or a failure leaves all of it or none. Consuming
 	// re-checks the token: of two joins racing with the same token, one
 	// wins and the other is told it was used.
 	in, err = a.Store.Join(ctx, store.JoinWrite{Now: now, TokenHash: hash, Instance: in, Node: a.node(ctx, in, grant, keys.hosts, remote, now)})
+	if lerr := lockedMeanwhile(err, tok.Bot, ""); lerr != nil {
+		return deny(lerr)
+	}
 	if err != nil {
 		return deny(tokenError(err, "join"))
 	}
@@ -219,7 +245,10 @@ func (a *Authority) renew(ctx context.Context, id ca.Identity, req api.RenewRequ
 		return deny(fault.Denied(api.CodeNotRenewable,
 			"instance %s joined with method %s, whose identities do not renew: re-join with a fresh attestation", id.Instance, in.Method()))
 	}
-	now := a.now(ctx)
+	now, err := a.now(ctx)
+	if err != nil {
+		return deny(err)
+	}
 	// One transaction moves the generation on and records the host; a
 	// stale generation locks the instance in it.
 	in, err := a.Store.Renew(ctx, store.RenewWrite{
@@ -292,6 +321,9 @@ func mismatchReason(id ca.Identity, stored store.Instance) string {
 // instance (audited here). Any other error is the store's, returned as it
 // is.
 func (a *Authority) advanceRefusal(ctx context.Context, id ca.Identity, in store.Instance, err error, now time.Time) error {
+	if lerr := lockedMeanwhile(err, id.Bot, in.TokenName); lerr != nil {
+		return lerr
+	}
 	switch {
 	case errors.Is(err, store.ErrInstanceUnknown):
 		return fault.Unauthenticated(api.CodeUnauthenticated, "bot instance %s is unknown to this issuer", id.Instance)
@@ -314,6 +346,22 @@ func (a *Authority) advanceRefusal(ctx context.Context, id ca.Identity, in store
 			reason, id.Instance, id.Instance)
 	}
 	return err
+}
+
+// lockedMeanwhile returns the refusal of a join or renewal of bot, with
+// the token resource token, that the store refused because a lock of the
+// bot or the token was recorded after the authority looked for locks and
+// before the store committed; or nil if err is not such a refusal.
+func lockedMeanwhile(err error, bot, token string) error {
+	switch {
+	case errors.Is(err, store.ErrBotLocked):
+		return fault.Denied(api.CodeBotLocked,
+			"bot %s was locked while this request was decided; an operator can lift it with mwi-issuer bot unlock %s", bot, bot)
+	case errors.Is(err, store.ErrTokenLocked):
+		return fault.Denied(api.CodeTokenLocked,
+			"token %s was locked while this request was decided; an operator can lift it with mwi-issuer lock rm --token %s", token, token)
+	}
+	return nil
 }
 
 // instanceLocked is the refusal of a locked instance.
@@ -339,7 +387,10 @@ func (a *Authority) CreateToken(ctx context.Context, bot string, ttl time.Durati
 		return api.CreateTokenResponse{}, err
 	}
 	secret := hex.EncodeToString(b[:])
-	now := a.now(ctx)
+	now, err := a.now(ctx)
+	if err != nil {
+		return deny(err)
+	}
 	t := store.Token{Hash: HashToken(secret), Bot: bot, Created: now, Expires: now.Add(ttl)}
 	if err := a.Store.PutToken(ctx, t); err != nil {
 		return api.CreateTokenResponse{}, err
@@ -404,7 +455,11 @@ func (a *Authority) grant(ctx context.Context, bot, instance string, wanted []st
 	if err != nil {
 		return g, nil, fault.Denied(api.CodeBotUnknown, "bot %q is not defined on the issuer", bot)
 	}
-	lock, locked, err := a.Store.BotLock(ctx, bot, a.now(ctx))
+	now, err := a.now(ctx)
+	if err != nil {
+		return g, nil, err
+	}
+	lock, locked, err := a.Store.BotLock(ctx, bot, now)
 	if err != nil {
 		return g, nil, a.lockLookupFailed("bot", bot, err)
 	}
@@ -413,7 +468,7 @@ func (a *Authority) grant(ctx context.Context, bot, instance string, wanted []st
 			"bot %s is locked: %s; an operator can lift it with mwi-issuer bot unlock %s", bot, lock.Reason, bot)
 	}
 	if instance != "" {
-		lock, locked, err := a.Store.InstanceLock(ctx, instance, a.now(ctx))
+		lock, locked, err := a.Store.InstanceLock(ctx, instance, now)
 		if err != nil {
 			return g, nil, a.lockLookupFailed("instance", instance, err)
 		}

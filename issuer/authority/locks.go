@@ -96,7 +96,10 @@ func (a *Authority) AddLock(ctx context.Context, t api.LockTarget, reason string
 	if ttl < 0 {
 		return deny(badRequest("the lifetime of a lock must be positive"))
 	}
-	now := a.now(ctx)
+	now, err := a.now(ctx)
+	if err != nil {
+		return api.Lock{}, err
+	}
 	l := store.Lock{Reason: reason, At: now}
 	if ttl > 0 {
 		l.Expires = now.Add(ttl)
@@ -124,7 +127,7 @@ func (a *Authority) AddLock(ctx context.Context, t api.LockTarget, reason string
 	if err := kind.put(a.Store, ctx, l); err != nil {
 		return api.Lock{}, err
 	}
-	l, _, err := kind.get(a.Store, ctx, key, now)
+	l, _, err = kind.get(a.Store, ctx, key, now)
 	if err != nil {
 		return api.Lock{}, err
 	}
@@ -198,7 +201,11 @@ func (a *Authority) RemoveLock(ctx context.Context, t api.LockTarget) (api.Lock,
 		a.Audit.Record(ctx, audit.EventRequest, audit.Denied, append(lockAttrs(t), slog.String("reason", herr.Message))...)
 		return api.Lock{}, herr
 	}
-	l, ok, err := kind.get(a.Store, ctx, key, a.now(ctx))
+	now, err := a.now(ctx)
+	if err != nil {
+		return api.Lock{}, err
+	}
+	l, ok, err := kind.get(a.Store, ctx, key, now)
 	if err != nil {
 		return api.Lock{}, err
 	}
@@ -248,7 +255,11 @@ func (a *Authority) UnlockInstance(ctx context.Context, id string) (api.Lock, er
 // Locks returns the locks in force: of bots, then of instances, then of
 // tokens.
 func (a *Authority) Locks(ctx context.Context) ([]api.Lock, error) {
-	locks, err := a.Store.Locks(ctx, a.now(ctx))
+	now, err := a.now(ctx)
+	if err != nil {
+		return nil, err
+	}
+	locks, err := a.Store.Locks(ctx, now)
 	if err != nil {
 		return nil, err
 	}
@@ -269,7 +280,11 @@ func (a *Authority) tokenLocked(ctx context.Context, name string) error {
 	if name == "" {
 		return nil
 	}
-	l, locked, err := a.Store.TokenLock(ctx, name, a.now(ctx))
+	now, err := a.now(ctx)
+	if err != nil {
+		return err
+	}
+	l, locked, err := a.Store.TokenLock(ctx, name, now)
 	if err != nil || !locked {
 		return err
 	}
@@ -280,11 +295,15 @@ func (a *Authority) tokenLocked(ctx context.Context, name string) error {
 // LockList returns the locks in force, for hosts to enforce, with a
 // strong entity tag of the locks: it changes exactly when they do.
 func (a *Authority) LockList(ctx context.Context) (api.LockList, string, error) {
+	now, err := a.now(ctx)
+	if err != nil {
+		return api.LockList{}, "", err
+	}
 	locks, err := a.Locks(ctx)
 	if err != nil {
 		return api.LockList{}, "", err
 	}
-	return api.LockList{Locks: locks, Now: a.now(ctx)}, etag(locks), nil
+	return api.LockList{Locks: locks, Now: now}, etag(locks), nil
 }
 
 // etag returns a strong entity tag of v: a hash of its JSON encoding.
@@ -321,7 +340,10 @@ type krlCache struct {
 // it was last built, so that anonymous callers, who may fetch it, cost a
 // read of the locks and no more.
 func (a *Authority) KRL(ctx context.Context) ([]byte, string, error) {
-	now := a.now(ctx)
+	now, err := a.now(ctx)
+	if err != nil {
+		return nil, "", err
+	}
 	locks, err := a.Store.Locks(ctx, now)
 	if err != nil {
 		return nil, "", err
@@ -444,7 +466,7 @@ func (a *Authority) SSHRefusal(ctx context.Context, reporter ca.Identity, r api.
 	if strings.TrimSpace(r.Login) == "" || strings.TrimSpace(r.Reason) == "" {
 		return badRequest("an SSH refusal names the login and the reason")
 	}
-	ok, dropped := a.refusalLimits.take(reporter.Instance, a.now(ctx))
+	ok, dropped := a.refusalLimits.take(reporter.Instance, a.localNow())
 	if !ok {
 		return fault.RateLimited(api.CodeAccessDenied,
 			"too many SSH refusals reported by instance %s; they are counted, and the count is recorded with the next report", reporter.Instance)

@@ -49,7 +49,10 @@ func (a *Authority) ReachableNodes(ctx context.Context, id ca.Identity, remote s
 		return deny(err)
 	}
 
-	now := a.now(ctx)
+	now, err := a.now(ctx)
+	if err != nil {
+		return api.ReachableNodes{}, err
+	}
 	locks, err := a.Locks(ctx)
 	if err != nil {
 		return api.ReachableNodes{}, err

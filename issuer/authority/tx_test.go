@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -11,7 +13,10 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/mwi-project/mwi/api"
+	"github.com/mwi-project/mwi/internal/fault"
+	"github.com/mwi-project/mwi/issuer/authority"
 	"github.com/mwi-project/mwi/issuer/ca"
+	"github.com/mwi-project/mwi/issuer/join"
 	"github.com/mwi-project/mwi/issuer/store"
 )
 
@@ -160,4 +165,166 @@ func TestValidityFromTheStoresClock(t *testing.T) {
 	if !in.Created.Equal(dbNow) {
 		t.Errorf("instance created at %v, want the store's now %v", in.Created, dbNow)
 	}
+}
+
+// brokenClock is the real store, but for its clock, which fails as a
+// database's does when the query that reads it gets no answer.
+type brokenClock struct{ store.Store }
+
+func (brokenClock) Now(context.Context) (time.Time, error) {
+	return time.Time{}, fmt.Errorf("the database's clock: %w", store.ErrUnavailable)
+}
+
+// TestNoClockNoDecision checks that when the store cannot tell its time,
+// nothing that depends on the time is decided with another clock: the
+// local clock of a replica may be far from the database's, and a store
+// that answers the next query would take its writes. Each call is
+// refused as the store being unavailable (503, which the caller may
+// retry), and nothing is written.
+func TestNoClockNoDecision(t *testing.T) {
+	e := newEnv(t)
+	tok := e.token(t, "ci")
+	creds := e.join(t, e.token(t, "ci"))
+	id := ca.Identity{Bot: "ci", Instance: creds.Instance, Generation: 1}
+	e.auth.Now = nil
+	e.auth.Store = brokenClock{e.store}
+	ctx := context.Background()
+
+	for _, tc := range []struct {
+		name string
+		call func() error
+	}{
+		{"join", func() error {
+			_, err := e.auth.Join(ctx, api.JoinRequest{JoinMethod: api.JoinMethodToken, Token: tok, Keys: newKeys(t).pub, TTLSeconds: 600}, nil, "192.0.2.1:1234")
+			return err
+		}},
+		{"renew", func() error { _, err := e.renew(t, id); return err }},
+		{"create token", func() error { _, err := e.auth.CreateToken(ctx, "ci", time.Hour); return err }},
+		{"lock", func() error {
+			_, err := e.auth.AddLock(ctx, api.LockTarget{Bot: "ci"}, "test", time.Hour)
+			return err
+		}},
+		{"locks", func() error { _, err := e.auth.Locks(ctx); return err }},
+		{"lock list", func() error { _, _, err := e.auth.LockList(ctx); return err }},
+		{"krl", func() error { _, _, err := e.auth.KRL(ctx); return err }},
+		{"clock", func() error { _, err := e.auth.Clock(ctx); return err }},
+		{"challenge", func() error {
+			_, err := e.auth.Challenge(ctx, api.ChallengeRequest{TokenName: "any"}, nil, "192.0.2.1:1234")
+			return err
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := tc.call(); !errors.Is(err, store.ErrUnavailable) {
+				t.Fatalf("err = %v, want one wrapping store.ErrUnavailable (503 store_unavailable)", err)
+			}
+		})
+	}
+	// Nothing was written: the token is unused, the generation has not
+	// moved, no lock was put.
+	if _, err := e.store.Token(ctx, authority.HashToken(tok), e.now); err != nil {
+		t.Errorf("the token of the refused join: %v, want it unused", err)
+	}
+	if in, err := e.store.Instance(ctx, creds.Instance); err != nil || in.Generation != 1 {
+		t.Errorf("instance after the refused renewal: generation %d, %v; want 1", in.Generation, err)
+	}
+	if locks, err := e.store.Locks(ctx, e.now); err != nil || len(locks) != 0 {
+		t.Errorf("locks after the refused lock: %v, %v; want none", locks, err)
+	}
+}
+
+// lockRacer is the real store, with a lock put just before each Join and
+// Renew reaches it: after the authority checked the locks, before the
+// store commits.
+type lockRacer struct {
+	store.Store
+	lock func()
+}
+
+func (s lockRacer) Join(ctx context.Context, w store.JoinWrite) (store.Instance, error) {
+	s.lock()
+	return s.Store.Join(ctx, w)
+}
+
+func (s lockRacer) Renew(ctx context.Context, w store.RenewWrite) (store.Instance, error) {
+	s.lock()
+	return s.Store.Renew(ctx, w)
+}
+
+// TestLockBetweenCheckAndCommit checks that a lock recorded after the
+// authority looked for locks, but before the join or renewal commits,
+// still refuses it: the store checks the bot's and the token's locks in
+// the transaction that writes, as it checks the instance's, and nothing
+// is written.
+func TestLockBetweenCheckAndCommit(t *testing.T) {
+	ctx := context.Background()
+	botLock := func(e *env) func() {
+		return func() {
+			if err := e.store.LockBot(ctx, store.Lock{Bot: "ci", Reason: "compromised", At: e.now}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	t.Run("renew, bot lock", func(t *testing.T) {
+		e := newEnv(t)
+		creds := e.join(t, e.token(t, "ci"))
+		e.auth.Store = lockRacer{e.store, botLock(e)}
+		_, err := e.renew(t, ca.Identity{Bot: "ci", Instance: creds.Instance, Generation: 1})
+		expectCode(t, err, api.CodeBotLocked)
+		if in, err := e.store.Instance(ctx, creds.Instance); err != nil || in.Generation != 1 {
+			t.Errorf("instance after the refused renewal: generation %d, %v; want 1", in.Generation, err)
+		}
+	})
+	t.Run("token join, bot lock", func(t *testing.T) {
+		e := newEnv(t)
+		tok := e.token(t, "ci")
+		e.auth.Store = lockRacer{e.store, botLock(e)}
+		_, err := e.auth.Join(ctx, api.JoinRequest{JoinMethod: api.JoinMethodToken, Token: tok, Keys: newKeys(t).pub, TTLSeconds: 600}, nil, "192.0.2.1:1234")
+		expectCode(t, err, api.CodeBotLocked)
+		if _, err := e.store.Token(ctx, authority.HashToken(tok), e.now); err != nil {
+			t.Errorf("the token of the refused join: %v, want it unused", err)
+		}
+	})
+	t.Run("bound key pair join, token lock", func(t *testing.T) {
+		e := newAttestEnv(t)
+		req := e.keypairReq(t, "build-01", e.signer)
+		e.auth.Store = lockRacer{e.store, func() {
+			if err := e.store.LockToken(ctx, store.Lock{Token: "build-01", Reason: "compromised", At: e.now}); err != nil {
+				t.Fatal(err)
+			}
+		}}
+		_, err := e.auth.Join(ctx, req, nil, "192.0.2.1:1234")
+		expectCode(t, err, api.CodeTokenLocked)
+	})
+	t.Run("bound key pair join, bot lock", func(t *testing.T) {
+		e := newAttestEnv(t)
+		req := e.keypairReq(t, "build-01", e.signer)
+		e.auth.Store = lockRacer{e.store, botLock(e.env)}
+		_, err := e.auth.Join(ctx, req, nil, "192.0.2.1:1234")
+		expectCode(t, err, api.CodeBotLocked)
+	})
+}
+
+func expectCode(t *testing.T, err error, code string) {
+	t.Helper()
+	fe, ok := fault.As(err)
+	if !ok || fe.Code != code {
+		t.Fatalf("err = %v, want a refusal %s", err, code)
+	}
+}
+
+// TestIDTokenAtTheStoresClock checks that an ID token is judged at the
+// store's clock, as the replay record that keeps it from being used twice
+// is kept and pruned by it: on a replica whose clock is behind the
+// database's, an ID token expired (its replay record perhaps pruned
+// already) must not be taken.
+func TestIDTokenAtTheStoresClock(t *testing.T) {
+	e := newAttestEnv(t)
+	e.auth.IDTokens.Now = nil // the verifier's own clock is the local one
+	e.auth.Now = nil
+	e.auth.Store = clockStore{Store: e.store, now: time.Now().Add(time.Hour)}
+	// Issued now, for five minutes, by the local clock.
+	idToken := e.p.Mint(e.p.GitHubClaims("mwi", "org/repo"))
+	offset := e.audit.Len()
+	_, err := e.auth.Join(context.Background(), joinReq(t, api.JoinMethodGitHub, "gh", idToken), nil, "r")
+	e.expectJoinDenied(t, err, offset, "gh", join.CheckExpired)
 }

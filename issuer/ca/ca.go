@@ -184,7 +184,7 @@ func Init(dir string, hosts []string) error {
 	names := make([]string, 0, len(files))
 	for name := range files {
 		if existsIn(d, name) {
-			return fmt.Errorf("%s already holds an issuer (found %s); refusing to overwrite it", dir, name)
+			return &ExistsError{Dir: dir, Found: name}
 		}
 		if name != sshUserCAFile {
 			names = append(names, name)
@@ -204,6 +204,16 @@ func Init(dir string, hosts []string) error {
 		}
 	}
 	return nil
+}
+
+// ExistsError is Init's refusal of a directory that holds a file of an
+// issuer already, Found.
+type ExistsError struct {
+	Dir, Found string
+}
+
+func (e *ExistsError) Error() string {
+	return fmt.Sprintf("%s already holds an issuer (found %s); refusing to overwrite it", e.Dir, e.Found)
 }
 
 // Load reads the authorities from dir.

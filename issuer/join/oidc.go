@@ -150,6 +150,13 @@ func (v *Verifier) source(tok resource.Token) (resource.IDTokenJoin, resource.ID
 // audience. A refusal is a *DeniedError; an error wrapping ErrUnavailable
 // means the issuer's keys could not be fetched.
 func (v *Verifier) VerifyIDToken(ctx context.Context, tok resource.Token, audience, raw string) (*Attestation, error) {
+	return v.VerifyIDTokenAt(ctx, tok, audience, raw, v.now())
+}
+
+// VerifyIDTokenAt is VerifyIDToken with the token's times judged at now,
+// such as the clock that decides validity for the caller, rather than at
+// v.Now.
+func (v *Verifier) VerifyIDTokenAt(ctx context.Context, tok resource.Token, audience, raw string, now time.Time) (*Attestation, error) {
 	spec, src, err := v.source(tok)
 	if err != nil {
 		return nil, err
@@ -177,7 +184,6 @@ func (v *Verifier) VerifyIDToken(ctx context.Context, tok resource.Token, audien
 	if derr != nil {
 		return nil, derr
 	}
-	now := v.now()
 	exp, derr := checkClaims(claims, src.URL, audience, now)
 	if derr != nil {
 		return nil, derr

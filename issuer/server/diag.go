@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -55,6 +56,12 @@ func (s *Server) ready(ctx context.Context) readiness {
 	pctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	err := store.Probe(pctx, s.auth.Store)
 	cancel()
+	if errors.Is(err, store.ErrUnavailable) {
+		// As the API's refusals say it (storeFault): the database's
+		// address, user and name are for the log, not for whoever can
+		// read this listener.
+		err = fmt.Errorf("the issuer cannot reach its database (%s)", storeCause(err))
+	}
 	add("store", err)
 	add("authorities", s.authoritiesReady(time.Now()))
 	if s.auth.Resources() == nil {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	neturl "net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -208,5 +209,44 @@ func TestReadyzStoreUnwritable(t *testing.T) {
 	_, body := serve(t, h, httptest.NewRequest(http.MethodGet, "/metrics", nil))
 	if !strings.Contains(string(body), `mwi_issuer_store_errors_total{operation="probe"}`) {
 		t.Errorf("metrics do not count the failed probes:\n%s", body)
+	}
+}
+
+// TestReadyzStoreDownTellsNoAddress checks that /readyz, which anyone on
+// the machine may read (and anyone at all with --diag-allow-remote), says
+// that the database cannot be reached and why, as the API's refusals do,
+// without its address, user or database name.
+func TestReadyzStoreDownTellsNoAddress(t *testing.T) {
+	srv := pgtest.StartT(t)
+	url, err := srv.CreateDatabase("secretdb", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, h := newDiagIssuer(t, url)
+	if code, r := getReadiness(t, h, "/readyz"); code != http.StatusOK {
+		t.Fatalf("readyz = %d %+v before any failure", code, r)
+	}
+	srv.Stop()
+	u, err := neturl.Parse(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The first probes may meet the sessions the server ended; the next
+	// ones fail to connect. Every reason is checked.
+	var reason string
+	for range 5 {
+		code, r := getReadiness(t, h, "/readyz")
+		if code != http.StatusServiceUnavailable || r.Checks[0].Name != "store" || r.Checks[0].OK {
+			t.Fatalf("readyz with the database down = %d %+v, want 503 naming the store", code, r)
+		}
+		reason = r.Checks[0].Reason
+		for _, secret := range []string{u.Host, u.Hostname(), u.Port(), u.User.Username(), "secretdb"} {
+			if secret != "" && strings.Contains(reason, secret) {
+				t.Errorf("readyz's reason %q shows %q of the store's URL", reason, secret)
+			}
+		}
+	}
+	if !strings.Contains(reason, "cannot reach") {
+		t.Errorf("readyz's reason %q does not say the database cannot be reached", reason)
 	}
 }

@@ -29,7 +29,7 @@ func gated(t *testing.T, a *ca.Authority, h http.Handler, lim Limits, refused fu
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := newGate(ln, tlsConfig(a), lim, refused, a.AdminName, log)
+	g := newGate(ln, tlsConfig(a, time.Now), lim, refused, a.AdminName, log)
 	srv := newPublicServer(h, g, lim, log)
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(g) }()
@@ -307,7 +307,7 @@ func TestShutdownClosesStuckRequests(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := newGate(ln, tlsConfig(a), Limits{}, nil, a.AdminName, discardLog())
+	g := newGate(ln, tlsConfig(a, time.Now), Limits{}, nil, a.AdminName, discardLog())
 	srv := newPublicServer(h, g, Limits{}, discardLog())
 	go srv.Serve(g)
 	c := dialTLS(t, a, ln.Addr().String())

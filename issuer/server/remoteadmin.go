@@ -147,7 +147,10 @@ func (s *Server) IssueAdmin(ctx context.Context, req api.IssueAdminRequest) (api
 	if err != nil {
 		return api.IssueAdminResponse{}, s.refuse(ctx, audit.EventAdminIssue, fault.Invalid(api.CodeBadRequest, "csr: %v", err), attrs...)
 	}
-	now := s.auth.Clock(ctx)
+	now, err := s.auth.Clock(ctx)
+	if err != nil {
+		return api.IssueAdminResponse{}, err
+	}
 	cert, err := s.auth.CAs().SignAdmin(csr, req.Name, now.Add(-time.Minute), now.Add(ttl))
 	if err != nil {
 		return api.IssueAdminResponse{}, s.refuse(ctx, audit.EventAdminIssue, fault.Invalid(api.CodeBadRequest, "%v", err), attrs...)

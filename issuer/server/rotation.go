@@ -101,7 +101,7 @@ func (s *Server) loadCAs(ctx context.Context) error {
 		s.ca.loadErr = nil
 	}
 	s.auth.SetCAs(a)
-	s.ca.tls.Store(tlsConfig(a))
+	s.ca.tls.Store(tlsConfig(a, s.tlsNow))
 	if s.ca.rotations != nil || len(rs) > 0 {
 		s.log.Info("authorities loaded", "rotations", describeRotations(rs))
 	}

@@ -429,7 +429,16 @@ func (s *Server) pruneStore(ctx context.Context, every time.Duration) {
 func (s *Server) prune(ctx context.Context) {
 	pctx, cancel := context.WithTimeout(ctx, pruneTimeout)
 	defer cancel()
-	st, err := s.auth.Store.Prune(pctx, s.auth.Clock(pctx))
+	// What has expired is decided by the store's clock only: a round
+	// when the store cannot tell its time prunes nothing.
+	now, err := s.auth.Clock(pctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.Warn("cannot prune the store; will retry", "err", err)
+		}
+		return
+	}
+	st, err := s.auth.Store.Prune(pctx, now)
 	attrs := []any{"tokens", st.Tokens, "challenges", st.Challenges, "replay_records", st.Used,
 		"locks", st.Locks, "nodes", st.Nodes}
 	switch {
@@ -481,7 +490,7 @@ func (s *Server) Run(ctx context.Context) error {
 	servers := []*http.Server{public, admin}
 	errc := make(chan error, 3)
 	if s.cfg.DiagAddr != "" {
-		diagLn, err := diag.Listen(s.cfg.DiagAddr, diag.MaxConns)
+		diagLn, err := diag.Listen(s.cfg.DiagAddr, diag.MaxConns, s.cfg.DiagAllowRemote)
 		if err != nil {
 			ln.Close()
 			adminLn.Close()
@@ -515,13 +524,32 @@ func (s *Server) Run(ctx context.Context) error {
 	return err
 }
 
+// tlsNow is the time at which the HTTPS API verifies client
+// certificates: the store's clock, or, when the store cannot tell it, the
+// local clock. The request is refused then anyway, as the authority
+// decides nothing without the store's clock.
+func (s *Server) tlsNow() time.Time {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if t, err := s.auth.Clock(ctx); err == nil {
+		return t
+	}
+	return time.Now()
+}
+
 // maxHeaderBytes bounds a request's headers, and so its path: requests
 // to the issuer carry a few short ones.
 const maxHeaderBytes = 64 << 10
 
-// tlsConfig is the TLS configuration of the HTTPS API of a.
-func tlsConfig(a *ca.Authority) *tls.Config {
+// tlsConfig is the TLS configuration of the HTTPS API of a, which
+// verifies client certificates at now.
+func tlsConfig(a *ca.Authority, now func() time.Time) *tls.Config {
 	return &tls.Config{
+		// Client certificates are verified at the time that decides
+		// validity, the store's (see Authority.Clock), which signed them:
+		// on a replica whose clock is an hour behind the database's, an
+		// identity expired an hour ago would otherwise be taken.
+		Time:         now,
 		MinVersion:   tls.VersionTLS12,
 		Certificates: []tls.Certificate{*a.ServingCertificate()},
 		// A first join has no client certificate; renewal, and a re-join

@@ -249,6 +249,12 @@ func boltAdvance(tx *bolt.Tx, w RenewWrite) (out Instance, refused, err error) {
 		return Instance{}, fmt.Errorf("store: advance instance %q: locked since %s: %s: %w",
 			w.ID, l.At.Format(time.RFC3339), l.Reason, ErrInstanceLocked), nil
 	}
+	if err := boltLocksOf(tx, in.Bot, in.TokenName, w.Now); err != nil {
+		if refusal(err) {
+			return Instance{}, err, nil
+		}
+		return Instance{}, nil, err
+	}
 	if in.Generation == w.Presented+1 && w.Key != "" && in.IssuedKey == w.Key {
 		return in, nil, nil // the same request again: issue the same generation
 	}

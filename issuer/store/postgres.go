@@ -52,6 +52,9 @@ type pgStore struct {
 	pool  *pgxpool.Pool
 	name  string // the URL without its password, for messages
 	clock pgClock
+	// beforeCommit, if set, is called by Join and Renew when they have
+	// written and before they commit, for the tests.
+	beforeCommit func()
 }
 
 // openPostgres connects to the database at url and brings its schema up
@@ -298,14 +301,13 @@ func pgAdvance(ctx context.Context, tx pgx.Tx, w RenewWrite) (out Instance, refu
 	if !found {
 		return Instance{}, fmt.Errorf("store: advance instance %q: %w", w.ID, ErrInstanceUnknown), nil
 	}
-	// The lock is read with the instance's row held, as bbolt reads
-	// it in the transaction that moves the counter.
-	var l Lock
-	if locked, err := getDoc(ctx, tx, &l, w.ID, `SELECT doc FROM locks WHERE kind = $1 AND key = $2`, lockOfInstance, w.ID); err != nil {
-		return Instance{}, nil, fmt.Errorf("store: lock of instance %q: %w", w.ID, err)
-	} else if locked && l.InForce(w.Now) {
-		return Instance{}, fmt.Errorf("store: advance instance %q: locked since %s: %s: %w",
-			w.ID, l.At.Format(time.RFC3339), l.Reason, ErrInstanceLocked), nil
+	// The locks are read with the instance's row held, as bbolt reads
+	// them in the transaction that moves the counter.
+	if err := pgCheckLocks(ctx, tx, w.Now, w.ID, in.Bot, in.TokenName); err != nil {
+		if refusal(err) {
+			return Instance{}, err, nil
+		}
+		return Instance{}, nil, err
 	}
 	if in.Generation == w.Presented+1 && w.Key != "" && in.IssuedKey == w.Key {
 		return in, nil, nil // the same request again: issue the same generation
@@ -361,7 +363,29 @@ func (s *pgStore) LockToken(ctx context.Context, l Lock) error {
 // there already (see boltStore.putLock). The INSERT either adds the lock
 // or, finding one, holds its row while it is checked.
 func (s *pgStore) putLock(ctx context.Context, kind int, key string, l Lock) error {
-	return s.tx(ctx, func(tx pgx.Tx) error { return pgPutLock(ctx, tx, kind, key, l) })
+	return s.tx(ctx, func(tx pgx.Tx) error {
+		if err := pgHoldLock(ctx, tx, kind, key); err != nil {
+			return err
+		}
+		return pgPutLock(ctx, tx, kind, key, l)
+	})
+}
+
+// pgHoldLock takes, until tx ends, the advisory lock of the lock of kind
+// named key, exclusively, for putLock, before it records the lock; a join
+// or a renewal takes it shared before it reads the lock (pgCheckLocks).
+// At READ COMMITTED each statement sees what committed before it began,
+// so without it a lock committed after a join or renewal read the locks,
+// and before that commits, would be ignored by it: the operator told the
+// lock is in force would see credentials issued after. With it, such a
+// lock waits for the join or renewal to commit, and one that begins after
+// the lock reads it. Joins and renewals take only shared ones, and
+// putLock takes only the one, so they cannot deadlock.
+func pgHoldLock(ctx context.Context, tx pgx.Tx, kind int, key string) error {
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, hashtext($2))`, int32(kind), key); err != nil {
+		return fmt.Errorf("store: hold lock %q: %w", key, err)
+	}
+	return nil
 }
 
 // pgPutLock is putLock in the transaction tx.

@@ -48,6 +48,9 @@ func (s *pgStore) Join(ctx context.Context, w JoinWrite) (Instance, error) {
 			}
 			out = in
 		} else {
+			if err := pgCheckLocks(ctx, tx, w.Now, "", w.Instance.Bot, w.Instance.TokenName); err != nil {
+				return err
+			}
 			var err error
 			if out, err = pgCreateInstance(ctx, tx, w.Instance); err != nil {
 				return err
@@ -59,7 +62,12 @@ func (s *pgStore) Join(ctx context.Context, w JoinWrite) (Instance, error) {
 			}
 		}
 		if w.Node != nil {
-			return pgPutNode(ctx, tx, *w.Node)
+			if err := pgPutNode(ctx, tx, *w.Node); err != nil {
+				return err
+			}
+		}
+		if s.beforeCommit != nil {
+			s.beforeCommit()
 		}
 		return nil
 	})
@@ -83,7 +91,12 @@ func (s *pgStore) Renew(ctx context.Context, w RenewWrite) (Instance, error) {
 			return nil
 		}
 		if w.Node != nil {
-			return pgPutNode(ctx, tx, *w.Node)
+			if err := pgPutNode(ctx, tx, *w.Node); err != nil {
+				return err
+			}
+		}
+		if s.beforeCommit != nil {
+			s.beforeCommit()
 		}
 		return nil
 	})
@@ -91,6 +104,68 @@ func (s *pgStore) Renew(ctx context.Context, w RenewWrite) (Instance, error) {
 		return Instance{}, err
 	}
 	return out, refused
+}
+
+// pgCheckLocks returns ErrInstanceLocked, ErrBotLocked or ErrTokenLocked
+// if a lock of instance, bot or the token resource token (those not
+// empty) is in force at now, as read in tx with their keys held (see
+// pgHoldLock): the keys in one statement, then the locks in another, which
+// sees what committed while the first waited.
+func pgCheckLocks(ctx context.Context, tx pgx.Tx, now time.Time, instance, bot, token string) error {
+	var kinds []int32
+	var keys []string
+	for _, k := range []struct {
+		kind int
+		key  string
+	}{{lockOfInstance, instance}, {lockOfBot, bot}, {lockOfToken, token}} {
+		if k.key != "" {
+			kinds, keys = append(kinds, int32(k.kind)), append(keys, k.key)
+		}
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock_shared(k, hashtext(key)) FROM unnest($1::int4[], $2::text[]) AS t(k, key)`,
+		kinds, keys); err != nil {
+		return fmt.Errorf("store: hold locks: %w", err)
+	}
+	rows, err := tx.Query(ctx, `SELECT kind, doc FROM locks WHERE (kind::int4, key) IN (SELECT * FROM unnest($1::int4[], $2::text[]))`,
+		kinds, keys)
+	if err != nil {
+		return fmt.Errorf("store: read locks: %w", err)
+	}
+	found := map[int]Lock{}
+	for rows.Next() {
+		var kind int
+		var doc []byte
+		var l Lock
+		if err := rows.Scan(&kind, &doc); err != nil {
+			rows.Close()
+			return fmt.Errorf("store: read locks: %w", err)
+		}
+		if err := json.Unmarshal(doc, &l); err != nil {
+			rows.Close()
+			return fmt.Errorf("store: read locks: %w", err)
+		}
+		found[kind] = l
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("store: read locks: %w", err)
+	}
+	if l, ok := found[lockOfInstance]; ok && l.InForce(now) {
+		return fmt.Errorf("store: advance instance %q: locked since %s: %s: %w",
+			instance, l.At.Format(time.RFC3339), l.Reason, ErrInstanceLocked)
+	}
+	for _, c := range []struct {
+		kind int
+		key  string
+		err  error
+	}{{lockOfBot, bot, ErrBotLocked}, {lockOfToken, token, ErrTokenLocked}} {
+		if l, ok := found[c.kind]; ok && l.InForce(now) {
+			return fmt.Errorf("store: %q locked since %s: %s: %w", c.key, l.At.Format(time.RFC3339), l.Reason, c.err)
+		}
+	}
+	return nil
 }
 
 // pgCreateInstance inserts in, in tx, and returns it as stored, or

@@ -34,6 +34,11 @@ var (
 	// ErrInstanceLocked is an instance whose lock refuses it a new
 	// generation.
 	ErrInstanceLocked = errors.New("bot instance locked")
+	// ErrBotLocked and ErrTokenLocked are a join or a renewal refused,
+	// in the transaction that would write it, by a lock of its bot or of
+	// the token resource its instance joins with.
+	ErrBotLocked   = errors.New("bot locked")
+	ErrTokenLocked = errors.New("token locked")
 	// ErrReplay is a key given to MarkUsed that was already used.
 	ErrReplay = errors.New("already used")
 	// ErrChallengeUnknown is a challenge that was never issued, was used
@@ -155,7 +160,9 @@ type Store interface {
 	// Any other generation changes nothing and returns
 	// ErrGenerationMismatch with the stored instance. A locked instance
 	// at now (see LockInstance) changes nothing and fails with
-	// ErrInstanceLocked, whatever the generation presented.
+	// ErrInstanceLocked, whatever the generation presented; so does one
+	// whose bot or token resource is locked, with ErrBotLocked or
+	// ErrTokenLocked.
 	AdvanceGeneration(ctx context.Context, id string, presented uint64, key string, now time.Time) (Instance, error)
 	// Join writes what a join writes, w, in one transaction, and returns
 	// the instance joined: w.Instance as stored, or the kept instance

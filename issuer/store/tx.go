@@ -20,7 +20,10 @@ type Replay struct {
 
 // JoinWrite is everything a join writes. Store.Join writes it in one
 // transaction: all of it, or, with any error, none of it (but see
-// RenewWrite.OnMismatch).
+// RenewWrite.OnMismatch). The transaction also checks the locks of the
+// instance's bot and token resource, as the caller did before it: a lock
+// recorded in between refuses the join with ErrBotLocked or
+// ErrTokenLocked.
 type JoinWrite struct {
 	// Now is when the join happens: the time the token is consumed at,
 	// the replay record and the locks are checked at.
@@ -44,7 +47,8 @@ type JoinWrite struct {
 }
 
 // RenewWrite is everything a renewal writes. Store.Renew writes it in one
-// transaction.
+// transaction, which checks the locks of the instance, its bot and its
+// token resource (ErrInstanceLocked, ErrBotLocked, ErrTokenLocked).
 type RenewWrite struct {
 	// ID is the instance renewed, Presented the generation its identity
 	// carries and Key the identity key issued for the next one, as
@@ -67,7 +71,7 @@ type RenewWrite struct {
 // token already used, rather than a failure to read or write.
 func refusal(err error) bool {
 	for _, r := range []error{ErrTokenUnknown, ErrTokenUsed, ErrTokenExpired, ErrReplay,
-		ErrInstanceUnknown, ErrInstanceLocked, ErrGenerationMismatch, ErrExists} {
+		ErrInstanceUnknown, ErrInstanceLocked, ErrBotLocked, ErrTokenLocked, ErrGenerationMismatch, ErrExists} {
 		if errors.Is(err, r) {
 			return true
 		}
@@ -136,6 +140,8 @@ func boltJoin(tx *bolt.Tx, w JoinWrite) (out Instance, refused, err error) {
 		}
 	} else if tx.Bucket(bucketInstances).Get([]byte(in.ID)) != nil {
 		return Instance{}, fmt.Errorf("store: create instance %q: %w", in.ID, ErrExists), nil
+	} else if err := boltLocksOf(tx, in.Bot, in.TokenName, w.Now); err != nil {
+		return split(err)
 	}
 	// Every check has passed, but for a stale generation, which keeps
 	// the replay record with the lock.
@@ -191,6 +197,28 @@ func (s *boltStore) Renew(ctx context.Context, w RenewWrite) (Instance, error) {
 		return Instance{}, err
 	}
 	return out, refused
+}
+
+// boltLocksOf returns ErrBotLocked or ErrTokenLocked if a lock of bot or
+// of the token resource token (if not empty) is in force at now, as read
+// in tx.
+func boltLocksOf(tx *bolt.Tx, bot, token string, now time.Time) error {
+	for _, c := range []struct {
+		bucket []byte
+		key    string
+		err    error
+	}{{bucketLocks, bot, ErrBotLocked}, {bucketTokenLocks, token, ErrTokenLocked}} {
+		if c.key == "" {
+			continue
+		}
+		var l Lock
+		if locked, err := get(tx.Bucket(c.bucket), c.key, &l); err != nil {
+			return fmt.Errorf("store: lock %q: %w", c.key, err)
+		} else if locked && l.InForce(now) {
+			return fmt.Errorf("store: %q locked since %s: %s: %w", c.key, l.At.Format(time.RFC3339), l.Reason, c.err)
+		}
+	}
+	return nil
 }
 
 // Now is the local clock: one issuer has the bbolt file.

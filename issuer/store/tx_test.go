@@ -347,3 +347,309 @@ func TestPostgresNowIsTheDatabases(t *testing.T) {
 		t.Fatalf("Now with a stale measure = %v, %v; want it measured again", now, err)
 	}
 }
+
+// TestJoinRenewCheckLocks checks that Join and Renew refuse, in the
+// transaction that would write, an instance whose bot or token resource
+// is locked at their Now, writing nothing; an expired lock refuses
+// nothing. The authority looks for these locks before, but one recorded
+// in between must still refuse.
+func TestJoinRenewCheckLocks(t *testing.T) {
+	ctx := context.Background()
+	forEachStore(t, func(t *testing.T, s Store, _ string) {
+		if err := s.PutToken(ctx, token("tok", t0.Add(time.Hour))); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.CreateInstance(ctx, newInstance("h")); err != nil {
+			t.Fatal(err)
+		}
+		attested := Instance{ID: "a", Bot: "bot-att", Generation: 1, Created: t0, JoinMethod: "bound_keypair", TokenName: "tn"}
+		if err := s.CreateInstance(ctx, attested); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.LockBot(ctx, Lock{Bot: "bot-tok", Reason: "r", At: t0, Expires: t0.Add(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.LockToken(ctx, Lock{Token: "tn", Reason: "r", At: t0, Expires: t0.Add(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+		now := t0.Add(time.Minute)
+		node := &Node{Instance: "new", Bot: "bot-tok", Names: []string{"h1"}, Renewed: now}
+		replay := Replay{Key: "jti", Owner: "new-a", Expires: t0.Add(time.Hour)}
+		for _, tc := range []struct {
+			name string
+			call func() error
+			want error
+		}{
+			{"token join", func() error {
+				_, err := s.Join(ctx, JoinWrite{Now: now, TokenHash: "tok", Instance: newInstance("new"), Node: node})
+				return err
+			}, ErrBotLocked},
+			{"renewal", func() error {
+				_, err := s.Renew(ctx, RenewWrite{ID: "h", Presented: 1, Key: "k", Now: now, Node: node})
+				return err
+			}, ErrBotLocked},
+			{"attested join", func() error {
+				in := attested
+				in.ID = "new-a"
+				_, err := s.Join(ctx, JoinWrite{Now: now, Replay: replay, Instance: in})
+				return err
+			}, ErrTokenLocked},
+			{"attested re-join", func() error {
+				_, err := s.Join(ctx, JoinWrite{Now: now, Replay: replay, Keep: &RenewWrite{ID: "a", Presented: 1, Key: "k"}})
+				return err
+			}, ErrTokenLocked},
+		} {
+			if err := tc.call(); !errors.Is(err, tc.want) {
+				t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
+			}
+		}
+		if got := readState(t, s, "tok"); got != (state{instances: 2}) {
+			t.Errorf("after refused writes: %+v, want the token unspent and nothing written", got)
+		}
+		for _, id := range []string{"h", "a"} {
+			if in, err := s.Instance(ctx, id); err != nil || in.Generation != 1 {
+				t.Errorf("instance %s: generation %d, %v; want 1", id, in.Generation, err)
+			}
+		}
+		if err := s.MarkUsed(ctx, replay.Key, "other", replay.Expires, now); err != nil {
+			t.Errorf("the replay record of a refused join was written: %v", err)
+		}
+
+		// Once the locks expire, the same writes go through.
+		later := t0.Add(2 * time.Hour)
+		if _, err := s.Renew(ctx, RenewWrite{ID: "h", Presented: 1, Key: "k", Now: later}); err != nil {
+			t.Errorf("renewal after the bot lock expired: %v", err)
+		}
+		if _, err := s.Join(ctx, JoinWrite{Now: later, Keep: &RenewWrite{ID: "a", Presented: 1, Key: "k"}}); err != nil {
+			t.Errorf("re-join after the token lock expired: %v", err)
+		}
+	})
+}
+
+// TestPostgresLockWaitsForJoinOrRenewal checks, on PostgreSQL, that a lock
+// recorded while a join or renewal that has checked the locks is still
+// uncommitted waits for that transaction: it is then recorded after it,
+// as the operator who locked expects, and not before a commit that
+// ignored it (bbolt runs one writer at a time, so it cannot happen there).
+func TestPostgresLockWaitsForJoinOrRenewal(t *testing.T) {
+	ctx := context.Background()
+	at := t0.Add(time.Minute)
+	for _, tc := range []struct {
+		name  string
+		lock  func(s Store) error
+		write func(s Store) error
+	}{
+		{"bot lock, renewal",
+			func(s Store) error { return s.LockBot(ctx, Lock{Bot: "bot-tok", Reason: "r", At: at}) },
+			func(s Store) error {
+				_, err := s.Renew(ctx, RenewWrite{ID: "h", Presented: 1, Key: "k", Now: at})
+				return err
+			}},
+		{"instance lock, renewal",
+			func(s Store) error {
+				return s.LockInstance(ctx, Lock{Bot: "bot-tok", Instance: "h", Reason: "r", At: at})
+			},
+			func(s Store) error {
+				_, err := s.Renew(ctx, RenewWrite{ID: "h", Presented: 1, Key: "k", Now: at})
+				return err
+			}},
+		{"bot lock, token join",
+			func(s Store) error { return s.LockBot(ctx, Lock{Bot: "bot-tok", Reason: "r", At: at}) },
+			func(s Store) error {
+				_, err := s.Join(ctx, JoinWrite{Now: at, TokenHash: "tok", Instance: newInstance("new")})
+				return err
+			}},
+		{"token lock, attested join",
+			func(s Store) error { return s.LockToken(ctx, Lock{Token: "tn", Reason: "r", At: at}) },
+			func(s Store) error {
+				in := Instance{ID: "new-a", Bot: "bot-att", Generation: 1, Created: t0, JoinMethod: "bound_keypair", TokenName: "tn"}
+				_, err := s.Join(ctx, JoinWrite{Now: at, Instance: in})
+				return err
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, _ := openPostgresTemp(t)
+			ps := s.(*pgStore)
+			if err := s.PutToken(ctx, token("tok", t0.Add(time.Hour))); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.CreateInstance(ctx, newInstance("h")); err != nil {
+				t.Fatal(err)
+			}
+			locked := make(chan error, 1)
+			ps.beforeCommit = func() {
+				ps.beforeCommit = nil
+				go func() { locked <- tc.lock(s) }()
+				// The lock either commits, which is the flaw, or waits for
+				// this transaction on an advisory lock.
+				for {
+					select {
+					case err := <-locked:
+						locked <- err
+						t.Errorf("the lock was recorded (%v) while the write (%s), which had checked the locks, was uncommitted", err, tc.name)
+						return
+					default:
+					}
+					var waiting int
+					if err := ps.pool.QueryRow(ctx, `SELECT count(*) FROM pg_locks
+						WHERE locktype = 'advisory' AND NOT granted
+						AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&waiting); err != nil {
+						t.Error(err)
+						return
+					}
+					if waiting > 0 {
+						return
+					}
+					time.Sleep(time.Millisecond)
+				}
+			}
+			if err := tc.write(s); err != nil {
+				t.Fatalf("the write begun before the lock: %v", err)
+			}
+			if err := <-locked; err != nil {
+				t.Fatalf("the lock: %v", err)
+			}
+		})
+	}
+}
+
+// TestRenewConcurrentOneIdentity renews one identity from many callers at
+// once, as copies of it would, on each store: exactly one moves the
+// generation on; each other is refused as a stale generation (and locks
+// the instance) or, once it is locked, as locked. The same request sent
+// many times at once (the same key) is a retry: each gets the one
+// generation, and nothing is locked.
+func TestRenewConcurrentOneIdentity(t *testing.T) {
+	ctx := context.Background()
+	forEachStore(t, func(t *testing.T, s Store, _ string) {
+		for _, sameKey := range []bool{false, true} {
+			id := fmt.Sprintf("h-%v", sameKey)
+			if err := s.CreateInstance(ctx, newInstance(id)); err != nil {
+				t.Fatal(err)
+			}
+			const n = 16
+			errs := make([]error, n)
+			gens := make([]uint64, n)
+			var wg sync.WaitGroup
+			for i := range n {
+				key := fmt.Sprintf("k%d", i)
+				if sameKey {
+					key = "k"
+				}
+				wg.Go(func() {
+					var in Instance
+					in, errs[i] = s.Renew(ctx, RenewWrite{ID: id, Presented: 1, Key: key, Now: t0,
+						OnMismatch: func(stored Instance) Lock {
+							return Lock{Bot: stored.Bot, Instance: stored.ID, Reason: "copied", At: t0}
+						}})
+					gens[i] = in.Generation
+				})
+			}
+			wg.Wait()
+			won := 0
+			for i, err := range errs {
+				switch {
+				case err == nil:
+					won++
+					if gens[i] != 2 {
+						t.Errorf("same key %v: renewal %d got generation %d, want 2", sameKey, i, gens[i])
+					}
+				case sameKey || !errors.Is(err, ErrGenerationMismatch) && !errors.Is(err, ErrInstanceLocked):
+					t.Errorf("same key %v: renewal %d: %v", sameKey, i, err)
+				}
+			}
+			in, err := s.Instance(ctx, id)
+			if err != nil || in.Generation != 2 {
+				t.Errorf("same key %v: instance %+v, %v; want generation 2", sameKey, in, err)
+			}
+			_, locked, err := s.InstanceLock(ctx, id, t0)
+			switch {
+			case err != nil:
+				t.Fatal(err)
+			case sameKey && (won != n || locked):
+				t.Errorf("the same request %d times: %d won, locked %v; want all, and no lock", n, won, locked)
+			case !sameKey && (won != 1 || !locked):
+				t.Errorf("%d copies: %d won, locked %v; want one, and the instance locked", n, won, locked)
+			}
+		}
+	})
+}
+
+// TestJoinBatchRerun is TestRenewBatchRerun for joins: token joins and
+// attested joins (with replay records) run concurrently with joins that
+// fail in the same transactions (a kept instance at a stale generation
+// whose OnMismatch gives an invalid lock), so that bbolt's Batch rolls
+// batches back and runs their functions again. Each join that succeeded
+// has its token used by its instance, its instance once, its replay
+// record; the failed ones wrote nothing, and refused ones (a token used
+// twice) nothing either.
+func TestJoinBatchRerun(t *testing.T) {
+	ctx := context.Background()
+	forEachStore(t, func(t *testing.T, s Store, _ string) {
+		const n = 8
+		for i := range n {
+			if err := s.PutToken(ctx, token(fmt.Sprintf("tok-%d", i), t0.Add(time.Hour))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.CreateInstance(ctx, Instance{ID: "bad", Bot: "b", Generation: 5, Created: t0}); err != nil {
+			t.Fatal(err)
+		}
+		invalid := func(Instance) Lock { return Lock{Reason: "names nothing"} }
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() {
+				// Twice: the second is refused, the token being used.
+				for try := range 2 {
+					_, err := s.Join(ctx, JoinWrite{Now: t0, TokenHash: fmt.Sprintf("tok-%d", i), Instance: newInstance(fmt.Sprintf("t-%d-%d", i, try))})
+					if want := error(nil); try == 1 {
+						want = ErrTokenUsed
+						if !errors.Is(err, want) {
+							t.Errorf("second token join %d: %v, want %v", i, err, want)
+						}
+					} else if err != nil {
+						t.Errorf("token join %d: %v", i, err)
+					}
+				}
+			})
+			wg.Go(func() {
+				in := Instance{ID: fmt.Sprintf("a-%d", i), Bot: "bot-att", Generation: 1, Created: t0, JoinMethod: "bound_keypair", TokenName: "tn"}
+				if _, err := s.Join(ctx, JoinWrite{Now: t0, Replay: Replay{Key: fmt.Sprintf("jti-%d", i), Owner: in.ID, Expires: t0.Add(time.Hour)}, Instance: in}); err != nil {
+					t.Errorf("attested join %d: %v", i, err)
+				}
+			})
+			wg.Go(func() {
+				_, err := s.Join(ctx, JoinWrite{Now: t0, Replay: Replay{Key: fmt.Sprintf("bad-jti-%d", i), Owner: "bad", Expires: t0.Add(time.Hour)},
+					Keep: &RenewWrite{ID: "bad", Presented: 1, OnMismatch: invalid}})
+				if err == nil || refusal(err) {
+					t.Errorf("join with an invalid lock: %v, want a failure", err)
+				}
+			})
+		}
+		wg.Wait()
+		for i := range n {
+			tok := fmt.Sprintf("tok-%d", i)
+			if got := readState(t, s, tok); got.tokenUsed != fmt.Sprintf("t-%d-0", i) {
+				t.Errorf("token %s used by %q, want t-%d-0", tok, got.tokenUsed, i)
+			}
+			if _, err := s.Instance(ctx, fmt.Sprintf("t-%d-1", i)); !errors.Is(err, ErrInstanceUnknown) {
+				t.Errorf("the refused join's instance: %v, want ErrInstanceUnknown", err)
+			}
+			if err := s.MarkUsed(ctx, fmt.Sprintf("jti-%d", i), "other", t0.Add(time.Hour), t0); !errors.Is(err, ErrReplay) {
+				t.Errorf("replay record of attested join %d: %v, want it recorded (ErrReplay)", i, err)
+			}
+			if err := s.MarkUsed(ctx, fmt.Sprintf("bad-jti-%d", i), "other", t0.Add(time.Hour), t0); err != nil {
+				t.Errorf("replay record of failed join %d: %v, want none written", i, err)
+			}
+		}
+		if got := readState(t, s, "tok-0"); got.instances != 2*n+1 {
+			t.Errorf("%d instances, want %d: one per successful join and bad", got.instances, 2*n+1)
+		}
+		if in, err := s.Instance(ctx, "bad"); err != nil || in.Generation != 5 {
+			t.Errorf("bad: %+v, %v; want generation 5", in, err)
+		}
+		if _, locked, _ := s.InstanceLock(ctx, "bad", t0); locked {
+			t.Error("the failed joins left a lock")
+		}
+	})
+}
