@@ -102,6 +102,7 @@ func (s *Server) loadCAs(ctx context.Context) error {
 	}
 	s.auth.SetCAs(a)
 	s.ca.tls.Store(tlsConfig(a))
+	s.finishMoves(rs)
 	if s.ca.rotations != nil || len(rs) > 0 {
 		s.log.Info("authorities loaded", "rotations", describeRotations(rs))
 	}
@@ -210,6 +211,7 @@ func (s *Server) RotateCA(ctx context.Context, req api.RotateCARequest) (api.CAR
 		next.Phase, next.Started, next.Admin = req.Phase, now, admin
 		switch req.Phase {
 		case ca.PhaseInit:
+			s.finishMoves([]store.Rotation{r})
 			fp, err := ca.CreateNext(s.cfg.StateDir, t)
 			if err != nil {
 				undo(0)
@@ -374,6 +376,15 @@ func (s *Server) tidyAtStart(ctx context.Context) {
 	if err != nil {
 		return
 	}
+	s.finishMoves(rs)
+}
+
+// finishMoves finishes the file moves of the rotations of rs that reached
+// standby but whose next files still hold the authority now current: an
+// issuer stopped between the store write and the moves. It runs at start,
+// at each load that follows a change, and before an init, which would
+// otherwise refuse on those next files.
+func (s *Server) finishMoves(rs []store.Rotation) {
 	for _, r := range rs {
 		if r.Phase != ca.PhaseStandby || !ca.NextHolds(s.cfg.StateDir, ca.Type(r.Type), r.Current) {
 			continue

@@ -232,3 +232,52 @@ func TestRotateCAInitAllOrNone(t *testing.T) {
 		t.Errorf("next files after a refused init: %v; want only the one in the way", names)
 	}
 }
+
+// TestRotateCAAfterStandbyCrash checks, for every type, an issuer stopped
+// after it stored a rotation's end but before it moved the files: the
+// next authority, in the next files, signs at the next load, and the next
+// rotation's init finishes the moves rather than refusing on next files
+// that hold the current authority (whose removal, as the refusal advised,
+// would lose it).
+func TestRotateCAAfterStandbyCrash(t *testing.T) {
+	ctx := context.Background()
+	for _, typ := range ca.Types {
+		t.Run(string(typ), func(t *testing.T) {
+			s, dir := rotationServer(t)
+			for _, ph := range []string{"init", "update_clients", "update_servers"} {
+				if err := rotate(s, string(typ), ph, false); err != nil {
+					t.Fatalf("%s: %v", ph, err)
+				}
+			}
+			rs, err := s.auth.Store.Rotations(ctx)
+			if err != nil || len(rs) != 1 {
+				t.Fatalf("rotations: %v, %v", rs, err)
+			}
+			// The store write of standby, and no file moved.
+			r := rs[0]
+			r.Phase, r.Current, r.Next, r.Switched = ca.PhaseStandby, r.Next, "", time.Time{}
+			if err := s.auth.Store.SetRotation(ctx, r, ca.PhaseUpdateServers); err != nil {
+				t.Fatal(err)
+			}
+			s.syncStore(ctx)
+			if got := s.auth.CAs().Fingerprint(typ); got != r.Current {
+				t.Fatalf("after the crash: authority %s, want %s", got, r.Current)
+			}
+			if err := rotate(s, string(typ), "init", false); err != nil {
+				t.Fatalf("init after a rotation whose files were not moved: %v", err)
+			}
+			if got := s.auth.CAs().Fingerprint(typ); got != r.Current {
+				t.Errorf("after init: authority %s, want %s", got, r.Current)
+			}
+			// The promoted authority is in the current files: a new
+			// issuer without the store's record would load it.
+			a, err := ca.Load(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := a.Fingerprint(typ); got != r.Current {
+				t.Errorf("current files hold %s, want %s", got, r.Current)
+			}
+		})
+	}
+}
