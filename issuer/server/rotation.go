@@ -231,6 +231,14 @@ func (s *Server) RotateCA(ctx context.Context, req api.RotateCARequest) (api.CAR
 		}
 		moves[i] = next
 	}
+	// Nothing is stored that this issuer cannot load, such as a phase
+	// that names a key its state directory lacks: every replica that
+	// can would move, and this one, through which the admin moved it,
+	// would not.
+	if err := s.canLoad(rs, moves); err != nil {
+		undo(0)
+		return deny(fault.FailedPrecondition(api.CodeRotationPhase, "this issuer cannot load the authorities of that phase, so it is not stored: %v", err))
+	}
 	for i, next := range moves {
 		t := ca.Type(next.Type)
 		if err := s.auth.Store.SetRotation(ctx, next, plan[i].Phase); err != nil {
@@ -264,6 +272,24 @@ func (s *Server) RotateCA(ctx context.Context, req api.RotateCARequest) (api.CAR
 		return api.CARotations{}, fault.Internal(api.CodeInternal, "the rotation is stored, but this issuer cannot load it: %v", err)
 	}
 	return s.caRotations(ctx, now)
+}
+
+// canLoad reports why the authorities of rs with moves made in place of
+// their types' records cannot be loaded, or nil.
+func (s *Server) canLoad(rs, moves []store.Rotation) error {
+	byType := map[string]store.Rotation{}
+	for _, r := range rs {
+		byType[r.Type] = r
+	}
+	for _, m := range moves {
+		byType[m.Type] = m
+	}
+	states := make([]ca.State, 0, len(byType))
+	for _, r := range byType {
+		states = append(states, ca.State{Type: ca.Type(r.Type), Phase: r.Phase, Current: r.Current, Next: r.Next})
+	}
+	_, err := ca.LoadRotating(s.cfg.StateDir, states)
+	return err
 }
 
 // CARotations returns the state of every authority's rotation.

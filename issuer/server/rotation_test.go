@@ -281,3 +281,69 @@ func TestRotateCAAfterStandbyCrash(t *testing.T) {
 		})
 	}
 }
+
+// TestRotateCAUnloadable checks that a move this issuer could not load is
+// refused before it is stored, and leaves no next files: a phase that
+// names a key its state directory lacks (a replica whose directory has
+// not caught up), and a record whose current fingerprint names no
+// authority at all.
+func TestRotateCAUnloadable(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name  string
+		stale func(fp, next string) store.Rotation // the record another issuer stored
+		from  string
+		to    string
+	}{
+		{"next key missing", func(fp, next string) store.Rotation {
+			return store.Rotation{Type: "ssh_user", Phase: ca.PhaseInit, Current: fp, Next: next}
+		}, ca.PhaseStandby, ca.PhaseUpdateClients},
+		{"stale current", func(fp, next string) store.Rotation {
+			return store.Rotation{Type: "ssh_user", Phase: ca.PhaseRollback, Current: "SHA256:stale"}
+		}, ca.PhaseStandby, ca.PhaseStandby},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, dir := rotationServer(t)
+			other := filepath.Join(t.TempDir(), "other")
+			if err := ca.Init(other, []string{"127.0.0.1"}); err != nil {
+				t.Fatal(err)
+			}
+			next, err := ca.CreateNext(other, ca.TypeSSHUser)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := tc.stale(s.auth.CAs().Fingerprint(ca.TypeSSHUser), next)
+			r.Started = time.Now()
+			if err := s.auth.Store.SetRotation(ctx, r, tc.from); err != nil {
+				t.Fatal(err)
+			}
+			err = rotate(s, "ssh_user", tc.to, false)
+			if code(err) != api.CodeRotationPhase {
+				t.Fatalf("%s: %v; want %s", tc.to, err, api.CodeRotationPhase)
+			}
+			rs, _ := s.auth.Store.Rotations(ctx)
+			if len(rs) != 1 || rs[0].Phase != r.Phase {
+				t.Errorf("stored after the refusal: %+v; want phase %s", rs, r.Phase)
+			}
+			if names, _ := filepath.Glob(filepath.Join(dir, "*.next*")); len(names) > 0 {
+				t.Errorf("next files after the refusal: %v", names)
+			}
+		})
+	}
+	// init on a record whose current authority is nowhere.
+	s, dir := rotationServer(t)
+	r := store.Rotation{Type: "kube", Phase: ca.PhaseRollback, Started: time.Now(), Current: "sha256:stale"}
+	if err := s.auth.Store.SetRotation(ctx, r, ca.PhaseStandby); err != nil {
+		t.Fatal(err)
+	}
+	r.Phase = ca.PhaseStandby
+	if err := s.auth.Store.SetRotation(ctx, r, ca.PhaseRollback); err != nil {
+		t.Fatal(err)
+	}
+	if err := rotate(s, "kube", "init", false); code(err) != api.CodeRotationPhase {
+		t.Fatalf("init with a stale current: %v; want %s", err, api.CodeRotationPhase)
+	}
+	if names, _ := filepath.Glob(filepath.Join(dir, "*.next*")); len(names) > 0 {
+		t.Errorf("next files after the refused init: %v", names)
+	}
+}
