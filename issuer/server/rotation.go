@@ -234,8 +234,12 @@ func (s *Server) RotateCA(ctx context.Context, req api.RotateCARequest) (api.CAR
 	// Nothing is stored that this issuer cannot load, such as a phase
 	// that names a key its state directory lacks: every replica that
 	// can would move, and this one, through which the admin moved it,
-	// would not.
-	if err := s.canLoad(rs, moves); err != nil {
+	// would not. A rollback is the exception: it is the way out of a
+	// rotation whose next key is lost, and the standby after it needs
+	// only the current one.
+	if req.Phase == ca.PhaseRollback {
+		// Stored whatever this issuer can load; see below.
+	} else if err := s.canLoad(rs, moves); err != nil {
 		undo(0)
 		return deny(fault.FailedPrecondition(api.CodeRotationPhase, "this issuer cannot load the authorities of that phase, so it is not stored: %v", err))
 	}

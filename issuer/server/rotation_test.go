@@ -347,3 +347,30 @@ func TestRotateCAUnloadable(t *testing.T) {
 		t.Errorf("next files after the refused init: %v", names)
 	}
 }
+
+// TestRotateCANextKeyLost checks that a rotation whose next key is lost
+// from the state directory can still be rolled back and ended.
+func TestRotateCANextKeyLost(t *testing.T) {
+	for _, typ := range ca.Types {
+		t.Run(string(typ), func(t *testing.T) {
+			s, dir := rotationServer(t)
+			before := s.auth.CAs().Fingerprint(typ)
+			for _, ph := range []string{"init", "update_clients"} {
+				if err := rotate(s, string(typ), ph, false); err != nil {
+					t.Fatalf("%s: %v", ph, err)
+				}
+			}
+			names, _ := filepath.Glob(filepath.Join(dir, "*.next*"))
+			for _, n := range names {
+				os.Remove(n)
+			}
+			rotate(s, string(typ), "rollback", false) // stored, if not loaded
+			if err := rotate(s, string(typ), "standby", false); err != nil {
+				t.Fatalf("standby after the rollback: %v", err)
+			}
+			if got := s.auth.CAs().Fingerprint(typ); got != before {
+				t.Errorf("after standby: %s, want %s", got, before)
+			}
+		})
+	}
+}
