@@ -175,13 +175,27 @@ func (s *Server) RotateCA(ctx context.Context, req api.RotateCARequest) (api.CAR
 				t, r.Phase, strings.Join(ca.NextPhases(r.Phase), " or ")))
 		}
 		if r.Phase == ca.PhaseUpdateServers && req.Phase == ca.PhaseStandby && !req.Force {
-			behind, total, err := s.notCaughtUp(ctx, r.Switched, now)
+			behind, total, err := s.notCaughtUp(ctx, time.Time{}, r.Switched, now)
 			if err != nil {
 				return api.CARotations{}, err
 			}
 			if total > 0 {
 				return deny(fault.FailedPrecondition(api.CodeRotationPhase,
 					"%d bot instances last renewed before the new %s authority began to sign and may still hold certificates from the old one, which would lose trust (%s); wait until they renew or expire (mwi-issuer ca rotate status), or retire it anyway with --force",
+					total, t, describeBehind(behind)))
+			}
+		}
+		// The standby after a rollback drops the next authority, which
+		// signed from Switched until the rollback began: what it signed
+		// then loses trust as the old one's does at a rotation's end.
+		if r.Phase == ca.PhaseRollback && !r.Switched.IsZero() && req.Phase == ca.PhaseStandby && !req.Force {
+			behind, total, err := s.notCaughtUp(ctx, r.Switched, r.Started, now)
+			if err != nil {
+				return api.CARotations{}, err
+			}
+			if total > 0 {
+				return deny(fault.FailedPrecondition(api.CodeRotationPhase,
+					"%d bot instances last renewed while the abandoned %s authority signed and may still hold certificates from it, which would lose trust (%s); wait until they renew or expire (mwi-issuer ca rotate status), or drop it anyway with --force",
 					total, t, describeBehind(behind)))
 			}
 		}
@@ -222,7 +236,8 @@ func (s *Server) RotateCA(ctx context.Context, req api.RotateCARequest) (api.CAR
 		case ca.PhaseUpdateClients:
 			next.Switched = now
 		case ca.PhaseRollback:
-			next.Switched = time.Time{}
+			// Switched stays: the standby after the rollback asks who
+			// holds certificates the next authority signed.
 		case ca.PhaseStandby:
 			if r.Phase == ca.PhaseUpdateServers {
 				next.Current = r.Next
@@ -318,7 +333,7 @@ func (s *Server) caRotations(ctx context.Context, now time.Time) (api.CARotation
 			info.LoadError = s.ca.loadErr.Error()
 		}
 		if r.Phase != ca.PhaseStandby {
-			if info.NotCaughtUp, info.NotCaughtUpTotal, err = s.notCaughtUp(ctx, r.Started, now); err != nil {
+			if info.NotCaughtUp, info.NotCaughtUpTotal, err = s.notCaughtUp(ctx, time.Time{}, r.Started, now); err != nil {
 				return api.CARotations{}, err
 			}
 		}
@@ -327,10 +342,11 @@ func (s *Server) caRotations(ctx context.Context, now time.Time) (api.CARotation
 	return out, nil
 }
 
-// notCaughtUp returns the instances last issued certificates before since
-// whose certificates may not have expired at now (their roles' max_ttl
-// after), at most maxNotCaughtUp of them, and how many there are.
-func (s *Server) notCaughtUp(ctx context.Context, since, now time.Time) ([]api.CatchUp, int, error) {
+// notCaughtUp returns the instances last issued certificates from from
+// and before since whose certificates may not have expired at now (their
+// roles' max_ttl after), at most maxNotCaughtUp of them, and how many
+// there are.
+func (s *Server) notCaughtUp(ctx context.Context, from, since, now time.Time) ([]api.CatchUp, int, error) {
 	ins, err := s.auth.Store.Instances(ctx)
 	if err != nil {
 		return nil, 0, err
@@ -347,7 +363,7 @@ func (s *Server) notCaughtUp(ctx context.Context, since, now time.Time) ([]api.C
 		if last.IsZero() {
 			last = in.Created
 		}
-		if !last.Before(since) {
+		if !last.Before(since) || last.Before(from) {
 			continue
 		}
 		lifetime := resource.DefaultMaxTTL

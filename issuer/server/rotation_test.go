@@ -374,3 +374,42 @@ func TestRotateCANextKeyLost(t *testing.T) {
 		})
 	}
 }
+
+// TestRotateCARollbackStandbyRefused checks that the standby that ends a
+// rollback from a phase in which the next authority signed is refused,
+// unless forced, while an instance issued certificates by it may still
+// hold them: standby drops the next authority, as a rotation's end drops
+// the old one. An instance that renewed before the next authority signed
+// holds certificates from the current one and does not hold it back, nor
+// does a rollback from init.
+func TestRotateCARollbackStandbyRefused(t *testing.T) {
+	ctx := context.Background()
+	s, _ := rotationServer(t)
+	if err := s.auth.Store.CreateInstance(ctx, store.Instance{ID: "before", Bot: "ci", Created: time.Now().Add(-time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	for _, ph := range []string{"init", "rollback", "standby"} {
+		if err := rotate(s, "identity", ph, false); err != nil {
+			t.Fatalf("rollback from init: %s: %v", ph, err)
+		}
+	}
+	for _, ph := range []string{"init", "update_clients"} {
+		if err := rotate(s, "identity", ph, false); err != nil {
+			t.Fatalf("%s: %v", ph, err)
+		}
+	}
+	// Joined while the next authority signed.
+	if err := s.auth.Store.CreateInstance(ctx, store.Instance{ID: "during", Bot: "ci", Created: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := rotate(s, "identity", "rollback", false); err != nil {
+		t.Fatal(err)
+	}
+	err := rotate(s, "identity", "standby", false)
+	if code(err) != api.CodeRotationPhase || !strings.Contains(err.Error(), "instance during") || strings.Contains(err.Error(), "instance before") {
+		t.Fatalf("standby with an instance holding certificates from the next authority: %v; want a refusal naming it alone", err)
+	}
+	if err := rotate(s, "identity", "standby", true); err != nil {
+		t.Fatal(err)
+	}
+}
