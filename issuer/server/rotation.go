@@ -185,6 +185,21 @@ func (s *Server) RotateCA(ctx context.Context, req api.RotateCARequest) (api.CAR
 					total, t, describeBehind(behind)))
 			}
 		}
+		// update_servers re-signs the serving certificate with the next
+		// TLS authority: an mwid that has not renewed since it was
+		// published does not hold its pin, and would never reach the
+		// issuer again without a new ca_pins.
+		if t == ca.TypeTLS && r.Phase == ca.PhaseUpdateClients && req.Phase == ca.PhaseUpdateServers && !req.Force {
+			behind, total, err := s.notCaughtUp(ctx, time.Time{}, r.Switched, now)
+			if err != nil {
+				return api.CARotations{}, err
+			}
+			if total > 0 {
+				return deny(fault.FailedPrecondition(api.CodeRotationPhase,
+					"%d bot instances last renewed before update_clients began and may not hold the pin of the next %s authority: their mwid would stop trusting the issuer once its serving certificate is re-signed (%s); wait until they renew (mwi-issuer ca rotate status), or go on anyway with --force",
+					total, t, describeBehind(behind)))
+			}
+		}
 		// The standby after a rollback drops the next authority, which
 		// signed from Switched until the rollback began: what it signed
 		// then loses trust as the old one's does at a rotation's end.

@@ -413,3 +413,34 @@ func TestRotateCARollbackStandbyRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestRotateCATLSUpdateServersRefused checks that update_servers of the
+// TLS authority, which re-signs the serving certificate with the next
+// one, is refused, unless forced, while an instance that may not hold the
+// next pin may still be in use; other types are not held back.
+func TestRotateCATLSUpdateServersRefused(t *testing.T) {
+	ctx := context.Background()
+	s, _ := rotationServer(t)
+	if err := s.auth.Store.CreateInstance(ctx, store.Instance{ID: "old", Bot: "ci", Created: time.Now().Add(-time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	for _, ph := range []string{"init", "update_clients"} {
+		if err := rotate(s, "all", ph, false); err != nil {
+			t.Fatalf("%s: %v", ph, err)
+		}
+	}
+	for _, typ := range []string{"tls", "all"} {
+		if err := rotate(s, typ, "update_servers", false); code(err) != api.CodeRotationPhase || !strings.Contains(err.Error(), "instance old") {
+			t.Fatalf("update_servers of %s with an instance behind: %v; want a refusal naming it", typ, err)
+		}
+	}
+	if err := rotate(s, "ssh_user", "update_servers", false); err != nil {
+		t.Fatalf("update_servers of ssh_user: %v", err)
+	}
+	if err := rotate(s, "tls", "update_servers", true); err != nil {
+		t.Fatalf("update_servers of tls, forced: %v", err)
+	}
+	if got := s.auth.CAs().Phase(ca.TypeTLS); got != ca.PhaseUpdateServers {
+		t.Errorf("tls loaded in %s after the forced move", got)
+	}
+}
