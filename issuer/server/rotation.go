@@ -81,6 +81,10 @@ func (s *Server) loadCAs(ctx context.Context) error {
 	if s.ca.loadErr == nil && s.ca.tls.Load() != nil && rotationsEqual(rs, s.ca.rotations) {
 		return nil
 	}
+	// First the moves an issuer stopped half way left undone: a pair
+	// caught between two renames, such as the Kubernetes CA's, does not
+	// load.
+	s.finishMoves(rs)
 	states := make([]ca.State, 0, len(rs))
 	for _, r := range rs {
 		states = append(states, ca.State{Type: ca.Type(r.Type), Phase: r.Phase, Current: r.Current, Next: r.Next})
@@ -102,7 +106,6 @@ func (s *Server) loadCAs(ctx context.Context) error {
 	}
 	s.auth.SetCAs(a)
 	s.ca.tls.Store(tlsConfig(a))
-	s.finishMoves(rs)
 	if s.ca.rotations != nil || len(rs) > 0 {
 		s.log.Info("authorities loaded", "rotations", describeRotations(rs))
 	}
@@ -442,9 +445,9 @@ func (s *Server) tidyAtStart(ctx context.Context) {
 
 // finishMoves finishes the file moves of the rotations of rs that reached
 // standby but whose next files still hold the authority now current: an
-// issuer stopped between the store write and the moves. It runs at start,
-// at each load that follows a change, and before an init, which would
-// otherwise refuse on those next files.
+// issuer stopped between the store write and the moves, or between two
+// of them. It runs at start, before each load that follows a change, and
+// before an init, which would otherwise refuse on those next files.
 func (s *Server) finishMoves(rs []store.Rotation) {
 	for _, r := range rs {
 		if r.Phase != ca.PhaseStandby || !ca.NextHolds(s.cfg.StateDir, ca.Type(r.Type), r.Current) {

@@ -444,3 +444,61 @@ func TestRotateCATLSUpdateServersRefused(t *testing.T) {
 		t.Errorf("tls loaded in %s after the forced move", got)
 	}
 }
+
+// TestRotateCAAfterHalfPromotion checks, for every type, an issuer
+// stopped between the two renames that make the next authority current at
+// a rotation's end: the current key file holds the next key, the current
+// certificate (or public key) does not yet. Another issuer on the store
+// loads the new authority alone at its next poll, rather than failing to
+// load and going on trusting the old one.
+func TestRotateCAAfterHalfPromotion(t *testing.T) {
+	ctx := context.Background()
+	files := map[ca.Type][2]string{
+		ca.TypeSSHUser:  {"ssh_user_ca", "ssh_user_ca.next"},
+		ca.TypeSSHHost:  {"ssh_host_ca", "ssh_host_ca.next"},
+		ca.TypeIdentity: {"identity_ca.key", "identity_ca.next.key"},
+		ca.TypeKube:     {"kube_ca.key", "kube_ca.next.key"},
+		ca.TypeTLS:      {"tls_ca.key", "tls_ca.next.key"},
+	}
+	for _, typ := range ca.Types {
+		t.Run(string(typ), func(t *testing.T) {
+			s, dir := rotationServer(t)
+			for _, ph := range []string{"init", "update_clients", "update_servers"} {
+				if err := rotate(s, string(typ), ph, false); err != nil {
+					t.Fatalf("%s: %v", ph, err)
+				}
+			}
+			rs, _ := s.auth.Store.Rotations(ctx)
+			r := rs[0]
+			r.Phase, r.Current, r.Next, r.Switched = ca.PhaseStandby, r.Next, "", time.Time{}
+			if err := s.auth.Store.SetRotation(ctx, r, ca.PhaseUpdateServers); err != nil {
+				t.Fatal(err)
+			}
+			key, err := os.ReadFile(filepath.Join(dir, files[typ][1]))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, files[typ][0]), key, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			s.syncStore(ctx)
+			st, err := s.CARotations(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, x := range st.Rotations {
+				if x.LoadError != "" {
+					t.Fatalf("load error: %s", x.LoadError)
+				}
+			}
+			a := s.auth.CAs()
+			if a.Phase(typ) != ca.PhaseStandby || a.Fingerprint(typ) != r.Current {
+				t.Errorf("loaded %s %s, want standby %s", a.Phase(typ), a.Fingerprint(typ), r.Current)
+			}
+			if n := map[ca.Type]int{ca.TypeSSHUser: len(a.SSHUserCAs()), ca.TypeSSHHost: len(a.SSHHostCAs()),
+				ca.TypeIdentity: len(a.IdentityCAs()), ca.TypeKube: len(a.KubeCAs()), ca.TypeTLS: len(a.TLSCAs())}[typ]; n != 1 {
+				t.Errorf("%d authorities trusted after standby, want 1", n)
+			}
+		})
+	}
+}
