@@ -444,13 +444,13 @@ func (s *Server) tidyAtStart(ctx context.Context) {
 }
 
 // finishMoves finishes the file moves of the rotations of rs that reached
-// standby but whose next files still hold the authority now current: an
-// issuer stopped between the store write and the moves, or between two
+// standby but whose files Tidy has not put in order (see ca.TidyPending):
+// an issuer stopped between the store write and the moves, or between two
 // of them. It runs at start, before each load that follows a change, and
 // before an init, which would otherwise refuse on those next files.
 func (s *Server) finishMoves(rs []store.Rotation) {
 	for _, r := range rs {
-		if r.Phase != ca.PhaseStandby || !ca.NextHolds(s.cfg.StateDir, ca.Type(r.Type), r.Current) {
+		if r.Phase != ca.PhaseStandby || !ca.TidyPending(s.cfg.StateDir, ca.Type(r.Type), r.Current) {
 			continue
 		}
 		if err := ca.Tidy(s.cfg.StateDir, ca.Type(r.Type), r.Current); err != nil {

@@ -2,6 +2,12 @@ package server
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +18,7 @@ import (
 
 	"github.com/mwi-project/mwi/api"
 	"github.com/mwi-project/mwi/internal/fault"
+	"github.com/mwi-project/mwi/internal/tlspin"
 	"github.com/mwi-project/mwi/issuer/ca"
 	"github.com/mwi-project/mwi/issuer/store"
 )
@@ -501,4 +508,147 @@ func TestRotateCAAfterHalfPromotion(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRotateCAAfterServingHalfWritten checks an issuer stopped as the end
+// of a TLS rotation wrote the serving certificate of the new authority,
+// between its two renames: the key is new, the certificate is not. The
+// other issuers load the new authority at their next poll, and an issuer
+// started on the directory starts.
+func TestRotateCAAfterServingHalfWritten(t *testing.T) {
+	ctx := context.Background()
+	s, dir := rotationServer(t)
+	for _, ph := range []string{"init", "update_clients", "update_servers"} {
+		if err := rotate(s, "tls", ph, false); err != nil {
+			t.Fatalf("%s: %v", ph, err)
+		}
+	}
+	rs, _ := s.auth.Store.Rotations(ctx)
+	r := rs[0]
+	r.Phase, r.Current, r.Next, r.Switched = ca.PhaseStandby, r.Next, "", time.Time{}
+	if err := s.auth.Store.SetRotation(ctx, r, ca.PhaseUpdateServers); err != nil {
+		t.Fatal(err)
+	}
+	// Tidy moved the authority's files, and renamed only the serving key.
+	for _, f := range [][2]string{{"tls_ca.next.key", "tls_ca.key"}, {"tls_ca.next.crt", "tls_ca.crt"}} {
+		if err := os.Rename(filepath.Join(dir, f[0]), filepath.Join(dir, f[1])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := x509.MarshalPKCS8PrivateKey(key)
+	if err := os.WriteFile(filepath.Join(dir, "tls.key"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.syncStore(ctx)
+	if a := s.auth.CAs(); a.Phase(ca.TypeTLS) != ca.PhaseStandby || len(a.TLSCAs()) != 1 || a.Fingerprint(ca.TypeTLS) != r.Current {
+		t.Errorf("loaded tls %s with %d authorities; want standby with %s alone", a.Phase(ca.TypeTLS), len(a.TLSCAs()), r.Current)
+	}
+	s.Close()
+	s2, err := New(DefaultConfig(dir), discardLog())
+	if err != nil {
+		t.Fatalf("an issuer started on the directory: %v", err)
+	}
+	defer s2.Close()
+	if got := tlspin.Of(s2.auth.CAs().TLSCA()); got != r.Current {
+		t.Errorf("the restarted issuer serves from %s, want %s", got, r.Current)
+	}
+}
+
+// TestStartAfterHalfMove checks, for every type, that an issuer, alone on
+// its store, that was stopped between two renames of a rotation's end
+// starts again, with the new authority alone: the current key file holds
+// the next key and the current certificate does not, or, for the TLS
+// authority, the moves are done and the serving key was renamed without
+// its certificate.
+func TestStartAfterHalfMove(t *testing.T) {
+	ctx := context.Background()
+	files := map[ca.Type][2]string{
+		ca.TypeSSHUser:  {"ssh_user_ca", "ssh_user_ca.next"},
+		ca.TypeSSHHost:  {"ssh_host_ca", "ssh_host_ca.next"},
+		ca.TypeIdentity: {"identity_ca.key", "identity_ca.next.key"},
+		ca.TypeKube:     {"kube_ca.key", "kube_ca.next.key"},
+		ca.TypeTLS:      {"tls_ca.key", "tls_ca.next.key"},
+	}
+	for _, tc := range []struct {
+		typ     ca.Type
+		serving bool
+	}{{ca.TypeSSHUser, false}, {ca.TypeSSHHost, false}, {ca.TypeIdentity, false}, {ca.TypeKube, false}, {ca.TypeTLS, false}, {ca.TypeTLS, true}} {
+		t.Run(fmt.Sprintf("%s/serving=%v", tc.typ, tc.serving), func(t *testing.T) {
+			s, dir := rotationServer(t)
+			for _, ph := range []string{"init", "update_clients", "update_servers"} {
+				if err := rotate(s, string(tc.typ), ph, false); err != nil {
+					t.Fatalf("%s: %v", ph, err)
+				}
+			}
+			rs, _ := s.auth.Store.Rotations(ctx)
+			r := rs[0]
+			r.Phase, r.Current, r.Next, r.Switched = ca.PhaseStandby, r.Next, "", time.Time{}
+			if err := s.auth.Store.SetRotation(ctx, r, ca.PhaseUpdateServers); err != nil {
+				t.Fatal(err)
+			}
+			s.Close()
+			if tc.serving {
+				for _, f := range [][2]string{{"tls_ca.next.key", "tls_ca.key"}, {"tls_ca.next.crt", "tls_ca.crt"}} {
+					if err := os.Rename(filepath.Join(dir, f[0]), filepath.Join(dir, f[1])); err != nil {
+						t.Fatal(err)
+					}
+				}
+				key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+				der, _ := x509.MarshalPKCS8PrivateKey(key)
+				if err := os.WriteFile(filepath.Join(dir, "tls.key"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				key, err := os.ReadFile(filepath.Join(dir, files[tc.typ][1]))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(dir, files[tc.typ][0]), key, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			s2, err := New(DefaultConfig(dir), discardLog())
+			if err != nil {
+				t.Fatalf("start: %v", err)
+			}
+			defer s2.Close()
+			if a := s2.auth.CAs(); a.Fingerprint(tc.typ) != r.Current || signedWith(t, a, tc.typ) != r.Current {
+				t.Errorf("started with %s, want %s", a.Fingerprint(tc.typ), r.Current)
+			}
+			if names, _ := filepath.Glob(filepath.Join(dir, "*.next*")); len(names) > 0 {
+				t.Errorf("next files left: %v", names)
+			}
+			b, err := ca.Load(dir)
+			if err != nil || b.Fingerprint(tc.typ) != r.Current {
+				t.Errorf("the current files: %v", err)
+			}
+		})
+	}
+}
+
+// signedWith returns the fingerprint of the authority of type typ that
+// signs in a, or that signed the serving certificate for the TLS one.
+func signedWith(t *testing.T, a *ca.Authority, typ ca.Type) string {
+	t.Helper()
+	switch typ {
+	case ca.TypeSSHUser:
+		return ssh.FingerprintSHA256(a.SSHUserCA())
+	case ca.TypeSSHHost:
+		return ssh.FingerprintSHA256(a.SSHHostCA())
+	case ca.TypeIdentity:
+		return tlspin.Of(a.IdentityCA())
+	case ca.TypeKube:
+		return tlspin.Of(a.KubeCA())
+	}
+	leaf := a.ServingCertificate().Leaf
+	for _, c := range a.TLSCAs() {
+		if leaf.CheckSignatureFrom(c) == nil {
+			return tlspin.Of(c)
+		}
+	}
+	return ""
 }
