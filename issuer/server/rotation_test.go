@@ -652,3 +652,67 @@ func signedWith(t *testing.T, a *ca.Authority, typ ca.Type) string {
 	}
 	return ""
 }
+
+// TestRotateCARefusalsAudited checks that each way a rotate request is
+// refused writes a ca.rotate record, denied, with the reason.
+func TestRotateCARefusalsAudited(t *testing.T) {
+	ctx := context.Background()
+	s, dir := rotationServer(t)
+	al, buf := newAuditBuffer()
+	s.auth.Audit = al
+	if err := s.auth.Store.CreateInstance(ctx, store.Instance{ID: "old", Bot: "ci", Created: time.Now().Add(-time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct {
+		name        string
+		typ, phase  string
+		force       bool
+		refused     bool
+		reasonNames string
+	}{
+		{"unknown type", "bogus", "init", false, true, "bogus"},
+		{"unknown phase", "ssh_user", "bogus", false, true, "bogus"},
+		{"type all with no phase", "all", "", false, true, "phase"},
+		{"out of order", "ssh_user", "update_servers", false, true, "init"},
+		{"init", "ssh_user", "init", false, false, ""},
+		{"init again", "ssh_user", "init", false, true, "update_clients"},
+		{"type all with one type mid-rotation", "all", "init", false, true, "ssh_user"},
+		{"skip a phase", "ssh_user", "standby", false, true, "update_clients"},
+		{"update_clients", "ssh_user", "update_clients", false, false, ""},
+		{"update_servers", "ssh_user", "update_servers", false, false, ""},
+		{"standby with an instance behind", "ssh_user", "standby", false, true, "instance old"},
+		{"standby forced", "ssh_user", "standby", true, false, ""},
+		{"rollback from standby", "ssh_user", "rollback", false, true, "init"},
+	}
+	for _, st := range steps {
+		n := len(buf.records(t))
+		err := rotate(s, st.typ, st.phase, st.force)
+		if (err != nil) != st.refused {
+			t.Fatalf("%s: %v; want refused %v", st.name, err, st.refused)
+		}
+		recs := buf.records(t)[n:]
+		if len(recs) == 0 {
+			t.Fatalf("%s: no audit record", st.name)
+		}
+		r := recs[len(recs)-1]
+		if r["event"] != "ca.rotate" {
+			t.Fatalf("%s: record %v", st.name, r)
+		}
+		reason, _ := r["reason"].(string)
+		if st.refused && (r["outcome"] != "denied" || !strings.Contains(reason, st.reasonNames)) {
+			t.Errorf("%s: record %v; want denied with a reason naming %q", st.name, r, st.reasonNames)
+		}
+	}
+	// A next file in the way of an init, and a move this issuer cannot
+	// load.
+	if err := os.WriteFile(filepath.Join(dir, "kube_ca.next.key"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n := len(buf.records(t))
+	if err := rotate(s, "kube", "init", false); err == nil {
+		t.Fatal("init with a next file in the way succeeded")
+	}
+	if recs := buf.records(t)[n:]; len(recs) != 1 || recs[0]["outcome"] != "denied" || !strings.Contains(recs[0]["reason"].(string), "kube_ca.next.key") {
+		t.Errorf("init with a next file in the way: records %v", recs)
+	}
+}
