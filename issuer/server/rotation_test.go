@@ -5,9 +5,14 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
+	"math/big"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -714,5 +719,62 @@ func TestRotateCARefusalsAudited(t *testing.T) {
 	}
 	if recs := buf.records(t)[n:]; len(recs) != 1 || recs[0]["outcome"] != "denied" || !strings.Contains(recs[0]["reason"].(string), "kube_ca.next.key") {
 		t.Errorf("init with a next file in the way: records %v", recs)
+	}
+}
+
+// TestRotateCANextIdentityIsNoAdmin checks, while the next identity
+// authority signs, that neither a bot identity it signed nor a
+// certificate it signed that claims to name an admin reaches the admin
+// API over HTTPS, on the rotate route or any: the admin CA alone makes an
+// admin, in every phase.
+func TestRotateCANextIdentityIsNoAdmin(t *testing.T) {
+	ctx := context.Background()
+	s, dir := rotationServer(t)
+	for _, ph := range []string{"init", "update_clients"} {
+		if err := rotate(s, "identity", ph, false); err != nil {
+			t.Fatalf("%s: %v", ph, err)
+		}
+	}
+	a := s.auth.CAs()
+	bot := identityCert(t, a, ca.Identity{Bot: "ci", Instance: "i1", Generation: 1})
+	if tlspin.Of(a.IdentityCA()) == tlspin.Of(a.IdentityCAs()[0]) {
+		t.Fatal("the next identity authority does not sign in update_clients")
+	}
+	// What a flaw in bot issuance could make: the next identity
+	// authority's signature on an admin's name.
+	data, err := os.ReadFile(filepath.Join(dir, "identity_ca.next.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(data)
+	caKey, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "eve", Organization: []string{"mwi admin"}},
+		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		URIs: []*url.URL{{Scheme: "mwi", Host: "admin", Path: "/eve"}}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, a.IdentityCA(), key.Public(), caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+
+	remote := &remoteAdmin{routes: adminAPI(s.auth, s, s.auth.Audit, discardLog()), name: a.AdminName}
+	addr, _ := gated(t, a, publicRoutes(s.auth, remote, s.auth.Audit, discardLog()), Limits{}, auditRefused(s.auth.Audit), discardLog())
+	for name, cert := range map[string]tls.Certificate{"bot identity": bot, "admin name from the identity authority": forged} {
+		c := tlsClient(t, a, cert)
+		status, body := call(t, c, http.MethodPost, "https://"+addr+"/admin/v1/ca/rotate", api.RotateCARequest{Type: "identity", Phase: "rollback"}, nil)
+		if status != http.StatusForbidden {
+			t.Errorf("%s: rotate: %d %s, want 403", name, status, body)
+		}
+		if status, body := call(t, c, http.MethodGet, "https://"+addr+"/admin/v1/ca/rotations", nil, nil); status != http.StatusForbidden {
+			t.Errorf("%s: rotations: %d %s, want 403", name, status, body)
+		}
+	}
+	if rs, _ := s.auth.Store.Rotations(ctx); len(rs) != 1 || rs[0].Phase != ca.PhaseUpdateClients {
+		t.Errorf("rotations after the refusals: %+v", rs)
 	}
 }
