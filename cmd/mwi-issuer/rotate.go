@@ -35,7 +35,7 @@ func (e *env) caCommand() *cobra.Command {
 	}, func(fs *pflag.FlagSet) {
 		fs.StringVar(&f.typ, "type", "", "authority `TYPE`: ssh_user, ssh_host, identity, kube, tls, or all (required; the admin CA does not rotate)")
 		fs.StringVar(&f.phase, "phase", "", "`PHASE` to go to: init, update_clients, update_servers, standby or rollback (required)")
-		fs.BoolVar(&f.force, "force", false, "retire the old authority (standby) even while hosts or bots may still hold certificates from it")
+		fs.BoolVar(&f.force, "force", false, "go to standby even while hosts or bots may still hold certificates from the authority it drops (the old one, or after a rollback the next), or to update_servers of tls while some may lack the next pin")
 		fs.StringVar(&f.format, "format", "text", "output `FORMAT`: text, json or yaml")
 		e.adminSocketFlags(fs)
 	})

@@ -4,8 +4,10 @@ package issuerclient
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -119,11 +121,12 @@ type Client struct {
 	// (IssuerCAPins): only when it pins the issuer itself.
 	learns bool
 
-	mu      sync.Mutex
-	learned []string  // the pins the issuer last sent, if learns
-	current string    // the target that last answered, by label
-	logged  time.Time // the last failover logged
-	quiet   int       // failovers not logged since
+	mu         sync.Mutex
+	learned    []string  // the pins the issuer last sent, if learns
+	configured []string  // the pins of the configuration
+	current    string    // the target that last answered, by label
+	logged     time.Time // the last failover logged
+	quiet      int       // failovers not logged since
 }
 
 type verifyFunc func(certs []*x509.Certificate, host string) error
@@ -156,6 +159,7 @@ func New(cfg config.Issuer, log *slog.Logger) (*Client, error) {
 	c := &Client{addrs: addrs, lookup: net.DefaultResolver.LookupHost, log: log}
 	pins := cfg.CAPins
 	c.learns = len(pins) > 0 && roots == nil
+	c.configured = pins
 	c.verify = func(certs []*x509.Certificate, host string) error {
 		return tlspin.Verify(certs, host, roots, c.pins(pins))
 	}
@@ -196,26 +200,66 @@ func (c *Client) pins(configured []string) []string {
 	return configured
 }
 
-// learn adopts the pins of an answer, if the client learns pins.
-func (c *Client) learn(pins []string) {
+// maxLearnedPins bounds the pins taken from one answer: an issuer trusts
+// two TLS authorities at most, while it rotates one.
+const maxLearnedPins = 4
+
+// learn adopts the pins of an answer that came over a connection whose
+// issuer presented peer, if the client learns pins. The list must hold a
+// pin that verified that connection: an issuer that answers with none of
+// them, or with malformed or too many pins, is not followed, so that an
+// answer can never leave the client trusting nothing the issuer it talks
+// to serves with. An empty list keeps the pins held.
+func (c *Client) learn(pins []string, peer []*x509.Certificate) {
 	if !c.learns || len(pins) == 0 {
 		return
 	}
-	var valid []string
-	for _, p := range pins {
-		if strings.HasPrefix(p, "sha256:") {
-			valid = append(valid, p)
-		}
+	if err := c.adopt(pins, peer); err != nil && c.log != nil {
+		c.log.Warn("issuer CA pins from the issuer not adopted", "err", err.Error())
 	}
-	if len(valid) == 0 {
-		return
+}
+
+func (c *Client) adopt(pins []string, peer []*x509.Certificate) error {
+	if len(pins) > maxLearnedPins {
+		return fmt.Errorf("%d pins, more than the %d an issuer sends", len(pins), maxLearnedPins)
+	}
+	for _, p := range pins {
+		if !isPin(p) {
+			return fmt.Errorf("%q is not a pin of the form sha256:<base64 SPKI hash>", p)
+		}
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !slices.Equal(c.learned, valid) && c.log != nil {
-		c.log.Info("issuer CA pins from the issuer", "pins", strings.Join(valid, ","))
+	held := c.learned
+	if len(held) == 0 {
+		held = c.configured
 	}
-	c.learned = valid
+	verified := false
+	for _, cert := range peer {
+		p := tlspin.Of(cert)
+		if slices.Contains(held, p) && slices.Contains(pins, p) {
+			verified = true
+		}
+	}
+	if !verified {
+		return fmt.Errorf("pins %s hold none that this connection to the issuer was verified with", strings.Join(pins, ","))
+	}
+	if !slices.Equal(c.learned, pins) && c.log != nil {
+		c.log.Info("issuer CA pins from the issuer", "pins", strings.Join(pins, ","))
+	}
+	c.learned = slices.Clone(pins)
+	return nil
+}
+
+// isPin reports whether p has the form of a pin: sha256: and the base64
+// of 32 bytes.
+func isPin(p string) bool {
+	b64, ok := strings.CutPrefix(p, "sha256:")
+	if !ok {
+		return false
+	}
+	sum, err := base64.StdEncoding.DecodeString(b64)
+	return err == nil && len(sum) == sha256.Size
 }
 
 // target is one address a request can go to: a configured host:port, and
@@ -313,9 +357,9 @@ func (c *Client) answered(t target, cause error) {
 // bot instance. Without it, a join makes a new instance.
 func (c *Client) Join(ctx context.Context, identity *tls.Certificate, req api.JoinRequest) (api.Credentials, error) {
 	var out api.Credentials
-	err := c.post(ctx, "/v1/join", identity, req, &out)
+	peer, err := c.postFrom(ctx, "/v1/join", identity, req, &out)
 	if err == nil {
-		c.learn(out.IssuerCAPins)
+		c.learn(out.IssuerCAPins, peer)
 	}
 	return out, err
 }
@@ -335,9 +379,9 @@ func (c *Client) Challenge(ctx context.Context, identity *tls.Certificate, token
 // mutual TLS.
 func (c *Client) Renew(ctx context.Context, identity *tls.Certificate, req api.RenewRequest) (api.Credentials, error) {
 	var out api.Credentials
-	err := c.post(ctx, "/v1/renew", identity, req, &out)
+	peer, err := c.postFrom(ctx, "/v1/renew", identity, req, &out)
 	if err == nil {
-		c.learn(out.IssuerCAPins)
+		c.learn(out.IssuerCAPins, peer)
 	}
 	return out, err
 }
@@ -349,25 +393,34 @@ func UserAgent() string {
 }
 
 func (c *Client) post(ctx context.Context, path string, identity *tls.Certificate, req, resp any) error {
+	_, err := c.postFrom(ctx, path, identity, req, resp)
+	return err
+}
+
+// postFrom is post, and returns the certificates of the issuer that
+// answered, as its connection verified them.
+func (c *Client) postFrom(ctx context.Context, path string, identity *tls.Certificate, req, resp any) ([]*x509.Certificate, error) {
 	body, err := json.Marshal(req)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	_, err = c.do(ctx, call{method: http.MethodPost, path: path, identity: identity, body: body}, func(data []byte) error {
+	var peer []*x509.Certificate
+	_, err = c.do(ctx, call{method: http.MethodPost, path: path, identity: identity, body: body, peer: &peer}, func(data []byte) error {
 		if resp == nil {
 			return nil
 		}
 		return json.Unmarshal(data, resp)
 	})
-	return err
+	return peer, err
 }
 
 // call is one request to the issuer.
 type call struct {
 	method, path string
-	identity     *tls.Certificate // presented over mutual TLS if not nil
-	body         []byte           // JSON, for POST
-	etag         string           // sent as If-None-Match if not empty
+	identity     *tls.Certificate     // presented over mutual TLS if not nil
+	body         []byte               // JSON, for POST
+	etag         string               // sent as If-None-Match if not empty
+	peer         *[]*x509.Certificate // set to the answering issuer's certificates, if not nil
 }
 
 // errNotModified is do's answer to a call whose ETag is still current.
@@ -486,6 +539,9 @@ func (c *Client) try(ctx context.Context, t target, cl call, decode func([]byte)
 	}
 	if err := decode(data); err != nil {
 		return "", false, fmt.Errorf("issuer %s: answer to %s %s: %w", base, cl.method, cl.path, err)
+	}
+	if cl.peer != nil && res.TLS != nil {
+		*cl.peer = res.TLS.PeerCertificates
 	}
 	return res.Header.Get("ETag"), false, nil
 }

@@ -9,10 +9,12 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
+	"fmt"
 	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -114,5 +116,55 @@ func TestPinsNotLearnedWithCAFile(t *testing.T) {
 		if _, err := c.Renew(context.Background(), nil, api.RenewRequest{}); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestLearnedPinsRefused checks that an answer cannot leave the client
+// with pins that do not include the one it verified the issuer with, nor
+// with malformed pins or more than an issuer sends: the pins held stay,
+// and the issuer they verified is still reached.
+func TestLearnedPinsRefused(t *testing.T) {
+	oldCA, oldServing := authorityAndServing(t, "old")
+	otherCA, _ := authorityAndServing(t, "other")
+	many := []string{tlspin.Of(oldCA)}
+	for i := range 4 {
+		c, _ := authorityAndServing(t, fmt.Sprint("extra", i))
+		many = append(many, tlspin.Of(c))
+	}
+	for _, tc := range []struct {
+		name string
+		pins []string
+	}{
+		{"none", nil},
+		{"without the pin that verified the connection", []string{tlspin.Of(otherCA)}},
+		{"malformed", []string{tlspin.Of(oldCA), "sha256:AAAA"}},
+		{"not a pin", []string{tlspin.Of(oldCA), "md5:" + strings.Repeat("A", 44)}},
+		{"empty pin", []string{tlspin.Of(oldCA), ""}},
+		{"too many", many},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var mu sync.Mutex
+			pins := tc.pins
+			srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				mu.Lock()
+				defer mu.Unlock()
+				json.NewEncoder(w).Encode(api.Credentials{Bot: "b", IssuerCAPins: pins})
+			}))
+			srv.TLS = &tls.Config{Certificates: []tls.Certificate{oldServing}}
+			srv.StartTLS()
+			defer srv.Close()
+			c, err := New(config.Issuer{Address: strings.TrimPrefix(srv.URL, "https://"), CAPins: []string{tlspin.Of(oldCA)}}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range 2 {
+				if _, err := c.Renew(context.Background(), nil, api.RenewRequest{}); err != nil {
+					t.Fatalf("renewal %d after the issuer sent %q: %v", i+1, tc.pins, err)
+				}
+			}
+			if got := c.pins([]string{tlspin.Of(oldCA)}); !slices.Equal(got, []string{tlspin.Of(oldCA)}) {
+				t.Errorf("pins held after the issuer sent %q: %q; want the configured pin only", tc.pins, got)
+			}
+		})
 	}
 }

@@ -526,12 +526,96 @@ func Tidy(dir string, t Type, current string) error {
 		if err != nil {
 			return err
 		}
-		serving, err := loadCert(filepath.Join(dir, servingCertFile))
-		if err != nil || serving.CheckSignatureFrom(caCert) != nil {
+		if !servingFrom(dir, caCert) {
 			return RotateServing(dir, nil)
 		}
 	}
 	return nil
+}
+
+// servingFrom reports whether the serving certificate and key in dir are
+// a pair and the certificate is from ca: not so after a stop between the
+// two renames of RotateServing.
+func servingFrom(dir string, ca *x509.Certificate) bool {
+	pair, err := tls.LoadX509KeyPair(filepath.Join(dir, servingCertFile), filepath.Join(dir, servingKeyFile))
+	if err != nil || len(pair.Certificate) == 0 {
+		return false
+	}
+	leaf, err := x509.ParseCertificate(pair.Certificate[0])
+	return err == nil && leaf.CheckSignatureFrom(ca) == nil
+}
+
+// Repair finishes in dir what a Tidy stopped between two renames left
+// half done, which Load would refuse: an authority whose current key file
+// already holds the next key (only a promotion puts it there, at the end
+// of a rotation, so the rotation is known to have ended without the
+// store) is promoted whole, and a serving certificate that is not a pair
+// with its key is made again from the TLS authority. It returns what it
+// repaired.
+func Repair(dir string) ([]string, error) {
+	var done []string
+	for _, t := range Types {
+		f := rotationFiles[t]
+		next, err := readSlot(dir, t, f[1])
+		if err != nil || !next.exists {
+			continue
+		}
+		if !currentKeyIs(dir, t, f[0], next) {
+			continue
+		}
+		if err := Tidy(dir, t, next.fp); err != nil {
+			return done, err
+		}
+		done = append(done, fmt.Sprintf("the %s authority %s, half moved into %s", t, next.fp, f[0].key))
+	}
+	if _, err := os.Lstat(filepath.Join(dir, servingCertFile)); err != nil {
+		return done, nil
+	}
+	if _, err := tls.LoadX509KeyPair(filepath.Join(dir, servingCertFile), filepath.Join(dir, servingKeyFile)); err == nil {
+		return done, nil
+	}
+	caCert, err := loadCert(filepath.Join(dir, tlsCACertFile))
+	if err != nil {
+		return done, nil
+	}
+	caKey, err := loadKey(filepath.Join(dir, tlsCAKeyFile))
+	if err != nil || !publicKeyEqual(caKey.Public(), caCert.PublicKey) {
+		return done, nil
+	}
+	if err := RotateServing(dir, nil); err != nil {
+		return done, err
+	}
+	return append(done, "the serving certificate, whose key was of another"), nil
+}
+
+// currentKeyIs reports whether the key file of cur holds the key of next.
+func currentKeyIs(dir string, t Type, cur slotFiles, next slot) bool {
+	path := filepath.Join(dir, cur.key)
+	if isSSH(t) {
+		s, err := loadSSHSigner(path)
+		return err == nil && bytes.Equal(s.PublicKey().Marshal(), next.ssh.PublicKey().Marshal())
+	}
+	k, err := loadKey(path)
+	return err == nil && publicKeyEqual(k.Public(), next.cert.PublicKey)
+}
+
+// TidyPending reports whether Tidy has work left for type t in dir, in
+// standby with the authority current: the next files hold current (the
+// rotation's end was stored, and its files not moved), or, for the TLS
+// authority, the serving certificate is not a pair from current (Tidy
+// was stopped as it wrote it).
+func TidyPending(dir string, t Type, current string) bool {
+	if NextHolds(dir, t, current) {
+		return true
+	}
+	if t != TypeTLS {
+		return false
+	}
+	caCert, err := loadCert(filepath.Join(dir, tlsCACertFile))
+	if err != nil || tlspin.Of(caCert) != current {
+		return false
+	}
+	return !servingFrom(dir, caCert)
 }
 
 // Rotating reports whether any type is in a phase other than standby.

@@ -222,3 +222,55 @@ func parseCert(t *testing.T, der []byte) *x509.Certificate {
 	}
 	return c
 }
+
+// TestRotationFilesThroughLinks checks that a symbolic link planted at a
+// next file of any type, dangling or to a file, makes CreateNext refuse
+// and is not written through, and that the Kubernetes bundle is never
+// written through a link at its name.
+func TestRotationFilesThroughLinks(t *testing.T) {
+	next := map[ca.Type][]string{
+		ca.TypeSSHUser:  {"ssh_user_ca.next", "ssh_user_ca.next.pub"},
+		ca.TypeSSHHost:  {"ssh_host_ca.next", "ssh_host_ca.next.pub"},
+		ca.TypeIdentity: {"identity_ca.next.key", "identity_ca.next.crt"},
+		ca.TypeKube:     {"kube_ca.next.key", "kube_ca.next.crt"},
+		ca.TypeTLS:      {"tls_ca.next.key", "tls_ca.next.crt"},
+	}
+	for _, typ := range ca.Types {
+		for _, name := range next[typ] {
+			for _, dangling := range []bool{false, true} {
+				_, dir := newAuthority(t, "127.0.0.1")
+				target := filepath.Join(t.TempDir(), "target")
+				if !dangling {
+					if err := os.WriteFile(target, []byte("theirs"), 0o644); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if err := os.Symlink(target, filepath.Join(dir, name)); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := ca.CreateNext(dir, typ); err == nil {
+					t.Errorf("%s: CreateNext with a link at %s (dangling %v) succeeded", typ, name, dangling)
+				}
+				data, err := os.ReadFile(target)
+				if dangling && err == nil || !dangling && string(data) != "theirs" {
+					t.Errorf("%s: the link's target at %s was written: %q, %v", typ, name, data, err)
+				}
+			}
+		}
+	}
+	a, dir := newAuthority(t, "127.0.0.1")
+	target := filepath.Join(t.TempDir(), "bundle")
+	if err := os.WriteFile(target, []byte("theirs"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(filepath.Join(dir, ca.KubeBundleFile))
+	if err := os.Symlink(target, filepath.Join(dir, ca.KubeBundleFile)); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.WriteKubeBundle(dir); err == nil {
+		t.Error("WriteKubeBundle through a link succeeded")
+	}
+	if data, _ := os.ReadFile(target); string(data) != "theirs" {
+		t.Errorf("the bundle was written through a link: %q", data)
+	}
+}

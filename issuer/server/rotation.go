@@ -81,6 +81,10 @@ func (s *Server) loadCAs(ctx context.Context) error {
 	if s.ca.loadErr == nil && s.ca.tls.Load() != nil && rotationsEqual(rs, s.ca.rotations) {
 		return nil
 	}
+	// First the moves an issuer stopped half way left undone: a pair
+	// caught between two renames, such as the Kubernetes CA's, does not
+	// load.
+	s.finishMoves(rs)
 	states := make([]ca.State, 0, len(rs))
 	for _, r := range rs {
 		states = append(states, ca.State{Type: ca.Type(r.Type), Phase: r.Phase, Current: r.Current, Next: r.Next})
@@ -174,13 +178,42 @@ func (s *Server) RotateCA(ctx context.Context, req api.RotateCARequest) (api.CAR
 				t, r.Phase, strings.Join(ca.NextPhases(r.Phase), " or ")))
 		}
 		if r.Phase == ca.PhaseUpdateServers && req.Phase == ca.PhaseStandby && !req.Force {
-			behind, total, err := s.notCaughtUp(ctx, r.Switched, now)
+			behind, total, err := s.notCaughtUp(ctx, time.Time{}, r.Switched, now)
 			if err != nil {
 				return api.CARotations{}, err
 			}
 			if total > 0 {
 				return deny(fault.FailedPrecondition(api.CodeRotationPhase,
 					"%d bot instances last renewed before the new %s authority began to sign and may still hold certificates from the old one, which would lose trust (%s); wait until they renew or expire (mwi-issuer ca rotate status), or retire it anyway with --force",
+					total, t, describeBehind(behind)))
+			}
+		}
+		// update_servers re-signs the serving certificate with the next
+		// TLS authority: an mwid that has not renewed since it was
+		// published does not hold its pin, and would never reach the
+		// issuer again without a new ca_pins.
+		if t == ca.TypeTLS && r.Phase == ca.PhaseUpdateClients && req.Phase == ca.PhaseUpdateServers && !req.Force {
+			behind, total, err := s.notCaughtUp(ctx, time.Time{}, r.Switched, now)
+			if err != nil {
+				return api.CARotations{}, err
+			}
+			if total > 0 {
+				return deny(fault.FailedPrecondition(api.CodeRotationPhase,
+					"%d bot instances last renewed before update_clients began and may not hold the pin of the next %s authority: their mwid would stop trusting the issuer once its serving certificate is re-signed (%s); wait until they renew (mwi-issuer ca rotate status), or go on anyway with --force",
+					total, t, describeBehind(behind)))
+			}
+		}
+		// The standby after a rollback drops the next authority, which
+		// signed from Switched until the rollback began: what it signed
+		// then loses trust as the old one's does at a rotation's end.
+		if r.Phase == ca.PhaseRollback && !r.Switched.IsZero() && req.Phase == ca.PhaseStandby && !req.Force {
+			behind, total, err := s.notCaughtUp(ctx, r.Switched, r.Started, now)
+			if err != nil {
+				return api.CARotations{}, err
+			}
+			if total > 0 {
+				return deny(fault.FailedPrecondition(api.CodeRotationPhase,
+					"%d bot instances last renewed while the abandoned %s authority signed and may still hold certificates from it, which would lose trust (%s); wait until they renew or expire (mwi-issuer ca rotate status), or drop it anyway with --force",
 					total, t, describeBehind(behind)))
 			}
 		}
@@ -210,6 +243,7 @@ func (s *Server) RotateCA(ctx context.Context, req api.RotateCARequest) (api.CAR
 		next.Phase, next.Started, next.Admin = req.Phase, now, admin
 		switch req.Phase {
 		case ca.PhaseInit:
+			s.finishMoves([]store.Rotation{r})
 			fp, err := ca.CreateNext(s.cfg.StateDir, t)
 			if err != nil {
 				undo(0)
@@ -220,7 +254,8 @@ func (s *Server) RotateCA(ctx context.Context, req api.RotateCARequest) (api.CAR
 		case ca.PhaseUpdateClients:
 			next.Switched = now
 		case ca.PhaseRollback:
-			next.Switched = time.Time{}
+			// Switched stays: the standby after the rollback asks who
+			// holds certificates the next authority signed.
 		case ca.PhaseStandby:
 			if r.Phase == ca.PhaseUpdateServers {
 				next.Current = r.Next
@@ -228,6 +263,18 @@ func (s *Server) RotateCA(ctx context.Context, req api.RotateCARequest) (api.CAR
 			next.Next, next.Switched = "", time.Time{}
 		}
 		moves[i] = next
+	}
+	// Nothing is stored that this issuer cannot load, such as a phase
+	// that names a key its state directory lacks: every replica that
+	// can would move, and this one, through which the admin moved it,
+	// would not. A rollback is the exception: it is the way out of a
+	// rotation whose next key is lost, and the standby after it needs
+	// only the current one.
+	if req.Phase == ca.PhaseRollback {
+		// Stored whatever this issuer can load; see below.
+	} else if err := s.canLoad(rs, moves); err != nil {
+		undo(0)
+		return deny(fault.FailedPrecondition(api.CodeRotationPhase, "this issuer cannot load the authorities of that phase, so it is not stored: %v", err))
 	}
 	for i, next := range moves {
 		t := ca.Type(next.Type)
@@ -264,6 +311,24 @@ func (s *Server) RotateCA(ctx context.Context, req api.RotateCARequest) (api.CAR
 	return s.caRotations(ctx, now)
 }
 
+// canLoad reports why the authorities of rs with moves made in place of
+// their types' records cannot be loaded, or nil.
+func (s *Server) canLoad(rs, moves []store.Rotation) error {
+	byType := map[string]store.Rotation{}
+	for _, r := range rs {
+		byType[r.Type] = r
+	}
+	for _, m := range moves {
+		byType[m.Type] = m
+	}
+	states := make([]ca.State, 0, len(byType))
+	for _, r := range byType {
+		states = append(states, ca.State{Type: ca.Type(r.Type), Phase: r.Phase, Current: r.Current, Next: r.Next})
+	}
+	_, err := ca.LoadRotating(s.cfg.StateDir, states)
+	return err
+}
+
 // CARotations returns the state of every authority's rotation.
 func (s *Server) CARotations(ctx context.Context) (api.CARotations, error) {
 	s.reloadMu.Lock()
@@ -286,7 +351,7 @@ func (s *Server) caRotations(ctx context.Context, now time.Time) (api.CARotation
 			info.LoadError = s.ca.loadErr.Error()
 		}
 		if r.Phase != ca.PhaseStandby {
-			if info.NotCaughtUp, info.NotCaughtUpTotal, err = s.notCaughtUp(ctx, r.Started, now); err != nil {
+			if info.NotCaughtUp, info.NotCaughtUpTotal, err = s.notCaughtUp(ctx, time.Time{}, r.Started, now); err != nil {
 				return api.CARotations{}, err
 			}
 		}
@@ -295,10 +360,11 @@ func (s *Server) caRotations(ctx context.Context, now time.Time) (api.CARotation
 	return out, nil
 }
 
-// notCaughtUp returns the instances last issued certificates before since
-// whose certificates may not have expired at now (their roles' max_ttl
-// after), at most maxNotCaughtUp of them, and how many there are.
-func (s *Server) notCaughtUp(ctx context.Context, since, now time.Time) ([]api.CatchUp, int, error) {
+// notCaughtUp returns the instances last issued certificates from from
+// and before since whose certificates may not have expired at now (their
+// roles' max_ttl after), at most maxNotCaughtUp of them, and how many
+// there are.
+func (s *Server) notCaughtUp(ctx context.Context, from, since, now time.Time) ([]api.CatchUp, int, error) {
 	ins, err := s.auth.Store.Instances(ctx)
 	if err != nil {
 		return nil, 0, err
@@ -315,7 +381,7 @@ func (s *Server) notCaughtUp(ctx context.Context, since, now time.Time) ([]api.C
 		if last.IsZero() {
 			last = in.Created
 		}
-		if !last.Before(since) {
+		if !last.Before(since) || last.Before(from) {
 			continue
 		}
 		lifetime := resource.DefaultMaxTTL
@@ -374,8 +440,17 @@ func (s *Server) tidyAtStart(ctx context.Context) {
 	if err != nil {
 		return
 	}
+	s.finishMoves(rs)
+}
+
+// finishMoves finishes the file moves of the rotations of rs that reached
+// standby but whose files Tidy has not put in order (see ca.TidyPending):
+// an issuer stopped between the store write and the moves, or between two
+// of them. It runs at start, before each load that follows a change, and
+// before an init, which would otherwise refuse on those next files.
+func (s *Server) finishMoves(rs []store.Rotation) {
 	for _, r := range rs {
-		if r.Phase != ca.PhaseStandby || !ca.NextHolds(s.cfg.StateDir, ca.Type(r.Type), r.Current) {
+		if r.Phase != ca.PhaseStandby || !ca.TidyPending(s.cfg.StateDir, ca.Type(r.Type), r.Current) {
 			continue
 		}
 		if err := ca.Tidy(s.cfg.StateDir, ca.Type(r.Type), r.Current); err != nil {

@@ -2,6 +2,17 @@ package server
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +23,7 @@ import (
 
 	"github.com/mwi-project/mwi/api"
 	"github.com/mwi-project/mwi/internal/fault"
+	"github.com/mwi-project/mwi/internal/tlspin"
 	"github.com/mwi-project/mwi/issuer/ca"
 	"github.com/mwi-project/mwi/issuer/store"
 )
@@ -230,5 +242,539 @@ func TestRotateCAInitAllOrNone(t *testing.T) {
 	names, _ := filepath.Glob(filepath.Join(dir, "*.next*"))
 	if len(names) != 1 {
 		t.Errorf("next files after a refused init: %v; want only the one in the way", names)
+	}
+}
+
+// TestRotateCAAfterStandbyCrash checks, for every type, an issuer stopped
+// after it stored a rotation's end but before it moved the files: the
+// next authority, in the next files, signs at the next load, and the next
+// rotation's init finishes the moves rather than refusing on next files
+// that hold the current authority (whose removal, as the refusal advised,
+// would lose it).
+func TestRotateCAAfterStandbyCrash(t *testing.T) {
+	ctx := context.Background()
+	for _, typ := range ca.Types {
+		t.Run(string(typ), func(t *testing.T) {
+			s, dir := rotationServer(t)
+			for _, ph := range []string{"init", "update_clients", "update_servers"} {
+				if err := rotate(s, string(typ), ph, false); err != nil {
+					t.Fatalf("%s: %v", ph, err)
+				}
+			}
+			rs, err := s.auth.Store.Rotations(ctx)
+			if err != nil || len(rs) != 1 {
+				t.Fatalf("rotations: %v, %v", rs, err)
+			}
+			// The store write of standby, and no file moved.
+			r := rs[0]
+			r.Phase, r.Current, r.Next, r.Switched = ca.PhaseStandby, r.Next, "", time.Time{}
+			if err := s.auth.Store.SetRotation(ctx, r, ca.PhaseUpdateServers); err != nil {
+				t.Fatal(err)
+			}
+			s.syncStore(ctx)
+			if got := s.auth.CAs().Fingerprint(typ); got != r.Current {
+				t.Fatalf("after the crash: authority %s, want %s", got, r.Current)
+			}
+			if err := rotate(s, string(typ), "init", false); err != nil {
+				t.Fatalf("init after a rotation whose files were not moved: %v", err)
+			}
+			if got := s.auth.CAs().Fingerprint(typ); got != r.Current {
+				t.Errorf("after init: authority %s, want %s", got, r.Current)
+			}
+			// The promoted authority is in the current files: a new
+			// issuer without the store's record would load it.
+			a, err := ca.Load(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := a.Fingerprint(typ); got != r.Current {
+				t.Errorf("current files hold %s, want %s", got, r.Current)
+			}
+		})
+	}
+}
+
+// TestRotateCAUnloadable checks that a move this issuer could not load is
+// refused before it is stored, and leaves no next files: a phase that
+// names a key its state directory lacks (a replica whose directory has
+// not caught up), and a record whose current fingerprint names no
+// authority at all.
+func TestRotateCAUnloadable(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name  string
+		stale func(fp, next string) store.Rotation // the record another issuer stored
+		from  string
+		to    string
+	}{
+		{"next key missing", func(fp, next string) store.Rotation {
+			return store.Rotation{Type: "ssh_user", Phase: ca.PhaseInit, Current: fp, Next: next}
+		}, ca.PhaseStandby, ca.PhaseUpdateClients},
+		{"stale current", func(fp, next string) store.Rotation {
+			return store.Rotation{Type: "ssh_user", Phase: ca.PhaseRollback, Current: "SHA256:stale"}
+		}, ca.PhaseStandby, ca.PhaseStandby},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, dir := rotationServer(t)
+			other := filepath.Join(t.TempDir(), "other")
+			if err := ca.Init(other, []string{"127.0.0.1"}); err != nil {
+				t.Fatal(err)
+			}
+			next, err := ca.CreateNext(other, ca.TypeSSHUser)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := tc.stale(s.auth.CAs().Fingerprint(ca.TypeSSHUser), next)
+			r.Started = time.Now()
+			if err := s.auth.Store.SetRotation(ctx, r, tc.from); err != nil {
+				t.Fatal(err)
+			}
+			err = rotate(s, "ssh_user", tc.to, false)
+			if code(err) != api.CodeRotationPhase {
+				t.Fatalf("%s: %v; want %s", tc.to, err, api.CodeRotationPhase)
+			}
+			rs, _ := s.auth.Store.Rotations(ctx)
+			if len(rs) != 1 || rs[0].Phase != r.Phase {
+				t.Errorf("stored after the refusal: %+v; want phase %s", rs, r.Phase)
+			}
+			if names, _ := filepath.Glob(filepath.Join(dir, "*.next*")); len(names) > 0 {
+				t.Errorf("next files after the refusal: %v", names)
+			}
+		})
+	}
+	// init on a record whose current authority is nowhere.
+	s, dir := rotationServer(t)
+	r := store.Rotation{Type: "kube", Phase: ca.PhaseRollback, Started: time.Now(), Current: "sha256:stale"}
+	if err := s.auth.Store.SetRotation(ctx, r, ca.PhaseStandby); err != nil {
+		t.Fatal(err)
+	}
+	r.Phase = ca.PhaseStandby
+	if err := s.auth.Store.SetRotation(ctx, r, ca.PhaseRollback); err != nil {
+		t.Fatal(err)
+	}
+	if err := rotate(s, "kube", "init", false); code(err) != api.CodeRotationPhase {
+		t.Fatalf("init with a stale current: %v; want %s", err, api.CodeRotationPhase)
+	}
+	if names, _ := filepath.Glob(filepath.Join(dir, "*.next*")); len(names) > 0 {
+		t.Errorf("next files after the refused init: %v", names)
+	}
+}
+
+// TestRotateCANextKeyLost checks that a rotation whose next key is lost
+// from the state directory can still be rolled back and ended.
+func TestRotateCANextKeyLost(t *testing.T) {
+	for _, typ := range ca.Types {
+		t.Run(string(typ), func(t *testing.T) {
+			s, dir := rotationServer(t)
+			before := s.auth.CAs().Fingerprint(typ)
+			for _, ph := range []string{"init", "update_clients"} {
+				if err := rotate(s, string(typ), ph, false); err != nil {
+					t.Fatalf("%s: %v", ph, err)
+				}
+			}
+			names, _ := filepath.Glob(filepath.Join(dir, "*.next*"))
+			for _, n := range names {
+				os.Remove(n)
+			}
+			rotate(s, string(typ), "rollback", false) // stored, if not loaded
+			if err := rotate(s, string(typ), "standby", false); err != nil {
+				t.Fatalf("standby after the rollback: %v", err)
+			}
+			if got := s.auth.CAs().Fingerprint(typ); got != before {
+				t.Errorf("after standby: %s, want %s", got, before)
+			}
+		})
+	}
+}
+
+// TestRotateCARollbackStandbyRefused checks that the standby that ends a
+// rollback from a phase in which the next authority signed is refused,
+// unless forced, while an instance issued certificates by it may still
+// hold them: standby drops the next authority, as a rotation's end drops
+// the old one. An instance that renewed before the next authority signed
+// holds certificates from the current one and does not hold it back, nor
+// does a rollback from init.
+func TestRotateCARollbackStandbyRefused(t *testing.T) {
+	ctx := context.Background()
+	s, _ := rotationServer(t)
+	if err := s.auth.Store.CreateInstance(ctx, store.Instance{ID: "before", Bot: "ci", Created: time.Now().Add(-time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	for _, ph := range []string{"init", "rollback", "standby"} {
+		if err := rotate(s, "identity", ph, false); err != nil {
+			t.Fatalf("rollback from init: %s: %v", ph, err)
+		}
+	}
+	for _, ph := range []string{"init", "update_clients"} {
+		if err := rotate(s, "identity", ph, false); err != nil {
+			t.Fatalf("%s: %v", ph, err)
+		}
+	}
+	// Joined while the next authority signed.
+	if err := s.auth.Store.CreateInstance(ctx, store.Instance{ID: "during", Bot: "ci", Created: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := rotate(s, "identity", "rollback", false); err != nil {
+		t.Fatal(err)
+	}
+	err := rotate(s, "identity", "standby", false)
+	if code(err) != api.CodeRotationPhase || !strings.Contains(err.Error(), "instance during") || strings.Contains(err.Error(), "instance before") {
+		t.Fatalf("standby with an instance holding certificates from the next authority: %v; want a refusal naming it alone", err)
+	}
+	if err := rotate(s, "identity", "standby", true); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRotateCATLSUpdateServersRefused checks that update_servers of the
+// TLS authority, which re-signs the serving certificate with the next
+// one, is refused, unless forced, while an instance that may not hold the
+// next pin may still be in use; other types are not held back.
+func TestRotateCATLSUpdateServersRefused(t *testing.T) {
+	ctx := context.Background()
+	s, _ := rotationServer(t)
+	if err := s.auth.Store.CreateInstance(ctx, store.Instance{ID: "old", Bot: "ci", Created: time.Now().Add(-time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	for _, ph := range []string{"init", "update_clients"} {
+		if err := rotate(s, "all", ph, false); err != nil {
+			t.Fatalf("%s: %v", ph, err)
+		}
+	}
+	for _, typ := range []string{"tls", "all"} {
+		if err := rotate(s, typ, "update_servers", false); code(err) != api.CodeRotationPhase || !strings.Contains(err.Error(), "instance old") {
+			t.Fatalf("update_servers of %s with an instance behind: %v; want a refusal naming it", typ, err)
+		}
+	}
+	if err := rotate(s, "ssh_user", "update_servers", false); err != nil {
+		t.Fatalf("update_servers of ssh_user: %v", err)
+	}
+	if err := rotate(s, "tls", "update_servers", true); err != nil {
+		t.Fatalf("update_servers of tls, forced: %v", err)
+	}
+	if got := s.auth.CAs().Phase(ca.TypeTLS); got != ca.PhaseUpdateServers {
+		t.Errorf("tls loaded in %s after the forced move", got)
+	}
+}
+
+// TestRotateCAAfterHalfPromotion checks, for every type, an issuer
+// stopped between the two renames that make the next authority current at
+// a rotation's end: the current key file holds the next key, the current
+// certificate (or public key) does not yet. Another issuer on the store
+// loads the new authority alone at its next poll, rather than failing to
+// load and going on trusting the old one.
+func TestRotateCAAfterHalfPromotion(t *testing.T) {
+	ctx := context.Background()
+	files := map[ca.Type][2]string{
+		ca.TypeSSHUser:  {"ssh_user_ca", "ssh_user_ca.next"},
+		ca.TypeSSHHost:  {"ssh_host_ca", "ssh_host_ca.next"},
+		ca.TypeIdentity: {"identity_ca.key", "identity_ca.next.key"},
+		ca.TypeKube:     {"kube_ca.key", "kube_ca.next.key"},
+		ca.TypeTLS:      {"tls_ca.key", "tls_ca.next.key"},
+	}
+	for _, typ := range ca.Types {
+		t.Run(string(typ), func(t *testing.T) {
+			s, dir := rotationServer(t)
+			for _, ph := range []string{"init", "update_clients", "update_servers"} {
+				if err := rotate(s, string(typ), ph, false); err != nil {
+					t.Fatalf("%s: %v", ph, err)
+				}
+			}
+			rs, _ := s.auth.Store.Rotations(ctx)
+			r := rs[0]
+			r.Phase, r.Current, r.Next, r.Switched = ca.PhaseStandby, r.Next, "", time.Time{}
+			if err := s.auth.Store.SetRotation(ctx, r, ca.PhaseUpdateServers); err != nil {
+				t.Fatal(err)
+			}
+			key, err := os.ReadFile(filepath.Join(dir, files[typ][1]))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, files[typ][0]), key, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			s.syncStore(ctx)
+			st, err := s.CARotations(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, x := range st.Rotations {
+				if x.LoadError != "" {
+					t.Fatalf("load error: %s", x.LoadError)
+				}
+			}
+			a := s.auth.CAs()
+			if a.Phase(typ) != ca.PhaseStandby || a.Fingerprint(typ) != r.Current {
+				t.Errorf("loaded %s %s, want standby %s", a.Phase(typ), a.Fingerprint(typ), r.Current)
+			}
+			if n := map[ca.Type]int{ca.TypeSSHUser: len(a.SSHUserCAs()), ca.TypeSSHHost: len(a.SSHHostCAs()),
+				ca.TypeIdentity: len(a.IdentityCAs()), ca.TypeKube: len(a.KubeCAs()), ca.TypeTLS: len(a.TLSCAs())}[typ]; n != 1 {
+				t.Errorf("%d authorities trusted after standby, want 1", n)
+			}
+		})
+	}
+}
+
+// TestRotateCAAfterServingHalfWritten checks an issuer stopped as the end
+// of a TLS rotation wrote the serving certificate of the new authority,
+// between its two renames: the key is new, the certificate is not. The
+// other issuers load the new authority at their next poll, and an issuer
+// started on the directory starts.
+func TestRotateCAAfterServingHalfWritten(t *testing.T) {
+	ctx := context.Background()
+	s, dir := rotationServer(t)
+	for _, ph := range []string{"init", "update_clients", "update_servers"} {
+		if err := rotate(s, "tls", ph, false); err != nil {
+			t.Fatalf("%s: %v", ph, err)
+		}
+	}
+	rs, _ := s.auth.Store.Rotations(ctx)
+	r := rs[0]
+	r.Phase, r.Current, r.Next, r.Switched = ca.PhaseStandby, r.Next, "", time.Time{}
+	if err := s.auth.Store.SetRotation(ctx, r, ca.PhaseUpdateServers); err != nil {
+		t.Fatal(err)
+	}
+	// Tidy moved the authority's files, and renamed only the serving key.
+	for _, f := range [][2]string{{"tls_ca.next.key", "tls_ca.key"}, {"tls_ca.next.crt", "tls_ca.crt"}} {
+		if err := os.Rename(filepath.Join(dir, f[0]), filepath.Join(dir, f[1])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := x509.MarshalPKCS8PrivateKey(key)
+	if err := os.WriteFile(filepath.Join(dir, "tls.key"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.syncStore(ctx)
+	if a := s.auth.CAs(); a.Phase(ca.TypeTLS) != ca.PhaseStandby || len(a.TLSCAs()) != 1 || a.Fingerprint(ca.TypeTLS) != r.Current {
+		t.Errorf("loaded tls %s with %d authorities; want standby with %s alone", a.Phase(ca.TypeTLS), len(a.TLSCAs()), r.Current)
+	}
+	s.Close()
+	s2, err := New(DefaultConfig(dir), discardLog())
+	if err != nil {
+		t.Fatalf("an issuer started on the directory: %v", err)
+	}
+	defer s2.Close()
+	if got := tlspin.Of(s2.auth.CAs().TLSCA()); got != r.Current {
+		t.Errorf("the restarted issuer serves from %s, want %s", got, r.Current)
+	}
+}
+
+// TestStartAfterHalfMove checks, for every type, that an issuer, alone on
+// its store, that was stopped between two renames of a rotation's end
+// starts again, with the new authority alone: the current key file holds
+// the next key and the current certificate does not, or, for the TLS
+// authority, the moves are done and the serving key was renamed without
+// its certificate.
+func TestStartAfterHalfMove(t *testing.T) {
+	ctx := context.Background()
+	files := map[ca.Type][2]string{
+		ca.TypeSSHUser:  {"ssh_user_ca", "ssh_user_ca.next"},
+		ca.TypeSSHHost:  {"ssh_host_ca", "ssh_host_ca.next"},
+		ca.TypeIdentity: {"identity_ca.key", "identity_ca.next.key"},
+		ca.TypeKube:     {"kube_ca.key", "kube_ca.next.key"},
+		ca.TypeTLS:      {"tls_ca.key", "tls_ca.next.key"},
+	}
+	for _, tc := range []struct {
+		typ     ca.Type
+		serving bool
+	}{{ca.TypeSSHUser, false}, {ca.TypeSSHHost, false}, {ca.TypeIdentity, false}, {ca.TypeKube, false}, {ca.TypeTLS, false}, {ca.TypeTLS, true}} {
+		t.Run(fmt.Sprintf("%s/serving=%v", tc.typ, tc.serving), func(t *testing.T) {
+			s, dir := rotationServer(t)
+			for _, ph := range []string{"init", "update_clients", "update_servers"} {
+				if err := rotate(s, string(tc.typ), ph, false); err != nil {
+					t.Fatalf("%s: %v", ph, err)
+				}
+			}
+			rs, _ := s.auth.Store.Rotations(ctx)
+			r := rs[0]
+			r.Phase, r.Current, r.Next, r.Switched = ca.PhaseStandby, r.Next, "", time.Time{}
+			if err := s.auth.Store.SetRotation(ctx, r, ca.PhaseUpdateServers); err != nil {
+				t.Fatal(err)
+			}
+			s.Close()
+			if tc.serving {
+				for _, f := range [][2]string{{"tls_ca.next.key", "tls_ca.key"}, {"tls_ca.next.crt", "tls_ca.crt"}} {
+					if err := os.Rename(filepath.Join(dir, f[0]), filepath.Join(dir, f[1])); err != nil {
+						t.Fatal(err)
+					}
+				}
+				key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+				der, _ := x509.MarshalPKCS8PrivateKey(key)
+				if err := os.WriteFile(filepath.Join(dir, "tls.key"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				key, err := os.ReadFile(filepath.Join(dir, files[tc.typ][1]))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(dir, files[tc.typ][0]), key, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			s2, err := New(DefaultConfig(dir), discardLog())
+			if err != nil {
+				t.Fatalf("start: %v", err)
+			}
+			defer s2.Close()
+			if a := s2.auth.CAs(); a.Fingerprint(tc.typ) != r.Current || signedWith(t, a, tc.typ) != r.Current {
+				t.Errorf("started with %s, want %s", a.Fingerprint(tc.typ), r.Current)
+			}
+			if names, _ := filepath.Glob(filepath.Join(dir, "*.next*")); len(names) > 0 {
+				t.Errorf("next files left: %v", names)
+			}
+			b, err := ca.Load(dir)
+			if err != nil || b.Fingerprint(tc.typ) != r.Current {
+				t.Errorf("the current files: %v", err)
+			}
+		})
+	}
+}
+
+// signedWith returns the fingerprint of the authority of type typ that
+// signs in a, or that signed the serving certificate for the TLS one.
+func signedWith(t *testing.T, a *ca.Authority, typ ca.Type) string {
+	t.Helper()
+	switch typ {
+	case ca.TypeSSHUser:
+		return ssh.FingerprintSHA256(a.SSHUserCA())
+	case ca.TypeSSHHost:
+		return ssh.FingerprintSHA256(a.SSHHostCA())
+	case ca.TypeIdentity:
+		return tlspin.Of(a.IdentityCA())
+	case ca.TypeKube:
+		return tlspin.Of(a.KubeCA())
+	}
+	leaf := a.ServingCertificate().Leaf
+	for _, c := range a.TLSCAs() {
+		if leaf.CheckSignatureFrom(c) == nil {
+			return tlspin.Of(c)
+		}
+	}
+	return ""
+}
+
+// TestRotateCARefusalsAudited checks that each way a rotate request is
+// refused writes a ca.rotate record, denied, with the reason.
+func TestRotateCARefusalsAudited(t *testing.T) {
+	ctx := context.Background()
+	s, dir := rotationServer(t)
+	al, buf := newAuditBuffer()
+	s.auth.Audit = al
+	if err := s.auth.Store.CreateInstance(ctx, store.Instance{ID: "old", Bot: "ci", Created: time.Now().Add(-time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct {
+		name        string
+		typ, phase  string
+		force       bool
+		refused     bool
+		reasonNames string
+	}{
+		{"unknown type", "bogus", "init", false, true, "bogus"},
+		{"unknown phase", "ssh_user", "bogus", false, true, "bogus"},
+		{"type all with no phase", "all", "", false, true, "phase"},
+		{"out of order", "ssh_user", "update_servers", false, true, "init"},
+		{"init", "ssh_user", "init", false, false, ""},
+		{"init again", "ssh_user", "init", false, true, "update_clients"},
+		{"type all with one type mid-rotation", "all", "init", false, true, "ssh_user"},
+		{"skip a phase", "ssh_user", "standby", false, true, "update_clients"},
+		{"update_clients", "ssh_user", "update_clients", false, false, ""},
+		{"update_servers", "ssh_user", "update_servers", false, false, ""},
+		{"standby with an instance behind", "ssh_user", "standby", false, true, "instance old"},
+		{"standby forced", "ssh_user", "standby", true, false, ""},
+		{"rollback from standby", "ssh_user", "rollback", false, true, "init"},
+	}
+	for _, st := range steps {
+		n := len(buf.records(t))
+		err := rotate(s, st.typ, st.phase, st.force)
+		if (err != nil) != st.refused {
+			t.Fatalf("%s: %v; want refused %v", st.name, err, st.refused)
+		}
+		recs := buf.records(t)[n:]
+		if len(recs) == 0 {
+			t.Fatalf("%s: no audit record", st.name)
+		}
+		r := recs[len(recs)-1]
+		if r["event"] != "ca.rotate" {
+			t.Fatalf("%s: record %v", st.name, r)
+		}
+		reason, _ := r["reason"].(string)
+		if st.refused && (r["outcome"] != "denied" || !strings.Contains(reason, st.reasonNames)) {
+			t.Errorf("%s: record %v; want denied with a reason naming %q", st.name, r, st.reasonNames)
+		}
+	}
+	// A next file in the way of an init, and a move this issuer cannot
+	// load.
+	if err := os.WriteFile(filepath.Join(dir, "kube_ca.next.key"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n := len(buf.records(t))
+	if err := rotate(s, "kube", "init", false); err == nil {
+		t.Fatal("init with a next file in the way succeeded")
+	}
+	if recs := buf.records(t)[n:]; len(recs) != 1 || recs[0]["outcome"] != "denied" || !strings.Contains(recs[0]["reason"].(string), "kube_ca.next.key") {
+		t.Errorf("init with a next file in the way: records %v", recs)
+	}
+}
+
+// TestRotateCANextIdentityIsNoAdmin checks, while the next identity
+// authority signs, that neither a bot identity it signed nor a
+// certificate it signed that claims to name an admin reaches the admin
+// API over HTTPS, on the rotate route or any: the admin CA alone makes an
+// admin, in every phase.
+func TestRotateCANextIdentityIsNoAdmin(t *testing.T) {
+	ctx := context.Background()
+	s, dir := rotationServer(t)
+	for _, ph := range []string{"init", "update_clients"} {
+		if err := rotate(s, "identity", ph, false); err != nil {
+			t.Fatalf("%s: %v", ph, err)
+		}
+	}
+	a := s.auth.CAs()
+	bot := identityCert(t, a, ca.Identity{Bot: "ci", Instance: "i1", Generation: 1})
+	if tlspin.Of(a.IdentityCA()) == tlspin.Of(a.IdentityCAs()[0]) {
+		t.Fatal("the next identity authority does not sign in update_clients")
+	}
+	// What a flaw in bot issuance could make: the next identity
+	// authority's signature on an admin's name.
+	data, err := os.ReadFile(filepath.Join(dir, "identity_ca.next.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(data)
+	caKey, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "eve", Organization: []string{"mwi admin"}},
+		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		URIs: []*url.URL{{Scheme: "mwi", Host: "admin", Path: "/eve"}}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, a.IdentityCA(), key.Public(), caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+
+	remote := &remoteAdmin{routes: adminAPI(s.auth, s, s.auth.Audit, discardLog()), name: a.AdminName}
+	addr, _ := gated(t, a, publicRoutes(s.auth, remote, s.auth.Audit, discardLog()), Limits{}, auditRefused(s.auth.Audit), discardLog())
+	for name, cert := range map[string]tls.Certificate{"bot identity": bot, "admin name from the identity authority": forged} {
+		c := tlsClient(t, a, cert)
+		status, body := call(t, c, http.MethodPost, "https://"+addr+"/admin/v1/ca/rotate", api.RotateCARequest{Type: "identity", Phase: "rollback"}, nil)
+		if status != http.StatusForbidden {
+			t.Errorf("%s: rotate: %d %s, want 403", name, status, body)
+		}
+		if status, body := call(t, c, http.MethodGet, "https://"+addr+"/admin/v1/ca/rotations", nil, nil); status != http.StatusForbidden {
+			t.Errorf("%s: rotations: %d %s, want 403", name, status, body)
+		}
+	}
+	if rs, _ := s.auth.Store.Rotations(ctx); len(rs) != 1 || rs[0].Phase != ca.PhaseUpdateClients {
+		t.Errorf("rotations after the refusals: %+v", rs)
 	}
 }

@@ -133,6 +133,15 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 			return nil, err
 		}
 	}
+	// An issuer stopped in the middle of a rotation's file moves left
+	// pairs that Load refuses.
+	repaired, err := ca.Repair(cfg.StateDir)
+	for _, r := range repaired {
+		log.Info("finished the file moves of a rotation stopped half way", "repaired", r)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("finish the file moves of a rotation in %s: %w", cfg.StateDir, err)
+	}
 	authorities, err := ca.Load(cfg.StateDir)
 	if err != nil {
 		return nil, fmt.Errorf("load authorities from %s (run mwi-issuer init first?): %w", cfg.StateDir, err)

@@ -32,7 +32,8 @@ type Rotation struct {
 	Current string `json:"current"`
 	Next    string `json:"next,omitempty"`
 	// Switched is when Next began to sign (the update_clients phase
-	// began); zero before.
+	// began); zero before. A rollback keeps it: until the rollback
+	// began, Next signed.
 	Switched time.Time `json:"switched,omitzero"`
 	// Admin is who made the last change, for status.
 	Admin string `json:"admin,omitempty"`
