@@ -83,7 +83,7 @@ func (s *Server) ready(ctx context.Context) readiness {
 // loaded, or the serving certificate, the identity authority (which
 // renewals present) or the TLS authority (which mwid pins) expired.
 func (s *Server) authoritiesReady(now time.Time) error {
-	a := s.auth.CA
+	a := s.auth.CAs()
 	if a == nil {
 		return fmt.Errorf("no authorities loaded")
 	}
