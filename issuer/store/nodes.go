@@ -27,13 +27,19 @@ var (
 )
 
 // nodeHostKey is the key of n's host in bucketNodesByHost: its bot, a
-// zero byte, and its names as PutNode compares them, whole and in order.
+// zero byte, and its names as PutNode compares them, whole and in order:
+// no names at all is one host whether the slice is nil or empty, as
+// slices.Equal has it.
 func nodeHostKey(n Node) ([]byte, error) {
+	key := append([]byte(n.Bot), 0)
+	if len(n.Names) == 0 {
+		return append(key, "[]"...), nil
+	}
 	names, err := json.Marshal(n.Names)
 	if err != nil {
 		return nil, err
 	}
-	return append(append([]byte(n.Bot), 0), names...), nil
+	return append(key, names...), nil
 }
 
 // nodeRenewalKey is the key of n in bucketNodesByRenewal.

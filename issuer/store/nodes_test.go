@@ -69,6 +69,26 @@ func TestNodes(t *testing.T) {
 					{Instance: "c1", Bot: "web", Names: []string{"web-02"}, Renewed: t0.Add(time.Hour + NodeRetention)},
 				},
 			},
+			{
+				// A host without names is one host whether the list
+				// is nil or empty.
+				name: "no names",
+				put:  Node{Instance: "d1", Bot: "bare", Renewed: t0.Add(time.Hour + NodeRetention)},
+				want: []Node{
+					{Instance: "a2", Bot: "web", Names: []string{"web-01"}, Renewed: t0.Add(2 * time.Hour)},
+					{Instance: "c1", Bot: "web", Names: []string{"web-02"}, Renewed: t0.Add(time.Hour + NodeRetention)},
+					{Instance: "d1", Bot: "bare", Renewed: t0.Add(time.Hour + NodeRetention)},
+				},
+			},
+			{
+				name: "no names, joined anew",
+				put:  Node{Instance: "d2", Bot: "bare", Names: []string{}, Renewed: t0.Add(time.Hour + NodeRetention)},
+				want: []Node{
+					{Instance: "a2", Bot: "web", Names: []string{"web-01"}, Renewed: t0.Add(2 * time.Hour)},
+					{Instance: "c1", Bot: "web", Names: []string{"web-02"}, Renewed: t0.Add(time.Hour + NodeRetention)},
+					{Instance: "d2", Bot: "bare", Names: []string{}, Renewed: t0.Add(time.Hour + NodeRetention)},
+				},
+			},
 		}
 		for _, st := range steps {
 			if err := s.PutNode(ctx, st.put); err != nil {
@@ -86,7 +106,7 @@ func TestNodes(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer s2.Close()
-		if got, err := s2.Nodes(ctx); err != nil || len(got) != 2 {
+		if got, err := s2.Nodes(ctx); err != nil || len(got) != 3 {
 			t.Errorf("after reopening: Nodes = %+v, %v", got, err)
 		}
 
