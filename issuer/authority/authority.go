@@ -75,6 +75,15 @@ type Authority struct {
 	Log *slog.Logger
 	// Observer, if set, is told of every join and renewal decided.
 	Observer Observer
+	// CacheLocks makes the bot and instance locks that every join and
+	// renewal checks come from a copy in memory, loaded again after
+	// LocksChanged or a lock written through this authority, rather than
+	// from two store lookups per request. Set it only where LocksChanged
+	// is called whenever the store counts a change (Store.Changes), as
+	// the server's poll does: a lock written through another issuer then
+	// refuses requests here within the poll. The store checks the
+	// instance's lock again in the transaction that renews it.
+	CacheLocks bool
 
 	resources       atomic.Pointer[resource.Set]
 	cas             atomic.Pointer[ca.Authority]
@@ -82,6 +91,7 @@ type Authority struct {
 	idTokens        *join.Verifier
 	challengeLimits challengeLimits
 	krl             krlCache
+	lockSet         lockSet
 	refusalLimits   refusalLimits
 	// unavailable bounds the warnings of joins refused because an ID
 	// token issuer cannot be reached: anyone can send such joins, and a
@@ -306,6 +316,7 @@ func (a *Authority) advanceRefusal(ctx context.Context, id ca.Identity, in store
 		}
 		return instanceLocked(lock)
 	case errors.Is(err, store.ErrGenerationMismatch):
+		a.invalidateLocks() // the store locked the instance
 		reason := mismatchReason(id, in)
 		a.Audit.Record(ctx, audit.EventInstanceLock, audit.Allowed, slog.String("bot", id.Bot),
 			slog.String("instance", id.Instance), slog.String("reason", reason))
@@ -404,7 +415,8 @@ func (a *Authority) grant(ctx context.Context, bot, instance string, wanted []st
 	if err != nil {
 		return g, nil, fault.Denied(api.CodeBotUnknown, "bot %q is not defined on the issuer", bot)
 	}
-	lock, locked, err := a.Store.BotLock(ctx, bot, a.now(ctx))
+	now := a.now(ctx)
+	lock, locked, err := a.lockOf(ctx, botLocks, bot, now)
 	if err != nil {
 		return g, nil, a.lockLookupFailed("bot", bot, err)
 	}
@@ -413,7 +425,7 @@ func (a *Authority) grant(ctx context.Context, bot, instance string, wanted []st
 			"bot %s is locked: %s; an operator can lift it with mwi-issuer bot unlock %s", bot, lock.Reason, bot)
 	}
 	if instance != "" {
-		lock, locked, err := a.Store.InstanceLock(ctx, instance, a.now(ctx))
+		lock, locked, err := a.lockOf(ctx, instanceLocks, instance, now)
 		if err != nil {
 			return g, nil, a.lockLookupFailed("instance", instance, err)
 		}
