@@ -217,33 +217,42 @@ func (a *Authority) renew(ctx context.Context, id ca.Identity, req api.RenewRequ
 	if err != nil {
 		return deny(err)
 	}
-	// The instance must belong to the bot the identity names before its
-	// counter moves; otherwise a mismatched identity could advance another
-	// bot's counter and get that bot locked.
-	switch in, err := a.identityInstance(ctx, id); {
-	case err != nil:
-		return deny(err)
-	case in.Method() != api.JoinMethodToken:
-		// An ID token or a key pair proves the machine only when it is
-		// presented; the identity alone must not outlive it.
-		return deny(fault.Denied(api.CodeNotRenewable,
-			"instance %s joined with method %s, whose identities do not renew: re-join with a fresh attestation", id.Instance, in.Method()))
-	}
 	now := a.now(ctx)
-	// One transaction moves the generation on and records the host; a
-	// stale generation locks the instance in it.
+	// One transaction checks the instance, moves the generation on and
+	// records the host; a stale generation locks the instance in it.
 	in, err := a.Store.Renew(ctx, store.RenewWrite{
 		ID: id.Instance, Presented: id.Generation, Key: keys.identityKey(), Now: now,
+		Check:      func(in store.Instance) error { return renewable(id, in) },
 		OnMismatch: mismatchLock(id, now),
 		Node:       a.node(ctx, store.Instance{ID: id.Instance, Bot: id.Bot}, grant, keys.hosts, remote, now),
 	})
-	if err != nil {
+	if _, refused := fault.As(err); refused {
+		return deny(err)
+	} else if err != nil {
 		return deny(a.advanceRefusal(ctx, id, in, err, now))
 	}
 	// The record names the generation the new certificates carry; the
 	// one presented is one less, or the same for a retried renewal.
 	rec := []slog.Attr{attrs[0], attrs[1], attrs[2], slog.Uint64("generation", in.Generation)}
 	return a.sign(ctx, decision{audit.EventRenew, rec}, in, grant, logins, keys, kube, ttl, identityTTL(req.IdentityTTLSeconds), now)
+}
+
+// renewable returns the refusal of a renewal presenting id, whose
+// instance the store holds as in, or nil. The instance must belong to the
+// bot the identity names, as identityInstance checks, before its counter
+// moves; otherwise a mismatched identity could advance another bot's
+// counter and get that bot locked. And it must have joined with a
+// one-time token: an ID token or a key pair proves the machine only when
+// it is presented, and the identity alone must not outlive it.
+func renewable(id ca.Identity, in store.Instance) error {
+	if in.Bot != id.Bot {
+		return fault.Unauthenticated(api.CodeUnauthenticated, "instance %s does not belong to bot %s", id.Instance, id.Bot)
+	}
+	if in.Method() != api.JoinMethodToken {
+		return fault.Denied(api.CodeNotRenewable,
+			"instance %s joined with method %s, whose identities do not renew: re-join with a fresh attestation", id.Instance, in.Method())
+	}
+	return nil
 }
 
 // refuse audits err as the denial of event, with attrs and err's message

@@ -295,6 +295,11 @@ func pgAdvance(ctx context.Context, tx pgx.Tx, w RenewWrite) (out Instance, refu
 	if !found {
 		return Instance{}, fmt.Errorf("store: advance instance %q: %w", w.ID, ErrInstanceUnknown), nil
 	}
+	if w.Check != nil {
+		if err := w.Check(in); err != nil {
+			return Instance{}, err, nil
+		}
+	}
 	// The lock is read with the instance's row held, as bbolt reads
 	// it in the transaction that moves the counter.
 	var l Lock
