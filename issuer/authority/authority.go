@@ -496,7 +496,7 @@ func (a *Authority) sign(ctx context.Context, d decision, in store.Instance, g r
 	// One set of authorities signs the whole answer, even if a rotation
 	// moves meanwhile.
 	cas := a.CAs()
-	idCert, err := cas.SignIdentity(k.csr, ca.Identity{Bot: in.Bot, Instance: in.ID, Generation: in.Generation}, notBefore, now.Add(idTTL))
+	idCert, err := cas.SignIdentityDER(k.csr, ca.Identity{Bot: in.Bot, Instance: in.ID, Generation: in.Generation}, notBefore, now.Add(idTTL))
 	if err != nil {
 		return api.Credentials{}, err
 	}
