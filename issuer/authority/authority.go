@@ -92,6 +92,7 @@ type Authority struct {
 	challengeLimits challengeLimits
 	krl             krlCache
 	lockSet         lockSet
+	trust           atomic.Pointer[trustText]
 	refusalLimits   refusalLimits
 	// unavailable bounds the warnings of joins refused because an ID
 	// token issuer cannot be reached: anyone can send such joins, and a
@@ -570,6 +571,7 @@ func (a *Authority) sign(ctx context.Context, d decision, in store.Instance, g r
 	if err := a.Audit.Record(ctx, d.event, audit.Allowed, append(d.attrs, issued...)...); err != nil {
 		return api.Credentials{}, auditFailed(err)
 	}
+	hostCAs, userCAs, pins := a.caTrust(cas)
 	return api.Credentials{
 		Bot:                 in.Bot,
 		Instance:            in.ID,
@@ -577,9 +579,9 @@ func (a *Authority) sign(ctx context.Context, d decision, in store.Instance, g r
 		IdentityCertificate: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: idCert.Raw})),
 		SSHCertificate:      sshCertText,
 		HostCertificates:    hostCerts,
-		SSHHostCAs:          authorizedKeys(cas.SSHHostCAs()),
-		SSHUserCAs:          authorizedKeys(cas.SSHUserCAs()),
-		IssuerCAPins:        cas.Pins(),
+		SSHHostCAs:          hostCAs,
+		SSHUserCAs:          userCAs,
+		IssuerCAPins:        pins,
 		Expires:             notAfter,
 		Kubernetes:          kubeCreds,
 	}, nil
