@@ -75,6 +75,15 @@ type Authority struct {
 	Log *slog.Logger
 	// Observer, if set, is told of every join and renewal decided.
 	Observer Observer
+	// CacheLocks makes the bot and instance locks that every join and
+	// renewal checks come from a copy in memory, loaded again after
+	// LocksChanged or a lock written through this authority, rather than
+	// from two store lookups per request. Set it only where LocksChanged
+	// is called whenever the store counts a change (Store.Changes), as
+	// the server's poll does: a lock written through another issuer then
+	// refuses requests here within the poll. The store checks the
+	// instance's lock again in the transaction that renews it.
+	CacheLocks bool
 
 	resources       atomic.Pointer[resource.Set]
 	cas             atomic.Pointer[ca.Authority]
@@ -82,6 +91,8 @@ type Authority struct {
 	idTokens        *join.Verifier
 	challengeLimits challengeLimits
 	krl             krlCache
+	lockSet         lockSet
+	trust           atomic.Pointer[trustText]
 	refusalLimits   refusalLimits
 	// unavailable bounds the warnings of joins refused because an ID
 	// token issuer cannot be reached: anyone can send such joins, and a
@@ -233,36 +244,45 @@ func (a *Authority) renew(ctx context.Context, id ca.Identity, req api.RenewRequ
 	if err != nil {
 		return deny(err)
 	}
-	// The instance must belong to the bot the identity names before its
-	// counter moves; otherwise a mismatched identity could advance another
-	// bot's counter and get that bot locked.
-	switch in, err := a.identityInstance(ctx, id); {
-	case err != nil:
-		return deny(err)
-	case in.Method() != api.JoinMethodToken:
-		// An ID token or a key pair proves the machine only when it is
-		// presented; the identity alone must not outlive it.
-		return deny(fault.Denied(api.CodeNotRenewable,
-			"instance %s joined with method %s, whose identities do not renew: re-join with a fresh attestation", id.Instance, in.Method()))
-	}
 	now, err := a.now(ctx)
 	if err != nil {
 		return deny(err)
 	}
-	// One transaction moves the generation on and records the host; a
-	// stale generation locks the instance in it.
+	// One transaction checks the instance, moves the generation on and
+	// records the host; a stale generation locks the instance in it.
 	in, err := a.Store.Renew(ctx, store.RenewWrite{
 		ID: id.Instance, Presented: id.Generation, Key: keys.identityKey(), Now: now,
+		Check:      func(in store.Instance) error { return renewable(id, in) },
 		OnMismatch: mismatchLock(id, now),
 		Node:       a.node(ctx, store.Instance{ID: id.Instance, Bot: id.Bot}, grant, keys.hosts, remote, now),
 	})
-	if err != nil {
+	if _, refused := fault.As(err); refused {
+		return deny(err)
+	} else if err != nil {
 		return deny(a.advanceRefusal(ctx, id, in, err, now))
 	}
 	// The record names the generation the new certificates carry; the
 	// one presented is one less, or the same for a retried renewal.
 	rec := []slog.Attr{attrs[0], attrs[1], attrs[2], slog.Uint64("generation", in.Generation)}
 	return a.sign(ctx, decision{audit.EventRenew, rec}, in, grant, logins, keys, kube, ttl, identityTTL(req.IdentityTTLSeconds), now)
+}
+
+// renewable returns the refusal of a renewal presenting id, whose
+// instance the store holds as in, or nil. The instance must belong to the
+// bot the identity names, as identityInstance checks, before its counter
+// moves; otherwise a mismatched identity could advance another bot's
+// counter and get that bot locked. And it must have joined with a
+// one-time token: an ID token or a key pair proves the machine only when
+// it is presented, and the identity alone must not outlive it.
+func renewable(id ca.Identity, in store.Instance) error {
+	if in.Bot != id.Bot {
+		return fault.Unauthenticated(api.CodeUnauthenticated, "instance %s does not belong to bot %s", id.Instance, id.Bot)
+	}
+	if in.Method() != api.JoinMethodToken {
+		return fault.Denied(api.CodeNotRenewable,
+			"instance %s joined with method %s, whose identities do not renew: re-join with a fresh attestation", id.Instance, in.Method())
+	}
+	return nil
 }
 
 // refuse audits err as the denial of event, with attrs and err's message
@@ -338,6 +358,7 @@ func (a *Authority) advanceRefusal(ctx context.Context, id ca.Identity, in store
 		}
 		return instanceLocked(lock)
 	case errors.Is(err, store.ErrGenerationMismatch):
+		a.invalidateLocks() // the store locked the instance
 		reason := mismatchReason(id, in)
 		a.Audit.Record(ctx, audit.EventInstanceLock, audit.Allowed, slog.String("bot", id.Bot),
 			slog.String("instance", id.Instance), slog.String("reason", reason))
@@ -459,7 +480,7 @@ func (a *Authority) grant(ctx context.Context, bot, instance string, wanted []st
 	if err != nil {
 		return g, nil, err
 	}
-	lock, locked, err := a.Store.BotLock(ctx, bot, now)
+	lock, locked, err := a.lockOf(ctx, botLocks, bot, now)
 	if err != nil {
 		return g, nil, a.lockLookupFailed("bot", bot, err)
 	}
@@ -468,7 +489,7 @@ func (a *Authority) grant(ctx context.Context, bot, instance string, wanted []st
 			"bot %s is locked: %s; an operator can lift it with mwi-issuer bot unlock %s", bot, lock.Reason, bot)
 	}
 	if instance != "" {
-		lock, locked, err := a.Store.InstanceLock(ctx, instance, now)
+		lock, locked, err := a.lockOf(ctx, instanceLocks, instance, now)
 		if err != nil {
 			return g, nil, a.lockLookupFailed("instance", instance, err)
 		}
@@ -530,7 +551,7 @@ func (a *Authority) sign(ctx context.Context, d decision, in store.Instance, g r
 	// One set of authorities signs the whole answer, even if a rotation
 	// moves meanwhile.
 	cas := a.CAs()
-	idCert, err := cas.SignIdentity(k.csr, ca.Identity{Bot: in.Bot, Instance: in.ID, Generation: in.Generation}, notBefore, now.Add(idTTL))
+	idCert, err := cas.SignIdentityDER(k.csr, ca.Identity{Bot: in.Bot, Instance: in.ID, Generation: in.Generation}, notBefore, now.Add(idTTL))
 	if err != nil {
 		return api.Credentials{}, err
 	}
@@ -604,6 +625,7 @@ func (a *Authority) sign(ctx context.Context, d decision, in store.Instance, g r
 	if err := a.Audit.Record(ctx, d.event, audit.Allowed, append(d.attrs, issued...)...); err != nil {
 		return api.Credentials{}, auditFailed(err)
 	}
+	hostCAs, userCAs, pins := a.caTrust(cas)
 	return api.Credentials{
 		Bot:                 in.Bot,
 		Instance:            in.ID,
@@ -611,9 +633,9 @@ func (a *Authority) sign(ctx context.Context, d decision, in store.Instance, g r
 		IdentityCertificate: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: idCert.Raw})),
 		SSHCertificate:      sshCertText,
 		HostCertificates:    hostCerts,
-		SSHHostCAs:          authorizedKeys(cas.SSHHostCAs()),
-		SSHUserCAs:          authorizedKeys(cas.SSHUserCAs()),
-		IssuerCAPins:        cas.Pins(),
+		SSHHostCAs:          hostCAs,
+		SSHUserCAs:          userCAs,
+		IssuerCAPins:        pins,
 		Expires:             notAfter,
 		Kubernetes:          kubeCreds,
 	}, nil

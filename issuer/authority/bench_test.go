@@ -18,6 +18,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/mwi-project/mwi/api"
+	"github.com/mwi-project/mwi/internal/pgtest"
 	"github.com/mwi-project/mwi/issuer/audit"
 	"github.com/mwi-project/mwi/issuer/authority"
 	"github.com/mwi-project/mwi/issuer/ca"
@@ -32,16 +33,48 @@ import (
 // for a disk; the TLS handshake is not part of it (mwi-loadgen measures
 // the whole). The keys are made before the timer starts, as mwid makes
 // them on its own machine.
+//
+// BenchmarkRenew runs it on bbolt as the authority is configured in
+// tests. BenchmarkRenewStores runs it on bbolt and on a PostgreSQL server
+// the benchmark starts (whose own CPU is not counted), with the locks
+// looked up in the store for each request and as the server has them
+// (CacheLocks).
 func BenchmarkRenew(b *testing.B) {
-	dir := b.TempDir()
-	state := filepath.Join(dir, "state")
-	if err := ca.Init(state, []string{"127.0.0.1"}); err != nil {
-		b.Fatal(err)
+	benchmarkRenew(b, openBenchBolt, false)
+}
+
+func BenchmarkRenewStores(b *testing.B) {
+	openPostgres := func(b *testing.B, dir string) store.Store {
+		srv, err := pgtest.Start()
+		pgtest.Skip(b, err)
+		b.Cleanup(srv.Stop)
+		url, err := srv.CreateDatabase("bench", "")
+		if err != nil {
+			b.Fatal(err)
+		}
+		st, err := store.Open(url)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return st
 	}
-	authorities, err := ca.Load(state)
-	if err != nil {
-		b.Fatal(err)
+	for _, st := range []struct {
+		name string
+		open func(b *testing.B, dir string) store.Store
+	}{{"bolt", openBenchBolt}, {"postgres", openPostgres}} {
+		for _, cache := range []bool{false, true} {
+			locks := "store-locks"
+			if cache {
+				locks = "cached-locks"
+			}
+			b.Run(st.name+"/"+locks, func(b *testing.B) { benchmarkRenew(b, st.open, cache) })
+		}
 	}
+}
+
+// openBenchBolt opens a bbolt store on a memory file system when there is
+// one, so that ns/op is CPU time rather than waiting for a disk.
+func openBenchBolt(b *testing.B, dir string) store.Store {
 	storeDir := dir
 	if fi, err := os.Stat("/dev/shm"); err == nil && fi.IsDir() {
 		if storeDir, err = os.MkdirTemp("/dev/shm", "mwi-bench-"); err != nil {
@@ -53,6 +86,20 @@ func BenchmarkRenew(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	return st
+}
+
+func benchmarkRenew(b *testing.B, open func(b *testing.B, dir string) store.Store, cacheLocks bool) {
+	dir := b.TempDir()
+	state := filepath.Join(dir, "state")
+	if err := ca.Init(state, []string{"127.0.0.1"}); err != nil {
+		b.Fatal(err)
+	}
+	authorities, err := ca.Load(state)
+	if err != nil {
+		b.Fatal(err)
+	}
+	st := open(b, dir)
 	defer st.Close()
 	if err := os.WriteFile(filepath.Join(dir, "r.yaml"), []byte(resourcesYAML), 0o600); err != nil {
 		b.Fatal(err)
@@ -61,7 +108,7 @@ func BenchmarkRenew(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	a := &authority.Authority{CA: authorities, Store: st, Audit: audit.New(io.Discard)}
+	a := &authority.Authority{CA: authorities, Store: st, Audit: audit.New(io.Discard), CacheLocks: cacheLocks}
 	a.SetResources(set)
 	ctx := context.Background()
 	tok, err := a.CreateToken(ctx, "ci", time.Hour)

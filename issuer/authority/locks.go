@@ -124,7 +124,9 @@ func (a *Authority) AddLock(ctx context.Context, t api.LockTarget, reason string
 		}
 		l.Token = key
 	}
-	if err := kind.put(a.Store, ctx, l); err != nil {
+	err = kind.put(a.Store, ctx, l)
+	a.invalidateLocks() // even after an error: the write may have landed
+	if err != nil {
 		return api.Lock{}, err
 	}
 	l, _, err = kind.get(a.Store, ctx, key, now)
@@ -218,7 +220,9 @@ func (a *Authority) RemoveLock(ctx context.Context, t api.LockTarget) (api.Lock,
 	if err := a.Audit.Record(ctx, kind.unlockEvent, audit.Allowed, dedupe(attrs)...); err != nil {
 		return api.Lock{}, auditFailed(err)
 	}
-	if _, _, err := kind.remove(a.Store, ctx, key); err != nil {
+	_, _, err = kind.remove(a.Store, ctx, key)
+	a.invalidateLocks()
+	if err != nil {
 		return api.Lock{}, err
 	}
 	return apiLock(l), nil
@@ -386,10 +390,12 @@ func (a *Authority) KRL(ctx context.Context) ([]byte, string, error) {
 // LocksChanged tells the authority that the locks or the instances they
 // cover may have changed through another issuer on the same store. The
 // KRL and the lock list read the locks from the store each time, so they
-// see such changes anyway; LocksChanged makes the next KRL list the
+// see such changes anyway; LocksChanged makes the next join or renewal
+// load the locks again (see CacheLocks), and the next KRL list the
 // instances of locked bots and tokens again too, rather than krlRecheck
 // after it last did.
 func (a *Authority) LocksChanged() {
+	a.invalidateLocks()
 	a.krl.mu.Lock()
 	defer a.krl.mu.Unlock()
 	a.krl.checked = time.Time{}
@@ -485,4 +491,81 @@ func (a *Authority) SSHRefusal(ctx context.Context, reporter ca.Identity, r api.
 		return auditFailed(err)
 	}
 	return nil
+}
+
+// lockSet is the authority's copy of the bot and instance locks, which
+// every join and renewal checks (see grant), when Authority.CacheLocks is
+// set. It is loaded from the store when first needed after it was
+// invalidated: by LocksChanged, when the store counts a change, and by
+// the authority's own writes of locks, so that a lock written through this
+// authority refuses its next request, and one written through another
+// issuer on the same store refuses within the server's poll.
+type lockSet struct {
+	mu sync.Mutex
+	// gen counts invalidations; the maps are those loaded at loaded, and
+	// are current only while loaded == gen and valid.
+	gen, loaded     uint64
+	valid           bool
+	bots, instances map[string]store.Lock
+}
+
+// invalidateLocks makes the next lock check load the locks again.
+func (a *Authority) invalidateLocks() {
+	a.lockSet.mu.Lock()
+	a.lockSet.gen++
+	a.lockSet.mu.Unlock()
+}
+
+// lockOf returns the lock of the bot (kind botLocks) or instance
+// (instanceLocks) named key in force at now, as the store's BotLock and
+// InstanceLock do, from the lockSet if a.CacheLocks is set.
+func (a *Authority) lockOf(ctx context.Context, kind lockKind, key string, now time.Time) (store.Lock, bool, error) {
+	if !a.CacheLocks {
+		return kind.get(a.Store, ctx, key, now)
+	}
+	pick := func(bots, instances map[string]store.Lock) (store.Lock, bool) {
+		m := bots
+		if kind.name == instanceLocks.name {
+			m = instances
+		}
+		l, ok := m[key]
+		if !ok || !l.InForce(now) {
+			return store.Lock{}, false
+		}
+		return l, true
+	}
+	s := &a.lockSet
+	s.mu.Lock()
+	if s.valid && s.loaded == s.gen {
+		l, ok := pick(s.bots, s.instances)
+		s.mu.Unlock()
+		return l, ok, nil
+	}
+	gen := s.gen
+	s.mu.Unlock()
+	// Locks in force at now stay in force until they expire, which pick
+	// checks at each lookup.
+	locks, err := a.Store.Locks(ctx, now)
+	if err != nil {
+		return store.Lock{}, false, err
+	}
+	bots, instances := make(map[string]store.Lock), make(map[string]store.Lock)
+	for _, l := range locks {
+		switch {
+		case l.Instance != "":
+			instances[l.Instance] = l
+		case l.Token != "":
+		case l.Bot != "":
+			bots[l.Bot] = l
+		}
+	}
+	s.mu.Lock()
+	// A set loaded across an invalidation may miss the change that made
+	// it; it answers this request, which raced the change, and no other.
+	if s.gen == gen {
+		s.valid, s.loaded, s.bots, s.instances = true, gen, bots, instances
+	}
+	s.mu.Unlock()
+	l, ok := pick(bots, instances)
+	return l, ok, nil
 }

@@ -59,6 +59,16 @@ func TestCredentialsFollowRotation(t *testing.T) {
 			t.Errorf("%s: %d user CAs, %d host CAs, %d pins; want %d of each", tc.phase,
 				len(creds.SSHUserCAs), len(creds.SSHHostCAs), len(creds.IssuerCAPins), tc.trusted)
 		}
+		// The text of the set in use, which the authority makes once
+		// per set: never that of the phase before.
+		for i, k := range a.SSHHostCAs() {
+			if i < len(creds.SSHHostCAs) && creds.SSHHostCAs[i] != string(ssh.MarshalAuthorizedKey(k)) {
+				t.Errorf("%s: host CA %d is %q, want %q", tc.phase, i, creds.SSHHostCAs[i], ssh.MarshalAuthorizedKey(k))
+			}
+		}
+		if !slices.Equal(creds.IssuerCAPins, a.Pins()) {
+			t.Errorf("%s: pins %v, want %v", tc.phase, creds.IssuerCAPins, a.Pins())
+		}
 		if !slices.Contains(creds.IssuerCAPins, cur.Pin()) {
 			t.Errorf("%s: the current TLS authority's pin is missing", tc.phase)
 		}

@@ -328,3 +328,34 @@ func TestIDTokenAtTheStoresClock(t *testing.T) {
 	_, err := e.auth.Join(context.Background(), joinReq(t, api.JoinMethodGitHub, "gh", idToken), nil, "r")
 	e.expectJoinDenied(t, err, offset, "gh", join.CheckExpired)
 }
+
+// instanceReads is the real store counting its Instance lookups.
+type instanceReads struct {
+	store.Store
+	mu    sync.Mutex
+	reads int
+}
+
+func (s *instanceReads) Instance(ctx context.Context, id string) (store.Instance, error) {
+	s.mu.Lock()
+	s.reads++
+	s.mu.Unlock()
+	return s.Store.Instance(ctx, id)
+}
+
+// TestRenewChecksInstanceInItsTransaction checks that a renewal checks
+// its instance (its bot, its join method) in the transaction that renews
+// it, rather than reading it in one of its own first.
+func TestRenewChecksInstanceInItsTransaction(t *testing.T) {
+	e := newEnv(t)
+	reads := &instanceReads{Store: e.store}
+	e.auth.Store = reads
+	creds := e.join(t, e.token(t, "ci"))
+	id := ca.Identity{Bot: "ci", Instance: creds.Instance, Generation: creds.Generation}
+	if _, err := e.renew(t, id); err != nil {
+		t.Fatal(err)
+	}
+	if reads.reads != 0 {
+		t.Errorf("a renewal read its instance %d times outside its transaction; want none", reads.reads)
+	}
+}

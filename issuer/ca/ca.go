@@ -380,13 +380,32 @@ type Identity struct {
 
 // SignIdentity signs a bot identity certificate for the key of csr.
 func (a *Authority) SignIdentity(csr *CSR, id Identity, notBefore, notAfter time.Time) (*x509.Certificate, error) {
-	req, err := csr.checked()
+	c, err := a.SignIdentityDER(csr, id, notBefore, notAfter)
 	if err != nil {
 		return nil, err
 	}
+	return x509.ParseCertificate(c.Raw)
+}
+
+// IssuedIdentity is a bot identity certificate as SignIdentityDER returns
+// it: its DER and what the issuer records of it.
+type IssuedIdentity struct {
+	Raw          []byte
+	SerialNumber *big.Int
+	// NotAfter is as the certificate carries it: in whole seconds, UTC.
+	NotAfter time.Time
+}
+
+// SignIdentityDER signs a bot identity certificate as SignIdentity does,
+// without parsing back what it signed: a renewal only sends it on.
+func (a *Authority) SignIdentityDER(csr *CSR, id Identity, notBefore, notAfter time.Time) (IssuedIdentity, error) {
+	req, err := csr.checked()
+	if err != nil {
+		return IssuedIdentity{}, err
+	}
 	serial, err := randSerial()
 	if err != nil {
-		return nil, err
+		return IssuedIdentity{}, err
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial,
@@ -399,9 +418,9 @@ func (a *Authority) SignIdentity(csr *CSR, id Identity, notBefore, notAfter time
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, a.identityCA, req.PublicKey, a.identityKey)
 	if err != nil {
-		return nil, fmt.Errorf("ca: sign identity: %w", err)
+		return IssuedIdentity{}, fmt.Errorf("ca: sign identity: %w", err)
 	}
-	return x509.ParseCertificate(der)
+	return IssuedIdentity{Raw: der, SerialNumber: serial, NotAfter: notAfter.UTC().Truncate(time.Second)}, nil
 }
 
 // ParseIdentity reads the bot, instance and generation from a bot identity

@@ -865,3 +865,32 @@ func TestSignSSHExtensions(t *testing.T) {
 		t.Errorf("host certificate Extensions = %v", got)
 	}
 }
+
+// TestSignIdentityDER checks that what SignIdentityDER says of the
+// certificate it signed is what the certificate says.
+func TestSignIdentityDER(t *testing.T) {
+	a, _ := newAuthority(t, "127.0.0.1")
+	csr, _ := newCSR(t)
+	// Not in UTC, and not in whole seconds, as a certificate's times are.
+	now := time.Now().In(time.FixedZone("east", 3*3600))
+	got, err := a.SignIdentityDER(checked(t, csr), ca.Identity{Bot: "ci", Instance: "i1", Generation: 2}, now.Add(-time.Minute), now.Add(time.Hour+time.Second/3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := x509.ParseCertificate(got.Raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.SerialNumber.Cmp(c.SerialNumber) != 0 {
+		t.Errorf("serial %v; the certificate's is %v", got.SerialNumber, c.SerialNumber)
+	}
+	if !got.NotAfter.Equal(c.NotAfter) || got.NotAfter.Location() != c.NotAfter.Location() {
+		t.Errorf("NotAfter %v; the certificate's is %v", got.NotAfter, c.NotAfter)
+	}
+	if id, err := ca.ParseIdentity(c); err != nil || id != (ca.Identity{Bot: "ci", Instance: "i1", Generation: 2}) {
+		t.Errorf("ParseIdentity = %+v, %v", id, err)
+	}
+	if _, err := c.Verify(x509.VerifyOptions{Roots: a.IdentityPool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		t.Errorf("the identity does not verify: %v", err)
+	}
+}

@@ -179,6 +179,9 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 			ClusterName: cfg.ClusterName,
 			Log:         log,
 			Observer:    m,
+			// syncStore calls LocksChanged when the store counts
+			// a change.
+			CacheLocks: true,
 		},
 	}
 	s.metrics = m

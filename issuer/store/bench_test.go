@@ -87,3 +87,71 @@ func BenchmarkRenewConcurrent(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkPutNode measures recording a host's renewal in an inventory of
+// n other hosts: on bbolt without the commit's fdatasync (NoSync), so that
+// the figure is the issuer's CPU, and on the test PostgreSQL server. It
+// should not grow with n.
+func BenchmarkPutNode(b *testing.B) {
+	seedBolt := func(b *testing.B, n int) Store {
+		s, err := Open(filepath.Join(b.TempDir(), "issuer.db"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		s.(*boltStore).db.NoSync = true
+		// Written directly, in one transaction: n PutNodes would
+		// take a while if PutNode read the inventory.
+		err = s.(*boltStore).db.Update(func(tx *bolt.Tx) error {
+			nb, err := tx.CreateBucketIfNotExists(bucketNodes)
+			for i := 0; i < n && err == nil; i++ {
+				_, err = put(nb, fmt.Sprintf("i%07d", i), Node{Instance: fmt.Sprintf("i%07d", i), Bot: "web",
+					Names: []string{fmt.Sprintf("web-%07d", i)}, Renewed: t0})
+			}
+			return err
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return s
+	}
+	seedPostgres := func(b *testing.B, n int) Store {
+		s, err := Open(newDatabase(b))
+		if err != nil {
+			b.Fatal(err)
+		}
+		_, err = s.(*pgStore).pool.Exec(context.Background(), `INSERT INTO nodes (instance, bot, names, renewed, doc)
+			SELECT 'i' || lpad(i::text, 7, '0'), 'web', '["web-' || lpad(i::text, 7, '0') || '"]', $1,
+				convert_to('{"instance":"i' || lpad(i::text, 7, '0') || '","bot":"web","names":["web-' || lpad(i::text, 7, '0') || '"],"renewed":"2026-03-01T12:00:00Z"}', 'UTF8')
+			FROM generate_series(0, $2 - 1) AS i`, unixNanos(t0), n)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := s.(*pgStore).pool.Exec(context.Background(), `ANALYZE nodes`); err != nil {
+			b.Fatal(err)
+		}
+		return s
+	}
+	for _, store := range []struct {
+		name string
+		seed func(b *testing.B, n int) Store
+	}{{"bolt", seedBolt}, {"postgres", seedPostgres}} {
+		for _, n := range []int{1_000, 10_000, 100_000} {
+			b.Run(fmt.Sprintf("%s/nodes=%d", store.name, n), func(b *testing.B) {
+				ctx := context.Background()
+				s := store.seed(b, n)
+				defer s.Close()
+				n0 := Node{Instance: "i0000000", Bot: "web", Names: []string{"web-0000000"}, Renewed: t0}
+				if err := s.PutNode(ctx, n0); err != nil {
+					b.Fatal(err)
+				}
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					n0.Renewed = t0.Add(time.Duration(i) * time.Second)
+					if err := s.PutNode(ctx, n0); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}

@@ -239,6 +239,11 @@ func boltAdvance(tx *bolt.Tx, w RenewWrite) (out Instance, refused, err error) {
 	if !found {
 		return Instance{}, fmt.Errorf("store: advance instance %q: %w", w.ID, ErrInstanceUnknown), nil
 	}
+	if w.Check != nil {
+		if err := w.Check(in); err != nil {
+			return Instance{}, err, nil
+		}
+	}
 	// The lock is checked in the same transaction that moves the
 	// counter, so that no renewal slips between a copy being caught
 	// and its instance being locked.

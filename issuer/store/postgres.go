@@ -301,6 +301,11 @@ func pgAdvance(ctx context.Context, tx pgx.Tx, w RenewWrite) (out Instance, refu
 	if !found {
 		return Instance{}, fmt.Errorf("store: advance instance %q: %w", w.ID, ErrInstanceUnknown), nil
 	}
+	if w.Check != nil {
+		if err := w.Check(in); err != nil {
+			return Instance{}, err, nil
+		}
+	}
 	// The locks are read with the instance's row held, as bbolt reads
 	// them in the transaction that moves the counter.
 	if err := pgCheckLocks(ctx, tx, w.Now, w.ID, in.Bot, in.TokenName); err != nil {

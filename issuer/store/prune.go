@@ -82,11 +82,7 @@ func (s *boltStore) Prune(ctx context.Context, now time.Time) (PruneStats, error
 			errs = append(errs, fmt.Errorf("store: prune locks: %w", err))
 		}
 	}
-	if st.Nodes, err = s.sweep(ctx, bucketNodes, func(v []byte) (bool, error) {
-		var n Node
-		err := json.Unmarshal(v, &n)
-		return err == nil && nodePrunable(n, now), err
-	}); err != nil {
+	if st.Nodes, err = s.pruneNodes(ctx, now); err != nil {
 		errs = append(errs, fmt.Errorf("store: prune nodes: %w", err))
 	}
 	return st, errors.Join(errs...)
@@ -113,6 +109,45 @@ func (u *undecodable) err() error {
 		return nil
 	}
 	return fmt.Errorf("%d records that do not decode are kept; the first: %w", u.n, u.first)
+}
+
+// pruneNodes removes the nodes nodePrunable at now, through their renewal
+// index, pruneBatch at most per transaction, and returns how many. An
+// inventory whose indexes PutNode has not built yet is swept instead.
+func (s *boltStore) pruneNodes(ctx context.Context, now time.Time) (int, error) {
+	indexed := false
+	if err := s.db.View(func(tx *bolt.Tx) error {
+		indexed = tx.Bucket(bucketNodesByHost) != nil && tx.Bucket(bucketNodesByRenewal) != nil
+		return nil
+	}); err != nil {
+		return 0, err
+	}
+	if !indexed {
+		return s.sweep(ctx, bucketNodes, func(v []byte) (bool, error) {
+			var n Node
+			err := json.Unmarshal(v, &n)
+			return err == nil && nodePrunable(n, now), err
+		})
+	}
+	limit := expiryBytes(now.Add(-NodeRetention))
+	return inBatches(ctx, func() (int, bool, error) {
+		var dead [][]byte
+		err := s.db.Update(func(tx *bolt.Tx) error {
+			b, byHost, byRenewal, err := boltNodeBuckets(tx)
+			if err != nil {
+				return err
+			}
+			c := byRenewal.Cursor()
+			for k, _ := c.First(); k != nil && len(k) >= 8 && bytes.Compare(k[:8], limit) < 0 && len(dead) < pruneBatch; k, _ = c.Next() {
+				dead = append(dead, bytes.Clone(k))
+			}
+			return boltDeleteNodes(b, byHost, byRenewal, dead)
+		})
+		if err != nil {
+			return 0, false, err
+		}
+		return len(dead), len(dead) >= pruneBatch, nil
+	})
 }
 
 // inBatches runs batch, one transaction of a prune, until it reports that

@@ -179,7 +179,8 @@ type Store interface {
 	// does, with the same errors, and puts w.Node in the inventory, in
 	// one transaction. With a stale generation and w.OnMismatch set, it
 	// locks the instance in the same transaction, as LockInstance would,
-	// before it returns ErrGenerationMismatch.
+	// before it returns ErrGenerationMismatch. An error of w.Check is
+	// returned as it is.
 	Renew(ctx context.Context, w RenewWrite) (Instance, error)
 	// Now returns the time that decides validity: the times certificates,
 	// tokens, locks and records are checked against and made with. Several

@@ -58,6 +58,12 @@ type RenewWrite struct {
 	Key       string
 	// Now is when the renewal happens.
 	Now time.Time
+	// Check, if not nil, is given the stored instance first, with its row
+	// held, before anything else is checked; an error it returns refuses
+	// the renewal as it is, and nothing is written. It lets a caller check
+	// what the instance must be (its bot, its join method) without reading
+	// it in a transaction of its own. It may be called more than once.
+	Check func(stored Instance) error
 	// OnMismatch, if not nil, gives the lock put on the instance when the
 	// generation presented is stale, from the stored instance. The lock,
 	// and what else the same transaction wrote (a join's replay record),

@@ -653,3 +653,34 @@ func TestJoinBatchRerun(t *testing.T) {
 		}
 	})
 }
+
+// TestRenewCheck checks that Renew gives w.Check the stored instance, and
+// that its refusal is returned as it is, writing nothing.
+func TestRenewCheck(t *testing.T) {
+	ctx := context.Background()
+	forEachStore(t, func(t *testing.T, s Store, _ string) {
+		if err := s.CreateInstance(ctx, Instance{ID: "i1", Bot: "web", Generation: 1, Created: t0}); err != nil {
+			t.Fatal(err)
+		}
+		errNo := errors.New("not this one")
+		var seen Instance
+		w := RenewWrite{ID: "i1", Presented: 1, Now: t0, Node: &Node{Instance: "i1", Bot: "web", Renewed: t0},
+			Check: func(in Instance) error { seen = in; return errNo }}
+		if _, err := s.Renew(ctx, w); err != errNo {
+			t.Fatalf("Renew with a refusing Check = %v; want its error", err)
+		}
+		if seen.ID != "i1" || seen.Bot != "web" || seen.Generation != 1 {
+			t.Errorf("Check was given %+v; want the stored instance", seen)
+		}
+		if in, err := s.Instance(ctx, "i1"); err != nil || in.Generation != 1 {
+			t.Errorf("after the refusal: %+v, %v; want generation 1", in, err)
+		}
+		if nodes, err := s.Nodes(ctx); err != nil || len(nodes) != 0 {
+			t.Errorf("after the refusal: nodes %+v, %v; want none", nodes, err)
+		}
+		w.Check = func(Instance) error { return nil }
+		if in, err := s.Renew(ctx, w); err != nil || in.Generation != 2 {
+			t.Errorf("Renew with a passing Check = %+v, %v; want generation 2", in, err)
+		}
+	})
+}
