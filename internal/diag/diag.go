@@ -1,5 +1,6 @@
 // Package diag holds what mwid's and mwi-issuer's diagnostics listeners
-// share: the check of the address they listen on.
+// share: the check of the address they listen on, the listener, its
+// routes and its server.
 //
 // A diagnostics listener serves /livez, /readyz and /metrics over plain
 // HTTP without authentication, for the machine's own Prometheus and

@@ -13,6 +13,20 @@ import (
 // keyMode is the mode of every file in a state directory.
 const keyMode = 0o600
 
+// openStateDir opens the state directory dir as mwi-issuer serve may
+// write in it. serve's state directory is, under systemd's DynamicUser=,
+// a link into /var/lib/private: as for serve's admin socket, the link the
+// administrator named is resolved once, and the directory it leads to is
+// opened through no other link and checked as safefs checks every
+// directory.
+func openStateDir(dir string) (*safefs.Dir, error) {
+	real, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return nil, err
+	}
+	return safefs.OpenDir(real)
+}
+
 // existsIn reports whether anything, even a symbolic link, is at name in d.
 func existsIn(d *safefs.Dir, name string) bool {
 	var st unix.Stat_t

@@ -13,8 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"time"
-
-	"github.com/mwi-project/mwi/internal/safefs"
 )
 
 // kubeCAName is the subject of the Kubernetes client CA.
@@ -109,16 +107,8 @@ func createLazyCA(dir string, l lazyCA) error {
 	if err != nil {
 		return err
 	}
-	// Load runs in mwi-issuer serve, whose state directory systemd makes,
-	// under DynamicUser=, a link into /var/lib/private: as for serve's
-	// admin socket, the link the administrator named is resolved once,
-	// and the directory it leads to is opened through no other link and
-	// checked as safefs checks every directory.
-	real, err := filepath.EvalSymlinks(dir)
-	if err != nil {
-		return err
-	}
-	d, err := safefs.OpenDir(real)
+	// Load runs in mwi-issuer serve; see openStateDir.
+	d, err := openStateDir(dir)
 	if err != nil {
 		return err
 	}

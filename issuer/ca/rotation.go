@@ -18,7 +18,6 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/mwi-project/mwi/internal/safefs"
 	"github.com/mwi-project/mwi/internal/tlspin"
 )
 
@@ -405,11 +404,7 @@ func (a *Authority) WriteKubeBundle(dir string) error {
 	if old, err := os.ReadFile(filepath.Join(dir, KubeBundleFile)); err == nil && bytes.Equal(old, data) {
 		return nil
 	}
-	real, err := filepath.EvalSymlinks(dir)
-	if err != nil {
-		return err
-	}
-	d, err := safefs.OpenDir(real)
+	d, err := openStateDir(dir)
 	if err != nil {
 		return err
 	}
@@ -454,11 +449,7 @@ func CreateNext(dir string, t Type) (string, error) {
 		}
 		keyData, pubData, fp = pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), certPEM(cert), tlspin.Of(cert)
 	}
-	real, err := filepath.EvalSymlinks(dir)
-	if err != nil {
-		return "", err
-	}
-	d, err := safefs.OpenDir(real)
+	d, err := openStateDir(dir)
 	if err != nil {
 		return "", err
 	}

@@ -5,14 +5,10 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"time"
 
-	"github.com/go-chi/chi/v5"
-
 	"github.com/mwi-project/mwi/internal/diag"
-	"github.com/mwi-project/mwi/internal/httpjson"
 	"github.com/mwi-project/mwi/issuer/store"
 )
 
@@ -103,40 +99,11 @@ func (s *Server) authoritiesReady(now time.Time) error {
 	return nil
 }
 
-// diagRoutes is the route table of the diagnostics listener:
-//
-//	GET /livez    200 while the process serves requests
-//	GET /readyz   200 when the issuer can issue, 503 otherwise, with each check
-//	GET /metrics  the Prometheus metrics
+// diagRoutes is the route table of the diagnostics listener, see
+// diag.Handler: /readyz is 200 when the issuer can issue, with each check.
 func (s *Server) diagRoutes() http.Handler {
-	r := chi.NewRouter()
-	r.NotFound(httpjson.NotFound(s.log))
-	r.MethodNotAllowed(httpjson.MethodNotAllowed(r))
-	r.Get("/livez", func(w http.ResponseWriter, r *http.Request) {
-		httpjson.Write(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
-	r.Get("/readyz", func(w http.ResponseWriter, r *http.Request) {
+	return diag.Handler(s.log, func(r *http.Request) (any, bool) {
 		rd := s.ready(r.Context())
-		status := http.StatusOK
-		if rd.Status != "ok" {
-			status = http.StatusServiceUnavailable
-		}
-		httpjson.Write(w, status, rd)
-	})
-	r.Method(http.MethodGet, "/metrics", s.metrics.Handler())
-	return r
-}
-
-// newDiagServer returns the diagnostics listener's server. It serves
-// short requests from the machine's own Prometheus and probes.
-func newDiagServer(h http.Handler, log *slog.Logger) *http.Server {
-	return &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       10 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       60 * time.Second,
-		MaxHeaderBytes:    maxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-	}
+		return rd, rd.Status == "ok"
+	}, s.metrics.Handler())
 }

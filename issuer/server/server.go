@@ -508,10 +508,10 @@ func (s *Server) Run(ctx context.Context) error {
 			adminLn.Close()
 			return fmt.Errorf("diagnostics listener: %w", err)
 		}
-		diag := newDiagServer(s.diagRoutes(), s.log)
-		servers = append(servers, diag)
+		diagSrv := diag.NewServer(s.diagRoutes(), s.log)
+		servers = append(servers, diagSrv)
 		s.log.Info("diagnostics listener serving /livez, /readyz and /metrics", "diag_addr", diagLn.Addr().String())
-		go func() { errc <- diag.Serve(diagLn) }()
+		go func() { errc <- diagSrv.Serve(diagLn) }()
 	}
 	go func() { errc <- public.Serve(publicLn) }()
 	go func() { errc <- admin.Serve(adminCapped) }()

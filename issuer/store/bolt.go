@@ -260,26 +260,19 @@ func boltAdvance(tx *bolt.Tx, w RenewWrite) (out Instance, refused, err error) {
 		}
 		return Instance{}, nil, err
 	}
-	if in.Generation == w.Presented+1 && w.Key != "" && in.IssuedKey == w.Key {
-		return in, nil, nil // the same request again: issue the same generation
+	next, write, lock, refused, err := nextGeneration(in, w)
+	if err != nil {
+		return Instance{}, nil, err
 	}
-	if in.Generation != w.Presented {
-		if w.OnMismatch != nil {
-			l := w.OnMismatch(in)
-			if err := checkInstanceLock(l); err != nil {
-				return Instance{}, nil, err
-			}
-			if err := boltPutLock(tx, bucketInstanceLocks, l.Instance, l); err != nil {
-				return Instance{}, nil, err
-			}
+	if lock != nil {
+		if err := boltPutLock(tx, bucketInstanceLocks, lock.Instance, *lock); err != nil {
+			return Instance{}, nil, err
 		}
-		return in, fmt.Errorf("store: instance %q: presented generation %d, stored generation %d: %w",
-			w.ID, w.Presented, in.Generation, ErrGenerationMismatch), nil
 	}
-	in.Generation++
-	in.IssuedKey = w.Key
-	in.Renewed = w.Now
-	stored, err := put(b, w.ID, in)
+	if !write {
+		return next, refused, nil
+	}
+	stored, err := put(b, w.ID, next)
 	if err != nil {
 		return Instance{}, nil, fmt.Errorf("store: advance instance %q: %w", w.ID, err)
 	}

@@ -231,3 +231,30 @@ func boltLocksOf(tx *bolt.Tx, bot, token string, now time.Time) error {
 func (s *boltStore) Now(ctx context.Context) (time.Time, error) {
 	return time.Now(), ctx.Err()
 }
+
+// nextGeneration decides the renewal w of in, the stored instance, once
+// its locks have been checked, by the rule AdvanceGeneration documents,
+// so that both stores apply the one rule. write reports whether next must
+// be stored in in's place. A stale generation is refused: refused says
+// so, next is in as stored, and lock, if not nil, is the lock that
+// w.OnMismatch gives, to be stored with the refusal.
+func nextGeneration(in Instance, w RenewWrite) (next Instance, write bool, lock *Lock, refused, err error) {
+	if in.Generation == w.Presented+1 && w.Key != "" && in.IssuedKey == w.Key {
+		return in, false, nil, nil, nil // the same request again: issue the same generation
+	}
+	if in.Generation != w.Presented {
+		if w.OnMismatch != nil {
+			l := w.OnMismatch(in)
+			if err := checkInstanceLock(l); err != nil {
+				return Instance{}, false, nil, nil, err
+			}
+			lock = &l
+		}
+		return in, false, lock, fmt.Errorf("store: instance %q: presented generation %d, stored generation %d: %w",
+			w.ID, w.Presented, in.Generation, ErrGenerationMismatch), nil
+	}
+	in.Generation++
+	in.IssuedKey = w.Key
+	in.Renewed = w.Now
+	return in, true, nil, nil, nil
+}
