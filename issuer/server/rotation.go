@@ -278,7 +278,7 @@ func (s *Server) RotateCA(ctx context.Context, req api.RotateCARequest) (api.CAR
 	}
 	for i, next := range moves {
 		t := ca.Type(next.Type)
-		if err := s.auth.Store.SetRotation(ctx, next, plan[i].Phase); err != nil {
+		if err := s.auth.Store.SetRotation(ctx, next, plan[i]); err != nil {
 			// The types before i moved; the others did not, and their
 			// new keys go.
 			undo(i)

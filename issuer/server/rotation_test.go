@@ -189,7 +189,7 @@ func TestRotationUnknownKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := store.Rotation{Type: "ssh_user", Phase: ca.PhaseInit, Started: time.Now(), Current: fp, Next: next}
-	if err := s.auth.Store.SetRotation(ctx, r, ca.PhaseStandby); err != nil {
+	if err := setRotation(ctx, s.auth.Store, r, ca.PhaseStandby); err != nil {
 		t.Fatal(err)
 	}
 	s.syncStore(ctx)
@@ -268,7 +268,7 @@ func TestRotateCAAfterStandbyCrash(t *testing.T) {
 			// The store write of standby, and no file moved.
 			r := rs[0]
 			r.Phase, r.Current, r.Next, r.Switched = ca.PhaseStandby, r.Next, "", time.Time{}
-			if err := s.auth.Store.SetRotation(ctx, r, ca.PhaseUpdateServers); err != nil {
+			if err := setRotation(ctx, s.auth.Store, r, ca.PhaseUpdateServers); err != nil {
 				t.Fatal(err)
 			}
 			s.syncStore(ctx)
@@ -326,7 +326,7 @@ func TestRotateCAUnloadable(t *testing.T) {
 			}
 			r := tc.stale(s.auth.CAs().Fingerprint(ca.TypeSSHUser), next)
 			r.Started = time.Now()
-			if err := s.auth.Store.SetRotation(ctx, r, tc.from); err != nil {
+			if err := setRotation(ctx, s.auth.Store, r, tc.from); err != nil {
 				t.Fatal(err)
 			}
 			err = rotate(s, "ssh_user", tc.to, false)
@@ -345,11 +345,11 @@ func TestRotateCAUnloadable(t *testing.T) {
 	// init on a record whose current authority is nowhere.
 	s, dir := rotationServer(t)
 	r := store.Rotation{Type: "kube", Phase: ca.PhaseRollback, Started: time.Now(), Current: "sha256:stale"}
-	if err := s.auth.Store.SetRotation(ctx, r, ca.PhaseStandby); err != nil {
+	if err := setRotation(ctx, s.auth.Store, r, ca.PhaseStandby); err != nil {
 		t.Fatal(err)
 	}
 	r.Phase = ca.PhaseStandby
-	if err := s.auth.Store.SetRotation(ctx, r, ca.PhaseRollback); err != nil {
+	if err := setRotation(ctx, s.auth.Store, r, ca.PhaseRollback); err != nil {
 		t.Fatal(err)
 	}
 	if err := rotate(s, "kube", "init", false); code(err) != api.CodeRotationPhase {
@@ -483,7 +483,7 @@ func TestRotateCAAfterHalfPromotion(t *testing.T) {
 			rs, _ := s.auth.Store.Rotations(ctx)
 			r := rs[0]
 			r.Phase, r.Current, r.Next, r.Switched = ca.PhaseStandby, r.Next, "", time.Time{}
-			if err := s.auth.Store.SetRotation(ctx, r, ca.PhaseUpdateServers); err != nil {
+			if err := setRotation(ctx, s.auth.Store, r, ca.PhaseUpdateServers); err != nil {
 				t.Fatal(err)
 			}
 			key, err := os.ReadFile(filepath.Join(dir, files[typ][1]))
@@ -531,7 +531,7 @@ func TestRotateCAAfterServingHalfWritten(t *testing.T) {
 	rs, _ := s.auth.Store.Rotations(ctx)
 	r := rs[0]
 	r.Phase, r.Current, r.Next, r.Switched = ca.PhaseStandby, r.Next, "", time.Time{}
-	if err := s.auth.Store.SetRotation(ctx, r, ca.PhaseUpdateServers); err != nil {
+	if err := setRotation(ctx, s.auth.Store, r, ca.PhaseUpdateServers); err != nil {
 		t.Fatal(err)
 	}
 	// Tidy moved the authority's files, and renamed only the serving key.
@@ -592,7 +592,7 @@ func TestStartAfterHalfMove(t *testing.T) {
 			rs, _ := s.auth.Store.Rotations(ctx)
 			r := rs[0]
 			r.Phase, r.Current, r.Next, r.Switched = ca.PhaseStandby, r.Next, "", time.Time{}
-			if err := s.auth.Store.SetRotation(ctx, r, ca.PhaseUpdateServers); err != nil {
+			if err := setRotation(ctx, s.auth.Store, r, ca.PhaseUpdateServers); err != nil {
 				t.Fatal(err)
 			}
 			s.Close()
@@ -777,4 +777,23 @@ func TestRotateCANextIdentityIsNoAdmin(t *testing.T) {
 	if rs, _ := s.auth.Store.Rotations(ctx); len(rs) != 1 || rs[0].Phase != ca.PhaseUpdateClients {
 		t.Errorf("rotations after the refusals: %+v", rs)
 	}
+}
+
+// setRotation stores r over the stored record of its type, which must be
+// in phase from: the tests make states that way without an admin's read.
+func setRotation(ctx context.Context, st store.Store, r store.Rotation, from string) error {
+	rs, err := st.Rotations(ctx)
+	if err != nil {
+		return err
+	}
+	old := store.Rotation{Type: r.Type, Phase: store.RotationStandby}
+	for _, o := range rs {
+		if o.Type == r.Type {
+			old = o
+		}
+	}
+	if old.Phase != from {
+		return fmt.Errorf("the stored %s rotation is in %s, not %s", r.Type, old.Phase, from)
+	}
+	return st.SetRotation(ctx, r, old)
 }
