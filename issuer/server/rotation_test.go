@@ -797,3 +797,67 @@ func setRotation(ctx context.Context, st store.Store, r store.Rotation, from str
 	}
 	return st.SetRotation(ctx, r, old)
 }
+
+// roundStore is a store on which, just before the first SetRotation it
+// is asked for, another admin takes that type's rotation round from
+// standby back to standby, as through another replica between the read
+// and the write of RotateCA.
+type roundStore struct {
+	store.Store
+	done bool
+}
+
+func (s *roundStore) SetRotation(ctx context.Context, r, from store.Rotation) error {
+	if !s.done {
+		s.done = true
+		cur := from
+		for _, phase := range []string{ca.PhaseInit, ca.PhaseRollback, ca.PhaseStandby} {
+			step := cur
+			step.Phase, step.Admin = phase, "other"
+			if err := s.Store.SetRotation(ctx, step, cur); err != nil {
+				return fmt.Errorf("the other admin's move to %s: %v", phase, err)
+			}
+			step.Version = cur.Version + 1
+			cur = step
+		}
+	}
+	return s.Store.SetRotation(ctx, r, from)
+}
+
+// TestRotateCAStaleRead checks that RotateCA stores its move only over
+// the record it read: after another admin's round back to the same phase
+// meanwhile, the move is refused as a conflict, the record stays the
+// other admin's, and the next authorities made for the refused init go,
+// for one type and for --type all (whose first type meets the round).
+func TestRotateCAStaleRead(t *testing.T) {
+	ctx := context.Background()
+	for _, typ := range []string{"ssh_host", "all"} {
+		t.Run(typ, func(t *testing.T) {
+			s, dir := rotationServer(t)
+			s.auth.Store = &roundStore{Store: s.auth.Store}
+			err := rotate(s, typ, ca.PhaseInit, false)
+			if code(err) != api.CodeRotationConflict {
+				t.Fatalf("init over a record changed since it was read: %v; want %s", err, api.CodeRotationConflict)
+			}
+			rs, err := s.auth.Store.Rotations(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(rs) != 1 || rs[0].Phase != ca.PhaseStandby || rs[0].Admin != "other" || rs[0].Next != "" {
+				t.Errorf("stored after the refusal: %+v; want the other admin's standby alone", rs)
+			}
+			entries, err := os.ReadDir(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range entries {
+				if strings.Contains(e.Name(), ".next") || strings.Contains(e.Name(), ".tidy-") {
+					t.Errorf("left by the refused init: %s", e.Name())
+				}
+			}
+			if err := rotate(s, typ, ca.PhaseInit, false); err != nil {
+				t.Errorf("init from the stored record: %v", err)
+			}
+		})
+	}
+}
