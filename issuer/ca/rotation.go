@@ -5,19 +5,24 @@ import (
 	"crypto"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/sys/unix"
 
+	"github.com/mwi-project/mwi/internal/safefs"
 	"github.com/mwi-project/mwi/internal/tlspin"
 )
 
@@ -478,38 +483,36 @@ var caNames = map[Type]string{
 
 // Tidy brings the files of type t in dir in line with a rotation that is
 // in standby with the authority current: if the next files hold current,
-// they replace the current files (the rotation finished); otherwise they
-// are removed (it was rolled back). For the TLS authority, a serving
-// certificate from current is written too, if tls.crt is not from it.
-// Running it again after a crash finishes what it started.
-func Tidy(dir string, t Type, current string) error {
+// they replace the current files (the rotation finished); if they hold
+// dropped, the next authority of a rollback or of a refused init, they
+// are removed. It removes nothing else: replicas share dir, and next
+// files that hold another authority are those of an init that another
+// issuer has begun since the store said standby, which would otherwise
+// go as they are written. For the TLS authority, a serving certificate
+// from current is written too, if tls.crt is not from it. Running it
+// again after a crash finishes what it started.
+func Tidy(dir string, t Type, current, dropped string) error {
 	f, ok := rotationFiles[t]
 	if !ok {
 		return fmt.Errorf("unknown authority type %q", t)
 	}
-	next, err := readSlot(dir, t, f[1])
-	if err != nil && next.exists {
-		// A half-written pair is of no use to anyone.
-		next = slot{exists: true}
+	d, err := openStateDir(dir)
+	if err != nil {
+		return err
 	}
-	if next.exists {
-		if next.fp == current {
-			keyData, err := os.ReadFile(filepath.Join(dir, f[1].key))
-			if err != nil {
-				return err
-			}
-			pubData, err := os.ReadFile(filepath.Join(dir, f[1].pub))
-			if err != nil {
-				return err
-			}
-			if err := replaceFiles(dir, []replacement{{f[0].key, keyData}, {f[0].pub, pubData}}); err != nil {
-				return err
-			}
+	defer d.Close()
+	keyData, keyFP := readFingerprint(d, t, f[1].key, true)
+	pubData, pubFP := readFingerprint(d, t, f[1].pub, false)
+	if current != "" && keyFP == current && pubFP == current {
+		// The data promoted is what was fingerprinted, not what the
+		// names hold a moment later.
+		if err := replaceFiles(dir, []replacement{{f[0].key, keyData}, {f[0].pub, pubData}}); err != nil {
+			return err
 		}
-		for _, name := range []string{f[1].key, f[1].pub} {
-			if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				return err
-			}
+	}
+	for _, name := range []string{f[1].key, f[1].pub} {
+		if err := removeHolding(d, t, name, name == f[1].key, current, dropped); err != nil {
+			return err
 		}
 	}
 	if t == TypeTLS {
@@ -522,6 +525,90 @@ func Tidy(dir string, t Type, current string) error {
 		}
 	}
 	return nil
+}
+
+// maxAuthorityFile bounds what readFingerprint reads: an authority's key
+// or certificate is a few kilobytes.
+const maxAuthorityFile = 1 << 20
+
+// readFingerprint returns the content of the file name in d, the key
+// (isKey) or the public half of an authority of type t, and the
+// fingerprint of the authority it holds; "" if it is missing or holds
+// none.
+func readFingerprint(d *safefs.Dir, t Type, name string, isKey bool) ([]byte, string) {
+	data, err := d.ReadFile(name, maxAuthorityFile)
+	if err != nil {
+		return nil, ""
+	}
+	return data, fingerprintOf(t, data, isKey)
+}
+
+// fingerprintOf returns the fingerprint of the authority of type t whose
+// key (isKey) or public half is data, as Fingerprint names it, or "".
+func fingerprintOf(t Type, data []byte, isKey bool) string {
+	if isSSH(t) {
+		if isKey {
+			s, err := ssh.ParsePrivateKey(data)
+			if err != nil {
+				return ""
+			}
+			return ssh.FingerprintSHA256(s.PublicKey())
+		}
+		pub, _, _, _, err := ssh.ParseAuthorizedKey(data)
+		if err != nil {
+			return ""
+		}
+		return ssh.FingerprintSHA256(pub)
+	}
+	block, _ := pem.Decode(data)
+	if block == nil {
+		return ""
+	}
+	if !isKey {
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return ""
+		}
+		return tlspin.Of(c)
+	}
+	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		return ""
+	}
+	signer, ok := k.(crypto.Signer)
+	if !ok {
+		return ""
+	}
+	spki, err := x509.MarshalPKIXPublicKey(signer.Public())
+	if err != nil {
+		return ""
+	}
+	sum := sha256.Sum256(spki)
+	return "sha256:" + base64.StdEncoding.EncodeToString(sum[:])
+}
+
+// removeHolding removes the file name in d, the key (isKey) or the public
+// half of an authority of type t, if it holds one of the authorities fps
+// ("" matches none). It first renames the file to a name of its own, so
+// that what it looks at is what it removes: another issuer's Tidy may
+// remove name meanwhile, and an init then write a new authority there.
+// A file that holds another authority is put back, unless something new
+// is at name by then, which the error names.
+func removeHolding(d *safefs.Dir, t Type, name string, isKey bool, fps ...string) error {
+	aside := name + ".tidy-" + rand.Text()
+	if err := unix.Renameat(d.Fd(), name, d.Fd(), aside); err != nil {
+		if err == unix.ENOENT {
+			return nil
+		}
+		return &os.LinkError{Op: "rename", Old: filepath.Join(d.Path(), name), New: filepath.Join(d.Path(), aside), Err: err}
+	}
+	_, fp := readFingerprint(d, t, aside, isKey)
+	if fp == "" || !slices.Contains(fps, fp) {
+		if err := unix.Linkat(d.Fd(), aside, d.Fd(), name, 0); err != nil {
+			return &os.LinkError{Op: "put back", Old: filepath.Join(d.Path(), aside), New: filepath.Join(d.Path(), name), Err: err}
+		}
+	}
+	return removeIn(d, aside)
 }
 
 // servingFrom reports whether the serving certificate and key in dir are
@@ -554,7 +641,7 @@ func Repair(dir string) ([]string, error) {
 		if !currentKeyIs(dir, t, f[0], next) {
 			continue
 		}
-		if err := Tidy(dir, t, next.fp); err != nil {
+		if err := Tidy(dir, t, next.fp, ""); err != nil {
 			return done, err
 		}
 		done = append(done, fmt.Sprintf("the %s authority %s, half moved into %s", t, next.fp, f[0].key))

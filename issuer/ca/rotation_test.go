@@ -132,7 +132,7 @@ func TestRotationPhases(t *testing.T) {
 				if rollbackFrom != "" {
 					final = cur
 				}
-				if err := ca.Tidy(dir, typ, final); err != nil {
+				if err := ca.Tidy(dir, typ, final, next); err != nil {
 					t.Fatal(err)
 				}
 				for _, st := range [][]ca.State{nil, {{Type: typ, Phase: ca.PhaseStandby, Current: final}}} {

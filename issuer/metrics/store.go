@@ -155,9 +155,9 @@ func (s *timedStore) Rotations(ctx context.Context) (r0 []store.Rotation, err er
 	return s.Store.Rotations(ctx)
 }
 
-func (s *timedStore) SetRotation(ctx context.Context, r store.Rotation, fromPhase string) (err error) {
+func (s *timedStore) SetRotation(ctx context.Context, r, from store.Rotation) (err error) {
 	defer s.done("set_rotation", time.Now(), &err)
-	return s.Store.SetRotation(ctx, r, fromPhase)
+	return s.Store.SetRotation(ctx, r, from)
 }
 
 func (s *timedStore) LockBot(ctx context.Context, l store.Lock) (err error) {

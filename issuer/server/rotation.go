@@ -224,14 +224,14 @@ func (s *Server) RotateCA(ctx context.Context, req api.RotateCARequest) (api.CAR
 	// stored, so that a failure leaves no rotation naming a key that
 	// was removed again.
 	admin := callerName(ctx)
-	created := map[ca.Type]bool{}
+	created := map[ca.Type]string{}
 	undo := func(from int) {
 		for _, r := range plan[from:] {
 			t := ca.Type(r.Type)
-			if !created[t] {
+			if created[t] == "" {
 				continue
 			}
-			if err := ca.Tidy(s.cfg.StateDir, t, r.Current); err != nil {
+			if err := ca.Tidy(s.cfg.StateDir, t, r.Current, created[t]); err != nil {
 				s.log.Warn("cannot remove the next authority of a refused rotation", "type", t, "err", err)
 			}
 		}
@@ -249,7 +249,7 @@ func (s *Server) RotateCA(ctx context.Context, req api.RotateCARequest) (api.CAR
 				undo(0)
 				return deny(fault.FailedPrecondition(api.CodeRotationPhase, "%v", err))
 			}
-			created[t] = true
+			created[t] = fp
 			next.Next, next.Switched = fp, time.Time{}
 		case ca.PhaseUpdateClients:
 			next.Switched = now
@@ -278,7 +278,7 @@ func (s *Server) RotateCA(ctx context.Context, req api.RotateCARequest) (api.CAR
 	}
 	for i, next := range moves {
 		t := ca.Type(next.Type)
-		if err := s.auth.Store.SetRotation(ctx, next, plan[i].Phase); err != nil {
+		if err := s.auth.Store.SetRotation(ctx, next, plan[i]); err != nil {
 			// The types before i moved; the others did not, and their
 			// new keys go.
 			undo(i)
@@ -291,7 +291,9 @@ func (s *Server) RotateCA(ctx context.Context, req api.RotateCARequest) (api.CAR
 			return api.CARotations{}, err
 		}
 		if req.Phase == ca.PhaseStandby {
-			if err := ca.Tidy(s.cfg.StateDir, t, next.Current); err != nil {
+			// A rollback's standby drops the next authority it names;
+			// the end of a rotation promotes it (next.Current).
+			if err := ca.Tidy(s.cfg.StateDir, t, next.Current, plan[i].Next); err != nil {
 				// The store says standby already, and every issuer
 				// finds the authority by fingerprint: a retired
 				// authority's files are moved at the next start, and
@@ -453,7 +455,7 @@ func (s *Server) finishMoves(rs []store.Rotation) {
 		if r.Phase != ca.PhaseStandby || !ca.TidyPending(s.cfg.StateDir, ca.Type(r.Type), r.Current) {
 			continue
 		}
-		if err := ca.Tidy(s.cfg.StateDir, ca.Type(r.Type), r.Current); err != nil {
+		if err := ca.Tidy(s.cfg.StateDir, ca.Type(r.Type), r.Current, ""); err != nil {
 			s.log.Warn("cannot finish the file moves of a rotation", "type", r.Type, "err", err)
 		} else {
 			s.log.Info("finished the file moves of a rotation stopped half way", "type", r.Type)

@@ -189,7 +189,7 @@ func TestRotationUnknownKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := store.Rotation{Type: "ssh_user", Phase: ca.PhaseInit, Started: time.Now(), Current: fp, Next: next}
-	if err := s.auth.Store.SetRotation(ctx, r, ca.PhaseStandby); err != nil {
+	if err := setRotation(ctx, s.auth.Store, r, ca.PhaseStandby); err != nil {
 		t.Fatal(err)
 	}
 	s.syncStore(ctx)
@@ -268,7 +268,7 @@ func TestRotateCAAfterStandbyCrash(t *testing.T) {
 			// The store write of standby, and no file moved.
 			r := rs[0]
 			r.Phase, r.Current, r.Next, r.Switched = ca.PhaseStandby, r.Next, "", time.Time{}
-			if err := s.auth.Store.SetRotation(ctx, r, ca.PhaseUpdateServers); err != nil {
+			if err := setRotation(ctx, s.auth.Store, r, ca.PhaseUpdateServers); err != nil {
 				t.Fatal(err)
 			}
 			s.syncStore(ctx)
@@ -326,7 +326,7 @@ func TestRotateCAUnloadable(t *testing.T) {
 			}
 			r := tc.stale(s.auth.CAs().Fingerprint(ca.TypeSSHUser), next)
 			r.Started = time.Now()
-			if err := s.auth.Store.SetRotation(ctx, r, tc.from); err != nil {
+			if err := setRotation(ctx, s.auth.Store, r, tc.from); err != nil {
 				t.Fatal(err)
 			}
 			err = rotate(s, "ssh_user", tc.to, false)
@@ -345,11 +345,11 @@ func TestRotateCAUnloadable(t *testing.T) {
 	// init on a record whose current authority is nowhere.
 	s, dir := rotationServer(t)
 	r := store.Rotation{Type: "kube", Phase: ca.PhaseRollback, Started: time.Now(), Current: "sha256:stale"}
-	if err := s.auth.Store.SetRotation(ctx, r, ca.PhaseStandby); err != nil {
+	if err := setRotation(ctx, s.auth.Store, r, ca.PhaseStandby); err != nil {
 		t.Fatal(err)
 	}
 	r.Phase = ca.PhaseStandby
-	if err := s.auth.Store.SetRotation(ctx, r, ca.PhaseRollback); err != nil {
+	if err := setRotation(ctx, s.auth.Store, r, ca.PhaseRollback); err != nil {
 		t.Fatal(err)
 	}
 	if err := rotate(s, "kube", "init", false); code(err) != api.CodeRotationPhase {
@@ -483,7 +483,7 @@ func TestRotateCAAfterHalfPromotion(t *testing.T) {
 			rs, _ := s.auth.Store.Rotations(ctx)
 			r := rs[0]
 			r.Phase, r.Current, r.Next, r.Switched = ca.PhaseStandby, r.Next, "", time.Time{}
-			if err := s.auth.Store.SetRotation(ctx, r, ca.PhaseUpdateServers); err != nil {
+			if err := setRotation(ctx, s.auth.Store, r, ca.PhaseUpdateServers); err != nil {
 				t.Fatal(err)
 			}
 			key, err := os.ReadFile(filepath.Join(dir, files[typ][1]))
@@ -531,7 +531,7 @@ func TestRotateCAAfterServingHalfWritten(t *testing.T) {
 	rs, _ := s.auth.Store.Rotations(ctx)
 	r := rs[0]
 	r.Phase, r.Current, r.Next, r.Switched = ca.PhaseStandby, r.Next, "", time.Time{}
-	if err := s.auth.Store.SetRotation(ctx, r, ca.PhaseUpdateServers); err != nil {
+	if err := setRotation(ctx, s.auth.Store, r, ca.PhaseUpdateServers); err != nil {
 		t.Fatal(err)
 	}
 	// Tidy moved the authority's files, and renamed only the serving key.
@@ -592,7 +592,7 @@ func TestStartAfterHalfMove(t *testing.T) {
 			rs, _ := s.auth.Store.Rotations(ctx)
 			r := rs[0]
 			r.Phase, r.Current, r.Next, r.Switched = ca.PhaseStandby, r.Next, "", time.Time{}
-			if err := s.auth.Store.SetRotation(ctx, r, ca.PhaseUpdateServers); err != nil {
+			if err := setRotation(ctx, s.auth.Store, r, ca.PhaseUpdateServers); err != nil {
 				t.Fatal(err)
 			}
 			s.Close()
@@ -776,5 +776,88 @@ func TestRotateCANextIdentityIsNoAdmin(t *testing.T) {
 	}
 	if rs, _ := s.auth.Store.Rotations(ctx); len(rs) != 1 || rs[0].Phase != ca.PhaseUpdateClients {
 		t.Errorf("rotations after the refusals: %+v", rs)
+	}
+}
+
+// setRotation stores r over the stored record of its type, which must be
+// in phase from: the tests make states that way without an admin's read.
+func setRotation(ctx context.Context, st store.Store, r store.Rotation, from string) error {
+	rs, err := st.Rotations(ctx)
+	if err != nil {
+		return err
+	}
+	old := store.Rotation{Type: r.Type, Phase: store.RotationStandby}
+	for _, o := range rs {
+		if o.Type == r.Type {
+			old = o
+		}
+	}
+	if old.Phase != from {
+		return fmt.Errorf("the stored %s rotation is in %s, not %s", r.Type, old.Phase, from)
+	}
+	return st.SetRotation(ctx, r, old)
+}
+
+// roundStore is a store on which, just before the first SetRotation it
+// is asked for, another admin takes that type's rotation round from
+// standby back to standby, as through another replica between the read
+// and the write of RotateCA.
+type roundStore struct {
+	store.Store
+	done bool
+}
+
+func (s *roundStore) SetRotation(ctx context.Context, r, from store.Rotation) error {
+	if !s.done {
+		s.done = true
+		cur := from
+		for _, phase := range []string{ca.PhaseInit, ca.PhaseRollback, ca.PhaseStandby} {
+			step := cur
+			step.Phase, step.Admin = phase, "other"
+			if err := s.Store.SetRotation(ctx, step, cur); err != nil {
+				return fmt.Errorf("the other admin's move to %s: %v", phase, err)
+			}
+			step.Version = cur.Version + 1
+			cur = step
+		}
+	}
+	return s.Store.SetRotation(ctx, r, from)
+}
+
+// TestRotateCAStaleRead checks that RotateCA stores its move only over
+// the record it read: after another admin's round back to the same phase
+// meanwhile, the move is refused as a conflict, the record stays the
+// other admin's, and the next authorities made for the refused init go,
+// for one type and for --type all (whose first type meets the round).
+func TestRotateCAStaleRead(t *testing.T) {
+	ctx := context.Background()
+	for _, typ := range []string{"ssh_host", "all"} {
+		t.Run(typ, func(t *testing.T) {
+			s, dir := rotationServer(t)
+			s.auth.Store = &roundStore{Store: s.auth.Store}
+			err := rotate(s, typ, ca.PhaseInit, false)
+			if code(err) != api.CodeRotationConflict {
+				t.Fatalf("init over a record changed since it was read: %v; want %s", err, api.CodeRotationConflict)
+			}
+			rs, err := s.auth.Store.Rotations(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(rs) != 1 || rs[0].Phase != ca.PhaseStandby || rs[0].Admin != "other" || rs[0].Next != "" {
+				t.Errorf("stored after the refusal: %+v; want the other admin's standby alone", rs)
+			}
+			entries, err := os.ReadDir(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range entries {
+				if strings.Contains(e.Name(), ".next") || strings.Contains(e.Name(), ".tidy-") {
+					t.Errorf("left by the refused init: %s", e.Name())
+				}
+			}
+			if err := rotate(s, typ, ca.PhaseInit, false); err != nil {
+				t.Errorf("init from the stored record: %v", err)
+			}
+		})
 	}
 }

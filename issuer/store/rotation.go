@@ -11,10 +11,10 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// ErrRotationConflict is a SetRotation whose expected phase is not the
+// ErrRotationConflict is a SetRotation whose expected record is not the
 // stored one: another admin, perhaps through another issuer, moved the
 // rotation first.
-var ErrRotationConflict = errors.New("rotation phase changed meanwhile")
+var ErrRotationConflict = errors.New("rotation changed meanwhile")
 
 // RotationStandby is the phase of a type with no stored rotation record.
 const RotationStandby = "standby"
@@ -37,17 +37,41 @@ type Rotation struct {
 	Switched time.Time `json:"switched,omitzero"`
 	// Admin is who made the last change, for status.
 	Admin string `json:"admin,omitempty"`
+	// Version counts the writes of the record; SetRotation sets it.
+	// SetRotation compares it rather than the phase alone, which a
+	// rotation revisits (standby, init, ..., standby again): a move
+	// decided on a record read before such a round would otherwise
+	// store that record's stale fingerprints. A type without a record,
+	// and a record written before versions, are at 0.
+	Version uint64 `json:"version,omitempty"`
 }
 
 // bucketRotations holds one Rotation per type, by type. It is made by the
 // first SetRotation.
 var bucketRotations = []byte("rotations")
 
-func checkRotation(r Rotation, fromPhase string) error {
-	if r.Type == "" || r.Phase == "" || fromPhase == "" {
-		return fmt.Errorf("store: set rotation: type %q, phase %q and the expected phase %q must be set", r.Type, r.Phase, fromPhase)
+func checkRotation(r, from Rotation) error {
+	if r.Type == "" || r.Phase == "" || from.Phase == "" {
+		return fmt.Errorf("store: set rotation: type %q, phase %q and the expected phase %q must be set", r.Type, r.Phase, from.Phase)
+	}
+	if from.Type != r.Type {
+		return fmt.Errorf("store: set rotation %s: the expected record is of type %q", r.Type, from.Type)
 	}
 	return nil
+}
+
+// casRotation returns r as SetRotation stores it over stored (the
+// standby at version 0 for a type without a record), or
+// ErrRotationConflict if stored is not the record from the caller read.
+// The version decides; the phase is compared too, so that a caller that
+// made up its expected record is refused rather than believed.
+func casRotation(r, from, stored Rotation) (Rotation, error) {
+	if stored.Version != from.Version || stored.Phase != from.Phase {
+		return Rotation{}, fmt.Errorf("store: set rotation %s: %w: it is %s (write %d), not %s (write %d)",
+			r.Type, ErrRotationConflict, stored.Phase, stored.Version, from.Phase, from.Version)
+	}
+	r.Version = stored.Version + 1
+	return r, nil
 }
 
 func (s *boltStore) Rotations(ctx context.Context) ([]Rotation, error) {
@@ -75,11 +99,11 @@ func (s *boltStore) Rotations(ctx context.Context) ([]Rotation, error) {
 	return out, nil
 }
 
-func (s *boltStore) SetRotation(ctx context.Context, r Rotation, fromPhase string) error {
+func (s *boltStore) SetRotation(ctx context.Context, r, from Rotation) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := checkRotation(r, fromPhase); err != nil {
+	if err := checkRotation(r, from); err != nil {
 		return err
 	}
 	return s.db.Update(func(tx *bolt.Tx) error {
@@ -87,17 +111,13 @@ func (s *boltStore) SetRotation(ctx context.Context, r Rotation, fromPhase strin
 		if err != nil {
 			return fmt.Errorf("store: set rotation %s: %w", r.Type, err)
 		}
-		stored := RotationStandby
-		var old Rotation
-		found, err := get(b, r.Type, &old)
-		if err != nil {
+		stored := Rotation{Type: r.Type, Phase: RotationStandby}
+		if _, err := get(b, r.Type, &stored); err != nil {
 			return fmt.Errorf("store: rotation %s: %w", r.Type, err)
 		}
-		if found {
-			stored = old.Phase
-		}
-		if stored != fromPhase {
-			return fmt.Errorf("store: set rotation %s: %w: it is %s, not %s", r.Type, ErrRotationConflict, stored, fromPhase)
+		r, err := casRotation(r, from, stored)
+		if err != nil {
+			return err
 		}
 		if _, err := put(b, r.Type, r); err != nil {
 			return fmt.Errorf("store: set rotation %s: %w", r.Type, err)
@@ -114,43 +134,50 @@ func (s *pgStore) Rotations(ctx context.Context) ([]Rotation, error) {
 	return out, err
 }
 
-func (s *pgStore) SetRotation(ctx context.Context, r Rotation, fromPhase string) error {
+func (s *pgStore) SetRotation(ctx context.Context, r, from Rotation) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := checkRotation(r, fromPhase); err != nil {
+	if err := checkRotation(r, from); err != nil {
 		return err
 	}
-	doc, err := json.Marshal(r)
-	if err != nil {
-		return fmt.Errorf("store: set rotation %s: %w", r.Type, err)
-	}
 	return s.tx(ctx, func(tx pgx.Tx) error {
-		// A missing row is in standby; the insert of two admins racing
-		// from there is decided by the primary key, and the loser's
-		// conditional update then finds the winner's phase.
-		var stored string
-		err := tx.QueryRow(ctx, `SELECT phase FROM rotations WHERE type = $1 FOR UPDATE`, r.Type).Scan(&stored)
+		// The version is in the document, compared here under the row's
+		// lock. A missing row is the standby at version 0; the insert of
+		// two admins racing from there is decided by the primary key.
+		stored := Rotation{Type: r.Type, Phase: RotationStandby}
+		var old []byte
+		err := tx.QueryRow(ctx, `SELECT doc FROM rotations WHERE type = $1 FOR UPDATE`, r.Type).Scan(&old)
+		found := err == nil
 		switch {
 		case errors.Is(err, pgx.ErrNoRows):
-			if fromPhase != RotationStandby {
-				return fmt.Errorf("store: set rotation %s: %w: it is %s, not %s", r.Type, ErrRotationConflict, RotationStandby, fromPhase)
-			}
-			tag, err := tx.Exec(ctx, `INSERT INTO rotations (type, phase, doc) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`, r.Type, r.Phase, doc)
-			if err != nil {
-				return fmt.Errorf("store: set rotation %s: %w", r.Type, err)
-			}
-			if tag.RowsAffected() == 0 {
-				return fmt.Errorf("store: set rotation %s: %w", r.Type, ErrRotationConflict)
-			}
 		case err != nil:
 			return fmt.Errorf("store: rotation %s: %w", r.Type, err)
-		case stored != fromPhase:
-			return fmt.Errorf("store: set rotation %s: %w: it is %s, not %s", r.Type, ErrRotationConflict, stored, fromPhase)
 		default:
+			if err := json.Unmarshal(old, &stored); err != nil {
+				return fmt.Errorf("store: rotation %s: decode: %w", r.Type, err)
+			}
+		}
+		r, err := casRotation(r, from, stored)
+		if err != nil {
+			return err
+		}
+		doc, err := json.Marshal(r)
+		if err != nil {
+			return fmt.Errorf("store: set rotation %s: %w", r.Type, err)
+		}
+		if found {
 			if _, err := tx.Exec(ctx, `UPDATE rotations SET phase = $2, doc = $3 WHERE type = $1`, r.Type, r.Phase, doc); err != nil {
 				return fmt.Errorf("store: set rotation %s: %w", r.Type, err)
 			}
+			return pgBump(ctx, tx)
+		}
+		tag, err := tx.Exec(ctx, `INSERT INTO rotations (type, phase, doc) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`, r.Type, r.Phase, doc)
+		if err != nil {
+			return fmt.Errorf("store: set rotation %s: %w", r.Type, err)
+		}
+		if tag.RowsAffected() == 0 {
+			return fmt.Errorf("store: set rotation %s: %w: another admin made its first record", r.Type, ErrRotationConflict)
 		}
 		return pgBump(ctx, tx)
 	})

@@ -290,12 +290,16 @@ type Store interface {
 	// rotation, ordered by type. A type without a record is in
 	// RotationStandby with its authority as loaded.
 	Rotations(ctx context.Context) ([]Rotation, error)
-	// SetRotation stores r as the state of the rotation of r.Type if the
-	// stored phase is fromPhase (RotationStandby for a type without a
-	// record), and fails with ErrRotationConflict otherwise: two admins,
-	// on two issuers, cannot both move one rotation. A write counts in
-	// Changes, so that every issuer loads the new authorities.
-	SetRotation(ctx context.Context, r Rotation, fromPhase string) error
+	// SetRotation stores r, with the next Version, as the state of the
+	// rotation of r.Type if the stored record is still from, the one the
+	// caller read (Version and Phase; a type without a record is
+	// RotationStandby at Version 0), and fails with ErrRotationConflict
+	// otherwise: two admins, on two issuers, cannot both move one
+	// rotation, and a move decided on a record that has changed since,
+	// even through a round back to the same phase, is not stored. A
+	// write counts in Changes, so that every issuer loads the new
+	// authorities.
+	SetRotation(ctx context.Context, r, from Rotation) error
 	// Close releases the store.
 	Close() error
 }

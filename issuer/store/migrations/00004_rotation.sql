@@ -1,6 +1,7 @@
 -- rotations holds the state of each certificate authority's rotation
 -- (Store.Rotations), one row per type; a type without a row is in
--- standby. phase is what SetRotation compares and sets.
+-- standby. SetRotation compares the version in doc under the row lock;
+-- phase is a copy of doc's, for reading by hand.
 
 -- +goose Up
 CREATE TABLE rotations (

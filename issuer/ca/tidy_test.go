@@ -1,0 +1,92 @@
+package ca
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestTidyRemovesOnlyWhatItIsTold checks that Tidy removes next files
+// only if they hold the authority it promotes or the one it drops: with
+// replicas sharing the state directory, next files holding any other
+// authority, whole or half written, are those of an init another issuer
+// began after the store said standby, and must stay.
+func TestTidyRemovesOnlyWhatItIsTold(t *testing.T) {
+	for _, typ := range Types {
+		for _, tc := range []struct {
+			name string
+			// dropped returns the dropped argument of Tidy, given the
+			// authority in the next files.
+			dropped  func(next string) string
+			halfPair bool // only the next key is written, as mid-CreateNext
+			promote  bool // Tidy is told the next authority is current
+			wantGone bool
+		}{
+			{name: "rollback of that authority", dropped: func(next string) string { return next }, wantGone: true},
+			{name: "rollback of another authority", dropped: func(string) string { return "SHA256:another" }},
+			{name: "no rollback", dropped: func(string) string { return "" }},
+			{name: "half pair of another", dropped: func(string) string { return "SHA256:another" }, halfPair: true},
+			{name: "half pair of that authority", dropped: func(next string) string { return next }, halfPair: true, wantGone: true},
+			{name: "promotion", dropped: func(string) string { return "" }, promote: true, wantGone: true},
+		} {
+			t.Run(string(typ)+"/"+tc.name, func(t *testing.T) {
+				dir := t.TempDir()
+				if err := Init(dir, []string{"127.0.0.1"}); err != nil {
+					t.Fatal(err)
+				}
+				a, err := LoadRotating(dir, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				cur := a.Fingerprint(typ)
+				next, err := CreateNext(dir, typ)
+				if err != nil {
+					t.Fatal(err)
+				}
+				f := rotationFiles[typ]
+				if tc.halfPair {
+					if err := os.Remove(filepath.Join(dir, f[1].pub)); err != nil {
+						t.Fatal(err)
+					}
+				}
+				current := cur
+				if tc.promote {
+					current = next
+				}
+				if err := Tidy(dir, typ, current, tc.dropped(next)); err != nil {
+					t.Fatal(err)
+				}
+				_, err = os.Lstat(filepath.Join(dir, f[1].key))
+				if gone := errors.Is(err, fs.ErrNotExist); gone != tc.wantGone {
+					t.Errorf("next key removed: %v; want %v", gone, tc.wantGone)
+				}
+				if !tc.wantGone && !NextHolds(dir, typ, next) && !tc.halfPair {
+					t.Errorf("the next files no longer hold %s", next)
+				}
+				entries, err := os.ReadDir(dir)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, e := range entries {
+					if strings.Contains(e.Name(), ".tidy-") {
+						t.Errorf("left behind: %s", e.Name())
+					}
+				}
+				want := cur
+				if tc.promote {
+					want = next
+				}
+				a, err = LoadRotating(dir, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := a.Fingerprint(typ); got != want {
+					t.Errorf("current authority after Tidy = %s; want %s", got, want)
+				}
+			})
+		}
+	}
+}
