@@ -9,6 +9,7 @@
 package httpjson
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,7 +17,9 @@ import (
 	"log/slog"
 	"net/http"
 	"reflect"
+	"strconv"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	"github.com/go-chi/chi/v5"
@@ -99,12 +102,40 @@ func IsCode(err error, code string) bool {
 }
 
 // Write writes v as a JSON body with the given status.
+//
+// The body is encoded whole before anything is sent, so that it goes out
+// with a Content-Length in one write rather than in chunks, and a value
+// that cannot be encoded is answered as an internal error instead of a
+// truncated body under the status meant for it.
 func Write(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
+	buf := bufs.Get().(*bytes.Buffer)
+	defer putBuf(buf)
+	buf.Reset()
+	enc := json.NewEncoder(buf)
 	enc.SetIndent("", "  ")
-	enc.Encode(v)
+	if err := enc.Encode(v); err != nil {
+		buf.Reset()
+		status = http.StatusInternalServerError
+		enc.Encode(api.ErrorBody{Error: api.Error{Code: api.CodeInternal, Message: "internal error"}})
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(buf.Len()))
+	w.WriteHeader(status)
+	w.Write(buf.Bytes())
+}
+
+// bufs holds the buffers Write encodes bodies in.
+var bufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// maxPooledBuf is the largest buffer put back in bufs: a rare large body
+// (a long listing) is not held on to for every small one after it.
+const maxPooledBuf = 64 << 10
+
+func putBuf(b *bytes.Buffer) {
+	if b.Cap() <= maxPooledBuf {
+		bufs.Put(b)
+	}
 }
 
 // WriteError renders err. A *fault.Error anywhere in err's chain is shown

@@ -378,3 +378,57 @@ func TestDecodeError(t *testing.T) {
 		t.Errorf("a passed-on httpjson.APIError was rendered with status %d", rec.Code)
 	}
 }
+
+// TestWrite checks that a body goes out whole with its length, not in
+// chunks, however long it is, and that a value that cannot be encoded is
+// answered as an internal error rather than an empty body under the
+// status meant for the value.
+func TestWrite(t *testing.T) {
+	long := strings.Repeat("x", 8<<10) // past net/http's buffer before chunking
+	for _, tc := range []struct {
+		name       string
+		v          any
+		wantStatus int
+		wantCode   string
+	}{
+		{"short", map[string]string{"ssh": "key"}, http.StatusOK, ""},
+		{"long", map[string]string{"ssh": long}, http.StatusOK, ""},
+		{"unencodable", map[string]any{"f": func() {}}, http.StatusInternalServerError, api.CodeInternal},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				httpjson.Write(w, http.StatusOK, tc.v)
+			}))
+			defer srv.Close()
+			res, err := http.Get(srv.URL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer res.Body.Close()
+			body, err := io.ReadAll(res.Body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.StatusCode != tc.wantStatus {
+				t.Errorf("status = %d, want %d", res.StatusCode, tc.wantStatus)
+			}
+			if len(res.TransferEncoding) > 0 || res.ContentLength != int64(len(body)) {
+				t.Errorf("Transfer-Encoding %q, Content-Length %d for a body of %d bytes, want the length and no chunks",
+					res.TransferEncoding, res.ContentLength, len(body))
+			}
+			if got := res.Header.Get("Content-Type"); got != "application/json" {
+				t.Errorf("Content-Type = %q", got)
+			}
+			if tc.wantCode != "" {
+				if e := httpjson.DecodeError(res.StatusCode, body); e == nil || e.Code != tc.wantCode {
+					t.Errorf("body %s: want error code %s", body, tc.wantCode)
+				}
+				return
+			}
+			var got map[string]string
+			if err := json.Unmarshal(body, &got); err != nil || got["ssh"] != tc.v.(map[string]string)["ssh"] {
+				t.Errorf("body does not decode to the value written: %v", err)
+			}
+		})
+	}
+}

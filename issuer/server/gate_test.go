@@ -671,3 +671,13 @@ func TestIdleAnonymousConnectionsDoNotStopJoins(t *testing.T) {
 		t.Errorf("the log does not say %q:\n%s", msg, logged.String())
 	}
 }
+
+// TestTLSConfigWholeRecords checks that answers are sealed in whole
+// records: with dynamic record sizing, a renewal's answer of a few
+// kilobytes went out as several small records, each written to the socket
+// apart (see tlsConfig).
+func TestTLSConfigWholeRecords(t *testing.T) {
+	if !tlsConfig(testCA(t), time.Now).DynamicRecordSizingDisabled {
+		t.Error("tlsConfig: DynamicRecordSizingDisabled is false, want true")
+	}
+}

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
@@ -657,4 +659,51 @@ func TestInstancesOf(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestBoltFreelistRebuilt checks that commits do not write bbolt's list of
+// free pages, and that a file whose list was not written reopens with its
+// data and reuses its free pages rather than growing with every renewal.
+func TestBoltFreelistRebuilt(t *testing.T) {
+	ctx := context.Background()
+	path := t.TempDir() + "/issuer.db"
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if db := s.(*boltStore).db; !db.NoFreelistSync || db.FreelistType != bolt.FreelistMapType {
+		t.Errorf("NoFreelistSync %v, FreelistType %q: want true, %q", db.NoFreelistSync, db.FreelistType, bolt.FreelistMapType)
+	}
+	if err := s.CreateInstance(ctx, Instance{ID: "inst-1", Bot: "bot-a", Generation: 1, Created: t0}); err != nil {
+		t.Fatal(err)
+	}
+	const rounds, renewals = 3, 200
+	var sizes []int64
+	gen := uint64(1)
+	for range rounds {
+		for range renewals {
+			if _, err := s.Renew(ctx, RenewWrite{ID: "inst-1", Presented: gen, Now: t0}); err != nil {
+				t.Fatal(err)
+			}
+			gen++
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sizes = append(sizes, fi.Size())
+		if s, err = Open(path); err != nil {
+			t.Fatalf("reopen: %v", err)
+		}
+		if in, err := s.Instance(ctx, "inst-1"); err != nil || in.Generation != gen {
+			t.Fatalf("after reopen: generation %d, %v; want %d", in.Generation, err, gen)
+		}
+	}
+	s.Close()
+	if sizes[rounds-1] > sizes[0] {
+		t.Errorf("file sizes after each round of %d renewals: %v; want no growth", renewals, sizes)
+	}
 }
