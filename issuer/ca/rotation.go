@@ -634,6 +634,13 @@ func Repair(dir string) ([]string, error) {
 	var done []string
 	for _, t := range Types {
 		f := rotationFiles[t]
+		for _, name := range []string{f[1].key, f[1].pub} {
+			back, err := putBackAside(dir, name)
+			if err != nil {
+				return done, err
+			}
+			done = append(done, back...)
+		}
 		next, err := readSlot(dir, t, f[1])
 		if err != nil || !next.exists {
 			continue
@@ -664,6 +671,48 @@ func Repair(dir string) ([]string, error) {
 		return done, err
 	}
 	return append(done, "the serving certificate, whose key was of another"), nil
+}
+
+// putBackAside finishes what a Tidy stopped in removeHolding left of
+// name in dir: a file renamed aside and never put back is put back if
+// name is missing, so that the next authority a store names is not lost
+// with the name, and an aside name that is a second link to what name
+// holds (a stop after the put-back) is removed. An aside file that holds
+// something else is left for an operator, as it may be another issuer's
+// Tidy at work. It returns what it repaired.
+func putBackAside(dir, name string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var done []string
+	for _, e := range entries {
+		aside := e.Name()
+		if !strings.HasPrefix(aside, name+".tidy-") || !e.Type().IsRegular() {
+			continue
+		}
+		err := os.Link(filepath.Join(dir, aside), filepath.Join(dir, name))
+		if err == nil {
+			done = append(done, fmt.Sprintf("%s, put back from %s", name, aside))
+		} else if !errors.Is(err, fs.ErrExist) || !sameFile(filepath.Join(dir, aside), filepath.Join(dir, name)) {
+			continue
+		}
+		if err := os.Remove(filepath.Join(dir, aside)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return done, err
+		}
+	}
+	return done, nil
+}
+
+// sameFile reports whether a and b are links to one file, neither of
+// them a symbolic link.
+func sameFile(a, b string) bool {
+	fa, err := os.Lstat(a)
+	if err != nil {
+		return false
+	}
+	fb, err := os.Lstat(b)
+	return err == nil && fa.Mode().IsRegular() && os.SameFile(fa, fb)
 }
 
 // currentKeyIs reports whether the key file of cur holds the key of next.

@@ -90,3 +90,58 @@ func TestTidyRemovesOnlyWhatItIsTold(t *testing.T) {
 		}
 	}
 }
+
+// TestRepairPutsBackTidyAside checks that Repair finishes what a Tidy
+// killed between its rename of a next file aside and its put-back left:
+// the next files hold what they held (otherwise the store names a next
+// authority no file holds, and every load fails on it), and an aside
+// name that is only a second link to its file is removed.
+func TestRepairPutsBackTidyAside(t *testing.T) {
+	for _, typ := range Types {
+		for _, tc := range []struct {
+			name   string
+			linked bool // killed after the put-back, before the removal
+		}{
+			{name: "killed before the put-back"},
+			{name: "killed after the put-back", linked: true},
+		} {
+			t.Run(string(typ)+"/"+tc.name, func(t *testing.T) {
+				dir := t.TempDir()
+				if err := Init(dir, []string{"127.0.0.1"}); err != nil {
+					t.Fatal(err)
+				}
+				next, err := CreateNext(dir, typ)
+				if err != nil {
+					t.Fatal(err)
+				}
+				f := rotationFiles[typ]
+				for _, name := range []string{f[1].key, f[1].pub} {
+					aside := filepath.Join(dir, name+".tidy-KILLED")
+					if err := os.Rename(filepath.Join(dir, name), aside); err != nil {
+						t.Fatal(err)
+					}
+					if tc.linked {
+						if err := os.Link(aside, filepath.Join(dir, name)); err != nil {
+							t.Fatal(err)
+						}
+					}
+				}
+				if _, err := Repair(dir); err != nil {
+					t.Fatal(err)
+				}
+				if !NextHolds(dir, typ, next) {
+					t.Errorf("the next files no longer hold %s", next)
+				}
+				entries, err := os.ReadDir(dir)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, e := range entries {
+					if strings.Contains(e.Name(), ".tidy-") {
+						t.Errorf("left behind: %s", e.Name())
+					}
+				}
+			})
+		}
+	}
+}
