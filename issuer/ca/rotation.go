@@ -635,6 +635,12 @@ func Repair(dir string) ([]string, error) {
 	for _, t := range Types {
 		f := rotationFiles[t]
 		for _, name := range []string{f[1].key, f[1].pub} {
+			if name == f[1].pub && !exists(filepath.Join(dir, f[1].key)) {
+				// Tidy removes the key first: a public half without
+				// it loads as nothing, and put back would only make
+				// the next init refuse on it.
+				continue
+			}
 			back, err := putBackAside(dir, name)
 			if err != nil {
 				return done, err

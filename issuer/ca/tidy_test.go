@@ -91,6 +91,37 @@ func TestTidyRemovesOnlyWhatItIsTold(t *testing.T) {
 	}
 }
 
+// TestRepairLeavesLonePublicHalf checks that Repair does not put back
+// the public half of a next authority whose key a killed Tidy removed
+// already: alone it loads as nothing, and the next init would refuse on
+// it.
+func TestRepairLeavesLonePublicHalf(t *testing.T) {
+	for _, typ := range Types {
+		t.Run(string(typ), func(t *testing.T) {
+			dir := t.TempDir()
+			if err := Init(dir, []string{"127.0.0.1"}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := CreateNext(dir, typ); err != nil {
+				t.Fatal(err)
+			}
+			f := rotationFiles[typ]
+			if err := os.Remove(filepath.Join(dir, f[1].key)); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(filepath.Join(dir, f[1].pub), filepath.Join(dir, f[1].pub+".tidy-KILLED")); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := Repair(dir); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := CreateNext(dir, typ); err != nil {
+				t.Errorf("init after the repair: %v", err)
+			}
+		})
+	}
+}
+
 // TestRepairPutsBackTidyAside checks that Repair finishes what a Tidy
 // killed between its rename of a next file aside and its put-back left:
 // the next files hold what they held (otherwise the store names a next
