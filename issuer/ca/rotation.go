@@ -594,22 +594,47 @@ func fingerprintOf(t Type, data []byte, isKey bool) string {
 // remove name meanwhile, and an init then write a new authority there.
 // A file that holds another authority is put back, unless something new
 // is at name by then, which the error names.
+//
+// An issuer starting meanwhile may put the file back itself (see Repair):
+// then the file is at name again, and is looked at again once.
 func removeHolding(d *safefs.Dir, t Type, name string, isKey bool, fps ...string) error {
-	aside := name + ".tidy-" + rand.Text()
-	if err := unix.Renameat(d.Fd(), name, d.Fd(), aside); err != nil {
-		if err == unix.ENOENT {
+	for try := 0; ; try++ {
+		aside := name + ".tidy-" + rand.Text()
+		if err := unix.Renameat(d.Fd(), name, d.Fd(), aside); err != nil {
+			if err == unix.ENOENT {
+				return nil
+			}
+			return &os.LinkError{Op: "rename", Old: filepath.Join(d.Path(), name), New: filepath.Join(d.Path(), aside), Err: err}
+		}
+		testAside()
+		_, fp := readFingerprint(d, t, aside, isKey)
+		if fp == "" && !existsIn(d, aside) && try == 0 {
+			continue // put back before it was read: it is at name again
+		}
+		if fp == "" || !slices.Contains(fps, fp) {
+			if err := unix.Linkat(d.Fd(), aside, d.Fd(), name, 0); err == unix.ENOENT {
+				return nil // put back already
+			} else if err != nil && (err != unix.EEXIST || !sameFile(filepath.Join(d.Path(), aside), filepath.Join(d.Path(), name))) {
+				return &os.LinkError{Op: "put back", Old: filepath.Join(d.Path(), aside), New: filepath.Join(d.Path(), name), Err: err}
+			}
+			if err := unix.Unlinkat(d.Fd(), aside, 0); err != nil && err != unix.ENOENT {
+				return &os.PathError{Op: "remove", Path: filepath.Join(d.Path(), aside), Err: err}
+			}
 			return nil
 		}
-		return &os.LinkError{Op: "rename", Old: filepath.Join(d.Path(), name), New: filepath.Join(d.Path(), aside), Err: err}
-	}
-	_, fp := readFingerprint(d, t, aside, isKey)
-	if fp == "" || !slices.Contains(fps, fp) {
-		if err := unix.Linkat(d.Fd(), aside, d.Fd(), name, 0); err != nil {
-			return &os.LinkError{Op: "put back", Old: filepath.Join(d.Path(), aside), New: filepath.Join(d.Path(), name), Err: err}
+		err := unix.Unlinkat(d.Fd(), aside, 0)
+		if err == unix.ENOENT && try == 0 {
+			continue // put back meanwhile: it is at name again
 		}
+		if err != nil {
+			return &os.PathError{Op: "remove", Path: filepath.Join(d.Path(), aside), Err: err}
+		}
+		return nil
 	}
-	return removeIn(d, aside)
 }
+
+// testAside is called by removeHolding with a file aside; tests set it.
+var testAside = func() {}
 
 // servingFrom reports whether the serving certificate and key in dir are
 // a pair and the certificate is from ca: not so after a stop between the

@@ -2,6 +2,7 @@ package ca
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -174,5 +175,56 @@ func TestRepairPutsBackTidyAside(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestTidyRacingRepair checks that a Tidy whose file an issuer starting
+// meanwhile puts back (Repair) still removes what it was told to, and
+// still leaves what it was not.
+func TestTidyRacingRepair(t *testing.T) {
+	for _, drop := range []bool{true, false} {
+		t.Run(fmt.Sprint("drop=", drop), func(t *testing.T) {
+			dir := t.TempDir()
+			if err := Init(dir, []string{"127.0.0.1"}); err != nil {
+				t.Fatal(err)
+			}
+			a, err := LoadRotating(dir, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			next, err := CreateNext(dir, TypeSSHUser)
+			if err != nil {
+				t.Fatal(err)
+			}
+			once := true
+			testAside = func() {
+				if once {
+					once = false
+					if _, err := Repair(dir); err != nil {
+						t.Error(err)
+					}
+				}
+			}
+			t.Cleanup(func() { testAside = func() {} })
+			dropped := "SHA256:another"
+			if drop {
+				dropped = next
+			}
+			if err := Tidy(dir, TypeSSHUser, a.Fingerprint(TypeSSHUser), dropped); err != nil {
+				t.Fatalf("Tidy: %v", err)
+			}
+			if holds := NextHolds(dir, TypeSSHUser, next); holds == drop {
+				t.Errorf("the next files hold %s: %v; want %v", next, holds, !drop)
+			}
+			entries, err := os.ReadDir(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range entries {
+				if strings.Contains(e.Name(), ".tidy-") {
+					t.Errorf("left behind: %s", e.Name())
+				}
+			}
+		})
 	}
 }
