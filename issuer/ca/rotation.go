@@ -594,22 +594,47 @@ func fingerprintOf(t Type, data []byte, isKey bool) string {
 // remove name meanwhile, and an init then write a new authority there.
 // A file that holds another authority is put back, unless something new
 // is at name by then, which the error names.
+//
+// An issuer starting meanwhile may put the file back itself (see Repair):
+// then the file is at name again, and is looked at again once.
 func removeHolding(d *safefs.Dir, t Type, name string, isKey bool, fps ...string) error {
-	aside := name + ".tidy-" + rand.Text()
-	if err := unix.Renameat(d.Fd(), name, d.Fd(), aside); err != nil {
-		if err == unix.ENOENT {
+	for try := 0; ; try++ {
+		aside := name + ".tidy-" + rand.Text()
+		if err := unix.Renameat(d.Fd(), name, d.Fd(), aside); err != nil {
+			if err == unix.ENOENT {
+				return nil
+			}
+			return &os.LinkError{Op: "rename", Old: filepath.Join(d.Path(), name), New: filepath.Join(d.Path(), aside), Err: err}
+		}
+		testAside()
+		_, fp := readFingerprint(d, t, aside, isKey)
+		if fp == "" && !existsIn(d, aside) && try == 0 {
+			continue // put back before it was read: it is at name again
+		}
+		if fp == "" || !slices.Contains(fps, fp) {
+			if err := unix.Linkat(d.Fd(), aside, d.Fd(), name, 0); err == unix.ENOENT {
+				return nil // put back already
+			} else if err != nil && (err != unix.EEXIST || !sameFile(filepath.Join(d.Path(), aside), filepath.Join(d.Path(), name))) {
+				return &os.LinkError{Op: "put back", Old: filepath.Join(d.Path(), aside), New: filepath.Join(d.Path(), name), Err: err}
+			}
+			if err := unix.Unlinkat(d.Fd(), aside, 0); err != nil && err != unix.ENOENT {
+				return &os.PathError{Op: "remove", Path: filepath.Join(d.Path(), aside), Err: err}
+			}
 			return nil
 		}
-		return &os.LinkError{Op: "rename", Old: filepath.Join(d.Path(), name), New: filepath.Join(d.Path(), aside), Err: err}
-	}
-	_, fp := readFingerprint(d, t, aside, isKey)
-	if fp == "" || !slices.Contains(fps, fp) {
-		if err := unix.Linkat(d.Fd(), aside, d.Fd(), name, 0); err != nil {
-			return &os.LinkError{Op: "put back", Old: filepath.Join(d.Path(), aside), New: filepath.Join(d.Path(), name), Err: err}
+		err := unix.Unlinkat(d.Fd(), aside, 0)
+		if err == unix.ENOENT && try == 0 {
+			continue // put back meanwhile: it is at name again
 		}
+		if err != nil {
+			return &os.PathError{Op: "remove", Path: filepath.Join(d.Path(), aside), Err: err}
+		}
+		return nil
 	}
-	return removeIn(d, aside)
 }
+
+// testAside is called by removeHolding with a file aside; tests set it.
+var testAside = func() {}
 
 // servingFrom reports whether the serving certificate and key in dir are
 // a pair and the certificate is from ca: not so after a stop between the
@@ -634,6 +659,19 @@ func Repair(dir string) ([]string, error) {
 	var done []string
 	for _, t := range Types {
 		f := rotationFiles[t]
+		for _, name := range []string{f[1].key, f[1].pub} {
+			if name == f[1].pub && !exists(filepath.Join(dir, f[1].key)) {
+				// Tidy removes the key first: a public half without
+				// it loads as nothing, and put back would only make
+				// the next init refuse on it.
+				continue
+			}
+			back, err := putBackAside(dir, name)
+			if err != nil {
+				return done, err
+			}
+			done = append(done, back...)
+		}
 		next, err := readSlot(dir, t, f[1])
 		if err != nil || !next.exists {
 			continue
@@ -664,6 +702,48 @@ func Repair(dir string) ([]string, error) {
 		return done, err
 	}
 	return append(done, "the serving certificate, whose key was of another"), nil
+}
+
+// putBackAside finishes what a Tidy stopped in removeHolding left of
+// name in dir: a file renamed aside and never put back is put back if
+// name is missing, so that the next authority a store names is not lost
+// with the name, and an aside name that is a second link to what name
+// holds (a stop after the put-back) is removed. An aside file that holds
+// something else is left for an operator, as it may be another issuer's
+// Tidy at work. It returns what it repaired.
+func putBackAside(dir, name string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var done []string
+	for _, e := range entries {
+		aside := e.Name()
+		if !strings.HasPrefix(aside, name+".tidy-") || !e.Type().IsRegular() {
+			continue
+		}
+		err := os.Link(filepath.Join(dir, aside), filepath.Join(dir, name))
+		if err == nil {
+			done = append(done, fmt.Sprintf("%s, put back from %s", name, aside))
+		} else if !errors.Is(err, fs.ErrExist) || !sameFile(filepath.Join(dir, aside), filepath.Join(dir, name)) {
+			continue
+		}
+		if err := os.Remove(filepath.Join(dir, aside)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return done, err
+		}
+	}
+	return done, nil
+}
+
+// sameFile reports whether a and b are links to one file, neither of
+// them a symbolic link.
+func sameFile(a, b string) bool {
+	fa, err := os.Lstat(a)
+	if err != nil {
+		return false
+	}
+	fb, err := os.Lstat(b)
+	return err == nil && fa.Mode().IsRegular() && os.SameFile(fa, fb)
 }
 
 // currentKeyIs reports whether the key file of cur holds the key of next.

@@ -286,7 +286,17 @@ func (s *Server) RotateCA(ctx context.Context, req api.RotateCARequest) (api.CAR
 				s.loadCAs(ctx)
 			}
 			if errors.Is(err, store.ErrRotationConflict) {
-				return deny(fault.Conflict(api.CodeRotationConflict, "%v; see mwi-issuer ca rotate status", err))
+				// The types before i are stored: an admin told only of
+				// the refusal would take the whole move for refused.
+				var done string
+				if i > 0 {
+					names := make([]string, i)
+					for j := range names {
+						names[j] = moves[j].Type
+					}
+					done = fmt.Sprintf("; %s moved to %s before it", strings.Join(names, ", "), req.Phase)
+				}
+				return deny(fault.Conflict(api.CodeRotationConflict, "%v%s; see mwi-issuer ca rotate status", err, done))
 			}
 			return api.CARotations{}, err
 		}

@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -805,10 +806,13 @@ func setRotation(ctx context.Context, st store.Store, r store.Rotation, from str
 type roundStore struct {
 	store.Store
 	done bool
+	skip int // SetRotations to let through before the round
 }
 
 func (s *roundStore) SetRotation(ctx context.Context, r, from store.Rotation) error {
-	if !s.done {
+	if s.skip > 0 {
+		s.skip--
+	} else if !s.done {
 		s.done = true
 		cur := from
 		for _, phase := range []string{ca.PhaseInit, ca.PhaseRollback, ca.PhaseStandby} {
@@ -859,5 +863,42 @@ func TestRotateCAStaleRead(t *testing.T) {
 				t.Errorf("init from the stored record: %v", err)
 			}
 		})
+	}
+}
+
+// TestRotateCAAllPartialConflict checks a --type all move whose third
+// type meets another admin's round: the types before it moved and keep
+// their next authorities, the others keep none, and the refusal names
+// the types that moved, so that the admin does not take the whole move
+// for refused.
+func TestRotateCAAllPartialConflict(t *testing.T) {
+	ctx := context.Background()
+	s, dir := rotationServer(t)
+	s.auth.Store = &roundStore{Store: s.auth.Store, skip: 2}
+	err := rotate(s, "all", ca.PhaseInit, false)
+	if code(err) != api.CodeRotationConflict {
+		t.Fatalf("init over a record changed since it was read: %v; want %s", err, api.CodeRotationConflict)
+	}
+	moved := ca.Types[:2]
+	for _, typ := range moved {
+		if !strings.Contains(err.Error(), string(typ)) {
+			t.Errorf("the refusal %q does not name %s, which moved", err, typ)
+		}
+	}
+	rs, err := s.auth.Store.Rotations(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rs {
+		want := ca.PhaseStandby
+		if slices.Contains(moved, ca.Type(r.Type)) {
+			want = ca.PhaseInit
+		}
+		if r.Phase != want {
+			t.Errorf("%s stored in %s; want %s", r.Type, r.Phase, want)
+		}
+		if hasNext := r.Next != "" && ca.NextHolds(dir, ca.Type(r.Type), r.Next); hasNext != (want == ca.PhaseInit) {
+			t.Errorf("%s: next files hold the stored next %q: %v", r.Type, r.Next, hasNext)
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -69,6 +70,11 @@ func casRotation(r, from, stored Rotation) (Rotation, error) {
 	if stored.Version != from.Version || stored.Phase != from.Phase {
 		return Rotation{}, fmt.Errorf("store: set rotation %s: %w: it is %s (write %d), not %s (write %d)",
 			r.Type, ErrRotationConflict, stored.Phase, stored.Version, from.Phase, from.Version)
+	}
+	if stored.Version == math.MaxUint64 {
+		// Only a forged or damaged record gets here; the next version
+		// would be 0, that of a type never written.
+		return Rotation{}, fmt.Errorf("store: set rotation %s: the stored record is at the last version %d", r.Type, stored.Version)
 	}
 	r.Version = stored.Version + 1
 	return r, nil

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"math"
 	"sync"
 	"testing"
 )
@@ -188,4 +189,17 @@ func TestRotationConcurrent(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestRotationVersionOverflow checks that a stored record at the last
+// version (only a forged or damaged document gets there) is refused
+// rather than written at version 0, which a caller that read the type
+// before any record was stored would match.
+func TestRotationVersionOverflow(t *testing.T) {
+	stored := Rotation{Type: "tls", Phase: RotationStandby, Version: math.MaxUint64}
+	r := Rotation{Type: "tls", Phase: "init", Current: "sha256:a", Next: "sha256:b"}
+	got, err := casRotation(r, stored, stored)
+	if err == nil {
+		t.Fatalf("casRotation from version %d stored version %d; want an error", stored.Version, got.Version)
+	}
 }
