@@ -1,9 +1,6 @@
 package server
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -67,36 +64,11 @@ func TestClientCertificatesAtTheStoresClock(t *testing.T) {
 	}
 	local := time.Now()
 	// Valid at the local clock, expired at the store's.
-	if err := get(signedIdentity(t, a, local.Add(-time.Minute), local.Add(time.Hour))); err == nil {
+	if err := get(identityCertFor(t, a, ca.Identity{Bot: "ci", Instance: "i1", Generation: 1}, local.Add(-time.Minute), local.Add(time.Hour))); err == nil {
 		t.Error("an identity expired at the store's clock (valid at the local one) was taken")
 	}
 	// Signed just now by an issuer at the store's clock.
-	if err := get(signedIdentity(t, a, local.Add(skew-time.Minute), local.Add(skew+time.Hour))); err != nil {
+	if err := get(identityCertFor(t, a, ca.Identity{Bot: "ci", Instance: "i1", Generation: 1}, local.Add(skew-time.Minute), local.Add(skew+time.Hour))); err != nil {
 		t.Errorf("an identity valid at the store's clock was refused: %v", err)
 	}
-}
-
-func signedIdentity(t *testing.T, a *ca.Authority, notBefore, notAfter time.Time) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req, err := x509.ParseCertificateRequest(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr, err := ca.CheckCSR(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := a.SignIdentity(csr, ca.Identity{Bot: "ci", Instance: "i1", Generation: 1}, notBefore, notAfter)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{c.Raw}, PrivateKey: key, Leaf: c}
 }

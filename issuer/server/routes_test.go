@@ -280,9 +280,16 @@ func testCA(t *testing.T) *ca.Authority {
 	return a
 }
 
-// identityCert signs a bot identity for a new key and returns it as a TLS
-// client certificate.
+// identityCert signs a bot identity for a new key, valid for the next
+// hour, and returns it as a TLS client certificate.
 func identityCert(t *testing.T, a *ca.Authority, id ca.Identity) tls.Certificate {
+	t.Helper()
+	now := time.Now()
+	return identityCertFor(t, a, id, now.Add(-time.Minute), now.Add(time.Hour))
+}
+
+// identityCertFor is identityCert for the validity notBefore to notAfter.
+func identityCertFor(t *testing.T, a *ca.Authority, id ca.Identity, notBefore, notAfter time.Time) tls.Certificate {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -300,8 +307,7 @@ func identityCert(t *testing.T, a *ca.Authority, id ca.Identity) tls.Certificate
 	if err != nil {
 		t.Fatal(err)
 	}
-	now := time.Now()
-	c, err := a.SignIdentity(csr, id, now.Add(-time.Minute), now.Add(time.Hour))
+	c, err := a.SignIdentity(csr, id, notBefore, notAfter)
 	if err != nil {
 		t.Fatal(err)
 	}
