@@ -32,7 +32,10 @@ func TestCheckAddr(t *testing.T) {
 		{"[::ffff:127.0.0.1]:9443", false, ""},
 		{"[0:0:0:0:0:0:0:1]:9443", false, ""},
 		{"127.0.0.2:9443", false, ""},
+		{"127.0.0.2:0", false, ""},
+		{"192.0.2.10:9443", false, "not a loopback address"},
 		{"0.0.0.0:9443", true, ""},
+		{"9443", false, "want HOST:PORT"},
 		{"9443", true, "want HOST:PORT"},
 	} {
 		err := CheckAddr(tc.addr, tc.allowRemote, "--allow")

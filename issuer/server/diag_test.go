@@ -15,28 +15,19 @@ import (
 	"github.com/mwi-project/mwi/issuer/ca"
 )
 
+// TestCheckDiagAddr checks what CheckDiagAddr adds to diag.CheckAddr,
+// whose test covers the addresses: a refusal names the diagnostics
+// address and the flag that allows another, and allowRemote is passed on.
 func TestCheckDiagAddr(t *testing.T) {
-	for _, tc := range []struct {
-		addr        string
-		allowRemote bool
-		wantErr     string
-	}{
-		{"127.0.0.1:9443", false, ""},
-		{"[::1]:9443", false, ""},
-		{"localhost:9443", false, ""},
-		{"127.0.0.2:0", false, ""},
-		{"0.0.0.0:9443", false, "not a loopback address"},
-		{":9443", false, "not a loopback address"},
-		{"192.0.2.10:9443", false, "not a loopback address"},
-		{"metrics.example:9443", false, "not a loopback address"},
-		{"0.0.0.0:9443", true, ""},
-		{"9443", false, "want HOST:PORT"},
-		{"9443", true, "want HOST:PORT"},
-	} {
-		err := CheckDiagAddr(tc.addr, tc.allowRemote)
-		if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
-			t.Errorf("CheckDiagAddr(%q, %v) = %v, want %q", tc.addr, tc.allowRemote, err, tc.wantErr)
-		}
+	if err := CheckDiagAddr("127.0.0.1:9443", false); err != nil {
+		t.Errorf("loopback refused: %v", err)
+	}
+	err := CheckDiagAddr("0.0.0.0:9443", false)
+	if err == nil || !strings.HasPrefix(err.Error(), "diagnostics address") || !strings.Contains(err.Error(), "--diag-allow-remote") {
+		t.Errorf("CheckDiagAddr(0.0.0.0:9443) = %v, want a refusal naming the diagnostics address and --diag-allow-remote", err)
+	}
+	if err := CheckDiagAddr("0.0.0.0:9443", true); err != nil {
+		t.Errorf("allowRemote not passed on: %v", err)
 	}
 }
 
