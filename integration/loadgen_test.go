@@ -32,6 +32,11 @@ func TestLoadgen(t *testing.T) {
 				Instances: 300, Joins: 12, Renewals: 40, Concurrency: 4,
 				Sizes: []int{100, 200}, StepCA: os.Getenv("MWI_STEPCA_DIR"),
 			}
+			self, err := os.Executable()
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.Self = self
 			r, err := loadgen.Run(context.Background(), c)
 			if tc.store == "postgres" {
 				pgtest.Skip(t, err)
@@ -57,9 +62,30 @@ func TestLoadgen(t *testing.T) {
 			if c.StepCA != "" && (r.StepCA == nil || r.StepCA.OK != 40) {
 				t.Errorf("step-ca: %+v, %s; want 40 signatures", r.StepCA, r.StepCAMsg)
 			}
+			if f := r.Floor; f == nil {
+				t.Errorf("no floor measured: %s", r.FloorMsg)
+			} else {
+				for _, p := range []loadgen.Phase{f.MTLS, f.Resumed, f.X25519, f.KeptAlive} {
+					if p.OK != 40 || p.Failed != 0 {
+						t.Errorf("%s: %d ok, %d failed (%s); want 40 ok", p.Name, p.OK, p.Failed, p.FirstError)
+					}
+				}
+				// Each connection after the first left a ticket resumes a
+				// session: otherwise the floor would measure full handshakes.
+				if f.ResumedCount != 40 || f.X25519Count != 40 {
+					t.Errorf("resumed sessions: %d and %d of 40; want all", f.ResumedCount, f.X25519Count)
+				}
+				if f.Work.Caller <= 0 || f.Work.CSR <= 0 || f.Work.Identity <= 0 || f.Work.SSH <= 0 {
+					t.Errorf("public-key work %+v: want every part measured", f.Work)
+				}
+				if f.Answer < 1000 {
+					t.Errorf("floor answers of %d bytes; want a renewal answer's size", f.Answer)
+				}
+			}
 			var out bytes.Buffer
 			r.Print(&out)
-			for _, want := range []string{"renewals/s", "renew issuer CPU/op (ms)", "store bytes/instance at 200"} {
+			for _, want := range []string{"renewals/s", "renew issuer CPU/op (ms)", "store bytes/instance at 200",
+				"floor CPU/request, resumed session", "renewal lower bound, new connection (ms)"} {
 				if !strings.Contains(out.String(), want) {
 					t.Errorf("report lacks %q:\n%s", want, out.String())
 				}

@@ -9,7 +9,7 @@
 //
 //	mwi-loadgen [-issuer PATH] [-store bolt|postgres|URL] [-replicas N]
 //	            [-instances N] [-joins N] [-renewals N] [-concurrency N]
-//	            [-pin] [-sizes 1000,100000,1000000] [-stepca DIR]
+//	            [-pin] [-sizes 1000,100000,1000000] [-stepca DIR] [-floor=false]
 //	mwi-loadgen -addrs HOST:PORT,... -state DIR -admin-socket PATH [-pids PID,...] ...
 //
 // Without -addrs it initialises an issuer state directory of its own,
@@ -18,7 +18,10 @@
 // made on the admin socket, then makes -renewals renewals with those bots.
 // -pin runs the issuers on CPU 0 and the generator on CPU 1 (taskset).
 // -stepca names a directory holding step-ca and step v0.30.2: the same
-// renewals then run against step-ca, with the ratio printed.
+// renewals then run against step-ca, with the ratio printed. Unless
+// -floor=false, it then measures a bare TLS server on the issuers' CPU,
+// the renewal's floor, and prints the lower bound of a renewal's CPU time
+// beside the target (package loadgen).
 package main
 
 import (
@@ -38,6 +41,7 @@ import (
 )
 
 func main() {
+	loadgen.ServeFloorIfAsked()
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -61,6 +65,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&c.TTL, "ttl", c.TTL, "certificate lifetime to ask for")
 	fs.StringVar(&sizes, "sizes", "", "fleet sizes `N,...` at which to measure the store's size per instance")
 	fs.StringVar(&c.StepCA, "stepca", "", "`DIR` holding step-ca and step v0.30.2, to compare with")
+	floor := fs.Bool("floor", true, "after the renewals, measure a bare TLS server's CPU per request beside them")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -78,6 +83,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "mwi-loadgen: %v\n", err)
 		return 2
+	}
+	if *floor {
+		if c.Self, err = os.Executable(); err != nil {
+			fmt.Fprintf(stderr, "mwi-loadgen: -floor: %v\n", err)
+			return 2
+		}
 	}
 	c.Log = slog.New(slog.NewTextHandler(stderr, nil))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -112,22 +112,43 @@ type target struct {
 // a connection of its own, as mwid's do: the handshake is part of what is
 // measured.
 func post(ctx context.Context, t target, client *tls.Certificate, path string, body, out any) error {
-	data, err := json.Marshal(body)
-	if err != nil {
-		return err
-	}
-	cfg := &tls.Config{RootCAs: t.roots, ServerName: t.serverName, NextProtos: []string{"http/1.1"}}
+	cfg := t.tlsConfig()
 	if client != nil {
 		cfg.Certificates = []tls.Certificate{*client}
+	}
+	_, err := postWith(ctx, t, cfg, path, body, out)
+	return err
+}
+
+// tlsConfig returns the TLS configuration of a connection to t, without a
+// client certificate.
+func (t target) tlsConfig() *tls.Config {
+	return &tls.Config{RootCAs: t.roots, ServerName: t.serverName, NextProtos: []string{"http/1.1"}}
+}
+
+// postWith is post on a new connection made with cfg. It reports whether
+// the connection resumed a TLS session.
+func postWith(ctx context.Context, t target, cfg *tls.Config, path string, body, out any) (resumed bool, err error) {
+	data, err := json.Marshal(body)
+	if err != nil {
+		return false, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	d := tls.Dialer{NetDialer: &net.Dialer{}, Config: cfg}
-	conn, err := d.DialContext(ctx, "tcp", t.addr)
+	c, err := d.DialContext(ctx, "tcp", t.addr)
 	if err != nil {
-		return err
+		return false, err
 	}
+	conn := c.(*tls.Conn)
 	defer conn.Close()
+	resumed = conn.ConnectionState().DidResume
+	return resumed, exchange(ctx, conn, t, path, data, out)
+}
+
+// exchange writes one request with the JSON data to conn and decodes a
+// 2xx answer's JSON into out.
+func exchange(ctx context.Context, conn net.Conn, t target, path string, data []byte, out any) error {
 	if dl, ok := ctx.Deadline(); ok {
 		conn.SetDeadline(dl)
 	}

@@ -9,7 +9,9 @@
 // with the rest of the fleet in bulk (store.Seed: joining a million bots
 // one at a time would take most of an hour), or drives issuers that run
 // already. With Pin, the issuers (and PostgreSQL) run on CPU 0 and the
-// generator on CPU 1, so that they do not take each other's time.
+// generator on CPU 1, so that they do not take each other's time. After
+// the renewals it measures their floor (Floor): what a bare TLS server and
+// the unavoidable public-key work cost on the issuers' CPU.
 package loadgen
 
 import (
@@ -87,6 +89,9 @@ type Config struct {
 	// StepCA is a directory holding step-ca and step (v0.30.2); if set,
 	// the same renewal load runs against step-ca too, for comparison.
 	StepCA string
+	// Self, if set, is a program that calls ServeFloorIfAsked (this one):
+	// Run then measures the floor after the renewals (see Floor).
+	Self string
 	// Log receives progress; nil means slog.Default().
 	Log *slog.Logger
 }
@@ -207,6 +212,8 @@ type Report struct {
 	Sizes     []Size
 	StepCA    *Phase
 	StepCAMsg string // why step-ca was not measured, if it was not
+	Floor     *Floor
+	FloorMsg  string // why the floor was not measured, if it was not
 }
 
 // Run runs the load that c describes and returns what it measured.
@@ -253,14 +260,14 @@ func Run(ctx context.Context, c Config) (*Report, error) {
 			defer sca.close()
 		}
 	}
+	idle := make(chan bot, len(bots))
+	for _, b := range bots {
+		idle <- b
+	}
 	if c.Renewals > 0 {
 		rounds := 1
 		if sca != nil {
 			rounds = compareRounds
-		}
-		idle := make(chan bot, len(bots))
-		for _, b := range bots {
-			idle <- b
 		}
 		e.log.Info("renewing", "renewals", c.Renewals, "bots", len(bots), "concurrency", c.Concurrency, "rounds", rounds)
 		renewKeys := keys[c.Joins:]
@@ -271,6 +278,22 @@ func Run(ctx context.Context, c Config) (*Report, error) {
 				p := sca.run(ctx, e, from, to)
 				r.StepCA = r.StepCA.merge(p)
 			}
+		}
+	}
+	switch {
+	case c.Renewals == 0:
+	case len(c.Addrs) > 0:
+		r.FloorMsg = "measured only beside issuers that this program starts, on their machine: floor skipped"
+	case c.Self == "":
+		r.FloorMsg = "no program to serve it: floor skipped"
+	default:
+		bots = bots[:0]
+		for len(idle) > 0 {
+			bots = append(bots, <-idle)
+		}
+		if r.Floor, err = e.floor(ctx, bots); err != nil {
+			r.FloorMsg = err.Error()
+			r.Floor = nil
 		}
 	}
 	if r.Fleet.Bytes, err = e.storeSize(ctx, e.location); err != nil {
