@@ -23,13 +23,10 @@ import (
 	"bytes"
 	"context"
 	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -45,7 +42,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/crypto/ssh"
 	"golang.org/x/sys/unix"
 
 	"github.com/mwi-project/mwi/api"
@@ -185,16 +181,13 @@ func serveFloor(dir string, answerBytes int, stop io.Reader, out io.Writer) erro
 // measureWork times each piece of Work with the keys of cas, on the
 // process's CPU clock, so that the garbage it leaves counts too.
 func measureWork(cas *ca.Authority) (Work, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ks, err := newKeySet("load-0")
 	if err != nil {
 		return Work{}, err
 	}
+	key, csrDER := ks.key, ks.csrDER
 	digest := sha256.Sum256([]byte("mwi-loadgen floor"))
 	sig, err := ecdsa.SignASN1(rand.Reader, key, digest[:])
-	if err != nil {
-		return Work{}, err
-	}
-	csrDER, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "load-0"}}, key)
 	if err != nil {
 		return Work{}, err
 	}
@@ -203,14 +196,6 @@ func measureWork(cas *ca.Authority) (Work, error) {
 		return Work{}, err
 	}
 	csr, err := ca.CheckCSR(req)
-	if err != nil {
-		return Work{}, err
-	}
-	edPub, _, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		return Work{}, err
-	}
-	sshKey, err := ssh.NewPublicKey(edPub)
 	if err != nil {
 		return Work{}, err
 	}
@@ -239,7 +224,7 @@ func measureWork(cas *ca.Authority) (Work, error) {
 			return err
 		}},
 		{&w.SSH, func() error {
-			_, err := cas.SignSSHUser(ca.SSHUserRequest{Key: sshKey, KeyID: "bot=load-0 instance=" + id.Instance,
+			_, err := cas.SignSSHUser(ca.SSHUserRequest{Key: ks.sshPub, KeyID: "bot=load-0 instance=" + id.Instance,
 				Principals: []string{"load"}, NotBefore: now.Add(-time.Minute), NotAfter: now.Add(20 * time.Minute)})
 			return err
 		}},
