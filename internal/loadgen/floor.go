@@ -8,15 +8,16 @@ package loadgen
 // the renewal's kind of connection (new, with the bot's identity
 // certificate), and on cheaper ones: resumed sessions without a client
 // certificate (in TLS 1.3 the cheapest new connection: a key exchange and
-// no signature), the same with X25519 alone (without the post-quantum half
-// of Go's default key exchange), and in TLS 1.2, whose resumption has no
-// key exchange at all; and a kept-alive connection. The server also measures, with the issuer's own keys and
-// code, the public-key work that any renewal must do whatever its
-// protocol: check one signature of the caller's identity key, check the
-// new key's CSR, sign the identity certificate (crypto/x509 checks the
-// signature it made) and sign the SSH certificate. The cheapest new
-// resumed connection of each kind plus that work is the lower bound of a
-// renewal's CPU time on this machine, printed beside the target.
+// no signature), the same with X25519 alone (without the post-quantum
+// half of Go's default key exchange), and in TLS 1.2, whose resumption
+// has no key exchange at all; and a kept-alive connection. The server
+// also measures, with the issuer's own keys and code, the public-key work
+// that any renewal must do whatever its protocol: check one signature of
+// the caller's identity key, check the new key's CSR, sign the identity
+// certificate (crypto/x509 checks the signature it made) and sign the SSH
+// certificate. A resumed connection of each kind plus that work is a
+// lower bound of a renewal's CPU time on this machine, printed beside the
+// target.
 
 import (
 	"bufio"
