@@ -6,17 +6,18 @@ package loadgen
 // issuers' CPU, reads each request and answers it with a body of a
 // renewal answer's size. The generator sends it the renewal's request on
 // the renewal's kind of connection (new, with the bot's identity
-// certificate), and on cheaper ones: a resumed TLS session without a
-// client certificate (the cheapest new connection TLS 1.3 has: a key
-// exchange and no signature), the same with X25519 alone (without the
-// post-quantum half of Go's default key exchange), and a kept-alive
-// connection. The server also measures, with the issuer's own keys and
-// code, the public-key work that any renewal must do whatever its
-// protocol: check one signature of the caller's identity key, check the
-// new key's CSR, sign the identity certificate (crypto/x509 checks the
-// signature it made) and sign the SSH certificate. The cheapest new
-// connection plus that work is the lower bound of a renewal's CPU time
-// on this machine, printed beside the target.
+// certificate), and on cheaper ones: resumed sessions without a client
+// certificate (in TLS 1.3 the cheapest new connection: a key exchange and
+// no signature), the same with X25519 alone (without the post-quantum
+// half of Go's default key exchange), and in TLS 1.2, whose resumption
+// has no key exchange at all; and a kept-alive connection. The server
+// also measures, with the issuer's own keys and code, the public-key work
+// that any renewal must do whatever its protocol: check one signature of
+// the caller's identity key, check the new key's CSR, sign the identity
+// certificate (crypto/x509 checks the signature it made) and sign the SSH
+// certificate. A resumed connection of each kind plus that work is a
+// lower bound of a renewal's CPU time on this machine, printed beside the
+// target.
 
 import (
 	"bufio"
@@ -83,13 +84,23 @@ func (w Work) Total() time.Duration { return w.Caller + w.CSR + w.Identity + w.S
 type Floor struct {
 	// Answer is the size of the floor's answers: a renewal answer's.
 	Answer int
-	// MTLS, Resumed, X25519 and KeptAlive are the phases on each kind of
-	// connection.
-	MTLS, Resumed, X25519, KeptAlive Phase
-	// ResumedCount and X25519Count are how many connections of those
-	// phases did resume a session.
-	ResumedCount, X25519Count int
-	Work                      Work
+	// MTLS is the phase on new connections with a client certificate, as
+	// renewals come; KeptAlive the one on kept-alive connections.
+	MTLS, KeptAlive Phase
+	// Resumed are the phases on resumed sessions without a client
+	// certificate: with Go's default key exchange, with X25519 alone, and
+	// with TLS 1.2, whose resumption has no key exchange at all.
+	Resumed []Resumed
+	Work    Work
+}
+
+// Resumed is a phase on resumed sessions.
+type Resumed struct {
+	Phase
+	// What names the kind of session in the report.
+	What string
+	// Count is how many of the phase's connections did resume.
+	Count int
 }
 
 // LowerBound returns the least CPU time a renewal on a new connection can
@@ -355,32 +366,38 @@ func (e *env) floor(ctx context.Context, bots []bot) (*Floor, error) {
 	fe := &env{c: e.c, log: e.log, pids: []int{fs.cmd.Process.Pid}}
 	n := min(e.c.Renewals, floorRequests)
 	f := &Floor{Answer: len(answer) + 1, Work: fs.hello.Work}
-	e.log.Info("measuring the floor", "requests", 4*n, "answer_bytes", f.Answer)
+	e.log.Info("measuring the floor", "requests", 5*n, "answer_bytes", f.Answer)
 
 	f.MTLS = fe.phase(ctx, "floor mTLS", n, func(ctx context.Context, i int) error {
 		return post(ctx, t, &bots[i%len(bots)].cert, "/floor", req, nil)
 	})
-	resumedPhase := func(name string, curves []tls.CurveID, count *int) Phase {
+	for _, r := range []struct {
+		what   string
+		config func(*tls.Config)
+	}{
+		{"Go's default key exchange", func(*tls.Config) {}},
+		{"X25519 only", func(c *tls.Config) { c.CurvePreferences = []tls.CurveID{tls.X25519} }},
+		{"TLS 1.2, no key exchange", func(c *tls.Config) { c.MaxVersion = tls.VersionTLS12 }},
+	} {
 		cfg := t.tlsConfig()
 		cfg.ClientSessionCache = tls.NewLRUClientSessionCache(1)
-		cfg.CurvePreferences = curves
+		r.config(cfg)
+		name := "floor resumed, " + r.what
 		// A first connection leaves a ticket for the others.
 		if _, err := postWith(ctx, t, cfg, "/floor", req, nil); err != nil {
-			return Phase{Name: name, Failed: 1, FirstError: err.Error()}
+			f.Resumed = append(f.Resumed, Resumed{Phase: Phase{Name: name, Failed: 1, FirstError: err.Error()}, What: r.what})
+			continue
 		}
 		var resumed atomic.Int64
 		p := fe.phase(ctx, name, n, func(ctx context.Context, i int) error {
-			r, err := postWith(ctx, t, cfg, "/floor", req, nil)
-			if r {
+			did, err := postWith(ctx, t, cfg, "/floor", req, nil)
+			if did {
 				resumed.Add(1)
 			}
 			return err
 		})
-		*count = int(resumed.Load())
-		return p
+		f.Resumed = append(f.Resumed, Resumed{Phase: p, What: r.what, Count: int(resumed.Load())})
 	}
-	f.Resumed = resumedPhase("floor resumed", nil, &f.ResumedCount)
-	f.X25519 = resumedPhase("floor resumed X25519", []tls.CurveID{tls.X25519}, &f.X25519Count)
 
 	tr := &http.Transport{TLSClientConfig: t.tlsConfig(), MaxIdleConnsPerHost: e.c.Concurrency, ForceAttemptHTTP2: false}
 	defer tr.CloseIdleConnections()
