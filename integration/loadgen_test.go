@@ -75,8 +75,8 @@ func TestLoadgen(t *testing.T) {
 						t.Errorf("%s: %d of 40 sessions resumed; want all", r.Name, r.Count)
 					}
 				}
-				if len(f.Resumed) != 3 {
-					t.Errorf("%d kinds of resumed session measured; want 3", len(f.Resumed))
+				if len(f.Resumed) != 4 {
+					t.Errorf("%d kinds of resumed session measured; want 4", len(f.Resumed))
 				}
 				for _, p := range phases {
 					if p.OK != 40 || p.Failed != 0 {

@@ -114,18 +114,20 @@ func (r *Report) Print(w io.Writer) {
 		}
 		floorRow("kept-alive connection", f.KeptAlive, -1)
 		row("  renewal's public-key work, issuer's keys (ms)", ms(f.Work.Total()), "", 0, true)
-		bound := func(what string, q Phase) {
-			lb := f.LowerBound(q)
+		for _, r := range f.Resumed {
+			lb := f.LowerBound(r.Phase)
 			// The bound leaves out the store, the audit record, JSON and
-			// routing: under the target, it only does not rule it out.
+			// routing: under the target, it only does not rule it out. A
+			// phase with failures, or whose sessions did not all resume,
+			// measured something else: it gives no verdict.
 			verdict := "not ruled out"
-			if lb > targetRenewCPU {
+			switch {
+			case r.Failed > 0 || r.OK == 0 || r.Count < r.OK:
+				verdict = "no verdict: phase incomplete"
+			case lb > targetRenewCPU:
 				verdict = "NOT reachable"
 			}
-			verdictRow("  renewal lower bound, "+what+" (ms)", ms(lb), "<= "+ms(targetRenewCPU), float64(lb)/float64(targetRenewCPU), verdict)
-		}
-		for _, r := range f.Resumed {
-			bound("resumed, "+r.What, r.Phase)
+			verdictRow("  renewal lower bound, resumed, "+r.What+" (ms)", ms(lb), "<= "+ms(targetRenewCPU), float64(lb)/float64(targetRenewCPU), verdict)
 		}
 		row("  renewal CPU above its floor (ms)", ms(p.CPUPerOp()-f.MTLS.CPUPerOp()), "", 0, true)
 	}
