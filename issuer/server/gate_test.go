@@ -517,11 +517,15 @@ func TestCapsCloseIdleConnections(t *testing.T) {
 					held = append(held, c)
 					// Each is idle, or has its request in progress, before
 					// the next is opened: the server reads the first byte of
-					// a request before it counts the connection active.
+					// a request before it counts the connection active. The
+					// client is done with its handshake before the server
+					// is: a connection still in the server's handshake is
+					// one the gate may close to make room, so the test
+					// waits for none to be.
 					eventually(t, "the connection idle or active", func() bool {
-						total, _, _ := g.counts()
+						total, handshakes, _ := g.counts()
 						if active {
-							return total == i+1 && g.idles() == 0
+							return total == i+1 && handshakes == 0 && g.idles() == 0
 						}
 						return total == i+1 && g.idles() == i+1
 					})
