@@ -67,15 +67,7 @@ func TestTidyRemovesOnlyWhatItIsTold(t *testing.T) {
 				if !tc.wantGone && !NextHolds(dir, typ, next) && !tc.halfPair {
 					t.Errorf("the next files no longer hold %s", next)
 				}
-				entries, err := os.ReadDir(dir)
-				if err != nil {
-					t.Fatal(err)
-				}
-				for _, e := range entries {
-					if strings.Contains(e.Name(), ".tidy-") {
-						t.Errorf("left behind: %s", e.Name())
-					}
-				}
+				noTidyLeftovers(t, dir)
 				want := cur
 				if tc.promote {
 					want = next
@@ -164,15 +156,7 @@ func TestRepairPutsBackTidyAside(t *testing.T) {
 				if !NextHolds(dir, typ, next) {
 					t.Errorf("the next files no longer hold %s", next)
 				}
-				entries, err := os.ReadDir(dir)
-				if err != nil {
-					t.Fatal(err)
-				}
-				for _, e := range entries {
-					if strings.Contains(e.Name(), ".tidy-") {
-						t.Errorf("left behind: %s", e.Name())
-					}
-				}
+				noTidyLeftovers(t, dir)
 			})
 		}
 	}
@@ -216,15 +200,21 @@ func TestTidyRacingRepair(t *testing.T) {
 			if holds := NextHolds(dir, TypeSSHUser, next); holds == drop {
 				t.Errorf("the next files hold %s: %v; want %v", next, holds, !drop)
 			}
-			entries, err := os.ReadDir(dir)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, e := range entries {
-				if strings.Contains(e.Name(), ".tidy-") {
-					t.Errorf("left behind: %s", e.Name())
-				}
-			}
+			noTidyLeftovers(t, dir)
 		})
+	}
+}
+
+// noTidyLeftovers fails the test if dir holds a file that Tidy set aside.
+func noTidyLeftovers(t *testing.T, dir string) {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if strings.Contains(e.Name(), ".tidy-") {
+			t.Errorf("left behind: %s", e.Name())
+		}
 	}
 }

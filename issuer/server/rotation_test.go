@@ -55,6 +55,17 @@ func rotate(s *Server, typ, phase string, force bool) error {
 	return err
 }
 
+// rotateThrough takes the authorities of typ through phases in order,
+// failing the test at the first refusal.
+func rotateThrough(t *testing.T, s *Server, typ string, phases ...string) {
+	t.Helper()
+	for _, ph := range phases {
+		if err := rotate(s, typ, ph, false); err != nil {
+			t.Fatalf("rotate %s %s: %v", typ, ph, err)
+		}
+	}
+}
+
 func code(err error) string {
 	if e, ok := fault.As(err); ok {
 		return e.Code
@@ -257,11 +268,7 @@ func TestRotateCAAfterStandbyCrash(t *testing.T) {
 	for _, typ := range ca.Types {
 		t.Run(string(typ), func(t *testing.T) {
 			s, dir := rotationServer(t)
-			for _, ph := range []string{"init", "update_clients", "update_servers"} {
-				if err := rotate(s, string(typ), ph, false); err != nil {
-					t.Fatalf("%s: %v", ph, err)
-				}
-			}
+			rotateThrough(t, s, string(typ), "init", "update_clients", "update_servers")
 			rs, err := s.auth.Store.Rotations(ctx)
 			if err != nil || len(rs) != 1 {
 				t.Fatalf("rotations: %v, %v", rs, err)
@@ -368,11 +375,7 @@ func TestRotateCANextKeyLost(t *testing.T) {
 		t.Run(string(typ), func(t *testing.T) {
 			s, dir := rotationServer(t)
 			before := s.auth.CAs().Fingerprint(typ)
-			for _, ph := range []string{"init", "update_clients"} {
-				if err := rotate(s, string(typ), ph, false); err != nil {
-					t.Fatalf("%s: %v", ph, err)
-				}
-			}
+			rotateThrough(t, s, string(typ), "init", "update_clients")
 			names, _ := filepath.Glob(filepath.Join(dir, "*.next*"))
 			for _, n := range names {
 				os.Remove(n)
@@ -401,16 +404,8 @@ func TestRotateCARollbackStandbyRefused(t *testing.T) {
 	if err := s.auth.Store.CreateInstance(ctx, store.Instance{ID: "before", Bot: "ci", Created: time.Now().Add(-time.Minute)}); err != nil {
 		t.Fatal(err)
 	}
-	for _, ph := range []string{"init", "rollback", "standby"} {
-		if err := rotate(s, "identity", ph, false); err != nil {
-			t.Fatalf("rollback from init: %s: %v", ph, err)
-		}
-	}
-	for _, ph := range []string{"init", "update_clients"} {
-		if err := rotate(s, "identity", ph, false); err != nil {
-			t.Fatalf("%s: %v", ph, err)
-		}
-	}
+	rotateThrough(t, s, "identity", "init", "rollback", "standby")
+	rotateThrough(t, s, "identity", "init", "update_clients")
 	// Joined while the next authority signed.
 	if err := s.auth.Store.CreateInstance(ctx, store.Instance{ID: "during", Bot: "ci", Created: time.Now()}); err != nil {
 		t.Fatal(err)
@@ -437,11 +432,7 @@ func TestRotateCATLSUpdateServersRefused(t *testing.T) {
 	if err := s.auth.Store.CreateInstance(ctx, store.Instance{ID: "old", Bot: "ci", Created: time.Now().Add(-time.Minute)}); err != nil {
 		t.Fatal(err)
 	}
-	for _, ph := range []string{"init", "update_clients"} {
-		if err := rotate(s, "all", ph, false); err != nil {
-			t.Fatalf("%s: %v", ph, err)
-		}
-	}
+	rotateThrough(t, s, "all", "init", "update_clients")
 	for _, typ := range []string{"tls", "all"} {
 		if err := rotate(s, typ, "update_servers", false); code(err) != api.CodeRotationPhase || !strings.Contains(err.Error(), "instance old") {
 			t.Fatalf("update_servers of %s with an instance behind: %v; want a refusal naming it", typ, err)
@@ -476,11 +467,7 @@ func TestRotateCAAfterHalfPromotion(t *testing.T) {
 	for _, typ := range ca.Types {
 		t.Run(string(typ), func(t *testing.T) {
 			s, dir := rotationServer(t)
-			for _, ph := range []string{"init", "update_clients", "update_servers"} {
-				if err := rotate(s, string(typ), ph, false); err != nil {
-					t.Fatalf("%s: %v", ph, err)
-				}
-			}
+			rotateThrough(t, s, string(typ), "init", "update_clients", "update_servers")
 			rs, _ := s.auth.Store.Rotations(ctx)
 			r := rs[0]
 			r.Phase, r.Current, r.Next, r.Switched = ca.PhaseStandby, r.Next, "", time.Time{}
@@ -524,11 +511,7 @@ func TestRotateCAAfterHalfPromotion(t *testing.T) {
 func TestRotateCAAfterServingHalfWritten(t *testing.T) {
 	ctx := context.Background()
 	s, dir := rotationServer(t)
-	for _, ph := range []string{"init", "update_clients", "update_servers"} {
-		if err := rotate(s, "tls", ph, false); err != nil {
-			t.Fatalf("%s: %v", ph, err)
-		}
-	}
+	rotateThrough(t, s, "tls", "init", "update_clients", "update_servers")
 	rs, _ := s.auth.Store.Rotations(ctx)
 	r := rs[0]
 	r.Phase, r.Current, r.Next, r.Switched = ca.PhaseStandby, r.Next, "", time.Time{}
@@ -585,11 +568,7 @@ func TestStartAfterHalfMove(t *testing.T) {
 	}{{ca.TypeSSHUser, false}, {ca.TypeSSHHost, false}, {ca.TypeIdentity, false}, {ca.TypeKube, false}, {ca.TypeTLS, false}, {ca.TypeTLS, true}} {
 		t.Run(fmt.Sprintf("%s/serving=%v", tc.typ, tc.serving), func(t *testing.T) {
 			s, dir := rotationServer(t)
-			for _, ph := range []string{"init", "update_clients", "update_servers"} {
-				if err := rotate(s, string(tc.typ), ph, false); err != nil {
-					t.Fatalf("%s: %v", ph, err)
-				}
-			}
+			rotateThrough(t, s, string(tc.typ), "init", "update_clients", "update_servers")
 			rs, _ := s.auth.Store.Rotations(ctx)
 			r := rs[0]
 			r.Phase, r.Current, r.Next, r.Switched = ca.PhaseStandby, r.Next, "", time.Time{}
@@ -731,11 +710,7 @@ func TestRotateCARefusalsAudited(t *testing.T) {
 func TestRotateCANextIdentityIsNoAdmin(t *testing.T) {
 	ctx := context.Background()
 	s, dir := rotationServer(t)
-	for _, ph := range []string{"init", "update_clients"} {
-		if err := rotate(s, "identity", ph, false); err != nil {
-			t.Fatalf("%s: %v", ph, err)
-		}
-	}
+	rotateThrough(t, s, "identity", "init", "update_clients")
 	a := s.auth.CAs()
 	bot := identityCert(t, a, ca.Identity{Bot: "ci", Instance: "i1", Generation: 1})
 	if tlspin.Of(a.IdentityCA()) == tlspin.Of(a.IdentityCAs()[0]) {
