@@ -137,6 +137,13 @@ func (s *boltStore) ConsumeToken(ctx context.Context, hash, instance string, now
 func boltUsableToken(tx *bolt.Tx, hash string, now time.Time) (Token, error) {
 	var t Token
 	found, err := get(tx.Bucket(bucketTokens), hash, &t)
+	return consumable(t, found, err, now)
+}
+
+// consumable returns t, read as found with err, or the error ConsumeToken
+// returns for it at now: both stores read a token their own way, and
+// judge it the same.
+func consumable(t Token, found bool, err error, now time.Time) (Token, error) {
 	if err != nil {
 		return Token{}, fmt.Errorf("store: consume token: %w", err)
 	}

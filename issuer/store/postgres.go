@@ -215,16 +215,7 @@ func (s *pgStore) ConsumeToken(ctx context.Context, hash, instance string, now t
 func pgUsableToken(ctx context.Context, tx pgx.Tx, hash string, now time.Time) (Token, error) {
 	var t Token
 	found, err := getDoc(ctx, tx, &t, hash, `SELECT doc FROM tokens WHERE hash = $1 FOR UPDATE`, hash)
-	if err != nil {
-		return Token{}, fmt.Errorf("store: consume token: %w", err)
-	}
-	if !found {
-		return Token{}, fmt.Errorf("store: consume token: %w", ErrTokenUnknown)
-	}
-	if err := usable(t, now); err != nil {
-		return Token{}, err
-	}
-	return t, nil
+	return consumable(t, found, err, now)
 }
 
 // pgConsume marks t used by instance at now, in tx, and returns it as
